@@ -1,0 +1,75 @@
+//! The GRU cell, element-wise part (PyTorch's equations, gate order r, z, n):
+//!
+//! ```text
+//! r = sigmoid(x W_ir^T + b_ir + h_{t-1} W_hr^T + b_hr)
+//! z = sigmoid(x W_iz^T + b_iz + h_{t-1} W_hz^T + b_hz)
+//! n = tanh(x W_in^T + b_in + r * (h_{t-1} W_hn^T + b_hn))
+//! h_t = (1 - z) * n + z * h_{t-1}
+//! ```
+//!
+//! The reset gate multiplies `(W_hn h + b_hn)`, so the recurrent side's n-part is kept apart
+//! (`hn`), and its gradient differs from the input side's (`dgh` vs `dgx`).
+
+use crate::ops::Float;
+
+/// Forward, one row. `xw` holds `x W_ih^T + b_ih` (3H), `hw` holds `h_{t-1} W_hh^T` (3H).
+/// Writes the activated gates r, z, n (3H), `hn = W_hn h_{t-1} + b_hn` (H) and the new `h` (H).
+#[inline]
+pub fn forward_row<F: Float>(
+    xw: &[F],
+    hw: &[F],
+    b_hh: Option<&[F]>,
+    h_prev: &[F],
+    gates: &mut [F],
+    hn: &mut [F],
+    h: &mut [F],
+) {
+    let nh = h.len();
+    let bias = |j: usize| b_hh.map_or(F::ZERO, |b| b[j]);
+    for j in 0..nh {
+        let r = (xw[j] + hw[j] + bias(j)).sigmoid();
+        let z = (xw[nh + j] + hw[nh + j] + bias(nh + j)).sigmoid();
+        let hnj = hw[2 * nh + j] + bias(2 * nh + j);
+        let n = (xw[2 * nh + j] + r * hnj).tanh();
+        gates[j] = r;
+        gates[nh + j] = z;
+        gates[2 * nh + j] = n;
+        hn[j] = hnj;
+        h[j] = (F::ONE - z) * n + z * h_prev[j];
+    }
+}
+
+/// Backward, one row. `dh` is dL/dh_t. Writes dL/d(input-side pre-activations) into `dgx` (3H),
+/// dL/d(recurrent-side pre-activations) into `dgh` (3H), and the direct part of dL/dh_{t-1}
+/// (the path through `z * h_{t-1}`) into `dh_prev` (H).
+#[inline]
+pub fn backward_row<F: Float>(
+    gates: &[F],
+    hn: &[F],
+    h_prev: &[F],
+    dh: &[F],
+    dgx: &mut [F],
+    dgh: &mut [F],
+    dh_prev: &mut [F],
+) {
+    let nh = hn.len();
+    for j in 0..nh {
+        let (r, z, n) = (gates[j], gates[nh + j], gates[2 * nh + j]);
+        // forward was: h = (1 - z) * n + z * h_prev
+        let dn = dh[j] * (F::ONE - z);
+        let dz = dh[j] * (h_prev[j] - n);
+        dh_prev[j] = dh[j] * z;
+        // forward was: n = tanh(xn + r * hn); backprop through tanh
+        let dnp = dn * (F::ONE - n * n);
+        let dr = dnp * hn[j];
+        // backprop through the sigmoids
+        let drp = dr * r * (F::ONE - r);
+        let dzp = dz * z * (F::ONE - z);
+        dgx[j] = drp;
+        dgx[nh + j] = dzp;
+        dgx[2 * nh + j] = dnp;
+        dgh[j] = drp;
+        dgh[nh + j] = dzp;
+        dgh[2 * nh + j] = dnp * r;
+    }
+}

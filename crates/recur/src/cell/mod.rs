@@ -1,0 +1,550 @@
+//! Recurrent cells: forward and backward (BPTT) of one direction of one layer over a sequence.
+//!
+//! This file is the sequence driver shared by the three cells, following the fast path of
+//! DESIGN.md:
+//! 1. the input projection of all T steps is one GEMM `[T*B, I] x [I, G*H]`;
+//! 2. per step, one recurrent GEMM `[B, P] x [P, G*H]`, then one fused element-wise pass
+//!    (`rnn.rs`, `lstm.rs`, `gru.rs`);
+//! 3. backward walks the steps in reverse doing only the element-wise backward and the
+//!    `[B, G*H] x [G*H, P]` product for dh_{t-1}; the weight gradients are one GEMM each over all
+//!    steps at the end (`dW_hh = sum_t dG_t^T h_{t-1}`, `dW_ih = dG^T X`);
+//! 4. nothing is allocated inside the time loop: [`DirCache`] is sized once.
+//!
+//! Conventions: activations are row-major and time-major, `(T, B, features)`; weights are stored
+//! as PyTorch stores them, `(G*H, in)`. Per-sequence lengths follow PyTorch's packed sequences:
+//! at a step `t >= len[b]` row `b` is inactive, its state is carried unchanged, its output is zero,
+//! and it takes no gradient. In the reverse direction each sequence therefore starts at its own
+//! last step.
+
+pub mod gru;
+pub mod lstm;
+pub mod rnn;
+
+pub use rnn::Activation;
+
+use crate::ops::{add_col_sums, gemm, Float, Trans};
+
+/// Which recurrent cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CellKind {
+    /// Elman RNN with the given non-linearity.
+    Rnn(Activation),
+    /// LSTM, gates i, f, g, o.
+    Lstm,
+    /// GRU, gates r, z, n.
+    Gru,
+}
+
+impl CellKind {
+    /// Number of gate blocks G: the rows of `weight_ih` are `G * hidden`.
+    pub fn gates(self) -> usize {
+        match self {
+            CellKind::Rnn(_) => 1,
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+        }
+    }
+
+    /// The name used on the command line and in checkpoints: `rnn_tanh`, `rnn_relu`, `lstm`, `gru`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CellKind::Rnn(Activation::Tanh) => "rnn_tanh",
+            CellKind::Rnn(Activation::Relu) => "rnn_relu",
+            CellKind::Lstm => "lstm",
+            CellKind::Gru => "gru",
+        }
+    }
+
+    /// Parses [`CellKind::name`] (also `rnn` for `rnn_tanh`).
+    pub fn parse(s: &str) -> Option<CellKind> {
+        Some(match s {
+            "rnn" | "rnn_tanh" => CellKind::Rnn(Activation::Tanh),
+            "rnn_relu" => CellKind::Rnn(Activation::Relu),
+            "lstm" => CellKind::Lstm,
+            "gru" => CellKind::Gru,
+            _ => return None,
+        })
+    }
+}
+
+/// Sizes of one direction of one layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirDims {
+    pub kind: CellKind,
+    /// T: steps.
+    pub t: usize,
+    /// B: sequences in the batch.
+    pub b: usize,
+    /// I: input features.
+    pub i: usize,
+    /// H: hidden units.
+    pub h: usize,
+    /// P: output (and recurrent state) size: the LSTM's `proj_size` when projecting, else H.
+    pub p: usize,
+    /// Walk the steps from T-1 down to 0.
+    pub reverse: bool,
+}
+
+impl DirDims {
+    fn gh(&self) -> usize {
+        self.kind.gates() * self.h
+    }
+    fn proj(&self) -> bool {
+        self.kind == CellKind::Lstm && self.p != self.h
+    }
+}
+
+/// The weights of one direction of one layer, shaped as PyTorch's.
+pub struct DirWeights<'a, F> {
+    /// `weight_ih`: (G*H, I)
+    pub w_ih: &'a [F],
+    /// `weight_hh`: (G*H, P)
+    pub w_hh: &'a [F],
+    /// `bias_ih`: (G*H)
+    pub b_ih: Option<&'a [F]>,
+    /// `bias_hh`: (G*H)
+    pub b_hh: Option<&'a [F]>,
+    /// `weight_hr` (LSTM projection): (P, H)
+    pub w_hr: Option<&'a [F]>,
+}
+
+/// Gradient buffers of one direction of one layer, same shapes as [`DirWeights`]; accumulated (`+=`).
+pub struct DirGrads<'a, F> {
+    pub w_ih: &'a mut [F],
+    pub w_hh: &'a mut [F],
+    pub b_ih: Option<&'a mut [F]>,
+    pub b_hh: Option<&'a mut [F]>,
+    pub w_hr: Option<&'a mut [F]>,
+}
+
+/// The input of a layer: dense vectors, or token ids standing for one-hot vectors.
+#[derive(Clone, Copy)]
+pub enum LayerInput<'a, F> {
+    /// `(T, B, I)` with row stride `ld` (>= I).
+    Dense { x: &'a [F], ld: usize },
+    /// `(T, B)` token ids in `0..I`: the one-hot rows `e_id`, so `x W_ih^T` is column `id` of
+    /// `W_ih`. Gives the same numbers as the dense one-hot product at a fraction of the work.
+    OneHot { ids: &'a [u32] },
+}
+
+/// Activations saved by the forward pass of one direction, and the backward pass's scratch.
+/// Sized once from [`DirDims`]; reused across calls with the same dims.
+pub struct DirCache<F> {
+    pub dims: DirDims,
+    // xw: (T, B, G*H) input projection x_t W_ih^T + b_ih
+    xw: Vec<F>,
+    // gates: (T, B, G*H) activated gates (RNN: the new h itself)
+    gates: Vec<F>,
+    // hn: (T, B, H) GRU only: W_hn h_{t-1} + b_hn
+    hn: Vec<F>,
+    // hprev: (T, B, P) the state entering step t
+    hprev: Vec<F>,
+    // cprev, cell: (T, B, H) LSTM only: c_{t-1} and c_t
+    cprev: Vec<F>,
+    cell: Vec<F>,
+    // hpre: (T, B, H) LSTM only: o * tanh(c), before the projection (= h when not projecting)
+    hpre: Vec<F>,
+    // hw: (B, G*H) per-step recurrent product
+    hw: Vec<F>,
+    // h, c: (B, P), (B, H) running state; hnew: (B, P) projection output
+    h: Vec<F>,
+    c: Vec<F>,
+    hnew: Vec<F>,
+    // backward: dg (T, B, G*H) input-side gate gradients; dgh (T, B, G*H) GRU recurrent side
+    dg: Vec<F>,
+    dgh: Vec<F>,
+    // dhp: (T, B, P) LSTM projection: dL/dh_t after the projection
+    dhp: Vec<F>,
+    // dh, dh_next: (B, P); dc: (B, H); dhpre: (B, H); direct: (B, H) GRU's z * dh path
+    dh: Vec<F>,
+    dh_next: Vec<F>,
+    dc: Vec<F>,
+    dhpre: Vec<F>,
+    direct: Vec<F>,
+}
+
+impl<F: Float> DirCache<F> {
+    pub fn new(dims: DirDims) -> Self {
+        let DirDims { t, b, h, p, .. } = dims;
+        let gh = dims.gh();
+        let lstm = dims.kind == CellKind::Lstm;
+        let gru = dims.kind == CellKind::Gru;
+        let z = |n: usize| vec![F::ZERO; n];
+        DirCache {
+            dims,
+            xw: z(t * b * gh),
+            gates: z(t * b * gh),
+            hn: z(if gru { t * b * h } else { 0 }),
+            hprev: z(t * b * p),
+            cprev: z(if lstm { t * b * h } else { 0 }),
+            cell: z(if lstm { t * b * h } else { 0 }),
+            hpre: z(if lstm { t * b * h } else { 0 }),
+            hw: z(b * gh),
+            h: z(b * p),
+            c: z(if lstm { b * h } else { 0 }),
+            hnew: z(b * p),
+            dg: z(t * b * gh),
+            dgh: z(if gru { t * b * gh } else { 0 }),
+            dhp: z(if dims.proj() { t * b * p } else { 0 }),
+            dh: z(b * p),
+            dh_next: z(b * p),
+            dc: z(if lstm { b * h } else { 0 }),
+            dhpre: z(if lstm { b * h } else { 0 }),
+            direct: z(if gru { b * h } else { 0 }),
+        }
+    }
+
+    /// Bytes held by this cache.
+    pub fn bytes(&self) -> usize {
+        let n = self.xw.len()
+            + self.gates.len()
+            + self.hn.len()
+            + self.hprev.len()
+            + self.cprev.len()
+            + self.cell.len()
+            + self.hpre.len()
+            + self.hw.len()
+            + self.h.len()
+            + self.c.len()
+            + self.hnew.len()
+            + self.dg.len()
+            + self.dgh.len()
+            + self.dhp.len()
+            + self.dh.len()
+            + self.dh_next.len()
+            + self.dc.len()
+            + self.dhpre.len()
+            + self.direct.len();
+        n * std::mem::size_of::<F>()
+    }
+}
+
+#[inline]
+fn active(lengths: Option<&[usize]>, t: usize, b: usize) -> bool {
+    lengths.is_none_or(|l| t < l[b])
+}
+
+/// Forward over the whole sequence.
+///
+/// - `h0`: (B, P) and `c0`: (B, H, LSTM only) initial states, zero when `None`;
+/// - `y`: (T, B, P) outputs, written at row stride `ldy` (so two directions can interleave);
+/// - `h_n`: (B, P), `c_n`: (B, H, LSTM only; empty otherwise): the final states, each sequence's
+///   taken at its own last step.
+pub fn forward<F: Float>(
+    cache: &mut DirCache<F>,
+    w: &DirWeights<F>,
+    input: LayerInput<F>,
+    h0: Option<&[F]>,
+    c0: Option<&[F]>,
+    lengths: Option<&[usize]>,
+    y: &mut [F],
+    ldy: usize,
+    h_n: &mut [F],
+    c_n: &mut [F],
+) {
+    let d = cache.dims;
+    let (nt, nb, ni, nh, np) = (d.t, d.b, d.i, d.h, d.p);
+    let gh = d.gh();
+    let c = cache;
+
+    // xw = X W_ih^T + b_ih, all steps at once: (T*B, I) x (I, G*H)
+    match input {
+        LayerInput::Dense { x, ld } => gemm(
+            Trans::N,
+            Trans::T,
+            nt * nb,
+            gh,
+            ni,
+            F::ONE,
+            x,
+            ld,
+            w.w_ih,
+            ni,
+            F::ZERO,
+            &mut c.xw,
+            gh,
+        ),
+        LayerInput::OneHot { ids } => {
+            for (r, &id) in ids.iter().enumerate().take(nt * nb) {
+                let row = &mut c.xw[r * gh..(r + 1) * gh];
+                for (g, v) in row.iter_mut().enumerate() {
+                    *v = w.w_ih[g * ni + id as usize];
+                }
+            }
+        }
+    }
+    if let Some(b_ih) = w.b_ih {
+        for row in c.xw.chunks_exact_mut(gh) {
+            for (v, &bb) in row.iter_mut().zip(b_ih) {
+                *v += bb;
+            }
+        }
+    }
+
+    match h0 {
+        Some(h0) => c.h.copy_from_slice(&h0[..nb * np]),
+        None => c.h.fill(F::ZERO),
+    }
+    if d.kind == CellKind::Lstm {
+        match c0 {
+            Some(c0) => c.c.copy_from_slice(&c0[..nb * nh]),
+            None => c.c.fill(F::ZERO),
+        }
+    }
+
+    for s in 0..nt {
+        let t = if d.reverse { nt - 1 - s } else { s };
+        let tb = t * nb;
+        c.hprev[tb * np..(tb + nb) * np].copy_from_slice(&c.h);
+        if d.kind == CellKind::Lstm {
+            c.cprev[tb * nh..(tb + nb) * nh].copy_from_slice(&c.c);
+        }
+        // hw = h_{t-1} W_hh^T: (B, P) x (P, G*H)
+        gemm(
+            Trans::N,
+            Trans::T,
+            nb,
+            gh,
+            np,
+            F::ONE,
+            &c.h,
+            np,
+            w.w_hh,
+            np,
+            F::ZERO,
+            &mut c.hw,
+            gh,
+        );
+        for b in 0..nb {
+            if !active(lengths, t, b) {
+                continue;
+            }
+            let r = tb + b;
+            let xw = &c.xw[r * gh..(r + 1) * gh];
+            let hw = &c.hw[b * gh..(b + 1) * gh];
+            let gates = &mut c.gates[r * gh..(r + 1) * gh];
+            match d.kind {
+                CellKind::Rnn(act) => {
+                    rnn::forward_row(act, xw, hw, w.b_hh, gates);
+                    c.h[b * nh..(b + 1) * nh].copy_from_slice(gates);
+                }
+                CellKind::Lstm => {
+                    let cell = &mut c.cell[r * nh..(r + 1) * nh];
+                    let hpre = &mut c.hpre[r * nh..(r + 1) * nh];
+                    lstm::forward_row(xw, hw, w.b_hh, &c.c[b * nh..(b + 1) * nh], gates, cell, hpre);
+                    c.c[b * nh..(b + 1) * nh].copy_from_slice(cell);
+                    if !d.proj() {
+                        c.h[b * nh..(b + 1) * nh].copy_from_slice(hpre);
+                    }
+                }
+                CellKind::Gru => {
+                    let hprev = &c.hprev[r * nh..(r + 1) * nh];
+                    let hn = &mut c.hn[r * nh..(r + 1) * nh];
+                    gru::forward_row(xw, hw, w.b_hh, hprev, gates, hn, &mut c.h[b * nh..(b + 1) * nh]);
+                }
+            }
+        }
+        if d.proj() {
+            // h_t = (o * tanh(c_t)) W_hr^T: (B, H) x (H, P)
+            let w_hr = w.w_hr.expect("LSTM with projection needs weight_hr");
+            gemm(
+                Trans::N,
+                Trans::T,
+                nb,
+                np,
+                nh,
+                F::ONE,
+                &c.hpre[tb * nh..(tb + nb) * nh],
+                nh,
+                w_hr,
+                nh,
+                F::ZERO,
+                &mut c.hnew,
+                np,
+            );
+            for b in 0..nb {
+                if active(lengths, t, b) {
+                    c.h[b * np..(b + 1) * np].copy_from_slice(&c.hnew[b * np..(b + 1) * np]);
+                }
+            }
+        }
+        for b in 0..nb {
+            let out = &mut y[(tb + b) * ldy..(tb + b) * ldy + np];
+            if active(lengths, t, b) {
+                out.copy_from_slice(&c.h[b * np..(b + 1) * np]);
+            } else {
+                out.fill(F::ZERO);
+            }
+        }
+    }
+    h_n[..nb * np].copy_from_slice(&c.h);
+    if d.kind == CellKind::Lstm {
+        c_n[..nb * nh].copy_from_slice(&c.c);
+    }
+}
+
+/// Backward (BPTT) over the whole sequence, after [`forward`] on the same cache and input.
+///
+/// - `dy`: gradient of the outputs, (T, B, P) at row stride `ldy`, or `None` when only the final
+///   states feed the loss;
+/// - `dh_n`, `dc_n`: gradients of the final states, zero when `None`;
+/// - parameter gradients are accumulated into `g`; `dx` (dense input only; (T, B, I) at row
+///   stride `lddx`) is accumulated too;
+/// - `dh0` (B, P) and `dc0` (B, H, LSTM only) are overwritten with the initial states' gradients.
+pub fn backward<F: Float>(
+    cache: &mut DirCache<F>,
+    w: &DirWeights<F>,
+    g: &mut DirGrads<F>,
+    input: LayerInput<F>,
+    lengths: Option<&[usize]>,
+    dy: Option<(&[F], usize)>,
+    dh_n: Option<&[F]>,
+    dc_n: Option<&[F]>,
+    dx: Option<(&mut [F], usize)>,
+    dh0: &mut [F],
+    dc0: &mut [F],
+) {
+    let d = cache.dims;
+    let (nt, nb, ni, nh, np) = (d.t, d.b, d.i, d.h, d.p);
+    let gh = d.gh();
+    let c = cache;
+    let is_lstm = d.kind == CellKind::Lstm;
+    let is_gru = d.kind == CellKind::Gru;
+
+    match dh_n {
+        Some(v) => c.dh_next.copy_from_slice(&v[..nb * np]),
+        None => c.dh_next.fill(F::ZERO),
+    }
+    if is_lstm {
+        match dc_n {
+            Some(v) => c.dc.copy_from_slice(&v[..nb * nh]),
+            None => c.dc.fill(F::ZERO),
+        }
+    }
+
+    for s in (0..nt).rev() {
+        let t = if d.reverse { nt - 1 - s } else { s };
+        let tb = t * nb;
+        // dh = dL/dh_t: from the step after (dh_next) plus from this step's output (dy)
+        for b in 0..nb {
+            let dh = &mut c.dh[b * np..(b + 1) * np];
+            dh.copy_from_slice(&c.dh_next[b * np..(b + 1) * np]);
+            if let (Some((dy, ldy)), true) = (dy, active(lengths, t, b)) {
+                let r = (tb + b) * ldy;
+                for (a, &v) in dh.iter_mut().zip(&dy[r..r + np]) {
+                    *a += v;
+                }
+            }
+        }
+        if d.proj() {
+            // forward was: h_t = hpre W_hr^T; keep dh_t for dW_hr, then dhpre = dh_t W_hr
+            let dhp = &mut c.dhp[tb * np..(tb + nb) * np];
+            for b in 0..nb {
+                let row = &mut dhp[b * np..(b + 1) * np];
+                if active(lengths, t, b) {
+                    row.copy_from_slice(&c.dh[b * np..(b + 1) * np]);
+                } else {
+                    row.fill(F::ZERO);
+                }
+            }
+            let w_hr = w.w_hr.expect("LSTM with projection needs weight_hr");
+            gemm(Trans::N, Trans::N, nb, nh, np, F::ONE, dhp, np, w_hr, nh, F::ZERO, &mut c.dhpre, nh);
+        } else if is_lstm {
+            c.dhpre.copy_from_slice(&c.dh);
+        }
+        for b in 0..nb {
+            let r = tb + b;
+            let dg = &mut c.dg[r * gh..(r + 1) * gh];
+            if !active(lengths, t, b) {
+                dg.fill(F::ZERO);
+                if is_gru {
+                    c.dgh[r * gh..(r + 1) * gh].fill(F::ZERO);
+                }
+                continue;
+            }
+            let gates = &c.gates[r * gh..(r + 1) * gh];
+            match d.kind {
+                CellKind::Rnn(act) => {
+                    rnn::backward_row(act, gates, &c.dh[b * nh..(b + 1) * nh], dg);
+                }
+                CellKind::Lstm => lstm::backward_row(
+                    gates,
+                    &c.cprev[r * nh..(r + 1) * nh],
+                    &c.cell[r * nh..(r + 1) * nh],
+                    &c.dhpre[b * nh..(b + 1) * nh],
+                    &mut c.dc[b * nh..(b + 1) * nh],
+                    dg,
+                ),
+                CellKind::Gru => gru::backward_row(
+                    gates,
+                    &c.hn[r * nh..(r + 1) * nh],
+                    &c.hprev[r * nh..(r + 1) * nh],
+                    &c.dh[b * nh..(b + 1) * nh],
+                    dg,
+                    &mut c.dgh[r * gh..(r + 1) * gh],
+                    &mut c.direct[b * nh..(b + 1) * nh],
+                ),
+            }
+        }
+        // dh_{t-1} = dGh_t W_hh: (B, G*H) x (G*H, P), plus the direct paths
+        let dgh_t = if is_gru {
+            &c.dgh[tb * gh..(tb + nb) * gh]
+        } else {
+            &c.dg[tb * gh..(tb + nb) * gh]
+        };
+        gemm(Trans::N, Trans::N, nb, np, gh, F::ONE, dgh_t, gh, w.w_hh, np, F::ZERO, &mut c.dh_next, np);
+        for b in 0..nb {
+            let dn = &mut c.dh_next[b * np..(b + 1) * np];
+            if !active(lengths, t, b) {
+                // the state was carried unchanged: so is its gradient
+                dn.copy_from_slice(&c.dh[b * np..(b + 1) * np]);
+            } else if is_gru {
+                // forward was: h = (1 - z) * n + z * h_prev
+                for (a, &v) in dn.iter_mut().zip(&c.direct[b * nh..(b + 1) * nh]) {
+                    *a += v;
+                }
+            }
+        }
+    }
+    dh0[..nb * np].copy_from_slice(&c.dh_next);
+    if is_lstm {
+        dc0[..nb * nh].copy_from_slice(&c.dc);
+    }
+
+    // Weight gradients, one GEMM each over all steps.
+    let rows = nt * nb;
+    let dgh_all: &[F] = if is_gru { &c.dgh } else { &c.dg };
+    match input {
+        LayerInput::Dense { x, ld } => {
+            // dW_ih += dG^T X: (G*H, T*B) x (T*B, I)
+            gemm(Trans::T, Trans::N, gh, ni, rows, F::ONE, &c.dg, gh, x, ld, F::ONE, g.w_ih, ni);
+            if let Some((dx, lddx)) = dx {
+                // dX += dG W_ih: (T*B, G*H) x (G*H, I)
+                gemm(Trans::N, Trans::N, rows, ni, gh, F::ONE, &c.dg, gh, w.w_ih, ni, F::ONE, dx, lddx);
+            }
+        }
+        LayerInput::OneHot { ids } => {
+            // dW_ih[:, id] += dG row: the one-hot product's gradient is a scatter-add
+            for (r, &id) in ids.iter().enumerate().take(rows) {
+                let dg = &c.dg[r * gh..(r + 1) * gh];
+                for (gi, &v) in dg.iter().enumerate() {
+                    g.w_ih[gi * ni + id as usize] += v;
+                }
+            }
+        }
+    }
+    // dW_hh += dGh^T H_prev: (G*H, T*B) x (T*B, P)
+    gemm(Trans::T, Trans::N, gh, np, rows, F::ONE, dgh_all, gh, &c.hprev, np, F::ONE, g.w_hh, np);
+    if let Some(db) = g.b_ih.as_deref_mut() {
+        add_col_sums(db, &c.dg, rows, gh, gh);
+    }
+    if let Some(db) = g.b_hh.as_deref_mut() {
+        add_col_sums(db, dgh_all, rows, gh, gh);
+    }
+    if d.proj() {
+        if let Some(dw) = g.w_hr.as_deref_mut() {
+            // dW_hr += dH^T Hpre: (P, T*B) x (T*B, H)
+            gemm(Trans::T, Trans::N, np, nh, rows, F::ONE, &c.dhp, np, &c.hpre, nh, F::ONE, dw, nh);
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! recur: recurrent neural networks (Elman RNN, LSTM, GRU) trained with backpropagation through
+//! time, with PyTorch's semantics and a fast CPU path.
+//!
+//! The library never prints, parses argv or exits; the `recur` binary does that.
+//!
+//! - [`ops`]: the scalar trait, the one GEMM wrapper, softmax cross-entropy;
+//! - [`cell`]: the cells' forward and backward over a sequence (one direction of one layer);
+//! - [`stack`]: layers x directions, dropout, lengths;
+//! - [`model`]: input (one-hot, embedding or dense) -> stack -> linear head, with the loss;
+//! - [`params`]: the flat parameter buffer and its named views;
+//! - [`optim`]: SGD, Adagrad, RMSprop, Adam, gradient clipping;
+//! - [`gradcheck`]: central finite differences in f64;
+//! - [`lecture`]: the seed lecture's "hello" example.
+
+pub mod cell;
+pub mod ops;
+pub mod params;
+pub mod rng;
+pub mod stack;
+pub mod gradcheck;
+pub mod lecture;
+pub mod model;
+pub mod optim;

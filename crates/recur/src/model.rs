@@ -1,0 +1,379 @@
+//! A sequence model: input (one-hot tokens, an embedding, or dense vectors) -> recurrent stack ->
+//! linear decoder, with softmax cross-entropy on every step.
+//!
+//! Parameter names are those of the equivalent PyTorch module's state_dict: `embedding.weight`
+//! (V, E) when an embedding is used, `rnn.` + the torch.nn.RNN/LSTM/GRU names, `decoder.weight`
+//! (V_out, D*P) and `decoder.bias` (V_out).
+
+use crate::cell::LayerInput;
+use crate::ops::loss::softmax_xent;
+use crate::ops::{add_col_sums, gemm, Float, Trans};
+use crate::params::ParamLayout;
+use crate::rng::Rng;
+use crate::stack::{Stack, StackConfig, StackWorkspace};
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// How inputs enter the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// Token ids, fed as one-hot vectors of length `input_size` (the lecture's encoding).
+    OneHot,
+    /// Token ids looked up in `embedding.weight` (input_size x embed_dim).
+    Embedding,
+    /// Real-valued vectors of `input_size` features per step.
+    Dense,
+}
+
+/// Configuration of a [`Model`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// How inputs enter.
+    pub input: InputKind,
+    /// Vocabulary size (one-hot, embedding) or features per step (dense).
+    pub input_size: usize,
+    /// Embedding width E (embedding input only; 0 otherwise).
+    pub embed_dim: usize,
+    /// The recurrent stack; its `input_size` must be `input_size` (one-hot, dense) or `embed_dim`.
+    pub rnn: StackConfig,
+    /// Decoder outputs: the number of classes.
+    pub output_size: usize,
+    /// Whether the decoder has a bias. Default true.
+    pub decoder_bias: bool,
+}
+
+impl ModelConfig {
+    /// A character model: one-hot (or embedding, when `embed_dim > 0`) input over `vocab`
+    /// symbols, the given stack, a decoder back to `vocab`.
+    pub fn char_model(vocab: usize, embed_dim: usize, rnn: StackConfig) -> Self {
+        let (input, rnn) = if embed_dim > 0 {
+            (InputKind::Embedding, StackConfig { input_size: embed_dim, ..rnn })
+        } else {
+            (InputKind::OneHot, StackConfig { input_size: vocab, ..rnn })
+        };
+        ModelConfig {
+            input,
+            input_size: vocab,
+            embed_dim,
+            rnn,
+            output_size: vocab,
+            decoder_bias: true,
+        }
+    }
+
+    /// Checks the configuration; the error names the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.rnn.validate()?;
+        if self.input_size == 0 {
+            return Err("input_size must be at least 1".into());
+        }
+        if self.output_size == 0 {
+            return Err("output_size must be at least 1".into());
+        }
+        let want = match self.input {
+            InputKind::Embedding => {
+                if self.embed_dim == 0 {
+                    return Err("embedding input needs embed_dim > 0".into());
+                }
+                self.embed_dim
+            }
+            _ => self.input_size,
+        };
+        if self.rnn.input_size != want {
+            return Err(format!(
+                "rnn.input_size is {} but the input gives {} features",
+                self.rnn.input_size, want
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A model's input for one batch.
+#[derive(Clone, Copy)]
+pub enum Input<'a, F> {
+    /// (T, B) token ids, for one-hot and embedding inputs.
+    Tokens(&'a [u32]),
+    /// (T, B, I) vectors, for dense input.
+    Dense(&'a [F]),
+}
+
+/// Configuration plus parameter layout; holds no numbers itself.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub cfg: ModelConfig,
+    pub stack: Stack,
+    /// Names, shapes and offsets of every tensor in the flat buffer.
+    pub layout: ParamLayout,
+    emb: Option<Range<usize>>,
+    rnn: Range<usize>,
+    dec_w: Range<usize>,
+    dec_b: Option<Range<usize>>,
+}
+
+/// Buffers for one forward/backward of a model at fixed (T, B), sized once.
+pub struct ModelWorkspace<F> {
+    pub t: usize,
+    pub b: usize,
+    pub stack: StackWorkspace<F>,
+    // emb: (T, B, E) looked-up embeddings; demb: its gradient
+    emb: Vec<F>,
+    demb: Vec<F>,
+    /// logits: (T*B, V)
+    pub logits: Vec<F>,
+    /// dlogits: (T*B, V), filled by [`Model::loss`]
+    pub dlogits: Vec<F>,
+    // dy: (T, B, D*P) gradient of the stack output
+    dy: Vec<F>,
+}
+
+impl Model {
+    pub fn new(cfg: ModelConfig) -> Result<Self, String> {
+        cfg.validate()?;
+        let stack = Stack::new(cfg.rnn.clone())?;
+        let mut layout = ParamLayout::default();
+        let emb = (cfg.input == InputKind::Embedding)
+            .then(|| layout.push("embedding.weight", &[cfg.input_size, cfg.embed_dim]));
+        let start = layout.total;
+        for e in &stack.layout.entries {
+            layout.push(format!("rnn.{}", e.name), &e.shape);
+        }
+        let rnn = start..layout.total;
+        let dec_w = layout.push("decoder.weight", &[cfg.output_size, cfg.rnn.output_size()]);
+        let dec_b = cfg.decoder_bias.then(|| layout.push("decoder.bias", &[cfg.output_size]));
+        Ok(Model {
+            cfg,
+            stack,
+            layout,
+            emb,
+            rnn,
+            dec_w,
+            dec_b,
+        })
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.layout.total
+    }
+
+    /// PyTorch's defaults: embedding N(0, 1); the stack U(-1/sqrt(H), 1/sqrt(H)); the decoder
+    /// (nn.Linear) U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+    pub fn init<F: Float>(&self, params: &mut [F], rng: &mut Rng) {
+        if let Some(r) = &self.emb {
+            for v in &mut params[r.clone()] {
+                *v = F::from_f64(rng.normal());
+            }
+        }
+        self.stack.init(&mut params[self.rnn.clone()], rng);
+        let k = 1.0 / (self.cfg.rnn.output_size() as f64).sqrt();
+        for v in &mut params[self.dec_w.clone()] {
+            *v = F::from_f64(rng.uniform_in(-k, k));
+        }
+        if let Some(r) = &self.dec_b {
+            for v in &mut params[r.clone()] {
+                *v = F::from_f64(rng.uniform_in(-k, k));
+            }
+        }
+    }
+
+    /// A workspace for batches of `b` sequences of `t` steps.
+    pub fn workspace<F: Float>(&self, t: usize, b: usize) -> ModelWorkspace<F> {
+        let e = if self.emb.is_some() { t * b * self.cfg.embed_dim } else { 0 };
+        let v = self.cfg.output_size;
+        ModelWorkspace {
+            t,
+            b,
+            stack: self.stack.workspace(t, b),
+            emb: vec![F::ZERO; e],
+            demb: vec![F::ZERO; e],
+            logits: vec![F::ZERO; t * b * v],
+            dlogits: vec![F::ZERO; t * b * v],
+            dy: vec![F::ZERO; t * b * self.cfg.rnn.output_size()],
+        }
+    }
+
+    fn check_tokens(&self, ids: &[u32], n: usize) {
+        assert!(ids.len() >= n, "need {n} token ids, got {}", ids.len());
+        if let Some(&bad) = ids[..n].iter().find(|&&id| id as usize >= self.cfg.input_size) {
+            panic!("token id {bad} out of range for input_size {}", self.cfg.input_size);
+        }
+    }
+
+    /// Forward: stack outputs and final states in `ws.stack`, logits in `ws.logits`.
+    /// `h0` (L*D, B, P) and `c0` (L*D, B, H) default to zero; with `dropout_rng`, training mode.
+    pub fn forward<F: Float>(
+        &self,
+        ws: &mut ModelWorkspace<F>,
+        params: &[F],
+        input: Input<F>,
+        h0: Option<&[F]>,
+        c0: Option<&[F]>,
+        lengths: Option<&[usize]>,
+        dropout_rng: Option<&mut Rng>,
+    ) {
+        let n = ws.t * ws.b;
+        if let Input::Tokens(ids) = input {
+            self.check_tokens(ids, n);
+        }
+        if let (Some(r), Input::Tokens(ids)) = (&self.emb, input) {
+            let e = self.cfg.embed_dim;
+            let table = &params[r.clone()];
+            for (row, &id) in ws.emb.chunks_exact_mut(e).zip(&ids[..n]) {
+                row.copy_from_slice(&table[id as usize * e..(id as usize + 1) * e]);
+            }
+        }
+        let rnn_params = &params[self.rnn.clone()];
+        // Split borrows: the stack workspace is written while the embedding buffer is read.
+        let ModelWorkspace { stack: sws, emb, .. } = ws;
+        let layer_in = match (self.cfg.input, input) {
+            (InputKind::Embedding, Input::Tokens(_)) => LayerInput::Dense {
+                x: &emb[..],
+                ld: self.cfg.embed_dim,
+            },
+            (InputKind::OneHot, Input::Tokens(ids)) => LayerInput::OneHot { ids },
+            (InputKind::Dense, Input::Dense(x)) => LayerInput::Dense {
+                x,
+                ld: self.cfg.input_size,
+            },
+            _ => panic!("input does not match the model's input kind {:?}", self.cfg.input),
+        };
+        self.stack.forward(sws, rnn_params, layer_in, h0, c0, lengths, dropout_rng);
+        // logits = Y W_dec^T + b_dec: (T*B, D*P) x (D*P, V)
+        let (v, dp) = (self.cfg.output_size, self.cfg.rnn.output_size());
+        gemm(
+            Trans::N,
+            Trans::T,
+            n,
+            v,
+            dp,
+            F::ONE,
+            ws.stack.output(),
+            dp,
+            &params[self.dec_w.clone()],
+            dp,
+            F::ZERO,
+            &mut ws.logits,
+            v,
+        );
+        if let Some(r) = &self.dec_b {
+            let bias = &params[r.clone()];
+            for row in ws.logits.chunks_exact_mut(v) {
+                for (x, &bb) in row.iter_mut().zip(bias) {
+                    *x += bb;
+                }
+            }
+        }
+    }
+
+    /// Cross-entropy of `ws.logits` against `targets` (T*B, [`crate::ops::loss::IGNORE`] for
+    /// padded steps). Writes `scale * dL/dlogits` into `ws.dlogits`; returns (summed loss, count).
+    /// With `scale = 1/count` the gradient is that of the mean, PyTorch's default reduction.
+    pub fn loss<F: Float>(&self, ws: &mut ModelWorkspace<F>, targets: &[u32], scale: F) -> (f64, usize) {
+        let n = ws.t * ws.b;
+        softmax_xent(&ws.logits, n, self.cfg.output_size, targets, Some(&mut ws.dlogits), scale)
+    }
+
+    /// Backward from `ws.dlogits` (and optional final-state gradients) through the decoder, the
+    /// stack and the embedding. Gradients are accumulated into `grads`; `dx` (dense input only)
+    /// is accumulated too; `ws.stack.dh0` / `dc0` receive the initial states' gradients.
+    pub fn backward<F: Float>(
+        &self,
+        ws: &mut ModelWorkspace<F>,
+        params: &[F],
+        grads: &mut [F],
+        input: Input<F>,
+        lengths: Option<&[usize]>,
+        dh_n: Option<&[F]>,
+        dc_n: Option<&[F]>,
+        dx: Option<&mut [F]>,
+    ) {
+        let n = ws.t * ws.b;
+        let (v, dp) = (self.cfg.output_size, self.cfg.rnn.output_size());
+        // dW_dec += dlogits^T Y: (V, T*B) x (T*B, D*P)
+        gemm(
+            Trans::T,
+            Trans::N,
+            v,
+            dp,
+            n,
+            F::ONE,
+            &ws.dlogits,
+            v,
+            ws.stack.output(),
+            dp,
+            F::ONE,
+            &mut grads[self.dec_w.clone()],
+            dp,
+        );
+        if let Some(r) = &self.dec_b {
+            add_col_sums(&mut grads[r.clone()], &ws.dlogits, n, v, v);
+        }
+        // dY = dlogits W_dec: (T*B, V) x (V, D*P)
+        gemm(
+            Trans::N,
+            Trans::N,
+            n,
+            dp,
+            v,
+            F::ONE,
+            &ws.dlogits,
+            v,
+            &params[self.dec_w.clone()],
+            dp,
+            F::ZERO,
+            &mut ws.dy,
+            dp,
+        );
+        let rnn_params = &params[self.rnn.clone()];
+        let (gemb, grest) = grads.split_at_mut(self.rnn.start);
+        let rnn_grads = &mut grest[..self.rnn.len()];
+        let ModelWorkspace {
+            stack: sws,
+            emb,
+            demb,
+            dy,
+            ..
+        } = ws;
+        match (self.cfg.input, input) {
+            (InputKind::Embedding, Input::Tokens(ids)) => {
+                demb.fill(F::ZERO);
+                let li = LayerInput::Dense {
+                    x: &emb[..],
+                    ld: self.cfg.embed_dim,
+                };
+                self.stack
+                    .backward(sws, rnn_params, rnn_grads, li, lengths, Some(dy), dh_n, dc_n, Some(demb));
+                // embedding backward: scatter-add each step's gradient into its token's row
+                let e = self.cfg.embed_dim;
+                let r = self.emb.clone().expect("embedding");
+                let table = &mut gemb[r];
+                for (row, &id) in demb.chunks_exact(e).zip(&ids[..n]) {
+                    let dst = &mut table[id as usize * e..(id as usize + 1) * e];
+                    for (a, &g) in dst.iter_mut().zip(row) {
+                        *a += g;
+                    }
+                }
+            }
+            (InputKind::OneHot, Input::Tokens(ids)) => {
+                let li = LayerInput::OneHot { ids };
+                self.stack
+                    .backward(sws, rnn_params, rnn_grads, li, lengths, Some(dy), dh_n, dc_n, None);
+            }
+            (InputKind::Dense, Input::Dense(x)) => {
+                let li = LayerInput::Dense {
+                    x,
+                    ld: self.cfg.input_size,
+                };
+                self.stack
+                    .backward(sws, rnn_params, rnn_grads, li, lengths, Some(dy), dh_n, dc_n, dx);
+            }
+            _ => panic!("input does not match the model's input kind {:?}", self.cfg.input),
+        }
+    }
+
+    /// The range of the stack's parameters inside the flat buffer.
+    pub fn rnn_range(&self) -> Range<usize> {
+        self.rnn.clone()
+    }
+}

@@ -1,0 +1,162 @@
+//! Optimizers over the flat parameter buffer (PyTorch's update rules), and gradient clipping.
+//!
+//! Each optimizer keeps its moments in flat buffers with the parameters' layout, so a step is one
+//! loop and the state is one tensor each in a checkpoint.
+
+use crate::ops::Float;
+use serde::{Deserialize, Serialize};
+
+/// Which update rule, with its hyper-parameters (PyTorch's defaults in brackets).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum OptimKind {
+    /// `buf = momentum*buf + g` (buf = g on the first step); `p -= lr*buf` (nesterov: `g + momentum*buf`).
+    Sgd { momentum: f64, nesterov: bool },
+    /// `sum += g^2; p -= lr*g/(sqrt(sum)+eps)` [eps 1e-10].
+    Adagrad { eps: f64 },
+    /// `sq = alpha*sq + (1-alpha)*g^2; p -= lr*g/(sqrt(sq)+eps)` [alpha 0.99, eps 1e-8].
+    Rmsprop { alpha: f64, eps: f64 },
+    /// Adam with bias correction [beta1 0.9, beta2 0.999, eps 1e-8].
+    Adam { beta1: f64, beta2: f64, eps: f64 },
+}
+
+impl OptimKind {
+    /// Parses `sgd`, `adagrad`, `rmsprop`, `adam` with PyTorch's default hyper-parameters
+    /// (`sgd` gets `momentum`; 0 for plain SGD).
+    pub fn parse(name: &str, momentum: f64) -> Option<OptimKind> {
+        Some(match name {
+            "sgd" => OptimKind::Sgd {
+                momentum,
+                nesterov: false,
+            },
+            "adagrad" => OptimKind::Adagrad { eps: 1e-10 },
+            "rmsprop" => OptimKind::Rmsprop { alpha: 0.99, eps: 1e-8 },
+            "adam" => OptimKind::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            _ => return None,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimKind::Sgd { .. } => "sgd",
+            OptimKind::Adagrad { .. } => "adagrad",
+            OptimKind::Rmsprop { .. } => "rmsprop",
+            OptimKind::Adam { .. } => "adam",
+        }
+    }
+}
+
+/// An optimizer and its state.
+#[derive(Clone, Debug)]
+pub struct Optimizer<F> {
+    pub kind: OptimKind,
+    /// Learning rate (may be changed between steps, e.g. by a decay schedule).
+    pub lr: f64,
+    /// Steps taken so far.
+    pub step: u64,
+    /// First moment / momentum buffer / Adagrad sum / RMSprop square average (layout of params).
+    pub m: Vec<F>,
+    /// Second moment (Adam only; empty otherwise).
+    pub v: Vec<F>,
+}
+
+impl<F: Float> Optimizer<F> {
+    pub fn new(kind: OptimKind, lr: f64, n: usize) -> Self {
+        let v = if matches!(kind, OptimKind::Adam { .. }) { n } else { 0 };
+        Optimizer {
+            kind,
+            lr,
+            step: 0,
+            m: vec![F::ZERO; n],
+            v: vec![F::ZERO; v],
+        }
+    }
+
+    /// One update of `params` with `grads`.
+    pub fn update(&mut self, params: &mut [F], grads: &[F]) {
+        assert_eq!(params.len(), grads.len());
+        assert_eq!(params.len(), self.m.len());
+        self.step += 1;
+        let lr = F::from_f64(self.lr);
+        match self.kind {
+            OptimKind::Sgd { momentum, nesterov } => {
+                let mu = F::from_f64(momentum);
+                if momentum == 0.0 {
+                    for (p, &g) in params.iter_mut().zip(grads) {
+                        *p -= lr * g;
+                    }
+                } else {
+                    let first = self.step == 1;
+                    for ((p, &g), b) in params.iter_mut().zip(grads).zip(self.m.iter_mut()) {
+                        *b = if first { g } else { mu * *b + g };
+                        let d = if nesterov { g + mu * *b } else { *b };
+                        *p -= lr * d;
+                    }
+                }
+            }
+            OptimKind::Adagrad { eps } => {
+                let eps = F::from_f64(eps);
+                for ((p, &g), s) in params.iter_mut().zip(grads).zip(self.m.iter_mut()) {
+                    *s += g * g;
+                    *p -= lr * g / (s.sqrt() + eps);
+                }
+            }
+            OptimKind::Rmsprop { alpha, eps } => {
+                let (a, eps) = (F::from_f64(alpha), F::from_f64(eps));
+                for ((p, &g), s) in params.iter_mut().zip(grads).zip(self.m.iter_mut()) {
+                    *s = a * *s + (F::ONE - a) * g * g;
+                    *p -= lr * g / (s.sqrt() + eps);
+                }
+            }
+            OptimKind::Adam { beta1, beta2, eps } => {
+                let t = self.step as i32;
+                let bc1 = 1.0 - beta1.powi(t);
+                let bc2 = 1.0 - beta2.powi(t);
+                let step_size = F::from_f64(self.lr / bc1);
+                let bc2_sqrt = F::from_f64(bc2.sqrt());
+                let (b1, b2, eps) = (F::from_f64(beta1), F::from_f64(beta2), F::from_f64(eps));
+                for (((p, &g), m), v) in params
+                    .iter_mut()
+                    .zip(grads)
+                    .zip(self.m.iter_mut())
+                    .zip(self.v.iter_mut())
+                {
+                    *m = b1 * *m + (F::ONE - b1) * g;
+                    *v = b2 * *v + (F::ONE - b2) * g * g;
+                    *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+                }
+            }
+        }
+    }
+}
+
+/// The global L2 norm of `grads` (accumulated in f64).
+pub fn grad_norm<F: Float>(grads: &[F]) -> f64 {
+    grads.iter().map(|g| g.to_f64() * g.to_f64()).sum::<f64>().sqrt()
+}
+
+/// Scales `grads` so that their global norm is at most `max_norm` (PyTorch's clip_grad_norm_,
+/// factor `max_norm / (norm + 1e-6)` applied only when it is below 1). Returns the norm before.
+pub fn clip_grad_norm<F: Float>(grads: &mut [F], max_norm: f64) -> f64 {
+    let norm = grad_norm(grads);
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        let c = F::from_f64(coef);
+        for g in grads.iter_mut() {
+            *g *= c;
+        }
+    }
+    norm
+}
+
+/// Clamps every gradient element to `[-clip, clip]` (PyTorch's clip_grad_value_).
+pub fn clip_grad_value<F: Float>(grads: &mut [F], clip: f64) {
+    let (lo, hi) = (F::from_f64(-clip), F::from_f64(clip));
+    for g in grads.iter_mut() {
+        *g = g.max(lo).min(hi);
+    }
+}

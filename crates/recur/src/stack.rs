@@ -1,0 +1,507 @@
+//! A stack of recurrent layers x directions, as torch.nn.RNN / LSTM / GRU: inter-layer dropout
+//! (training only, inverted, seeded), optional biases, LSTM projections, initial states, and
+//! per-sequence lengths (PyTorch's packed sequences).
+//!
+//! Parameters are a slice of the model's flat buffer, in PyTorch's order: for each layer, for
+//! each direction: `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`, `weight_hr`.
+
+use crate::cell::{self, CellKind, DirCache, DirDims, DirGrads, DirWeights, LayerInput};
+use crate::ops::Float;
+use crate::params::ParamLayout;
+use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// Configuration of a recurrent stack (the arguments of torch.nn.LSTM and friends).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StackConfig {
+    /// The cell: `rnn_tanh`, `rnn_relu`, `lstm` or `gru` (see [`CellKind::name`]).
+    pub cell: String,
+    /// Features of each input step.
+    pub input_size: usize,
+    /// H: hidden units per direction.
+    pub hidden_size: usize,
+    /// L: stacked layers. Default 1.
+    pub num_layers: usize,
+    /// Two directions, outputs concatenated (forward first). Default false.
+    pub bidirectional: bool,
+    /// Biases `bias_ih` and `bias_hh`. Default true.
+    pub bias: bool,
+    /// LSTM only: project h to this size (0 = no projection). Default 0.
+    pub proj_size: usize,
+    /// Dropout probability on the inputs of layers 1.. during training. Default 0.
+    pub dropout: f64,
+}
+
+impl StackConfig {
+    /// A one-layer, one-direction stack with biases.
+    pub fn new(kind: CellKind, input_size: usize, hidden_size: usize) -> Self {
+        StackConfig {
+            cell: kind.name().to_string(),
+            input_size,
+            hidden_size,
+            num_layers: 1,
+            bidirectional: false,
+            bias: true,
+            proj_size: 0,
+            dropout: 0.0,
+        }
+    }
+    pub fn with_layers(mut self, n: usize) -> Self {
+        self.num_layers = n;
+        self
+    }
+    pub fn with_bidirectional(mut self, on: bool) -> Self {
+        self.bidirectional = on;
+        self
+    }
+    pub fn with_bias(mut self, on: bool) -> Self {
+        self.bias = on;
+        self
+    }
+    pub fn with_proj_size(mut self, p: usize) -> Self {
+        self.proj_size = p;
+        self
+    }
+    pub fn with_dropout(mut self, p: f64) -> Self {
+        self.dropout = p;
+        self
+    }
+
+    /// The cell kind; panics on a name that [`StackConfig::validate`] would reject.
+    pub fn kind(&self) -> CellKind {
+        CellKind::parse(&self.cell).expect("validated cell name")
+    }
+
+    /// Checks the configuration; the error names the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        let kind = CellKind::parse(&self.cell)
+            .ok_or_else(|| format!("unknown cell '{}' (expected rnn_tanh, rnn_relu, lstm or gru)", self.cell))?;
+        if self.hidden_size == 0 {
+            return Err("hidden_size must be at least 1".into());
+        }
+        if self.num_layers == 0 {
+            return Err("num_layers must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if self.proj_size > 0 && kind != CellKind::Lstm {
+            return Err("proj_size is only supported by the LSTM".into());
+        }
+        if self.proj_size >= self.hidden_size && self.proj_size > 0 {
+            return Err(format!(
+                "proj_size ({}) must be smaller than hidden_size ({})",
+                self.proj_size, self.hidden_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// D: 1 or 2 directions.
+    pub fn dirs(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// P: size of each direction's output and recurrent state.
+    pub fn out_size(&self) -> usize {
+        if self.proj_size > 0 {
+            self.proj_size
+        } else {
+            self.hidden_size
+        }
+    }
+
+    /// Size of the stack's output per step: D * P.
+    pub fn output_size(&self) -> usize {
+        self.dirs() * self.out_size()
+    }
+
+    /// Input size of layer `l`.
+    pub fn layer_input(&self, l: usize) -> usize {
+        if l == 0 {
+            self.input_size
+        } else {
+            self.output_size()
+        }
+    }
+}
+
+/// Where one direction's tensors sit inside the stack's parameter slice.
+#[derive(Clone, Debug)]
+struct DirSlots {
+    all: Range<usize>,
+    w_ih: Range<usize>,
+    w_hh: Range<usize>,
+    b_ih: Option<Range<usize>>,
+    b_hh: Option<Range<usize>>,
+    w_hr: Option<Range<usize>>,
+}
+
+/// A recurrent stack: configuration plus parameter layout. Holds no numbers itself.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    pub cfg: StackConfig,
+    kind: CellKind,
+    slots: Vec<DirSlots>,
+    /// Names and shapes relative to the stack (`weight_ih_l0`, ...), offsets from its start.
+    pub layout: ParamLayout,
+}
+
+/// Per-call shapes: steps and batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqShape {
+    pub t: usize,
+    pub b: usize,
+}
+
+/// Everything a forward and backward of a stack needs besides the parameters, sized once.
+pub struct StackWorkspace<F> {
+    pub shape: SeqShape,
+    caches: Vec<DirCache<F>>,
+    /// Per layer: outputs (T, B, D*P).
+    pub outs: Vec<Vec<F>>,
+    // per layer l > 0: the dropped-out input and the mask (0 or 1/(1-p)), (T, B, D*P)
+    dropped: Vec<Vec<F>>,
+    masks: Vec<Vec<F>>,
+    dropout_on: Vec<bool>,
+    // per layer: gradient of its outputs (T, B, D*P)
+    douts: Vec<Vec<F>>,
+    dinput: Vec<F>,
+    /// Final states: h_n (L*D, B, P) and c_n (L*D, B, H, LSTM only), PyTorch's layout.
+    pub h_n: Vec<F>,
+    pub c_n: Vec<F>,
+    /// Gradients of the initial states after [`Stack::backward`]: (L*D, B, P) and (L*D, B, H).
+    pub dh0: Vec<F>,
+    pub dc0: Vec<F>,
+}
+
+impl<F: Float> StackWorkspace<F> {
+    /// The last layer's outputs (T, B, D*P).
+    pub fn output(&self) -> &[F] {
+        self.outs.last().expect("at least one layer")
+    }
+
+    /// Bytes held by this workspace.
+    pub fn bytes(&self) -> usize {
+        let v = |x: &Vec<Vec<F>>| x.iter().map(|v| v.len()).sum::<usize>();
+        let n = v(&self.outs)
+            + v(&self.dropped)
+            + v(&self.masks)
+            + v(&self.douts)
+            + self.dinput.len()
+            + self.h_n.len()
+            + self.c_n.len()
+            + self.dh0.len()
+            + self.dc0.len();
+        n * std::mem::size_of::<F>() + self.caches.iter().map(|c| c.bytes()).sum::<usize>()
+    }
+}
+
+impl Stack {
+    /// Builds the layout; the configuration must be valid.
+    pub fn new(cfg: StackConfig) -> Result<Self, String> {
+        cfg.validate()?;
+        let kind = cfg.kind();
+        let gh = kind.gates() * cfg.hidden_size;
+        let (h, p) = (cfg.hidden_size, cfg.out_size());
+        let mut layout = ParamLayout::default();
+        let mut slots = Vec::new();
+        for l in 0..cfg.num_layers {
+            for d in 0..cfg.dirs() {
+                let sfx = if d == 1 { format!("_l{l}_reverse") } else { format!("_l{l}") };
+                let start = layout.total;
+                let w_ih = layout.push(format!("weight_ih{sfx}"), &[gh, cfg.layer_input(l)]);
+                let w_hh = layout.push(format!("weight_hh{sfx}"), &[gh, p]);
+                let (b_ih, b_hh) = if cfg.bias {
+                    (
+                        Some(layout.push(format!("bias_ih{sfx}"), &[gh])),
+                        Some(layout.push(format!("bias_hh{sfx}"), &[gh])),
+                    )
+                } else {
+                    (None, None)
+                };
+                let w_hr = if cfg.proj_size > 0 {
+                    Some(layout.push(format!("weight_hr{sfx}"), &[p, h]))
+                } else {
+                    None
+                };
+                slots.push(DirSlots {
+                    all: start..layout.total,
+                    w_ih,
+                    w_hh,
+                    b_ih,
+                    b_hh,
+                    w_hr,
+                });
+            }
+        }
+        Ok(Stack {
+            cfg,
+            kind,
+            slots,
+            layout,
+        })
+    }
+
+    pub fn kind(&self) -> CellKind {
+        self.kind
+    }
+
+    /// Number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.layout.total
+    }
+
+    /// PyTorch's default initialization: every tensor U(-1/sqrt(H), 1/sqrt(H)).
+    pub fn init<F: Float>(&self, params: &mut [F], rng: &mut Rng) {
+        let k = 1.0 / (self.cfg.hidden_size as f64).sqrt();
+        for v in params[..self.layout.total].iter_mut() {
+            *v = F::from_f64(rng.uniform_in(-k, k));
+        }
+    }
+
+    fn weights<'a, F: Float>(&self, params: &'a [F], idx: usize) -> DirWeights<'a, F> {
+        let s = &self.slots[idx];
+        DirWeights {
+            w_ih: &params[s.w_ih.clone()],
+            w_hh: &params[s.w_hh.clone()],
+            b_ih: s.b_ih.clone().map(|r| &params[r]),
+            b_hh: s.b_hh.clone().map(|r| &params[r]),
+            w_hr: s.w_hr.clone().map(|r| &params[r]),
+        }
+    }
+
+    fn grads<'a, F: Float>(&self, grads: &'a mut [F], idx: usize) -> DirGrads<'a, F> {
+        let s = &self.slots[idx];
+        // The tensors of one direction are contiguous and in this order: split them apart.
+        let base = s.all.start;
+        let region = &mut grads[s.all.clone()];
+        let (w_ih, rest) = region.split_at_mut(s.w_ih.len());
+        let (w_hh, mut rest) = rest.split_at_mut(s.w_hh.len());
+        let mut take = |r: &Option<Range<usize>>| -> Option<&'a mut [F]> {
+            r.as_ref().map(|r| {
+                let tmp = std::mem::take(&mut rest);
+                let (a, b) = tmp.split_at_mut(r.len());
+                rest = b;
+                a
+            })
+        };
+        let b_ih = take(&s.b_ih);
+        let b_hh = take(&s.b_hh);
+        let w_hr = take(&s.w_hr);
+        debug_assert_eq!(s.w_ih.start, base);
+        DirGrads {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            w_hr,
+        }
+    }
+
+    fn dir_dims(&self, shape: SeqShape, l: usize, d: usize) -> DirDims {
+        DirDims {
+            kind: self.kind,
+            t: shape.t,
+            b: shape.b,
+            i: self.cfg.layer_input(l),
+            h: self.cfg.hidden_size,
+            p: self.cfg.out_size(),
+            reverse: d == 1,
+        }
+    }
+
+    /// A workspace for sequences of `t` steps in batches of `b`.
+    pub fn workspace<F: Float>(&self, t: usize, b: usize) -> StackWorkspace<F> {
+        let shape = SeqShape { t, b };
+        let (nl, nd) = (self.cfg.num_layers, self.cfg.dirs());
+        let (h, p) = (self.cfg.hidden_size, self.cfg.out_size());
+        let out = t * b * nd * p;
+        let lstm = self.kind == CellKind::Lstm;
+        let mut caches = Vec::new();
+        for l in 0..nl {
+            for d in 0..nd {
+                caches.push(DirCache::new(self.dir_dims(shape, l, d)));
+            }
+        }
+        let z = |n: usize| vec![F::ZERO; n];
+        StackWorkspace {
+            shape,
+            caches,
+            outs: (0..nl).map(|_| z(out)).collect(),
+            dropped: (0..nl).map(|l| z(if l > 0 { out } else { 0 })).collect(),
+            masks: (0..nl).map(|l| z(if l > 0 { out } else { 0 })).collect(),
+            dropout_on: vec![false; nl],
+            douts: (0..nl).map(|_| z(out)).collect(),
+            dinput: z(if nl > 1 { out } else { 0 }),
+            h_n: z(nl * nd * b * p),
+            c_n: z(if lstm { nl * nd * b * h } else { 0 }),
+            dh0: z(nl * nd * b * p),
+            dc0: z(if lstm { nl * nd * b * h } else { 0 }),
+        }
+    }
+
+    /// Forward through all layers. `input` is layer 0's input; `h0` (L*D, B, P) and `c0`
+    /// (L*D, B, H) are the initial states (zero when `None`); `lengths` (B) the per-sequence
+    /// lengths (all T when `None`). With `dropout_rng`, training mode: dropout masks are drawn.
+    /// Results: `ws.output()`, `ws.h_n`, `ws.c_n`.
+    pub fn forward<F: Float>(
+        &self,
+        ws: &mut StackWorkspace<F>,
+        params: &[F],
+        input: LayerInput<F>,
+        h0: Option<&[F]>,
+        c0: Option<&[F]>,
+        lengths: Option<&[usize]>,
+        mut dropout_rng: Option<&mut Rng>,
+    ) {
+        let SeqShape { t: _, b } = ws.shape;
+        let (nl, nd) = (self.cfg.num_layers, self.cfg.dirs());
+        let (h, p) = (self.cfg.hidden_size, self.cfg.out_size());
+        let ldy = nd * p;
+        for l in 0..nl {
+            // Layer input: the real input, or the previous layer's output (dropped out in training).
+            let (prev, cur) = ws.outs.split_at_mut(l);
+            let layer_in = if l == 0 {
+                input
+            } else {
+                let prev_out = &prev[l - 1];
+                let pdrop = self.cfg.dropout;
+                match (dropout_rng.as_deref_mut(), pdrop > 0.0) {
+                    (Some(rng), true) => {
+                        let keep = 1.0 / (1.0 - pdrop);
+                        let mask = &mut ws.masks[l];
+                        let dropped = &mut ws.dropped[l];
+                        for ((m, dv), &v) in mask.iter_mut().zip(dropped.iter_mut()).zip(prev_out) {
+                            *m = if rng.uniform() < pdrop { F::ZERO } else { F::from_f64(keep) };
+                            *dv = v * *m;
+                        }
+                        ws.dropout_on[l] = true;
+                        LayerInput::Dense { x: &ws.dropped[l], ld: ldy }
+                    }
+                    _ => {
+                        ws.dropout_on[l] = false;
+                        LayerInput::Dense { x: prev_out, ld: ldy }
+                    }
+                }
+            };
+            let y = &mut cur[0];
+            for d in 0..nd {
+                let idx = l * nd + d;
+                let w = self.weights(params, idx);
+                let h0d = h0.map(|v| &v[idx * b * p..(idx + 1) * b * p]);
+                let c0d = c0.map(|v| &v[idx * b * h..(idx + 1) * b * h]);
+                let (hn, cn) = (
+                    &mut ws.h_n[idx * b * p..(idx + 1) * b * p],
+                    if ws.c_n.is_empty() {
+                        &mut [][..]
+                    } else {
+                        &mut ws.c_n[idx * b * h..(idx + 1) * b * h]
+                    },
+                );
+                cell::forward(
+                    &mut ws.caches[idx],
+                    &w,
+                    layer_in,
+                    h0d,
+                    c0d,
+                    lengths,
+                    &mut y[d * p..],
+                    ldy,
+                    hn,
+                    cn,
+                );
+            }
+        }
+    }
+
+    /// Backward through all layers, after [`Stack::forward`] with the same arguments.
+    ///
+    /// `dy`: gradient of the last layer's outputs (T, B, D*P), or `None`; `dh_n`, `dc_n`: gradients
+    /// of the final states, or `None`. Parameter gradients are accumulated into `grads`; `dx`
+    /// (dense input only, (T, B, I)) is accumulated; `ws.dh0`, `ws.dc0` receive the initial
+    /// states' gradients.
+    pub fn backward<F: Float>(
+        &self,
+        ws: &mut StackWorkspace<F>,
+        params: &[F],
+        grads: &mut [F],
+        input: LayerInput<F>,
+        lengths: Option<&[usize]>,
+        dy: Option<&[F]>,
+        dh_n: Option<&[F]>,
+        dc_n: Option<&[F]>,
+        mut dx: Option<&mut [F]>,
+    ) {
+        let SeqShape { t: _, b } = ws.shape;
+        let (nl, nd) = (self.cfg.num_layers, self.cfg.dirs());
+        let (h, p) = (self.cfg.hidden_size, self.cfg.out_size());
+        let ldy = nd * p;
+        let top = nl - 1;
+        match dy {
+            Some(dy) => {
+                let n = ws.douts[top].len();
+                ws.douts[top].copy_from_slice(&dy[..n])
+            }
+            None => ws.douts[top].fill(F::ZERO),
+        }
+        for l in (0..nl).rev() {
+            let layer_in = if l == 0 {
+                input
+            } else if ws.dropout_on[l] {
+                LayerInput::Dense { x: &ws.dropped[l], ld: ldy }
+            } else {
+                LayerInput::Dense { x: &ws.outs[l - 1], ld: ldy }
+            };
+            if l > 0 {
+                ws.dinput.fill(F::ZERO);
+            }
+            for d in 0..nd {
+                let idx = l * nd + d;
+                let w = self.weights(params, idx);
+                let mut g = self.grads(grads, idx);
+                let dhn = dh_n.map(|v| &v[idx * b * p..(idx + 1) * b * p]);
+                let dcn = dc_n.map(|v| &v[idx * b * h..(idx + 1) * b * h]);
+                let dxd = if l > 0 {
+                    Some((&mut ws.dinput[..], ldy))
+                } else {
+                    dx.as_deref_mut().map(|v| (v, self.cfg.input_size))
+                };
+                let dc0 = if ws.dc0.is_empty() {
+                    &mut [][..]
+                } else {
+                    &mut ws.dc0[idx * b * h..(idx + 1) * b * h]
+                };
+                cell::backward(
+                    &mut ws.caches[idx],
+                    &w,
+                    &mut g,
+                    layer_in,
+                    lengths,
+                    Some((&ws.douts[l][d * p..], ldy)),
+                    dhn,
+                    dcn,
+                    dxd,
+                    &mut ws.dh0[idx * b * p..(idx + 1) * b * p],
+                    dc0,
+                );
+            }
+            if l > 0 {
+                // through the dropout: d(prev_out) = d(input) * mask
+                let dprev = &mut ws.douts[l - 1];
+                if ws.dropout_on[l] {
+                    for ((o, &g), &m) in dprev.iter_mut().zip(&ws.dinput).zip(&ws.masks[l]) {
+                        *o = g * m;
+                    }
+                } else {
+                    dprev.copy_from_slice(&ws.dinput);
+                }
+            }
+        }
+    }
+}
