@@ -1,1 +1,64 @@
-fn main(){}
+//! The `recur` command-line tool: one module per command. This file parses flags, dispatches,
+//! and turns every error into one line on stderr with exit code 2. No math lives here.
+
+mod gradcheck;
+mod hello;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "recur",
+    version,
+    about = "Recurrent neural networks (RNN, LSTM, GRU) trained with BPTT"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The lecture's worked example: predict "ello" from "hell" with a 3-unit RNN, then train it.
+    Hello(hello::Args),
+    /// Compare BPTT gradients with centred finite differences in f64.
+    Gradcheck(gradcheck::Args),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Hello(a) => hello::run(a),
+        Command::Gradcheck(a) => gradcheck::run(a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version are not errors; everything else is a usage error (exit 2).
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("recur: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A closed stdout (e.g. `recur sample | head`) is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

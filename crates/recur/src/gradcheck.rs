@@ -79,13 +79,23 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>, String> {
     let mut rng = Rng::new(spec.seed);
     let mut params = vec![0.0f64; model.num_params()];
     model.init(&mut params, &mut rng);
-    let x: Vec<f64> = (0..t * b * spec.cfg.input_size).map(|_| rng.normal()).collect();
+    let x: Vec<f64> = (0..t * b * spec.cfg.input_size)
+        .map(|_| rng.normal())
+        .collect();
     let lengths: Option<Vec<usize>> = spec.varlen.then(|| {
         (0..b)
-            .map(|i| if i == 0 { t } else { 1 + rng.below(t as u64) as usize })
+            .map(|i| {
+                if i == 0 {
+                    t
+                } else {
+                    1 + rng.below(t as u64) as usize
+                }
+            })
             .collect()
     });
-    let mut targets: Vec<u32> = (0..t * b).map(|_| rng.below(spec.cfg.output_size as u64) as u32).collect();
+    let mut targets: Vec<u32> = (0..t * b)
+        .map(|_| rng.below(spec.cfg.output_size as u64) as u32)
+        .collect();
     if let Some(l) = &lengths {
         for s in 0..t {
             for (bi, &len) in l.iter().enumerate() {
@@ -95,7 +105,11 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>, String> {
             }
         }
     }
-    let mut rand_vec = |n: usize, on: bool| -> Vec<f64> { (0..n).map(|_| if on { rng.normal() } else { 0.0 }).collect() };
+    let mut rand_vec = |n: usize, on: bool| -> Vec<f64> {
+        (0..n)
+            .map(|_| if on { rng.normal() } else { 0.0 })
+            .collect()
+    };
     let h0 = rand_vec(ld * b * p, spec.init_state);
     let c0 = rand_vec(if lstm { ld * b * h } else { 0 }, spec.init_state);
     let s_h = rand_vec(ld * b * p, true);
@@ -105,7 +119,12 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>, String> {
 
     let mut ws = model.workspace::<f64>(t, b);
     let lens = lengths.as_deref();
-    let mut objective = |params: &[f64], x: &[f64], h0: &[f64], c0: &[f64], grads: Option<(&mut [f64], &mut [f64])>| -> (f64, Vec<f64>, Vec<f64>) {
+    let mut objective = |params: &[f64],
+                         x: &[f64],
+                         h0: &[f64],
+                         c0: &[f64],
+                         grads: Option<(&mut [f64], &mut [f64])>|
+     -> (f64, Vec<f64>, Vec<f64>) {
         let mut drng = Rng::new(drop_seed);
         model.forward(
             &mut ws,
@@ -119,8 +138,20 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>, String> {
         let count = targets.iter().filter(|&&v| v != IGNORE).count().max(1);
         let (ce, _) = model.loss(&mut ws, &targets, 1.0 / count as f64);
         let mut j = ce / count as f64;
-        j += ws.stack.h_n.iter().zip(&s_h).map(|(a, b)| a * b).sum::<f64>();
-        j += ws.stack.c_n.iter().zip(&s_c).map(|(a, b)| a * b).sum::<f64>();
+        j += ws
+            .stack
+            .h_n
+            .iter()
+            .zip(&s_h)
+            .map(|(a, b)| a * b)
+            .sum::<f64>();
+        j += ws
+            .stack
+            .c_n
+            .iter()
+            .zip(&s_c)
+            .map(|(a, b)| a * b)
+            .sum::<f64>();
         if let Some((g, dx)) = grads {
             model.backward(
                 &mut ws,
@@ -143,35 +174,44 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>, String> {
 
     let eps = spec.eps;
     let mut out = Vec::new();
-    let numeric = |buf: &mut Vec<f64>, which: usize, f: &mut dyn FnMut(&[f64], usize) -> f64| -> Vec<f64> {
-        let _ = which;
-        let mut n = vec![0.0; buf.len()];
-        for i in 0..buf.len() {
-            let orig = buf[i];
-            buf[i] = orig + eps;
-            let jp = f(buf, i);
-            buf[i] = orig - eps;
-            let jm = f(buf, i);
-            buf[i] = orig;
-            n[i] = (jp - jm) / (2.0 * eps);
-        }
-        n
-    };
+    let numeric =
+        |buf: &mut Vec<f64>, which: usize, f: &mut dyn FnMut(&[f64], usize) -> f64| -> Vec<f64> {
+            let _ = which;
+            let mut n = vec![0.0; buf.len()];
+            for i in 0..buf.len() {
+                let orig = buf[i];
+                buf[i] = orig + eps;
+                let jp = f(buf, i);
+                buf[i] = orig - eps;
+                let jm = f(buf, i);
+                buf[i] = orig;
+                n[i] = (jp - jm) / (2.0 * eps);
+            }
+            n
+        };
     // parameters
     let mut pbuf = params.clone();
-    let num_p = numeric(&mut pbuf, 0, &mut |pp, _| objective(pp, &x, &h0, &c0, None).0);
+    let num_p = numeric(&mut pbuf, 0, &mut |pp, _| {
+        objective(pp, &x, &h0, &c0, None).0
+    });
     for e in &model.layout.entries {
         out.push(compare(&e.name, &g[e.range()], &num_p[e.range()]));
     }
     let mut xbuf = x.clone();
-    let num_x = numeric(&mut xbuf, 1, &mut |xx, _| objective(&params, xx, &h0, &c0, None).0);
+    let num_x = numeric(&mut xbuf, 1, &mut |xx, _| {
+        objective(&params, xx, &h0, &c0, None).0
+    });
     out.push(compare("input", &dx, &num_x));
     let mut hbuf = h0.clone();
-    let num_h = numeric(&mut hbuf, 2, &mut |hh, _| objective(&params, &x, hh, &c0, None).0);
+    let num_h = numeric(&mut hbuf, 2, &mut |hh, _| {
+        objective(&params, &x, hh, &c0, None).0
+    });
     out.push(compare("h0", &dh0, &num_h));
     if lstm {
         let mut cbuf = c0.clone();
-        let num_c = numeric(&mut cbuf, 3, &mut |cc, _| objective(&params, &x, &h0, cc, None).0);
+        let num_c = numeric(&mut cbuf, 3, &mut |cc, _| {
+            objective(&params, &x, &h0, cc, None).0
+        });
         out.push(compare("c0", &dc0, &num_c));
     }
     Ok(out)

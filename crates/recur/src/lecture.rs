@@ -53,7 +53,11 @@ pub fn model() -> Model {
 pub fn params<F: Float>(m: &Model) -> Vec<F> {
     let mut p = vec![F::ZERO; m.num_params()];
     let get = |name: &str| m.layout.get(name).expect("lecture tensor").clone();
-    let (wih, whh, dec) = (get("rnn.weight_ih_l0"), get("rnn.weight_hh_l0"), get("decoder.weight"));
+    let (wih, whh, dec) = (
+        get("rnn.weight_ih_l0"),
+        get("rnn.weight_hh_l0"),
+        get("decoder.weight"),
+    );
     for i in 0..3 {
         for j in 0..4 {
             // weight_ih[i][j] = W_xh[j][i]
@@ -91,7 +95,15 @@ pub struct Step {
 /// lecture prints, and the mean cross-entropy against "ello".
 pub fn trace<F: Float>(m: &Model, params: &[F]) -> (Vec<Step>, f64) {
     let mut ws: ModelWorkspace<F> = m.workspace(4, 1);
-    m.forward(&mut ws, params, Input::Tokens(&INPUTS), None, None, None, None);
+    m.forward(
+        &mut ws,
+        params,
+        Input::Tokens(&INPUTS),
+        None,
+        None,
+        None,
+        None,
+    );
     let mut probs = vec![F::ZERO; 16];
     softmax_rows(&ws.logits, &mut probs, 4, 4);
     let (loss, n) = m.loss(&mut ws, &TARGETS, F::ONE);
@@ -110,8 +122,14 @@ pub fn trace<F: Float>(m: &Model, params: &[F]) -> (Vec<Step>, f64) {
         let hw: Vec<f64> = (0..3)
             .map(|i| (0..3).map(|j| hprev[j] * whh[i * 3 + j].to_f64()).sum())
             .collect();
-        let logits: Vec<f64> = ws.logits[t * 4..(t + 1) * 4].iter().map(|v| v.to_f64()).collect();
-        let pr: Vec<f64> = probs[t * 4..(t + 1) * 4].iter().map(|v| v.to_f64()).collect();
+        let logits: Vec<f64> = ws.logits[t * 4..(t + 1) * 4]
+            .iter()
+            .map(|v| v.to_f64())
+            .collect();
+        let pr: Vec<f64> = probs[t * 4..(t + 1) * 4]
+            .iter()
+            .map(|v| v.to_f64())
+            .collect();
         let pred = (0..4).fold(0, |best, j| if pr[j] > pr[best] { j } else { best });
         steps.push(Step {
             t: t + 1,
@@ -147,7 +165,15 @@ pub fn train<F: Float>(
     let mut ws: ModelWorkspace<F> = m.workspace(4, 1);
     let mut grads = vec![F::ZERO; params.len()];
     for epoch in 1..=max_epochs {
-        m.forward(&mut ws, params, Input::Tokens(&INPUTS), None, None, None, None);
+        m.forward(
+            &mut ws,
+            params,
+            Input::Tokens(&INPUTS),
+            None,
+            None,
+            None,
+            None,
+        );
         let (loss, n) = m.loss(&mut ws, &TARGETS, F::from_f64(0.25));
         let loss = loss / n as f64;
         let (steps, _) = trace(m, params);
@@ -156,7 +182,16 @@ pub fn train<F: Float>(
         }
         on_epoch(epoch, loss);
         grads.fill(F::ZERO);
-        m.backward(&mut ws, params, &mut grads, Input::Tokens(&INPUTS), None, None, None, None);
+        m.backward(
+            &mut ws,
+            params,
+            &mut grads,
+            Input::Tokens(&INPUTS),
+            None,
+            None,
+            None,
+            None,
+        );
         opt.update(params, &grads);
     }
     max_epochs

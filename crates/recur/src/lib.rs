@@ -13,11 +13,11 @@
 //! - [`lecture`]: the seed lecture's "hello" example.
 
 pub mod cell;
-pub mod ops;
-pub mod params;
-pub mod rng;
-pub mod stack;
 pub mod gradcheck;
 pub mod lecture;
 pub mod model;
+pub mod ops;
 pub mod optim;
+pub mod params;
+pub mod rng;
+pub mod stack;

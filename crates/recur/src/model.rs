@@ -48,9 +48,21 @@ impl ModelConfig {
     /// symbols, the given stack, a decoder back to `vocab`.
     pub fn char_model(vocab: usize, embed_dim: usize, rnn: StackConfig) -> Self {
         let (input, rnn) = if embed_dim > 0 {
-            (InputKind::Embedding, StackConfig { input_size: embed_dim, ..rnn })
+            (
+                InputKind::Embedding,
+                StackConfig {
+                    input_size: embed_dim,
+                    ..rnn
+                },
+            )
         } else {
-            (InputKind::OneHot, StackConfig { input_size: vocab, ..rnn })
+            (
+                InputKind::OneHot,
+                StackConfig {
+                    input_size: vocab,
+                    ..rnn
+                },
+            )
         };
         ModelConfig {
             input,
@@ -141,7 +153,9 @@ impl Model {
         }
         let rnn = start..layout.total;
         let dec_w = layout.push("decoder.weight", &[cfg.output_size, cfg.rnn.output_size()]);
-        let dec_b = cfg.decoder_bias.then(|| layout.push("decoder.bias", &[cfg.output_size]));
+        let dec_b = cfg
+            .decoder_bias
+            .then(|| layout.push("decoder.bias", &[cfg.output_size]));
         Ok(Model {
             cfg,
             stack,
@@ -179,7 +193,11 @@ impl Model {
 
     /// A workspace for batches of `b` sequences of `t` steps.
     pub fn workspace<F: Float>(&self, t: usize, b: usize) -> ModelWorkspace<F> {
-        let e = if self.emb.is_some() { t * b * self.cfg.embed_dim } else { 0 };
+        let e = if self.emb.is_some() {
+            t * b * self.cfg.embed_dim
+        } else {
+            0
+        };
         let v = self.cfg.output_size;
         ModelWorkspace {
             t,
@@ -195,8 +213,14 @@ impl Model {
 
     fn check_tokens(&self, ids: &[u32], n: usize) {
         assert!(ids.len() >= n, "need {n} token ids, got {}", ids.len());
-        if let Some(&bad) = ids[..n].iter().find(|&&id| id as usize >= self.cfg.input_size) {
-            panic!("token id {bad} out of range for input_size {}", self.cfg.input_size);
+        if let Some(&bad) = ids[..n]
+            .iter()
+            .find(|&&id| id as usize >= self.cfg.input_size)
+        {
+            panic!(
+                "token id {bad} out of range for input_size {}",
+                self.cfg.input_size
+            );
         }
     }
 
@@ -225,7 +249,9 @@ impl Model {
         }
         let rnn_params = &params[self.rnn.clone()];
         // Split borrows: the stack workspace is written while the embedding buffer is read.
-        let ModelWorkspace { stack: sws, emb, .. } = ws;
+        let ModelWorkspace {
+            stack: sws, emb, ..
+        } = ws;
         let layer_in = match (self.cfg.input, input) {
             (InputKind::Embedding, Input::Tokens(_)) => LayerInput::Dense {
                 x: &emb[..],
@@ -236,9 +262,13 @@ impl Model {
                 x,
                 ld: self.cfg.input_size,
             },
-            _ => panic!("input does not match the model's input kind {:?}", self.cfg.input),
+            _ => panic!(
+                "input does not match the model's input kind {:?}",
+                self.cfg.input
+            ),
         };
-        self.stack.forward(sws, rnn_params, layer_in, h0, c0, lengths, dropout_rng);
+        self.stack
+            .forward(sws, rnn_params, layer_in, h0, c0, lengths, dropout_rng);
         // logits = Y W_dec^T + b_dec: (T*B, D*P) x (D*P, V)
         let (v, dp) = (self.cfg.output_size, self.cfg.rnn.output_size());
         gemm(
@@ -269,9 +299,21 @@ impl Model {
     /// Cross-entropy of `ws.logits` against `targets` (T*B, [`crate::ops::loss::IGNORE`] for
     /// padded steps). Writes `scale * dL/dlogits` into `ws.dlogits`; returns (summed loss, count).
     /// With `scale = 1/count` the gradient is that of the mean, PyTorch's default reduction.
-    pub fn loss<F: Float>(&self, ws: &mut ModelWorkspace<F>, targets: &[u32], scale: F) -> (f64, usize) {
+    pub fn loss<F: Float>(
+        &self,
+        ws: &mut ModelWorkspace<F>,
+        targets: &[u32],
+        scale: F,
+    ) -> (f64, usize) {
         let n = ws.t * ws.b;
-        softmax_xent(&ws.logits, n, self.cfg.output_size, targets, Some(&mut ws.dlogits), scale)
+        softmax_xent(
+            &ws.logits,
+            n,
+            self.cfg.output_size,
+            targets,
+            Some(&mut ws.dlogits),
+            scale,
+        )
     }
 
     /// Backward from `ws.dlogits` (and optional final-state gradients) through the decoder, the
@@ -342,8 +384,17 @@ impl Model {
                     x: &emb[..],
                     ld: self.cfg.embed_dim,
                 };
-                self.stack
-                    .backward(sws, rnn_params, rnn_grads, li, lengths, Some(dy), dh_n, dc_n, Some(demb));
+                self.stack.backward(
+                    sws,
+                    rnn_params,
+                    rnn_grads,
+                    li,
+                    lengths,
+                    Some(dy),
+                    dh_n,
+                    dc_n,
+                    Some(demb),
+                );
                 // embedding backward: scatter-add each step's gradient into its token's row
                 let e = self.cfg.embed_dim;
                 let r = self.emb.clone().expect("embedding");
@@ -357,18 +408,39 @@ impl Model {
             }
             (InputKind::OneHot, Input::Tokens(ids)) => {
                 let li = LayerInput::OneHot { ids };
-                self.stack
-                    .backward(sws, rnn_params, rnn_grads, li, lengths, Some(dy), dh_n, dc_n, None);
+                self.stack.backward(
+                    sws,
+                    rnn_params,
+                    rnn_grads,
+                    li,
+                    lengths,
+                    Some(dy),
+                    dh_n,
+                    dc_n,
+                    None,
+                );
             }
             (InputKind::Dense, Input::Dense(x)) => {
                 let li = LayerInput::Dense {
                     x,
                     ld: self.cfg.input_size,
                 };
-                self.stack
-                    .backward(sws, rnn_params, rnn_grads, li, lengths, Some(dy), dh_n, dc_n, dx);
+                self.stack.backward(
+                    sws,
+                    rnn_params,
+                    rnn_grads,
+                    li,
+                    lengths,
+                    Some(dy),
+                    dh_n,
+                    dc_n,
+                    dx,
+                );
             }
-            _ => panic!("input does not match the model's input kind {:?}", self.cfg.input),
+            _ => panic!(
+                "input does not match the model's input kind {:?}",
+                self.cfg.input
+            ),
         }
     }
 

@@ -30,7 +30,10 @@ impl OptimKind {
                 nesterov: false,
             },
             "adagrad" => OptimKind::Adagrad { eps: 1e-10 },
-            "rmsprop" => OptimKind::Rmsprop { alpha: 0.99, eps: 1e-8 },
+            "rmsprop" => OptimKind::Rmsprop {
+                alpha: 0.99,
+                eps: 1e-8,
+            },
             "adam" => OptimKind::Adam {
                 beta1: 0.9,
                 beta2: 0.999,
@@ -66,7 +69,11 @@ pub struct Optimizer<F> {
 
 impl<F: Float> Optimizer<F> {
     pub fn new(kind: OptimKind, lr: f64, n: usize) -> Self {
-        let v = if matches!(kind, OptimKind::Adam { .. }) { n } else { 0 };
+        let v = if matches!(kind, OptimKind::Adam { .. }) {
+            n
+        } else {
+            0
+        };
         Optimizer {
             kind,
             lr,
@@ -136,7 +143,11 @@ impl<F: Float> Optimizer<F> {
 
 /// The global L2 norm of `grads` (accumulated in f64).
 pub fn grad_norm<F: Float>(grads: &[F]) -> f64 {
-    grads.iter().map(|g| g.to_f64() * g.to_f64()).sum::<f64>().sqrt()
+    grads
+        .iter()
+        .map(|g| g.to_f64() * g.to_f64())
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Scales `grads` so that their global norm is at most `max_norm` (PyTorch's clip_grad_norm_,

@@ -75,8 +75,12 @@ impl StackConfig {
 
     /// Checks the configuration; the error names the offending field.
     pub fn validate(&self) -> Result<(), String> {
-        let kind = CellKind::parse(&self.cell)
-            .ok_or_else(|| format!("unknown cell '{}' (expected rnn_tanh, rnn_relu, lstm or gru)", self.cell))?;
+        let kind = CellKind::parse(&self.cell).ok_or_else(|| {
+            format!(
+                "unknown cell '{}' (expected rnn_tanh, rnn_relu, lstm or gru)",
+                self.cell
+            )
+        })?;
         if self.hidden_size == 0 {
             return Err("hidden_size must be at least 1".into());
         }
@@ -213,7 +217,11 @@ impl Stack {
         let mut slots = Vec::new();
         for l in 0..cfg.num_layers {
             for d in 0..cfg.dirs() {
-                let sfx = if d == 1 { format!("_l{l}_reverse") } else { format!("_l{l}") };
+                let sfx = if d == 1 {
+                    format!("_l{l}_reverse")
+                } else {
+                    format!("_l{l}")
+                };
                 let start = layout.total;
                 let w_ih = layout.push(format!("weight_ih{sfx}"), &[gh, cfg.layer_input(l)]);
                 let w_hh = layout.push(format!("weight_hh{sfx}"), &[gh, p]);
@@ -378,15 +386,25 @@ impl Stack {
                         let mask = &mut ws.masks[l];
                         let dropped = &mut ws.dropped[l];
                         for ((m, dv), &v) in mask.iter_mut().zip(dropped.iter_mut()).zip(prev_out) {
-                            *m = if rng.uniform() < pdrop { F::ZERO } else { F::from_f64(keep) };
+                            *m = if rng.uniform() < pdrop {
+                                F::ZERO
+                            } else {
+                                F::from_f64(keep)
+                            };
                             *dv = v * *m;
                         }
                         ws.dropout_on[l] = true;
-                        LayerInput::Dense { x: &ws.dropped[l], ld: ldy }
+                        LayerInput::Dense {
+                            x: &ws.dropped[l],
+                            ld: ldy,
+                        }
                     }
                     _ => {
                         ws.dropout_on[l] = false;
-                        LayerInput::Dense { x: prev_out, ld: ldy }
+                        LayerInput::Dense {
+                            x: prev_out,
+                            ld: ldy,
+                        }
                     }
                 }
             };
@@ -454,9 +472,15 @@ impl Stack {
             let layer_in = if l == 0 {
                 input
             } else if ws.dropout_on[l] {
-                LayerInput::Dense { x: &ws.dropped[l], ld: ldy }
+                LayerInput::Dense {
+                    x: &ws.dropped[l],
+                    ld: ldy,
+                }
             } else {
-                LayerInput::Dense { x: &ws.outs[l - 1], ld: ldy }
+                LayerInput::Dense {
+                    x: &ws.outs[l - 1],
+                    ld: ldy,
+                }
             };
             if l > 0 {
                 ws.dinput.fill(F::ZERO);

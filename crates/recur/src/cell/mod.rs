@@ -331,7 +331,15 @@ pub fn forward<F: Float>(
                 CellKind::Lstm => {
                     let cell = &mut c.cell[r * nh..(r + 1) * nh];
                     let hpre = &mut c.hpre[r * nh..(r + 1) * nh];
-                    lstm::forward_row(xw, hw, w.b_hh, &c.c[b * nh..(b + 1) * nh], gates, cell, hpre);
+                    lstm::forward_row(
+                        xw,
+                        hw,
+                        w.b_hh,
+                        &c.c[b * nh..(b + 1) * nh],
+                        gates,
+                        cell,
+                        hpre,
+                    );
                     c.c[b * nh..(b + 1) * nh].copy_from_slice(cell);
                     if !d.proj() {
                         c.h[b * nh..(b + 1) * nh].copy_from_slice(hpre);
@@ -340,7 +348,15 @@ pub fn forward<F: Float>(
                 CellKind::Gru => {
                     let hprev = &c.hprev[r * nh..(r + 1) * nh];
                     let hn = &mut c.hn[r * nh..(r + 1) * nh];
-                    gru::forward_row(xw, hw, w.b_hh, hprev, gates, hn, &mut c.h[b * nh..(b + 1) * nh]);
+                    gru::forward_row(
+                        xw,
+                        hw,
+                        w.b_hh,
+                        hprev,
+                        gates,
+                        hn,
+                        &mut c.h[b * nh..(b + 1) * nh],
+                    );
                 }
             }
         }
@@ -448,7 +464,21 @@ pub fn backward<F: Float>(
                 }
             }
             let w_hr = w.w_hr.expect("LSTM with projection needs weight_hr");
-            gemm(Trans::N, Trans::N, nb, nh, np, F::ONE, dhp, np, w_hr, nh, F::ZERO, &mut c.dhpre, nh);
+            gemm(
+                Trans::N,
+                Trans::N,
+                nb,
+                nh,
+                np,
+                F::ONE,
+                dhp,
+                np,
+                w_hr,
+                nh,
+                F::ZERO,
+                &mut c.dhpre,
+                nh,
+            );
         } else if is_lstm {
             c.dhpre.copy_from_slice(&c.dh);
         }
@@ -492,7 +522,21 @@ pub fn backward<F: Float>(
         } else {
             &c.dg[tb * gh..(tb + nb) * gh]
         };
-        gemm(Trans::N, Trans::N, nb, np, gh, F::ONE, dgh_t, gh, w.w_hh, np, F::ZERO, &mut c.dh_next, np);
+        gemm(
+            Trans::N,
+            Trans::N,
+            nb,
+            np,
+            gh,
+            F::ONE,
+            dgh_t,
+            gh,
+            w.w_hh,
+            np,
+            F::ZERO,
+            &mut c.dh_next,
+            np,
+        );
         for b in 0..nb {
             let dn = &mut c.dh_next[b * np..(b + 1) * np];
             if !active(lengths, t, b) {
@@ -517,10 +561,38 @@ pub fn backward<F: Float>(
     match input {
         LayerInput::Dense { x, ld } => {
             // dW_ih += dG^T X: (G*H, T*B) x (T*B, I)
-            gemm(Trans::T, Trans::N, gh, ni, rows, F::ONE, &c.dg, gh, x, ld, F::ONE, g.w_ih, ni);
+            gemm(
+                Trans::T,
+                Trans::N,
+                gh,
+                ni,
+                rows,
+                F::ONE,
+                &c.dg,
+                gh,
+                x,
+                ld,
+                F::ONE,
+                g.w_ih,
+                ni,
+            );
             if let Some((dx, lddx)) = dx {
                 // dX += dG W_ih: (T*B, G*H) x (G*H, I)
-                gemm(Trans::N, Trans::N, rows, ni, gh, F::ONE, &c.dg, gh, w.w_ih, ni, F::ONE, dx, lddx);
+                gemm(
+                    Trans::N,
+                    Trans::N,
+                    rows,
+                    ni,
+                    gh,
+                    F::ONE,
+                    &c.dg,
+                    gh,
+                    w.w_ih,
+                    ni,
+                    F::ONE,
+                    dx,
+                    lddx,
+                );
             }
         }
         LayerInput::OneHot { ids } => {
@@ -534,7 +606,21 @@ pub fn backward<F: Float>(
         }
     }
     // dW_hh += dGh^T H_prev: (G*H, T*B) x (T*B, P)
-    gemm(Trans::T, Trans::N, gh, np, rows, F::ONE, dgh_all, gh, &c.hprev, np, F::ONE, g.w_hh, np);
+    gemm(
+        Trans::T,
+        Trans::N,
+        gh,
+        np,
+        rows,
+        F::ONE,
+        dgh_all,
+        gh,
+        &c.hprev,
+        np,
+        F::ONE,
+        g.w_hh,
+        np,
+    );
     if let Some(db) = g.b_ih.as_deref_mut() {
         add_col_sums(db, &c.dg, rows, gh, gh);
     }
@@ -544,7 +630,21 @@ pub fn backward<F: Float>(
     if d.proj() {
         if let Some(dw) = g.w_hr.as_deref_mut() {
             // dW_hr += dH^T Hpre: (P, T*B) x (T*B, H)
-            gemm(Trans::T, Trans::N, np, nh, rows, F::ONE, &c.dhp, np, &c.hpre, nh, F::ONE, dw, nh);
+            gemm(
+                Trans::T,
+                Trans::N,
+                np,
+                nh,
+                rows,
+                F::ONE,
+                &c.dhp,
+                np,
+                &c.hpre,
+                nh,
+                F::ONE,
+                dw,
+                nh,
+            );
         }
     }
 }

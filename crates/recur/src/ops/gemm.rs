@@ -83,8 +83,14 @@ pub fn gemm<F: Float>(
     }
     let (a_rows, a_cols) = if ta == Trans::N { (m, k) } else { (k, m) };
     let (b_rows, b_cols) = if tb == Trans::N { (k, n) } else { (n, k) };
-    assert!(a.len() >= need(a_rows, a_cols, lda) && lda >= a_cols, "gemm: A too small");
-    assert!(b.len() >= need(b_rows, b_cols, ldb) && ldb >= b_cols, "gemm: B too small");
+    assert!(
+        a.len() >= need(a_rows, a_cols, lda) && lda >= a_cols,
+        "gemm: A too small"
+    );
+    assert!(
+        b.len() >= need(b_rows, b_cols, ldb) && ldb >= b_cols,
+        "gemm: B too small"
+    );
     let (a_rs, a_cs) = strides(ta, lda);
     let (b_rs, b_cs) = strides(tb, ldb);
     let nt = threads();

@@ -10,7 +10,10 @@ pub fn softmax_rows<F: Float>(logits: &[F], probs: &mut [F], n: usize, v: usize)
     for r in 0..n {
         let row = &logits[r * v..(r + 1) * v];
         let out = &mut probs[r * v..(r + 1) * v];
-        let mx = row.iter().copied().fold(F::from_f64(f64::NEG_INFINITY), F::max);
+        let mx = row
+            .iter()
+            .copied()
+            .fold(F::from_f64(f64::NEG_INFINITY), F::max);
         let mut sum = F::ZERO;
         for (o, &x) in out.iter_mut().zip(row) {
             *o = (x - mx).exp();
@@ -48,7 +51,10 @@ pub fn softmax_xent<F: Float>(
         }
         let tgt = tgt as usize;
         assert!(tgt < v, "target {tgt} out of range for {v} classes");
-        let mx = row.iter().copied().fold(F::from_f64(f64::NEG_INFINITY), F::max);
+        let mx = row
+            .iter()
+            .copied()
+            .fold(F::from_f64(f64::NEG_INFINITY), F::max);
         let mut sum = 0.0f64;
         for &x in row {
             sum += (x - mx).to_f64().exp();

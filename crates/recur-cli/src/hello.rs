@@ -1,0 +1,148 @@
+//! `recur hello`: the lecture's worked example, printed as the lecture lays it out, then trained
+//! with BPTT until it predicts "ello".
+
+use anyhow::Result;
+use recur::lecture::{self, Step};
+use recur::optim::{OptimKind, Optimizer};
+use serde_json::json;
+use std::io::Write;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print one JSON object on stdout instead of the tables.
+    #[arg(long)]
+    json: bool,
+    /// Optimizer for the training part: sgd, adagrad, rmsprop or adam.
+    #[arg(long, default_value = "sgd")]
+    optim: String,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.5)]
+    lr: f64,
+    /// Stop once all four predictions are right and the mean loss is below this.
+    #[arg(long, default_value_t = 0.1)]
+    target_loss: f64,
+    /// Give up after this many epochs (one epoch = one BPTT update on "hell" -> "ello").
+    #[arg(long, default_value_t = 5000)]
+    max_epochs: usize,
+}
+
+fn v(x: &[f64]) -> String {
+    let parts: Vec<String> = x.iter().map(|v| format!("{v:7.4}")).collect();
+    format!("({})", parts.join(", "))
+}
+
+fn print_table(out: &mut impl Write, steps: &[Step]) -> std::io::Result<()> {
+    for s in steps {
+        writeln!(
+            out,
+            "t = {}: input '{}', target '{}'",
+            s.t, s.input, s.target
+        )?;
+        writeln!(out, "  x_t W_xh       = {}", v(&s.xw))?;
+        writeln!(out, "  h_(t-1) W_hh   = {}", v(&s.hw))?;
+        writeln!(out, "  h_t = tanh(..) = {}", v(&s.h))?;
+        writeln!(out, "  o_t = h_t W_ho = {}", v(&s.logits))?;
+        writeln!(out, "  softmax(o_t)   = {}", v(&s.probs))?;
+        let mark = if s.pred == s.target { "right" } else { "WRONG" };
+        writeln!(out, "  prediction     = '{}' ({mark})", s.pred)?;
+    }
+    Ok(())
+}
+
+fn step_json(s: &Step) -> serde_json::Value {
+    json!({"t": s.t, "input": s.input, "target": s.target, "xw": s.xw, "hw": s.hw, "h": s.h,
+           "logits": s.logits, "probs": s.probs, "pred": s.pred})
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let kind = OptimKind::parse(&a.optim, 0.0).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown optimizer '{}' (expected sgd, adagrad, rmsprop or adam)",
+            a.optim
+        )
+    })?;
+    if !(a.lr > 0.0 && a.lr.is_finite()) {
+        anyhow::bail!("--lr must be a positive number, got {}", a.lr);
+    }
+    let m = lecture::model();
+    let mut params: Vec<f64> = lecture::params(&m);
+    let (before, loss0) = lecture::trace(&m, &params);
+    let mut opt = Optimizer::new(kind.clone(), a.lr, params.len());
+    let mut curve = Vec::new();
+    let epochs = lecture::train(
+        &m,
+        &mut params,
+        &mut opt,
+        a.max_epochs,
+        a.target_loss,
+        |e, l| curve.push((e, l)),
+    );
+    let (after, loss1) = lecture::trace(&m, &params);
+    let trained_ok = lecture::preds(&after) == "ello";
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if a.json {
+        let j = json!({
+            "vocab": lecture::VOCAB.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            "steps": before.iter().map(step_json).collect::<Vec<_>>(),
+            "loss": loss0,
+            "trained": {"optimizer": kind.name(), "lr": a.lr, "epochs": epochs, "loss": loss1,
+                        "preds": lecture::preds(&after),
+                        "steps": after.iter().map(step_json).collect::<Vec<_>>()},
+        });
+        writeln!(out, "{j}")?;
+    } else {
+        writeln!(
+            out,
+            "The lecture's RNN: vocabulary h=0 e=1 l=2 o=3, 3 tanh units, no biases, h_0 = 0."
+        )?;
+        writeln!(
+            out,
+            "Row vectors: h_t = tanh(x_t W_xh + h_(t-1) W_hh), o_t = h_t W_ho.\n"
+        )?;
+        print_table(&mut out, &before)?;
+        writeln!(
+            out,
+            "\nAt t = 2 the input 'e' should predict 'l' (index 2), but o_2 is largest at index 3:\n\
+             the untrained model predicts '{}'. Predictions: \"{}\", mean cross-entropy {:.4}.\n",
+            before[1].pred,
+            lecture::preds(&before),
+            loss0
+        )?;
+        writeln!(
+            out,
+            "Training with BPTT: {} with learning rate {}, mean cross-entropy over the 4 steps.",
+            kind.name(),
+            a.lr
+        )?;
+        let marks: Vec<usize> = {
+            let n = curve.len();
+            let mut m: Vec<usize> = (0..n)
+                .filter(|&i| i < 5 || (i + 1).is_power_of_two())
+                .collect();
+            if n > 0 && !m.contains(&(n - 1)) {
+                m.push(n - 1);
+            }
+            m
+        };
+        for i in marks {
+            let (e, l) = curve[i];
+            writeln!(out, "  epoch {e:5}  loss {l:.4}")?;
+        }
+        writeln!(out, "\nAfter {epochs} epochs (loss {loss1:.4}):\n")?;
+        print_table(&mut out, &after)?;
+        writeln!(
+            out,
+            "\nPredictions: \"{}\" for inputs \"hell\".",
+            lecture::preds(&after)
+        )?;
+    }
+    if !trained_ok {
+        anyhow::bail!(
+            "training stopped after {epochs} epochs without predicting \"ello\" (got \"{}\"); try another --lr or more --max-epochs",
+            lecture::preds(&after)
+        );
+    }
+    Ok(())
+}

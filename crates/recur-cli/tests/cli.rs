@@ -1,0 +1,123 @@
+//! End-to-end tests of the `recur` binary: run it, read what it prints, check the exit code.
+
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn recur(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(args)
+        .output()
+        .expect("run recur")
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+#[test]
+fn hello_json_reproduces_the_lecture_and_trains_to_ello() {
+    let j = json_of(&recur(&["hello", "--json"]));
+    assert_eq!(j["vocab"], serde_json::json!(["h", "e", "l", "o"]));
+    let steps = j["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 4);
+    let s2 = &steps[1];
+    assert_eq!(s2["t"], 2);
+    assert_eq!(s2["input"], "e");
+    assert_eq!(s2["target"], "l");
+    assert_eq!(s2["pred"], "o");
+    let probs: Vec<f64> = s2["probs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (g, w) in probs.iter().zip([0.0892, 0.3858, 0.1308, 0.3942]) {
+        assert!((g - w).abs() <= 2e-4, "softmax(o2): {g} vs {w}");
+    }
+    for key in ["xw", "hw", "h"] {
+        assert_eq!(s2[key].as_array().unwrap().len(), 3, "{key}");
+    }
+    assert_eq!(s2["logits"].as_array().unwrap().len(), 4);
+    let tr = &j["trained"];
+    assert_eq!(tr["preds"], "ello");
+    let preds: Vec<&str> = tr["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["pred"].as_str().unwrap())
+        .collect();
+    assert_eq!(preds, ["e", "l", "l", "o"]);
+    assert!(tr["epochs"].as_u64().unwrap() > 0);
+    assert!(tr["loss"].as_f64().unwrap() < 0.1);
+}
+
+#[test]
+fn hello_prints_the_table_and_the_wrong_prediction() {
+    let out = recur(&["hello"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("( 0.8350,  0.8964,  0.8791)"),
+        "h2 row missing:\n{text}"
+    );
+    assert!(text.contains("the untrained model predicts 'o'"));
+    assert!(text.contains("sgd with learning rate 0.5"));
+    assert!(text.contains("Predictions: \"ello\""));
+}
+
+#[test]
+fn gradcheck_json_reports_every_tensor_below_tolerance() {
+    for cell in ["rnn", "rnn_relu"] {
+        let j = json_of(&recur(&[
+            "gradcheck",
+            "--cell",
+            cell,
+            "--json",
+            "--seq-length",
+            "8",
+        ]));
+        let names: Vec<&str> = j["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        for want in [
+            "rnn.weight_ih_l0",
+            "rnn.weight_hh_l0",
+            "rnn.bias_ih_l0",
+            "rnn.bias_hh_l0",
+            "decoder.weight",
+            "decoder.bias",
+            "input",
+            "h0",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        let worst = j["max_rel_err"].as_f64().unwrap();
+        assert!(worst < 1e-6, "{cell}: {worst}");
+    }
+}
+
+#[test]
+fn bad_flags_are_one_line_errors_with_exit_code_2() {
+    for args in [
+        &["gradcheck", "--cell", "transformer"][..],
+        &["gradcheck", "--cell", "gru", "--proj-size", "2"][..],
+        &["hello", "--optim", "lbfgs"][..],
+        &["hello", "--lr", "-1"][..],
+    ] {
+        let out = recur(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.starts_with("recur: error: "), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+    let out = recur(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+}

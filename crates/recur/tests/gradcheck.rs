@@ -1,0 +1,171 @@
+//! Finite-difference gradient checks in f64 (central differences): every parameter tensor, the
+//! inputs and the initial states, for every cell and stack option.
+
+use recur::cell::CellKind;
+use recur::gradcheck::{gradcheck, GradcheckSpec};
+use recur::model::{InputKind, ModelConfig};
+use recur::stack::StackConfig;
+
+/// The bound on the worst relative error per tensor (formula in recur::gradcheck). With
+/// eps = 1e-5 in f64 the truncation error is ~eps^2 and the rounding error ~1e-16/eps, both near
+/// 1e-10, so 1e-6 leaves a wide margin while still catching any wrong term.
+const GRAD_TOL: f64 = 1e-6;
+
+#[derive(Clone, Copy)]
+struct Case {
+    cell: &'static str,
+    layers: usize,
+    bidir: bool,
+    bias: bool,
+    proj: usize,
+    dropout: f64,
+    varlen: bool,
+    b: usize,
+    init_state: bool,
+}
+
+const BASE: Case = Case {
+    cell: "rnn_tanh",
+    layers: 1,
+    bidir: false,
+    bias: true,
+    proj: 0,
+    dropout: 0.0,
+    varlen: false,
+    b: 3,
+    init_state: true,
+};
+
+fn run(c: Case) {
+    let kind = CellKind::parse(c.cell).unwrap();
+    let rnn = StackConfig::new(kind, 3, 5)
+        .with_layers(c.layers)
+        .with_bidirectional(c.bidir)
+        .with_bias(c.bias)
+        .with_proj_size(c.proj)
+        .with_dropout(c.dropout);
+    let cfg = ModelConfig {
+        input: InputKind::Dense,
+        input_size: 3,
+        embed_dim: 0,
+        rnn,
+        output_size: 4,
+        decoder_bias: c.bias,
+    };
+    let spec = GradcheckSpec {
+        cfg,
+        t: 9,
+        b: c.b,
+        varlen: c.varlen,
+        init_state: c.init_state,
+        seed: 11,
+        eps: 1e-5,
+    };
+    let res = gradcheck(&spec).unwrap();
+    // every parameter tensor plus input and h0 (and c0) were checked
+    let expected = recur::model::Model::new(spec.cfg.clone())
+        .unwrap()
+        .layout
+        .entries
+        .len()
+        + 2
+        + usize::from(kind == CellKind::Lstm);
+    assert_eq!(res.len(), expected);
+    for r in &res {
+        assert!(
+            r.max_rel_err < GRAD_TOL,
+            "{} (layers {}, bidir {}, bias {}, proj {}, dropout {}, varlen {}, B {}): tensor {} rel err {:.3e} (abs {:.3e}) at element {}",
+            c.cell, c.layers, c.bidir, c.bias, c.proj, c.dropout, c.varlen, c.b, r.name, r.max_rel_err, r.max_abs_err, r.worst_index
+        );
+    }
+}
+
+#[test]
+fn rnn_tanh_and_relu_with_and_without_bias_b1_and_b3() {
+    for cell in ["rnn_tanh", "rnn_relu"] {
+        for bias in [true, false] {
+            for b in [1, 3] {
+                run(Case {
+                    cell,
+                    bias,
+                    b,
+                    ..BASE
+                });
+                run(Case {
+                    cell,
+                    bias,
+                    b,
+                    init_state: false,
+                    ..BASE
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn every_cell_with_stack_options() {
+    for cell in ["rnn_tanh", "rnn_relu", "lstm", "gru"] {
+        run(Case { cell, ..BASE });
+        run(Case {
+            cell,
+            layers: 2,
+            bidir: true,
+            ..BASE
+        });
+        run(Case {
+            cell,
+            layers: 3,
+            varlen: true,
+            b: 4,
+            ..BASE
+        });
+        run(Case {
+            cell,
+            layers: 2,
+            bidir: true,
+            varlen: true,
+            bias: false,
+            ..BASE
+        });
+        run(Case {
+            cell,
+            layers: 2,
+            bidir: true,
+            dropout: 0.4,
+            varlen: true,
+            ..BASE
+        });
+        run(Case {
+            cell,
+            b: 1,
+            bidir: true,
+            ..BASE
+        });
+    }
+}
+
+#[test]
+fn lstm_projection() {
+    run(Case {
+        cell: "lstm",
+        proj: 2,
+        ..BASE
+    });
+    run(Case {
+        cell: "lstm",
+        proj: 3,
+        layers: 2,
+        bidir: true,
+        varlen: true,
+        ..BASE
+    });
+    run(Case {
+        cell: "lstm",
+        proj: 2,
+        layers: 2,
+        dropout: 0.3,
+        bias: false,
+        ..BASE
+    });
+}
