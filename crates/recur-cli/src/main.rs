@@ -21,8 +21,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The lecture's worked example: predict "ello" from "hell" with a 3-unit RNN, then train it.
+    #[command(allow_negative_numbers = true)]
     Hello(hello::Args),
     /// Compare BPTT gradients with centred finite differences in f64.
+    #[command(allow_negative_numbers = true)]
     Gradcheck(gradcheck::Args),
 }
 
@@ -37,10 +39,17 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            // --help and --version are not errors; everything else is a usage error (exit 2).
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
+            // --help and --version are not errors; everything else is a usage error: one line,
+            // exit code 2.
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let msg = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("recur: error: {msg} (see 'recur --help')");
+            return ExitCode::from(2);
         }
     };
     match run(cli) {
