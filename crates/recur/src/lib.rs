@@ -13,6 +13,7 @@
 //! - [`lecture`]: the seed lecture's "hello" example.
 
 pub mod cell;
+pub mod checkpoint;
 pub mod gradcheck;
 pub mod lecture;
 pub mod model;

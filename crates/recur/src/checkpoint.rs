@@ -1,0 +1,354 @@
+//! Checkpoints: a model's parameters, vocabulary, optimizer state and training position in one
+//! safetensors file whose tensor names are the equivalent PyTorch module's state_dict.
+//!
+//! The format is documented in `docs/checkpoint-format.md` (tensor names and shapes, metadata
+//! keys, version policy, and a Python snippet that loads a checkpoint into torch). In short:
+//! - tensors (all F32, little-endian): the model's [`crate::params::ParamLayout`] entries under
+//!   their own names (`embedding.weight`, `rnn.weight_ih_l0`, ..., `decoder.weight`,
+//!   `decoder.bias`); an optimizer's moments as `optim.m.<name>` (and `optim.v.<name>` for Adam);
+//! - metadata (strings): `format` = [`FORMAT`], `format_version` = [`FORMAT_VERSION`], `config`
+//!   (the [`ModelConfig`] as JSON), and when present `vocab` (a JSON array of one-character
+//!   strings), `optimizer` (JSON: `kind` and its hyper-parameters, `lr`, `step`) and
+//!   `train_state` (JSON, opaque here).
+//!
+//! Writes are atomic: a temporary file in the same directory, fsync, rename. Loading checks
+//! everything (header, format and version, config, every tensor's presence, dtype and shape, no
+//! extra tensors) and reports the first problem as one [`CheckpointError`]; it never panics.
+//!
+//! This module does not decide what `train_state` holds, and does not read or write f64.
+
+use crate::model::{InputKind, Model, ModelConfig};
+use crate::optim::{OptimKind, Optimizer};
+use crate::params::ParamLayout;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The value of the `format` metadata key.
+pub const FORMAT: &str = "recur-checkpoint";
+/// The format version this build writes, and the only one it reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Prefix of the optimizer's tensors.
+pub const OPTIM_PREFIX: &str = "optim.";
+
+/// Everything a run needs to continue, or a user needs to sample or evaluate.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// The model; stored as JSON in the `config` metadata key.
+    pub model: ModelConfig,
+    /// Parameters in the model's layout order (`Model::new(model).layout`).
+    pub params: Vec<f32>,
+    /// Character models: the sorted vocabulary (token id = index).
+    pub vocab: Option<Vec<char>>,
+    /// Optimizer with its moments, for resuming exactly.
+    pub optimizer: Option<Optimizer<f32>>,
+    /// Training position, RNG state, flags: opaque to this module.
+    pub train_state: Option<serde_json::Value>,
+}
+
+/// Why a checkpoint could not be saved or loaded. Displays as one line naming the file and the
+/// tensor, field or value at fault.
+#[derive(Debug)]
+pub struct CheckpointError {
+    path: PathBuf,
+    what: String,
+}
+
+impl CheckpointError {
+    fn new(path: &Path, what: impl Into<String>) -> Self {
+        CheckpointError {
+            path: path.to_path_buf(),
+            what: what.into(),
+        }
+    }
+
+    /// The file concerned.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The problem, without the file name.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "checkpoint {}: {}", self.path.display(), self.what)
+    }
+}
+
+impl std::error::Error for CheckpointError {}
+
+/// The `optimizer` metadata: the update rule with its hyper-parameters (flattened: `kind`,
+/// then e.g. `beta1`, `beta2`, `eps`), the learning rate and the steps taken.
+#[derive(Serialize, Deserialize)]
+struct OptimMeta {
+    #[serde(flatten)]
+    kind: OptimKind,
+    lr: f64,
+    step: u64,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Writes `ckpt` to `path` atomically: the file is either the old one or the complete new one.
+pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
+    let err = |what: String| CheckpointError::new(path, what);
+    let model = Model::new(ckpt.model.clone()).map_err(|e| err(format!("config: {e}")))?;
+    let layout = &model.layout;
+    if ckpt.params.len() != layout.total {
+        return Err(err(format!(
+            "params has {} values but the model has {}",
+            ckpt.params.len(),
+            layout.total
+        )));
+    }
+    check_vocab(&ckpt.model, ckpt.vocab.as_deref()).map_err(err)?;
+
+    // (name, shape, bytes) of every tensor
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    push_layout(&mut tensors, "", layout, &ckpt.params);
+    let mut meta: HashMap<String, String> = HashMap::new();
+    meta.insert("format".into(), FORMAT.into());
+    meta.insert("format_version".into(), FORMAT_VERSION.to_string());
+    meta.insert("config".into(), to_json(&ckpt.model).map_err(&err)?);
+    if let Some(v) = &ckpt.vocab {
+        meta.insert("vocab".into(), to_json(v).map_err(&err)?);
+    }
+    if let Some(o) = &ckpt.optimizer {
+        let want_v = adam(&o.kind);
+        if o.m.len() != layout.total || o.v.len() != if want_v { layout.total } else { 0 } {
+            return Err(err(format!(
+                "optimizer buffers have {} and {} values but the model has {} parameters",
+                o.m.len(),
+                o.v.len(),
+                layout.total
+            )));
+        }
+        let om = OptimMeta {
+            kind: o.kind.clone(),
+            lr: o.lr,
+            step: o.step,
+        };
+        meta.insert("optimizer".into(), to_json(&om).map_err(&err)?);
+        push_layout(&mut tensors, "optim.m.", layout, &o.m);
+        if want_v {
+            push_layout(&mut tensors, "optim.v.", layout, &o.v);
+        }
+    }
+    if let Some(ts) = &ckpt.train_state {
+        meta.insert("train_state".into(), to_json(ts).map_err(&err)?);
+    }
+
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| err(format!("tensor '{n}': {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let bytes =
+        safetensors::serialize(views, Some(meta)).map_err(|e| err(format!("serializing: {e}")))?;
+    write_atomic(path, &bytes)
+}
+
+fn push_layout(
+    out: &mut Vec<(String, Vec<usize>, Vec<u8>)>,
+    prefix: &str,
+    layout: &ParamLayout,
+    values: &[f32],
+) {
+    for e in &layout.entries {
+        out.push((
+            format!("{prefix}{}", e.name),
+            e.shape.clone(),
+            f32_bytes(&values[e.range()]),
+        ));
+    }
+}
+
+fn adam(kind: &OptimKind) -> bool {
+    matches!(kind, OptimKind::Adam { .. })
+}
+
+/// Token models: the vocabulary, when given, has one symbol per input id, each once.
+fn check_vocab(cfg: &ModelConfig, vocab: Option<&[char]>) -> Result<(), String> {
+    let Some(v) = vocab else { return Ok(()) };
+    if cfg.input != InputKind::Dense && v.len() != cfg.input_size {
+        return Err(format!(
+            "vocab has {} symbols but config.input_size is {}",
+            v.len(),
+            cfg.input_size
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    if let Some(c) = v.iter().find(|c| !seen.insert(**c)) {
+        return Err(format!("vocab: symbol {c:?} appears twice"));
+    }
+    Ok(())
+}
+
+/// Temporary file beside `path`, written and synced, then renamed over `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| CheckpointError::new(path, "not a file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let io = |e: std::io::Error, doing: &str| CheckpointError::new(path, format!("{doing}: {e}"));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io(e, "creating temporary file"))?;
+        f.write_all(bytes).map_err(|e| io(e, "writing"))?;
+        f.sync_all().map_err(|e| io(e, "syncing"))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| io(e, "renaming temporary file"))?;
+        // Make the rename itself durable where the platform allows syncing a directory.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads and checks a checkpoint written by [`save`] (or by the Python snippet in the docs).
+pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let err = |what: String| CheckpointError::new(path, what);
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    // read_metadata checks the header, every tensor's offsets and the file's length.
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| err(format!("not a valid safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| err(format!("not a valid safetensors file ({e})")))?;
+    let empty = HashMap::new();
+    let meta = header.metadata().as_ref().unwrap_or(&empty);
+    let field = |k: &str| -> Result<&String, CheckpointError> {
+        meta.get(k)
+            .ok_or_else(|| err(format!("metadata field '{k}' is missing")))
+    };
+
+    let format = meta.get("format").ok_or_else(|| {
+        err("metadata field 'format' is missing: not a recur checkpoint".to_string())
+    })?;
+    if format != FORMAT {
+        return Err(err(format!(
+            "metadata field 'format' is '{format}', expected '{FORMAT}'"
+        )));
+    }
+    let version = field("format_version")?;
+    if version.trim() != FORMAT_VERSION.to_string() {
+        return Err(err(format!(
+            "unknown format_version '{version}' (this build reads version {FORMAT_VERSION})"
+        )));
+    }
+    let model: ModelConfig = serde_json::from_str(field("config")?)
+        .map_err(|e| err(format!("metadata field 'config': {e}")))?;
+    let m = Model::new(model.clone()).map_err(|e| err(format!("metadata field 'config': {e}")))?;
+    let layout = &m.layout;
+    let vocab: Option<Vec<char>> = meta
+        .get("vocab")
+        .map(|s| serde_json::from_str(s))
+        .transpose()
+        .map_err(|e| err(format!("metadata field 'vocab': {e}")))?;
+    check_vocab(&model, vocab.as_deref()).map_err(&err)?;
+    let optim_meta: Option<OptimMeta> = meta
+        .get("optimizer")
+        .map(|s| serde_json::from_str(s))
+        .transpose()
+        .map_err(|e| err(format!("metadata field 'optimizer': {e}")))?;
+    let train_state: Option<serde_json::Value> = meta
+        .get("train_state")
+        .map(|s| serde_json::from_str(s))
+        .transpose()
+        .map_err(|e| err(format!("metadata field 'train_state': {e}")))?;
+
+    // Every expected tensor is read exactly once; whatever is left over is an error.
+    let mut expected: BTreeSet<String> = BTreeSet::new();
+    let mut read = |prefix: &str| -> Result<Vec<f32>, CheckpointError> {
+        let mut out = vec![0.0f32; layout.total];
+        for e in &layout.entries {
+            let name = format!("{prefix}{}", e.name);
+            let t = st
+                .tensor(&name)
+                .map_err(|_| err(format!("tensor '{name}' is missing")))?;
+            if t.dtype() != Dtype::F32 {
+                return Err(err(format!(
+                    "tensor '{name}' has dtype {}, expected F32",
+                    t.dtype()
+                )));
+            }
+            if t.shape() != e.shape.as_slice() {
+                return Err(err(format!(
+                    "tensor '{name}' has shape {:?}, expected {:?}",
+                    t.shape(),
+                    e.shape
+                )));
+            }
+            for (o, c) in out[e.range()].iter_mut().zip(t.data().chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            expected.insert(name);
+        }
+        Ok(out)
+    };
+    let params = read("")?;
+    let optimizer = match optim_meta {
+        None => None,
+        Some(om) => {
+            let mm = read("optim.m.")?;
+            let vv = if adam(&om.kind) {
+                read("optim.v.")?
+            } else {
+                Vec::new()
+            };
+            Some(Optimizer {
+                kind: om.kind,
+                lr: om.lr,
+                step: om.step,
+                m: mm,
+                v: vv,
+            })
+        }
+    };
+    let mut names: Vec<&str> = st.names();
+    names.sort_unstable();
+    if let Some(extra) = names.iter().find(|n| !expected.contains(**n)) {
+        let why = if extra.starts_with(OPTIM_PREFIX) && optimizer.is_none() {
+            " (optimizer tensors without 'optimizer' metadata)"
+        } else {
+            ""
+        };
+        return Err(err(format!(
+            "unexpected tensor '{extra}' not in the model's layout{why}"
+        )));
+    }
+    Ok(Checkpoint {
+        model,
+        params,
+        vocab,
+        optimizer,
+        train_state,
+    })
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, String> {
+    serde_json::to_string(v).map_err(|e| format!("JSON encoding: {e}"))
+}
