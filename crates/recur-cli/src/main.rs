@@ -3,6 +3,7 @@
 
 mod gradcheck;
 mod hello;
+mod plot;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
