@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use recur::cell::CellKind;
 use recur::gradcheck::{gradcheck, GradcheckSpec};
-use recur::model::{InputKind, ModelConfig};
+use recur::model::{Head, InputKind, ModelConfig};
 use recur::stack::StackConfig;
 use serde_json::json;
 use std::io::Write;
@@ -22,9 +22,12 @@ pub struct Args {
     /// Hidden units per direction.
     #[arg(long, default_value_t = 5)]
     hidden: usize,
-    /// Output classes of the decoder.
+    /// Output classes (or values, for a regression head) of the decoder.
     #[arg(long, default_value_t = 4)]
     classes: usize,
+    /// Head: step_classes, last_classes, step_regression or last_regression.
+    #[arg(long, default_value = "step_classes")]
+    head: String,
     /// Steps (at least 8 is the documented check).
     #[arg(long, default_value_t = 8)]
     seq_length: usize,
@@ -89,6 +92,12 @@ pub fn run(a: Args) -> Result<()> {
     if !(a.eps > 0.0) {
         bail!("--eps must be positive, got {}", a.eps);
     }
+    let head = Head::parse(&a.head).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown head '{}' (expected step_classes, last_classes, step_regression or last_regression)",
+            a.head
+        )
+    })?;
     let rnn = StackConfig::new(kind, a.input_size, a.hidden)
         .with_layers(a.num_layers)
         .with_bidirectional(a.bidirectional)
@@ -102,6 +111,7 @@ pub fn run(a: Args) -> Result<()> {
         rnn,
         output_size: a.classes,
         decoder_bias: !a.no_bias,
+        head,
     };
     cfg.validate().map_err(anyhow::Error::msg)?;
     let spec = GradcheckSpec {
@@ -124,13 +134,14 @@ pub fn run(a: Args) -> Result<()> {
         writeln!(
             out,
             "{}",
-            json!({"cell": kind.name(), "tensors": tensors, "max_rel_err": worst})
+            json!({"cell": kind.name(), "head": head.name(), "tensors": tensors, "max_rel_err": worst})
         )?;
     } else {
         writeln!(
             out,
-            "gradcheck {} T={} B={} I={} H={} layers={} dirs={} bias={} proj={} dropout={} varlen={} eps={:e}",
+            "gradcheck {} head={} T={} B={} I={} H={} layers={} dirs={} bias={} proj={} dropout={} varlen={} eps={:e}",
             kind.name(),
+            head.name(),
             a.seq_length,
             a.batch,
             a.input_size,

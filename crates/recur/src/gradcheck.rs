@@ -1,8 +1,10 @@
 //! Gradient checks: BPTT gradients against centred finite differences, in f64.
 //!
-//! The checked scalar is `J = CE_mean(logits, targets) + sum(h_n * S) + sum(c_n * S_c)` with fixed
+//! The checked scalar is `J = loss(outputs, targets) + sum(h_n * S) + sum(c_n * S_c)` with fixed
 //! random `S`, `S_c`, so that every parameter, the inputs and the initial states all receive
-//! gradient. Each element `w` gets `n = (J(w + eps) - J(w - eps)) / (2 eps)`.
+//! gradient. The loss is the model head's (see [`crate::model::Head`]): mean cross-entropy against
+//! random classes, or mean squared error against random normal targets, on every step or on each
+//! sequence's last step. Each element `w` gets `n = (J(w + eps) - J(w - eps)) / (2 eps)`.
 //!
 //! Error per tensor: `max_i |a_i - n_i| / max(max_i |a_i|, max_i |n_i|, 1e-12)`, the worst
 //! element's error relative to the tensor's largest gradient (`a` analytic, `n` numeric). Relative
@@ -93,18 +95,42 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>, String> {
             })
             .collect()
     });
-    let mut targets: Vec<u32> = (0..t * b)
-        .map(|_| rng.below(spec.cfg.output_size as u64) as u32)
-        .collect();
-    if let Some(l) = &lengths {
-        for s in 0..t {
-            for (bi, &len) in l.iter().enumerate() {
-                if s >= len {
-                    targets[s * b + bi] = IGNORE;
+    let head = spec.cfg.head;
+    let v = spec.cfg.output_size;
+    let rows = if head.last_step() { b } else { t * b };
+    // classes (classification heads) or values (regression heads), one row per decoded output;
+    // padded steps of the per-step heads take no loss (IGNORE, NaN)
+    let padded = |r: usize| -> bool {
+        !head.last_step() && lengths.as_ref().is_some_and(|l| r / b >= l[r % b])
+    };
+    let targets: Vec<u32> = if head.regression() {
+        Vec::new()
+    } else {
+        (0..rows)
+            .map(|r| {
+                let c = rng.below(v as u64) as u32;
+                if padded(r) {
+                    IGNORE
+                } else {
+                    c
                 }
-            }
-        }
-    }
+            })
+            .collect()
+    };
+    let values: Vec<f64> = if head.regression() {
+        (0..rows * v)
+            .map(|i| {
+                let y = rng.normal();
+                if padded(i / v) {
+                    f64::NAN
+                } else {
+                    y
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut rand_vec = |n: usize, on: bool| -> Vec<f64> {
         (0..n)
             .map(|_| if on { rng.normal() } else { 0.0 })
@@ -135,9 +161,15 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>, String> {
             lens,
             training.then_some(&mut drng),
         );
-        let count = targets.iter().filter(|&&v| v != IGNORE).count().max(1);
-        let (ce, _) = model.loss(&mut ws, &targets, 1.0 / count as f64);
-        let mut j = ce / count as f64;
+        let mut j = if head.regression() {
+            let count = values.iter().filter(|v| !v.is_nan()).count().max(1);
+            let (se, _) = model.loss_mse(&mut ws, &values, 1.0 / count as f64);
+            se / count as f64
+        } else {
+            let count = targets.iter().filter(|&&v| v != IGNORE).count().max(1);
+            let (ce, _) = model.loss(&mut ws, &targets, 1.0 / count as f64);
+            ce / count as f64
+        };
         j += ws
             .stack
             .h_n

@@ -1,5 +1,6 @@
 //! A sequence model: input (one-hot tokens, an embedding, or dense vectors) -> recurrent stack ->
-//! linear decoder, with softmax cross-entropy on every step.
+//! linear decoder (the head), with its loss: softmax cross-entropy for classes, mean squared error
+//! for real values, on every step or on each sequence's last step only (see [`Head`]).
 //!
 //! Parameter names are those of the equivalent PyTorch module's state_dict: `embedding.weight`
 //! (V, E) when an embedding is used, `rnn.` + the torch.nn.RNN/LSTM/GRU names, `decoder.weight`
@@ -26,6 +27,68 @@ pub enum InputKind {
     Dense,
 }
 
+/// What the decoder reads and what its outputs mean.
+///
+/// Per-step heads decode every step's output (T*B rows). Last-step heads (many-to-one) decode one
+/// row per sequence: the stack's output at that sequence's own last valid step (`lengths[b] - 1`).
+/// With two directions that row is the forward direction's output at the last valid step
+/// concatenated with the reverse direction's output at step 0 (where the reverse pass ends): the
+/// top layer's final states, PyTorch's `torch.cat([h_n[-2], h_n[-1]], dim=1)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Head {
+    /// Class scores at every step, softmax cross-entropy (a character model's head).
+    #[default]
+    StepClasses,
+    /// Class scores per sequence from its last step, softmax cross-entropy (many-to-one).
+    LastClasses,
+    /// Real values at every step, mean squared error.
+    StepRegression,
+    /// Real values per sequence from its last step, mean squared error.
+    LastRegression,
+}
+
+impl Head {
+    /// `step_classes`, `last_classes`, `step_regression`, `last_regression`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Head::StepClasses => "step_classes",
+            Head::LastClasses => "last_classes",
+            Head::StepRegression => "step_regression",
+            Head::LastRegression => "last_regression",
+        }
+    }
+
+    /// Parses [`Head::name`].
+    pub fn parse(s: &str) -> Option<Head> {
+        Some(match s {
+            "step_classes" => Head::StepClasses,
+            "last_classes" => Head::LastClasses,
+            "step_regression" => Head::StepRegression,
+            "last_regression" => Head::LastRegression,
+            _ => return None,
+        })
+    }
+
+    /// All heads, in the order above.
+    pub const ALL: [Head; 4] = [
+        Head::StepClasses,
+        Head::LastClasses,
+        Head::StepRegression,
+        Head::LastRegression,
+    ];
+
+    /// Decodes only each sequence's last step.
+    pub fn last_step(self) -> bool {
+        matches!(self, Head::LastClasses | Head::LastRegression)
+    }
+
+    /// Real-valued outputs with a squared-error loss (otherwise classes with cross-entropy).
+    pub fn regression(self) -> bool {
+        matches!(self, Head::StepRegression | Head::LastRegression)
+    }
+}
+
 /// Configuration of a [`Model`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -37,10 +100,14 @@ pub struct ModelConfig {
     pub embed_dim: usize,
     /// The recurrent stack; its `input_size` must be `input_size` (one-hot, dense) or `embed_dim`.
     pub rnn: StackConfig,
-    /// Decoder outputs: the number of classes.
+    /// Decoder outputs: the number of classes, or of real values for a regression head.
     pub output_size: usize,
     /// Whether the decoder has a bias. Default true.
     pub decoder_bias: bool,
+    /// What the decoder reads and its loss. Default (and for configurations written before heads
+    /// existed): per-step classes.
+    #[serde(default)]
+    pub head: Head,
 }
 
 impl ModelConfig {
@@ -71,6 +138,24 @@ impl ModelConfig {
             rnn,
             output_size: vocab,
             decoder_bias: true,
+            head: Head::StepClasses,
+        }
+    }
+
+    /// A model of real-valued sequences: `features` inputs per step, the given stack (its input
+    /// size is set to `features`), `outputs` values or classes decoded as `head` says.
+    pub fn dense(features: usize, rnn: StackConfig, outputs: usize, head: Head) -> Self {
+        ModelConfig {
+            input: InputKind::Dense,
+            input_size: features,
+            embed_dim: 0,
+            rnn: StackConfig {
+                input_size: features,
+                ..rnn
+            },
+            output_size: outputs,
+            decoder_bias: true,
+            head,
         }
     }
 
@@ -128,16 +213,30 @@ pub struct Model {
 pub struct ModelWorkspace<F> {
     pub t: usize,
     pub b: usize,
+    // V: decoder outputs per row
+    v: usize,
     pub stack: StackWorkspace<F>,
     // emb: (T, B, E) looked-up embeddings; demb: its gradient
     emb: Vec<F>,
     demb: Vec<F>,
-    /// logits: (T*B, V)
+    /// logits: (R, V) decoder outputs (class scores, or predicted values for a regression head);
+    /// R = T*B rows (step t, sequence b at row t*B + b) for per-step heads, B for last-step heads.
     pub logits: Vec<F>,
-    /// dlogits: (T*B, V), filled by [`Model::loss`]
+    /// dlogits: (R, V), filled by [`Model::loss`] / [`Model::loss_mse`]
     pub dlogits: Vec<F>,
     // dy: (T, B, D*P) gradient of the stack output
     dy: Vec<F>,
+    // last: (B, D*P) last-step heads: each sequence's last output, the decoder's input;
+    // dlast: its gradient
+    last: Vec<F>,
+    dlast: Vec<F>,
+}
+
+impl<F: Float> ModelWorkspace<F> {
+    /// R: rows of `logits` (T*B for per-step heads, B for last-step heads).
+    pub fn rows(&self) -> usize {
+        self.logits.len() / self.v.max(1)
+    }
 }
 
 impl Model {
@@ -199,15 +298,24 @@ impl Model {
             0
         };
         let v = self.cfg.output_size;
+        let dp = self.cfg.rnn.output_size();
+        let (rows, last) = if self.cfg.head.last_step() {
+            (b, b * dp)
+        } else {
+            (t * b, 0)
+        };
         ModelWorkspace {
             t,
             b,
+            v,
             stack: self.stack.workspace(t, b),
             emb: vec![F::ZERO; e],
             demb: vec![F::ZERO; e],
-            logits: vec![F::ZERO; t * b * v],
-            dlogits: vec![F::ZERO; t * b * v],
-            dy: vec![F::ZERO; t * b * self.cfg.rnn.output_size()],
+            logits: vec![F::ZERO; rows * v],
+            dlogits: vec![F::ZERO; rows * v],
+            dy: vec![F::ZERO; t * b * dp],
+            last: vec![F::ZERO; last],
+            dlast: vec![F::ZERO; last],
         }
     }
 
@@ -269,16 +377,25 @@ impl Model {
         };
         self.stack
             .forward(sws, rnn_params, layer_in, h0, c0, lengths, dropout_rng);
-        // logits = Y W_dec^T + b_dec: (T*B, D*P) x (D*P, V)
         let (v, dp) = (self.cfg.output_size, self.cfg.rnn.output_size());
+        if self.cfg.head.last_step() {
+            self.gather_last(ws, lengths);
+        }
+        // logits = Y W_dec^T + b_dec: (R, D*P) x (D*P, V), Y the outputs of every step or the
+        // last ones
+        let (rows, y) = if self.cfg.head.last_step() {
+            (ws.b, &ws.last[..])
+        } else {
+            (n, ws.stack.output())
+        };
         gemm(
             Trans::N,
             Trans::T,
-            n,
+            rows,
             v,
             dp,
             F::ONE,
-            ws.stack.output(),
+            y,
             dp,
             &params[self.dec_w.clone()],
             dp,
@@ -296,16 +413,55 @@ impl Model {
         }
     }
 
-    /// Cross-entropy of `ws.logits` against `targets` (T*B, [`crate::ops::loss::IGNORE`] for
-    /// padded steps). Writes `scale * dL/dlogits` into `ws.dlogits`; returns (summed loss, count).
-    /// With `scale = 1/count` the gradient is that of the mean, PyTorch's default reduction.
+    /// Where sequence `b`'s last output sits for direction `d`: the step index.
+    fn last_step_of(&self, lengths: Option<&[usize]>, t: usize, b: usize, d: usize) -> usize {
+        if d == 1 {
+            // the reverse direction ends at step 0
+            return 0;
+        }
+        match lengths {
+            Some(l) => {
+                assert!(
+                    (1..=t).contains(&l[b]),
+                    "sequence {b} has length {}; lengths must be in 1..={t}",
+                    l[b]
+                );
+                l[b] - 1
+            }
+            None => t - 1,
+        }
+    }
+
+    /// last[b] = each direction's output at that sequence's last step: (B, D*P).
+    fn gather_last<F: Float>(&self, ws: &mut ModelWorkspace<F>, lengths: Option<&[usize]>) {
+        let (nb, p, nd) = (ws.b, self.cfg.rnn.out_size(), self.cfg.rnn.dirs());
+        let dp = nd * p;
+        let y = ws.stack.output();
+        for b in 0..nb {
+            for d in 0..nd {
+                let s = self.last_step_of(lengths, ws.t, b, d);
+                let src = (s * nb + b) * dp + d * p;
+                ws.last[b * dp + d * p..b * dp + (d + 1) * p].copy_from_slice(&y[src..src + p]);
+            }
+        }
+    }
+
+    /// Cross-entropy of `ws.logits` against `targets` (one per row: T*B for the per-step head,
+    /// B for the last-step head; [`crate::ops::loss::IGNORE`] for padded steps). Writes
+    /// `scale * dL/dlogits` into `ws.dlogits`; returns (summed loss, count). With
+    /// `scale = 1/count` the gradient is that of the mean, PyTorch's default reduction.
     pub fn loss<F: Float>(
         &self,
         ws: &mut ModelWorkspace<F>,
         targets: &[u32],
         scale: F,
     ) -> (f64, usize) {
-        let n = ws.t * ws.b;
+        assert!(
+            !self.cfg.head.regression(),
+            "cross-entropy needs a classification head, not {}",
+            self.cfg.head.name()
+        );
+        let n = ws.rows();
         softmax_xent(
             &ws.logits,
             n,
@@ -314,6 +470,43 @@ impl Model {
             Some(&mut ws.dlogits),
             scale,
         )
+    }
+
+    /// Squared error of `ws.logits` against `targets` (R, V) for a regression head: the summed
+    /// `(y - target)^2` over the elements whose target is not NaN (a NaN target marks a padded
+    /// step) and their count. Writes `scale * dL/dlogits = scale * 2 (y - target)` into
+    /// `ws.dlogits` (0 where the target is NaN). With `scale = 1/count` the gradient is that of
+    /// the mean, PyTorch's `MSELoss()`.
+    pub fn loss_mse<F: Float>(
+        &self,
+        ws: &mut ModelWorkspace<F>,
+        targets: &[F],
+        scale: F,
+    ) -> (f64, usize) {
+        assert!(
+            self.cfg.head.regression(),
+            "squared error needs a regression head, not {}",
+            self.cfg.head.name()
+        );
+        let n = ws.rows() * self.cfg.output_size;
+        assert!(
+            targets.len() >= n,
+            "need {n} regression targets, got {}",
+            targets.len()
+        );
+        let (mut total, mut count) = (0.0f64, 0usize);
+        let two = F::ONE + F::ONE;
+        for ((d, &y), &tg) in ws.dlogits[..n].iter_mut().zip(&ws.logits[..n]).zip(targets) {
+            if tg.to_f64().is_nan() {
+                *d = F::ZERO;
+                continue;
+            }
+            let e = y - tg;
+            total += e.to_f64() * e.to_f64();
+            count += 1;
+            *d = scale * two * e;
+        }
+        (total, count)
     }
 
     /// Backward from `ws.dlogits` (and optional final-state gradients) through the decoder, the
@@ -332,30 +525,33 @@ impl Model {
     ) {
         let n = ws.t * ws.b;
         let (v, dp) = (self.cfg.output_size, self.cfg.rnn.output_size());
-        // dW_dec += dlogits^T Y: (V, T*B) x (T*B, D*P)
+        let last = self.cfg.head.last_step();
+        let rows = ws.rows();
+        // forward was: logits = Y W_dec^T + b_dec, Y every step's output or the last ones
+        // dW_dec += dlogits^T Y: (V, R) x (R, D*P)
         gemm(
             Trans::T,
             Trans::N,
             v,
             dp,
-            n,
+            rows,
             F::ONE,
             &ws.dlogits,
             v,
-            ws.stack.output(),
+            if last { &ws.last } else { ws.stack.output() },
             dp,
             F::ONE,
             &mut grads[self.dec_w.clone()],
             dp,
         );
         if let Some(r) = &self.dec_b {
-            add_col_sums(&mut grads[r.clone()], &ws.dlogits, n, v, v);
+            add_col_sums(&mut grads[r.clone()], &ws.dlogits, rows, v, v);
         }
-        // dY = dlogits W_dec: (T*B, V) x (V, D*P)
+        // dY = dlogits W_dec: (R, V) x (V, D*P)
         gemm(
             Trans::N,
             Trans::N,
-            n,
+            rows,
             dp,
             v,
             F::ONE,
@@ -364,9 +560,22 @@ impl Model {
             &params[self.dec_w.clone()],
             dp,
             F::ZERO,
-            &mut ws.dy,
+            if last { &mut ws.dlast } else { &mut ws.dy },
             dp,
         );
+        if last {
+            // forward was: last[b] = y[last step of b, b]: scatter back, zero elsewhere
+            ws.dy.fill(F::ZERO);
+            let (nb, p, nd) = (ws.b, self.cfg.rnn.out_size(), self.cfg.rnn.dirs());
+            for b in 0..nb {
+                for d in 0..nd {
+                    let s = self.last_step_of(lengths, ws.t, b, d);
+                    let dst = (s * nb + b) * dp + d * p;
+                    ws.dy[dst..dst + p]
+                        .copy_from_slice(&ws.dlast[b * dp + d * p..b * dp + (d + 1) * p]);
+                }
+            }
+        }
         let rnn_params = &params[self.rnn.clone()];
         let (gemb, grest) = grads.split_at_mut(self.rnn.start);
         let rnn_grads = &mut grest[..self.rnn.len()];

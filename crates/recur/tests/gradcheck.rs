@@ -3,7 +3,7 @@
 
 use recur::cell::CellKind;
 use recur::gradcheck::{gradcheck, GradcheckSpec};
-use recur::model::{InputKind, ModelConfig};
+use recur::model::{Head, InputKind, ModelConfig};
 use recur::stack::StackConfig;
 
 /// The bound on the worst relative error per tensor (formula in recur::gradcheck). With
@@ -22,6 +22,7 @@ struct Case {
     varlen: bool,
     b: usize,
     init_state: bool,
+    head: Head,
 }
 
 const BASE: Case = Case {
@@ -34,6 +35,7 @@ const BASE: Case = Case {
     varlen: false,
     b: 3,
     init_state: true,
+    head: Head::StepClasses,
 };
 
 fn run(c: Case) {
@@ -51,6 +53,7 @@ fn run(c: Case) {
         rnn,
         output_size: 4,
         decoder_bias: c.bias,
+        head: c.head,
     };
     let spec = GradcheckSpec {
         cfg,
@@ -74,8 +77,8 @@ fn run(c: Case) {
     for r in &res {
         assert!(
             r.max_rel_err < GRAD_TOL,
-            "{} (layers {}, bidir {}, bias {}, proj {}, dropout {}, varlen {}, B {}): tensor {} rel err {:.3e} (abs {:.3e}) at element {}",
-            c.cell, c.layers, c.bidir, c.bias, c.proj, c.dropout, c.varlen, c.b, r.name, r.max_rel_err, r.max_abs_err, r.worst_index
+            "{} head {} (layers {}, bidir {}, bias {}, proj {}, dropout {}, varlen {}, B {}): tensor {} rel err {:.3e} (abs {:.3e}) at element {}",
+            c.cell, c.head.name(), c.layers, c.bidir, c.bias, c.proj, c.dropout, c.varlen, c.b, r.name, r.max_rel_err, r.max_abs_err, r.worst_index
         );
     }
 }
@@ -168,4 +171,33 @@ fn lstm_projection() {
         bias: false,
         ..BASE
     });
+}
+
+/// Every head (per-step and last-step, classes and regression) on every cell, alone and with the
+/// options that change which output is the last one: two directions, per-sequence lengths, stacked
+/// layers, an LSTM projection.
+#[test]
+fn every_head() {
+    for head in Head::ALL {
+        for cell in ["rnn_tanh", "lstm", "gru"] {
+            run(Case { cell, head, ..BASE });
+            run(Case {
+                cell,
+                head,
+                layers: 2,
+                bidir: true,
+                varlen: true,
+                b: 4,
+                ..BASE
+            });
+        }
+        run(Case {
+            cell: "lstm",
+            head,
+            proj: 2,
+            bidir: true,
+            varlen: true,
+            ..BASE
+        });
+    }
 }
