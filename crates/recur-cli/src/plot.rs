@@ -327,7 +327,7 @@ fn draw_chart<DB: DrawingBackend>(
             } else if log_y {
                 format!("{:.1e}", 10f64.powf(*v))
             } else {
-                format!("{}", trim(*v))
+                trim(*v)
             }
         };
         ctx.configure_mesh()
