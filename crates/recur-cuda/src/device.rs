@@ -1,0 +1,250 @@
+//! The device: a CUDA context, one stream, a cuBLAS handle and the compiled kernels, plus the raw
+//! copies and fills the stack needs. Everything is queued on the one stream, in order.
+//!
+//! Buffers are cudarc `CudaSlice`s (freed on drop); inside the hot loops they are addressed by raw
+//! device pointers with element offsets (`ptr + 4*off`), which keeps per-step launches free of
+//! cudarc's per-buffer event bookkeeping (switched off: one stream needs none).
+
+use crate::kernels::Kernels;
+use crate::{DevBuf, DevIds};
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DeviceRepr, ValidAsZeroBits};
+use std::fmt;
+use std::sync::Arc;
+
+/// Why the device could not be used.
+#[derive(Debug)]
+pub enum GpuError {
+    /// A CUDA library (driver, cuBLAS, NVRTC) could not be loaded: the name of the library.
+    NoLibrary(&'static str),
+    /// The driver loaded but reports no CUDA device.
+    NoDevice,
+    /// A CUDA driver call failed.
+    Driver(String),
+    /// A cuBLAS call failed.
+    Blas(String),
+    /// NVRTC could not compile the kernels (the compiler's log).
+    Compile(String),
+    /// Arguments that do not fit the workspace (a message naming the problem).
+    Shape(String),
+}
+
+impl fmt::Display for GpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuError::NoLibrary(l) => write!(
+                f,
+                "no CUDA device found: the {l} library could not be loaded (is an NVIDIA driver installed?)"
+            ),
+            GpuError::NoDevice => write!(f, "no CUDA device found"),
+            GpuError::Driver(e) => write!(f, "CUDA driver error: {e}"),
+            GpuError::Blas(e) => write!(f, "cuBLAS error: {e}"),
+            GpuError::Compile(e) => write!(f, "NVRTC could not compile the kernels: {e}"),
+            GpuError::Shape(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for GpuError {}
+
+impl From<cudarc::driver::DriverError> for GpuError {
+    fn from(e: cudarc::driver::DriverError) -> Self {
+        GpuError::Driver(format!("{e:?}"))
+    }
+}
+
+impl From<cudarc::cublas::result::CublasError> for GpuError {
+    fn from(e: cudarc::cublas::result::CublasError) -> Self {
+        GpuError::Blas(format!("{e:?}"))
+    }
+}
+
+/// A device pointer (`CUdeviceptr`).
+pub(crate) type Ptr = u64;
+/// The null pointer: an absent optional buffer.
+pub(crate) const NULL: Ptr = 0;
+
+/// One CUDA device with one stream, a cuBLAS handle and the compiled kernels.
+pub struct Gpu {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) blas: CudaBlas,
+    pub(crate) k: Kernels,
+}
+
+impl Gpu {
+    /// Opens device `ordinal`: loads the CUDA libraries, creates the context, stream and cuBLAS
+    /// handle (float32 math: TF32 off), and compiles the kernels with NVRTC for this device.
+    pub fn new(ordinal: usize) -> Result<Gpu, GpuError> {
+        // SAFETY: these only try to dlopen the libraries by their usual names.
+        unsafe {
+            if !cudarc::driver::sys::is_culib_present() {
+                return Err(GpuError::NoLibrary("CUDA driver (libcuda)"));
+            }
+            if !cudarc::cublas::sys::is_culib_present() {
+                return Err(GpuError::NoLibrary("cuBLAS (libcublas)"));
+            }
+            if !cudarc::nvrtc::sys::is_culib_present() {
+                return Err(GpuError::NoLibrary("NVRTC (libnvrtc)"));
+            }
+        }
+        let count = CudaContext::device_count().map_err(|_| GpuError::NoDevice)?;
+        if count <= 0 || ordinal >= count as usize {
+            return Err(GpuError::NoDevice);
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        // SAFETY: recur queues all its work on one stream, in order; cudarc's cross-stream
+        // event tracking is not needed.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream()?;
+        let blas = CudaBlas::new(stream.clone())?;
+        // Pure float32 GEMMs: CUBLAS_DEFAULT_MATH never uses TF32 tensor cores for SGEMM (only
+        // CUBLAS_TF32_TENSOR_OP_MATH or NVIDIA_TF32_OVERRIDE would).
+        // SAFETY: a valid handle, a valid enum value.
+        unsafe {
+            cudarc::cublas::sys::cublasSetMathMode(
+                *blas.handle(),
+                cudarc::cublas::sys::cublasMath_t::CUBLAS_DEFAULT_MATH,
+            )
+            .result()?;
+        }
+        let cc = ctx.compute_capability()?;
+        let k = Kernels::compile(&ctx, cc)?;
+        Ok(Gpu {
+            ctx,
+            stream,
+            blas,
+            k,
+        })
+    }
+
+    /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.
+    pub fn name(&self) -> String {
+        self.ctx
+            .name()
+            .unwrap_or_else(|_| "unknown CUDA device".into())
+    }
+
+    /// Compute capability (major, minor).
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.ctx.compute_capability().unwrap_or((0, 0))
+    }
+
+    /// The CUDA driver's version, e.g. 13000 for 13.0.
+    pub fn driver_version(&self) -> i32 {
+        let mut v = 0;
+        // SAFETY: writes one int.
+        unsafe {
+            let _ = cudarc::driver::sys::cuDriverGetVersion(&mut v);
+        }
+        v
+    }
+
+    /// The stream everything is queued on (for events and graph capture by callers).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Waits until all queued work is done.
+    pub fn sync(&self) -> Result<(), GpuError> {
+        Ok(self.stream.synchronize()?)
+    }
+
+    /// A new zeroed buffer of `n` elements (at least one element is allocated).
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        n: usize,
+    ) -> Result<CudaSlice<T>, GpuError> {
+        Ok(self.stream.alloc_zeros::<T>(n.max(1))?)
+    }
+
+    /// Copies a host slice to a new device buffer.
+    pub fn upload(&self, v: &[f32]) -> Result<DevBuf, GpuError> {
+        if v.is_empty() {
+            return self.zeros(1);
+        }
+        Ok(self.stream.clone_htod(v)?)
+    }
+
+    /// Copies token ids to a new device buffer.
+    pub fn upload_ids(&self, v: &[u32]) -> Result<DevIds, GpuError> {
+        if v.is_empty() {
+            return self.zeros(1);
+        }
+        Ok(self.stream.clone_htod(v)?)
+    }
+
+    /// Overwrites the start of `dst` with `v`.
+    pub fn write(&self, dst: &mut DevBuf, v: &[f32]) -> Result<(), GpuError> {
+        if v.len() > dst.len() {
+            return Err(GpuError::Shape(format!(
+                "write of {} values into a buffer of {}",
+                v.len(),
+                dst.len()
+            )));
+        }
+        if !v.is_empty() {
+            // SAFETY: the destination holds at least v.len() elements.
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(
+                    self.ptr(dst),
+                    v,
+                    self.stream.cu_stream(),
+                )?
+            };
+        }
+        Ok(())
+    }
+
+    /// Copies the first `n` elements of a device buffer to the host (waits for the stream).
+    pub fn download(&self, src: &DevBuf, n: usize) -> Result<Vec<f32>, GpuError> {
+        let mut out = vec![0.0f32; n];
+        if n > 0 {
+            assert!(n <= src.len(), "download past the end of a buffer");
+            // SAFETY: `out` holds n elements, the source at least n.
+            unsafe {
+                cudarc::driver::result::memcpy_dtoh_async(
+                    &mut out,
+                    self.ptr(src),
+                    self.stream.cu_stream(),
+                )?
+            };
+        }
+        self.sync()?;
+        Ok(out)
+    }
+
+    /// The raw device pointer of a buffer.
+    pub(crate) fn ptr<T>(&self, s: &CudaSlice<T>) -> Ptr {
+        let (p, _guard) = s.device_ptr(&self.stream);
+        p
+    }
+
+    /// `n` float32 zeros at `dst`.
+    pub(crate) fn zero(&self, dst: Ptr, n: usize) -> Result<(), GpuError> {
+        if n > 0 {
+            // SAFETY: callers pass a pointer into a buffer with at least n more elements.
+            unsafe {
+                cudarc::driver::result::memset_d8_async(dst, 0, 4 * n, self.stream.cu_stream())?
+            };
+        }
+        Ok(())
+    }
+
+    /// Copies `n` float32 values from `src` to `dst` (device to device).
+    pub(crate) fn copy(&self, dst: Ptr, src: Ptr, n: usize) -> Result<(), GpuError> {
+        if n > 0 {
+            // SAFETY: callers pass pointers into buffers with at least n more elements.
+            unsafe {
+                cudarc::driver::result::memcpy_dtod_async(dst, src, 4 * n, self.stream.cu_stream())?
+            };
+        }
+        Ok(())
+    }
+}
+
+/// `p` advanced by `off` float32 elements.
+#[inline]
+pub(crate) fn at(p: Ptr, off: usize) -> Ptr {
+    p + 4 * off as u64
+}

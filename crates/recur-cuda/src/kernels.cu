@@ -1,0 +1,304 @@
+// recur-cuda: the element-wise kernels, compiled at run time by NVRTC (see kernels.rs).
+//
+// What this file is: the fused per-step gate kernels of the three cells, forward and backward,
+// plus the few small helpers the stack needs (one-hot gather and scatter, dropout, projection
+// select). What it is not: matrix products; every GEMM goes through cuBLAS in gemm.rs.
+//
+// The equations and their order of evaluation mirror the CPU cells in crates/recur/src/cell/
+// (rnn.rs, lstm.rs, gru.rs), so that float32 results agree to rounding:
+//   a = ((xw + b_ih) + hw) + b_hh          (xw = x W_ih^T without bias; hw = h_{t-1} W_hh^T)
+// Buffers are row-major, time-major. One thread handles one (row b, unit j) and all gates of j.
+// Per-sequence lengths: a row b is active at step t when t < len[b]; inactive rows carry their
+// state unchanged, output zero and take no gradient (PyTorch's packed sequences).
+// Null pointers mean "absent" (no bias, no lengths, no dy).
+
+typedef float real;
+
+__device__ __forceinline__ real sigm(real x) {
+    // as Float::sigmoid on the CPU: never overflows
+    if (x >= 0.0f) {
+        return 1.0f / (1.0f + expf(-x));
+    }
+    real e = expf(x);
+    return e / (1.0f + e);
+}
+
+__device__ __forceinline__ bool active(const int* len, int t, int b) {
+    return len == 0 || t < len[b];
+}
+
+__device__ __forceinline__ real bias(const real* v, int j) {
+    return v ? v[j] : 0.0f;
+}
+
+// Pre-activation of gate column j of row b: ((xw + b_ih) + hw) + b_hh, as the CPU adds them.
+__device__ __forceinline__ real pre(const real* xw, const real* hw, const real* b_ih,
+                                    const real* b_hh, int b, int gh, int j) {
+    real a = xw[b * gh + j];
+    if (b_ih) a += b_ih[j];
+    a += hw[b * gh + j];
+    if (b_hh) a += b_hh[j];
+    return a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elman RNN. act: 0 tanh, 1 relu.
+// forward: h = act(a); gates (B, H) saves h; h_out (B, H) the new state; y (B rows at ldy).
+extern "C" __global__ void rnn_fwd(int B, int H, int t, int act, const int* len,
+                                   const real* xw, const real* hw, const real* b_ih,
+                                   const real* b_hh, const real* h_in, real* h_out,
+                                   real* gates, real* y, int ldy) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H, j = k - b * H;
+    if (!active(len, t, b)) {
+        h_out[k] = h_in[k];
+        y[b * ldy + j] = 0.0f;
+        return;
+    }
+    real a = pre(xw, hw, b_ih, b_hh, b, H, j);
+    real h = act == 0 ? tanhf(a) : fmaxf(a, 0.0f);
+    gates[k] = h;
+    h_out[k] = h;
+    y[b * ldy + j] = h;
+}
+
+// backward: dh = dh_in + dy (active rows); dg = dh * act'(a); carry = dh for inactive rows
+// (the state was carried unchanged: so is its gradient), 0 otherwise. The caller then adds
+// dg W_hh onto carry with one GEMM to get dh_{t-1}.
+extern "C" __global__ void rnn_bwd(int B, int H, int t, int act, const int* len,
+                                   const real* gates, const real* dh_in, const real* dy, int ldy,
+                                   real* dg, real* carry) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H, j = k - b * H;
+    real dh = dh_in[k];
+    if (!active(len, t, b)) {
+        dg[k] = 0.0f;
+        carry[k] = dh;
+        return;
+    }
+    if (dy) dh += dy[b * ldy + j];
+    real h = gates[k];
+    // forward was: h = act(a); tanh' = 1 - h^2, relu' = [h > 0]
+    dg[k] = act == 0 ? dh * (1.0f - h * h) : (h > 0.0f ? dh : 0.0f);
+    carry[k] = 0.0f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// LSTM, gates i, f, g, o. With a projection (proj != 0) the new state is hpre W_hr^T, computed
+// by the caller's GEMM and committed by proj_select; then h_out and y are not touched here.
+extern "C" __global__ void lstm_fwd(int B, int H, int t, int proj, const int* len,
+                                    const real* xw, const real* hw, const real* b_ih,
+                                    const real* b_hh, const real* c_in, real* c_out,
+                                    const real* h_in, real* h_out, real* gates, real* hpre,
+                                    real* y, int ldy) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H, j = k - b * H;
+    int gh = 4 * H;
+    if (!active(len, t, b)) {
+        c_out[k] = c_in[k];
+        if (hpre) hpre[k] = 0.0f;
+        if (!proj) {
+            h_out[k] = h_in[k];
+            y[b * ldy + j] = 0.0f;
+        }
+        return;
+    }
+    real i = sigm(pre(xw, hw, b_ih, b_hh, b, gh, j));
+    real f = sigm(pre(xw, hw, b_ih, b_hh, b, gh, H + j));
+    real g = tanhf(pre(xw, hw, b_ih, b_hh, b, gh, 2 * H + j));
+    real o = sigm(pre(xw, hw, b_ih, b_hh, b, gh, 3 * H + j));
+    real* gr = gates + b * gh;
+    gr[j] = i;
+    gr[H + j] = f;
+    gr[2 * H + j] = g;
+    gr[3 * H + j] = o;
+    real c = f * c_in[k] + i * g;
+    real h = o * tanhf(c);
+    c_out[k] = c;
+    if (hpre) hpre[k] = h;
+    if (!proj) {
+        h_out[k] = h;
+        y[b * ldy + j] = h;
+    }
+}
+
+// backward. dh_in: dL/dh_t from the step after (no projection), or dL/dhpre (projection: dy is
+// then null and carry null, proj_bwd_pre did that part). dc: (B, H) in dL/dc_t, out dL/dc_{t-1}.
+extern "C" __global__ void lstm_bwd(int B, int H, int t, const int* len, const real* gates,
+                                    const real* c_prev, const real* c_cur, const real* dh_in,
+                                    const real* dy, int ldy, real* dc, real* dg, real* carry) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H, j = k - b * H;
+    int gh = 4 * H;
+    real* dgr = dg + b * gh;
+    real dh = dh_in[k];
+    if (!active(len, t, b)) {
+        dgr[j] = 0.0f;
+        dgr[H + j] = 0.0f;
+        dgr[2 * H + j] = 0.0f;
+        dgr[3 * H + j] = 0.0f;
+        if (carry) carry[k] = dh;
+        return;
+    }
+    if (dy) dh += dy[b * ldy + j];
+    const real* gr = gates + b * gh;
+    real i = gr[j], f = gr[H + j], g = gr[2 * H + j], o = gr[3 * H + j];
+    real tc = tanhf(c_cur[k]);
+    // forward was: hpre = o * tanh(c)
+    real dob = dh * tc;
+    real dcj = dc[k] + dh * o * (1.0f - tc * tc);
+    // forward was: c = f * c_prev + i * g
+    real dib = dcj * g;
+    real dgb = dcj * i;
+    real dfb = dcj * c_prev[k];
+    dc[k] = dcj * f;
+    // backprop through the gate non-linearities (sigmoid' = s(1-s), tanh' = 1-t^2)
+    dgr[j] = dib * i * (1.0f - i);
+    dgr[H + j] = dfb * f * (1.0f - f);
+    dgr[2 * H + j] = dgb * (1.0f - g * g);
+    dgr[3 * H + j] = dob * o * (1.0f - o);
+    if (carry) carry[k] = 0.0f;
+}
+
+// LSTM projection, forward: commit the projected state hnew (B, P) for active rows, carry h_in
+// for inactive ones; y = hnew or 0.
+extern "C" __global__ void proj_select(int B, int P, int t, const int* len, const real* hnew,
+                                       const real* h_in, real* h_out, real* y, int ldy) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * P) return;
+    int b = k / P, j = k - b * P;
+    bool on = active(len, t, b);
+    h_out[k] = on ? hnew[k] : h_in[k];
+    y[b * ldy + j] = on ? hnew[k] : 0.0f;
+}
+
+// LSTM projection, backward, before the projection's GEMM: dh = dh_in + dy (active rows);
+// dhp = dh for active rows, 0 otherwise (it feeds dhpre = dhp W_hr and dW_hr); carry = dh for
+// inactive rows, 0 otherwise.
+extern "C" __global__ void proj_bwd_pre(int B, int P, int t, const int* len, const real* dh_in,
+                                        const real* dy, int ldy, real* dhp, real* carry) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * P) return;
+    int b = k / P, j = k - b * P;
+    real dh = dh_in[k];
+    if (!active(len, t, b)) {
+        dhp[k] = 0.0f;
+        carry[k] = dh;
+        return;
+    }
+    if (dy) dh += dy[b * ldy + j];
+    dhp[k] = dh;
+    carry[k] = 0.0f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GRU, gates r, z, n; the reset gate multiplies (h W_hn^T + b_hn), kept apart in hn (B, H).
+extern "C" __global__ void gru_fwd(int B, int H, int t, const int* len, const real* xw,
+                                   const real* hw, const real* b_ih, const real* b_hh,
+                                   const real* h_in, real* h_out, real* gates, real* hn,
+                                   real* y, int ldy) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H, j = k - b * H;
+    int gh = 3 * H;
+    if (!active(len, t, b)) {
+        h_out[k] = h_in[k];
+        y[b * ldy + j] = 0.0f;
+        return;
+    }
+    real r = sigm(pre(xw, hw, b_ih, b_hh, b, gh, j));
+    real z = sigm(pre(xw, hw, b_ih, b_hh, b, gh, H + j));
+    real hnj = hw[b * gh + 2 * H + j] + bias(b_hh, 2 * H + j);
+    real xn = xw[b * gh + 2 * H + j] + bias(b_ih, 2 * H + j);
+    real n = tanhf(xn + r * hnj);
+    real* gr = gates + b * gh;
+    gr[j] = r;
+    gr[H + j] = z;
+    gr[2 * H + j] = n;
+    hn[k] = hnj;
+    real h = (1.0f - z) * n + z * h_in[k];
+    h_out[k] = h;
+    y[b * ldy + j] = h;
+}
+
+// backward: dgx (B, 3H) input-side gradients, dgh (B, 3H) recurrent-side; carry = z * dh (the
+// direct path through z * h_{t-1}) for active rows, dh for inactive rows.
+extern "C" __global__ void gru_bwd(int B, int H, int t, const int* len, const real* gates,
+                                   const real* hn, const real* h_prev, const real* dh_in,
+                                   const real* dy, int ldy, real* dgx, real* dgh, real* carry) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H, j = k - b * H;
+    int gh = 3 * H;
+    real* dx = dgx + b * gh;
+    real* dr = dgh + b * gh;
+    real dh = dh_in[k];
+    if (!active(len, t, b)) {
+        dx[j] = 0.0f;
+        dx[H + j] = 0.0f;
+        dx[2 * H + j] = 0.0f;
+        dr[j] = 0.0f;
+        dr[H + j] = 0.0f;
+        dr[2 * H + j] = 0.0f;
+        carry[k] = dh;
+        return;
+    }
+    if (dy) dh += dy[b * ldy + j];
+    const real* gr = gates + b * gh;
+    real r = gr[j], z = gr[H + j], n = gr[2 * H + j];
+    // forward was: h = (1 - z) * n + z * h_prev
+    real dn = dh * (1.0f - z);
+    real dz = dh * (h_prev[k] - n);
+    carry[k] = dh * z;
+    // forward was: n = tanh(xn + r * hn); backprop through tanh
+    real dnp = dn * (1.0f - n * n);
+    real drr = dnp * hn[k];
+    // backprop through the sigmoids
+    real drp = drr * r * (1.0f - r);
+    real dzp = dz * z * (1.0f - z);
+    dx[j] = drp;
+    dx[H + j] = dzp;
+    dx[2 * H + j] = dnp;
+    dr[j] = drp;
+    dr[H + j] = dzp;
+    dr[2 * H + j] = dnp * r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+// One-hot input: xw[r, g] = W_ih[g, ids[r]] (rows = T*B; the bias is added in the step kernel).
+extern "C" __global__ void onehot_gather(int rows, int gh, int I, const unsigned* ids,
+                                         const real* w_ih, real* xw) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= (long long)rows * gh) return;
+    int r = (int)(k / gh), g = (int)(k - (long long)r * gh);
+    xw[k] = w_ih[(long long)g * I + ids[r]];
+}
+
+// One-hot input, backward: dW_ih[g, ids[r]] += dg[r, g] (a scatter-add; atomics, so the order
+// of the additions, and the last bits, may vary from run to run).
+extern "C" __global__ void onehot_scatter(int rows, int gh, int I, const unsigned* ids,
+                                          const real* dg, real* dw_ih) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= (long long)rows * gh) return;
+    int r = (int)(k / gh), g = (int)(k - (long long)r * gh);
+    real v = dg[k];
+    if (v != 0.0f) atomicAdd(&dw_ih[(long long)g * I + ids[r]], v);
+}
+
+// out = x * mask (dropout with a mask drawn on the host: 0 or 1/(1-p)).
+extern "C" __global__ void mul(long long n, const real* x, const real* mask, real* out) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k < n) out[k] = x[k] * mask[k];
+}
+
+// x = value (fills a buffer, e.g. the ones vector used for bias gradients).
+extern "C" __global__ void fill(long long n, real value, real* x) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k < n) x[k] = value;
+}

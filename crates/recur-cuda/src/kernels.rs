@@ -1,0 +1,107 @@
+//! Compiles `kernels.cu` with NVRTC for the device at hand and holds the loaded functions.
+//!
+//! Compiled once per [`crate::Gpu`], for the device's own compute capability; precise math (no
+//! `--use_fast_math`), so `expf`/`tanhf` are the accurate library versions, as the CPU's.
+
+use crate::device::GpuError;
+use cudarc::driver::{CudaContext, CudaFunction, LaunchConfig};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use std::sync::Arc;
+
+/// The CUDA C source of every element-wise kernel.
+pub const SOURCE: &str = include_str!("kernels.cu");
+
+/// Threads per block of the element-wise kernels.
+const BLOCK: u32 = 256;
+
+pub(crate) struct Kernels {
+    pub rnn_fwd: CudaFunction,
+    pub rnn_bwd: CudaFunction,
+    pub lstm_fwd: CudaFunction,
+    pub lstm_bwd: CudaFunction,
+    pub proj_select: CudaFunction,
+    pub proj_bwd_pre: CudaFunction,
+    pub gru_fwd: CudaFunction,
+    pub gru_bwd: CudaFunction,
+    pub onehot_gather: CudaFunction,
+    pub onehot_scatter: CudaFunction,
+    pub mul: CudaFunction,
+    pub fill: CudaFunction,
+}
+
+impl Kernels {
+    pub fn compile(ctx: &Arc<CudaContext>, cc: (i32, i32)) -> Result<Kernels, GpuError> {
+        let opts = CompileOptions {
+            options: vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)],
+            name: Some("recur_kernels.cu".into()),
+            ..Default::default()
+        };
+        let ptx =
+            compile_ptx_with_opts(SOURCE, opts).map_err(|e| GpuError::Compile(format!("{e:?}")))?;
+        let m = ctx.load_module(ptx)?;
+        let f = |n: &str| m.load_function(n);
+        Ok(Kernels {
+            rnn_fwd: f("rnn_fwd")?,
+            rnn_bwd: f("rnn_bwd")?,
+            lstm_fwd: f("lstm_fwd")?,
+            lstm_bwd: f("lstm_bwd")?,
+            proj_select: f("proj_select")?,
+            proj_bwd_pre: f("proj_bwd_pre")?,
+            gru_fwd: f("gru_fwd")?,
+            gru_bwd: f("gru_bwd")?,
+            onehot_gather: f("onehot_gather")?,
+            onehot_scatter: f("onehot_scatter")?,
+            mul: f("mul")?,
+            fill: f("fill")?,
+        })
+    }
+}
+
+/// A 1-D launch covering `n` threads.
+pub(crate) fn cfg(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((n as u32).div_ceil(BLOCK).max(1), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One kernel argument, passed by value.
+#[derive(Clone, Copy)]
+pub(crate) enum Arg {
+    /// `int`
+    I(i32),
+    /// `long long`
+    L(i64),
+    /// `float`
+    F(f32),
+    /// a device pointer (`const real*`, `const int*`, ...; 0 for null)
+    P(u64),
+}
+
+/// Launches `f` over `n` threads (1-D) on the device's stream.
+pub(crate) fn launch(
+    gpu: &crate::Gpu,
+    f: &CudaFunction,
+    n: usize,
+    args: &[Arg],
+) -> Result<(), GpuError> {
+    use cudarc::driver::PushKernelArg;
+    if n == 0 {
+        return Ok(());
+    }
+    let mut b = gpu.stream.launch_builder(f);
+    for a in args {
+        match a {
+            Arg::I(v) => b.arg(v),
+            Arg::L(v) => b.arg(v),
+            Arg::F(v) => b.arg(v),
+            Arg::P(v) => b.arg(v),
+        };
+    }
+    // SAFETY: each kernel in kernels.cu is launched with the argument list its signature names
+    // (the callers in stack.rs list them in order) and with pointers into live buffers sized by
+    // the workspace; `args` outlives the launch call, which copies the values.
+    unsafe { b.launch(cfg(n)) }?;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! recur-cuda: the CUDA backend of recur, float32.
+//!
+//! The same fast path as the CPU cells (DESIGN.md): per layer and direction, the input projection
+//! of all steps is one cuBLAS GEMM; per step, one recurrent GEMM and one fused element-wise kernel
+//! (compiled at run time by NVRTC from `kernels.cu`); backward walks the steps in reverse with one
+//! fused kernel and one GEMM per step; the weight gradients are one GEMM each over all steps.
+//!
+//! The CUDA libraries (driver, cuBLAS, NVRTC) are loaded at run time (cudarc's dynamic loading),
+//! so this crate builds, links and tests on machines with no CUDA toolkit and no GPU:
+//! [`Gpu::new`] then returns [`GpuError::NoDevice`] or [`GpuError::NoLibrary`].
+//!
+//! - [`Gpu`]: a context, one stream, a cuBLAS handle (pure float32: no TF32), the kernels;
+//! - [`GpuStack`]: a [`recur::stack::Stack`] on the device: forward, backward, dropout, lengths,
+//!   initial states, with parameters and gradients in one flat device buffer each, laid out as the
+//!   CPU's (so host/device copies are one copy each).
+//!
+//! What it is not (yet): float64 kernels, the model's embedding/head/loss and the optimizers on
+//! the device, the persistent small-batch kernel. The library never prints.
+
+mod device;
+mod gemm;
+mod kernels;
+mod stack;
+
+pub use device::{Gpu, GpuError};
+pub use recur::ops::Trans;
+pub use stack::{GpuInput, GpuStack, GpuStackWorkspace};
+
+/// A float32 buffer on the device.
+pub type DevBuf = cudarc::driver::CudaSlice<f32>;
+/// A buffer of token ids on the device.
+pub type DevIds = cudarc::driver::CudaSlice<u32>;

@@ -1,0 +1,1005 @@
+//! A recurrent stack (layers x directions) on the device: the GPU twin of `recur::stack::Stack`
+//! and `recur::cell::{forward, backward}`, with the same arguments, layouts and semantics
+//! (PyTorch's): inter-layer dropout (masks drawn on the host by the same `Rng` calls as the CPU,
+//! so a seed gives the same masks on both), optional biases, LSTM projection, initial states and
+//! per-sequence lengths.
+//!
+//! Per direction, states live in one buffer of T+1 slots, `s: (T+1, B, P)`: the step at time t
+//! reads slot `t + rev` and writes slot `t + 1 - rev` (rev = 1 for the reverse direction), so the
+//! states entering steps 0..T are the contiguous slots `rev..rev+T`, in time order, ready for the
+//! one GEMM `dW_hh = dG^T H_prev`. The LSTM cell states `cs: (T+1, B, H)` use the same slots.
+//!
+//! What it is not: the model's embedding, head and loss, or the optimizers (the parameters and
+//! gradients are flat device buffers laid out as on the CPU: callers copy them with one copy).
+
+use crate::device::{at, Gpu, GpuError, Ptr, NULL};
+use crate::kernels::{launch, Arg};
+use crate::{DevBuf, DevIds};
+use cudarc::driver::CudaSlice;
+use recur::cell::{Activation, CellKind};
+use recur::ops::Trans::{N, T};
+use recur::rng::Rng;
+use recur::stack::Stack;
+
+/// The input of the stack's first layer, on the device.
+#[derive(Clone, Copy)]
+pub enum GpuInput<'a> {
+    /// `(T, B, I)` dense vectors, contiguous.
+    Dense(&'a DevBuf),
+    /// `(T, B)` token ids in `0..I`, standing for one-hot vectors.
+    OneHot(&'a DevIds),
+}
+
+/// Where one direction's tensors sit in the flat parameter buffer (element offsets).
+#[derive(Clone, Copy, Debug)]
+struct Slots {
+    w_ih: usize,
+    w_hh: usize,
+    b_ih: Option<usize>,
+    b_hh: Option<usize>,
+    w_hr: Option<usize>,
+}
+
+/// A stack on the device: the CPU stack's configuration and parameter layout.
+pub struct GpuStack {
+    pub stack: Stack,
+    slots: Vec<Slots>,
+}
+
+/// One direction of one layer: saved activations and backward scratch, sized once.
+struct DirBufs {
+    // xw: (T, B, G*H) x_t W_ih^T (the bias b_ih is added in the step kernel)
+    xw: DevBuf,
+    // gates: (T, B, G*H) activated gates (RNN: h itself)
+    gates: DevBuf,
+    // hn: (T, B, H) GRU only: h_{t-1} W_hn^T + b_hn
+    hn: DevBuf,
+    // s: (T+1, B, P) states; cs: (T+1, B, H) LSTM cell states (see the file header)
+    s: DevBuf,
+    cs: DevBuf,
+    // hpre: (T, B, H) LSTM with projection: o * tanh(c) before the projection
+    hpre: DevBuf,
+    // hw: (B, G*H) per-step recurrent product; hnew: (B, P) projection output
+    hw: DevBuf,
+    hnew: DevBuf,
+    // dg: (T, B, G*H) input-side gate gradients; dgh: (T, B, G*H) GRU recurrent side
+    dg: DevBuf,
+    dgh: DevBuf,
+    // dhp: (T, B, P) LSTM projection: dL/dh_t of active rows
+    dhp: DevBuf,
+    // dh_a, dh_b: (B, P) dL/dh ping-pong; dc: (B, H); dhpre: (B, H) projection
+    dh_a: DevBuf,
+    dh_b: DevBuf,
+    dc: DevBuf,
+    dhpre: DevBuf,
+}
+
+/// Everything a forward and backward of a [`GpuStack`] needs on the device, sized once for
+/// sequences of `t` steps in batches of `b`.
+pub struct GpuStackWorkspace {
+    pub t: usize,
+    pub b: usize,
+    dirs: Vec<DirBufs>,
+    /// Per layer: outputs (T, B, D*P).
+    pub outs: Vec<DevBuf>,
+    // per layer l > 0: dropped-out input and mask (T, B, D*P)
+    dropped: Vec<DevBuf>,
+    masks: Vec<DevBuf>,
+    mask_host: Vec<f32>,
+    dropout_on: Vec<bool>,
+    // per layer: gradient of the outputs (T, B, D*P); dinput: (T, B, D*P) layers > 0
+    douts: Vec<DevBuf>,
+    dinput: DevBuf,
+    /// Final states (L*D, B, P) and (L*D, B, H, LSTM), PyTorch's layout.
+    pub h_n: DevBuf,
+    pub c_n: DevBuf,
+    /// Initial-state gradients after backward: (L*D, B, P) and (L*D, B, H, LSTM).
+    pub dh0: DevBuf,
+    pub dc0: DevBuf,
+    // lengths (B) on the device, and whether this call uses them
+    len: CudaSlice<i32>,
+    len_on: bool,
+    // ones: (T*B) for the bias gradients as a GEMM (a row of ones times dG)
+    ones: DevBuf,
+}
+
+impl GpuStackWorkspace {
+    /// The last layer's outputs (T, B, D*P).
+    pub fn output(&self) -> &DevBuf {
+        self.outs.last().expect("at least one layer")
+    }
+}
+
+/// Sizes of one direction.
+#[derive(Clone, Copy)]
+struct Dims {
+    kind: CellKind,
+    t: usize,
+    b: usize,
+    i: usize,
+    h: usize,
+    p: usize,
+    rev: usize,
+}
+
+impl Dims {
+    fn gh(&self) -> usize {
+        self.kind.gates() * self.h
+    }
+    fn proj(&self) -> bool {
+        self.kind == CellKind::Lstm && self.p != self.h
+    }
+}
+
+fn act_code(kind: CellKind) -> i32 {
+    match kind {
+        CellKind::Rnn(Activation::Relu) => 1,
+        _ => 0,
+    }
+}
+
+fn i(v: usize) -> Arg {
+    Arg::I(v as i32)
+}
+fn p(v: Ptr) -> Arg {
+    Arg::P(v)
+}
+
+impl GpuStack {
+    /// The device twin of a CPU stack (same configuration and parameter layout).
+    pub fn new(stack: &Stack) -> GpuStack {
+        let cfg = &stack.cfg;
+        let off = |n: &str| stack.layout.get(n).map(|e| e.offset);
+        let mut slots = Vec::new();
+        for l in 0..cfg.num_layers {
+            for d in 0..cfg.dirs() {
+                let sfx = if d == 1 {
+                    format!("_l{l}_reverse")
+                } else {
+                    format!("_l{l}")
+                };
+                slots.push(Slots {
+                    w_ih: off(&format!("weight_ih{sfx}")).expect("layout has weight_ih"),
+                    w_hh: off(&format!("weight_hh{sfx}")).expect("layout has weight_hh"),
+                    b_ih: off(&format!("bias_ih{sfx}")),
+                    b_hh: off(&format!("bias_hh{sfx}")),
+                    w_hr: off(&format!("weight_hr{sfx}")),
+                });
+            }
+        }
+        GpuStack {
+            stack: stack.clone(),
+            slots,
+        }
+    }
+
+    fn dims(&self, t: usize, b: usize, l: usize, d: usize) -> Dims {
+        let cfg = &self.stack.cfg;
+        Dims {
+            kind: self.stack.kind(),
+            t,
+            b,
+            i: cfg.layer_input(l),
+            h: cfg.hidden_size,
+            p: cfg.out_size(),
+            rev: d,
+        }
+    }
+
+    /// A workspace for sequences of `t` steps in batches of `b`.
+    pub fn workspace(&self, gpu: &Gpu, t: usize, b: usize) -> Result<GpuStackWorkspace, GpuError> {
+        let cfg = &self.stack.cfg;
+        let (nl, nd) = (cfg.num_layers, cfg.dirs());
+        let (h, pp) = (cfg.hidden_size, cfg.out_size());
+        let kind = self.stack.kind();
+        let lstm = kind == CellKind::Lstm;
+        let gru = kind == CellKind::Gru;
+        let out = t * b * nd * pp;
+        let z = |n: usize| gpu.zeros::<f32>(n);
+        let mut dirs = Vec::new();
+        for l in 0..nl {
+            for d in 0..nd {
+                let dm = self.dims(t, b, l, d);
+                let gh = dm.gh();
+                dirs.push(DirBufs {
+                    xw: z(t * b * gh)?,
+                    gates: z(t * b * gh)?,
+                    hn: z(if gru { t * b * h } else { 0 })?,
+                    s: z((t + 1) * b * pp)?,
+                    cs: z(if lstm { (t + 1) * b * h } else { 0 })?,
+                    hpre: z(if dm.proj() { t * b * h } else { 0 })?,
+                    hw: z(b * gh)?,
+                    hnew: z(if dm.proj() { b * pp } else { 0 })?,
+                    dg: z(t * b * gh)?,
+                    dgh: z(if gru { t * b * gh } else { 0 })?,
+                    dhp: z(if dm.proj() { t * b * pp } else { 0 })?,
+                    dh_a: z(b * pp)?,
+                    dh_b: z(b * pp)?,
+                    dc: z(if lstm { b * h } else { 0 })?,
+                    dhpre: z(if dm.proj() { b * h } else { 0 })?,
+                });
+            }
+        }
+        let ones = z(t * b)?;
+        launch(
+            gpu,
+            &gpu.k.fill,
+            t * b,
+            &[Arg::L((t * b) as i64), Arg::F(1.0), p(gpu.ptr(&ones))],
+        )?;
+        let v = |n: usize| -> Result<Vec<DevBuf>, GpuError> {
+            (0..nl).map(|l| z(n * (l > 0) as usize)).collect()
+        };
+        Ok(GpuStackWorkspace {
+            t,
+            b,
+            dirs,
+            outs: (0..nl).map(|_| z(out)).collect::<Result<_, _>>()?,
+            dropped: v(out)?,
+            masks: v(out)?,
+            mask_host: vec![0.0; out],
+            dropout_on: vec![false; nl],
+            douts: (0..nl).map(|_| z(out)).collect::<Result<_, _>>()?,
+            dinput: z(if nl > 1 { out } else { 0 })?,
+            h_n: z(nl * nd * b * pp)?,
+            c_n: z(if lstm { nl * nd * b * h } else { 0 })?,
+            dh0: z(nl * nd * b * pp)?,
+            dc0: z(if lstm { nl * nd * b * h } else { 0 })?,
+            len: gpu.zeros::<i32>(b)?,
+            len_on: false,
+            ones,
+        })
+    }
+
+    fn set_lengths(
+        &self,
+        gpu: &Gpu,
+        ws: &mut GpuStackWorkspace,
+        lengths: Option<&[usize]>,
+    ) -> Result<(), GpuError> {
+        ws.len_on = false;
+        if let Some(l) = lengths {
+            if l.len() != ws.b {
+                return Err(GpuError::Shape(format!(
+                    "lengths has {} entries, the batch has {}",
+                    l.len(),
+                    ws.b
+                )));
+            }
+            if let Some(&bad) = l.iter().find(|&&v| v > ws.t) {
+                return Err(GpuError::Shape(format!(
+                    "a sequence length ({bad}) exceeds the {} steps",
+                    ws.t
+                )));
+            }
+            let v: Vec<i32> = l.iter().map(|&x| x as i32).collect();
+            // SAFETY: `len` holds b = v.len() ints.
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(
+                    gpu.ptr(&ws.len),
+                    &v,
+                    gpu.stream.cu_stream(),
+                )?
+            };
+            // the host vector must outlive the asynchronous copy
+            gpu.sync()?;
+            ws.len_on = true;
+        }
+        Ok(())
+    }
+
+    /// Forward through all layers, as `recur::stack::Stack::forward`. `h0` (L*D, B, P) and `c0`
+    /// (L*D, B, H) are the initial states (zero when `None`); `lengths` (B) the per-sequence
+    /// lengths (all T when `None`). With `dropout_rng`, training mode: dropout masks are drawn
+    /// on the host, in the CPU's order. Results: `ws.output()`, `ws.h_n`, `ws.c_n`.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        ws: &mut GpuStackWorkspace,
+        params: &DevBuf,
+        input: GpuInput,
+        h0: Option<&DevBuf>,
+        c0: Option<&DevBuf>,
+        lengths: Option<&[usize]>,
+        mut dropout_rng: Option<&mut Rng>,
+    ) -> Result<(), GpuError> {
+        self.check(ws, params, input)?;
+        self.set_lengths(gpu, ws, lengths)?;
+        let cfg = &self.stack.cfg;
+        let (nl, nd) = (cfg.num_layers, cfg.dirs());
+        let pp = cfg.out_size();
+        let ldy = nd * pp;
+        let n = ws.t * ws.b * ldy;
+        for l in 0..nl {
+            let (x, ldx) = if l == 0 {
+                match input {
+                    GpuInput::Dense(x) => (Some(gpu.ptr(x)), cfg.input_size),
+                    GpuInput::OneHot(_) => (None, cfg.input_size),
+                }
+            } else {
+                let prev = gpu.ptr(&ws.outs[l - 1]);
+                let pdrop = cfg.dropout;
+                match (dropout_rng.as_deref_mut(), pdrop > 0.0) {
+                    (Some(rng), true) => {
+                        // the CPU's mask, drawn by the same calls in the same order
+                        let keep = (1.0 / (1.0 - pdrop)) as f32;
+                        for m in ws.mask_host.iter_mut() {
+                            *m = if rng.uniform() < pdrop { 0.0 } else { keep };
+                        }
+                        gpu.write(&mut ws.masks[l], &ws.mask_host)?;
+                        launch(
+                            gpu,
+                            &gpu.k.mul,
+                            n,
+                            &[
+                                Arg::L(n as i64),
+                                p(prev),
+                                p(gpu.ptr(&ws.masks[l])),
+                                p(gpu.ptr(&ws.dropped[l])),
+                            ],
+                        )?;
+                        // the mask's host copy is reused: wait for the upload
+                        gpu.sync()?;
+                        ws.dropout_on[l] = true;
+                        (Some(gpu.ptr(&ws.dropped[l])), ldy)
+                    }
+                    _ => {
+                        ws.dropout_on[l] = false;
+                        (Some(prev), ldy)
+                    }
+                }
+            };
+            let ids = match (l, input) {
+                (0, GpuInput::OneHot(ids)) => Some(gpu.ptr(ids)),
+                _ => None,
+            };
+            let y = gpu.ptr(&ws.outs[l]);
+            for d in 0..nd {
+                let idx = l * nd + d;
+                self.dir_forward(
+                    gpu,
+                    ws,
+                    params,
+                    l,
+                    d,
+                    x,
+                    ldx,
+                    ids,
+                    h0,
+                    c0,
+                    at(y, d * pp),
+                    ldy,
+                )?;
+                let _ = idx;
+            }
+        }
+        Ok(())
+    }
+
+    fn check(
+        &self,
+        ws: &GpuStackWorkspace,
+        params: &DevBuf,
+        input: GpuInput,
+    ) -> Result<(), GpuError> {
+        if params.len() < self.stack.num_params() {
+            return Err(GpuError::Shape(format!(
+                "parameter buffer holds {} values, the stack has {}",
+                params.len(),
+                self.stack.num_params()
+            )));
+        }
+        let rows = ws.t * ws.b;
+        let need = match input {
+            GpuInput::Dense(x) => (x.len(), rows * self.stack.cfg.input_size),
+            GpuInput::OneHot(ids) => (ids.len(), rows),
+        };
+        if need.0 < need.1 {
+            return Err(GpuError::Shape(format!(
+                "input buffer holds {} values, (T, B) = ({}, {}) needs {}",
+                need.0, ws.t, ws.b, need.1
+            )));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dir_forward(
+        &self,
+        gpu: &Gpu,
+        ws: &mut GpuStackWorkspace,
+        params: &DevBuf,
+        l: usize,
+        d: usize,
+        x: Option<Ptr>,
+        ldx: usize,
+        ids: Option<Ptr>,
+        h0: Option<&DevBuf>,
+        c0: Option<&DevBuf>,
+        y: Ptr,
+        ldy: usize,
+    ) -> Result<(), GpuError> {
+        let nd = self.stack.cfg.dirs();
+        let idx = l * nd + d;
+        let dm = self.dims(ws.t, ws.b, l, d);
+        let Dims {
+            t: nt,
+            b: nb,
+            i: ni,
+            h: nh,
+            p: np,
+            rev,
+            kind,
+        } = dm;
+        let gh = dm.gh();
+        let rows = nt * nb;
+        let sl = self.slots[idx];
+        let pw = gpu.ptr(params);
+        let w_ih = at(pw, sl.w_ih);
+        let w_hh = at(pw, sl.w_hh);
+        let b_ih = sl.b_ih.map_or(NULL, |o| at(pw, o));
+        let b_hh = sl.b_hh.map_or(NULL, |o| at(pw, o));
+        let len = if ws.len_on { gpu.ptr(&ws.len) } else { NULL };
+        let c = &ws.dirs[idx];
+        let (xw, gates, s, cs) = (
+            gpu.ptr(&c.xw),
+            gpu.ptr(&c.gates),
+            gpu.ptr(&c.s),
+            gpu.ptr(&c.cs),
+        );
+        let (hw, hn, hpre, hnew) = (
+            gpu.ptr(&c.hw),
+            gpu.ptr(&c.hn),
+            gpu.ptr(&c.hpre),
+            gpu.ptr(&c.hnew),
+        );
+
+        // xw = X W_ih^T, all steps at once: (T*B, I) x (I, G*H)
+        match (x, ids) {
+            (_, Some(ids)) => launch(
+                gpu,
+                &gpu.k.onehot_gather,
+                rows * gh,
+                &[i(rows), i(gh), i(ni), p(ids), p(w_ih), p(xw)],
+            )?,
+            (Some(x), None) => gpu.gemm(N, T, rows, gh, ni, 1.0, x, ldx, w_ih, ni, 0.0, xw, gh)?,
+            (None, None) => unreachable!("layer input is dense or one-hot"),
+        }
+        // initial states into the entry slot
+        let first = if rev == 1 { nt } else { 0 };
+        match h0 {
+            Some(h0) => gpu.copy(
+                at(s, first * nb * np),
+                at(gpu.ptr(h0), idx * nb * np),
+                nb * np,
+            )?,
+            None => gpu.zero(at(s, first * nb * np), nb * np)?,
+        }
+        if kind == CellKind::Lstm {
+            match c0 {
+                Some(c0) => gpu.copy(
+                    at(cs, first * nb * nh),
+                    at(gpu.ptr(c0), idx * nb * nh),
+                    nb * nh,
+                )?,
+                None => gpu.zero(at(cs, first * nb * nh), nb * nh)?,
+            }
+        }
+        let w_hr = sl.w_hr.map_or(NULL, |o| at(pw, o));
+        for st in 0..nt {
+            let t = if rev == 1 { nt - 1 - st } else { st };
+            let h_in = at(s, (t + rev) * nb * np);
+            let h_out = at(s, (t + 1 - rev) * nb * np);
+            let xw_t = at(xw, t * nb * gh);
+            let gates_t = at(gates, t * nb * gh);
+            let y_t = at(y, t * nb * ldy);
+            // hw = h_{t-1} W_hh^T: (B, P) x (P, G*H)
+            gpu.gemm(N, T, nb, gh, np, 1.0, h_in, np, w_hh, np, 0.0, hw, gh)?;
+            let n = nb * nh;
+            match kind {
+                CellKind::Rnn(_) => launch(
+                    gpu,
+                    &gpu.k.rnn_fwd,
+                    n,
+                    &[
+                        i(nb),
+                        i(nh),
+                        i(t),
+                        Arg::I(act_code(kind)),
+                        p(len),
+                        p(xw_t),
+                        p(hw),
+                        p(b_ih),
+                        p(b_hh),
+                        p(h_in),
+                        p(h_out),
+                        p(gates_t),
+                        p(y_t),
+                        i(ldy),
+                    ],
+                )?,
+                CellKind::Lstm => {
+                    let proj = dm.proj();
+                    launch(
+                        gpu,
+                        &gpu.k.lstm_fwd,
+                        n,
+                        &[
+                            i(nb),
+                            i(nh),
+                            i(t),
+                            i(proj as usize),
+                            p(len),
+                            p(xw_t),
+                            p(hw),
+                            p(b_ih),
+                            p(b_hh),
+                            p(at(cs, (t + rev) * nb * nh)),
+                            p(at(cs, (t + 1 - rev) * nb * nh)),
+                            p(h_in),
+                            p(h_out),
+                            p(gates_t),
+                            p(if proj { at(hpre, t * nb * nh) } else { NULL }),
+                            p(y_t),
+                            i(ldy),
+                        ],
+                    )?;
+                    if proj {
+                        // h_t = (o * tanh(c_t)) W_hr^T: (B, H) x (H, P)
+                        gpu.gemm(
+                            N,
+                            T,
+                            nb,
+                            np,
+                            nh,
+                            1.0,
+                            at(hpre, t * nb * nh),
+                            nh,
+                            w_hr,
+                            nh,
+                            0.0,
+                            hnew,
+                            np,
+                        )?;
+                        launch(
+                            gpu,
+                            &gpu.k.proj_select,
+                            nb * np,
+                            &[
+                                i(nb),
+                                i(np),
+                                i(t),
+                                p(len),
+                                p(hnew),
+                                p(h_in),
+                                p(h_out),
+                                p(y_t),
+                                i(ldy),
+                            ],
+                        )?;
+                    }
+                }
+                CellKind::Gru => launch(
+                    gpu,
+                    &gpu.k.gru_fwd,
+                    n,
+                    &[
+                        i(nb),
+                        i(nh),
+                        i(t),
+                        p(len),
+                        p(xw_t),
+                        p(hw),
+                        p(b_ih),
+                        p(b_hh),
+                        p(h_in),
+                        p(h_out),
+                        p(gates_t),
+                        p(at(hn, t * nb * nh)),
+                        p(y_t),
+                        i(ldy),
+                    ],
+                )?,
+            }
+        }
+        // final states: the exit slot (each sequence's state at its own last step)
+        let last = if rev == 1 { 0 } else { nt };
+        gpu.copy(
+            at(gpu.ptr(&ws.h_n), idx * nb * np),
+            at(s, last * nb * np),
+            nb * np,
+        )?;
+        if kind == CellKind::Lstm {
+            gpu.copy(
+                at(gpu.ptr(&ws.c_n), idx * nb * nh),
+                at(cs, last * nb * nh),
+                nb * nh,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Backward through all layers after [`GpuStack::forward`] with the same arguments, as
+    /// `recur::stack::Stack::backward`: `dy` (T, B, D*P) or `None`; `dh_n`, `dc_n` or `None`;
+    /// gradients accumulated into `grads` (the parameters' layout); `dx` (dense input only,
+    /// (T, B, I)) accumulated; `ws.dh0`, `ws.dc0` receive the initial states' gradients.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        ws: &mut GpuStackWorkspace,
+        params: &DevBuf,
+        grads: &mut DevBuf,
+        input: GpuInput,
+        dy: Option<&DevBuf>,
+        dh_n: Option<&DevBuf>,
+        dc_n: Option<&DevBuf>,
+        dx: Option<&mut DevBuf>,
+    ) -> Result<(), GpuError> {
+        self.check(ws, params, input)?;
+        if grads.len() < self.stack.num_params() {
+            return Err(GpuError::Shape(
+                "gradient buffer smaller than the parameters".into(),
+            ));
+        }
+        let cfg = &self.stack.cfg;
+        let (nl, nd) = (cfg.num_layers, cfg.dirs());
+        let pp = cfg.out_size();
+        let ldy = nd * pp;
+        let n = ws.t * ws.b * ldy;
+        let top = nl - 1;
+        match dy {
+            Some(dy) => gpu.copy(gpu.ptr(&ws.douts[top]), gpu.ptr(dy), n)?,
+            None => gpu.zero(gpu.ptr(&ws.douts[top]), n)?,
+        }
+        let dx_ptr = dx.map(|v| gpu.ptr(v));
+        for l in (0..nl).rev() {
+            let (x, ldx, ids) = if l == 0 {
+                match input {
+                    GpuInput::Dense(x) => (Some(gpu.ptr(x)), cfg.input_size, None),
+                    GpuInput::OneHot(v) => (None, cfg.input_size, Some(gpu.ptr(v))),
+                }
+            } else if ws.dropout_on[l] {
+                (Some(gpu.ptr(&ws.dropped[l])), ldy, None)
+            } else {
+                (Some(gpu.ptr(&ws.outs[l - 1])), ldy, None)
+            };
+            if l > 0 {
+                gpu.zero(gpu.ptr(&ws.dinput), n)?;
+            }
+            let (ddx, lddx) = if l > 0 {
+                (Some(gpu.ptr(&ws.dinput)), ldy)
+            } else {
+                (dx_ptr, cfg.input_size)
+            };
+            for d in 0..nd {
+                let dyd = at(gpu.ptr(&ws.douts[l]), d * pp);
+                self.dir_backward(
+                    gpu, ws, params, grads, l, d, x, ldx, ids, dyd, ldy, dh_n, dc_n, ddx, lddx,
+                )?;
+            }
+            if l > 0 {
+                // through the dropout: d(prev_out) = d(input) * mask
+                let dprev = gpu.ptr(&ws.douts[l - 1]);
+                if ws.dropout_on[l] {
+                    launch(
+                        gpu,
+                        &gpu.k.mul,
+                        n,
+                        &[
+                            Arg::L(n as i64),
+                            p(gpu.ptr(&ws.dinput)),
+                            p(gpu.ptr(&ws.masks[l])),
+                            p(dprev),
+                        ],
+                    )?;
+                } else {
+                    gpu.copy(dprev, gpu.ptr(&ws.dinput), n)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dir_backward(
+        &self,
+        gpu: &Gpu,
+        ws: &mut GpuStackWorkspace,
+        params: &DevBuf,
+        grads: &mut DevBuf,
+        l: usize,
+        d: usize,
+        x: Option<Ptr>,
+        ldx: usize,
+        ids: Option<Ptr>,
+        dy: Ptr,
+        ldy: usize,
+        dh_n: Option<&DevBuf>,
+        dc_n: Option<&DevBuf>,
+        dx: Option<Ptr>,
+        lddx: usize,
+    ) -> Result<(), GpuError> {
+        let nd = self.stack.cfg.dirs();
+        let idx = l * nd + d;
+        let dm = self.dims(ws.t, ws.b, l, d);
+        let Dims {
+            t: nt,
+            b: nb,
+            i: ni,
+            h: nh,
+            p: np,
+            rev,
+            kind,
+        } = dm;
+        let gh = dm.gh();
+        let rows = nt * nb;
+        let proj = dm.proj();
+        let sl = self.slots[idx];
+        let (pw, pg) = (gpu.ptr(params), gpu.ptr(grads));
+        let w_ih = at(pw, sl.w_ih);
+        let w_hh = at(pw, sl.w_hh);
+        let w_hr = sl.w_hr.map_or(NULL, |o| at(pw, o));
+        let len = if ws.len_on { gpu.ptr(&ws.len) } else { NULL };
+        let c = &ws.dirs[idx];
+        let (gates, s, cs, hn, hpre) = (
+            gpu.ptr(&c.gates),
+            gpu.ptr(&c.s),
+            gpu.ptr(&c.cs),
+            gpu.ptr(&c.hn),
+            gpu.ptr(&c.hpre),
+        );
+        let (dg, dgh, dhp, dc, dhpre) = (
+            gpu.ptr(&c.dg),
+            gpu.ptr(&c.dgh),
+            gpu.ptr(&c.dhp),
+            gpu.ptr(&c.dc),
+            gpu.ptr(&c.dhpre),
+        );
+        let (mut dh_cur, mut dh_other) = (gpu.ptr(&c.dh_a), gpu.ptr(&c.dh_b));
+        let is_gru = kind == CellKind::Gru;
+
+        match dh_n {
+            Some(v) => gpu.copy(dh_cur, at(gpu.ptr(v), idx * nb * np), nb * np)?,
+            None => gpu.zero(dh_cur, nb * np)?,
+        }
+        if kind == CellKind::Lstm {
+            match dc_n {
+                Some(v) => gpu.copy(dc, at(gpu.ptr(v), idx * nb * nh), nb * nh)?,
+                None => gpu.zero(dc, nb * nh)?,
+            }
+        }
+        let n = nb * nh;
+        for st in (0..nt).rev() {
+            let t = if rev == 1 { nt - 1 - st } else { st };
+            let dy_t = at(dy, t * nb * ldy);
+            let gates_t = at(gates, t * nb * gh);
+            let dg_t = at(dg, t * nb * gh);
+            // dh_other = carry (set by the kernel), then += dGh_t W_hh below
+            match kind {
+                CellKind::Rnn(_) => launch(
+                    gpu,
+                    &gpu.k.rnn_bwd,
+                    n,
+                    &[
+                        i(nb),
+                        i(nh),
+                        i(t),
+                        Arg::I(act_code(kind)),
+                        p(len),
+                        p(gates_t),
+                        p(dh_cur),
+                        p(dy_t),
+                        i(ldy),
+                        p(dg_t),
+                        p(dh_other),
+                    ],
+                )?,
+                CellKind::Lstm => {
+                    let c_prev = at(cs, (t + rev) * nb * nh);
+                    let c_cur = at(cs, (t + 1 - rev) * nb * nh);
+                    if proj {
+                        // forward was: h_t = hpre W_hr^T; keep dh_t for dW_hr, then dhpre = dh_t W_hr
+                        let dhp_t = at(dhp, t * nb * np);
+                        launch(
+                            gpu,
+                            &gpu.k.proj_bwd_pre,
+                            nb * np,
+                            &[
+                                i(nb),
+                                i(np),
+                                i(t),
+                                p(len),
+                                p(dh_cur),
+                                p(dy_t),
+                                i(ldy),
+                                p(dhp_t),
+                                p(dh_other),
+                            ],
+                        )?;
+                        gpu.gemm(N, N, nb, nh, np, 1.0, dhp_t, np, w_hr, nh, 0.0, dhpre, nh)?;
+                        launch(
+                            gpu,
+                            &gpu.k.lstm_bwd,
+                            n,
+                            &[
+                                i(nb),
+                                i(nh),
+                                i(t),
+                                p(len),
+                                p(gates_t),
+                                p(c_prev),
+                                p(c_cur),
+                                p(dhpre),
+                                p(NULL),
+                                i(0),
+                                p(dc),
+                                p(dg_t),
+                                p(NULL),
+                            ],
+                        )?;
+                    } else {
+                        launch(
+                            gpu,
+                            &gpu.k.lstm_bwd,
+                            n,
+                            &[
+                                i(nb),
+                                i(nh),
+                                i(t),
+                                p(len),
+                                p(gates_t),
+                                p(c_prev),
+                                p(c_cur),
+                                p(dh_cur),
+                                p(dy_t),
+                                i(ldy),
+                                p(dc),
+                                p(dg_t),
+                                p(dh_other),
+                            ],
+                        )?;
+                    }
+                }
+                CellKind::Gru => launch(
+                    gpu,
+                    &gpu.k.gru_bwd,
+                    n,
+                    &[
+                        i(nb),
+                        i(nh),
+                        i(t),
+                        p(len),
+                        p(gates_t),
+                        p(at(hn, t * nb * nh)),
+                        p(at(s, (t + rev) * nb * np)),
+                        p(dh_cur),
+                        p(dy_t),
+                        i(ldy),
+                        p(dg_t),
+                        p(at(dgh, t * nb * gh)),
+                        p(dh_other),
+                    ],
+                )?,
+            }
+            // dh_{t-1} = dGh_t W_hh + carry: (B, G*H) x (G*H, P)
+            let dgh_t = if is_gru { at(dgh, t * nb * gh) } else { dg_t };
+            gpu.gemm(
+                N, N, nb, np, gh, 1.0, dgh_t, gh, w_hh, np, 1.0, dh_other, np,
+            )?;
+            std::mem::swap(&mut dh_cur, &mut dh_other);
+        }
+        gpu.copy(at(gpu.ptr(&ws.dh0), idx * nb * np), dh_cur, nb * np)?;
+        if kind == CellKind::Lstm {
+            gpu.copy(at(gpu.ptr(&ws.dc0), idx * nb * nh), dc, nb * nh)?;
+        }
+
+        // Weight gradients, one GEMM each over all steps.
+        let dgh_all = if is_gru { dgh } else { dg };
+        match (x, ids) {
+            (_, Some(ids)) => {
+                // dW_ih[:, id] += dG row: the one-hot product's gradient is a scatter-add
+                launch(
+                    gpu,
+                    &gpu.k.onehot_scatter,
+                    rows * gh,
+                    &[i(rows), i(gh), i(ni), p(ids), p(dg), p(at(pg, sl.w_ih))],
+                )?;
+            }
+            (Some(x), None) => {
+                // dW_ih += dG^T X: (G*H, T*B) x (T*B, I)
+                gpu.gemm(
+                    T,
+                    N,
+                    gh,
+                    ni,
+                    rows,
+                    1.0,
+                    dg,
+                    gh,
+                    x,
+                    ldx,
+                    1.0,
+                    at(pg, sl.w_ih),
+                    ni,
+                )?;
+                if let Some(dx) = dx {
+                    // dX += dG W_ih: (T*B, G*H) x (G*H, I)
+                    gpu.gemm(N, N, rows, ni, gh, 1.0, dg, gh, w_ih, ni, 1.0, dx, lddx)?;
+                }
+            }
+            (None, None) => unreachable!("layer input is dense or one-hot"),
+        }
+        // dW_hh += dGh^T H_prev: (G*H, T*B) x (T*B, P); H_prev = slots rev..rev+T
+        gpu.gemm(
+            T,
+            N,
+            gh,
+            np,
+            rows,
+            1.0,
+            dgh_all,
+            gh,
+            at(s, rev * nb * np),
+            np,
+            1.0,
+            at(pg, sl.w_hh),
+            np,
+        )?;
+        // bias gradients: column sums as (1, T*B) x (T*B, G*H)
+        let ones = gpu.ptr(&ws.ones);
+        if let Some(o) = sl.b_ih {
+            gpu.gemm(
+                N,
+                N,
+                1,
+                gh,
+                rows,
+                1.0,
+                ones,
+                rows,
+                dg,
+                gh,
+                1.0,
+                at(pg, o),
+                gh,
+            )?;
+        }
+        if let Some(o) = sl.b_hh {
+            gpu.gemm(
+                N,
+                N,
+                1,
+                gh,
+                rows,
+                1.0,
+                ones,
+                rows,
+                dgh_all,
+                gh,
+                1.0,
+                at(pg, o),
+                gh,
+            )?;
+        }
+        if let (true, Some(o)) = (proj, sl.w_hr) {
+            // dW_hr += dH^T Hpre: (P, T*B) x (T*B, H)
+            gpu.gemm(
+                T,
+                N,
+                np,
+                nh,
+                rows,
+                1.0,
+                dhp,
+                np,
+                hpre,
+                nh,
+                1.0,
+                at(pg, o),
+                nh,
+            )?;
+        }
+        Ok(())
+    }
+}
