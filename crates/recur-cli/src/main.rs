@@ -1,6 +1,7 @@
 //! The `recur` command-line tool: one module per command. This file parses flags, dispatches,
 //! and turns every error into one line on stderr with exit code 2. No math lives here.
 
+mod gpu_bench;
 mod gradcheck;
 mod hello;
 mod plot;
@@ -27,12 +28,15 @@ enum Command {
     /// Compare BPTT gradients with centred finite differences in f64.
     #[command(allow_negative_numbers = true)]
     Gradcheck(gradcheck::Args),
+    /// Time a stack's inference and training step on --device cuda (needs the `cuda` feature) or cpu.
+    GpuBench(gpu_bench::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Hello(a) => hello::run(a),
         Command::Gradcheck(a) => gradcheck::run(a),
+        Command::GpuBench(a) => gpu_bench::run(a),
     }
 }
 

@@ -214,6 +214,33 @@ impl Gpu {
         Ok(out)
     }
 
+    /// Runs `f` (which queues work on the stream) between two events and returns its result
+    /// and the device time between the events, in milliseconds (waits for the stream).
+    pub fn timed<R>(&self, f: impl FnOnce() -> Result<R, GpuError>) -> Result<(R, f64), GpuError> {
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let (a, b) = (self.ctx.new_event(flags)?, self.ctx.new_event(flags)?);
+        a.record(&self.stream)?;
+        let r = f()?;
+        b.record(&self.stream)?;
+        b.synchronize()?;
+        Ok((r, a.elapsed_ms(&b)? as f64))
+    }
+
+    /// Records the work `f` queues on the stream into a CUDA graph instead of running it; the
+    /// graph replays it, with the same buffers, at the cost of one launch. `f` must not wait on
+    /// the stream or copy from pageable host memory (no lengths, no dropout masks).
+    pub fn capture(&self, f: impl FnOnce() -> Result<(), GpuError>) -> Result<GpuGraph, GpuError> {
+        use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+        self.stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+        let r = f();
+        let g = self.stream.end_capture(CUgraphInstantiate_flags(0))?;
+        r?;
+        let g = g.ok_or_else(|| GpuError::Driver("stream capture produced no graph".into()))?;
+        g.upload()?;
+        Ok(GpuGraph { g })
+    }
+
     /// The raw device pointer of a buffer.
     pub(crate) fn ptr<T>(&self, s: &CudaSlice<T>) -> Ptr {
         let (p, _guard) = s.device_ptr(&self.stream);
@@ -240,6 +267,18 @@ impl Gpu {
             };
         }
         Ok(())
+    }
+}
+
+/// A captured sequence of device work (see [`Gpu::capture`]).
+pub struct GpuGraph {
+    g: cudarc::driver::CudaGraph,
+}
+
+impl GpuGraph {
+    /// Queues one replay on the stream it was captured from.
+    pub fn launch(&self) -> Result<(), GpuError> {
+        Ok(self.g.launch()?)
     }
 }
 

@@ -22,7 +22,7 @@ mod gemm;
 mod kernels;
 mod stack;
 
-pub use device::{Gpu, GpuError};
+pub use device::{Gpu, GpuError, GpuGraph};
 pub use recur::ops::Trans;
 pub use stack::{GpuInput, GpuStack, GpuStackWorkspace};
 

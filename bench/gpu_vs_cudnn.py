@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""recur's CUDA backend against PyTorch's cuDNN RNNs, side by side on one GPU.
+
+What it does, in one process on the GPU machine:
+  1. records the card, driver, CUDA, cuDNN and PyTorch versions;
+  2. measures the card's two ceilings: float32 GEMM rate (cuBLAS through torch.mm, TF32 off)
+     and memory bandwidth (a large device-to-device copy, bytes read + written);
+  3. times `recur gpu-bench --grid --json` and torch.nn.{LSTM,GRU,RNN} (cuDNN, float32,
+     TF32 off) on the same shapes, alternating whole rounds (recur, torch, recur, torch), with
+     CUDA events, medians of --iters calls after --warmup calls;
+  4. prints a table of ratios (cuDNN ms / recur ms: above 1 means recur is faster) last.
+
+Inference is a forward over the sequence (torch under no_grad); training is forward plus
+backward of the outputs against a fixed random gradient (parameter gradients accumulated, no
+input gradient), for both. Input size = hidden size. Results also go to --out as JSON.
+
+Not measured here: the char-model training step (recur's GPU backend has no device-side
+embedding/head/loss/optimizer yet).
+
+Usage: python3 bench/gpu_vs_cudnn.py --recur PATH/TO/recur [--out DIR] [--rounds 2]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def grid():
+    hbt = [(512, 64, 100), (1024, 64, 100), (512, 256, 100), (256, 1, 512), (1024, 1, 256)]
+    out = []
+    for cell in ["lstm", "gru", "rnn_tanh"]:
+        for h, b, t in hbt:
+            out.append(dict(cell=cell, h=h, b=b, t=t, layers=1))
+        if cell == "lstm":
+            out.append(dict(cell=cell, h=2048, b=32, t=50, layers=1))
+            out.append(dict(cell=cell, h=512, b=64, t=100, layers=2))
+    return out
+
+
+def key(s, mode):
+    return (s["cell"], s["h"], s["b"], s["t"], s["layers"], mode)
+
+
+def time_cuda(fn, warmup, iters):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(iters):
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b))
+    return statistics.median(ts)
+
+
+def torch_round(shapes, warmup, iters):
+    res = {}
+    for s in shapes:
+        h, b, t, layers = s["h"], s["b"], s["t"], s["layers"]
+        if s["cell"] == "lstm":
+            m = torch.nn.LSTM(h, h, num_layers=layers)
+        elif s["cell"] == "gru":
+            m = torch.nn.GRU(h, h, num_layers=layers)
+        else:
+            m = torch.nn.RNN(h, h, num_layers=layers, nonlinearity="tanh")
+        m = m.cuda().float()
+        x = torch.randn(t, b, h, device="cuda")
+        dy = torch.randn(t, b, h, device="cuda")
+
+        def infer():
+            with torch.no_grad():
+                m(x)
+
+        def train():
+            y, _ = m(x)
+            y.backward(dy)
+
+        res[key(s, "infer")] = time_cuda(infer, warmup, iters)
+        res[key(s, "train")] = time_cuda(train, warmup, iters)
+        del m, x, dy
+    return res
+
+
+def recur_round(recur, warmup, iters):
+    cmd = [recur, "gpu-bench", "--device", "cuda", "--grid", "--json",
+           "--warmup", str(warmup), "--iters", str(iters)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
+    if p.stderr.strip():
+        print(p.stderr.strip(), file=sys.stderr)
+    res = {}
+    for line in p.stdout.splitlines():
+        r = json.loads(line)
+        res[key(r, r["mode"])] = (r["eager_ms"], r["graph_ms"])
+    return res
+
+
+def ceilings():
+    torch.backends.cuda.matmul.allow_tf32 = False
+    n = 8192
+    a = torch.randn(n, n, device="cuda")
+    b = torch.randn(n, n, device="cuda")
+    ms = time_cuda(lambda: torch.mm(a, b), 3, 10)
+    gemm_tflops = 2 * n ** 3 / (ms * 1e-3) / 1e12
+    del a, b
+    src = torch.randn(512 * 1024 * 1024 // 4 * 4, device="cuda")  # 2 GiB of float32
+    dst = torch.empty_like(src)
+    ms = time_cuda(lambda: dst.copy_(src), 3, 10)
+    bw = 2 * src.numel() * 4 / (ms * 1e-3) / 1e12
+    del src, dst
+    torch.cuda.empty_cache()
+    return gemm_tflops, bw
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--recur", required=True)
+    ap.add_argument("--out", default=".")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=20)
+    a = ap.parse_args()
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = False
+    torch.manual_seed(0)
+    dev = torch.cuda.get_device_properties(0)
+    drv = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip()
+    env = dict(card=dev.name, sms=dev.multi_processor_count, driver=drv,
+               cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+               torch=torch.__version__, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    print("env:", json.dumps(env), flush=True)
+    gemm_tflops, bw = ceilings()
+    print(f"ceilings: fp32 GEMM {gemm_tflops:.1f} TFLOP/s (8192^3, TF32 off), "
+          f"copy {bw:.2f} TB/s (2 GiB, read+write)", flush=True)
+
+    shapes = grid()
+    rec, tor = [], []
+    for r in range(a.rounds):
+        t0 = time.time()
+        rec.append(recur_round(a.recur, a.warmup, a.iters))
+        t1 = time.time()
+        tor.append(torch_round(shapes, a.warmup, a.iters))
+        print(f"round {r}: recur {t1 - t0:.1f} s, torch {time.time() - t1:.1f} s", flush=True)
+
+    rows = []
+    for s in shapes:
+        for mode in ["infer", "train"]:
+            k = key(s, mode)
+            cu = statistics.median([x[k] for x in tor])
+            ea = statistics.median([x[k][0] for x in rec])
+            gs = [x[k][1] for x in rec if x[k][1] is not None]
+            gr = statistics.median(gs) if gs else None
+            rows.append(dict(s, mode=mode, cudnn_ms=cu, recur_eager_ms=ea, recur_graph_ms=gr,
+                             cudnn_rounds=[x[k] for x in tor], recur_rounds=[x[k] for x in rec]))
+    with open(os.path.join(a.out, "gpu_vs_cudnn.json"), "w") as f:
+        json.dump(dict(env=env, gemm_tflops=gemm_tflops, copy_tbs=bw, rows=rows), f, indent=1)
+
+    print()
+    print(f"{env['card']}, driver {drv}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, torch {env['torch']}; "
+          f"fp32 GEMM {gemm_tflops:.1f} TFLOP/s, copy {bw:.2f} TB/s; float32, TF32 off")
+    print("ratio = cuDNN ms / recur ms (> 1: recur faster); medians of "
+          f"{a.rounds} rounds x {a.iters} calls")
+    print(f"{'cell':<8} {'H':>5} {'B':>4} {'T':>4} {'L':>2} {'mode':<5} {'cuDNN ms':>9} "
+          f"{'recur ms':>9} {'graph ms':>9} {'ratio':>6} {'r.graph':>7}")
+    for r in rows:
+        g = r["recur_graph_ms"]
+        gs = f"{g:9.3f}" if g else f"{'-':>9}"
+        rg = f"{r['cudnn_ms'] / g:7.2f}" if g else f"{'-':>7}"
+        print(f"{r['cell']:<8} {r['h']:>5} {r['b']:>4} {r['t']:>4} {r['layers']:>2} {r['mode']:<5} "
+              f"{r['cudnn_ms']:9.3f} {r['recur_eager_ms']:9.3f} {gs} "
+              f"{r['cudnn_ms'] / r['recur_eager_ms']:6.2f} {rg}")
+
+
+if __name__ == "__main__":
+    main()
