@@ -2,9 +2,13 @@
 //! and turns every error into one line on stderr with exit code 2. No math lives here.
 
 mod gpu_bench;
+mod charlm_common;
+mod eval;
 mod gradcheck;
 mod hello;
 mod plot;
+mod sample;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +34,15 @@ enum Command {
     Gradcheck(gradcheck::Args),
     /// Time a stack's inference and training step on --device cuda (needs the `cuda` feature) or cpu.
     GpuBench(gpu_bench::Args),
+    /// Train a character language model (Tiny Shakespeare by default).
+    #[command(allow_negative_numbers = true)]
+    Train(train::Args),
+    /// Generate text from a character-model checkpoint.
+    #[command(allow_negative_numbers = true)]
+    Sample(sample::Args),
+    /// A character model's loss (nats and bits per character) on a text.
+    #[command(allow_negative_numbers = true)]
+    Eval(eval::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -37,6 +50,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hello(a) => hello::run(a),
         Command::Gradcheck(a) => gradcheck::run(a),
         Command::GpuBench(a) => gpu_bench::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Sample(a) => sample::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }
 

@@ -9,16 +9,22 @@
 //! - [`model`]: input (one-hot, embedding or dense) -> stack -> linear head, with the loss;
 //! - [`params`]: the flat parameter buffer and its named views;
 //! - [`optim`]: SGD, Adagrad, RMSprop, Adam, gradient clipping;
+//! - [`data`]: text corpora: vocabulary, train/validation split, B streams x T steps batches;
+//! - [`train`]: the character-model training loop (progress by callback, checkpoints, resume);
+//! - [`lm`]: a character model's loss on a text, and sampling;
 //! - [`gradcheck`]: central finite differences in f64;
 //! - [`lecture`]: the seed lecture's "hello" example.
 
 pub mod cell;
 pub mod checkpoint;
+pub mod data;
 pub mod gradcheck;
 pub mod lecture;
+pub mod lm;
 pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod rng;
 pub mod stack;
+pub mod train;

@@ -1,0 +1,696 @@
+//! `recur train`: trains a character language model on a text file (Tiny Shakespeare by
+//! default), with a progress bar on stderr, validation loss and a sample at every evaluation,
+//! checkpoints, a CSV log and a loss-curve plot in the checkpoint directory.
+//!
+//! This module turns flags into a [`recur::train::TrainConfig`] (presets, then explicit flags),
+//! checks them, and reports; the loop itself is [`recur::train::Trainer`].
+
+use crate::charlm_common::{default_corpus, load_corpus, print_sample_text};
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use recur::cell::CellKind;
+use recur::checkpoint;
+use recur::data::{self, Vocab};
+use recur::model::ModelConfig;
+use recur::optim::OptimKind;
+use recur::stack::StackConfig;
+use recur::train::{Budget, Event, LogRow, Outcome, TrainConfig, TrainError, Trainer, BEST, LATEST};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Name of the CSV log inside the checkpoint directory.
+pub const LOG: &str = "log.csv";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// UTF-8 text to train on [default: the bundled data/tinyshakespeare/input.txt].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Starting values for everything below: tiny (a one-minute smoke run), default (about ten
+    /// minutes on two cores), large (an hour). Explicit flags override the preset.
+    #[arg(long, default_value = "default")]
+    preset: String,
+    /// Cell: lstm, gru, rnn (= rnn_tanh) or rnn_relu.
+    #[arg(long)]
+    cell: Option<String>,
+    /// Stacked recurrent layers.
+    #[arg(long)]
+    num_layers: Option<usize>,
+    /// Hidden units per layer.
+    #[arg(long)]
+    rnn_size: Option<usize>,
+    /// Dropout between layers (needs --num-layers 2 or more).
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// LSTM projection size (0 = none).
+    #[arg(long)]
+    proj_size: Option<usize>,
+    /// Embedding width (0 = one-hot input).
+    #[arg(long)]
+    embed: Option<usize>,
+    /// B: parallel streams per batch.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// T: characters per stream per batch (the BPTT truncation length).
+    #[arg(long)]
+    seq_length: Option<usize>,
+    /// Optimizer: adam, rmsprop, adagrad or sgd.
+    #[arg(long)]
+    optim: Option<String>,
+    /// Momentum of --optim sgd.
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Multiply the learning rate by this every --lr-decay-every steps.
+    #[arg(long)]
+    lr_decay: Option<f64>,
+    /// Steps between learning-rate decays (0 = never).
+    #[arg(long)]
+    lr_decay_every: Option<u64>,
+    /// Clip the global gradient norm to this (0 = off).
+    #[arg(long)]
+    grad_clip: Option<f64>,
+    /// Clamp each gradient element to [-v, v] (0 = off).
+    #[arg(long)]
+    grad_clip_value: Option<f64>,
+    /// Seed for the initial weights, dropout and the printed samples.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Threads for the matrix products [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Stop after this many passes over the training text.
+    #[arg(long)]
+    epochs: Option<f64>,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Stop after this many minutes of training.
+    #[arg(long)]
+    max_minutes: Option<f64>,
+    /// Steps between evaluations on the validation text (0 = only at the end).
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Fraction of the text, taken from its end, used for validation.
+    #[arg(long)]
+    val_frac: Option<f64>,
+    /// Where checkpoints (best.safetensors, latest.safetensors), log.csv and the plots go.
+    #[arg(long, default_value = "checkpoints")]
+    checkpoint_dir: PathBuf,
+    /// Continue the run saved in --checkpoint-dir (latest.safetensors) exactly where it stopped.
+    #[arg(long)]
+    resume: bool,
+    /// Characters of the sample printed at each evaluation (0 = none).
+    #[arg(long, default_value_t = 300)]
+    sample_length: usize,
+    /// Temperature of those samples.
+    #[arg(long, default_value_t = 0.8)]
+    sample_temperature: f64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Print one JSON object with the final numbers on stdout; evaluations go to stderr.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A preset's values for every flag that has one.
+struct Preset {
+    cell: &'static str,
+    num_layers: usize,
+    rnn_size: usize,
+    dropout: f64,
+    embed: usize,
+    batch_size: usize,
+    seq_length: usize,
+    lr: f64,
+    lr_decay: f64,
+    lr_decay_every: u64,
+    grad_clip: f64,
+    max_minutes: Option<f64>,
+    epochs: Option<f64>,
+    eval_every: u64,
+}
+
+fn preset(name: &str) -> Result<Preset> {
+    Ok(match name {
+        // A smoke run: learns spelling and line structure in a minute.
+        "tiny" => Preset {
+            cell: "lstm",
+            num_layers: 1,
+            rnn_size: 128,
+            dropout: 0.0,
+            embed: 0,
+            batch_size: 16,
+            seq_length: 32,
+            lr: 3e-3,
+            lr_decay: 1.0,
+            lr_decay_every: 0,
+            grad_clip: 5.0,
+            max_minutes: Some(1.0),
+            epochs: None,
+            eval_every: 200,
+        },
+        // What a newcomer runs: ends by itself in about ten minutes on two cores.
+        "default" => Preset {
+            cell: "lstm",
+            num_layers: 2,
+            rnn_size: 256,
+            dropout: 0.0,
+            embed: 0,
+            batch_size: 32,
+            seq_length: 64,
+            lr: 2e-3,
+            lr_decay: 1.0,
+            lr_decay_every: 0,
+            grad_clip: 5.0,
+            max_minutes: Some(9.0),
+            epochs: None,
+            eval_every: 250,
+        },
+        // A serious run: an hour, a bigger network with dropout.
+        "large" => Preset {
+            cell: "lstm",
+            num_layers: 2,
+            rnn_size: 512,
+            dropout: 0.25,
+            embed: 0,
+            batch_size: 32,
+            seq_length: 64,
+            lr: 2e-3,
+            lr_decay: 1.0,
+            lr_decay_every: 0,
+            grad_clip: 5.0,
+            max_minutes: Some(60.0),
+            epochs: None,
+            eval_every: 500,
+        },
+        other => bail!("unknown preset '{other}' (expected tiny, default or large)"),
+    })
+}
+
+/// Flags that fix the run's configuration, so that `--resume` must not be given them.
+fn config_flags(a: &Args) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let mut check = |on: bool, name: &'static str| {
+        if on {
+            v.push(name)
+        }
+    };
+    check(a.cell.is_some(), "--cell");
+    check(a.num_layers.is_some(), "--num-layers");
+    check(a.rnn_size.is_some(), "--rnn-size");
+    check(a.dropout.is_some(), "--dropout");
+    check(a.proj_size.is_some(), "--proj-size");
+    check(a.embed.is_some(), "--embed");
+    check(a.batch_size.is_some(), "--batch-size");
+    check(a.seq_length.is_some(), "--seq-length");
+    check(a.optim.is_some(), "--optim");
+    check(a.momentum.is_some(), "--momentum");
+    check(a.lr.is_some(), "--lr");
+    check(a.lr_decay.is_some(), "--lr-decay");
+    check(a.lr_decay_every.is_some(), "--lr-decay-every");
+    check(a.grad_clip.is_some(), "--grad-clip");
+    check(a.grad_clip_value.is_some(), "--grad-clip-value");
+    check(a.seed.is_some(), "--seed");
+    check(a.eval_every.is_some(), "--eval-every");
+    v
+}
+
+fn positive(name: &str, x: f64) -> Result<f64> {
+    if !(x > 0.0) || !x.is_finite() {
+        bail!("{name} must be a positive number, got {x}");
+    }
+    Ok(x)
+}
+
+fn non_negative(name: &str, x: f64) -> Result<f64> {
+    if !(x >= 0.0) || !x.is_finite() {
+        bail!("{name} must be zero or positive, got {x}");
+    }
+    Ok(x)
+}
+
+/// The model and loop configuration from the preset and the explicit flags.
+fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
+    let p = preset(&a.preset)?;
+    let cell_name = a.cell.clone().unwrap_or_else(|| p.cell.to_string());
+    let kind = CellKind::parse(&cell_name).ok_or_else(|| {
+        anyhow!("unknown cell '{cell_name}' (expected lstm, gru, rnn or rnn_relu)")
+    })?;
+    let num_layers = a.num_layers.unwrap_or(p.num_layers);
+    let rnn_size = a.rnn_size.unwrap_or(p.rnn_size);
+    let dropout = a.dropout.unwrap_or(p.dropout);
+    let proj_size = a.proj_size.unwrap_or(0);
+    let embed = a.embed.unwrap_or(p.embed);
+    if num_layers == 0 || rnn_size == 0 {
+        bail!("--num-layers and --rnn-size must be at least 1");
+    }
+    if !(0.0..1.0).contains(&dropout) {
+        bail!("--dropout must be in [0, 1), got {dropout}");
+    }
+    if a.dropout.is_some_and(|d| d > 0.0) && num_layers < 2 {
+        bail!("--dropout acts between layers: it needs --num-layers 2 or more");
+    }
+    if proj_size > 0 && kind != CellKind::Lstm {
+        bail!("--proj-size applies to --cell lstm only");
+    }
+    if proj_size >= rnn_size && proj_size > 0 {
+        bail!("--proj-size ({proj_size}) must be smaller than --rnn-size ({rnn_size})");
+    }
+    let optim_name = a.optim.clone().unwrap_or_else(|| "adam".into());
+    if a.momentum.is_some() && optim_name != "sgd" {
+        bail!("--momentum applies to --optim sgd only");
+    }
+    let momentum = non_negative("--momentum", a.momentum.unwrap_or(0.0))?;
+    let optim = OptimKind::parse(&optim_name, momentum).ok_or_else(|| {
+        anyhow!("unknown optimizer '{optim_name}' (expected adam, rmsprop, adagrad or sgd)")
+    })?;
+    let batch_size = a.batch_size.unwrap_or(p.batch_size);
+    let seq_length = a.seq_length.unwrap_or(p.seq_length);
+    if batch_size == 0 || seq_length == 0 {
+        bail!("--batch-size and --seq-length must be at least 1");
+    }
+    let lr = positive("--lr", a.lr.unwrap_or(p.lr))?;
+    let lr_decay = positive("--lr-decay", a.lr_decay.unwrap_or(p.lr_decay))?;
+    if lr_decay > 1.0 {
+        bail!("--lr-decay must be at most 1, got {lr_decay}");
+    }
+    let lr_decay_every = a.lr_decay_every.unwrap_or(p.lr_decay_every);
+    if a.lr_decay.is_some_and(|d| d < 1.0) && lr_decay_every == 0 {
+        bail!("--lr-decay needs --lr-decay-every N (steps between decays)");
+    }
+    let grad_clip = non_negative("--grad-clip", a.grad_clip.unwrap_or(p.grad_clip))?;
+    let grad_clip_value = non_negative("--grad-clip-value", a.grad_clip_value.unwrap_or(0.0))?;
+    let rnn = StackConfig::new(kind, 0, rnn_size)
+        .with_layers(num_layers)
+        .with_dropout(dropout)
+        .with_proj_size(proj_size);
+    let model = ModelConfig::char_model(vocab_len, embed, rnn);
+    model.validate().map_err(anyhow::Error::msg)?;
+    let cfg = TrainConfig {
+        model,
+        batch_size,
+        seq_length,
+        optim,
+        lr,
+        lr_decay,
+        lr_decay_every,
+        grad_clip,
+        grad_clip_value,
+        seed: a.seed.unwrap_or(1),
+        eval_every: a.eval_every.unwrap_or(p.eval_every),
+    };
+    Ok((cfg, budget(a, Some(&p))?))
+}
+
+/// The limits from the flags (falling back to the preset's when there is one).
+fn budget(a: &Args, p: Option<&Preset>) -> Result<Budget> {
+    if let Some(e) = a.epochs {
+        positive("--epochs", e)?;
+    }
+    if let Some(m) = a.max_minutes {
+        positive("--max-minutes", m)?;
+    }
+    if a.max_steps == Some(0) {
+        bail!("--max-steps must be at least 1");
+    }
+    let explicit = a.epochs.is_some() || a.max_steps.is_some() || a.max_minutes.is_some();
+    Ok(match (explicit, p) {
+        (false, Some(p)) => Budget {
+            epochs: p.epochs,
+            max_steps: None,
+            max_minutes: p.max_minutes,
+        },
+        _ => Budget {
+            epochs: a.epochs,
+            max_steps: a.max_steps,
+            max_minutes: a.max_minutes,
+        },
+    })
+}
+
+fn fmt_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+fn fmt_chars(n: u64) -> String {
+    if n >= 1_000_000 {
+        format!("{:.2}M", n as f64 / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1}k", n as f64 / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+/// Writes the CSV log of every evaluation so far (the whole file, atomically).
+fn write_log(dir: &Path, rows: &[LogRow]) -> Result<()> {
+    let mut s = String::from("step,epoch,chars_seen,elapsed_secs,lr,train_loss,val_loss,val_bpc\n");
+    for r in rows {
+        let (v, bpc) = match r.val_loss {
+            Some(v) => (format!("{v:.6}"), format!("{:.6}", v / std::f64::consts::LN_2)),
+            None => (String::new(), String::new()),
+        };
+        s.push_str(&format!(
+            "{},{:.4},{},{:.2},{:e},{:.6},{},{}\n",
+            r.step, r.epoch, r.chars_seen, r.elapsed_secs, r.lr, r.train_loss, v, bpc
+        ));
+    }
+    let path = dir.join(LOG);
+    let tmp = dir.join(format!(".{LOG}.tmp"));
+    std::fs::write(&tmp, s).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let threads = match a.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    recur::ops::gemm::set_threads(threads);
+    if a.sample_length > 0 {
+        positive("--sample-temperature", a.sample_temperature)?;
+    }
+    let dir = a.checkpoint_dir.clone();
+
+    let (mut trainer, vocab, data_path) = if a.resume {
+        let given = config_flags(&a);
+        if !given.is_empty() {
+            bail!(
+                "--resume continues the saved run with its own settings; drop {}",
+                given.join(", ")
+            );
+        }
+        if a.preset != "default" {
+            bail!("--resume continues the saved run with its own settings; drop --preset");
+        }
+        let path = dir.join(LATEST);
+        if !path.exists() {
+            bail!(
+                "--resume: no checkpoint to resume from at '{}'",
+                path.display()
+            );
+        }
+        let ckpt = checkpoint::load(&path)?;
+        let ts = ckpt.train_state.clone().unwrap_or_default();
+        let extra = &ts["extra"];
+        let data_path = a
+            .data
+            .clone()
+            .or_else(|| extra["data"].as_str().map(PathBuf::from))
+            .unwrap_or_else(default_corpus);
+        let val_frac = a
+            .val_frac
+            .or_else(|| extra["val_frac"].as_f64())
+            .unwrap_or(0.1);
+        let chars = ckpt
+            .vocab
+            .clone()
+            .ok_or_else(|| anyhow!("{}: the checkpoint has no vocabulary", path.display()))?;
+        let vocab = Vocab::from_chars(chars)?;
+        let text = data::read_text(&data_path)?;
+        let ids = vocab.encode(&text).with_context(|| {
+            format!("'{}' does not fit the checkpoint", data_path.display())
+        })?;
+        let (tr, va) = split_checked(&ids, val_frac)?;
+        let explicit = a.epochs.is_some() || a.max_steps.is_some() || a.max_minutes.is_some();
+        let b = if explicit { Some(budget(&a, None)?) } else { None };
+        let t = Trainer::resume(ckpt, b, tr.to_vec(), va.to_vec(), Some(dir.clone()))?;
+        (t, vocab, data_path)
+    } else {
+        let data_path = a.data.clone().unwrap_or_else(default_corpus);
+        let (text, vocab) = load_corpus(&data_path)?;
+        let ids = vocab.encode(&text)?;
+        let val_frac = a.val_frac.unwrap_or(0.1);
+        let (cfg, b) = plan(&a, vocab.len())?;
+        let (tr, va) = split_checked(&ids, val_frac)?;
+        let extra = json!({
+            "data": data_path.display().to_string(),
+            "val_frac": val_frac,
+            "preset": a.preset,
+            "threads": threads,
+        });
+        if dir.join(LATEST).exists() {
+            bail!(
+                "'{}' already holds a run (latest.safetensors): continue it with --resume, or \
+                 choose another --checkpoint-dir",
+                dir.display()
+            );
+        }
+        let t = Trainer::new(
+            cfg,
+            b,
+            tr.to_vec(),
+            va.to_vec(),
+            Some(vocab.chars().to_vec()),
+            Some(dir.clone()),
+            extra,
+        )?;
+        (t, vocab, data_path)
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // First Ctrl-C: finish the current step, save, exit cleanly. Second: exit at once
+        // (the checkpoints on disk are whole either way: they are written atomically).
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+
+    let cfg = trainer.state.config.clone();
+    let m = &cfg.model;
+    let header = format!(
+        "recur train: {} ({} chars: {} train, {} validation; vocabulary {}), {} {}x{}{}{}, {} parameters, B={} T={}, {} lr {}, clip {}, {} thread(s){}",
+        data_path.display(),
+        fmt_chars((trainer.val_ids().len() + trainer.batches_per_epoch() as usize * cfg.batch_size * cfg.seq_length) as u64),
+        fmt_chars(trainer.batches_per_epoch() * (cfg.batch_size * cfg.seq_length) as u64),
+        fmt_chars(trainer.val_ids().len() as u64),
+        vocab.len(),
+        m.rnn.cell,
+        m.rnn.num_layers,
+        m.rnn.hidden_size,
+        if m.embed_dim > 0 { format!(", embedding {}", m.embed_dim) } else { String::new() },
+        if m.rnn.dropout > 0.0 { format!(", dropout {}", m.rnn.dropout) } else { String::new() },
+        trainer.model.num_params(),
+        cfg.batch_size,
+        cfg.seq_length,
+        cfg.optim.name(),
+        cfg.lr,
+        cfg.grad_clip,
+        threads,
+        if a.resume { format!(", resumed at step {}", trainer.state.step) } else { String::new() },
+    );
+    eprintln!("{header}");
+
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr_with_hz(4));
+        pb.set_style(
+            ProgressStyle::with_template("{bar:24.cyan/blue} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        pb
+    };
+    let mut history: Vec<LogRow> = trainer.state.history.clone();
+    let mut io_err: Option<anyhow::Error> = None;
+    let sample_seed = cfg.seed;
+    let json_mode = a.json;
+    let model = trainer.model.clone();
+    let outcome = {
+        let mut on = |ev: &Event| match ev {
+            Event::Step(s) => {
+                let frac_steps = s.total_steps.map(|t| s.step as f64 / t as f64);
+                let frac_time = s.budget_secs.map(|b| s.elapsed_secs / b);
+                let frac = frac_steps.unwrap_or(0.0).max(frac_time.unwrap_or(0.0)).min(1.0);
+                let steps_per_sec = s.chars_per_sec / (cfg.batch_size * cfg.seq_length) as f64;
+                let eta_steps = s
+                    .total_steps
+                    .map(|t| t.saturating_sub(s.step) as f64 / steps_per_sec.max(1e-9));
+                let eta_time = s.budget_secs.map(|b| b - s.elapsed_secs);
+                let eta = match (eta_steps, eta_time) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                };
+                bar.set_position((frac * 1000.0) as u64);
+                bar.set_message(format!(
+                    "step {}{} epoch {:.2} loss {:.3} {:.0} chars/s ETA {}",
+                    s.step,
+                    s.total_steps.map(|t| format!("/{t}")).unwrap_or_default(),
+                    s.epoch,
+                    s.loss,
+                    s.chars_per_sec,
+                    eta.map(fmt_duration).unwrap_or_else(|| "-".into())
+                ));
+            }
+            Event::Eval { row, best, last, params } => {
+                history.push((*row).clone());
+                let mut text = format!(
+                    "step {} (epoch {:.2}, {} chars, {}): train loss {:.4}",
+                    row.step,
+                    row.epoch,
+                    fmt_chars(row.chars_seen),
+                    fmt_duration(row.elapsed_secs),
+                    row.train_loss
+                );
+                if let Some(v) = row.val_loss {
+                    text.push_str(&format!(
+                        ", val loss {:.4} nats/char = {:.4} bits/char{}",
+                        v,
+                        v / std::f64::consts::LN_2,
+                        if *best { " (best)" } else { "" }
+                    ));
+                }
+                if *last {
+                    text.push_str(" [final]");
+                }
+                text.push('\n');
+                if a.sample_length > 0 {
+                    let seed = sample_seed ^ row.step.wrapping_mul(0x9E37_79B9);
+                    let s = print_sample_text(
+                        &model,
+                        params,
+                        &vocab,
+                        a.sample_length,
+                        a.sample_temperature,
+                        seed,
+                    );
+                    text.push_str(&format!(
+                        "--- sample (temperature {}) ---\n{}\n---\n",
+                        a.sample_temperature, s
+                    ));
+                }
+                bar.suspend(|| {
+                    let r = if json_mode {
+                        std::io::stderr().write_all(text.as_bytes())
+                    } else {
+                        let mut o = std::io::stdout().lock();
+                        o.write_all(text.as_bytes()).and_then(|_| o.flush())
+                    };
+                    if let Err(e) = r {
+                        io_err.get_or_insert(e.into());
+                    }
+                });
+                if let Err(e) = write_log(&dir, &history) {
+                    io_err.get_or_insert(e);
+                }
+                if let Err(e) = crate::charlm_common::write_plot(&dir, &history) {
+                    io_err.get_or_insert(e);
+                }
+            }
+        };
+        trainer.run(&stop, &mut on)
+    };
+    bar.finish_and_clear();
+    if let Some(e) = io_err {
+        return Err(e);
+    }
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(TrainError::NonFinite { step, what, value }) => {
+            let kept = match trainer.state.last_eval_step {
+                Some(s) => format!(
+                    "the last good checkpoint (step {s}) is kept in '{}'",
+                    dir.join(LATEST).display()
+                ),
+                None => "no checkpoint had been written yet".to_string(),
+            };
+            bail!("the {what} became {value} at step {step}: training stopped; {kept}");
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let st = &trainer.state;
+    let reason = match outcome {
+        Outcome::Epochs => "the epochs are done",
+        Outcome::MaxSteps => "--max-steps reached",
+        Outcome::MaxMinutes => "--max-minutes reached",
+        Outcome::Stopped => "interrupted (Ctrl-C)",
+    };
+    let last_val = history.last().and_then(|r| r.val_loss);
+    let elapsed = st.elapsed_secs;
+    if json_mode {
+        let j = json!({
+            "outcome": reason,
+            "steps": st.step,
+            "epoch": st.step as f64 / trainer.batches_per_epoch() as f64,
+            "chars_seen": st.chars_seen,
+            "elapsed_secs": elapsed,
+            "val_loss": last_val,
+            "val_bpc": last_val.map(|v| v / std::f64::consts::LN_2),
+            "best_val_loss": st.best_val,
+            "best_step": st.best_step,
+            "checkpoint_dir": dir.display().to_string(),
+        });
+        writeln!(std::io::stdout().lock(), "{j}")?;
+    } else {
+        let mut o = std::io::stdout().lock();
+        writeln!(
+            o,
+            "done: {reason} after {} steps ({} chars, {}).",
+            st.step,
+            fmt_chars(st.chars_seen),
+            fmt_duration(elapsed)
+        )?;
+        if let (Some(b), Some(s)) = (st.best_val, st.best_step) {
+            writeln!(
+                o,
+                "best validation loss {:.4} nats/char ({:.4} bits/char) at step {s}",
+                b,
+                b / std::f64::consts::LN_2
+            )?;
+        }
+        if outcome == Outcome::Stopped {
+            writeln!(
+                o,
+                "saved {}; continue with: recur train --resume --checkpoint-dir {}",
+                dir.join(LATEST).display(),
+                dir.display()
+            )?;
+        }
+        writeln!(
+            o,
+            "checkpoints: {} and {}; log: {}; plots: {} and {}",
+            dir.join(BEST).display(),
+            dir.join(LATEST).display(),
+            dir.join(LOG).display(),
+            dir.join(crate::charlm_common::PLOT_PNG).display(),
+            dir.join(crate::charlm_common::PLOT_SVG).display(),
+        )?;
+    }
+    Ok(())
+}
+
+/// The split, with the errors a user can act on.
+fn split_checked(ids: &[u32], val_frac: f64) -> Result<(&[u32], &[u32])> {
+    if !(0.0..1.0).contains(&val_frac) {
+        bail!("--val-frac must be in [0, 1), got {val_frac}");
+    }
+    let (tr, va) = data::split(ids, val_frac);
+    if val_frac > 0.0 && va.len() < 2 {
+        bail!(
+            "--val-frac {val_frac} leaves {} validation character(s) of {}; at least 2 are needed",
+            va.len(),
+            ids.len()
+        );
+    }
+    Ok((tr, va))
+}
