@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""PyTorch's side of the character-model benchmark: the same model, data layout, optimizer and
+evaluation as `recur train`, trained for a wall-clock budget.
+
+Same as recur: vocabulary = sorted set of characters; first (1 - val_frac) trains, the rest
+validates; B parallel streams of S = (N - 1) // B characters, batches of T steps, hidden state
+carried across batches and reset at each epoch; one-hot (or embedding) input -> nn.LSTM/GRU/RNN
+-> nn.Linear decoder; mean cross-entropy; global-norm clipping; Adam (or the others); validation
+= the validation text as B streams from a zero state, T steps at a time with the state carried,
+mean loss over every predicted character. The clock counts training and evaluation, as recur's
+--max-minutes does.
+
+Prints one JSON object per evaluation on stdout:
+  {"side": "torch", "step": .., "chars_seen": .., "elapsed_secs": .., "train_loss": .., "val_loss": ..}
+Not a test: CI does not run it (it needs torch).
+"""
+import argparse
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class CharModel(nn.Module):
+    def __init__(self, v, cell, hidden, layers, dropout, embed):
+        super().__init__()
+        self.v = v
+        self.embedding = nn.Embedding(v, embed) if embed > 0 else None
+        inp = embed if embed > 0 else v
+        cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN, "rnn_tanh": nn.RNN}[cell]
+        self.rnn = cls(inp, hidden, num_layers=layers, dropout=dropout)
+        self.decoder = nn.Linear(hidden, v)
+
+    def forward(self, x, state):
+        # x: (T, B) token ids
+        if self.embedding is not None:
+            e = self.embedding(x)
+        else:
+            e = F.one_hot(x, self.v).float()
+        y, state = self.rnn(e, state)
+        return self.decoder(y), state
+
+
+def detach(state):
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+def batch(ids, b, t, s, k):
+    # inputs[j, i] = ids[i*s + k*t + j], targets one further
+    base = torch.arange(b) * s + k * t
+    pos = base.unsqueeze(0) + torch.arange(t).unsqueeze(1)  # (T, B)
+    return ids[pos], ids[pos + 1]
+
+
+@torch.no_grad()
+def evaluate(model, val, b, t):
+    model.eval()
+    b = min(b, len(val) - 1)
+    s = (len(val) - 1) // b
+    total, count, state, off = 0.0, 0, None, 0
+    while off < s:
+        tt = min(t, s - off)
+        base = torch.arange(b) * s + off
+        pos = base.unsqueeze(0) + torch.arange(tt).unsqueeze(1)
+        x, y = val[pos], val[pos + 1]
+        logits, state = model(x, state)
+        total += F.cross_entropy(logits.reshape(-1, model.v), y.reshape(-1), reduction="sum").item()
+        count += y.numel()
+        off += tt
+    model.train()
+    return total / count
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default="data/tinyshakespeare/input.txt")
+    p.add_argument("--cell", default="lstm")
+    p.add_argument("--num-layers", type=int, default=2)
+    p.add_argument("--rnn-size", type=int, default=256)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--embed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-length", type=int, default=64)
+    p.add_argument("--optim", default="adam")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--grad-clip", type=float, default=5.0)
+    p.add_argument("--val-frac", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-minutes", type=float, default=5.0)
+    p.add_argument("--max-steps", type=int, default=0, help="0 = no step limit")
+    p.add_argument("--eval-every", type=int, default=250)
+    a = p.parse_args()
+
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    text = open(a.data, encoding="utf-8").read()
+    chars = sorted(set(text))
+    index = {c: i for i, c in enumerate(chars)}
+    ids = torch.tensor([index[c] for c in text], dtype=torch.long)
+    n_val = round(len(ids) * a.val_frac)
+    train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val:]
+    b, t = a.batch_size, a.seq_length
+    s = (len(train) - 1) // b
+    per_epoch = s // t
+
+    model = CharModel(len(chars), a.cell, a.rnn_size, a.num_layers, a.dropout, a.embed)
+    opt = {
+        "adam": lambda: torch.optim.Adam(model.parameters(), lr=a.lr),
+        "rmsprop": lambda: torch.optim.RMSprop(model.parameters(), lr=a.lr),
+        "adagrad": lambda: torch.optim.Adagrad(model.parameters(), lr=a.lr),
+        "sgd": lambda: torch.optim.SGD(model.parameters(), lr=a.lr),
+    }[a.optim]()
+
+    budget = a.max_minutes * 60.0
+    start = time.perf_counter()
+    step, state, acc, acc_n = 0, None, 0.0, 0
+    print(json.dumps({"side": "torch", "config": vars(a), "vocab": len(chars),
+                      "params": sum(p.numel() for p in model.parameters()),
+                      "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+
+    def report(final):
+        nonlocal acc, acc_n
+        vl = evaluate(model, val, b, t)
+        row = {"side": "torch", "step": step, "chars_seen": step * b * t,
+               "elapsed_secs": round(time.perf_counter() - start, 2),
+               "train_loss": acc / max(acc_n, 1), "val_loss": vl, "final": final}
+        acc, acc_n = 0.0, 0
+        print(json.dumps(row), flush=True)
+
+    last_eval = -1
+    while True:
+        if time.perf_counter() - start >= budget or (a.max_steps and step >= a.max_steps):
+            if last_eval != step:
+                report(True)
+            break
+        k = step % per_epoch
+        if k == 0:
+            state = None
+        x, y = batch(train, b, t, s, k)
+        logits, state = model(x, state)
+        state = detach(state)
+        loss = F.cross_entropy(logits.reshape(-1, len(chars)), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if a.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)
+        opt.step()
+        step += 1
+        acc += loss.item()
+        acc_n += 1
+        if a.eval_every and step % a.eval_every == 0:
+            report(False)
+            last_eval = step
+
+
+if __name__ == "__main__":
+    sys.exit(main())
