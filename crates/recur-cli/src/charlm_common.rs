@@ -1,6 +1,7 @@
 //! What `recur train`, `sample` and `eval` share: the bundled corpus' location, reading a
 //! corpus, loading a character-model checkpoint, drawing a short sample, and the loss plot.
 
+use crate::plot::{self, Chart, Series};
 use anyhow::{anyhow, Result};
 use recur::checkpoint::{self, Checkpoint};
 use recur::data::{self, Vocab};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 /// The loss-curve plots inside the checkpoint directory.
 pub const PLOT_PNG: &str = "loss.png";
 pub const PLOT_SVG: &str = "loss.svg";
+const PLOT_STEM: &str = "loss";
 
 /// The bundled Tiny Shakespeare: `data/tinyshakespeare/input.txt` under the current directory
 /// when it is there (a clone's root), else where it was in the source tree this was built from.
@@ -21,7 +23,9 @@ pub fn default_corpus() -> PathBuf {
     if rel.exists() {
         return rel.to_path_buf();
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
 }
 
 /// Reads a corpus and builds its vocabulary.
@@ -76,6 +80,25 @@ pub fn print_sample_text(
 
 /// Train and validation loss against characters seen, as PNG and SVG in `dir`.
 pub fn write_plot(dir: &Path, rows: &[LogRow]) -> Result<()> {
-    let _ = (dir, rows);
+    let mut chart = Chart::new(
+        "recur train: loss per character",
+        "characters seen",
+        "cross-entropy (nats/char)",
+    );
+    let train: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.train_loss.is_finite())
+        .map(|r| (r.chars_seen as f64, r.train_loss))
+        .collect();
+    let val: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| r.val_loss.map(|v| (r.chars_seen as f64, v)))
+        .collect();
+    chart.push(Series::line("train (mean since previous point)", train));
+    if !val.is_empty() {
+        chart.push(Series::line("validation", val));
+    }
+    let stem = dir.join(PLOT_STEM);
+    plot::write_chart(&chart, &stem)?;
     Ok(())
 }

@@ -57,7 +57,11 @@ pub fn run(a: Args) -> Result<()> {
     let bpc = loss / std::f64::consts::LN_2;
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(out, "{}", json!({"chars": ids.len(), "loss_nats": loss, "bpc": bpc}))?;
+        writeln!(
+            out,
+            "{}",
+            json!({"chars": ids.len(), "loss_nats": loss, "bpc": bpc})
+        )?;
     } else {
         writeln!(
             out,

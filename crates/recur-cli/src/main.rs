@@ -36,7 +36,7 @@ enum Command {
     GpuBench(gpu_bench::Args),
     /// Train a character language model (Tiny Shakespeare by default).
     #[command(allow_negative_numbers = true)]
-    Train(train::Args),
+    Train(Box<train::Args>),
     /// Generate text from a character-model checkpoint.
     #[command(allow_negative_numbers = true)]
     Sample(sample::Args),
@@ -50,7 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hello(a) => hello::run(a),
         Command::Gradcheck(a) => gradcheck::run(a),
         Command::GpuBench(a) => gpu_bench::run(a),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
     }

@@ -32,14 +32,19 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     if !(a.temperature > 0.0) || !a.temperature.is_finite() {
-        bail!("--temperature must be a positive number, got {}", a.temperature);
+        bail!(
+            "--temperature must be a positive number, got {}",
+            a.temperature
+        );
     }
     let (ckpt, model, vocab) = load_char_model(&a.checkpoint)?;
     let prime = a.prime.clone().unwrap_or_else(|| "\n".to_string());
     if prime.is_empty() {
         bail!("--prime must not be empty (it gives the model its first character)");
     }
-    let prime_ids = vocab.encode(&prime).map_err(|e| anyhow::anyhow!("--prime: {e}"))?;
+    let prime_ids = vocab
+        .encode(&prime)
+        .map_err(|e| anyhow::anyhow!("--prime: {e}"))?;
     let mut g = Generator::new(&model, &ckpt.params);
     let mut rng = Rng::new(a.seed);
     let opts = SampleOptions {

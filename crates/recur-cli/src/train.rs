@@ -14,7 +14,9 @@ use recur::data::{self, Vocab};
 use recur::model::ModelConfig;
 use recur::optim::OptimKind;
 use recur::stack::StackConfig;
-use recur::train::{Budget, Event, LogRow, Outcome, TrainConfig, TrainError, Trainer, BEST, LATEST};
+use recur::train::{
+    Budget, Event, LogRow, Outcome, TrainConfig, TrainError, Trainer, BEST, LATEST,
+};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -359,7 +361,10 @@ fn write_log(dir: &Path, rows: &[LogRow]) -> Result<()> {
     let mut s = String::from("step,epoch,chars_seen,elapsed_secs,lr,train_loss,val_loss,val_bpc\n");
     for r in rows {
         let (v, bpc) = match r.val_loss {
-            Some(v) => (format!("{v:.6}"), format!("{:.6}", v / std::f64::consts::LN_2)),
+            Some(v) => (
+                format!("{v:.6}"),
+                format!("{:.6}", v / std::f64::consts::LN_2),
+            ),
             None => (String::new(), String::new()),
         };
         s.push_str(&format!(
@@ -422,12 +427,16 @@ pub fn run(a: Args) -> Result<()> {
             .ok_or_else(|| anyhow!("{}: the checkpoint has no vocabulary", path.display()))?;
         let vocab = Vocab::from_chars(chars)?;
         let text = data::read_text(&data_path)?;
-        let ids = vocab.encode(&text).with_context(|| {
-            format!("'{}' does not fit the checkpoint", data_path.display())
-        })?;
+        let ids = vocab
+            .encode(&text)
+            .with_context(|| format!("'{}' does not fit the checkpoint", data_path.display()))?;
         let (tr, va) = split_checked(&ids, val_frac)?;
         let explicit = a.epochs.is_some() || a.max_steps.is_some() || a.max_minutes.is_some();
-        let b = if explicit { Some(budget(&a, None)?) } else { None };
+        let b = if explicit {
+            Some(budget(&a, None)?)
+        } else {
+            None
+        };
         let t = Trainer::resume(ckpt, b, tr.to_vec(), va.to_vec(), Some(dir.clone()))?;
         (t, vocab, data_path)
     } else {
@@ -521,7 +530,10 @@ pub fn run(a: Args) -> Result<()> {
             Event::Step(s) => {
                 let frac_steps = s.total_steps.map(|t| s.step as f64 / t as f64);
                 let frac_time = s.budget_secs.map(|b| s.elapsed_secs / b);
-                let frac = frac_steps.unwrap_or(0.0).max(frac_time.unwrap_or(0.0)).min(1.0);
+                let frac = frac_steps
+                    .unwrap_or(0.0)
+                    .max(frac_time.unwrap_or(0.0))
+                    .min(1.0);
                 let steps_per_sec = s.chars_per_sec / (cfg.batch_size * cfg.seq_length) as f64;
                 let eta_steps = s
                     .total_steps
@@ -542,7 +554,12 @@ pub fn run(a: Args) -> Result<()> {
                     eta.map(fmt_duration).unwrap_or_else(|| "-".into())
                 ));
             }
-            Event::Eval { row, best, last, params } => {
+            Event::Eval {
+                row,
+                best,
+                last,
+                params,
+            } => {
                 history.push((*row).clone());
                 let mut text = format!(
                     "step {} (epoch {:.2}, {} chars, {}): train loss {:.4}",

@@ -151,8 +151,15 @@ impl<'a> Generator<'a> {
     /// [`Generator::logits`].
     pub fn feed(&mut self, id: u32) {
         let (h0, c0) = self.carry.as_init();
-        self.model
-            .forward(&mut self.ws, self.params, Input::Tokens(&[id]), h0, c0, None, None);
+        self.model.forward(
+            &mut self.ws,
+            self.params,
+            Input::Tokens(&[id]),
+            h0,
+            c0,
+            None,
+            None,
+        );
         self.carry.take_from(&self.ws);
         self.fed = true;
     }

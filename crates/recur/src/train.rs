@@ -291,7 +291,9 @@ impl Trainer {
             TrainError::Invalid("the checkpoint has no training state to resume from".into())
         })?;
         let mut state: TrainState = serde_json::from_value(ts).map_err(|e| {
-            TrainError::Invalid(format!("the checkpoint's training state is unreadable: {e}"))
+            TrainError::Invalid(format!(
+                "the checkpoint's training state is unreadable: {e}"
+            ))
         })?;
         if state.config.model != ckpt.model {
             return Err(TrainError::Invalid(
@@ -392,10 +394,9 @@ impl Trainer {
     /// The learning rate for the step after `step` steps.
     pub fn lr_at(&self, step: u64) -> f64 {
         let c = &self.state.config;
-        if c.lr_decay_every == 0 {
-            c.lr
-        } else {
-            c.lr * c.lr_decay.powi((step / c.lr_decay_every) as i32)
+        match step.checked_div(c.lr_decay_every) {
+            None => c.lr,
+            Some(n) => c.lr * c.lr_decay.powi(n as i32),
         }
     }
 
@@ -457,9 +458,7 @@ impl Trainer {
             None,
             Some(&mut self.rng),
         );
-        let (sum, count) = self
-            .model
-            .loss(&mut self.ws, &self.targets, 1.0 / n as f32);
+        let (sum, count) = self.model.loss(&mut self.ws, &self.targets, 1.0 / n as f32);
         let loss = sum / count as f64;
         let step = self.state.step + 1;
         if !loss.is_finite() {

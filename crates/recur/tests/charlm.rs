@@ -27,7 +27,13 @@ fn temp_dir(name: &str) -> PathBuf {
 /// A small corpus with some structure (a few repeated phrases) so that training makes progress.
 fn corpus(n: usize) -> String {
     let words = [
-        "to be ", "or not ", "that is ", "the question\n", "ROMEO:\n", "whether ", "'tis nobler ",
+        "to be ",
+        "or not ",
+        "that is ",
+        "the question\n",
+        "ROMEO:\n",
+        "whether ",
+        "'tis nobler ",
     ];
     let mut rng = Rng::new(7);
     let mut s = String::new();
@@ -50,7 +56,10 @@ fn vocab_is_sorted_unicode_scalars_and_round_trips() {
     let ids = v.encode(text).unwrap();
     assert_eq!(ids.len(), text.chars().count());
     assert_eq!(v.decode(&ids), text);
-    assert_eq!(v.id('h'), Some(chars.iter().position(|&c| c == 'h').unwrap() as u32));
+    assert_eq!(
+        v.id('h'),
+        Some(chars.iter().position(|&c| c == 'h').unwrap() as u32)
+    );
     match v.encode("hello Zürich Z") {
         Err(DataError::UnknownChars { chars }) => assert_eq!(chars, vec!['e', 'Z', 'ü', 'i', 'c']),
         other => panic!("expected unknown chars, got {other:?}"),
@@ -75,9 +84,15 @@ fn read_text_rejects_empty_binary_and_non_utf8() {
         data::text_from_bytes(p, b"abc\xff".to_vec()),
         Err(DataError::NotUtf8 { offset: 3, .. })
     ));
-    assert_eq!(data::text_from_bytes(p, "é".as_bytes().to_vec()).unwrap(), "é");
+    assert_eq!(
+        data::text_from_bytes(p, "é".as_bytes().to_vec()).unwrap(),
+        "é"
+    );
     let e = data::read_text(std::path::Path::new("/no/such/file.txt")).unwrap_err();
-    assert_eq!(e.to_string(), "cannot read '/no/such/file.txt': no such file");
+    assert_eq!(
+        e.to_string(),
+        "cannot read '/no/such/file.txt': no such file"
+    );
 }
 
 #[test]
@@ -110,7 +125,11 @@ fn streams_are_contiguous_and_targets_are_next_ids() {
         for i in 0..b {
             for j in 0..t {
                 let x = inp[j * b + i];
-                assert_eq!(x as usize, i * 50 + k * t + j, "batch {k} stream {i} step {j}");
+                assert_eq!(
+                    x as usize,
+                    i * 50 + k * t + j,
+                    "batch {k} stream {i} step {j}"
+                );
                 assert_eq!(tgt[j * b + i], x + 1);
             }
             if k > 0 {
@@ -121,7 +140,9 @@ fn streams_are_contiguous_and_targets_are_next_ids() {
         prev_last = (0..b).map(|i| inp[(t - 1) * b + i]).collect();
     }
     match Streams::new(20, 4, 5) {
-        Err(DataError::TooShort { what }) => assert!(what.contains("4 x sequence length 5 + 1 = 21"), "{what}"),
+        Err(DataError::TooShort { what }) => {
+            assert!(what.contains("4 x sequence length 5 + 1 = 21"), "{what}")
+        }
         other => panic!("expected TooShort, got {other:?}"),
     }
     assert!(Streams::new(21, 4, 5).is_ok());
@@ -209,7 +230,8 @@ fn resumed_run_gives_the_same_losses_as_an_uninterrupted_one() {
     assert_eq!(rb1.losses.len(), 10);
     drop(b);
     let ckpt = checkpoint::load(&dir_b.join(LATEST)).unwrap();
-    let mut b2 = Trainer::resume(ckpt, None, tr.to_vec(), va.to_vec(), Some(dir_b.clone())).unwrap();
+    let mut b2 =
+        Trainer::resume(ckpt, None, tr.to_vec(), va.to_vec(), Some(dir_b.clone())).unwrap();
     assert_eq!(b2.state.step, 10);
     let (rb2, out) = record(&mut b2, None);
     assert_eq!(out.unwrap(), Outcome::MaxSteps);
@@ -220,19 +242,35 @@ fn resumed_run_gives_the_same_losses_as_an_uninterrupted_one() {
     assert_eq!(losses_b.len(), 19);
     let vals_b: Vec<_> = rb1.vals.iter().chain(&rb2.vals).cloned().collect();
     assert_eq!(ra.vals, vals_b);
-    assert_eq!(ra.vals.iter().map(|v| v.0).collect::<Vec<_>>(), vec![4, 8, 12, 16, 19]);
+    assert_eq!(
+        ra.vals.iter().map(|v| v.0).collect::<Vec<_>>(),
+        vec![4, 8, 12, 16, 19]
+    );
     assert_eq!(a.params, b2.params, "final parameters");
     // the logs agree except for the clock
     let strip = |t: &Trainer| {
         t.state
             .history
             .iter()
-            .map(|r| (r.step, r.chars_seen, r.lr.to_bits(), r.train_loss.to_bits(), r.val_loss))
+            .map(|r| {
+                (
+                    r.step,
+                    r.chars_seen,
+                    r.lr.to_bits(),
+                    r.train_loss.to_bits(),
+                    r.val_loss,
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(strip(&a), strip(&b2), "logs");
     // the training made progress
-    assert!(ra.losses[18] < ra.losses[0] - 0.1, "{} -> {}", ra.losses[0], ra.losses[18]);
+    assert!(
+        ra.losses[18] < ra.losses[0] - 0.1,
+        "{} -> {}",
+        ra.losses[0],
+        ra.losses[18]
+    );
     let _ = std::fs::remove_dir_all(dir_a);
     let _ = std::fs::remove_dir_all(dir_b);
 }
@@ -267,7 +305,11 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let poisoned = t.params.clone();
     let (run, out) = record(&mut t, None);
     match out {
-        Err(TrainError::NonFinite { step: 5, what, value }) => {
+        Err(TrainError::NonFinite {
+            step: 5,
+            what,
+            value,
+        }) => {
             assert_eq!(what, "training loss");
             assert!(value.is_nan());
         }
@@ -276,9 +318,18 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     assert!(run.losses.is_empty(), "no step was reported");
     assert_eq!(t.state.step, 4, "the step did not count");
     assert_eq!(t.params.len(), poisoned.len());
-    assert!(t.params.iter().zip(&poisoned).all(|(a, b)| a.to_bits() == b.to_bits()), "no update");
+    assert!(
+        t.params
+            .iter()
+            .zip(&poisoned)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "no update"
+    );
     let after = checkpoint::load(&dir.join(LATEST)).unwrap();
-    assert_eq!(after.params, good.params, "the checkpoint on disk is the last good one");
+    assert_eq!(
+        after.params, good.params,
+        "the checkpoint on disk is the last good one"
+    );
     assert!(after.params.iter().all(|x| x.is_finite()));
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -288,9 +339,17 @@ fn the_training_text_must_hold_one_batch_and_the_checkpoint_dir_be_writable() {
     let vocab = Vocab::from_text("abc");
     let short: Vec<u32> = vec![0; 32];
     let cfg = small_config(3, 1, 0.0);
-    let e = Trainer::new(cfg.clone(), Budget::default(), short, vec![], None, None, serde_json::Value::Null)
-        .err()
-        .unwrap();
+    let e = Trainer::new(
+        cfg.clone(),
+        Budget::default(),
+        short,
+        vec![],
+        None,
+        None,
+        serde_json::Value::Null,
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("fewer than one batch needs"), "{e}");
     let file = temp_dir("file");
     std::fs::write(&file, b"x").unwrap();
@@ -333,7 +392,10 @@ fn text_loss_does_not_depend_on_the_chunk_length() {
                 let mean = sum / n as f64;
                 let r = *reference.get_or_insert(mean);
                 let rel = ((mean - r) / r).abs();
-                assert!(rel <= CHUNK_REL_TOL, "{cell:?} B={b} T={t}: {mean} vs {r} (rel {rel:e})");
+                assert!(
+                    rel <= CHUNK_REL_TOL,
+                    "{cell:?} B={b} T={t}: {mean} vs {r} (rel {rel:e})"
+                );
             }
         }
         // B = 1 from a zero state is the mean over t = 1..N-1 of -ln p(c_t | c_<t): check it
@@ -351,7 +413,11 @@ fn text_loss_does_not_depend_on_the_chunk_length() {
         let mut ws = model.workspace(32, 1);
         let (sum, n) = stream_loss(&model, &params, &ids, &mut ws);
         let rel = ((sum / n as f64 - step_by_step) / step_by_step).abs();
-        assert!(rel <= CHUNK_REL_TOL, "{cell:?}: chunked {} vs one at a time {step_by_step}", sum / n as f64);
+        assert!(
+            rel <= CHUNK_REL_TOL,
+            "{cell:?}: chunked {} vs one at a time {step_by_step}",
+            sum / n as f64
+        );
     }
 }
 
@@ -389,7 +455,9 @@ fn sampling_is_deterministic_for_a_seed_and_top_k_1_is_greedy() {
     for (i, &want) in a.iter().enumerate() {
         g.feed(id);
         let l = g.logits();
-        let argmax = (0..v).max_by(|&x, &y| l[x].partial_cmp(&l[y]).unwrap().then(y.cmp(&x))).unwrap();
+        let argmax = (0..v)
+            .max_by(|&x, &y| l[x].partial_cmp(&l[y]).unwrap().then(y.cmp(&x)))
+            .unwrap();
         assert_eq!(want as usize, argmax, "step {i}");
         id = want;
     }
@@ -407,6 +475,10 @@ fn sampling_is_deterministic_for_a_seed_and_top_k_1_is_greedy() {
         let mut order: Vec<usize> = (0..v).collect();
         order.sort_by(|&x, &y| l[y].partial_cmp(&l[x]).unwrap().then(x.cmp(&y)));
         id = g.sample(&k3, &mut rng);
-        assert!(order[..3].contains(&(id as usize)), "drew {id} outside the top 3 {:?}", &order[..3]);
+        assert!(
+            order[..3].contains(&(id as usize)),
+            "drew {id} outside the top 3 {:?}",
+            &order[..3]
+        );
     }
 }

@@ -29,10 +29,7 @@ impl Vocab {
         }
         if let Some(w) = chars.windows(2).find(|w| w[0] >= w[1]) {
             return Err(DataError::BadVocab {
-                reason: format!(
-                    "not sorted or repeated: {:?} before {:?}",
-                    w[0], w[1]
-                ),
+                reason: format!("not sorted or repeated: {:?} before {:?}", w[0], w[1]),
             });
         }
         Ok(Self::build(chars))

@@ -1,0 +1,394 @@
+//! End-to-end tests of `recur train`, `recur sample` and `recur eval` through the built binary:
+//! a short training run with its files, resume, Ctrl-C, sampling determinism, eval against
+//! PyTorch's number for a fixture checkpoint, and every bad input (exit code 2, one line).
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// `recur eval` against torch's float64 loss of the same f32 weights: the gap is f32 rounding
+/// over a ~60-character text through a tiny model (measured: below 1e-6).
+const EVAL_TORCH_REL_TOL: f64 = 2e-5;
+
+fn recur(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(args)
+        .output()
+        .expect("run recur")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("recur-cli-charlm-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A few thousand characters of play-like text.
+fn write_corpus(dir: &Path) -> PathBuf {
+    let lines = [
+        "ROMEO:\nBut soft, what light through yonder window breaks?\n\n",
+        "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n\n",
+        "HAMLET:\nTo be, or not to be, that is the question.\n\n",
+    ];
+    let mut text = String::new();
+    for i in 0..40 {
+        text.push_str(lines[i % 3]);
+    }
+    let p = dir.join("corpus.txt");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Exit code 2 and exactly one line on stderr, `recur: error: ...`, containing `needle`.
+fn assert_bad(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("recur: error: "), "{err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+}
+
+const SMALL: &[&str] = &[
+    "--num-layers",
+    "1",
+    "--rnn-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--seq-length",
+    "16",
+    "--sample-length",
+    "20",
+    "--quiet",
+];
+
+#[test]
+fn train_resume_sample_and_eval_end_to_end() {
+    let d = tmp("e2e");
+    let corpus = write_corpus(&d);
+    let ck = d.join("ck");
+    let mut args = vec!["train", "--data", s(&corpus), "--checkpoint-dir", s(&ck)];
+    args.extend_from_slice(SMALL);
+    let mut first = args.clone();
+    first.extend_from_slice(&["--max-steps", "30", "--eval-every", "10", "--json"]);
+    let j = json_of(&recur(&first));
+    assert_eq!(j["steps"], 30);
+    assert_eq!(j["chars_seen"], 30 * 4 * 16);
+    let v = j["val_loss"].as_f64().unwrap();
+    assert!(v.is_finite() && v > 0.0);
+    assert!((j["val_bpc"].as_f64().unwrap() - v / std::f64::consts::LN_2).abs() < 1e-12);
+    for f in [
+        "best.safetensors",
+        "latest.safetensors",
+        "log.csv",
+        "loss.png",
+        "loss.svg",
+    ] {
+        assert!(ck.join(f).is_file(), "{f} written");
+    }
+    let log = std::fs::read_to_string(ck.join("log.csv")).unwrap();
+    let rows: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        rows[0],
+        "step,epoch,chars_seen,elapsed_secs,lr,train_loss,val_loss,val_bpc"
+    );
+    assert_eq!(rows.len(), 4, "{log}");
+    assert!(rows[3].starts_with("30,"), "{log}");
+
+    // a second run into the same directory must not overwrite the first
+    let again = recur(&first);
+    assert_bad(&again, "--resume");
+
+    // resume to 45 steps: the log grows by the evaluations at 40 and 45
+    let mut res = vec![
+        "train",
+        "--resume",
+        "--checkpoint-dir",
+        s(&ck),
+        "--data",
+        s(&corpus),
+    ];
+    res.extend_from_slice(&[
+        "--max-steps",
+        "45",
+        "--quiet",
+        "--json",
+        "--sample-length",
+        "0",
+    ]);
+    let j = json_of(&recur(&res));
+    assert_eq!(j["steps"], 45);
+    let log = std::fs::read_to_string(ck.join("log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 6, "{log}");
+
+    // sampling: the same seed gives the same text; the prime comes first
+    let best = ck.join("best.safetensors");
+    let sample = |seed: &str| {
+        let o = recur(&[
+            "sample",
+            "--checkpoint",
+            s(&best),
+            "--length",
+            "80",
+            "--seed",
+            seed,
+            "--prime",
+            "ROMEO:",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let a = sample("5");
+    assert_eq!(a, sample("5"));
+    assert_ne!(a, sample("6"));
+    assert!(a.starts_with("ROMEO:"));
+    assert_eq!(a.strip_suffix('\n').unwrap().chars().count(), 6 + 80);
+    let bad = recur(&["sample", "--checkpoint", s(&best), "--prime", "Zebra!"]);
+    assert_bad(&bad, "'Z'");
+
+    // eval: the numbers, and characters outside the vocabulary
+    let text = d.join("eval.txt");
+    std::fs::write(&text, "ROMEO:\nTo be, or not to be.\n").unwrap();
+    let j = json_of(&recur(&[
+        "eval",
+        "--checkpoint",
+        s(&best),
+        "--text",
+        s(&text),
+        "--json",
+    ]));
+    assert_eq!(j["chars"], 28);
+    let l = j["loss_nats"].as_f64().unwrap();
+    assert!((j["bpc"].as_f64().unwrap() - l / std::f64::consts::LN_2).abs() < 1e-12);
+    let j3 = json_of(&recur(&[
+        "eval",
+        "--checkpoint",
+        s(&best),
+        "--text",
+        s(&text),
+        "--json",
+        "--chunk",
+        "3",
+    ]));
+    assert!(
+        (j3["loss_nats"].as_f64().unwrap() - l).abs() <= 1e-5 * l,
+        "chunking changed the loss"
+    );
+    std::fs::write(&text, "Zounds! Quoth 7.").unwrap();
+    assert_bad(
+        &recur(&["eval", "--checkpoint", s(&best), "--text", s(&text)]),
+        "4 character(s) not in the model's vocabulary: 'Z', '!', 'Q', '7'",
+    );
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+    let d = tmp("ctrlc");
+    let corpus = write_corpus(&d);
+    let ck = d.join("ck");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args([
+            "train",
+            "--data",
+            s(&corpus),
+            "--checkpoint-dir",
+            s(&ck),
+            "--max-minutes",
+            "2",
+        ])
+        .args(["--eval-every", "0"])
+        .args(SMALL)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the header line on stderr comes after the Ctrl-C handler is installed
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut header = String::new();
+    err.read_line(&mut header).unwrap();
+    assert!(header.starts_with("recur train:"), "{header}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let k = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}");
+    assert!(stdout.contains("interrupted (Ctrl-C)"), "{stdout}");
+    assert!(stdout.contains("--resume"), "{stdout}");
+    assert!(ck.join("latest.safetensors").is_file());
+    // and the saved run continues
+    let j = json_of(&recur(&[
+        "train",
+        "--resume",
+        "--checkpoint-dir",
+        s(&ck),
+        "--max-steps",
+        "3",
+        "--quiet",
+        "--json",
+    ]));
+    assert!(j["steps"].as_u64().unwrap() >= 3);
+    let _ = std::fs::remove_dir_all(d);
+}
+
+/// The fixture generator's torch loss for its character models over its eval text.
+#[test]
+fn eval_matches_pytorch_on_the_fixture_models() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recur/tests/fixtures");
+    let bytes = std::fs::read(fx.join("char_models.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let meta = &header["__metadata__"];
+    let d = tmp("fixture");
+    let text = d.join("eval.txt");
+    std::fs::write(&text, meta["eval_text"].as_str().unwrap()).unwrap();
+    for name in ["char_lstm_emb", "char_gru_onehot"] {
+        let want: f64 = meta[format!("eval_nats.{name}")]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let ckpt = fx.join(format!("{name}.ckpt.safetensors"));
+        for chunk in ["1", "5", "256"] {
+            let j = json_of(&recur(&[
+                "eval",
+                "--checkpoint",
+                s(&ckpt),
+                "--text",
+                s(&text),
+                "--json",
+                "--chunk",
+                chunk,
+            ]));
+            let got = j["loss_nats"].as_f64().unwrap();
+            let rel = ((got - want) / want).abs();
+            assert!(
+                rel <= EVAL_TORCH_REL_TOL,
+                "{name} chunk {chunk}: recur {got} vs torch {want} (rel {rel:e})"
+            );
+            assert_eq!(
+                j["chars"].as_u64().unwrap() as usize,
+                meta["eval_text"].as_str().unwrap().chars().count()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn bad_corpora_and_flags_are_one_line_errors_with_exit_code_2() {
+    let d = tmp("bad");
+    let ck = d.join("ck");
+    let train = |data: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--data",
+            s(data),
+            "--checkpoint-dir",
+            s(&ck),
+            "--quiet",
+        ];
+        a.extend_from_slice(extra);
+        recur(&a)
+    };
+    assert_bad(&train(&d.join("missing.txt"), &[]), "no such file");
+    let empty = d.join("empty.txt");
+    std::fs::write(&empty, b"").unwrap();
+    assert_bad(&train(&empty, &[]), "is empty");
+    let bin = d.join("bin.dat");
+    std::fs::write(&bin, b"\x7fELF\x02\x01\x01\x00\x00\x00").unwrap();
+    assert_bad(&train(&bin, &[]), "looks binary");
+    let latin1 = d.join("latin1.txt");
+    std::fs::write(&latin1, b"caf\xe9 cr\xe8me").unwrap();
+    assert_bad(
+        &train(&latin1, &[]),
+        "not valid UTF-8 (bad byte at offset 3)",
+    );
+    let short = d.join("short.txt");
+    std::fs::write(
+        &short,
+        "To be, or not to be: that is the question.\n".repeat(20),
+    )
+    .unwrap();
+    assert_bad(
+        &train(&short, &[]),
+        "fewer than one batch needs (batch size 32 x sequence length 64 + 1 = 2049)",
+    );
+    let corpus = write_corpus(&d);
+    let file = d.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let mut a = vec!["train", "--data", s(&corpus), "--checkpoint-dir"];
+    let sub = file.join("sub");
+    a.push(s(&sub));
+    a.extend_from_slice(SMALL);
+    assert_bad(&recur(&a), "cannot be written");
+    assert_bad(
+        &train(&corpus, &["--resume", "--rnn-size", "64"]),
+        "drop --rnn-size",
+    );
+    assert_bad(
+        &train(&corpus, &["--cell", "gru", "--proj-size", "8"]),
+        "--proj-size applies to --cell lstm only",
+    );
+    assert_bad(
+        &train(&corpus, &["--num-layers", "1", "--dropout", "0.5"]),
+        "needs --num-layers 2 or more",
+    );
+    assert_bad(
+        &train(&corpus, &["--momentum", "0.9"]),
+        "--momentum applies to --optim sgd only",
+    );
+    assert_bad(
+        &train(&corpus, &["--lr-decay", "0.5"]),
+        "--lr-decay needs --lr-decay-every",
+    );
+    assert_bad(
+        &train(&corpus, &["--val-frac", "1.5"]),
+        "--val-frac must be in [0, 1)",
+    );
+    assert_bad(
+        &train(&corpus, &["--cell", "transformer"]),
+        "unknown cell 'transformer'",
+    );
+    assert_bad(
+        &train(&corpus, &["--preset", "huge"]),
+        "unknown preset 'huge'",
+    );
+    assert_bad(
+        &train(&corpus, &["--resume"]),
+        "no checkpoint to resume from",
+    );
+    assert_bad(
+        &recur(&["sample", "--checkpoint", s(&d.join("nope.safetensors"))]),
+        "no such file",
+    );
+    assert_bad(
+        &recur(&["eval", "--checkpoint", s(&corpus), "--text", s(&corpus)]),
+        "corpus.txt",
+    );
+    assert!(
+        !ck.join("latest.safetensors").exists(),
+        "no failed run wrote a checkpoint"
+    );
+    let _ = std::fs::remove_dir_all(d);
+}
