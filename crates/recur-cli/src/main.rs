@@ -1,9 +1,9 @@
 //! The `recur` command-line tool: one module per command. This file parses flags, dispatches,
 //! and turns every error into one line on stderr with exit code 2. No math lives here.
 
-mod gpu_bench;
 mod charlm_common;
 mod eval;
+mod gpu_bench;
 mod gradcheck;
 mod hello;
 mod plot;
