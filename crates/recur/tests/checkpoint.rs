@@ -354,6 +354,22 @@ fn bad_config_fails() {
         r.meta.insert("config".into(), v.to_string());
     });
     assert!(e.contains("unknown cell 'transformer'"), "{e}");
+    // Sizes a damaged file could claim: refused before anything is allocated.
+    for (field, value) in [
+        ("hidden_size", 1usize << 40),
+        ("num_layers", 1usize << 50),
+        ("hidden_size", usize::MAX / 2),
+    ] {
+        let e = broken("config-huge", |r| {
+            let mut v: serde_json::Value = serde_json::from_str(&r.meta["config"]).unwrap();
+            v["rnn"][field] = value.into();
+            r.meta.insert("config".into(), v.to_string());
+        });
+        assert!(
+            e.contains("parameters, more than the file's"),
+            "{field}: {e}"
+        );
+    }
     let e = broken("config-missing", |r| {
         r.meta.remove("config");
     });
