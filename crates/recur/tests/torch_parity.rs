@@ -10,7 +10,7 @@
 
 use recur::cell::{CellKind, LayerInput};
 use recur::checkpoint;
-use recur::model::{Input, Model, ModelConfig};
+use recur::model::{Head, Input, InputKind, Model, ModelConfig};
 use recur::ops::Float;
 use recur::optim::{clip_grad_norm, OptimKind, Optimizer};
 use recur::stack::{Stack, StackConfig};
@@ -611,13 +611,16 @@ fn recur_checkpoints_for_torch() {
     std::fs::create_dir_all(&dir).unwrap();
     let vocab: Vec<char> = "\n abcdefghij".chars().collect();
     let v = vocab.len();
+    let lstm = |h| StackConfig::new(CellKind::Lstm, 3, h);
+    let gru = |h| StackConfig::new(CellKind::Gru, 3, h);
+    let relu = StackConfig::new(CellKind::parse("rnn_relu").unwrap(), 0, 9);
     let models = [
         (
             "lstm_proj_bi_emb",
             ModelConfig::char_model(
                 v,
                 5,
-                StackConfig::new(CellKind::Lstm, 0, 7)
+                lstm(7)
                     .with_layers(2)
                     .with_bidirectional(true)
                     .with_proj_size(4),
@@ -625,21 +628,21 @@ fn recur_checkpoints_for_torch() {
         ),
         (
             "gru_onehot_nobias",
-            ModelConfig::char_model(
-                v,
-                0,
-                StackConfig::new(CellKind::Gru, 0, 6)
-                    .with_layers(3)
-                    .with_bias(false),
+            ModelConfig::char_model(v, 0, gru(6).with_layers(3).with_bias(false)),
+        ),
+        ("rnn_relu_emb", ModelConfig::char_model(v, 4, relu)),
+        (
+            "lstm_dense_last_classes_bi",
+            ModelConfig::dense(
+                3,
+                lstm(5).with_layers(2).with_bidirectional(true),
+                4,
+                Head::LastClasses,
             ),
         ),
         (
-            "rnn_relu_emb",
-            ModelConfig::char_model(
-                v,
-                4,
-                StackConfig::new(CellKind::parse("rnn_relu").unwrap(), 0, 9),
-            ),
+            "gru_dense_step_regression",
+            ModelConfig::dense(3, gru(5), 2, Head::StepRegression),
         ),
     ];
     for (k, (name, cfg)) in models.into_iter().enumerate() {
@@ -648,21 +651,28 @@ fn recur_checkpoints_for_torch() {
         let mut params = vec![0.0f32; model.num_params()];
         model.init(&mut params, &mut rng);
         let (t, b) = (6, 2);
+        let dense = cfg.input == InputKind::Dense;
+        // input: (T, B) token ids, or (T, B, I) values for a dense model
         let ids: Vec<u32> = (0..t * b).map(|_| rng.below(v as u64) as u32).collect();
+        let x: Vec<f32> = (0..t * b * cfg.input_size)
+            .map(|_| rng.normal() as f32)
+            .collect();
+        let input = if dense {
+            Input::Dense(&x)
+        } else {
+            Input::Tokens(&ids)
+        };
         let mut ws = model.workspace::<f32>(t, b);
-        model.forward(
-            &mut ws,
-            &params,
-            Input::Tokens(&ids),
-            None,
-            None,
-            None,
-            None,
-        );
+        model.forward(&mut ws, &params, input, None, None, None, None);
+        let rows = if cfg.head.last_step() {
+            vec![b]
+        } else {
+            vec![t, b]
+        };
         let ck = checkpoint::Checkpoint {
             model: cfg,
             params,
-            vocab: Some(vocab.clone()),
+            vocab: (!dense).then(|| vocab.clone()),
             optimizer: None,
             train_state: None,
         };
@@ -670,15 +680,20 @@ fn recur_checkpoints_for_torch() {
         checkpoint::save(&path, &ck).unwrap();
         assert_eq!(checkpoint::load(&path).unwrap().params, ck.params);
         let ids64: Vec<u8> = ids.iter().flat_map(|&i| (i as i64).to_le_bytes()).collect();
+        let xb: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
         let logits: Vec<u8> = ws.logits.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let input_view = if dense {
+            let shape = vec![t, b, ck.model.input_size];
+            TensorView::new(Dtype::F32, shape, &xb).unwrap()
+        } else {
+            TensorView::new(Dtype::I64, vec![t, b], &ids64).unwrap()
+        };
+        let lshape = [rows, vec![ck.model.output_size]].concat();
         let probe = vec![
-            (
-                "tokens",
-                TensorView::new(Dtype::I64, vec![t, b], &ids64).unwrap(),
-            ),
+            ("input", input_view),
             (
                 "logits",
-                TensorView::new(Dtype::F32, vec![t, b, v], &logits).unwrap(),
+                TensorView::new(Dtype::F32, lshape, &logits).unwrap(),
             ),
         ];
         let bytes = safetensors::serialize(probe, None).unwrap();
