@@ -1,6 +1,7 @@
 //! The `recur` command-line tool: one module per command. This file parses flags, dispatches,
 //! and turns every error into one line on stderr with exit code 2. No math lives here.
 
+mod bench;
 mod charlm_common;
 mod eval;
 mod gpu_bench;
@@ -43,6 +44,8 @@ enum Command {
     /// A character model's loss (nats and bits per character) on a text.
     #[command(allow_negative_numbers = true)]
     Eval(eval::Args),
+    /// Time a recurrent stack, a char-model training step or one GEMM (median of repeated runs).
+    Bench(bench::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -53,6 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(*a),
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

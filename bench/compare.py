@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""recur vs PyTorch on the CPU, side by side, on the same machine in the same run.
+
+    python3 bench/compare.py                 # the full grid, 3 rounds, 1 and 2 threads
+    python3 bench/compare.py --quick         # one round, 2 threads only (a smoke run)
+
+What it does, in order:
+1. finds a Python with torch (this one if `import torch` works, else bench/.venv, created with
+   `python3 -m venv` + `pip install torch` from PyTorch's CPU wheel index when missing);
+2. builds `recur` in release mode (`cargo build --release -p recur-cli`) unless --no-build;
+3. measures the float32 GEMM throughput (2048^3) of both engines at each thread count;
+4. for each round, for each grid point, runs `recur bench --json` (a fresh process) and asks a
+   long-lived PyTorch worker (`bench/torch_bench.py --serve`) for the same point, alternating
+   which goes first; each of them reports the median of 7 samples after 2 warm-up calls;
+5. measures the peak memory of one training step of each, in separate processes (below);
+6. prints one markdown table: per point the median over rounds of each engine's throughput,
+   the ratio recur/PyTorch, and GFLOP/s; the GEMM peaks; the memory; `uptime` before and after.
+
+Grid: RNN-tanh, LSTM, GRU, one layer, input = hidden = H, (H, B, T) in (128, 32, 64),
+(512, 32, 64), (1024, 16, 32), (256, 1, 256); inference and training; 1 and 2 threads; plus the
+char-model training step. GFLOP/s counts the GEMM work only: 2*B*T*G*H*(I+H) per layer forward,
+three times that for training.
+
+Memory: the peak resident set size (VmHWM in /proc/self/status) of a fresh `recur bench` process
+that runs warm-up + one training step, against the growth of a fresh PyTorch process's peak RSS
+from just after `import torch` to after the same work (the interpreter and torch's libraries,
+~300 MiB, are left out of PyTorch's figure; recur's whole process is counted).
+
+It asserts nothing; it reports what it measured. `--json PATH` also writes every sample.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RECUR = ROOT / "target" / "release" / "recur"
+VENV = BENCH / ".venv"
+
+SHAPES = [(128, 32, 64), (512, 32, 64), (1024, 16, 32), (256, 1, 256)]
+CELLS = ["rnn_tanh", "lstm", "gru"]
+MODES = ["infer", "train"]
+GEMM_N = 2048
+
+
+def python_with_torch():
+    """A Python interpreter that can import torch: this one, or bench/.venv (created if needed)."""
+    # Asked in a child process: importing torch here would make this process large, and every
+    # child forked from it would start from that size.
+    if subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0:
+        return sys.executable
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        print(f"no torch here: creating {VENV} and installing torch (CPU)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "--index-url", "https://download.pytorch.org/whl/cpu", "torch"],
+            check=True,
+        )
+    return str(py)
+
+
+def uptime():
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def recur_run(args):
+    out = subprocess.run([str(RECUR), "bench", "--json", *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def recur_args(req):
+    if req["kind"] == "gemm":
+        return ["--gemm", str(req["n"]), "--threads", str(req["threads"])]
+    if req["kind"] == "charlm":
+        return ["--charlm", "--threads", str(req["threads"])]
+    return [
+        "--cell", req["cell"], "--hidden", str(req["hidden"]), "--batch", str(req["batch"]),
+        "--seq-length", str(req["seq_length"]), "--layers", "1", "--mode", req["mode"],
+        "--threads", str(req["threads"]),
+    ]  # fmt: skip
+
+
+class Torch:
+    """A long-lived PyTorch worker answering one JSON request per line."""
+
+    def __init__(self, py):
+        self.p = subprocess.Popen(
+            [py, str(BENCH / "torch_bench.py"), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def ask(self, req):
+        self.p.stdin.write(json.dumps(req) + "\n")
+        self.p.stdin.flush()
+        return json.loads(self.p.stdout.readline())
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait()
+
+
+def memory(py, req):
+    """Peak RSS (VmHWM, KiB) of a fresh recur process running warm-up + one step, and the growth
+    of a fresh PyTorch process's peak RSS over the same work (from just after `import torch`)."""
+    one = ["--warmup", "2", "--repeats", "1", "--min-sample-ms", "0"]
+    r = recur_run(recur_args(req) + one)
+    out = subprocess.run([py, str(BENCH / "torch_bench.py"), "--mem", json.dumps(req)], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    t = json.loads(out)
+    return {"recur_kib": r["peak_rss_kib"], "torch_kib": t["peak_kib"] - t["baseline_kib"], "torch_total_kib": t["peak_kib"]}
+
+
+def throughput(r):
+    return r.get("tokens_per_s") or r.get("chars_per_s")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over the grid (medians are taken over rounds)")
+    ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
+    ap.add_argument("--quick", action="store_true", help="one round, 2 threads")
+    ap.add_argument("--only", default="", help="keep only points whose label contains this text")
+    ap.add_argument("--no-build", action="store_true", help="use target/release/recur as it is")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    ap.add_argument("--json", help="also write every sample to this file")
+    a = ap.parse_args()
+    if a.quick:
+        a.rounds, a.threads = 1, "2"
+    threads = [int(t) for t in a.threads.split(",")]
+
+    py = python_with_torch()
+    if not a.no_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "recur-cli"], cwd=ROOT, check=True)
+
+    points = []
+    for th in threads:
+        for cell in CELLS:
+            for h, b, t in SHAPES:
+                for mode in MODES:
+                    req = {"kind": "stack", "cell": cell, "hidden": h, "batch": b, "seq_length": t,
+                           "layers": 1, "mode": mode, "threads": th}  # fmt: skip
+                    points.append((f"{cell} H={h} B={b} T={t} {mode} {th}t", req))
+        points.append((f"char-model step {th}t", {"kind": "charlm", "threads": th}))
+    points = [p for p in points if a.only in p[0]]
+
+    load_before = uptime()
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {load_before}", file=sys.stderr)
+    torch_w = Torch(py)
+    torch_version = torch_w.ask({"kind": "gemm", "n": 64, "threads": 1})["torch"]
+    peaks = {}
+    for th in threads:
+        req = {"kind": "gemm", "n": GEMM_N, "threads": th}
+        peaks[th] = {"recur": recur_run(recur_args(req))["gflops"], "torch": torch_w.ask(req)["gflops"]}
+
+    samples = {label: {"recur": [], "torch": []} for label, _ in points}
+    for rnd in range(a.rounds):
+        for i, (label, req) in enumerate(points):
+            order = ["recur", "torch"] if (rnd + i) % 2 == 0 else ["torch", "recur"]
+            for who in order:
+                r = recur_run(recur_args(req)) if who == "recur" else torch_w.ask(req)
+                samples[label][who].append(r)
+            s = samples[label]
+            print(f"round {rnd + 1}/{a.rounds} {label}: recur {throughput(s['recur'][-1]):,.0f} "
+                  f"torch {throughput(s['torch'][-1]):,.0f} /s", file=sys.stderr)  # fmt: skip
+    for th in threads:  # the GEMM again at the end: the peak is the best of both measurements
+        req = {"kind": "gemm", "n": GEMM_N, "threads": th}
+        peaks[th]["recur"] = max(peaks[th]["recur"], recur_run(recur_args(req))["gflops"])
+        peaks[th]["torch"] = max(peaks[th]["torch"], torch_w.ask(req)["gflops"])
+    torch_w.close()
+
+    mem = {}
+    if not a.no_memory:
+        th = max(threads)
+        for label, req in points:
+            is_512 = req["kind"] == "stack" and req["hidden"] == 512 and req["mode"] == "train"
+            if req["threads"] == th and (is_512 or req["kind"] == "charlm"):
+                mem[label] = memory(py, req)
+    load_after = uptime()
+
+    print(f"recur vs PyTorch {torch_version} (CPU, float32), {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    print(f"load before: `{load_before}`  ")
+    print(f"load after: `{load_after}`  ")
+    print(f"medians over {a.rounds} round(s), each the median of 7 samples after 2 warm-up calls\n")
+    print("| point | recur /s | PyTorch /s | recur/PyTorch | recur GFLOP/s | PyTorch GFLOP/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    rows = []
+    for label, req in points:
+        s = samples[label]
+        rt = statistics.median(throughput(r) for r in s["recur"])
+        tt = statistics.median(throughput(r) for r in s["torch"])
+        rg = statistics.median(r.get("gflops", float("nan")) for r in s["recur"])
+        tg = statistics.median(r.get("gflops", float("nan")) for r in s["torch"])
+        unit = "chars" if req["kind"] == "charlm" else "tokens"
+        gf = lambda g: "" if g != g else f"{g:.1f}"  # noqa: E731
+        print(f"| {label} | {rt:,.0f} {unit} | {tt:,.0f} {unit} | {rt / tt:.2f}x | {gf(rg)} | {gf(tg)} |")
+        rows.append({"label": label, "req": req, "recur": rt, "torch": tt, "ratio": rt / tt})
+    print()
+    for th in threads:
+        p = peaks[th]
+        print(f"float32 GEMM {GEMM_N}^3, {th} thread(s): recur {p['recur']:.1f} GFLOP/s, PyTorch {p['torch']:.1f} GFLOP/s  ")
+    if mem:
+        print("\n| training step, peak memory | recur (peak RSS, whole process) | PyTorch (peak RSS growth after import) |")
+        print("|---|---:|---:|")
+        for label, m in mem.items():
+            print(f"| {label} | {m['recur_kib'] / 1024:.1f} MiB | {m['torch_kib'] / 1024:.1f} MiB |")
+    if a.json:
+        Path(a.json).write_text(
+            json.dumps(
+                {"load_before": load_before, "load_after": load_after, "torch": torch_version, "peaks": peaks,
+                 "rows": rows, "samples": samples, "memory": mem}, indent=1,
+            )  # fmt: skip
+        )
+
+
+if __name__ == "__main__":
+    main()

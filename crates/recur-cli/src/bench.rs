@@ -1,0 +1,334 @@
+//! `recur bench`: times one recurrent stack (inference or a training step), a full char-model
+//! training step, or one large GEMM, with warm-up and the median of repeated samples.
+//!
+//! This is the measuring harness only: it builds inputs, calls the library and reads the clock.
+//! It asserts nothing about speed (the side-by-side comparison with PyTorch is `bench/compare.py`),
+//! and the numbers it prints are what it measured on this run, on this machine.
+
+use anyhow::{bail, Result};
+use recur::cell::{CellKind, LayerInput};
+use recur::model::{Input, Model, ModelConfig};
+use recur::ops::gemm::set_threads;
+use recur::ops::{gemm, Trans};
+use recur::optim::{clip_grad_norm, OptimKind, Optimizer};
+use recur::rng::Rng;
+use recur::stack::{Stack, StackConfig};
+use serde_json::json;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Cell: rnn (= rnn_tanh), rnn_relu, lstm or gru.
+    #[arg(long, default_value = "lstm")]
+    cell: String,
+    /// H: hidden units (the input size is H too).
+    #[arg(long, default_value_t = 512)]
+    hidden: usize,
+    /// B: sequences per batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// T: steps per sequence.
+    #[arg(long, default_value_t = 64)]
+    seq_length: usize,
+    /// L: stacked layers.
+    #[arg(long, default_value_t = 1)]
+    layers: usize,
+    /// infer (forward only) or train (forward + backward, gradients of weights and inputs).
+    #[arg(long, default_value = "train")]
+    mode: String,
+    /// Threads for the GEMMs and the per-step work.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Time a full char-model training step instead (vocab 65 one-hot, 2-layer LSTM 512,
+    /// B = 32, T = 64, decoder, cross-entropy, clipping at 5, Adam).
+    #[arg(long)]
+    charlm: bool,
+    /// Time one square float32 GEMM of this size instead (the GEMM throughput on this machine).
+    #[arg(long)]
+    gemm: Option<usize>,
+    /// Untimed runs before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed samples; the median is reported.
+    #[arg(long, default_value_t = 7)]
+    repeats: usize,
+    /// Each sample repeats the work until it lasts at least this many milliseconds.
+    #[arg(long, default_value_t = 50)]
+    min_sample_ms: u64,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// CPU time consumed so far by all threads of this process, in seconds, where Linux reports it
+/// (`/proc/self/task/*/schedstat`, nanoseconds on a CPU); `None` elsewhere. On a loaded machine
+/// the wall clock counts time spent waiting for a core; this does not, so the two side by side
+/// show how much the load distorted a sample.
+fn cpu_seconds() -> Option<f64> {
+    let mut ns = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 * 1e-9)
+}
+
+/// The peak resident set size of this process so far, in KiB (`VmHWM` in `/proc/self/status`),
+/// where Linux reports it; `None` elsewhere.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Medians over `repeats` samples (after `warmup` untimed calls) of the wall-clock time and the
+/// process CPU time per call of `work`.
+struct Timing {
+    wall_s: f64,
+    cpu_s: Option<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|x, y| x.total_cmp(y));
+    v[v.len() / 2]
+}
+
+fn time_median(a: &Args, mut work: impl FnMut()) -> Timing {
+    for _ in 0..a.warmup {
+        work();
+    }
+    // How many calls make one sample last at least min_sample_ms (decided from one timed call).
+    let t0 = Instant::now();
+    work();
+    let one = t0.elapsed().max(Duration::from_nanos(1));
+    let min = Duration::from_millis(a.min_sample_ms);
+    let iters = (min.as_secs_f64() / one.as_secs_f64()).ceil().max(1.0) as usize;
+    let mut wall = Vec::new();
+    let mut cpu = Vec::new();
+    for _ in 0..a.repeats.max(1) {
+        let c0 = cpu_seconds();
+        let t = Instant::now();
+        for _ in 0..iters {
+            work();
+        }
+        wall.push(t.elapsed().as_secs_f64() / iters as f64);
+        if let (Some(c0), Some(c1)) = (c0, cpu_seconds()) {
+            cpu.push((c1 - c0) / iters as f64);
+        }
+    }
+    Timing {
+        wall_s: median(wall),
+        cpu_s: (!cpu.is_empty()).then(|| median(cpu)),
+    }
+}
+
+fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform_in(-1.0, 1.0) as f32).collect()
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    if a.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    set_threads(a.threads);
+    if let Some(n) = a.gemm {
+        return run_gemm(&a, n);
+    }
+    if a.charlm {
+        return run_charlm(&a);
+    }
+    run_stack(&a)
+}
+
+fn run_gemm(a: &Args, n: usize) -> Result<()> {
+    if n == 0 {
+        bail!("--gemm must be at least 1");
+    }
+    let mut rng = Rng::new(1);
+    let x = random(&mut rng, n * n);
+    let y = random(&mut rng, n * n);
+    let mut z = vec![0f32; n * n];
+    let tm = time_median(a, || {
+        gemm(
+            Trans::N,
+            Trans::N,
+            n,
+            n,
+            n,
+            1.0,
+            &x,
+            n,
+            &y,
+            n,
+            0.0,
+            &mut z,
+            n,
+        )
+    });
+    let s = tm.wall_s;
+    let gflops = 2.0 * (n as f64).powi(3) / s / 1e9;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let j = json!({"gemm": n, "threads": a.threads, "median_s": s, "cpu_s": tm.cpu_s, "gflops": gflops});
+        writeln!(out, "{j}")?;
+    } else {
+        writeln!(
+            out,
+            "gemm {n}x{n}x{n} f32, {} threads: {:.3} ms, {gflops:.1} GFLOP/s",
+            a.threads,
+            s * 1e3
+        )?;
+    }
+    Ok(())
+}
+
+fn run_stack(a: &Args) -> Result<()> {
+    let kind = CellKind::parse(&a.cell).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown cell '{}' (expected rnn, rnn_relu, lstm or gru)",
+            a.cell
+        )
+    })?;
+    let train = match a.mode.as_str() {
+        "train" => true,
+        "infer" => false,
+        other => bail!("unknown --mode '{other}' (expected infer or train)"),
+    };
+    for (name, v) in [
+        ("--hidden", a.hidden),
+        ("--batch", a.batch),
+        ("--seq-length", a.seq_length),
+        ("--layers", a.layers),
+    ] {
+        if v == 0 {
+            bail!("{name} must be at least 1");
+        }
+    }
+    let (h, b, t) = (a.hidden, a.batch, a.seq_length);
+    let cfg = StackConfig::new(kind, h, h).with_layers(a.layers);
+    let stack = Stack::new(cfg).map_err(|e| anyhow::anyhow!(e))?;
+    let mut rng = Rng::new(7);
+    let mut params = vec![0f32; stack.num_params()];
+    stack.init(&mut params, &mut rng);
+    let mut grads = vec![0f32; stack.num_params()];
+    let x = random(&mut rng, t * b * h);
+    let dy = random(&mut rng, t * b * h);
+    let mut dx = vec![0f32; t * b * h];
+    let mut ws = stack.workspace::<f32>(t, b);
+    let input = LayerInput::Dense { x: &x, ld: h };
+    let tm = time_median(a, || {
+        stack.forward(&mut ws, &params, input, None, None, None, None);
+        if train {
+            grads.fill(0.0);
+            dx.fill(0.0);
+            stack.backward(
+                &mut ws,
+                &params,
+                &mut grads,
+                input,
+                None,
+                Some(&dy),
+                None,
+                None,
+                Some(&mut dx),
+            );
+        }
+    });
+    let s = tm.wall_s;
+    let tokens = (b * t) as f64;
+    // GEMM work: 2*B*T*G*H*(I+H) per layer forward (I = H here), three times that for training.
+    let per_layer = 2.0 * tokens * (kind.gates() * h) as f64 * (2 * h) as f64;
+    let flops = per_layer * a.layers as f64 * if train { 3.0 } else { 1.0 };
+    let tokens_per_s = tokens / s;
+    let gflops = flops / s / 1e9;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let j = json!({
+            "cell": kind.name(), "hidden": h, "batch": b, "seq_length": t, "layers": a.layers,
+            "mode": a.mode, "threads": a.threads, "median_s": s, "tokens_per_s": tokens_per_s,
+            "gflops": gflops, "cpu_s": tm.cpu_s, "peak_rss_kib": peak_rss_kib(),
+        });
+        writeln!(out, "{j}")?;
+    } else {
+        writeln!(
+            out,
+            "{} H={h} B={b} T={t} L={} {} threads={}: {:.3} ms, {:.0} tokens/s, {:.1} GFLOP/s",
+            kind.name(),
+            a.layers,
+            a.mode,
+            a.threads,
+            s * 1e3,
+            tokens_per_s,
+            gflops
+        )?;
+    }
+    Ok(())
+}
+
+/// The char-model's training step: the same shapes as `bench/torch_bench.py`'s.
+const CHARLM_VOCAB: usize = 65;
+const CHARLM_HIDDEN: usize = 512;
+const CHARLM_LAYERS: usize = 2;
+const CHARLM_BATCH: usize = 32;
+const CHARLM_STEPS: usize = 64;
+const CHARLM_CLIP: f64 = 5.0;
+const CHARLM_LR: f64 = 2e-3;
+
+fn run_charlm(a: &Args) -> Result<()> {
+    let (v, t, b) = (CHARLM_VOCAB, CHARLM_STEPS, CHARLM_BATCH);
+    let rnn = StackConfig::new(CellKind::Lstm, v, CHARLM_HIDDEN).with_layers(CHARLM_LAYERS);
+    let model = Model::new(ModelConfig::char_model(v, 0, rnn)).map_err(|e| anyhow::anyhow!(e))?;
+    let mut rng = Rng::new(3);
+    let mut params = vec![0f32; model.num_params()];
+    model.init(&mut params, &mut rng);
+    let mut grads = vec![0f32; model.num_params()];
+    let adam = OptimKind::parse("adam", 0.0).expect("adam is a known optimizer");
+    let mut opt = Optimizer::<f32>::new(adam, CHARLM_LR, model.num_params());
+    let ids: Vec<u32> = (0..t * b).map(|_| rng.below(v as u64) as u32).collect();
+    let targets: Vec<u32> = (0..t * b).map(|_| rng.below(v as u64) as u32).collect();
+    let mut ws = model.workspace::<f32>(t, b);
+    let mut loss = 0.0;
+    let tm = time_median(a, || {
+        grads.fill(0.0);
+        model.forward(&mut ws, &params, Input::Tokens(&ids), None, None, None, None);
+        let scale = 1.0 / (t * b) as f32;
+        let (sum, count) = model.loss(&mut ws, &targets, scale);
+        loss = sum / count as f64;
+        model.backward(
+            &mut ws,
+            &params,
+            &mut grads,
+            Input::Tokens(&ids),
+            None,
+            None,
+            None,
+            None,
+        );
+        clip_grad_norm(&mut grads, CHARLM_CLIP);
+        opt.update(&mut params, &grads);
+    });
+    let s = tm.wall_s;
+    let chars_per_s = (t * b) as f64 / s;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let j = json!({
+            "charlm": true, "vocab": v, "hidden": CHARLM_HIDDEN, "layers": CHARLM_LAYERS,
+            "batch": b, "seq_length": t, "threads": a.threads, "median_s": s,
+            "chars_per_s": chars_per_s, "cpu_s": tm.cpu_s, "peak_rss_kib": peak_rss_kib(), "last_loss": loss,
+        });
+        writeln!(out, "{j}")?;
+    } else {
+        writeln!(
+            out,
+            "char-model step (V={v}, LSTM {CHARLM_HIDDEN}x{CHARLM_LAYERS}, B={b}, T={t}), {} threads: {:.3} ms, {chars_per_s:.0} chars/s",
+            a.threads,
+            s * 1e3
+        )?;
+    }
+    Ok(())
+}
