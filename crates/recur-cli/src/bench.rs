@@ -295,7 +295,15 @@ fn run_charlm(a: &Args) -> Result<()> {
     let mut loss = 0.0;
     let tm = time_median(a, || {
         grads.fill(0.0);
-        model.forward(&mut ws, &params, Input::Tokens(&ids), None, None, None, None);
+        model.forward(
+            &mut ws,
+            &params,
+            Input::Tokens(&ids),
+            None,
+            None,
+            None,
+            None,
+        );
         let scale = 1.0 / (t * b) as f32;
         let (sum, count) = model.loss(&mut ws, &targets, scale);
         loss = sum / count as f64;

@@ -73,3 +73,71 @@ pub fn backward_row<F: Float>(
         dgh[2 * nh + j] = dnp * r;
     }
 }
+
+/// Forward over a run of units of one row (the fast driver). `x[k]` holds gate k's input side
+/// (`x W_ih^T + b_ih`, plus `b_hh` for r and z), `hw[k]` its `h_{t-1} W_hh^T`, `bhn` is `b_hn`.
+/// Writes the gates, `hn = W_hn h_{t-1} + b_hn` and the new `h`. All slices have one length.
+#[inline(always)]
+pub fn forward_units<F: Float>(
+    x: [&[F]; 3],
+    hw: [&[F]; 3],
+    bhn: &[F],
+    h_prev: &[F],
+    gates: [&mut [F]; 3],
+    hn: &mut [F],
+    h: &mut [F],
+) {
+    let n = h.len();
+    let [xr, xz, xn] = x.map(|v| &v[..n]);
+    let [hr, hz, hh] = hw.map(|v| &v[..n]);
+    let [gr, gz, gn] = gates.map(|v| &mut v[..n]);
+    let (bhn, h_prev, hn) = (&bhn[..n], &h_prev[..n], &mut hn[..n]);
+    for j in 0..n {
+        let r = (xr[j] + hr[j]).sigmoid_act();
+        let z = (xz[j] + hz[j]).sigmoid_act();
+        let hnj = hh[j] + bhn[j];
+        let nn = (xn[j] + r * hnj).tanh_act();
+        gr[j] = r;
+        gz[j] = z;
+        gn[j] = nn;
+        hn[j] = hnj;
+        // h_t = (1 - z) * n + z * h_{t-1}
+        h[j] = (F::ONE - z) * nn + z * h_prev[j];
+    }
+}
+
+/// Backward over a run of units of one row (the fast driver); [`backward_row`] per gate.
+#[inline(always)]
+pub fn backward_units<F: Float>(
+    gates: [&[F]; 3],
+    hn: &[F],
+    h_prev: &[F],
+    dh: &[F],
+    dgx: [&mut [F]; 3],
+    dgh: [&mut [F]; 3],
+    dh_prev: &mut [F],
+) {
+    let n = dh_prev.len();
+    let [r, z, nn] = gates.map(|v| &v[..n]);
+    let [dxr, dxz, dxn] = dgx.map(|v| &mut v[..n]);
+    let [dhr, dhz, dhn] = dgh.map(|v| &mut v[..n]);
+    let (hn, h_prev, dh) = (&hn[..n], &h_prev[..n], &dh[..n]);
+    for j in 0..n {
+        // forward was: h = (1 - z) * n + z * h_prev
+        let dn = dh[j] * (F::ONE - z[j]);
+        let dz = dh[j] * (h_prev[j] - nn[j]);
+        dh_prev[j] = dh[j] * z[j];
+        // forward was: n = tanh(xn + r * hn); backprop through tanh
+        let dnp = dn * (F::ONE - nn[j] * nn[j]);
+        let dr = dnp * hn[j];
+        // backprop through the sigmoids
+        let drp = dr * r[j] * (F::ONE - r[j]);
+        let dzp = dz * z[j] * (F::ONE - z[j]);
+        dxr[j] = drp;
+        dxz[j] = dzp;
+        dxn[j] = dnp;
+        dhr[j] = drp;
+        dhz[j] = dzp;
+        dhn[j] = dnp * r[j];
+    }
+}

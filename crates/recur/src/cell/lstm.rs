@@ -79,3 +79,69 @@ pub fn backward_row<F: Float>(
         d_o[j] = dob * o[j] * (F::ONE - o[j]);
     }
 }
+
+/// Forward over a run of units of one row (the fast driver). `x[k]` holds gate k's
+/// `x W_ih^T + b_ih + b_hh`, `hw[k]` its `h_{t-1} W_hh^T`, for the units of the run; writes the
+/// activated gates, the new cell state `c` and `h = o * tanh(c)`. All slices have one length.
+#[inline(always)]
+pub fn forward_units<F: Float>(
+    x: [&[F]; 4],
+    hw: [&[F]; 4],
+    c_prev: &[F],
+    gates: [&mut [F]; 4],
+    c: &mut [F],
+    h: &mut [F],
+) {
+    let n = h.len();
+    let [xi, xf, xg, xo] = x.map(|v| &v[..n]);
+    let [hi, hf, hg, ho] = hw.map(|v| &v[..n]);
+    let [gi, gf, gg, go] = gates.map(|v| &mut v[..n]);
+    let (c_prev, c) = (&c_prev[..n], &mut c[..n]);
+    for j in 0..n {
+        let i = (xi[j] + hi[j]).sigmoid_act();
+        let f = (xf[j] + hf[j]).sigmoid_act();
+        let g = (xg[j] + hg[j]).tanh_act();
+        let o = (xo[j] + ho[j]).sigmoid_act();
+        // c_t = f * c_{t-1} + i * g; h_t = o * tanh(c_t)
+        let cn = f * c_prev[j] + i * g;
+        gi[j] = i;
+        gf[j] = f;
+        gg[j] = g;
+        go[j] = o;
+        c[j] = cn;
+        h[j] = o * cn.tanh_act();
+    }
+}
+
+/// Backward over a run of units of one row (the fast driver); same as [`backward_row`] with the
+/// gates and their gradients given per gate. `dc` comes in as dL/dc_t, leaves as dL/dc_{t-1}.
+#[inline(always)]
+pub fn backward_units<F: Float>(
+    gates: [&[F]; 4],
+    c_prev: &[F],
+    c: &[F],
+    dh: &[F],
+    dc: &mut [F],
+    dg: [&mut [F]; 4],
+) {
+    let n = dc.len();
+    let [i, f, g, o] = gates.map(|v| &v[..n]);
+    let [di, df, dgg, d_o] = dg.map(|v| &mut v[..n]);
+    let (c_prev, c, dh) = (&c_prev[..n], &c[..n], &dh[..n]);
+    for j in 0..n {
+        let tc = c[j].tanh_act();
+        // forward was: h = o * tanh(c)
+        let dob = dh[j] * tc;
+        let dcj = dc[j] + dh[j] * o[j] * (F::ONE - tc * tc);
+        // forward was: c = f * c_prev + i * g
+        let dib = dcj * g[j];
+        let dgb = dcj * i[j];
+        let dfb = dcj * c_prev[j];
+        dc[j] = dcj * f[j];
+        // backprop through the gate non-linearities (sigmoid' = s(1-s), tanh' = 1-t^2)
+        di[j] = dib * i[j] * (F::ONE - i[j]);
+        df[j] = dfb * f[j] * (F::ONE - f[j]);
+        dgg[j] = dgb * (F::ONE - g[j] * g[j]);
+        d_o[j] = dob * o[j] * (F::ONE - o[j]);
+    }
+}

@@ -16,12 +16,15 @@
 //! and it takes no gradient. In the reverse direction each sequence therefore starts at its own
 //! last step.
 
+mod fast;
 pub mod gru;
 pub mod lstm;
 pub mod rnn;
+pub mod simple;
 
 pub use rnn::Activation;
 
+use crate::ops::panel::{panels, NR};
 use crate::ops::{add_col_sums, gemm, Float, Trans};
 
 /// Which recurrent cell.
@@ -142,16 +145,22 @@ pub struct DirCache<F> {
     // cprev, cell: (T, B, H) LSTM only: c_{t-1} and c_t
     cprev: Vec<F>,
     cell: Vec<F>,
-    // hpre: (T, B, H) LSTM only: o * tanh(c), before the projection (= h when not projecting)
+    // hpre: (T, B, H) LSTM with projection only: o * tanh(c), before the projection
     hpre: Vec<F>,
-    // hw: (B, G*H) per-step recurrent product
+    // hw: (B, G*Hp) per-step recurrent product, each gate padded to Hp = whole panels (the
+    // simple driver uses the first B*G*H elements as (B, G*H))
     hw: Vec<F>,
+    // wpack: W_hh packed into column panels (ops::panel): forward as W_hh^T per gate,
+    // backward as W_hh; one buffer, repacked at the start of each pass
+    wpack: Vec<F>,
+    // bhn: (H) GRU only: b_hn, or zeros without biases
+    bhn: Vec<F>,
     // h, c: (B, P), (B, H) running state; hnew: (B, P) projection output
     h: Vec<F>,
     c: Vec<F>,
     hnew: Vec<F>,
-    // backward: dg (T, B, G*H) input-side gate gradients; dgh (T, B, G*H) GRU recurrent side
-    dg: Vec<F>,
+    // backward: the input-side gate gradients dG (T, B, G*H) are written over `xw`, which the
+    // backward pass no longer needs; dgh (T, B, G*H) GRU recurrent side
     dgh: Vec<F>,
     // dhp: (T, B, P) LSTM projection: dL/dh_t after the projection
     dhp: Vec<F>,
@@ -178,12 +187,13 @@ impl<F: Float> DirCache<F> {
             hprev: z(t * b * p),
             cprev: z(if lstm { t * b * h } else { 0 }),
             cell: z(if lstm { t * b * h } else { 0 }),
-            hpre: z(if lstm { t * b * h } else { 0 }),
-            hw: z(b * gh),
+            hpre: z(if dims.proj() { t * b * h } else { 0 }),
+            hw: z(b * dims.kind.gates() * panels(h) * NR),
+            wpack: z((dims.kind.gates() * panels(h) * p).max(panels(p) * gh) * NR),
+            bhn: z(if gru { h } else { 0 }),
             h: z(b * p),
             c: z(if lstm { b * h } else { 0 }),
             hnew: z(b * p),
-            dg: z(t * b * gh),
             dgh: z(if gru { t * b * gh } else { 0 }),
             dhp: z(if dims.proj() { t * b * p } else { 0 }),
             dh: z(b * p),
@@ -204,10 +214,11 @@ impl<F: Float> DirCache<F> {
             + self.cell.len()
             + self.hpre.len()
             + self.hw.len()
+            + self.wpack.len()
+            + self.bhn.len()
             + self.h.len()
             + self.c.len()
             + self.hnew.len()
-            + self.dg.len()
             + self.dgh.len()
             + self.dhp.len()
             + self.dh.len()
@@ -220,33 +231,17 @@ impl<F: Float> DirCache<F> {
 }
 
 #[inline]
-fn active(lengths: Option<&[usize]>, t: usize, b: usize) -> bool {
+pub(crate) fn active(lengths: Option<&[usize]>, t: usize, b: usize) -> bool {
     lengths.is_none_or(|l| t < l[b])
 }
 
-/// Forward over the whole sequence.
-///
-/// - `h0`: (B, P) and `c0`: (B, H, LSTM only) initial states, zero when `None`;
-/// - `y`: (T, B, P) outputs, written at row stride `ldy` (so two directions can interleave);
-/// - `h_n`: (B, P), `c_n`: (B, H, LSTM only; empty otherwise): the final states, each sequence's
-///   taken at its own last step.
-pub fn forward<F: Float>(
-    cache: &mut DirCache<F>,
-    w: &DirWeights<F>,
-    input: LayerInput<F>,
-    h0: Option<&[F]>,
-    c0: Option<&[F]>,
-    lengths: Option<&[usize]>,
-    y: &mut [F],
-    ldy: usize,
-    h_n: &mut [F],
-    c_n: &mut [F],
-) {
-    let d = cache.dims;
-    let (nt, nb, ni, nh, np) = (d.t, d.b, d.i, d.h, d.p);
-    let gh = d.gh();
-    let c = cache;
 
+/// `xw = X W_ih^T + b_ih` for all steps at once: `(T*B, I) x (I, G*H)` (a gather of columns for
+/// one-hot input).
+fn input_projection<F: Float>(c: &mut DirCache<F>, w: &DirWeights<F>, input: LayerInput<F>) {
+    let d = c.dims;
+    let (nt, nb, ni) = (d.t, d.b, d.i);
+    let gh = d.gh();
     // xw = X W_ih^T + b_ih, all steps at once: (T*B, I) x (I, G*H)
     match input {
         LayerInput::Dense { x, ld } => gemm(
@@ -280,284 +275,23 @@ pub fn forward<F: Float>(
             }
         }
     }
-
-    match h0 {
-        Some(h0) => c.h.copy_from_slice(&h0[..nb * np]),
-        None => c.h.fill(F::ZERO),
-    }
-    if d.kind == CellKind::Lstm {
-        match c0 {
-            Some(c0) => c.c.copy_from_slice(&c0[..nb * nh]),
-            None => c.c.fill(F::ZERO),
-        }
-    }
-
-    for s in 0..nt {
-        let t = if d.reverse { nt - 1 - s } else { s };
-        let tb = t * nb;
-        c.hprev[tb * np..(tb + nb) * np].copy_from_slice(&c.h);
-        if d.kind == CellKind::Lstm {
-            c.cprev[tb * nh..(tb + nb) * nh].copy_from_slice(&c.c);
-        }
-        // hw = h_{t-1} W_hh^T: (B, P) x (P, G*H)
-        gemm(
-            Trans::N,
-            Trans::T,
-            nb,
-            gh,
-            np,
-            F::ONE,
-            &c.h,
-            np,
-            w.w_hh,
-            np,
-            F::ZERO,
-            &mut c.hw,
-            gh,
-        );
-        for b in 0..nb {
-            if !active(lengths, t, b) {
-                continue;
-            }
-            let r = tb + b;
-            let xw = &c.xw[r * gh..(r + 1) * gh];
-            let hw = &c.hw[b * gh..(b + 1) * gh];
-            let gates = &mut c.gates[r * gh..(r + 1) * gh];
-            match d.kind {
-                CellKind::Rnn(act) => {
-                    rnn::forward_row(act, xw, hw, w.b_hh, gates);
-                    c.h[b * nh..(b + 1) * nh].copy_from_slice(gates);
-                }
-                CellKind::Lstm => {
-                    let cell = &mut c.cell[r * nh..(r + 1) * nh];
-                    let hpre = &mut c.hpre[r * nh..(r + 1) * nh];
-                    lstm::forward_row(
-                        xw,
-                        hw,
-                        w.b_hh,
-                        &c.c[b * nh..(b + 1) * nh],
-                        gates,
-                        cell,
-                        hpre,
-                    );
-                    c.c[b * nh..(b + 1) * nh].copy_from_slice(cell);
-                    if !d.proj() {
-                        c.h[b * nh..(b + 1) * nh].copy_from_slice(hpre);
-                    }
-                }
-                CellKind::Gru => {
-                    let hprev = &c.hprev[r * nh..(r + 1) * nh];
-                    let hn = &mut c.hn[r * nh..(r + 1) * nh];
-                    gru::forward_row(
-                        xw,
-                        hw,
-                        w.b_hh,
-                        hprev,
-                        gates,
-                        hn,
-                        &mut c.h[b * nh..(b + 1) * nh],
-                    );
-                }
-            }
-        }
-        if d.proj() {
-            // h_t = (o * tanh(c_t)) W_hr^T: (B, H) x (H, P)
-            let w_hr = w.w_hr.expect("LSTM with projection needs weight_hr");
-            gemm(
-                Trans::N,
-                Trans::T,
-                nb,
-                np,
-                nh,
-                F::ONE,
-                &c.hpre[tb * nh..(tb + nb) * nh],
-                nh,
-                w_hr,
-                nh,
-                F::ZERO,
-                &mut c.hnew,
-                np,
-            );
-            for b in 0..nb {
-                if active(lengths, t, b) {
-                    c.h[b * np..(b + 1) * np].copy_from_slice(&c.hnew[b * np..(b + 1) * np]);
-                }
-            }
-        }
-        for b in 0..nb {
-            let out = &mut y[(tb + b) * ldy..(tb + b) * ldy + np];
-            if active(lengths, t, b) {
-                out.copy_from_slice(&c.h[b * np..(b + 1) * np]);
-            } else {
-                out.fill(F::ZERO);
-            }
-        }
-    }
-    h_n[..nb * np].copy_from_slice(&c.h);
-    if d.kind == CellKind::Lstm {
-        c_n[..nb * nh].copy_from_slice(&c.c);
-    }
 }
 
-/// Backward (BPTT) over the whole sequence, after [`forward`] on the same cache and input.
-///
-/// - `dy`: gradient of the outputs, (T, B, P) at row stride `ldy`, or `None` when only the final
-///   states feed the loss;
-/// - `dh_n`, `dc_n`: gradients of the final states, zero when `None`;
-/// - parameter gradients are accumulated into `g`; `dx` (dense input only; (T, B, I) at row
-///   stride `lddx`) is accumulated too;
-/// - `dh0` (B, P) and `dc0` (B, H, LSTM only) are overwritten with the initial states' gradients.
-pub fn backward<F: Float>(
-    cache: &mut DirCache<F>,
+/// The weight gradients after the time loop, one GEMM each over all steps; `dx` too. Reads dG
+/// from `c.xw` (and the GRU's recurrent-side dGh from `c.dgh`).
+fn weight_grads<F: Float>(
+    c: &mut DirCache<F>,
     w: &DirWeights<F>,
     g: &mut DirGrads<F>,
     input: LayerInput<F>,
-    lengths: Option<&[usize]>,
-    dy: Option<(&[F], usize)>,
-    dh_n: Option<&[F]>,
-    dc_n: Option<&[F]>,
     dx: Option<(&mut [F], usize)>,
-    dh0: &mut [F],
-    dc0: &mut [F],
 ) {
-    let d = cache.dims;
+    let d = c.dims;
     let (nt, nb, ni, nh, np) = (d.t, d.b, d.i, d.h, d.p);
     let gh = d.gh();
-    let c = cache;
-    let is_lstm = d.kind == CellKind::Lstm;
     let is_gru = d.kind == CellKind::Gru;
-
-    match dh_n {
-        Some(v) => c.dh_next.copy_from_slice(&v[..nb * np]),
-        None => c.dh_next.fill(F::ZERO),
-    }
-    if is_lstm {
-        match dc_n {
-            Some(v) => c.dc.copy_from_slice(&v[..nb * nh]),
-            None => c.dc.fill(F::ZERO),
-        }
-    }
-
-    for s in (0..nt).rev() {
-        let t = if d.reverse { nt - 1 - s } else { s };
-        let tb = t * nb;
-        // dh = dL/dh_t: from the step after (dh_next) plus from this step's output (dy)
-        for b in 0..nb {
-            let dh = &mut c.dh[b * np..(b + 1) * np];
-            dh.copy_from_slice(&c.dh_next[b * np..(b + 1) * np]);
-            if let (Some((dy, ldy)), true) = (dy, active(lengths, t, b)) {
-                let r = (tb + b) * ldy;
-                for (a, &v) in dh.iter_mut().zip(&dy[r..r + np]) {
-                    *a += v;
-                }
-            }
-        }
-        if d.proj() {
-            // forward was: h_t = hpre W_hr^T; keep dh_t for dW_hr, then dhpre = dh_t W_hr
-            let dhp = &mut c.dhp[tb * np..(tb + nb) * np];
-            for b in 0..nb {
-                let row = &mut dhp[b * np..(b + 1) * np];
-                if active(lengths, t, b) {
-                    row.copy_from_slice(&c.dh[b * np..(b + 1) * np]);
-                } else {
-                    row.fill(F::ZERO);
-                }
-            }
-            let w_hr = w.w_hr.expect("LSTM with projection needs weight_hr");
-            gemm(
-                Trans::N,
-                Trans::N,
-                nb,
-                nh,
-                np,
-                F::ONE,
-                dhp,
-                np,
-                w_hr,
-                nh,
-                F::ZERO,
-                &mut c.dhpre,
-                nh,
-            );
-        } else if is_lstm {
-            c.dhpre.copy_from_slice(&c.dh);
-        }
-        for b in 0..nb {
-            let r = tb + b;
-            let dg = &mut c.dg[r * gh..(r + 1) * gh];
-            if !active(lengths, t, b) {
-                dg.fill(F::ZERO);
-                if is_gru {
-                    c.dgh[r * gh..(r + 1) * gh].fill(F::ZERO);
-                }
-                continue;
-            }
-            let gates = &c.gates[r * gh..(r + 1) * gh];
-            match d.kind {
-                CellKind::Rnn(act) => {
-                    rnn::backward_row(act, gates, &c.dh[b * nh..(b + 1) * nh], dg);
-                }
-                CellKind::Lstm => lstm::backward_row(
-                    gates,
-                    &c.cprev[r * nh..(r + 1) * nh],
-                    &c.cell[r * nh..(r + 1) * nh],
-                    &c.dhpre[b * nh..(b + 1) * nh],
-                    &mut c.dc[b * nh..(b + 1) * nh],
-                    dg,
-                ),
-                CellKind::Gru => gru::backward_row(
-                    gates,
-                    &c.hn[r * nh..(r + 1) * nh],
-                    &c.hprev[r * nh..(r + 1) * nh],
-                    &c.dh[b * nh..(b + 1) * nh],
-                    dg,
-                    &mut c.dgh[r * gh..(r + 1) * gh],
-                    &mut c.direct[b * nh..(b + 1) * nh],
-                ),
-            }
-        }
-        // dh_{t-1} = dGh_t W_hh: (B, G*H) x (G*H, P), plus the direct paths
-        let dgh_t = if is_gru {
-            &c.dgh[tb * gh..(tb + nb) * gh]
-        } else {
-            &c.dg[tb * gh..(tb + nb) * gh]
-        };
-        gemm(
-            Trans::N,
-            Trans::N,
-            nb,
-            np,
-            gh,
-            F::ONE,
-            dgh_t,
-            gh,
-            w.w_hh,
-            np,
-            F::ZERO,
-            &mut c.dh_next,
-            np,
-        );
-        for b in 0..nb {
-            let dn = &mut c.dh_next[b * np..(b + 1) * np];
-            if !active(lengths, t, b) {
-                // the state was carried unchanged: so is its gradient
-                dn.copy_from_slice(&c.dh[b * np..(b + 1) * np]);
-            } else if is_gru {
-                // forward was: h = (1 - z) * n + z * h_prev
-                for (a, &v) in dn.iter_mut().zip(&c.direct[b * nh..(b + 1) * nh]) {
-                    *a += v;
-                }
-            }
-        }
-    }
-    dh0[..nb * np].copy_from_slice(&c.dh_next);
-    if is_lstm {
-        dc0[..nb * nh].copy_from_slice(&c.dc);
-    }
-
-    // Weight gradients, one GEMM each over all steps.
     let rows = nt * nb;
-    let dgh_all: &[F] = if is_gru { &c.dgh } else { &c.dg };
+    let dgh_all: &[F] = if is_gru { &c.dgh } else { &c.xw };
     match input {
         LayerInput::Dense { x, ld } => {
             // dW_ih += dG^T X: (G*H, T*B) x (T*B, I)
@@ -568,7 +302,7 @@ pub fn backward<F: Float>(
                 ni,
                 rows,
                 F::ONE,
-                &c.dg,
+                &c.xw,
                 gh,
                 x,
                 ld,
@@ -585,7 +319,7 @@ pub fn backward<F: Float>(
                     ni,
                     gh,
                     F::ONE,
-                    &c.dg,
+                    &c.xw,
                     gh,
                     w.w_ih,
                     ni,
@@ -598,7 +332,7 @@ pub fn backward<F: Float>(
         LayerInput::OneHot { ids } => {
             // dW_ih[:, id] += dG row: the one-hot product's gradient is a scatter-add
             for (r, &id) in ids.iter().enumerate().take(rows) {
-                let dg = &c.dg[r * gh..(r + 1) * gh];
+                let dg = &c.xw[r * gh..(r + 1) * gh];
                 for (gi, &v) in dg.iter().enumerate() {
                     g.w_ih[gi * ni + id as usize] += v;
                 }
@@ -622,7 +356,7 @@ pub fn backward<F: Float>(
         np,
     );
     if let Some(db) = g.b_ih.as_deref_mut() {
-        add_col_sums(db, &c.dg, rows, gh, gh);
+        add_col_sums(db, &c.xw, rows, gh, gh);
     }
     if let Some(db) = g.b_hh.as_deref_mut() {
         add_col_sums(db, dgh_all, rows, gh, gh);
@@ -646,5 +380,59 @@ pub fn backward<F: Float>(
                 nh,
             );
         }
+    }
+}
+/// Forward over the whole sequence: the fast driver (`fast.rs`), or for LSTM projections the
+/// simple one (`simple.rs`).
+///
+/// - `h0`: (B, P) and `c0`: (B, H, LSTM only) initial states, zero when `None`;
+/// - `y`: (T, B, P) outputs, written at row stride `ldy` (so two directions can interleave);
+/// - `h_n`: (B, P), `c_n`: (B, H, LSTM only; empty otherwise): the final states, each sequence's
+///   taken at its own last step.
+pub fn forward<F: Float>(
+    cache: &mut DirCache<F>,
+    w: &DirWeights<F>,
+    input: LayerInput<F>,
+    h0: Option<&[F]>,
+    c0: Option<&[F]>,
+    lengths: Option<&[usize]>,
+    y: &mut [F],
+    ldy: usize,
+    h_n: &mut [F],
+    c_n: &mut [F],
+) {
+    if cache.dims.proj() {
+        simple::forward(cache, w, input, h0, c0, lengths, y, ldy, h_n, c_n)
+    } else {
+        fast::forward(cache, w, input, h0, c0, lengths, y, ldy, h_n, c_n)
+    }
+}
+
+
+/// Backward (BPTT) over the whole sequence (the same driver as the forward), after [`forward`] on the same cache and input.
+///
+/// - `dy`: gradient of the outputs, (T, B, P) at row stride `ldy`, or `None` when only the final
+///   states feed the loss;
+/// - `dh_n`, `dc_n`: gradients of the final states, zero when `None`;
+/// - parameter gradients are accumulated into `g`; `dx` (dense input only; (T, B, I) at row
+///   stride `lddx`) is accumulated too;
+/// - `dh0` (B, P) and `dc0` (B, H, LSTM only) are overwritten with the initial states' gradients.
+pub fn backward<F: Float>(
+    cache: &mut DirCache<F>,
+    w: &DirWeights<F>,
+    g: &mut DirGrads<F>,
+    input: LayerInput<F>,
+    lengths: Option<&[usize]>,
+    dy: Option<(&[F], usize)>,
+    dh_n: Option<&[F]>,
+    dc_n: Option<&[F]>,
+    dx: Option<(&mut [F], usize)>,
+    dh0: &mut [F],
+    dc0: &mut [F],
+) {
+    if cache.dims.proj() {
+        simple::backward(cache, w, g, input, lengths, dy, dh_n, dc_n, dx, dh0, dc0)
+    } else {
+        fast::backward(cache, w, g, input, lengths, dy, dh_n, dc_n, dx, dh0, dc0)
     }
 }

@@ -48,3 +48,44 @@ pub fn backward_row<F: Float>(act: Activation, h: &[F], dh: &[F], dg: &mut [F]) 
         };
     }
 }
+
+/// Forward over a run of units of one row (the fast driver): `h = act(x + hw)`, where `x`
+/// already holds `x W_ih^T + b_ih + b_hh`. All slices have the same length.
+#[inline(always)]
+pub fn forward_units<F: Float>(act: Activation, x: &[F], hw: &[F], h: &mut [F]) {
+    let n = h.len();
+    let (x, hw) = (&x[..n], &hw[..n]);
+    match act {
+        Activation::Tanh => {
+            for j in 0..n {
+                h[j] = (x[j] + hw[j]).tanh_act();
+            }
+        }
+        Activation::Relu => {
+            for j in 0..n {
+                h[j] = (x[j] + hw[j]).max(F::ZERO);
+            }
+        }
+    }
+}
+
+/// Backward over a run of units of one row: `dg = dh * act'`, in terms of the output `h`.
+#[inline(always)]
+pub fn backward_units<F: Float>(act: Activation, h: &[F], dh: &[F], dg: &mut [F]) {
+    let n = dg.len();
+    let (h, dh) = (&h[..n], &dh[..n]);
+    match act {
+        // backprop through tanh: tanh'(a) = 1 - h^2
+        Activation::Tanh => {
+            for j in 0..n {
+                dg[j] = dh[j] * (F::ONE - h[j] * h[j]);
+            }
+        }
+        // backprop through relu: 1 where the unit was on
+        Activation::Relu => {
+            for j in 0..n {
+                dg[j] = if h[j] > F::ZERO { dh[j] } else { F::ZERO };
+            }
+        }
+    }
+}

@@ -51,13 +51,19 @@ pub trait Float:
             e / (Self::ONE + e)
         }
     }
+    /// tanh as the cells' element-wise passes compute it: vectorisable for f32
+    /// ([`super::act::tanh_f32`], within 4 ulp), the C library's for f64 (exact for gradient checks).
+    fn tanh_act(self) -> Self;
+    /// The sigmoid as the cells compute it: [`super::act::sigmoid_f32`] for f32, [`Float::sigmoid`]
+    /// for f64.
+    fn sigmoid_act(self) -> Self;
     fn from_usize(n: usize) -> Self {
         Self::from_f64(n as f64)
     }
 }
 
 macro_rules! impl_float {
-    ($t:ty, $dtype:expr) => {
+    ($t:ty, $dtype:expr, $tanh_act:expr, $sigmoid_act:expr) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -102,8 +108,16 @@ macro_rules! impl_float {
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
             }
+            #[inline(always)]
+            fn tanh_act(self) -> Self {
+                $tanh_act(self)
+            }
+            #[inline(always)]
+            fn sigmoid_act(self) -> Self {
+                $sigmoid_act(self)
+            }
         }
     };
 }
-impl_float!(f32, "F32");
-impl_float!(f64, "F64");
+impl_float!(f32, "F32", super::act::tanh_f32, super::act::sigmoid_f32);
+impl_float!(f64, "F64", f64::tanh, <f64 as Float>::sigmoid);

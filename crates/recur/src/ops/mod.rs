@@ -1,8 +1,10 @@
 //! Numeric building blocks: the scalar trait, the GEMM wrapper, softmax cross-entropy.
 
+pub mod act;
 mod float;
 pub mod gemm;
 pub mod loss;
+pub mod panel;
 
 pub use float::Float;
 pub use gemm::{gemm, gemm_naive, Trans};

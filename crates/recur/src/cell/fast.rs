@@ -1,0 +1,585 @@
+//! The fast sequence driver (every cell except LSTMs with projections, which `simple.rs` runs).
+//!
+//! Per pass, `W_hh` is packed once into column panels (`ops::panel`). Each step is then split by
+//! hidden units over the threads: a thread computes the recurrent product only for its own units'
+//! columns of every gate and runs the element-wise pass for those units, for all batch rows. So a
+//! step needs one synchronisation (the next step reads the whole new state), and nothing in the
+//! loop allocates.
+//!
+//! Forward, step t, thread owning units U:
+//!   hw[:, g, U] = h_{t-1} W_hh[g, U]^T                  (panel product, every gate g)
+//!   element-wise on (x W_ih^T + b)[:, g, U] + hw[:, g, U] -> gates, c_t[:, U], h_t[:, U]
+//! h_{t-1} is read from `hprev[t]` and h_t written into `hprev[next t]`, so the threads never read
+//! what another is writing in the same step.
+//!
+//! Backward, in reverse, thread owning units U (of the state, P = H here):
+//!   dh[:, U] = dh_next[:, U] + dy_t[:, U]; element-wise backward -> dG_t[:, g, U]
+//!   (synchronise: the product needs all of dG_t)
+//!   dh_next[:, U] = dGh_t W_hh[:, U]                     (panel product)
+//! The product of step t and the element-wise part of step t-1 run in one parallel region.
+//!
+//! Threads: `ops::gemm::threads()`, through rayon; a step runs on one thread when its product is
+//! too small to pay for the hand-over ([`PAR_MIN_STEP_WORK`]).
+
+use super::*;
+use crate::ops::gemm::threads;
+use crate::ops::panel::{has_avx512, pack_gates_t, pack_n, panel_gemm_raw, OutPtr};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Below this many multiply-adds in a step's recurrent product, the step runs on one thread: a
+/// hand-over between threads costs a few microseconds, about what one core needs for this much.
+const PAR_MIN_STEP_WORK: usize = 1 << 18;
+
+/// A raw pointer to a workspace buffer, shared by the threads of a step. Each thread makes slices
+/// only of its own units' elements (see the SAFETY comments at the uses).
+#[derive(Clone, Copy)]
+struct Raw<F>(*mut F);
+// SAFETY: a pointer with no ownership; the code that dereferences it keeps threads on disjoint
+// elements within one parallel region.
+unsafe impl<F: Send> Send for Raw<F> {}
+unsafe impl<F: Sync> Sync for Raw<F> {}
+
+impl<F> Raw<F> {
+    fn of(v: &mut [F]) -> Self {
+        Raw(v.as_mut_ptr())
+    }
+    /// # Safety
+    /// `off..off+len` inside the buffer; no other live reference to these elements.
+    #[inline(always)]
+    unsafe fn mut_at<'a>(self, off: usize, len: usize) -> &'a mut [F] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(off), len) }
+    }
+    /// # Safety
+    /// `off..off+len` inside the buffer; nobody writes these elements while the slice lives.
+    #[inline(always)]
+    unsafe fn at<'a>(self, off: usize, len: usize) -> &'a [F] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.0.add(off), len) }
+    }
+}
+
+/// How many threads a step uses, and the panels (of NR units) each one owns.
+fn plan(step_work: usize, n_panels: usize) -> usize {
+    let n = threads();
+    if n > 1 && step_work >= PAR_MIN_STEP_WORK {
+        n.min(n_panels).max(1)
+    } else {
+        1
+    }
+}
+
+fn part_panels(n_panels: usize, parts: usize, k: usize) -> Range<usize> {
+    (k * n_panels / parts)..((k + 1) * n_panels / parts)
+}
+
+/// Runs `f(0..parts)` on `parts` threads (inline when one).
+#[inline]
+fn run_parts(parts: usize, f: &(impl Fn(usize) + Sync)) {
+    if parts == 1 {
+        f(0)
+    } else {
+        (0..parts).into_par_iter().for_each(f);
+    }
+}
+
+/// Runs the time loop inside the rayon pool when it is split, so that each step's hand-over is
+/// a cheap work-stealing join rather than a wake-up from outside the pool.
+fn in_pool(parts: usize, body: impl FnOnce() + Send) {
+    if parts == 1 {
+        body()
+    } else {
+        rayon::scope(|_| body())
+    }
+}
+
+/// Everything one forward step needs, as raw views (threads write disjoint units).
+struct Fwd<'a, F> {
+    kind: CellKind,
+    nt: usize,
+    nb: usize,
+    nh: usize,
+    reverse: bool,
+    lengths: Option<&'a [usize]>,
+    wpack: &'a [F],
+    bhn: &'a [F],
+    xw: Raw<F>,
+    gates: Raw<F>,
+    hn: Raw<F>,
+    hprev: Raw<F>,
+    cprev: Raw<F>,
+    cell: Raw<F>,
+    hw: Raw<F>,
+    h: Raw<F>,
+    c: Raw<F>,
+    y: Raw<F>,
+    ldy: usize,
+}
+// SAFETY: see `Raw`; the shared slices are read-only.
+unsafe impl<F: Sync> Sync for Fwd<'_, F> {}
+
+impl<F: Float> Fwd<'_, F> {
+    fn t_of(&self, s: usize) -> usize {
+        if self.reverse {
+            self.nt - 1 - s
+        } else {
+            s
+        }
+    }
+
+    /// Step `s` (in walking order) for the units of panels `pan`.
+    #[inline(always)]
+    fn step(&self, s: usize, pan: Range<usize>) {
+        let (nb, nh) = (self.nb, self.nh);
+        let ng = self.kind.gates();
+        let gh = ng * nh;
+        let hp = panels(nh);
+        let hs = hp * NR;
+        let (u0, u1) = (pan.start * NR, (pan.end * NR).min(nh));
+        if u0 >= u1 {
+            return;
+        }
+        let n = u1 - u0;
+        let t = self.t_of(s);
+        let next = (s + 1 < self.nt).then(|| self.t_of(s + 1));
+        // SAFETY (all the slices below): offsets stay inside the buffers sized by DirCache::new
+        // for these dims; this thread writes only units u0..u1 (columns g*hs + u0.. of hw) of
+        // rows of step t / the next step's state, which no other thread touches in this step;
+        // hprev[t] and cprev[t] were completed in the previous step and are only read here.
+        unsafe {
+            let a = self.hprev.at(t * nb * nh, nb * nh);
+            let out = OutPtr {
+                ptr: self.hw.0,
+                ld: ng * hs,
+                n: ng * hs,
+            };
+            for g in 0..ng {
+                panel_gemm_raw(
+                    nb,
+                    nh,
+                    a,
+                    nh,
+                    self.wpack,
+                    g * hp + pan.start..g * hp + pan.end,
+                    out,
+                );
+            }
+            let (hdst, cdst) = match next {
+                Some(_) => (self.hprev, self.cprev),
+                None => (self.h, self.c),
+            };
+            let dst_off = |b: usize| match next {
+                Some(tn) => (tn * nb + b) * nh + u0,
+                None => b * nh + u0,
+            };
+            for b in 0..nb {
+                let r = t * nb + b;
+                let yrow = self.y.mut_at(r * self.ldy + u0, n);
+                let hnew = hdst.mut_at(dst_off(b), n);
+                if !active(self.lengths, t, b) {
+                    // the state is carried unchanged; the output is zero
+                    hnew.copy_from_slice(self.hprev.at(r * nh + u0, n));
+                    if self.kind == CellKind::Lstm {
+                        cdst.mut_at(dst_off(b), n)
+                            .copy_from_slice(self.cprev.at(r * nh + u0, n));
+                    }
+                    yrow.fill(F::ZERO);
+                    continue;
+                }
+                let xg = |g: usize| self.xw.at(r * gh + g * nh + u0, n);
+                let hg = |g: usize| self.hw.at(b * ng * hs + g * hs + u0, n);
+                let gg = |g: usize| self.gates.mut_at(r * gh + g * nh + u0, n);
+                match self.kind {
+                    CellKind::Rnn(act) => {
+                        let out = gg(0);
+                        rnn::forward_units(act, xg(0), hg(0), out);
+                        hnew.copy_from_slice(out);
+                    }
+                    CellKind::Lstm => {
+                        let cell = self.cell.mut_at(r * nh + u0, n);
+                        lstm::forward_units(
+                            [xg(0), xg(1), xg(2), xg(3)],
+                            [hg(0), hg(1), hg(2), hg(3)],
+                            self.cprev.at(r * nh + u0, n),
+                            [gg(0), gg(1), gg(2), gg(3)],
+                            cell,
+                            hnew,
+                        );
+                        cdst.mut_at(dst_off(b), n).copy_from_slice(cell);
+                    }
+                    CellKind::Gru => gru::forward_units(
+                        [xg(0), xg(1), xg(2)],
+                        [hg(0), hg(1), hg(2)],
+                        &self.bhn[u0..u1],
+                        self.hprev.at(r * nh + u0, n),
+                        [gg(0), gg(1), gg(2)],
+                        self.hn.mut_at(r * nh + u0, n),
+                        hnew,
+                    ),
+                }
+                yrow.copy_from_slice(hnew);
+            }
+        }
+    }
+
+    /// [`Fwd::step`] compiled for AVX-512, so that the element-wise loops use 16-wide vectors.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F/VL/DQ/BW, AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+    unsafe fn step_avx512(&self, s: usize, pan: Range<usize>) {
+        self.step(s, pan)
+    }
+
+    fn run(&self, s: usize, pan: Range<usize>, simd: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: `simd` is true only when has_avx512() (which checks all of these).
+            return unsafe { self.step_avx512(s, pan) };
+        }
+        let _ = simd;
+        self.step(s, pan)
+    }
+}
+
+/// Forward over the whole sequence; see [`super::forward`] for the arguments.
+pub fn forward<F: Float>(
+    cache: &mut DirCache<F>,
+    w: &DirWeights<F>,
+    input: LayerInput<F>,
+    h0: Option<&[F]>,
+    c0: Option<&[F]>,
+    lengths: Option<&[usize]>,
+    y: &mut [F],
+    ldy: usize,
+    h_n: &mut [F],
+    c_n: &mut [F],
+) {
+    let d = cache.dims;
+    let (nt, nb, nh) = (d.t, d.b, d.h);
+    debug_assert_eq!(d.p, nh, "the fast driver has no projection");
+    let ng = d.kind.gates();
+    let gh = ng * nh;
+    let is_lstm = d.kind == CellKind::Lstm;
+    let is_gru = d.kind == CellKind::Gru;
+    let c = cache;
+    if nt == 0 || nb == 0 {
+        return;
+    }
+    assert!(y.len() >= ((nt * nb - 1) * ldy + nh), "forward: y too small");
+
+    // xw = X W_ih^T + b_ih, then b_hh folded in (the GRU's b_hn stays apart: r multiplies it)
+    input_projection(c, w, input);
+    match w.b_hh {
+        Some(b_hh) => {
+            let fold = if is_gru { 2 * nh } else { gh };
+            for row in c.xw.chunks_exact_mut(gh) {
+                for (v, &bb) in row[..fold].iter_mut().zip(&b_hh[..fold]) {
+                    *v += bb;
+                }
+            }
+            if is_gru {
+                c.bhn.copy_from_slice(&b_hh[2 * nh..]);
+            }
+        }
+        None => c.bhn.fill(F::ZERO),
+    }
+    let hp = panels(nh);
+    let packed = ng * hp * nh * NR;
+    pack_gates_t(&mut c.wpack[..packed], w.w_hh, ng, nh, nh);
+
+    // the state entering the first step
+    let t0 = if d.reverse { nt - 1 } else { 0 };
+    let first = t0 * nb * nh..(t0 + 1) * nb * nh;
+    match h0 {
+        Some(h0) => c.hprev[first.clone()].copy_from_slice(&h0[..nb * nh]),
+        None => c.hprev[first.clone()].fill(F::ZERO),
+    }
+    if is_lstm {
+        match c0 {
+            Some(c0) => c.cprev[first].copy_from_slice(&c0[..nb * nh]),
+            None => c.cprev[first].fill(F::ZERO),
+        }
+    }
+
+    let parts = plan(nb * gh * nh, hp);
+    let simd = has_avx512();
+    let ctx = Fwd {
+        kind: d.kind,
+        nt,
+        nb,
+        nh,
+        reverse: d.reverse,
+        lengths,
+        wpack: &c.wpack[..packed],
+        bhn: &c.bhn,
+        xw: Raw::of(&mut c.xw),
+        gates: Raw::of(&mut c.gates),
+        hn: Raw::of(&mut c.hn),
+        hprev: Raw::of(&mut c.hprev),
+        cprev: Raw::of(&mut c.cprev),
+        cell: Raw::of(&mut c.cell),
+        hw: Raw::of(&mut c.hw),
+        h: Raw::of(&mut c.h),
+        c: Raw::of(&mut c.c),
+        y: Raw::of(y),
+        ldy,
+    };
+    in_pool(parts, || {
+        for s in 0..nt {
+            run_parts(parts, &|k| ctx.run(s, part_panels(hp, parts, k), simd));
+        }
+    });
+    h_n[..nb * nh].copy_from_slice(&c.h);
+    if is_lstm {
+        c_n[..nb * nh].copy_from_slice(&c.c);
+    }
+}
+
+/// Everything one backward step needs, as raw views (threads write disjoint units).
+struct Bwd<'a, F> {
+    kind: CellKind,
+    nt: usize,
+    nb: usize,
+    nh: usize,
+    reverse: bool,
+    lengths: Option<&'a [usize]>,
+    wpack: &'a [F],
+    dy: Option<(&'a [F], usize)>,
+    gates: &'a [F],
+    hn: &'a [F],
+    hprev: &'a [F],
+    cprev: &'a [F],
+    cell: &'a [F],
+    // dG (written over xw) and the GRU's recurrent-side dGh
+    dg: Raw<F>,
+    dgh: Raw<F>,
+    dh: Raw<F>,
+    dh_next: Raw<F>,
+    dc: Raw<F>,
+    direct: Raw<F>,
+}
+// SAFETY: see `Raw`; the shared slices are read-only.
+unsafe impl<F: Sync> Sync for Bwd<'_, F> {}
+
+impl<F: Float> Bwd<'_, F> {
+    fn t_of(&self, s: usize) -> usize {
+        if self.reverse {
+            self.nt - 1 - s
+        } else {
+            s
+        }
+    }
+
+    /// The recurrent product of step `t` for the state units of panels `pan`:
+    /// `dh_next[:, U] = dGh_t W_hh[:, U]`, plus the direct paths.
+    #[inline(always)]
+    fn product(&self, t: usize, pan: Range<usize>) {
+        let (nb, nh) = (self.nb, self.nh);
+        let gh = self.kind.gates() * nh;
+        let (u0, u1) = (pan.start * NR, (pan.end * NR).min(nh));
+        if u0 >= u1 {
+            return;
+        }
+        let n = u1 - u0;
+        let is_gru = self.kind == CellKind::Gru;
+        // SAFETY: dG_t / dGh_t were completed by all threads in the previous parallel region and
+        // are only read now; this thread writes columns u0..u1 of dh_next, and reads its own
+        // units of dh and direct.
+        unsafe {
+            let src = if is_gru { self.dgh } else { self.dg };
+            let a = src.at(t * nb * gh, nb * gh);
+            let out = OutPtr {
+                ptr: self.dh_next.0,
+                ld: nh,
+                n: nh,
+            };
+            panel_gemm_raw(nb, gh, a, gh, self.wpack, pan, out);
+            for b in 0..nb {
+                let dn = self.dh_next.mut_at(b * nh + u0, n);
+                if !active(self.lengths, t, b) {
+                    // the state was carried unchanged: so is its gradient
+                    dn.copy_from_slice(self.dh.at(b * nh + u0, n));
+                } else if is_gru {
+                    // forward was: h = (1 - z) * n + z * h_prev
+                    for (v, &e) in dn.iter_mut().zip(self.direct.at(b * nh + u0, n)) {
+                        *v += e;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The element-wise backward of step `t` for the units of panels `pan`.
+    #[inline(always)]
+    fn elementwise(&self, t: usize, pan: Range<usize>) {
+        let (nb, nh) = (self.nb, self.nh);
+        let ng = self.kind.gates();
+        let gh = ng * nh;
+        let (u0, u1) = (pan.start * NR, (pan.end * NR).min(nh));
+        if u0 >= u1 {
+            return;
+        }
+        let n = u1 - u0;
+        // SAFETY: this thread writes units u0..u1 of dh, dc, direct and of step t's rows of dG
+        // and dGh; dh_next's units u0..u1 were written by this same thread.
+        unsafe {
+            for b in 0..nb {
+                let r = t * nb + b;
+                let on = active(self.lengths, t, b);
+                // dh = dL/dh_t: from the step after (dh_next) plus from this step's output (dy)
+                let dh = self.dh.mut_at(b * nh + u0, n);
+                dh.copy_from_slice(self.dh_next.at(b * nh + u0, n));
+                if let (Some((dy, ldy)), true) = (self.dy, on) {
+                    for (v, &e) in dh.iter_mut().zip(&dy[r * ldy + u0..r * ldy + u1]) {
+                        *v += e;
+                    }
+                }
+                let dgg = |g: usize| self.dg.mut_at(r * gh + g * nh + u0, n);
+                let dhg = |g: usize| self.dgh.mut_at(r * gh + g * nh + u0, n);
+                if !on {
+                    for g in 0..ng {
+                        dgg(g).fill(F::ZERO);
+                        if self.kind == CellKind::Gru {
+                            dhg(g).fill(F::ZERO);
+                        }
+                    }
+                    continue;
+                }
+                let gv = |g: usize| &self.gates[r * gh + g * nh + u0..r * gh + g * nh + u1];
+                let span = r * nh + u0..r * nh + u1;
+                match self.kind {
+                    CellKind::Rnn(act) => rnn::backward_units(act, gv(0), dh, dgg(0)),
+                    CellKind::Lstm => lstm::backward_units(
+                        [gv(0), gv(1), gv(2), gv(3)],
+                        &self.cprev[span.clone()],
+                        &self.cell[span.clone()],
+                        dh,
+                        self.dc.mut_at(b * nh + u0, n),
+                        [dgg(0), dgg(1), dgg(2), dgg(3)],
+                    ),
+                    CellKind::Gru => gru::backward_units(
+                        [gv(0), gv(1), gv(2)],
+                        &self.hn[span.clone()],
+                        &self.hprev[span.clone()],
+                        dh,
+                        [dgg(0), dgg(1), dgg(2)],
+                        [dhg(0), dhg(1), dhg(2)],
+                        self.direct.mut_at(b * nh + u0, n),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// One parallel region: the product of the step walked before (`prev`), then the
+    /// element-wise part of step `s` (in reverse walking order), for the units of `pan`.
+    #[inline(always)]
+    fn region(&self, prev: Option<usize>, s: Option<usize>, pan: Range<usize>) {
+        if let Some(p) = prev {
+            self.product(self.t_of(p), pan.clone());
+        }
+        if let Some(s) = s {
+            self.elementwise(self.t_of(s), pan);
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F/VL/DQ/BW, AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+    unsafe fn region_avx512(&self, prev: Option<usize>, s: Option<usize>, pan: Range<usize>) {
+        self.region(prev, s, pan)
+    }
+
+    fn run(&self, prev: Option<usize>, s: Option<usize>, pan: Range<usize>, simd: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: `simd` is true only when has_avx512() (which checks all of these).
+            return unsafe { self.region_avx512(prev, s, pan) };
+        }
+        let _ = simd;
+        self.region(prev, s, pan)
+    }
+}
+
+/// Backward over the whole sequence; see [`super::backward`] for the arguments.
+pub fn backward<F: Float>(
+    cache: &mut DirCache<F>,
+    w: &DirWeights<F>,
+    g: &mut DirGrads<F>,
+    input: LayerInput<F>,
+    lengths: Option<&[usize]>,
+    dy: Option<(&[F], usize)>,
+    dh_n: Option<&[F]>,
+    dc_n: Option<&[F]>,
+    dx: Option<(&mut [F], usize)>,
+    dh0: &mut [F],
+    dc0: &mut [F],
+) {
+    let d = cache.dims;
+    let (nt, nb, nh) = (d.t, d.b, d.h);
+    let gh = d.gh();
+    let is_lstm = d.kind == CellKind::Lstm;
+    let c = cache;
+    if nt == 0 || nb == 0 {
+        return;
+    }
+    if let Some((dy, ldy)) = dy {
+        assert!(dy.len() >= (nt * nb - 1) * ldy + nh, "backward: dy too small");
+    }
+    match dh_n {
+        Some(v) => c.dh_next.copy_from_slice(&v[..nb * nh]),
+        None => c.dh_next.fill(F::ZERO),
+    }
+    if is_lstm {
+        match dc_n {
+            Some(v) => c.dc.copy_from_slice(&v[..nb * nh]),
+            None => c.dc.fill(F::ZERO),
+        }
+    }
+    let pp = panels(nh);
+    let packed = pp * gh * NR;
+    pack_n(&mut c.wpack[..packed], w.w_hh, gh, nh);
+
+    let parts = plan(nb * gh * nh, pp);
+    let simd = has_avx512();
+    let ctx = Bwd {
+        kind: d.kind,
+        nt,
+        nb,
+        nh,
+        reverse: d.reverse,
+        lengths,
+        wpack: &c.wpack[..packed],
+        dy,
+        gates: &c.gates,
+        hn: &c.hn,
+        hprev: &c.hprev,
+        cprev: &c.cprev,
+        cell: &c.cell,
+        dg: Raw::of(&mut c.xw),
+        dgh: Raw::of(&mut c.dgh),
+        dh: Raw::of(&mut c.dh),
+        dh_next: Raw::of(&mut c.dh_next),
+        dc: Raw::of(&mut c.dc),
+        direct: Raw::of(&mut c.direct),
+    };
+    in_pool(parts, || {
+        let mut prev = None;
+        for s in (0..nt).rev() {
+            run_parts(parts, &|k| {
+                ctx.run(prev, Some(s), part_panels(pp, parts, k), simd)
+            });
+            prev = Some(s);
+        }
+        run_parts(parts, &|k| ctx.run(prev, None, part_panels(pp, parts, k), simd));
+    });
+    dh0[..nb * nh].copy_from_slice(&c.dh_next);
+    if is_lstm {
+        dc0[..nb * nh].copy_from_slice(&c.dc);
+    }
+    weight_grads(c, w, g, input, dx);
+}

@@ -1,0 +1,317 @@
+//! The per-step recurrent product with weights packed once per sequence: `C = A * Bp`, where `A`
+//! is a small row-major matrix (the batch's state, `B x K`) and `Bp` a weight matrix packed into
+//! column panels of [`NR`] = 16 columns, each panel stored `K x 16` contiguously.
+//!
+//! Why not the general [`super::gemm`]: the `gemm` crate packs its right operand on every call
+//! and allocates the buffer for it. In the time loop that operand is always the same recurrent
+//! weight matrix, so here it is packed once per forward (or backward) pass, the per-step product
+//! reads the packed panels straight from cache, and nothing is allocated. Panels also let the
+//! caller hand disjoint column ranges to different threads and fuse each thread's element-wise
+//! work with its own columns (see `cell/mod.rs`).
+//!
+//! This is not a general GEMM: `A` is read in place (no packing), `K` is not blocked (the state
+//! rows and one panel fit in L1/L2 for the sizes recurrent layers use), and `C` is overwritten.
+//! The AVX-512 kernel serves f32 on CPUs that have it; every other case runs the portable loop,
+//! which computes the same sums in the same order (f64 gradient checks go through it).
+
+use super::Float;
+use std::any::TypeId;
+use std::ops::Range;
+
+/// Columns per panel: one 512-bit vector of f32.
+pub const NR: usize = 16;
+
+/// Number of panels covering `n` columns.
+pub fn panels(n: usize) -> usize {
+    n.div_ceil(NR)
+}
+
+/// Packs `W^T` for `C = A W^T`, where `W` is `(G*H, K)` row-major (PyTorch's `weight_hh`): gate
+/// block `g` gets its own `panels(H)` panels, so that column `j` of gate `g` lands at packed
+/// column `g * Hp + j` with `Hp = panels(H) * NR` (the product's row is then `(G, Hp)`, each gate
+/// padded to a whole panel). Padding columns are zero.
+///
+/// `dst`: `G * panels(H) * K * NR` elements.
+pub fn pack_gates_t<F: Float>(dst: &mut [F], w: &[F], g: usize, h: usize, k: usize) {
+    let hp = panels(h);
+    assert_eq!(dst.len(), g * hp * k * NR, "pack_gates_t: dst size");
+    assert!(w.len() >= g * h * k, "pack_gates_t: W too small");
+    for gi in 0..g {
+        for u in 0..hp {
+            let panel = &mut dst[(gi * hp + u) * k * NR..(gi * hp + u + 1) * k * NR];
+            for j in 0..NR {
+                let col = u * NR + j;
+                if col < h {
+                    let row = &w[(gi * h + col) * k..(gi * h + col + 1) * k];
+                    for (p, &v) in row.iter().enumerate() {
+                        panel[p * NR + j] = v;
+                    }
+                } else {
+                    for p in 0..k {
+                        panel[p * NR + j] = F::ZERO;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs `W` for `C = A W`, where `W` is `(K, N)` row-major: panel `q` holds columns
+/// `q*NR .. q*NR + NR` (zero past `N`). `dst`: `panels(N) * K * NR` elements.
+pub fn pack_n<F: Float>(dst: &mut [F], w: &[F], k: usize, n: usize) {
+    let np = panels(n);
+    assert_eq!(dst.len(), np * k * NR, "pack_n: dst size");
+    assert!(w.len() >= k * n, "pack_n: W too small");
+    for q in 0..np {
+        let panel = &mut dst[q * k * NR..(q + 1) * k * NR];
+        let c0 = q * NR;
+        let width = NR.min(n - c0);
+        for p in 0..k {
+            let out = &mut panel[p * NR..(p + 1) * NR];
+            out[..width].copy_from_slice(&w[p * n + c0..p * n + c0 + width]);
+            out[width..].fill(F::ZERO);
+        }
+    }
+}
+
+/// Whether this CPU runs the AVX-512 kernels (the element-wise passes are compiled for it too).
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Raw view of the output matrix, shared between threads that write disjoint panels.
+#[derive(Clone, Copy)]
+pub struct OutPtr<F> {
+    pub ptr: *mut F,
+    /// Row stride.
+    pub ld: usize,
+    /// Columns that exist: stores past this are dropped (the last panel may be partial).
+    pub n: usize,
+}
+// SAFETY: an OutPtr is only a pointer plus sizes; the functions that write through it require
+// their callers to give each thread disjoint panels (see `panel_gemm_raw`).
+unsafe impl<F: Send> Send for OutPtr<F> {}
+unsafe impl<F: Sync> Sync for OutPtr<F> {}
+
+/// `C[:, q*NR..] = A * panel q` for every `q` in `panels`, `A` being `m x k` at row stride `lda`.
+///
+/// # Safety
+/// `out.ptr` must address `m` rows of `out.ld >= out.n` elements, valid for writes; no other thread
+/// may read or write the columns of these panels meanwhile; `packed` must hold the panels.
+pub unsafe fn panel_gemm_raw<F: Float>(
+    m: usize,
+    k: usize,
+    a: &[F],
+    lda: usize,
+    packed: &[F],
+    panels: Range<usize>,
+    out: OutPtr<F>,
+) {
+    if m == 0 || panels.is_empty() {
+        return;
+    }
+    assert!(a.len() >= (m - 1) * lda + k, "panel_gemm: A too small");
+    assert!(
+        packed.len() >= panels.end * k * NR,
+        "panel_gemm: packed too small"
+    );
+    assert!(
+        out.n <= out.ld && panels.end <= out.n.div_ceil(NR),
+        "panel_gemm: panels past C's columns"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if TypeId::of::<F>() == TypeId::of::<f32>() && avx512::available() {
+        // SAFETY: F is f32 (checked above), so the casts are identities; the CPU has AVX-512F
+        // (checked at run time); the caller's contract covers the writes.
+        unsafe {
+            avx512::run(
+                m,
+                k,
+                std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
+                lda,
+                std::slice::from_raw_parts(packed.as_ptr() as *const f32, packed.len()),
+                panels,
+                OutPtr {
+                    ptr: out.ptr as *mut f32,
+                    ld: out.ld,
+                    n: out.n,
+                },
+            );
+        }
+        return;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { portable(m, k, a, lda, packed, panels, out) }
+}
+
+/// Safe single-caller form of [`panel_gemm_raw`]: `c` is `m x n` at row stride `ldc`.
+pub fn panel_gemm<F: Float>(
+    m: usize,
+    k: usize,
+    a: &[F],
+    lda: usize,
+    packed: &[F],
+    panels: Range<usize>,
+    c: &mut [F],
+    ldc: usize,
+    n: usize,
+) {
+    if m == 0 {
+        return;
+    }
+    assert!(
+        n <= ldc && c.len() >= (m - 1) * ldc + n,
+        "panel_gemm: C too small"
+    );
+    let out = OutPtr {
+        ptr: c.as_mut_ptr(),
+        ld: ldc,
+        n,
+    };
+    // SAFETY: `c` is borrowed mutably for the whole call and its size was checked.
+    unsafe { panel_gemm_raw(m, k, a, lda, packed, panels, out) }
+}
+
+/// The plain loop: one output element at a time, products summed in order of `p`.
+unsafe fn portable<F: Float>(
+    m: usize,
+    k: usize,
+    a: &[F],
+    lda: usize,
+    packed: &[F],
+    panels: Range<usize>,
+    out: OutPtr<F>,
+) {
+    for q in panels {
+        let panel = &packed[q * k * NR..(q + 1) * k * NR];
+        let width = NR.min(out.n.saturating_sub(q * NR));
+        for i in 0..m {
+            let arow = &a[i * lda..i * lda + k];
+            for j in 0..width {
+                let mut s = F::ZERO;
+                for (p, &av) in arow.iter().enumerate() {
+                    s += av * panel[p * NR + j];
+                }
+                // SAFETY: row i < m, column q*NR + j < out.n <= out.ld (caller's contract).
+                unsafe { *out.ptr.add(i * out.ld + q * NR + j) = s };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{OutPtr, NR};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+    use std::sync::OnceLock;
+
+    pub fn available() -> bool {
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    }
+
+    /// Rows per tile: MR rows x 2 panels = 2*MR accumulators (16 of the 32 vector registers).
+    const MR: usize = 8;
+
+    /// # Safety
+    /// AVX-512F present; `panel_gemm_raw`'s contract.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn run(
+        m: usize,
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        packed: &[f32],
+        panels: Range<usize>,
+        out: OutPtr<f32>,
+    ) {
+        let mut q = panels.start;
+        while q < panels.end {
+            let two = q + 1 < panels.end;
+            let mut i = 0;
+            while i < m {
+                let rows = MR.min(m - i);
+                // SAFETY: rows i..i+rows < m and panels q (and q+1 when `two`) lie inside the
+                // checked slices; the stores are masked to columns < out.n.
+                unsafe {
+                    let ap = a.as_ptr().add(i * lda);
+                    let bp = packed.as_ptr().add(q * k * NR);
+                    macro_rules! go {
+                        ($r:literal) => {
+                            if two {
+                                tile::<$r, 2>(k, ap, lda, bp, k * NR, out, i, q)
+                            } else {
+                                tile::<$r, 1>(k, ap, lda, bp, k * NR, out, i, q)
+                            }
+                        };
+                    }
+                    match rows {
+                        8 => go!(8),
+                        7 => go!(7),
+                        6 => go!(6),
+                        5 => go!(5),
+                        4 => go!(4),
+                        3 => go!(3),
+                        2 => go!(2),
+                        _ => go!(1),
+                    }
+                }
+                i += rows;
+            }
+            q += if two { 2 } else { 1 };
+        }
+    }
+
+    /// `R` rows x `V` panels of C from `k` products. `bp` points at panel q, `ps` is the panel
+    /// stride; C's tile starts at row `i0`, panel `q`.
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const V: usize>(
+        k: usize,
+        ap: *const f32,
+        lda: usize,
+        bp: *const f32,
+        ps: usize,
+        out: OutPtr<f32>,
+        i0: usize,
+        q: usize,
+    ) {
+        // SAFETY (whole body): the caller guarantees R rows of A with k columns at stride lda,
+        // V panels of k*NR at stride ps, and C rows i0..i0+R; columns are masked below.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            for p in 0..k {
+                let mut b = [_mm512_setzero_ps(); V];
+                for v in 0..V {
+                    b[v] = _mm512_loadu_ps(bp.add(v * ps + p * NR));
+                }
+                for r in 0..R {
+                    let av = _mm512_set1_ps(*ap.add(r * lda + p));
+                    for v in 0..V {
+                        acc[r][v] = _mm512_fmadd_ps(av, b[v], acc[r][v]);
+                    }
+                }
+            }
+            for v in 0..V {
+                let c0 = (q + v) * NR;
+                let width = NR.min(out.n.saturating_sub(c0));
+                let mask: __mmask16 = if width >= NR {
+                    0xffff
+                } else {
+                    ((1u32 << width) - 1) as u16
+                };
+                for r in 0..R {
+                    let dst = out.ptr.add((i0 + r) * out.ld + c0);
+                    _mm512_mask_storeu_ps(dst, mask, acc[r][v]);
+                }
+            }
+        }
+    }
+}

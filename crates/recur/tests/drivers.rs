@@ -1,0 +1,178 @@
+//! The fast sequence driver (`cell/fast.rs`: packed weights, SIMD activations, steps split over
+//! threads) against the simple one (`cell/simple.rs`: a general GEMM per step, scalar loops, one
+//! thread), which the f64 gradient checks also cover. Every cell, both directions, per-sequence
+//! lengths, given initial states and final-state gradients, with and without biases, on 1 and 2
+//! threads, in f32 (the AVX-512 kernels where the CPU has them) and f64. The hidden size 150 is
+//! not a multiple of the 16-column panels, and each step's product is big enough to be split.
+
+use recur::cell::{self, simple, CellKind, DirCache, DirDims, DirGrads, DirWeights, LayerInput};
+use recur::ops::gemm::set_threads;
+use recur::ops::Float;
+use recur::rng::Rng;
+
+/// f32: relative to each tensor's largest magnitude; the two drivers add the same terms in
+/// different orders (bias folded early, blocked sums), and use different tanh/sigmoid (4 ulp).
+const TOL_F32: f64 = 1e-5;
+/// f64: the same activations (the C library's) and sums that differ only in order.
+const TOL_F64: f64 = 1e-12;
+
+const T: usize = 6;
+const B: usize = 13;
+const I: usize = 7;
+const H: usize = 150;
+
+struct Out<F> {
+    y: Vec<F>,
+    h_n: Vec<F>,
+    c_n: Vec<F>,
+    grads: Vec<F>,
+    dx: Vec<F>,
+    dh0: Vec<F>,
+    dc0: Vec<F>,
+}
+
+fn run<F: Float>(fast: bool, kind: CellKind, reverse: bool, bias: bool, seed: u64) -> Out<F> {
+    let g = kind.gates();
+    let lstm = kind == CellKind::Lstm;
+    let mut rng = Rng::new(seed);
+    let mut r = |n: usize, s: f64| -> Vec<F> {
+        (0..n)
+            .map(|_| F::from_f64(rng.uniform_in(-s, s)))
+            .collect()
+    };
+    let w_ih = r(g * H * I, 0.3);
+    let w_hh = r(g * H * H, 0.15);
+    let b_ih = r(g * H, 0.2);
+    let b_hh = r(g * H, 0.2);
+    let x = r(T * B * I, 1.0);
+    let dy = r(T * B * H, 1.0);
+    let h0 = r(B * H, 0.5);
+    let c0 = r(B * H, 0.5);
+    let dh_n = r(B * H, 0.5);
+    let dc_n = r(B * H, 0.5);
+    let lengths: Vec<usize> = (0..B).map(|b| 1 + (b * 5) % T).collect();
+    let dims = DirDims {
+        kind,
+        t: T,
+        b: B,
+        i: I,
+        h: H,
+        p: H,
+        reverse,
+    };
+    let w = DirWeights {
+        w_ih: &w_ih,
+        w_hh: &w_hh,
+        b_ih: bias.then_some(&b_ih[..]),
+        b_hh: bias.then_some(&b_hh[..]),
+        w_hr: None,
+    };
+    let mut cache = DirCache::<F>::new(dims);
+    let z = |n: usize| vec![F::ZERO; n];
+    let mut o = Out {
+        y: z(T * B * H),
+        h_n: z(B * H),
+        c_n: z(if lstm { B * H } else { 0 }),
+        grads: z(2 * g * H * (I + H)),
+        dx: z(T * B * I),
+        dh0: z(B * H),
+        dc0: z(if lstm { B * H } else { 0 }),
+    };
+    let input = LayerInput::Dense { x: &x, ld: I };
+    let c0o = lstm.then_some(&c0[..]);
+    let dcno = lstm.then_some(&dc_n[..]);
+    let f = if fast { cell::forward } else { simple::forward };
+    f(
+        &mut cache,
+        &w,
+        input,
+        Some(&h0),
+        c0o,
+        Some(&lengths),
+        &mut o.y,
+        H,
+        &mut o.h_n,
+        &mut o.c_n,
+    );
+    let (gw_ih, rest) = o.grads.split_at_mut(g * H * I);
+    let (gw_hh, rest) = rest.split_at_mut(g * H * H);
+    let (gb_ih, gb_hh) = rest.split_at_mut(g * H);
+    let mut grads = DirGrads {
+        w_ih: gw_ih,
+        w_hh: gw_hh,
+        b_ih: bias.then_some(gb_ih),
+        b_hh: bias.then_some(&mut gb_hh[..g * H]),
+        w_hr: None,
+    };
+    let bwd = if fast { cell::backward } else { simple::backward };
+    bwd(
+        &mut cache,
+        &w,
+        &mut grads,
+        input,
+        Some(&lengths),
+        Some((&dy, H)),
+        Some(&dh_n),
+        dcno,
+        Some((&mut o.dx, I)),
+        &mut o.dh0,
+        &mut o.dc0,
+    );
+    o
+}
+
+/// Worst |a - b| over the tensor, relative to the tensor's largest |b|; with its index.
+fn worst<F: Float>(a: &[F], b: &[F]) -> (f64, usize) {
+    let scale = b.iter().map(|v| v.to_f64().abs()).fold(1e-30, f64::max);
+    let mut w = (0.0, 0);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let e = (x.to_f64() - y.to_f64()).abs() / scale;
+        if !(e <= w.0) {
+            w = (if e.is_nan() { f64::INFINITY } else { e }, i);
+        }
+    }
+    w
+}
+
+fn compare<F: Float>(tol: f64) {
+    let kinds = ["rnn_tanh", "rnn_relu", "lstm", "gru"].map(|n| CellKind::parse(n).unwrap());
+    for threads in [1, 2] {
+        set_threads(threads);
+        for (ki, &kind) in kinds.iter().enumerate() {
+            for reverse in [false, true] {
+                for bias in [true, false] {
+                    let seed = 100 + ki as u64;
+                    let a = run::<F>(true, kind, reverse, bias, seed);
+                    let b = run::<F>(false, kind, reverse, bias, seed);
+                    for (name, x, y) in [
+                        ("y", &a.y, &b.y),
+                        ("h_n", &a.h_n, &b.h_n),
+                        ("c_n", &a.c_n, &b.c_n),
+                        ("grads", &a.grads, &b.grads),
+                        ("dx", &a.dx, &b.dx),
+                        ("dh0", &a.dh0, &b.dh0),
+                        ("dc0", &a.dc0, &b.dc0),
+                    ] {
+                        let (e, at) = worst(x, y);
+                        assert!(
+                            e <= tol,
+                            "{} reverse={reverse} bias={bias} threads={threads}: {name}[{at}] \
+                             fast {} vs simple {} (rel err {e:e})",
+                            kind.name(),
+                            x[at],
+                            y[at]
+                        );
+                    }
+                }
+            }
+        }
+    }
+    set_threads(1);
+}
+
+/// One test, so that nothing else in this binary changes the global thread count meanwhile.
+#[test]
+fn fast_driver_matches_simple_f32_and_f64() {
+    compare::<f32>(TOL_F32);
+    compare::<f64>(TOL_F64);
+}
