@@ -94,6 +94,49 @@ fn in_pool(parts: usize, body: impl FnOnce() + Send) {
     }
 }
 
+/// For each element-wise pass, a dispatcher: the AVX-512 build of the loop (a separate function
+/// whose slice arguments the compiler knows not to overlap, so the loop becomes 16-wide vector
+/// code) when the CPU has it, else the portable one.
+macro_rules! simd_variant {
+    ($name:ident, $avx:ident, $f:path, ($($a:ident: $t:ty),*)) => {
+        #[inline(always)]
+        fn $name<F: Float>(simd: bool, $($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: `simd` is true only when has_avx512(), which checks these features.
+                return unsafe { $avx($($a),*) };
+            }
+            let _ = simd;
+            $f($($a),*)
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+        #[inline(never)]
+        unsafe fn $avx<F: Float>($($a: $t),*) {
+            $f($($a),*)
+        }
+    };
+}
+
+simd_variant!(rnn_fwd, rnn_fwd_avx512, rnn::forward_units,
+    (act: Activation, x: &[F], hw: &[F], h: &mut [F]));
+simd_variant!(rnn_bwd, rnn_bwd_avx512, rnn::backward_units,
+    (act: Activation, h: &[F], dh: &[F], dg: &mut [F]));
+simd_variant!(lstm_fwd, lstm_fwd_avx512, lstm::forward_units,
+    (xi: &[F], xf: &[F], xg: &[F], xo: &[F], hi: &[F], hf: &[F], hg: &[F], ho: &[F],
+     c_prev: &[F], gi: &mut [F], gf: &mut [F], gg: &mut [F], go: &mut [F], c: &mut [F],
+     h: &mut [F]));
+simd_variant!(lstm_bwd, lstm_bwd_avx512, lstm::backward_units,
+    (i: &[F], f: &[F], g: &[F], o: &[F], c_prev: &[F], c: &[F], dh: &[F], dc: &mut [F],
+     di: &mut [F], df: &mut [F], dgg: &mut [F], d_o: &mut [F]));
+simd_variant!(gru_fwd, gru_fwd_avx512, gru::forward_units,
+    (xr: &[F], xz: &[F], xn: &[F], hr: &[F], hz: &[F], hh: &[F], bhn: &[F], h_prev: &[F],
+     gr: &mut [F], gz: &mut [F], gn: &mut [F], hn: &mut [F], h: &mut [F]));
+simd_variant!(gru_bwd, gru_bwd_avx512, gru::backward_units,
+    (r: &[F], z: &[F], nn: &[F], hn: &[F], h_prev: &[F], dh: &[F], dxr: &mut [F],
+     dxz: &mut [F], dxn: &mut [F], dhr: &mut [F], dhz: &mut [F], dhn: &mut [F],
+     dh_prev: &mut [F]));
+
 /// Everything one forward step needs, as raw views (threads write disjoint units).
 struct Fwd<'a, F> {
     kind: CellKind,
@@ -129,8 +172,7 @@ impl<F: Float> Fwd<'_, F> {
     }
 
     /// Step `s` (in walking order) for the units of panels `pan`.
-    #[inline(always)]
-    fn step(&self, s: usize, pan: Range<usize>) {
+    fn step(&self, s: usize, pan: Range<usize>, simd: bool) {
         let (nb, nh) = (self.nb, self.nh);
         let ng = self.kind.gates();
         let gh = ng * nh;
@@ -193,27 +235,44 @@ impl<F: Float> Fwd<'_, F> {
                 match self.kind {
                     CellKind::Rnn(act) => {
                         let out = gg(0);
-                        rnn::forward_units(act, xg(0), hg(0), out);
+                        rnn_fwd(simd, act, xg(0), hg(0), out);
                         hnew.copy_from_slice(out);
                     }
                     CellKind::Lstm => {
                         let cell = self.cell.mut_at(r * nh + u0, n);
-                        lstm::forward_units(
-                            [xg(0), xg(1), xg(2), xg(3)],
-                            [hg(0), hg(1), hg(2), hg(3)],
+                        lstm_fwd(
+                            simd,
+                            xg(0),
+                            xg(1),
+                            xg(2),
+                            xg(3),
+                            hg(0),
+                            hg(1),
+                            hg(2),
+                            hg(3),
                             self.cprev.at(r * nh + u0, n),
-                            [gg(0), gg(1), gg(2), gg(3)],
+                            gg(0),
+                            gg(1),
+                            gg(2),
+                            gg(3),
                             cell,
                             hnew,
                         );
                         cdst.mut_at(dst_off(b), n).copy_from_slice(cell);
                     }
-                    CellKind::Gru => gru::forward_units(
-                        [xg(0), xg(1), xg(2)],
-                        [hg(0), hg(1), hg(2)],
+                    CellKind::Gru => gru_fwd(
+                        simd,
+                        xg(0),
+                        xg(1),
+                        xg(2),
+                        hg(0),
+                        hg(1),
+                        hg(2),
                         &self.bhn[u0..u1],
                         self.hprev.at(r * nh + u0, n),
-                        [gg(0), gg(1), gg(2)],
+                        gg(0),
+                        gg(1),
+                        gg(2),
                         self.hn.mut_at(r * nh + u0, n),
                         hnew,
                     ),
@@ -223,25 +282,6 @@ impl<F: Float> Fwd<'_, F> {
         }
     }
 
-    /// [`Fwd::step`] compiled for AVX-512, so that the element-wise loops use 16-wide vectors.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F/VL/DQ/BW, AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
-    unsafe fn step_avx512(&self, s: usize, pan: Range<usize>) {
-        self.step(s, pan)
-    }
-
-    fn run(&self, s: usize, pan: Range<usize>, simd: bool) {
-        #[cfg(target_arch = "x86_64")]
-        if simd {
-            // SAFETY: `simd` is true only when has_avx512() (which checks all of these).
-            return unsafe { self.step_avx512(s, pan) };
-        }
-        let _ = simd;
-        self.step(s, pan)
-    }
 }
 
 /// Forward over the whole sequence; see [`super::forward`] for the arguments.
@@ -329,7 +369,7 @@ pub fn forward<F: Float>(
     };
     in_pool(parts, || {
         for s in 0..nt {
-            run_parts(parts, &|k| ctx.run(s, part_panels(hp, parts, k), simd));
+            run_parts(parts, &|k| ctx.step(s, part_panels(hp, parts, k), simd));
         }
     });
     h_n[..nb * nh].copy_from_slice(&c.h);
@@ -414,7 +454,7 @@ impl<F: Float> Bwd<'_, F> {
 
     /// The element-wise backward of step `t` for the units of panels `pan`.
     #[inline(always)]
-    fn elementwise(&self, t: usize, pan: Range<usize>) {
+    fn elementwise(&self, t: usize, pan: Range<usize>, simd: bool) {
         let (nb, nh) = (self.nb, self.nh);
         let ng = self.kind.gates();
         let gh = ng * nh;
@@ -451,22 +491,36 @@ impl<F: Float> Bwd<'_, F> {
                 let gv = |g: usize| &self.gates[r * gh + g * nh + u0..r * gh + g * nh + u1];
                 let span = r * nh + u0..r * nh + u1;
                 match self.kind {
-                    CellKind::Rnn(act) => rnn::backward_units(act, gv(0), dh, dgg(0)),
-                    CellKind::Lstm => lstm::backward_units(
-                        [gv(0), gv(1), gv(2), gv(3)],
+                    CellKind::Rnn(act) => rnn_bwd(simd, act, gv(0), dh, dgg(0)),
+                    CellKind::Lstm => lstm_bwd(
+                        simd,
+                        gv(0),
+                        gv(1),
+                        gv(2),
+                        gv(3),
                         &self.cprev[span.clone()],
                         &self.cell[span.clone()],
                         dh,
                         self.dc.mut_at(b * nh + u0, n),
-                        [dgg(0), dgg(1), dgg(2), dgg(3)],
+                        dgg(0),
+                        dgg(1),
+                        dgg(2),
+                        dgg(3),
                     ),
-                    CellKind::Gru => gru::backward_units(
-                        [gv(0), gv(1), gv(2)],
+                    CellKind::Gru => gru_bwd(
+                        simd,
+                        gv(0),
+                        gv(1),
+                        gv(2),
                         &self.hn[span.clone()],
                         &self.hprev[span.clone()],
                         dh,
-                        [dgg(0), dgg(1), dgg(2)],
-                        [dhg(0), dhg(1), dhg(2)],
+                        dgg(0),
+                        dgg(1),
+                        dgg(2),
+                        dhg(0),
+                        dhg(1),
+                        dhg(2),
                         self.direct.mut_at(b * nh + u0, n),
                     ),
                 }
@@ -476,32 +530,13 @@ impl<F: Float> Bwd<'_, F> {
 
     /// One parallel region: the product of the step walked before (`prev`), then the
     /// element-wise part of step `s` (in reverse walking order), for the units of `pan`.
-    #[inline(always)]
-    fn region(&self, prev: Option<usize>, s: Option<usize>, pan: Range<usize>) {
+    fn run(&self, prev: Option<usize>, s: Option<usize>, pan: Range<usize>, simd: bool) {
         if let Some(p) = prev {
             self.product(self.t_of(p), pan.clone());
         }
         if let Some(s) = s {
-            self.elementwise(self.t_of(s), pan);
+            self.elementwise(self.t_of(s), pan, simd);
         }
-    }
-
-    /// # Safety
-    /// The CPU has AVX-512F/VL/DQ/BW, AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
-    unsafe fn region_avx512(&self, prev: Option<usize>, s: Option<usize>, pan: Range<usize>) {
-        self.region(prev, s, pan)
-    }
-
-    fn run(&self, prev: Option<usize>, s: Option<usize>, pan: Range<usize>, simd: bool) {
-        #[cfg(target_arch = "x86_64")]
-        if simd {
-            // SAFETY: `simd` is true only when has_avx512() (which checks all of these).
-            return unsafe { self.region_avx512(prev, s, pan) };
-        }
-        let _ = simd;
-        self.region(prev, s, pan)
     }
 }
 

@@ -79,18 +79,24 @@ pub fn backward_row<F: Float>(
 /// Writes the gates, `hn = W_hn h_{t-1} + b_hn` and the new `h`. All slices have one length.
 #[inline(always)]
 pub fn forward_units<F: Float>(
-    x: [&[F]; 3],
-    hw: [&[F]; 3],
+    xr: &[F],
+    xz: &[F],
+    xn: &[F],
+    hr: &[F],
+    hz: &[F],
+    hh: &[F],
     bhn: &[F],
     h_prev: &[F],
-    gates: [&mut [F]; 3],
+    gr: &mut [F],
+    gz: &mut [F],
+    gn: &mut [F],
     hn: &mut [F],
     h: &mut [F],
 ) {
     let n = h.len();
-    let [xr, xz, xn] = x.map(|v| &v[..n]);
-    let [hr, hz, hh] = hw.map(|v| &v[..n]);
-    let [gr, gz, gn] = gates.map(|v| &mut v[..n]);
+    let (xr, xz, xn) = (&xr[..n], &xz[..n], &xn[..n]);
+    let (hr, hz, hh) = (&hr[..n], &hz[..n], &hh[..n]);
+    let (gr, gz, gn) = (&mut gr[..n], &mut gz[..n], &mut gn[..n]);
     let (bhn, h_prev, hn) = (&bhn[..n], &h_prev[..n], &mut hn[..n]);
     for j in 0..n {
         let r = (xr[j] + hr[j]).sigmoid_act();
@@ -109,18 +115,24 @@ pub fn forward_units<F: Float>(
 /// Backward over a run of units of one row (the fast driver); [`backward_row`] per gate.
 #[inline(always)]
 pub fn backward_units<F: Float>(
-    gates: [&[F]; 3],
+    r: &[F],
+    z: &[F],
+    nn: &[F],
     hn: &[F],
     h_prev: &[F],
     dh: &[F],
-    dgx: [&mut [F]; 3],
-    dgh: [&mut [F]; 3],
+    dxr: &mut [F],
+    dxz: &mut [F],
+    dxn: &mut [F],
+    dhr: &mut [F],
+    dhz: &mut [F],
+    dhn: &mut [F],
     dh_prev: &mut [F],
 ) {
     let n = dh_prev.len();
-    let [r, z, nn] = gates.map(|v| &v[..n]);
-    let [dxr, dxz, dxn] = dgx.map(|v| &mut v[..n]);
-    let [dhr, dhz, dhn] = dgh.map(|v| &mut v[..n]);
+    let (r, z, nn) = (&r[..n], &z[..n], &nn[..n]);
+    let (dxr, dxz, dxn) = (&mut dxr[..n], &mut dxz[..n], &mut dxn[..n]);
+    let (dhr, dhz, dhn) = (&mut dhr[..n], &mut dhz[..n], &mut dhn[..n]);
     let (hn, h_prev, dh) = (&hn[..n], &h_prev[..n], &dh[..n]);
     for j in 0..n {
         // forward was: h = (1 - z) * n + z * h_prev

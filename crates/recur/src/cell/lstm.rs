@@ -83,19 +83,30 @@ pub fn backward_row<F: Float>(
 /// Forward over a run of units of one row (the fast driver). `x[k]` holds gate k's
 /// `x W_ih^T + b_ih + b_hh`, `hw[k]` its `h_{t-1} W_hh^T`, for the units of the run; writes the
 /// activated gates, the new cell state `c` and `h = o * tanh(c)`. All slices have one length.
+/// (Each slice is its own argument, so that the compiler knows that they do not overlap and
+/// vectorises the loop.)
 #[inline(always)]
 pub fn forward_units<F: Float>(
-    x: [&[F]; 4],
-    hw: [&[F]; 4],
+    xi: &[F],
+    xf: &[F],
+    xg: &[F],
+    xo: &[F],
+    hi: &[F],
+    hf: &[F],
+    hg: &[F],
+    ho: &[F],
     c_prev: &[F],
-    gates: [&mut [F]; 4],
+    gi: &mut [F],
+    gf: &mut [F],
+    gg: &mut [F],
+    go: &mut [F],
     c: &mut [F],
     h: &mut [F],
 ) {
     let n = h.len();
-    let [xi, xf, xg, xo] = x.map(|v| &v[..n]);
-    let [hi, hf, hg, ho] = hw.map(|v| &v[..n]);
-    let [gi, gf, gg, go] = gates.map(|v| &mut v[..n]);
+    let (xi, xf, xg, xo) = (&xi[..n], &xf[..n], &xg[..n], &xo[..n]);
+    let (hi, hf, hg, ho) = (&hi[..n], &hf[..n], &hg[..n], &ho[..n]);
+    let (gi, gf, gg, go) = (&mut gi[..n], &mut gf[..n], &mut gg[..n], &mut go[..n]);
     let (c_prev, c) = (&c_prev[..n], &mut c[..n]);
     for j in 0..n {
         let i = (xi[j] + hi[j]).sigmoid_act();
@@ -117,16 +128,22 @@ pub fn forward_units<F: Float>(
 /// gates and their gradients given per gate. `dc` comes in as dL/dc_t, leaves as dL/dc_{t-1}.
 #[inline(always)]
 pub fn backward_units<F: Float>(
-    gates: [&[F]; 4],
+    i: &[F],
+    f: &[F],
+    g: &[F],
+    o: &[F],
     c_prev: &[F],
     c: &[F],
     dh: &[F],
     dc: &mut [F],
-    dg: [&mut [F]; 4],
+    di: &mut [F],
+    df: &mut [F],
+    dgg: &mut [F],
+    d_o: &mut [F],
 ) {
     let n = dc.len();
-    let [i, f, g, o] = gates.map(|v| &v[..n]);
-    let [di, df, dgg, d_o] = dg.map(|v| &mut v[..n]);
+    let (i, f, g, o) = (&i[..n], &f[..n], &g[..n], &o[..n]);
+    let (di, df, dgg, d_o) = (&mut di[..n], &mut df[..n], &mut dgg[..n], &mut d_o[..n]);
     let (c_prev, c, dh) = (&c_prev[..n], &c[..n], &dh[..n]);
     for j in 0..n {
         let tc = c[j].tanh_act();

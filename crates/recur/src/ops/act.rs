@@ -32,7 +32,9 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     let x = x.clamp(EXP_LO, EXP_HI);
-    let n = (x * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+    // k = 1.5 * 2^23 + n exactly, so n sits in k's low mantissa bits (bits(k) = 0x4B40_0000 + n)
+    let k = x * LOG2E + ROUND_MAGIC;
+    let n = k - ROUND_MAGIC;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // e^r, Taylor to r^7, Horner form
     let p = 1.0 / 5040.0;
@@ -43,7 +45,9 @@ pub fn exp_f32(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the bits of k, with integer operations only (an `as i32` conversion would stop
+    // the loop from vectorising: its saturating semantics need scalar code)
+    let scale = f32::from_bits(k.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
     p * scale
 }
 
