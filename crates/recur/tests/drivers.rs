@@ -36,9 +36,7 @@ fn run<F: Float>(fast: bool, kind: CellKind, reverse: bool, bias: bool, seed: u6
     let lstm = kind == CellKind::Lstm;
     let mut rng = Rng::new(seed);
     let mut r = |n: usize, s: f64| -> Vec<F> {
-        (0..n)
-            .map(|_| F::from_f64(rng.uniform_in(-s, s)))
-            .collect()
+        (0..n).map(|_| F::from_f64(rng.uniform_in(-s, s))).collect()
     };
     let w_ih = r(g * H * I, 0.3);
     let w_hh = r(g * H * H, 0.15);
@@ -104,7 +102,11 @@ fn run<F: Float>(fast: bool, kind: CellKind, reverse: bool, bias: bool, seed: u6
         b_hh: bias.then_some(&mut gb_hh[..g * H]),
         w_hr: None,
     };
-    let bwd = if fast { cell::backward } else { simple::backward };
+    let bwd = if fast {
+        cell::backward
+    } else {
+        simple::backward
+    };
     bwd(
         &mut cache,
         &w,

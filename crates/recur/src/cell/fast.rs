@@ -281,7 +281,6 @@ impl<F: Float> Fwd<'_, F> {
             }
         }
     }
-
 }
 
 /// Forward over the whole sequence; see [`super::forward`] for the arguments.
@@ -308,7 +307,10 @@ pub fn forward<F: Float>(
     if nt == 0 || nb == 0 {
         return;
     }
-    assert!(y.len() >= ((nt * nb - 1) * ldy + nh), "forward: y too small");
+    assert!(
+        y.len() >= ((nt * nb - 1) * ldy + nh),
+        "forward: y too small"
+    );
 
     // xw = X W_ih^T + b_ih, then b_hh folded in (the GRU's b_hn stays apart: r multiplies it)
     input_projection(c, w, input);
@@ -563,7 +565,10 @@ pub fn backward<F: Float>(
         return;
     }
     if let Some((dy, ldy)) = dy {
-        assert!(dy.len() >= (nt * nb - 1) * ldy + nh, "backward: dy too small");
+        assert!(
+            dy.len() >= (nt * nb - 1) * ldy + nh,
+            "backward: dy too small"
+        );
     }
     match dh_n {
         Some(v) => c.dh_next.copy_from_slice(&v[..nb * nh]),
@@ -610,7 +615,9 @@ pub fn backward<F: Float>(
             });
             prev = Some(s);
         }
-        run_parts(parts, &|k| ctx.run(prev, None, part_panels(pp, parts, k), simd));
+        run_parts(parts, &|k| {
+            ctx.run(prev, None, part_panels(pp, parts, k), simd)
+        });
     });
     dh0[..nb * nh].copy_from_slice(&c.dh_next);
     if is_lstm {

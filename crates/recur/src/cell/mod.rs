@@ -235,7 +235,6 @@ pub(crate) fn active(lengths: Option<&[usize]>, t: usize, b: usize) -> bool {
     lengths.is_none_or(|l| t < l[b])
 }
 
-
 /// `xw = X W_ih^T + b_ih` for all steps at once: `(T*B, I) x (I, G*H)` (a gather of columns for
 /// one-hot input).
 fn input_projection<F: Float>(c: &mut DirCache<F>, w: &DirWeights<F>, input: LayerInput<F>) {
@@ -407,7 +406,6 @@ pub fn forward<F: Float>(
         fast::forward(cache, w, input, h0, c0, lengths, y, ldy, h_n, c_n)
     }
 }
-
 
 /// Backward (BPTT) over the whole sequence (the same driver as the forward), after [`forward`] on the same cache and input.
 ///

@@ -52,7 +52,7 @@ pub fn exp_f32(x: f32) -> f32 {
 }
 
 /// Coefficients of `tanh(x) = x + x^3 (T0 + T1 x^2 + T2 x^4 + T3 x^6 + T4 x^8)` on |x| < 0.55.
-const T0: f32 = -0.333_333_31;
+const T0: f32 = -0.333_333_3;
 const T1: f32 = 0.133_331_6;
 const T2: f32 = -0.053_915_747;
 const T3: f32 = 0.021_339_778;
