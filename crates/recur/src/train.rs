@@ -627,7 +627,7 @@ impl Trainer {
             };
             on(&Event::Step(&info));
             let every = self.state.config.eval_every;
-            if every > 0 && self.state.step % every == 0 {
+            if every > 0 && self.state.step.is_multiple_of(every) {
                 let last = self.limit_reached().is_some();
                 self.eval_and_save(last, on)?;
             }
