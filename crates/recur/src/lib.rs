@@ -19,6 +19,7 @@ pub mod cell;
 pub mod checkpoint;
 pub mod data;
 pub mod gradcheck;
+pub mod gradflow;
 pub mod lecture;
 pub mod lm;
 pub mod model;
