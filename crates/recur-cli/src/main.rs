@@ -6,6 +6,7 @@ mod charlm_common;
 mod eval;
 mod gpu_bench;
 mod gradcheck;
+mod gradflow;
 mod hello;
 mod plot;
 mod sample;
@@ -46,6 +47,10 @@ enum Command {
     Eval(eval::Args),
     /// Time a recurrent stack, a char-model training step or one GEMM (median of repeated runs).
     Bench(bench::Args),
+    /// Norm of dL/dh_t against the distance from a loss at the last step (vanishing/exploding
+    /// gradients), for several cells; a table, CSV and a chart.
+    #[command(allow_negative_numbers = true)]
+    Gradflow(gradflow::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -57,6 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Gradflow(a) => gradflow::run(a),
     }
 }
 

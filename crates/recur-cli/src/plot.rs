@@ -93,6 +93,16 @@ impl Series {
     }
 }
 
+/// Where the legend sits inside the plot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Legend {
+    #[default]
+    UpperRight,
+    UpperLeft,
+    LowerLeft,
+    LowerRight,
+}
+
 /// A chart of several series over shared axes.
 #[derive(Clone, Debug, Default)]
 pub struct Chart {
@@ -103,6 +113,7 @@ pub struct Chart {
     pub log_y: bool,
     /// Same scale on both axes (for spatial paths).
     pub equal_aspect: bool,
+    pub legend: Legend,
     pub series: Vec<Series>,
 }
 
@@ -125,6 +136,10 @@ impl Chart {
     }
     pub fn with_equal_aspect(mut self, on: bool) -> Self {
         self.equal_aspect = on;
+        self
+    }
+    pub fn with_legend(mut self, at: Legend) -> Self {
+        self.legend = at;
         self
     }
     pub fn push(&mut self, s: Series) {
@@ -166,15 +181,17 @@ pub fn font_available() -> bool {
     })
 }
 
+/// `<stem>.<ext>` (appended, so that a dot inside the stem stays).
+pub fn with_ext(stem: &Path, ext: &str) -> PathBuf {
+    let mut s = stem.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
 /// `<stem>.png` and `<stem>.svg`.
 pub fn outputs(stem: &Path) -> [PathBuf; 2] {
-    let with = |ext: &str| {
-        let mut s = stem.as_os_str().to_owned();
-        s.push(".");
-        s.push(ext);
-        PathBuf::from(s)
-    };
-    [with("png"), with("svg")]
+    [with_ext(stem, "png"), with_ext(stem, "svg")]
 }
 
 /// Writes `chart` to `<stem>.png` and `<stem>.svg`; returns the two paths.
@@ -387,7 +404,12 @@ fn draw_chart<DB: DrawingBackend>(
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .label_font((FAMILY, 13))
-            .position(SeriesLabelPosition::UpperRight)
+            .position(match chart.legend {
+                Legend::UpperRight => SeriesLabelPosition::UpperRight,
+                Legend::UpperLeft => SeriesLabelPosition::UpperLeft,
+                Legend::LowerLeft => SeriesLabelPosition::LowerLeft,
+                Legend::LowerRight => SeriesLabelPosition::LowerRight,
+            })
             .draw()
             .map_err(err)?;
     }

@@ -39,6 +39,10 @@ pub struct GradflowSpec {
     pub sequences: usize,
     /// Factor applied to `weight_hh` after the default initialization.
     pub scale: f64,
+    /// Added to `bias_ih` of the gate that keeps the old state: the LSTM's forget gate f and
+    /// the GRU's update gate z (rows H..2H in both gate orders). 0 = PyTorch's initialization;
+    /// a positive value opens the carry path (f, z near 1). Ignored by the Elman RNN.
+    pub gate_bias: f64,
     pub seed: u64,
 }
 
@@ -75,6 +79,13 @@ impl GradflowNet {
         let whh = stack.layout.get("weight_hh_l0").expect("one layer").range();
         for v in &mut params[whh] {
             *v *= spec.scale;
+        }
+        if matches!(spec.cell, CellKind::Lstm | CellKind::Gru) {
+            let b = stack.layout.get("bias_ih_l0").expect("biases").range();
+            let h = spec.hidden;
+            for v in &mut params[b.start + h..b.start + 2 * h] {
+                *v += spec.gate_bias;
+            }
         }
         let k = 1.0 / (spec.hidden as f64).sqrt();
         let w = (0..spec.hidden).map(|_| rng.uniform_in(-k, k)).collect();

@@ -125,6 +125,7 @@ fn spec(cell: CellKind, scale: f64) -> GradflowSpec {
         t: 6,
         sequences: 1,
         scale,
+        gate_bias: 0.0,
         seed: 9,
     }
 }
@@ -164,7 +165,8 @@ fn tanh_rnn_matches_the_explicit_jacobian_product() {
 #[test]
 fn every_cell_matches_finite_differences() {
     for name in ["rnn_tanh", "rnn_relu", "lstm", "gru"] {
-        let sp = spec(CellKind::parse(name).unwrap(), 1.5);
+        let mut sp = spec(CellKind::parse(name).unwrap(), 1.5);
+        sp.gate_bias = 0.7;
         let net = GradflowNet::new(&sp, &mut Rng::new(4)).unwrap();
         let mut rng = Rng::new(5);
         let x: Vec<f64> = (0..sp.t * 2).map(|_| rng.normal()).collect();

@@ -1,0 +1,240 @@
+//! `recur gradflow`: the norm of dL/dh_t against the distance from a loss at the last step, for
+//! several cells and recurrent-weight scales; a table on stdout (or `--json`), the full curves as
+//! CSV, and one chart (PNG and SVG). The measurement itself is `recur::gradflow`.
+
+use crate::plot::{write_chart, Chart, Legend, Series};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use recur::cell::CellKind;
+use recur::gradflow::{gradflow, GradflowResult, GradflowSpec};
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Cells, comma-separated: rnn (= rnn_tanh), rnn_relu, lstm, gru.
+    #[arg(long, default_value = "rnn_tanh,lstm,gru")]
+    cells: String,
+    /// Factors for weight_hh after the default initialization, comma-separated (e.g. 1,4).
+    #[arg(long, default_value = "1")]
+    scales: String,
+    /// Biases added to the LSTM's forget gate and the GRU's update gate (bias_ih), comma-separated
+    /// (0 = PyTorch's initialization; the Elman RNN ignores it).
+    #[arg(long, default_value = "0")]
+    gate_biases: String,
+    /// T: sequence length; distances 0..=T are reported.
+    #[arg(long, default_value_t = 100)]
+    len: usize,
+    /// Hidden units.
+    #[arg(long, default_value_t = 32)]
+    hidden: usize,
+    /// Input features per step (drawn N(0, 1)).
+    #[arg(long, default_value_t = 4)]
+    input_size: usize,
+    /// Random sequences averaged over.
+    #[arg(long, default_value_t = 16)]
+    sequences: usize,
+    /// Seed for weights and data.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output stem: writes <stem>.csv, <stem>.png, <stem>.svg.
+    #[arg(long, default_value = "gradflow")]
+    out: PathBuf,
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Curve {
+    cell: CellKind,
+    scale: f64,
+    gate_bias: f64,
+    res: GradflowResult,
+}
+
+impl Curve {
+    fn label(&self) -> String {
+        let mut s = self.cell.name().to_string();
+        if self.scale != 1.0 {
+            s += &format!(" W_hh x{}", self.scale);
+        }
+        if self.gate_bias != 0.0 {
+            let g = if self.cell == CellKind::Lstm {
+                "f"
+            } else {
+                "z"
+            };
+            s += &format!(" {g}-bias {:+}", self.gate_bias);
+        }
+        s
+    }
+
+    /// Geometric mean factor per step over the whole span: (rel_T)^(1/T).
+    fn per_step(&self) -> f64 {
+        let t = self.res.rel.len() - 1;
+        self.res.rel[t].powf(1.0 / t as f64)
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let cells: Vec<CellKind> = a
+        .cells
+        .split(',')
+        .map(|s| {
+            CellKind::parse(s.trim()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown cell '{s}' in --cells (expected rnn, rnn_relu, lstm or gru)"
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    let scales = numbers("--scales", &a.scales)?;
+    let gate_biases = numbers("--gate-biases", &a.gate_biases)?;
+    if a.len == 0 || a.hidden == 0 || a.input_size == 0 || a.sequences == 0 {
+        bail!("--len, --hidden, --input-size and --sequences must be at least 1");
+    }
+    let [png, svg] = crate::plot::outputs(&a.out);
+    let csv = crate::plot::with_ext(&a.out, "csv");
+
+    // every cell at every scale; the gated cells also at every gate bias
+    let mut plan = Vec::new();
+    for &scale in &scales {
+        for &cell in &cells {
+            let gated = matches!(cell, CellKind::Lstm | CellKind::Gru);
+            for &gb in &gate_biases {
+                if gated || gb == gate_biases[0] {
+                    plan.push((cell, scale, if gated { gb } else { 0.0 }));
+                }
+            }
+        }
+    }
+    let total = (plan.len() * a.sequences) as u64;
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "gradflow {msg:24} [{bar:30}] {pos}/{len} sequences {elapsed}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let mut curves = Vec::new();
+    for (cell, scale, gate_bias) in plan {
+        bar.set_message(format!("{} x{scale}", cell.name()));
+        let spec = GradflowSpec {
+            cell,
+            input_size: a.input_size,
+            hidden: a.hidden,
+            t: a.len,
+            sequences: a.sequences,
+            scale,
+            gate_bias,
+            seed: a.seed,
+        };
+        let res = gradflow(&spec, &mut |_| bar.inc(1)).map_err(anyhow::Error::msg)?;
+        curves.push(Curve {
+            cell,
+            scale,
+            gate_bias,
+            res,
+        });
+    }
+    bar.finish_and_clear();
+
+    // CSV: one row per curve and distance
+    let mut text = String::from("cell,scale,gate_bias,distance,mean_norm,mean_rel_norm\n");
+    for c in &curves {
+        for (k, (n, r)) in c.res.norm.iter().zip(&c.res.rel).enumerate() {
+            text.push_str(&format!(
+                "{},{},{},{k},{n:e},{r:e}\n",
+                c.cell.name(),
+                c.scale,
+                c.gate_bias
+            ));
+        }
+    }
+    std::fs::write(&csv, text).with_context(|| format!("cannot write {}", csv.display()))?;
+
+    let mut chart = Chart::new(
+        format!(
+            "Gradient flow: loss at step T = {}, H = {}, mean of {} sequences",
+            a.len, a.hidden, a.sequences
+        ),
+        "distance from the loss, T - t (steps)",
+        "||dL/dh_t|| / ||dL/dh_T||",
+    )
+    .with_log_y(true)
+    .with_legend(Legend::LowerLeft);
+    for c in &curves {
+        let pts = c
+            .res
+            .rel
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| (k as f64, v))
+            .collect();
+        chart.push(Series::line(c.label(), pts));
+    }
+    write_chart(&chart, &a.out)?;
+
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let cs: Vec<_> = curves
+            .iter()
+            .map(|c| {
+                json!({"cell": c.cell.name(), "scale": c.scale, "gate_bias": c.gate_bias, "per_step_factor": c.per_step(),
+                       "mean_norm": c.res.norm, "mean_rel_norm": c.res.rel})
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            json!({"len": a.len, "hidden": a.hidden, "input_size": a.input_size,
+                   "sequences": a.sequences, "seed": a.seed, "curves": cs,
+                   "files": [csv, png, svg]})
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "||dL/dh_t|| / ||dL/dh_T|| (mean over {} sequences), loss at T = {}, H = {}, I = {}",
+        a.sequences, a.len, a.hidden, a.input_size
+    )?;
+    let ks: Vec<usize> = [0, 1, 5, 10, 25, 50, 100, 200, 500, 1000]
+        .into_iter()
+        .filter(|&k| k < a.len)
+        .chain(std::iter::once(a.len))
+        .collect();
+    write!(out, "{:22}", "distance T - t:")?;
+    for k in &ks {
+        write!(out, " {k:>9}")?;
+    }
+    writeln!(out, " {:>10}", "per step")?;
+    for c in &curves {
+        write!(out, "{:22}", c.label())?;
+        for &k in &ks {
+            write!(out, " {:>9.2e}", c.res.rel[k])?;
+        }
+        writeln!(out, " {:>10.4}", c.per_step())?;
+    }
+    writeln!(
+        out,
+        "wrote {}, {}, {}",
+        csv.display(),
+        png.display(),
+        svg.display()
+    )?;
+    Ok(())
+}
+
+/// Parses a comma-separated list of finite numbers.
+fn numbers(flag: &str, s: &str) -> Result<Vec<f64>> {
+    s.split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| anyhow::anyhow!("{flag}: '{p}' is not a finite number"))
+        })
+        .collect()
+}
