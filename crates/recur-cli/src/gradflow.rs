@@ -96,6 +96,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let [png, svg] = crate::plot::outputs(&a.out);
     let csv = crate::plot::with_ext(&a.out, "csv");
+    crate::plot::check_dir(&csv)?;
 
     // every cell at every scale; the gated cells also at every gate bias
     let mut plan = Vec::new();

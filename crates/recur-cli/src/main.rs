@@ -11,6 +11,7 @@ mod hello;
 mod plot;
 mod sample;
 mod train;
+mod task;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -51,6 +52,9 @@ enum Command {
     /// gradients), for several cells; a table, CSV and a chart.
     #[command(allow_negative_numbers = true)]
     Gradflow(gradflow::Args),
+    /// Long-memory tasks (adding, copy, bouncing ball): train a cell, compare with the baseline.
+    #[command(allow_negative_numbers = true)]
+    Task(task::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -63,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Gradflow(a) => gradflow::run(a),
+        Command::Task(a) => task::run(a),
     }
 }
 

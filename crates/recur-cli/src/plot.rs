@@ -189,6 +189,23 @@ pub fn with_ext(stem: &Path, ext: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Fails unless the folder that `file` would be written into exists, so that a long run can
+/// stop before its work rather than after it. The error names the file.
+pub fn check_dir(file: &Path) -> Result<()> {
+    let parent = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!(
+            "cannot write {}: folder {} does not exist",
+            file.display(),
+            parent.display()
+        );
+    }
+    Ok(())
+}
+
 /// `<stem>.png` and `<stem>.svg`.
 pub fn outputs(stem: &Path) -> [PathBuf; 2] {
     [with_ext(stem, "png"), with_ext(stem, "svg")]

@@ -29,3 +29,4 @@ pub mod params;
 pub mod rng;
 pub mod stack;
 pub mod train;
+pub mod tasks;

@@ -1,0 +1,186 @@
+//! End-to-end tests of `recur gradflow` and `recur task`: run the binary in a temporary directory,
+//! read its JSON, check the files it promises and its one-line errors.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lm-cli-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn recur(cwd: &PathBuf, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recur"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("run recur")
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+fn error_line(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("recur: error: "), "{err}");
+    err
+}
+
+#[test]
+fn gradflow_shows_vanishing_and_exploding_and_writes_its_files() {
+    let d = dir("gradflow");
+    let j = json_of(&recur(
+        &d,
+        &[
+            "gradflow",
+            "--len",
+            "20",
+            "--hidden",
+            "8",
+            "--sequences",
+            "3",
+            "--scales",
+            "1,4",
+            "--out",
+            "gf",
+            "--json",
+        ],
+    ));
+    let curves = j["curves"].as_array().unwrap();
+    assert_eq!(curves.len(), 6, "3 cells x 2 scales");
+    let rel = |cell: &str, scale: f64| -> Vec<f64> {
+        let c = curves
+            .iter()
+            .find(|c| c["cell"] == cell && c["scale"] == scale)
+            .unwrap();
+        c["mean_rel_norm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let v = rel("rnn_tanh", 1.0);
+    assert_eq!(v.len(), 21);
+    assert_eq!(v[0], 1.0);
+    // default init: shrinks by orders of magnitude over 20 steps; W_hh x4: grows
+    assert!(v[20] < 1e-2, "tanh RNN at default init: {}", v[20]);
+    assert!(rel("rnn_tanh", 4.0)[20] > 1.0, "tanh RNN with W_hh x4");
+    for f in ["gf.csv", "gf.png", "gf.svg"] {
+        assert!(d.join(f).metadata().unwrap().len() > 100, "{f}");
+    }
+    let csv = std::fs::read_to_string(d.join("gf.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6 * 21);
+}
+
+#[test]
+fn task_adding_json_beats_the_baseline() {
+    let d = dir("adding");
+    let j = json_of(&recur(
+        &d,
+        &[
+            "task",
+            "adding",
+            "--len",
+            "10",
+            "--rnn-size",
+            "16",
+            "--lr",
+            "1e-2",
+            "--steps",
+            "600",
+            "--eval-every",
+            "200",
+            "--eval-size",
+            "128",
+            "--seed",
+            "5",
+            "--json",
+        ],
+    ));
+    for k in [
+        "task", "cell", "len", "steps", "metric", "baseline", "solved",
+    ] {
+        assert!(j.get(k).is_some(), "missing {k}");
+    }
+    assert_eq!(j["task"], "adding");
+    assert_eq!(j["len"], 10);
+    assert_eq!(j["steps"], 600);
+    let (m, b) = (
+        j["metric"].as_f64().unwrap(),
+        j["baseline"].as_f64().unwrap(),
+    );
+    assert!((b - 1.0 / 6.0).abs() < 1e-12);
+    assert!(m < 0.25 * b, "metric {m}");
+    assert_eq!(j["solved"], m < 0.01);
+    assert!(d.join("task-adding-lstm-10.png").exists());
+}
+
+#[test]
+fn task_ball_writes_the_paths_chart() {
+    let d = dir("ball");
+    let j = json_of(&recur(
+        &d,
+        &[
+            "task",
+            "ball",
+            "--len",
+            "20",
+            "--rnn-size",
+            "16",
+            "--cell",
+            "gru",
+            "--steps",
+            "50",
+            "--eval-size",
+            "64",
+            "--out",
+            "b",
+            "--json",
+        ],
+    ));
+    assert_eq!(j["task"], "ball");
+    for f in ["b.png", "b.svg", "b-paths.png", "b-paths.svg"] {
+        assert!(d.join(f).exists(), "{f}");
+    }
+}
+
+#[test]
+fn bad_arguments_are_one_line_errors() {
+    let d = dir("errors");
+    let e = error_line(&recur(&d, &["task", "copy", "--len", "0"]));
+    assert!(e.contains("length"), "{e}");
+    let e = error_line(&recur(&d, &["task", "adding", "--cell", "tcn"]));
+    assert!(e.contains("tcn"), "{e}");
+    let e = error_line(&recur(
+        &d,
+        &[
+            "task",
+            "adding",
+            "--len",
+            "4",
+            "--steps",
+            "2",
+            "--eval-size",
+            "8",
+            "--out",
+            "/nonexistent-dir/x",
+        ],
+    ));
+    assert!(e.contains("/nonexistent-dir/x.png"), "{e}");
+    let e = error_line(&recur(&d, &["gradflow", "--scales", "1,x"]));
+    assert!(e.contains("'x'"), "{e}");
+    let e = error_line(&recur(&d, &["task", "ball", "--minutes", "-1"]));
+    assert!(e.contains("--minutes"), "{e}");
+}

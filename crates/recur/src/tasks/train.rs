@@ -1,0 +1,257 @@
+//! Training a recurrent model on a [`Task`]: fresh random batches every step, full BPTT over the
+//! whole sequence, gradient-norm clipping, an optimizer, and evaluation on a fixed held-out set at
+//! intervals, reported through a callback that can stop the run (a step limit, a time budget and
+//! the caller's stop flag all end it cleanly with what was learned so far).
+//!
+//! Nothing here prints; the clock is read only for the time budget.
+
+use super::{Batch, Inputs, Targets, Task};
+use crate::model::{Input, Model, ModelWorkspace};
+use crate::optim::{clip_grad_norm, OptimKind, Optimizer};
+use crate::rng::Rng;
+use crate::stack::StackConfig;
+use std::time::{Duration, Instant};
+
+/// How to train.
+#[derive(Clone, Debug)]
+pub struct TrainSpec {
+    pub task: Task,
+    /// The recurrent stack (its input size is set from the task).
+    pub rnn: StackConfig,
+    pub optim: OptimKind,
+    pub lr: f64,
+    /// B: sequences per step.
+    pub batch: usize,
+    /// Stop after this many steps.
+    pub max_steps: usize,
+    /// Stop once this much time has passed (checked after every step).
+    pub budget: Option<Duration>,
+    /// Clip the global gradient norm to this (0 = no clipping).
+    pub clip: f64,
+    /// Evaluate every this many steps (and at the end).
+    pub eval_every: usize,
+    /// Held-out sequences, drawn once from `seed` (in batches of `batch`, rounded up).
+    pub eval_size: usize,
+    pub seed: u64,
+}
+
+/// One evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalPoint {
+    /// Optimizer steps taken.
+    pub step: usize,
+    pub elapsed: Duration,
+    /// Mean training loss over the steps since the previous evaluation (the task's metric on the
+    /// training batches).
+    pub train_metric: f64,
+    /// The metric on the held-out set.
+    pub metric: f64,
+}
+
+/// What the callback is told.
+pub enum Event<'a> {
+    /// A step was taken.
+    Step { step: usize, loss: f64 },
+    /// An evaluation on the held-out set.
+    Eval(&'a EvalPoint),
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct TrainResult {
+    pub model: Model,
+    /// Trained parameters.
+    pub params: Vec<f32>,
+    /// The baseline: the closed form where there is one (adding, copy), else its metric on the
+    /// held-out set.
+    pub baseline: f64,
+    /// The baseline's metric computed on the held-out set (see [`Task::baseline_on`]).
+    pub baseline_held_out: f64,
+    /// Evaluations, the last one after the final step.
+    pub curve: Vec<EvalPoint>,
+    /// Steps taken.
+    pub steps: usize,
+    /// Why it stopped: `steps`, `budget`, `stopped` (by the callback) or `diverged` (a
+    /// non-finite loss; parameters are those before the bad step).
+    pub reason: &'static str,
+}
+
+impl TrainResult {
+    /// The final held-out metric.
+    pub fn metric(&self) -> f64 {
+        self.curve.last().map_or(f64::NAN, |p| p.metric)
+    }
+}
+
+/// The model's input for a batch.
+fn input(batch: &Batch) -> Input<'_, f32> {
+    match &batch.inputs {
+        Inputs::Dense(x) => Input::Dense(x),
+        Inputs::Tokens(ids) => Input::Tokens(ids),
+    }
+}
+
+/// Forward and loss: (summed metric, count); `scale` as in [`Model::loss`].
+fn forward_loss(
+    model: &Model,
+    ws: &mut ModelWorkspace<f32>,
+    params: &[f32],
+    batch: &Batch,
+    scale_by_count: bool,
+) -> (f64, usize) {
+    model.forward(ws, params, input(batch), None, None, None, None);
+    match &batch.targets {
+        Targets::Values(y) => {
+            let n = y.iter().filter(|v| !v.is_nan()).count().max(1);
+            let s = if scale_by_count { 1.0 / n as f32 } else { 1.0 };
+            model.loss_mse(ws, y, s)
+        }
+        Targets::Classes(c) => {
+            let s = if scale_by_count {
+                1.0 / c.len().max(1) as f32
+            } else {
+                1.0
+            };
+            model.loss(ws, c, s)
+        }
+    }
+}
+
+/// The model's outputs on a batch: (R, V) as in [`ModelWorkspace::logits`].
+pub fn predict(model: &Model, params: &[f32], batch: &Batch) -> Vec<f32> {
+    let mut ws = model.workspace::<f32>(batch.t, batch.b);
+    model.forward(&mut ws, params, input(batch), None, None, None, None);
+    ws.logits.clone()
+}
+
+/// The held-out set: `n` sequences in batches of `b`, from its own seed.
+pub fn eval_set(task: &Task, n: usize, b: usize, seed: u64) -> Vec<Batch> {
+    let mut rng = Rng::new(seed ^ 0xE7A1_5E7);
+    (0..n.div_ceil(b))
+        .map(|_| task.sample(b, &mut rng))
+        .collect()
+}
+
+/// The task's metric on `set` (the mean loss times [`Task::metric_scale`]).
+fn evaluate(
+    task: &Task,
+    model: &Model,
+    ws: &mut ModelWorkspace<f32>,
+    params: &[f32],
+    set: &[Batch],
+) -> f64 {
+    let (mut s, mut n) = (0.0, 0);
+    for batch in set {
+        let (a, c) = forward_loss(model, ws, params, batch, false);
+        s += a;
+        n += c;
+    }
+    task.metric_scale() * s / n.max(1) as f64
+}
+
+/// Trains; `on_event` returns false to stop (the run then ends with a final evaluation).
+pub fn train(
+    spec: &TrainSpec,
+    on_event: &mut dyn FnMut(Event) -> bool,
+) -> Result<TrainResult, String> {
+    if spec.batch == 0 || spec.eval_every == 0 || spec.eval_size == 0 {
+        return Err("batch, eval_every and eval_size must be at least 1".into());
+    }
+    if !(spec.lr > 0.0) {
+        return Err(format!("learning rate must be positive, got {}", spec.lr));
+    }
+    let cfg = spec.task.model_config(spec.rnn.clone());
+    let model = Model::new(cfg)?;
+    let mut rng = Rng::new(spec.seed);
+    let mut params = vec![0.0f32; model.num_params()];
+    model.init(&mut params, &mut rng);
+    let mut grads = vec![0.0f32; params.len()];
+    let mut opt = Optimizer::<f32>::new(spec.optim.clone(), spec.lr, params.len());
+    let (nt, nb) = (spec.task.steps(), spec.batch);
+    let mut ws = model.workspace::<f32>(nt, nb);
+    let set = eval_set(&spec.task, spec.eval_size, nb, spec.seed);
+    let (bs, bn) = set
+        .iter()
+        .map(|b| spec.task.baseline_on(b))
+        .fold((0.0, 0), |a, x| (a.0 + x.0, a.1 + x.1));
+    let baseline_held_out = bs / bn.max(1) as f64;
+    let baseline = spec.task.baseline_formula().unwrap_or(baseline_held_out);
+
+    let start = Instant::now();
+    let mut curve = Vec::new();
+    let (mut run_sum, mut run_n) = (0.0, 0usize);
+    let mut reason = "steps";
+    let mut step = 0;
+    let mut data_rng = Rng::new(spec.seed.wrapping_add(1));
+    let mut backup = params.clone();
+    while step < spec.max_steps {
+        let batch = spec.task.sample(nb, &mut data_rng);
+        let (s, n) = forward_loss(&model, &mut ws, &params, &batch, true);
+        let loss = s / n.max(1) as f64;
+        if !loss.is_finite() {
+            params.copy_from_slice(&backup);
+            reason = "diverged";
+            break;
+        }
+        grads.fill(0.0);
+        model.backward(
+            &mut ws,
+            &params,
+            &mut grads,
+            input(&batch),
+            None,
+            None,
+            None,
+            None,
+        );
+        if spec.clip > 0.0 {
+            clip_grad_norm(&mut grads, spec.clip);
+        }
+        backup.copy_from_slice(&params);
+        opt.update(&mut params, &grads);
+        step += 1;
+        run_sum += loss * spec.task.metric_scale();
+        run_n += 1;
+        let go_on = on_event(Event::Step { step, loss });
+        let out_of_time = spec.budget.is_some_and(|b| start.elapsed() >= b);
+        let last = step == spec.max_steps || out_of_time || !go_on;
+        if step % spec.eval_every == 0 || last {
+            let p = EvalPoint {
+                step,
+                elapsed: start.elapsed(),
+                train_metric: run_sum / run_n.max(1) as f64,
+                metric: evaluate(&spec.task, &model, &mut ws, &params, &set),
+            };
+            (run_sum, run_n) = (0.0, 0);
+            let keep = on_event(Event::Eval(&p));
+            curve.push(p);
+            if !go_on || !keep {
+                reason = "stopped";
+                break;
+            }
+            if out_of_time {
+                reason = "budget";
+                break;
+            }
+        }
+    }
+    if curve.last().is_none_or(|p| p.step != step) {
+        let p = EvalPoint {
+            step,
+            elapsed: start.elapsed(),
+            train_metric: run_sum / run_n.max(1) as f64,
+            metric: evaluate(&spec.task, &model, &mut ws, &params, &set),
+        };
+        on_event(Event::Eval(&p));
+        curve.push(p);
+    }
+    Ok(TrainResult {
+        model,
+        params,
+        baseline,
+        baseline_held_out,
+        curve,
+        steps: step,
+        reason,
+    })
+}
