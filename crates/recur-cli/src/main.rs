@@ -10,8 +10,8 @@ mod gradflow;
 mod hello;
 mod plot;
 mod sample;
-mod train;
 mod task;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

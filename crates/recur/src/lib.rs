@@ -28,5 +28,5 @@ pub mod optim;
 pub mod params;
 pub mod rng;
 pub mod stack;
-pub mod train;
 pub mod tasks;
+pub mod train;

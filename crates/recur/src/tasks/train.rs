@@ -126,7 +126,7 @@ pub fn predict(model: &Model, params: &[f32], batch: &Batch) -> Vec<f32> {
 
 /// The held-out set: `n` sequences in batches of `b`, from its own seed.
 pub fn eval_set(task: &Task, n: usize, b: usize, seed: u64) -> Vec<Batch> {
-    let mut rng = Rng::new(seed ^ 0xE7A1_5E7);
+    let mut rng = Rng::new(seed ^ 0x0E7A_15E7);
     (0..n.div_ceil(b))
         .map(|_| task.sample(b, &mut rng))
         .collect()
