@@ -14,6 +14,7 @@
 //! - [`lm`]: a character model's loss on a text, and sampling;
 //! - [`gradcheck`]: central finite differences in f64;
 //! - [`lecture`]: the seed lecture's "hello" example.
+//! - [`speech`]: spoken-digit recognition (WAV reading, log-mel and MFCC features, classifier).
 
 pub mod cell;
 pub mod checkpoint;
@@ -27,6 +28,7 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod rng;
+pub mod speech;
 pub mod stack;
 pub mod tasks;
 pub mod train;

@@ -1,0 +1,10 @@
+//! Spoken-digit recognition: reading recordings, computing speech features, and (in
+//! `classifier.rs`) a recurrent classifier over the feature frames.
+//!
+//! - [`wav`]: one mono PCM WAV file -> samples in [-1, 1), with clear errors;
+//! - [`dataset`]: a directory of `{digit}_{speaker}_{take}.wav` files and its splits;
+//! - [`features`]: log-mel filterbank energies, MFCCs, deltas.
+
+pub mod dataset;
+pub mod features;
+pub mod wav;
