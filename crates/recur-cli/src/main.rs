@@ -12,6 +12,7 @@ mod plot;
 mod sample;
 mod task;
 mod train;
+mod speech;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -55,6 +56,8 @@ enum Command {
     /// Long-memory tasks (adding, copy, bouncing ball): train a cell, compare with the baseline.
     #[command(allow_negative_numbers = true)]
     Task(task::Args),
+    /// Spoken digits: train, evaluate and run a recognizer on WAV recordings.
+    Speech(speech::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -68,6 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Gradflow(a) => gradflow::run(a),
         Command::Task(a) => task::run(a),
+        Command::Speech(a) => speech::run(a),
     }
 }
 

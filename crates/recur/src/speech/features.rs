@@ -13,7 +13,8 @@
 //!    liftering;
 //! 7. deltas: the regression `d_t = sum_{n=1..W} n (c_{t+n} - c_{t-n}) / (2 sum_{n=1..W} n^2)`
 //!    with W = `delta_width` (2) and the first/last frame repeated at the edges; delta-deltas are
-//!    the deltas of the deltas.
+//!    the deltas of the deltas;
+//! 8. optionally (`cmn`), before the deltas, each base feature minus its mean over the utterance.
 //!
 //! These are the conventions of librosa's `stft(center=True, pad_mode="constant")`,
 //! `filters.mel(htk=True, norm="slaney")`, `feature.mfcc(dct_type=2, norm="ortho")` and
@@ -63,6 +64,11 @@ pub struct FeatureConfig {
     pub deltas: usize,
     /// W, the half-width of the delta regression window (2W+1 frames). Default 2.
     pub delta_width: usize,
+    /// Per-utterance mean normalisation: subtract each base feature's mean over the utterance's
+    /// frames before the deltas (cepstral mean normalisation for MFCCs). It removes a fixed
+    /// channel or speaker colouring. Default false.
+    #[serde(default)]
+    pub cmn: bool,
 }
 
 impl Default for FeatureConfig {
@@ -79,6 +85,7 @@ impl Default for FeatureConfig {
             n_mfcc: 13,
             deltas: 2,
             delta_width: 2,
+            cmn: false,
         }
     }
 }
@@ -162,6 +169,14 @@ pub fn mel_to_hz(m: f64) -> f64 {
 
 /// The filterbank: (n_mels, n_fft/2 + 1), triangles on the HTK mel scale, unit area.
 pub fn mel_filterbank(cfg: &FeatureConfig) -> Vec<f64> {
+    mel_filterbank_warped(cfg, 1.0)
+}
+
+/// The filterbank read on a frequency axis stretched by `warp`: filter weights are taken at
+/// `warp * f` for the FFT bin at frequency f. A warp above 1 moves spectral content to higher
+/// filters, as a shorter vocal tract would (vocal tract length perturbation, Jaitly and Hinton
+/// 2013, here as a plain linear warp). `warp = 1` is [`mel_filterbank`].
+pub fn mel_filterbank_warped(cfg: &FeatureConfig, warp: f64) -> Vec<f64> {
     let nb = cfg.n_fft / 2 + 1;
     let m = cfg.n_mels;
     let (lo, hi) = (hz_to_mel(cfg.fmin), hz_to_mel(cfg.fmax));
@@ -174,7 +189,7 @@ pub fn mel_filterbank(cfg: &FeatureConfig) -> Vec<f64> {
         let (left, centre, right) = (edges[i], edges[i + 1], edges[i + 2]);
         let area = 2.0 / (right - left);
         for k in 0..nb {
-            let f = k as f64 * cfg.sample_rate as f64 / cfg.n_fft as f64;
+            let f = warp * k as f64 * cfg.sample_rate as f64 / cfg.n_fft as f64;
             let rise = (f - left) / (centre - left);
             let fall = (right - f) / (right - centre);
             fb[i * nb + k] = rise.min(fall).max(0.0) * area;
@@ -228,6 +243,15 @@ impl Extractor {
             fb,
             dct,
         })
+    }
+
+    /// The same extractor with its filterbank warped by `warp` (see [`mel_filterbank_warped`]):
+    /// for data augmentation only.
+    pub fn with_warp(&self, warp: f64) -> Self {
+        Extractor {
+            fb: mel_filterbank_warped(&self.cfg, warp),
+            ..self.clone()
+        }
     }
 
     /// The power spectrogram: (T, n_fft/2 + 1).
@@ -305,6 +329,10 @@ impl Extractor {
         };
         let bd = self.cfg.base_dim();
         let dim = self.cfg.dim();
+        let mut base = base;
+        if self.cfg.cmn {
+            subtract_mean(&mut base, t_len, bd);
+        }
         let mut blocks = vec![base];
         for _ in 0..self.cfg.deltas {
             let prev = blocks.last().expect("base block");
@@ -322,6 +350,16 @@ impl Extractor {
             t: t_len,
             dim,
             data,
+        }
+    }
+}
+
+/// Subtracts from each of the `f` columns of `c` (T, F) its mean over the T rows.
+pub fn subtract_mean(c: &mut [f64], t_len: usize, f: usize) {
+    for k in 0..f {
+        let mean = (0..t_len).map(|t| c[t * f + k]).sum::<f64>() / t_len as f64;
+        for t in 0..t_len {
+            c[t * f + k] -= mean;
         }
     }
 }

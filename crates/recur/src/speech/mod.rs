@@ -4,7 +4,9 @@
 //! - [`wav`]: one mono PCM WAV file -> samples in [-1, 1), with clear errors;
 //! - [`dataset`]: a directory of `{digit}_{speaker}_{take}.wav` files and its splits;
 //! - [`features`]: log-mel filterbank energies, MFCCs, deltas.
+//! - [`classifier`]: normalisation, batching, the pooled recurrent classifier, evaluation.
 
 pub mod dataset;
 pub mod features;
 pub mod wav;
+pub mod classifier;

@@ -1,0 +1,824 @@
+//! `recur speech train | eval | predict`: the spoken-digit recognizer on a directory of
+//! `{digit}_{speaker}_{take}.wav` recordings (the Free Spoken Digit Dataset's layout).
+//!
+//! This file turns flags into a plan, drives the library (`recur::speech`) epoch by epoch, saves
+//! checkpoints, draws the charts and prints the results. The features, the model, the training
+//! step and the evaluation are computed in the library; none of that math lives here.
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use recur::cell::CellKind;
+use recur::checkpoint::{self, Checkpoint};
+use recur::model::Model;
+use recur::optim::{OptimKind, Optimizer};
+use recur::rng::Rng;
+use recur::speech::classifier::{
+    self, cosine_lr, evaluate, load_examples, load_examples_multi, make_batch, model_config, predict_batch, train_epoch,
+    Evaluation, Example, Normalizer, NUM_CLASSES,
+};
+use recur::speech::dataset::{list_dir, Split, Utterance};
+use recur::speech::features::{Extractor, FeatureConfig, FeatureKind};
+use recur::speech::wav::read_wav;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::plot;
+
+/// Where `--data` points unless told otherwise: the full dataset, cloned as docs/speech.md says.
+const DEFAULT_DATA: &str = "data/fsdd/recordings";
+/// Marks a checkpoint as this command's (its `train_state.kind`).
+const STATE_KIND: &str = "speech";
+/// Utterances per batch when evaluating.
+const EVAL_BATCH: usize = 64;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Train a recognizer: features, a recurrent stack, mean-pooled digit scores.
+    #[command(allow_negative_numbers = true)]
+    Train(TrainArgs),
+    /// Accuracy, per-digit accuracy and the confusion matrix of a trained recognizer.
+    Eval(EvalArgs),
+    /// The digit spoken in one WAV file, with the probabilities of all ten.
+    Predict(PredictArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Directory of {digit}_{speaker}_{take}.wav files (8 kHz mono PCM).
+    #[arg(long, default_value = DEFAULT_DATA)]
+    data: PathBuf,
+    /// Directory for checkpoints (best.ckpt, last.ckpt) and charts.
+    #[arg(long, default_value = "speech-run")]
+    out: PathBuf,
+    /// Train on every speaker but this one (all takes); without it, the official split
+    /// (takes 5+ train, 0-4 test).
+    #[arg(long)]
+    holdout: Option<String>,
+    /// Takes held out of training for validation, "A-B" (inclusive) or "none".
+    #[arg(long, default_value = "5-9")]
+    val_takes: String,
+    /// Base features: mfcc or logmel.
+    #[arg(long, default_value = "mfcc")]
+    features: String,
+    /// Mel bands.
+    #[arg(long, default_value_t = 40)]
+    n_mels: usize,
+    /// Cepstral coefficients (mfcc only).
+    #[arg(long, default_value_t = 13)]
+    n_mfcc: usize,
+    /// Delta orders appended: 0, 1 or 2.
+    #[arg(long, default_value_t = 2)]
+    deltas: usize,
+    /// Subtract each utterance's mean from its base features (cepstral mean normalisation).
+    #[arg(long)]
+    cmn: bool,
+    /// Augmentation: this many extra copies of each training recording, their filterbanks
+    /// warped by factors spread evenly over [1 - --warp-max, 1 + --warp-max] (VTLP).
+    #[arg(long, default_value_t = 0)]
+    warp_copies: usize,
+    /// Largest relative frequency warp of the augmentation copies.
+    #[arg(long, default_value_t = 0.1)]
+    warp_max: f64,
+    /// Cell: gru, lstm, rnn_tanh or rnn_relu.
+    #[arg(long, default_value = "gru")]
+    cell: String,
+    /// Hidden units per direction.
+    #[arg(long, default_value_t = 64)]
+    rnn_size: usize,
+    /// Stacked layers.
+    #[arg(long, default_value_t = 1)]
+    num_layers: usize,
+    /// One direction only (default: bidirectional).
+    #[arg(long)]
+    unidirectional: bool,
+    /// Dropout between layers (needs --num-layers 2 or more).
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    /// Utterances per batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Adam's learning rate at the start; a cosine schedule takes it to lr * --lr-floor.
+    #[arg(long, default_value_t = 3e-3)]
+    learning_rate: f64,
+    /// Final learning rate as a fraction of the first.
+    #[arg(long, default_value_t = 0.05)]
+    lr_floor: f64,
+    /// Clip the gradient's global norm to this (0 = no clipping).
+    #[arg(long, default_value_t = 5.0)]
+    grad_clip: f64,
+    /// Seed for initialisation and batch order.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Threads for large matrix products and for reading files.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Continue the run saved in <out>/last.ckpt (same data and settings).
+    #[arg(long)]
+    resume: bool,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// A checkpoint written by `recur speech train`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Directory of {digit}_{speaker}_{take}.wav files.
+    #[arg(long, default_value = DEFAULT_DATA)]
+    data: PathBuf,
+    /// Which recordings: test (takes 0-4), train (takes 5+), all, or speaker:NAME. Default: the
+    /// held-out speaker for a --holdout run, otherwise test.
+    #[arg(long)]
+    split: Option<String>,
+    /// Stem of the confusion-matrix charts (<stem>.png, <stem>.svg). Default: beside the
+    /// checkpoint, <checkpoint stem>-confusion.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Threads for large matrix products and for reading files.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Print {"n", "accuracy", "per_digit", ...} as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct PredictArgs {
+    /// A checkpoint written by `recur speech train`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The recording (8 kHz mono PCM WAV).
+    file: PathBuf,
+    /// Print {"digit", "probs"} as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Settings of a run that must stay fixed across a resume.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Hyper {
+    holdout: Option<String>,
+    val_takes: Option<(u32, u32)>,
+    epochs: usize,
+    batch_size: usize,
+    learning_rate: f64,
+    lr_floor: f64,
+    grad_clip: f64,
+    seed: u64,
+    warp_copies: usize,
+    warp_max: f64,
+}
+
+/// One epoch's numbers, as kept in the checkpoint and drawn in the charts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct EpochLog {
+    epoch: usize,
+    lr: f64,
+    train_loss: f64,
+    train_acc: f64,
+    val_loss: Option<f64>,
+    val_acc: Option<f64>,
+    seconds: f64,
+}
+
+/// What a speech checkpoint keeps besides the model: `train_state` in the file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct State {
+    kind: String,
+    features: FeatureConfig,
+    normalizer: Normalizer,
+    hyper: Hyper,
+    /// Epochs completed.
+    epoch: usize,
+    rng: [u64; 4],
+    best_epoch: usize,
+    best_val_acc: Option<f64>,
+    history: Vec<EpochLog>,
+    /// Wall-clock seconds spent in training epochs and validation so far.
+    train_seconds: f64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.cmd {
+        Cmd::Train(a) => train(a),
+        Cmd::Eval(a) => eval(a),
+        Cmd::Predict(a) => predict(a),
+    }
+}
+
+/// `n` warp factors spread evenly over [1 - max, 1 + max], leaving out 1 itself.
+fn warp_factors(n: usize, max: f64) -> Vec<f64> {
+    match n {
+        0 => Vec::new(),
+        1 => vec![1.0 + max],
+        _ => {
+            // n points on [-1, 1] without 0: -1, .., -1/h, 1/h, .., 1 for even n
+            let mut v: Vec<f64> = (0..=n)
+                .map(|i| -1.0 + 2.0 * i as f64 / n as f64)
+                .filter(|x| x.abs() > 1e-9)
+                .collect();
+            v.truncate(n);
+            v.into_iter().map(|x| 1.0 + max * x).collect()
+        }
+    }
+}
+
+fn parse_take_range(s: &str) -> Result<Option<(u32, u32)>> {
+    if s == "none" {
+        return Ok(None);
+    }
+    let bad = || anyhow!("--val-takes must be A-B (e.g. 5-9) or none, got '{s}'");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u32, u32) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a > b {
+        return Err(bad());
+    }
+    Ok(Some((a, b)))
+}
+
+fn parse_split(s: &str) -> Result<Split> {
+    Ok(match s {
+        "test" => Split::Test,
+        "train" => Split::Train,
+        "all" => Split::All,
+        _ => match s.strip_prefix("speaker:") {
+            Some(name) if !name.is_empty() => Split::Speaker(name.to_string()),
+            _ => bail!("--split must be test, train, all or speaker:NAME, got '{s}'"),
+        },
+    })
+}
+
+fn parse_cell(s: &str) -> Result<CellKind> {
+    CellKind::parse(s)
+        .ok_or_else(|| anyhow!("--cell must be gru, lstm, rnn_tanh or rnn_relu, got '{s}'"))
+}
+
+fn set_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        bail!("--threads must be at least 1");
+    }
+    recur::ops::gemm::set_threads(n);
+    // Ignore a second initialisation (only possible in-process, e.g. never from the binary).
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    Ok(())
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
+/// Lists `dir`, keeps the recordings of `split`, reads and featurises them, normalises them.
+fn load_split(
+    all: &[Utterance],
+    split: &Split,
+    ex: &Extractor,
+) -> Result<(Vec<Utterance>, Vec<Example>)> {
+    let utts = split.select(all).map_err(|e| anyhow!(e))?;
+    let pb = spinner(&format!("reading {} recordings", utts.len()));
+    let examples = load_examples(&utts, ex).map_err(|e| anyhow!(e));
+    pb.finish_and_clear();
+    Ok((utts, examples?))
+}
+
+fn check_speaker(all: &[Utterance], name: &str, data: &Path) -> Result<()> {
+    if !all.iter().any(|u| u.speaker == name) {
+        let mut names: Vec<&str> = all.iter().map(|u| u.speaker.as_str()).collect();
+        names.sort();
+        names.dedup();
+        bail!(
+            "speaker '{name}' has no recordings in {} (speakers: {})",
+            data.display(),
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    // ---- flags -> plan, before any work
+    set_threads(a.threads)?;
+    let val_takes = parse_take_range(&a.val_takes)?;
+    let kind = match a.features.as_str() {
+        "mfcc" => FeatureKind::Mfcc,
+        "logmel" => FeatureKind::LogMel,
+        other => bail!("--features must be mfcc or logmel, got '{other}'"),
+    };
+    let cell = parse_cell(&a.cell)?;
+    if !(a.warp_max > 0.0 && a.warp_max < 0.5) {
+        bail!("--warp-max must be in (0, 0.5), got {}", a.warp_max);
+    }
+    let warps = warp_factors(a.warp_copies, a.warp_max);
+    if a.epochs == 0 || a.batch_size == 0 {
+        bail!("--epochs and --batch-size must be at least 1");
+    }
+    if !(a.learning_rate > 0.0) || !(a.lr_floor >= 0.0 && a.lr_floor <= 1.0) {
+        bail!("--learning-rate must be positive and --lr-floor in [0, 1]");
+    }
+    if !(a.grad_clip >= 0.0) {
+        bail!("--grad-clip must be 0 or positive, got {}", a.grad_clip);
+    }
+    let hyper = Hyper {
+        holdout: a.holdout.clone(),
+        val_takes,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        learning_rate: a.learning_rate,
+        lr_floor: a.lr_floor,
+        grad_clip: a.grad_clip,
+        seed: a.seed,
+        warp_copies: a.warp_copies,
+        warp_max: a.warp_max,
+    };
+    let last_path = a.out.join("last.ckpt");
+    let best_path = a.out.join("best.ckpt");
+    let resumed = if a.resume {
+        let ck = checkpoint::load(&last_path)?;
+        let st = speech_state(&ck, &last_path)?;
+        if st.hyper != hyper {
+            bail!(
+                "{} was trained with other settings ({}); resume with the same flags",
+                last_path.display(),
+                serde_json::to_string(&st.hyper)?
+            );
+        }
+        Some((ck, st))
+    } else {
+        None
+    };
+    let feat_cfg = match &resumed {
+        Some((_, st)) => st.features.clone(),
+        None => FeatureConfig {
+            kind,
+            n_mels: a.n_mels,
+            n_mfcc: a.n_mfcc,
+            deltas: a.deltas,
+            cmn: a.cmn,
+            ..FeatureConfig::default()
+        },
+    };
+    let ex = Extractor::new(feat_cfg.clone()).map_err(|e| anyhow!("features: {e}"))?;
+    let model_cfg = match &resumed {
+        Some((ck, _)) => ck.model.clone(),
+        None => model_config(
+            feat_cfg.dim(),
+            cell,
+            a.rnn_size,
+            a.num_layers,
+            !a.unidirectional,
+            a.dropout,
+        )
+        .map_err(|e| anyhow!("model: {e}"))?,
+    };
+    let model = Model::new(model_cfg.clone()).map_err(|e| anyhow!("model: {e}"))?;
+
+    // ---- data
+    let all = list_dir(&a.data).map_err(|e| anyhow!(e))?;
+    let train_split = match &a.holdout {
+        Some(h) => {
+            check_speaker(&all, h, &a.data)?;
+            Split::AllBut(h.clone())
+        }
+        None => Split::Train,
+    };
+    let utts = train_split.select(&all).map_err(|e| anyhow!(e))?;
+    let mut exs = vec![ex.clone()];
+    exs.extend(warps.iter().map(|&w| ex.with_warp(w)));
+    let pb = spinner(&format!(
+        "reading {} recordings ({} feature sets each)",
+        utts.len(),
+        exs.len()
+    ));
+    let loaded = load_examples_multi(&utts, &exs).map_err(|e| anyhow!(e));
+    pb.finish_and_clear();
+    // train_set: the plain features, then the warped copies; val_set: plain only
+    let (mut train_set, mut val_set, mut copies) = (Vec::new(), Vec::new(), Vec::new());
+    for (u, mut versions) in utts.iter().zip(loaded?) {
+        let plain = versions.remove(0);
+        match val_takes {
+            Some((lo, hi)) if (lo..=hi).contains(&u.take) => val_set.push(plain),
+            _ => {
+                train_set.push(plain);
+                copies.extend(versions);
+            }
+        }
+    }
+    if train_set.is_empty() {
+        bail!(
+            "no training recordings left in {} after holding out takes {} for validation",
+            a.data.display(),
+            a.val_takes
+        );
+    }
+    let normalizer = match &resumed {
+        Some((_, st)) => st.normalizer.clone(),
+        None => Normalizer::fit(&train_set),
+    };
+    let n_plain = train_set.len();
+    train_set.extend(copies);
+    for e in train_set.iter_mut().chain(val_set.iter_mut()) {
+        normalizer.apply(&mut e.feats);
+    }
+
+    // ---- model, optimizer, position
+    let (mut params, mut opt, mut rng, mut state) = match resumed {
+        Some((ck, st)) => {
+            let opt = ck.optimizer.ok_or_else(|| {
+                anyhow!("{} has no optimizer state to resume", last_path.display())
+            })?;
+            (ck.params, opt, Rng::from_state(st.rng), st)
+        }
+        None => {
+            let mut rng = Rng::new(a.seed);
+            let mut params = vec![0.0f32; model.num_params()];
+            model.init(&mut params, &mut rng);
+            let opt = Optimizer::new(
+                OptimKind::parse("adam", 0.0).expect("adam"),
+                a.learning_rate,
+                params.len(),
+            );
+            let st = State {
+                kind: STATE_KIND.into(),
+                features: feat_cfg.clone(),
+                normalizer: normalizer.clone(),
+                hyper: hyper.clone(),
+                epoch: 0,
+                rng: rng.state(),
+                best_epoch: 0,
+                best_val_acc: None,
+                history: Vec::new(),
+                train_seconds: 0.0,
+            };
+            (params, opt, rng, st)
+        }
+    };
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create directory {}", a.out.display()))?;
+    let mut grads = vec![0.0f32; params.len()];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second handler cannot be installed in one process; the binary installs one.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    eprintln!(
+        "speech: {} training ({} with augmentation) and {} validation recordings ({}), {} features per frame, {} {} x {}{}, {} parameters",
+        n_plain,
+        train_set.len(),
+        val_set.len(),
+        train_split.describe(),
+        feat_cfg.dim(),
+        model_cfg.rnn.cell,
+        model_cfg.rnn.num_layers,
+        model_cfg.rnn.hidden_size,
+        if model_cfg.rnn.bidirectional { ", bidirectional" } else { "" },
+        model.num_params()
+    );
+
+    let mut interrupted = false;
+    while state.epoch < a.epochs {
+        let epoch = state.epoch;
+        let t0 = Instant::now();
+        opt.lr = cosine_lr(a.learning_rate, a.lr_floor, epoch, a.epochs);
+        let pb = ProgressBar::new(0);
+        pb.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        pb.set_prefix(format!("{}/{}", epoch + 1, a.epochs));
+        let tally = train_epoch(
+            &model,
+            &mut params,
+            &mut grads,
+            &mut opt,
+            &train_set,
+            a.batch_size,
+            a.grad_clip,
+            &mut rng,
+            |done, total, so_far| {
+                pb.set_length(total as u64);
+                pb.set_position(done as u64);
+                pb.set_message(format!(
+                    "loss {:.4} acc {:.3}",
+                    so_far.mean_loss(),
+                    so_far.accuracy()
+                ));
+                !stop.load(Ordering::SeqCst)
+            },
+        );
+        pb.finish_and_clear();
+        let Some(tally) = tally else {
+            interrupted = true;
+            break;
+        };
+        let val = (!val_set.is_empty()).then(|| evaluate(&model, &params, &val_set, EVAL_BATCH));
+        let secs = t0.elapsed().as_secs_f64();
+        state.train_seconds += secs;
+        state.epoch += 1;
+        state.rng = rng.state();
+        let log = EpochLog {
+            epoch: state.epoch,
+            lr: opt.lr,
+            train_loss: tally.mean_loss(),
+            train_acc: tally.accuracy(),
+            val_loss: val.as_ref().map(|v| v.tally.mean_loss()),
+            val_acc: val.as_ref().map(|v| v.tally.accuracy()),
+            seconds: secs,
+        };
+        eprintln!(
+            "epoch {:>3}/{}: lr {:.2e}  train loss {:.4} acc {:.4}{}  ({:.1} s)",
+            log.epoch,
+            a.epochs,
+            log.lr,
+            log.train_loss,
+            log.train_acc,
+            match (log.val_loss, log.val_acc) {
+                (Some(l), Some(acc)) => format!("  val loss {l:.4} acc {acc:.4}"),
+                _ => String::new(),
+            },
+            secs
+        );
+        // Best: highest validation accuracy (ties: the later epoch); without validation, the last.
+        let better = match (log.val_acc, state.best_val_acc) {
+            (Some(v), Some(b)) => v >= b,
+            _ => true,
+        };
+        state.history.push(log);
+        if better {
+            state.best_epoch = state.epoch;
+            state.best_val_acc = state.history.last().and_then(|l| l.val_acc);
+        }
+        let ck = Checkpoint {
+            model: model_cfg.clone(),
+            params: params.clone(),
+            vocab: None,
+            optimizer: Some(opt.clone()),
+            train_state: Some(serde_json::to_value(&state)?),
+        };
+        checkpoint::save(&last_path, &ck)?;
+        if better {
+            checkpoint::save(&best_path, &ck)?;
+        }
+    }
+    let charts = write_curves(&state, &a.out)?;
+    let summary = json!({
+        "epochs": state.epoch,
+        "interrupted": interrupted,
+        "train": n_plain,
+        "train_with_augmentation": train_set.len(),
+        "val": val_set.len(),
+        "split": train_split.describe(),
+        "parameters": model.num_params(),
+        "train_seconds": state.train_seconds,
+        "best_epoch": state.best_epoch,
+        "best_val_acc": state.best_val_acc,
+        "best": best_path,
+        "last": last_path,
+        "charts": charts,
+    });
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{summary}")?;
+    } else {
+        if interrupted {
+            writeln!(
+                out,
+                "interrupted: {} holds the {} completed epochs; continue with --resume",
+                last_path.display(),
+                state.epoch
+            )?;
+        }
+        writeln!(
+            out,
+            "trained {} epochs in {:.1} s on {} recordings ({} with augmentation)",
+            state.epoch,
+            state.train_seconds,
+            n_plain,
+            train_set.len()
+        )?;
+        if let Some(v) = state.best_val_acc {
+            writeln!(
+                out,
+                "best validation accuracy {:.4} at epoch {} ({} recordings)",
+                v,
+                state.best_epoch,
+                val_set.len()
+            )?;
+        }
+        writeln!(out, "best checkpoint: {}", best_path.display())?;
+        writeln!(out, "last checkpoint: {}", last_path.display())?;
+        for c in &charts {
+            writeln!(out, "chart: {}", c.display())?;
+        }
+    }
+    Ok(())
+}
+
+/// The learning curves: loss and accuracy per epoch, training and validation.
+fn write_curves(state: &State, out: &Path) -> Result<Vec<PathBuf>> {
+    if state.history.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pts = |f: &dyn Fn(&EpochLog) -> Option<f64>| -> Vec<(f64, f64)> {
+        state
+            .history
+            .iter()
+            .filter_map(|l| f(l).map(|y| (l.epoch as f64, y)))
+            .collect()
+    };
+    let mut loss = plot::Chart::new("speech: loss", "epoch", "cross-entropy (nats)").with_log_y(true);
+    loss.push(plot::Series::line("train", pts(&|l| Some(l.train_loss))));
+    let vl = pts(&|l| l.val_loss);
+    if !vl.is_empty() {
+        loss.push(plot::Series::line("validation", vl));
+    }
+    let mut acc = plot::Chart::new("speech: accuracy", "epoch", "accuracy");
+    acc.push(plot::Series::line("train", pts(&|l| Some(l.train_acc))));
+    let va = pts(&|l| l.val_acc);
+    if !va.is_empty() {
+        acc.push(plot::Series::line("validation", va));
+    }
+    let mut files = Vec::new();
+    files.extend(plot::write_chart(&loss, &out.join("loss"))?);
+    files.extend(plot::write_chart(&acc, &out.join("accuracy"))?);
+    Ok(files)
+}
+
+/// The speech state of a checkpoint, or an error naming the file.
+fn speech_state(ck: &Checkpoint, path: &Path) -> Result<State> {
+    let v = ck
+        .train_state
+        .as_ref()
+        .ok_or_else(|| anyhow!("{}: not a speech checkpoint (no train_state)", path.display()))?;
+    if v.get("kind").and_then(|k| k.as_str()) != Some(STATE_KIND) {
+        bail!(
+            "{}: not a speech checkpoint (train_state.kind is not \"{STATE_KIND}\")",
+            path.display()
+        );
+    }
+    let st: State = serde_json::from_value(v.clone())
+        .map_err(|e| anyhow!("{}: malformed speech train_state: {e}", path.display()))?;
+    if st.normalizer.mean.len() != st.features.dim() || st.normalizer.std.len() != st.features.dim()
+    {
+        bail!(
+            "{}: normaliser has {} features but the feature settings give {}",
+            path.display(),
+            st.normalizer.mean.len(),
+            st.features.dim()
+        );
+    }
+    if ck.model.input_size != st.features.dim() || ck.model.output_size != NUM_CLASSES {
+        bail!(
+            "{}: the model takes {} features to {} classes; speech needs {} to {}",
+            path.display(),
+            ck.model.input_size,
+            ck.model.output_size,
+            st.features.dim(),
+            NUM_CLASSES
+        );
+    }
+    Ok(st)
+}
+
+/// Loads a speech checkpoint: model, parameters, feature extractor, normaliser, settings.
+fn load_recognizer(path: &Path) -> Result<(Model, Vec<f32>, Extractor, State)> {
+    let ck = checkpoint::load(path)?;
+    let st = speech_state(&ck, path)?;
+    let model = Model::new(ck.model.clone()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let ex = Extractor::new(st.features.clone())
+        .map_err(|e| anyhow!("{}: features: {e}", path.display()))?;
+    Ok((model, ck.params, ex, st))
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    set_threads(a.threads)?;
+    let split = a.split.as_deref().map(parse_split).transpose()?;
+    let (model, params, ex, st) = load_recognizer(&a.checkpoint)?;
+    let split = split.unwrap_or_else(|| match &st.hyper.holdout {
+        Some(h) => Split::Speaker(h.clone()),
+        None => Split::Test,
+    });
+    let all = list_dir(&a.data).map_err(|e| anyhow!(e))?;
+    if let Split::Speaker(s) = &split {
+        check_speaker(&all, s, &a.data)?;
+    }
+    let (_, mut examples) = load_split(&all, &split, &ex)?;
+    for e in &mut examples {
+        st.normalizer.apply(&mut e.feats);
+    }
+    let ev: Evaluation = evaluate(&model, &params, &examples, EVAL_BATCH);
+    let per_digit = ev.per_digit();
+    let stem = a.plot.clone().unwrap_or_else(|| {
+        let name = a
+            .checkpoint
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "speech".into());
+        a.checkpoint.with_file_name(format!("{name}-confusion"))
+    });
+    let digits: Vec<String> = (0..NUM_CLASSES).map(|d| d.to_string()).collect();
+    let map = plot::Heatmap {
+        title: format!(
+            "confusion, {} (accuracy {:.4})",
+            split.describe(),
+            ev.tally.accuracy()
+        ),
+        row_axis: "spoken digit".into(),
+        col_axis: "predicted digit".into(),
+        row_labels: digits.clone(),
+        col_labels: digits,
+        values: ev
+            .confusion
+            .iter()
+            .flat_map(|r| r.iter().map(|&c| c as f64))
+            .collect(),
+    };
+    let charts = plot::write_heatmap(&map, &stem)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let j = json!({
+            "n": ev.tally.n,
+            "accuracy": ev.tally.accuracy(),
+            "per_digit": per_digit.iter().map(|&x| if x.is_nan() { None } else { Some(x) }).collect::<Vec<_>>(),
+            "loss": ev.tally.mean_loss(),
+            "split": split.describe(),
+            "confusion": ev.confusion,
+            "charts": charts,
+        });
+        writeln!(out, "{j}")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{}: {} recordings, accuracy {:.4} ({} correct), mean cross-entropy {:.4}",
+        split.describe(),
+        ev.tally.n,
+        ev.tally.accuracy(),
+        ev.tally.correct,
+        ev.tally.mean_loss()
+    )?;
+    writeln!(out, "per digit:")?;
+    for (d, acc) in per_digit.iter().enumerate() {
+        let n: usize = ev.confusion[d].iter().sum();
+        if n > 0 {
+            writeln!(out, "  {d}: {acc:.4} ({}/{n})", ev.confusion[d][d])?;
+        } else {
+            writeln!(out, "  {d}: no recordings")?;
+        }
+    }
+    writeln!(out, "confusion (rows: spoken, columns: predicted):")?;
+    writeln!(out, "      {}", (0..NUM_CLASSES).map(|d| format!("{d:>4}")).collect::<String>())?;
+    for (d, row) in ev.confusion.iter().enumerate() {
+        writeln!(out, "  {d}:  {}", row.iter().map(|c| format!("{c:>4}")).collect::<String>())?;
+    }
+    for c in &charts {
+        writeln!(out, "chart: {}", c.display())?;
+    }
+    Ok(())
+}
+
+fn predict(a: PredictArgs) -> Result<()> {
+    let (model, params, ex, st) = load_recognizer(&a.checkpoint)?;
+    let x = read_wav(&a.file, ex.cfg.sample_rate).map_err(|e| anyhow!(e))?;
+    let mut ex1 = vec![Example {
+        feats: ex.compute(&x),
+        label: 0,
+    }];
+    st.normalizer.apply(&mut ex1[0].feats);
+    let batch = make_batch(&ex1, &[0]);
+    let probs = predict_batch(&model, &params, &batch);
+    let digit = classifier::argmax(&probs);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", json!({"digit": digit, "probs": probs}))?;
+        return Ok(());
+    }
+    writeln!(out, "{}: digit {digit} (p = {:.4})", a.file.display(), probs[digit])?;
+    for (d, p) in probs.iter().enumerate() {
+        writeln!(out, "  {d}: {p:.4}")?;
+    }
+    Ok(())
+}
