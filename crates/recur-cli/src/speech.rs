@@ -13,8 +13,8 @@ use recur::model::Model;
 use recur::optim::{OptimKind, Optimizer};
 use recur::rng::Rng;
 use recur::speech::classifier::{
-    self, cosine_lr, evaluate, load_examples, load_examples_multi, make_batch, model_config, predict_batch, train_epoch,
-    Evaluation, Example, Normalizer, NUM_CLASSES,
+    self, cosine_lr, evaluate, load_examples, load_examples_multi, make_batch, model_config,
+    predict_batch, train_epoch, Evaluation, Example, Normalizer, Pooling, NUM_CLASSES,
 };
 use recur::speech::dataset::{list_dir, Split, Utterance};
 use recur::speech::features::{Extractor, FeatureConfig, FeatureKind};
@@ -102,6 +102,9 @@ struct TrainArgs {
     /// One direction only (default: bidirectional).
     #[arg(long)]
     unidirectional: bool,
+    /// Head: mean (per-step scores averaged over the utterance) or last (final states).
+    #[arg(long, default_value = "mean")]
+    pool: String,
     /// Dropout between layers (needs --num-layers 2 or more).
     #[arg(long, default_value_t = 0.0)]
     dropout: f64,
@@ -278,7 +281,9 @@ fn set_threads(n: usize) -> Result<()> {
     }
     recur::ops::gemm::set_threads(n);
     // Ignore a second initialisation (only possible in-process, e.g. never from the binary).
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
     Ok(())
 }
 
@@ -326,6 +331,8 @@ fn train(a: TrainArgs) -> Result<()> {
         other => bail!("--features must be mfcc or logmel, got '{other}'"),
     };
     let cell = parse_cell(&a.cell)?;
+    let pooling = Pooling::parse(&a.pool)
+        .ok_or_else(|| anyhow!("--pool must be mean or last, got '{}'", a.pool))?;
     if !(a.warp_max > 0.0 && a.warp_max < 0.5) {
         bail!("--warp-max must be in (0, 0.5), got {}", a.warp_max);
     }
@@ -333,8 +340,11 @@ fn train(a: TrainArgs) -> Result<()> {
     if a.epochs == 0 || a.batch_size == 0 {
         bail!("--epochs and --batch-size must be at least 1");
     }
-    if !(a.learning_rate > 0.0) || !(a.lr_floor >= 0.0 && a.lr_floor <= 1.0) {
-        bail!("--learning-rate must be positive and --lr-floor in [0, 1]");
+    if !(a.learning_rate > 0.0) {
+        bail!("--learning-rate must be positive, got {}", a.learning_rate);
+    }
+    if !(0.0..=1.0).contains(&a.lr_floor) {
+        bail!("--lr-floor must be in [0, 1], got {}", a.lr_floor);
     }
     if !(a.grad_clip >= 0.0) {
         bail!("--grad-clip must be 0 or positive, got {}", a.grad_clip);
@@ -388,6 +398,7 @@ fn train(a: TrainArgs) -> Result<()> {
             a.num_layers,
             !a.unidirectional,
             a.dropout,
+            pooling,
         )
         .map_err(|e| anyhow!("model: {e}"))?,
     };
@@ -484,7 +495,7 @@ fn train(a: TrainArgs) -> Result<()> {
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
     eprintln!(
-        "speech: {} training ({} with augmentation) and {} validation recordings ({}), {} features per frame, {} {} x {}{}, {} parameters",
+        "speech: {} training ({} with augmentation) and {} validation recordings ({}), {} features per frame, {} {} x {}{}, head {}, {} parameters",
         n_plain,
         train_set.len(),
         val_set.len(),
@@ -494,6 +505,7 @@ fn train(a: TrainArgs) -> Result<()> {
         model_cfg.rnn.num_layers,
         model_cfg.rnn.hidden_size,
         if model_cfg.rnn.bidirectional { ", bidirectional" } else { "" },
+        model_cfg.head.name(),
         model.num_params()
     );
 
@@ -649,7 +661,8 @@ fn write_curves(state: &State, out: &Path) -> Result<Vec<PathBuf>> {
             .filter_map(|l| f(l).map(|y| (l.epoch as f64, y)))
             .collect()
     };
-    let mut loss = plot::Chart::new("speech: loss", "epoch", "cross-entropy (nats)").with_log_y(true);
+    let mut loss =
+        plot::Chart::new("speech: loss", "epoch", "cross-entropy (nats)").with_log_y(true);
     loss.push(plot::Series::line("train", pts(&|l| Some(l.train_loss))));
     let vl = pts(&|l| l.val_loss);
     if !vl.is_empty() {
@@ -669,10 +682,12 @@ fn write_curves(state: &State, out: &Path) -> Result<Vec<PathBuf>> {
 
 /// The speech state of a checkpoint, or an error naming the file.
 fn speech_state(ck: &Checkpoint, path: &Path) -> Result<State> {
-    let v = ck
-        .train_state
-        .as_ref()
-        .ok_or_else(|| anyhow!("{}: not a speech checkpoint (no train_state)", path.display()))?;
+    let v = ck.train_state.as_ref().ok_or_else(|| {
+        anyhow!(
+            "{}: not a speech checkpoint (no train_state)",
+            path.display()
+        )
+    })?;
     if v.get("kind").and_then(|k| k.as_str()) != Some(STATE_KIND) {
         bail!(
             "{}: not a speech checkpoint (train_state.kind is not \"{STATE_KIND}\")",
@@ -690,14 +705,13 @@ fn speech_state(ck: &Checkpoint, path: &Path) -> Result<State> {
             st.features.dim()
         );
     }
-    if ck.model.input_size != st.features.dim() || ck.model.output_size != NUM_CLASSES {
+    classifier::check_model(&ck.model).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if ck.model.input_size != st.features.dim() {
         bail!(
-            "{}: the model takes {} features to {} classes; speech needs {} to {}",
+            "{}: the model takes {} features per frame but the feature settings give {}",
             path.display(),
             ck.model.input_size,
-            ck.model.output_size,
-            st.features.dim(),
-            NUM_CLASSES
+            st.features.dim()
         );
     }
     Ok(st)
@@ -790,9 +804,19 @@ fn eval(a: EvalArgs) -> Result<()> {
         }
     }
     writeln!(out, "confusion (rows: spoken, columns: predicted):")?;
-    writeln!(out, "      {}", (0..NUM_CLASSES).map(|d| format!("{d:>4}")).collect::<String>())?;
+    writeln!(
+        out,
+        "      {}",
+        (0..NUM_CLASSES)
+            .map(|d| format!("{d:>4}"))
+            .collect::<String>()
+    )?;
     for (d, row) in ev.confusion.iter().enumerate() {
-        writeln!(out, "  {d}:  {}", row.iter().map(|c| format!("{c:>4}")).collect::<String>())?;
+        writeln!(
+            out,
+            "  {d}:  {}",
+            row.iter().map(|c| format!("{c:>4}")).collect::<String>()
+        )?;
     }
     for c in &charts {
         writeln!(out, "chart: {}", c.display())?;
@@ -816,7 +840,12 @@ fn predict(a: PredictArgs) -> Result<()> {
         writeln!(out, "{}", json!({"digit": digit, "probs": probs}))?;
         return Ok(());
     }
-    writeln!(out, "{}: digit {digit} (p = {:.4})", a.file.display(), probs[digit])?;
+    writeln!(
+        out,
+        "{}: digit {digit} (p = {:.4})",
+        a.file.display(),
+        probs[digit]
+    )?;
     for (d, p) in probs.iter().enumerate() {
         writeln!(out, "  {d}: {p:.4}")?;
     }

@@ -1,8 +1,11 @@
-//! The spoken-digit classifier: a (bi)directional recurrent stack over normalised feature frames,
-//! the model's linear decoder applied at every valid step, and the class scores averaged over each
-//! utterance's valid steps (mean pooling). Because the decoder is affine, the average of the
-//! per-step logits equals the decoder applied to the mean of the stack outputs, so this is the
-//! usual "mean-pooled states -> linear -> softmax" head, built on [`Model`] without changing it.
+//! The spoken-digit classifier: a (bi)directional recurrent stack over normalised feature frames
+//! and one of two heads ([`Pooling`]):
+//! - mean (default): the model's linear decoder applied at every valid step (its per-step head)
+//!   and the class scores averaged over each utterance's valid steps. Because the decoder is
+//!   affine, the average of the per-step logits equals the decoder applied to the mean of the
+//!   stack outputs: the usual "mean-pooled states -> linear -> softmax" head, built on [`Model`]
+//!   without changing it;
+//! - last: the model's last-step head ([`Head::LastClasses`]: the final states of both directions).
 //!
 //! Utterances of different lengths share a batch through per-sequence lengths (PyTorch's packed
 //! sequences): padded steps take no part in the recurrence, the pooling or the gradient.
@@ -14,7 +17,7 @@ use super::dataset::Utterance;
 use super::features::{Extractor, Features};
 use super::wav::read_wav;
 use crate::cell::CellKind;
-use crate::model::{Input, InputKind, Model, ModelConfig};
+use crate::model::{Head, Input, Model, ModelConfig};
 use crate::ops::loss::{softmax_rows, softmax_xent};
 use crate::optim::{clip_grad_norm, Optimizer};
 use crate::rng::Rng;
@@ -113,6 +116,26 @@ impl Normalizer {
     }
 }
 
+/// How the per-utterance class scores are formed from the stack's outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Average of the per-step scores over the valid steps.
+    Mean,
+    /// Scores of the final states (the model's last-step head).
+    Last,
+}
+
+impl Pooling {
+    pub fn parse(s: &str) -> Option<Pooling> {
+        match s {
+            "mean" => Some(Pooling::Mean),
+            "last" => Some(Pooling::Last),
+            _ => None,
+        }
+    }
+}
+
 /// The model for `dim` features per frame: dense input, the given stack, ten classes.
 pub fn model_config(
     dim: usize,
@@ -121,20 +144,33 @@ pub fn model_config(
     layers: usize,
     bidirectional: bool,
     dropout: f64,
+    pooling: Pooling,
 ) -> Result<ModelConfig, String> {
-    let cfg = ModelConfig {
-        input: InputKind::Dense,
-        input_size: dim,
-        embed_dim: 0,
-        rnn: StackConfig::new(cell, dim, hidden)
-            .with_layers(layers)
-            .with_bidirectional(bidirectional)
-            .with_dropout(dropout),
-        output_size: NUM_CLASSES,
-        decoder_bias: true,
+    let head = match pooling {
+        Pooling::Mean => Head::StepClasses,
+        Pooling::Last => Head::LastClasses,
     };
+    let rnn = StackConfig::new(cell, dim, hidden)
+        .with_layers(layers)
+        .with_bidirectional(bidirectional)
+        .with_dropout(dropout);
+    let cfg = ModelConfig::dense(dim, rnn, NUM_CLASSES, head);
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// Whether a model configuration is one this module can train and run.
+pub fn check_model(cfg: &ModelConfig) -> Result<(), String> {
+    if cfg.output_size != NUM_CLASSES {
+        return Err(format!(
+            "the model has {} outputs; a digit classifier has {NUM_CLASSES}",
+            cfg.output_size
+        ));
+    }
+    match cfg.head {
+        Head::StepClasses | Head::LastClasses => Ok(()),
+        h => Err(format!("head {} is not a classification head", h.name())),
+    }
 }
 
 /// A padded batch, time-major.
@@ -193,6 +229,18 @@ fn shuffle<T>(v: &mut [T], rng: &mut Rng) {
         let j = rng.below(i as u64 + 1) as usize;
         v.swap(i, j);
     }
+}
+
+/// Per-utterance class scores (B, V) after a forward pass: the last-step head's logits as they
+/// are, or the per-step logits averaged over each utterance's valid steps.
+fn scores(model: &Model, logits: &[f32], batch: &Batch) -> Vec<f32> {
+    let v = NUM_CLASSES;
+    if model.cfg.head == Head::LastClasses {
+        return logits[..batch.b * v].to_vec();
+    }
+    let mut pooled = vec![0.0f32; batch.b * v];
+    pool_logits(logits, batch, &mut pooled);
+    pooled
 }
 
 /// Mean over each utterance's valid steps of the per-step logits.
@@ -268,8 +316,7 @@ pub fn train_step(
     let lengths = Some(&batch.lengths[..]);
     model.forward(&mut ws, params, input, None, None, lengths, Some(rng));
     // pooled, dpooled: (B, V)
-    let mut pooled = vec![0.0f32; b * v];
-    pool_logits(&ws.logits, batch, &mut pooled);
+    let pooled = scores(model, &ws.logits, batch);
     let mut dpooled = vec![0.0f32; b * v];
     let (loss, n) = softmax_xent(
         &pooled,
@@ -282,17 +329,21 @@ pub fn train_step(
     let correct = (0..b)
         .filter(|&j| argmax(&pooled[j * v..(j + 1) * v]) == batch.labels[j] as usize)
         .count();
-    // forward was: pooled_j = (1/len_j) sum_{s < len_j} logits_{s,j}; padded steps get nothing
-    for s in 0..batch.t {
-        for j in 0..b {
-            let d = &mut ws.dlogits[(s * b + j) * v..(s * b + j + 1) * v];
-            if s < batch.lengths[j] {
-                let inv = 1.0 / batch.lengths[j] as f32;
-                for (o, &g) in d.iter_mut().zip(&dpooled[j * v..(j + 1) * v]) {
-                    *o = g * inv;
+    if model.cfg.head == Head::LastClasses {
+        ws.dlogits[..b * v].copy_from_slice(&dpooled);
+    } else {
+        // forward was: pooled_j = (1/len_j) sum_{s < len_j} logits_{s,j}; padded steps get nothing
+        for s in 0..batch.t {
+            for j in 0..b {
+                let d = &mut ws.dlogits[(s * b + j) * v..(s * b + j + 1) * v];
+                if s < batch.lengths[j] {
+                    let inv = 1.0 / batch.lengths[j] as f32;
+                    for (o, &g) in d.iter_mut().zip(&dpooled[j * v..(j + 1) * v]) {
+                        *o = g * inv;
+                    }
+                } else {
+                    d.fill(0.0);
                 }
-            } else {
-                d.fill(0.0);
             }
         }
     }
@@ -318,8 +369,7 @@ pub fn predict_batch(model: &Model, params: &[f32], batch: &Batch) -> Vec<f32> {
         Some(&batch.lengths),
         None,
     );
-    let mut pooled = vec![0.0f32; batch.b * v];
-    pool_logits(&ws.logits, batch, &mut pooled);
+    let pooled = scores(model, &ws.logits, batch);
     let mut probs = vec![0.0f32; batch.b * v];
     softmax_rows(&pooled, &mut probs, batch.b, v);
     probs
@@ -350,7 +400,12 @@ impl Evaluation {
 }
 
 /// Evaluates on `examples` in batches of `batch_size` (sorted by length to pad little).
-pub fn evaluate(model: &Model, params: &[f32], examples: &[Example], batch_size: usize) -> Evaluation {
+pub fn evaluate(
+    model: &Model,
+    params: &[f32],
+    examples: &[Example],
+    batch_size: usize,
+) -> Evaluation {
     let v = NUM_CLASSES;
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.sort_by_key(|&i| examples[i].feats.t);

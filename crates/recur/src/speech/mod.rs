@@ -6,7 +6,7 @@
 //! - [`features`]: log-mel filterbank energies, MFCCs, deltas.
 //! - [`classifier`]: normalisation, batching, the pooled recurrent classifier, evaluation.
 
+pub mod classifier;
 pub mod dataset;
 pub mod features;
 pub mod wav;
-pub mod classifier;

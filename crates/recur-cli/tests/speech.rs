@@ -1,0 +1,400 @@
+//! End-to-end tests of `recur speech`: a short train / eval / predict run on the committed sample
+//! (data/fsdd-sample, 60 recordings), and every kind of bad input through the real binary (one
+//! line on stderr, exit code 2).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn recur<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(args)
+        .output()
+        .expect("run recur")
+}
+
+fn sample_dir() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data/fsdd-sample")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A fresh directory for one test under cargo's per-target temporary directory.
+fn tmpdir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("speech-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+/// Asserts a failure with exit code 2 and exactly one stderr line `recur: error: ...` that
+/// contains every one of `needles`.
+fn assert_one_line_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected, got: {err}");
+    assert!(lines[0].starts_with("recur: error: "), "{}", lines[0]);
+    for n in needles {
+        assert!(lines[0].contains(n), "'{}' should mention '{n}'", lines[0]);
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A WAV file: RIFF header, a `fmt ` chunk with the given format tag, then `data`.
+fn wav_bytes(format_tag: u16, channels: u16, rate: u32, bits: u16, data: &[u8]) -> Vec<u8> {
+    let block = channels * bits / 8;
+    let mut fmt = Vec::new();
+    fmt.extend_from_slice(&format_tag.to_le_bytes());
+    fmt.extend_from_slice(&channels.to_le_bytes());
+    fmt.extend_from_slice(&rate.to_le_bytes());
+    fmt.extend_from_slice(&(rate * block as u32).to_le_bytes());
+    fmt.extend_from_slice(&block.to_le_bytes());
+    fmt.extend_from_slice(&bits.to_le_bytes());
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&((4 + 8 + fmt.len() + 8 + data.len()) as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVE");
+    out.extend_from_slice(b"fmt ");
+    out.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+    out.extend_from_slice(&fmt);
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// 16-bit PCM bytes of a 440 Hz tone at half scale, `n` samples at 8 kHz.
+fn tone(n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            let v =
+                (16000.0 * (i as f64 * 440.0 * 2.0 * std::f64::consts::PI / 8000.0).sin()) as i16;
+            v.to_le_bytes()
+        })
+        .collect()
+}
+
+/// `recur speech train` on a directory holding only `name` with `bytes`.
+fn train_on_one(test: &str, name: &str, bytes: &[u8]) -> (Output, PathBuf) {
+    let dir = tmpdir(test);
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join(name), bytes).unwrap();
+    let out = recur(&[
+        "speech",
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.join("run").to_str().unwrap(),
+        "--val-takes",
+        "none",
+        "--epochs",
+        "1",
+    ]);
+    (out, dir)
+}
+
+#[test]
+fn train_eval_predict_on_the_committed_sample() {
+    let dir = tmpdir("e2e");
+    let run = dir.join("run");
+    let data = sample_dir();
+    // Train on the sample's official training takes (30 recordings); no validation takes.
+    let j = json_of(&recur(&[
+        "speech",
+        "train",
+        "--data",
+        &data,
+        "--out",
+        run.to_str().unwrap(),
+        "--val-takes",
+        "none",
+        "--epochs",
+        "30",
+        "--batch-size",
+        "6",
+        "--rnn-size",
+        "32",
+        "--learning-rate",
+        "0.01",
+        "--json",
+    ]));
+    assert_eq!(j["epochs"], 30);
+    assert_eq!(j["train"], 30);
+    assert_eq!(j["interrupted"], false);
+    let best = run.join("best.ckpt");
+    assert!(best.exists() && run.join("last.ckpt").exists());
+    for chart in ["loss.png", "loss.svg", "accuracy.png", "accuracy.svg"] {
+        assert!(run.join(chart).exists(), "{chart}");
+    }
+    let ckpt = best.to_str().unwrap();
+
+    // On the recordings it was trained on, a model that learned anything is far above chance
+    // (0.1); 30 epochs of 5 steps take the training loss near zero.
+    let tr = json_of(&recur(&[
+        "speech",
+        "eval",
+        "--checkpoint",
+        ckpt,
+        "--data",
+        &data,
+        "--split",
+        "train",
+        "--json",
+    ]));
+    assert_eq!(tr["n"], 30);
+    assert!(
+        tr["accuracy"].as_f64().unwrap() >= 0.9,
+        "training accuracy {}",
+        tr["accuracy"]
+    );
+
+    // Default split: the official test takes (0-4), 3 per digit in the sample.
+    let plot = dir.join("confusion");
+    let te = json_of(&recur(&[
+        "speech",
+        "eval",
+        "--checkpoint",
+        ckpt,
+        "--data",
+        &data,
+        "--plot",
+        plot.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(te["n"], 30);
+    let per_digit = te["per_digit"].as_array().unwrap();
+    assert_eq!(per_digit.len(), 10);
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(te["confusion"].clone()).unwrap();
+    let correct: u64 = (0..10).map(|d| confusion[d][d]).sum();
+    let total: u64 = confusion.iter().flatten().sum();
+    assert_eq!(total, 30);
+    let acc = te["accuracy"].as_f64().unwrap();
+    assert!((acc - correct as f64 / 30.0).abs() < 1e-12);
+    for (d, p) in per_digit.iter().enumerate() {
+        let row: u64 = confusion[d].iter().sum();
+        let want = confusion[d][d] as f64 / row as f64;
+        assert!((p.as_f64().unwrap() - want).abs() < 1e-12, "digit {d}");
+    }
+    assert!(dir.join("confusion.png").exists() && dir.join("confusion.svg").exists());
+
+    // Text output names the split and prints the matrix.
+    let out = recur(&["speech", "eval", "--checkpoint", ckpt, "--data", &data]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("official test split"), "{text}");
+    assert!(text.contains("confusion (rows: spoken, columns: predicted)"));
+
+    // Predict a training recording: the right digit, probabilities summing to 1.
+    let file = Path::new(&data).join("7_theo_1.wav");
+    let j = json_of(&recur(&[
+        "speech",
+        "predict",
+        "--checkpoint",
+        ckpt,
+        file.to_str().unwrap(),
+        "--json",
+    ]));
+    let probs: Vec<f64> = serde_json::from_value(j["probs"].clone()).unwrap();
+    assert_eq!(probs.len(), 10);
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    let digit = j["digit"].as_u64().unwrap() as usize;
+    assert!(probs.iter().all(|&p| p <= probs[digit]));
+    // 7_theo_1 is a test take: check a training take for the label instead.
+    let file = Path::new(&data).join("7_george_7.wav");
+    let j = json_of(&recur(&[
+        "speech",
+        "predict",
+        "--checkpoint",
+        ckpt,
+        file.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(j["digit"], 7, "{j}");
+    let out = recur(&[
+        "speech",
+        "predict",
+        "--checkpoint",
+        ckpt,
+        file.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("digit 7"), "{text}");
+}
+
+#[test]
+fn resume_of_a_finished_run_continues_to_the_same_place() {
+    let dir = tmpdir("resume");
+    let data = sample_dir();
+    let args = |run: &str, epochs: &str| -> Vec<String> {
+        [
+            "speech",
+            "train",
+            "--data",
+            &data,
+            "--out",
+            dir.join(run).to_str().unwrap(),
+            "--val-takes",
+            "5-6",
+            "--epochs",
+            epochs,
+            "--batch-size",
+            "8",
+            "--rnn-size",
+            "16",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let a = json_of(&recur(&args("a", "4")));
+    assert_eq!(a["epochs"], 4);
+    assert_eq!(a["val"], 12);
+    // Resuming a run that is complete trains nothing more and reports the same best epoch.
+    let mut again = args("a", "4");
+    again.push("--resume".into());
+    let b = json_of(&recur(&again));
+    assert_eq!(b["epochs"], 4);
+    assert_eq!(b["best_epoch"], a["best_epoch"]);
+    // Resuming with other settings is refused.
+    let mut other = args("a", "5");
+    other.push("--resume".into());
+    assert_one_line_error(&recur(&other), &["last.ckpt", "other settings"]);
+}
+
+#[test]
+fn bad_recordings_are_one_line_errors() {
+    let good = tone(2000);
+    let cases: Vec<(&str, &str, Vec<u8>, Vec<&str>)> = vec![
+        (
+            "name",
+            "seven_george_0.wav",
+            wav_bytes(1, 1, 8000, 16, &good),
+            vec!["seven_george_0.wav", "does not parse"],
+        ),
+        (
+            "name-fields",
+            "7_george.wav",
+            wav_bytes(1, 1, 8000, 16, &good),
+            vec!["7_george.wav", "three fields"],
+        ),
+        (
+            "garbage",
+            "1_x_5.wav",
+            b"this is not a wav file at all".to_vec(),
+            vec!["1_x_5.wav", "not a valid WAV"],
+        ),
+        (
+            "float",
+            "2_x_5.wav",
+            wav_bytes(3, 1, 8000, 32, &[0u8; 400]),
+            vec!["2_x_5.wav", "floating point"],
+        ),
+        (
+            "mulaw",
+            "3_x_5.wav",
+            wav_bytes(7, 1, 8000, 8, &[1u8; 400]),
+            vec!["3_x_5.wav", "PCM"],
+        ),
+        (
+            "rate",
+            "4_x_5.wav",
+            wav_bytes(1, 1, 16000, 16, &good),
+            vec!["4_x_5.wav", "sample rate 16000 Hz", "8000"],
+        ),
+        (
+            "stereo",
+            "5_x_5.wav",
+            wav_bytes(1, 2, 8000, 16, &good),
+            vec!["5_x_5.wav", "2 channels"],
+        ),
+        (
+            "empty",
+            "6_x_5.wav",
+            wav_bytes(1, 1, 8000, 16, &[]),
+            vec!["6_x_5.wav", "empty"],
+        ),
+        (
+            "silent",
+            "7_x_5.wav",
+            wav_bytes(1, 1, 8000, 16, &[0u8; 4000]),
+            vec!["7_x_5.wav", "silent"],
+        ),
+    ];
+    for (test, name, bytes, needles) in cases {
+        let (out, _) = train_on_one(test, name, &bytes);
+        assert_one_line_error(&out, &needles);
+    }
+}
+
+#[test]
+fn bad_arguments_and_files_are_one_line_errors() {
+    let data = sample_dir();
+    let dir = tmpdir("args");
+    let missing = dir.join("no-such-dir");
+    assert_one_line_error(
+        &recur(&["speech", "train", "--data", missing.to_str().unwrap()]),
+        &["cannot read directory", "no-such-dir"],
+    );
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert_one_line_error(
+        &recur(&["speech", "train", "--data", empty.to_str().unwrap()]),
+        &["no .wav files"],
+    );
+    assert_one_line_error(
+        &recur(&["speech", "train", "--data", &data, "--holdout", "nobody"]),
+        &["speaker 'nobody'", "george"],
+    );
+    assert_one_line_error(
+        &recur(&["speech", "train", "--data", &data, "--val-takes", "9-5"]),
+        &["--val-takes"],
+    );
+    assert_one_line_error(
+        &recur(&["speech", "train", "--data", &data, "--cell", "transformer"]),
+        &["--cell", "transformer"],
+    );
+    assert_one_line_error(
+        &recur(&["speech", "train", "--data", &data, "--features", "pcm"]),
+        &["--features"],
+    );
+    let nockpt = dir.join("missing.ckpt");
+    assert_one_line_error(
+        &recur(&[
+            "speech",
+            "eval",
+            "--checkpoint",
+            nockpt.to_str().unwrap(),
+            "--data",
+            &data,
+        ]),
+        &["missing.ckpt"],
+    );
+    // A file that is not a checkpoint at all.
+    let junk = dir.join("junk.ckpt");
+    std::fs::write(&junk, b"junk").unwrap();
+    let wav = Path::new(&data).join("0_george_0.wav");
+    assert_one_line_error(
+        &recur(&[
+            "speech",
+            "predict",
+            "--checkpoint",
+            junk.to_str().unwrap(),
+            wav.to_str().unwrap(),
+        ]),
+        &["junk.ckpt"],
+    );
+}
