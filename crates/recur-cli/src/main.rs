@@ -10,9 +10,9 @@ mod gradflow;
 mod hello;
 mod plot;
 mod sample;
+mod speech;
 mod task;
 mod train;
-mod speech;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
