@@ -338,12 +338,18 @@ impl Stack {
             }
         }
         let z = |n: usize| vec![F::ZERO; n];
+        let drop = self.cfg.dropout > 0.0;
         StackWorkspace {
             shape,
             caches,
             outs: (0..nl).map(|_| z(out)).collect(),
-            dropped: (0..nl).map(|l| z(if l > 0 { out } else { 0 })).collect(),
-            masks: (0..nl).map(|l| z(if l > 0 { out } else { 0 })).collect(),
+            // only a stack with dropout needs the dropped-out inputs and their masks
+            dropped: (0..nl)
+                .map(|l| z(if l > 0 && drop { out } else { 0 }))
+                .collect(),
+            masks: (0..nl)
+                .map(|l| z(if l > 0 && drop { out } else { 0 }))
+                .collect(),
             dropout_on: vec![false; nl],
             douts: (0..nl).map(|_| z(out)).collect(),
             dinput: z(if nl > 1 { out } else { 0 }),

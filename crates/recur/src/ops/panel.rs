@@ -218,8 +218,18 @@ mod avx512 {
         *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
     }
 
-    /// Rows per tile: MR rows x 2 panels = 2*MR accumulators (16 of the 32 vector registers).
-    const MR: usize = 8;
+    /// The tile shape for `m` rows: `R` rows x `V` panels, with enough accumulators (R*V >= 8)
+    /// to keep both FMA pipes busy despite the 4-cycle FMA latency (each accumulator is one
+    /// dependency chain), and at most 24 of the 32 vector registers in use. A batch of one
+    /// (a matrix-vector product) therefore works on 8 panels at once.
+    fn tile_shape(m: usize) -> (usize, usize) {
+        match m {
+            1 => (1, 8),
+            2 => (2, 8),
+            3 | 4 => (m, 4),
+            _ => (8, 2),
+        }
+    }
 
     /// # Safety
     /// AVX-512F present; `panel_gemm_raw`'s contract.
@@ -233,40 +243,37 @@ mod avx512 {
         panels: Range<usize>,
         out: OutPtr<f32>,
     ) {
+        let (mr, vmax) = tile_shape(m);
         let mut q = panels.start;
         while q < panels.end {
-            let two = q + 1 < panels.end;
+            let left = panels.end - q;
+            let v = [8, 4, 2, 1]
+                .into_iter()
+                .find(|&v| v <= vmax && v <= left)
+                .unwrap_or(1);
             let mut i = 0;
             while i < m {
-                let rows = MR.min(m - i);
-                // SAFETY: rows i..i+rows < m and panels q (and q+1 when `two`) lie inside the
-                // checked slices; the stores are masked to columns < out.n.
+                let rows = mr.min(m - i);
+                // SAFETY: rows i..i+rows < m and panels q..q+v lie inside the checked slices;
+                // the stores are masked to columns < out.n.
                 unsafe {
                     let ap = a.as_ptr().add(i * lda);
                     let bp = packed.as_ptr().add(q * k * NR);
                     macro_rules! go {
-                        ($r:literal) => {
-                            if two {
-                                tile::<$r, 2>(k, ap, lda, bp, k * NR, out, i, q)
-                            } else {
-                                tile::<$r, 1>(k, ap, lda, bp, k * NR, out, i, q)
+                        ($($r:literal, $v:literal);*) => {
+                            match (rows, v) {
+                                $(($r, $v) => tile::<$r, $v>(k, ap, lda, bp, k * NR, out, i, q),)*
+                                _ => unreachable!("tile shape {rows} x {v}"),
                             }
                         };
                     }
-                    match rows {
-                        8 => go!(8),
-                        7 => go!(7),
-                        6 => go!(6),
-                        5 => go!(5),
-                        4 => go!(4),
-                        3 => go!(3),
-                        2 => go!(2),
-                        _ => go!(1),
-                    }
+                    go!(1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4;
+                        1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2;
+                        1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1)
                 }
                 i += rows;
             }
-            q += if two { 2 } else { 1 };
+            q += v;
         }
     }
 
