@@ -122,7 +122,7 @@ def throughput(r):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="rounds over the grid (medians are taken over rounds)")
-    ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
+    ap.add_argument("--threads", default="2,1", help="thread counts, comma-separated")
     ap.add_argument("--quick", action="store_true", help="one round, 2 threads")
     ap.add_argument("--only", default="", help="keep only points whose label contains this text")
     ap.add_argument("--no-build", action="store_true", help="use target/release/recur as it is")
@@ -185,7 +185,7 @@ def main():
     print(f"recur vs PyTorch {torch_version} (CPU, float32), {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print(f"load before: `{load_before}`  ")
     print(f"load after: `{load_after}`  ")
-    print(f"medians over {a.rounds} round(s), each the median of 7 samples after 2 warm-up calls\n")
+    print(f"medians over {a.rounds} round(s), each the median of 7 samples (3 for calls over 0.5 s) after 2 warm-up calls\n")
     print("| point | recur /s | PyTorch /s | recur/PyTorch | recur GFLOP/s | PyTorch GFLOP/s |")
     print("|---|---:|---:|---:|---:|---:|")
     rows = []

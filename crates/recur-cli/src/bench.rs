@@ -90,6 +90,9 @@ struct Timing {
     cpu_s: Option<f64>,
 }
 
+/// Calls slower than this get at most 3 samples (the same rule as `bench/torch_bench.py`).
+const SLOW_CALL_S: f64 = 0.5;
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|x, y| x.total_cmp(y));
     v[v.len() / 2]
@@ -105,9 +108,15 @@ fn time_median(a: &Args, mut work: impl FnMut()) -> Timing {
     let one = t0.elapsed().max(Duration::from_nanos(1));
     let min = Duration::from_millis(a.min_sample_ms);
     let iters = (min.as_secs_f64() / one.as_secs_f64()).ceil().max(1.0) as usize;
+    // A call that takes over half a second (a badly loaded machine) gets at most 3 samples.
+    let repeats = if one.as_secs_f64() > SLOW_CALL_S {
+        a.repeats.clamp(1, 3)
+    } else {
+        a.repeats.max(1)
+    };
     let mut wall = Vec::new();
     let mut cpu = Vec::new();
-    for _ in 0..a.repeats.max(1) {
+    for _ in 0..repeats {
         let c0 = cpu_seconds();
         let t = Instant::now();
         for _ in 0..iters {
