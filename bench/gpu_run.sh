@@ -28,8 +28,18 @@ echo "== GPU tests (recur-cuda vs the CPU stack)"
 "$BIN/vs_cpu" --nocapture --test-threads=1 2>&1 | tee "$OUT/tests.txt"
 echo "tests exit code: ${PIPESTATUS[0]}"
 
-echo "== smoke: one shape"
-"$BIN/recur" gpu-bench --device cuda --cell lstm --hidden 1024 --batch 1 --steps 256 --iters 5
+echo "== memcheck: 12 cases under compute-sanitizer (out-of-bounds and misaligned accesses)"
+CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+RECUR_CUDA_TEST_CASES=12 timeout 120 "$CS" --tool memcheck --print-limit 5 \
+  "$BIN/vs_cpu" gpu_matches_cpu --nocapture 2>&1 | tail -8 | tee "$OUT/memcheck.txt"
+
+echo "== small batches: the fused step kernel (small-batch 8) against cuBLAS + cell kernel (0)"
+for b in 1 4 8; do
+  for sb in 8 0; do
+    "$BIN/recur" gpu-bench --device cuda --cell lstm --hidden 1024 --batch $b --steps 100 \
+      --iters 10 --small-batch $sb --json
+  done
+done 2>&1 | tee "$OUT/small.txt"
 
 echo "== recur vs cuDNN"
 PYTHONUNBUFFERED=1 python3 "$HERE/gpu_vs_cudnn.py" --recur "$BIN/recur" --out "$OUT" 2>&1 \

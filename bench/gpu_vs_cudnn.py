@@ -91,9 +91,9 @@ def torch_round(shapes, warmup, iters):
     return res
 
 
-def recur_round(recur, warmup, iters):
+def recur_round(recur, warmup, iters, small_batch=8):
     cmd = [recur, "gpu-bench", "--device", "cuda", "--grid", "--json",
-           "--warmup", str(warmup), "--iters", str(iters)]
+           "--warmup", str(warmup), "--iters", str(iters), "--small-batch", str(small_batch)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
@@ -148,13 +148,17 @@ def main():
           f"copy {bw:.2f} TB/s (2 GiB, read+write)", flush=True)
 
     shapes = grid()
-    rec, tor = [], []
+    rec, tor, rec0 = [], [], []
     for r in range(a.rounds):
         t0 = time.time()
         rec.append(recur_round(a.recur, a.warmup, a.iters))
         t1 = time.time()
         tor.append(torch_round(shapes, a.warmup, a.iters))
-        print(f"round {r}: recur {t1 - t0:.1f} s, torch {time.time() - t1:.1f} s", flush=True)
+        t2 = time.time()
+        # recur again with the fused small-batch kernel off (cuBLAS + cell kernel every step)
+        rec0.append(recur_round(a.recur, a.warmup, a.iters, small_batch=0))
+        print(f"round {r}: recur {t1 - t0:.1f} s, torch {t2 - t1:.1f} s, "
+              f"recur without step_small {time.time() - t2:.1f} s", flush=True)
 
     rows = []
     for s in shapes:
@@ -164,8 +168,21 @@ def main():
             ea = statistics.median([x[k][0] for x in rec])
             gs = [x[k][1] for x in rec if x[k][1] is not None]
             gr = statistics.median(gs) if gs else None
+            g0 = [x[k][1] for x in rec0 if x[k][1] is not None]
+            gr0 = statistics.median(g0) if g0 else None
+            ea0 = statistics.median([x[k][0] for x in rec0])
+            g = {"lstm": 4, "gru": 3}.get(s["cell"], 1)
+            h, b, t = s["h"], s["b"], s["t"]
+            # GEMM work: forward 2*T*B*G*H*(I + H) per layer (I = H); training adds dX, dW_ih,
+            # dh and dW_hh: three times the forward
+            flops = s["layers"] * 2 * t * b * g * h * (2 * h) * (3 if mode == "train" else 1)
+            best = min(v for v in [ea, gr] if v)
             rows.append(dict(s, mode=mode, cudnn_ms=cu, recur_eager_ms=ea, recur_graph_ms=gr,
-                             cudnn_rounds=[x[k] for x in tor], recur_rounds=[x[k] for x in rec]))
+                             recur_nosmall_eager_ms=ea0, recur_nosmall_graph_ms=gr0,
+                             gemm_flops=flops, recur_tflops=flops / (best * 1e-3) / 1e12,
+                             cudnn_tflops=flops / (cu * 1e-3) / 1e12,
+                             cudnn_rounds=[x[k] for x in tor], recur_rounds=[x[k] for x in rec],
+                             recur_nosmall_rounds=[x[k] for x in rec0]))
     with open(os.path.join(a.out, "gpu_vs_cudnn.json"), "w") as f:
         json.dump(dict(env=env, gemm_tflops=gemm_tflops, copy_tbs=bw, rows=rows), f, indent=1)
 
@@ -174,15 +191,20 @@ def main():
           f"fp32 GEMM {gemm_tflops:.1f} TFLOP/s, copy {bw:.2f} TB/s; float32, TF32 off")
     print("ratio = cuDNN ms / recur ms (> 1: recur faster); medians of "
           f"{a.rounds} rounds x {a.iters} calls")
+    print("recur ms: eager (launches from the host); graph ms: the same work replayed from a CUDA "
+          "graph; noSB: graph ratio with the fused small-batch step kernel off (B <= 8 rows); "
+          "TF/s: GEMM TFLOP/s of the faster recur time")
     print(f"{'cell':<8} {'H':>5} {'B':>4} {'T':>4} {'L':>2} {'mode':<5} {'cuDNN ms':>9} "
-          f"{'recur ms':>9} {'graph ms':>9} {'ratio':>6} {'r.graph':>7}")
+          f"{'recur ms':>9} {'graph ms':>9} {'ratio':>6} {'r.graph':>7} {'noSB':>5} {'TF/s':>5}")
     for r in rows:
         g = r["recur_graph_ms"]
         gs = f"{g:9.3f}" if g else f"{'-':>9}"
         rg = f"{r['cudnn_ms'] / g:7.2f}" if g else f"{'-':>7}"
+        g0 = r["recur_nosmall_graph_ms"]
+        r0 = f"{r['cudnn_ms'] / g0:5.2f}" if (g0 and r["b"] <= 8) else f"{'-':>5}"
         print(f"{r['cell']:<8} {r['h']:>5} {r['b']:>4} {r['t']:>4} {r['layers']:>2} {r['mode']:<5} "
               f"{r['cudnn_ms']:9.3f} {r['recur_eager_ms']:9.3f} {gs} "
-              f"{r['cudnn_ms'] / r['recur_eager_ms']:6.2f} {rg}")
+              f"{r['cudnn_ms'] / r['recur_eager_ms']:6.2f} {rg} {r0} {r['recur_tflops']:5.1f}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,10 @@ pub struct Args {
     /// Untimed repetitions first.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// CUDA: batches up to this size (at most 8) run each forward step as one fused kernel;
+    /// 0 uses cuBLAS plus the cell kernel for every step.
+    #[arg(long, default_value_t = 8)]
+    small_batch: usize,
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
@@ -69,6 +73,7 @@ pub struct Row {
     pub eager_ms: f64,
     pub graph_ms: Option<f64>,
     pub iters: usize,
+    pub small_batch: usize,
 }
 
 /// The grid of the CUDA issue.
@@ -154,7 +159,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let rows: Box<dyn FnMut(Shape) -> anyhow::Result<Vec<Row>>> = match a.device.as_str() {
         "cpu" => Box::new(|s| cpu_rows(s, a.warmup, a.iters)),
-        "cuda" => cuda::rows_fn(a.warmup, a.iters)?,
+        "cuda" => cuda::rows_fn(a.warmup, a.iters, a.small_batch)?,
         other => bail!("unknown --device '{other}' (expected cpu or cuda)"),
     };
     let mut rows = rows;
@@ -239,6 +244,7 @@ fn cpu_rows(s: Shape, warmup: usize, iters: usize) -> anyhow::Result<Vec<Row>> {
             eager_ms: median(&mut times),
             graph_ms: None,
             iters,
+            small_batch: 0,
         });
     }
     Ok(out)
@@ -250,7 +256,7 @@ mod cuda {
 
     pub type RowsFn = Box<dyn FnMut(Shape) -> anyhow::Result<Vec<Row>>>;
 
-    pub fn rows_fn(_warmup: usize, _iters: usize) -> anyhow::Result<RowsFn> {
+    pub fn rows_fn(_warmup: usize, _iters: usize, _small: usize) -> anyhow::Result<RowsFn> {
         anyhow::bail!(
             "CUDA support was not compiled in (rebuild with `cargo build --release --features cuda`)"
         )
@@ -264,10 +270,12 @@ mod cuda {
 
     pub type RowsFn = Box<dyn FnMut(Shape) -> anyhow::Result<Vec<Row>>>;
 
-    pub fn rows_fn(warmup: usize, iters: usize) -> anyhow::Result<RowsFn> {
+    pub fn rows_fn(warmup: usize, iters: usize, small: usize) -> anyhow::Result<RowsFn> {
         let gpu = Gpu::new(0)?;
         let name = gpu.name();
-        Ok(Box::new(move |s| rows(&gpu, &name, s, warmup, iters)))
+        Ok(Box::new(move |s| {
+            rows(&gpu, &name, s, warmup, iters, small)
+        }))
     }
 
     fn rows(
@@ -276,9 +284,11 @@ mod cuda {
         s: Shape,
         warmup: usize,
         iters: usize,
+        small: usize,
     ) -> anyhow::Result<Vec<Row>> {
         let (stack, params, x, dy) = setup(s)?;
-        let gs = GpuStack::new(&stack);
+        let mut gs = GpuStack::new(&stack);
+        gs.small_batch = small;
         let mut ws = gs.workspace(gpu, s.t, s.b)?;
         let params = gpu.upload(&params)?;
         let mut grads = gpu.zeros::<f32>(params.len())?;
@@ -324,6 +334,7 @@ mod cuda {
                 eager_ms: median(&mut eager),
                 graph_ms: (!replay.is_empty()).then(|| median(&mut replay)),
                 iters,
+                small_batch: small,
             });
         }
         Ok(out)

@@ -1,8 +1,9 @@
 // recur-cuda: the element-wise kernels, compiled at run time by NVRTC (see kernels.rs).
 //
-// What this file is: the fused per-step gate kernels of the three cells, forward and backward,
-// plus the few small helpers the stack needs (one-hot gather and scatter, dropout, projection
-// select). What it is not: matrix products; every GEMM goes through cuBLAS in gemm.rs.
+// What this file is: the fused per-step gate kernels of the three cells, forward and backward;
+// step_small, which also does the recurrent product itself for small batches; and the few small
+// helpers the stack needs (one-hot gather and scatter, dropout, projection select). What it is
+// not: the other matrix products, which go through cuBLAS (gemm.rs).
 //
 // The equations and their order of evaluation mirror the CPU cells in crates/recur/src/cell/
 // (rnn.rs, lstm.rs, gru.rs), so that float32 results agree to rounding:
@@ -31,19 +32,107 @@ __device__ __forceinline__ real bias(const real* v, int j) {
     return v ? v[j] : 0.0f;
 }
 
-// Pre-activation of gate column j of row b: ((xw + b_ih) + hw) + b_hh, as the CPU adds them.
-__device__ __forceinline__ real pre(const real* xw, const real* hw, const real* b_ih,
-                                    const real* b_hh, int b, int gh, int j) {
-    real a = xw[b * gh + j];
-    if (b_ih) a += b_ih[j];
-    a += hw[b * gh + j];
-    if (b_hh) a += b_hh[j];
+// Pre-activation of gate column c of row b: ((xw + b_ih) + hw) + b_hh, as the CPU adds them;
+// hv is this row's (h_{t-1} W_hh^T)[b, c].
+__device__ __forceinline__ real pre(const real* xw, real hv, const real* b_ih, const real* b_hh,
+                                    int b, int gh, int c) {
+    real a = xw[b * gh + c];
+    if (b_ih) a += b_ih[c];
+    a += hv;
+    if (b_hh) a += b_hh[c];
     return a;
 }
 
 // ---------------------------------------------------------------------------------------------
-// Elman RNN. act: 0 tanh, 1 relu.
-// forward: h = act(a); gates (B, H) saves h; h_out (B, H) the new state; y (B rows at ldy).
+// The cells' element-wise forward for one (row b, unit j), given hv[g] = (h_{t-1} W_hh^T)[b, g*H+j]
+// for each gate g. Used by the per-step kernels below (hv read from the cuBLAS product) and by
+// step_small (hv computed in the same kernel), so both paths share one implementation.
+
+// Elman RNN. act: 0 tanh, 1 relu. gates (B, H) saves h; h_out (B, H) the new state.
+__device__ __forceinline__ void rnn_cell(int act, int H, int t, const int* len, int b, int j,
+                                         const real* xw, const real* hv, const real* b_ih,
+                                         const real* b_hh, const real* h_in, real* h_out,
+                                         real* gates, real* y, int ldy) {
+    int k = b * H + j;
+    if (!active(len, t, b)) {
+        h_out[k] = h_in[k];
+        y[b * ldy + j] = 0.0f;
+        return;
+    }
+    real a = pre(xw, hv[0], b_ih, b_hh, b, H, j);
+    real h = act == 0 ? tanhf(a) : fmaxf(a, 0.0f);
+    gates[k] = h;
+    h_out[k] = h;
+    y[b * ldy + j] = h;
+}
+
+// LSTM, gates i, f, g, o. With a projection (proj != 0) the new state is hpre W_hr^T, computed
+// by the caller's GEMM and committed by proj_select; then h_out and y are not touched here.
+__device__ __forceinline__ void lstm_cell(int H, int t, int proj, const int* len, int b, int j,
+                                          const real* xw, const real* hv, const real* b_ih,
+                                          const real* b_hh, const real* c_in, real* c_out,
+                                          const real* h_in, real* h_out, real* gates,
+                                          real* hpre, real* y, int ldy) {
+    int k = b * H + j;
+    int gh = 4 * H;
+    if (!active(len, t, b)) {
+        c_out[k] = c_in[k];
+        if (hpre) hpre[k] = 0.0f;
+        if (!proj) {
+            h_out[k] = h_in[k];
+            y[b * ldy + j] = 0.0f;
+        }
+        return;
+    }
+    real i = sigm(pre(xw, hv[0], b_ih, b_hh, b, gh, j));
+    real f = sigm(pre(xw, hv[1], b_ih, b_hh, b, gh, H + j));
+    real g = tanhf(pre(xw, hv[2], b_ih, b_hh, b, gh, 2 * H + j));
+    real o = sigm(pre(xw, hv[3], b_ih, b_hh, b, gh, 3 * H + j));
+    real* gr = gates + b * gh;
+    gr[j] = i;
+    gr[H + j] = f;
+    gr[2 * H + j] = g;
+    gr[3 * H + j] = o;
+    real c = f * c_in[k] + i * g;
+    real h = o * tanhf(c);
+    c_out[k] = c;
+    if (hpre) hpre[k] = h;
+    if (!proj) {
+        h_out[k] = h;
+        y[b * ldy + j] = h;
+    }
+}
+
+// GRU, gates r, z, n; the reset gate multiplies (h W_hn^T + b_hn), kept apart in hn (B, H).
+__device__ __forceinline__ void gru_cell(int H, int t, const int* len, int b, int j,
+                                         const real* xw, const real* hv, const real* b_ih,
+                                         const real* b_hh, const real* h_in, real* h_out,
+                                         real* gates, real* hn, real* y, int ldy) {
+    int k = b * H + j;
+    int gh = 3 * H;
+    if (!active(len, t, b)) {
+        h_out[k] = h_in[k];
+        y[b * ldy + j] = 0.0f;
+        return;
+    }
+    real r = sigm(pre(xw, hv[0], b_ih, b_hh, b, gh, j));
+    real z = sigm(pre(xw, hv[1], b_ih, b_hh, b, gh, H + j));
+    real hnj = hv[2] + bias(b_hh, 2 * H + j);
+    real xn = xw[b * gh + 2 * H + j] + bias(b_ih, 2 * H + j);
+    real n = tanhf(xn + r * hnj);
+    real* gr = gates + b * gh;
+    gr[j] = r;
+    gr[H + j] = z;
+    gr[2 * H + j] = n;
+    hn[k] = hnj;
+    real h = (1.0f - z) * n + z * h_in[k];
+    h_out[k] = h;
+    y[b * ldy + j] = h;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-step forward kernels after the cuBLAS product hw = h_{t-1} W_hh^T: one thread per (b, j).
+
 extern "C" __global__ void rnn_fwd(int B, int H, int t, int act, const int* len,
                                    const real* xw, const real* hw, const real* b_ih,
                                    const real* b_hh, const real* h_in, real* h_out,
@@ -51,19 +140,113 @@ extern "C" __global__ void rnn_fwd(int B, int H, int t, int act, const int* len,
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= B * H) return;
     int b = k / H, j = k - b * H;
-    if (!active(len, t, b)) {
-        h_out[k] = h_in[k];
-        y[b * ldy + j] = 0.0f;
-        return;
-    }
-    real a = pre(xw, hw, b_ih, b_hh, b, H, j);
-    real h = act == 0 ? tanhf(a) : fmaxf(a, 0.0f);
-    gates[k] = h;
-    h_out[k] = h;
-    y[b * ldy + j] = h;
+    real hv[1] = {hw[k]};
+    rnn_cell(act, H, t, len, b, j, xw, hv, b_ih, b_hh, h_in, h_out, gates, y, ldy);
 }
 
-// backward: dh = dh_in + dy (active rows); dg = dh * act'(a); carry = dh for inactive rows
+extern "C" __global__ void lstm_fwd(int B, int H, int t, int proj, const int* len,
+                                    const real* xw, const real* hw, const real* b_ih,
+                                    const real* b_hh, const real* c_in, real* c_out,
+                                    const real* h_in, real* h_out, real* gates, real* hpre,
+                                    real* y, int ldy) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H, j = k - b * H;
+    const real* hr = hw + b * 4 * H;
+    real hv[4] = {hr[j], hr[H + j], hr[2 * H + j], hr[3 * H + j]};
+    lstm_cell(H, t, proj, len, b, j, xw, hv, b_ih, b_hh, c_in, c_out, h_in, h_out, gates, hpre,
+              y, ldy);
+}
+
+extern "C" __global__ void gru_fwd(int B, int H, int t, const int* len, const real* xw,
+                                   const real* hw, const real* b_ih, const real* b_hh,
+                                   const real* h_in, real* h_out, real* gates, real* hn,
+                                   real* y, int ldy) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H, j = k - b * H;
+    const real* hr = hw + b * 3 * H;
+    real hv[3] = {hr[j], hr[H + j], hr[2 * H + j]};
+    gru_cell(H, t, len, b, j, xw, hv, b_ih, b_hh, h_in, h_out, gates, hn, y, ldy);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small batches (B <= SMALL_B): the recurrent product and the cell in ONE kernel per step.
+// One block per hidden unit j: its threads stride over the P columns of the G rows W_hh[g*H+j, :]
+// (coalesced), each accumulating G x B partial dot products with h_{t-1}; the block reduces them
+// (warp shuffles, then shared memory) and threads b < B apply the cell. Replaces a cuBLAS launch,
+// the hw round trip through memory and a second launch per step; W_hh is re-read every step
+// (from L2 once it fits there). cell: 0 RNN (act), 1 LSTM, 2 GRU.
+#define SMALL_B 8
+#define SMALL_THREADS 128
+extern "C" __global__ void __launch_bounds__(SMALL_THREADS)
+step_small(int cell, int act, int B, int H, int P, int t, int proj, const int* len,
+           const real* w_hh, const real* xw, const real* b_ih, const real* b_hh,
+           const real* h_in, real* h_out, const real* c_in, real* c_out, real* gates,
+           real* hn, real* hpre, real* y, int ldy) {
+    int j = blockIdx.x;
+    int G = cell == 1 ? 4 : (cell == 2 ? 3 : 1);
+    real acc[4][SMALL_B];
+#pragma unroll
+    for (int g = 0; g < 4; g++) {
+#pragma unroll
+        for (int b = 0; b < SMALL_B; b++) acc[g][b] = 0.0f;
+    }
+#pragma unroll 2
+    for (int k = threadIdx.x; k < P; k += SMALL_THREADS) {
+        real hk[SMALL_B];
+#pragma unroll
+        for (int b = 0; b < SMALL_B; b++) hk[b] = b < B ? h_in[b * P + k] : 0.0f;
+#pragma unroll
+        for (int g = 0; g < 4; g++) {
+            if (g < G) {
+                real w = w_hh[(size_t)(g * H + j) * P + k];
+#pragma unroll
+                for (int b = 0; b < SMALL_B; b++) acc[g][b] += w * hk[b];
+            }
+        }
+    }
+    __shared__ real part[SMALL_THREADS / 32][4 * SMALL_B];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int g = 0; g < 4; g++) {
+#pragma unroll
+        for (int b = 0; b < SMALL_B; b++) {
+            if (g < G && b < B) {
+                real v = acc[g][b];
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+                if (lane == 0) part[warp][g * SMALL_B + b] = v;
+            }
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x >= B) return;
+    int b = threadIdx.x;
+    real hv[4];
+#pragma unroll
+    for (int g = 0; g < 4; g++) {
+        real s = 0.0f;
+        if (g < G) {
+#pragma unroll
+            for (int w = 0; w < SMALL_THREADS / 32; w++) s += part[w][g * SMALL_B + b];
+        }
+        hv[g] = s;
+    }
+    if (cell == 0) {
+        rnn_cell(act, H, t, len, b, j, xw, hv, b_ih, b_hh, h_in, h_out, gates, y, ldy);
+    } else if (cell == 1) {
+        lstm_cell(H, t, proj, len, b, j, xw, hv, b_ih, b_hh, c_in, c_out, h_in, h_out, gates,
+                  hpre, y, ldy);
+    } else {
+        gru_cell(H, t, len, b, j, xw, hv, b_ih, b_hh, h_in, h_out, gates, hn, y, ldy);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward kernels: one thread per (b, j).
+
+// Elman RNN backward: dh = dh_in + dy (active rows); dg = dh * act'(a); carry = dh for inactive rows
 // (the state was carried unchanged: so is its gradient), 0 otherwise. The caller then adds
 // dg W_hh onto carry with one GEMM to get dh_{t-1}.
 extern "C" __global__ void rnn_bwd(int B, int H, int t, int act, const int* len,
@@ -85,47 +268,7 @@ extern "C" __global__ void rnn_bwd(int B, int H, int t, int act, const int* len,
     carry[k] = 0.0f;
 }
 
-// ---------------------------------------------------------------------------------------------
-// LSTM, gates i, f, g, o. With a projection (proj != 0) the new state is hpre W_hr^T, computed
-// by the caller's GEMM and committed by proj_select; then h_out and y are not touched here.
-extern "C" __global__ void lstm_fwd(int B, int H, int t, int proj, const int* len,
-                                    const real* xw, const real* hw, const real* b_ih,
-                                    const real* b_hh, const real* c_in, real* c_out,
-                                    const real* h_in, real* h_out, real* gates, real* hpre,
-                                    real* y, int ldy) {
-    int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= B * H) return;
-    int b = k / H, j = k - b * H;
-    int gh = 4 * H;
-    if (!active(len, t, b)) {
-        c_out[k] = c_in[k];
-        if (hpre) hpre[k] = 0.0f;
-        if (!proj) {
-            h_out[k] = h_in[k];
-            y[b * ldy + j] = 0.0f;
-        }
-        return;
-    }
-    real i = sigm(pre(xw, hw, b_ih, b_hh, b, gh, j));
-    real f = sigm(pre(xw, hw, b_ih, b_hh, b, gh, H + j));
-    real g = tanhf(pre(xw, hw, b_ih, b_hh, b, gh, 2 * H + j));
-    real o = sigm(pre(xw, hw, b_ih, b_hh, b, gh, 3 * H + j));
-    real* gr = gates + b * gh;
-    gr[j] = i;
-    gr[H + j] = f;
-    gr[2 * H + j] = g;
-    gr[3 * H + j] = o;
-    real c = f * c_in[k] + i * g;
-    real h = o * tanhf(c);
-    c_out[k] = c;
-    if (hpre) hpre[k] = h;
-    if (!proj) {
-        h_out[k] = h;
-        y[b * ldy + j] = h;
-    }
-}
-
-// backward. dh_in: dL/dh_t from the step after (no projection), or dL/dhpre (projection: dy is
+// LSTM backward. dh_in: dL/dh_t from the step after (no projection), or dL/dhpre (projection: dy is
 // then null and carry null, proj_bwd_pre did that part). dc: (B, H) in dL/dc_t, out dL/dc_{t-1}.
 extern "C" __global__ void lstm_bwd(int B, int H, int t, const int* len, const real* gates,
                                     const real* c_prev, const real* c_cur, const real* dh_in,
@@ -195,37 +338,7 @@ extern "C" __global__ void proj_bwd_pre(int B, int P, int t, const int* len, con
     carry[k] = 0.0f;
 }
 
-// ---------------------------------------------------------------------------------------------
-// GRU, gates r, z, n; the reset gate multiplies (h W_hn^T + b_hn), kept apart in hn (B, H).
-extern "C" __global__ void gru_fwd(int B, int H, int t, const int* len, const real* xw,
-                                   const real* hw, const real* b_ih, const real* b_hh,
-                                   const real* h_in, real* h_out, real* gates, real* hn,
-                                   real* y, int ldy) {
-    int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= B * H) return;
-    int b = k / H, j = k - b * H;
-    int gh = 3 * H;
-    if (!active(len, t, b)) {
-        h_out[k] = h_in[k];
-        y[b * ldy + j] = 0.0f;
-        return;
-    }
-    real r = sigm(pre(xw, hw, b_ih, b_hh, b, gh, j));
-    real z = sigm(pre(xw, hw, b_ih, b_hh, b, gh, H + j));
-    real hnj = hw[b * gh + 2 * H + j] + bias(b_hh, 2 * H + j);
-    real xn = xw[b * gh + 2 * H + j] + bias(b_ih, 2 * H + j);
-    real n = tanhf(xn + r * hnj);
-    real* gr = gates + b * gh;
-    gr[j] = r;
-    gr[H + j] = z;
-    gr[2 * H + j] = n;
-    hn[k] = hnj;
-    real h = (1.0f - z) * n + z * h_in[k];
-    h_out[k] = h;
-    y[b * ldy + j] = h;
-}
-
-// backward: dgx (B, 3H) input-side gradients, dgh (B, 3H) recurrent-side; carry = z * dh (the
+// GRU backward: dgx (B, 3H) input-side gradients, dgh (B, 3H) recurrent-side; carry = z * dh (the
 // direct path through z * h_{t-1}) for active rows, dh for inactive rows.
 extern "C" __global__ void gru_bwd(int B, int H, int t, const int* len, const real* gates,
                                    const real* hn, const real* h_prev, const real* dh_in,

@@ -22,6 +22,7 @@ pub(crate) struct Kernels {
     pub proj_select: CudaFunction,
     pub proj_bwd_pre: CudaFunction,
     pub gru_fwd: CudaFunction,
+    pub step_small: CudaFunction,
     pub gru_bwd: CudaFunction,
     pub onehot_gather: CudaFunction,
     pub onehot_scatter: CudaFunction,
@@ -48,6 +49,7 @@ impl Kernels {
             proj_select: f("proj_select")?,
             proj_bwd_pre: f("proj_bwd_pre")?,
             gru_fwd: f("gru_fwd")?,
+            step_small: f("step_small")?,
             gru_bwd: f("gru_bwd")?,
             onehot_gather: f("onehot_gather")?,
             onehot_scatter: f("onehot_scatter")?,
@@ -79,6 +81,20 @@ pub(crate) enum Arg {
     P(u64),
 }
 
+/// Largest batch `step_small` handles (`SMALL_B` in kernels.cu).
+pub const SMALL_B: usize = 8;
+/// Threads per block of `step_small` (`SMALL_THREADS` in kernels.cu).
+const SMALL_THREADS: u32 = 128;
+
+/// `step_small`'s launch: one block per hidden unit.
+pub(crate) fn small_cfg(h: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (h as u32, 1, 1),
+        block_dim: (SMALL_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 /// Launches `f` over `n` threads (1-D) on the device's stream.
 pub(crate) fn launch(
     gpu: &crate::Gpu,
@@ -86,10 +102,20 @@ pub(crate) fn launch(
     n: usize,
     args: &[Arg],
 ) -> Result<(), GpuError> {
-    use cudarc::driver::PushKernelArg;
     if n == 0 {
         return Ok(());
     }
+    launch_cfg(gpu, f, cfg(n), args)
+}
+
+/// Launches `f` with an explicit configuration on the device's stream.
+pub(crate) fn launch_cfg(
+    gpu: &crate::Gpu,
+    f: &CudaFunction,
+    c: LaunchConfig,
+    args: &[Arg],
+) -> Result<(), GpuError> {
+    use cudarc::driver::PushKernelArg;
     let mut b = gpu.stream.launch_builder(f);
     for a in args {
         match a {
@@ -102,6 +128,6 @@ pub(crate) fn launch(
     // SAFETY: each kernel in kernels.cu is launched with the argument list its signature names
     // (the callers in stack.rs list them in order) and with pointers into live buffers sized by
     // the workspace; `args` outlives the launch call, which copies the values.
-    unsafe { b.launch(cfg(n)) }?;
+    unsafe { b.launch(c) }?;
     Ok(())
 }

@@ -13,7 +13,7 @@
 //! gradients are flat device buffers laid out as on the CPU: callers copy them with one copy).
 
 use crate::device::{at, Gpu, GpuError, Ptr, NULL};
-use crate::kernels::{launch, Arg};
+use crate::kernels::{launch, launch_cfg, small_cfg, Arg, SMALL_B};
 use crate::{DevBuf, DevIds};
 use cudarc::driver::CudaSlice;
 use recur::cell::{Activation, CellKind};
@@ -44,6 +44,10 @@ struct Slots {
 pub struct GpuStack {
     pub stack: Stack,
     slots: Vec<Slots>,
+    /// Forward steps of batches up to this size (at most 8) run as one fused kernel per step
+    /// (`step_small`: recurrent product and cell together) instead of a cuBLAS GEMM plus the
+    /// cell kernel. Default 8; 0 always uses cuBLAS.
+    pub small_batch: usize,
 }
 
 /// One direction of one layer: saved activations and backward scratch, sized once.
@@ -170,6 +174,7 @@ impl GpuStack {
         GpuStack {
             stack: stack.clone(),
             slots,
+            small_batch: SMALL_B,
         }
     }
 
@@ -486,6 +491,8 @@ impl GpuStack {
             }
         }
         let w_hr = sl.w_hr.map_or(NULL, |o| at(pw, o));
+        let small = nb <= self.small_batch.min(SMALL_B);
+        let is_gru = kind == CellKind::Gru;
         for st in 0..nt {
             let t = if rev == 1 { nt - 1 - st } else { st };
             let h_in = at(s, (t + rev) * nb * np);
@@ -493,9 +500,85 @@ impl GpuStack {
             let xw_t = at(xw, t * nb * gh);
             let gates_t = at(gates, t * nb * gh);
             let y_t = at(y, t * nb * ldy);
+            let n = nb * nh;
+            if small {
+                // hw = h_{t-1} W_hh^T and the cell, fused: one launch for the step
+                let (cell, c_in, c_out) = match kind {
+                    CellKind::Rnn(_) => (0, NULL, NULL),
+                    CellKind::Lstm => (
+                        1,
+                        at(cs, (t + rev) * nb * nh),
+                        at(cs, (t + 1 - rev) * nb * nh),
+                    ),
+                    CellKind::Gru => (2, NULL, NULL),
+                };
+                let proj = dm.proj();
+                launch_cfg(
+                    gpu,
+                    &gpu.k.step_small,
+                    small_cfg(nh),
+                    &[
+                        Arg::I(cell),
+                        Arg::I(act_code(kind)),
+                        i(nb),
+                        i(nh),
+                        i(np),
+                        i(t),
+                        i(proj as usize),
+                        p(len),
+                        p(w_hh),
+                        p(xw_t),
+                        p(b_ih),
+                        p(b_hh),
+                        p(h_in),
+                        p(h_out),
+                        p(c_in),
+                        p(c_out),
+                        p(gates_t),
+                        p(if is_gru { at(hn, t * nb * nh) } else { NULL }),
+                        p(if proj { at(hpre, t * nb * nh) } else { NULL }),
+                        p(y_t),
+                        i(ldy),
+                    ],
+                )?;
+                if proj {
+                    // h_t = (o * tanh(c_t)) W_hr^T: (B, H) x (H, P)
+                    gpu.gemm(
+                        N,
+                        T,
+                        nb,
+                        np,
+                        nh,
+                        1.0,
+                        at(hpre, t * nb * nh),
+                        nh,
+                        w_hr,
+                        nh,
+                        0.0,
+                        hnew,
+                        np,
+                    )?;
+                    launch(
+                        gpu,
+                        &gpu.k.proj_select,
+                        nb * np,
+                        &[
+                            i(nb),
+                            i(np),
+                            i(t),
+                            p(len),
+                            p(hnew),
+                            p(h_in),
+                            p(h_out),
+                            p(y_t),
+                            i(ldy),
+                        ],
+                    )?;
+                }
+                continue;
+            }
             // hw = h_{t-1} W_hh^T: (B, P) x (P, G*H)
             gpu.gemm(N, T, nb, gh, np, 1.0, h_in, np, w_hh, np, 0.0, hw, gh)?;
-            let n = nb * nh;
             match kind {
                 CellKind::Rnn(_) => launch(
                     gpu,

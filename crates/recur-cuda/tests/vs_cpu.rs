@@ -197,10 +197,13 @@ fn cpu_run<F: Float>(c: &Case, stack: &Stack, d: &Data) -> Results {
     r
 }
 
-fn gpu_run(gpu: &Gpu, c: &Case, stack: &Stack, d: &Data) -> Results {
+/// Forward and backward on the GPU; `small_batch` as `GpuStack::small_batch` (0: the cuBLAS path
+/// for every step, 8: the fused `step_small` kernel for the batches here, all <= 7).
+fn gpu_run(gpu: &Gpu, c: &Case, stack: &Stack, d: &Data, small_batch: usize) -> Results {
     let cfg = &c.cfg;
     let lstm = stack.kind() == CellKind::Lstm;
-    let gs = GpuStack::new(stack);
+    let mut gs = GpuStack::new(stack);
+    gs.small_batch = small_batch;
     let mut ws = gs.workspace(gpu, c.t, c.b).unwrap();
     let params = gpu.upload(&d.params).unwrap();
     let x = gpu.upload(&d.x).unwrap();
@@ -228,7 +231,7 @@ fn gpu_run(gpu: &Gpu, c: &Case, stack: &Stack, d: &Data) -> Results {
         Some(&mut drop_rng),
     )
     .unwrap();
-    // Gradients start from NaN-free garbage-free zeros; dx likewise (both accumulate).
+    // Gradients and dx accumulate: they start from zeros.
     let mut grads = gpu.zeros::<f32>(d.params.len()).unwrap();
     let mut dx = gpu.zeros::<f32>(d.x.len()).unwrap();
     gs.backward(
@@ -332,14 +335,26 @@ fn gpu_matches_cpu() {
     };
     eprintln!("gpu: {}", gpu.name());
     let (mut max_gpu, mut max_cpu) = (0.0f64, 0.0f64);
-    for c in cases(48) {
+    // fewer cases under compute-sanitizer, which slows every launch down
+    let n = std::env::var("RECUR_CUDA_TEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48);
+    for c in cases(n) {
         let stack = Stack::new(c.cfg.clone()).unwrap();
         let d = data(&c, &stack);
         let want = cpu_run::<f64>(&c, &stack, &d);
         let cpu = cpu_run::<f32>(&c, &stack, &d);
-        let got = gpu_run(&gpu, &c, &stack, &d);
         max_cpu = max_cpu.max(check("cpu f32", &cpu, &want, &c));
-        max_gpu = max_gpu.max(check("gpu f32", &got, &want, &c));
+        for small in [0, 8] {
+            let got = gpu_run(&gpu, &c, &stack, &d, small);
+            max_gpu = max_gpu.max(check(
+                &format!("gpu f32 (small_batch {small})"),
+                &got,
+                &want,
+                &c,
+            ));
+        }
     }
     eprintln!(
         "gpu f32 vs cpu f64: worst relative error {max_gpu:.3e}; cpu f32 vs f64: {max_cpu:.3e} (tolerance {TOL:.0e})"
