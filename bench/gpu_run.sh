@@ -34,10 +34,10 @@ RECUR_CUDA_TEST_CASES=12 timeout 120 "$CS" --tool memcheck --print-limit 5 \
   "$BIN/vs_cpu" gpu_matches_cpu --nocapture 2>&1 | tail -8 | tee "$OUT/memcheck.txt"
 
 echo "== small batches: the fused step kernel (small-batch 8) against cuBLAS + cell kernel (0)"
-for b in 1 4 8; do
+for hb in 1024:1 1024:4 1024:8 256:1 256:8 2048:1; do
   for sb in 8 0; do
-    "$BIN/recur" gpu-bench --device cuda --cell lstm --hidden 1024 --batch $b --steps 100 \
-      --iters 10 --small-batch $sb --json
+    "$BIN/recur" gpu-bench --device cuda --cell lstm --hidden ${hb%:*} --batch ${hb#*:} \
+      --steps 100 --iters 10 --small-batch $sb --json
   done
 done 2>&1 | tee "$OUT/small.txt"
 

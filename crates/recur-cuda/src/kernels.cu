@@ -173,55 +173,83 @@ extern "C" __global__ void gru_fwd(int B, int H, int t, const int* len, const re
 // ---------------------------------------------------------------------------------------------
 // Small batches (B <= SMALL_B): the recurrent product and the cell in ONE kernel per step.
 // One block per hidden unit j: its threads stride over the P columns of the G rows W_hh[g*H+j, :]
-// (coalesced), each accumulating G x B partial dot products with h_{t-1}; the block reduces them
-// (warp shuffles, then shared memory) and threads b < B apply the cell. Replaces a cuBLAS launch,
-// the hw round trip through memory and a second launch per step; W_hh is re-read every step
-// (from L2 once it fits there). cell: 0 RNN (act), 1 LSTM, 2 GRU.
+// (coalesced; 16-byte loads when vec4), each accumulating G x B partial dot products with
+// h_{t-1}; the block reduces them (warp shuffles, then shared memory) and threads b < B apply the
+// cell. Replaces a cuBLAS launch, the hw round trip through memory and a second launch per step;
+// W_hh is re-read every step. cell: 0 RNN (act), 1 LSTM, 2 GRU. The batch size is a template
+// parameter so that the accumulators are exactly G x B registers.
 #define SMALL_B 8
 #define SMALL_THREADS 128
-extern "C" __global__ void __launch_bounds__(SMALL_THREADS)
-step_small(int cell, int act, int B, int H, int P, int t, int proj, const int* len,
-           const real* w_hh, const real* xw, const real* b_ih, const real* b_hh,
-           const real* h_in, real* h_out, const real* c_in, real* c_out, real* gates,
-           real* hn, real* hpre, real* y, int ldy) {
+
+template <int NB>
+__device__ __forceinline__ void step_small_body(
+    int cell, int act, int H, int P, int t, int proj, int vec4, const int* len,
+    const real* __restrict__ w_hh, const real* xw, const real* b_ih, const real* b_hh,
+    const real* h_in, real* h_out, const real* c_in, real* c_out, real* gates, real* hn,
+    real* hpre, real* y, int ldy) {
     int j = blockIdx.x;
     int G = cell == 1 ? 4 : (cell == 2 ? 3 : 1);
-    real acc[4][SMALL_B];
+    real acc[4][NB];
 #pragma unroll
     for (int g = 0; g < 4; g++) {
 #pragma unroll
-        for (int b = 0; b < SMALL_B; b++) acc[g][b] = 0.0f;
+        for (int b = 0; b < NB; b++) acc[g][b] = 0.0f;
     }
-#pragma unroll 2
-    for (int k = threadIdx.x; k < P; k += SMALL_THREADS) {
-        real hk[SMALL_B];
+    if (vec4) {
+        // P % 4 == 0 and both bases 16-byte aligned (checked by the caller)
+        int P4 = P >> 2;
+        const float4* h4 = reinterpret_cast<const float4*>(h_in);
+#pragma unroll 4
+        for (int k = threadIdx.x; k < P4; k += SMALL_THREADS) {
+            float4 hk[NB];
 #pragma unroll
-        for (int b = 0; b < SMALL_B; b++) hk[b] = b < B ? h_in[b * P + k] : 0.0f;
+            for (int b = 0; b < NB; b++) hk[b] = __ldg(h4 + b * P4 + k);
 #pragma unroll
-        for (int g = 0; g < 4; g++) {
-            if (g < G) {
-                real w = w_hh[(size_t)(g * H + j) * P + k];
+            for (int g = 0; g < 4; g++) {
+                if (g < G) {
+                    float4 w = __ldg(reinterpret_cast<const float4*>(w_hh + (size_t)(g * H + j) * P) + k);
 #pragma unroll
-                for (int b = 0; b < SMALL_B; b++) acc[g][b] += w * hk[b];
+                    for (int b = 0; b < NB; b++) {
+                        acc[g][b] += w.x * hk[b].x;
+                        acc[g][b] += w.y * hk[b].y;
+                        acc[g][b] += w.z * hk[b].z;
+                        acc[g][b] += w.w * hk[b].w;
+                    }
+                }
+            }
+        }
+    } else {
+#pragma unroll 4
+        for (int k = threadIdx.x; k < P; k += SMALL_THREADS) {
+            real hk[NB];
+#pragma unroll
+            for (int b = 0; b < NB; b++) hk[b] = __ldg(h_in + b * P + k);
+#pragma unroll
+            for (int g = 0; g < 4; g++) {
+                if (g < G) {
+                    real w = __ldg(w_hh + (size_t)(g * H + j) * P + k);
+#pragma unroll
+                    for (int b = 0; b < NB; b++) acc[g][b] += w * hk[b];
+                }
             }
         }
     }
-    __shared__ real part[SMALL_THREADS / 32][4 * SMALL_B];
+    __shared__ real part[SMALL_THREADS / 32][4 * NB];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
     for (int g = 0; g < 4; g++) {
+        if (g < G) {
 #pragma unroll
-        for (int b = 0; b < SMALL_B; b++) {
-            if (g < G && b < B) {
+            for (int b = 0; b < NB; b++) {
                 real v = acc[g][b];
 #pragma unroll
                 for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-                if (lane == 0) part[warp][g * SMALL_B + b] = v;
+                if (lane == 0) part[warp][g * NB + b] = v;
             }
         }
     }
     __syncthreads();
-    if (threadIdx.x >= B) return;
+    if (threadIdx.x >= NB) return;
     int b = threadIdx.x;
     real hv[4];
 #pragma unroll
@@ -229,7 +257,7 @@ step_small(int cell, int act, int B, int H, int P, int t, int proj, const int* l
         real s = 0.0f;
         if (g < G) {
 #pragma unroll
-            for (int w = 0; w < SMALL_THREADS / 32; w++) s += part[w][g * SMALL_B + b];
+            for (int w = 0; w < SMALL_THREADS / 32; w++) s += part[w][g * NB + b];
         }
         hv[g] = s;
     }
@@ -241,6 +269,27 @@ step_small(int cell, int act, int B, int H, int P, int t, int proj, const int* l
     } else {
         gru_cell(H, t, len, b, j, xw, hv, b_ih, b_hh, h_in, h_out, gates, hn, y, ldy);
     }
+}
+
+extern "C" __global__ void __launch_bounds__(SMALL_THREADS)
+step_small(int cell, int act, int B, int H, int P, int t, int proj, int vec4, const int* len,
+           const real* w_hh, const real* xw, const real* b_ih, const real* b_hh,
+           const real* h_in, real* h_out, const real* c_in, real* c_out, real* gates,
+           real* hn, real* hpre, real* y, int ldy) {
+#define STEP_SMALL(NB)                                                                          \
+    step_small_body<NB>(cell, act, H, P, t, proj, vec4, len, w_hh, xw, b_ih, b_hh, h_in, h_out, \
+                        c_in, c_out, gates, hn, hpre, y, ldy)
+    switch (B) {
+        case 1: STEP_SMALL(1); break;
+        case 2: STEP_SMALL(2); break;
+        case 3: STEP_SMALL(3); break;
+        case 4: STEP_SMALL(4); break;
+        case 5: STEP_SMALL(5); break;
+        case 6: STEP_SMALL(6); break;
+        case 7: STEP_SMALL(7); break;
+        case 8: STEP_SMALL(8); break;
+    }
+#undef STEP_SMALL
 }
 
 // ---------------------------------------------------------------------------------------------

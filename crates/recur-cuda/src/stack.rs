@@ -513,6 +513,8 @@ impl GpuStack {
                     CellKind::Gru => (2, NULL, NULL),
                 };
                 let proj = dm.proj();
+                // 16-byte loads need P % 4 == 0 and 16-byte aligned W_hh and state rows
+                let vec4 = np % 4 == 0 && w_hh % 16 == 0 && h_in % 16 == 0;
                 launch_cfg(
                     gpu,
                     &gpu.k.step_small,
@@ -525,6 +527,7 @@ impl GpuStack {
                         i(np),
                         i(t),
                         i(proj as usize),
+                        i(vec4 as usize),
                         p(len),
                         p(w_hh),
                         p(xw_t),

@@ -34,11 +34,29 @@ struct Case {
     seed: u64,
 }
 
-/// Random cases covering every cell and option; awkward sizes (1, odd, primes).
+/// Four fixed cases, then `n` random ones covering every cell and option; awkward sizes.
 fn cases(n: usize) -> Vec<Case> {
     let mut rng = Rng::new(2024);
     let kinds = ["rnn_tanh", "rnn_relu", "lstm", "gru"];
-    let mut out = Vec::new();
+    // Fixed cases first: the fused small-batch kernel's 16-byte path (P % 4 == 0, aligned
+    // weights), its largest batch (8) and the first batch above it (9, cuBLAS path).
+    let fixed = |kind: &str, i: usize, h: usize, t: usize, b: usize| Case {
+        cfg: StackConfig::new(CellKind::parse(kind).unwrap(), i, h),
+        t,
+        b,
+        onehot: false,
+        lengths: None,
+        init_state: true,
+        dy: true,
+        dstate: true,
+        seed: 7 + b as u64,
+    };
+    let mut out = vec![
+        fixed("lstm", 32, 32, 5, 3),
+        fixed("gru", 16, 64, 4, 8),
+        fixed("rnn_relu", 8, 20, 6, 9),
+        fixed("rnn_tanh", 12, 128, 3, 1),
+    ];
     for k in 0..n {
         let kind = CellKind::parse(kinds[k % 4]).unwrap();
         let h = [1, 5, 16, 17, 33][rng.below(5) as usize];
