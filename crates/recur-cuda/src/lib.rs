@@ -14,6 +14,9 @@
 //!   initial states, with parameters and gradients in one flat device buffer each, laid out as the
 //!   CPU's (so host/device copies are one copy each).
 //!
+//! For batches of at most 8 with a small W_hh, each forward step is one fused kernel
+//! (`step_small`: the recurrent product and the cell together).
+//!
 //! What it is not (yet): float64 kernels, the model's embedding/head/loss and the optimizers on
 //! the device, the persistent small-batch kernel. The library never prints.
 
@@ -24,7 +27,7 @@ mod stack;
 
 pub use device::{Gpu, GpuError, GpuGraph};
 pub use recur::ops::Trans;
-pub use stack::{GpuInput, GpuStack, GpuStackWorkspace};
+pub use stack::{GpuInput, GpuStack, GpuStackWorkspace, SMALL_MAX_WEIGHTS};
 
 /// A float32 buffer on the device.
 pub type DevBuf = cudarc::driver::CudaSlice<f32>;

@@ -40,13 +40,21 @@ struct Slots {
     w_hr: Option<usize>,
 }
 
+/// Largest W_hh (G*H x P elements) for which `step_small` is used. Measured on an H200
+/// (docs/gpu.md): at B = 1 the fused kernel won with W_hh of 64K (RNN, H = 256), 192K (GRU) and
+/// 256K elements (LSTM), and lost to cuBLAS with 1M (RNN, H = 1024), 3M (GRU) and 4M (LSTM):
+/// once W_hh is megabytes, one block per unit re-reading it each step is slower than cuBLAS's
+/// GEMV. The bound sits between the measured sizes.
+pub const SMALL_MAX_WEIGHTS: usize = 512 * 1024;
+
 /// A stack on the device: the CPU stack's configuration and parameter layout.
 pub struct GpuStack {
     pub stack: Stack,
     slots: Vec<Slots>,
     /// Forward steps of batches up to this size (at most 8) run as one fused kernel per step
     /// (`step_small`: recurrent product and cell together) instead of a cuBLAS GEMM plus the
-    /// cell kernel. Default 8; 0 always uses cuBLAS.
+    /// cell kernel, when W_hh has at most [`SMALL_MAX_WEIGHTS`] elements. Default 8; 0 always
+    /// uses cuBLAS.
     pub small_batch: usize,
 }
 
@@ -491,7 +499,7 @@ impl GpuStack {
             }
         }
         let w_hr = sl.w_hr.map_or(NULL, |o| at(pw, o));
-        let small = nb <= self.small_batch.min(SMALL_B);
+        let small = nb <= self.small_batch.min(SMALL_B) && gh * np <= SMALL_MAX_WEIGHTS;
         let is_gru = kind == CellKind::Gru;
         for st in 0..nt {
             let t = if rev == 1 { nt - 1 - st } else { st };
