@@ -59,6 +59,10 @@ pub struct Args {
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// cpu, or cuda: the stack on the GPU (needs the `cuda` feature; `recur gpu-bench` timing,
+    /// printed in its format).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// CPU time consumed so far by all threads of this process, in seconds, where Linux reports it
@@ -143,6 +147,27 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.repeats == 0 {
         bail!("--repeats must be at least 1");
+    }
+    match a.device.as_str() {
+        "cpu" => {}
+        "cuda" => {
+            if a.charlm || a.gemm.is_some() {
+                bail!("--device cuda times the stack only (no --charlm or --gemm on the GPU yet)");
+            }
+            return crate::gpu_bench::run_stack_on(
+                "cuda",
+                &a.cell,
+                a.hidden,
+                a.batch,
+                a.seq_length,
+                a.layers,
+                &a.mode,
+                a.warmup,
+                a.repeats,
+                a.json,
+            );
+        }
+        other => bail!("unknown --device '{other}' (expected cpu or cuda)"),
     }
     set_threads(a.threads);
     if let Some(n) = a.gemm {

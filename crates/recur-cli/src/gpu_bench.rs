@@ -126,7 +126,46 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// One shape on one device, one mode (`infer`, `train`) or both (`both`): the entry point of
+/// `recur bench --device cuda`.
+pub fn run_stack_on(
+    device: &str,
+    cell: &str,
+    hidden: usize,
+    batch: usize,
+    steps: usize,
+    layers: usize,
+    mode: &str,
+    warmup: usize,
+    iters: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !matches!(mode, "infer" | "train" | "both") {
+        bail!("unknown --mode '{mode}' (expected infer or train)");
+    }
+    run_modes(
+        Args {
+            device: device.into(),
+            cell: cell.into(),
+            hidden,
+            batch,
+            steps,
+            layers,
+            grid: false,
+            iters,
+            warmup,
+            small_batch: 8,
+            json,
+        },
+        mode,
+    )
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
+    run_modes(a, "both")
+}
+
+fn run_modes(a: Args, mode: &str) -> anyhow::Result<()> {
     if a.iters == 0 {
         bail!("--iters must be at least 1");
     }
@@ -167,7 +206,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("device  cell      H     B     T    L  mode    eager ms   graph ms");
     }
     for s in shapes {
-        for r in rows(s)? {
+        for r in rows(s)?
+            .into_iter()
+            .filter(|r| mode == "both" || r.mode == mode)
+        {
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -258,7 +300,7 @@ mod cuda {
 
     pub fn rows_fn(_warmup: usize, _iters: usize, _small: usize) -> anyhow::Result<RowsFn> {
         anyhow::bail!(
-            "CUDA support was not compiled in (rebuild with `cargo build --release --features cuda`)"
+            "CUDA support was not compiled in (rebuild with `cargo build --release -p recur-cli --features cuda`)"
         )
     }
 }

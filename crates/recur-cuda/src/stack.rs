@@ -522,7 +522,8 @@ impl GpuStack {
                 };
                 let proj = dm.proj();
                 // 16-byte loads need P % 4 == 0 and 16-byte aligned W_hh and state rows
-                let vec4 = np % 4 == 0 && w_hh % 16 == 0 && h_in % 16 == 0;
+                let vec4 =
+                    np.is_multiple_of(4) && w_hh.is_multiple_of(16) && h_in.is_multiple_of(16);
                 launch_cfg(
                     gpu,
                     &gpu.k.step_small,
