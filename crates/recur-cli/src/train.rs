@@ -295,6 +295,7 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
         .with_proj_size(proj_size);
     let model = ModelConfig::char_model(vocab_len, embed, rnn);
     model.validate().map_err(anyhow::Error::msg)?;
+    let eval_every = a.eval_every.unwrap_or(p.eval_every);
     let cfg = TrainConfig {
         model,
         batch_size,
@@ -306,7 +307,13 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
         grad_clip,
         grad_clip_value,
         seed: a.seed.unwrap_or(1),
-        eval_every: a.eval_every.unwrap_or(p.eval_every),
+        eval_every,
+        // ten training-loss rows per evaluation interval for the log and the plot
+        log_every: if eval_every == 0 {
+            50
+        } else {
+            (eval_every / 10).max(1)
+        },
     };
     Ok((cfg, budget(a, Some(&p))?))
 }
@@ -553,6 +560,12 @@ pub fn run(a: Args) -> Result<()> {
                     s.chars_per_sec,
                     eta.map(fmt_duration).unwrap_or_else(|| "-".into())
                 ));
+            }
+            Event::Log(row) => {
+                history.push((*row).clone());
+                if let Err(e) = write_log(&dir, &history) {
+                    io_err.get_or_insert(e);
+                }
             }
             Event::Eval {
                 row,

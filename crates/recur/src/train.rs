@@ -52,6 +52,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Steps between evaluations on the validation text (0 = only at the end).
     pub eval_every: u64,
+    /// Steps between training-loss rows in the log between evaluations (0 = only at evaluations).
+    #[serde(default)]
+    pub log_every: u64,
 }
 
 /// When a run ends: whichever limit comes first. A resumed run may be given new limits.
@@ -65,7 +68,8 @@ pub struct Budget {
     pub max_minutes: Option<f64>,
 }
 
-/// One line of the training log: written at every evaluation.
+/// One line of the training log: written at every evaluation (with the validation loss) and
+/// every `log_every` steps in between (without).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogRow {
     pub step: u64,
@@ -186,6 +190,8 @@ pub struct StepInfo {
 /// Progress reports of [`Trainer::run`].
 pub enum Event<'a> {
     Step(&'a StepInfo),
+    /// A training-loss row of the log (no evaluation).
+    Log(&'a LogRow),
     /// After an evaluation (and the checkpoints it wrote). `params` are the current ones.
     Eval {
         row: &'a LogRow,
@@ -541,8 +547,8 @@ impl Trainer {
 
     /// Evaluates, appends a log row, writes the latest (and, on a new best, the best)
     /// checkpoint, and reports.
-    fn eval_and_save(&mut self, last: bool, on: &mut dyn FnMut(&Event)) -> Result<(), TrainError> {
-        let val = self.evaluate();
+    /// A log row of the training loss since the previous row (which it resets) and `val`.
+    fn log_row(&mut self, val: Option<f64>) -> LogRow {
         let st = &mut self.state;
         let row = LogRow {
             step: st.step,
@@ -559,6 +565,14 @@ impl Trainer {
         };
         st.acc_loss = 0.0;
         st.acc_steps = 0;
+        st.history.push(row.clone());
+        row
+    }
+
+    fn eval_and_save(&mut self, last: bool, on: &mut dyn FnMut(&Event)) -> Result<(), TrainError> {
+        let val = self.evaluate();
+        let row = self.log_row(val);
+        let st = &mut self.state;
         st.last_eval_step = Some(st.step);
         let best = match (val, st.best_val) {
             (Some(_), None) => true,
@@ -569,7 +583,6 @@ impl Trainer {
             st.best_val = val;
             st.best_step = Some(st.step);
         }
-        st.history.push(row.clone());
         if best {
             self.save(BEST)?;
         }
@@ -626,10 +639,15 @@ impl Trainer {
                 budget_secs,
             };
             on(&Event::Step(&info));
-            let every = self.state.config.eval_every;
-            if every > 0 && self.state.step.is_multiple_of(every) {
-                let last = self.limit_reached().is_some();
+            let (every, log_every) = (self.state.config.eval_every, self.state.config.log_every);
+            let step = self.state.step;
+            // the last step of the run is evaluated here, so that its row has the training loss
+            let last = self.limit_reached().is_some();
+            if last || (every > 0 && step.is_multiple_of(every)) {
                 self.eval_and_save(last, on)?;
+            } else if log_every > 0 && step.is_multiple_of(log_every) {
+                let row = self.log_row(None);
+                on(&Event::Log(&row));
             }
         }
     }

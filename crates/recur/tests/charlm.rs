@@ -164,6 +164,7 @@ fn small_config(v: usize, layers: usize, dropout: f64) -> TrainConfig {
         grad_clip_value: 0.0,
         seed: 3,
         eval_every: 4,
+        log_every: 3,
     }
 }
 
@@ -186,6 +187,7 @@ fn record(trainer: &mut Trainer, stop_after: Option<u64>) -> (Run, Result<Outcom
             }
         }
         Event::Eval { row, .. } => run.vals.push((row.step, row.val_loss)),
+        Event::Log(_) => {}
     });
     (run, out)
 }
