@@ -158,14 +158,16 @@ fn preset(name: &str) -> Result<Preset> {
             epochs: None,
             eval_every: 200,
         },
-        // What a newcomer runs: ends by itself in about ten minutes on two cores.
+        // What a newcomer runs: ends by itself in about ten minutes on two cores. Chosen by
+        // measurement (docs/results.md): at recur's current speed a 2x256 LSTM with B = 16 gets
+        // further in nine minutes than 2x512 (too slow per character) or B = 32 (fewer updates).
         "default" => Preset {
             cell: "lstm",
             num_layers: 2,
             rnn_size: 256,
             dropout: 0.0,
             embed: 0,
-            batch_size: 32,
+            batch_size: 16,
             seq_length: 64,
             lr: 2e-3,
             lr_decay: 1.0,
@@ -173,7 +175,7 @@ fn preset(name: &str) -> Result<Preset> {
             grad_clip: 5.0,
             max_minutes: Some(9.0),
             epochs: None,
-            eval_every: 250,
+            eval_every: 500,
         },
         // A serious run: an hour, a bigger network with dropout.
         "large" => Preset {

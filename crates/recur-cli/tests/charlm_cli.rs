@@ -341,7 +341,7 @@ fn bad_corpora_and_flags_are_one_line_errors_with_exit_code_2() {
     .unwrap();
     assert_bad(
         &train(&short, &[]),
-        "fewer than one batch needs (batch size 32 x sequence length 64 + 1 = 2049)",
+        "fewer than one batch needs (batch size 16 x sequence length 64 + 1 = 1025)",
     );
     let corpus = write_corpus(&d);
     let file = d.join("a-file");
