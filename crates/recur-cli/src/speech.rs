@@ -17,7 +17,7 @@ use recur::speech::classifier::{
     predict_batch, train_epoch, Evaluation, Example, Normalizer, Pooling, NUM_CLASSES,
 };
 use recur::speech::dataset::{list_dir, Split, Utterance};
-use recur::speech::features::{Extractor, FeatureConfig, FeatureKind};
+use recur::speech::features::{warp_factors, Extractor, FeatureConfig, FeatureKind};
 use recur::speech::wav::read_wav;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -109,7 +109,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0.0)]
     dropout: f64,
     /// Passes over the training set.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 20)]
     epochs: usize,
     /// Utterances per batch.
     #[arg(long, default_value_t = 32)]
@@ -222,23 +222,6 @@ pub fn run(args: Args) -> Result<()> {
         Cmd::Train(a) => train(a),
         Cmd::Eval(a) => eval(a),
         Cmd::Predict(a) => predict(a),
-    }
-}
-
-/// `n` warp factors spread evenly over [1 - max, 1 + max], leaving out 1 itself.
-fn warp_factors(n: usize, max: f64) -> Vec<f64> {
-    match n {
-        0 => Vec::new(),
-        1 => vec![1.0 + max],
-        _ => {
-            // n points on [-1, 1] without 0: -1, .., -1/h, 1/h, .., 1 for even n
-            let mut v: Vec<f64> = (0..=n)
-                .map(|i| -1.0 + 2.0 * i as f64 / n as f64)
-                .filter(|x| x.abs() > 1e-9)
-                .collect();
-            v.truncate(n);
-            v.into_iter().map(|x| 1.0 + max * x).collect()
-        }
     }
 }
 
@@ -573,9 +556,14 @@ fn train(a: TrainArgs) -> Result<()> {
             },
             secs
         );
-        // Best: highest validation accuracy (ties: the later epoch); without validation, the last.
-        let better = match (log.val_acc, state.best_val_acc) {
-            (Some(v), Some(b)) => v >= b,
+        // Best: lowest validation loss (finer-grained than the accuracy on a few hundred
+        // recordings, which ties often); without validation, the last epoch.
+        let best_loss = state
+            .history
+            .get(state.best_epoch.wrapping_sub(1))
+            .and_then(|l| l.val_loss);
+        let better = match (log.val_loss, best_loss) {
+            (Some(v), Some(b)) => v < b,
             _ => true,
         };
         state.history.push(log);
@@ -634,9 +622,9 @@ fn train(a: TrainArgs) -> Result<()> {
         if let Some(v) = state.best_val_acc {
             writeln!(
                 out,
-                "best validation accuracy {:.4} at epoch {} ({} recordings)",
-                v,
+                "best epoch (lowest validation loss): {}, validation accuracy {:.4} ({} recordings)",
                 state.best_epoch,
+                v,
                 val_set.len()
             )?;
         }
@@ -760,8 +748,8 @@ fn eval(a: EvalArgs) -> Result<()> {
             split.describe(),
             ev.tally.accuracy()
         ),
-        row_axis: "spoken digit".into(),
-        col_axis: "predicted digit".into(),
+        row_axis: "true".into(),
+        col_axis: "predicted".into(),
         row_labels: digits.clone(),
         col_labels: digits,
         values: ev

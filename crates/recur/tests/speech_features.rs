@@ -2,7 +2,9 @@
 //! deltas on recordings of data/fsdd-sample/. The reference comes from
 //! tests/fixtures/gen_speech_features.py (librosa 0.11, f64 arithmetic, stored as f32).
 
-use recur::speech::features::{mel_filterbank, Extractor, FeatureConfig, FeatureKind};
+use recur::speech::features::{
+    mel_filterbank, mel_filterbank_warped, warp_factors, Extractor, FeatureConfig, FeatureKind,
+};
 use recur::speech::wav::read_wav;
 use safetensors::SafeTensors;
 use std::path::PathBuf;
@@ -98,5 +100,28 @@ fn log_mel_and_mfcc_with_deltas_match_librosa() {
         assert_eq!([f.t, f.dim], [shape[0], shape[1]], "{name}: mfcc shape");
         let got: Vec<f64> = f.data.iter().map(|&v| v as f64).collect();
         assert_close(&format!("{name}.mfcc"), &got, &want, f.dim, MFCC_TOL);
+    }
+}
+
+#[test]
+fn warp_factors_and_the_warped_filterbank() {
+    let w = warp_factors(4, 0.1);
+    let want = [0.9, 0.95, 1.05, 1.1];
+    assert_eq!(w.len(), 4);
+    for (g, e) in w.iter().zip(want) {
+        assert!((g - e).abs() < 1e-12, "{w:?}");
+    }
+    assert_eq!(warp_factors(0, 0.1), Vec::<f64>::new());
+    let cfg = FeatureConfig::default();
+    assert_eq!(mel_filterbank_warped(&cfg, 1.0), mel_filterbank(&cfg));
+    // Stretching the frequency axis by 1.1 moves every filter's peak to a lower FFT bin.
+    let nb = cfg.n_fft / 2 + 1;
+    let peak = |fb: &[f64], i: usize| {
+        let row = &fb[i * nb..(i + 1) * nb];
+        (0..nb).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap()
+    };
+    let (plain, warped) = (mel_filterbank(&cfg), mel_filterbank_warped(&cfg, 1.1));
+    for i in [10, 20, 30] {
+        assert!(peak(&warped, i) < peak(&plain, i), "filter {i}");
     }
 }

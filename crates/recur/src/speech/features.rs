@@ -198,6 +198,25 @@ pub fn mel_filterbank_warped(cfg: &FeatureConfig, warp: f64) -> Vec<f64> {
     fb
 }
 
+/// `n` warp factors for augmentation, spread evenly over [1 - max, 1 + max] and leaving out 1
+/// itself: for even n they are symmetric (n = 4, max = 0.1: 0.9, 0.95, 1.05, 1.1); for odd n
+/// the grid is that of n + 1 points without its largest.
+pub fn warp_factors(n: usize, max: f64) -> Vec<f64> {
+    match n {
+        0 => Vec::new(),
+        1 => vec![1.0 + max],
+        _ => {
+            // n points on [-1, 1] without 0: -1, .., -1/h, 1/h, .., 1 for even n
+            let mut v: Vec<f64> = (0..=n)
+                .map(|i| -1.0 + 2.0 * i as f64 / n as f64)
+                .filter(|x| x.abs() > 1e-9)
+                .collect();
+            v.truncate(n);
+            v.into_iter().map(|x| 1.0 + max * x).collect()
+        }
+    }
+}
+
 /// Computes features; built once per configuration (it holds the FFT plan and the filterbank).
 #[derive(Clone)]
 pub struct Extractor {
