@@ -232,6 +232,34 @@ fn train_eval_predict_on_the_committed_sample() {
     ]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("digit 7"), "{text}");
+
+    // predict reads the file with the same checks as training.
+    let bad = dir.join("8k-stereo.wav");
+    std::fs::write(&bad, wav_bytes(1, 2, 8000, 16, &tone(2000))).unwrap();
+    assert_one_line_error(
+        &recur(&[
+            "speech",
+            "predict",
+            "--checkpoint",
+            ckpt,
+            bad.to_str().unwrap(),
+        ]),
+        &["8k-stereo.wav", "2 channels"],
+    );
+    // A speaker absent from the data is refused by eval too.
+    assert_one_line_error(
+        &recur(&[
+            "speech",
+            "eval",
+            "--checkpoint",
+            ckpt,
+            "--data",
+            &data,
+            "--split",
+            "speaker:nobody",
+        ]),
+        &["speaker 'nobody'"],
+    );
 }
 
 #[test]
@@ -396,5 +424,37 @@ fn bad_arguments_and_files_are_one_line_errors() {
             wav.to_str().unwrap(),
         ]),
         &["junk.ckpt"],
+    );
+}
+
+#[test]
+fn a_checkpoint_of_another_kind_is_refused() {
+    use recur::cell::CellKind;
+    use recur::checkpoint::{save, Checkpoint};
+    use recur::model::{Model, ModelConfig};
+    use recur::stack::StackConfig;
+    // A character model's checkpoint (no speech train_state).
+    let cfg = ModelConfig::char_model(5, 0, StackConfig::new(CellKind::Gru, 0, 4));
+    let n = Model::new(cfg.clone()).unwrap().num_params();
+    let dir = tmpdir("other-kind");
+    let path = dir.join("char.ckpt");
+    let ck = Checkpoint {
+        model: cfg,
+        params: vec![0.0; n],
+        vocab: Some("abcde".chars().collect()),
+        optimizer: None,
+        train_state: None,
+    };
+    save(&path, &ck).unwrap();
+    let wav = Path::new(&sample_dir()).join("0_george_0.wav");
+    assert_one_line_error(
+        &recur(&[
+            "speech",
+            "predict",
+            "--checkpoint",
+            path.to_str().unwrap(),
+            wav.to_str().unwrap(),
+        ]),
+        &["char.ckpt", "not a speech checkpoint"],
     );
 }
