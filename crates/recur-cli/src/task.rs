@@ -5,7 +5,7 @@
 
 use crate::plot::{write_chart, Chart, Legend, Series};
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use recur::cell::CellKind;
 use recur::checkpoint::{save, Checkpoint};
 use recur::optim::OptimKind;
@@ -44,7 +44,8 @@ struct Common {
     /// Default 100 (adding), 20 (copy), 50 (ball).
     #[arg(long)]
     len: Option<usize>,
-    /// Cell: rnn (= rnn_tanh), rnn_relu, lstm or gru.
+    /// Cell: rnn (= rnn_tanh), rnn_relu, lstm or gru; several, comma-separated, train side by
+    /// side (one thread each) and share one learning-curve chart.
     #[arg(long, default_value = "lstm")]
     cell: String,
     /// Hidden units.
@@ -81,13 +82,13 @@ struct Common {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Chart stem: writes <stem>.png and <stem>.svg (ball: also <stem>-paths.*).
-    /// Default: task-<task>-<cell>-<len>.
+    /// Default: task-<task>-<cells>-<len>.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Also save the trained model as a checkpoint here.
     #[arg(long)]
     save: Option<PathBuf>,
-    /// Print one JSON object on stdout instead of the summary.
+    /// Print one JSON object per cell (one per line) on stdout instead of the summary.
     #[arg(long)]
     json: bool,
 }
@@ -104,12 +105,15 @@ pub fn run(a: Args) -> Result<()> {
         TaskKind::Ball => 50,
     });
     let task = Task::new(kind, len).map_err(anyhow::Error::msg)?;
-    let cell = CellKind::parse(&c.cell).ok_or_else(|| {
-        anyhow::anyhow!(
-            "unknown cell '{}' (expected rnn, rnn_relu, lstm or gru)",
-            c.cell
-        )
-    })?;
+    let cells: Vec<CellKind> = c
+        .cell
+        .split(',')
+        .map(|s| {
+            CellKind::parse(s.trim()).ok_or_else(|| {
+                anyhow::anyhow!("unknown cell '{s}' (expected rnn, rnn_relu, lstm or gru)")
+            })
+        })
+        .collect::<Result<_>>()?;
     let optim = OptimKind::parse(&c.optim, 0.0).ok_or_else(|| {
         anyhow::anyhow!(
             "unknown optimizer '{}' (expected sgd, adagrad, rmsprop or adam)",
@@ -133,18 +137,18 @@ pub fn run(a: Args) -> Result<()> {
         Some(m) => Some(Duration::from_secs_f64(m * 60.0)),
         None => None,
     };
-    let stem = c
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("task-{}-{}-{len}", kind.name(), cell.name())));
+    let names: Vec<&str> = cells.iter().map(|k| k.name()).collect();
+    let stem = c.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("task-{}-{}-{len}", kind.name(), names.join("-")))
+    });
     crate::plot::check_dir(&crate::plot::outputs(&stem)[0])?;
     if let Some(p) = &c.save {
         crate::plot::check_dir(p)?;
     }
-    let spec = TrainSpec {
+    let spec = |cell: CellKind| TrainSpec {
         task: task.clone(),
         rnn: StackConfig::new(cell, 0, c.rnn_size).with_layers(c.num_layers),
-        optim,
+        optim: optim.clone(),
         lr: c.lr,
         batch: c.batch,
         max_steps: c.steps,
@@ -155,7 +159,7 @@ pub fn run(a: Args) -> Result<()> {
         seed: c.seed,
     };
 
-    // Ctrl-C stops training cleanly: the result so far is reported, charted and saved.
+    // Ctrl-C stops training cleanly: the results so far are reported, charted and saved.
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -163,144 +167,198 @@ pub fn run(a: Args) -> Result<()> {
         // process); training then simply runs to its limit.
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    let bar = ProgressBar::new(c.steps as u64).with_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {elapsed}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("{} T={len} {}", kind.name(), cell.name()));
+    let bars = MultiProgress::new();
     let metric_name = task.metric_name();
-    let mut baseline_note = task
+    let baseline_note = task
         .baseline_formula()
         .map(|b| format!("{b:.4}"))
         .unwrap_or_else(|| "held-out".into());
-    let res = train(&spec, &mut |ev| {
-        match ev {
-            Event::Step { step, loss } => {
-                bar.set_position(step as u64);
-                bar.set_message(format!("loss {loss:.4}"));
-            }
-            Event::Eval(p) => {
-                let line = format!(
-                    "step {:6}  {:7.1}s  train {:.5}  held-out {metric_name} {:.5}  (baseline {baseline_note})",
-                    p.step,
-                    p.elapsed.as_secs_f64(),
-                    p.train_metric,
-                    p.metric
-                );
-                // the bar draws only on a terminal; the evaluations reach a redirected stderr too
-                if bar.is_hidden() {
-                    eprintln!("{line}");
-                } else {
-                    bar.println(line);
-                }
-            }
-        }
-        !stop.load(Ordering::SeqCst)
-    })
-    .map_err(anyhow::Error::msg)?;
-    bar.finish_and_clear();
-    baseline_note = format!("{:.5}", res.baseline);
-    let metric = res.metric();
-    let solved = task.solved(metric, res.baseline);
+    // Several cells train side by side, one thread each (each run is single-threaded).
+    let results: Vec<Result<TrainResult, String>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = cells
+            .iter()
+            .map(|&cell| {
+                let bar = bars.add(ProgressBar::new(c.steps as u64).with_style(
+                    ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {elapsed}")
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                ));
+                bar.set_prefix(format!("{} T={len} {:8}", kind.name(), cell.name()));
+                let (stop, spec, note) = (stop.clone(), spec(cell), &baseline_note);
+                let bars = &bars;
+                sc.spawn(move || {
+                    let r = train(&spec, &mut |ev| {
+                        match ev {
+                            Event::Step { step, loss } => {
+                                bar.set_position(step as u64);
+                                bar.set_message(format!("loss {loss:.4}"));
+                            }
+                            Event::Eval(p) => {
+                                let line = format!(
+                                    "{:8} step {:6}  {:7.1}s  train {:.5}  held-out {metric_name} {:.5}  (baseline {note})",
+                                    cell.name(),
+                                    p.step,
+                                    p.elapsed.as_secs_f64(),
+                                    p.train_metric,
+                                    p.metric
+                                );
+                                // bars draw only on a terminal; evaluations reach a
+                                // redirected stderr too
+                                if bar.is_hidden() {
+                                    eprintln!("{line}");
+                                } else {
+                                    let _ = bars.println(line);
+                                }
+                            }
+                        }
+                        !stop.load(Ordering::SeqCst)
+                    });
+                    bar.finish_and_clear();
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("training thread"))
+            .collect()
+    });
+    let results: Vec<TrainResult> = results
+        .into_iter()
+        .collect::<std::result::Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
 
     let mut files = Vec::new();
-    files.extend(learning_curve(&task, cell, &res, &stem)?);
+    files.extend(learning_curve(&task, &cells, &results, &stem)?);
     if kind == TaskKind::Ball {
-        files.extend(ball_paths(&task, &res, &stem, c.seed)?);
+        for (cell, res) in cells.iter().zip(&results) {
+            let mut name = stem.as_os_str().to_owned();
+            name.push("-paths");
+            if cells.len() > 1 {
+                name.push(format!("-{}", cell.name()));
+            }
+            files.extend(ball_paths(&task, res, &PathBuf::from(name), c.seed)?);
+        }
     }
     if let Some(path) = &c.save {
-        let ckpt = Checkpoint {
-            model: res.model.cfg.clone(),
-            params: res.params.clone(),
-            vocab: None,
-            optimizer: None,
-            train_state: Some(json!({"task": kind.name(), "len": len, "steps": res.steps})),
-        };
-        save(path, &ckpt)?;
-        files.push(path.clone());
+        for (cell, res) in cells.iter().zip(&results) {
+            let ckpt = Checkpoint {
+                model: res.model.cfg.clone(),
+                params: res.params.clone(),
+                vocab: None,
+                optimizer: None,
+                train_state: Some(json!({"task": kind.name(), "len": len, "steps": res.steps})),
+            };
+            let p = if cells.len() > 1 {
+                let mut n = path.as_os_str().to_owned();
+                n.push(format!(".{}", cell.name()));
+                PathBuf::from(n)
+            } else {
+                path.clone()
+            };
+            save(&p, &ckpt)?;
+            files.push(p);
+        }
     }
 
     let mut out = std::io::stdout().lock();
-    if c.json {
-        writeln!(
-            out,
-            "{}",
-            json!({
-                "task": kind.name(), "cell": cell.name(), "len": len, "steps": res.steps,
-                "metric": metric, "baseline": res.baseline, "solved": solved,
-                "baseline_held_out": res.baseline_held_out,
-                "metric_name": metric_name, "baseline_formula": task.baseline_formula(),
-                "stopped_by": res.reason, "seconds": res.curve.last().map(|p| p.elapsed.as_secs_f64()),
-                "hidden": c.rnn_size, "layers": c.num_layers, "optim": c.optim, "lr": c.lr,
-                "batch": c.batch, "seed": c.seed,
-                "curve": res.curve.iter().map(|p| json!({"step": p.step, "train": p.train_metric, "metric": p.metric})).collect::<Vec<_>>(),
-                "files": files,
-            })
-        )?;
-    } else {
-        writeln!(
-            out,
-            "{} T={len} {} H={} layers={}: {metric_name} {metric:.5} after {} steps ({:.1} s, stopped by {})",
-            kind.name(),
-            cell.name(),
-            c.rnn_size,
-            c.num_layers,
-            res.steps,
-            res.curve.last().map_or(0.0, |p| p.elapsed.as_secs_f64()),
-            res.reason
-        )?;
-        writeln!(
-            out,
-            "baseline {baseline_note} ({}; on the held-out set {:.5}); ratio {:.4}; solved: {}",
-            if task.baseline_formula().is_some() {
-                "closed form"
-            } else {
-                "held-out"
-            },
-            res.baseline_held_out,
-            metric / res.baseline,
-            if solved { "yes" } else { "no" }
-        )?;
+    for (cell, res) in cells.iter().zip(&results) {
+        let metric = res.metric();
+        let solved = task.solved(metric, res.baseline);
+        if c.json {
+            // one object per cell, one per line
+            writeln!(
+                out,
+                "{}",
+                json!({
+                    "task": kind.name(), "cell": cell.name(), "len": len, "steps": res.steps,
+                    "metric": metric, "baseline": res.baseline, "solved": solved,
+                    "baseline_held_out": res.baseline_held_out,
+                    "metric_name": metric_name, "baseline_formula": task.baseline_formula(),
+                    "stopped_by": res.reason, "seconds": res.curve.last().map(|p| p.elapsed.as_secs_f64()),
+                    "hidden": c.rnn_size, "layers": c.num_layers, "optim": c.optim, "lr": c.lr,
+                    "batch": c.batch, "seed": c.seed,
+                    "curve": res.curve.iter().map(|p| json!({"step": p.step, "train": p.train_metric, "metric": p.metric})).collect::<Vec<_>>(),
+                    "files": files,
+                })
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{} T={len} {} H={} layers={}: {metric_name} {metric:.5} after {} steps ({:.1} s, stopped by {})",
+                kind.name(),
+                cell.name(),
+                c.rnn_size,
+                c.num_layers,
+                res.steps,
+                res.curve.last().map_or(0.0, |p| p.elapsed.as_secs_f64()),
+                res.reason
+            )?;
+            writeln!(
+                out,
+                "  baseline {:.5} ({}; on the held-out set {:.5}); ratio {:.4}; solved: {}",
+                res.baseline,
+                if task.baseline_formula().is_some() {
+                    "closed form"
+                } else {
+                    "held-out"
+                },
+                res.baseline_held_out,
+                metric / res.baseline,
+                if solved { "yes" } else { "no" }
+            )?;
+        }
+    }
+    if !c.json {
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         writeln!(out, "wrote {}", names.join(", "))?;
     }
     Ok(())
 }
 
-/// Held-out and training metric against steps, with the baseline as a flat line.
+/// Held-out metric against steps for each cell (and the training batches' for a single cell),
+/// with the baseline as a flat line.
 fn learning_curve(
     task: &Task,
-    cell: CellKind,
-    res: &TrainResult,
+    cells: &[CellKind],
+    results: &[TrainResult],
     stem: &std::path::Path,
 ) -> Result<[PathBuf; 2]> {
+    let names: Vec<&str> = cells.iter().map(|k| k.name()).collect();
     let mut chart = Chart::new(
         format!(
-            "{} T={} {}: {} against steps",
+            "{} T={}: {} against steps ({})",
             task.kind.name(),
             task.len,
-            cell.name(),
-            task.metric_name()
+            task.metric_name(),
+            names.join(", ")
         ),
         "optimizer steps",
         task.metric_name(),
     )
     .with_log_y(true)
     .with_legend(Legend::LowerLeft);
-    let pts = |f: &dyn Fn(&recur::tasks::train::EvalPoint) -> f64| {
-        res.curve
-            .iter()
-            .map(|p| (p.step as f64, f(p)))
-            .collect::<Vec<_>>()
-    };
-    chart.push(Series::line("held-out", pts(&|p| p.metric)));
-    chart.push(Series::dots("training batches", pts(&|p| p.train_metric)));
-    let last = res.curve.last().map_or(1.0, |p| p.step as f64);
-    chart.push(
-        Series::line("baseline", vec![(0.0, res.baseline), (last, res.baseline)])
-            .with_color([120, 120, 120]),
-    );
+    let mut last = 1.0f64;
+    for (cell, res) in cells.iter().zip(results) {
+        let pts = |f: &dyn Fn(&recur::tasks::train::EvalPoint) -> f64| {
+            res.curve
+                .iter()
+                .map(|p| (p.step as f64, f(p)))
+                .collect::<Vec<_>>()
+        };
+        if cells.len() == 1 {
+            chart.push(Series::line("held-out", pts(&|p| p.metric)));
+            chart.push(Series::dots("training batches", pts(&|p| p.train_metric)));
+        } else {
+            chart.push(Series::line(
+                format!("{} held-out", cell.name()),
+                pts(&|p| p.metric),
+            ));
+        }
+        last = last.max(res.curve.last().map_or(1.0, |p| p.step as f64));
+    }
+    let b = results.first().map_or(f64::NAN, |r| r.baseline);
+    chart.push(Series::line("baseline", vec![(0.0, b), (last, b)]).with_color([120, 120, 120]));
     write_chart(&chart, stem)
 }
 
@@ -334,8 +392,5 @@ fn ball_paths(
         let name = if b == 0 { "predicted" } else { "" };
         chart.push(Series::dots(name, guess).with_color(col));
     }
-    let mut name = stem.as_os_str().to_owned();
-    name.push("-paths");
-    let stem = PathBuf::from(name);
-    write_chart(&chart, &stem).context("ball paths chart")
+    write_chart(&chart, stem).context("ball paths chart")
 }
