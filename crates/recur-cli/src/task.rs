@@ -10,7 +10,7 @@ use recur::cell::CellKind;
 use recur::checkpoint::{save, Checkpoint};
 use recur::optim::OptimKind;
 use recur::stack::StackConfig;
-use recur::tasks::train::{predict, train, Event, TrainResult, TrainSpec};
+use recur::tasks::train::{adding_gradflow, predict, train, Event, TrainResult, TrainSpec};
 use recur::tasks::{Task, TaskKind};
 use serde_json::json;
 use std::io::Write;
@@ -85,6 +85,11 @@ struct Common {
     /// Default: task-<task>-<cells>-<len>.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Adding only: after training, measure the gradient flow (||dL/dh_t|| / ||dL/dh_T|| against
+    /// the distance from the loss) through the trained and the initial weights on this many fresh
+    /// sequences, and chart it as <stem>-gradflow.*. 0 = off.
+    #[arg(long, default_value_t = 0)]
+    gradflow: usize,
     /// Also save the trained model as a checkpoint here.
     #[arg(long)]
     save: Option<PathBuf>,
@@ -144,6 +149,9 @@ pub fn run(a: Args) -> Result<()> {
     crate::plot::check_dir(&crate::plot::outputs(&stem)[0])?;
     if let Some(p) = &c.save {
         crate::plot::check_dir(p)?;
+    }
+    if c.gradflow > 0 && (kind != TaskKind::Adding || c.num_layers != 1) {
+        bail!("--gradflow is measured on the adding problem with one layer");
     }
     let spec = |cell: CellKind| TrainSpec {
         task: task.clone(),
@@ -261,8 +269,45 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
 
+    // gradient flow through the trained and the initial weights (adding only)
+    let mut flows = Vec::new();
+    if c.gradflow > 0 {
+        for res in &results {
+            let seed = c.seed ^ 0x6F10;
+            let trained = adding_gradflow(&task, &res.model, &res.params, c.gradflow, seed)
+                .map_err(anyhow::Error::msg)?;
+            let initial = adding_gradflow(&task, &res.model, &res.initial, c.gradflow, seed)
+                .map_err(anyhow::Error::msg)?;
+            flows.push((trained, initial));
+        }
+        let mut name = stem.as_os_str().to_owned();
+        name.push("-gradflow");
+        let mut chart = Chart::new(
+            format!(
+                "adding T={len}: gradient flow, trained (lines) and initial (dots) weights, {} sequences",
+                c.gradflow
+            ),
+            "distance from the loss, T - t (steps)",
+            "||dL/dh_t|| / ||dL/dh_T||",
+        )
+        .with_log_y(true)
+        .with_legend(Legend::LowerLeft);
+        let palette = [[0, 114, 178], [213, 94, 0], [0, 158, 115], [204, 121, 167]];
+        for (i, (cell, (tr, ini))) in cells.iter().zip(&flows).enumerate() {
+            let col = palette[i % palette.len()];
+            let pts = |v: &[f64]| v.iter().enumerate().map(|(k, &r)| (k as f64, r)).collect();
+            chart.push(
+                Series::line(format!("{} trained", cell.name()), pts(&tr.rel)).with_color(col),
+            );
+            chart.push(
+                Series::dots(format!("{} initial", cell.name()), pts(&ini.rel)).with_color(col),
+            );
+        }
+        files.extend(write_chart(&chart, &PathBuf::from(name))?);
+    }
+
     let mut out = std::io::stdout().lock();
-    for (cell, res) in cells.iter().zip(&results) {
+    for (i, (cell, res)) in cells.iter().zip(&results).enumerate() {
         let metric = res.metric();
         let solved = task.solved(metric, res.baseline);
         if c.json {
@@ -279,6 +324,7 @@ pub fn run(a: Args) -> Result<()> {
                     "hidden": c.rnn_size, "layers": c.num_layers, "optim": c.optim, "lr": c.lr,
                     "batch": c.batch, "seed": c.seed,
                     "curve": res.curve.iter().map(|p| json!({"step": p.step, "train": p.train_metric, "metric": p.metric})).collect::<Vec<_>>(),
+                    "gradflow": flows.get(i).map(|(t, ini)| json!({"trained_rel": t.rel, "initial_rel": ini.rel})),
                     "files": files,
                 })
             )?;
@@ -307,6 +353,24 @@ pub fn run(a: Args) -> Result<()> {
                 metric / res.baseline,
                 if solved { "yes" } else { "no" }
             )?;
+            if let Some((t, ini)) = flows.get(i) {
+                let at = |v: &[f64], k: usize| v.get(k).copied().unwrap_or(f64::NAN);
+                let mut ks = vec![10.min(len), len / 2, len];
+                ks.sort_unstable();
+                ks.dedup();
+                let fmt = |v: &[f64]| {
+                    ks.iter()
+                        .map(|&k| format!("{k}: {:.2e}", at(v, k)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                writeln!(
+                    out,
+                    "  gradient flow ||dL/dh_t||/||dL/dh_T|| at distance {}; initial weights {}",
+                    fmt(&t.rel),
+                    fmt(&ini.rel)
+                )?;
+            }
         }
     }
     if !c.json {

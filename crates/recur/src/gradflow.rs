@@ -168,6 +168,43 @@ fn norm(v: &[f64]) -> f64 {
     v.iter().map(|a| a * a).sum::<f64>().sqrt()
 }
 
+/// Running sums of the per-distance norms.
+struct Sums {
+    norm: Vec<f64>,
+    rel: Vec<f64>,
+    n: usize,
+}
+
+impl Sums {
+    fn new(nt: usize) -> Self {
+        Sums {
+            norm: vec![0.0; nt + 1],
+            rel: vec![0.0; nt + 1],
+            n: 0,
+        }
+    }
+
+    /// Adds one sequence's `dL/dh_t`, t = 0..=T.
+    fn add(&mut self, g: &[Vec<f64>]) {
+        let nt = g.len() - 1;
+        let top = norm(&g[nt]);
+        for k in 0..=nt {
+            let n = norm(&g[nt - k]);
+            self.norm[k] += n;
+            self.rel[k] += if top > 0.0 { n / top } else { 0.0 };
+        }
+        self.n += 1;
+    }
+
+    fn mean(self) -> GradflowResult {
+        let m = self.n.max(1) as f64;
+        GradflowResult {
+            norm: self.norm.iter().map(|v| v / m).collect(),
+            rel: self.rel.iter().map(|v| v / m).collect(),
+        }
+    }
+}
+
 /// Runs the measurement; `progress(done)` is called after each sequence.
 pub fn gradflow(
     spec: &GradflowSpec,
@@ -179,23 +216,24 @@ pub fn gradflow(
     let mut rng = Rng::new(spec.seed);
     let net = GradflowNet::new(spec, &mut rng)?;
     let nt = spec.t;
-    let mut sum_norm = vec![0.0; nt + 1];
-    let mut sum_rel = vec![0.0; nt + 1];
+    let mut sums = Sums::new(nt);
     for s in 0..spec.sequences {
         let x: Vec<f64> = (0..nt * spec.input_size).map(|_| rng.normal()).collect();
         let y = rng.normal();
-        let g = net.state_grads(&x, y);
-        let top = norm(&g[nt]);
-        for k in 0..=nt {
-            let n = norm(&g[nt - k]);
-            sum_norm[k] += n;
-            sum_rel[k] += if top > 0.0 { n / top } else { 0.0 };
-        }
+        sums.add(&net.state_grads(&x, y));
         progress(s + 1);
     }
-    let m = spec.sequences as f64;
-    Ok(GradflowResult {
-        norm: sum_norm.iter().map(|v| v / m).collect(),
-        rel: sum_rel.iter().map(|v| v / m).collect(),
-    })
+    Ok(sums.mean())
+}
+
+/// The same measurement for a given network on given sequences: `xs[i]` (T, I) with targets
+/// `ys[i]` (e.g. a trained model on its task's data).
+pub fn gradflow_on(net: &GradflowNet, xs: &[Vec<f64>], ys: &[f64]) -> GradflowResult {
+    let ni = net.stack.cfg.input_size;
+    let nt = xs.first().map_or(0, |x| x.len() / ni);
+    let mut sums = Sums::new(nt);
+    for (x, &y) in xs.iter().zip(ys) {
+        sums.add(&net.state_grads(x, y));
+    }
+    sums.mean()
 }

@@ -254,3 +254,43 @@ fn the_callback_stops_training() {
     assert!(r.steps < 30, "{}", r.steps);
     assert!(r.metric().is_finite());
 }
+
+/// The glue between a trained adding model and the gradient-flow measurement: at distance 0 the
+/// mean `||dL/dh_T||` must be the mean of `|2 (prediction - target)| * ||w||` with the model's own
+/// predictions (decoder weight w, decoder bias moved into the target).
+#[test]
+fn adding_gradflow_uses_the_models_own_loss() {
+    use recur::tasks::train::{adding_gradflow, predict};
+    let mut sp = spec(Task::new(TaskKind::Adding, 12).unwrap(), "gru", 8, 30, 1e-2);
+    sp.eval_size = 32;
+    let r = train(&sp, &mut |_| true).unwrap();
+    let g = adding_gradflow(&sp.task, &r.model, &r.params, 6, 77).unwrap();
+    assert_eq!(g.norm.len(), 13);
+    assert!((g.rel[0] - 1.0).abs() < 1e-12);
+    let batch = sp.task.sample(6, &mut Rng::new(77));
+    let pred = predict(&r.model, &r.params, &batch);
+    let Targets::Values(y) = &batch.targets else {
+        panic!()
+    };
+    let w = &r.params[r.model.layout.get("decoder.weight").unwrap().range()];
+    let wn = w.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+    let want: f64 = (0..6)
+        .map(|i| (2.0 * (pred[i] as f64 - y[i] as f64)).abs() * wn)
+        .sum::<f64>()
+        / 6.0;
+    // f32 forward pass against the f64 one: agreement to ~1e-6 relative; 1e-4 leaves room
+    assert!(
+        (g.norm[0] - want).abs() <= 1e-4 * want,
+        "{} vs {want}",
+        g.norm[0]
+    );
+    // and it refuses the other tasks
+    assert!(adding_gradflow(
+        &Task::new(TaskKind::Ball, 5).unwrap(),
+        &r.model,
+        &r.params,
+        2,
+        1
+    )
+    .is_err());
+}

@@ -62,6 +62,8 @@ pub struct TrainResult {
     pub model: Model,
     /// Trained parameters.
     pub params: Vec<f32>,
+    /// The parameters before the first step.
+    pub initial: Vec<f32>,
     /// The baseline: the closed form where there is one (adding, copy), else its metric on the
     /// held-out set.
     pub baseline: f64,
@@ -165,6 +167,7 @@ pub fn train(
     let mut rng = Rng::new(spec.seed);
     let mut params = vec![0.0f32; model.num_params()];
     model.init(&mut params, &mut rng);
+    let initial = params.clone();
     let mut grads = vec![0.0f32; params.len()];
     let mut opt = Optimizer::<f32>::new(spec.optim.clone(), spec.lr, params.len());
     let (nt, nb) = (spec.task.steps(), spec.batch);
@@ -248,10 +251,60 @@ pub fn train(
     Ok(TrainResult {
         model,
         params,
+        initial,
         baseline,
         baseline_held_out,
         curve,
         steps: step,
         reason,
     })
+}
+
+/// Gradient flow through a model trained on the adding problem (or its initial weights): the mean
+/// `||dL/dh_t|| / ||dL/dh_T||` over `n` fresh sequences, for the model's own loss
+/// `(w . h_T + b - y)^2`, in f64 (see [`crate::gradflow`]). Needs a one-layer, one-direction stack.
+pub fn adding_gradflow(
+    task: &Task,
+    model: &Model,
+    params: &[f32],
+    n: usize,
+    seed: u64,
+) -> Result<crate::gradflow::GradflowResult, String> {
+    use crate::gradflow::{gradflow_on, GradflowNet};
+    use crate::model::Head;
+    let cfg = &model.cfg;
+    if task.kind != super::TaskKind::Adding || cfg.head != Head::LastRegression {
+        return Err("gradient flow of a trained model is measured on the adding problem".into());
+    }
+    if cfg.rnn.num_layers != 1 || cfg.rnn.bidirectional || cfg.rnn.proj_size > 0 {
+        return Err("gradient flow needs a one-layer, one-direction stack".into());
+    }
+    let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let entry = |name: &str| model.layout.get(name).map(|e| e.range());
+    let w = entry("decoder.weight").ok_or("no decoder.weight")?;
+    let bias = entry("decoder.bias").map_or(0.0, |r| params[r.start] as f64);
+    let net = GradflowNet {
+        stack: model.stack.clone(),
+        params: to64(&params[model.rnn_range()]),
+        w: to64(&params[w]),
+    };
+    let batch = task.sample(n, &mut Rng::new(seed));
+    let (Inputs::Dense(x), Targets::Values(y)) = (&batch.inputs, &batch.targets) else {
+        return Err("adding batches are dense with values".into());
+    };
+    let (nt, nb) = (batch.t, batch.b);
+    // per sequence: (T, 2) inputs; the decoder bias moves into the target
+    let xs: Vec<Vec<f64>> = (0..nb)
+        .map(|b| {
+            (0..nt)
+                .flat_map(|t| {
+                    x[(t * nb + b) * 2..(t * nb + b) * 2 + 2]
+                        .iter()
+                        .map(|&v| v as f64)
+                })
+                .collect()
+        })
+        .collect();
+    let ys: Vec<f64> = y.iter().map(|&v| v as f64 - bias).collect();
+    Ok(gradflow_on(&net, &xs, &ys))
 }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The task runs behind docs/long-memory.md, exactly as they ran (two at a time on a shared 2-core
+# machine: the adding runs together, then copy and ball together). Each command trains three
+# cells side by side, one thread each, all stopped by the same time budget.
+# Usage: run-tasks.sh RECUR OUTDIR
+set -euo pipefail
+R=$1; O=$2
+mkdir -p "$O"
+common=(--cell rnn,lstm,gru --steps 1000000 --eval-every 250 --eval-size 512 --batch 32 --seed 1 --json)
+"$R" task adding --len 100 --rnn-size 64 --lr 2e-3 --minutes 12 --out "$O/adding-100" "${common[@]}" > "$O/adding-100.json" 2> "$O/adding-100.log" &
+"$R" task adding --len 200 --rnn-size 64 --lr 2e-3 --minutes 12 --out "$O/adding-200" "${common[@]}" > "$O/adding-200.json" 2> "$O/adding-200.log" &
+wait
+"$R" task copy --len 20 --rnn-size 64 --lr 3e-3 --minutes 10 --out "$O/copy-20" "${common[@]}" > "$O/copy-20.json" 2> "$O/copy-20.log" &
+"$R" task ball --len 50 --rnn-size 64 --lr 3e-3 --minutes 8 --out "$O/ball-50" "${common[@]}" > "$O/ball-50.json" 2> "$O/ball-50.log" &
+wait
