@@ -6,10 +6,13 @@
 set -euo pipefail
 R=$1; O=$2
 mkdir -p "$O"
-common=(--cell rnn,lstm,gru --steps 1000000 --eval-every 250 --eval-size 512 --batch 32 --seed 1 --json)
-"$R" task adding --len 100 --rnn-size 64 --lr 2e-3 --minutes 12 --out "$O/adding-100" "${common[@]}" > "$O/adding-100.json" 2> "$O/adding-100.log" &
-"$R" task adding --len 200 --rnn-size 64 --lr 2e-3 --minutes 12 --out "$O/adding-200" "${common[@]}" > "$O/adding-200.json" 2> "$O/adding-200.log" &
+common=(--cell rnn,lstm,gru --steps 1000000 --eval-every 250 --eval-size 512 --batch 32 --json)
+"$R" task adding --len 100 --rnn-size 64 --lr 2e-3 --minutes 12 --out "$O/adding-100" "${common[@]}" --seed 1 > "$O/adding-100.json" 2> "$O/adding-100.log" &
+"$R" task adding --len 200 --rnn-size 64 --lr 2e-3 --minutes 12 --out "$O/adding-200" "${common[@]}" --seed 1 > "$O/adding-200.json" 2> "$O/adding-200.log" &
 wait
-"$R" task copy --len 20 --rnn-size 64 --lr 3e-3 --minutes 10 --out "$O/copy-20" "${common[@]}" > "$O/copy-20.json" 2> "$O/copy-20.log" &
-"$R" task ball --len 50 --rnn-size 64 --lr 3e-3 --minutes 8 --out "$O/ball-50" "${common[@]}" > "$O/ball-50.json" 2> "$O/ball-50.log" &
+"$R" task copy --len 20 --rnn-size 64 --lr 3e-3 --minutes 10 --out "$O/copy-20" "${common[@]}" --seed 1 > "$O/copy-20.json" 2> "$O/copy-20.log" &
+"$R" task ball --len 50 --rnn-size 64 --lr 3e-3 --minutes 8 --out "$O/ball-50" "${common[@]}" --seed 1 > "$O/ball-50.json" 2> "$O/ball-50.log" &
 wait
+# gradient flow through the trained adding models (another seed, alone on the machine)
+"$R" task adding --len 100 --rnn-size 64 --lr 2e-3 --minutes 6 --gradflow 16 --out "$O/adding-100-gradflow" \
+    "${common[@]}" --seed 2 > "$O/adding-100-gradflow.json" 2> "$O/adding-100-gradflow.log"
