@@ -184,3 +184,91 @@ fn bad_arguments_are_one_line_errors() {
     let e = error_line(&recur(&d, &["task", "ball", "--minutes", "-1"]));
     assert!(e.contains("--minutes"), "{e}");
 }
+
+#[test]
+fn task_adding_gradflow_charts_trained_and_initial_weights() {
+    let d = dir("adding-gradflow");
+    let j = json_of(&recur(
+        &d,
+        &[
+            "task",
+            "adding",
+            "--len",
+            "12",
+            "--rnn-size",
+            "8",
+            "--cell",
+            "gru",
+            "--steps",
+            "20",
+            "--eval-size",
+            "32",
+            "--gradflow",
+            "4",
+            "--out",
+            "a",
+            "--json",
+        ],
+    ));
+    let g = &j["gradflow"];
+    for k in ["trained_rel", "initial_rel"] {
+        let v = g[k].as_array().unwrap();
+        assert_eq!(v.len(), 13, "{k}: distances 0..=T");
+        assert_eq!(v[0].as_f64().unwrap(), 1.0);
+    }
+    assert!(d.join("a-gradflow.png").exists() && d.join("a-gradflow.svg").exists());
+    let e = error_line(&recur(&d, &["task", "copy", "--gradflow", "4"]));
+    assert!(e.contains("--gradflow"), "{e}");
+}
+
+/// Ctrl-C ends training cleanly: the result so far is printed, charted and saved, exit code 0.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_training_with_the_result_so_far() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let d = dir("ctrl-c");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .current_dir(&d)
+        .args([
+            "task",
+            "adding",
+            "--len",
+            "10",
+            "--rnn-size",
+            "8",
+            "--steps",
+            "100000000",
+            "--eval-every",
+            "20",
+            "--eval-size",
+            "32",
+            "--out",
+            "c",
+            "--save",
+            "c.safetensors",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run recur");
+    // wait for the first evaluation line, so that training is under way
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 && !line.contains("held-out") {
+        line.clear();
+    }
+    assert!(line.contains("held-out"), "no progress line before exit");
+    let k = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let out = child.wait_with_output().unwrap();
+    let j = json_of(&out);
+    assert_eq!(j["stopped_by"], "stopped");
+    let steps = j["steps"].as_u64().unwrap();
+    assert!(steps > 0 && steps < 100_000_000, "{steps}");
+    assert!(d.join("c.png").exists() && d.join("c.safetensors").exists());
+}
