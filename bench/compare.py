@@ -31,6 +31,7 @@ It asserts nothing; it reports what it measured. `--json PATH` also writes every
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -89,9 +90,10 @@ def recur_args(req):
 class Torch:
     """A long-lived PyTorch worker answering one JSON request per line."""
 
-    def __init__(self, py):
+    def __init__(self, py, env=None):
         self.p = subprocess.Popen(
-            [py, str(BENCH / "torch_bench.py"), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [py, str(BENCH / "torch_bench.py"), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=env,
         )
 
     def ask(self, req):
@@ -104,13 +106,13 @@ class Torch:
         self.p.wait()
 
 
-def memory(py, req):
+def memory(py, req, env=None):
     """Peak RSS (VmHWM, KiB) of a fresh recur process running warm-up + one step, and the growth
     of a fresh PyTorch process's peak RSS over the same work (from just after `import torch`)."""
     one = ["--warmup", "2", "--repeats", "1", "--min-sample-ms", "0"]
     r = recur_run(recur_args(req) + one)
     out = subprocess.run([py, str(BENCH / "torch_bench.py"), "--mem", json.dumps(req)], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
+                         text=True, check=True, env=env).stdout  # fmt: skip
     t = json.loads(out)
     return {"recur_kib": r["peak_rss_kib"], "torch_kib": t["peak_kib"] - t["baseline_kib"], "torch_total_kib": t["peak_kib"]}
 
@@ -128,6 +130,11 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use target/release/recur as it is")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     ap.add_argument("--json", help="also write every sample to this file")
+    ap.add_argument(
+        "--omp-passive", action="store_true",
+        help="run PyTorch with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning): "
+        "the same kernels, but far less sensitive to other load on the machine",
+    )  # fmt: skip
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.threads = 1, "2"
@@ -150,7 +157,8 @@ def main():
 
     load_before = uptime()
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {load_before}", file=sys.stderr)
-    torch_w = Torch(py)
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE") if a.omp_passive else None
+    torch_w = Torch(py, env)
     torch_version = torch_w.ask({"kind": "gemm", "n": 64, "threads": 1})["torch"]
     peaks = {}
     for th in threads:
@@ -179,10 +187,12 @@ def main():
         for label, req in points:
             is_512 = req["kind"] == "stack" and req["hidden"] == 512 and req["mode"] == "train"
             if req["threads"] == th and (is_512 or req["kind"] == "charlm"):
-                mem[label] = memory(py, req)
+                mem[label] = memory(py, req, env)
     load_after = uptime()
 
     print(f"recur vs PyTorch {torch_version} (CPU, float32), {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    if a.omp_passive:
+        print("PyTorch ran with OMP_WAIT_POLICY=PASSIVE  ")
     print(f"load before: `{load_before}`  ")
     print(f"load after: `{load_after}`  ")
     print(f"medians over {a.rounds} round(s), each the median of 7 samples (3 for calls over 0.5 s) after 2 warm-up calls\n")
