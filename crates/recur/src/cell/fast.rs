@@ -119,18 +119,20 @@ macro_rules! simd_variant {
 }
 
 simd_variant!(rnn_fwd, rnn_fwd_avx512, rnn::forward_units,
-    (act: Activation, x: &[F], hw: &[F], h: &mut [F]));
+    (act: Activation, x: &[F], b: &[F], hw: &[F], h: &mut [F]));
 simd_variant!(rnn_bwd, rnn_bwd_avx512, rnn::backward_units,
     (act: Activation, h: &[F], dh: &[F], dg: &mut [F]));
 simd_variant!(lstm_fwd, lstm_fwd_avx512, lstm::forward_units,
-    (xi: &[F], xf: &[F], xg: &[F], xo: &[F], hi: &[F], hf: &[F], hg: &[F], ho: &[F],
+    (xi: &[F], xf: &[F], xg: &[F], xo: &[F], bi: &[F], bf: &[F], bg: &[F], bo: &[F],
+     hi: &[F], hf: &[F], hg: &[F], ho: &[F],
      c_prev: &[F], gi: &mut [F], gf: &mut [F], gg: &mut [F], go: &mut [F], c: &mut [F],
      h: &mut [F]));
 simd_variant!(lstm_bwd, lstm_bwd_avx512, lstm::backward_units,
     (i: &[F], f: &[F], g: &[F], o: &[F], c_prev: &[F], c: &[F], dh: &[F], dc: &mut [F],
      di: &mut [F], df: &mut [F], dgg: &mut [F], d_o: &mut [F]));
 simd_variant!(gru_fwd, gru_fwd_avx512, gru::forward_units,
-    (xr: &[F], xz: &[F], xn: &[F], hr: &[F], hz: &[F], hh: &[F], bhn: &[F], h_prev: &[F],
+    (xr: &[F], xz: &[F], xn: &[F], br: &[F], bz: &[F], bn: &[F], hr: &[F], hz: &[F],
+     hh: &[F], bhn: &[F], h_prev: &[F],
      gr: &mut [F], gz: &mut [F], gn: &mut [F], hn: &mut [F], h: &mut [F]));
 simd_variant!(gru_bwd, gru_bwd_avx512, gru::backward_units,
     (r: &[F], z: &[F], nn: &[F], hn: &[F], h_prev: &[F], dh: &[F], dxr: &mut [F],
@@ -146,6 +148,7 @@ struct Fwd<'a, F> {
     reverse: bool,
     lengths: Option<&'a [usize]>,
     wpack: &'a [F],
+    bias: &'a [F],
     bhn: &'a [F],
     xw: Raw<F>,
     gates: Raw<F>,
@@ -230,12 +233,13 @@ impl<F: Float> Fwd<'_, F> {
                     continue;
                 }
                 let xg = |g: usize| self.xw.at(r * gh + g * nh + u0, n);
+                let bg = |g: usize| &self.bias[g * nh + u0..g * nh + u1];
                 let hg = |g: usize| self.hw.at(b * ng * hs + g * hs + u0, n);
                 let gg = |g: usize| self.gates.mut_at(r * gh + g * nh + u0, n);
                 match self.kind {
                     CellKind::Rnn(act) => {
                         let out = gg(0);
-                        rnn_fwd(simd, act, xg(0), hg(0), out);
+                        rnn_fwd(simd, act, xg(0), bg(0), hg(0), out);
                         hnew.copy_from_slice(out);
                     }
                     CellKind::Lstm => {
@@ -246,6 +250,10 @@ impl<F: Float> Fwd<'_, F> {
                             xg(1),
                             xg(2),
                             xg(3),
+                            bg(0),
+                            bg(1),
+                            bg(2),
+                            bg(3),
                             hg(0),
                             hg(1),
                             hg(2),
@@ -265,6 +273,9 @@ impl<F: Float> Fwd<'_, F> {
                         xg(0),
                         xg(1),
                         xg(2),
+                        bg(0),
+                        bg(1),
+                        bg(2),
                         hg(0),
                         hg(1),
                         hg(2),
@@ -312,15 +323,18 @@ pub fn forward<F: Float>(
         "forward: y too small"
     );
 
-    // xw = X W_ih^T + b_ih, then b_hh folded in (the GRU's b_hn stays apart: r multiplies it)
-    input_projection(c, w, input);
+    // xw = X W_ih^T; the biases are added in the gate pass: bias = b_ih + b_hh, except the GRU's
+    // b_hn, which r multiplies, kept apart
+    input_projection(c, w, input, false);
+    c.bias.fill(F::ZERO);
+    let summed = if is_gru { 2 * nh } else { gh };
+    if let Some(b_ih) = w.b_ih {
+        c.bias.copy_from_slice(&b_ih[..gh]);
+    }
     match w.b_hh {
         Some(b_hh) => {
-            let fold = if is_gru { 2 * nh } else { gh };
-            for row in c.xw.chunks_exact_mut(gh) {
-                for (v, &bb) in row[..fold].iter_mut().zip(&b_hh[..fold]) {
-                    *v += bb;
-                }
+            for (v, &bb) in c.bias[..summed].iter_mut().zip(&b_hh[..summed]) {
+                *v += bb;
             }
             if is_gru {
                 c.bhn.copy_from_slice(&b_hh[2 * nh..]);
@@ -356,6 +370,7 @@ pub fn forward<F: Float>(
         reverse: d.reverse,
         lengths,
         wpack: &c.wpack[..packed],
+        bias: &c.bias,
         bhn: &c.bhn,
         xw: Raw::of(&mut c.xw),
         gates: Raw::of(&mut c.gates),

@@ -74,14 +74,18 @@ pub fn backward_row<F: Float>(
     }
 }
 
-/// Forward over a run of units of one row (the fast driver). `x[k]` holds gate k's input side
-/// (`x W_ih^T + b_ih`, plus `b_hh` for r and z), `hw[k]` its `h_{t-1} W_hh^T`, `bhn` is `b_hn`.
-/// Writes the gates, `hn = W_hn h_{t-1} + b_hn` and the new `h`. All slices have one length.
+/// Forward over a run of units of one row (the fast driver). `x*` hold each gate's `x W_ih^T`,
+/// `b*` its bias (`b_ih + b_hh` for r and z, `b_in` for n), `h*` its `h_{t-1} W_hh^T`, `bhn` is
+/// `b_hn`. Writes the gates, `hn = W_hn h_{t-1} + b_hn` and the new `h`. All slices have one
+/// length.
 #[inline(always)]
 pub fn forward_units<F: Float>(
     xr: &[F],
     xz: &[F],
     xn: &[F],
+    br: &[F],
+    bz: &[F],
+    bn: &[F],
     hr: &[F],
     hz: &[F],
     hh: &[F],
@@ -95,14 +99,15 @@ pub fn forward_units<F: Float>(
 ) {
     let n = h.len();
     let (xr, xz, xn) = (&xr[..n], &xz[..n], &xn[..n]);
+    let (br, bz, bn) = (&br[..n], &bz[..n], &bn[..n]);
     let (hr, hz, hh) = (&hr[..n], &hz[..n], &hh[..n]);
     let (gr, gz, gn) = (&mut gr[..n], &mut gz[..n], &mut gn[..n]);
     let (bhn, h_prev, hn) = (&bhn[..n], &h_prev[..n], &mut hn[..n]);
     for j in 0..n {
-        let r = (xr[j] + hr[j]).sigmoid_act();
-        let z = (xz[j] + hz[j]).sigmoid_act();
+        let r = (xr[j] + br[j] + hr[j]).sigmoid_act();
+        let z = (xz[j] + bz[j] + hz[j]).sigmoid_act();
         let hnj = hh[j] + bhn[j];
-        let nn = (xn[j] + r * hnj).tanh_act();
+        let nn = (xn[j] + bn[j] + r * hnj).tanh_act();
         gr[j] = r;
         gz[j] = z;
         gn[j] = nn;

@@ -80,8 +80,8 @@ pub fn backward_row<F: Float>(
     }
 }
 
-/// Forward over a run of units of one row (the fast driver). `x[k]` holds gate k's
-/// `x W_ih^T + b_ih + b_hh`, `hw[k]` its `h_{t-1} W_hh^T`, for the units of the run; writes the
+/// Forward over a run of units of one row (the fast driver). `x*` hold each gate's `x W_ih^T`,
+/// `b*` its `b_ih + b_hh`, `h*` its `h_{t-1} W_hh^T`, for the units of the run; writes the
 /// activated gates, the new cell state `c` and `h = o * tanh(c)`. All slices have one length.
 /// (Each slice is its own argument, so that the compiler knows that they do not overlap and
 /// vectorises the loop.)
@@ -91,6 +91,10 @@ pub fn forward_units<F: Float>(
     xf: &[F],
     xg: &[F],
     xo: &[F],
+    bi: &[F],
+    bf: &[F],
+    bg: &[F],
+    bo: &[F],
     hi: &[F],
     hf: &[F],
     hg: &[F],
@@ -105,14 +109,15 @@ pub fn forward_units<F: Float>(
 ) {
     let n = h.len();
     let (xi, xf, xg, xo) = (&xi[..n], &xf[..n], &xg[..n], &xo[..n]);
+    let (bi, bf, bg, bo) = (&bi[..n], &bf[..n], &bg[..n], &bo[..n]);
     let (hi, hf, hg, ho) = (&hi[..n], &hf[..n], &hg[..n], &ho[..n]);
     let (gi, gf, gg, go) = (&mut gi[..n], &mut gf[..n], &mut gg[..n], &mut go[..n]);
     let (c_prev, c) = (&c_prev[..n], &mut c[..n]);
     for j in 0..n {
-        let i = (xi[j] + hi[j]).sigmoid_act();
-        let f = (xf[j] + hf[j]).sigmoid_act();
-        let g = (xg[j] + hg[j]).tanh_act();
-        let o = (xo[j] + ho[j]).sigmoid_act();
+        let i = (xi[j] + bi[j] + hi[j]).sigmoid_act();
+        let f = (xf[j] + bf[j] + hf[j]).sigmoid_act();
+        let g = (xg[j] + bg[j] + hg[j]).tanh_act();
+        let o = (xo[j] + bo[j] + ho[j]).sigmoid_act();
         // c_t = f * c_{t-1} + i * g; h_t = o * tanh(c_t)
         let cn = f * c_prev[j] + i * g;
         gi[j] = i;

@@ -153,7 +153,9 @@ pub struct DirCache<F> {
     // wpack: W_hh packed into column panels (ops::panel): forward as W_hh^T per gate,
     // backward as W_hh; one buffer, repacked at the start of each pass
     wpack: Vec<F>,
-    // bhn: (H) GRU only: b_hn, or zeros without biases
+    // bias: (G*H) the biases the fast driver's gate pass adds: b_ih + b_hh (GRU n gate: b_in
+    // only), zeros without biases; bhn: (H) GRU only: b_hn, or zeros
+    bias: Vec<F>,
     bhn: Vec<F>,
     // h, c: (B, P), (B, H) running state; hnew: (B, P) projection output
     h: Vec<F>,
@@ -190,6 +192,7 @@ impl<F: Float> DirCache<F> {
             hpre: z(if dims.proj() { t * b * h } else { 0 }),
             hw: z(b * dims.kind.gates() * panels(h) * NR),
             wpack: z((dims.kind.gates() * panels(h) * p).max(panels(p) * gh) * NR),
+            bias: z(gh),
             bhn: z(if gru { h } else { 0 }),
             h: z(b * p),
             c: z(if lstm { b * h } else { 0 }),
@@ -215,6 +218,7 @@ impl<F: Float> DirCache<F> {
             + self.hpre.len()
             + self.hw.len()
             + self.wpack.len()
+            + self.bias.len()
             + self.bhn.len()
             + self.h.len()
             + self.c.len()
@@ -235,9 +239,15 @@ pub(crate) fn active(lengths: Option<&[usize]>, t: usize, b: usize) -> bool {
     lengths.is_none_or(|l| t < l[b])
 }
 
-/// `xw = X W_ih^T + b_ih` for all steps at once: `(T*B, I) x (I, G*H)` (a gather of columns for
-/// one-hot input).
-fn input_projection<F: Float>(c: &mut DirCache<F>, w: &DirWeights<F>, input: LayerInput<F>) {
+/// `xw = X W_ih^T` (+ `b_ih` when `add_bias`) for all steps at once: `(T*B, I) x (I, G*H)` (a
+/// gather of columns for one-hot input). The fast driver adds the biases in its gate pass
+/// instead, which saves a pass over `xw`.
+fn input_projection<F: Float>(
+    c: &mut DirCache<F>,
+    w: &DirWeights<F>,
+    input: LayerInput<F>,
+    add_bias: bool,
+) {
     let d = c.dims;
     let (nt, nb, ni) = (d.t, d.b, d.i);
     let gh = d.gh();
@@ -267,7 +277,7 @@ fn input_projection<F: Float>(c: &mut DirCache<F>, w: &DirWeights<F>, input: Lay
             }
         }
     }
-    if let Some(b_ih) = w.b_ih {
+    if let (Some(b_ih), true) = (w.b_ih, add_bias) {
         for row in c.xw.chunks_exact_mut(gh) {
             for (v, &bb) in row.iter_mut().zip(b_ih) {
                 *v += bb;

@@ -49,21 +49,21 @@ pub fn backward_row<F: Float>(act: Activation, h: &[F], dh: &[F], dg: &mut [F]) 
     }
 }
 
-/// Forward over a run of units of one row (the fast driver): `h = act(x + hw)`, where `x`
-/// already holds `x W_ih^T + b_ih + b_hh`. All slices have the same length.
+/// Forward over a run of units of one row (the fast driver): `h = act(x + b + hw)`, where `x`
+/// holds `x W_ih^T` and `b` is `b_ih + b_hh`. All slices have the same length.
 #[inline(always)]
-pub fn forward_units<F: Float>(act: Activation, x: &[F], hw: &[F], h: &mut [F]) {
+pub fn forward_units<F: Float>(act: Activation, x: &[F], b: &[F], hw: &[F], h: &mut [F]) {
     let n = h.len();
-    let (x, hw) = (&x[..n], &hw[..n]);
+    let (x, b, hw) = (&x[..n], &b[..n], &hw[..n]);
     match act {
         Activation::Tanh => {
             for j in 0..n {
-                h[j] = (x[j] + hw[j]).tanh_act();
+                h[j] = (x[j] + b[j] + hw[j]).tanh_act();
             }
         }
         Activation::Relu => {
             for j in 0..n {
-                h[j] = (x[j] + hw[j]).max(F::ZERO);
+                h[j] = (x[j] + b[j] + hw[j]).max(F::ZERO);
             }
         }
     }

@@ -28,7 +28,7 @@ pub fn forward<F: Float>(
     let gh = d.gh();
     let c = cache;
 
-    input_projection(c, w, input);
+    input_projection(c, w, input, true);
 
     match h0 {
         Some(h0) => c.h.copy_from_slice(&h0[..nb * np]),
