@@ -61,9 +61,18 @@ def main():
         sys.exit(f"exit codes recur={rc[0]} torch={rc[1]}; see {out}")
     recur_rows = []
     with open(os.path.join(ck, "log.csv")) as f:
+        # rows without a validation loss are the training-loss rows between evaluations; the
+        # training loss shown is the mean over all steps since the previous evaluation
+        acc, n, prev = 0.0, 0, 0
         for r in csv.DictReader(f):
-            recur_rows.append((float(r["elapsed_secs"]), int(r["chars_seen"]), float(r["train_loss"]),
-                               float(r["val_loss"]) if r["val_loss"] else float("nan")))
+            steps = int(r["step"]) - prev
+            prev = int(r["step"])
+            acc += float(r["train_loss"]) * steps
+            n += steps
+            if r["val_loss"]:
+                recur_rows.append((float(r["elapsed_secs"]), int(r["chars_seen"]), acc / n,
+                                   float(r["val_loss"])))
+                acc, n = 0.0, 0
     torch_rows, torch_info = [], {}
     with open(os.path.join(out, "torch.jsonl")) as f:
         for line in f:
