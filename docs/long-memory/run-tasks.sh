@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The task runs behind docs/long-memory.md, exactly as they ran (two at a time on a shared 2-core
-# machine: the adding runs together, then copy and ball together). Each command trains three
+# The task runs behind docs/long-memory.md, exactly as they ran (on a shared 2-core machine: the adding
+# runs together, then copy T = 20 and ball together, then the last two alone). Each command trains three
 # cells side by side, one thread each, all stopped by the same time budget.
 # Usage: run-tasks.sh RECUR OUTDIR
 set -euo pipefail
@@ -16,3 +16,5 @@ wait
 # gradient flow through the trained adding models (another seed, alone on the machine)
 "$R" task adding --len 100 --rnn-size 64 --lr 2e-3 --minutes 6 --gradflow 16 --out "$O/adding-100-gradflow" \
     "${common[@]}" --seed 2 > "$O/adding-100-gradflow.json" 2> "$O/adding-100-gradflow.log"
+# copy at T = 100 (alone on the machine)
+"$R" task copy --len 100 --rnn-size 64 --lr 3e-3 --minutes 12 --out "$O/copy-100" "${common[@]}" --seed 1 > "$O/copy-100.json" 2> "$O/copy-100.log"
