@@ -126,7 +126,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="rounds over the grid (medians are taken over rounds)")
     ap.add_argument("--threads", default="2,1", help="thread counts, comma-separated")
     ap.add_argument("--quick", action="store_true", help="one round, 2 threads")
-    ap.add_argument("--only", default="", help="keep only points whose label contains this text")
+    ap.add_argument("--only", default="", help="keep only points whose label contains this text ('|' separates alternatives)")
     ap.add_argument("--no-build", action="store_true", help="use target/release/recur as it is")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     ap.add_argument("--json", help="also write every sample to this file")
@@ -153,7 +153,7 @@ def main():
                            "layers": 1, "mode": mode, "threads": th}  # fmt: skip
                     points.append((f"{cell} H={h} B={b} T={t} {mode} {th}t", req))
         points.append((f"char-model step {th}t", {"kind": "charlm", "threads": th}))
-    points = [p for p in points if a.only in p[0]]
+    points = [p for p in points if any(o in p[0] for o in a.only.split("|"))]
 
     load_before = uptime()
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {load_before}", file=sys.stderr)

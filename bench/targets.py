@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Checks a `bench/compare.py --json PATH` result against the CPU speed targets of issue 5.
+
+    python3 bench/targets.py PATH [--threads 2]
+
+Targets, at the given thread count (2 by default), against PyTorch at the same thread count:
+1. recur at or above 1.0x PyTorch on every point of the grid;
+2. at least 1.5x on training at (H, B, T) = (512, 32, 64) for all three cells, and on the
+   char-model step;
+3. at least 2x wherever PyTorch stays under 60 GFLOP/s;
+4. LSTM training at (512, 32, 64) at or above 80% of the float32 GEMM peak measured in the same
+   run (the better of recur's and PyTorch's 2048^3 product at that thread count);
+5. peak memory of a training step at or below PyTorch's.
+Prints each target with the numbers behind it and "met" or "MISSED". Reads numbers only.
+"""
+
+import json
+import statistics
+import sys
+
+
+def main():
+    args = sys.argv[1:]
+    if not args or args[0].startswith("-"):
+        sys.exit(__doc__)
+    th = int(args[args.index("--threads") + 1]) if "--threads" in args else 2
+    d = json.load(open(args[0]))
+    rows = [r for r in d["rows"] if r["req"]["threads"] == th]
+    samples = d["samples"]
+
+    def gflops(label, who):
+        v = [s.get("gflops") for s in samples[label][who] if s.get("gflops") is not None]
+        return statistics.median(v) if v else None
+
+    def verdict(ok):
+        return "met" if ok else "MISSED"
+
+    print(f"targets at {th} thread(s), from {args[0]} (load before: {d['load_before']})\n")
+    below = [r for r in rows if r["ratio"] < 1.0]
+    worst = min(rows, key=lambda r: r["ratio"])
+    print(f"1. >= 1.0x everywhere: {verdict(not below)}; lowest {worst['ratio']:.2f}x at {worst['label']}"
+          + "".join(f"\n   below 1.0x: {r['label']} {r['ratio']:.2f}x" for r in below))  # fmt: skip
+    need = [r for r in rows if (r["req"].get("hidden"), r["req"].get("batch"), r["req"].get("mode")) == (512, 32, "train")
+            or r["req"]["kind"] == "charlm"]  # fmt: skip
+    print(f"2. >= 1.5x on training at 512/32/64 and the char-model step: {verdict(all(r['ratio'] >= 1.5 for r in need))}")
+    for r in need:
+        print(f"   {r['label']}: {r['ratio']:.2f}x")
+    slow = [(r, gflops(r["label"], "torch")) for r in rows if r["req"]["kind"] == "stack"]
+    slow = [(r, g) for r, g in slow if g is not None and g < 60]
+    print(f"3. >= 2x where PyTorch is under 60 GFLOP/s: {verdict(all(r['ratio'] >= 2 for r, _ in slow))}")
+    for r, g in slow:
+        print(f"   {r['label']}: PyTorch {g:.1f} GFLOP/s, {r['ratio']:.2f}x" + ("" if r["ratio"] >= 2 else "  <-"))
+    peak = max(d["peaks"][str(th)].values()) if str(th) in d["peaks"] else max(d["peaks"][th].values())
+    lstm = [r for r in rows if r["req"].get("cell") == "lstm" and r["req"].get("hidden") == 512
+            and r["req"].get("mode") == "train"]  # fmt: skip
+    if lstm:
+        g = gflops(lstm[0]["label"], "recur")
+        print(f"4. LSTM 512/32/64 training >= 80% of the GEMM peak: {verdict(g >= 0.8 * peak)}; "
+              f"{g:.1f} GFLOP/s of {peak:.1f} ({100 * g / peak:.0f}%)")  # fmt: skip
+    mem = d.get("memory") or {}
+    if mem:
+        ok = all(m["recur_kib"] <= m["torch_kib"] for m in mem.values())
+        print(f"5. training-step peak memory <= PyTorch's: {verdict(ok)}")
+        for label, m in mem.items():
+            print(f"   {label}: recur {m['recur_kib'] / 1024:.1f} MiB, PyTorch {m['torch_kib'] / 1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
