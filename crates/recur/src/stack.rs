@@ -135,6 +135,23 @@ impl StackConfig {
     }
 }
 
+/// Checks per-sequence lengths against a batch of `b` sequences of `t` steps: one length per
+/// sequence, each in `1..=t` (PyTorch's packed sequences refuse empty ones too). Callers that take
+/// lengths from users call this and report the error; [`Stack::forward`] panics on bad lengths.
+pub fn check_lengths(lengths: Option<&[usize]>, t: usize, b: usize) -> Result<(), String> {
+    let Some(l) = lengths else { return Ok(()) };
+    if l.len() != b {
+        return Err(format!(
+            "{} lengths given for a batch of {b} sequences",
+            l.len()
+        ));
+    }
+    if let Some((i, &bad)) = l.iter().enumerate().find(|(_, &n)| n == 0 || n > t) {
+        return Err(format!("length {bad} of sequence {i} is outside 1..={t}"));
+    }
+    Ok(())
+}
+
 /// Where one direction's tensors sit inside the stack's parameter slice.
 #[derive(Clone, Debug)]
 struct DirSlots {
@@ -374,7 +391,10 @@ impl Stack {
         lengths: Option<&[usize]>,
         mut dropout_rng: Option<&mut Rng>,
     ) {
-        let SeqShape { t: _, b } = ws.shape;
+        let SeqShape { t, b } = ws.shape;
+        if let Err(e) = check_lengths(lengths, t, b) {
+            panic!("Stack::forward: {e} (validate with stack::check_lengths first)");
+        }
         let (nl, nd) = (self.cfg.num_layers, self.cfg.dirs());
         let (h, p) = (self.cfg.hidden_size, self.cfg.out_size());
         let ldy = nd * p;

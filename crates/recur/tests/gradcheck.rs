@@ -201,3 +201,16 @@ fn every_head() {
         });
     }
 }
+
+#[test]
+fn lengths_are_checked() {
+    use recur::stack::check_lengths;
+    assert!(check_lengths(None, 5, 3).is_ok());
+    assert!(check_lengths(Some(&[5, 1, 3]), 5, 3).is_ok());
+    let e = check_lengths(Some(&[5, 0, 3]), 5, 3).unwrap_err();
+    assert!(e.contains("length 0 of sequence 1"), "{e}");
+    let e = check_lengths(Some(&[5, 6, 3]), 5, 3).unwrap_err();
+    assert!(e.contains("length 6 of sequence 1 is outside 1..=5"), "{e}");
+    let e = check_lengths(Some(&[5, 5]), 5, 3).unwrap_err();
+    assert!(e.contains("2 lengths given for a batch of 3"), "{e}");
+}
