@@ -6,7 +6,7 @@
 
 What it does, in order:
 1. finds a Python with torch (this one if `import torch` works, else bench/.venv, created with
-   `python3 -m venv` + `pip install torch` from PyTorch's CPU wheel index when missing);
+   `python3 -m venv` + `pip install torch numpy` from the default package index when missing);
 2. builds `recur` in release mode (`cargo build --release -p recur-cli`) unless --no-build;
 3. measures the float32 GEMM throughput (2048^3) of both engines at each thread count;
 4. for each round, for each grid point, runs `recur bench --json` (a fresh process) and asks a
@@ -57,12 +57,9 @@ def python_with_torch():
         return sys.executable
     py = VENV / "bin" / "python"
     if not py.exists():
-        print(f"no torch here: creating {VENV} and installing torch (CPU)", file=sys.stderr)
+        print(f"no torch here: creating {VENV} and installing torch from the package index", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run(
-            [str(py), "-m", "pip", "install", "--index-url", "https://download.pytorch.org/whl/cpu", "torch"],
-            check=True,
-        )
+        subprocess.run([str(py), "-m", "pip", "install", "torch", "numpy"], check=True)
     return str(py)
 
 
