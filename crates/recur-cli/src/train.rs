@@ -35,7 +35,7 @@ pub struct Args {
     /// Adam, clip 5, no lr decay. tiny: LSTM 1x128, B=16, T=32, lr 3e-3, 1 minute, eval every
     /// 200 (a smoke run). default: LSTM 2x256, dropout 0.2, B=16, T=64, lr 2e-3, 9 minutes, eval
     /// every 500.
-    /// large: LSTM 2x512, dropout 0.25, B=32, T=64, lr 2e-3, 60 minutes, eval every 500.
+    /// large: LSTM 2x512, dropout 0.5, B=32, T=64, lr 2e-3, 60 minutes, eval every 500.
     #[arg(long, default_value = "default")]
     preset: String,
     /// Cell: lstm, gru, rnn (= rnn_tanh) or rnn_relu.
@@ -186,7 +186,7 @@ fn preset(name: &str) -> Result<Preset> {
             cell: "lstm",
             num_layers: 2,
             rnn_size: 512,
-            dropout: 0.25,
+            dropout: 0.5,
             embed: 0,
             batch_size: 32,
             seq_length: 64,
