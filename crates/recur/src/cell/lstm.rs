@@ -55,6 +55,7 @@ pub fn backward_row<F: Float>(
     dc: &mut [F],
     dg: &mut [F],
 ) {
+    // The same chain rule as the fast driver's, on the row's gates split per gate.
     let h = c.len();
     let (i, rest) = gates.split_at(h);
     let (f, rest) = rest.split_at(h);
@@ -62,22 +63,7 @@ pub fn backward_row<F: Float>(
     let (di, rest) = dg.split_at_mut(h);
     let (df, rest) = rest.split_at_mut(h);
     let (dgg, d_o) = rest.split_at_mut(h);
-    for j in 0..h {
-        let tc = c[j].tanh();
-        // forward was: hpre = o * tanh(c)
-        let dob = dhpre[j] * tc;
-        let dcj = dc[j] + dhpre[j] * o[j] * (F::ONE - tc * tc);
-        // forward was: c = f * c_prev + i * g
-        let dib = dcj * g[j];
-        let dgb = dcj * i[j];
-        let dfb = dcj * c_prev[j];
-        dc[j] = dcj * f[j];
-        // backprop through the gate non-linearities (sigmoid' = s(1-s), tanh' = 1-t^2)
-        di[j] = dib * i[j] * (F::ONE - i[j]);
-        df[j] = dfb * f[j] * (F::ONE - f[j]);
-        dgg[j] = dgb * (F::ONE - g[j] * g[j]);
-        d_o[j] = dob * o[j] * (F::ONE - o[j]);
-    }
+    backward_units(i, f, g, o, c_prev, c, dhpre, dc, di, df, dgg, d_o);
 }
 
 /// Forward over a run of units of one row (the fast driver). `x*` hold each gate's `x W_ih^T`,
