@@ -586,70 +586,50 @@ impl Model {
             dy,
             ..
         } = ws;
-        match (self.cfg.input, input) {
-            (InputKind::Embedding, Input::Tokens(ids)) => {
+        // The stack's input as in the forward pass, and where its input gradient goes.
+        let (li, dx_in) = match (self.cfg.input, input) {
+            (InputKind::Embedding, Input::Tokens(_)) => {
                 demb.fill(F::ZERO);
                 let li = LayerInput::Dense {
                     x: &emb[..],
                     ld: self.cfg.embed_dim,
                 };
-                self.stack.backward(
-                    sws,
-                    rnn_params,
-                    rnn_grads,
-                    li,
-                    lengths,
-                    Some(dy),
-                    dh_n,
-                    dc_n,
-                    Some(demb),
-                );
-                // embedding backward: scatter-add each step's gradient into its token's row
-                let e = self.cfg.embed_dim;
-                let r = self.emb.clone().expect("embedding");
-                let table = &mut gemb[r];
-                for (row, &id) in demb.chunks_exact(e).zip(&ids[..n]) {
-                    let dst = &mut table[id as usize * e..(id as usize + 1) * e];
-                    for (a, &g) in dst.iter_mut().zip(row) {
-                        *a += g;
-                    }
-                }
+                (li, Some(&mut demb[..]))
             }
-            (InputKind::OneHot, Input::Tokens(ids)) => {
-                let li = LayerInput::OneHot { ids };
-                self.stack.backward(
-                    sws,
-                    rnn_params,
-                    rnn_grads,
-                    li,
-                    lengths,
-                    Some(dy),
-                    dh_n,
-                    dc_n,
-                    None,
-                );
-            }
+            (InputKind::OneHot, Input::Tokens(ids)) => (LayerInput::OneHot { ids }, None),
             (InputKind::Dense, Input::Dense(x)) => {
                 let li = LayerInput::Dense {
                     x,
                     ld: self.cfg.input_size,
                 };
-                self.stack.backward(
-                    sws,
-                    rnn_params,
-                    rnn_grads,
-                    li,
-                    lengths,
-                    Some(dy),
-                    dh_n,
-                    dc_n,
-                    dx,
-                );
+                (li, dx)
             }
             _ => panic!(
                 "input does not match the model's input kind {:?}",
                 self.cfg.input
             ),
+        };
+        self.stack.backward(
+            sws,
+            rnn_params,
+            rnn_grads,
+            li,
+            lengths,
+            Some(dy),
+            dh_n,
+            dc_n,
+            dx_in,
+        );
+        if let (Some(r), Input::Tokens(ids)) = (self.emb.clone(), input) {
+            // embedding backward: scatter-add each step's gradient into its token's row
+            let e = self.cfg.embed_dim;
+            let table = &mut gemb[r];
+            for (row, &id) in demb.chunks_exact(e).zip(&ids[..n]) {
+                let dst = &mut table[id as usize * e..(id as usize + 1) * e];
+                for (a, &g) in dst.iter_mut().zip(row) {
+                    *a += g;
+                }
+            }
         }
     }
 
