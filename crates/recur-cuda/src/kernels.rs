@@ -1,18 +1,55 @@
-//! Compiles `kernels.cu` with NVRTC for the device at hand and holds the loaded functions.
+//! Compiles `kernels.cu` and `model.cu` with NVRTC for the device at hand and holds the loaded functions.
 //!
 //! Compiled once per [`crate::Gpu`], for the device's own compute capability; precise math (no
 //! `--use_fast_math`), so `expf`/`tanhf` are the accurate library versions, as the CPU's.
 
 use crate::device::GpuError;
 use cudarc::driver::{CudaContext, CudaFunction, LaunchConfig};
-use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileError, CompileOptions, Ptx};
 use std::sync::Arc;
 
-/// The CUDA C source of every element-wise kernel.
-pub const SOURCE: &str = include_str!("kernels.cu");
+/// The CUDA C sources, one NVRTC program (and one loaded module) each: the stack's kernels and
+/// the model's (embedding, loss, clipping, optimizers).
+pub const SOURCES: [(&str, &str); 2] = [
+    ("kernels.cu", include_str!("kernels.cu")),
+    ("model.cu", include_str!("model.cu")),
+];
 
 /// Threads per block of the element-wise kernels.
 const BLOCK: u32 = 256;
+
+/// NVRTC's options for a device of compute capability `cc`: PTX for exactly that architecture,
+/// precise math (NVRTC's defaults: no fast math, IEEE division and square root, FMA contraction
+/// as nvcc does by default).
+fn options(cc: (i32, i32)) -> CompileOptions {
+    CompileOptions {
+        options: vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)],
+        ..Default::default()
+    }
+}
+
+/// Compiles one of [`SOURCES`] to PTX for compute capability `cc`, exactly as [`crate::Gpu::new`]
+/// does. Needs only NVRTC (libnvrtc), no GPU and no driver: `tests/nvrtc_compiles.rs` uses it to
+/// check every kernel on machines without a GPU. On failure the error holds NVRTC's log.
+pub fn compile_ptx(name: &str, source: &str, cc: (i32, i32)) -> Result<Ptx, GpuError> {
+    // SAFETY: only tries to dlopen libnvrtc by its usual names.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(GpuError::NoLibrary("NVRTC (libnvrtc)"));
+    }
+    let opts = CompileOptions {
+        name: Some(name.into()),
+        ..options(cc)
+    };
+    compile_ptx_with_opts(source, opts).map_err(|e| match e {
+        CompileError::CompileError { log, options, .. } => GpuError::Compile(format!(
+            "{name} for compute_{}{} (options {options:?}):\n{}",
+            cc.0,
+            cc.1,
+            log.to_string_lossy().trim_end()
+        )),
+        other => GpuError::Compile(format!("{name}: {other:?}")),
+    })
+}
 
 pub(crate) struct Kernels {
     pub rnn_fwd: CudaFunction,
@@ -28,18 +65,17 @@ pub(crate) struct Kernels {
     pub onehot_scatter: CudaFunction,
     pub mul: CudaFunction,
     pub fill: CudaFunction,
+    /// The model's kernels (model.cu).
+    #[allow(dead_code)]
+    pub m: crate::model_kernels::ModelKernels,
 }
 
 impl Kernels {
     pub fn compile(ctx: &Arc<CudaContext>, cc: (i32, i32)) -> Result<Kernels, GpuError> {
-        let opts = CompileOptions {
-            options: vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)],
-            name: Some("recur_kernels.cu".into()),
-            ..Default::default()
-        };
-        let ptx =
-            compile_ptx_with_opts(SOURCE, opts).map_err(|e| GpuError::Compile(format!("{e:?}")))?;
-        let m = ctx.load_module(ptx)?;
+        let (name, src) = SOURCES[0];
+        let m = ctx.load_module(compile_ptx(name, src, cc)?)?;
+        let (name, src) = SOURCES[1];
+        let mm = ctx.load_module(compile_ptx(name, src, cc)?)?;
         let f = |n: &str| m.load_function(n);
         Ok(Kernels {
             rnn_fwd: f("rnn_fwd")?,
@@ -55,6 +91,7 @@ impl Kernels {
             onehot_scatter: f("onehot_scatter")?,
             mul: f("mul")?,
             fill: f("fill")?,
+            m: crate::model_kernels::ModelKernels::load(&mm)?,
         })
     }
 }

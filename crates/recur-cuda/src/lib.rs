@@ -23,9 +23,11 @@
 mod device;
 mod gemm;
 mod kernels;
+mod model_kernels;
 mod stack;
 
 pub use device::{Gpu, GpuError, GpuGraph};
+pub use kernels::{compile_ptx, SOURCES};
 pub use recur::ops::Trans;
 pub use stack::{GpuInput, GpuStack, GpuStackWorkspace, SMALL_MAX_WEIGHTS};
 
