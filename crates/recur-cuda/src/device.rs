@@ -214,6 +214,56 @@ impl Gpu {
         Ok(out)
     }
 
+    /// Copies `v` to the start of `dst` (any element type: ids, lengths, offsets). The copy is
+    /// from pageable memory: CUDA has taken the values when this returns.
+    pub(crate) fn put<T: DeviceRepr>(&self, dst: &CudaSlice<T>, v: &[T]) -> Result<(), GpuError> {
+        if v.len() > dst.len() {
+            return Err(GpuError::Shape(format!(
+                "copy of {} values into a buffer of {}",
+                v.len(),
+                dst.len()
+            )));
+        }
+        if !v.is_empty() {
+            // SAFETY: the destination holds at least v.len() elements of T.
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(
+                    self.ptr(dst),
+                    v,
+                    self.stream.cu_stream(),
+                )?
+            };
+        }
+        Ok(())
+    }
+
+    /// Copies the first `n` elements of a buffer of any element type to the host (waits).
+    pub(crate) fn get<T: DeviceRepr + Default + Clone>(
+        &self,
+        src: &CudaSlice<T>,
+        n: usize,
+    ) -> Result<Vec<T>, GpuError> {
+        let mut out = vec![T::default(); n];
+        if n > 0 {
+            if n > src.len() {
+                return Err(GpuError::Shape(format!(
+                    "download of {n} values from a buffer of {}",
+                    src.len()
+                )));
+            }
+            // SAFETY: `out` holds n elements, the source at least n.
+            unsafe {
+                cudarc::driver::result::memcpy_dtoh_async(
+                    &mut out,
+                    self.ptr(src),
+                    self.stream.cu_stream(),
+                )?
+            };
+        }
+        self.sync()?;
+        Ok(out)
+    }
+
     /// Runs `f` (which queues work on the stream) between two events and returns its result
     /// and the device time between the events, in milliseconds (waits for the stream).
     pub fn timed<R>(&self, f: impl FnOnce() -> Result<R, GpuError>) -> Result<(R, f64), GpuError> {

@@ -66,7 +66,6 @@ pub(crate) struct Kernels {
     pub mul: CudaFunction,
     pub fill: CudaFunction,
     /// The model's kernels (model.cu).
-    #[allow(dead_code)]
     pub m: crate::model_kernels::ModelKernels,
 }
 

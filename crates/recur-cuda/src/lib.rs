@@ -23,11 +23,15 @@
 mod device;
 mod gemm;
 mod kernels;
+mod model;
 mod model_kernels;
+mod optim;
 mod stack;
 
 pub use device::{Gpu, GpuError, GpuGraph};
 pub use kernels::{compile_ptx, SOURCES};
+pub use model::{GpuModel, GpuModelWorkspace};
+pub use optim::{clip_grad_norm, clip_grad_value, grad_norm, GpuOptimizer, NormScratch};
 pub use recur::ops::Trans;
 pub use stack::{GpuInput, GpuStack, GpuStackWorkspace, SMALL_MAX_WEIGHTS};
 

@@ -4,8 +4,6 @@
 use cudarc::driver::{CudaFunction, CudaModule, DriverError};
 use std::sync::Arc;
 
-// Launched by model.rs and optim.rs.
-#[allow(dead_code)]
 pub(crate) struct ModelKernels {
     pub embed_gather: CudaFunction,
     pub embed_scatter: CudaFunction,

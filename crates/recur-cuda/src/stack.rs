@@ -56,6 +56,8 @@ pub struct GpuStack {
     /// cell kernel, when W_hh has at most [`SMALL_MAX_WEIGHTS`] elements. Default 8; 0 always
     /// uses cuBLAS.
     pub small_batch: usize,
+    /// Where the stack's parameters start in the parameter and gradient buffers.
+    base: usize,
 }
 
 /// One direction of one layer: saved activations and backward scratch, sized once.
@@ -160,8 +162,14 @@ fn p(v: Ptr) -> Arg {
 impl GpuStack {
     /// The device twin of a CPU stack (same configuration and parameter layout).
     pub fn new(stack: &Stack) -> GpuStack {
+        GpuStack::new_at(stack, 0)
+    }
+
+    /// As [`GpuStack::new`], for a stack whose parameters (and gradients) start at element `base`
+    /// of the buffers passed to `forward` and `backward` (a model's `rnn.` block).
+    pub fn new_at(stack: &Stack, base: usize) -> GpuStack {
         let cfg = &stack.cfg;
-        let off = |n: &str| stack.layout.get(n).map(|e| e.offset);
+        let off = |n: &str| stack.layout.get(n).map(|e| base + e.offset);
         let mut slots = Vec::new();
         for l in 0..cfg.num_layers {
             for d in 0..cfg.dirs() {
@@ -183,6 +191,7 @@ impl GpuStack {
             stack: stack.clone(),
             slots,
             small_batch: SMALL_B,
+            base,
         }
     }
 
@@ -395,11 +404,11 @@ impl GpuStack {
         params: &DevBuf,
         input: GpuInput,
     ) -> Result<(), GpuError> {
-        if params.len() < self.stack.num_params() {
+        if params.len() < self.base + self.stack.num_params() {
             return Err(GpuError::Shape(format!(
-                "parameter buffer holds {} values, the stack has {}",
+                "parameter buffer holds {} values, the stack needs {}",
                 params.len(),
-                self.stack.num_params()
+                self.base + self.stack.num_params()
             )));
         }
         let rows = ws.t * ws.b;
@@ -732,7 +741,7 @@ impl GpuStack {
         dx: Option<&mut DevBuf>,
     ) -> Result<(), GpuError> {
         self.check(ws, params, input)?;
-        if grads.len() < self.stack.num_params() {
+        if grads.len() < self.base + self.stack.num_params() {
             return Err(GpuError::Shape(
                 "gradient buffer smaller than the parameters".into(),
             ));
