@@ -410,17 +410,22 @@ fn cpu_f32_model_is_within_tolerance() {
     for input in [InputKind::OneHot, InputKind::Embedding, InputKind::Dense] {
         for head in Head::ALL {
             assert!(
-                all.iter().any(|c| c.cfg.input == input && c.cfg.head == head),
+                all.iter()
+                    .any(|c| c.cfg.input == input && c.cfg.head == head),
                 "no case with {input:?} input and head {}",
                 head.name()
             );
         }
     }
     assert!(all.iter().any(|c| c.cfg.rnn.proj_size > 0));
-    assert!(all.iter().any(|c| c.cfg.rnn.dirs() == 2 && c.cfg.head.last_step()));
+    assert!(all
+        .iter()
+        .any(|c| c.cfg.rnn.dirs() == 2 && c.cfg.head.last_step()));
     assert!(all.iter().any(|c| c.dropout));
     assert!(all.iter().any(|c| c.init_state));
-    assert!(all.iter().any(|c| c.lengths.is_some() && !c.cfg.head.last_step()));
+    assert!(all
+        .iter()
+        .any(|c| c.lengths.is_some() && !c.cfg.head.last_step()));
     assert!(all.iter().any(|c| !c.cfg.decoder_bias));
     let mut worst = 0.0f64;
     for c in all {
