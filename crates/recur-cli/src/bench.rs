@@ -254,6 +254,8 @@ fn run_stack(a: &Args) -> Result<()> {
     let dy = random(&mut rng, t * b * h);
     let mut dx = vec![0f32; t * b * h];
     let mut ws = stack.workspace::<f32>(t, b);
+    // inference keeps no per-step values for backward, as PyTorch's does under inference_mode
+    ws.set_inference(!train);
     let input = LayerInput::Dense { x: &x, ld: h };
     let tm = time_median(a, || {
         stack.forward(&mut ws, &params, input, None, None, None, None);

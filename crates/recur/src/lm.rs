@@ -84,6 +84,8 @@ pub fn stream_loss(
         } else {
             tail_ws.get_or_insert_with(|| model.workspace(tt, b))
         };
+        // no backward here: keep only what the next step needs (switched back at the end)
+        ws.stack.set_inference(true);
         // inputs, targets: (tt, B), row j = step j of every stream
         for j in 0..tt {
             for i in 0..b {
@@ -101,6 +103,7 @@ pub fn stream_loss(
         carry.take_from(ws);
         off += tt;
     }
+    ws.stack.set_inference(false);
     (total, count)
 }
 
@@ -139,7 +142,11 @@ impl<'a> Generator<'a> {
         Generator {
             model,
             params,
-            ws: model.workspace(1, 1),
+            ws: {
+                let mut ws = model.workspace(1, 1);
+                ws.stack.set_inference(true);
+                ws
+            },
             carry: Carry::zeros(model, 1),
             probs: vec![0.0; v],
             order: Vec::with_capacity(v),

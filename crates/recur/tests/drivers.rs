@@ -3,7 +3,10 @@
 //! thread), which the f64 gradient checks also cover. Every cell, both directions, per-sequence
 //! lengths, given initial states and final-state gradients, with and without biases, on 1 and 2
 //! threads, in f32 (the AVX-512 kernels where the CPU has them) and f64. The hidden size 150 is
-//! not a multiple of the 16-column panels, and each step's product is big enough to be split.
+//! not a multiple of the 16-column panels, and each step's product is big enough to be split:
+//! with 13 sequences the 2-thread runs split every step by hidden units (barrier per step), with
+//! 37 by batch rows (each thread its own sequences, 18 and 19 of them). The fast driver's
+//! inference mode (nothing kept for backward) must give bit-identical outputs.
 
 use recur::cell::{self, simple, CellKind, DirCache, DirDims, DirGrads, DirWeights, LayerInput};
 use recur::ops::gemm::set_threads;
@@ -17,7 +20,8 @@ const TOL_F32: f64 = 1e-5;
 const TOL_F64: f64 = 1e-12;
 
 const T: usize = 6;
-const B: usize = 13;
+/// Batch sizes: below and above the fast driver's threshold for splitting by rows on 2 threads.
+const BATCHES: [usize; 2] = [13, 37];
 const I: usize = 7;
 const H: usize = 150;
 
@@ -31,7 +35,16 @@ struct Out<F> {
     dc0: Vec<F>,
 }
 
-fn run<F: Float>(fast: bool, kind: CellKind, reverse: bool, bias: bool, seed: u64) -> Out<F> {
+/// Forward (and backward unless `infer`) of one layer direction with the fast or simple driver.
+fn run<F: Float>(
+    fast: bool,
+    infer: bool,
+    kind: CellKind,
+    reverse: bool,
+    bias: bool,
+    seed: u64,
+    #[allow(non_snake_case)] B: usize,
+) -> Out<F> {
     let g = kind.gates();
     let lstm = kind == CellKind::Lstm;
     let mut rng = Rng::new(seed);
@@ -66,6 +79,7 @@ fn run<F: Float>(fast: bool, kind: CellKind, reverse: bool, bias: bool, seed: u6
         w_hr: None,
     };
     let mut cache = DirCache::<F>::new(dims);
+    cache.keep = !infer;
     let z = |n: usize| vec![F::ZERO; n];
     let mut o = Out {
         y: z(T * B * H),
@@ -92,6 +106,9 @@ fn run<F: Float>(fast: bool, kind: CellKind, reverse: bool, bias: bool, seed: u6
         &mut o.h_n,
         &mut o.c_n,
     );
+    if infer {
+        return o;
+    }
     let (gw_ih, rest) = o.grads.split_at_mut(g * H * I);
     let (gw_hh, rest) = rest.split_at_mut(g * H * H);
     let (gb_ih, gb_hh) = rest.split_at_mut(g * H);
@@ -140,30 +157,50 @@ fn compare<F: Float>(tol: f64) {
     let kinds = ["rnn_tanh", "rnn_relu", "lstm", "gru"].map(|n| CellKind::parse(n).unwrap());
     for threads in [1, 2] {
         set_threads(threads);
-        for (ki, &kind) in kinds.iter().enumerate() {
-            for reverse in [false, true] {
-                for bias in [true, false] {
-                    let seed = 100 + ki as u64;
-                    let a = run::<F>(true, kind, reverse, bias, seed);
-                    let b = run::<F>(false, kind, reverse, bias, seed);
-                    for (name, x, y) in [
-                        ("y", &a.y, &b.y),
-                        ("h_n", &a.h_n, &b.h_n),
-                        ("c_n", &a.c_n, &b.c_n),
-                        ("grads", &a.grads, &b.grads),
-                        ("dx", &a.dx, &b.dx),
-                        ("dh0", &a.dh0, &b.dh0),
-                        ("dc0", &a.dc0, &b.dc0),
-                    ] {
-                        let (e, at) = worst(x, y);
-                        assert!(
-                            e <= tol,
-                            "{} reverse={reverse} bias={bias} threads={threads}: {name}[{at}] \
-                             fast {} vs simple {} (rel err {e:e})",
-                            kind.name(),
-                            x[at],
-                            y[at]
+        for nb in BATCHES {
+            for (ki, &kind) in kinds.iter().enumerate() {
+                for reverse in [false, true] {
+                    for bias in [true, false] {
+                        let seed = 100 + ki as u64;
+                        let a = run::<F>(true, false, kind, reverse, bias, seed, nb);
+                        let b = run::<F>(false, false, kind, reverse, bias, seed, nb);
+                        let what = format!(
+                            "{} B={nb} reverse={reverse} bias={bias} threads={threads}",
+                            kind.name()
                         );
+                        for (name, x, y) in [
+                            ("y", &a.y, &b.y),
+                            ("h_n", &a.h_n, &b.h_n),
+                            ("c_n", &a.c_n, &b.c_n),
+                            ("grads", &a.grads, &b.grads),
+                            ("dx", &a.dx, &b.dx),
+                            ("dh0", &a.dh0, &b.dh0),
+                            ("dc0", &a.dc0, &b.dc0),
+                        ] {
+                            let (e, at) = worst(x, y);
+                            assert!(
+                                e <= tol,
+                                "{what}: {name}[{at}] fast {} vs simple {} (rel err {e:e})",
+                                x[at],
+                                y[at]
+                            );
+                        }
+                        // inference mode: the same arithmetic, other storage
+                        let c = run::<F>(true, true, kind, reverse, bias, seed, nb);
+                        for (name, x, y) in [
+                            ("y", &c.y, &a.y),
+                            ("h_n", &c.h_n, &a.h_n),
+                            ("c_n", &c.c_n, &a.c_n),
+                        ] {
+                            let same = x
+                                .iter()
+                                .zip(y)
+                                .all(|(p, q)| p.to_f64().to_bits() == q.to_f64().to_bits());
+                            assert!(
+                                same,
+                                "{what}: inference-mode {name} differs from the training forward"
+                            );
+                        }
                     }
                 }
             }

@@ -1,22 +1,28 @@
 //! The fast sequence driver (every cell except LSTMs with projections, which `simple.rs` runs).
 //!
-//! Per pass, `W_hh` is packed once into column panels (`ops::panel`). Each step is then split by
-//! hidden units over the threads: a thread computes the recurrent product only for its own units'
-//! columns of every gate and runs the element-wise pass for those units, for all batch rows. So a
-//! step needs one synchronisation (the next step reads the whole new state), and nothing in the
-//! loop allocates.
+//! Per pass, `W_hh` is packed once into column panels (`ops::panel`), and nothing in the time
+//! loop allocates. On several threads a pass is split one of two ways ([`Split`]):
 //!
-//! Forward, step t, thread owning units U:
-//!   hw[:, g, U] = h_{t-1} W_hh[g, U]^T                  (panel product, every gate g)
-//!   element-wise on (x W_ih^T + b)[:, g, U] + hw[:, g, U] -> gates, c_t[:, U], h_t[:, U]
+//! - **by batch rows** (batches of at least 8 rows per thread): each thread runs its own
+//!   sequences through every step, all hidden units, and never waits for another: a sequence's
+//!   recurrence reads only its own state. Each thread streams all of `W_hh` per step.
+//! - **by hidden units** (small batches, or large weights that do not fit in L2 with few rows per
+//!   thread): a thread computes the recurrent product only for its own units' columns of every
+//!   gate and runs the element-wise pass for those units, for all rows; the next step reads the
+//!   whole new state, so the threads meet at a barrier (`ops::team`) after every step.
+//!
+//! Forward, step t, rows R and units U of one thread:
+//!   hw[R, g, U] = h_{t-1}[R] W_hh[g, U]^T                  (panel product, every gate g)
+//!   element-wise on (x W_ih^T + b)[R, g, U] + hw[R, g, U] -> gates, c_t[R, U], h_t[R, U]
 //! h_{t-1} is read from `hprev[t]` and h_t written into `hprev[next t]`, so the threads never read
-//! what another is writing in the same step.
+//! what another is writing in the same step. In inference mode (`DirCache::keep` off) the states
+//! alternate between two slots and the gates of every step share one set of rows.
 //!
-//! Backward, in reverse, thread owning units U (of the state, P = H here):
-//!   dh[:, U] = dh_next[:, U] + dy_t[:, U]; element-wise backward -> dG_t[:, g, U]
-//!   (synchronise: the product needs all of dG_t)
-//!   dh_next[:, U] = dGh_t W_hh[:, U]                     (panel product)
-//! The product of step t and the element-wise part of step t-1 run in one parallel region.
+//! Backward, in reverse, rows R and units U (of the state, P = H here):
+//!   dh[R, U] = dh_next[R, U] + dy_t[R, U]; element-wise backward -> dG_t[R, g, U]
+//!   (split by units, synchronise: the product needs all of dG_t)
+//!   dh_next[R, U] = dGh_t[R] W_hh[:, U]                     (panel product)
+//! The product of step t and the element-wise part of step t-1 run in one walking step.
 //!
 //! Threads: `ops::gemm::threads()`, through rayon; a step runs on one thread when its product is
 //! too small to pay for the hand-over ([`PAR_MIN_STEP_WORK`]).
@@ -24,6 +30,7 @@
 use super::*;
 use crate::ops::gemm::threads;
 use crate::ops::panel::{has_avx512, pack_gates_t, pack_n, panel_gemm_raw, OutPtr};
+use crate::ops::team;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -60,37 +67,70 @@ impl<F> Raw<F> {
     }
 }
 
-/// How many threads a step uses, and the panels (of NR units) each one owns.
-fn plan(step_work: usize, n_panels: usize) -> usize {
-    let n = threads();
-    if n > 1 && step_work >= PAR_MIN_STEP_WORK {
-        n.min(n_panels).max(1)
-    } else {
-        1
+/// How a pass is split over threads.
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    parts: usize,
+    /// By batch rows: each thread runs its own sequences through every step, all units, with no
+    /// synchronisation at all (a row's recurrence never reads another row). Else by hidden units:
+    /// every thread works on every row, a barrier per step.
+    by_rows: bool,
+    rows: usize,
+    panels: usize,
+}
+
+/// Rows per part below which a split by rows wastes the panel product's 8-row tiles.
+const MIN_ROWS_PER_PART: usize = 8;
+
+/// A core's share of cache that W_hh may fill (half of a 2 MiB L2, as on the machine measured).
+const L2_BYTES: usize = 1 << 20;
+
+impl Split {
+    /// `step_work`: multiply-adds of one step's recurrent product; `rows`: batch size;
+    /// `panels`: the panels of NR units one gate has.
+    fn plan(step_work: usize, rows: usize, panels: usize) -> Split {
+        let n = threads();
+        let mut sp = Split {
+            parts: 1,
+            by_rows: false,
+            rows,
+            panels,
+        };
+        if n > 1 && step_work >= PAR_MIN_STEP_WORK {
+            // split by rows, each part streams all of W_hh every step instead of its share of
+            // the units: measured worth it unless the parts have few rows and the weights do not
+            // fit in L2 (see docs/performance.md)
+            let weight_bytes = step_work / rows.max(1) * std::mem::size_of::<f32>();
+            let by_rows = rows >= n * MIN_ROWS_PER_PART
+                && (rows >= n * 2 * MIN_ROWS_PER_PART || weight_bytes <= L2_BYTES);
+            sp.by_rows = by_rows;
+            sp.parts = if by_rows { n.min(rows) } else { n.min(panels) }.max(1);
+        }
+        sp
     }
-}
 
-fn part_panels(n_panels: usize, parts: usize, k: usize) -> Range<usize> {
-    (k * n_panels / parts)..((k + 1) * n_panels / parts)
-}
-
-/// Runs `f(0..parts)` on `parts` threads (inline when one).
-#[inline]
-fn run_parts(parts: usize, f: &(impl Fn(usize) + Sync)) {
-    if parts == 1 {
-        f(0)
-    } else {
-        (0..parts).into_par_iter().for_each(f);
+    /// Part `k`: its panels (of each gate) and its batch rows.
+    fn part(&self, k: usize) -> (Range<usize>, Range<usize>) {
+        let cut = |n: usize| (k * n / self.parts)..((k + 1) * n / self.parts);
+        if self.by_rows {
+            (0..self.panels, cut(self.rows))
+        } else {
+            (cut(self.panels), 0..self.rows)
+        }
     }
-}
 
-/// Runs the time loop inside the rayon pool when it is split, so that each step's hand-over is
-/// a cheap work-stealing join rather than a wake-up from outside the pool.
-fn in_pool(parts: usize, body: impl FnOnce() + Send) {
-    if parts == 1 {
-        body()
-    } else {
-        rayon::scope(|_| body())
+    /// Runs `f(step, part)` for every step and part: split by rows, each part walks all steps on
+    /// its own; split by units, the parts of a step meet at a barrier before the next step.
+    fn for_steps(&self, steps: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+        if self.by_rows && self.parts > 1 {
+            (0..self.parts).into_par_iter().for_each(|k| {
+                for s in 0..steps {
+                    f(s, k)
+                }
+            });
+        } else {
+            team::for_steps(self.parts, steps, f);
+        }
     }
 }
 
@@ -142,6 +182,8 @@ simd_variant!(gru_bwd, gru_bwd_avx512, gru::backward_units,
 /// Everything one forward step needs, as raw views (threads write disjoint units).
 struct Fwd<'a, F> {
     kind: CellKind,
+    /// whether to keep every step's gates and states for backward
+    keep: bool,
     nt: usize,
     nb: usize,
     nh: usize,
@@ -174,8 +216,8 @@ impl<F: Float> Fwd<'_, F> {
         }
     }
 
-    /// Step `s` (in walking order) for the units of panels `pan`.
-    fn step(&self, s: usize, pan: Range<usize>, simd: bool) {
+    /// Step `s` (in walking order) for the units of panels `pan` of batch rows `rows`.
+    fn step(&self, s: usize, (pan, rows): (Range<usize>, Range<usize>), simd: bool) {
         let (nb, nh) = (self.nb, self.nh);
         let ng = self.kind.gates();
         let gh = ng * nh;
@@ -186,22 +228,32 @@ impl<F: Float> Fwd<'_, F> {
             return;
         }
         let n = u1 - u0;
+        let (b0, mb) = (rows.start, rows.len());
+        if mb == 0 {
+            return;
+        }
         let t = self.t_of(s);
         let next = (s + 1 < self.nt).then(|| self.t_of(s + 1));
+        // where the state entering step t lives, and the row where step t's gates and cell state
+        // go: per step when backward will need them, else two alternating slots and one row set
+        let sl = |t: usize| if self.keep { t } else { t % 2 };
+        let at = t * nb;
+        let st = sl(t) * nb;
         // SAFETY (all the slices below): offsets stay inside the buffers sized by DirCache::new
         // for these dims; this thread writes only units u0..u1 (columns g*hs + u0.. of hw) of
-        // rows of step t / the next step's state, which no other thread touches in this step;
-        // hprev[t] and cprev[t] were completed in the previous step and are only read here.
+        // its rows b0.. of step t / the next step's state, which no other thread touches in this
+        // step; hprev[t] and cprev[t] were completed in the previous step (by this thread, when
+        // split by rows) and are only read here.
         unsafe {
-            let a = self.hprev.at(t * nb * nh, nb * nh);
+            let a = self.hprev.at((st + b0) * nh, mb * nh);
             let out = OutPtr {
-                ptr: self.hw.0,
+                ptr: self.hw.0.add(b0 * ng * hs),
                 ld: ng * hs,
                 n: ng * hs,
             };
             for g in 0..ng {
                 panel_gemm_raw(
-                    nb,
+                    mb,
                     nh,
                     a,
                     nh,
@@ -215,19 +267,22 @@ impl<F: Float> Fwd<'_, F> {
                 None => (self.h, self.c),
             };
             let dst_off = |b: usize| match next {
-                Some(tn) => (tn * nb + b) * nh + u0,
+                Some(tn) => (sl(tn) * nb + b) * nh + u0,
                 None => b * nh + u0,
             };
-            for b in 0..nb {
-                let r = t * nb + b;
+            for b in rows {
+                let r = at + b;
+                // state row of step t, and the row of the kept values
+                let sr = st + b;
+                let rk = if self.keep { r } else { b };
                 let yrow = self.y.mut_at(r * self.ldy + u0, n);
                 let hnew = hdst.mut_at(dst_off(b), n);
                 if !active(self.lengths, t, b) {
                     // the state is carried unchanged; the output is zero
-                    hnew.copy_from_slice(self.hprev.at(r * nh + u0, n));
+                    hnew.copy_from_slice(self.hprev.at(sr * nh + u0, n));
                     if self.kind == CellKind::Lstm {
                         cdst.mut_at(dst_off(b), n)
-                            .copy_from_slice(self.cprev.at(r * nh + u0, n));
+                            .copy_from_slice(self.cprev.at(sr * nh + u0, n));
                     }
                     yrow.fill(F::ZERO);
                     continue;
@@ -235,7 +290,7 @@ impl<F: Float> Fwd<'_, F> {
                 let xg = |g: usize| self.xw.at(r * gh + g * nh + u0, n);
                 let bg = |g: usize| &self.bias[g * nh + u0..g * nh + u1];
                 let hg = |g: usize| self.hw.at(b * ng * hs + g * hs + u0, n);
-                let gg = |g: usize| self.gates.mut_at(r * gh + g * nh + u0, n);
+                let gg = |g: usize| self.gates.mut_at(rk * gh + g * nh + u0, n);
                 match self.kind {
                     CellKind::Rnn(act) => {
                         let out = gg(0);
@@ -243,7 +298,7 @@ impl<F: Float> Fwd<'_, F> {
                         hnew.copy_from_slice(out);
                     }
                     CellKind::Lstm => {
-                        let cell = self.cell.mut_at(r * nh + u0, n);
+                        let cell = self.cell.mut_at(rk * nh + u0, n);
                         lstm_fwd(
                             simd,
                             xg(0),
@@ -258,7 +313,7 @@ impl<F: Float> Fwd<'_, F> {
                             hg(1),
                             hg(2),
                             hg(3),
-                            self.cprev.at(r * nh + u0, n),
+                            self.cprev.at(sr * nh + u0, n),
                             gg(0),
                             gg(1),
                             gg(2),
@@ -280,11 +335,11 @@ impl<F: Float> Fwd<'_, F> {
                         hg(1),
                         hg(2),
                         &self.bhn[u0..u1],
-                        self.hprev.at(r * nh + u0, n),
+                        self.hprev.at(sr * nh + u0, n),
                         gg(0),
                         gg(1),
                         gg(2),
-                        self.hn.mut_at(r * nh + u0, n),
+                        self.hn.mut_at(rk * nh + u0, n),
                         hnew,
                     ),
                 }
@@ -346,9 +401,10 @@ pub fn forward<F: Float>(
     let packed = ng * hp * nh * NR;
     pack_gates_t(&mut c.wpack[..packed], w.w_hh, ng, nh, nh);
 
-    // the state entering the first step
+    // the state entering the first step (in its slot: see Fwd::step)
     let t0 = if d.reverse { nt - 1 } else { 0 };
-    let first = t0 * nb * nh..(t0 + 1) * nb * nh;
+    let s0 = if c.keep { t0 } else { t0 % 2 };
+    let first = s0 * nb * nh..(s0 + 1) * nb * nh;
     match h0 {
         Some(h0) => c.hprev[first.clone()].copy_from_slice(&h0[..nb * nh]),
         None => c.hprev[first.clone()].fill(F::ZERO),
@@ -360,10 +416,11 @@ pub fn forward<F: Float>(
         }
     }
 
-    let parts = plan(nb * gh * nh, hp);
+    let split = Split::plan(nb * gh * nh, nb, hp);
     let simd = has_avx512();
     let ctx = Fwd {
         kind: d.kind,
+        keep: c.keep,
         nt,
         nb,
         nh,
@@ -384,11 +441,7 @@ pub fn forward<F: Float>(
         y: Raw::of(y),
         ldy,
     };
-    in_pool(parts, || {
-        for s in 0..nt {
-            run_parts(parts, &|k| ctx.step(s, part_panels(hp, parts, k), simd));
-        }
-    });
+    split.for_steps(nt, &|s, k| ctx.step(s, split.part(k), simd));
     h_n[..nb * nh].copy_from_slice(&c.h);
     if is_lstm {
         c_n[..nb * nh].copy_from_slice(&c.c);
@@ -430,10 +483,10 @@ impl<F: Float> Bwd<'_, F> {
         }
     }
 
-    /// The recurrent product of step `t` for the state units of panels `pan`:
-    /// `dh_next[:, U] = dGh_t W_hh[:, U]`, plus the direct paths.
+    /// The recurrent product of step `t` for the state units of panels `pan`, batch rows `rows`:
+    /// `dh_next[rows, U] = dGh_t[rows] W_hh[:, U]`, plus the direct paths.
     #[inline(always)]
-    fn product(&self, t: usize, pan: Range<usize>) {
+    fn product(&self, t: usize, pan: Range<usize>, rows: Range<usize>) {
         let (nb, nh) = (self.nb, self.nh);
         let gh = self.kind.gates() * nh;
         let (u0, u1) = (pan.start * NR, (pan.end * NR).min(nh));
@@ -441,20 +494,24 @@ impl<F: Float> Bwd<'_, F> {
             return;
         }
         let n = u1 - u0;
+        let (b0, mb) = (rows.start, rows.len());
+        if mb == 0 {
+            return;
+        }
         let is_gru = self.kind == CellKind::Gru;
         // SAFETY: dG_t / dGh_t were completed by all threads in the previous parallel region and
         // are only read now; this thread writes columns u0..u1 of dh_next, and reads its own
         // units of dh and direct.
         unsafe {
             let src = if is_gru { self.dgh } else { self.dg };
-            let a = src.at(t * nb * gh, nb * gh);
+            let a = src.at((t * nb + b0) * gh, mb * gh);
             let out = OutPtr {
-                ptr: self.dh_next.0,
+                ptr: self.dh_next.0.add(b0 * nh),
                 ld: nh,
                 n: nh,
             };
-            panel_gemm_raw(nb, gh, a, gh, self.wpack, pan, out);
-            for b in 0..nb {
+            panel_gemm_raw(mb, gh, a, gh, self.wpack, pan, out);
+            for b in rows {
                 let dn = self.dh_next.mut_at(b * nh + u0, n);
                 if !active(self.lengths, t, b) {
                     // the state was carried unchanged: so is its gradient
@@ -469,9 +526,9 @@ impl<F: Float> Bwd<'_, F> {
         }
     }
 
-    /// The element-wise backward of step `t` for the units of panels `pan`.
+    /// The element-wise backward of step `t` for the units of panels `pan`, batch rows `rows`.
     #[inline(always)]
-    fn elementwise(&self, t: usize, pan: Range<usize>, simd: bool) {
+    fn elementwise(&self, t: usize, pan: Range<usize>, rows: Range<usize>, simd: bool) {
         let (nb, nh) = (self.nb, self.nh);
         let ng = self.kind.gates();
         let gh = ng * nh;
@@ -480,10 +537,11 @@ impl<F: Float> Bwd<'_, F> {
             return;
         }
         let n = u1 - u0;
-        // SAFETY: this thread writes units u0..u1 of dh, dc, direct and of step t's rows of dG
-        // and dGh; dh_next's units u0..u1 were written by this same thread.
+        // SAFETY: this thread writes units u0..u1 of its rows of dh, dc, direct and of step t's
+        // rows of dG and dGh; dh_next's units u0..u1 of these rows were written by this same
+        // thread.
         unsafe {
-            for b in 0..nb {
+            for b in rows {
                 let r = t * nb + b;
                 let on = active(self.lengths, t, b);
                 // dh = dL/dh_t: from the step after (dh_next) plus from this step's output (dy)
@@ -546,13 +604,20 @@ impl<F: Float> Bwd<'_, F> {
     }
 
     /// One parallel region: the product of the step walked before (`prev`), then the
-    /// element-wise part of step `s` (in reverse walking order), for the units of `pan`.
-    fn run(&self, prev: Option<usize>, s: Option<usize>, pan: Range<usize>, simd: bool) {
+    /// element-wise part of step `s` (in reverse walking order), for the units of `pan` of the
+    /// batch rows `rows`.
+    fn run(
+        &self,
+        prev: Option<usize>,
+        s: Option<usize>,
+        (pan, rows): (Range<usize>, Range<usize>),
+        simd: bool,
+    ) {
         if let Some(p) = prev {
-            self.product(self.t_of(p), pan.clone());
+            self.product(self.t_of(p), pan.clone(), rows.clone());
         }
         if let Some(s) = s {
-            self.elementwise(self.t_of(s), pan, simd);
+            self.elementwise(self.t_of(s), pan, rows, simd);
         }
     }
 }
@@ -575,6 +640,10 @@ pub fn backward<F: Float>(
     let (nt, nb, nh) = (d.t, d.b, d.h);
     let gh = d.gh();
     let is_lstm = d.kind == CellKind::Lstm;
+    assert!(
+        cache.keep,
+        "backward after a forward that did not keep its steps (inference mode)"
+    );
     let c = cache;
     if nt == 0 || nb == 0 {
         return;
@@ -599,7 +668,7 @@ pub fn backward<F: Float>(
     let packed = pp * gh * NR;
     pack_n(&mut c.wpack[..packed], w.w_hh, gh, nh);
 
-    let parts = plan(nb * gh * nh, pp);
+    let split = Split::plan(nb * gh * nh, nb, pp);
     let simd = has_avx512();
     let ctx = Bwd {
         kind: d.kind,
@@ -622,17 +691,12 @@ pub fn backward<F: Float>(
         dc: Raw::of(&mut c.dc),
         direct: Raw::of(&mut c.direct),
     };
-    in_pool(parts, || {
-        let mut prev = None;
-        for s in (0..nt).rev() {
-            run_parts(parts, &|k| {
-                ctx.run(prev, Some(s), part_panels(pp, parts, k), simd)
-            });
-            prev = Some(s);
-        }
-        run_parts(parts, &|k| {
-            ctx.run(prev, None, part_panels(pp, parts, k), simd)
-        });
+    // walking step i runs the product of the step walked before and the element-wise part of
+    // step nt-1-i; one more walking step finishes the last product
+    split.for_steps(nt + 1, &|i, k| {
+        let s = (i < nt).then(|| nt - 1 - i);
+        let prev = (i > 0).then(|| nt - i);
+        ctx.run(prev, s, split.part(k), simd)
     });
     dh0[..nb * nh].copy_from_slice(&c.dh_next);
     if is_lstm {

@@ -134,6 +134,10 @@ pub enum LayerInput<'a, F> {
 /// Sized once from [`DirDims`]; reused across calls with the same dims.
 pub struct DirCache<F> {
     pub dims: DirDims,
+    /// Whether forward keeps every step's gates and states for backward (the default). Off
+    /// (inference), the fast driver writes them into one step's rows and two alternating state
+    /// slots, which halves the memory traffic of a step's element-wise pass.
+    pub keep: bool,
     // xw: (T, B, G*H) input projection x_t W_ih^T + b_ih
     xw: Vec<F>,
     // gates: (T, B, G*H) activated gates (RNN: the new h itself)
@@ -183,6 +187,7 @@ impl<F: Float> DirCache<F> {
         let z = |n: usize| vec![F::ZERO; n];
         DirCache {
             dims,
+            keep: true,
             xw: z(t * b * gh),
             gates: z(t * b * gh),
             hn: z(if gru { t * b * h } else { 0 }),

@@ -5,6 +5,7 @@ mod float;
 pub mod gemm;
 pub mod loss;
 pub mod panel;
+pub mod team;
 
 pub use float::Float;
 pub use gemm::{gemm, gemm_naive, Trans};
