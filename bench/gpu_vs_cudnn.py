@@ -8,16 +8,20 @@ What it does, in one process on the GPU machine:
   3. times `recur gpu-bench --grid --json` and torch.nn.{LSTM,GRU,RNN} (cuDNN, float32,
      TF32 off) on the same shapes, alternating whole rounds (recur, torch, recur, torch), with
      CUDA events, medians of --iters calls after --warmup calls;
-  4. prints a table of ratios (cuDNN ms / recur ms: above 1 means recur is faster) last.
+  4. times the char-model training step (one-hot vocabulary 65 -> 2-layer LSTM 512 -> linear
+     decoder -> mean cross-entropy -> gradient-norm clipping at 5 -> Adam, B = 64, T = 128):
+     `recur bench --charlm --device cuda` (recur's GPU engine, the one `recur train --device
+     cuda` runs) against the same model in PyTorch (torch.nn.LSTM on cuDNN, F.one_hot input as
+     bench/torch_bench.py does), alternating rounds; both timed by the wall clock per step with
+     the device synchronised at the end of each step (recur's loop also reads the loss and the
+     gradient norm back every step);
+  5. prints a table of ratios (cuDNN ms / recur ms: above 1 means recur is faster) last.
 
 Inference is a forward over the sequence (torch under no_grad); training is forward plus
 backward of the outputs against a fixed random gradient (parameter gradients accumulated, no
 input gradient), for both. Input size = hidden size. Results also go to --out as JSON.
 
-Not measured here: the char-model training step (recur's GPU backend has no device-side
-embedding/head/loss/optimizer yet).
-
-Usage: python3 bench/gpu_vs_cudnn.py --recur PATH/TO/recur [--out DIR] [--rounds 2]
+Usage: python3 bench/gpu_vs_cudnn.py --recur PATH/TO/recur [--out DIR] [--rounds 2] [--only charlm]
 """
 
 import argparse
@@ -106,6 +110,88 @@ def recur_round(recur, warmup, iters, small_batch=8):
     return res
 
 
+CHARLM = dict(v=65, h=512, layers=2, b=64, t=128, lr=2e-3, clip=5.0)
+
+
+def torch_charlm(warmup, iters):
+    """Median wall-clock ms of PyTorch's char-model training step on the GPU."""
+    c = CHARLM
+    v = c["v"]
+
+    class CharModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(v, c["h"], num_layers=c["layers"])
+            self.decoder = torch.nn.Linear(c["h"], v)
+
+        def forward(self, ids):
+            x = torch.nn.functional.one_hot(ids, v).float()
+            y, _ = self.rnn(x)
+            return self.decoder(y)
+
+    torch.manual_seed(3)
+    model = CharModel().cuda()
+    opt = torch.optim.Adam(model.parameters(), lr=c["lr"])
+    ids = torch.randint(0, v, (c["t"], c["b"]), device="cuda")
+    targets = torch.randint(0, v, (c["t"], c["b"]), device="cuda")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = model(ids)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, v), targets.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), c["clip"])
+        opt.step()
+        torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        step()
+    ts = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        step()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    del model, opt
+    torch.cuda.empty_cache()
+    return statistics.median(ts)
+
+
+def recur_charlm(recur, warmup, iters):
+    """Median wall-clock ms of `recur bench --charlm --device cuda` (one step per sample)."""
+    c = CHARLM
+    cmd = [recur, "bench", "--charlm", "--device", "cuda", "--batch", str(c["b"]),
+           "--seq-length", str(c["t"]), "--warmup", str(warmup), "--repeats", str(iters),
+           "--min-sample-ms", "1", "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    return r["median_s"] * 1e3, r.get("last_loss")
+
+
+def charlm_rounds(recur, rounds, warmup, iters):
+    rec, tor = [], []
+    for r in range(rounds):
+        ms, loss = recur_charlm(recur, warmup, iters)
+        rec.append(ms)
+        tor.append(torch_charlm(warmup, iters))
+        print(f"charlm round {r}: recur {ms:.3f} ms (loss {loss}), torch {tor[-1]:.3f} ms",
+              flush=True)
+    return dict(CHARLM, recur_ms=statistics.median(rec), cudnn_ms=statistics.median(tor),
+                recur_rounds=rec, cudnn_rounds=tor)
+
+
+def print_charlm(row, rounds, iters):
+    c = row
+    chars = c["b"] * c["t"]
+    print(f"char-model training step (one-hot V={c['v']}, LSTM {c['layers']}x{c['h']}, "
+          f"B={c['b']}, T={c['t']}, decoder, cross-entropy, clip {c['clip']}, Adam): wall-clock "
+          f"ms per step, medians of {rounds} rounds x {iters} steps")
+    print(f"{'':<8} {'cuDNN ms':>9} {'recur ms':>9} {'ratio':>6} {'recur chars/s':>14}")
+    print(f"{'charlm':<8} {c['cudnn_ms']:9.3f} {c['recur_ms']:9.3f} "
+          f"{c['cudnn_ms'] / c['recur_ms']:6.2f} {chars / (c['recur_ms'] * 1e-3):14.0f}")
+
+
 def ceilings():
     torch.backends.cuda.matmul.allow_tf32 = False
     n = 8192
@@ -130,6 +216,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--only", choices=["charlm"], help="time only the char-model step")
     a = ap.parse_args()
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -146,6 +233,15 @@ def main():
     gemm_tflops, bw = ceilings()
     print(f"ceilings: fp32 GEMM {gemm_tflops:.1f} TFLOP/s (8192^3, TF32 off), "
           f"copy {bw:.2f} TB/s (2 GiB, read+write)", flush=True)
+    charlm = charlm_rounds(a.recur, max(a.rounds, 3), a.warmup, a.iters)
+    with open(os.path.join(a.out, "gpu_charlm.json"), "w") as f:
+        json.dump(dict(env=env, row=charlm), f, indent=1)
+    if a.only == "charlm":
+        print()
+        print(f"{env['card']}, driver {drv}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, "
+              f"torch {env['torch']}; float32, TF32 off")
+        print_charlm(charlm, max(a.rounds, 3), a.iters)
+        return
 
     shapes = grid()
     rec, tor, rec0 = [], [], []
@@ -205,6 +301,8 @@ def main():
         print(f"{r['cell']:<8} {r['h']:>5} {r['b']:>4} {r['t']:>4} {r['layers']:>2} {r['mode']:<5} "
               f"{r['cudnn_ms']:9.3f} {r['recur_eager_ms']:9.3f} {gs} "
               f"{r['cudnn_ms'] / r['recur_eager_ms']:6.2f} {rg} {r0} {r['recur_tflops']:5.1f}")
+    print()
+    print_charlm(charlm, max(a.rounds, 3), a.iters)
 
 
 if __name__ == "__main__":

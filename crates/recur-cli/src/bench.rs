@@ -60,7 +60,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// cpu, or cuda: the stack on the GPU (needs the `cuda` feature; `recur gpu-bench` timing,
-    /// printed in its format).
+    /// printed in its format), or with --charlm the char-model step on the GPU (with --batch and
+    /// --seq-length as given: 32 x 64 by default, as on the CPU).
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -151,8 +152,13 @@ pub fn run(a: Args) -> Result<()> {
     match a.device.as_str() {
         "cpu" => {}
         "cuda" => {
-            if a.charlm || a.gemm.is_some() {
-                bail!("--device cuda times the stack only (no --charlm or --gemm on the GPU yet)");
+            if a.gemm.is_some() {
+                bail!(
+                    "--device cuda times the stack or the char-model step (no --gemm on the GPU)"
+                );
+            }
+            if a.charlm {
+                return charlm_on_cuda(&a);
             }
             return crate::gpu_bench::run_stack_on(
                 "cuda",
@@ -371,6 +377,95 @@ fn run_charlm(a: &Args) -> Result<()> {
             out,
             "char-model step (V={v}, LSTM {CHARLM_HIDDEN}x{CHARLM_LAYERS}, B={b}, T={t}), {} threads: {:.3} ms, {chars_per_s:.0} chars/s",
             a.threads,
+            s * 1e3
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn charlm_on_cuda(_a: &Args) -> Result<()> {
+    bail!(crate::device::NOT_COMPILED)
+}
+
+#[cfg(feature = "cuda")]
+fn charlm_on_cuda(a: &Args) -> Result<()> {
+    match crate::device::open("cuda")? {
+        crate::device::Device::Cuda(gpu) => charlm_cuda(a, gpu),
+        crate::device::Device::Cpu => bail!("no CUDA device found"),
+    }
+}
+
+/// The char-model training step on the GPU: the same model, initial values, Adam and clipping as
+/// [`run_charlm`], through the GPU engine the training loop uses (forward, loss, backward,
+/// clipping, Adam, each step from a zero state), timed by the wall clock with the device
+/// synchronised at the end of every step.
+#[cfg(feature = "cuda")]
+fn charlm_cuda(a: &Args, gpu: recur_cuda::Gpu) -> Result<()> {
+    use recur::engine::{Engine, EngineParts};
+    use recur::lm::Carry;
+    let (v, t, b) = (CHARLM_VOCAB, a.seq_length, a.batch);
+    if t == 0 || b == 0 {
+        bail!("--batch and --seq-length must be at least 1");
+    }
+    let rnn = StackConfig::new(CellKind::Lstm, v, CHARLM_HIDDEN).with_layers(CHARLM_LAYERS);
+    let model = Model::new(ModelConfig::char_model(v, 0, rnn)).map_err(|e| anyhow::anyhow!(e))?;
+    let mut rng = Rng::new(3);
+    let mut params = vec![0f32; model.num_params()];
+    model.init(&mut params, &mut rng);
+    let adam = OptimKind::parse("adam", 0.0).expect("adam is a known optimizer");
+    let opt = Optimizer::<f32>::new(adam, CHARLM_LR, model.num_params());
+    let ids: Vec<u32> = (0..t * b).map(|_| rng.below(v as u64) as u32).collect();
+    let targets: Vec<u32> = (0..t * b).map(|_| rng.below(v as u64) as u32).collect();
+    let name = gpu.name();
+    let mut eng = recur_cuda::GpuEngine::new(
+        gpu,
+        EngineParts {
+            carry: Carry::zeros(&model, b),
+            model,
+            params,
+            opt,
+            t,
+            b,
+            val_b: 0,
+        },
+    )?;
+    let mut err: Option<String> = None;
+    let mut loss = 0.0;
+    let tm = time_median(a, || {
+        if err.is_some() {
+            return;
+        }
+        let mut step = || -> std::result::Result<f64, String> {
+            eng.reset_carry();
+            let l = eng.forward_loss(&ids, &targets, &mut rng)?;
+            eng.backward_clip(&ids, 0.0, CHARLM_CLIP)?;
+            eng.update(CHARLM_LR)?;
+            eng.gpu().sync().map_err(|e| e.to_string())?;
+            Ok(l)
+        };
+        match step() {
+            Ok(l) => loss = l,
+            Err(e) => err = Some(e),
+        }
+    });
+    if let Some(e) = err {
+        bail!(e);
+    }
+    let s = tm.wall_s;
+    let chars_per_s = (t * b) as f64 / s;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let j = json!({
+            "charlm": true, "device": format!("cuda ({name})"), "vocab": v,
+            "hidden": CHARLM_HIDDEN, "layers": CHARLM_LAYERS, "batch": b, "seq_length": t,
+            "median_s": s, "chars_per_s": chars_per_s, "last_loss": loss,
+        });
+        writeln!(out, "{j}")?;
+    } else {
+        writeln!(
+            out,
+            "char-model step on cuda ({name}) (V={v}, LSTM {CHARLM_HIDDEN}x{CHARLM_LAYERS}, B={b}, T={t}): {:.3} ms, {chars_per_s:.0} chars/s",
             s * 1e3
         )?;
     }

@@ -5,7 +5,6 @@
 use crate::charlm_common::load_char_model;
 use anyhow::{bail, Context, Result};
 use recur::data;
-use recur::lm::stream_loss;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
@@ -27,6 +26,9 @@ pub struct Args {
     /// Print {"chars": N, "loss_nats": x, "bpc": y} on stdout.
     #[arg(long)]
     json: bool,
+    /// cpu, or cuda (the GPU; needs the `cuda` cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -39,6 +41,7 @@ pub fn run(a: Args) -> Result<()> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     recur::ops::gemm::set_threads(threads);
+    let device = crate::device::open(&a.device)?;
     let (ckpt, model, vocab) = load_char_model(&a.checkpoint)?;
     let text = data::read_text(&a.text)?;
     let ids = vocab
@@ -51,8 +54,7 @@ pub fn run(a: Args) -> Result<()> {
             ids.len()
         );
     }
-    let mut ws = model.workspace(a.chunk, 1);
-    let (sum, count) = stream_loss(&model, &ckpt.params, &ids, &mut ws);
+    let (sum, count) = device.stream_loss(&model, &ckpt.params, &ids, a.chunk)?;
     let loss = sum / count as f64;
     let bpc = loss / std::f64::consts::LN_2;
     let mut out = std::io::stdout().lock();

@@ -3,6 +3,7 @@
 
 mod bench;
 mod charlm_common;
+mod device;
 mod eval;
 mod gpu_bench;
 mod gradcheck;

@@ -3,7 +3,7 @@
 
 use crate::charlm_common::load_char_model;
 use anyhow::{bail, Result};
-use recur::lm::{Generator, SampleOptions};
+use recur::lm::SampleOptions;
 use recur::rng::Rng;
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,6 +28,9 @@ pub struct Args {
     /// Text run through the model first and printed before the sample [default: a newline].
     #[arg(long)]
     prime: Option<String>,
+    /// cpu, or cuda (the GPU; needs the `cuda` cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -37,6 +40,7 @@ pub fn run(a: Args) -> Result<()> {
             a.temperature
         );
     }
+    let device = crate::device::open(&a.device)?;
     let (ckpt, model, vocab) = load_char_model(&a.checkpoint)?;
     let prime = a.prime.clone().unwrap_or_else(|| "\n".to_string());
     if prime.is_empty() {
@@ -45,7 +49,7 @@ pub fn run(a: Args) -> Result<()> {
     let prime_ids = vocab
         .encode(&prime)
         .map_err(|e| anyhow::anyhow!("--prime: {e}"))?;
-    let mut g = Generator::new(&model, &ckpt.params);
+    let mut g = device.generator(&model, &ckpt.params)?;
     let mut rng = Rng::new(a.seed);
     let opts = SampleOptions {
         temperature: a.temperature,
@@ -56,14 +60,14 @@ pub fn run(a: Args) -> Result<()> {
         out.write_all(prime.as_bytes())?;
     }
     for &id in &prime_ids {
-        g.feed(id);
+        g.feed(id)?;
     }
     let mut buf = [0u8; 4];
     for _ in 0..a.length {
         let id = g.sample(&opts, &mut rng);
         out.write_all(vocab.char(id).encode_utf8(&mut buf).as_bytes())?;
         out.flush()?;
-        g.feed(id);
+        g.feed(id)?;
     }
     writeln!(out)?;
     Ok(())

@@ -122,6 +122,10 @@ pub struct Args {
     /// Print one JSON object with the final numbers on stdout; evaluations go to stderr.
     #[arg(long)]
     json: bool,
+    /// Where the training math runs: cpu, or cuda (the GPU; needs the `cuda` cargo feature).
+    /// Checkpoints are the same either way: a run continues on the other device with --resume.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// A preset's values for every flag that has one.
@@ -403,8 +407,10 @@ pub fn run(a: Args) -> Result<()> {
         positive("--sample-temperature", a.sample_temperature)?;
     }
     let dir = a.checkpoint_dir.clone();
+    let device = crate::device::open(&a.device)?;
+    let device_name = device.name();
 
-    let (mut trainer, vocab, data_path) = if a.resume {
+    let (trainer, vocab, data_path) = if a.resume {
         let given = config_flags(&a);
         if !given.is_empty() {
             bail!(
@@ -483,6 +489,7 @@ pub fn run(a: Args) -> Result<()> {
         )?;
         (t, vocab, data_path)
     };
+    let mut trainer = device.attach(trainer)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -520,6 +527,11 @@ pub fn run(a: Args) -> Result<()> {
         threads,
         if a.resume { format!(", resumed at step {}", trainer.state.step) } else { String::new() },
     );
+    let header = if device_name == "cpu" {
+        header
+    } else {
+        format!("{header}, on {device_name}")
+    };
     eprintln!("{header}");
 
     let bar = if a.quiet {

@@ -70,3 +70,155 @@ fn unknown_device_is_rejected() {
     assert_eq!(code, 2);
     assert!(stderr.contains("unknown --device 'tpu'"), "{stderr}");
 }
+
+/// A few thousand characters of play-like text in a fresh temporary directory.
+fn corpus(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("recur-gpu-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let mut text = String::new();
+    for i in 0..40 {
+        text.push_str(
+            [
+                "ROMEO:\nBut soft, what light through yonder window breaks?\n\n",
+                "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n\n",
+            ][i % 2],
+        );
+    }
+    std::fs::write(d.join("corpus.txt"), text).unwrap();
+    d
+}
+
+/// The one-line error of `--device cuda` without support or without a GPU.
+fn assert_device_error(args: &[&str], code: i32, stderr: &str) {
+    assert_eq!(code, 2, "{args:?}: exit code {code}, stderr {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?}: one line, got {stderr}"
+    );
+    let want = if cfg!(feature = "cuda") {
+        "recur: error: no CUDA device found"
+    } else {
+        "recur: error: CUDA support was not compiled in"
+    };
+    assert!(stderr.starts_with(want), "{args:?}: {stderr}");
+}
+
+/// `train`, `eval`, `sample` and `bench --charlm` with `--device cuda`: one line, exit 2, without
+/// support or without a GPU. With both, a run trained on the CPU continues on the GPU with
+/// --resume, and the GPU's checkpoint evaluates and samples on either device.
+#[test]
+fn char_model_commands_on_cuda_or_one_line_error() {
+    let d = corpus("charlm");
+    let data = d.join("corpus.txt");
+    let ck = d.join("ck");
+    let (data, ck) = (data.to_str().unwrap(), ck.to_str().unwrap());
+    let small = [
+        "--data",
+        data,
+        "--checkpoint-dir",
+        ck,
+        "--num-layers",
+        "2",
+        "--rnn-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--seq-length",
+        "8",
+        "--sample-length",
+        "0",
+        "--quiet",
+        "--json",
+    ];
+    // a CPU run of 3 steps
+    let mut a = vec!["train", "--max-steps", "3"];
+    a.extend(small);
+    let (code, _, stderr) = recur(&a);
+    assert_eq!(code, 0, "cpu train: {stderr}");
+    let best = format!("{ck}/best.safetensors");
+    let runs: Vec<Vec<&str>> = vec![
+        vec![
+            "train",
+            "--resume",
+            "--checkpoint-dir",
+            ck,
+            "--max-steps",
+            "6",
+            "--quiet",
+            "--json",
+            "--sample-length",
+            "0",
+            "--device",
+            "cuda",
+        ],
+        vec![
+            "eval",
+            "--checkpoint",
+            &best,
+            "--text",
+            data,
+            "--json",
+            "--device",
+            "cuda",
+        ],
+        vec![
+            "sample",
+            "--checkpoint",
+            &best,
+            "--length",
+            "20",
+            "--device",
+            "cuda",
+        ],
+        vec![
+            "bench",
+            "--charlm",
+            "--device",
+            "cuda",
+            "--batch",
+            "2",
+            "--seq-length",
+            "4",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--min-sample-ms",
+            "1",
+            "--json",
+        ],
+    ];
+    for args in &runs {
+        let (code, stdout, stderr) = recur(args);
+        if cfg!(feature = "cuda") && code == 0 {
+            // a GPU: each command did its work
+            match args[0] {
+                "train" => assert!(stdout.contains("\"steps\":6"), "{stdout}"),
+                "eval" => assert!(stdout.contains("loss_nats"), "{stdout}"),
+                "sample" => assert!(stdout.trim_end().chars().count() >= 20, "{stdout}"),
+                _ => assert!(stdout.contains("chars_per_s"), "{stdout}"),
+            }
+            continue;
+        }
+        assert_device_error(args, code, &stderr);
+    }
+    if cfg!(feature = "cuda") {
+        // whichever device wrote it, the latest checkpoint continues on the CPU
+        let (code, _, stderr) = recur(&[
+            "train",
+            "--resume",
+            "--checkpoint-dir",
+            ck,
+            "--max-steps",
+            "8",
+            "--quiet",
+            "--json",
+            "--sample-length",
+            "0",
+        ]);
+        assert_eq!(code, 0, "resume on the cpu: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(d);
+}

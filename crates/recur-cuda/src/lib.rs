@@ -17,10 +17,20 @@
 //! For batches of at most 8 with a small W_hh, each forward step is one fused kernel
 //! (`step_small`: the recurrent product and the cell together).
 //!
-//! What it is not (yet): float64 kernels, the model's embedding/head/loss and the optimizers on
-//! the device, the persistent small-batch kernel. The library never prints.
+//! - [`GpuModel`]: a `recur::model::Model` on the device (input, stack, decoder, every head's loss,
+//!   backward) with the CPU's flat parameter layout; [`GpuOptimizer`] and the clipping functions:
+//!   `recur::optim` on the device;
+//! - [`GpuEngine`]: `recur::engine::Engine` on the device, so `recur::train::Trainer` runs on the
+//!   GPU with the same loop and checkpoints; [`stream_loss`] and [`GpuGenerator`] for evaluation
+//!   and sampling;
+//! - [`compile_ptx`] and [`SOURCES`]: the kernels' NVRTC compilation, also used without a GPU by
+//!   `tests/nvrtc_compiles.rs`.
+//!
+//! What it is not (yet): float64 kernels, the persistent small-batch kernel. The library never
+//! prints.
 
 mod device;
+mod engine;
 mod gemm;
 mod kernels;
 mod model;
@@ -29,6 +39,7 @@ mod optim;
 mod stack;
 
 pub use device::{Gpu, GpuError, GpuGraph};
+pub use engine::{stream_loss, GpuCarry, GpuEngine, GpuGenerator};
 pub use kernels::{compile_ptx, SOURCES};
 pub use model::{GpuModel, GpuModelWorkspace};
 pub use optim::{clip_grad_norm, clip_grad_value, grad_norm, GpuOptimizer, NormScratch};

@@ -612,10 +612,15 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// `RECUR_FIXTURES` when set (the GPU machine runs this executable from another checkout
+    /// path), else the source tree it was built from.
     fn open(name: &str) -> Fixture {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../recur/tests/fixtures")
-            .join(name);
+        let dir = std::env::var_os("RECUR_FIXTURES")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../recur/tests/fixtures")
+            });
+        let path = dir.join(name);
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let (_, header) = SafeTensors::read_metadata(&bytes).expect("safetensors header");
         let meta = header.metadata().clone().unwrap_or_default();

@@ -11,6 +11,7 @@
 //! - [`optim`]: SGD, Adagrad, RMSprop, Adam, gradient clipping;
 //! - [`data`]: text corpora: vocabulary, train/validation split, B streams x T steps batches;
 //! - [`train`]: the character-model training loop (progress by callback, checkpoints, resume);
+//! - [`engine`]: the math of a training step behind one trait (the CPU engine; recur-cuda's GPU one);
 //! - [`lm`]: a character model's loss on a text, and sampling;
 //! - [`gradcheck`]: central finite differences in f64;
 //! - [`lecture`]: the seed lecture's "hello" example.
@@ -19,6 +20,7 @@
 pub mod cell;
 pub mod checkpoint;
 pub mod data;
+pub mod engine;
 pub mod gradcheck;
 pub mod gradflow;
 pub mod lecture;

@@ -179,38 +179,51 @@ impl<'a> Generator<'a> {
 
     /// Draws the next character from the distribution after the last [`Generator::feed`].
     pub fn sample(&mut self, opts: &SampleOptions, rng: &mut Rng) -> u32 {
-        assert!(opts.temperature > 0.0, "temperature must be positive");
-        let v = self.probs.len();
-        let inv_t = (1.0 / opts.temperature) as f32;
-        let scaled: Vec<f32> = self.logits().iter().map(|&x| x * inv_t).collect();
-        softmax_rows(&scaled, &mut self.probs, 1, v);
-        if opts.top_k > 0 && opts.top_k < v {
-            // keep the k largest probabilities (ties broken by id), renormalise below
-            self.order.clear();
-            self.order.extend(0..v as u32);
-            let p = &self.probs;
-            self.order.sort_by(|&a, &b| {
-                p[b as usize]
-                    .partial_cmp(&p[a as usize])
-                    .unwrap_or(std::cmp::Ordering::Equal)
-                    .then(a.cmp(&b))
-            });
-            for &i in &self.order[opts.top_k..] {
-                self.probs[i as usize] = 0.0;
-            }
-        }
-        let total: f64 = self.probs.iter().map(|&p| p as f64).sum();
-        let mut u = rng.uniform() * total;
-        let mut last = 0;
-        for (i, &p) in self.probs.iter().enumerate() {
-            if p > 0.0 {
-                last = i;
-                u -= p as f64;
-                if u < 0.0 {
-                    return i as u32;
-                }
-            }
-        }
-        last as u32
+        assert!(self.fed, "feed a character first");
+        draw(&self.ws.logits, opts, rng, &mut self.probs, &mut self.order)
     }
+}
+
+/// Draws a class from `logits` (V) as [`Generator::sample`] does (temperature, top-k), with
+/// `probs` (V) and `order` as scratch; shared by every device's generator.
+pub fn draw(
+    logits: &[f32],
+    opts: &SampleOptions,
+    rng: &mut Rng,
+    probs: &mut [f32],
+    order: &mut Vec<u32>,
+) -> u32 {
+    assert!(opts.temperature > 0.0, "temperature must be positive");
+    let v = probs.len();
+    let inv_t = (1.0 / opts.temperature) as f32;
+    let scaled: Vec<f32> = logits.iter().map(|&x| x * inv_t).collect();
+    softmax_rows(&scaled, probs, 1, v);
+    if opts.top_k > 0 && opts.top_k < v {
+        // keep the k largest probabilities (ties broken by id), renormalise below
+        order.clear();
+        order.extend(0..v as u32);
+        let p = &*probs;
+        order.sort_by(|&a, &b| {
+            p[b as usize]
+                .partial_cmp(&p[a as usize])
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.cmp(&b))
+        });
+        for &i in &order[opts.top_k..] {
+            probs[i as usize] = 0.0;
+        }
+    }
+    let total: f64 = probs.iter().map(|&p| p as f64).sum();
+    let mut u = rng.uniform() * total;
+    let mut last = 0;
+    for (i, &p) in probs.iter().enumerate() {
+        if p > 0.0 {
+            last = i;
+            u -= p as f64;
+            if u < 0.0 {
+                return i as u32;
+            }
+        }
+    }
+    last as u32
 }

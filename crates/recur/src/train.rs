@@ -8,13 +8,16 @@
 //! checkpoints, or looks at the clock except for the `max_minutes` budget and chars/s.
 //!
 //! One step is: forward -> loss -> backward -> (the slot where a data-parallel all-reduce of the
-//! gradients would go) -> clipping -> optimizer update. See [`Trainer::step`].
+//! gradients would go) -> clipping -> optimizer update. See [`Trainer::step`]. The math runs in an
+//! [`Engine`] (the CPU's by default; [`Trainer::with_engine`] moves the run to another, e.g. the
+//! GPU's), so this loop is the same on every device.
 
 use crate::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::data::{self, Streams};
-use crate::lm::{stream_loss, Carry};
-use crate::model::{Input, Model, ModelConfig, ModelWorkspace};
-use crate::optim::{clip_grad_norm, clip_grad_value, grad_norm, OptimKind, Optimizer};
+use crate::engine::{CpuEngine, Engine, EngineError, EngineParts};
+use crate::lm::Carry;
+use crate::model::{Model, ModelConfig};
+use crate::optim::{OptimKind, Optimizer};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -139,6 +142,8 @@ pub enum TrainError {
         value: f64,
     },
     Checkpoint(CheckpointError),
+    /// The engine's device failed (a driver error); the message names it.
+    Device(EngineError),
 }
 
 impl fmt::Display for TrainError {
@@ -149,6 +154,7 @@ impl fmt::Display for TrainError {
                 write!(f, "the {what} became {value} at step {step}")
             }
             TrainError::Checkpoint(e) => write!(f, "{e}"),
+            TrainError::Device(e) => write!(f, "{e}"),
         }
     }
 }
@@ -206,13 +212,13 @@ pub enum Event<'a> {
 /// A training run in memory.
 pub struct Trainer {
     pub model: Model,
-    pub params: Vec<f32>,
-    grads: Vec<f32>,
-    pub opt: Optimizer<f32>,
+    // parameters, gradients, optimizer, carried state and workspaces
+    engine: Box<dyn Engine>,
+    // the learning rate of the last step (the checkpoint's before the first)
+    lr: f64,
+    // streams per validation batch (0: no validation text)
+    val_b: usize,
     rng: Rng,
-    ws: ModelWorkspace<f32>,
-    val_ws: Option<ModelWorkspace<f32>>,
-    carry: Carry,
     streams: Streams,
     train: Vec<u32>,
     val: Vec<u32>,
@@ -369,15 +375,22 @@ impl Trainer {
         }
         unbits(&state.carry_h, &mut carry.h);
         unbits(&state.carry_c, &mut carry.c);
-        let ws = model.workspace(t, b);
         let val_b = b.min(val.len().saturating_sub(1));
-        let val_ws = (val_b > 0).then(|| model.workspace(t, val_b));
-        Ok(Trainer {
-            grads: vec![0.0; params.len()],
-            rng: Rng::from_state(state.rng),
-            ws,
-            val_ws,
+        let lr = opt.lr;
+        let engine = Box::new(CpuEngine::new(EngineParts {
+            model: model.clone(),
+            params,
+            opt,
             carry,
+            t,
+            b,
+            val_b,
+        }));
+        Ok(Trainer {
+            engine,
+            lr,
+            val_b,
+            rng: Rng::from_state(state.rng),
             streams,
             train,
             val,
@@ -386,10 +399,69 @@ impl Trainer {
             vocab,
             ckpt_dir,
             model,
-            params,
-            opt,
             state,
         })
+    }
+
+    /// Moves the run to another engine: `make` receives the current parameters, optimizer and
+    /// carried state (host copies) and the batch shapes, and builds the engine (e.g. the GPU's)
+    /// that computes from then on. The loop, checkpoints and their format stay the same.
+    pub fn with_engine(
+        mut self,
+        make: impl FnOnce(EngineParts) -> Result<Box<dyn Engine>, EngineError>,
+    ) -> Result<Self, TrainError> {
+        let cfg = &self.state.config;
+        let parts = EngineParts {
+            model: self.model.clone(),
+            params: self
+                .engine
+                .params()
+                .map_err(TrainError::Device)?
+                .into_owned(),
+            opt: self
+                .engine
+                .optimizer()
+                .map_err(TrainError::Device)?
+                .into_owned(),
+            carry: self
+                .engine
+                .carry()
+                .map_err(TrainError::Device)?
+                .into_owned(),
+            t: cfg.seq_length,
+            b: cfg.batch_size,
+            val_b: self.val_b,
+        };
+        self.engine = make(parts).map_err(TrainError::Device)?;
+        Ok(self)
+    }
+
+    /// Where the math runs (`cpu`, or the device of [`Trainer::with_engine`]).
+    pub fn device(&self) -> String {
+        self.engine.device()
+    }
+
+    /// The current parameters (a host copy).
+    pub fn params(&self) -> Result<Vec<f32>, TrainError> {
+        Ok(self
+            .engine
+            .params()
+            .map_err(TrainError::Device)?
+            .into_owned())
+    }
+
+    /// Replaces the parameters.
+    pub fn set_params(&mut self, params: &[f32]) -> Result<(), TrainError> {
+        self.engine.set_params(params).map_err(TrainError::Device)
+    }
+
+    /// The optimizer with its state (a host copy).
+    pub fn optimizer(&self) -> Result<Optimizer<f32>, TrainError> {
+        Ok(self
+            .engine
+            .optimizer()
+            .map_err(TrainError::Device)?
+            .into_owned())
     }
 
     /// Batches per epoch.
@@ -447,25 +519,16 @@ impl Trainer {
         let k = (self.state.step % bpe) as usize;
         if k == 0 {
             // a new epoch: every stream starts again from its beginning
-            self.carry.reset();
+            self.engine.reset_carry();
         }
         self.streams
             .fill(&self.train, k, &mut self.inputs, &mut self.targets);
         let n = self.inputs.len();
-        let input = Input::Tokens(&self.inputs);
-        let (h0, c0) = self.carry.as_init();
         let rng_before = self.rng.clone();
-        self.model.forward(
-            &mut self.ws,
-            &self.params,
-            input,
-            h0,
-            c0,
-            None,
-            Some(&mut self.rng),
-        );
-        let (sum, count) = self.model.loss(&mut self.ws, &self.targets, 1.0 / n as f32);
-        let loss = sum / count as f64;
+        let loss = self
+            .engine
+            .forward_loss(&self.inputs, &self.targets, &mut self.rng)
+            .map_err(TrainError::Device)?;
         let step = self.state.step + 1;
         if !loss.is_finite() {
             self.rng = rng_before;
@@ -475,27 +538,11 @@ impl Trainer {
                 value: loss,
             });
         }
-        self.grads.fill(0.0);
-        self.model.backward(
-            &mut self.ws,
-            &self.params,
-            &mut self.grads,
-            input,
-            None,
-            None,
-            None,
-            None,
-        );
-        // A data-parallel run would all-reduce (average) `self.grads` across workers here.
         let cfg = &self.state.config;
-        if cfg.grad_clip_value > 0.0 {
-            clip_grad_value(&mut self.grads, cfg.grad_clip_value);
-        }
-        let norm = if cfg.grad_clip > 0.0 {
-            clip_grad_norm(&mut self.grads, cfg.grad_clip)
-        } else {
-            grad_norm(&self.grads)
-        };
+        let norm = self
+            .engine
+            .backward_clip(&self.inputs, cfg.grad_clip_value, cfg.grad_clip)
+            .map_err(TrainError::Device)?;
         if !norm.is_finite() {
             self.rng = rng_before;
             return Err(TrainError::NonFinite {
@@ -504,9 +551,8 @@ impl Trainer {
                 value: norm,
             });
         }
-        self.opt.lr = self.lr_at(self.state.step);
-        self.opt.update(&mut self.params, &self.grads);
-        self.carry.take_from(&self.ws);
+        self.lr = self.lr_at(self.state.step);
+        self.engine.update(self.lr).map_err(TrainError::Device)?;
         self.state.step = step;
         self.state.chars_seen += n as u64;
         self.state.acc_loss += loss;
@@ -517,30 +563,36 @@ impl Trainer {
     /// Mean validation loss (nats/char) of the current parameters: the validation text read as
     /// B streams from a zero state, T steps at a time with the state carried. `None` without
     /// validation text.
-    pub fn evaluate(&mut self) -> Option<f64> {
-        let ws = self.val_ws.as_mut()?;
-        let (sum, count) = stream_loss(&self.model, &self.params, &self.val, ws);
-        (count > 0).then(|| sum / count as f64)
+    pub fn evaluate(&mut self) -> Result<Option<f64>, TrainError> {
+        if self.val_b == 0 {
+            return Ok(None);
+        }
+        let (sum, count) = self
+            .engine
+            .stream_loss(&self.val)
+            .map_err(TrainError::Device)?;
+        Ok((count > 0).then(|| sum / count as f64))
     }
 
     /// The checkpoint of the current state.
-    pub fn checkpoint(&self) -> Checkpoint {
+    pub fn checkpoint(&self) -> Result<Checkpoint, TrainError> {
         let mut st = self.state.clone();
         st.rng = self.rng.state();
-        st.carry_h = bits(&self.carry.h);
-        st.carry_c = bits(&self.carry.c);
-        Checkpoint {
+        let carry = self.engine.carry().map_err(TrainError::Device)?;
+        st.carry_h = bits(&carry.h);
+        st.carry_c = bits(&carry.c);
+        Ok(Checkpoint {
             model: self.model.cfg.clone(),
-            params: self.params.clone(),
+            params: self.params()?,
             vocab: self.vocab.clone(),
-            optimizer: Some(self.opt.clone()),
+            optimizer: Some(self.optimizer()?),
             train_state: Some(serde_json::to_value(&st).expect("train state serialises")),
-        }
+        })
     }
 
     fn save(&self, name: &str) -> Result<(), TrainError> {
         if let Some(d) = &self.ckpt_dir {
-            checkpoint::save(&d.join(name), &self.checkpoint())?;
+            checkpoint::save(&d.join(name), &self.checkpoint()?)?;
         }
         Ok(())
     }
@@ -555,7 +607,7 @@ impl Trainer {
             epoch: st.step as f64 / self.streams.batches() as f64,
             chars_seen: st.chars_seen,
             elapsed_secs: st.elapsed_secs,
-            lr: self.opt.lr,
+            lr: self.lr,
             train_loss: if st.acc_steps > 0 {
                 st.acc_loss / st.acc_steps as f64
             } else {
@@ -570,7 +622,7 @@ impl Trainer {
     }
 
     fn eval_and_save(&mut self, last: bool, on: &mut dyn FnMut(&Event)) -> Result<(), TrainError> {
-        let val = self.evaluate();
+        let val = self.evaluate()?;
         let row = self.log_row(val);
         let st = &mut self.state;
         st.last_eval_step = Some(st.step);
@@ -587,11 +639,12 @@ impl Trainer {
             self.save(BEST)?;
         }
         self.save(LATEST)?;
+        let params = self.engine.params().map_err(TrainError::Device)?;
         on(&Event::Eval {
             row: &row,
             best,
             last,
-            params: &self.params,
+            params: &params,
         });
         Ok(())
     }
@@ -631,7 +684,7 @@ impl Trainer {
                 total_steps,
                 epoch: self.state.step as f64 / self.streams.batches() as f64,
                 loss,
-                lr: self.opt.lr,
+                lr: self.lr,
                 grad_norm: norm,
                 chars_seen: self.state.chars_seen,
                 chars_per_sec: (self.state.chars_seen - base_chars) as f64 / secs.max(1e-9),
