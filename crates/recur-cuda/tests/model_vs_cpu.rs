@@ -795,3 +795,117 @@ fn gpu_matches_torch_fixtures() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The training loop on the GPU engine.
+
+/// The loss of the first step after moving to the GPU: its parameters, optimizer and carried
+/// state are the CPU's exactly, only the forward's rounding differs (TOL). Later steps compound
+/// rounding through Adam, which divides by the gradients' running magnitude: a bound of 1e-3 on
+/// the loss still tells a working engine (differences of 1e-6 to 1e-4) from a wrong one (a
+/// dropped carry or moment changes the loss in the second or first decimal).
+const LATER_LOSS_TOL: f64 = 1e-3;
+
+fn small_trainer(steps: u64) -> recur::train::Trainer {
+    use recur::data::{self, Vocab};
+    use recur::train::{Budget, TrainConfig, Trainer};
+    let text = "to be or not to be, that is the question\nROMEO:\nwhether 'tis nobler\n".repeat(30);
+    let vocab = Vocab::from_text(&text);
+    let ids = vocab.encode(&text).unwrap();
+    let (tr, va) = data::split(&ids, 0.1);
+    let rnn = StackConfig::new(CellKind::Lstm, 0, 16)
+        .with_layers(2)
+        .with_dropout(0.25);
+    let cfg = TrainConfig {
+        model: ModelConfig::char_model(vocab.len(), 0, rnn),
+        batch_size: 3,
+        seq_length: 7,
+        optim: OptimKind::parse("adam", 0.0).unwrap(),
+        lr: 1e-2,
+        lr_decay: 0.9,
+        lr_decay_every: 4,
+        grad_clip: 1.0,
+        grad_clip_value: 0.5,
+        seed: 11,
+        eval_every: 5,
+        log_every: 0,
+    };
+    let budget = Budget {
+        max_steps: Some(steps),
+        ..Budget::default()
+    };
+    Trainer::new(
+        cfg,
+        budget,
+        tr.to_vec(),
+        va.to_vec(),
+        None,
+        None,
+        serde_json::Value::Null,
+    )
+    .unwrap()
+}
+
+fn losses(t: &mut recur::train::Trainer) -> (Vec<f64>, Vec<Option<f64>>) {
+    use recur::train::Event;
+    let (mut l, mut v) = (Vec::new(), Vec::new());
+    t.run(
+        &std::sync::atomic::AtomicBool::new(false),
+        &mut |ev| match ev {
+            Event::Step(s) => l.push(s.loss),
+            Event::Eval { row, .. } => v.push(row.val_loss),
+            Event::Log(_) => {}
+        },
+    )
+    .unwrap();
+    (l, v)
+}
+
+#[test]
+fn gpu_engine_continues_a_cpu_run() {
+    use recur::engine::Engine;
+    let Some(gpu) = gpu("gpu_engine_continues_a_cpu_run") else {
+        return;
+    };
+    let mut whole = small_trainer(12);
+    let (l_cpu, v_cpu) = losses(&mut whole);
+    let mut first = small_trainer(5);
+    let (mut l, mut v) = losses(&mut first);
+    first.state.budget.max_steps = Some(12);
+    let mut moved = first
+        .with_engine(|p| {
+            recur_cuda::GpuEngine::new(gpu, p)
+                .map(|e| Box::new(e) as Box<dyn Engine>)
+                .map_err(|e| e.to_string())
+        })
+        .unwrap();
+    assert!(moved.device().starts_with("cuda"), "{}", moved.device());
+    let (l2, v2) = losses(&mut moved);
+    l.extend(l2);
+    v.extend(v2);
+    assert_eq!(l.len(), 12);
+    // steps 1-5 ran on the CPU in both runs
+    assert_eq!(l[..5], l_cpu[..5]);
+    check(
+        &[compare("loss of step 6", &l[5..6], &l_cpu[5..6])],
+        TOL,
+        "first GPU step",
+    );
+    check(
+        &[
+            compare("losses of steps 7-12", &l[6..], &l_cpu[6..]),
+            compare(
+                "validation losses",
+                &v.iter().map(|x| x.unwrap()).collect::<Vec<_>>(),
+                &v_cpu.iter().map(|x| x.unwrap()).collect::<Vec<_>>(),
+            ),
+        ],
+        LATER_LOSS_TOL,
+        "GPU steps 7-12",
+    );
+    // and back: the GPU's state as a checkpoint continues on the CPU
+    let ck = moved.checkpoint().unwrap();
+    assert_eq!(ck.optimizer.as_ref().unwrap().step, 12);
+    assert_eq!(ck.params.len(), moved.model.num_params());
+    println!("CPU run moved to the GPU after 5 steps: losses {l:?}, CPU only {l_cpu:?}");
+}
