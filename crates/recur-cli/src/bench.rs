@@ -391,7 +391,7 @@ fn charlm_on_cuda(_a: &Args) -> Result<()> {
 #[cfg(feature = "cuda")]
 fn charlm_on_cuda(a: &Args) -> Result<()> {
     match crate::device::open("cuda")? {
-        crate::device::Device::Cuda(gpu) => charlm_cuda(a, gpu),
+        crate::device::Device::Cuda(gpu) => charlm_cuda(a, *gpu),
         crate::device::Device::Cpu => bail!("no CUDA device found"),
     }
 }

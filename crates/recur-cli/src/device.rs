@@ -20,7 +20,7 @@ pub const NOT_COMPILED: &str =
 pub enum Device {
     Cpu,
     #[cfg(feature = "cuda")]
-    Cuda(recur_cuda::Gpu),
+    Cuda(Box<recur_cuda::Gpu>),
 }
 
 /// Opens `cpu` or `cuda` (device 0).
@@ -35,7 +35,7 @@ pub fn open(name: &str) -> Result<Device> {
 #[cfg(feature = "cuda")]
 fn open_cuda() -> Result<Device> {
     recur_cuda::Gpu::new(0)
-        .map(Device::Cuda)
+        .map(|g| Device::Cuda(Box::new(g)))
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -46,9 +46,9 @@ fn open_cuda() -> Result<Device> {
 
 /// A character generator on either device.
 pub enum Gen<'a> {
-    Cpu(Generator<'a>),
+    Cpu(Box<Generator<'a>>),
     #[cfg(feature = "cuda")]
-    Cuda(recur_cuda::GpuGenerator<'a>),
+    Cuda(Box<recur_cuda::GpuGenerator<'a>>),
 }
 
 impl Gen<'_> {
@@ -88,7 +88,7 @@ impl Device {
             Device::Cpu => Ok(trainer),
             #[cfg(feature = "cuda")]
             Device::Cuda(gpu) => Ok(trainer.with_engine(move |parts| {
-                recur_cuda::GpuEngine::new(gpu, parts)
+                recur_cuda::GpuEngine::new(*gpu, parts)
                     .map(|e| Box::new(e) as Box<dyn recur::engine::Engine>)
                     .map_err(|e| e.to_string())
             })?),
@@ -124,11 +124,11 @@ impl Device {
     /// A generator of `model` with `params` on this device.
     pub fn generator<'a>(&'a self, model: &'a Model, params: &'a [f32]) -> Result<Gen<'a>> {
         match self {
-            Device::Cpu => Ok(Gen::Cpu(Generator::new(model, params))),
+            Device::Cpu => Ok(Gen::Cpu(Box::new(Generator::new(model, params)))),
             #[cfg(feature = "cuda")]
-            Device::Cuda(gpu) => Ok(Gen::Cuda(recur_cuda::GpuGenerator::new(
+            Device::Cuda(gpu) => Ok(Gen::Cuda(Box::new(recur_cuda::GpuGenerator::new(
                 gpu, model, params,
-            )?)),
+            )?))),
         }
     }
 }
