@@ -29,7 +29,7 @@ pub const MAX_PARTS: usize = 64;
 const CLAIM_WAIT: Duration = Duration::from_micros(500);
 
 /// Spins before a waiting thread starts yielding its core between checks.
-const SPINS_BEFORE_YIELD: u32 = 1 << 14;
+const SPINS_BEFORE_YIELD: u32 = 1 << 10;
 
 /// A sense-reversing barrier for a fixed number of spinning threads.
 struct Barrier {
