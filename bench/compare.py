@@ -14,7 +14,8 @@ What it does, in order:
    which goes first; each of them reports the median of 7 samples after 2 warm-up calls;
 5. measures the peak memory of one training step of each, in separate processes (below);
 6. prints one markdown table: per point the median over rounds of each engine's throughput,
-   the ratio recur/PyTorch, and GFLOP/s; the GEMM peaks; the memory; `uptime` before and after.
+   the ratio recur/PyTorch, and GFLOP/s; the GEMM peaks and the cores' FMA ceiling (`recur bench
+   --fma-peak`, independent vector FMAs only); the memory; `uptime` before and after.
 
 Grid: RNN-tanh, LSTM, GRU, one layer, input = hidden = H, (H, B, T) in (128, 32, 64),
 (512, 32, 64), (1024, 16, 32), (256, 1, 256); inference and training; 1 and 2 threads; plus the
@@ -176,6 +177,8 @@ def main():
         req = {"kind": "gemm", "n": GEMM_N, "threads": th}
         peaks[th]["recur"] = max(peaks[th]["recur"], recur_run(recur_args(req))["gflops"])
         peaks[th]["torch"] = max(peaks[th]["torch"], torch_w.ask(req)["gflops"])
+        # the hardware's own ceiling: nothing but independent vector FMAs on th threads
+        peaks[th]["fma"] = recur_run(["--fma-peak", "--threads", str(th)])["gflops"]
     torch_w.close()
 
     mem = {}
@@ -223,7 +226,8 @@ def main():
     print()
     for th in threads:
         p = peaks[th]
-        print(f"float32 GEMM {GEMM_N}^3, {th} thread(s): recur {p['recur']:.1f} GFLOP/s, PyTorch {p['torch']:.1f} GFLOP/s  ")
+        print(f"float32 GEMM {GEMM_N}^3, {th} thread(s): recur {p['recur']:.1f} GFLOP/s, PyTorch {p['torch']:.1f} GFLOP/s; "
+              f"FMA ceiling of the cores (`recur bench --fma-peak`) {p['fma']:.1f} GFLOP/s  ")  # fmt: skip
     if mem:
         print("\n| training step, peak memory | recur (peak RSS, whole process) | PyTorch (peak RSS growth after import) |")
         print("|---|---:|---:|")

@@ -47,6 +47,10 @@ pub struct Args {
     /// Time one square float32 GEMM of this size instead (the GEMM throughput on this machine).
     #[arg(long)]
     gemm: Option<usize>,
+    /// Measure the float32 FMA ceiling of this machine instead: --threads threads running only
+    /// independent vector fused multiply-adds (the hardware's limit, above any GEMM's).
+    #[arg(long)]
+    fma_peak: bool,
     /// Untimed runs before measuring.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
@@ -152,9 +156,10 @@ pub fn run(a: Args) -> Result<()> {
     match a.device.as_str() {
         "cpu" => {}
         "cuda" => {
-            if a.gemm.is_some() {
+            if a.gemm.is_some() || a.fma_peak {
                 bail!(
-                    "--device cuda times the stack or the char-model step (no --gemm on the GPU)"
+                    "--device cuda times the stack or the char-model step (no --gemm or \
+                     --fma-peak on the GPU)"
                 );
             }
             if a.charlm {
@@ -176,6 +181,9 @@ pub fn run(a: Args) -> Result<()> {
         other => bail!("unknown --device '{other}' (expected cpu or cuda)"),
     }
     set_threads(a.threads);
+    if a.fma_peak {
+        return run_fma_peak(&a);
+    }
     if let Some(n) = a.gemm {
         return run_gemm(&a, n);
     }
@@ -183,6 +191,31 @@ pub fn run(a: Args) -> Result<()> {
         return run_charlm(&a);
     }
     run_stack(&a)
+}
+
+fn run_fma_peak(a: &Args) -> Result<()> {
+    // one sample: 2e8 vector FMAs per thread (about 0.1 s at 4 GHz with 2 FMA pipes)
+    const ITERS: u64 = 200_000_000 / 12;
+    let _ = recur::ops::peak::fma_gflops(a.threads, ITERS / 10); // warm-up (clocks, page-in)
+    let mut samples: Vec<f64> = (0..a.repeats)
+        .map(|_| recur::ops::peak::fma_gflops(a.threads, ITERS))
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    let gflops = samples[samples.len() / 2];
+    let isa = recur::ops::peak::isa();
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let j = json!({"fma_peak": true, "isa": isa, "threads": a.threads, "gflops": gflops});
+        writeln!(out, "{j}")?;
+    } else {
+        writeln!(
+            out,
+            "float32 FMA ceiling ({isa}), {} threads: {gflops:.1} GFLOP/s (median of {})",
+            a.threads,
+            samples.len()
+        )?;
+    }
+    Ok(())
 }
 
 fn run_gemm(a: &Args, n: usize) -> Result<()> {

@@ -5,6 +5,7 @@ mod float;
 pub mod gemm;
 pub mod loss;
 pub mod panel;
+pub mod peak;
 pub mod team;
 
 pub use float::Float;
