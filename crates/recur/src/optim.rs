@@ -6,6 +6,8 @@
 use crate::ops::Float;
 use serde::{Deserialize, Serialize};
 
+use rayon::prelude::*;
+
 /// Which update rule, with its hyper-parameters (PyTorch's defaults in brackets).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -83,7 +85,9 @@ impl<F: Float> Optimizer<F> {
         }
     }
 
-    /// One update of `params` with `grads`.
+    /// One update of `params` with `grads`. Element-wise, so the buffers are cut in fixed chunks
+    /// shared out over the configured threads ([`crate::ops::gemm::threads`]); the result does not
+    /// depend on the thread count.
     pub fn update(&mut self, params: &mut [F], grads: &[F]) {
         assert_eq!(params.len(), grads.len());
         assert_eq!(params.len(), self.m.len());
@@ -92,32 +96,38 @@ impl<F: Float> Optimizer<F> {
         match self.kind {
             OptimKind::Sgd { momentum, nesterov } => {
                 let mu = F::from_f64(momentum);
-                if momentum == 0.0 {
-                    for (p, &g) in params.iter_mut().zip(grads) {
-                        *p -= lr * g;
+                let first = self.step == 1;
+                chunked(params, grads, &mut self.m, |p, g, b| {
+                    if momentum == 0.0 {
+                        for (p, &g) in p.iter_mut().zip(g) {
+                            *p -= lr * g;
+                        }
+                    } else {
+                        for ((p, &g), b) in p.iter_mut().zip(g).zip(b) {
+                            *b = if first { g } else { mu * *b + g };
+                            let d = if nesterov { g + mu * *b } else { *b };
+                            *p -= lr * d;
+                        }
                     }
-                } else {
-                    let first = self.step == 1;
-                    for ((p, &g), b) in params.iter_mut().zip(grads).zip(self.m.iter_mut()) {
-                        *b = if first { g } else { mu * *b + g };
-                        let d = if nesterov { g + mu * *b } else { *b };
-                        *p -= lr * d;
-                    }
-                }
+                });
             }
             OptimKind::Adagrad { eps } => {
                 let eps = F::from_f64(eps);
-                for ((p, &g), s) in params.iter_mut().zip(grads).zip(self.m.iter_mut()) {
-                    *s += g * g;
-                    *p -= lr * g / (s.sqrt() + eps);
-                }
+                chunked(params, grads, &mut self.m, |p, g, s| {
+                    for ((p, &g), s) in p.iter_mut().zip(g).zip(s) {
+                        *s += g * g;
+                        *p -= lr * g / (s.sqrt() + eps);
+                    }
+                });
             }
             OptimKind::Rmsprop { alpha, eps } => {
                 let (a, eps) = (F::from_f64(alpha), F::from_f64(eps));
-                for ((p, &g), s) in params.iter_mut().zip(grads).zip(self.m.iter_mut()) {
-                    *s = a * *s + (F::ONE - a) * g * g;
-                    *p -= lr * g / (s.sqrt() + eps);
-                }
+                chunked(params, grads, &mut self.m, |p, g, s| {
+                    for ((p, &g), s) in p.iter_mut().zip(g).zip(s) {
+                        *s = a * *s + (F::ONE - a) * g * g;
+                        *p -= lr * g / (s.sqrt() + eps);
+                    }
+                });
             }
             OptimKind::Adam { beta1, beta2, eps } => {
                 let t = self.step as i32;
@@ -126,28 +136,64 @@ impl<F: Float> Optimizer<F> {
                 let step_size = F::from_f64(self.lr / bc1);
                 let bc2_sqrt = F::from_f64(bc2.sqrt());
                 let (b1, b2, eps) = (F::from_f64(beta1), F::from_f64(beta2), F::from_f64(eps));
-                for (((p, &g), m), v) in params
-                    .iter_mut()
-                    .zip(grads)
-                    .zip(self.m.iter_mut())
-                    .zip(self.v.iter_mut())
-                {
-                    *m = b1 * *m + (F::ONE - b1) * g;
-                    *v = b2 * *v + (F::ONE - b2) * g * g;
-                    *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+                let n = params.len();
+                let adam = |p: &mut [F], g: &[F], m: &mut [F], v: &mut [F]| {
+                    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+                        *m = b1 * *m + (F::ONE - b1) * g;
+                        *v = b2 * *v + (F::ONE - b2) * g * g;
+                        *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+                    }
+                };
+                if parallel(n) {
+                    params
+                        .par_chunks_mut(CHUNK)
+                        .zip(grads.par_chunks(CHUNK))
+                        .zip(self.m.par_chunks_mut(CHUNK))
+                        .zip(self.v.par_chunks_mut(CHUNK))
+                        .for_each(|(((p, g), m), v)| adam(p, g, m, v));
+                } else {
+                    adam(params, grads, &mut self.m, &mut self.v);
                 }
             }
         }
     }
 }
 
-/// The global L2 norm of `grads` (accumulated in f64).
+/// Elements per chunk when an element-wise pass over the parameters is split over threads.
+const CHUNK: usize = 1 << 15;
+
+/// Whether a pass over `n` elements is worth splitting over the configured threads.
+fn parallel(n: usize) -> bool {
+    crate::ops::gemm::threads() > 1 && n >= 2 * CHUNK
+}
+
+/// Runs `f` over matching chunks of `p`, `g` and `m` (on several threads when it pays).
+fn chunked<F: Float>(
+    p: &mut [F],
+    g: &[F],
+    m: &mut [F],
+    f: impl Fn(&mut [F], &[F], &mut [F]) + Sync + Send,
+) {
+    if parallel(p.len()) {
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .for_each(|((p, g), m)| f(p, g, m));
+    } else {
+        f(p, g, m);
+    }
+}
+
+/// The global L2 norm of `grads` (accumulated in f64: per fixed chunk, the chunks' sums then
+/// added in order, so the value does not depend on the thread count).
 pub fn grad_norm<F: Float>(grads: &[F]) -> f64 {
-    grads
-        .iter()
-        .map(|g| g.to_f64() * g.to_f64())
-        .sum::<f64>()
-        .sqrt()
+    let part = |c: &[F]| c.iter().map(|g| g.to_f64() * g.to_f64()).sum::<f64>();
+    let sums: Vec<f64> = if parallel(grads.len()) {
+        grads.par_chunks(CHUNK).map(part).collect()
+    } else {
+        grads.chunks(CHUNK).map(part).collect()
+    };
+    sums.iter().sum::<f64>().sqrt()
 }
 
 /// Scales `grads` so that their global norm is at most `max_norm` (PyTorch's clip_grad_norm_,
@@ -157,8 +203,11 @@ pub fn clip_grad_norm<F: Float>(grads: &mut [F], max_norm: f64) -> f64 {
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         let c = F::from_f64(coef);
-        for g in grads.iter_mut() {
-            *g *= c;
+        let scale = |g: &mut [F]| g.iter_mut().for_each(|g| *g *= c);
+        if parallel(grads.len()) {
+            grads.par_chunks_mut(CHUNK).for_each(scale);
+        } else {
+            scale(grads);
         }
     }
     norm

@@ -1,6 +1,7 @@
 //! Nothing is allocated inside the time loop (DESIGN.md, fast path point 4), shown with a
-//! counting global allocator: a stack's forward and backward make exactly as many allocations
-//! for 128 steps as for 32 steps, for every cell, on 1 and 2 threads (with steps large enough to
+//! counting global allocator: a stack's forward and backward make as many allocations for 128
+//! steps as for 32 steps (up to [`SLACK`], far below the 96 that one allocation per step would
+//! add), for every cell, on 1 and 2 threads (with steps large enough to
 //! be split over the threads). The allocations that do happen are the `gemm` crate's packing
 //! buffers in the all-steps products (input projection, weight gradients), outside the time loop;
 //! the workspaces are sized once, before the counting. On several threads that crate allocates
@@ -77,6 +78,12 @@ fn allocations(kind: CellKind, t: usize) -> (usize, usize) {
     pass(true).expect("counted")
 }
 
+/// Allocations that may differ between two passes whatever their length, outside the time loop:
+/// rayon hands work from outside its pool through a queue that takes a new block of slots every
+/// 63 jobs (so a pass may or may not be the one that needs it), and the `gemm` crate caches its
+/// packing workspace per thread. Seen: a difference of one.
+const SLACK: usize = 2;
+
 /// One test, so that no other test in this binary allocates while the counter is read.
 #[test]
 fn time_loop_allocates_nothing() {
@@ -89,12 +96,13 @@ fn time_loop_allocates_nothing() {
             let kind = CellKind::parse(name).expect("known cell");
             let (f_short, b_short) = allocations(kind, 32);
             let (f_long, b_long) = allocations(kind, 128);
-            assert_eq!(
-                f_short, f_long,
+            // 96 more steps: one allocation per step would add at least 96
+            assert!(
+                f_long.abs_diff(f_short) <= SLACK,
                 "{name}, {threads} thread(s): forward allocates {f_short} times for T=32, {f_long} for T=128"
             );
-            assert_eq!(
-                b_short, b_long,
+            assert!(
+                b_long.abs_diff(b_short) <= SLACK,
                 "{name}, {threads} thread(s): backward allocates {b_short} times for T=32, {b_long} for T=128"
             );
         }

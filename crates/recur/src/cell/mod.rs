@@ -24,8 +24,10 @@ pub mod simple;
 
 pub use rnn::Activation;
 
+use crate::ops::gemm::threads;
 use crate::ops::panel::{panels, NR};
 use crate::ops::{add_col_sums, gemm, Float, Trans};
+use rayon::prelude::*;
 
 /// Which recurrent cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,11 +276,23 @@ fn input_projection<F: Float>(
             gh,
         ),
         LayerInput::OneHot { ids } => {
-            for (r, &id) in ids.iter().enumerate().take(nt * nb) {
-                let row = &mut c.xw[r * gh..(r + 1) * gh];
-                for (g, v) in row.iter_mut().enumerate() {
-                    *v = w.w_ih[g * ni + id as usize];
+            // xw row r = column ids[r] of W_ih (a gather); rows shared out over the threads
+            let rows = nt * nb;
+            let gather = |(r0, block): (usize, &mut [F])| {
+                for (row, &id) in block.chunks_exact_mut(gh).zip(&ids[r0..]) {
+                    for (g, v) in row.iter_mut().enumerate() {
+                        *v = w.w_ih[g * ni + id as usize];
+                    }
                 }
+            };
+            let per = ONE_HOT_ROWS;
+            if threads() > 1 && rows > per {
+                c.xw[..rows * gh]
+                    .par_chunks_mut(per * gh)
+                    .enumerate()
+                    .for_each(|(k, b)| gather((k * per, b)));
+            } else {
+                gather((0, &mut c.xw[..rows * gh]));
             }
         }
     }
@@ -290,6 +304,9 @@ fn input_projection<F: Float>(
         }
     }
 }
+
+/// Rows of the one-hot gather per job when it is split over threads.
+const ONE_HOT_ROWS: usize = 256;
 
 /// The weight gradients after the time loop, one GEMM each over all steps; `dx` too. Reads dG
 /// from `c.xw` (and the GRU's recurrent-side dGh from `c.dgh`).
@@ -344,12 +361,28 @@ fn weight_grads<F: Float>(
             }
         }
         LayerInput::OneHot { ids } => {
-            // dW_ih[:, id] += dG row: the one-hot product's gradient is a scatter-add
-            for (r, &id) in ids.iter().enumerate().take(rows) {
-                let dg = &c.xw[r * gh..(r + 1) * gh];
-                for (gi, &v) in dg.iter().enumerate() {
-                    g.w_ih[gi * ni + id as usize] += v;
+            // dW_ih[:, id] += dG row: the one-hot product's gradient is a scatter-add. Split over
+            // the threads by rows of dW_ih (gate units), so no two threads add into one element;
+            // each element still receives its terms in the order of r (the same sums on any
+            // number of threads).
+            let dg_all = &c.xw;
+            let scatter = |(g0, block): (usize, &mut [F])| {
+                let units = block.len() / ni;
+                for (r, &id) in ids.iter().enumerate().take(rows) {
+                    let dg = &dg_all[r * gh + g0..r * gh + g0 + units];
+                    for (gi, &v) in dg.iter().enumerate() {
+                        block[gi * ni + id as usize] += v;
+                    }
                 }
+            };
+            let per = gh.div_ceil(threads()).max(1);
+            if threads() > 1 && rows * gh >= 1 << 16 {
+                g.w_ih[..gh * ni]
+                    .par_chunks_mut(per * ni)
+                    .enumerate()
+                    .for_each(|(k, b)| scatter((k * per, b)));
+            } else {
+                scatter((0, &mut g.w_ih[..gh * ni]));
             }
         }
     }
