@@ -68,7 +68,12 @@ DATA="$ROOT/data/tinyshakespeare/input.txt"
 COMMON=(--data "$DATA" --preset tiny --sample-length 0 --quiet --json --eval-every 20)
 : > "$E2E/log.txt"
 # runs one command, logging it, its output and its exit status
-run() { echo "+ $*" >> "$E2E/log.txt"; "$@" >> "$E2E/log.txt" 2>&1; local c=$?; echo "exit $c" >> "$E2E/log.txt"; record "e2e: ${*:2:3}" $c; }
+run() {
+  echo "+ $*" >> "$E2E/log.txt"; "$@" >> "$E2E/log.txt" 2>&1; local c=$?
+  echo "exit $c" >> "$E2E/log.txt"
+  local dev=cpu; [[ " $* " == *" --device cuda "* ]] && dev=cuda
+  record "e2e [$dev]: $(echo "$*" | sed "s|$BIN/||g; s|$ROOT/||g; s|$E2E/||g" | cut -c1-90)" $c
+}
 run "$R" train "${COMMON[@]}" --max-steps 20 --checkpoint-dir "$E2E/a"
 run "$R" train --resume --checkpoint-dir "$E2E/a" --max-steps 40 --quiet --json --sample-length 0 --device cuda
 run "$R" train --resume --checkpoint-dir "$E2E/a" --max-steps 50 --quiet --json --sample-length 0
@@ -80,6 +85,12 @@ run "$R" sample --checkpoint "$E2E/a/best.safetensors" --prime "ROMEO:" --length
 # the same 40 steps from scratch on each device: the validation losses should agree closely
 run "$R" train "${COMMON[@]}" --max-steps 40 --checkpoint-dir "$E2E/cpu"
 run "$R" train "${COMMON[@]}" --max-steps 40 --checkpoint-dir "$E2E/gpu" --device cuda
+# the long-memory task and the spoken digits on the GPU
+run "$R" task adding --len 50 --steps 300 --json --device cuda --out "$E2E/adding"
+run "$R" task adding --len 50 --steps 300 --json --out "$E2E/adding-cpu"
+run "$R" speech train --data "$ROOT/data/fsdd-sample" --out "$E2E/speech" --val-takes none --epochs 10 --batch-size 6 --rnn-size 32 --json --device cuda
+run "$R" speech eval --checkpoint "$E2E/speech/best.ckpt" --data "$ROOT/data/fsdd-sample" --json --device cuda
+run "$R" speech eval --checkpoint "$E2E/speech/best.ckpt" --data "$ROOT/data/fsdd-sample" --json
 # a minute of training on the GPU with the default preset (progress, chars/s, loss)
 run timeout 120 "$R" train --data "$DATA" --max-minutes 1 --eval-every 500 --sample-length 200 --quiet --checkpoint-dir "$E2E/default" --device cuda
 cut -c1-300 "$E2E/log.txt" | tail -60

@@ -6,6 +6,10 @@
 //! found. No math lives here: recur and recur-cuda do it.
 
 use anyhow::{bail, Result};
+use recur::engine::{
+    BatchEngine, BatchEngineParts, CpuBatchEngine, CpuModelEngine, EngineError, ModelEngine,
+    ModelEngineParts,
+};
 use recur::lm::{Generator, SampleOptions};
 use recur::model::Model;
 use recur::rng::Rng;
@@ -79,6 +83,33 @@ impl Device {
             Device::Cpu => "cpu".into(),
             #[cfg(feature = "cuda")]
             Device::Cuda(g) => format!("cuda ({})", g.name()),
+        }
+    }
+
+    /// What builds the long-memory tasks' engine on this device: a plain function, so that each
+    /// of several runs side by side (one thread each) builds its own (on the GPU: its own
+    /// context handle, stream and kernels).
+    pub fn batch_engine_maker(
+        &self,
+    ) -> fn(BatchEngineParts) -> Result<Box<dyn BatchEngine>, EngineError> {
+        match self {
+            Device::Cpu => |p| Ok(Box::new(CpuBatchEngine::new(p))),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => |p| {
+                let gpu = recur_cuda::Gpu::new(0).map_err(|e| e.to_string())?;
+                Ok(Box::new(
+                    recur_cuda::GpuBatchEngine::new(gpu, p).map_err(|e| e.to_string())?,
+                ))
+            },
+        }
+    }
+
+    /// A [`ModelEngine`] on this device (the spoken-digit classifier's training and evaluation).
+    pub fn into_model_engine(self, p: ModelEngineParts) -> Result<Box<dyn ModelEngine>> {
+        match self {
+            Device::Cpu => Ok(Box::new(CpuModelEngine::new(p))),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(gpu) => Ok(Box::new(recur_cuda::GpuModelEngine::new(*gpu, p)?)),
         }
     }
 

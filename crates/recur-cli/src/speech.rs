@@ -9,12 +9,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use recur::cell::CellKind;
 use recur::checkpoint::{self, Checkpoint};
+use recur::engine::ModelEngineParts;
 use recur::model::Model;
 use recur::optim::{OptimKind, Optimizer};
 use recur::rng::Rng;
 use recur::speech::classifier::{
-    self, cosine_lr, evaluate, load_examples, load_examples_multi, make_batch, model_config,
-    predict_batch, train_epoch, Evaluation, Example, Normalizer, Pooling, NUM_CLASSES,
+    self, cosine_lr, evaluate_on, load_examples, load_examples_multi, make_batch, model_config,
+    predict_batch, train_epoch_on, Evaluation, Example, Normalizer, Pooling, NUM_CLASSES,
 };
 use recur::speech::dataset::{list_dir, Split, Utterance};
 use recur::speech::features::{warp_factors, Extractor, FeatureConfig, FeatureKind};
@@ -135,6 +136,9 @@ struct TrainArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Where the training math runs: cpu, or cuda (the GPU; needs the `cuda` cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(clap::Args)]
@@ -159,6 +163,9 @@ struct EvalArgs {
     /// Print {"n", "accuracy", "per_digit", ...} as one JSON object.
     #[arg(long)]
     json: bool,
+    /// cpu, or cuda (the GPU; needs the `cuda` cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(clap::Args)]
@@ -307,6 +314,7 @@ fn check_speaker(all: &[Utterance], name: &str, data: &Path) -> Result<()> {
 fn train(a: TrainArgs) -> Result<()> {
     // ---- flags -> plan, before any work
     set_threads(a.threads)?;
+    let device = crate::device::open(&a.device)?;
     let val_takes = parse_take_range(&a.val_takes)?;
     let kind = match a.features.as_str() {
         "mfcc" => FeatureKind::Mfcc,
@@ -436,7 +444,7 @@ fn train(a: TrainArgs) -> Result<()> {
     }
 
     // ---- model, optimizer, position
-    let (mut params, mut opt, mut rng, mut state) = match resumed {
+    let (params, opt, mut rng, mut state) = match resumed {
         Some((ck, st)) => {
             let opt = ck.optimizer.ok_or_else(|| {
                 anyhow!("{} has no optimizer state to resume", last_path.display())
@@ -469,7 +477,11 @@ fn train(a: TrainArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create directory {}", a.out.display()))?;
-    let mut grads = vec![0.0f32; params.len()];
+    let mut eng = device.into_model_engine(ModelEngineParts {
+        model: model.clone(),
+        params,
+        opt,
+    })?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -496,7 +508,7 @@ fn train(a: TrainArgs) -> Result<()> {
     while state.epoch < a.epochs {
         let epoch = state.epoch;
         let t0 = Instant::now();
-        opt.lr = cosine_lr(a.learning_rate, a.lr_floor, epoch, a.epochs);
+        let lr = cosine_lr(a.learning_rate, a.lr_floor, epoch, a.epochs);
         let pb = ProgressBar::new(0);
         pb.set_style(
             ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
@@ -504,14 +516,13 @@ fn train(a: TrainArgs) -> Result<()> {
                 .progress_chars("=> "),
         );
         pb.set_prefix(format!("{}/{}", epoch + 1, a.epochs));
-        let tally = train_epoch(
+        let tally = train_epoch_on(
+            &mut *eng,
             &model,
-            &mut params,
-            &mut grads,
-            &mut opt,
             &train_set,
             a.batch_size,
             a.grad_clip,
+            lr,
             &mut rng,
             |done, total, so_far| {
                 pb.set_length(total as u64);
@@ -523,20 +534,25 @@ fn train(a: TrainArgs) -> Result<()> {
                 ));
                 !stop.load(Ordering::SeqCst)
             },
-        );
+        )
+        .map_err(|e| anyhow!(e))?;
         pb.finish_and_clear();
         let Some(tally) = tally else {
             interrupted = true;
             break;
         };
-        let val = (!val_set.is_empty()).then(|| evaluate(&model, &params, &val_set, EVAL_BATCH));
+        let val = if val_set.is_empty() {
+            None
+        } else {
+            Some(evaluate_on(&mut *eng, &model, &val_set, EVAL_BATCH).map_err(|e| anyhow!(e))?)
+        };
         let secs = t0.elapsed().as_secs_f64();
         state.train_seconds += secs;
         state.epoch += 1;
         state.rng = rng.state();
         let log = EpochLog {
             epoch: state.epoch,
-            lr: opt.lr,
+            lr,
             train_loss: tally.mean_loss(),
             train_acc: tally.accuracy(),
             val_loss: val.as_ref().map(|v| v.tally.mean_loss()),
@@ -573,9 +589,9 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         let ck = Checkpoint {
             model: model_cfg.clone(),
-            params: params.clone(),
+            params: eng.params().map_err(|e| anyhow!(e))?.into_owned(),
             vocab: None,
-            optimizer: Some(opt.clone()),
+            optimizer: Some(eng.optimizer().map_err(|e| anyhow!(e))?.into_owned()),
             train_state: Some(serde_json::to_value(&state)?),
         };
         checkpoint::save(&last_path, &ck)?;
@@ -717,6 +733,7 @@ fn load_recognizer(path: &Path) -> Result<(Model, Vec<f32>, Extractor, State)> {
 
 fn eval(a: EvalArgs) -> Result<()> {
     set_threads(a.threads)?;
+    let device = crate::device::open(&a.device)?;
     let split = a.split.as_deref().map(parse_split).transpose()?;
     let (model, params, ex, st) = load_recognizer(&a.checkpoint)?;
     let split = split.unwrap_or_else(|| match &st.hyper.holdout {
@@ -731,7 +748,19 @@ fn eval(a: EvalArgs) -> Result<()> {
     for e in &mut examples {
         st.normalizer.apply(&mut e.feats);
     }
-    let ev: Evaluation = evaluate(&model, &params, &examples, EVAL_BATCH);
+    // the optimizer is never stepped (evaluation takes no step): its moments stay zero
+    let opt = Optimizer::new(
+        OptimKind::parse("sgd", 0.0).expect("sgd"),
+        0.0,
+        params.len(),
+    );
+    let mut eng = device.into_model_engine(ModelEngineParts {
+        model: model.clone(),
+        params,
+        opt,
+    })?;
+    let ev: Evaluation =
+        evaluate_on(&mut *eng, &model, &examples, EVAL_BATCH).map_err(|e| anyhow!(e))?;
     let per_digit = ev.per_digit();
     let stem = a.plot.clone().unwrap_or_else(|| {
         let name = a

@@ -10,7 +10,7 @@ use recur::cell::CellKind;
 use recur::checkpoint::{save, Checkpoint};
 use recur::optim::OptimKind;
 use recur::stack::StackConfig;
-use recur::tasks::train::{adding_gradflow, predict, train, Event, TrainResult, TrainSpec};
+use recur::tasks::train::{adding_gradflow, predict, train_with, Event, TrainResult, TrainSpec};
 use recur::tasks::{Task, TaskKind};
 use serde_json::json;
 use std::io::Write;
@@ -96,6 +96,9 @@ struct Common {
     /// Print one JSON object per cell (one per line) on stdout instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Where the training math runs: cpu, or cuda (the GPU; needs the `cuda` cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -153,6 +156,8 @@ pub fn run(a: Args) -> Result<()> {
     if c.gradflow > 0 && (kind != TaskKind::Adding || c.num_layers != 1) {
         bail!("--gradflow is measured on the adding problem with one layer");
     }
+    // opened once here, so that a missing device is reported before any work
+    let make_engine = crate::device::open(&c.device)?.batch_engine_maker();
     let spec = |cell: CellKind| TrainSpec {
         task: task.clone(),
         rnn: StackConfig::new(cell, 0, c.rnn_size).with_layers(c.num_layers),
@@ -195,7 +200,7 @@ pub fn run(a: Args) -> Result<()> {
                 let (stop, spec, note) = (stop.clone(), spec(cell), &baseline_note);
                 let bars = &bars;
                 sc.spawn(move || {
-                    let r = train(&spec, &mut |ev| {
+                    let r = train_with(&spec, &mut |p| make_engine(p), &mut |ev| {
                         match ev {
                             Event::Step { step, loss } => {
                                 bar.set_position(step as u64);

@@ -222,3 +222,94 @@ fn char_model_commands_on_cuda_or_one_line_error() {
     }
     let _ = std::fs::remove_dir_all(d);
 }
+
+/// `task --device cuda`: one line, exit 2, without support or without a GPU; with both, a short
+/// run reports its result.
+#[test]
+fn task_on_cuda_or_one_line_error() {
+    let d = corpus("task");
+    let out = d.join("chart");
+    let args = [
+        "task",
+        "adding",
+        "--len",
+        "6",
+        "--rnn-size",
+        "8",
+        "--batch",
+        "4",
+        "--steps",
+        "3",
+        "--eval-every",
+        "1",
+        "--eval-size",
+        "8",
+        "--json",
+        "--device",
+        "cuda",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = recur(&args);
+    if cfg!(feature = "cuda") && code == 0 {
+        assert!(stdout.contains("\"steps\":3"), "{stdout}");
+    } else {
+        assert_device_error(&args, code, &stderr);
+    }
+    let _ = std::fs::remove_dir_all(d);
+}
+
+/// `speech train|eval --device cuda` on the committed sample recordings: one line, exit 2,
+/// without support or without a GPU; with both, 2 epochs train and the checkpoint evaluates.
+#[test]
+fn speech_on_cuda_or_one_line_error() {
+    let d = corpus("speech");
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fsdd-sample");
+    let run = d.join("run");
+    let (data, run_s) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let train = [
+        "speech",
+        "train",
+        "--data",
+        data,
+        "--out",
+        run_s,
+        "--val-takes",
+        "none",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "6",
+        "--rnn-size",
+        "16",
+        "--json",
+        "--device",
+        "cuda",
+    ];
+    let (code, stdout, stderr) = recur(&train);
+    if cfg!(feature = "cuda") && code == 0 {
+        assert!(stdout.contains("\"epochs\":2"), "{stdout}");
+    } else {
+        assert_device_error(&train, code, &stderr);
+    }
+    let best = run.join("best.ckpt");
+    let best = best.to_str().unwrap();
+    let eval = [
+        "speech",
+        "eval",
+        "--checkpoint",
+        best,
+        "--data",
+        data,
+        "--json",
+        "--device",
+        "cuda",
+    ];
+    let (code, stdout, stderr) = recur(&eval);
+    if cfg!(feature = "cuda") && code == 0 {
+        assert!(stdout.contains("accuracy"), "{stdout}");
+    } else {
+        assert_device_error(&eval, code, &stderr);
+    }
+    let _ = std::fs::remove_dir_all(d);
+}

@@ -13,7 +13,10 @@ use crate::device::{Gpu, GpuError};
 use crate::model::{GpuModel, GpuModelWorkspace};
 use crate::optim::{clip_grad_norm, clip_grad_value, grad_norm, GpuOptimizer, NormScratch};
 use crate::DevBuf;
-use recur::engine::{Engine, EngineError, EngineParts};
+use recur::engine::{
+    BatchEngine, BatchEngineParts, Engine, EngineError, EngineParts, LossTargets, ModelEngine,
+    ModelEngineParts,
+};
 use recur::lm::{draw, Carry, SampleOptions};
 use recur::model::{Input, Model};
 use recur::optim::Optimizer;
@@ -360,5 +363,228 @@ impl Engine for GpuEngine {
 
     fn carry(&self) -> Result<Cow<'_, Carry>, EngineError> {
         Ok(Cow::Owned(self.carry.to_host(&self.gpu).map_err(e)?))
+    }
+}
+
+/// The long-memory tasks' engine on the GPU (`recur::engine::BatchEngine`): fixed-shape batches
+/// from a zero state, the head's loss, clipping and the optimizer on the device, with a device
+/// copy of the parameters for the one-step undo.
+pub struct GpuBatchEngine {
+    gpu: Gpu,
+    gm: GpuModel,
+    params: DevBuf,
+    backup: DevBuf,
+    grads: DevBuf,
+    opt: GpuOptimizer,
+    norm: NormScratch,
+    ws: GpuModelWorkspace,
+    n: usize,
+}
+
+impl GpuBatchEngine {
+    pub fn new(gpu: Gpu, p: BatchEngineParts) -> Result<GpuBatchEngine, GpuError> {
+        let gm = GpuModel::new(&p.model);
+        let n = p.model.num_params();
+        if p.params.len() != n || p.opt.m.len() != n {
+            return Err(GpuError::Shape(format!(
+                "{} parameters and {} optimizer values for a model of {n}",
+                p.params.len(),
+                p.opt.m.len()
+            )));
+        }
+        Ok(GpuBatchEngine {
+            params: gpu.upload(&p.params)?,
+            backup: gpu.upload(&p.params)?,
+            grads: gpu.zeros::<f32>(n)?,
+            opt: GpuOptimizer::from_host(&gpu, &p.opt)?,
+            norm: NormScratch::new(&gpu)?,
+            ws: gm.workspace(&gpu, p.t, p.b)?,
+            n,
+            gm,
+            gpu,
+        })
+    }
+}
+
+impl BatchEngine for GpuBatchEngine {
+    fn device(&self) -> String {
+        format!("cuda ({})", self.gpu.name())
+    }
+
+    fn forward_loss(
+        &mut self,
+        input: Input<f32>,
+        targets: LossTargets,
+        scale: f32,
+    ) -> Result<(f64, usize), EngineError> {
+        let g = &self.gpu;
+        self.gm
+            .forward(g, &mut self.ws, &self.params, input, None, None, None, None)
+            .map_err(e)?;
+        match targets {
+            LossTargets::Values(y) => self.gm.loss_mse(g, &mut self.ws, y, scale),
+            LossTargets::Classes(c) => self.gm.loss(g, &mut self.ws, c, scale),
+        }
+        .map_err(e)
+    }
+
+    fn backward_clip(&mut self, _input: Input<f32>, clip: f64) -> Result<Option<f64>, EngineError> {
+        let g = &self.gpu;
+        g.zero(g.ptr(&self.grads), self.n).map_err(e)?;
+        self.gm
+            .backward(
+                g,
+                &mut self.ws,
+                &self.params,
+                &mut self.grads,
+                None,
+                None,
+                None,
+            )
+            .map_err(e)?;
+        if clip > 0.0 {
+            clip_grad_norm(g, &self.norm, &mut self.grads, self.n, clip)
+                .map(Some)
+                .map_err(e)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn update(&mut self) -> Result<(), EngineError> {
+        let g = &self.gpu;
+        g.copy(g.ptr(&self.backup), g.ptr(&self.params), self.n)
+            .map_err(e)?;
+        self.opt.update(g, &mut self.params, &self.grads).map_err(e)
+    }
+
+    fn undo_update(&mut self) -> Result<(), EngineError> {
+        let g = &self.gpu;
+        g.copy(g.ptr(&self.params), g.ptr(&self.backup), self.n)
+            .map_err(e)
+    }
+
+    fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
+        Ok(Cow::Owned(
+            self.gpu.download(&self.params, self.n).map_err(e)?,
+        ))
+    }
+}
+
+/// `recur::engine::ModelEngine` on the GPU: batches of any shape (one workspace per shape is
+/// kept), the logits back to the host after forward, their gradient to the device for backward.
+pub struct GpuModelEngine {
+    gpu: Gpu,
+    gm: GpuModel,
+    params: DevBuf,
+    grads: DevBuf,
+    opt: GpuOptimizer,
+    norm: NormScratch,
+    // workspaces by (T, B), and the shape of the last forward
+    ws: std::collections::HashMap<(usize, usize), GpuModelWorkspace>,
+    last: Option<(usize, usize)>,
+    logits: Vec<f32>,
+    n: usize,
+}
+
+impl GpuModelEngine {
+    pub fn new(gpu: Gpu, p: ModelEngineParts) -> Result<GpuModelEngine, GpuError> {
+        let gm = GpuModel::new(&p.model);
+        let n = p.model.num_params();
+        if p.params.len() != n || p.opt.m.len() != n {
+            return Err(GpuError::Shape(format!(
+                "{} parameters and {} optimizer values for a model of {n}",
+                p.params.len(),
+                p.opt.m.len()
+            )));
+        }
+        Ok(GpuModelEngine {
+            params: gpu.upload(&p.params)?,
+            grads: gpu.zeros::<f32>(n)?,
+            opt: GpuOptimizer::from_host(&gpu, &p.opt)?,
+            norm: NormScratch::new(&gpu)?,
+            ws: std::collections::HashMap::new(),
+            last: None,
+            logits: Vec::new(),
+            n,
+            gm,
+            gpu,
+        })
+    }
+}
+
+impl ModelEngine for GpuModelEngine {
+    fn device(&self) -> String {
+        format!("cuda ({})", self.gpu.name())
+    }
+
+    fn forward(
+        &mut self,
+        input: Input<f32>,
+        t: usize,
+        b: usize,
+        lengths: Option<&[usize]>,
+        rng: Option<&mut Rng>,
+    ) -> Result<Cow<'_, [f32]>, EngineError> {
+        let g = &self.gpu;
+        if !self.ws.contains_key(&(t, b)) {
+            let w = self.gm.workspace(g, t, b).map_err(e)?;
+            self.ws.insert((t, b), w);
+        }
+        let ws = self.ws.get_mut(&(t, b)).expect("just inserted");
+        self.last = Some((t, b));
+        self.gm
+            .forward(g, ws, &self.params, input, None, None, lengths, rng)
+            .map_err(e)?;
+        let k = ws.rows() * self.gm.model.cfg.output_size;
+        self.logits = g.download(&ws.logits, k).map_err(e)?;
+        Ok(Cow::Borrowed(&self.logits))
+    }
+
+    fn backward(
+        &mut self,
+        _input: Input<f32>,
+        _lengths: Option<&[usize]>,
+        dlogits: &[f32],
+        clip: f64,
+    ) -> Result<Option<f64>, EngineError> {
+        let g = &self.gpu;
+        let ws = self
+            .last
+            .and_then(|k| self.ws.get_mut(&k))
+            .ok_or_else(|| "backward needs a forward first".to_string())?;
+        let k = ws.rows() * self.gm.model.cfg.output_size;
+        if dlogits.len() != k {
+            return Err(format!("{} logit gradients for {k} logits", dlogits.len()));
+        }
+        g.write(&mut ws.dlogits, dlogits).map_err(e)?;
+        g.zero(g.ptr(&self.grads), self.n).map_err(e)?;
+        self.gm
+            .backward(g, ws, &self.params, &mut self.grads, None, None, None)
+            .map_err(e)?;
+        if clip > 0.0 {
+            clip_grad_norm(g, &self.norm, &mut self.grads, self.n, clip)
+                .map(Some)
+                .map_err(e)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn update(&mut self, lr: f64) -> Result<(), EngineError> {
+        self.opt.lr = lr;
+        self.opt
+            .update(&self.gpu, &mut self.params, &self.grads)
+            .map_err(e)
+    }
+
+    fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
+        Ok(Cow::Owned(
+            self.gpu.download(&self.params, self.n).map_err(e)?,
+        ))
+    }
+
+    fn optimizer(&self) -> Result<Cow<'_, Optimizer<f32>>, EngineError> {
+        Ok(Cow::Owned(self.opt.to_host(&self.gpu).map_err(e)?))
     }
 }

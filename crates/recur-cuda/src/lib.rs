@@ -39,7 +39,7 @@ mod optim;
 mod stack;
 
 pub use device::{Gpu, GpuError, GpuGraph};
-pub use engine::{stream_loss, GpuCarry, GpuEngine, GpuGenerator};
+pub use engine::{stream_loss, GpuBatchEngine, GpuCarry, GpuEngine, GpuGenerator, GpuModelEngine};
 pub use kernels::{compile_ptx, SOURCES};
 pub use model::{GpuModel, GpuModelWorkspace};
 pub use optim::{clip_grad_norm, clip_grad_value, grad_norm, GpuOptimizer, NormScratch};

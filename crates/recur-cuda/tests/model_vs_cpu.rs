@@ -909,3 +909,124 @@ fn gpu_engine_continues_a_cpu_run() {
     assert_eq!(ck.params.len(), moved.model.num_params());
     println!("CPU run moved to the GPU after 5 steps: losses {l:?}, CPU only {l_cpu:?}");
 }
+
+/// The long-memory tasks' loop on the GPU engine against the CPU's: the same data, initial
+/// weights and steps; the held-out metric of every evaluation (LATER_LOSS_TOL: rounding
+/// compounded through Adam).
+#[test]
+fn gpu_task_training_matches_cpu() {
+    use recur::engine::BatchEngine;
+    use recur::tasks::train::{train, train_with, TrainSpec};
+    use recur::tasks::{Task, TaskKind};
+    if gpu("gpu_task_training_matches_cpu").is_none() {
+        return;
+    }
+    for (kind, cell) in [
+        (TaskKind::Adding, "lstm"),
+        (TaskKind::Copy, "gru"),
+        (TaskKind::Ball, "rnn_tanh"),
+    ] {
+        let spec = TrainSpec {
+            task: Task::new(kind, 6).unwrap(),
+            rnn: StackConfig::new(CellKind::parse(cell).unwrap(), 0, 12),
+            optim: OptimKind::parse("adam", 0.0).unwrap(),
+            lr: 1e-2,
+            batch: 5,
+            max_steps: 6,
+            budget: None,
+            clip: 1.0,
+            eval_every: 1,
+            eval_size: 10,
+            seed: 9,
+        };
+        let cpu = train(&spec, &mut |_| true).unwrap();
+        let gpu = train_with(
+            &spec,
+            &mut |p| {
+                let g = Gpu::new(0).map_err(|e| e.to_string())?;
+                Ok(
+                    Box::new(recur_cuda::GpuBatchEngine::new(g, p).map_err(|e| e.to_string())?)
+                        as Box<dyn BatchEngine>,
+                )
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+        assert_eq!(gpu.steps, cpu.steps);
+        let m = |r: &recur::tasks::train::TrainResult| -> Vec<f64> {
+            r.curve.iter().map(|p| p.metric).collect()
+        };
+        let (mg, mc) = (m(&gpu), m(&cpu));
+        // Adam's first update moves every parameter by about lr * sign(gradient), so an element
+        // whose gradient is at rounding level may move the other way on the other device: the
+        // parameters are not compared, the metrics (where such elements weigh nothing) are.
+        check(
+            &[compare("held-out metrics", &mg, &mc)],
+            LATER_LOSS_TOL,
+            &format!("{kind:?}"),
+        );
+        println!("{kind:?} {cell}: held-out metrics GPU {mg:?} CPU {mc:?}");
+    }
+}
+
+/// The spoken-digit classifier's engine (logits out, their gradient in) on the GPU against the
+/// CPU's, on batches of two shapes (the GPU keeps a workspace per shape): logits, and the
+/// parameters after a clipped SGD step (plain SGD: the update is proportional to the gradient,
+/// so the TOL bound applies).
+#[test]
+fn gpu_model_engine_matches_cpu() {
+    use recur::engine::{CpuModelEngine, ModelEngine, ModelEngineParts};
+    let Some(gpu) = gpu("gpu_model_engine_matches_cpu") else {
+        return;
+    };
+    let rnn = StackConfig::new(CellKind::Gru, 1, 12)
+        .with_layers(2)
+        .with_bidirectional(true)
+        .with_dropout(0.2);
+    let model = Model::new(ModelConfig::dense(5, rnn, 10, Head::StepClasses)).unwrap();
+    let mut rng = Rng::new(77);
+    let mut params = vec![0.0f32; model.num_params()];
+    model.init(&mut params, &mut rng);
+    let opt = Optimizer::<f32>::new(OptimKind::parse("sgd", 0.0).unwrap(), 0.1, params.len());
+    let parts = || ModelEngineParts {
+        model: model.clone(),
+        params: params.clone(),
+        opt: opt.clone(),
+    };
+    let mut cpu = CpuModelEngine::new(parts());
+    let mut gpu_eng = recur_cuda::GpuModelEngine::new(gpu, parts()).unwrap();
+    for (s, (t, b)) in [(7usize, 3usize), (4, 5), (7, 3)].into_iter().enumerate() {
+        let x: Vec<f32> = (0..t * b * 5)
+            .map(|_| rng.uniform_in(-1.0, 1.0) as f32)
+            .collect();
+        let lengths: Vec<usize> = (0..b).map(|_| 1 + rng.below(t as u64) as usize).collect();
+        let dl: Vec<f32> = (0..t * b * 10).map(|_| rng.normal() as f32 * 0.1).collect();
+        let (mut r1, mut r2) = (Rng::new(s as u64), Rng::new(s as u64));
+        let lc = cpu
+            .forward(Input::Dense(&x), t, b, Some(&lengths), Some(&mut r1))
+            .unwrap()
+            .into_owned();
+        let lg = gpu_eng
+            .forward(Input::Dense(&x), t, b, Some(&lengths), Some(&mut r2))
+            .unwrap()
+            .into_owned();
+        let nc = cpu
+            .backward(Input::Dense(&x), Some(&lengths), &dl, 0.5)
+            .unwrap();
+        let ng = gpu_eng
+            .backward(Input::Dense(&x), Some(&lengths), &dl, 0.5)
+            .unwrap();
+        cpu.update(0.1).unwrap();
+        gpu_eng.update(0.1).unwrap();
+        let (pc, pg) = (cpu.params().unwrap(), gpu_eng.params().unwrap());
+        check(
+            &[
+                compare("logits", &lg, &lc),
+                compare("norm", &[ng.unwrap()], &[nc.unwrap()]),
+                compare("params after the step", &pg, &pc),
+            ],
+            TOL,
+            &format!("batch {s} (T={t}, B={b})"),
+        );
+    }
+}

@@ -206,3 +206,263 @@ impl Engine for CpuEngine {
         Ok(Cow::Borrowed(&self.carry))
     }
 }
+
+/// The targets of one batch for [`BatchEngine::forward_loss`].
+#[derive(Clone, Copy)]
+pub enum LossTargets<'a> {
+    /// One class per decoded row (softmax cross-entropy).
+    Classes(&'a [u32]),
+    /// (R, V) values, NaN for padding (squared error).
+    Values(&'a [f32]),
+}
+
+/// Everything a [`BatchEngine`] starts from: the model, its parameters, the optimizer, and the
+/// one batch shape (T, B) it runs.
+pub struct BatchEngineParts {
+    pub model: Model,
+    pub params: Vec<f32>,
+    pub opt: Optimizer<f32>,
+    pub t: usize,
+    pub b: usize,
+}
+
+/// The math of a run on independent fixed-shape batches (the long-memory tasks), behind one trait
+/// as [`Engine`] is for the character model: forward and loss, backward and clipping, the
+/// optimizer step with a one-step undo (a diverged run keeps the parameters before its bad step).
+pub trait BatchEngine {
+    /// Where it computes.
+    fn device(&self) -> String;
+
+    /// Forward (inference mode: no dropout) of one (T, B) batch from a zero state, then the
+    /// head's loss against `targets` with `scale * dL/dlogits` kept for backward; returns the
+    /// summed loss and count (as `Model::loss` / `Model::loss_mse`).
+    fn forward_loss(
+        &mut self,
+        input: Input<f32>,
+        targets: LossTargets,
+        scale: f32,
+    ) -> Result<(f64, usize), EngineError>;
+
+    /// Backward of the last forward (same input) into zeroed gradients, then global-norm clipping
+    /// when `clip > 0`; returns the norm before clipping (`None` without clipping: not computed).
+    fn backward_clip(&mut self, input: Input<f32>, clip: f64) -> Result<Option<f64>, EngineError>;
+
+    /// Keeps a copy of the parameters, then one optimizer update.
+    fn update(&mut self) -> Result<(), EngineError>;
+
+    /// Puts back the parameters kept by the last [`BatchEngine::update`].
+    fn undo_update(&mut self) -> Result<(), EngineError>;
+
+    /// The parameters (a host copy for device engines).
+    fn params(&self) -> Result<Cow<'_, [f32]>, EngineError>;
+}
+
+/// The CPU's [`BatchEngine`].
+pub struct CpuBatchEngine {
+    model: Model,
+    params: Vec<f32>,
+    backup: Vec<f32>,
+    grads: Vec<f32>,
+    opt: Optimizer<f32>,
+    ws: ModelWorkspace<f32>,
+}
+
+impl CpuBatchEngine {
+    pub fn new(p: BatchEngineParts) -> CpuBatchEngine {
+        CpuBatchEngine {
+            ws: p.model.workspace(p.t, p.b),
+            backup: p.params.clone(),
+            grads: vec![0.0; p.params.len()],
+            model: p.model,
+            params: p.params,
+            opt: p.opt,
+        }
+    }
+}
+
+impl BatchEngine for CpuBatchEngine {
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+
+    fn forward_loss(
+        &mut self,
+        input: Input<f32>,
+        targets: LossTargets,
+        scale: f32,
+    ) -> Result<(f64, usize), EngineError> {
+        let m = &self.model;
+        m.forward(&mut self.ws, &self.params, input, None, None, None, None);
+        Ok(match targets {
+            LossTargets::Values(y) => m.loss_mse(&mut self.ws, y, scale),
+            LossTargets::Classes(c) => m.loss(&mut self.ws, c, scale),
+        })
+    }
+
+    fn backward_clip(&mut self, input: Input<f32>, clip: f64) -> Result<Option<f64>, EngineError> {
+        self.grads.fill(0.0);
+        self.model.backward(
+            &mut self.ws,
+            &self.params,
+            &mut self.grads,
+            input,
+            None,
+            None,
+            None,
+            None,
+        );
+        Ok((clip > 0.0).then(|| clip_grad_norm(&mut self.grads, clip)))
+    }
+
+    fn update(&mut self) -> Result<(), EngineError> {
+        self.backup.copy_from_slice(&self.params);
+        self.opt.update(&mut self.params, &self.grads);
+        Ok(())
+    }
+
+    fn undo_update(&mut self) -> Result<(), EngineError> {
+        self.params.copy_from_slice(&self.backup);
+        Ok(())
+    }
+
+    fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
+        Ok(Cow::Borrowed(&self.params))
+    }
+}
+
+/// Everything a [`ModelEngine`] starts from.
+pub struct ModelEngineParts {
+    pub model: Model,
+    pub params: Vec<f32>,
+    pub opt: Optimizer<f32>,
+}
+
+/// A model's forward and backward on batches of any shape with the loss computed by the caller
+/// from the logits (the spoken-digit classifier pools them over time): forward returns the
+/// logits, backward takes their gradient. One workspace per batch shape is kept.
+pub trait ModelEngine {
+    /// Where it computes.
+    fn device(&self) -> String;
+
+    /// Forward of a (T, B) batch with per-sequence `lengths`, in training mode (dropout) when
+    /// `rng` is given; returns the logits (R, V) (a host copy for device engines).
+    fn forward(
+        &mut self,
+        input: Input<f32>,
+        t: usize,
+        b: usize,
+        lengths: Option<&[usize]>,
+        rng: Option<&mut Rng>,
+    ) -> Result<Cow<'_, [f32]>, EngineError>;
+
+    /// Backward of the last forward (same input and lengths) from `dlogits` (R, V) into zeroed
+    /// gradients, then global-norm clipping when `clip > 0` (the norm before it is returned).
+    fn backward(
+        &mut self,
+        input: Input<f32>,
+        lengths: Option<&[usize]>,
+        dlogits: &[f32],
+        clip: f64,
+    ) -> Result<Option<f64>, EngineError>;
+
+    /// One optimizer update with learning rate `lr`.
+    fn update(&mut self, lr: f64) -> Result<(), EngineError>;
+
+    /// The parameters (a host copy for device engines).
+    fn params(&self) -> Result<Cow<'_, [f32]>, EngineError>;
+
+    /// The optimizer with its state (a host copy for device engines).
+    fn optimizer(&self) -> Result<Cow<'_, Optimizer<f32>>, EngineError>;
+}
+
+/// The CPU's [`ModelEngine`].
+pub struct CpuModelEngine {
+    model: Model,
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    opt: Optimizer<f32>,
+    // the workspace of the last batch shape
+    ws: Option<ModelWorkspace<f32>>,
+}
+
+impl CpuModelEngine {
+    pub fn new(p: ModelEngineParts) -> CpuModelEngine {
+        CpuModelEngine {
+            grads: vec![0.0; p.params.len()],
+            model: p.model,
+            params: p.params,
+            opt: p.opt,
+            ws: None,
+        }
+    }
+}
+
+impl ModelEngine for CpuModelEngine {
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+
+    fn forward(
+        &mut self,
+        input: Input<f32>,
+        t: usize,
+        b: usize,
+        lengths: Option<&[usize]>,
+        rng: Option<&mut Rng>,
+    ) -> Result<Cow<'_, [f32]>, EngineError> {
+        if self.ws.as_ref().is_none_or(|w| w.t != t || w.b != b) {
+            self.ws = Some(self.model.workspace(t, b));
+        }
+        let ws = self.ws.as_mut().expect("just set");
+        self.model
+            .forward(ws, &self.params, input, None, None, lengths, rng);
+        Ok(Cow::Borrowed(&ws.logits))
+    }
+
+    fn backward(
+        &mut self,
+        input: Input<f32>,
+        lengths: Option<&[usize]>,
+        dlogits: &[f32],
+        clip: f64,
+    ) -> Result<Option<f64>, EngineError> {
+        let ws = self
+            .ws
+            .as_mut()
+            .ok_or_else(|| "backward needs a forward first".to_string())?;
+        if dlogits.len() != ws.dlogits.len() {
+            return Err(format!(
+                "{} logit gradients for {} logits",
+                dlogits.len(),
+                ws.dlogits.len()
+            ));
+        }
+        ws.dlogits.copy_from_slice(dlogits);
+        self.grads.fill(0.0);
+        self.model.backward(
+            ws,
+            &self.params,
+            &mut self.grads,
+            input,
+            lengths,
+            None,
+            None,
+            None,
+        );
+        Ok((clip > 0.0).then(|| clip_grad_norm(&mut self.grads, clip)))
+    }
+
+    fn update(&mut self, lr: f64) -> Result<(), EngineError> {
+        self.opt.lr = lr;
+        self.opt.update(&mut self.params, &self.grads);
+        Ok(())
+    }
+
+    fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
+        Ok(Cow::Borrowed(&self.params))
+    }
+
+    fn optimizer(&self) -> Result<Cow<'_, Optimizer<f32>>, EngineError> {
+        Ok(Cow::Borrowed(&self.opt))
+    }
+}

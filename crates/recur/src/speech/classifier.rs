@@ -17,7 +17,8 @@ use super::dataset::Utterance;
 use super::features::{Extractor, Features};
 use super::wav::read_wav;
 use crate::cell::CellKind;
-use crate::model::{Head, Input, Model, ModelConfig};
+use crate::engine::{EngineError, ModelEngine};
+use crate::model::{Head, Input, Model, ModelConfig, ModelWorkspace};
 use crate::ops::loss::{softmax_rows, softmax_xent};
 use crate::optim::{clip_grad_norm, Optimizer};
 use crate::rng::Rng;
@@ -310,13 +311,30 @@ pub fn train_step(
     clip: f64,
     rng: &mut Rng,
 ) -> Tally {
-    let (b, v) = (batch.b, NUM_CLASSES);
+    let b = batch.b;
     let mut ws = model.workspace::<f32>(batch.t, b);
     let input = Input::Dense(&batch.x);
     let lengths = Some(&batch.lengths[..]);
     model.forward(&mut ws, params, input, None, None, lengths, Some(rng));
+    let ModelWorkspace {
+        logits, dlogits, ..
+    } = &mut ws;
+    let tally = loss_and_dlogits(model, logits, batch, dlogits);
+    grads.fill(0.0);
+    model.backward(&mut ws, params, grads, input, lengths, None, None, None);
+    if clip > 0.0 {
+        clip_grad_norm(grads, clip);
+    }
+    opt.update(params, grads);
+    tally
+}
+
+/// The mean cross-entropy of the pooled `logits` (R, V) of a forward on `batch` and the
+/// accuracy counts; writes dL/dlogits (R, V) into `dlogits`.
+fn loss_and_dlogits(model: &Model, logits: &[f32], batch: &Batch, dlogits: &mut [f32]) -> Tally {
+    let (b, v) = (batch.b, NUM_CLASSES);
     // pooled, dpooled: (B, V)
-    let pooled = scores(model, &ws.logits, batch);
+    let pooled = scores(model, logits, batch);
     let mut dpooled = vec![0.0f32; b * v];
     let (loss, n) = softmax_xent(
         &pooled,
@@ -330,12 +348,12 @@ pub fn train_step(
         .filter(|&j| argmax(&pooled[j * v..(j + 1) * v]) == batch.labels[j] as usize)
         .count();
     if model.cfg.head == Head::LastClasses {
-        ws.dlogits[..b * v].copy_from_slice(&dpooled);
+        dlogits[..b * v].copy_from_slice(&dpooled);
     } else {
         // forward was: pooled_j = (1/len_j) sum_{s < len_j} logits_{s,j}; padded steps get nothing
         for s in 0..batch.t {
             for j in 0..b {
-                let d = &mut ws.dlogits[(s * b + j) * v..(s * b + j + 1) * v];
+                let d = &mut dlogits[(s * b + j) * v..(s * b + j + 1) * v];
                 if s < batch.lengths[j] {
                     let inv = 1.0 / batch.lengths[j] as f32;
                     for (o, &g) in d.iter_mut().zip(&dpooled[j * v..(j + 1) * v]) {
@@ -347,13 +365,48 @@ pub fn train_step(
             }
         }
     }
-    grads.fill(0.0);
-    model.backward(&mut ws, params, grads, input, lengths, None, None, None);
-    if clip > 0.0 {
-        clip_grad_norm(grads, clip);
-    }
-    opt.update(params, grads);
     Tally { loss, correct, n }
+}
+
+/// [`train_step`] through a [`ModelEngine`] (any device), with learning rate `lr`.
+pub fn train_step_on(
+    eng: &mut dyn ModelEngine,
+    model: &Model,
+    batch: &Batch,
+    clip: f64,
+    lr: f64,
+    rng: &mut Rng,
+) -> Result<Tally, EngineError> {
+    let input = Input::Dense(&batch.x);
+    let lengths = Some(&batch.lengths[..]);
+    let logits = eng
+        .forward(input, batch.t, batch.b, lengths, Some(rng))?
+        .into_owned();
+    let mut dlogits = vec![0.0f32; logits.len()];
+    let tally = loss_and_dlogits(model, &logits, batch, &mut dlogits);
+    eng.backward(input, lengths, &dlogits, clip)?;
+    eng.update(lr)?;
+    Ok(tally)
+}
+
+/// [`predict_batch`] through a [`ModelEngine`].
+pub fn predict_batch_on(
+    eng: &mut dyn ModelEngine,
+    model: &Model,
+    batch: &Batch,
+) -> Result<Vec<f32>, EngineError> {
+    let v = NUM_CLASSES;
+    let logits = eng.forward(
+        Input::Dense(&batch.x),
+        batch.t,
+        batch.b,
+        Some(&batch.lengths),
+        None,
+    )?;
+    let pooled = scores(model, &logits, batch);
+    let mut probs = vec![0.0f32; batch.b * v];
+    softmax_rows(&pooled, &mut probs, batch.b, v);
+    Ok(probs)
 }
 
 /// Class probabilities (B, V) for a batch, in inference mode (no dropout).
@@ -406,6 +459,34 @@ pub fn evaluate(
     examples: &[Example],
     batch_size: usize,
 ) -> Evaluation {
+    let never: Result<Evaluation, std::convert::Infallible> =
+        evaluate_with(examples, batch_size, |batch| {
+            Ok(predict_batch(model, params, batch))
+        });
+    match never {
+        Ok(e) => e,
+        Err(e) => match e {},
+    }
+}
+
+/// [`evaluate`] through a [`ModelEngine`].
+pub fn evaluate_on(
+    eng: &mut dyn ModelEngine,
+    model: &Model,
+    examples: &[Example],
+    batch_size: usize,
+) -> Result<Evaluation, EngineError> {
+    evaluate_with(examples, batch_size, |batch| {
+        predict_batch_on(eng, model, batch)
+    })
+}
+
+/// [`evaluate`] with class probabilities (B, V) from `predict`.
+fn evaluate_with<E>(
+    examples: &[Example],
+    batch_size: usize,
+    mut predict: impl FnMut(&Batch) -> Result<Vec<f32>, E>,
+) -> Result<Evaluation, E> {
     let v = NUM_CLASSES;
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.sort_by_key(|&i| examples[i].feats.t);
@@ -414,7 +495,7 @@ pub fn evaluate(
     let mut predictions = vec![0u8; examples.len()];
     for idx in order.chunks(batch_size.max(1)) {
         let batch = make_batch(examples, idx);
-        let probs = predict_batch(model, params, &batch);
+        let probs = predict(&batch)?;
         for (j, &i) in idx.iter().enumerate() {
             let p = &probs[j * v..(j + 1) * v];
             let pred = argmax(p);
@@ -428,11 +509,11 @@ pub fn evaluate(
             predictions[i] = pred as u8;
         }
     }
-    Evaluation {
+    Ok(Evaluation {
         tally,
         confusion,
         predictions,
-    }
+    })
 }
 
 /// One pass over `examples` in length-bucketed random batches ([`epoch_batches`]), one
@@ -460,6 +541,30 @@ pub fn train_epoch(
         }
     }
     Some(tally)
+}
+
+/// [`train_epoch`] through a [`ModelEngine`] (any device), with learning rate `lr`; a device
+/// error ends it.
+pub fn train_epoch_on(
+    eng: &mut dyn ModelEngine,
+    model: &Model,
+    examples: &[Example],
+    batch_size: usize,
+    clip: f64,
+    lr: f64,
+    rng: &mut Rng,
+    mut on_step: impl FnMut(usize, usize, &Tally) -> bool,
+) -> Result<Option<Tally>, EngineError> {
+    let batches = epoch_batches(examples, batch_size, rng);
+    let mut tally = Tally::default();
+    for (k, idx) in batches.iter().enumerate() {
+        let batch = make_batch(examples, idx);
+        tally.add(train_step_on(eng, model, &batch, clip, lr, rng)?);
+        if !on_step(k + 1, batches.len(), &tally) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(tally))
 }
 
 /// Cosine learning-rate schedule: `base` at epoch 0, falling to `base * floor` at the last epoch.

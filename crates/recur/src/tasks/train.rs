@@ -3,11 +3,14 @@
 //! intervals, reported through a callback that can stop the run (a step limit, a time budget and
 //! the caller's stop flag all end it cleanly with what was learned so far).
 //!
-//! Nothing here prints; the clock is read only for the time budget.
+//! Nothing here prints; the clock is read only for the time budget. The math runs in a
+//! [`BatchEngine`] (the CPU's for [`train`]; [`train_with`] takes another, e.g. the GPU's), so the
+//! loop is the same on every device.
 
 use super::{Batch, Inputs, Targets, Task};
-use crate::model::{Input, Model, ModelWorkspace};
-use crate::optim::{clip_grad_norm, OptimKind, Optimizer};
+use crate::engine::{BatchEngine, BatchEngineParts, CpuBatchEngine, EngineError, LossTargets};
+use crate::model::{Input, Model};
+use crate::optim::{OptimKind, Optimizer};
 use crate::rng::Rng;
 use crate::stack::StackConfig;
 use std::time::{Duration, Instant};
@@ -95,28 +98,23 @@ fn input(batch: &Batch) -> Input<'_, f32> {
 
 /// Forward and loss: (summed metric, count); `scale` as in [`Model::loss`].
 fn forward_loss(
-    model: &Model,
-    ws: &mut ModelWorkspace<f32>,
-    params: &[f32],
+    eng: &mut dyn BatchEngine,
     batch: &Batch,
     scale_by_count: bool,
-) -> (f64, usize) {
-    model.forward(ws, params, input(batch), None, None, None, None);
-    match &batch.targets {
-        Targets::Values(y) => {
-            let n = y.iter().filter(|v| !v.is_nan()).count().max(1);
-            let s = if scale_by_count { 1.0 / n as f32 } else { 1.0 };
-            model.loss_mse(ws, y, s)
-        }
-        Targets::Classes(c) => {
-            let s = if scale_by_count {
-                1.0 / c.len().max(1) as f32
-            } else {
-                1.0
-            };
-            model.loss(ws, c, s)
-        }
-    }
+) -> Result<(f64, usize), EngineError> {
+    let (targets, n) = match &batch.targets {
+        Targets::Values(y) => (
+            LossTargets::Values(y),
+            y.iter().filter(|v| !v.is_nan()).count(),
+        ),
+        Targets::Classes(c) => (LossTargets::Classes(c), c.len()),
+    };
+    let s = if scale_by_count {
+        1.0 / n.max(1) as f32
+    } else {
+        1.0
+    };
+    eng.forward_loss(input(batch), targets, s)
 }
 
 /// The model's outputs on a batch: (R, V) as in [`ModelWorkspace::logits`].
@@ -135,25 +133,34 @@ pub fn eval_set(task: &Task, n: usize, b: usize, seed: u64) -> Vec<Batch> {
 }
 
 /// The task's metric on `set` (the mean loss times [`Task::metric_scale`]).
-fn evaluate(
-    task: &Task,
-    model: &Model,
-    ws: &mut ModelWorkspace<f32>,
-    params: &[f32],
-    set: &[Batch],
-) -> f64 {
+fn evaluate(task: &Task, eng: &mut dyn BatchEngine, set: &[Batch]) -> Result<f64, EngineError> {
     let (mut s, mut n) = (0.0, 0);
     for batch in set {
-        let (a, c) = forward_loss(model, ws, params, batch, false);
+        let (a, c) = forward_loss(eng, batch, false)?;
         s += a;
         n += c;
     }
-    task.metric_scale() * s / n.max(1) as f64
+    Ok(task.metric_scale() * s / n.max(1) as f64)
 }
 
-/// Trains; `on_event` returns false to stop (the run then ends with a final evaluation).
+/// Trains on the CPU; `on_event` returns false to stop (the run then ends with a final
+/// evaluation).
 pub fn train(
     spec: &TrainSpec,
+    on_event: &mut dyn FnMut(Event) -> bool,
+) -> Result<TrainResult, String> {
+    train_with(
+        spec,
+        &mut |p| Ok(Box::new(CpuBatchEngine::new(p))),
+        on_event,
+    )
+}
+
+/// Trains with the engine `make` builds from the initial parameters and optimizer (e.g. the
+/// GPU's); otherwise as [`train`].
+pub fn train_with(
+    spec: &TrainSpec,
+    make: &mut dyn FnMut(BatchEngineParts) -> Result<Box<dyn BatchEngine>, EngineError>,
     on_event: &mut dyn FnMut(Event) -> bool,
 ) -> Result<TrainResult, String> {
     if spec.batch == 0 || spec.eval_every == 0 || spec.eval_size == 0 {
@@ -168,10 +175,16 @@ pub fn train(
     let mut params = vec![0.0f32; model.num_params()];
     model.init(&mut params, &mut rng);
     let initial = params.clone();
-    let mut grads = vec![0.0f32; params.len()];
-    let mut opt = Optimizer::<f32>::new(spec.optim.clone(), spec.lr, params.len());
+    let opt = Optimizer::<f32>::new(spec.optim.clone(), spec.lr, params.len());
     let (nt, nb) = (spec.task.steps(), spec.batch);
-    let mut ws = model.workspace::<f32>(nt, nb);
+    let mut eng = make(BatchEngineParts {
+        model: model.clone(),
+        params,
+        opt,
+        t: nt,
+        b: nb,
+    })?;
+    let eng = &mut *eng;
     let set = eval_set(&spec.task, spec.eval_size, nb, spec.seed);
     let (bs, bn) = set
         .iter()
@@ -186,32 +199,18 @@ pub fn train(
     let mut reason = "steps";
     let mut step = 0;
     let mut data_rng = Rng::new(spec.seed.wrapping_add(1));
-    let mut backup = params.clone();
     while step < spec.max_steps {
         let batch = spec.task.sample(nb, &mut data_rng);
-        let (s, n) = forward_loss(&model, &mut ws, &params, &batch, true);
+        let (s, n) = forward_loss(eng, &batch, true)?;
         let loss = s / n.max(1) as f64;
         if !loss.is_finite() {
-            params.copy_from_slice(&backup);
+            // back to the parameters before the update that produced this loss
+            eng.undo_update()?;
             reason = "diverged";
             break;
         }
-        grads.fill(0.0);
-        model.backward(
-            &mut ws,
-            &params,
-            &mut grads,
-            input(&batch),
-            None,
-            None,
-            None,
-            None,
-        );
-        if spec.clip > 0.0 {
-            clip_grad_norm(&mut grads, spec.clip);
-        }
-        backup.copy_from_slice(&params);
-        opt.update(&mut params, &grads);
+        eng.backward_clip(input(&batch), spec.clip)?;
+        eng.update()?;
         step += 1;
         run_sum += loss * spec.task.metric_scale();
         run_n += 1;
@@ -223,7 +222,7 @@ pub fn train(
                 step,
                 elapsed: start.elapsed(),
                 train_metric: run_sum / run_n.max(1) as f64,
-                metric: evaluate(&spec.task, &model, &mut ws, &params, &set),
+                metric: evaluate(&spec.task, eng, &set)?,
             };
             (run_sum, run_n) = (0.0, 0);
             let keep = on_event(Event::Eval(&p));
@@ -243,14 +242,14 @@ pub fn train(
             step,
             elapsed: start.elapsed(),
             train_metric: run_sum / run_n.max(1) as f64,
-            metric: evaluate(&spec.task, &model, &mut ws, &params, &set),
+            metric: evaluate(&spec.task, eng, &set)?,
         };
         on_event(Event::Eval(&p));
         curve.push(p);
     }
     Ok(TrainResult {
+        params: eng.params()?.into_owned(),
         model,
-        params,
         initial,
         baseline,
         baseline_held_out,
