@@ -95,11 +95,11 @@ run "$R" speech eval --checkpoint "$E2E/speech/best.ckpt" --data "$ROOT/data/fsd
 run timeout 120 "$R" train --data "$DATA" --max-minutes 1 --eval-every 500 --sample-length 200 --quiet --checkpoint-dir "$E2E/default" --device cuda
 cut -c1-300 "$E2E/log.txt" | tail -60
 
-stage "5. small batches: the fused step kernel (small-batch 8) against cuBLAS + cell kernel (0)"
+stage "5. small batches: fused step kernel (small-batch 8), cuBLAS + cell kernel (0), persistent"
 for hb in 1024:1 1024:8 256:1; do
-  for sb in 8 0; do
+  for flags in "--small-batch 8" "--small-batch 0" "--persistent"; do
     "$BIN/recur" gpu-bench --device cuda --cell lstm --hidden ${hb%:*} --batch ${hb#*:} \
-      --steps 100 --iters 10 --small-batch $sb --json
+      --steps 100 --iters 10 $flags --json
   done
 done 2>&1 | tee "$OUT/small.txt"
 

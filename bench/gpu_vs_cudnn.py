@@ -95,9 +95,11 @@ def torch_round(shapes, warmup, iters):
     return res
 
 
-def recur_round(recur, warmup, iters, small_batch=8):
+def recur_round(recur, warmup, iters, small_batch=8, persistent=False):
     cmd = [recur, "gpu-bench", "--device", "cuda", "--grid", "--json",
            "--warmup", str(warmup), "--iters", str(iters), "--small-batch", str(small_batch)]
+    if persistent:
+        cmd.append("--persistent")
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
@@ -244,7 +246,7 @@ def main():
         return
 
     shapes = grid()
-    rec, tor, rec0 = [], [], []
+    rec, tor, rec0, recp = [], [], [], []
     for r in range(a.rounds):
         t0 = time.time()
         rec.append(recur_round(a.recur, a.warmup, a.iters))
@@ -253,8 +255,12 @@ def main():
         t2 = time.time()
         # recur again with the fused small-batch kernel off (cuBLAS + cell kernel every step)
         rec0.append(recur_round(a.recur, a.warmup, a.iters, small_batch=0))
+        t3 = time.time()
+        # recur with the persistent one-launch forward (B <= 8, H <= 1024; larger shapes unchanged)
+        recp.append(recur_round(a.recur, a.warmup, a.iters, persistent=True))
         print(f"round {r}: recur {t1 - t0:.1f} s, torch {t2 - t1:.1f} s, "
-              f"recur without step_small {time.time() - t2:.1f} s", flush=True)
+              f"recur without step_small {t3 - t2:.1f} s, recur persistent {time.time() - t3:.1f} s",
+              flush=True)
 
     rows = []
     for s in shapes:
@@ -267,6 +273,9 @@ def main():
             g0 = [x[k][1] for x in rec0 if x[k][1] is not None]
             gr0 = statistics.median(g0) if g0 else None
             ea0 = statistics.median([x[k][0] for x in rec0])
+            gp = [x[k][1] for x in recp if x[k][1] is not None]
+            grp = statistics.median(gp) if gp else None
+            eap = statistics.median([x[k][0] for x in recp])
             g = {"lstm": 4, "gru": 3}.get(s["cell"], 1)
             h, b, t = s["h"], s["b"], s["t"]
             # GEMM work: forward 2*T*B*G*H*(I + H) per layer (I = H); training adds dX, dW_ih,
@@ -275,6 +284,8 @@ def main():
             best = min(v for v in [ea, gr] if v)
             rows.append(dict(s, mode=mode, cudnn_ms=cu, recur_eager_ms=ea, recur_graph_ms=gr,
                              recur_nosmall_eager_ms=ea0, recur_nosmall_graph_ms=gr0,
+                             recur_persistent_eager_ms=eap, recur_persistent_graph_ms=grp,
+                             recur_persistent_rounds=[x[k] for x in recp],
                              gemm_flops=flops, recur_tflops=flops / (best * 1e-3) / 1e12,
                              cudnn_tflops=flops / (cu * 1e-3) / 1e12,
                              cudnn_rounds=[x[k] for x in tor], recur_rounds=[x[k] for x in rec],
@@ -289,18 +300,22 @@ def main():
           f"{a.rounds} rounds x {a.iters} calls")
     print("recur ms: eager (launches from the host); graph ms: the same work replayed from a CUDA "
           "graph; noSB: graph ratio with the fused small-batch step kernel off (B <= 8 rows); "
-          "TF/s: GEMM TFLOP/s of the faster recur time")
+          "pers: graph ratio with the persistent one-launch forward (B <= 8 rows); "
+          "TF/s: GEMM TFLOP/s of the faster recur time (without pers)")
     print(f"{'cell':<8} {'H':>5} {'B':>4} {'T':>4} {'L':>2} {'mode':<5} {'cuDNN ms':>9} "
-          f"{'recur ms':>9} {'graph ms':>9} {'ratio':>6} {'r.graph':>7} {'noSB':>5} {'TF/s':>5}")
+          f"{'recur ms':>9} {'graph ms':>9} {'ratio':>6} {'r.graph':>7} {'noSB':>5} {'pers':>5} "
+          f"{'TF/s':>5}")
     for r in rows:
         g = r["recur_graph_ms"]
         gs = f"{g:9.3f}" if g else f"{'-':>9}"
         rg = f"{r['cudnn_ms'] / g:7.2f}" if g else f"{'-':>7}"
         g0 = r["recur_nosmall_graph_ms"]
         r0 = f"{r['cudnn_ms'] / g0:5.2f}" if (g0 and r["b"] <= 8) else f"{'-':>5}"
+        gp = r["recur_persistent_graph_ms"]
+        rp = f"{r['cudnn_ms'] / gp:5.2f}" if (gp and r["b"] <= 8) else f"{'-':>5}"
         print(f"{r['cell']:<8} {r['h']:>5} {r['b']:>4} {r['t']:>4} {r['layers']:>2} {r['mode']:<5} "
               f"{r['cudnn_ms']:9.3f} {r['recur_eager_ms']:9.3f} {gs} "
-              f"{r['cudnn_ms'] / r['recur_eager_ms']:6.2f} {rg} {r0} {r['recur_tflops']:5.1f}")
+              f"{r['cudnn_ms'] / r['recur_eager_ms']:6.2f} {rg} {r0} {rp} {r['recur_tflops']:5.1f}")
     print()
     print_charlm(charlm, max(a.rounds, 3), a.iters)
 

@@ -47,6 +47,10 @@ pub struct Args {
     /// 0 uses cuBLAS plus the cell kernel for every step.
     #[arg(long, default_value_t = 8)]
     small_batch: usize,
+    /// CUDA: batches up to 8 (no projection, H <= 1024) run each layer's forward as one
+    /// persistent launch (W_hh in shared memory across the steps) where the device allows it.
+    #[arg(long)]
+    persistent: bool,
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
@@ -74,6 +78,7 @@ pub struct Row {
     pub graph_ms: Option<f64>,
     pub iters: usize,
     pub small_batch: usize,
+    pub persistent: bool,
 }
 
 /// The grid of the CUDA issue.
@@ -155,6 +160,7 @@ pub fn run_stack_on(
             iters,
             warmup,
             small_batch: 8,
+            persistent: false,
             json,
         },
         mode,
@@ -198,7 +204,7 @@ fn run_modes(a: Args, mode: &str) -> anyhow::Result<()> {
     };
     let rows: Box<dyn FnMut(Shape) -> anyhow::Result<Vec<Row>>> = match a.device.as_str() {
         "cpu" => Box::new(|s| cpu_rows(s, a.warmup, a.iters)),
-        "cuda" => cuda::rows_fn(a.warmup, a.iters, a.small_batch)?,
+        "cuda" => cuda::rows_fn(a.warmup, a.iters, a.small_batch, a.persistent)?,
         other => bail!("unknown --device '{other}' (expected cpu or cuda)"),
     };
     let mut rows = rows;
@@ -287,6 +293,7 @@ fn cpu_rows(s: Shape, warmup: usize, iters: usize) -> anyhow::Result<Vec<Row>> {
             graph_ms: None,
             iters,
             small_batch: 0,
+            persistent: false,
         });
     }
     Ok(out)
@@ -298,7 +305,12 @@ mod cuda {
 
     pub type RowsFn = Box<dyn FnMut(Shape) -> anyhow::Result<Vec<Row>>>;
 
-    pub fn rows_fn(_warmup: usize, _iters: usize, _small: usize) -> anyhow::Result<RowsFn> {
+    pub fn rows_fn(
+        _warmup: usize,
+        _iters: usize,
+        _small: usize,
+        _persistent: bool,
+    ) -> anyhow::Result<RowsFn> {
         anyhow::bail!(
             "CUDA support was not compiled in (rebuild with `cargo build --release -p recur-cli --features cuda`)"
         )
@@ -312,11 +324,16 @@ mod cuda {
 
     pub type RowsFn = Box<dyn FnMut(Shape) -> anyhow::Result<Vec<Row>>>;
 
-    pub fn rows_fn(warmup: usize, iters: usize, small: usize) -> anyhow::Result<RowsFn> {
+    pub fn rows_fn(
+        warmup: usize,
+        iters: usize,
+        small: usize,
+        persistent: bool,
+    ) -> anyhow::Result<RowsFn> {
         let gpu = Gpu::new(0)?;
         let name = gpu.name();
         Ok(Box::new(move |s| {
-            rows(&gpu, &name, s, warmup, iters, small)
+            rows(&gpu, &name, s, warmup, iters, small, persistent)
         }))
     }
 
@@ -327,10 +344,12 @@ mod cuda {
         warmup: usize,
         iters: usize,
         small: usize,
+        persistent: bool,
     ) -> anyhow::Result<Vec<Row>> {
         let (stack, params, x, dy) = setup(s)?;
         let mut gs = GpuStack::new(&stack);
         gs.small_batch = small;
+        gs.persistent = persistent;
         let mut ws = gs.workspace(gpu, s.t, s.b)?;
         let params = gpu.upload(&params)?;
         let mut grads = gpu.zeros::<f32>(params.len())?;
@@ -377,6 +396,7 @@ mod cuda {
                 graph_ms: (!replay.is_empty()).then(|| median(&mut replay)),
                 iters,
                 small_batch: small,
+                persistent,
             });
         }
         Ok(out)

@@ -70,6 +70,10 @@ pub struct Gpu {
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) blas: CudaBlas,
     pub(crate) k: Kernels,
+    /// Streaming multiprocessors, and the most shared memory one block may opt in to (bytes):
+    /// the persistent kernel's limits.
+    pub(crate) sms: usize,
+    pub(crate) smem_optin: usize,
 }
 
 impl Gpu {
@@ -110,11 +114,17 @@ impl Gpu {
         }
         let cc = ctx.compute_capability()?;
         let k = Kernels::compile(&ctx, cc)?;
+        use cudarc::driver::sys::CUdevice_attribute as A;
+        let sms = ctx.attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
+        let smem_optin =
+            ctx.attribute(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)? as usize;
         Ok(Gpu {
             ctx,
             stream,
             blas,
             k,
+            sms,
+            smem_optin,
         })
     }
 

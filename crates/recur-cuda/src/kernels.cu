@@ -1,7 +1,8 @@
 // recur-cuda: the element-wise kernels, compiled at run time by NVRTC (see kernels.rs).
 //
 // What this file is: the fused per-step gate kernels of the three cells, forward and backward;
-// step_small, which also does the recurrent product itself for small batches; and the few small
+// step_small, which also does the recurrent product itself for small batches; persist_fwd, which
+// runs a whole small-batch sequence in one launch with W_hh in shared memory; and the few small
 // helpers the stack needs (one-hot gather and scatter, dropout, projection select). What it is
 // not: the other matrix products, which go through cuBLAS (gemm.rs).
 //
@@ -290,6 +291,153 @@ step_small(int cell, int act, int B, int H, int P, int t, int proj, int vec4, co
         case 8: STEP_SMALL(8); break;
     }
 #undef STEP_SMALL
+}
+
+// ---------------------------------------------------------------------------------------------
+// Persistent forward for small batches (B <= SMALL_B, no LSTM projection): ONE cooperative launch
+// runs all T steps of one direction of one layer. Block k owns the hidden units
+// [k*U, min((k+1)*U, H)) and keeps their G rows of W_hh (U*G*P floats) in shared memory for the
+// whole sequence, so W_hh is read from global memory once instead of once per step. Per step the
+// block stages h_{t-1} (B, P) in shared memory, one warp per owned unit computes its G x B dot
+// products (lanes stride over P: conflict-free shared loads), lanes b < B apply the cell (the
+// same device functions as the per-step kernels, so the results agree with them), and a
+// grid-wide barrier separates the steps. Needs every block resident at once (the host uses a
+// cooperative launch, which checks it) and (U*G + B)*P floats of shared memory per block.
+// The barrier is hand-written (NVRTC has no cooperative_groups header): bar[0] counts the blocks
+// that arrived, bar[1] is the generation; both zeroed before the launch.
+#define PERSIST_THREADS 256
+
+__device__ __forceinline__ void grid_barrier(unsigned* bar, unsigned nblocks) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        volatile unsigned* gen = bar + 1;
+        unsigned g = *gen;
+        // this block's writes of the step are visible to every block before it arrives
+        __threadfence();
+        if (atomicAdd(bar, 1u) == nblocks - 1) {
+            // the last to arrive resets the count, then opens the barrier
+            atomicExch(bar, 0u);
+            __threadfence();
+            atomicAdd(bar + 1, 1u);
+        } else {
+            while (*gen == g) __nanosleep(32);
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+template <int NB>
+__device__ __forceinline__ void persist_body(int cell, int act, int H, int T, int rev, int U,
+                                             const int* len, const real* __restrict__ w_hh,
+                                             const real* xw, const real* b_ih, const real* b_hh,
+                                             real* s, real* cs, real* gates, real* hn, real* y,
+                                             int ldy, unsigned* bar) {
+    extern __shared__ __align__(16) real smem[];
+    const int G = cell == 1 ? 4 : (cell == 2 ? 3 : 1);
+    const int P = H;  // no projection
+    const int gh = G * H;
+    const int j0 = blockIdx.x * U;
+    const int nj = min(U, H - j0);  // blocks past the last unit still take part in the barriers
+    // wsm: (U, G, P), wsm[(u*G + g)*P + k] = W_hh[g*H + j0 + u, k]; hsm: (NB, P) h_{t-1}
+    real* wsm = smem;
+    real* hsm = smem + (size_t)U * G * P;
+    for (int e = threadIdx.x; e < nj * G * P; e += blockDim.x) {
+        int u = e / (G * P), r = e - u * (G * P), g = r / P, k = r - g * P;
+        wsm[e] = w_hh[(size_t)(g * H + j0 + u) * P + k];
+    }
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
+    for (int st = 0; st < T; st++) {
+        const int t = rev ? T - 1 - st : st;
+        const real* h_in = s + (size_t)(t + rev) * NB * P;
+        real* h_out = s + (size_t)(t + 1 - rev) * NB * P;
+        // h_{t-1} was written by every block in the previous step: read it through L2 (__ldcg),
+        // never from a possibly stale L1 line
+        for (int e = threadIdx.x; e < NB * P; e += blockDim.x) hsm[e] = __ldcg(h_in + e);
+        __syncthreads();
+        for (int u = warp; u < nj; u += nwarps) {
+            real acc[4][NB];
+#pragma unroll
+            for (int g = 0; g < 4; g++) {
+#pragma unroll
+                for (int b = 0; b < NB; b++) acc[g][b] = 0.0f;
+            }
+            const real* wu = wsm + (size_t)u * G * P;
+            for (int k = lane; k < P; k += 32) {
+                real hk[NB];
+#pragma unroll
+                for (int b = 0; b < NB; b++) hk[b] = hsm[b * P + k];
+#pragma unroll
+                for (int g = 0; g < 4; g++) {
+                    if (g < G) {
+                        real w = wu[g * P + k];
+#pragma unroll
+                        for (int b = 0; b < NB; b++) acc[g][b] += w * hk[b];
+                    }
+                }
+            }
+            // every lane ends with the full sums
+#pragma unroll
+            for (int g = 0; g < 4; g++) {
+#pragma unroll
+                for (int b = 0; b < NB; b++) {
+#pragma unroll
+                    for (int o = 16; o > 0; o >>= 1)
+                        acc[g][b] += __shfl_xor_sync(0xffffffffu, acc[g][b], o);
+                }
+            }
+            if (lane < NB) {
+                // hv[g] = acc[g][lane], selected with constant indices (registers, no local memory)
+                real hv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+                for (int b = 0; b < NB; b++) {
+                    if (b == lane) {
+#pragma unroll
+                        for (int g = 0; g < 4; g++) hv[g] = g < G ? acc[g][b] : 0.0f;
+                    }
+                }
+                const int b = lane, j = j0 + u;
+                const real* xw_t = xw + (size_t)t * NB * gh;
+                real* gates_t = gates + (size_t)t * NB * gh;
+                real* y_t = y + (size_t)t * NB * ldy;
+                if (cell == 0) {
+                    rnn_cell(act, H, t, len, b, j, xw_t, hv, b_ih, b_hh, h_in, h_out, gates_t, y_t,
+                             ldy);
+                } else if (cell == 1) {
+                    lstm_cell(H, t, 0, len, b, j, xw_t, hv, b_ih, b_hh,
+                              cs + (size_t)(t + rev) * NB * H, cs + (size_t)(t + 1 - rev) * NB * H,
+                              h_in, h_out, gates_t, 0, y_t, ldy);
+                } else {
+                    gru_cell(H, t, len, b, j, xw_t, hv, b_ih, b_hh, h_in, h_out, gates_t,
+                             hn + (size_t)t * NB * H, y_t, ldy);
+                }
+            }
+        }
+        grid_barrier(bar, gridDim.x);
+    }
+}
+
+// cell: 0 RNN (act 0 tanh, 1 relu), 1 LSTM, 2 GRU. s: (T+1, B, H) state slots, cs: (T+1, B, H)
+// LSTM cell states, as the stack's workspace lays them out (the entry slot already holds h0/c0);
+// gates (T, B, G*H), hn (T, B, H) GRU, y: the direction's output column block (row stride ldy).
+extern "C" __global__ void __launch_bounds__(PERSIST_THREADS)
+persist_fwd(int cell, int act, int B, int H, int T, int rev, int U, const int* len,
+            const real* w_hh, const real* xw, const real* b_ih, const real* b_hh, real* s,
+            real* cs, real* gates, real* hn, real* y, int ldy, unsigned* bar) {
+#define PERSIST(NB)                                                                             \
+    persist_body<NB>(cell, act, H, T, rev, U, len, w_hh, xw, b_ih, b_hh, s, cs, gates, hn, y,   \
+                     ldy, bar)
+    switch (B) {
+        case 1: PERSIST(1); break;
+        case 2: PERSIST(2); break;
+        case 3: PERSIST(3); break;
+        case 4: PERSIST(4); break;
+        case 5: PERSIST(5); break;
+        case 6: PERSIST(6); break;
+        case 7: PERSIST(7); break;
+        case 8: PERSIST(8); break;
+    }
+#undef PERSIST
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ pub(crate) struct Kernels {
     pub proj_bwd_pre: CudaFunction,
     pub gru_fwd: CudaFunction,
     pub step_small: CudaFunction,
+    pub persist_fwd: CudaFunction,
     pub gru_bwd: CudaFunction,
     pub onehot_gather: CudaFunction,
     pub onehot_scatter: CudaFunction,
@@ -85,6 +86,7 @@ impl Kernels {
             proj_bwd_pre: f("proj_bwd_pre")?,
             gru_fwd: f("gru_fwd")?,
             step_small: f("step_small")?,
+            persist_fwd: f("persist_fwd")?,
             gru_bwd: f("gru_bwd")?,
             onehot_gather: f("onehot_gather")?,
             onehot_scatter: f("onehot_scatter")?,
@@ -142,6 +144,33 @@ pub(crate) fn launch(
         return Ok(());
     }
     launch_cfg(gpu, f, cfg(n), args)
+}
+
+/// Threads per block of `persist_fwd` (`PERSIST_THREADS` in kernels.cu).
+pub const PERSIST_THREADS: u32 = 256;
+
+/// Launches `f` as a cooperative kernel (every block resident at once, or the launch fails) on
+/// the device's stream.
+pub(crate) fn launch_coop(
+    gpu: &crate::Gpu,
+    f: &CudaFunction,
+    c: LaunchConfig,
+    args: &[Arg],
+) -> Result<(), GpuError> {
+    use cudarc::driver::PushKernelArg;
+    let mut b = gpu.stream.launch_builder(f);
+    for a in args {
+        match a {
+            Arg::I(v) => b.arg(v),
+            Arg::L(v) => b.arg(v),
+            Arg::F(v) => b.arg(v),
+            Arg::P(v) => b.arg(v),
+        };
+    }
+    // SAFETY: as in `launch_cfg`; the caller sized the grid so that every block can be resident
+    // (checked by the driver for a cooperative launch) and the shared memory to the kernel's need.
+    unsafe { b.launch_cooperative(c) }?;
+    Ok(())
 }
 
 /// Launches `f` with an explicit configuration on the device's stream.

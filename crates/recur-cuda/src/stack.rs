@@ -13,7 +13,7 @@
 //! gradients are flat device buffers laid out as on the CPU: callers copy them with one copy).
 
 use crate::device::{at, Gpu, GpuError, Ptr, NULL};
-use crate::kernels::{launch, launch_cfg, small_cfg, Arg, SMALL_B};
+use crate::kernels::{launch, launch_cfg, launch_coop, small_cfg, Arg, PERSIST_THREADS, SMALL_B};
 use crate::{DevBuf, DevIds};
 use cudarc::driver::CudaSlice;
 use recur::cell::{Activation, CellKind};
@@ -47,6 +47,10 @@ struct Slots {
 /// GEMV. The bound sits between the measured sizes.
 pub const SMALL_MAX_WEIGHTS: usize = 512 * 1024;
 
+/// Largest hidden size the persistent kernel takes (the bound for it; with 132 SMs an
+/// LSTM of 1024 units keeps 8 units' rows of W_hh, 128 KiB, per block).
+pub const PERSIST_MAX_H: usize = 1024;
+
 /// A stack on the device: the CPU stack's configuration and parameter layout.
 pub struct GpuStack {
     pub stack: Stack,
@@ -56,6 +60,11 @@ pub struct GpuStack {
     /// cell kernel, when W_hh has at most [`SMALL_MAX_WEIGHTS`] elements. Default 8; 0 always
     /// uses cuBLAS.
     pub small_batch: usize,
+    /// Forward of batches up to 8 (no LSTM projection, H <= [`PERSIST_MAX_H`]) as ONE persistent
+    /// cooperative launch per layer and direction (`persist_fwd`: W_hh in shared memory for the
+    /// whole sequence, a grid-wide barrier per step) when the device has the shared memory and
+    /// SMs for it; otherwise as `small_batch` says. Default off: not yet measured on a GPU.
+    pub persistent: bool,
     /// Where the stack's parameters start in the parameter and gradient buffers.
     base: usize,
 }
@@ -115,6 +124,8 @@ pub struct GpuStackWorkspace {
     len_on: bool,
     // ones: (T*B) for the bias gradients as a GEMM (a row of ones times dG)
     ones: DevBuf,
+    // bar: the persistent kernel's grid barrier (arrival count, generation)
+    bar: CudaSlice<u32>,
 }
 
 impl GpuStackWorkspace {
@@ -191,8 +202,41 @@ impl GpuStack {
             stack: stack.clone(),
             slots,
             small_batch: SMALL_B,
+            persistent: false,
             base,
         }
+    }
+
+    /// Whether this direction's forward runs as one persistent launch: (blocks, units per block,
+    /// shared-memory bytes), or `None` for the per-step path. Sets the kernel's shared-memory
+    /// limit when it does.
+    fn persist_plan(&self, gpu: &Gpu, dm: &Dims) -> Result<Option<(u32, usize, usize)>, GpuError> {
+        if !self.persistent || dm.b == 0 || dm.b > SMALL_B || dm.proj() || dm.h > PERSIST_MAX_H {
+            return Ok(None);
+        }
+        let g = dm.kind.gates();
+        let sms = gpu.sms.max(1);
+        // units per block: spread H over the SMs, one block each
+        let units = dm.h.div_ceil(sms);
+        let blocks = dm.h.div_ceil(units);
+        // wsm (U, G, P) and hsm (B, P), float32
+        let smem = (units * g + dm.b) * dm.p * 4;
+        if smem > gpu.smem_optin {
+            return Ok(None);
+        }
+        use cudarc::driver::sys::CUfunction_attribute as FA;
+        let f = &gpu.k.persist_fwd;
+        f.set_attribute(
+            FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem as i32,
+        )?;
+        // a cooperative launch needs every block resident at once
+        let per_sm =
+            f.occupancy_max_active_blocks_per_multiprocessor(PERSIST_THREADS, smem, None)?;
+        if (per_sm as usize) * sms < blocks {
+            return Ok(None);
+        }
+        Ok(Some((blocks as u32, units, smem)))
     }
 
     fn dims(&self, t: usize, b: usize, l: usize, d: usize) -> Dims {
@@ -270,6 +314,7 @@ impl GpuStack {
             len: gpu.zeros::<i32>(b)?,
             len_on: false,
             ones,
+            bar: gpu.zeros::<u32>(2)?,
         })
     }
 
@@ -462,6 +507,7 @@ impl GpuStack {
         let b_ih = sl.b_ih.map_or(NULL, |o| at(pw, o));
         let b_hh = sl.b_hh.map_or(NULL, |o| at(pw, o));
         let len = if ws.len_on { gpu.ptr(&ws.len) } else { NULL };
+        let bar = gpu.ptr(&ws.bar);
         let c = &ws.dirs[idx];
         let (xw, gates, s, cs) = (
             gpu.ptr(&c.xw),
@@ -510,7 +556,49 @@ impl GpuStack {
         let w_hr = sl.w_hr.map_or(NULL, |o| at(pw, o));
         let small = nb <= self.small_batch.min(SMALL_B) && gh * np <= SMALL_MAX_WEIGHTS;
         let is_gru = kind == CellKind::Gru;
-        for st in 0..nt {
+        let persist = self.persist_plan(gpu, &dm)?;
+        if let Some((blocks, units, smem)) = persist {
+            // every step in one launch; the barrier starts from zero
+            gpu.zero(bar, 2)?;
+            let cell = match kind {
+                CellKind::Rnn(_) => 0,
+                CellKind::Lstm => 1,
+                CellKind::Gru => 2,
+            };
+            launch_coop(
+                gpu,
+                &gpu.k.persist_fwd,
+                cudarc::driver::LaunchConfig {
+                    grid_dim: (blocks, 1, 1),
+                    block_dim: (PERSIST_THREADS, 1, 1),
+                    shared_mem_bytes: smem as u32,
+                },
+                &[
+                    Arg::I(cell),
+                    Arg::I(act_code(kind)),
+                    i(nb),
+                    i(nh),
+                    i(nt),
+                    i(rev),
+                    i(units),
+                    p(len),
+                    p(w_hh),
+                    p(xw),
+                    p(b_ih),
+                    p(b_hh),
+                    p(s),
+                    p(cs),
+                    p(gates),
+                    p(hn),
+                    p(y),
+                    i(ldy),
+                    p(bar),
+                ],
+            )?;
+        }
+        // with the persistent kernel the steps are done
+        let steps = if persist.is_some() { 0 } else { nt };
+        for st in 0..steps {
             let t = if rev == 1 { nt - 1 - st } else { st };
             let h_in = at(s, (t + rev) * nb * np);
             let h_out = at(s, (t + 1 - rev) * nb * np);

@@ -216,12 +216,21 @@ fn cpu_run<F: Float>(c: &Case, stack: &Stack, d: &Data) -> Results {
 }
 
 /// Forward and backward on the GPU; `small_batch` as `GpuStack::small_batch` (0: the cuBLAS path
-/// for every step, 8: the fused `step_small` kernel for the batches here, all <= 7).
-fn gpu_run(gpu: &Gpu, c: &Case, stack: &Stack, d: &Data, small_batch: usize) -> Results {
+/// for every step, 8: the fused `step_small` kernel for the batches here, all <= 9), `persistent`
+/// as `GpuStack::persistent` (the one-launch forward for batches <= 8 without projection).
+fn gpu_run(
+    gpu: &Gpu,
+    c: &Case,
+    stack: &Stack,
+    d: &Data,
+    small_batch: usize,
+    persistent: bool,
+) -> Results {
     let cfg = &c.cfg;
     let lstm = stack.kind() == CellKind::Lstm;
     let mut gs = GpuStack::new(stack);
     gs.small_batch = small_batch;
+    gs.persistent = persistent;
     let mut ws = gs.workspace(gpu, c.t, c.b).unwrap();
     let params = gpu.upload(&d.params).unwrap();
     let x = gpu.upload(&d.x).unwrap();
@@ -364,10 +373,10 @@ fn gpu_matches_cpu() {
         let want = cpu_run::<f64>(&c, &stack, &d);
         let cpu = cpu_run::<f32>(&c, &stack, &d);
         max_cpu = max_cpu.max(check("cpu f32", &cpu, &want, &c));
-        for small in [0, 8] {
-            let got = gpu_run(&gpu, &c, &stack, &d, small);
+        for (small, persistent) in [(0, false), (8, false), (8, true)] {
+            let got = gpu_run(&gpu, &c, &stack, &d, small, persistent);
             max_gpu = max_gpu.max(check(
-                &format!("gpu f32 (small_batch {small})"),
+                &format!("gpu f32 (small_batch {small}, persistent {persistent})"),
                 &got,
                 &want,
                 &c,
