@@ -318,6 +318,15 @@ fn run_gpu(gpu: &Gpu, c: &Case, model: &Model, d: &Data) -> Out {
     };
     let mut rng = Rng::new(c.seed ^ 0xd0);
     let init = c.init_state;
+    // poison what forward and loss must write, so that an element left unwritten shows as NaN
+    let poison =
+        |gpu: &Gpu, b: &mut recur_cuda::DevBuf| gpu.write(b, &vec![f32::NAN; b.len()]).unwrap();
+    poison(gpu, &mut ws.logits);
+    poison(gpu, &mut ws.dlogits);
+    poison(gpu, &mut ws.stack.h_n);
+    for o in ws.stack.outs.iter_mut() {
+        poison(gpu, o);
+    }
     gm.forward(
         gpu,
         &mut ws,
