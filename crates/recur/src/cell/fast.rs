@@ -82,7 +82,8 @@ struct Split {
 /// Rows per part below which a split by rows wastes the panel product's 8-row tiles.
 const MIN_ROWS_PER_PART: usize = 8;
 
-/// A core's share of cache that W_hh may fill (half of a 2 MiB L2, as on the machine measured).
+/// The weight size up to which every thread may stream all of W_hh each step: a core's L2
+/// (1 MiB on the machine measured), where W_hh then stays from step to step.
 const L2_BYTES: usize = 1 << 20;
 
 impl Split {
