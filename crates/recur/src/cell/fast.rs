@@ -139,13 +139,19 @@ impl Split {
 /// whose slice arguments the compiler knows not to overlap, so the loop becomes 16-wide vector
 /// code) when the CPU has it, else the portable one.
 macro_rules! simd_variant {
-    ($name:ident, $avx:ident, $f:path, ($($a:ident: $t:ty),*)) => {
+    ($name:ident, $avx:ident, $avx2:ident, $f:path, ($($a:ident: $t:ty),*)) => {
         #[inline(always)]
         fn $name<F: Float>(simd: bool, $($a: $t),*) {
             #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: `simd` is true only when has_avx512(), which checks these features.
-                return unsafe { $avx($($a),*) };
+            {
+                if simd {
+                    // SAFETY: `simd` is true only when has_avx512(), which checks these features.
+                    return unsafe { $avx($($a),*) };
+                }
+                if has_avx2_fma() {
+                    // SAFETY: checked just now.
+                    return unsafe { $avx2($($a),*) };
+                }
             }
             let _ = simd;
             $f($($a),*)
@@ -156,26 +162,42 @@ macro_rules! simd_variant {
         unsafe fn $avx<F: Float>($($a: $t),*) {
             $f($($a),*)
         }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        #[inline(never)]
+        unsafe fn $avx2<F: Float>($($a: $t),*) {
+            $f($($a),*)
+        }
     };
 }
 
-simd_variant!(rnn_fwd, rnn_fwd_avx512, rnn::forward_units,
+/// Whether this CPU has AVX2 and FMA (the gate passes' second build, for CPUs without AVX-512:
+/// 8-wide, and the activations' `mul_add` one instruction instead of a C library call).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    })
+}
+
+simd_variant!(rnn_fwd, rnn_fwd_avx512, rnn_fwd_avx2, rnn::forward_units,
     (act: Activation, x: &[F], b: &[F], hw: &[F], h: &mut [F]));
-simd_variant!(rnn_bwd, rnn_bwd_avx512, rnn::backward_units,
+simd_variant!(rnn_bwd, rnn_bwd_avx512, rnn_bwd_avx2, rnn::backward_units,
     (act: Activation, h: &[F], dh: &[F], dg: &mut [F]));
-simd_variant!(lstm_fwd, lstm_fwd_avx512, lstm::forward_units,
+simd_variant!(lstm_fwd, lstm_fwd_avx512, lstm_fwd_avx2, lstm::forward_units,
     (xi: &[F], xf: &[F], xg: &[F], xo: &[F], bi: &[F], bf: &[F], bg: &[F], bo: &[F],
      hi: &[F], hf: &[F], hg: &[F], ho: &[F],
      c_prev: &[F], gi: &mut [F], gf: &mut [F], gg: &mut [F], go: &mut [F], c: &mut [F],
      h: &mut [F]));
-simd_variant!(lstm_bwd, lstm_bwd_avx512, lstm::backward_units,
+simd_variant!(lstm_bwd, lstm_bwd_avx512, lstm_bwd_avx2, lstm::backward_units,
     (i: &[F], f: &[F], g: &[F], o: &[F], c_prev: &[F], c: &[F], dh: &[F], dc: &mut [F],
      di: &mut [F], df: &mut [F], dgg: &mut [F], d_o: &mut [F]));
-simd_variant!(gru_fwd, gru_fwd_avx512, gru::forward_units,
+simd_variant!(gru_fwd, gru_fwd_avx512, gru_fwd_avx2, gru::forward_units,
     (xr: &[F], xz: &[F], xn: &[F], br: &[F], bz: &[F], bn: &[F], hr: &[F], hz: &[F],
      hh: &[F], bhn: &[F], h_prev: &[F],
      gr: &mut [F], gz: &mut [F], gn: &mut [F], hn: &mut [F], h: &mut [F]));
-simd_variant!(gru_bwd, gru_bwd_avx512, gru::backward_units,
+simd_variant!(gru_bwd, gru_bwd_avx512, gru_bwd_avx2, gru::backward_units,
     (r: &[F], z: &[F], nn: &[F], hn: &[F], h_prev: &[F], dh: &[F], dxr: &mut [F],
      dxz: &mut [F], dxn: &mut [F], dhr: &mut [F], dhz: &mut [F], dhn: &mut [F],
      dh_prev: &mut [F]));

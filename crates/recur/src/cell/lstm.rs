@@ -55,7 +55,8 @@ pub fn backward_row<F: Float>(
     dc: &mut [F],
     dg: &mut [F],
 ) {
-    // The same chain rule as the fast driver's, on the row's gates split per gate.
+    // The same chain rule as the fast driver's, on the row's gates split per gate, with the tanh
+    // this driver's forward used (the C library's)
     let h = c.len();
     let (i, rest) = gates.split_at(h);
     let (f, rest) = rest.split_at(h);
@@ -63,7 +64,7 @@ pub fn backward_row<F: Float>(
     let (di, rest) = dg.split_at_mut(h);
     let (df, rest) = rest.split_at_mut(h);
     let (dgg, d_o) = rest.split_at_mut(h);
-    backward_units(i, f, g, o, c_prev, c, dhpre, dc, di, df, dgg, d_o);
+    backward_units_with(F::tanh, i, f, g, o, c_prev, c, dhpre, dc, di, df, dgg, d_o);
 }
 
 /// Forward over a run of units of one row (the fast driver). `x*` hold each gate's `x W_ih^T`,
@@ -132,12 +133,32 @@ pub fn backward_units<F: Float>(
     dgg: &mut [F],
     d_o: &mut [F],
 ) {
+    backward_units_with(F::tanh_act, i, f, g, o, c_prev, c, dh, dc, di, df, dgg, d_o)
+}
+
+/// [`backward_units`] with the tanh that recomputes `tanh(c_t)` given: the forward's own.
+#[inline(always)]
+pub fn backward_units_with<F: Float>(
+    tanh: impl Fn(F) -> F,
+    i: &[F],
+    f: &[F],
+    g: &[F],
+    o: &[F],
+    c_prev: &[F],
+    c: &[F],
+    dh: &[F],
+    dc: &mut [F],
+    di: &mut [F],
+    df: &mut [F],
+    dgg: &mut [F],
+    d_o: &mut [F],
+) {
     let n = dc.len();
     let (i, f, g, o) = (&i[..n], &f[..n], &g[..n], &o[..n]);
     let (di, df, dgg, d_o) = (&mut di[..n], &mut df[..n], &mut dgg[..n], &mut d_o[..n]);
     let (c_prev, c, dh) = (&c_prev[..n], &c[..n], &dh[..n]);
     for j in 0..n {
-        let tc = c[j].tanh_act();
+        let tc = tanh(c[j]);
         // forward was: h = o * tanh(c)
         let dob = dh[j] * tc;
         let dcj = dc[j] + dh[j] * o[j] * (F::ONE - tc * tc);
