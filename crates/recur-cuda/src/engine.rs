@@ -17,7 +17,7 @@ use recur::engine::{
     BatchEngine, BatchEngineParts, Engine, EngineError, EngineParts, LossTargets, ModelEngine,
     ModelEngineParts,
 };
-use recur::lm::{draw, Carry, SampleOptions};
+use recur::lm::{draw, for_stream_chunks, Carry, SampleOptions};
 use recur::model::{Input, Model};
 use recur::optim::Optimizer;
 use recur::rng::Rng;
@@ -86,17 +86,9 @@ pub fn stream_loss(
     tail: &mut Option<GpuModelWorkspace>,
 ) -> Result<(f64, usize), GpuError> {
     let (t, b) = (ws.t, ws.b);
-    if ids.len() < b + 1 {
-        return Ok((0.0, 0));
-    }
-    let s = (ids.len() - 1) / b;
     let mut carry = GpuCarry::zeros(gpu, &gm.model, b)?;
     let (mut total, mut count) = (0.0, 0);
-    let mut inputs = vec![0u32; t * b];
-    let mut targets = vec![0u32; t * b];
-    let mut off = 0;
-    while off < s {
-        let tt = t.min(s - off);
+    for_stream_chunks(ids, t, b, |tt, inputs, targets| {
         let w = if tt == t {
             &mut *ws
         } else {
@@ -105,31 +97,13 @@ pub fn stream_loss(
             }
             tail.as_mut().expect("just set")
         };
-        // inputs, targets: (tt, B), row j = step j of every stream
-        for j in 0..tt {
-            for i in 0..b {
-                let pos = i * s + off + j;
-                inputs[j * b + i] = ids[pos];
-                targets[j * b + i] = ids[pos + 1];
-            }
-        }
         let (h0, c0) = carry.as_init();
-        gm.forward(
-            gpu,
-            w,
-            params,
-            Input::Tokens(&inputs[..tt * b]),
-            h0,
-            c0,
-            None,
-            None,
-        )?;
-        let (l, n) = gm.loss(gpu, w, &targets[..tt * b], 1.0)?;
+        gm.forward(gpu, w, params, Input::Tokens(inputs), h0, c0, None, None)?;
+        let (l, n) = gm.loss(gpu, w, targets, 1.0)?;
         total += l;
         count += n;
-        carry.take_from(gpu, w)?;
-        off += tt;
-    }
+        carry.take_from(gpu, w)
+    })?;
     Ok((total, count))
 }
 

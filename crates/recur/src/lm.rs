@@ -66,27 +66,52 @@ pub fn stream_loss(
     ws: &mut ModelWorkspace<f32>,
 ) -> (f64, usize) {
     let (t, b) = (ws.t, ws.b);
-    if ids.len() < b + 1 {
-        return (0.0, 0);
-    }
-    let s = (ids.len() - 1) / b;
     let mut carry = Carry::zeros(model, b);
-    let mut total = 0.0;
-    let mut count = 0;
-    let mut inputs = vec![0u32; t * b];
-    let mut targets = vec![0u32; t * b];
+    let (mut total, mut count) = (0.0, 0);
+    // no backward here: keep only what the next step needs (switched back at the end)
+    ws.stack.set_inference(true);
     let mut tail_ws: Option<ModelWorkspace<f32>> = None;
-    let mut off = 0;
-    while off < s {
-        let tt = t.min(s - off);
+    let Ok(()) = for_stream_chunks::<std::convert::Infallible>(ids, t, b, |tt, inputs, targets| {
         let ws = if tt == t {
             &mut *ws
         } else {
-            tail_ws.get_or_insert_with(|| model.workspace(tt, b))
+            tail_ws.get_or_insert_with(|| {
+                let mut w = model.workspace(tt, b);
+                w.stack.set_inference(true);
+                w
+            })
         };
-        // no backward here: keep only what the next step needs (switched back at the end)
-        ws.stack.set_inference(true);
-        // inputs, targets: (tt, B), row j = step j of every stream
+        let (h0, c0) = carry.as_init();
+        model.forward(ws, params, Input::Tokens(inputs), h0, c0, None, None);
+        let (l, n) = model.loss(ws, targets, 1.0);
+        total += l;
+        count += n;
+        carry.take_from(ws);
+        Ok(())
+    });
+    ws.stack.set_inference(false);
+    (total, count)
+}
+
+/// The batches [`stream_loss`] reads (and the GPU's twin of it): `ids` as `b` parallel streams of
+/// `(len - 1) / b` steps each, cut into chunks of at most `t` steps; `f(tt, inputs, targets)` for
+/// each chunk in order, with inputs and targets (tt, B), row j = step j of every stream. Nothing
+/// when the text is shorter than b + 1 ids.
+pub fn for_stream_chunks<E>(
+    ids: &[u32],
+    t: usize,
+    b: usize,
+    mut f: impl FnMut(usize, &[u32], &[u32]) -> Result<(), E>,
+) -> Result<(), E> {
+    if ids.len() < b + 1 {
+        return Ok(());
+    }
+    let s = (ids.len() - 1) / b;
+    let mut inputs = vec![0u32; t * b];
+    let mut targets = vec![0u32; t * b];
+    let mut off = 0;
+    while off < s {
+        let tt = t.min(s - off);
         for j in 0..tt {
             for i in 0..b {
                 let pos = i * s + off + j;
@@ -94,17 +119,10 @@ pub fn stream_loss(
                 targets[j * b + i] = ids[pos + 1];
             }
         }
-        let (h0, c0) = carry.as_init();
-        let inp = Input::Tokens(&inputs[..tt * b]);
-        model.forward(ws, params, inp, h0, c0, None, None);
-        let (l, n) = model.loss(ws, &targets[..tt * b], 1.0);
-        total += l;
-        count += n;
-        carry.take_from(ws);
+        f(tt, &inputs[..tt * b], &targets[..tt * b])?;
         off += tt;
     }
-    ws.stack.set_inference(false);
-    (total, count)
+    Ok(())
 }
 
 /// How the next character is drawn from the model's distribution.

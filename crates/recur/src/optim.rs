@@ -203,12 +203,9 @@ pub fn clip_grad_norm<F: Float>(grads: &mut [F], max_norm: f64) -> f64 {
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         let c = F::from_f64(coef);
-        let scale = |g: &mut [F]| g.iter_mut().for_each(|g| *g *= c);
-        if parallel(grads.len()) {
-            grads.par_chunks_mut(CHUNK).for_each(scale);
-        } else {
-            scale(grads);
-        }
+        crate::ops::for_parts_mut(grads, CHUNK, parallel(grads.len()), |_, g| {
+            g.iter_mut().for_each(|g| *g *= c)
+        });
     }
     norm
 }

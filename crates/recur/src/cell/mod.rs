@@ -26,8 +26,7 @@ pub use rnn::Activation;
 
 use crate::ops::gemm::threads;
 use crate::ops::panel::{panels, NR};
-use crate::ops::{add_col_sums, gemm, Float, Trans};
-use rayon::prelude::*;
+use crate::ops::{add_col_sums, for_parts_mut, gemm, Float, Trans};
 
 /// Which recurrent cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,22 +277,18 @@ fn input_projection<F: Float>(
         LayerInput::OneHot { ids } => {
             // xw row r = column ids[r] of W_ih (a gather); rows shared out over the threads
             let rows = nt * nb;
-            let gather = |(r0, block): (usize, &mut [F])| {
-                for (row, &id) in block.chunks_exact_mut(gh).zip(&ids[r0..]) {
-                    for (g, v) in row.iter_mut().enumerate() {
-                        *v = w.w_ih[g * ni + id as usize];
+            for_parts_mut(
+                &mut c.xw[..rows * gh],
+                ONE_HOT_ROWS * gh,
+                true,
+                |e0, block| {
+                    for (row, &id) in block.chunks_exact_mut(gh).zip(&ids[e0 / gh..]) {
+                        for (g, v) in row.iter_mut().enumerate() {
+                            *v = w.w_ih[g * ni + id as usize];
+                        }
                     }
-                }
-            };
-            let per = ONE_HOT_ROWS;
-            if threads() > 1 && rows > per {
-                c.xw[..rows * gh]
-                    .par_chunks_mut(per * gh)
-                    .enumerate()
-                    .for_each(|(k, b)| gather((k * per, b)));
-            } else {
-                gather((0, &mut c.xw[..rows * gh]));
-            }
+                },
+            );
         }
     }
     if let (Some(b_ih), true) = (w.b_ih, add_bias) {
@@ -366,24 +361,21 @@ fn weight_grads<F: Float>(
             // each element still receives its terms in the order of r (the same sums on any
             // number of threads).
             let dg_all = &c.xw;
-            let scatter = |(g0, block): (usize, &mut [F])| {
-                let units = block.len() / ni;
-                for (r, &id) in ids.iter().enumerate().take(rows) {
-                    let dg = &dg_all[r * gh + g0..r * gh + g0 + units];
-                    for (gi, &v) in dg.iter().enumerate() {
-                        block[gi * ni + id as usize] += v;
-                    }
-                }
-            };
             let per = gh.div_ceil(threads()).max(1);
-            if threads() > 1 && rows * gh >= 1 << 16 {
-                g.w_ih[..gh * ni]
-                    .par_chunks_mut(per * ni)
-                    .enumerate()
-                    .for_each(|(k, b)| scatter((k * per, b)));
-            } else {
-                scatter((0, &mut g.w_ih[..gh * ni]));
-            }
+            for_parts_mut(
+                &mut g.w_ih[..gh * ni],
+                per * ni,
+                rows * gh >= 1 << 16,
+                |e0, block| {
+                    let (g0, units) = (e0 / ni, block.len() / ni);
+                    for (r, &id) in ids.iter().enumerate().take(rows) {
+                        let dg = &dg_all[r * gh + g0..r * gh + g0 + units];
+                        for (gi, &v) in dg.iter().enumerate() {
+                            block[gi * ni + id as usize] += v;
+                        }
+                    }
+                },
+            );
         }
     }
     // dW_hh += dGh^T H_prev: (G*H, T*B) x (T*B, P)

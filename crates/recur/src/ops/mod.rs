@@ -19,25 +19,35 @@ pub fn add_assign<F: Float>(y: &mut [F], x: &[F]) {
     }
 }
 
+/// Runs `f(first, part)` over `data` cut into parts of `chunk` elements (`first`: the index of the
+/// part's first element), on the threads set by [`gemm::set_threads`] when `split` is asked and
+/// there is more than one part; else once, on all of `data`, on this thread. For passes in which
+/// every element is computed on its own, so that the result does not depend on the thread count.
+pub fn for_parts_mut<T: Send>(
+    data: &mut [T],
+    chunk: usize,
+    split: bool,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if split && gemm::threads() > 1 && data.len() > chunk {
+        use rayon::prelude::*;
+        data.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(k, part)| f(k * chunk, part));
+    } else {
+        f(0, data);
+    }
+}
+
 /// Adds every row of `x` (`rows x cols`, leading dimension `ld`) into `sum` (length `cols`).
 /// Large sums are split by columns over [`gemm::threads`]; every element still adds its rows in
 /// order, so the result does not depend on the thread count.
 pub fn add_col_sums<F: Float>(sum: &mut [F], x: &[F], rows: usize, cols: usize, ld: usize) {
-    let part = |c0: usize, s: &mut [F]| {
+    // whole cache lines (16 floats) per part
+    let per = cols.div_ceil(gemm::threads()).next_multiple_of(16);
+    for_parts_mut(&mut sum[..cols], per, rows * cols >= 1 << 16, |c0, s| {
         for r in 0..rows {
             add_assign(s, &x[r * ld + c0..r * ld + c0 + s.len()]);
         }
-    };
-    let nt = gemm::threads();
-    if nt > 1 && rows * cols >= 1 << 16 && cols >= 2 * 16 {
-        use rayon::prelude::*;
-        // whole cache lines per part (16 floats)
-        let per = cols.div_ceil(nt).next_multiple_of(16);
-        sum[..cols]
-            .par_chunks_mut(per)
-            .enumerate()
-            .for_each(|(k, s)| part(k * per, s));
-    } else {
-        part(0, &mut sum[..cols]);
-    }
+    });
 }
