@@ -14,14 +14,16 @@ use crate::model::{GpuModel, GpuModelWorkspace};
 use crate::optim::{clip_grad_norm, clip_grad_value, grad_norm, GpuOptimizer, NormScratch};
 use crate::DevBuf;
 use recur::engine::{
-    BatchEngine, BatchEngineParts, Engine, EngineError, EngineParts, LossTargets, ModelEngine,
-    ModelEngineParts,
+    check_len, BatchEngine, BatchEngineParts, Engine, EngineError, EngineParts, LossTargets,
+    ModelEngine, ModelEngineParts,
 };
 use recur::lm::{draw, for_stream_chunks, Carry, SampleOptions};
 use recur::model::{Input, Model};
 use recur::optim::Optimizer;
 use recur::rng::Rng;
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 
 /// A carried hidden state on the device: h (L*D, B, P) and c (L*D, B, H; LSTM only).
 pub struct GpuCarry {
@@ -169,55 +171,89 @@ impl<'a> GpuGenerator<'a> {
     }
 }
 
-/// The training loop's engine on the GPU (see the file header).
-pub struct GpuEngine {
+/// What every GPU engine holds: the device, the model, its parameters and their gradients, the
+/// optimizer and the norm scratch, all on the device.
+struct Core {
     gpu: Gpu,
     gm: GpuModel,
     params: DevBuf,
     grads: DevBuf,
     opt: GpuOptimizer,
     norm: NormScratch,
-    carry: GpuCarry,
-    ws: GpuModelWorkspace,
-    val_ws: Option<GpuModelWorkspace>,
-    val_tail: Option<GpuModelWorkspace>,
     n: usize,
 }
 
-impl GpuEngine {
-    /// Moves a run's state onto `gpu` and sizes the workspaces.
-    pub fn new(gpu: Gpu, p: EngineParts) -> Result<GpuEngine, GpuError> {
-        let gm = GpuModel::new(&p.model);
-        let n = p.model.num_params();
-        if p.params.len() != n || p.opt.m.len() != n {
+impl Core {
+    /// Uploads a run's parameters and optimizer state, checking their sizes against the model.
+    fn new(
+        gpu: Gpu,
+        model: &Model,
+        params: &[f32],
+        opt: &Optimizer<f32>,
+    ) -> Result<Core, GpuError> {
+        let n = model.num_params();
+        if params.len() != n || opt.m.len() != n {
             return Err(GpuError::Shape(format!(
                 "{} parameters and {} optimizer values for a model of {n}",
-                p.params.len(),
-                p.opt.m.len()
+                params.len(),
+                opt.m.len()
             )));
         }
-        Ok(GpuEngine {
-            params: gpu.upload(&p.params)?,
+        Ok(Core {
+            gm: GpuModel::new(model),
+            params: gpu.upload(params)?,
             grads: gpu.zeros::<f32>(n)?,
-            opt: GpuOptimizer::from_host(&gpu, &p.opt)?,
+            opt: GpuOptimizer::from_host(&gpu, opt)?,
             norm: NormScratch::new(&gpu)?,
-            carry: GpuCarry::from_host(&gpu, &p.carry)?,
-            ws: gm.workspace(&gpu, p.t, p.b)?,
-            val_ws: if p.val_b > 0 {
-                Some(gm.workspace(&gpu, p.t, p.val_b)?)
-            } else {
-                None
-            },
-            val_tail: None,
             n,
-            gm,
             gpu,
         })
     }
 
-    /// The device.
-    pub fn gpu(&self) -> &Gpu {
-        &self.gpu
+    fn device(&self) -> String {
+        format!("cuda ({})", self.gpu.name())
+    }
+
+    /// Backward of the forward held in `ws` (its dlogits set) into zeroed gradients.
+    fn backward(&mut self, ws: &mut GpuModelWorkspace) -> Result<(), EngineError> {
+        let g = &self.gpu;
+        g.zero(g.ptr(&self.grads), self.n).map_err(e)?;
+        self.gm
+            .backward(g, ws, &self.params, &mut self.grads, None, None, None)
+            .map_err(e)
+    }
+
+    /// Global-norm clipping when `clip > 0`: the norm before it.
+    fn clip_norm(&mut self, clip: f64) -> Result<Option<f64>, EngineError> {
+        if clip > 0.0 {
+            clip_grad_norm(&self.gpu, &self.norm, &mut self.grads, self.n, clip)
+                .map(Some)
+                .map_err(e)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// One optimizer update, with learning rate `lr` when given.
+    fn update(&mut self, lr: Option<f64>) -> Result<(), EngineError> {
+        if let Some(lr) = lr {
+            self.opt.lr = lr;
+        }
+        self.opt
+            .update(&self.gpu, &mut self.params, &self.grads)
+            .map_err(e)
+    }
+
+    /// A host copy of the parameters.
+    fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
+        Ok(Cow::Owned(
+            self.gpu.download(&self.params, self.n).map_err(e)?,
+        ))
+    }
+
+    /// A host copy of the optimizer and its state.
+    fn optimizer(&self) -> Result<Cow<'_, Optimizer<f32>>, EngineError> {
+        Ok(Cow::Owned(self.opt.to_host(&self.gpu).map_err(e)?))
     }
 }
 
@@ -225,14 +261,47 @@ fn e(err: GpuError) -> EngineError {
     err.to_string()
 }
 
+/// The training loop's engine on the GPU (see the file header).
+pub struct GpuEngine {
+    core: Core,
+    carry: GpuCarry,
+    ws: GpuModelWorkspace,
+    val_ws: Option<GpuModelWorkspace>,
+    val_tail: Option<GpuModelWorkspace>,
+}
+
+impl GpuEngine {
+    /// Moves a run's state onto `gpu` and sizes the workspaces.
+    pub fn new(gpu: Gpu, p: EngineParts) -> Result<GpuEngine, GpuError> {
+        let core = Core::new(gpu, &p.model, &p.params, &p.opt)?;
+        let (g, gm) = (&core.gpu, &core.gm);
+        Ok(GpuEngine {
+            carry: GpuCarry::from_host(g, &p.carry)?,
+            ws: gm.workspace(g, p.t, p.b)?,
+            val_ws: if p.val_b > 0 {
+                Some(gm.workspace(g, p.t, p.val_b)?)
+            } else {
+                None
+            },
+            val_tail: None,
+            core,
+        })
+    }
+
+    /// The device.
+    pub fn gpu(&self) -> &Gpu {
+        &self.core.gpu
+    }
+}
+
 impl Engine for GpuEngine {
     fn device(&self) -> String {
-        format!("cuda ({})", self.gpu.name())
+        self.core.device()
     }
 
     fn reset_carry(&mut self) {
         // a failure here shows up at the next launch of the step, which reports it
-        let _ = self.carry.reset(&self.gpu);
+        let _ = self.carry.reset(&self.core.gpu);
     }
 
     fn forward_loss(
@@ -243,22 +312,22 @@ impl Engine for GpuEngine {
     ) -> Result<f64, EngineError> {
         let n = inputs.len();
         let (h0, c0) = self.carry.as_init();
-        self.gm
-            .forward(
-                &self.gpu,
-                &mut self.ws,
-                &self.params,
-                Input::Tokens(inputs),
-                h0,
-                c0,
-                None,
-                Some(rng),
-            )
-            .map_err(e)?;
-        let (sum, count) = self
-            .gm
-            .loss(&self.gpu, &mut self.ws, targets, 1.0 / n as f32)
-            .map_err(e)?;
+        let c = &self.core;
+        let tokens = Input::Tokens(inputs);
+        c.gm.forward(
+            &c.gpu,
+            &mut self.ws,
+            &c.params,
+            tokens,
+            h0,
+            c0,
+            None,
+            Some(rng),
+        )
+        .map_err(e)?;
+        let (sum, count) =
+            c.gm.loss(&c.gpu, &mut self.ws, targets, 1.0 / n as f32)
+                .map_err(e)?;
         Ok(sum / count as f64)
     }
 
@@ -268,75 +337,50 @@ impl Engine for GpuEngine {
         clip_value: f64,
         clip_norm: f64,
     ) -> Result<f64, EngineError> {
-        let g = &self.gpu;
-        g.zero(g.ptr(&self.grads), self.n).map_err(e)?;
-        self.gm
-            .backward(
-                g,
-                &mut self.ws,
-                &self.params,
-                &mut self.grads,
-                None,
-                None,
-                None,
-            )
-            .map_err(e)?;
+        self.core.backward(&mut self.ws)?;
+        let c = &mut self.core;
         if clip_value > 0.0 {
-            clip_grad_value(g, &mut self.grads, self.n, clip_value).map_err(e)?;
+            clip_grad_value(&c.gpu, &mut c.grads, c.n, clip_value).map_err(e)?;
         }
-        if clip_norm > 0.0 {
-            clip_grad_norm(g, &self.norm, &mut self.grads, self.n, clip_norm).map_err(e)
-        } else {
-            grad_norm(g, &self.norm, &self.grads, self.n).map_err(e)
+        match c.clip_norm(clip_norm)? {
+            Some(norm) => Ok(norm),
+            None => grad_norm(&c.gpu, &c.norm, &c.grads, c.n).map_err(e),
         }
     }
 
     fn update(&mut self, lr: f64) -> Result<(), EngineError> {
-        self.opt.lr = lr;
-        self.opt
-            .update(&self.gpu, &mut self.params, &self.grads)
-            .map_err(e)?;
-        self.carry.take_from(&self.gpu, &self.ws).map_err(e)
+        self.core.update(Some(lr))?;
+        self.carry.take_from(&self.core.gpu, &self.ws).map_err(e)
     }
 
     fn stream_loss(&mut self, ids: &[u32]) -> Result<(f64, usize), EngineError> {
+        let c = &self.core;
         match self.val_ws.as_mut() {
-            Some(ws) => stream_loss(
-                &self.gpu,
-                &self.gm,
-                &self.params,
-                ids,
-                ws,
-                &mut self.val_tail,
-            )
-            .map_err(e),
+            Some(ws) => {
+                stream_loss(&c.gpu, &c.gm, &c.params, ids, ws, &mut self.val_tail).map_err(e)
+            }
             None => Ok((0.0, 0)),
         }
     }
 
     fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
-        Ok(Cow::Owned(
-            self.gpu.download(&self.params, self.n).map_err(e)?,
-        ))
+        self.core.params()
     }
 
     fn set_params(&mut self, params: &[f32]) -> Result<(), EngineError> {
-        if params.len() != self.n {
-            return Err(format!(
-                "{} parameters given, the model has {}",
-                params.len(),
-                self.n
-            ));
-        }
-        self.gpu.write(&mut self.params, params).map_err(e)
+        check_len(params.len(), self.core.n)?;
+        self.core
+            .gpu
+            .write(&mut self.core.params, params)
+            .map_err(e)
     }
 
     fn optimizer(&self) -> Result<Cow<'_, Optimizer<f32>>, EngineError> {
-        Ok(Cow::Owned(self.opt.to_host(&self.gpu).map_err(e)?))
+        self.core.optimizer()
     }
 
     fn carry(&self) -> Result<Cow<'_, Carry>, EngineError> {
-        Ok(Cow::Owned(self.carry.to_host(&self.gpu).map_err(e)?))
+        Ok(Cow::Owned(self.carry.to_host(&self.core.gpu).map_err(e)?))
     }
 }
 
@@ -344,45 +388,25 @@ impl Engine for GpuEngine {
 /// from a zero state, the head's loss, clipping and the optimizer on the device, with a device
 /// copy of the parameters for the one-step undo.
 pub struct GpuBatchEngine {
-    gpu: Gpu,
-    gm: GpuModel,
-    params: DevBuf,
+    core: Core,
     backup: DevBuf,
-    grads: DevBuf,
-    opt: GpuOptimizer,
-    norm: NormScratch,
     ws: GpuModelWorkspace,
-    n: usize,
 }
 
 impl GpuBatchEngine {
     pub fn new(gpu: Gpu, p: BatchEngineParts) -> Result<GpuBatchEngine, GpuError> {
-        let gm = GpuModel::new(&p.model);
-        let n = p.model.num_params();
-        if p.params.len() != n || p.opt.m.len() != n {
-            return Err(GpuError::Shape(format!(
-                "{} parameters and {} optimizer values for a model of {n}",
-                p.params.len(),
-                p.opt.m.len()
-            )));
-        }
+        let core = Core::new(gpu, &p.model, &p.params, &p.opt)?;
         Ok(GpuBatchEngine {
-            params: gpu.upload(&p.params)?,
-            backup: gpu.upload(&p.params)?,
-            grads: gpu.zeros::<f32>(n)?,
-            opt: GpuOptimizer::from_host(&gpu, &p.opt)?,
-            norm: NormScratch::new(&gpu)?,
-            ws: gm.workspace(&gpu, p.t, p.b)?,
-            n,
-            gm,
-            gpu,
+            backup: core.gpu.upload(&p.params)?,
+            ws: core.gm.workspace(&core.gpu, p.t, p.b)?,
+            core,
         })
     }
 }
 
 impl BatchEngine for GpuBatchEngine {
     fn device(&self) -> String {
-        format!("cuda ({})", self.gpu.name())
+        self.core.device()
     }
 
     fn forward_loss(
@@ -391,105 +415,72 @@ impl BatchEngine for GpuBatchEngine {
         targets: LossTargets,
         scale: f32,
     ) -> Result<(f64, usize), EngineError> {
-        let g = &self.gpu;
-        self.gm
-            .forward(g, &mut self.ws, &self.params, input, None, None, None, None)
-            .map_err(e)?;
+        let (g, gm) = (&self.core.gpu, &self.core.gm);
+        gm.forward(
+            g,
+            &mut self.ws,
+            &self.core.params,
+            input,
+            None,
+            None,
+            None,
+            None,
+        )
+        .map_err(e)?;
         match targets {
-            LossTargets::Values(y) => self.gm.loss_mse(g, &mut self.ws, y, scale),
-            LossTargets::Classes(c) => self.gm.loss(g, &mut self.ws, c, scale),
+            LossTargets::Values(y) => gm.loss_mse(g, &mut self.ws, y, scale),
+            LossTargets::Classes(c) => gm.loss(g, &mut self.ws, c, scale),
         }
         .map_err(e)
     }
 
     fn backward_clip(&mut self, _input: Input<f32>, clip: f64) -> Result<Option<f64>, EngineError> {
-        let g = &self.gpu;
-        g.zero(g.ptr(&self.grads), self.n).map_err(e)?;
-        self.gm
-            .backward(
-                g,
-                &mut self.ws,
-                &self.params,
-                &mut self.grads,
-                None,
-                None,
-                None,
-            )
-            .map_err(e)?;
-        if clip > 0.0 {
-            clip_grad_norm(g, &self.norm, &mut self.grads, self.n, clip)
-                .map(Some)
-                .map_err(e)
-        } else {
-            Ok(None)
-        }
+        self.core.backward(&mut self.ws)?;
+        self.core.clip_norm(clip)
     }
 
     fn update(&mut self) -> Result<(), EngineError> {
-        let g = &self.gpu;
-        g.copy(g.ptr(&self.backup), g.ptr(&self.params), self.n)
+        let (g, n) = (&self.core.gpu, self.core.n);
+        g.copy(g.ptr(&self.backup), g.ptr(&self.core.params), n)
             .map_err(e)?;
-        self.opt.update(g, &mut self.params, &self.grads).map_err(e)
+        self.core.update(None)
     }
 
     fn undo_update(&mut self) -> Result<(), EngineError> {
-        let g = &self.gpu;
-        g.copy(g.ptr(&self.params), g.ptr(&self.backup), self.n)
+        let (g, n) = (&self.core.gpu, self.core.n);
+        g.copy(g.ptr(&self.core.params), g.ptr(&self.backup), n)
             .map_err(e)
     }
 
     fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
-        Ok(Cow::Owned(
-            self.gpu.download(&self.params, self.n).map_err(e)?,
-        ))
+        self.core.params()
     }
 }
 
 /// `recur::engine::ModelEngine` on the GPU: batches of any shape (one workspace per shape is
 /// kept), the logits back to the host after forward, their gradient to the device for backward.
 pub struct GpuModelEngine {
-    gpu: Gpu,
-    gm: GpuModel,
-    params: DevBuf,
-    grads: DevBuf,
-    opt: GpuOptimizer,
-    norm: NormScratch,
+    core: Core,
     // workspaces by (T, B), and the shape of the last forward
-    ws: std::collections::HashMap<(usize, usize), GpuModelWorkspace>,
+    ws: HashMap<(usize, usize), GpuModelWorkspace>,
     last: Option<(usize, usize)>,
     logits: Vec<f32>,
-    n: usize,
 }
 
 impl GpuModelEngine {
     pub fn new(gpu: Gpu, p: ModelEngineParts) -> Result<GpuModelEngine, GpuError> {
-        let gm = GpuModel::new(&p.model);
-        let n = p.model.num_params();
-        if p.params.len() != n || p.opt.m.len() != n {
-            return Err(GpuError::Shape(format!(
-                "{} parameters and {} optimizer values for a model of {n}",
-                p.params.len(),
-                p.opt.m.len()
-            )));
-        }
         Ok(GpuModelEngine {
-            params: gpu.upload(&p.params)?,
-            grads: gpu.zeros::<f32>(n)?,
-            opt: GpuOptimizer::from_host(&gpu, &p.opt)?,
-            norm: NormScratch::new(&gpu)?,
-            ws: std::collections::HashMap::new(),
+            core: Core::new(gpu, &p.model, &p.params, &p.opt)?,
+            ws: HashMap::new(),
             last: None,
             logits: Vec::new(),
-            n,
-            gm,
-            gpu,
         })
     }
 }
 
 impl ModelEngine for GpuModelEngine {
     fn device(&self) -> String {
-        format!("cuda ({})", self.gpu.name())
+        self.core.device()
     }
 
     fn forward(
@@ -500,17 +491,15 @@ impl ModelEngine for GpuModelEngine {
         lengths: Option<&[usize]>,
         rng: Option<&mut Rng>,
     ) -> Result<Cow<'_, [f32]>, EngineError> {
-        let g = &self.gpu;
-        if !self.ws.contains_key(&(t, b)) {
-            let w = self.gm.workspace(g, t, b).map_err(e)?;
-            self.ws.insert((t, b), w);
-        }
-        let ws = self.ws.get_mut(&(t, b)).expect("just inserted");
+        let (g, gm) = (&self.core.gpu, &self.core.gm);
+        let ws = match self.ws.entry((t, b)) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert(gm.workspace(g, t, b).map_err(e)?),
+        };
         self.last = Some((t, b));
-        self.gm
-            .forward(g, ws, &self.params, input, None, None, lengths, rng)
+        gm.forward(g, ws, &self.core.params, input, None, None, lengths, rng)
             .map_err(e)?;
-        let k = ws.rows() * self.gm.model.cfg.output_size;
+        let k = ws.rows() * gm.model.cfg.output_size;
         self.logits = g.download(&ws.logits, k).map_err(e)?;
         Ok(Cow::Borrowed(&self.logits))
     }
@@ -522,43 +511,28 @@ impl ModelEngine for GpuModelEngine {
         dlogits: &[f32],
         clip: f64,
     ) -> Result<Option<f64>, EngineError> {
-        let g = &self.gpu;
         let ws = self
             .last
             .and_then(|k| self.ws.get_mut(&k))
             .ok_or_else(|| "backward needs a forward first".to_string())?;
-        let k = ws.rows() * self.gm.model.cfg.output_size;
+        let k = ws.rows() * self.core.gm.model.cfg.output_size;
         if dlogits.len() != k {
             return Err(format!("{} logit gradients for {k} logits", dlogits.len()));
         }
-        g.write(&mut ws.dlogits, dlogits).map_err(e)?;
-        g.zero(g.ptr(&self.grads), self.n).map_err(e)?;
-        self.gm
-            .backward(g, ws, &self.params, &mut self.grads, None, None, None)
-            .map_err(e)?;
-        if clip > 0.0 {
-            clip_grad_norm(g, &self.norm, &mut self.grads, self.n, clip)
-                .map(Some)
-                .map_err(e)
-        } else {
-            Ok(None)
-        }
+        self.core.gpu.write(&mut ws.dlogits, dlogits).map_err(e)?;
+        self.core.backward(ws)?;
+        self.core.clip_norm(clip)
     }
 
     fn update(&mut self, lr: f64) -> Result<(), EngineError> {
-        self.opt.lr = lr;
-        self.opt
-            .update(&self.gpu, &mut self.params, &self.grads)
-            .map_err(e)
+        self.core.update(Some(lr))
     }
 
     fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
-        Ok(Cow::Owned(
-            self.gpu.download(&self.params, self.n).map_err(e)?,
-        ))
+        self.core.params()
     }
 
     fn optimizer(&self) -> Result<Cow<'_, Optimizer<f32>>, EngineError> {
-        Ok(Cow::Owned(self.opt.to_host(&self.gpu).map_err(e)?))
+        self.core.optimizer()
     }
 }

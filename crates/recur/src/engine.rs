@@ -83,12 +83,53 @@ pub trait Engine {
     fn carry(&self) -> Result<Cow<'_, Carry>, EngineError>;
 }
 
-/// The CPU engine: this crate's model, optimizer and clipping, in float32.
-pub struct CpuEngine {
+/// What every CPU engine holds: the model, its parameters and their gradients, the optimizer.
+struct Core {
     model: Model,
     params: Vec<f32>,
     grads: Vec<f32>,
     opt: Optimizer<f32>,
+}
+
+impl Core {
+    fn new(model: Model, params: Vec<f32>, opt: Optimizer<f32>) -> Core {
+        Core {
+            grads: vec![0.0; params.len()],
+            model,
+            params,
+            opt,
+        }
+    }
+
+    /// Backward of the forward held in `ws` into zeroed gradients.
+    fn backward(
+        &mut self,
+        ws: &mut ModelWorkspace<f32>,
+        input: Input<f32>,
+        lengths: Option<&[usize]>,
+    ) {
+        self.grads.fill(0.0);
+        let (m, p) = (&self.model, &self.params);
+        m.backward(ws, p, &mut self.grads, input, lengths, None, None, None);
+    }
+
+    /// Global-norm clipping when `clip > 0`: the norm before it.
+    fn clip_norm(&mut self, clip: f64) -> Option<f64> {
+        (clip > 0.0).then(|| clip_grad_norm(&mut self.grads, clip))
+    }
+
+    /// One optimizer update, with learning rate `lr` when given.
+    fn update(&mut self, lr: Option<f64>) {
+        if let Some(lr) = lr {
+            self.opt.lr = lr;
+        }
+        self.opt.update(&mut self.params, &self.grads);
+    }
+}
+
+/// The CPU engine: this crate's model, optimizer and clipping, in float32.
+pub struct CpuEngine {
+    core: Core,
     carry: Carry,
     ws: ModelWorkspace<f32>,
     val_ws: Option<ModelWorkspace<f32>>,
@@ -96,15 +137,10 @@ pub struct CpuEngine {
 
 impl CpuEngine {
     pub fn new(p: EngineParts) -> CpuEngine {
-        let ws = p.model.workspace(p.t, p.b);
-        let val_ws = (p.val_b > 0).then(|| p.model.workspace(p.t, p.val_b));
         CpuEngine {
-            grads: vec![0.0; p.params.len()],
-            ws,
-            val_ws,
-            model: p.model,
-            params: p.params,
-            opt: p.opt,
+            ws: p.model.workspace(p.t, p.b),
+            val_ws: (p.val_b > 0).then(|| p.model.workspace(p.t, p.val_b)),
+            core: Core::new(p.model, p.params, p.opt),
             carry: p.carry,
         }
     }
@@ -127,16 +163,17 @@ impl Engine for CpuEngine {
     ) -> Result<f64, EngineError> {
         let n = inputs.len();
         let (h0, c0) = self.carry.as_init();
-        self.model.forward(
+        let (m, p) = (&self.core.model, &self.core.params);
+        m.forward(
             &mut self.ws,
-            &self.params,
+            p,
             Input::Tokens(inputs),
             h0,
             c0,
             None,
             Some(rng),
         );
-        let (sum, count) = self.model.loss(&mut self.ws, targets, 1.0 / n as f32);
+        let (sum, count) = m.loss(&mut self.ws, targets, 1.0 / n as f32);
         Ok(sum / count as f64)
     }
 
@@ -146,64 +183,57 @@ impl Engine for CpuEngine {
         clip_value: f64,
         clip_norm: f64,
     ) -> Result<f64, EngineError> {
-        self.grads.fill(0.0);
-        self.model.backward(
-            &mut self.ws,
-            &self.params,
-            &mut self.grads,
-            Input::Tokens(inputs),
-            None,
-            None,
-            None,
-            None,
-        );
-        // A data-parallel run would all-reduce (average) `self.grads` across workers here.
+        self.core
+            .backward(&mut self.ws, Input::Tokens(inputs), None);
+        // A data-parallel run would all-reduce (average) the gradients across workers here.
+        let grads = &mut self.core.grads;
         if clip_value > 0.0 {
-            clip_grad_value(&mut self.grads, clip_value);
+            clip_grad_value(grads, clip_value);
         }
-        Ok(if clip_norm > 0.0 {
-            clip_grad_norm(&mut self.grads, clip_norm)
-        } else {
-            grad_norm(&self.grads)
-        })
+        Ok(self
+            .core
+            .clip_norm(clip_norm)
+            .unwrap_or_else(|| grad_norm(&self.core.grads)))
     }
 
     fn update(&mut self, lr: f64) -> Result<(), EngineError> {
-        self.opt.lr = lr;
-        self.opt.update(&mut self.params, &self.grads);
+        self.core.update(Some(lr));
         self.carry.take_from(&self.ws);
         Ok(())
     }
 
     fn stream_loss(&mut self, ids: &[u32]) -> Result<(f64, usize), EngineError> {
         Ok(match self.val_ws.as_mut() {
-            Some(ws) => stream_loss(&self.model, &self.params, ids, ws),
+            Some(ws) => stream_loss(&self.core.model, &self.core.params, ids, ws),
             None => (0.0, 0),
         })
     }
 
     fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
-        Ok(Cow::Borrowed(&self.params))
+        Ok(Cow::Borrowed(&self.core.params))
     }
 
     fn set_params(&mut self, params: &[f32]) -> Result<(), EngineError> {
-        if params.len() != self.params.len() {
-            return Err(format!(
-                "{} parameters given, the model has {}",
-                params.len(),
-                self.params.len()
-            ));
-        }
-        self.params.copy_from_slice(params);
+        check_len(params.len(), self.core.params.len())?;
+        self.core.params.copy_from_slice(params);
         Ok(())
     }
 
     fn optimizer(&self) -> Result<Cow<'_, Optimizer<f32>>, EngineError> {
-        Ok(Cow::Borrowed(&self.opt))
+        Ok(Cow::Borrowed(&self.core.opt))
     }
 
     fn carry(&self) -> Result<Cow<'_, Carry>, EngineError> {
         Ok(Cow::Borrowed(&self.carry))
+    }
+}
+
+/// The error of [`Engine::set_params`] when `given` parameters do not fit a model of `want`.
+pub fn check_len(given: usize, want: usize) -> Result<(), EngineError> {
+    if given == want {
+        Ok(())
+    } else {
+        Err(format!("{given} parameters given, the model has {want}"))
     }
 }
 
@@ -259,11 +289,8 @@ pub trait BatchEngine {
 
 /// The CPU's [`BatchEngine`].
 pub struct CpuBatchEngine {
-    model: Model,
-    params: Vec<f32>,
+    core: Core,
     backup: Vec<f32>,
-    grads: Vec<f32>,
-    opt: Optimizer<f32>,
     ws: ModelWorkspace<f32>,
 }
 
@@ -272,10 +299,7 @@ impl CpuBatchEngine {
         CpuBatchEngine {
             ws: p.model.workspace(p.t, p.b),
             backup: p.params.clone(),
-            grads: vec![0.0; p.params.len()],
-            model: p.model,
-            params: p.params,
-            opt: p.opt,
+            core: Core::new(p.model, p.params, p.opt),
         }
     }
 }
@@ -291,8 +315,16 @@ impl BatchEngine for CpuBatchEngine {
         targets: LossTargets,
         scale: f32,
     ) -> Result<(f64, usize), EngineError> {
-        let m = &self.model;
-        m.forward(&mut self.ws, &self.params, input, None, None, None, None);
+        let m = &self.core.model;
+        m.forward(
+            &mut self.ws,
+            &self.core.params,
+            input,
+            None,
+            None,
+            None,
+            None,
+        );
         Ok(match targets {
             LossTargets::Values(y) => m.loss_mse(&mut self.ws, y, scale),
             LossTargets::Classes(c) => m.loss(&mut self.ws, c, scale),
@@ -300,33 +332,23 @@ impl BatchEngine for CpuBatchEngine {
     }
 
     fn backward_clip(&mut self, input: Input<f32>, clip: f64) -> Result<Option<f64>, EngineError> {
-        self.grads.fill(0.0);
-        self.model.backward(
-            &mut self.ws,
-            &self.params,
-            &mut self.grads,
-            input,
-            None,
-            None,
-            None,
-            None,
-        );
-        Ok((clip > 0.0).then(|| clip_grad_norm(&mut self.grads, clip)))
+        self.core.backward(&mut self.ws, input, None);
+        Ok(self.core.clip_norm(clip))
     }
 
     fn update(&mut self) -> Result<(), EngineError> {
-        self.backup.copy_from_slice(&self.params);
-        self.opt.update(&mut self.params, &self.grads);
+        self.backup.copy_from_slice(&self.core.params);
+        self.core.update(None);
         Ok(())
     }
 
     fn undo_update(&mut self) -> Result<(), EngineError> {
-        self.params.copy_from_slice(&self.backup);
+        self.core.params.copy_from_slice(&self.backup);
         Ok(())
     }
 
     fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
-        Ok(Cow::Borrowed(&self.params))
+        Ok(Cow::Borrowed(&self.core.params))
     }
 }
 
@@ -377,10 +399,7 @@ pub trait ModelEngine {
 
 /// The CPU's [`ModelEngine`].
 pub struct CpuModelEngine {
-    model: Model,
-    params: Vec<f32>,
-    grads: Vec<f32>,
-    opt: Optimizer<f32>,
+    core: Core,
     // the workspace of the last batch shape
     ws: Option<ModelWorkspace<f32>>,
 }
@@ -388,10 +407,7 @@ pub struct CpuModelEngine {
 impl CpuModelEngine {
     pub fn new(p: ModelEngineParts) -> CpuModelEngine {
         CpuModelEngine {
-            grads: vec![0.0; p.params.len()],
-            model: p.model,
-            params: p.params,
-            opt: p.opt,
+            core: Core::new(p.model, p.params, p.opt),
             ws: None,
         }
     }
@@ -410,12 +426,12 @@ impl ModelEngine for CpuModelEngine {
         lengths: Option<&[usize]>,
         rng: Option<&mut Rng>,
     ) -> Result<Cow<'_, [f32]>, EngineError> {
+        let m = &self.core.model;
         if self.ws.as_ref().is_none_or(|w| w.t != t || w.b != b) {
-            self.ws = Some(self.model.workspace(t, b));
+            self.ws = Some(m.workspace(t, b));
         }
         let ws = self.ws.as_mut().expect("just set");
-        self.model
-            .forward(ws, &self.params, input, None, None, lengths, rng);
+        m.forward(ws, &self.core.params, input, None, None, lengths, rng);
         Ok(Cow::Borrowed(&ws.logits))
     }
 
@@ -438,31 +454,20 @@ impl ModelEngine for CpuModelEngine {
             ));
         }
         ws.dlogits.copy_from_slice(dlogits);
-        self.grads.fill(0.0);
-        self.model.backward(
-            ws,
-            &self.params,
-            &mut self.grads,
-            input,
-            lengths,
-            None,
-            None,
-            None,
-        );
-        Ok((clip > 0.0).then(|| clip_grad_norm(&mut self.grads, clip)))
+        self.core.backward(ws, input, lengths);
+        Ok(self.core.clip_norm(clip))
     }
 
     fn update(&mut self, lr: f64) -> Result<(), EngineError> {
-        self.opt.lr = lr;
-        self.opt.update(&mut self.params, &self.grads);
+        self.core.update(Some(lr));
         Ok(())
     }
 
     fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
-        Ok(Cow::Borrowed(&self.params))
+        Ok(Cow::Borrowed(&self.core.params))
     }
 
     fn optimizer(&self) -> Result<Cow<'_, Optimizer<f32>>, EngineError> {
-        Ok(Cow::Borrowed(&self.opt))
+        Ok(Cow::Borrowed(&self.core.opt))
     }
 }
