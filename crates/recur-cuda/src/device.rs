@@ -186,24 +186,7 @@ impl Gpu {
 
     /// Overwrites the start of `dst` with `v`.
     pub fn write(&self, dst: &mut DevBuf, v: &[f32]) -> Result<(), GpuError> {
-        if v.len() > dst.len() {
-            return Err(GpuError::Shape(format!(
-                "write of {} values into a buffer of {}",
-                v.len(),
-                dst.len()
-            )));
-        }
-        if !v.is_empty() {
-            // SAFETY: the destination holds at least v.len() elements.
-            unsafe {
-                cudarc::driver::result::memcpy_htod_async(
-                    self.ptr(dst),
-                    v,
-                    self.stream.cu_stream(),
-                )?
-            };
-        }
-        Ok(())
+        self.put(dst, v)
     }
 
     /// Copies the first `n` elements of a device buffer to the host (waits for the stream).

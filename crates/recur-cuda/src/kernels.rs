@@ -149,14 +149,12 @@ pub(crate) fn launch(
 /// Threads per block of `persist_fwd` (`PERSIST_THREADS` in kernels.cu).
 pub const PERSIST_THREADS: u32 = 256;
 
-/// Launches `f` as a cooperative kernel (every block resident at once, or the launch fails) on
-/// the device's stream.
-pub(crate) fn launch_coop(
-    gpu: &crate::Gpu,
-    f: &CudaFunction,
-    c: LaunchConfig,
-    args: &[Arg],
-) -> Result<(), GpuError> {
+/// A launch of `f` on the device's stream with `args` pushed in order.
+fn builder<'a>(
+    gpu: &'a crate::Gpu,
+    f: &'a CudaFunction,
+    args: &'a [Arg],
+) -> cudarc::driver::LaunchArgs<'a> {
     use cudarc::driver::PushKernelArg;
     let mut b = gpu.stream.launch_builder(f);
     for a in args {
@@ -167,6 +165,18 @@ pub(crate) fn launch_coop(
             Arg::P(v) => b.arg(v),
         };
     }
+    b
+}
+
+/// Launches `f` as a cooperative kernel (every block resident at once, or the launch fails) on
+/// the device's stream.
+pub(crate) fn launch_coop(
+    gpu: &crate::Gpu,
+    f: &CudaFunction,
+    c: LaunchConfig,
+    args: &[Arg],
+) -> Result<(), GpuError> {
+    let mut b = builder(gpu, f, args);
     // SAFETY: as in `launch_cfg`; the caller sized the grid so that every block can be resident
     // (checked by the driver for a cooperative launch) and the shared memory to the kernel's need.
     unsafe { b.launch_cooperative(c) }?;
@@ -180,16 +190,7 @@ pub(crate) fn launch_cfg(
     c: LaunchConfig,
     args: &[Arg],
 ) -> Result<(), GpuError> {
-    use cudarc::driver::PushKernelArg;
-    let mut b = gpu.stream.launch_builder(f);
-    for a in args {
-        match a {
-            Arg::I(v) => b.arg(v),
-            Arg::L(v) => b.arg(v),
-            Arg::F(v) => b.arg(v),
-            Arg::P(v) => b.arg(v),
-        };
-    }
+    let mut b = builder(gpu, f, args);
     // SAFETY: each kernel in kernels.cu is launched with the argument list its signature names
     // (the callers in stack.rs list them in order) and with pointers into live buffers sized by
     // the workspace; `args` outlives the launch call, which copies the values.

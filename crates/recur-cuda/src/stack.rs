@@ -596,6 +596,24 @@ impl GpuStack {
                 ],
             )?;
         }
+        // LSTM projection of step t: h_t = (o * tanh(c_t)) W_hr^T: (B, H) x (H, P), then the state
+        // and output rows of sequences still running
+        let project = |t: usize, h_in: Ptr, h_out: Ptr, y_t: Ptr| -> Result<(), GpuError> {
+            let hpre_t = at(hpre, t * nb * nh);
+            gpu.gemm(N, T, nb, np, nh, 1.0, hpre_t, nh, w_hr, nh, 0.0, hnew, np)?;
+            let args = [
+                i(nb),
+                i(np),
+                i(t),
+                p(len),
+                p(hnew),
+                p(h_in),
+                p(h_out),
+                p(y_t),
+                i(ldy),
+            ];
+            launch(gpu, &gpu.k.proj_select, nb * np, &args)
+        };
         // with the persistent kernel the steps are done
         let steps = if persist.is_some() { 0 } else { nt };
         for st in 0..steps {
@@ -651,38 +669,7 @@ impl GpuStack {
                     ],
                 )?;
                 if proj {
-                    // h_t = (o * tanh(c_t)) W_hr^T: (B, H) x (H, P)
-                    gpu.gemm(
-                        N,
-                        T,
-                        nb,
-                        np,
-                        nh,
-                        1.0,
-                        at(hpre, t * nb * nh),
-                        nh,
-                        w_hr,
-                        nh,
-                        0.0,
-                        hnew,
-                        np,
-                    )?;
-                    launch(
-                        gpu,
-                        &gpu.k.proj_select,
-                        nb * np,
-                        &[
-                            i(nb),
-                            i(np),
-                            i(t),
-                            p(len),
-                            p(hnew),
-                            p(h_in),
-                            p(h_out),
-                            p(y_t),
-                            i(ldy),
-                        ],
-                    )?;
+                    project(t, h_in, h_out, y_t)?;
                 }
                 continue;
             }
@@ -737,38 +724,7 @@ impl GpuStack {
                         ],
                     )?;
                     if proj {
-                        // h_t = (o * tanh(c_t)) W_hr^T: (B, H) x (H, P)
-                        gpu.gemm(
-                            N,
-                            T,
-                            nb,
-                            np,
-                            nh,
-                            1.0,
-                            at(hpre, t * nb * nh),
-                            nh,
-                            w_hr,
-                            nh,
-                            0.0,
-                            hnew,
-                            np,
-                        )?;
-                        launch(
-                            gpu,
-                            &gpu.k.proj_select,
-                            nb * np,
-                            &[
-                                i(nb),
-                                i(np),
-                                i(t),
-                                p(len),
-                                p(hnew),
-                                p(h_in),
-                                p(h_out),
-                                p(y_t),
-                                i(ldy),
-                            ],
-                        )?;
+                        project(t, h_in, h_out, y_t)?;
                     }
                 }
                 CellKind::Gru => launch(
