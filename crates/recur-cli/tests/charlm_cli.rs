@@ -2,27 +2,19 @@
 //! a short training run with its files, resume, Ctrl-C, sampling determinism, eval against
 //! PyTorch's number for a fixture checkpoint, and every bad input (exit code 2, one line).
 
+mod common;
+use common::{json_of, one_line_error, recur, scratch};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 /// `recur eval` against torch's float64 loss of the same f32 weights: the gap is f32 rounding
 /// over a ~60-character text through a tiny model (measured: below 1e-6).
 const EVAL_TORCH_REL_TOL: f64 = 2e-5;
 
-fn recur(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args(args)
-        .output()
-        .expect("run recur")
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("recur-cli-charlm-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch(&format!("charlm-{name}"))
 }
 
 fn s(p: &Path) -> &str {
@@ -43,25 +35,6 @@ fn write_corpus(dir: &Path) -> PathBuf {
     let p = dir.join("corpus.txt");
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
-/// Exit code 2 and exactly one line on stderr, `recur: error: ...`, containing `needle`.
-fn assert_bad(out: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("recur: error: "), "{err}");
-    assert!(err.contains(needle), "expected '{needle}' in: {err}");
 }
 
 const SMALL: &[&str] = &[
@@ -120,7 +93,7 @@ fn train_resume_sample_and_eval_end_to_end() {
 
     // a second run into the same directory must not overwrite the first
     let again = recur(&first);
-    assert_bad(&again, "--resume");
+    one_line_error(&again, &["--resume"]);
 
     // resume to 45 steps: the log grows by the evaluations at 40 and 45
     let mut res = vec![
@@ -169,7 +142,7 @@ fn train_resume_sample_and_eval_end_to_end() {
     assert!(a.starts_with("ROMEO:"));
     assert_eq!(a.strip_suffix('\n').unwrap().chars().count(), 6 + 80);
     let bad = recur(&["sample", "--checkpoint", s(&best), "--prime", "Zebra!"]);
-    assert_bad(&bad, "'Z'");
+    one_line_error(&bad, &["'Z'"]);
 
     // eval: the numbers, and characters outside the vocabulary
     let text = d.join("eval.txt");
@@ -200,9 +173,9 @@ fn train_resume_sample_and_eval_end_to_end() {
         "chunking changed the loss"
     );
     std::fs::write(&text, "Zounds! Quoth 7.").unwrap();
-    assert_bad(
+    one_line_error(
         &recur(&["eval", "--checkpoint", s(&best), "--text", s(&text)]),
-        "4 character(s) not in the model's vocabulary: 'Z', '!', 'Q', '7'",
+        &["4 character(s) not in the model's vocabulary: 'Z', '!', 'Q', '7'"],
     );
     let _ = std::fs::remove_dir_all(d);
 }
@@ -320,18 +293,18 @@ fn bad_corpora_and_flags_are_one_line_errors_with_exit_code_2() {
         a.extend_from_slice(extra);
         recur(&a)
     };
-    assert_bad(&train(&d.join("missing.txt"), &[]), "no such file");
+    one_line_error(&train(&d.join("missing.txt"), &[]), &["no such file"]);
     let empty = d.join("empty.txt");
     std::fs::write(&empty, b"").unwrap();
-    assert_bad(&train(&empty, &[]), "is empty");
+    one_line_error(&train(&empty, &[]), &["is empty"]);
     let bin = d.join("bin.dat");
     std::fs::write(&bin, b"\x7fELF\x02\x01\x01\x00\x00\x00").unwrap();
-    assert_bad(&train(&bin, &[]), "looks binary");
+    one_line_error(&train(&bin, &[]), &["looks binary"]);
     let latin1 = d.join("latin1.txt");
     std::fs::write(&latin1, b"caf\xe9 cr\xe8me").unwrap();
-    assert_bad(
+    one_line_error(
         &train(&latin1, &[]),
-        "not valid UTF-8 (bad byte at offset 3)",
+        &["not valid UTF-8 (bad byte at offset 3)"],
     );
     let short = d.join("short.txt");
     std::fs::write(
@@ -339,9 +312,9 @@ fn bad_corpora_and_flags_are_one_line_errors_with_exit_code_2() {
         "To be, or not to be: that is the question.\n".repeat(20),
     )
     .unwrap();
-    assert_bad(
+    one_line_error(
         &train(&short, &[]),
-        "fewer than one batch needs (batch size 16 x sequence length 64 + 1 = 1025)",
+        &["fewer than one batch needs (batch size 16 x sequence length 64 + 1 = 1025)"],
     );
     let corpus = write_corpus(&d);
     let file = d.join("a-file");
@@ -350,50 +323,50 @@ fn bad_corpora_and_flags_are_one_line_errors_with_exit_code_2() {
     let sub = file.join("sub");
     a.push(s(&sub));
     a.extend_from_slice(SMALL);
-    assert_bad(&recur(&a), "cannot be written");
-    assert_bad(
+    one_line_error(&recur(&a), &["cannot be written"]);
+    one_line_error(
         &train(&corpus, &["--resume", "--rnn-size", "64"]),
-        "drop --rnn-size",
+        &["drop --rnn-size"],
     );
-    assert_bad(
+    one_line_error(
         &train(&corpus, &["--cell", "gru", "--proj-size", "8"]),
-        "--proj-size applies to --cell lstm only",
+        &["--proj-size applies to --cell lstm only"],
     );
-    assert_bad(
+    one_line_error(
         &train(&corpus, &["--num-layers", "1", "--dropout", "0.5"]),
-        "needs --num-layers 2 or more",
+        &["needs --num-layers 2 or more"],
     );
-    assert_bad(
+    one_line_error(
         &train(&corpus, &["--momentum", "0.9"]),
-        "--momentum applies to --optim sgd only",
+        &["--momentum applies to --optim sgd only"],
     );
-    assert_bad(
+    one_line_error(
         &train(&corpus, &["--lr-decay", "0.5"]),
-        "--lr-decay needs --lr-decay-every",
+        &["--lr-decay needs --lr-decay-every"],
     );
-    assert_bad(
+    one_line_error(
         &train(&corpus, &["--val-frac", "1.5"]),
-        "--val-frac must be in [0, 1)",
+        &["--val-frac must be in [0, 1)"],
     );
-    assert_bad(
+    one_line_error(
         &train(&corpus, &["--cell", "transformer"]),
-        "unknown cell 'transformer'",
+        &["unknown cell 'transformer'"],
     );
-    assert_bad(
+    one_line_error(
         &train(&corpus, &["--preset", "huge"]),
-        "unknown preset 'huge'",
+        &["unknown preset 'huge'"],
     );
-    assert_bad(
+    one_line_error(
         &train(&corpus, &["--resume"]),
-        "no checkpoint to resume from",
+        &["no checkpoint to resume from"],
     );
-    assert_bad(
+    one_line_error(
         &recur(&["sample", "--checkpoint", s(&d.join("nope.safetensors"))]),
-        "no such file",
+        &["no such file"],
     );
-    assert_bad(
+    one_line_error(
         &recur(&["eval", "--checkpoint", s(&corpus), "--text", s(&corpus)]),
-        "corpus.txt",
+        &["corpus.txt"],
     );
     assert!(
         !ck.join("latest.safetensors").exists(),

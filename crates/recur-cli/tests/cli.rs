@@ -1,23 +1,7 @@
 //! End-to-end tests of the `recur` binary: run it, read what it prints, check the exit code.
 
-use serde_json::Value;
-use std::process::{Command, Output};
-
-fn recur(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args(args)
-        .output()
-        .expect("run recur")
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
-}
+mod common;
+use common::{json_of, recur};
 
 #[test]
 fn hello_json_reproduces_the_lecture_and_trains_to_ello() {

@@ -2,17 +2,12 @@
 //! every tensor the options imply is checked (and no other), each below the 1e-6.
 
 use serde_json::Value;
-use std::process::{Command, Output};
 
 /// The bound on each tensor's worst relative error in f64.
 const GRAD_TOL: f64 = 1e-6;
 
-fn recur(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args(args)
-        .output()
-        .expect("run recur")
-}
+mod common;
+use common::recur;
 
 /// Runs `recur gradcheck --json ARGS`; returns (name, max_rel_err) per tensor.
 fn gradcheck(args: &[&str]) -> Vec<(String, f64)> {

@@ -1,46 +1,19 @@
 //! End-to-end tests of `recur gradflow` and `recur task`: run the binary in a temporary directory,
 //! read its JSON, check the files it promises and its one-line errors.
 
-use serde_json::Value;
+mod common;
+use common::{json_of, one_line_error, recur_in, scratch};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lm-cli-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn recur(cwd: &PathBuf, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recur"))
-        .current_dir(cwd)
-        .args(args)
-        .output()
-        .expect("run recur")
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
-}
-
-fn error_line(out: &Output) -> String {
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("recur: error: "), "{err}");
-    err
+    scratch(&format!("lm-cli-{name}"))
 }
 
 #[test]
 fn gradflow_shows_vanishing_and_exploding_and_writes_its_files() {
     let d = dir("gradflow");
-    let j = json_of(&recur(
+    let j = json_of(&recur_in(
         &d,
         &[
             "gradflow",
@@ -87,7 +60,7 @@ fn gradflow_shows_vanishing_and_exploding_and_writes_its_files() {
 #[test]
 fn task_adding_json_beats_the_baseline() {
     let d = dir("adding");
-    let j = json_of(&recur(
+    let j = json_of(&recur_in(
         &d,
         &[
             "task",
@@ -130,7 +103,7 @@ fn task_adding_json_beats_the_baseline() {
 #[test]
 fn task_ball_writes_the_paths_chart() {
     let d = dir("ball");
-    let j = json_of(&recur(
+    let j = json_of(&recur_in(
         &d,
         &[
             "task",
@@ -159,36 +132,39 @@ fn task_ball_writes_the_paths_chart() {
 #[test]
 fn bad_arguments_are_one_line_errors() {
     let d = dir("errors");
-    let e = error_line(&recur(&d, &["task", "copy", "--len", "0"]));
+    let e = one_line_error(&recur_in(&d, &["task", "copy", "--len", "0"]), &[]);
     assert!(e.contains("length"), "{e}");
-    let e = error_line(&recur(&d, &["task", "adding", "--cell", "tcn"]));
+    let e = one_line_error(&recur_in(&d, &["task", "adding", "--cell", "tcn"]), &[]);
     assert!(e.contains("tcn"), "{e}");
-    let e = error_line(&recur(
-        &d,
-        &[
-            "task",
-            "adding",
-            "--len",
-            "4",
-            "--steps",
-            "2",
-            "--eval-size",
-            "8",
-            "--out",
-            "/nonexistent-dir/x",
-        ],
-    ));
+    let e = one_line_error(
+        &recur_in(
+            &d,
+            &[
+                "task",
+                "adding",
+                "--len",
+                "4",
+                "--steps",
+                "2",
+                "--eval-size",
+                "8",
+                "--out",
+                "/nonexistent-dir/x",
+            ],
+        ),
+        &[],
+    );
     assert!(e.contains("/nonexistent-dir/x.png"), "{e}");
-    let e = error_line(&recur(&d, &["gradflow", "--scales", "1,x"]));
+    let e = one_line_error(&recur_in(&d, &["gradflow", "--scales", "1,x"]), &[]);
     assert!(e.contains("'x'"), "{e}");
-    let e = error_line(&recur(&d, &["task", "ball", "--minutes", "-1"]));
+    let e = one_line_error(&recur_in(&d, &["task", "ball", "--minutes", "-1"]), &[]);
     assert!(e.contains("--minutes"), "{e}");
 }
 
 #[test]
 fn task_adding_gradflow_charts_trained_and_initial_weights() {
     let d = dir("adding-gradflow");
-    let j = json_of(&recur(
+    let j = json_of(&recur_in(
         &d,
         &[
             "task",
@@ -217,7 +193,7 @@ fn task_adding_gradflow_charts_trained_and_initial_weights() {
         assert_eq!(v[0].as_f64().unwrap(), 1.0);
     }
     assert!(d.join("a-gradflow.png").exists() && d.join("a-gradflow.svg").exists());
-    let e = error_line(&recur(&d, &["task", "copy", "--gradflow", "4"]));
+    let e = one_line_error(&recur_in(&d, &["task", "copy", "--gradflow", "4"]), &[]);
     assert!(e.contains("--gradflow"), "{e}");
 }
 

@@ -2,16 +2,10 @@
 //! (data/fsdd-sample, 60 recordings), and every kind of bad input through the real binary (one
 //! line on stderr, exit code 2).
 
-use serde_json::Value;
+mod common;
+use common::{json_of, one_line_error, recur, scratch};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn recur<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args(args)
-        .output()
-        .expect("run recur")
-}
+use std::process::Output;
 
 fn sample_dir() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,35 +14,9 @@ fn sample_dir() -> String {
         .into_owned()
 }
 
-/// A fresh directory for one test under cargo's per-target temporary directory.
+/// A fresh directory for one test.
 fn tmpdir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("speech-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
-}
-
-/// Asserts a failure with exit code 2 and exactly one stderr line `recur: error: ...` that
-/// contains every one of `needles`.
-fn assert_one_line_error(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line expected, got: {err}");
-    assert!(lines[0].starts_with("recur: error: "), "{}", lines[0]);
-    for n in needles {
-        assert!(lines[0].contains(n), "'{}' should mention '{n}'", lines[0]);
-    }
-    assert!(!err.contains("panicked"), "{err}");
+    scratch(&format!("speech-{name}"))
 }
 
 /// A WAV file: RIFF header, a `fmt ` chunk with the given format tag, then `data`.
@@ -236,7 +204,7 @@ fn train_eval_predict_on_the_committed_sample() {
     // predict reads the file with the same checks as training.
     let bad = dir.join("8k-stereo.wav");
     std::fs::write(&bad, wav_bytes(1, 2, 8000, 16, &tone(2000))).unwrap();
-    assert_one_line_error(
+    one_line_error(
         &recur(&[
             "speech",
             "predict",
@@ -247,7 +215,7 @@ fn train_eval_predict_on_the_committed_sample() {
         &["8k-stereo.wav", "2 channels"],
     );
     // A speaker absent from the data is refused by eval too.
-    assert_one_line_error(
+    one_line_error(
         &recur(&[
             "speech",
             "eval",
@@ -300,7 +268,7 @@ fn resume_of_a_finished_run_continues_to_the_same_place() {
     // Resuming with other settings is refused.
     let mut other = args("a", "5");
     other.push("--resume".into());
-    assert_one_line_error(&recur(&other), &["last.ckpt", "other settings"]);
+    one_line_error(&recur(&other), &["last.ckpt", "other settings"]);
 }
 
 #[test]
@@ -364,7 +332,7 @@ fn bad_recordings_are_one_line_errors() {
     ];
     for (test, name, bytes, needles) in cases {
         let (out, _) = train_on_one(test, name, &bytes);
-        assert_one_line_error(&out, &needles);
+        one_line_error(&out, &needles);
     }
 }
 
@@ -373,34 +341,34 @@ fn bad_arguments_and_files_are_one_line_errors() {
     let data = sample_dir();
     let dir = tmpdir("args");
     let missing = dir.join("no-such-dir");
-    assert_one_line_error(
+    one_line_error(
         &recur(&["speech", "train", "--data", missing.to_str().unwrap()]),
         &["cannot read directory", "no-such-dir"],
     );
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    assert_one_line_error(
+    one_line_error(
         &recur(&["speech", "train", "--data", empty.to_str().unwrap()]),
         &["no .wav files"],
     );
-    assert_one_line_error(
+    one_line_error(
         &recur(&["speech", "train", "--data", &data, "--holdout", "nobody"]),
         &["speaker 'nobody'", "george"],
     );
-    assert_one_line_error(
+    one_line_error(
         &recur(&["speech", "train", "--data", &data, "--val-takes", "9-5"]),
         &["--val-takes"],
     );
-    assert_one_line_error(
+    one_line_error(
         &recur(&["speech", "train", "--data", &data, "--cell", "transformer"]),
         &["--cell", "transformer"],
     );
-    assert_one_line_error(
+    one_line_error(
         &recur(&["speech", "train", "--data", &data, "--features", "pcm"]),
         &["--features"],
     );
     let nockpt = dir.join("missing.ckpt");
-    assert_one_line_error(
+    one_line_error(
         &recur(&[
             "speech",
             "eval",
@@ -415,7 +383,7 @@ fn bad_arguments_and_files_are_one_line_errors() {
     let junk = dir.join("junk.ckpt");
     std::fs::write(&junk, b"junk").unwrap();
     let wav = Path::new(&data).join("0_george_0.wav");
-    assert_one_line_error(
+    one_line_error(
         &recur(&[
             "speech",
             "predict",
@@ -447,7 +415,7 @@ fn a_checkpoint_of_another_kind_is_refused() {
     };
     save(&path, &ck).unwrap();
     let wav = Path::new(&sample_dir()).join("0_george_0.wav");
-    assert_one_line_error(
+    one_line_error(
         &recur(&[
             "speech",
             "predict",

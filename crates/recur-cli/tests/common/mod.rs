@@ -1,0 +1,61 @@
+//! What the end-to-end tests of the `recur` binary share: running it (here or in a directory),
+//! reading the JSON it prints, a fresh scratch directory per test, and the check of a bad input's
+//! one-line error (exit code 2, `recur: error: ...`).
+
+// each test binary uses its own subset of these
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the built `recur` with `args`.
+pub fn recur<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(args)
+        .output()
+        .expect("run recur")
+}
+
+/// Runs the built `recur` with `args` in the directory `cwd`.
+pub fn recur_in<S: AsRef<OsStr>>(cwd: &Path, args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recur"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("run recur")
+}
+
+/// The one JSON object a successful run printed on stdout.
+pub fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// A fresh, empty directory `name` under cargo's per-target temporary directory.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Asserts exit code 2 and exactly one line on stderr, `recur: error: ...`, that contains every
+/// one of `needles` and no panic; returns that line.
+pub fn one_line_error(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected, got: {err}");
+    assert!(err.starts_with("recur: error: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "expected '{n}' in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
