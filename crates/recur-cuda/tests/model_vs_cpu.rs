@@ -14,6 +14,9 @@
 //! `cpu_f32_model_is_within_tolerance` runs everywhere: the CPU's own float32 run of the same
 //! random cases, held to the same bound, calibrates it.
 
+#[path = "../../recur/tests/support/small_run.rs"]
+mod small_run;
+
 use recur::cell::CellKind;
 use recur::model::{Head, Input, InputKind, Model, ModelConfig};
 use recur::ops::loss::IGNORE;
@@ -23,6 +26,7 @@ use recur::rng::Rng;
 use recur::stack::StackConfig;
 use recur_cuda::{Gpu, GpuModel, GpuOptimizer, NormScratch};
 use safetensors::tensor::{Dtype, SafeTensors};
+use small_run::{losses, small_trainer};
 use std::collections::HashMap;
 
 /// Per tensor, the worst |ours - ref| over the tensor's largest |ref|, float32 against float64.
@@ -814,61 +818,6 @@ fn gpu_matches_torch_fixtures() {
 /// the loss still tells a working engine (differences of 1e-6 to 1e-4) from a wrong one (a
 /// dropped carry or moment changes the loss in the second or first decimal).
 const LATER_LOSS_TOL: f64 = 1e-3;
-
-fn small_trainer(steps: u64) -> recur::train::Trainer {
-    use recur::data::{self, Vocab};
-    use recur::train::{Budget, TrainConfig, Trainer};
-    let text = "to be or not to be, that is the question\nROMEO:\nwhether 'tis nobler\n".repeat(30);
-    let vocab = Vocab::from_text(&text);
-    let ids = vocab.encode(&text).unwrap();
-    let (tr, va) = data::split(&ids, 0.1);
-    let rnn = StackConfig::new(CellKind::Lstm, 0, 16)
-        .with_layers(2)
-        .with_dropout(0.25);
-    let cfg = TrainConfig {
-        model: ModelConfig::char_model(vocab.len(), 0, rnn),
-        batch_size: 3,
-        seq_length: 7,
-        optim: OptimKind::parse("adam", 0.0).unwrap(),
-        lr: 1e-2,
-        lr_decay: 0.9,
-        lr_decay_every: 4,
-        grad_clip: 1.0,
-        grad_clip_value: 0.5,
-        seed: 11,
-        eval_every: 5,
-        log_every: 0,
-    };
-    let budget = Budget {
-        max_steps: Some(steps),
-        ..Budget::default()
-    };
-    Trainer::new(
-        cfg,
-        budget,
-        tr.to_vec(),
-        va.to_vec(),
-        None,
-        None,
-        serde_json::Value::Null,
-    )
-    .unwrap()
-}
-
-fn losses(t: &mut recur::train::Trainer) -> (Vec<f64>, Vec<Option<f64>>) {
-    use recur::train::Event;
-    let (mut l, mut v) = (Vec::new(), Vec::new());
-    t.run(
-        &std::sync::atomic::AtomicBool::new(false),
-        &mut |ev| match ev {
-            Event::Step(s) => l.push(s.loss),
-            Event::Eval { row, .. } => v.push(row.val_loss),
-            Event::Log(_) => {}
-        },
-    )
-    .unwrap();
-    (l, v)
-}
 
 #[test]
 fn gpu_engine_continues_a_cpu_run() {
