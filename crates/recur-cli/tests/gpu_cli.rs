@@ -2,6 +2,8 @@
 //! not compiled in; with it, on a machine without a GPU, that no device was found; each as one
 //! line with exit code 2. (On a machine with a GPU and the feature, the tiny run must succeed.)
 
+mod common;
+
 use std::process::Command;
 
 fn recur(args: &[&str]) -> (i32, String, String) {
@@ -25,18 +27,7 @@ fn check(args: &[&str]) {
         );
         return;
     }
-    assert_eq!(code, 2, "{args:?}: exit code {code}, stderr {stderr}");
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "{args:?}: one line, got {stderr}"
-    );
-    let want = if cfg!(feature = "cuda") {
-        "recur: error: no CUDA device found"
-    } else {
-        "recur: error: CUDA support was not compiled in"
-    };
-    assert!(stderr.starts_with(want), "{args:?}: {stderr}");
+    assert_device_error(args, code, &stderr);
 }
 
 #[test]
@@ -73,9 +64,7 @@ fn unknown_device_is_rejected() {
 
 /// A few thousand characters of play-like text in a fresh temporary directory.
 fn corpus(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("recur-gpu-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let d = common::scratch(&format!("gpu-cli-{name}"));
     let mut text = String::new();
     for i in 0..40 {
         text.push_str(
