@@ -12,25 +12,68 @@ use std::time::Instant;
 /// Independent accumulators per thread: more than latency x pipes (4 x 2 on the CPUs measured).
 const CHAINS: usize = 12;
 
+/// The instruction set the measurement runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    Avx512,
+    Avx2Fma,
+    Portable,
+}
+
+impl Isa {
+    fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2Fma;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// float32 lanes per FMA.
+    fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2Fma => 8,
+            Isa::Portable => 1,
+        }
+    }
+}
+
+/// Which instruction set the measurement uses on this CPU.
+pub fn isa() -> &'static str {
+    match Isa::detect() {
+        Isa::Avx512 => "avx512",
+        Isa::Avx2Fma => "avx2+fma",
+        Isa::Portable => "portable",
+    }
+}
+
 /// Runs `iters` rounds of CHAINS FMAs on one thread; returns the flops done (2 per lane per FMA)
 /// and the sum of the results (so the loop cannot be optimised away, and can be checked).
 fn one_thread(iters: u64) -> (f64, f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { x86::avx512(iters) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { x86::avx2(iters) };
-        }
-    }
-    portable(iters)
+    let isa = Isa::detect();
+    let sum = match isa {
+        // SAFETY: the CPU has AVX-512F (detected).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::avx512(iters) },
+        // SAFETY: the CPU has AVX2 and FMA (detected).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => unsafe { x86::avx2(iters) },
+        _ => portable(iters),
+    };
+    let flops = 2.0 * isa.lanes() as f64 * (iters * CHAINS as u64) as f64;
+    (flops, sum)
 }
 
-fn portable(iters: u64) -> (f64, f32) {
+/// The chains on scalars: the sum of their values after `iters` rounds.
+fn portable(iters: u64) -> f32 {
     let mut acc = [0.0f32; CHAINS];
     for (i, a) in acc.iter_mut().enumerate() {
         *a = i as f32;
@@ -44,7 +87,7 @@ fn portable(iters: u64) -> (f64, f32) {
             *a = a.mul_add(b, c);
         }
     }
-    (2.0 * (iters * CHAINS as u64) as f64, acc.iter().sum())
+    acc.iter().sum()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -52,63 +95,53 @@ mod x86 {
     use super::CHAINS;
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512(iters: u64) -> (f64, f32) {
-        let mut acc = [_mm512_setzero_ps(); CHAINS];
-        for (i, a) in acc.iter_mut().enumerate() {
-            *a = _mm512_set1_ps(i as f32);
-        }
-        let b = _mm512_set1_ps(std::hint::black_box(0.999_999));
-        let c = _mm512_set1_ps(std::hint::black_box(1e-7));
-        for _ in 0..iters {
-            for a in &mut acc {
-                *a = _mm512_fmadd_ps(*a, b, c);
+    /// The chains on `$lanes`-wide vectors: the sum of all lanes after `iters` rounds.
+    macro_rules! chains {
+        ($name:ident, $feat:literal, $lanes:literal, $zero:ident, $set1:ident, $fmadd:ident,
+         $store:ident) => {
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $name(iters: u64) -> f32 {
+                let mut acc = [$zero(); CHAINS];
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = $set1(i as f32);
+                }
+                let b = $set1(std::hint::black_box(0.999_999));
+                let c = $set1(std::hint::black_box(1e-7));
+                for _ in 0..iters {
+                    for a in &mut acc {
+                        *a = $fmadd(*a, b, c);
+                    }
+                }
+                let mut out = [0.0f32; $lanes];
+                let mut s = 0.0;
+                for a in acc {
+                    // SAFETY: `out` holds one vector of floats.
+                    unsafe { $store(out.as_mut_ptr(), a) };
+                    s += out.iter().sum::<f32>();
+                }
+                s
             }
-        }
-        let mut s = 0.0;
-        for a in acc {
-            s += _mm512_reduce_add_ps(a);
-        }
-        (2.0 * 16.0 * (iters * CHAINS as u64) as f64, s)
+        };
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn avx2(iters: u64) -> (f64, f32) {
-        let mut acc = [_mm256_setzero_ps(); CHAINS];
-        for (i, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_set1_ps(i as f32);
-        }
-        let b = _mm256_set1_ps(std::hint::black_box(0.999_999));
-        let c = _mm256_set1_ps(std::hint::black_box(1e-7));
-        for _ in 0..iters {
-            for a in &mut acc {
-                *a = _mm256_fmadd_ps(*a, b, c);
-            }
-        }
-        let mut out = [0.0f32; 8];
-        let mut s = 0.0;
-        for a in acc {
-            // SAFETY: `out` holds 8 floats.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), a) };
-            s += out.iter().sum::<f32>();
-        }
-        (2.0 * 8.0 * (iters * CHAINS as u64) as f64, s)
-    }
-}
-
-/// Which instruction set the measurement uses on this CPU.
-pub fn isa() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return "avx512";
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return "avx2+fma";
-        }
-    }
-    "portable"
+    chains!(
+        avx512,
+        "avx512f",
+        16,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
+    chains!(
+        avx2,
+        "avx2,fma",
+        8,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
 }
 
 /// The float32 FMA rate of `threads` threads running at once, in GFLOP/s (2 flops per FMA lane):
@@ -142,11 +175,7 @@ mod tests {
     fn chains_follow_the_recurrence() {
         let n = 2_000_000u64;
         let (flops, s) = one_thread(n);
-        let lanes = match isa() {
-            "avx512" => 16.0,
-            "avx2+fma" => 8.0,
-            _ => 1.0,
-        };
+        let lanes = Isa::detect().lanes() as f64;
         assert_eq!(flops, 2.0 * lanes * n as f64 * CHAINS as f64);
         let b = 0.999_999f32 as f64;
         let fixed = 1e-7f32 as f64 / (1.0 - b);
