@@ -207,11 +207,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     err.read_line(&mut header).unwrap();
     assert!(header.starts_with("recur train:"), "{header}");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let k = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(k.success());
+    common::interrupt(&child);
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "stdout: {stdout}");

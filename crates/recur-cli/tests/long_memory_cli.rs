@@ -236,11 +236,7 @@ fn ctrl_c_stops_training_with_the_result_so_far() {
         line.clear();
     }
     assert!(line.contains("held-out"), "no progress line before exit");
-    let k = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(k.success());
+    common::interrupt(&child);
     let out = child.wait_with_output().unwrap();
     let j = json_of(&out);
     assert_eq!(j["stopped_by"], "stopped");

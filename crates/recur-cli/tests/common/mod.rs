@@ -8,7 +8,7 @@
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 /// Runs the built `recur` with `args`.
 pub fn recur<S: AsRef<OsStr>>(args: &[S]) -> Output {
@@ -58,4 +58,13 @@ pub fn one_line_error(out: &Output, needles: &[&str]) -> String {
     }
     assert!(!err.contains("panicked"), "{err}");
     err
+}
+
+/// Sends SIGINT (what Ctrl-C sends) to a running `recur`.
+pub fn interrupt(child: &Child) {
+    let k = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(k.success(), "kill -INT failed");
 }
