@@ -6,7 +6,8 @@
 //! not a multiple of the 16-column panels, and each step's product is big enough to be split:
 //! with 13 sequences the 2-thread runs split every step by hidden units (barrier per step), with
 //! 37 by batch rows (each thread its own sequences, 18 and 19 of them). The fast driver's
-//! inference mode (nothing kept for backward) must give bit-identical outputs.
+//! inference mode (nothing kept for backward; the input product in chunks of steps) is held to
+//! the same tolerance.
 
 use recur::cell::{self, simple, CellKind, DirCache, DirDims, DirGrads, DirWeights, LayerInput};
 use recur::ops::gemm::set_threads;
@@ -185,20 +186,21 @@ fn compare<F: Float>(tol: f64) {
                                 y[at]
                             );
                         }
-                        // inference mode: the same arithmetic, other storage
+                        // inference mode: other storage, and the input product computed in
+                        // chunks of steps inside the time loop (a different kernel, so the sums
+                        // may round differently): within the same tolerance of the simple driver
                         let c = run::<F>(true, true, kind, reverse, bias, seed, nb);
                         for (name, x, y) in [
-                            ("y", &c.y, &a.y),
-                            ("h_n", &c.h_n, &a.h_n),
-                            ("c_n", &c.c_n, &a.c_n),
+                            ("y", &c.y, &b.y),
+                            ("h_n", &c.h_n, &b.h_n),
+                            ("c_n", &c.c_n, &b.c_n),
                         ] {
-                            let same = x
-                                .iter()
-                                .zip(y)
-                                .all(|(p, q)| p.to_f64().to_bits() == q.to_f64().to_bits());
+                            let (e, at) = worst(x, y);
                             assert!(
-                                same,
-                                "{what}: inference-mode {name} differs from the training forward"
+                                e <= tol,
+                                "{what}: inference-mode {name}[{at}] fast {} vs simple {} (rel err {e:e})",
+                                x[at],
+                                y[at]
                             );
                         }
                     }

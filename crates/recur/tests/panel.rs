@@ -2,9 +2,14 @@
 //! the column counts around the panel width (1, 15, 16, 17, 33) and the batch tile (7, 8, 9),
 //! output pre-filled with NaN so that an unwritten element shows, and padding columns of C
 //! (past `n`) checked to stay untouched. Both packings, f32 (the AVX-512 kernel where the CPU has
-//! it) and f64 (the portable loop).
+//! it) and f64 (the portable loop). Also: the product over row groups (the input product of
+//! several steps at once) against one naive product per group, and packing split over two
+//! threads against the packed layout's definition.
 
-use recur::ops::panel::{pack_gates_t, pack_n, panel_gemm, panels, NR};
+use recur::ops::gemm::set_threads;
+use recur::ops::panel::{
+    pack_gates_t, pack_n, panel_gemm, panel_gemm_groups_raw, panels, Groups, OutPtr, NR,
+};
 use recur::ops::{gemm_naive, Float, Trans};
 use recur::rng::Rng;
 
@@ -127,4 +132,148 @@ fn packed_product_matches_naive_f32() {
 #[test]
 fn packed_product_matches_naive_f64() {
     check::<f64>(TOL_F64);
+}
+
+/// `groups` blocks of `m` rows, with gaps between the blocks in both A and C (a gap row of C must
+/// stay NaN), against one naive product per block.
+fn check_groups<F: Float>(tol: f64) {
+    let mut rng = Rng::new(9);
+    for &m in &[1usize, 7, 8, 16] {
+        for &ng in &[1usize, 3] {
+            for &(k, h) in &[(5usize, 17usize), (70, 48)] {
+                let mut r =
+                    |n: usize| -> Vec<F> { (0..n).map(|_| F::from_f64(rng.normal())).collect() };
+                let g = 4;
+                let hp = panels(h) * NR;
+                let lda = k + 1;
+                let a_step = m * lda + 3;
+                let c_step = m + 1;
+                let a = r(ng * a_step);
+                let w = r(g * h * k);
+                let mut packed = vec![F::ZERO; g * panels(h) * k * NR];
+                pack_gates_t(&mut packed, &w, g, h, k);
+                let ld = g * hp;
+                let rows = ng * c_step;
+                let mut c = vec![F::from_f64(f64::NAN); rows * ld];
+                let groups = Groups {
+                    n: ng,
+                    a_step,
+                    c_step,
+                };
+                let out = OutPtr {
+                    ptr: c.as_mut_ptr(),
+                    ld,
+                    n: ld,
+                };
+                // SAFETY: C holds ng * c_step rows of ld elements, and nothing else uses it
+                unsafe {
+                    panel_gemm_groups_raw(m, groups, k, &a, lda, &packed, 0..g * panels(h), out)
+                };
+                let mut want = vec![F::from_f64(f64::NAN); rows * ld];
+                for gr in 0..ng {
+                    for gi in 0..g {
+                        let c0 = gr * c_step * ld + gi * hp;
+                        gemm_naive(
+                            Trans::N,
+                            Trans::T,
+                            m,
+                            h,
+                            k,
+                            F::ONE,
+                            &a[gr * a_step..],
+                            lda,
+                            &w[gi * h * k..],
+                            k,
+                            F::ZERO,
+                            &mut want[c0..],
+                            ld,
+                        );
+                        for i in 0..m {
+                            want[c0 + i * ld + h..c0 + i * ld + hp].fill(F::ZERO);
+                        }
+                    }
+                }
+                let scale = want
+                    .iter()
+                    .map(|v| v.to_f64().abs())
+                    .filter(|v| !v.is_nan())
+                    .fold(1e-30, f64::max);
+                for (i, (x, y)) in c.iter().zip(&want).enumerate() {
+                    let (x, y) = (x.to_f64(), y.to_f64());
+                    if y.is_nan() {
+                        assert!(
+                            x.is_nan(),
+                            "groups m={m} n={ng}: gap element {i} was written"
+                        );
+                    } else {
+                        let e = (x - y).abs() / scale;
+                        assert!(
+                            e <= tol,
+                            "groups m={m} n={ng} k={k} h={h}: rel err {e:e} at {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn grouped_product_matches_naive_f32() {
+    check_groups::<f32>(TOL_F32);
+}
+
+#[test]
+fn grouped_product_matches_naive_f64() {
+    check_groups::<f64>(TOL_F64);
+}
+
+/// Packing large enough to be split over the threads gives the layout it defines: column `j` of
+/// gate `g` at packed column `g * Hp + j`, zero padding (pack_gates_t); panel `q` = columns
+/// `q * NR ..` (pack_n).
+#[test]
+fn packing_split_over_threads_keeps_the_layout() {
+    set_threads(2);
+    let (g, h, k) = (4, 100, 200);
+    let w: Vec<f32> = (0..g * h * k).map(|i| i as f32).collect();
+    let hp = panels(h);
+    let mut packed = vec![f32::NAN; g * hp * k * NR];
+    assert!(packed.len() >= 1 << 16, "too small to be split");
+    pack_gates_t(&mut packed, &w, g, h, k);
+    for gi in 0..g {
+        for u in 0..hp {
+            for p in 0..k {
+                for j in 0..NR {
+                    let col = u * NR + j;
+                    let want = if col < h {
+                        w[(gi * h + col) * k + p]
+                    } else {
+                        0.0
+                    };
+                    let got = packed[((gi * hp + u) * k + p) * NR + j];
+                    assert_eq!(
+                        got, want,
+                        "pack_gates_t gate {gi} panel {u} row {p} col {j}"
+                    );
+                }
+            }
+        }
+    }
+    let n = g * h;
+    let mut packed = vec![f32::NAN; panels(n) * k * NR];
+    pack_n(&mut packed, &w, k, n);
+    for q in 0..panels(n) {
+        for p in 0..k {
+            for j in 0..NR {
+                let col = q * NR + j;
+                let want = if col < n { w[p * n + col] } else { 0.0 };
+                assert_eq!(
+                    packed[(q * k + p) * NR + j],
+                    want,
+                    "pack_n panel {q} row {p} col {j}"
+                );
+            }
+        }
+    }
+    set_threads(1);
 }

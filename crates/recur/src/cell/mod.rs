@@ -158,6 +158,11 @@ pub struct DirCache<F> {
     // wpack: W_hh packed into column panels (ops::panel): forward as W_hh^T per gate,
     // backward as W_hh; one buffer, repacked at the start of each pass
     wpack: Vec<F>,
+    // wipack: W_ih^T packed per gate like wpack, and xc: (C, B, G*Hp) the input product of the
+    // C steps of one chunk; both for the fast driver's per-chunk input product (sized when it
+    // first runs, empty otherwise)
+    wipack: Vec<F>,
+    xc: Vec<F>,
     // bias: (G*H) the biases the fast driver's gate pass adds: b_ih + b_hh (GRU n gate: b_in
     // only), zeros without biases; bhn: (H) GRU only: b_hn, or zeros
     bias: Vec<F>,
@@ -198,6 +203,8 @@ impl<F: Float> DirCache<F> {
             hpre: z(if dims.proj() { t * b * h } else { 0 }),
             hw: z(b * dims.kind.gates() * panels(h) * NR),
             wpack: z((dims.kind.gates() * panels(h) * p).max(panels(p) * gh) * NR),
+            wipack: Vec::new(),
+            xc: Vec::new(),
             bias: z(gh),
             bhn: z(if gru { h } else { 0 }),
             h: z(b * p),
@@ -224,6 +231,8 @@ impl<F: Float> DirCache<F> {
             + self.hpre.len()
             + self.hw.len()
             + self.wpack.len()
+            + self.wipack.len()
+            + self.xc.len()
             + self.bias.len()
             + self.bhn.len()
             + self.h.len()
