@@ -10,7 +10,7 @@
 //! the same tolerance.
 
 use recur::cell::{self, simple, CellKind, DirCache, DirDims, DirGrads, DirWeights, LayerInput};
-use recur::ops::gemm::set_threads;
+use recur::ops::gemm::{set_threads, threads};
 use recur::ops::Float;
 use recur::rng::Rng;
 
@@ -20,11 +20,39 @@ const TOL_F32: f64 = 1e-5;
 /// f64: the same activations (the C library's) and sums that differ only in order.
 const TOL_F64: f64 = 1e-12;
 
-const T: usize = 6;
-/// Batch sizes: below and above the fast driver's threshold for splitting by rows on 2 threads.
-const BATCHES: [usize; 2] = [13, 37];
-const I: usize = 7;
-const H: usize = 150;
+/// Steps, batch, input and hidden sizes of one comparison.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    t: usize,
+    b: usize,
+    i: usize,
+    h: usize,
+}
+
+/// Batch sizes 13 and 37: below and above the fast driver's threshold for splitting by rows on
+/// 2 threads. The third shape is large enough (I * G * H * T * B >= 2^22 multiply-adds for the
+/// LSTM and the GRU) for the weight gradients and dX to be computed as two concurrent halves
+/// on 2 threads, with I != H so that the halves cut dX's rows unevenly (`cell::weight_grads`).
+const SHAPES: [Shape; 3] = [
+    Shape {
+        t: 6,
+        b: 13,
+        i: 7,
+        h: 150,
+    },
+    Shape {
+        t: 6,
+        b: 37,
+        i: 7,
+        h: 150,
+    },
+    Shape {
+        t: 16,
+        b: 16,
+        i: 96,
+        h: 64,
+    },
+];
 
 struct Out<F> {
     y: Vec<F>,
@@ -37,6 +65,9 @@ struct Out<F> {
 }
 
 /// Forward (and backward unless `infer`) of one layer direction with the fast or simple driver.
+/// The simple driver always runs on one thread, so that the products it shares with the fast
+/// one (the weight gradients after the time loop) take their one-thread path.
+#[allow(non_snake_case)]
 fn run<F: Float>(
     fast: bool,
     infer: bool,
@@ -44,7 +75,35 @@ fn run<F: Float>(
     reverse: bool,
     bias: bool,
     seed: u64,
-    #[allow(non_snake_case)] B: usize,
+    shape: Shape,
+) -> Out<F> {
+    let Shape {
+        t: T,
+        b: B,
+        i: I,
+        h: H,
+    } = shape;
+    let threads_before = threads();
+    if !fast {
+        set_threads(1);
+    }
+    let o = run_on::<F>(fast, infer, kind, reverse, bias, seed, T, B, I, H);
+    set_threads(threads_before);
+    o
+}
+
+#[allow(non_snake_case, clippy::too_many_arguments)]
+fn run_on<F: Float>(
+    fast: bool,
+    infer: bool,
+    kind: CellKind,
+    reverse: bool,
+    bias: bool,
+    seed: u64,
+    T: usize,
+    B: usize,
+    I: usize,
+    H: usize,
 ) -> Out<F> {
     let g = kind.gates();
     let lstm = kind == CellKind::Lstm;
@@ -158,15 +217,15 @@ fn compare<F: Float>(tol: f64) {
     let kinds = ["rnn_tanh", "rnn_relu", "lstm", "gru"].map(|n| CellKind::parse(n).unwrap());
     for threads in [1, 2] {
         set_threads(threads);
-        for nb in BATCHES {
+        for shape in SHAPES {
             for (ki, &kind) in kinds.iter().enumerate() {
                 for reverse in [false, true] {
                     for bias in [true, false] {
                         let seed = 100 + ki as u64;
-                        let a = run::<F>(true, false, kind, reverse, bias, seed, nb);
-                        let b = run::<F>(false, false, kind, reverse, bias, seed, nb);
+                        let a = run::<F>(true, false, kind, reverse, bias, seed, shape);
+                        let b = run::<F>(false, false, kind, reverse, bias, seed, shape);
                         let what = format!(
-                            "{} B={nb} reverse={reverse} bias={bias} threads={threads}",
+                            "{} {shape:?} reverse={reverse} bias={bias} threads={threads}",
                             kind.name()
                         );
                         for (name, x, y) in [
@@ -189,7 +248,7 @@ fn compare<F: Float>(tol: f64) {
                         // inference mode: other storage, and the input product computed in
                         // chunks of steps inside the time loop (a different kernel, so the sums
                         // may round differently): within the same tolerance of the simple driver
-                        let c = run::<F>(true, true, kind, reverse, bias, seed, nb);
+                        let c = run::<F>(true, true, kind, reverse, bias, seed, shape);
                         for (name, x, y) in [
                             ("y", &c.y, &b.y),
                             ("h_n", &c.h_n, &b.h_n),

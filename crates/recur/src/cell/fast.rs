@@ -439,18 +439,13 @@ const CHUNK_ROWS: usize = 64;
 /// (a quarter of the 1 MiB measured) beside the streaming weights until its steps read it.
 const CHUNK_BYTES: usize = 256 << 10;
 
-/// The L3 cache shared by the cores (32 MiB on the machine measured). Chunks of the input
-/// product stream `W_ih` once per chunk: they pay only while both weight matrices stay in half
-/// of it; beyond that (LSTM H = 1024: 32 MiB) they came from memory and ran 5-7% slower than
-/// one product of all steps.
-const L3_BYTES: usize = 32 << 20;
-
 /// Steps per chunk of the input product computed inside the time loop, or None for one product
 /// of all steps before it. Chunks are for inference only: there they spare the round trip of
 /// every step's input product through memory (16 MiB for LSTM 512/32/64) and run it on the
 /// packed kernel; training keeps all steps' products anyway (backward writes dG over them), and
 /// measured no gain. They need the packed f32 kernel, a tile's rows (8) per thread, and weights
-/// that fit in half the L3.
+/// that fit in half the L3: chunks stream `W_ih` once per chunk, and beyond that (LSTM H = 1024:
+/// 32 MiB of weights) they came from memory and ran 5-7% slower than one product of all steps.
 fn chunk_len<F: Float>(split: &Split, d: &DirDims, keep: bool, cols: usize) -> Option<usize> {
     let f32_kernel = std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() && has_avx512();
     let weight_bytes = (d.i + d.h) * d.gh() * std::mem::size_of::<F>();

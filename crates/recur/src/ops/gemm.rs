@@ -23,9 +23,26 @@ pub fn set_threads(n: usize) {
     THREADS.store(n.max(1), Ordering::Relaxed);
 }
 
-/// The thread count set by [`set_threads`].
+thread_local! {
+    /// This thread's own limit, set by [`with_threads`] (0: none).
+    static LOCAL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The thread count set by [`set_threads`], or inside [`with_threads`] the count given there.
 pub fn threads() -> usize {
-    THREADS.load(Ordering::Relaxed)
+    match LOCAL.with(|l| l.get()) {
+        0 => THREADS.load(Ordering::Relaxed),
+        n => n,
+    }
+}
+
+/// Runs `f` with [`threads`] returning `n` on this thread: for independent products run side
+/// by side, each on its share of the threads.
+pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> R {
+    let before = LOCAL.with(|l| l.replace(n.max(1)));
+    let r = f();
+    LOCAL.with(|l| l.set(before));
+    r
 }
 
 /// Below this many multiply-adds a product runs on one thread: splitting it costs more than it saves.
