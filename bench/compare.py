@@ -27,6 +27,20 @@ that runs warm-up + one training step, against the growth of a fresh PyTorch pro
 from just after `import torch` to after the same work (the interpreter and torch's libraries,
 ~300 MiB, are left out of PyTorch's figure; recur's whole process is counted).
 
+PyTorch's allocator: by default the PyTorch worker runs with glibc's malloc told to keep freed
+memory instead of handing it back to the kernel (MALLOC_TRIM_THRESHOLD_=1 GiB,
+MALLOC_TOP_PAD_=256 MiB, MALLOC_MMAP_THRESHOLD_=32 MiB). Without that, PyTorch's training steps
+free and re-allocate their large buffers every step, and whether those come back as fresh pages
+(page faults, zeroing) depends on the process's history: the same worker ran LSTM 1024/16/32
+training at 4,500-5,200 tokens/s in most processes and at 7,300-7,400 in some, LSTM 512/32/64
+at 25-28 thousand against 32-33 with the setting. recur allocates its workspace once, so this
+only removes noise from PyTorch's side, in its favour. `--torch-default-malloc` turns it off.
+The memory measurements always use the default allocator settings (the lower figure).
+
+Ratios: the table's ratio is the median of recur's samples over the median of PyTorch's; the
+"paired" column is the median over rounds of each round's ratio, which cancels the drift of the
+machine's speed between rounds (it moved by up to 15% within minutes on the shared host).
+
 It asserts nothing; it reports what it measured. `--json PATH` also writes every sample.
 """
 
@@ -119,6 +133,14 @@ def throughput(r):
     return r.get("tokens_per_s") or r.get("chars_per_s")
 
 
+# glibc malloc settings for PyTorch's worker: keep freed memory (see the module's text)
+KEEP_FREED_MEMORY = {
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+    "MALLOC_TOP_PAD_": str(256 << 20),
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="rounds over the grid (medians are taken over rounds)")
@@ -128,6 +150,10 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use target/release/recur as it is")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     ap.add_argument("--json", help="also write every sample to this file")
+    ap.add_argument(
+        "--torch-default-malloc", action="store_true",
+        help="run PyTorch's worker with glibc malloc's default settings (see above)",
+    )  # fmt: skip
     ap.add_argument(
         "--omp-passive", action="store_true",
         help="run PyTorch with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning): "
@@ -156,7 +182,10 @@ def main():
     load_before = uptime()
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {load_before}", file=sys.stderr)
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE") if a.omp_passive else None
-    torch_w = Torch(py, env)
+    worker_env = dict(env or os.environ)
+    if not a.torch_default_malloc:
+        worker_env.update(KEEP_FREED_MEMORY)
+    torch_w = Torch(py, worker_env)
     torch_version = torch_w.ask({"kind": "gemm", "n": 64, "threads": 1})["torch"]
     peaks = {}
     for th in threads:
@@ -193,11 +222,16 @@ def main():
     print(f"recur vs PyTorch {torch_version} (CPU, float32), {time.strftime('%Y-%m-%d %H:%M %Z')}")
     if a.omp_passive:
         print("PyTorch ran with OMP_WAIT_POLICY=PASSIVE  ")
+    if a.torch_default_malloc:
+        print("PyTorch ran with glibc malloc's default settings  ")
+    else:
+        print("PyTorch's timings ran with " + " ".join(f"{k}={v}" for k, v in KEEP_FREED_MEMORY.items())
+              + " (its memory figures without)  ")  # fmt: skip
     print(f"load before: `{load_before}`  ")
     print(f"load after: `{load_after}`  ")
     print(f"medians over {a.rounds} round(s), each the median of 7 samples (3 for calls over 0.5 s) after 2 warm-up calls\n")
-    print("| point | recur /s | PyTorch /s | recur/PyTorch | recur GFLOP/s | PyTorch GFLOP/s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| point | recur /s | PyTorch /s | recur/PyTorch | paired | recur GFLOP/s | PyTorch GFLOP/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     rows = []
     for label, req in points:
         s = samples[label]
@@ -207,8 +241,9 @@ def main():
         tg = statistics.median(r.get("gflops", float("nan")) for r in s["torch"])
         unit = "chars" if req["kind"] == "charlm" else "tokens"
         gf = lambda g: "" if g != g else f"{g:.1f}"  # noqa: E731
-        print(f"| {label} | {rt:,.0f} {unit} | {tt:,.0f} {unit} | {rt / tt:.2f}x | {gf(rg)} | {gf(tg)} |")
-        rows.append({"label": label, "req": req, "recur": rt, "torch": tt, "ratio": rt / tt})
+        paired = statistics.median(throughput(r) / throughput(t) for r, t in zip(s["recur"], s["torch"]))
+        print(f"| {label} | {rt:,.0f} {unit} | {tt:,.0f} {unit} | {rt / tt:.2f}x | {paired:.2f}x | {gf(rg)} | {gf(tg)} |")
+        rows.append({"label": label, "req": req, "recur": rt, "torch": tt, "ratio": rt / tt, "paired": paired})
     if 1 in threads and max(threads) > 1:
         # PyTorch's OpenMP threads wait for each other by spinning; on a machine loaded by other
         # work that can make its multi-threaded runs far slower than its single-threaded ones.
