@@ -342,7 +342,7 @@ fn weight_grads<F: Float>(
     // which at LSTM 512/32/64 (dG: 16 MiB) cost 3-4% more than the products on all threads
     let dg_bytes = rows * gh * std::mem::size_of::<F>();
     let concurrent =
-        nt >= 2 && ni * gh * rows >= 1 << 22 && cut >= rows / 4 && dg_bytes <= L3_BYTES / 4;
+        nt >= 2 && ni * gh * rows >= 1 << 22 && cut >= rows / 4 && dg_bytes < L3_BYTES / 4;
     match (input, dx) {
         (LayerInput::Dense { x, ld }, Some((dx, lddx))) if concurrent => {
             // the three products side by side instead of one after another: half the threads
