@@ -38,13 +38,16 @@ def main():
     print(f"targets at {th} thread(s), from {args[0]} (load before: {d['load_before']})\n")
     below = [r for r in rows if r["ratio"] < 1.0]
     worst = min(rows, key=lambda r: r["ratio"])
-    print(f"1. >= 1.0x everywhere: {verdict(not below)}; lowest {worst['ratio']:.2f}x at {worst['label']}"
-          + "".join(f"\n   below 1.0x: {r['label']} {r['ratio']:.2f}x" for r in below))  # fmt: skip
+    def paired(r):  # the median of per-round ratios, where the run has it
+        return f" (paired {r['paired']:.2f}x)" if "paired" in r else ""
+
+    print(f"1. >= 1.0x everywhere: {verdict(not below)}; lowest {worst['ratio']:.2f}x{paired(worst)} at {worst['label']}"
+          + "".join(f"\n   below 1.0x: {r['label']} {r['ratio']:.2f}x{paired(r)}" for r in below))  # fmt: skip
     need = [r for r in rows if (r["req"].get("hidden"), r["req"].get("batch"), r["req"].get("mode")) == (512, 32, "train")
             or r["req"]["kind"] == "charlm"]  # fmt: skip
     print(f"2. >= 1.5x on training at 512/32/64 and the char-model step: {verdict(all(r['ratio'] >= 1.5 for r in need))}")
     for r in need:
-        print(f"   {r['label']}: {r['ratio']:.2f}x")
+        print(f"   {r['label']}: {r['ratio']:.2f}x{paired(r)}")
     slow = [(r, gflops(r["label"], "torch")) for r in rows if r["req"]["kind"] == "stack"]
     slow = [(r, g) for r, g in slow if g is not None and g < 60]
     print(f"3. >= 2x where PyTorch is under 60 GFLOP/s: {verdict(all(r['ratio'] >= 2 for r, _ in slow))}")
