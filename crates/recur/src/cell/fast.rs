@@ -16,7 +16,10 @@
 //!   element-wise on (x W_ih^T + b)[R, g, U] + hw[R, g, U] -> gates, c_t[R, U], h_t[R, U]
 //! h_{t-1} is read from `hprev[t]` and h_t written into `hprev[next t]`, so the threads never read
 //! what another is writing in the same step. In inference mode (`DirCache::keep` off) the states
-//! alternate between two slots and the gates of every step share one set of rows.
+//! alternate between two slots and the gates of every step share one set of rows, and (for dense
+//! input, while the weights fit in the L3) each thread computes `x W_ih^T` for its own rows or
+//! units a few steps at a time, just before they run ([`Chunks`]), instead of for all steps
+//! before the loop.
 //!
 //! Backward, in reverse, rows R and units U (of the state, P = H here):
 //!   dh[R, U] = dh_next[R, U] + dy_t[R, U]; element-wise backward -> dG_t[R, g, U]
