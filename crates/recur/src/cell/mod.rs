@@ -163,6 +163,9 @@ pub struct DirCache<F> {
     // first runs, empty otherwise)
     wipack: Vec<F>,
     xc: Vec<F>,
+    // onehot: (I, G*H) one-hot input's scratch: W_ih^T for the forward's gather, per-symbol
+    // sums of dG for the backward's scatter-add (sized when first used)
+    onehot: Vec<F>,
     // dbias: (G*H) scratch for the bias gradients' column sums
     dbias: Vec<F>,
     // bias: (G*H) the biases the fast driver's gate pass adds: b_ih + b_hh (GRU n gate: b_in
@@ -207,6 +210,7 @@ impl<F: Float> DirCache<F> {
             wpack: z((dims.kind.gates() * panels(h) * p).max(panels(p) * gh) * NR),
             wipack: Vec::new(),
             xc: Vec::new(),
+            onehot: Vec::new(),
             dbias: z(gh),
             bias: z(gh),
             bhn: z(if gru { h } else { 0 }),
@@ -238,6 +242,7 @@ impl<F: Float> DirCache<F> {
             + self.xc.len()
             + self.bias.len()
             + self.dbias.len()
+            + self.onehot.len()
             + self.bhn.len()
             + self.h.len()
             + self.c.len()
@@ -288,16 +293,35 @@ fn input_projection<F: Float>(
             gh,
         ),
         LayerInput::OneHot { ids } => {
-            // xw row r = column ids[r] of W_ih (a gather); rows shared out over the threads
+            // xw row r = column ids[r] of W_ih (a gather). With at least as many rows as
+            // symbols, W_ih^T is made first, so that each row is one contiguous copy instead of
+            // G*H loads I elements apart. Rows shared out over the threads.
             let rows = nt * nb;
+            let transposed = rows >= ni;
+            if transposed {
+                if c.onehot.len() != ni * gh {
+                    c.onehot = vec![F::ZERO; ni * gh];
+                }
+                for (g, wrow) in w.w_ih.chunks_exact(ni).take(gh).enumerate() {
+                    for (i, &v) in wrow.iter().enumerate() {
+                        c.onehot[i * gh + g] = v;
+                    }
+                }
+            }
+            let wt = &c.onehot;
             for_parts_mut(
                 &mut c.xw[..rows * gh],
                 ONE_HOT_ROWS * gh,
                 true,
                 |e0, block| {
                     for (row, &id) in block.chunks_exact_mut(gh).zip(&ids[e0 / gh..]) {
-                        for (g, v) in row.iter_mut().enumerate() {
-                            *v = w.w_ih[g * ni + id as usize];
+                        let id = id as usize;
+                        if transposed {
+                            row.copy_from_slice(&wt[id * gh..(id + 1) * gh]);
+                        } else {
+                            for (g, v) in row.iter_mut().enumerate() {
+                                *v = w.w_ih[g * ni + id];
+                            }
                         }
                     }
                 },
@@ -490,25 +514,39 @@ fn weight_grads_serial<F: Float>(
         }
         LayerInput::OneHot { ids } => {
             // dW_ih[:, id] += dG row: the one-hot product's gradient is a scatter-add. Split over
-            // the threads by rows of dW_ih (gate units), so no two threads add into one element;
-            // each element still receives its terms in the order of r (the same sums on any
-            // number of threads).
+            // the threads by gate units, so no two threads add into one element; each element
+            // still receives its terms in the order of r (the same sums on any number of
+            // threads). The rows are first summed per symbol into a scratch laid out symbol by
+            // symbol (each part's units contiguous: one vector add per row), then added into
+            // dW_ih, whose elements for one unit lie I apart.
             let dg_all = &c.xw;
             let per = gh.div_ceil(threads()).max(1);
-            for_parts_mut(
-                &mut g.w_ih[..gh * ni],
-                per * ni,
-                rows * gh >= 1 << 16,
-                |e0, block| {
-                    let (g0, units) = (e0 / ni, block.len() / ni);
-                    for (r, &id) in ids.iter().enumerate().take(rows) {
-                        let dg = &dg_all[r * gh + g0..r * gh + g0 + units];
-                        for (gi, &v) in dg.iter().enumerate() {
-                            block[gi * ni + id as usize] += v;
-                        }
+            let split = rows * gh >= 1 << 16;
+            if c.onehot.len() != ni * gh {
+                c.onehot = vec![F::ZERO; ni * gh];
+            }
+            // scratch part k: (I, units of part k), for units k*per..
+            for_parts_mut(&mut c.onehot, per * ni, split, |e0, sums| {
+                let (g0, units) = (e0 / ni, sums.len() / ni);
+                sums.fill(F::ZERO);
+                for (r, &id) in ids.iter().enumerate().take(rows) {
+                    let id = id as usize;
+                    add_assign(
+                        &mut sums[id * units..(id + 1) * units],
+                        &dg_all[r * gh + g0..r * gh + g0 + units],
+                    );
+                }
+            });
+            let sums_all = &c.onehot;
+            for_parts_mut(&mut g.w_ih[..gh * ni], per * ni, split, |e0, block| {
+                let (g0, units) = (e0 / ni, block.len() / ni);
+                let sums = &sums_all[g0 * ni..(g0 + units) * ni];
+                for (gi, row) in block.chunks_exact_mut(ni).enumerate() {
+                    for (i, v) in row.iter_mut().enumerate() {
+                        *v += sums[i * units + gi];
                     }
-                },
-            );
+                }
+            });
         }
     }
     // dW_hh += dGh^T H_prev: (G*H, T*B) x (T*B, P)
