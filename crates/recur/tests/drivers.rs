@@ -33,7 +33,10 @@ struct Shape {
 /// 2 threads. The third shape is large enough (I * G * H * T * B >= 2^22 multiply-adds for the
 /// LSTM and the GRU) for the weight gradients and dX to be computed as two concurrent halves
 /// on 2 threads, with I != H so that the halves cut dX's rows unevenly (`cell::weight_grads`).
-const SHAPES: [Shape; 3] = [
+/// The fourth has I + H >= 512 and T * B = 256 rows: the backward keeps dG transposed for the
+/// weight gradients (every cell but the GRU), with its row stride padded, on 1 thread and (as
+/// concurrent halves) on 2.
+const SHAPES: [Shape; 4] = [
     Shape {
         t: 6,
         b: 13,
@@ -51,6 +54,12 @@ const SHAPES: [Shape; 3] = [
         b: 16,
         i: 96,
         h: 64,
+    },
+    Shape {
+        t: 8,
+        b: 32,
+        i: 256,
+        h: 256,
     },
 ];
 

@@ -166,6 +166,10 @@ pub struct DirCache<F> {
     // onehot: (I, G*H) one-hot input's scratch: W_ih^T for the forward's gather, per-symbol
     // sums of dG for the backward's scatter-add (sized when first used)
     onehot: Vec<F>,
+    // dgt: (G*H, T*B) dG transposed, written by the fast driver's backward step by step, and
+    // dgt_ready: whether it holds this backward pass's dG (the weight gradients then read it)
+    dgt: Vec<F>,
+    dgt_ready: bool,
     // dbias: (G*H) scratch for the bias gradients' column sums
     dbias: Vec<F>,
     // bias: (G*H) the biases the fast driver's gate pass adds: b_ih + b_hh (GRU n gate: b_in
@@ -211,6 +215,8 @@ impl<F: Float> DirCache<F> {
             wipack: Vec::new(),
             xc: Vec::new(),
             onehot: Vec::new(),
+            dgt: Vec::new(),
+            dgt_ready: false,
             dbias: z(gh),
             bias: z(gh),
             bhn: z(if gru { h } else { 0 }),
@@ -242,6 +248,7 @@ impl<F: Float> DirCache<F> {
             + self.xc.len()
             + self.bias.len()
             + self.dbias.len()
+            + self.dgt.len()
             + self.onehot.len()
             + self.bhn.len()
             + self.h.len()
@@ -344,6 +351,65 @@ pub(crate) const L3_BYTES: usize = 32 << 20;
 /// Rows of the one-hot gather per job when it is split over threads.
 const ONE_HOT_ROWS: usize = 256;
 
+/// The row stride of dG^T (`DirCache::dgt`) for `rows` rows of dG: 16 more when `rows` is a
+/// multiple of 256, so that the rows a step writes (one cache line each) do not all fall into
+/// the same cache sets (measured: LSTM 128/32/64 training 0.89x without the padding, 0.97x
+/// with; 512: 1.017x and 1.028x).
+pub(crate) fn dgt_ld(rows: usize) -> usize {
+    if rows.is_multiple_of(256) {
+        rows + 16
+    } else {
+        rows
+    }
+}
+
+/// `out (G*H, n) += dG^T B`, `B` being `(T*B, n)` at row stride `ldb`: from the fast driver's
+/// transposed copy of dG when it holds this pass's dG (`dgt`: its left operand read as stored, which
+/// the `gemm` crate runs 10-12% faster), else from `dg` read transposed.
+fn dg_t_product<F: Float>(
+    dgt: Option<&[F]>,
+    dg: &[F],
+    gh: usize,
+    rows: usize,
+    b: &[F],
+    ldb: usize,
+    n: usize,
+    out: &mut [F],
+) {
+    match dgt {
+        Some(t) => gemm(
+            Trans::N,
+            Trans::N,
+            gh,
+            n,
+            rows,
+            F::ONE,
+            t,
+            dgt_ld(rows),
+            b,
+            ldb,
+            F::ONE,
+            out,
+            n,
+        ),
+        None => gemm(
+            Trans::T,
+            Trans::N,
+            gh,
+            n,
+            rows,
+            F::ONE,
+            dg,
+            gh,
+            b,
+            ldb,
+            F::ONE,
+            out,
+            n,
+        ),
+    }
+}
+
 /// The weight gradients after the time loop, one GEMM each over all steps; `dx` too. Reads dG
 /// from `c.xw` (and the GRU's recurrent-side dGh from `c.dgh`).
 fn weight_grads<F: Float>(
@@ -381,25 +447,12 @@ fn weight_grads<F: Float>(
                 let g_ih = &mut *g.w_ih;
                 let g_hh = &mut *g.w_hh;
                 let hprev = &c.hprev;
+                let dgt = c.dgt_ready.then_some(&c.dgt[..]);
                 let half = nt / 2;
                 rayon::join(
                     || {
                         with_threads(half, || {
-                            gemm(
-                                Trans::T,
-                                Trans::N,
-                                gh,
-                                ni,
-                                rows,
-                                F::ONE,
-                                xw,
-                                gh,
-                                x,
-                                ld,
-                                F::ONE,
-                                g_ih,
-                                ni,
-                            );
+                            dg_t_product(dgt, xw, gh, rows, x, ld, ni, g_ih);
                             gemm(
                                 Trans::N,
                                 Trans::N,
@@ -419,21 +472,7 @@ fn weight_grads<F: Float>(
                     },
                     || {
                         with_threads(nt - half, || {
-                            gemm(
-                                Trans::T,
-                                Trans::N,
-                                gh,
-                                np,
-                                rows,
-                                F::ONE,
-                                dgh_all,
-                                gh,
-                                hprev,
-                                np,
-                                F::ONE,
-                                g_hh,
-                                np,
-                            );
+                            dg_t_product(dgt, dgh_all, gh, rows, hprev, np, np, g_hh);
                             if cut < rows {
                                 gemm(
                                     Trans::N,
@@ -459,6 +498,7 @@ fn weight_grads<F: Float>(
         }
         (input, dx) => weight_grads_serial(c, w, g, input, dx),
     }
+    c.dgt_ready = false;
 }
 
 /// [`weight_grads`] one product after another, each on all the threads.
@@ -478,21 +518,8 @@ fn weight_grads_serial<F: Float>(
     match input {
         LayerInput::Dense { x, ld } => {
             // dW_ih += dG^T X: (G*H, T*B) x (T*B, I)
-            gemm(
-                Trans::T,
-                Trans::N,
-                gh,
-                ni,
-                rows,
-                F::ONE,
-                &c.xw,
-                gh,
-                x,
-                ld,
-                F::ONE,
-                g.w_ih,
-                ni,
-            );
+            let dgt = c.dgt_ready.then_some(&c.dgt[..]);
+            dg_t_product(dgt, &c.xw, gh, rows, x, ld, ni, g.w_ih);
             if let Some((dx, lddx)) = dx {
                 // dX += dG W_ih: (T*B, G*H) x (G*H, I)
                 gemm(
@@ -550,21 +577,8 @@ fn weight_grads_serial<F: Float>(
         }
     }
     // dW_hh += dGh^T H_prev: (G*H, T*B) x (T*B, P)
-    gemm(
-        Trans::T,
-        Trans::N,
-        gh,
-        np,
-        rows,
-        F::ONE,
-        dgh_all,
-        gh,
-        &c.hprev,
-        np,
-        F::ONE,
-        g.w_hh,
-        np,
-    );
+    let dgt = (c.dgt_ready && !is_gru).then_some(&c.dgt[..]);
+    dg_t_product(dgt, dgh_all, gh, rows, &c.hprev, np, np, g.w_hh);
     bias_and_proj_grads(c, g);
 }
 

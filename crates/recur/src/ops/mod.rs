@@ -7,6 +7,7 @@ pub mod loss;
 pub mod panel;
 pub mod peak;
 pub mod team;
+pub mod transpose;
 
 pub use float::Float;
 pub use gemm::{gemm, gemm_naive, Trans};

@@ -1,0 +1,157 @@
+//! Out-of-place transposition of a block: `dst[c * ldd + r] = src[r * lds + c]` for `r < m`,
+//! `c < n`. The backward pass uses it to keep a second copy of dG laid out gate unit by gate
+//! unit (`(G*H, T*B)`), written step by step while each step's rows are still in cache, so that
+//! the weight gradients `dG^T X` read their left operand as stored: the `gemm` crate runs that
+//! form 10-12% faster than reading dG transposed (docs/performance.md).
+//!
+//! f32 on CPUs with AVX-512 moves whole 16 x 16 tiles through registers (16 loads, 64 shuffles,
+//! 16 stores); edges and every other case take the plain loop, which gives the same values.
+
+use super::Float;
+use std::any::TypeId;
+
+/// `dst[c * ldd + r] = src[r * lds + c]` for `r < m`, `c < n`.
+///
+/// # Safety
+/// `src` addresses `m` rows of `lds >= n` elements, readable; `dst` addresses `n` rows of
+/// `ldd >= m` elements, writable, not overlapping `src`, and no other thread reads or writes
+/// those elements meanwhile.
+pub unsafe fn transpose_raw<F: Float>(
+    m: usize,
+    n: usize,
+    src: *const F,
+    lds: usize,
+    dst: *mut F,
+    ldd: usize,
+) {
+    let (mut r0, mut c_done) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if TypeId::of::<F>() == TypeId::of::<f32>() && super::panel::has_avx512() {
+        // SAFETY: F is f32 (checked); AVX-512F present (checked); the tiles lie inside the
+        // caller's blocks
+        unsafe {
+            let (mb, nb) = (m / 16 * 16, n / 16 * 16);
+            avx512::tiles(mb, nb, src as *const f32, lds, dst as *mut f32, ldd);
+            r0 = mb;
+            c_done = nb;
+        }
+    }
+    // SAFETY (both loops): r < m and c < n stay inside the caller's blocks
+    unsafe {
+        // the columns the tiles covered, for the rows they did not
+        for r in r0..m {
+            for c in 0..c_done {
+                *dst.add(c * ldd + r) = *src.add(r * lds + c);
+            }
+        }
+        // the columns they did not cover, for every row
+        for r in 0..m {
+            for c in c_done..n {
+                *dst.add(c * ldd + r) = *src.add(r * lds + c);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Every 16 x 16 tile of an `m x n` block (`m`, `n` multiples of 16).
+    ///
+    /// # Safety
+    /// AVX-512F present; `transpose_raw`'s contract for these `m`, `n`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tiles(
+        m: usize,
+        n: usize,
+        src: *const f32,
+        lds: usize,
+        dst: *mut f32,
+        ldd: usize,
+    ) {
+        for r0 in (0..m).step_by(16) {
+            for c0 in (0..n).step_by(16) {
+                // SAFETY: the tile's rows r0.. and columns c0.. are inside the block
+                unsafe { tile(src.add(r0 * lds + c0), lds, dst.add(c0 * ldd + r0), ldd) };
+            }
+        }
+    }
+
+    /// One 16 x 16 tile: rows of `s` (stride `lds`) become columns of `d` (stride `ldd`).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile(s: *const f32, lds: usize, d: *mut f32, ldd: usize) {
+        // SAFETY: 16 rows of 16 readable elements at s, 16 rows of 16 writable ones at d
+        unsafe {
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (i, v) in r.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(s.add(i * lds));
+            }
+            // pairs of rows interleaved by element, then by pairs of elements: each 128-bit lane
+            // of u[4q + j] holds element 4*lane + j of rows 4q..4q+4
+            let mut t = [_mm512_setzero_ps(); 16];
+            for q in 0..8 {
+                t[2 * q] = _mm512_unpacklo_ps(r[2 * q], r[2 * q + 1]);
+                t[2 * q + 1] = _mm512_unpackhi_ps(r[2 * q], r[2 * q + 1]);
+            }
+            let mut u = [_mm512_setzero_ps(); 16];
+            for q in 0..4 {
+                let (a, b, c, e) = (t[4 * q], t[4 * q + 1], t[4 * q + 2], t[4 * q + 3]);
+                u[4 * q] = _mm512_shuffle_ps::<0x44>(a, c);
+                u[4 * q + 1] = _mm512_shuffle_ps::<0xEE>(a, c);
+                u[4 * q + 2] = _mm512_shuffle_ps::<0x44>(b, e);
+                u[4 * q + 3] = _mm512_shuffle_ps::<0xEE>(b, e);
+            }
+            // gather the 128-bit lanes: first lanes 0 and 2 / 1 and 3 of row groups 0-1 and
+            // 2-3, then across the halves
+            let mut v = [_mm512_setzero_ps(); 16];
+            for j in 0..4 {
+                v[j] = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
+                v[4 + j] = _mm512_shuffle_f32x4::<0xDD>(u[j], u[4 + j]);
+                v[8 + j] = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
+                v[12 + j] = _mm512_shuffle_f32x4::<0xDD>(u[8 + j], u[12 + j]);
+            }
+            for j in 0..8 {
+                let lo = _mm512_shuffle_f32x4::<0x88>(v[j], v[8 + j]);
+                let hi = _mm512_shuffle_f32x4::<0xDD>(v[j], v[8 + j]);
+                _mm512_storeu_ps(d.add(j * ldd), lo);
+                _mm512_storeu_ps(d.add((8 + j) * ldd), hi);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(m: usize, n: usize) {
+        let (lds, ldd) = (n + 3, m + 5);
+        let src: Vec<f32> = (0..m * lds).map(|i| i as f32).collect();
+        let mut dst = vec![f32::NAN; n * ldd];
+        // SAFETY: sizes as required
+        unsafe { transpose_raw(m, n, src.as_ptr(), lds, dst.as_mut_ptr(), ldd) };
+        for c in 0..n {
+            for r in 0..ldd {
+                let got = dst[c * ldd + r];
+                if r < m {
+                    assert_eq!(got, src[r * lds + c], "m={m} n={n}: dst[{c}][{r}]");
+                } else {
+                    assert!(got.is_nan(), "m={m} n={n}: padding dst[{c}][{r}] written");
+                }
+            }
+        }
+    }
+
+    /// Every element lands where the definition says, nothing past the block is written; sizes
+    /// around the 16 x 16 tiles.
+    #[test]
+    fn transposes_blocks_of_any_size() {
+        for m in [1, 15, 16, 17, 32, 40] {
+            for n in [1, 15, 16, 17, 48, 50] {
+                check(m, n);
+            }
+        }
+    }
+}
