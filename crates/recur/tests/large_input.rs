@@ -14,6 +14,8 @@ const I: usize = 1024;
 const H: usize = 640;
 const T: usize = 2;
 const B: usize = 3;
+// W_ih (4H x I floats) must exceed 8 MiB for the transposed path
+const _: () = assert!(4 * H * I * 4 > 8 << 20);
 
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
@@ -21,10 +23,6 @@ fn sigmoid(x: f64) -> f64 {
 
 #[test]
 fn input_product_through_transposed_weights() {
-    assert!(
-        4 * H * I * 4 > 8 << 20,
-        "W_ih must exceed 8 MiB for this path"
-    );
     let mut rng = Rng::new(17);
     let mut r =
         |n: usize, s: f64| -> Vec<f32> { (0..n).map(|_| rng.uniform_in(-s, s) as f32).collect() };
