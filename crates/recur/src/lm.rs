@@ -68,8 +68,10 @@ pub fn stream_loss(
     let (t, b) = (ws.t, ws.b);
     let mut carry = Carry::zeros(model, b);
     let (mut total, mut count) = (0.0, 0);
-    // no backward here: keep only what the next step needs (switched back at the end)
+    // no backward here: keep only what the next step needs, and the parameters (borrowed for
+    // this call) packed once for all chunks; both switched back at the end
     ws.stack.set_inference(true);
+    ws.stack.set_fixed_weights(true);
     let mut tail_ws: Option<ModelWorkspace<f32>> = None;
     let Ok(()) = for_stream_chunks::<std::convert::Infallible>(ids, t, b, |tt, inputs, targets| {
         let ws = if tt == t {
@@ -78,6 +80,7 @@ pub fn stream_loss(
             tail_ws.get_or_insert_with(|| {
                 let mut w = model.workspace(tt, b);
                 w.stack.set_inference(true);
+                w.stack.set_fixed_weights(true);
                 w
             })
         };
@@ -90,6 +93,7 @@ pub fn stream_loss(
         Ok(())
     });
     ws.stack.set_inference(false);
+    ws.stack.set_fixed_weights(false);
     (total, count)
 }
 
@@ -163,6 +167,8 @@ impl<'a> Generator<'a> {
             ws: {
                 let mut ws = model.workspace(1, 1);
                 ws.stack.set_inference(true);
+                // the parameters are borrowed for the generator's whole life: pack them once
+                ws.stack.set_fixed_weights(true);
                 ws
             },
             carry: Carry::zeros(model, 1),

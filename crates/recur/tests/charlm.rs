@@ -6,7 +6,7 @@ use recur::cell::CellKind;
 use recur::checkpoint;
 use recur::data::{self, DataError, Streams, Vocab};
 use recur::lm::{stream_loss, Generator, SampleOptions};
-use recur::model::{Model, ModelConfig};
+use recur::model::{Input, Model, ModelConfig};
 use recur::optim::OptimKind;
 use recur::rng::Rng;
 use recur::stack::StackConfig;
@@ -489,5 +489,54 @@ fn sampling_is_deterministic_for_a_seed_and_top_k_1_is_greedy() {
             "drew {id} outside the top 3 {:?}",
             &order[..3]
         );
+    }
+}
+
+/// Evaluation packs the weights once per call (`set_fixed_weights`) and forgets the packed
+/// copies at the end: after the parameters are changed in place (as by a training step), the
+/// same workspace gives exactly what a fresh one gives, both for another evaluation and for a
+/// plain forward pass.
+#[test]
+fn evaluation_after_the_weights_changed_in_place_repacks_them() {
+    let v = 11;
+    let mut rng = Rng::new(8);
+    let ids: Vec<u32> = (0..157).map(|_| rng.below(v as u64) as u32).collect();
+    let (t, b) = (7, 3);
+    for cell in [CellKind::Lstm, CellKind::parse("gru").unwrap()] {
+        let (model, mut params) = random_model(cell, v, 2, 9);
+        let mut ws = model.workspace(t, b);
+        let before = stream_loss(&model, &params, &ids, &mut ws);
+        for p in params.iter_mut() {
+            *p *= 1.5;
+        }
+        // a forward pass on the evaluation's workspace, against a fresh workspace's
+        let inputs = &ids[..t * b];
+        model.forward(
+            &mut ws,
+            &params,
+            Input::Tokens(inputs),
+            None,
+            None,
+            None,
+            None,
+        );
+        let mut fresh_ws = model.workspace(t, b);
+        model.forward(
+            &mut fresh_ws,
+            &params,
+            Input::Tokens(inputs),
+            None,
+            None,
+            None,
+            None,
+        );
+        assert_eq!(
+            ws.logits, fresh_ws.logits,
+            "{cell:?}: forward saw the old weights"
+        );
+        let after = stream_loss(&model, &params, &ids, &mut ws);
+        let fresh = stream_loss(&model, &params, &ids, &mut model.workspace(t, b));
+        assert_eq!(after, fresh, "{cell:?}: evaluation saw the old weights");
+        assert_ne!(after.0, before.0, "{cell:?}: the change made no difference");
     }
 }

@@ -520,8 +520,13 @@ pub fn forward<F: Float>(
             let wi = ng * hp * ni * NR;
             if c.wipack.len() != wi {
                 c.wipack = vec![F::ZERO; wi];
+                c.packed_ih = 0;
             }
-            pack_gates_t(&mut c.wipack, w.w_ih, ng, nh, ni);
+            let key = w.w_ih.as_ptr() as usize;
+            if !(c.fixed_weights && c.packed_ih == key) {
+                pack_gates_t(&mut c.wipack, w.w_ih, ng, nh, ni);
+            }
+            c.packed_ih = if c.fixed_weights { key } else { 0 };
             let xc = len * nb * ng * hp * NR;
             if c.xc.len() < xc {
                 c.xc = vec![F::ZERO; xc];
@@ -546,7 +551,11 @@ pub fn forward<F: Float>(
         None => c.bhn.fill(F::ZERO),
     }
     let packed = ng * hp * nh * NR;
-    pack_gates_t(&mut c.wpack[..packed], w.w_hh, ng, nh, nh);
+    let key = w.w_hh.as_ptr() as usize;
+    if !(c.fixed_weights && c.packed_hh == key) {
+        pack_gates_t(&mut c.wpack[..packed], w.w_hh, ng, nh, nh);
+    }
+    c.packed_hh = if c.fixed_weights { key } else { 0 };
 
     // the state entering the first step (in its slot: see Fwd::step)
     let t0 = if d.reverse { nt - 1 } else { 0 };
@@ -839,6 +848,8 @@ pub fn backward<F: Float>(
     let pp = panels(nh);
     let packed = pp * gh * NR;
     pack_n(&mut c.wpack[..packed], w.w_hh, gh, nh);
+    // wpack now holds the backward's packing of W_hh, not the forward's
+    c.packed_hh = 0;
 
     let split = Split::plan(nb * gh * nh, nb, pp);
     let simd = has_avx512();

@@ -139,6 +139,17 @@ pub struct DirCache<F> {
     /// (inference), the fast driver writes them into one step's rows and two alternating state
     /// slots, which halves the memory traffic of a step's element-wise pass.
     pub keep: bool,
+    /// Whether the weights stay the same from one forward to the next (off by default). While
+    /// on, forward packs (or transposes) a weight matrix only when it comes from another address
+    /// than last time, and reuses the packed copy otherwise; the caller guarantees that nothing
+    /// writes to the weights meanwhile (the text generator holds them borrowed for its whole
+    /// life). Backward always repacks (and forgets the forward's packs).
+    pub fixed_weights: bool,
+    // the addresses of the W_hh, W_ih the packed copies (wpack, wipack, wt) were made from, while
+    // fixed_weights is on (0: none)
+    packed_hh: usize,
+    packed_ih: usize,
+    packed_wt: usize,
     // xw: (T, B, G*H) input projection x_t W_ih^T + b_ih
     xw: Vec<F>,
     // gates: (T, B, G*H) activated gates (RNN: the new h itself)
@@ -205,6 +216,10 @@ impl<F: Float> DirCache<F> {
         DirCache {
             dims,
             keep: true,
+            fixed_weights: false,
+            packed_hh: 0,
+            packed_ih: 0,
+            packed_wt: 0,
             xw: z(t * b * gh),
             gates: z(t * b * gh),
             hn: z(if gru { t * b * h } else { 0 }),
@@ -234,6 +249,14 @@ impl<F: Float> DirCache<F> {
             dhpre: z(if lstm { b * h } else { 0 }),
             direct: z(if gru { b * h } else { 0 }),
         }
+    }
+
+    /// Switches [`DirCache::fixed_weights`]; off forgets the packed copies.
+    pub fn set_fixed_weights(&mut self, on: bool) {
+        self.fixed_weights = on;
+        self.packed_hh = 0;
+        self.packed_ih = 0;
+        self.packed_wt = 0;
     }
 
     /// Bytes held by this cache.
@@ -296,13 +319,18 @@ fn input_projection<F: Float>(
         LayerInput::Dense { x, ld } if ni * gh * std::mem::size_of::<F>() > L3_BYTES / 4 => {
             if c.wt.len() != ni * gh {
                 c.wt = vec![F::ZERO; ni * gh];
+                c.packed_wt = 0;
             }
             let w_ih = w.w_ih;
+            let key = w_ih.as_ptr() as usize;
+            let reuse = c.fixed_weights && c.packed_wt == key;
+            c.packed_wt = if c.fixed_weights { key } else { 0 };
             let per = ni
                 .div_ceil(crate::ops::gemm::threads())
                 .next_multiple_of(16)
                 .max(16);
-            for_parts_mut(&mut c.wt, per * gh, ni * gh >= 1 << 16, |e0, block| {
+            let wt = if reuse { &mut c.wt[..0] } else { &mut c.wt[..] };
+            for_parts_mut(wt, per * gh, ni * gh >= 1 << 16, |e0, block| {
                 let i0 = e0 / gh;
                 let n = block.len() / gh;
                 // SAFETY: W_ih holds gh rows of ni; the block holds n rows of gh
