@@ -856,10 +856,12 @@ pub fn backward<F: Float>(
     // dG^T for the weight gradients, when both come from dG (every cell but the GRU, whose
     // recurrent side has its own dGh), the input is dense, and each element of dG takes part in
     // enough of their multiply-adds (I + H) to pay for writing it a second time: measured
-    // +1.7% to +2.8% at I + H = 1024 and 2048 (LSTM 512 and 1024 training), -3.5% at 256
+    // +1.7% to +2.8% at I + H = 1024 and 2048 (LSTM 512 and 1024 training), -3.5% at 256;
+    // with AVX-512 only, where the transposition moves whole 16 x 16 tiles (measured there)
     let dgt = d.kind != CellKind::Gru
         && matches!(input, LayerInput::Dense { .. })
-        && d.i + d.p >= DGT_MIN_WORK;
+        && d.i + d.p >= DGT_MIN_WORK
+        && simd;
     if dgt && c.dgt.len() != dgt_ld(nt * nb) * gh {
         c.dgt = vec![F::ZERO; dgt_ld(nt * nb) * gh];
     }

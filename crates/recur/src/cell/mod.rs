@@ -315,8 +315,12 @@ fn input_projection<F: Float>(
         // `gemm` crate gets W^T as stored: it packs a transposed right operand far more slowly
         // (alone: 330 against 445 GFLOP/s at 512 x 4096 x 1024). Measured with the
         // transposition: LSTM 1024/16/32 +6.9% inference, +2.8% training, GRU 1024 training
-        // +3.4%; with W_ih of 4 MiB (LSTM 512) no gain either way, so only above L3/4.
-        LayerInput::Dense { x, ld } if ni * gh * std::mem::size_of::<F>() > L3_BYTES / 4 => {
+        // +3.4%; with W_ih of 4 MiB (LSTM 512) no gain either way, so only above L3/4, and
+        // only with AVX-512 (where the transposition moves whole tiles; measured there).
+        LayerInput::Dense { x, ld }
+            if ni * gh * std::mem::size_of::<F>() > L3_BYTES / 4
+                && crate::ops::panel::has_avx512() =>
+        {
             if c.wt.len() != ni * gh {
                 c.wt = vec![F::ZERO; ni * gh];
                 c.packed_wt = 0;
