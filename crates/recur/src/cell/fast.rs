@@ -516,21 +516,11 @@ pub fn forward<F: Float>(
     };
     match chunk {
         Some((_, _, len)) => {
-            let ni = d.i;
-            let wi = ng * hp * ni * NR;
-            if c.wipack.len() != wi {
-                c.wipack = vec![F::ZERO; wi];
-                c.packed_ih = 0;
+            let wi = ng * hp * d.i * NR;
+            if stale_copy(&mut c.wipack, wi, &mut c.packed_ih, c.fixed_weights, w.w_ih) {
+                pack_gates_t(&mut c.wipack[..wi], w.w_ih, ng, nh, d.i);
             }
-            let key = w.w_ih.as_ptr() as usize;
-            if !(c.fixed_weights && c.packed_ih == key) {
-                pack_gates_t(&mut c.wipack, w.w_ih, ng, nh, ni);
-            }
-            c.packed_ih = if c.fixed_weights { key } else { 0 };
-            let xc = len * nb * ng * hp * NR;
-            if c.xc.len() < xc {
-                c.xc = vec![F::ZERO; xc];
-            }
+            grow(&mut c.xc, len * nb * ng * hp * NR);
         }
         None => input_projection(c, w, input, false),
     }
@@ -551,11 +541,15 @@ pub fn forward<F: Float>(
         None => c.bhn.fill(F::ZERO),
     }
     let packed = ng * hp * nh * NR;
-    let key = w.w_hh.as_ptr() as usize;
-    if !(c.fixed_weights && c.packed_hh == key) {
+    if stale_copy(
+        &mut c.wpack,
+        packed,
+        &mut c.packed_hh,
+        c.fixed_weights,
+        w.w_hh,
+    ) {
         pack_gates_t(&mut c.wpack[..packed], w.w_hh, ng, nh, nh);
     }
-    c.packed_hh = if c.fixed_weights { key } else { 0 };
 
     // the state entering the first step (in its slot: see Fwd::step)
     let t0 = if d.reverse { nt - 1 } else { 0 };
@@ -599,7 +593,7 @@ pub fn forward<F: Float>(
             x,
             ldx,
             ni: d.i,
-            wipack: &c.wipack,
+            wipack: &c.wipack[..ng * hp * d.i * NR],
             xc: Raw::of(&mut c.xc),
             len,
         }),
@@ -862,8 +856,8 @@ pub fn backward<F: Float>(
         && matches!(input, LayerInput::Dense { .. })
         && d.i + d.p >= DGT_MIN_WORK
         && simd;
-    if dgt && c.dgt.len() != dgt_ld(nt * nb) * gh {
-        c.dgt = vec![F::ZERO; dgt_ld(nt * nb) * gh];
+    if dgt {
+        grow(&mut c.dgt, dgt_ld(nt * nb) * gh);
     }
     let ctx = Bwd {
         kind: d.kind,
@@ -898,6 +892,5 @@ pub fn backward<F: Float>(
     if is_lstm {
         dc0[..nb * nh].copy_from_slice(&c.dc);
     }
-    c.dgt_ready = dgt;
-    weight_grads(c, w, g, input, dx);
+    weight_grads(c, w, g, input, dx, dgt);
 }

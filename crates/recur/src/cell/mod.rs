@@ -26,6 +26,7 @@ pub use rnn::Activation;
 
 use crate::ops::gemm::{threads, with_threads};
 use crate::ops::panel::{panels, NR};
+use crate::ops::transpose::transpose_raw;
 use crate::ops::{add_assign, add_col_sums, for_parts_mut, gemm, Float, Trans};
 
 /// Which recurrent cell.
@@ -174,15 +175,12 @@ pub struct DirCache<F> {
     // first runs, empty otherwise)
     wipack: Vec<F>,
     xc: Vec<F>,
-    // onehot: (I, G*H) one-hot input's scratch: W_ih^T for the forward's gather, per-symbol
-    // sums of dG for the backward's scatter-add (sized when first used)
-    onehot: Vec<F>,
-    // wt: (I, G*H) W_ih^T for the input product of large layers (sized when first used)
+    // wt: (I, G*H) W_ih^T, for the input product of large layers and one-hot input's gather;
+    // one-hot input's backward uses it as scratch for its per-symbol sums (sized when first used)
     wt: Vec<F>,
-    // dgt: (G*H, T*B) dG transposed, written by the fast driver's backward step by step, and
-    // dgt_ready: whether it holds this backward pass's dG (the weight gradients then read it)
+    // dgt: (G*H, T*B) dG transposed, written by the fast driver's backward step by step for
+    // the weight gradients (sized when first used)
     dgt: Vec<F>,
-    dgt_ready: bool,
     // dbias: (G*H) scratch for the bias gradients' column sums
     dbias: Vec<F>,
     // bias: (G*H) the biases the fast driver's gate pass adds: b_ih + b_hh (GRU n gate: b_in
@@ -231,10 +229,8 @@ impl<F: Float> DirCache<F> {
             wpack: z((dims.kind.gates() * panels(h) * p).max(panels(p) * gh) * NR),
             wipack: Vec::new(),
             xc: Vec::new(),
-            onehot: Vec::new(),
             dgt: Vec::new(),
             wt: Vec::new(),
-            dgt_ready: false,
             dbias: z(gh),
             bias: z(gh),
             bhn: z(if gru { h } else { 0 }),
@@ -276,7 +272,6 @@ impl<F: Float> DirCache<F> {
             + self.dbias.len()
             + self.dgt.len()
             + self.wt.len()
-            + self.onehot.len()
             + self.bhn.len()
             + self.h.len()
             + self.c.len()
@@ -297,6 +292,64 @@ pub(crate) fn active(lengths: Option<&[usize]>, t: usize, b: usize) -> bool {
     lengths.is_none_or(|l| t < l[b])
 }
 
+/// Grows `buf` to at least `n` elements (zeroed); whether it had to.
+pub(crate) fn grow<F: Float>(buf: &mut Vec<F>, n: usize) -> bool {
+    let short = buf.len() < n;
+    if short {
+        *buf = vec![F::ZERO; n];
+    }
+    short
+}
+
+/// Makes `buf` hold at least `n` elements for a packed (or transposed) copy of `w`, and says
+/// whether the copy must be made: always, unless the weights are fixed
+/// ([`DirCache::fixed_weights`]) and `buf` still holds the copy made from this same `w`, whose
+/// address `slot` records.
+pub(crate) fn stale_copy<F: Float>(
+    buf: &mut Vec<F>,
+    n: usize,
+    slot: &mut usize,
+    fixed: bool,
+    w: &[F],
+) -> bool {
+    if grow(buf, n) {
+        *slot = 0;
+    }
+    let key = w.as_ptr() as usize;
+    let stale = !(fixed && *slot == key);
+    *slot = if fixed { key } else { 0 };
+    stale
+}
+
+/// `c.wt = W_ih^T`, `(I, G*H)`, by 16 x 16 tiles ([`transpose_raw`]), the rows of `c.wt` split
+/// over the threads; kept from the last call while the weights are fixed.
+fn transpose_w_ih<F: Float>(c: &mut DirCache<F>, w: &DirWeights<F>) {
+    let (ni, gh) = (c.dims.i, c.dims.gh());
+    if !stale_copy(
+        &mut c.wt,
+        ni * gh,
+        &mut c.packed_wt,
+        c.fixed_weights,
+        w.w_ih,
+    ) {
+        return;
+    }
+    let w_ih = w.w_ih;
+    assert!(w_ih.len() >= gh * ni, "W_ih too small");
+    let per = ni.div_ceil(threads()).next_multiple_of(16);
+    for_parts_mut(
+        &mut c.wt[..ni * gh],
+        per * gh,
+        ni * gh >= 1 << 16,
+        |e0, block| {
+            let (i0, n) = (e0 / gh, block.len() / gh);
+            // SAFETY: columns i0..i0+n of W_ih's gh rows (stride ni) lie inside it (asserted); the
+            // block holds n rows of gh
+            unsafe { transpose_raw(gh, n, w_ih[i0..].as_ptr(), ni, block.as_mut_ptr(), gh) };
+        },
+    );
+}
+
 /// `xw = X W_ih^T` (+ `b_ih` when `add_bias`) for all steps at once: `(T*B, I) x (I, G*H)` (a
 /// gather of columns for one-hot input). The fast driver adds the biases in its gate pass
 /// instead, which saves a pass over `xw`.
@@ -307,96 +360,48 @@ fn input_projection<F: Float>(
     add_bias: bool,
 ) {
     let d = c.dims;
-    let (nt, nb, ni) = (d.t, d.b, d.i);
+    let (rows, ni) = (d.t * d.b, d.i);
     let gh = d.gh();
-    // xw = X W_ih^T + b_ih, all steps at once: (T*B, I) x (I, G*H)
     match input {
-        // a large W_ih transposed first (16 x 16 tiles, split over the threads), so that the
-        // `gemm` crate gets W^T as stored: it packs a transposed right operand far more slowly
-        // (alone: 330 against 445 GFLOP/s at 512 x 4096 x 1024). Measured with the
-        // transposition: LSTM 1024/16/32 +6.9% inference, +2.8% training, GRU 1024 training
-        // +3.4%; with W_ih of 4 MiB (LSTM 512) no gain either way, so only above L3/4, and
-        // only with AVX-512 (where the transposition moves whole tiles; measured there).
-        LayerInput::Dense { x, ld }
-            if ni * gh * std::mem::size_of::<F>() > L3_BYTES / 4
-                && crate::ops::panel::has_avx512() =>
-        {
-            if c.wt.len() != ni * gh {
-                c.wt = vec![F::ZERO; ni * gh];
-                c.packed_wt = 0;
-            }
-            let w_ih = w.w_ih;
-            let key = w_ih.as_ptr() as usize;
-            let reuse = c.fixed_weights && c.packed_wt == key;
-            c.packed_wt = if c.fixed_weights { key } else { 0 };
-            let per = ni
-                .div_ceil(crate::ops::gemm::threads())
-                .next_multiple_of(16)
-                .max(16);
-            let wt = if reuse { &mut c.wt[..0] } else { &mut c.wt[..] };
-            for_parts_mut(wt, per * gh, ni * gh >= 1 << 16, |e0, block| {
-                let i0 = e0 / gh;
-                let n = block.len() / gh;
-                // SAFETY: W_ih holds gh rows of ni; the block holds n rows of gh
-                unsafe {
-                    crate::ops::transpose::transpose_raw(
-                        gh,
-                        n,
-                        w_ih.as_ptr().add(i0),
-                        ni,
-                        block.as_mut_ptr(),
-                        gh,
-                    )
-                };
-            });
+        LayerInput::Dense { x, ld } => {
+            // a large W_ih is transposed first, so that the `gemm` crate gets W^T as stored: it
+            // packs a transposed right operand far more slowly (alone: 330 against 445 GFLOP/s
+            // at 512 x 4096 x 1024). Measured with the transposition: LSTM 1024/16/32 +6.9%
+            // inference, +2.8% training, GRU 1024 training +3.4%; with W_ih of 4 MiB (LSTM
+            // 512) no gain either way, so only above L3/4, and only with AVX-512 (where the
+            // transposition moves whole tiles; measured there).
+            let large = ni * gh * std::mem::size_of::<F>() > L3_BYTES / 4;
+            let (wt, ldw, tw) = if large && crate::ops::panel::has_avx512() {
+                transpose_w_ih(c, w);
+                (&c.wt[..], gh, Trans::N)
+            } else {
+                (w.w_ih, ni, Trans::T)
+            };
             gemm(
                 Trans::N,
-                Trans::N,
-                nt * nb,
+                tw,
+                rows,
                 gh,
                 ni,
                 F::ONE,
                 x,
                 ld,
-                &c.wt,
-                gh,
+                wt,
+                ldw,
                 F::ZERO,
                 &mut c.xw,
                 gh,
-            )
+            );
         }
-        LayerInput::Dense { x, ld } => gemm(
-            Trans::N,
-            Trans::T,
-            nt * nb,
-            gh,
-            ni,
-            F::ONE,
-            x,
-            ld,
-            w.w_ih,
-            ni,
-            F::ZERO,
-            &mut c.xw,
-            gh,
-        ),
         LayerInput::OneHot { ids } => {
             // xw row r = column ids[r] of W_ih (a gather). With at least as many rows as
             // symbols, W_ih^T is made first, so that each row is one contiguous copy instead of
             // G*H loads I elements apart. Rows shared out over the threads.
-            let rows = nt * nb;
             let transposed = rows >= ni;
             if transposed {
-                if c.onehot.len() != ni * gh {
-                    c.onehot = vec![F::ZERO; ni * gh];
-                }
-                for (g, wrow) in w.w_ih.chunks_exact(ni).take(gh).enumerate() {
-                    for (i, &v) in wrow.iter().enumerate() {
-                        c.onehot[i * gh + g] = v;
-                    }
-                }
+                transpose_w_ih(c, w);
             }
-            let wt = &c.onehot;
+            let wt = &c.wt;
             for_parts_mut(
                 &mut c.xw[..rows * gh],
                 ONE_HOT_ROWS * gh,
@@ -445,8 +450,8 @@ pub(crate) fn dgt_ld(rows: usize) -> usize {
 }
 
 /// `out (G*H, n) += dG^T B`, `B` being `(T*B, n)` at row stride `ldb`: from the fast driver's
-/// transposed copy of dG when it holds this pass's dG (`dgt`: its left operand read as stored, which
-/// the `gemm` crate runs 10-12% faster), else from `dg` read transposed.
+/// transposed copy of dG when given (`dgt`: the left operand read as stored, which the `gemm`
+/// crate runs 10-12% faster), else from `dg` read transposed.
 fn dg_t_product<F: Float>(
     dgt: Option<&[F]>,
     dg: &[F],
@@ -457,195 +462,141 @@ fn dg_t_product<F: Float>(
     n: usize,
     out: &mut [F],
 ) {
-    match dgt {
-        Some(t) => gemm(
-            Trans::N,
-            Trans::N,
-            gh,
-            n,
-            rows,
-            F::ONE,
-            t,
-            dgt_ld(rows),
-            b,
-            ldb,
-            F::ONE,
-            out,
-            n,
-        ),
-        None => gemm(
-            Trans::T,
-            Trans::N,
-            gh,
-            n,
-            rows,
-            F::ONE,
-            dg,
-            gh,
-            b,
-            ldb,
-            F::ONE,
-            out,
-            n,
-        ),
-    }
+    let (ta, a, lda) = match dgt {
+        Some(t) => (Trans::N, t, dgt_ld(rows)),
+        None => (Trans::T, dg, gh),
+    };
+    gemm(
+        ta,
+        Trans::N,
+        gh,
+        n,
+        rows,
+        F::ONE,
+        a,
+        lda,
+        b,
+        ldb,
+        F::ONE,
+        out,
+        n,
+    );
 }
 
 /// The weight gradients after the time loop, one GEMM each over all steps; `dx` too. Reads dG
-/// from `c.xw` (and the GRU's recurrent-side dGh from `c.dgh`).
+/// from `c.xw` (and the GRU's recurrent-side dGh from `c.dgh`), and from `c.dgt` as well when
+/// `dgt` says the backward kept it there (dense input, every cell but the GRU).
+///
+/// On several threads, while dG is small (under a quarter of the L3), the three products run
+/// side by side instead of one after another: half the threads compute dW_ih and the first rows
+/// of dX, the other half dW_hh and the rest of dX, the rows cut so that both halves have the
+/// same work; each product then runs without the hand-overs of a product split over all threads
+/// (LSTM 128/32/64 training: +5%). With dG of 8-16 MiB each half streaming all of it (and
+/// packing its own operands) cost 3-4% instead (docs/performance.md).
 fn weight_grads<F: Float>(
     c: &mut DirCache<F>,
     w: &DirWeights<F>,
     g: &mut DirGrads<F>,
     input: LayerInput<F>,
     dx: Option<(&mut [F], usize)>,
+    dgt: bool,
 ) {
     let d = c.dims;
     let (ni, np) = (d.i, d.p);
     let gh = d.gh();
-    let is_gru = d.kind == CellKind::Gru;
     let rows = d.t * d.b;
-    let dgh_all: &[F] = if is_gru { &c.dgh } else { &c.xw };
-    let nt = threads();
-    // dX's rows in the first half: balances the two halves' work (equal when I = P)
-    let cut = (rows * np).div_ceil(2 * ni.max(1)).min(rows);
-    // only while dG stays in the L3: each half streams all of it (and packs its own operands),
-    // which at LSTM 512/32/64 (dG: 16 MiB) cost 3-4% more than the products on all threads
-    let dg_bytes = rows * gh * std::mem::size_of::<F>();
-    let concurrent =
-        nt >= 2 && ni * gh * rows >= 1 << 22 && cut >= rows / 4 && dg_bytes < L3_BYTES / 4;
-    match (input, dx) {
-        (LayerInput::Dense { x, ld }, Some((dx, lddx))) if concurrent => {
-            // the three products side by side instead of one after another: half the threads
-            // compute dW_ih and the first rows of dX, the other half dW_hh and the rest of dX, the
-            // rows cut so that both halves have the same work. Each product then runs without
-            // the hand-overs of a product split over all threads (LSTM 128/32/64 training:
-            // +5%; see docs/performance.md).
-            {
-                let (dx_a, dx_b) = dx.split_at_mut((cut * lddx).min(dx.len()));
-                let xw = &c.xw;
-                let w_ih = w.w_ih;
-                let g_ih = &mut *g.w_ih;
-                let g_hh = &mut *g.w_hh;
-                let hprev = &c.hprev;
-                let dgt = c.dgt_ready.then_some(&c.dgt[..]);
-                let half = nt / 2;
-                rayon::join(
-                    || {
-                        with_threads(half, || {
-                            dg_t_product(dgt, xw, gh, rows, x, ld, ni, g_ih);
-                            gemm(
-                                Trans::N,
-                                Trans::N,
-                                cut,
-                                ni,
-                                gh,
-                                F::ONE,
-                                xw,
-                                gh,
-                                w_ih,
-                                ni,
-                                F::ONE,
-                                dx_a,
-                                lddx,
-                            );
-                        })
-                    },
-                    || {
-                        with_threads(nt - half, || {
-                            dg_t_product(dgt, dgh_all, gh, rows, hprev, np, np, g_hh);
-                            if cut < rows {
-                                gemm(
-                                    Trans::N,
-                                    Trans::N,
-                                    rows - cut,
-                                    ni,
-                                    gh,
-                                    F::ONE,
-                                    &xw[cut * gh..],
-                                    gh,
-                                    w_ih,
-                                    ni,
-                                    F::ONE,
-                                    dx_b,
-                                    lddx,
-                                );
-                            }
-                        })
-                    },
-                );
-                bias_and_proj_grads(c, g);
-            }
-        }
-        (input, dx) => weight_grads_serial(c, w, g, input, dx),
-    }
-    c.dgt_ready = false;
-}
-
-/// [`weight_grads`] one product after another, each on all the threads.
-fn weight_grads_serial<F: Float>(
-    c: &mut DirCache<F>,
-    w: &DirWeights<F>,
-    g: &mut DirGrads<F>,
-    input: LayerInput<F>,
-    dx: Option<(&mut [F], usize)>,
-) {
-    let d = c.dims;
-    let (nt, nb, ni, np) = (d.t, d.b, d.i, d.p);
-    let gh = d.gh();
     let is_gru = d.kind == CellKind::Gru;
-    let rows = nt * nb;
-    let dgh_all: &[F] = if is_gru { &c.dgh } else { &c.xw };
+    let (xw, hprev, w_ih) = (&c.xw, &c.hprev, w.w_ih);
+    let dgh_all: &[F] = if is_gru { &c.dgh } else { xw };
+    let dgt_ih = dgt.then_some(&c.dgt[..]);
+    let dgt_hh = if is_gru { None } else { dgt_ih };
+    // dW_hh += dGh^T H_prev: (G*H, T*B) x (T*B, P)
+    let dw_hh = |out: &mut [F]| dg_t_product(dgt_hh, dgh_all, gh, rows, hprev, np, np, out);
+    // dX[r0..r1] += dG[r0..r1] W_ih: (rows, G*H) x (G*H, I)
+    let dx_rows = |r0: usize, r1: usize, dx: &mut [F], lddx: usize| {
+        if r1 > r0 {
+            let a = &xw[r0 * gh..];
+            gemm(
+                Trans::N,
+                Trans::N,
+                r1 - r0,
+                ni,
+                gh,
+                F::ONE,
+                a,
+                gh,
+                w_ih,
+                ni,
+                F::ONE,
+                dx,
+                lddx,
+            );
+        }
+    };
     match input {
         LayerInput::Dense { x, ld } => {
             // dW_ih += dG^T X: (G*H, T*B) x (T*B, I)
-            let dgt = c.dgt_ready.then_some(&c.dgt[..]);
-            dg_t_product(dgt, &c.xw, gh, rows, x, ld, ni, g.w_ih);
-            if let Some((dx, lddx)) = dx {
-                // dX += dG W_ih: (T*B, G*H) x (G*H, I)
-                gemm(
-                    Trans::N,
-                    Trans::N,
-                    rows,
-                    ni,
-                    gh,
-                    F::ONE,
-                    &c.xw,
-                    gh,
-                    w.w_ih,
-                    ni,
-                    F::ONE,
-                    dx,
-                    lddx,
-                );
+            let dw_ih = |out: &mut [F]| dg_t_product(dgt_ih, xw, gh, rows, x, ld, ni, out);
+            let nt = threads();
+            // dX's rows in the first half: balances the two halves' work (equal when I = P)
+            let cut = (rows * np).div_ceil(2 * ni.max(1)).min(rows);
+            let dg_bytes = rows * gh * std::mem::size_of::<F>();
+            let concurrent =
+                nt >= 2 && ni * gh * rows >= 1 << 22 && cut >= rows / 4 && dg_bytes < L3_BYTES / 4;
+            let (g_ih, g_hh) = (&mut *g.w_ih, &mut *g.w_hh);
+            match dx {
+                Some((dx, lddx)) if concurrent => {
+                    let (dx_a, dx_b) = dx.split_at_mut((cut * lddx).min(dx.len()));
+                    let half = nt / 2;
+                    rayon::join(
+                        || {
+                            with_threads(half, || {
+                                dw_ih(g_ih);
+                                dx_rows(0, cut, dx_a, lddx);
+                            })
+                        },
+                        || {
+                            with_threads(nt - half, || {
+                                dw_hh(g_hh);
+                                dx_rows(cut, rows, dx_b, lddx);
+                            })
+                        },
+                    );
+                }
+                dx => {
+                    dw_ih(g_ih);
+                    if let Some((dx, lddx)) = dx {
+                        dx_rows(0, rows, dx, lddx);
+                    }
+                    dw_hh(g_hh);
+                }
             }
         }
         LayerInput::OneHot { ids } => {
             // dW_ih[:, id] += dG row: the one-hot product's gradient is a scatter-add. Split over
             // the threads by gate units, so no two threads add into one element; each element
             // still receives its terms in the order of r (the same sums on any number of
-            // threads). The rows are first summed per symbol into a scratch laid out symbol by
-            // symbol (each part's units contiguous: one vector add per row), then added into
-            // dW_ih, whose elements for one unit lie I apart.
-            let dg_all = &c.xw;
+            // threads). The rows are first summed per symbol into a scratch (`wt`, which then no
+            // longer holds W_ih^T) laid out symbol by symbol (each part's units contiguous: one
+            // vector add per row), then added into dW_ih, whose elements for one unit lie I
+            // apart.
             let per = gh.div_ceil(threads()).max(1);
             let split = rows * gh >= 1 << 16;
-            if c.onehot.len() != ni * gh {
-                c.onehot = vec![F::ZERO; ni * gh];
-            }
+            grow(&mut c.wt, ni * gh);
+            c.packed_wt = 0;
             // scratch part k: (I, units of part k), for units k*per..
-            for_parts_mut(&mut c.onehot, per * ni, split, |e0, sums| {
+            for_parts_mut(&mut c.wt[..ni * gh], per * ni, split, |e0, sums| {
                 let (g0, units) = (e0 / ni, sums.len() / ni);
                 sums.fill(F::ZERO);
                 for (r, &id) in ids.iter().enumerate().take(rows) {
                     let id = id as usize;
                     add_assign(
                         &mut sums[id * units..(id + 1) * units],
-                        &dg_all[r * gh + g0..r * gh + g0 + units],
+                        &xw[r * gh + g0..r * gh + g0 + units],
                     );
                 }
             });
-            let sums_all = &c.onehot;
+            let sums_all = &c.wt;
             for_parts_mut(&mut g.w_ih[..gh * ni], per * ni, split, |e0, block| {
                 let (g0, units) = (e0 / ni, block.len() / ni);
                 let sums = &sums_all[g0 * ni..(g0 + units) * ni];
@@ -655,11 +606,9 @@ fn weight_grads_serial<F: Float>(
                     }
                 }
             });
+            dw_hh(g.w_hh);
         }
     }
-    // dW_hh += dGh^T H_prev: (G*H, T*B) x (T*B, P)
-    let dgt = (c.dgt_ready && !is_gru).then_some(&c.dgt[..]);
-    dg_t_product(dgt, dgh_all, gh, rows, &c.hprev, np, np, g.w_hh);
     bias_and_proj_grads(c, g);
 }
 

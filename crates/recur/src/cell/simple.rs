@@ -309,5 +309,5 @@ pub fn backward<F: Float>(
         dc0[..nb * nh].copy_from_slice(&c.dc);
     }
 
-    weight_grads(c, w, g, input, dx);
+    weight_grads(c, w, g, input, dx, false);
 }

@@ -14,6 +14,7 @@
 //! The AVX-512 kernel serves f32 on CPUs that have it; every other case runs the portable loop,
 //! which computes the same sums in the same order (f64 gradient checks go through it).
 
+use super::transpose::transpose_raw;
 use super::Float;
 use std::any::TypeId;
 use std::ops::Range;
@@ -37,18 +38,15 @@ pub fn pack_gates_t<F: Float>(dst: &mut [F], w: &[F], g: usize, h: usize, k: usi
     assert_eq!(dst.len(), g * hp * k * NR, "pack_gates_t: dst size");
     assert!(w.len() >= g * h * k, "pack_gates_t: W too small");
     for_panels(dst, k, |q, panel| {
+        // the panel is the transpose of the panel's rows of W: `cols` rows of k
         let (gi, u) = (q / hp, q % hp);
-        for j in 0..NR {
-            let col = u * NR + j;
-            if col < h {
-                let row = &w[(gi * h + col) * k..(gi * h + col + 1) * k];
-                for (p, &v) in row.iter().enumerate() {
-                    panel[p * NR + j] = v;
-                }
-            } else {
-                for p in 0..k {
-                    panel[p * NR + j] = F::ZERO;
-                }
+        let cols = NR.min(h - u * NR);
+        let rows = &w[(gi * h + u * NR) * k..(gi * h + u * NR + cols) * k];
+        // SAFETY: `rows` holds cols rows of k, the panel k rows of NR >= cols
+        unsafe { transpose_raw(cols, k, rows.as_ptr(), k, panel.as_mut_ptr(), NR) };
+        if cols < NR {
+            for p in 0..k {
+                panel[p * NR + cols..(p + 1) * NR].fill(F::ZERO);
             }
         }
     });
@@ -164,7 +162,6 @@ impl Groups {
 ///
 /// # Safety
 /// As [`panel_gemm_raw`], for the rows of every block.
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn panel_gemm_groups_raw<F: Float>(
     m: usize,
     groups: Groups,
