@@ -10,9 +10,13 @@
 //! the same tolerance.
 
 use recur::cell::{self, simple, CellKind, DirCache, DirDims, DirGrads, DirWeights, LayerInput};
-use recur::ops::gemm::{set_threads, threads};
+use recur::ops::gemm::set_threads;
 use recur::ops::Float;
 use recur::rng::Rng;
+
+#[path = "support/close.rs"]
+mod close;
+use close::assert_close;
 
 /// f32: relative to each tensor's largest magnitude; the two drivers add the same terms in
 /// different orders (bias folded early, blocked sums), and use different tanh/sigmoid (4 ulp).
@@ -74,8 +78,6 @@ struct Out<F> {
 }
 
 /// Forward (and backward unless `infer`) of one layer direction with the fast or simple driver.
-/// The simple driver always runs on one thread, so that the products it shares with the fast
-/// one (the weight gradients after the time loop) take their one-thread path.
 #[allow(non_snake_case)]
 fn run<F: Float>(
     fast: bool,
@@ -92,28 +94,6 @@ fn run<F: Float>(
         i: I,
         h: H,
     } = shape;
-    let threads_before = threads();
-    if !fast {
-        set_threads(1);
-    }
-    let o = run_on::<F>(fast, infer, kind, reverse, bias, seed, T, B, I, H);
-    set_threads(threads_before);
-    o
-}
-
-#[allow(non_snake_case, clippy::too_many_arguments)]
-fn run_on<F: Float>(
-    fast: bool,
-    infer: bool,
-    kind: CellKind,
-    reverse: bool,
-    bias: bool,
-    seed: u64,
-    T: usize,
-    B: usize,
-    I: usize,
-    H: usize,
-) -> Out<F> {
     let g = kind.gates();
     let lstm = kind == CellKind::Lstm;
     let mut rng = Rng::new(seed);
@@ -209,19 +189,6 @@ fn run_on<F: Float>(
     o
 }
 
-/// Worst |a - b| over the tensor, relative to the tensor's largest |b|; with its index.
-fn worst<F: Float>(a: &[F], b: &[F]) -> (f64, usize) {
-    let scale = b.iter().map(|v| v.to_f64().abs()).fold(1e-30, f64::max);
-    let mut w = (0.0, 0);
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        let e = (x.to_f64() - y.to_f64()).abs() / scale;
-        if !(e <= w.0) {
-            w = (if e.is_nan() { f64::INFINITY } else { e }, i);
-        }
-    }
-    w
-}
-
 fn compare<F: Float>(tol: f64) {
     let kinds = ["rnn_tanh", "rnn_relu", "lstm", "gru"].map(|n| CellKind::parse(n).unwrap());
     for threads in [1, 2] {
@@ -232,45 +199,42 @@ fn compare<F: Float>(tol: f64) {
                     for bias in [true, false] {
                         let seed = 100 + ki as u64;
                         let a = run::<F>(true, false, kind, reverse, bias, seed, shape);
+                        // the simple driver on one thread, so that the products it shares with
+                        // the fast one (the weight gradients after the time loop) take their
+                        // one-thread path
+                        set_threads(1);
                         let b = run::<F>(false, false, kind, reverse, bias, seed, shape);
+                        set_threads(threads);
                         let what = format!(
-                            "{} {shape:?} reverse={reverse} bias={bias} threads={threads}",
+                            "{} {shape:?} reverse={reverse} bias={bias} threads={threads}, fast vs simple",
                             kind.name()
                         );
-                        for (name, x, y) in [
-                            ("y", &a.y, &b.y),
-                            ("h_n", &a.h_n, &b.h_n),
-                            ("c_n", &a.c_n, &b.c_n),
-                            ("grads", &a.grads, &b.grads),
-                            ("dx", &a.dx, &b.dx),
-                            ("dh0", &a.dh0, &b.dh0),
-                            ("dc0", &a.dc0, &b.dc0),
-                        ] {
-                            let (e, at) = worst(x, y);
-                            assert!(
-                                e <= tol,
-                                "{what}: {name}[{at}] fast {} vs simple {} (rel err {e:e})",
-                                x[at],
-                                y[at]
-                            );
-                        }
+                        assert_close::<F>(
+                            &what,
+                            &[
+                                ("y", &a.y, &b.y),
+                                ("h_n", &a.h_n, &b.h_n),
+                                ("c_n", &a.c_n, &b.c_n),
+                                ("grads", &a.grads, &b.grads),
+                                ("dx", &a.dx, &b.dx),
+                                ("dh0", &a.dh0, &b.dh0),
+                                ("dc0", &a.dc0, &b.dc0),
+                            ],
+                            tol,
+                        );
                         // inference mode: other storage, and the input product computed in
                         // chunks of steps inside the time loop (a different kernel, so the sums
                         // may round differently): within the same tolerance of the simple driver
                         let c = run::<F>(true, true, kind, reverse, bias, seed, shape);
-                        for (name, x, y) in [
-                            ("y", &c.y, &b.y),
-                            ("h_n", &c.h_n, &b.h_n),
-                            ("c_n", &c.c_n, &b.c_n),
-                        ] {
-                            let (e, at) = worst(x, y);
-                            assert!(
-                                e <= tol,
-                                "{what}: inference-mode {name}[{at}] fast {} vs simple {} (rel err {e:e})",
-                                x[at],
-                                y[at]
-                            );
-                        }
+                        assert_close::<F>(
+                            &format!("{what} (inference mode)"),
+                            &[
+                                ("y", &c.y, &b.y),
+                                ("h_n", &c.h_n, &b.h_n),
+                                ("c_n", &c.c_n, &b.c_n),
+                            ],
+                            tol,
+                        );
                     }
                 }
             }

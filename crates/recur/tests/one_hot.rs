@@ -10,6 +10,10 @@ use recur::ops::gemm::set_threads;
 use recur::ops::Float;
 use recur::rng::Rng;
 
+#[path = "support/close.rs"]
+mod close;
+use close::assert_close;
+
 /// f32: relative to each tensor's largest magnitude; the dense path sums zeros and the chosen
 /// column in a GEMM's order, the one-hot path adds the column alone, and the gradients of dW_ih
 /// are summed per symbol first.
@@ -103,17 +107,6 @@ fn run<F: Float>(kind: CellKind, t: usize, b: usize, one_hot: bool, seed: u64) -
     o
 }
 
-fn worst<F: Float>(a: &[F], b: &[F]) -> f64 {
-    let scale = b.iter().map(|v| v.to_f64().abs()).fold(1e-30, f64::max);
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x.to_f64() - y.to_f64()).abs() / scale)
-        .fold(
-            0.0,
-            |m, e| if e.is_nan() { f64::INFINITY } else { m.max(e) },
-        )
-}
-
 fn compare<F: Float>(tol: f64) {
     for threads in [1, 2] {
         set_threads(threads);
@@ -123,18 +116,19 @@ fn compare<F: Float>(tol: f64) {
             for (t, b) in [(12, 20), (2, 3)] {
                 let oh = run::<F>(kind, t, b, true, 7);
                 let dense = run::<F>(kind, t, b, false, 7);
-                for (name, x, y) in [
-                    ("y", &oh.y, &dense.y),
-                    ("h_n", &oh.h_n, &dense.h_n),
-                    ("grads", &oh.grads, &dense.grads),
-                ] {
-                    let e = worst(x, y);
-                    assert!(
-                        e <= tol,
-                        "{} T={t} B={b} threads={threads}: one-hot {name} vs dense: rel err {e:e}",
-                        kind.name()
-                    );
-                }
+                let what = format!(
+                    "{} T={t} B={b} threads={threads}, one-hot vs dense",
+                    kind.name()
+                );
+                assert_close::<F>(
+                    &what,
+                    &[
+                        ("y", &oh.y, &dense.y),
+                        ("h_n", &oh.h_n, &dense.h_n),
+                        ("grads", &oh.grads, &dense.grads),
+                    ],
+                    tol,
+                );
             }
         }
     }
