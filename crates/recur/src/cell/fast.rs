@@ -33,7 +33,8 @@
 use super::*;
 use crate::ops::gemm::threads;
 use crate::ops::panel::{
-    has_avx512, pack_gates_t, pack_n, panel_gemm_groups_raw, panel_gemm_raw, Groups, OutPtr,
+    avx512_f32, has_avx512, pack_gates_t, pack_n, panel_gemm_groups_raw, panel_gemm_raw, Groups,
+    OutPtr,
 };
 use crate::ops::team;
 use crate::ops::transpose::transpose_raw;
@@ -454,7 +455,7 @@ const CHUNK_BYTES: usize = 256 << 10;
 /// that fit in half the L3: chunks stream `W_ih` once per chunk, and beyond that (LSTM H = 1024:
 /// 32 MiB of weights) they came from memory and ran 5-7% slower than one product of all steps.
 fn chunk_len<F: Float>(split: &Split, d: &DirDims, keep: bool, cols: usize) -> Option<usize> {
-    let f32_kernel = std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() && has_avx512();
+    let f32_kernel = avx512_f32::<F>();
     let weight_bytes = (d.i + d.h) * d.gh() * std::mem::size_of::<F>();
     if keep || !f32_kernel || weight_bytes > L3_BYTES / 2 {
         return None;

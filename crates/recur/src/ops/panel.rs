@@ -105,6 +105,12 @@ pub fn has_avx512() -> bool {
     }
 }
 
+/// Whether `F` runs on the AVX-512 f32 kernels here (the packed product, the tile
+/// transposition): `F` is f32 and the CPU has AVX-512.
+pub fn avx512_f32<F: Float>() -> bool {
+    TypeId::of::<F>() == TypeId::of::<f32>() && has_avx512()
+}
+
 /// Raw view of the output matrix, shared between threads that write disjoint panels.
 #[derive(Clone, Copy)]
 pub struct OutPtr<F> {
@@ -188,7 +194,7 @@ pub unsafe fn panel_gemm_groups_raw<F: Float>(
         "panel_gemm: panels past C's columns"
     );
     #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<F>() == TypeId::of::<f32>() && avx512::available() {
+    if avx512_f32::<F>() {
         // SAFETY: F is f32 (checked above), so the casts are identities; the CPU has AVX-512F
         // (checked at run time); the caller's contract covers the writes.
         unsafe {

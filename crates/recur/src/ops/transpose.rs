@@ -8,7 +8,6 @@
 //! 16 stores); edges and every other case take the plain loop, which gives the same values.
 
 use super::Float;
-use std::any::TypeId;
 
 /// `dst[c * ldd + r] = src[r * lds + c]` for `r < m`, `c < n`.
 ///
@@ -26,7 +25,7 @@ pub unsafe fn transpose_raw<F: Float>(
 ) {
     let (mut r0, mut c_done) = (0, 0);
     #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<F>() == TypeId::of::<f32>() && super::panel::has_avx512() {
+    if super::panel::avx512_f32::<F>() {
         // SAFETY: F is f32 (checked); AVX-512F present (checked); the tiles lie inside the
         // caller's blocks
         unsafe {
