@@ -219,7 +219,7 @@ impl<F: Float> StackWorkspace<F> {
 
     /// Fixed weights: the caller promises that the parameters given to forward do not change
     /// (are not written) until this is switched off; forward then packs each weight matrix once
-    /// and reuses the packed copy (see `DirCache::fixed_weights`). For running many short
+    /// and reuses the packed copy (see [`DirCache::set_fixed_weights`](crate::cell::DirCache::set_fixed_weights)). For running many short
     /// forwards with one set of weights, as the text generator does one character at a time.
     /// Switching it off forgets the packed copies. Off by default.
     pub fn set_fixed_weights(&mut self, on: bool) {

@@ -140,12 +140,11 @@ pub struct DirCache<F> {
     /// (inference), the fast driver writes them into one step's rows and two alternating state
     /// slots, which halves the memory traffic of a step's element-wise pass.
     pub keep: bool,
-    /// Whether the weights stay the same from one forward to the next (off by default). While
-    /// on, forward packs (or transposes) a weight matrix only when it comes from another address
-    /// than last time, and reuses the packed copy otherwise; the caller guarantees that nothing
-    /// writes to the weights meanwhile (the text generator holds them borrowed for its whole
-    /// life). Backward always repacks (and forgets the forward's packs).
-    pub fixed_weights: bool,
+    // whether the weights stay the same from one forward to the next (`set_fixed_weights`):
+    // forward then packs a weight matrix only when it comes from another address than last
+    // time (the text generator holds them borrowed for its whole life); backward always
+    // repacks (and forgets the forward's packs)
+    pub(crate) fixed_weights: bool,
     // the addresses of the W_hh, W_ih the packed copies (wpack, wipack, wt) were made from, while
     // fixed_weights is on (0: none)
     packed_hh: usize,
@@ -247,7 +246,10 @@ impl<F: Float> DirCache<F> {
         }
     }
 
-    /// Switches [`DirCache::fixed_weights`]; off forgets the packed copies.
+    /// Fixed weights on or off (off by default): while on, forward packs (or transposes) each
+    /// weight matrix once and reuses the copy for as long as it is given the same matrix, and the
+    /// caller guarantees that nothing writes to the weights meanwhile. Either way the packed
+    /// copies made so far are forgotten.
     pub fn set_fixed_weights(&mut self, on: bool) {
         self.fixed_weights = on;
         self.packed_hh = 0;
@@ -303,7 +305,7 @@ pub(crate) fn grow<F: Float>(buf: &mut Vec<F>, n: usize) -> bool {
 
 /// Makes `buf` hold at least `n` elements for a packed (or transposed) copy of `w`, and says
 /// whether the copy must be made: always, unless the weights are fixed
-/// ([`DirCache::fixed_weights`]) and `buf` still holds the copy made from this same `w`, whose
+/// ([`DirCache::set_fixed_weights`]) and `buf` still holds the copy made from this same `w`, whose
 /// address `slot` records.
 pub(crate) fn stale_copy<F: Float>(
     buf: &mut Vec<F>,
