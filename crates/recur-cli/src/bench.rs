@@ -196,13 +196,13 @@ pub fn run(a: Args) -> Result<()> {
 fn run_fma_peak(a: &Args) -> Result<()> {
     // one sample: 2e8 vector FMAs per thread (about 0.1 s at 4 GHz with 2 FMA pipes)
     const ITERS: u64 = 200_000_000 / 12;
-    let _ = recur::ops::peak::fma_gflops(a.threads, ITERS / 10); // warm-up (clocks, page-in)
+    let _ = recur::study::peak::fma_gflops(a.threads, ITERS / 10); // warm-up (clocks, page-in)
     let mut samples: Vec<f64> = (0..a.repeats)
-        .map(|_| recur::ops::peak::fma_gflops(a.threads, ITERS))
+        .map(|_| recur::study::peak::fma_gflops(a.threads, ITERS))
         .collect();
     samples.sort_by(f64::total_cmp);
     let gflops = samples[samples.len() / 2];
-    let isa = recur::ops::peak::isa();
+    let isa = recur::study::peak::isa();
     let mut out = std::io::stdout().lock();
     if a.json {
         let j = json!({"fma_peak": true, "isa": isa, "threads": a.threads, "gflops": gflops});
@@ -436,7 +436,7 @@ fn charlm_on_cuda(a: &Args) -> Result<()> {
 #[cfg(feature = "cuda")]
 fn charlm_cuda(a: &Args, gpu: recur_cuda::Gpu) -> Result<()> {
     use recur::engine::{Engine, EngineParts};
-    use recur::lm::Carry;
+    use recur::stream::Carry;
     let (v, t, b) = (CHARLM_VOCAB, a.seq_length, a.batch);
     if t == 0 || b == 0 {
         bail!("--batch and --seq-length must be at least 1");

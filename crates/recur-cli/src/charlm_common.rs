@@ -3,12 +3,12 @@
 
 use crate::plot::{self, Chart, Series};
 use anyhow::{anyhow, Result};
+use recur::apps::charlm::data::{self, Vocab};
+use recur::apps::charlm::sample::{Generator, SampleOptions};
+use recur::apps::charlm::train::LogRow;
 use recur::checkpoint::{self, Checkpoint};
-use recur::data::{self, Vocab};
-use recur::lm::{Generator, SampleOptions};
 use recur::model::Model;
 use recur::rng::Rng;
-use recur::train::LogRow;
 use std::path::{Path, PathBuf};
 
 /// The loss-curve plots inside the checkpoint directory.

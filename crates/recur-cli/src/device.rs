@@ -6,14 +6,14 @@
 //! found. No math lives here: recur and recur-cuda do it.
 
 use anyhow::{bail, Result};
+use recur::apps::charlm::sample::{Generator, SampleOptions};
+use recur::apps::charlm::train::Trainer;
 use recur::engine::{
     BatchEngine, BatchEngineParts, CpuBatchEngine, CpuModelEngine, EngineError, ModelEngine,
     ModelEngineParts,
 };
-use recur::lm::{Generator, SampleOptions};
 use recur::model::Model;
 use recur::rng::Rng;
-use recur::train::Trainer;
 
 /// What a CPU-only build says to `--device cuda`.
 #[cfg(not(feature = "cuda"))]
@@ -127,7 +127,7 @@ impl Device {
     }
 
     /// A character model's summed loss and count on `ids` from a zero state, in chunks of
-    /// `chunk` characters (`recur::lm::stream_loss` on this device).
+    /// `chunk` characters (`recur::stream::stream_loss` on this device).
     pub fn stream_loss(
         &self,
         model: &Model,
@@ -138,7 +138,7 @@ impl Device {
         match self {
             Device::Cpu => {
                 let mut ws = model.workspace(chunk, 1);
-                Ok(recur::lm::stream_loss(model, params, ids, &mut ws))
+                Ok(recur::stream::stream_loss(model, params, ids, &mut ws))
             }
             #[cfg(feature = "cuda")]
             Device::Cuda(gpu) => {

@@ -4,7 +4,7 @@
 
 use crate::charlm_common::load_char_model;
 use anyhow::{bail, Context, Result};
-use recur::data;
+use recur::apps::charlm::data;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;

@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Result};
 use recur::cell::CellKind;
-use recur::gradcheck::{gradcheck, GradcheckSpec};
 use recur::model::{Head, InputKind, ModelConfig};
 use recur::stack::StackConfig;
+use recur::study::gradcheck::{gradcheck, GradcheckSpec};
 use serde_json::json;
 use std::io::Write;
 

@@ -2,8 +2,8 @@
 //! with BPTT until it predicts "ello".
 
 use anyhow::Result;
-use recur::lecture::{self, Step};
 use recur::optim::{OptimKind, Optimizer};
+use recur::study::lecture::{self, Step};
 use serde_json::json;
 use std::io::Write;
 

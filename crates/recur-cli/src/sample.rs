@@ -3,7 +3,7 @@
 
 use crate::charlm_common::load_char_model;
 use anyhow::{bail, Result};
-use recur::lm::SampleOptions;
+use recur::apps::charlm::sample::SampleOptions;
 use recur::rng::Rng;
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,25 +1,25 @@
 //! `recur speech train | eval | predict`: the spoken-digit recognizer on a directory of
 //! `{digit}_{speaker}_{take}.wav` recordings (the Free Spoken Digit Dataset's layout).
 //!
-//! This file turns flags into a plan, drives the library (`recur::speech`) epoch by epoch, saves
+//! This file turns flags into a plan, drives the library (`recur::apps::speech`) epoch by epoch, saves
 //! checkpoints, draws the charts and prints the results. The features, the model, the training
 //! step and the evaluation are computed in the library; none of that math lives here.
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use recur::apps::speech::classifier::{
+    self, cosine_lr, evaluate_on, load_examples, load_examples_multi, make_batch, model_config,
+    predict_batch, train_epoch_on, Evaluation, Example, Normalizer, Pooling, NUM_CLASSES,
+};
+use recur::apps::speech::dataset::{list_dir, Split, Utterance};
+use recur::apps::speech::features::{warp_factors, Extractor, FeatureConfig, FeatureKind};
+use recur::apps::speech::wav::read_wav;
 use recur::cell::CellKind;
 use recur::checkpoint::{self, Checkpoint};
 use recur::engine::ModelEngineParts;
 use recur::model::Model;
 use recur::optim::{OptimKind, Optimizer};
 use recur::rng::Rng;
-use recur::speech::classifier::{
-    self, cosine_lr, evaluate_on, load_examples, load_examples_multi, make_batch, model_config,
-    predict_batch, train_epoch_on, Evaluation, Example, Normalizer, Pooling, NUM_CLASSES,
-};
-use recur::speech::dataset::{list_dir, Split, Utterance};
-use recur::speech::features::{warp_factors, Extractor, FeatureConfig, FeatureKind};
-use recur::speech::wav::read_wav;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::io::Write;

@@ -1,17 +1,19 @@
 //! `recur task adding|copy|ball`: train a cell on a long-memory task and compare it with the
 //! task's baseline; progress on stderr, the result on stdout (or `--json`), a learning-curve chart,
 //! and for the ball the true and predicted paths. The tasks and the training loop are
-//! `recur::tasks`; this file parses, reports and draws.
+//! `recur::apps::tasks`; this file parses, reports and draws.
 
 use crate::plot::{write_chart, Chart, Legend, Series};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use recur::apps::tasks::train::{
+    adding_gradflow, predict, train_with, Event, TrainResult, TrainSpec,
+};
+use recur::apps::tasks::{Task, TaskKind};
 use recur::cell::CellKind;
 use recur::checkpoint::{save, Checkpoint};
 use recur::optim::OptimKind;
 use recur::stack::StackConfig;
-use recur::tasks::train::{adding_gradflow, predict, train_with, Event, TrainResult, TrainSpec};
-use recur::tasks::{Task, TaskKind};
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
@@ -409,7 +411,7 @@ fn learning_curve(
     .with_legend(Legend::LowerLeft);
     let mut last = 1.0f64;
     for (cell, res) in cells.iter().zip(results) {
-        let pts = |f: &dyn Fn(&recur::tasks::train::EvalPoint) -> f64| {
+        let pts = |f: &dyn Fn(&recur::apps::tasks::train::EvalPoint) -> f64| {
             res.curve
                 .iter()
                 .map(|p| (p.step as f64, f(p)))

@@ -2,21 +2,21 @@
 //! default), with a progress bar on stderr, validation loss and a sample at every evaluation,
 //! checkpoints, a CSV log and a loss-curve plot in the checkpoint directory.
 //!
-//! This module turns flags into a [`recur::train::TrainConfig`] (presets, then explicit flags),
-//! checks them, and reports; the loop itself is [`recur::train::Trainer`].
+//! This module turns flags into a [`recur::apps::charlm::train::TrainConfig`] (presets, then explicit flags),
+//! checks them, and reports; the loop itself is [`recur::apps::charlm::train::Trainer`].
 
 use crate::charlm_common::{default_corpus, load_corpus, print_sample_text};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use recur::apps::charlm::data::{self, Vocab};
+use recur::apps::charlm::train::{
+    Budget, Event, LogRow, Outcome, TrainConfig, TrainError, Trainer, BEST, LATEST,
+};
 use recur::cell::CellKind;
 use recur::checkpoint;
-use recur::data::{self, Vocab};
 use recur::model::ModelConfig;
 use recur::optim::OptimKind;
 use recur::stack::StackConfig;
-use recur::train::{
-    Budget, Event, LogRow, Outcome, TrainConfig, TrainError, Trainer, BEST, LATEST,
-};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};

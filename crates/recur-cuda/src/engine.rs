@@ -1,26 +1,27 @@
 //! The GPU's `recur::engine::Engine` (the training loop's device math), and a character model's
 //! loss on a text and its sampling on the GPU: the twins of `recur::engine::CpuEngine`,
-//! `recur::lm::stream_loss` and `recur::lm::Generator`.
+//! `recur::stream::stream_loss` and `recur::apps::charlm::sample::Generator`.
 //!
 //! Parameters, gradients, optimizer moments and the carried hidden state stay on the device;
 //! the host sees them only when the loop asks for a checkpoint or an evaluation's sample (one
 //! copy each). Per step the host uploads the batch's token ids and targets and reads back two
 //! numbers (the loss and the gradient norm, which the loop checks for NaN).
 //!
-//! What it is not: the loop itself (recur::train), or a multi-GPU engine.
+//! What it is not: the loop itself (recur::apps::charlm::train), or a multi-GPU engine.
 
 use crate::device::{Gpu, GpuError};
 use crate::model::{GpuModel, GpuModelWorkspace};
 use crate::optim::{clip_grad_norm, clip_grad_value, grad_norm, GpuOptimizer, NormScratch};
 use crate::DevBuf;
+use recur::apps::charlm::sample::{draw, SampleOptions};
 use recur::engine::{
     check_len, BatchEngine, BatchEngineParts, Engine, EngineError, EngineParts, LossTargets,
     ModelEngine, ModelEngineParts,
 };
-use recur::lm::{draw, for_stream_chunks, Carry, SampleOptions};
 use recur::model::{Input, Model};
 use recur::optim::Optimizer;
 use recur::rng::Rng;
+use recur::stream::{for_stream_chunks, Carry};
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -75,7 +76,7 @@ impl GpuCarry {
     }
 }
 
-/// A character model's loss on a text on the GPU, as `recur::lm::stream_loss`: `ids` read as
+/// A character model's loss on a text on the GPU, as `recur::stream::stream_loss`: `ids` read as
 /// `ws.b` parallel streams, each from a zero state, in chunks of at most `ws.t` steps with the
 /// state carried across chunks; the summed cross-entropy (nats) and the count. The last, shorter
 /// chunk gets its own workspace (kept in `tail` for the next call).
@@ -110,8 +111,8 @@ pub fn stream_loss(
 }
 
 /// A character model run one character at a time on the GPU (B = 1, T = 1), as
-/// `recur::lm::Generator`: the logits come back to the host and are drawn from there by the same
-/// code (`recur::lm::draw`).
+/// `recur::apps::charlm::sample::Generator`: the logits come back to the host and are drawn from there by the same
+/// code (`recur::apps::charlm::sample::draw`).
 pub struct GpuGenerator<'a> {
     gpu: &'a Gpu,
     gm: GpuModel,

@@ -20,7 +20,7 @@
 //! - [`GpuModel`]: a `recur::model::Model` on the device (input, stack, decoder, every head's loss,
 //!   backward) with the CPU's flat parameter layout; [`GpuOptimizer`] and the clipping functions:
 //!   `recur::optim` on the device;
-//! - [`GpuEngine`]: `recur::engine::Engine` on the device, so `recur::train::Trainer` runs on the
+//! - [`GpuEngine`]: `recur::engine::Engine` on the device, so `recur::apps::charlm::train::Trainer` runs on the
 //!   GPU with the same loop and checkpoints; [`stream_loss`] and [`GpuGenerator`] for evaluation
 //!   and sampling;
 //! - [`compile_ptx`] and [`SOURCES`]: the kernels' NVRTC compilation, also used without a GPU by

@@ -873,9 +873,9 @@ fn gpu_engine_continues_a_cpu_run() {
 /// compounded through Adam).
 #[test]
 fn gpu_task_training_matches_cpu() {
+    use recur::apps::tasks::train::{train, train_with, TrainSpec};
+    use recur::apps::tasks::{Task, TaskKind};
     use recur::engine::BatchEngine;
-    use recur::tasks::train::{train, train_with, TrainSpec};
-    use recur::tasks::{Task, TaskKind};
     if gpu("gpu_task_training_matches_cpu").is_none() {
         return;
     }
@@ -911,7 +911,7 @@ fn gpu_task_training_matches_cpu() {
         )
         .unwrap();
         assert_eq!(gpu.steps, cpu.steps);
-        let m = |r: &recur::tasks::train::TrainResult| -> Vec<f64> {
+        let m = |r: &recur::apps::tasks::train::TrainResult| -> Vec<f64> {
             r.curve.iter().map(|p| p.metric).collect()
         };
         let (mg, mc) = (m(&gpu), m(&cpu));

@@ -1,5 +1,5 @@
 //! The math of a character-model training run behind one trait, so that the training loop
-//! ([`crate::train::Trainer`]: budgets, evaluation, checkpoints, resume, the stop flag, the NaN
+//! ([`crate::apps::charlm::train::Trainer`]: budgets, evaluation, checkpoints, resume, the stop flag, the NaN
 //! stop) is one implementation whatever device computes.
 //!
 //! An [`Engine`] owns the parameters, gradients, optimizer state, the carried hidden state and the
@@ -11,10 +11,10 @@
 //!
 //! What this is not: the loop itself, data handling, or anything that prints.
 
-use crate::lm::{stream_loss, Carry};
 use crate::model::{Input, Model, ModelWorkspace};
 use crate::optim::{clip_grad_norm, clip_grad_value, grad_norm, Optimizer};
 use crate::rng::Rng;
+use crate::stream::{stream_loss, Carry};
 use std::borrow::Cow;
 
 /// Everything an engine starts from: the model, its parameters, the optimizer and carried state,
@@ -67,7 +67,7 @@ pub trait Engine {
     fn update(&mut self, lr: f64) -> Result<(), EngineError>;
 
     /// Summed cross-entropy and count of the current parameters over `ids` read as `val_b`
-    /// streams from a zero state (`crate::lm::stream_loss`); (0, 0) without evaluation.
+    /// streams from a zero state (`crate::stream::stream_loss`); (0, 0) without evaluation.
     fn stream_loss(&mut self, ids: &[u32]) -> Result<(f64, usize), EngineError>;
 
     /// The parameters (a host copy for device engines).

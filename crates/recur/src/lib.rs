@@ -3,34 +3,33 @@
 //!
 //! The library never prints, parses argv or exits; the `recur` binary does that.
 //!
-//! - [`ops`]: the scalar trait, the one GEMM wrapper, softmax cross-entropy;
+//! The core:
+//! - [`ops`]: the scalar trait, the one GEMM wrapper, the packed-panel kernels, softmax
+//!   cross-entropy;
 //! - [`cell`]: the cells' forward and backward over a sequence (one direction of one layer);
 //! - [`stack`]: layers x directions, dropout, lengths;
 //! - [`model`]: input (one-hot, embedding or dense) -> stack -> linear head, with the loss;
 //! - [`params`]: the flat parameter buffer and its named views;
 //! - [`optim`]: SGD, Adagrad, RMSprop, Adam, gradient clipping;
-//! - [`data`]: text corpora: vocabulary, train/validation split, B streams x T steps batches;
-//! - [`train`]: the character-model training loop (progress by callback, checkpoints, resume);
+//! - [`checkpoint`]: safetensors checkpoints with PyTorch's names;
 //! - [`engine`]: the math of a training step behind one trait (the CPU engine; recur-cuda's GPU one);
-//! - [`lm`]: a character model's loss on a text, and sampling;
-//! - [`gradcheck`]: central finite differences in f64;
-//! - [`lecture`]: the seed lecture's "hello" example.
-//! - [`speech`]: spoken-digit recognition (WAV reading, log-mel and MFCC features, classifier).
+//! - [`stream`]: state carried between calls, and the loss of a long token stream;
+//! - [`rng`]: the seeded random numbers behind initialisation, dropout and data order.
+//!
+//! Beside it, [`apps`] (the character model, long-memory tasks, spoken digits: each built on the
+//! core alone) and [`study`] (the lecture's example, gradient checks, gradient flow, the
+//! machine's FMA ceiling).
 
 pub mod cell;
 pub mod checkpoint;
-pub mod data;
 pub mod engine;
-pub mod gradcheck;
-pub mod gradflow;
-pub mod lecture;
-pub mod lm;
 pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod rng;
-pub mod speech;
 pub mod stack;
-pub mod tasks;
-pub mod train;
+pub mod stream;
+
+pub mod apps;
+pub mod study;

@@ -2,15 +2,18 @@
 //! exact resume, stop flag and NaN handling, sampling determinism, and that a text's loss does
 //! not depend on the chunk length it is computed in.
 
+use recur::apps::charlm::data::{self, DataError, Streams, Vocab};
+use recur::apps::charlm::sample::{Generator, SampleOptions};
+use recur::apps::charlm::train::{
+    Budget, Event, Outcome, TrainConfig, TrainError, Trainer, LATEST,
+};
 use recur::cell::CellKind;
 use recur::checkpoint;
-use recur::data::{self, DataError, Streams, Vocab};
-use recur::lm::{stream_loss, Generator, SampleOptions};
 use recur::model::{Input, Model, ModelConfig};
 use recur::optim::OptimKind;
 use recur::rng::Rng;
 use recur::stack::StackConfig;
-use recur::train::{Budget, Event, Outcome, TrainConfig, TrainError, Trainer, LATEST};
+use recur::stream::stream_loss;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -7,8 +7,8 @@
 #[path = "support/small_run.rs"]
 mod small_run;
 
+use recur::apps::charlm::train::Trainer;
 use recur::engine::{CpuEngine, Engine};
-use recur::train::Trainer;
 use small_run::{losses, small_trainer};
 
 /// The losses of a run as f64 bit patterns (compared exactly).

@@ -2,11 +2,11 @@
 //! inputs and the initial states, for every cell and stack option.
 
 use recur::cell::CellKind;
-use recur::gradcheck::{gradcheck, GradcheckSpec};
 use recur::model::{Head, InputKind, ModelConfig};
 use recur::stack::StackConfig;
+use recur::study::gradcheck::{gradcheck, GradcheckSpec};
 
-/// The bound on the worst relative error per tensor (formula in recur::gradcheck). With
+/// The bound on the worst relative error per tensor (formula in recur::study::gradcheck). With
 /// eps = 1e-5 in f64 the truncation error is ~eps^2 and the rounding error ~1e-16/eps, both near
 /// 1e-10, so 1e-6 leaves a wide margin while still catching any wrong term.
 const GRAD_TOL: f64 = 1e-6;

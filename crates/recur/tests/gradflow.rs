@@ -1,12 +1,12 @@
-//! `recur::gradflow` against an independent computation: the cells' equations written out here
+//! `recur::study::gradflow` against an independent computation: the cells' equations written out here
 //! (PyTorch's, as in docs/semantics.md) in plain f64, then
 //! - for the tanh RNN, the explicit Jacobian product `dL/dh_{t-1} = W_hh^T ((1 - h_t^2) * dL/dh_t)`;
 //! - for every cell, central finite differences of L with respect to each component of h_t
 //!   (holding the LSTM's c_t fixed), by re-running the written-out forward from step t.
 
 use recur::cell::{Activation, CellKind};
-use recur::gradflow::{gradflow, GradflowNet, GradflowSpec};
 use recur::rng::Rng;
+use recur::study::gradflow::{gradflow, GradflowNet, GradflowSpec};
 
 /// Jacobian product vs the library: both exact in f64, differing by rounding only.
 const JAC_TOL: f64 = 1e-12;

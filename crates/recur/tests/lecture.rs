@@ -1,8 +1,8 @@
 //! The seed lecture's worked example (worked-example.md): every printed number to 2e-4, and
 //! training with BPTT reaching the predictions e, l, l, o.
 
-use recur::lecture;
 use recur::optim::{OptimKind, Optimizer};
+use recur::study::lecture;
 
 /// The seed prints 4 decimals and rounds intermediates; worked-example.md says a correct
 /// implementation matches every entry to within 2e-4.

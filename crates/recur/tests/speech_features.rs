@@ -2,10 +2,10 @@
 //! deltas on recordings of data/fsdd-sample/. The reference comes from
 //! tests/fixtures/gen_speech_features.py (librosa 0.11, f64 arithmetic, stored as f32).
 
-use recur::speech::features::{
+use recur::apps::speech::features::{
     mel_filterbank, mel_filterbank_warped, warp_factors, Extractor, FeatureConfig, FeatureKind,
 };
-use recur::speech::wav::read_wav;
+use recur::apps::speech::wav::read_wav;
 use safetensors::SafeTensors;
 use std::path::PathBuf;
 

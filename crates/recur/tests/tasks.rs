@@ -2,15 +2,15 @@
 //! computed two ways (closed form against the data; constant velocity against a hand-made
 //! parabola), and short training runs that must beat each baseline by a clear margin.
 
+use recur::apps::tasks::train::{train, TrainSpec};
+use recur::apps::tasks::{
+    Inputs, Targets, Task, TaskKind, BALL_DT, BALL_G, COPY_ALPHABET, COPY_BLANK, COPY_DELIM,
+    COPY_SYMBOLS,
+};
 use recur::cell::CellKind;
 use recur::optim::OptimKind;
 use recur::rng::Rng;
 use recur::stack::StackConfig;
-use recur::tasks::train::{train, TrainSpec};
-use recur::tasks::{
-    Inputs, Targets, Task, TaskKind, BALL_DT, BALL_G, COPY_ALPHABET, COPY_BLANK, COPY_DELIM,
-    COPY_SYMBOLS,
-};
 
 /// Sequences for the empirical baselines.
 const N_BIG: usize = 20_000;
@@ -260,7 +260,7 @@ fn the_callback_stops_training() {
 /// predictions (decoder weight w, decoder bias moved into the target).
 #[test]
 fn adding_gradflow_uses_the_models_own_loss() {
-    use recur::tasks::train::{adding_gradflow, predict};
+    use recur::apps::tasks::train::{adding_gradflow, predict};
     let mut sp = spec(Task::new(TaskKind::Adding, 12).unwrap(), "gru", 8, 30, 1e-2);
     sp.eval_size = 32;
     let r = train(&sp, &mut |_| true).unwrap();

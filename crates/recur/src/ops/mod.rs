@@ -5,7 +5,6 @@ mod float;
 pub mod gemm;
 pub mod loss;
 pub mod panel;
-pub mod peak;
 pub mod team;
 pub mod transpose;
 

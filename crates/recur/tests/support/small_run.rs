@@ -3,12 +3,12 @@
 //! file by path): a 2-layer LSTM 16 with dropout on a short repeated text, Adam with learning-rate
 //! decay, both kinds of clipping, evaluation every 5 steps.
 
+use recur::apps::charlm::data::{self, Vocab};
+use recur::apps::charlm::train::{Budget, Event, TrainConfig, Trainer};
 use recur::cell::CellKind;
-use recur::data::{self, Vocab};
 use recur::model::ModelConfig;
 use recur::optim::OptimKind;
 use recur::stack::StackConfig;
-use recur::train::{Budget, Event, TrainConfig, Trainer};
 use std::sync::atomic::AtomicBool;
 
 /// The run, to stop after `steps` steps.

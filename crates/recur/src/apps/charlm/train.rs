@@ -12,13 +12,13 @@
 //! [`Engine`] (the CPU's by default; [`Trainer::with_engine`] moves the run to another, e.g. the
 //! GPU's), so this loop is the same on every device.
 
+use crate::apps::charlm::data::{self, Streams};
 use crate::checkpoint::{self, Checkpoint, CheckpointError};
-use crate::data::{self, Streams};
 use crate::engine::{CpuEngine, Engine, EngineError, EngineParts};
-use crate::lm::Carry;
 use crate::model::{Model, ModelConfig};
 use crate::optim::{OptimKind, Optimizer};
 use crate::rng::Rng;
+use crate::stream::Carry;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -261,16 +261,16 @@ pub fn train_with(
 
 /// Gradient flow through a model trained on the adding problem (or its initial weights): the mean
 /// `||dL/dh_t|| / ||dL/dh_T||` over `n` fresh sequences, for the model's own loss
-/// `(w . h_T + b - y)^2`, in f64 (see [`crate::gradflow`]). Needs a one-layer, one-direction stack.
+/// `(w . h_T + b - y)^2`, in f64 (see [`crate::study::gradflow`]). Needs a one-layer, one-direction stack.
 pub fn adding_gradflow(
     task: &Task,
     model: &Model,
     params: &[f32],
     n: usize,
     seed: u64,
-) -> Result<crate::gradflow::GradflowResult, String> {
-    use crate::gradflow::{gradflow_on, GradflowNet};
+) -> Result<crate::study::gradflow::GradflowResult, String> {
     use crate::model::Head;
+    use crate::study::gradflow::{gradflow_on, GradflowNet};
     let cfg = &model.cfg;
     if task.kind != super::TaskKind::Adding || cfg.head != Head::LastRegression {
         return Err("gradient flow of a trained model is measured on the adding problem".into());

@@ -1,0 +1,11 @@
+//! Tools for studying recurrent networks and the machine they run on, beside the core:
+//!
+//! - [`lecture`]: the seed lecture's "hello" example, number for number;
+//! - [`gradcheck`]: central finite differences in f64 against the analytic gradients;
+//! - [`gradflow`]: how the gradient of a loss at the last step reaches each earlier step;
+//! - [`peak`]: the machine's float32 FMA ceiling, to judge the kernels against.
+
+pub mod gradcheck;
+pub mod gradflow;
+pub mod lecture;
+pub mod peak;
