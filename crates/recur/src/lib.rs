@@ -14,6 +14,7 @@
 //! - [`checkpoint`]: safetensors checkpoints with PyTorch's names;
 //! - [`engine`]: the math of a training step behind one trait (the CPU engine; recur-cuda's GPU one);
 //! - [`stream`]: state carried between calls, and the loss of a long token stream;
+//! - [`error`]: the one [`Error`] type of the public API;
 //! - [`rng`]: the seeded random numbers behind initialisation, dropout and data order.
 //!
 //! Beside it, [`apps`] (the character model, long-memory tasks, spoken digits: each built on the
@@ -23,6 +24,7 @@
 pub mod cell;
 pub mod checkpoint;
 pub mod engine;
+pub mod error;
 pub mod model;
 pub mod ops;
 pub mod optim;
@@ -33,3 +35,5 @@ pub mod stream;
 
 pub mod apps;
 pub mod study;
+
+pub use error::{Error, Result};
