@@ -496,7 +496,7 @@ fn train(a: TrainArgs) -> Result<()> {
         val_set.len(),
         train_split.describe(),
         feat_cfg.dim(),
-        model_cfg.rnn.cell,
+        model_cfg.rnn.cell.name(),
         model_cfg.rnn.num_layers,
         model_cfg.rnn.hidden_size,
         if model_cfg.rnn.bidirectional { ", bidirectional" } else { "" },

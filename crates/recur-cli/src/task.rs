@@ -447,7 +447,7 @@ fn ball_paths(
     let mut chart = Chart::new(
         format!(
             "ball: true paths (lines) and next-position predictions (dots), {}",
-            res.model.cfg.rnn.cell
+            res.model.cfg.rnn.cell.name()
         ),
         "x",
         "y",

@@ -513,7 +513,7 @@ pub fn run(a: Args) -> Result<()> {
         fmt_chars(trainer.batches_per_epoch() * (cfg.batch_size * cfg.seq_length) as u64),
         fmt_chars(trainer.val_ids().len() as u64),
         vocab.len(),
-        m.rnn.cell,
+        m.rnn.cell.name(),
         m.rnn.num_layers,
         m.rnn.hidden_size,
         if m.embed_dim > 0 { format!(", embedding {}", m.embed_dim) } else { String::new() },

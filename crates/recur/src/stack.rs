@@ -15,8 +15,11 @@ use std::ops::Range;
 /// Configuration of a recurrent stack (the arguments of torch.nn.LSTM and friends).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StackConfig {
-    /// The cell: `rnn_tanh`, `rnn_relu`, `lstm` or `gru` (see [`CellKind::name`]).
-    pub cell: String,
+    /// The cell. Stored on disk (checkpoint metadata) by its name, `rnn_tanh`, `rnn_relu`,
+    /// `lstm` or `gru` (see [`CellKind::name`]); an unknown name fails to load with an error
+    /// that names it.
+    #[serde(with = "cell_name")]
+    pub cell: CellKind,
     /// Features of each input step.
     pub input_size: usize,
     /// H: hidden units per direction.
@@ -37,7 +40,7 @@ impl StackConfig {
     /// A one-layer, one-direction stack with biases.
     pub fn new(kind: CellKind, input_size: usize, hidden_size: usize) -> Self {
         StackConfig {
-            cell: kind.name().to_string(),
+            cell: kind,
             input_size,
             hidden_size,
             num_layers: 1,
@@ -68,19 +71,14 @@ impl StackConfig {
         self
     }
 
-    /// The cell kind; panics on a name that [`StackConfig::validate`] would reject.
+    /// The cell kind.
     pub fn kind(&self) -> CellKind {
-        CellKind::parse(&self.cell).expect("validated cell name")
+        self.cell
     }
 
     /// Checks the configuration; the error names the offending field.
     pub fn validate(&self) -> Result<(), String> {
-        let kind = CellKind::parse(&self.cell).ok_or_else(|| {
-            format!(
-                "unknown cell '{}' (expected rnn_tanh, rnn_relu, lstm or gru)",
-                self.cell
-            )
-        })?;
+        let kind = self.cell;
         if self.hidden_size == 0 {
             return Err("hidden_size must be at least 1".into());
         }
@@ -132,6 +130,25 @@ impl StackConfig {
         } else {
             self.output_size()
         }
+    }
+}
+
+/// The on-disk form of [`StackConfig::cell`]: the cell's name as a string.
+mod cell_name {
+    use crate::cell::CellKind;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(kind: &CellKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(kind.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CellKind, D::Error> {
+        let name = String::deserialize(d)?;
+        CellKind::parse(&name).ok_or_else(|| {
+            D::Error::custom(format!(
+                "unknown cell '{name}' (expected rnn_tanh, rnn_relu, lstm or gru)"
+            ))
+        })
     }
 }
 
@@ -574,5 +591,26 @@ impl Stack {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cell::Activation;
+
+    #[test]
+    fn cell_is_stored_by_name_and_an_unknown_name_is_refused() {
+        let cfg = StackConfig::new(CellKind::Rnn(Activation::Relu), 3, 5);
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains("\"cell\":\"rnn_relu\""), "{json}");
+        let back: StackConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, cfg);
+        let bad = json.replace("rnn_relu", "transformer");
+        let err = serde_json::from_str::<StackConfig>(&bad).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown cell 'transformer'"),
+            "{err}"
+        );
     }
 }
