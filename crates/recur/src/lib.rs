@@ -37,3 +37,4 @@ pub mod apps;
 pub mod study;
 
 pub use error::{Error, Result};
+pub use ops::gemm::{all_cores, set_threads, threads};

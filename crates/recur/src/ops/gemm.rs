@@ -16,11 +16,20 @@ pub enum Trans {
     T,
 }
 
-static THREADS: AtomicUsize = AtomicUsize::new(1);
+// 0: not set, so every core the process may use
+static THREADS: AtomicUsize = AtomicUsize::new(0);
 
-/// Sets how many threads a large GEMM may use (through the rayon global pool). Default 1.
+/// Sets how many threads a large product may use (through the rayon global pool). The default is
+/// every core this process may run on (`std::thread::available_parallelism`); 1 makes every
+/// product single-threaded.
 pub fn set_threads(n: usize) {
     THREADS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// The cores this process may run on (at least 1): the default of [`set_threads`].
+pub fn all_cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 thread_local! {
@@ -31,7 +40,10 @@ thread_local! {
 /// The thread count set by [`set_threads`], or inside [`with_threads`] the count given there.
 pub fn threads() -> usize {
     match LOCAL.with(|l| l.get()) {
-        0 => THREADS.load(Ordering::Relaxed),
+        0 => match THREADS.load(Ordering::Relaxed) {
+            0 => all_cores(),
+            n => n,
+        },
         n => n,
     }
 }
