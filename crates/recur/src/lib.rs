@@ -25,6 +25,7 @@ pub mod cell;
 pub mod checkpoint;
 pub mod engine;
 pub mod error;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod optim;

@@ -97,6 +97,14 @@ impl StackConfig {
                 self.proj_size, self.hidden_size
             ));
         }
+        // the flat parameter buffer's offsets are usize, and its bytes must fit one allocation
+        let n = crate::memory::stack_params(self);
+        if n > (isize::MAX as u128) / 8 {
+            return Err(format!(
+                "{n} parameters (hidden_size {}, {} layers) are more than any machine can hold",
+                self.hidden_size, self.num_layers
+            ));
+        }
         Ok(())
     }
 

@@ -263,6 +263,8 @@ impl Trainer {
         extra: serde_json::Value,
     ) -> Result<Self, TrainError> {
         let model = Model::new(cfg.model.clone()).map_err(TrainError::Invalid)?;
+        crate::memory::check_training(&model, cfg.seq_length, cfg.batch_size)
+            .map_err(|e| TrainError::Invalid(e.to_string()))?;
         let mut rng = Rng::new(cfg.seed);
         let mut params = vec![0.0f32; model.num_params()];
         model.init(&mut params, &mut rng);

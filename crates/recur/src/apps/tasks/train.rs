@@ -171,6 +171,8 @@ pub fn train_with(
     }
     let cfg = spec.task.model_config(spec.rnn.clone());
     let model = Model::new(cfg)?;
+    crate::memory::check_training(&model, spec.task.steps(), spec.batch)
+        .map_err(|e| e.to_string())?;
     let mut rng = Rng::new(spec.seed);
     let mut params = vec![0.0f32; model.num_params()];
     model.init(&mut params, &mut rng);
