@@ -423,20 +423,17 @@ fn charlm_on_cuda(_a: &Args) -> Result<()> {
 
 #[cfg(feature = "cuda")]
 fn charlm_on_cuda(a: &Args) -> Result<()> {
-    match crate::device::open("cuda")? {
-        crate::device::Device::Cuda(gpu) => charlm_cuda(a, *gpu),
-        crate::device::Device::Cpu => bail!("no CUDA device found"),
-    }
+    let backend = crate::device::open("cuda")?;
+    charlm_cuda(a, &*backend)
 }
 
 /// The char-model training step on the GPU: the same model, initial values, Adam and clipping as
-/// [`run_charlm`], through the GPU engine the training loop uses (forward, loss, backward,
+/// [`run_charlm`], through the engine every training loop uses (forward, loss, backward,
 /// clipping, Adam, each step from a zero state), timed by the wall clock with the device
 /// synchronised at the end of every step.
 #[cfg(feature = "cuda")]
-fn charlm_cuda(a: &Args, gpu: recur_cuda::Gpu) -> Result<()> {
-    use recur::engine::{Engine, EngineParts};
-    use recur::stream::Carry;
+fn charlm_cuda(a: &Args, backend: &dyn recur::engine::Backend) -> Result<()> {
+    use recur::engine::{Batch, LossTargets, Start};
     let (v, t, b) = (CHARLM_VOCAB, a.seq_length, a.batch);
     if t == 0 || b == 0 {
         bail!("--batch and --seq-length must be at least 1");
@@ -450,36 +447,27 @@ fn charlm_cuda(a: &Args, gpu: recur_cuda::Gpu) -> Result<()> {
     let opt = Optimizer::<f32>::new(adam, CHARLM_LR, model.num_params());
     let ids: Vec<u32> = (0..t * b).map(|_| rng.below(v as u64) as u32).collect();
     let targets: Vec<u32> = (0..t * b).map(|_| rng.below(v as u64) as u32).collect();
-    let name = gpu.name();
-    let mut eng = recur_cuda::GpuEngine::new(
-        gpu,
-        EngineParts {
-            carry: Carry::zeros(&model, b),
-            model,
-            params,
-            opt,
-            t,
-            b,
-            val_b: 0,
-        },
-    )?;
+    let name = backend.name();
+    let mut eng = backend.engine(model, params, Some(opt))?;
     let mut err: Option<String> = None;
     let mut loss = 0.0;
     let tm = time_median(a, || {
         if err.is_some() {
             return;
         }
-        let mut step = || -> std::result::Result<f64, String> {
-            eng.reset_carry();
-            let l = eng.forward_loss(&ids, &targets, &mut rng)?;
-            eng.backward_clip(&ids, 0.0, CHARLM_CLIP)?;
+        let mut step = || -> recur::Result<f64> {
+            let batch = Batch::tokens(&ids, t, b);
+            eng.forward(&batch, Start::Zero, Some(&mut rng))?;
+            let (sum, n) = eng.loss(LossTargets::Classes(&targets), 1.0 / (t * b) as f32)?;
+            eng.backward(&batch)?;
+            eng.clip(0.0, CHARLM_CLIP)?;
             eng.update(CHARLM_LR)?;
-            eng.gpu().sync().map_err(|e| e.to_string())?;
-            Ok(l)
+            eng.sync()?;
+            Ok(sum / n as f64)
         };
         match step() {
             Ok(l) => loss = l,
-            Err(e) => err = Some(e),
+            Err(e) => err = Some(e.to_string()),
         }
     });
     if let Some(e) = err {
@@ -490,7 +478,7 @@ fn charlm_cuda(a: &Args, gpu: recur_cuda::Gpu) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if a.json {
         let j = json!({
-            "charlm": true, "device": format!("cuda ({name})"), "vocab": v,
+            "charlm": true, "device": name, "vocab": v,
             "hidden": CHARLM_HIDDEN, "layers": CHARLM_LAYERS, "batch": b, "seq_length": t,
             "median_s": s, "chars_per_s": chars_per_s, "last_loss": loss,
         });
@@ -498,7 +486,7 @@ fn charlm_cuda(a: &Args, gpu: recur_cuda::Gpu) -> Result<()> {
     } else {
         writeln!(
             out,
-            "char-model step on cuda ({name}) (V={v}, LSTM {CHARLM_HIDDEN}x{CHARLM_LAYERS}, B={b}, T={t}): {:.3} ms, {chars_per_s:.0} chars/s",
+            "char-model step on {name} (V={v}, LSTM {CHARLM_HIDDEN}x{CHARLM_LAYERS}, B={b}, T={t}): {:.3} ms, {chars_per_s:.0} chars/s",
             s * 1e3
         )?;
     }

@@ -54,7 +54,8 @@ pub fn run(a: Args) -> Result<()> {
             ids.len()
         );
     }
-    let (sum, count) = device.stream_loss(&model, &ckpt.params, &ids, a.chunk)?;
+    let mut eng = device.engine(model.clone(), ckpt.params.clone(), None)?;
+    let (sum, count) = eng.stream_loss(&ids, a.chunk, 1)?;
     let loss = sum / count as f64;
     let bpc = loss / std::f64::consts::LN_2;
     let mut out = std::io::stdout().lock();

@@ -49,7 +49,7 @@ pub fn run(a: Args) -> Result<()> {
     let prime_ids = vocab
         .encode(&prime)
         .map_err(|e| anyhow::anyhow!("--prime: {e}"))?;
-    let mut g = device.generator(&model, &ckpt.params)?;
+    let mut g = crate::device::Gen::new(&*device, &model, &ckpt.params)?;
     let mut rng = Rng::new(a.seed);
     let opts = SampleOptions {
         temperature: a.temperature,

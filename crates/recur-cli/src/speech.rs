@@ -8,15 +8,14 @@
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use recur::apps::speech::classifier::{
-    self, cosine_lr, evaluate_on, load_examples, load_examples_multi, make_batch, model_config,
-    predict_batch, train_epoch_on, Evaluation, Example, Normalizer, Pooling, NUM_CLASSES,
+    self, cosine_lr, evaluate, load_examples, load_examples_multi, make_batch, model_config,
+    predict_batch, train_epoch, Evaluation, Example, Normalizer, Pooling, NUM_CLASSES,
 };
 use recur::apps::speech::dataset::{list_dir, Split, Utterance};
 use recur::apps::speech::features::{warp_factors, Extractor, FeatureConfig, FeatureKind};
 use recur::apps::speech::wav::read_wav;
 use recur::cell::CellKind;
 use recur::checkpoint::{self, Checkpoint};
-use recur::engine::ModelEngineParts;
 use recur::model::Model;
 use recur::optim::{OptimKind, Optimizer};
 use recur::rng::Rng;
@@ -477,11 +476,7 @@ fn train(a: TrainArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create directory {}", a.out.display()))?;
-    let mut eng = device.into_model_engine(ModelEngineParts {
-        model: model.clone(),
-        params,
-        opt,
-    })?;
+    let mut eng = device.engine(model.clone(), params, Some(opt))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -516,9 +511,8 @@ fn train(a: TrainArgs) -> Result<()> {
                 .progress_chars("=> "),
         );
         pb.set_prefix(format!("{}/{}", epoch + 1, a.epochs));
-        let tally = train_epoch_on(
+        let tally = train_epoch(
             &mut *eng,
-            &model,
             &train_set,
             a.batch_size,
             a.grad_clip,
@@ -544,7 +538,7 @@ fn train(a: TrainArgs) -> Result<()> {
         let val = if val_set.is_empty() {
             None
         } else {
-            Some(evaluate_on(&mut *eng, &model, &val_set, EVAL_BATCH).map_err(|e| anyhow!(e))?)
+            Some(evaluate(&mut *eng, &val_set, EVAL_BATCH)?)
         };
         let secs = t0.elapsed().as_secs_f64();
         state.train_seconds += secs;
@@ -589,9 +583,9 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         let ck = Checkpoint {
             model: model_cfg.clone(),
-            params: eng.params().map_err(|e| anyhow!(e))?.into_owned(),
+            params: eng.params()?.into_owned(),
             vocab: None,
-            optimizer: Some(eng.optimizer().map_err(|e| anyhow!(e))?.into_owned()),
+            optimizer: eng.optimizer()?.map(|o| o.into_owned()),
             train_state: Some(serde_json::to_value(&state)?),
         };
         checkpoint::save(&last_path, &ck)?;
@@ -748,19 +742,8 @@ fn eval(a: EvalArgs) -> Result<()> {
     for e in &mut examples {
         st.normalizer.apply(&mut e.feats);
     }
-    // the optimizer is never stepped (evaluation takes no step): its moments stay zero
-    let opt = Optimizer::new(
-        OptimKind::parse("sgd", 0.0).expect("sgd"),
-        0.0,
-        params.len(),
-    );
-    let mut eng = device.into_model_engine(ModelEngineParts {
-        model: model.clone(),
-        params,
-        opt,
-    })?;
-    let ev: Evaluation =
-        evaluate_on(&mut *eng, &model, &examples, EVAL_BATCH).map_err(|e| anyhow!(e))?;
+    let mut eng = device.engine(model.clone(), params, None)?;
+    let ev: Evaluation = evaluate(&mut *eng, &examples, EVAL_BATCH)?;
     let per_digit = ev.per_digit();
     let stem = a.plot.clone().unwrap_or_else(|| {
         let name = a
@@ -850,7 +833,8 @@ fn predict(a: PredictArgs) -> Result<()> {
     }];
     st.normalizer.apply(&mut ex1[0].feats);
     let batch = make_batch(&ex1, &[0]);
-    let probs = predict_batch(&model, &params, &batch);
+    let mut eng = recur::engine::Backend::engine(&recur::engine::Cpu, model, params, None)?;
+    let probs = predict_batch(&mut *eng, &batch)?;
     let digit = classifier::argmax(&probs);
     let mut out = std::io::stdout().lock();
     if a.json {

@@ -159,7 +159,8 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--gradflow is measured on the adding problem with one layer");
     }
     // opened once here, so that a missing device is reported before any work
-    let make_engine = crate::device::open(&c.device)?.batch_engine_maker();
+    let backend = crate::device::open(&c.device)?;
+    let backend = &*backend;
     let spec = |cell: CellKind| TrainSpec {
         task: task.clone(),
         rnn: StackConfig::new(cell, 0, c.rnn_size).with_layers(c.num_layers),
@@ -202,7 +203,7 @@ pub fn run(a: Args) -> Result<()> {
                 let (stop, spec, note) = (stop.clone(), spec(cell), &baseline_note);
                 let bars = &bars;
                 sc.spawn(move || {
-                    let r = train_with(&spec, &mut |p| make_engine(p), &mut |ev| {
+                    let r = train_with(&spec, backend, &mut |ev| {
                         match ev {
                             Event::Step { step, loss } => {
                                 bar.set_position(step as u64);

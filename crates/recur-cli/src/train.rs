@@ -489,7 +489,12 @@ pub fn run(a: Args) -> Result<()> {
         )?;
         (t, vocab, data_path)
     };
-    let mut trainer = device.attach(trainer)?;
+    // the run is built on the CPU; another device takes it over from there
+    let mut trainer = if device_name == "cpu" {
+        trainer
+    } else {
+        trainer.on_backend(&*device)?
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     {

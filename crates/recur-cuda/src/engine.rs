@@ -1,30 +1,29 @@
-//! The GPU's `recur::engine::Engine` (the training loop's device math), and a character model's
-//! loss on a text and its sampling on the GPU: the twins of `recur::engine::CpuEngine`,
-//! `recur::stream::stream_loss` and `recur::apps::charlm::sample::Generator`.
+//! The GPU's side of the device seam: [`Cuda`] (a `recur::engine::Backend`), [`GpuEngine`] (a
+//! `recur::engine::Engine`: the training loops' device math), [`GpuStepper`] (one token at a time,
+//! for sampling) and a character model's loss on a text: the twins of `recur::engine::Cpu`,
+//! `CpuEngine`, `CpuStepper` and `recur::stream::stream_loss`.
 //!
 //! Parameters, gradients, optimizer moments and the carried hidden state stay on the device;
 //! the host sees them only when the loop asks for a checkpoint or an evaluation's sample (one
 //! copy each). Per step the host uploads the batch's token ids and targets and reads back two
 //! numbers (the loss and the gradient norm, which the loop checks for NaN).
 //!
-//! What it is not: the loop itself (recur::apps::charlm::train), or a multi-GPU engine.
+//! What it is not: a training loop, or a multi-GPU engine.
 
 use crate::device::{Gpu, GpuError};
 use crate::model::{GpuModel, GpuModelWorkspace};
 use crate::optim::{clip_grad_norm, clip_grad_value, grad_norm, GpuOptimizer, NormScratch};
 use crate::DevBuf;
-use recur::apps::charlm::sample::{draw, SampleOptions};
 use recur::engine::{
-    check_len, BatchEngine, BatchEngineParts, Engine, EngineError, EngineParts, LossTargets,
-    ModelEngine, ModelEngineParts,
+    carry_batch, check_batch, check_carry, check_len, state_sizes, Backend, Batch, Engine,
+    LossTargets, Start, Stepper,
 };
+use recur::error::{Error, Result};
 use recur::model::{Input, Model};
 use recur::optim::Optimizer;
 use recur::rng::Rng;
 use recur::stream::{for_stream_chunks, Carry};
 use std::borrow::Cow;
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 
 /// A carried hidden state on the device: h (L*D, B, P) and c (L*D, B, H; LSTM only).
 pub struct GpuCarry {
@@ -110,430 +109,424 @@ pub fn stream_loss(
     Ok((total, count))
 }
 
-/// A character model run one character at a time on the GPU (B = 1, T = 1), as
-/// `recur::apps::charlm::sample::Generator`: the logits come back to the host and are drawn from there by the same
-/// code (`recur::apps::charlm::sample::draw`).
-pub struct GpuGenerator<'a> {
-    gpu: &'a Gpu,
+/// The GPU as a `recur::engine::Backend`: each engine and stepper it makes opens its own context
+/// handle, stream and kernels on device `ordinal`, so that runs side by side on several threads
+/// each have their own.
+pub struct Cuda {
+    ordinal: usize,
+    name: String,
+}
+
+impl Cuda {
+    /// Opens device `ordinal` once, to report a missing device or library before any work.
+    pub fn new(ordinal: usize) -> std::result::Result<Cuda, GpuError> {
+        let gpu = Gpu::new(ordinal)?;
+        Ok(Cuda {
+            ordinal,
+            name: gpu.name(),
+        })
+    }
+}
+
+impl Backend for Cuda {
+    fn name(&self) -> String {
+        format!("cuda ({})", self.name)
+    }
+
+    fn engine(
+        &self,
+        model: Model,
+        params: Vec<f32>,
+        opt: Option<Optimizer<f32>>,
+    ) -> Result<Box<dyn Engine>> {
+        let gpu = Gpu::new(self.ordinal).map_err(e)?;
+        Ok(Box::new(GpuEngine::new(gpu, model, &params, opt.as_ref())?))
+    }
+
+    fn stepper<'a>(&'a self, model: &'a Model, params: &'a [f32]) -> Result<Box<dyn Stepper + 'a>> {
+        let gpu = Gpu::new(self.ordinal).map_err(e)?;
+        Ok(Box::new(GpuStepper::new(gpu, model, params).map_err(e)?))
+    }
+}
+
+/// A character model run one token at a time on the GPU (B = 1, T = 1): the logits come back to
+/// the host after every token.
+pub struct GpuStepper {
+    gpu: Gpu,
     gm: GpuModel,
     params: DevBuf,
     ws: GpuModelWorkspace,
     carry: GpuCarry,
     logits: Vec<f32>,
-    probs: Vec<f32>,
-    order: Vec<u32>,
 }
 
-impl<'a> GpuGenerator<'a> {
-    pub fn new(gpu: &'a Gpu, model: &Model, params: &[f32]) -> Result<Self, GpuError> {
+impl GpuStepper {
+    pub fn new(gpu: Gpu, model: &Model, params: &[f32]) -> std::result::Result<Self, GpuError> {
+        if params.len() != model.num_params() {
+            return Err(GpuError::Shape(format!(
+                "{} parameters for a model of {}",
+                params.len(),
+                model.num_params()
+            )));
+        }
         let gm = GpuModel::new(model);
-        let v = model.cfg.output_size;
-        Ok(GpuGenerator {
-            ws: gm.workspace(gpu, 1, 1)?,
-            carry: GpuCarry::zeros(gpu, model, 1)?,
+        Ok(GpuStepper {
+            ws: gm.workspace(&gpu, 1, 1)?,
+            carry: GpuCarry::zeros(&gpu, model, 1)?,
             params: gpu.upload(params)?,
             gm,
             gpu,
             logits: Vec::new(),
-            probs: vec![0.0; v],
-            order: Vec::with_capacity(v),
         })
-    }
-
-    /// Runs one character through the model and brings its next-character logits back.
-    pub fn feed(&mut self, id: u32) -> Result<(), GpuError> {
-        let (h0, c0) = self.carry.as_init();
-        self.gm.forward(
-            self.gpu,
-            &mut self.ws,
-            &self.params,
-            Input::Tokens(&[id]),
-            h0,
-            c0,
-            None,
-            None,
-        )?;
-        self.carry.take_from(self.gpu, &self.ws)?;
-        self.logits = self
-            .gpu
-            .download(&self.ws.logits, self.gm.model.cfg.output_size)?;
-        Ok(())
-    }
-
-    /// Logits (V) after the last [`GpuGenerator::feed`] (empty before).
-    pub fn logits(&self) -> &[f32] {
-        &self.logits
-    }
-
-    /// Draws the next character after the last [`GpuGenerator::feed`].
-    pub fn sample(&mut self, opts: &SampleOptions, rng: &mut Rng) -> u32 {
-        assert!(!self.logits.is_empty(), "feed a character first");
-        draw(&self.logits, opts, rng, &mut self.probs, &mut self.order)
     }
 }
 
-/// What every GPU engine holds: the device, the model, its parameters and their gradients, the
-/// optimizer and the norm scratch, all on the device.
-struct Core {
+impl Stepper for GpuStepper {
+    fn feed(&mut self, id: u32) -> Result<()> {
+        let v = self.gm.model.cfg.input_size;
+        if id as usize >= v {
+            return Err(Error::invalid(format!(
+                "token id {id} is outside the model's vocabulary of {v}"
+            )));
+        }
+        let (h0, c0) = self.carry.as_init();
+        let g = &self.gpu;
+        self.gm
+            .forward(
+                g,
+                &mut self.ws,
+                &self.params,
+                Input::Tokens(&[id]),
+                h0,
+                c0,
+                None,
+                None,
+            )
+            .map_err(e)?;
+        self.carry.take_from(g, &self.ws).map_err(e)?;
+        self.logits = g
+            .download(&self.ws.logits, self.gm.model.cfg.output_size)
+            .map_err(e)?;
+        Ok(())
+    }
+
+    fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+}
+
+fn e(err: GpuError) -> Error {
+    Error::device(err)
+}
+
+/// How many workspaces (batch shapes) an engine keeps; the oldest goes first.
+const KEEP_SHAPES: usize = 4;
+
+/// `recur::engine::Engine` on the GPU: parameters, gradients, optimizer moments, the carried
+/// state and one workspace per batch shape (a few kept) on the device.
+pub struct GpuEngine {
     gpu: Gpu,
     gm: GpuModel,
     params: DevBuf,
     grads: DevBuf,
-    opt: GpuOptimizer,
+    opt: Option<GpuOptimizer>,
     norm: NormScratch,
     n: usize,
-}
-
-impl Core {
-    /// Uploads a run's parameters and optimizer state, checking their sizes against the model.
-    fn new(
-        gpu: Gpu,
-        model: &Model,
-        params: &[f32],
-        opt: &Optimizer<f32>,
-    ) -> Result<Core, GpuError> {
-        let n = model.num_params();
-        if params.len() != n || opt.m.len() != n {
-            return Err(GpuError::Shape(format!(
-                "{} parameters and {} optimizer values for a model of {n}",
-                params.len(),
-                opt.m.len()
-            )));
-        }
-        Ok(Core {
-            gm: GpuModel::new(model),
-            params: gpu.upload(params)?,
-            grads: gpu.zeros::<f32>(n)?,
-            opt: GpuOptimizer::from_host(&gpu, opt)?,
-            norm: NormScratch::new(&gpu)?,
-            n,
-            gpu,
-        })
-    }
-
-    fn device(&self) -> String {
-        format!("cuda ({})", self.gpu.name())
-    }
-
-    /// Backward of the forward held in `ws` (its dlogits set) into zeroed gradients.
-    fn backward(&mut self, ws: &mut GpuModelWorkspace) -> Result<(), EngineError> {
-        let g = &self.gpu;
-        g.zero(g.ptr(&self.grads), self.n).map_err(e)?;
-        self.gm
-            .backward(g, ws, &self.params, &mut self.grads, None, None, None)
-            .map_err(e)
-    }
-
-    /// Global-norm clipping when `clip > 0`: the norm before it.
-    fn clip_norm(&mut self, clip: f64) -> Result<Option<f64>, EngineError> {
-        if clip > 0.0 {
-            clip_grad_norm(&self.gpu, &self.norm, &mut self.grads, self.n, clip)
-                .map(Some)
-                .map_err(e)
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// One optimizer update, with learning rate `lr` when given.
-    fn update(&mut self, lr: Option<f64>) -> Result<(), EngineError> {
-        if let Some(lr) = lr {
-            self.opt.lr = lr;
-        }
-        self.opt
-            .update(&self.gpu, &mut self.params, &self.grads)
-            .map_err(e)
-    }
-
-    /// A host copy of the parameters.
-    fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
-        Ok(Cow::Owned(
-            self.gpu.download(&self.params, self.n).map_err(e)?,
-        ))
-    }
-
-    /// A host copy of the optimizer and its state.
-    fn optimizer(&self) -> Result<Cow<'_, Optimizer<f32>>, EngineError> {
-        Ok(Cow::Owned(self.opt.to_host(&self.gpu).map_err(e)?))
-    }
-}
-
-fn e(err: GpuError) -> EngineError {
-    err.to_string()
-}
-
-/// The training loop's engine on the GPU (see the file header).
-pub struct GpuEngine {
-    core: Core,
-    carry: GpuCarry,
-    ws: GpuModelWorkspace,
-    val_ws: Option<GpuModelWorkspace>,
-    val_tail: Option<GpuModelWorkspace>,
+    // the copy of the parameters for restore (made at the first snapshot)
+    backup: Option<DevBuf>,
+    carry: Option<GpuCarry>,
+    // workspaces by shape, the newest last; the shape of the last forward
+    ws: Vec<GpuModelWorkspace>,
+    last: Option<(usize, usize)>,
+    // the stream loss's last, shorter chunk
+    tail: Option<GpuModelWorkspace>,
+    logits: Vec<f32>,
 }
 
 impl GpuEngine {
-    /// Moves a run's state onto `gpu` and sizes the workspaces.
-    pub fn new(gpu: Gpu, p: EngineParts) -> Result<GpuEngine, GpuError> {
-        let core = Core::new(gpu, &p.model, &p.params, &p.opt)?;
-        let (g, gm) = (&core.gpu, &core.gm);
+    /// Uploads a model's parameters and optimizer state, checking their sizes against it.
+    pub fn new(
+        gpu: Gpu,
+        model: Model,
+        params: &[f32],
+        opt: Option<&Optimizer<f32>>,
+    ) -> Result<GpuEngine> {
+        let n = model.num_params();
+        check_len(params.len(), n)?;
+        if let Some(o) = opt {
+            check_len(o.m.len(), n)?;
+        }
+        let opt = match opt {
+            Some(o) => Some(GpuOptimizer::from_host(&gpu, o).map_err(e)?),
+            None => None,
+        };
         Ok(GpuEngine {
-            carry: GpuCarry::from_host(g, &p.carry)?,
-            ws: gm.workspace(g, p.t, p.b)?,
-            val_ws: if p.val_b > 0 {
-                Some(gm.workspace(g, p.t, p.val_b)?)
-            } else {
-                None
-            },
-            val_tail: None,
-            core,
+            gm: GpuModel::new(&model),
+            params: gpu.upload(params).map_err(e)?,
+            grads: gpu.zeros::<f32>(n).map_err(e)?,
+            opt,
+            norm: NormScratch::new(&gpu).map_err(e)?,
+            n,
+            backup: None,
+            carry: None,
+            ws: Vec::new(),
+            last: None,
+            tail: None,
+            logits: Vec::new(),
+            gpu,
         })
     }
 
     /// The device.
     pub fn gpu(&self) -> &Gpu {
-        &self.core.gpu
+        &self.gpu
+    }
+
+    fn ws_index(&mut self, t: usize, b: usize) -> Result<usize> {
+        if let Some(i) = self.ws.iter().position(|w| w.t == t && w.b == b) {
+            return Ok(i);
+        }
+        if self.ws.len() == KEEP_SHAPES {
+            self.ws.remove(0);
+        }
+        self.ws.push(self.gm.workspace(&self.gpu, t, b).map_err(e)?);
+        Ok(self.ws.len() - 1)
+    }
+
+    fn last_index(&self) -> Result<usize> {
+        let none = || Error::invalid("the engine has run no forward yet");
+        let (t, b) = self.last.ok_or_else(none)?;
+        self.ws
+            .iter()
+            .position(|w| w.t == t && w.b == b)
+            .ok_or_else(none)
     }
 }
 
 impl Engine for GpuEngine {
     fn device(&self) -> String {
-        self.core.device()
+        format!("cuda ({})", self.gpu.name())
     }
 
-    fn reset_carry(&mut self) {
-        // a failure here shows up at the next launch of the step, which reports it
-        let _ = self.carry.reset(&self.core.gpu);
+    fn model(&self) -> &Model {
+        &self.gm.model
     }
 
-    fn forward_loss(
-        &mut self,
-        inputs: &[u32],
-        targets: &[u32],
-        rng: &mut Rng,
-    ) -> Result<f64, EngineError> {
-        let n = inputs.len();
-        let (h0, c0) = self.carry.as_init();
-        let c = &self.core;
-        let tokens = Input::Tokens(inputs);
-        c.gm.forward(
-            &c.gpu,
-            &mut self.ws,
-            &c.params,
-            tokens,
-            h0,
-            c0,
-            None,
-            Some(rng),
-        )
-        .map_err(e)?;
-        let (sum, count) =
-            c.gm.loss(&c.gpu, &mut self.ws, targets, 1.0 / n as f32)
-                .map_err(e)?;
-        Ok(sum / count as f64)
-    }
-
-    fn backward_clip(
-        &mut self,
-        _inputs: &[u32],
-        clip_value: f64,
-        clip_norm: f64,
-    ) -> Result<f64, EngineError> {
-        self.core.backward(&mut self.ws)?;
-        let c = &mut self.core;
-        if clip_value > 0.0 {
-            clip_grad_value(&c.gpu, &mut c.grads, c.n, clip_value).map_err(e)?;
-        }
-        match c.clip_norm(clip_norm)? {
-            Some(norm) => Ok(norm),
-            None => grad_norm(&c.gpu, &c.norm, &c.grads, c.n).map_err(e),
-        }
-    }
-
-    fn update(&mut self, lr: f64) -> Result<(), EngineError> {
-        self.core.update(Some(lr))?;
-        self.carry.take_from(&self.core.gpu, &self.ws).map_err(e)
-    }
-
-    fn stream_loss(&mut self, ids: &[u32]) -> Result<(f64, usize), EngineError> {
-        let c = &self.core;
-        match self.val_ws.as_mut() {
-            Some(ws) => {
-                stream_loss(&c.gpu, &c.gm, &c.params, ids, ws, &mut self.val_tail).map_err(e)
+    fn forward(&mut self, batch: &Batch, start: Start, rng: Option<&mut Rng>) -> Result<()> {
+        check_batch(&self.gm.model, batch)?;
+        if start == Start::Carried {
+            if self.carry.is_none() {
+                self.carry = Some(GpuCarry::zeros(&self.gpu, &self.gm.model, batch.b).map_err(e)?);
             }
-            None => Ok((0.0, 0)),
+            let c = self.carry.as_ref().expect("just set");
+            if c.nh != state_sizes(&self.gm.model, batch.b).0 {
+                return Err(Error::invalid(
+                    "the carried state is for another number of sequences",
+                ));
+            }
         }
+        let i = self.ws_index(batch.t, batch.b)?;
+        let (h0, c0) = match (start, &self.carry) {
+            (Start::Carried, Some(c)) => c.as_init(),
+            _ => (None, None),
+        };
+        self.gm
+            .forward(
+                &self.gpu,
+                &mut self.ws[i],
+                &self.params,
+                batch.input,
+                h0,
+                c0,
+                batch.lengths,
+                rng,
+            )
+            .map_err(e)?;
+        self.last = Some((batch.t, batch.b));
+        Ok(())
     }
 
-    fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
-        self.core.params()
-    }
-
-    fn set_params(&mut self, params: &[f32]) -> Result<(), EngineError> {
-        check_len(params.len(), self.core.n)?;
-        self.core
-            .gpu
-            .write(&mut self.core.params, params)
-            .map_err(e)
-    }
-
-    fn optimizer(&self) -> Result<Cow<'_, Optimizer<f32>>, EngineError> {
-        self.core.optimizer()
-    }
-
-    fn carry(&self) -> Result<Cow<'_, Carry>, EngineError> {
-        Ok(Cow::Owned(self.carry.to_host(&self.core.gpu).map_err(e)?))
-    }
-}
-
-/// The long-memory tasks' engine on the GPU (`recur::engine::BatchEngine`): fixed-shape batches
-/// from a zero state, the head's loss, clipping and the optimizer on the device, with a device
-/// copy of the parameters for the one-step undo.
-pub struct GpuBatchEngine {
-    core: Core,
-    backup: DevBuf,
-    ws: GpuModelWorkspace,
-}
-
-impl GpuBatchEngine {
-    pub fn new(gpu: Gpu, p: BatchEngineParts) -> Result<GpuBatchEngine, GpuError> {
-        let core = Core::new(gpu, &p.model, &p.params, &p.opt)?;
-        Ok(GpuBatchEngine {
-            backup: core.gpu.upload(&p.params)?,
-            ws: core.gm.workspace(&core.gpu, p.t, p.b)?,
-            core,
-        })
-    }
-}
-
-impl BatchEngine for GpuBatchEngine {
-    fn device(&self) -> String {
-        self.core.device()
-    }
-
-    fn forward_loss(
-        &mut self,
-        input: Input<f32>,
-        targets: LossTargets,
-        scale: f32,
-    ) -> Result<(f64, usize), EngineError> {
-        let (g, gm) = (&self.core.gpu, &self.core.gm);
-        gm.forward(
-            g,
-            &mut self.ws,
-            &self.core.params,
-            input,
-            None,
-            None,
-            None,
-            None,
-        )
-        .map_err(e)?;
+    fn loss(&mut self, targets: LossTargets, scale: f32) -> Result<(f64, usize)> {
+        let i = self.last_index()?;
+        let (g, gm, ws) = (&self.gpu, &self.gm, &mut self.ws[i]);
         match targets {
-            LossTargets::Values(y) => gm.loss_mse(g, &mut self.ws, y, scale),
-            LossTargets::Classes(c) => gm.loss(g, &mut self.ws, c, scale),
+            LossTargets::Values(y) => gm.loss_mse(g, ws, y, scale),
+            LossTargets::Classes(c) => gm.loss(g, ws, c, scale),
         }
         .map_err(e)
     }
 
-    fn backward_clip(&mut self, _input: Input<f32>, clip: f64) -> Result<Option<f64>, EngineError> {
-        self.core.backward(&mut self.ws)?;
-        self.core.clip_norm(clip)
-    }
-
-    fn update(&mut self) -> Result<(), EngineError> {
-        let (g, n) = (&self.core.gpu, self.core.n);
-        g.copy(g.ptr(&self.backup), g.ptr(&self.core.params), n)
-            .map_err(e)?;
-        self.core.update(None)
-    }
-
-    fn undo_update(&mut self) -> Result<(), EngineError> {
-        let (g, n) = (&self.core.gpu, self.core.n);
-        g.copy(g.ptr(&self.core.params), g.ptr(&self.backup), n)
-            .map_err(e)
-    }
-
-    fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
-        self.core.params()
-    }
-}
-
-/// `recur::engine::ModelEngine` on the GPU: batches of any shape (one workspace per shape is
-/// kept), the logits back to the host after forward, their gradient to the device for backward.
-pub struct GpuModelEngine {
-    core: Core,
-    // workspaces by (T, B), and the shape of the last forward
-    ws: HashMap<(usize, usize), GpuModelWorkspace>,
-    last: Option<(usize, usize)>,
-    logits: Vec<f32>,
-}
-
-impl GpuModelEngine {
-    pub fn new(gpu: Gpu, p: ModelEngineParts) -> Result<GpuModelEngine, GpuError> {
-        Ok(GpuModelEngine {
-            core: Core::new(gpu, &p.model, &p.params, &p.opt)?,
-            ws: HashMap::new(),
-            last: None,
-            logits: Vec::new(),
-        })
-    }
-}
-
-impl ModelEngine for GpuModelEngine {
-    fn device(&self) -> String {
-        self.core.device()
-    }
-
-    fn forward(
-        &mut self,
-        input: Input<f32>,
-        t: usize,
-        b: usize,
-        lengths: Option<&[usize]>,
-        rng: Option<&mut Rng>,
-    ) -> Result<Cow<'_, [f32]>, EngineError> {
-        let (g, gm) = (&self.core.gpu, &self.core.gm);
-        let ws = match self.ws.entry((t, b)) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert(gm.workspace(g, t, b).map_err(e)?),
-        };
-        self.last = Some((t, b));
-        gm.forward(g, ws, &self.core.params, input, None, None, lengths, rng)
-            .map_err(e)?;
-        let k = ws.rows() * gm.model.cfg.output_size;
-        self.logits = g.download(&ws.logits, k).map_err(e)?;
+    fn logits(&mut self) -> Result<Cow<'_, [f32]>> {
+        let i = self.last_index()?;
+        let ws = &self.ws[i];
+        let k = ws.rows() * self.gm.model.cfg.output_size;
+        self.logits = self.gpu.download(&ws.logits, k).map_err(e)?;
         Ok(Cow::Borrowed(&self.logits))
     }
 
-    fn backward(
-        &mut self,
-        _input: Input<f32>,
-        _lengths: Option<&[usize]>,
-        dlogits: &[f32],
-        clip: f64,
-    ) -> Result<Option<f64>, EngineError> {
-        let ws = self
-            .last
-            .and_then(|k| self.ws.get_mut(&k))
-            .ok_or_else(|| "backward needs a forward first".to_string())?;
-        let k = ws.rows() * self.core.gm.model.cfg.output_size;
+    fn set_dlogits(&mut self, dlogits: &[f32]) -> Result<()> {
+        let i = self.last_index()?;
+        let ws = &mut self.ws[i];
+        let k = ws.rows() * self.gm.model.cfg.output_size;
         if dlogits.len() != k {
-            return Err(format!("{} logit gradients for {k} logits", dlogits.len()));
+            return Err(Error::invalid(format!(
+                "{} logit gradients for {k} logits",
+                dlogits.len()
+            )));
         }
-        self.core.gpu.write(&mut ws.dlogits, dlogits).map_err(e)?;
-        self.core.backward(ws)?;
-        self.core.clip_norm(clip)
+        self.gpu.write(&mut ws.dlogits, dlogits).map_err(e)
     }
 
-    fn update(&mut self, lr: f64) -> Result<(), EngineError> {
-        self.core.update(Some(lr))
+    fn backward(&mut self, batch: &Batch) -> Result<()> {
+        if self.last != Some((batch.t, batch.b)) {
+            return Err(Error::invalid(
+                "backward needs a forward of the same batch first",
+            ));
+        }
+        let i = self.last_index()?;
+        let g = &self.gpu;
+        g.zero(g.ptr(&self.grads), self.n).map_err(e)?;
+        self.gm
+            .backward(
+                g,
+                &mut self.ws[i],
+                &self.params,
+                &mut self.grads,
+                None,
+                None,
+                None,
+            )
+            .map_err(e)
     }
 
-    fn params(&self) -> Result<Cow<'_, [f32]>, EngineError> {
-        self.core.params()
+    fn clip(&mut self, value: f64, norm: f64) -> Result<f64> {
+        let g = &self.gpu;
+        if value > 0.0 {
+            clip_grad_value(g, &mut self.grads, self.n, value).map_err(e)?;
+        }
+        if norm > 0.0 {
+            clip_grad_norm(g, &self.norm, &mut self.grads, self.n, norm).map_err(e)
+        } else {
+            grad_norm(g, &self.norm, &self.grads, self.n).map_err(e)
+        }
     }
 
-    fn optimizer(&self) -> Result<Cow<'_, Optimizer<f32>>, EngineError> {
-        self.core.optimizer()
+    fn grads(&self) -> Result<Cow<'_, [f32]>> {
+        Ok(Cow::Owned(
+            self.gpu.download(&self.grads, self.n).map_err(e)?,
+        ))
+    }
+
+    fn set_grads(&mut self, grads: &[f32]) -> Result<()> {
+        check_len(grads.len(), self.n)?;
+        self.gpu.write(&mut self.grads, grads).map_err(e)
+    }
+
+    fn update(&mut self, lr: f64) -> Result<()> {
+        let opt = self
+            .opt
+            .as_mut()
+            .ok_or_else(|| Error::invalid("an inference-only engine has no optimizer"))?;
+        opt.lr = lr;
+        opt.update(&self.gpu, &mut self.params, &self.grads)
+            .map_err(e)
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        let g = &self.gpu;
+        if self.backup.is_none() {
+            self.backup = Some(g.zeros::<f32>(self.n).map_err(e)?);
+        }
+        let b = self.backup.as_ref().expect("just set");
+        g.copy(g.ptr(b), g.ptr(&self.params), self.n).map_err(e)
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        let g = &self.gpu;
+        let b = self
+            .backup
+            .as_ref()
+            .ok_or_else(|| Error::invalid("restore needs a snapshot first"))?;
+        g.copy(g.ptr(&self.params), g.ptr(b), self.n).map_err(e)
+    }
+
+    fn keep_carry(&mut self) -> Result<()> {
+        let i = self.last_index()?;
+        let b = self.ws[i].b;
+        let fits = self
+            .carry
+            .as_ref()
+            .is_some_and(|c| c.nh == state_sizes(&self.gm.model, b).0);
+        if !fits {
+            self.carry = Some(GpuCarry::zeros(&self.gpu, &self.gm.model, b).map_err(e)?);
+        }
+        let c = self.carry.as_mut().expect("just set");
+        c.take_from(&self.gpu, &self.ws[i]).map_err(e)
+    }
+
+    fn reset_carry(&mut self) -> Result<()> {
+        match &mut self.carry {
+            Some(c) => c.reset(&self.gpu).map_err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn carry(&self) -> Result<Option<Cow<'_, Carry>>> {
+        match &self.carry {
+            Some(c) => Ok(Some(Cow::Owned(c.to_host(&self.gpu).map_err(e)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn set_carry(&mut self, carry: &Carry) -> Result<()> {
+        let b = carry_batch(&self.gm.model, carry)?;
+        check_carry(&self.gm.model, carry, b)?;
+        self.carry = Some(GpuCarry::from_host(&self.gpu, carry).map_err(e)?);
+        Ok(())
+    }
+
+    fn stream_loss(&mut self, ids: &[u32], t: usize, b: usize) -> Result<(f64, usize)> {
+        let v = self.gm.model.cfg.input_size;
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= v) {
+            return Err(Error::invalid(format!(
+                "token id {bad} is outside the model's vocabulary of {v}"
+            )));
+        }
+        let i = self.ws_index(t, b)?;
+        let r = stream_loss(
+            &self.gpu,
+            &self.gm,
+            &self.params,
+            ids,
+            &mut self.ws[i],
+            &mut self.tail,
+        )
+        .map_err(e)?;
+        if self.last == Some((t, b)) {
+            self.last = None;
+        }
+        Ok(r)
+    }
+
+    fn params(&self) -> Result<Cow<'_, [f32]>> {
+        Ok(Cow::Owned(
+            self.gpu.download(&self.params, self.n).map_err(e)?,
+        ))
+    }
+
+    fn set_params(&mut self, params: &[f32]) -> Result<()> {
+        check_len(params.len(), self.n)?;
+        self.gpu.write(&mut self.params, params).map_err(e)
+    }
+
+    fn optimizer(&self) -> Result<Option<Cow<'_, Optimizer<f32>>>> {
+        match &self.opt {
+            Some(o) => Ok(Some(Cow::Owned(o.to_host(&self.gpu).map_err(e)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.gpu.sync().map_err(e)
     }
 }

@@ -20,9 +20,9 @@
 //! - [`GpuModel`]: a `recur::model::Model` on the device (input, stack, decoder, every head's loss,
 //!   backward) with the CPU's flat parameter layout; [`GpuOptimizer`] and the clipping functions:
 //!   `recur::optim` on the device;
-//! - [`GpuEngine`]: `recur::engine::Engine` on the device, so `recur::apps::charlm::train::Trainer` runs on the
-//!   GPU with the same loop and checkpoints; [`stream_loss`] and [`GpuGenerator`] for evaluation
-//!   and sampling;
+//! - [`Cuda`]: the `recur::engine::Backend` of the GPU, making [`GpuEngine`]s
+//!   (`recur::engine::Engine` on the device, so every training loop runs on the GPU with the same
+//!   code and checkpoints) and [`GpuStepper`]s (sampling); [`stream_loss`] for evaluation;
 //! - [`compile_ptx`] and [`SOURCES`]: the kernels' NVRTC compilation, also used without a GPU by
 //!   `tests/nvrtc_compiles.rs`.
 //!
@@ -39,7 +39,7 @@ mod optim;
 mod stack;
 
 pub use device::{Gpu, GpuError, GpuGraph};
-pub use engine::{stream_loss, GpuBatchEngine, GpuCarry, GpuEngine, GpuGenerator, GpuModelEngine};
+pub use engine::{stream_loss, Cuda, GpuCarry, GpuEngine, GpuStepper};
 pub use kernels::{compile_ptx, SOURCES};
 pub use model::{GpuModel, GpuModelWorkspace};
 pub use optim::{clip_grad_norm, clip_grad_value, grad_norm, GpuOptimizer, NormScratch};

@@ -821,22 +821,16 @@ const LATER_LOSS_TOL: f64 = 1e-3;
 
 #[test]
 fn gpu_engine_continues_a_cpu_run() {
-    use recur::engine::Engine;
-    let Some(gpu) = gpu("gpu_engine_continues_a_cpu_run") else {
+    if gpu("gpu_engine_continues_a_cpu_run").is_none() {
         return;
-    };
+    }
+    let cuda = recur_cuda::Cuda::new(0).unwrap();
     let mut whole = small_trainer(12);
     let (l_cpu, v_cpu) = losses(&mut whole);
     let mut first = small_trainer(5);
     let (mut l, mut v) = losses(&mut first);
     first.state.budget.max_steps = Some(12);
-    let mut moved = first
-        .with_engine(|p| {
-            recur_cuda::GpuEngine::new(gpu, p)
-                .map(|e| Box::new(e) as Box<dyn Engine>)
-                .map_err(|e| e.to_string())
-        })
-        .unwrap();
+    let mut moved = first.on_backend(&cuda).unwrap();
     assert!(moved.device().starts_with("cuda"), "{}", moved.device());
     let (l2, v2) = losses(&mut moved);
     l.extend(l2);
@@ -875,10 +869,10 @@ fn gpu_engine_continues_a_cpu_run() {
 fn gpu_task_training_matches_cpu() {
     use recur::apps::tasks::train::{train, train_with, TrainSpec};
     use recur::apps::tasks::{Task, TaskKind};
-    use recur::engine::BatchEngine;
     if gpu("gpu_task_training_matches_cpu").is_none() {
         return;
     }
+    let cuda = recur_cuda::Cuda::new(0).unwrap();
     for (kind, cell) in [
         (TaskKind::Adding, "lstm"),
         (TaskKind::Copy, "gru"),
@@ -898,18 +892,7 @@ fn gpu_task_training_matches_cpu() {
             seed: 9,
         };
         let cpu = train(&spec, &mut |_| true).unwrap();
-        let gpu = train_with(
-            &spec,
-            &mut |p| {
-                let g = Gpu::new(0).map_err(|e| e.to_string())?;
-                Ok(
-                    Box::new(recur_cuda::GpuBatchEngine::new(g, p).map_err(|e| e.to_string())?)
-                        as Box<dyn BatchEngine>,
-                )
-            },
-            &mut |_| true,
-        )
-        .unwrap();
+        let gpu = train_with(&spec, &cuda, &mut |_| true).unwrap();
         assert_eq!(gpu.steps, cpu.steps);
         let m = |r: &recur::apps::tasks::train::TrainResult| -> Vec<f64> {
             r.curve.iter().map(|p| p.metric).collect()
@@ -933,10 +916,11 @@ fn gpu_task_training_matches_cpu() {
 /// so the TOL bound applies).
 #[test]
 fn gpu_model_engine_matches_cpu() {
-    use recur::engine::{CpuModelEngine, ModelEngine, ModelEngineParts};
-    let Some(gpu) = gpu("gpu_model_engine_matches_cpu") else {
+    use recur::engine::{Backend, Batch, Cpu, Start};
+    if gpu("gpu_model_engine_matches_cpu").is_none() {
         return;
-    };
+    }
+    let cuda = recur_cuda::Cuda::new(0).unwrap();
     let rnn = StackConfig::new(CellKind::Gru, 1, 12)
         .with_layers(2)
         .with_bidirectional(true)
@@ -946,13 +930,12 @@ fn gpu_model_engine_matches_cpu() {
     let mut params = vec![0.0f32; model.num_params()];
     model.init(&mut params, &mut rng);
     let opt = Optimizer::<f32>::new(OptimKind::parse("sgd", 0.0).unwrap(), 0.1, params.len());
-    let parts = || ModelEngineParts {
-        model: model.clone(),
-        params: params.clone(),
-        opt: opt.clone(),
-    };
-    let mut cpu = CpuModelEngine::new(parts());
-    let mut gpu_eng = recur_cuda::GpuModelEngine::new(gpu, parts()).unwrap();
+    let mut cpu = Cpu
+        .engine(model.clone(), params.clone(), Some(opt.clone()))
+        .unwrap();
+    let mut gpu_eng = cuda
+        .engine(model.clone(), params.clone(), Some(opt))
+        .unwrap();
     for (s, (t, b)) in [(7usize, 3usize), (4, 5), (7, 3)].into_iter().enumerate() {
         let x: Vec<f32> = (0..t * b * 5)
             .map(|_| rng.uniform_in(-1.0, 1.0) as f32)
@@ -960,27 +943,25 @@ fn gpu_model_engine_matches_cpu() {
         let lengths: Vec<usize> = (0..b).map(|_| 1 + rng.below(t as u64) as usize).collect();
         let dl: Vec<f32> = (0..t * b * 10).map(|_| rng.normal() as f32 * 0.1).collect();
         let (mut r1, mut r2) = (Rng::new(s as u64), Rng::new(s as u64));
-        let lc = cpu
-            .forward(Input::Dense(&x), t, b, Some(&lengths), Some(&mut r1))
-            .unwrap()
-            .into_owned();
-        let lg = gpu_eng
-            .forward(Input::Dense(&x), t, b, Some(&lengths), Some(&mut r2))
-            .unwrap()
-            .into_owned();
-        let nc = cpu
-            .backward(Input::Dense(&x), Some(&lengths), &dl, 0.5)
-            .unwrap();
-        let ng = gpu_eng
-            .backward(Input::Dense(&x), Some(&lengths), &dl, 0.5)
-            .unwrap();
+        let batch = Batch::dense(&x, t, b).with_lengths(&lengths);
+        cpu.forward(&batch, Start::Zero, Some(&mut r1)).unwrap();
+        gpu_eng.forward(&batch, Start::Zero, Some(&mut r2)).unwrap();
+        let lc = cpu.logits().unwrap().into_owned();
+        let lg = gpu_eng.logits().unwrap().into_owned();
+        let step = |e: &mut dyn recur::engine::Engine| {
+            e.set_dlogits(&dl).unwrap();
+            e.backward(&batch).unwrap();
+            e.clip(0.0, 0.5).unwrap()
+        };
+        let nc = step(&mut *cpu);
+        let ng = step(&mut *gpu_eng);
         cpu.update(0.1).unwrap();
         gpu_eng.update(0.1).unwrap();
         let (pc, pg) = (cpu.params().unwrap(), gpu_eng.params().unwrap());
         check(
             &[
                 compare("logits", &lg, &lc),
-                compare("norm", &[ng.unwrap()], &[nc.unwrap()]),
+                compare("norm", &[ng], &[nc]),
                 compare("params after the step", &pg, &pc),
             ],
             TOL,

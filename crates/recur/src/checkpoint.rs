@@ -261,13 +261,10 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
     }
     let model: ModelConfig = serde_json::from_str(field("config")?)
         .map_err(|e| err(format!("metadata field 'config': {e}")))?;
-    model
-        .validate()
-        .map_err(|e| err(format!("metadata field 'config': {e}")))?;
     // A config from a damaged or hostile file may imply more parameters than the file holds (or
     // than memory does): refuse it before building a layout or allocating anything.
-    let implied = implied_params(&model);
-    if implied.saturating_mul(4) > bytes.len() {
+    let implied = crate::memory::model_params(&model);
+    if implied.saturating_mul(4) > bytes.len() as u128 {
         return Err(err(format!(
             "metadata field 'config' implies {implied} parameters, more than the file's {} bytes hold",
             bytes.len()
@@ -359,35 +356,6 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
         optimizer,
         train_state,
     })
-}
-
-/// The number of parameters a (validated) config implies, saturating instead of overflowing.
-fn implied_params(cfg: &ModelConfig) -> usize {
-    let r = &cfg.rnn;
-    let (h, p, d) = (r.hidden_size, r.out_size(), r.dirs());
-    let gh = r.kind().gates().saturating_mul(h);
-    let per_dir = |l: usize| {
-        let mut n = gh.saturating_mul(r.layer_input(l).saturating_add(p));
-        if r.bias {
-            n = n.saturating_add(gh.saturating_mul(2));
-        }
-        if r.proj_size > 0 {
-            n = n.saturating_add(p.saturating_mul(h));
-        }
-        n.saturating_mul(d)
-    };
-    // layer 0, then num_layers - 1 layers of the same size
-    let mut n =
-        per_dir(0).saturating_add(per_dir(1).saturating_mul(r.num_layers.saturating_sub(1)));
-    if cfg.input == InputKind::Embedding {
-        n = n.saturating_add(cfg.input_size.saturating_mul(cfg.embed_dim));
-    }
-    let out = cfg.output_size;
-    n = n.saturating_add(out.saturating_mul(r.output_size()));
-    if cfg.decoder_bias {
-        n = n.saturating_add(out);
-    }
-    n
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<String, String> {

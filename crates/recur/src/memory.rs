@@ -38,21 +38,36 @@ pub fn check(what: &str, bytes: u128) -> Result<()> {
     Ok(())
 }
 
-/// Parameters of one stack, counted without overflow.
+/// Parameters of one stack, counted without overflow (whatever the sizes a damaged file claims).
 pub fn stack_params(cfg: &StackConfig) -> u128 {
     let (h, p) = (cfg.hidden_size as u128, cfg.out_size() as u128);
     let gh = cfg.kind().gates() as u128 * h;
-    let mut n = 0u128;
-    for l in 0..cfg.num_layers {
+    let per_dir = |l: usize| {
         let i = cfg.layer_input(l) as u128;
-        let mut dir = gh * (i + p);
+        let mut n = gh * (i + p);
         if cfg.bias {
-            dir += 2 * gh;
+            n += 2 * gh;
         }
         if cfg.proj_size > 0 {
-            dir += p * h;
+            n += p * h;
         }
-        n += dir * cfg.dirs() as u128;
+        n * cfg.dirs() as u128
+    };
+    // layer 0, then num_layers - 1 layers of the same size
+    let rest = (cfg.num_layers as u128).saturating_sub(1);
+    per_dir(0).saturating_add(per_dir(1).saturating_mul(rest))
+}
+
+/// Parameters of a whole model (embedding, stack, decoder), counted without overflow.
+pub fn model_params(cfg: &crate::model::ModelConfig) -> u128 {
+    let mut n = stack_params(&cfg.rnn);
+    if cfg.input == InputKind::Embedding {
+        n = n.saturating_add(cfg.input_size as u128 * cfg.embed_dim as u128);
+    }
+    let out = cfg.output_size as u128;
+    n = n.saturating_add(out * cfg.rnn.output_size() as u128);
+    if cfg.decoder_bias {
+        n = n.saturating_add(out);
     }
     n
 }

@@ -1,4 +1,4 @@
-//! `Trainer::with_engine`: moving a run to another engine mid-way hands over the parameters,
+//! `Trainer::on_backend`: moving a run to another engine mid-way hands over the parameters,
 //! optimizer state and carried hidden state exactly. Moved from the CPU engine to a fresh CPU
 //! engine after 5 steps, a run must give bit-for-bit the losses, evaluations and final parameters
 //! of the same run never moved (the GPU engine is checked the same way, against a tolerance, in
@@ -8,7 +8,7 @@
 mod small_run;
 
 use recur::apps::charlm::train::Trainer;
-use recur::engine::{CpuEngine, Engine};
+use recur::engine::Cpu;
 use small_run::{losses, small_trainer};
 
 /// The losses of a run as f64 bit patterns (compared exactly).
@@ -29,9 +29,7 @@ fn moving_a_run_to_a_fresh_engine_changes_nothing() {
     let mut first = small_trainer(5);
     let (mut l, mut v) = run(&mut first);
     first.state.budget.max_steps = Some(12);
-    let mut moved = first
-        .with_engine(|p| Ok(Box::new(CpuEngine::new(p)) as Box<dyn Engine>))
-        .unwrap();
+    let mut moved = first.on_backend(&Cpu).unwrap();
     let (l2, v2) = run(&mut moved);
     l.extend(l2);
     v.extend(v2);

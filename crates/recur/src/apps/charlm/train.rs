@@ -9,12 +9,12 @@
 //!
 //! One step is: forward -> loss -> backward -> (the slot where a data-parallel all-reduce of the
 //! gradients would go) -> clipping -> optimizer update. See [`Trainer::step`]. The math runs in an
-//! [`Engine`] (the CPU's by default; [`Trainer::with_engine`] moves the run to another, e.g. the
-//! GPU's), so this loop is the same on every device.
+//! [`Engine`] (the CPU's by default; [`Trainer::on_backend`] moves the run to another device, e.g.
+//! the GPU), so this loop is the same on every device.
 
 use crate::apps::charlm::data::{self, Streams};
 use crate::checkpoint::{self, Checkpoint, CheckpointError};
-use crate::engine::{CpuEngine, Engine, EngineError, EngineParts};
+use crate::engine::{Backend, Batch, Cpu, Engine, LossTargets, Start};
 use crate::model::{Model, ModelConfig};
 use crate::optim::{OptimKind, Optimizer};
 use crate::rng::Rng;
@@ -143,7 +143,7 @@ pub enum TrainError {
     },
     Checkpoint(CheckpointError),
     /// The engine's device failed (a driver error); the message names it.
-    Device(EngineError),
+    Device(String),
 }
 
 impl fmt::Display for TrainError {
@@ -164,6 +164,17 @@ impl std::error::Error for TrainError {}
 impl From<CheckpointError> for TrainError {
     fn from(e: CheckpointError) -> Self {
         TrainError::Checkpoint(e)
+    }
+}
+
+impl From<crate::Error> for TrainError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::Invalid(s) | crate::Error::Data(s) => TrainError::Invalid(s),
+            crate::Error::Checkpoint(c) => TrainError::Checkpoint(c),
+            e @ crate::Error::OutOfMemory { .. } => TrainError::Invalid(e.to_string()),
+            e => TrainError::Device(e.to_string()),
+        }
     }
 }
 
@@ -379,15 +390,8 @@ impl Trainer {
         unbits(&state.carry_c, &mut carry.c);
         let val_b = b.min(val.len().saturating_sub(1));
         let lr = opt.lr;
-        let engine = Box::new(CpuEngine::new(EngineParts {
-            model: model.clone(),
-            params,
-            opt,
-            carry,
-            t,
-            b,
-            val_b,
-        }));
+        let mut engine = Cpu.engine(model.clone(), params, Some(opt))?;
+        engine.set_carry(&carry)?;
         Ok(Trainer {
             engine,
             lr,
@@ -405,64 +409,42 @@ impl Trainer {
         })
     }
 
-    /// Moves the run to another engine: `make` receives the current parameters, optimizer and
-    /// carried state (host copies) and the batch shapes, and builds the engine (e.g. the GPU's)
-    /// that computes from then on. The loop, checkpoints and their format stay the same.
-    pub fn with_engine(
-        mut self,
-        make: impl FnOnce(EngineParts) -> Result<Box<dyn Engine>, EngineError>,
-    ) -> Result<Self, TrainError> {
-        let cfg = &self.state.config;
-        let parts = EngineParts {
-            model: self.model.clone(),
-            params: self
-                .engine
-                .params()
-                .map_err(TrainError::Device)?
-                .into_owned(),
-            opt: self
-                .engine
-                .optimizer()
-                .map_err(TrainError::Device)?
-                .into_owned(),
-            carry: self
-                .engine
-                .carry()
-                .map_err(TrainError::Device)?
-                .into_owned(),
-            t: cfg.seq_length,
-            b: cfg.batch_size,
-            val_b: self.val_b,
-        };
-        self.engine = make(parts).map_err(TrainError::Device)?;
+    /// Moves the run to an engine of `backend` (e.g. the GPU): it receives the current
+    /// parameters, optimizer and carried state (host copies) and computes from then on. The loop,
+    /// checkpoints and their format stay the same.
+    pub fn on_backend(mut self, backend: &dyn Backend) -> Result<Self, TrainError> {
+        let params = self.engine.params()?.into_owned();
+        let opt = self.optimizer()?;
+        let carry = self.engine.carry()?.map(|c| c.into_owned());
+        let mut engine = backend.engine(self.model.clone(), params, Some(opt))?;
+        if let Some(c) = carry {
+            engine.set_carry(&c)?;
+        }
+        self.engine = engine;
         Ok(self)
     }
 
-    /// Where the math runs (`cpu`, or the device of [`Trainer::with_engine`]).
+    /// Where the math runs (`cpu`, or the device of [`Trainer::on_backend`]).
     pub fn device(&self) -> String {
         self.engine.device()
     }
 
     /// The current parameters (a host copy).
     pub fn params(&self) -> Result<Vec<f32>, TrainError> {
-        Ok(self
-            .engine
-            .params()
-            .map_err(TrainError::Device)?
-            .into_owned())
+        Ok(self.engine.params()?.into_owned())
     }
 
     /// Replaces the parameters.
     pub fn set_params(&mut self, params: &[f32]) -> Result<(), TrainError> {
-        self.engine.set_params(params).map_err(TrainError::Device)
+        Ok(self.engine.set_params(params)?)
     }
 
     /// The optimizer with its state (a host copy).
     pub fn optimizer(&self) -> Result<Optimizer<f32>, TrainError> {
         Ok(self
             .engine
-            .optimizer()
-            .map_err(TrainError::Device)?
+            .optimizer()?
+            .ok_or_else(|| TrainError::Invalid("the engine has no optimizer".into()))?
             .into_owned())
     }
 
@@ -521,16 +503,20 @@ impl Trainer {
         let k = (self.state.step % bpe) as usize;
         if k == 0 {
             // a new epoch: every stream starts again from its beginning
-            self.engine.reset_carry();
+            self.engine.reset_carry()?;
         }
         self.streams
             .fill(&self.train, k, &mut self.inputs, &mut self.targets);
         let n = self.inputs.len();
         let rng_before = self.rng.clone();
-        let loss = self
+        let (t, b) = (self.state.config.seq_length, self.state.config.batch_size);
+        let batch = Batch::tokens(&self.inputs, t, b);
+        self.engine
+            .forward(&batch, Start::Carried, Some(&mut self.rng))?;
+        let (sum, count) = self
             .engine
-            .forward_loss(&self.inputs, &self.targets, &mut self.rng)
-            .map_err(TrainError::Device)?;
+            .loss(LossTargets::Classes(&self.targets), 1.0 / n as f32)?;
+        let loss = sum / count as f64;
         let step = self.state.step + 1;
         if !loss.is_finite() {
             self.rng = rng_before;
@@ -541,10 +527,10 @@ impl Trainer {
             });
         }
         let cfg = &self.state.config;
-        let norm = self
-            .engine
-            .backward_clip(&self.inputs, cfg.grad_clip_value, cfg.grad_clip)
-            .map_err(TrainError::Device)?;
+        self.engine.backward(&batch)?;
+        // A data-parallel run averages the gradients across workers here
+        // (Engine::grads / Engine::set_grads), before the clipping.
+        let norm = self.engine.clip(cfg.grad_clip_value, cfg.grad_clip)?;
         if !norm.is_finite() {
             self.rng = rng_before;
             return Err(TrainError::NonFinite {
@@ -554,7 +540,8 @@ impl Trainer {
             });
         }
         self.lr = self.lr_at(self.state.step);
-        self.engine.update(self.lr).map_err(TrainError::Device)?;
+        self.engine.update(self.lr)?;
+        self.engine.keep_carry()?;
         self.state.step = step;
         self.state.chars_seen += n as u64;
         self.state.acc_loss += loss;
@@ -569,10 +556,8 @@ impl Trainer {
         if self.val_b == 0 {
             return Ok(None);
         }
-        let (sum, count) = self
-            .engine
-            .stream_loss(&self.val)
-            .map_err(TrainError::Device)?;
+        let t = self.state.config.seq_length;
+        let (sum, count) = self.engine.stream_loss(&self.val, t, self.val_b)?;
         Ok((count > 0).then(|| sum / count as f64))
     }
 
@@ -580,9 +565,10 @@ impl Trainer {
     pub fn checkpoint(&self) -> Result<Checkpoint, TrainError> {
         let mut st = self.state.clone();
         st.rng = self.rng.state();
-        let carry = self.engine.carry().map_err(TrainError::Device)?;
-        st.carry_h = bits(&carry.h);
-        st.carry_c = bits(&carry.c);
+        if let Some(carry) = self.engine.carry()? {
+            st.carry_h = bits(&carry.h);
+            st.carry_c = bits(&carry.c);
+        }
         Ok(Checkpoint {
             model: self.model.cfg.clone(),
             params: self.params()?,
@@ -641,7 +627,7 @@ impl Trainer {
             self.save(BEST)?;
         }
         self.save(LATEST)?;
-        let params = self.engine.params().map_err(TrainError::Device)?;
+        let params = self.engine.params()?;
         on(&Event::Eval {
             row: &row,
             best,

@@ -17,10 +17,10 @@ use super::dataset::Utterance;
 use super::features::{Extractor, Features};
 use super::wav::read_wav;
 use crate::cell::CellKind;
-use crate::engine::{EngineError, ModelEngine};
-use crate::model::{Head, Input, Model, ModelConfig, ModelWorkspace};
+use crate::engine::{Batch as EngineBatch, Engine, Start};
+use crate::error::Result;
+use crate::model::{Head, Model, ModelConfig};
 use crate::ops::loss::{softmax_rows, softmax_xent};
-use crate::optim::{clip_grad_norm, Optimizer};
 use crate::rng::Rng;
 use crate::stack::StackConfig;
 use rayon::prelude::*;
@@ -300,35 +300,6 @@ impl Tally {
     }
 }
 
-/// One training step on `batch`: forward in training mode, mean cross-entropy of the pooled
-/// logits, backward, gradient-norm clipping (when `clip > 0`), one optimizer update.
-pub fn train_step(
-    model: &Model,
-    params: &mut [f32],
-    grads: &mut [f32],
-    opt: &mut Optimizer<f32>,
-    batch: &Batch,
-    clip: f64,
-    rng: &mut Rng,
-) -> Tally {
-    let b = batch.b;
-    let mut ws = model.workspace::<f32>(batch.t, b);
-    let input = Input::Dense(&batch.x);
-    let lengths = Some(&batch.lengths[..]);
-    model.forward(&mut ws, params, input, None, None, lengths, Some(rng));
-    let ModelWorkspace {
-        logits, dlogits, ..
-    } = &mut ws;
-    let tally = loss_and_dlogits(model, logits, batch, dlogits);
-    grads.fill(0.0);
-    model.backward(&mut ws, params, grads, input, lengths, None, None, None);
-    if clip > 0.0 {
-        clip_grad_norm(grads, clip);
-    }
-    opt.update(params, grads);
-    tally
-}
-
 /// The mean cross-entropy of the pooled `logits` (R, V) of a forward on `batch` and the
 /// accuracy counts; writes dL/dlogits (R, V) into `dlogits`.
 fn loss_and_dlogits(model: &Model, logits: &[f32], batch: &Batch, dlogits: &mut [f32]) -> Tally {
@@ -368,64 +339,43 @@ fn loss_and_dlogits(model: &Model, logits: &[f32], batch: &Batch, dlogits: &mut 
     Tally { loss, correct, n }
 }
 
-/// [`train_step`] through a [`ModelEngine`] (any device), with learning rate `lr`.
-pub fn train_step_on(
-    eng: &mut dyn ModelEngine,
-    model: &Model,
+/// The engine's view of a batch: (T, B, F) features with the utterances' lengths.
+fn engine_batch(batch: &Batch) -> EngineBatch<'_> {
+    EngineBatch::dense(&batch.x, batch.t, batch.b).with_lengths(&batch.lengths)
+}
+
+/// One training step on `batch` (on any device): forward in training mode, mean cross-entropy
+/// of the pooled logits, backward, gradient-norm clipping (when `clip > 0`), one optimizer update
+/// with learning rate `lr`.
+pub fn train_step(
+    eng: &mut dyn Engine,
     batch: &Batch,
     clip: f64,
     lr: f64,
     rng: &mut Rng,
-) -> Result<Tally, EngineError> {
-    let input = Input::Dense(&batch.x);
-    let lengths = Some(&batch.lengths[..]);
-    let logits = eng
-        .forward(input, batch.t, batch.b, lengths, Some(rng))?
-        .into_owned();
+) -> Result<Tally> {
+    let eb = engine_batch(batch);
+    eng.forward(&eb, Start::Zero, Some(rng))?;
+    let logits = eng.logits()?.into_owned();
     let mut dlogits = vec![0.0f32; logits.len()];
-    let tally = loss_and_dlogits(model, &logits, batch, &mut dlogits);
-    eng.backward(input, lengths, &dlogits, clip)?;
+    let tally = loss_and_dlogits(eng.model(), &logits, batch, &mut dlogits);
+    eng.set_dlogits(&dlogits)?;
+    eng.backward(&eb)?;
+    eng.clip(0.0, clip)?;
     eng.update(lr)?;
     Ok(tally)
 }
 
-/// [`predict_batch`] through a [`ModelEngine`].
-pub fn predict_batch_on(
-    eng: &mut dyn ModelEngine,
-    model: &Model,
-    batch: &Batch,
-) -> Result<Vec<f32>, EngineError> {
+/// Class probabilities (B, V) for a batch, in inference mode (no dropout).
+pub fn predict_batch(eng: &mut dyn Engine, batch: &Batch) -> Result<Vec<f32>> {
     let v = NUM_CLASSES;
-    let logits = eng.forward(
-        Input::Dense(&batch.x),
-        batch.t,
-        batch.b,
-        Some(&batch.lengths),
-        None,
-    )?;
-    let pooled = scores(model, &logits, batch);
+    eng.forward(&engine_batch(batch), Start::Zero, None)?;
+    let model = eng.model().clone();
+    let logits = eng.logits()?;
+    let pooled = scores(&model, &logits, batch);
     let mut probs = vec![0.0f32; batch.b * v];
     softmax_rows(&pooled, &mut probs, batch.b, v);
     Ok(probs)
-}
-
-/// Class probabilities (B, V) for a batch, in inference mode (no dropout).
-pub fn predict_batch(model: &Model, params: &[f32], batch: &Batch) -> Vec<f32> {
-    let v = NUM_CLASSES;
-    let mut ws = model.workspace::<f32>(batch.t, batch.b);
-    model.forward(
-        &mut ws,
-        params,
-        Input::Dense(&batch.x),
-        None,
-        None,
-        Some(&batch.lengths),
-        None,
-    );
-    let pooled = scores(model, &ws.logits, batch);
-    let mut probs = vec![0.0f32; batch.b * v];
-    softmax_rows(&pooled, &mut probs, batch.b, v);
-    probs
 }
 
 /// Results on a set of recordings.
@@ -454,31 +404,11 @@ impl Evaluation {
 
 /// Evaluates on `examples` in batches of `batch_size` (sorted by length to pad little).
 pub fn evaluate(
-    model: &Model,
-    params: &[f32],
+    eng: &mut dyn Engine,
     examples: &[Example],
     batch_size: usize,
-) -> Evaluation {
-    let never: Result<Evaluation, std::convert::Infallible> =
-        evaluate_with(examples, batch_size, |batch| {
-            Ok(predict_batch(model, params, batch))
-        });
-    match never {
-        Ok(e) => e,
-        Err(e) => match e {},
-    }
-}
-
-/// [`evaluate`] through a [`ModelEngine`].
-pub fn evaluate_on(
-    eng: &mut dyn ModelEngine,
-    model: &Model,
-    examples: &[Example],
-    batch_size: usize,
-) -> Result<Evaluation, EngineError> {
-    evaluate_with(examples, batch_size, |batch| {
-        predict_batch_on(eng, model, batch)
-    })
+) -> Result<Evaluation> {
+    evaluate_with(examples, batch_size, |batch| predict_batch(eng, batch))
 }
 
 /// [`evaluate`] with class probabilities (B, V) from `predict`.
@@ -517,49 +447,25 @@ fn evaluate_with<E>(
 }
 
 /// One pass over `examples` in length-bucketed random batches ([`epoch_batches`]), one
-/// [`train_step`] each. After every step `on_step(done, total, &so_far)` is called; returning
-/// `false` stops the epoch early, and then `None` is returned (the parameters keep the steps
-/// taken). Otherwise returns the epoch's tally (training loss and accuracy as seen while training).
+/// [`train_step`] each with learning rate `lr`. After every step `on_step(done, total, &so_far)`
+/// is called; returning `false` stops the epoch early, and then `None` is returned (the
+/// parameters keep the steps taken). Otherwise returns the epoch's tally (training loss and
+/// accuracy as seen while training). A device error ends it.
+#[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
-    model: &Model,
-    params: &mut [f32],
-    grads: &mut [f32],
-    opt: &mut Optimizer<f32>,
-    examples: &[Example],
-    batch_size: usize,
-    clip: f64,
-    rng: &mut Rng,
-    mut on_step: impl FnMut(usize, usize, &Tally) -> bool,
-) -> Option<Tally> {
-    let batches = epoch_batches(examples, batch_size, rng);
-    let mut tally = Tally::default();
-    for (k, idx) in batches.iter().enumerate() {
-        let batch = make_batch(examples, idx);
-        tally.add(train_step(model, params, grads, opt, &batch, clip, rng));
-        if !on_step(k + 1, batches.len(), &tally) {
-            return None;
-        }
-    }
-    Some(tally)
-}
-
-/// [`train_epoch`] through a [`ModelEngine`] (any device), with learning rate `lr`; a device
-/// error ends it.
-pub fn train_epoch_on(
-    eng: &mut dyn ModelEngine,
-    model: &Model,
+    eng: &mut dyn Engine,
     examples: &[Example],
     batch_size: usize,
     clip: f64,
     lr: f64,
     rng: &mut Rng,
     mut on_step: impl FnMut(usize, usize, &Tally) -> bool,
-) -> Result<Option<Tally>, EngineError> {
+) -> Result<Option<Tally>> {
     let batches = epoch_batches(examples, batch_size, rng);
     let mut tally = Tally::default();
     for (k, idx) in batches.iter().enumerate() {
         let batch = make_batch(examples, idx);
-        tally.add(train_step_on(eng, model, &batch, clip, lr, rng)?);
+        tally.add(train_step(eng, &batch, clip, lr, rng)?);
         if !on_step(k + 1, batches.len(), &tally) {
             return Ok(None);
         }

@@ -4,11 +4,12 @@
 //! the caller's stop flag all end it cleanly with what was learned so far).
 //!
 //! Nothing here prints; the clock is read only for the time budget. The math runs in a
-//! [`BatchEngine`] (the CPU's for [`train`]; [`train_with`] takes another, e.g. the GPU's), so the
-//! loop is the same on every device.
+//! [`Engine`] (the CPU's for [`train`]; [`train_with`] takes another [`Backend`], e.g. the GPU's),
+//! so the loop is the same on every device.
 
 use super::{Batch, Inputs, Targets, Task};
-use crate::engine::{BatchEngine, BatchEngineParts, CpuBatchEngine, EngineError, LossTargets};
+use crate::engine::{Backend, Batch as EngineBatch, Cpu, Engine, LossTargets, Start};
+use crate::error::Result as EngineResult;
 use crate::model::{Input, Model};
 use crate::optim::{OptimKind, Optimizer};
 use crate::rng::Rng;
@@ -96,12 +97,22 @@ fn input(batch: &Batch) -> Input<'_, f32> {
     }
 }
 
+/// The engine's view of a batch.
+fn engine_batch(batch: &Batch) -> EngineBatch<'_> {
+    EngineBatch {
+        input: input(batch),
+        t: batch.t,
+        b: batch.b,
+        lengths: None,
+    }
+}
+
 /// Forward and loss: (summed metric, count); `scale` as in [`Model::loss`].
 fn forward_loss(
-    eng: &mut dyn BatchEngine,
+    eng: &mut dyn Engine,
     batch: &Batch,
     scale_by_count: bool,
-) -> Result<(f64, usize), EngineError> {
+) -> EngineResult<(f64, usize)> {
     let (targets, n) = match &batch.targets {
         Targets::Values(y) => (
             LossTargets::Values(y),
@@ -114,7 +125,8 @@ fn forward_loss(
     } else {
         1.0
     };
-    eng.forward_loss(input(batch), targets, s)
+    eng.forward(&engine_batch(batch), Start::Zero, None)?;
+    eng.loss(targets, s)
 }
 
 /// The model's outputs on a batch: (R, V) as in [`ModelWorkspace::logits`].
@@ -133,7 +145,7 @@ pub fn eval_set(task: &Task, n: usize, b: usize, seed: u64) -> Vec<Batch> {
 }
 
 /// The task's metric on `set` (the mean loss times [`Task::metric_scale`]).
-fn evaluate(task: &Task, eng: &mut dyn BatchEngine, set: &[Batch]) -> Result<f64, EngineError> {
+fn evaluate(task: &Task, eng: &mut dyn Engine, set: &[Batch]) -> EngineResult<f64> {
     let (mut s, mut n) = (0.0, 0);
     for batch in set {
         let (a, c) = forward_loss(eng, batch, false)?;
@@ -149,18 +161,13 @@ pub fn train(
     spec: &TrainSpec,
     on_event: &mut dyn FnMut(Event) -> bool,
 ) -> Result<TrainResult, String> {
-    train_with(
-        spec,
-        &mut |p| Ok(Box::new(CpuBatchEngine::new(p))),
-        on_event,
-    )
+    train_with(spec, &Cpu, on_event)
 }
 
-/// Trains with the engine `make` builds from the initial parameters and optimizer (e.g. the
-/// GPU's); otherwise as [`train`].
+/// Trains on an engine of `backend` (e.g. the GPU's); otherwise as [`train`].
 pub fn train_with(
     spec: &TrainSpec,
-    make: &mut dyn FnMut(BatchEngineParts) -> Result<Box<dyn BatchEngine>, EngineError>,
+    backend: &dyn Backend,
     on_event: &mut dyn FnMut(Event) -> bool,
 ) -> Result<TrainResult, String> {
     if spec.batch == 0 || spec.eval_every == 0 || spec.eval_size == 0 {
@@ -178,14 +185,10 @@ pub fn train_with(
     model.init(&mut params, &mut rng);
     let initial = params.clone();
     let opt = Optimizer::<f32>::new(spec.optim.clone(), spec.lr, params.len());
-    let (nt, nb) = (spec.task.steps(), spec.batch);
-    let mut eng = make(BatchEngineParts {
-        model: model.clone(),
-        params,
-        opt,
-        t: nt,
-        b: nb,
-    })?;
+    let nb = spec.batch;
+    let mut eng = backend
+        .engine(model.clone(), params, Some(opt))
+        .map_err(|e| e.to_string())?;
     let eng = &mut *eng;
     let set = eval_set(&spec.task, spec.eval_size, nb, spec.seed);
     let (bs, bn) = set
@@ -203,16 +206,22 @@ pub fn train_with(
     let mut data_rng = Rng::new(spec.seed.wrapping_add(1));
     while step < spec.max_steps {
         let batch = spec.task.sample(nb, &mut data_rng);
-        let (s, n) = forward_loss(eng, &batch, true)?;
+        let (s, n) = forward_loss(eng, &batch, true).map_err(|e| e.to_string())?;
         let loss = s / n.max(1) as f64;
         if !loss.is_finite() {
             // back to the parameters before the update that produced this loss
-            eng.undo_update()?;
+            eng.restore().map_err(|e| e.to_string())?;
             reason = "diverged";
             break;
         }
-        eng.backward_clip(input(&batch), spec.clip)?;
-        eng.update()?;
+        let eb = engine_batch(&batch);
+        let step_ok = (|| -> EngineResult<()> {
+            eng.backward(&eb)?;
+            eng.clip(0.0, spec.clip)?;
+            eng.snapshot()?;
+            eng.update(spec.lr)
+        })();
+        step_ok.map_err(|e| e.to_string())?;
         step += 1;
         run_sum += loss * spec.task.metric_scale();
         run_n += 1;
@@ -224,7 +233,7 @@ pub fn train_with(
                 step,
                 elapsed: start.elapsed(),
                 train_metric: run_sum / run_n.max(1) as f64,
-                metric: evaluate(&spec.task, eng, &set)?,
+                metric: evaluate(&spec.task, eng, &set).map_err(|e| e.to_string())?,
             };
             (run_sum, run_n) = (0.0, 0);
             let keep = on_event(Event::Eval(&p));
@@ -244,13 +253,13 @@ pub fn train_with(
             step,
             elapsed: start.elapsed(),
             train_metric: run_sum / run_n.max(1) as f64,
-            metric: evaluate(&spec.task, eng, &set)?,
+            metric: evaluate(&spec.task, eng, &set).map_err(|e| e.to_string())?,
         };
         on_event(Event::Eval(&p));
         curve.push(p);
     }
     Ok(TrainResult {
-        params: eng.params()?.into_owned(),
+        params: eng.params().map_err(|e| e.to_string())?.into_owned(),
         model,
         initial,
         baseline,
