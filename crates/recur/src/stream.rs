@@ -62,7 +62,9 @@ const MAX_WORKSPACES: usize = 4;
 /// Inference only (no dropout, no backward): each call keeps only what the next step needs, and
 /// the parameters, borrowed for the streamer's life, are packed once and reused by every call.
 /// One workspace is made per chunk length and kept for the next call of that length (at most a
-/// few; the least recently used goes first), so steady streaming allocates nothing.
+/// few; the least recently used goes first), so a steady stream makes no new workspaces (the
+/// `gemm` crate still allocates a packing buffer in each of its products: the decoder, and the
+/// input product of dense inputs and of every layer above the first).
 ///
 /// Per-step heads return every step's outputs; a last-step head (many-to-one, see
 /// [`crate::model::Head`]) returns, after each call, its outputs for everything fed so far: the
