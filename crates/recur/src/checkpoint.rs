@@ -99,6 +99,34 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 /// Writes `ckpt` to `path` atomically: the file is either the old one or the complete new one.
+///
+/// ```rust
+/// use recur::cell::CellKind;
+/// use recur::checkpoint::{self, Checkpoint};
+/// use recur::model::{Model, ModelConfig};
+/// use recur::rng::Rng;
+/// use recur::stack::StackConfig;
+///
+/// let cfg = ModelConfig::char_model(3, 0, StackConfig::new(CellKind::Gru, 0, 4));
+/// let model = Model::new(cfg.clone()).unwrap();
+/// let mut params = vec![0.0f32; model.num_params()];
+/// model.init(&mut params, &mut Rng::new(0));
+/// let ckpt = Checkpoint {
+///     model: cfg,
+///     params,
+///     vocab: Some(vec!['a', 'b', 'c']),
+///     optimizer: None,
+///     train_state: None,
+/// };
+/// let dir = std::env::temp_dir().join(format!("recur-doc-save-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("model.safetensors");
+/// checkpoint::save(&path, &ckpt).unwrap();
+///
+/// let back = checkpoint::load(&path).unwrap();
+/// assert_eq!((back.model, back.params, back.vocab), (ckpt.model, ckpt.params, ckpt.vocab));
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
     let err = |what: String| CheckpointError::new(path, what);
     let model = Model::new(ckpt.model.clone()).map_err(|e| err(format!("config: {e}")))?;
@@ -229,7 +257,16 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     result
 }
 
-/// Reads and checks a checkpoint written by [`save`] (or by the Python snippet in the docs).
+/// Reads and checks a checkpoint written by [`save`] (or by the Python snippet in the docs); see
+/// [`save`] for a round trip. Every problem is an error that names the file and what is wrong:
+///
+/// ```rust
+/// let path = std::env::temp_dir().join(format!("recur-doc-load-{}.safetensors", std::process::id()));
+/// std::fs::write(&path, b"not a checkpoint").unwrap();
+/// let err = recur::checkpoint::load(&path).unwrap_err();
+/// assert!(err.to_string().contains("not a valid safetensors file"), "{err}");
+/// std::fs::remove_file(&path).unwrap();
+/// ```
 pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
     let err = |what: String| CheckpointError::new(path, what);
     let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;

@@ -13,7 +13,8 @@
 //! - [`optim`]: SGD, Adagrad, RMSprop, Adam, gradient clipping;
 //! - [`checkpoint`]: safetensors checkpoints with PyTorch's names;
 //! - [`engine`]: the math of a training step behind one trait (the CPU engine; recur-cuda's GPU one);
-//! - [`stream`]: state carried between calls, and the loss of a long token stream;
+//! - [`stream`]: state carried between calls, a model fed one step or chunk at a time
+//!   ([`stream::Streamer`]), and the loss of a long token stream;
 //! - [`error`]: the one [`Error`] type of the public API;
 //! - [`rng`]: the seeded random numbers behind initialisation, dropout and data order.
 //!

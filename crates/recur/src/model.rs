@@ -90,6 +90,22 @@ impl Head {
 }
 
 /// Configuration of a [`Model`].
+///
+/// ```rust
+/// use recur::cell::CellKind;
+/// use recur::model::{Head, InputKind, ModelConfig};
+/// use recur::stack::StackConfig;
+///
+/// // a character model: 65 symbols embedded in 16, a 2-layer LSTM of 128, scores over 65
+/// let lm = ModelConfig::char_model(65, 16, StackConfig::new(CellKind::Lstm, 0, 128).with_layers(2));
+/// assert_eq!((lm.input, lm.rnn.input_size), (InputKind::Embedding, 16));
+/// assert!(lm.validate().is_ok());
+///
+/// // 40 features per step, a GRU of 64, one of 10 classes per sequence
+/// let clf = ModelConfig::dense(40, StackConfig::new(CellKind::Gru, 0, 64), 10, Head::LastClasses);
+/// assert_eq!(clf.rnn.input_size, 40);
+/// assert!(clf.validate().is_ok());
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     /// How inputs enter.
@@ -196,7 +212,35 @@ pub enum Input<'a, F> {
     Dense(&'a [F]),
 }
 
-/// Configuration plus parameter layout; holds no numbers itself.
+/// Configuration plus parameter layout; holds no numbers itself. One training step is forward,
+/// loss, backward (then an [`crate::optim::Optimizer`] update):
+///
+/// ```rust
+/// use recur::cell::CellKind;
+/// use recur::model::{Input, Model, ModelConfig};
+/// use recur::rng::Rng;
+/// use recur::stack::StackConfig;
+///
+/// let (v, t, b) = (5, 4, 2);
+/// let model = Model::new(ModelConfig::char_model(v, 0, StackConfig::new(CellKind::Lstm, 0, 8))).unwrap();
+/// let names: Vec<&str> = model.layout.entries.iter().map(|e| e.name.as_str()).collect();
+/// assert_eq!(names[0], "rnn.weight_ih_l0");
+/// assert_eq!(names.last(), Some(&"decoder.bias"));
+/// let mut params = vec![0.0f32; model.num_params()];
+/// model.init(&mut params, &mut Rng::new(0));
+///
+/// let inputs = [0, 1, 2, 3, 4, 0, 1, 2]; // (T, B) token ids
+/// let targets = [1, 2, 3, 4, 0, 1, 2, 3];
+/// let mut ws = model.workspace(t, b);
+/// model.forward(&mut ws, &params, Input::Tokens(&inputs), None, None, None, None);
+/// let n = (t * b) as f32;
+/// let (sum, count) = model.loss(&mut ws, &targets, 1.0 / n); // mean cross-entropy's gradient
+/// assert_eq!(count, t * b);
+/// assert!((sum / count as f64 - (v as f64).ln()).abs() < 0.2); // about ln V at the start
+/// let mut grads = vec![0.0f32; model.num_params()];
+/// model.backward(&mut ws, &params, &mut grads, Input::Tokens(&inputs), None, None, None, None);
+/// assert!(grads.iter().any(|&g| g != 0.0));
+/// ```
 #[derive(Clone, Debug)]
 pub struct Model {
     pub cfg: ModelConfig,

@@ -56,6 +56,24 @@ impl OptimKind {
 }
 
 /// An optimizer and its state.
+///
+/// ```rust
+/// use recur::optim::{OptimKind, Optimizer};
+///
+/// let mut params = vec![1.0f32, -2.0];
+/// let grads = vec![0.5f32, -1.0];
+/// // torch.optim.SGD(lr=0.1, momentum=0.9): the first step is p -= lr * g
+/// let mut opt = Optimizer::new(OptimKind::parse("sgd", 0.9).unwrap(), 0.1, params.len());
+/// opt.update(&mut params, &grads);
+/// assert!((params[0] - 0.95).abs() < 1e-6 && (params[1] + 1.9).abs() < 1e-6);
+/// assert_eq!(opt.step, 1);
+/// // Adam's first step moves every parameter by about lr, against its gradient's sign
+/// let mut adam = Optimizer::new(OptimKind::parse("adam", 0.0).unwrap(), 1e-3, 2);
+/// let before = params.clone();
+/// adam.update(&mut params, &grads);
+/// assert!((before[0] - params[0] - 1e-3).abs() < 1e-6);
+/// assert!((params[1] - before[1] - 1e-3).abs() < 1e-6);
+/// ```
 #[derive(Clone, Debug)]
 pub struct Optimizer<F> {
     pub kind: OptimKind,

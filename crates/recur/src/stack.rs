@@ -13,6 +13,21 @@ use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
 /// Configuration of a recurrent stack (the arguments of torch.nn.LSTM and friends).
+///
+/// ```rust
+/// use recur::cell::CellKind;
+/// use recur::stack::StackConfig;
+///
+/// // torch.nn.LSTM(10, 32, num_layers=2, bidirectional=True, proj_size=16)
+/// let cfg = StackConfig::new(CellKind::Lstm, 10, 32)
+///     .with_layers(2)
+///     .with_bidirectional(true)
+///     .with_proj_size(16);
+/// assert!(cfg.validate().is_ok());
+/// assert_eq!(cfg.output_size(), 2 * 16); // D * P per step
+/// assert_eq!(cfg.layer_input(1), 32); // layer 1 reads layer 0's two directions
+/// assert!(cfg.clone().with_proj_size(32).validate().is_err()); // proj_size < hidden_size
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StackConfig {
     /// The cell. Stored on disk (checkpoint metadata) by its name, `rnn_tanh`, `rnn_relu`,
@@ -188,7 +203,29 @@ struct DirSlots {
     w_hr: Option<Range<usize>>,
 }
 
-/// A recurrent stack: configuration plus parameter layout. Holds no numbers itself.
+/// A recurrent stack: configuration plus parameter layout. Holds no numbers itself: the
+/// parameters are a flat slice (in PyTorch's order, named by [`Stack::layout`]), and everything a
+/// forward and backward of one (T, B) shape need is a [`StackWorkspace`].
+///
+/// ```rust
+/// use recur::cell::{CellKind, LayerInput};
+/// use recur::rng::Rng;
+/// use recur::stack::{Stack, StackConfig};
+///
+/// let (t, b, i, h) = (6, 2, 3, 5);
+/// let stack = Stack::new(StackConfig::new(CellKind::Gru, i, h)).unwrap();
+/// assert_eq!(stack.layout.entries[0].name, "weight_ih_l0"); // torch's names and shapes
+/// assert_eq!(stack.layout.entries[0].shape, [3 * h, i]);
+/// let mut params = vec![0.0f32; stack.num_params()];
+/// stack.init(&mut params, &mut Rng::new(0));
+///
+/// let x = vec![0.5f32; t * b * i]; // (T, B, I)
+/// let mut ws = stack.workspace(t, b);
+/// stack.forward(&mut ws, &params, LayerInput::Dense { x: &x, ld: i }, None, None, None, None);
+/// assert_eq!(ws.output().len(), t * b * h); // (T, B, H)
+/// // one layer, one direction: h_n is the last step's output
+/// assert_eq!(ws.h_n[..], ws.output()[(t - 1) * b * h..]);
+/// ```
 #[derive(Clone, Debug)]
 pub struct Stack {
     pub cfg: StackConfig,

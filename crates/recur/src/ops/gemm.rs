@@ -1,6 +1,6 @@
 //! The one GEMM wrapper: `C <- alpha*op(A)*op(B) + beta*C`, row-major, explicit leading dimensions.
 //!
-//! Every matrix product in recur goes through [`gemm`]; the third-party `gemm` crate (which computes
+//! Every matrix product in recur goes through [`gemm()`]; the third-party `gemm` crate (which computes
 //! `dst = alpha*dst + beta*lhs*rhs` and takes column strides first) is called here and nowhere
 //! else. [`gemm_naive`] is the plain triple loop the tests compare it against.
 
@@ -155,7 +155,7 @@ pub fn gemm<F: Float>(
     }
 }
 
-/// The reference: a plain triple loop with the same contract as [`gemm`], accumulating in f64.
+/// The reference: a plain triple loop with the same contract as [`gemm()`], accumulating in f64.
 pub fn gemm_naive<F: Float>(
     ta: Trans,
     tb: Trans,

@@ -2,7 +2,7 @@
 //! is a small row-major matrix (the batch's state, `B x K`) and `Bp` a weight matrix packed into
 //! column panels of [`NR`] = 16 columns, each panel stored `K x 16` contiguously.
 //!
-//! Why not the general [`super::gemm`]: the `gemm` crate packs its right operand on every call
+//! Why not the general [`super::gemm()`]: the `gemm` crate packs its right operand on every call
 //! and allocates the buffer for it. In the time loop that operand is always the same recurrent
 //! weight matrix, so here it is packed once per forward (or backward) pass, the per-step product
 //! reads the packed panels straight from cache, and nothing is allocated. Panels also let the

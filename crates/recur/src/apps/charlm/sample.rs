@@ -1,10 +1,10 @@
 //! Generating text from a character model one character at a time (temperature, top-k), with
 //! the state carried between characters.
 
-use crate::model::{Input, Model, ModelWorkspace};
+use crate::model::{Input, Model};
 use crate::ops::loss::softmax_rows;
 use crate::rng::Rng;
-use crate::stream::Carry;
+use crate::stream::Streamer;
 
 /// How the next character is drawn from the model's distribution.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -24,12 +24,10 @@ impl Default for SampleOptions {
     }
 }
 
-/// A model run one character at a time (B = 1, T = 1), for priming and sampling.
+/// A model run one character at a time (B = 1, T = 1), for priming and sampling: a
+/// [`Streamer`] of one stream, fed one step per character.
 pub struct Generator<'a> {
-    model: &'a Model,
-    params: &'a [f32],
-    ws: ModelWorkspace<f32>,
-    carry: Carry,
+    stream: Streamer<'a>,
     probs: Vec<f32>,
     order: Vec<u32>,
     fed: bool,
@@ -39,16 +37,8 @@ impl<'a> Generator<'a> {
     pub fn new(model: &'a Model, params: &'a [f32]) -> Self {
         let v = model.cfg.output_size;
         Generator {
-            model,
-            params,
-            ws: {
-                let mut ws = model.workspace(1, 1);
-                ws.stack.set_inference(true);
-                // the parameters are borrowed for the generator's whole life: pack them once
-                ws.stack.set_fixed_weights(true);
-                ws
-            },
-            carry: Carry::zeros(model, 1),
+            // one stream: never refused
+            stream: Streamer::unchecked(model, params, 1).expect("one stream"),
             probs: vec![0.0; v],
             order: Vec::with_capacity(v),
             fed: false,
@@ -58,30 +48,26 @@ impl<'a> Generator<'a> {
     /// Runs one character through the model; its next-character logits are then in
     /// [`Generator::logits`].
     pub fn feed(&mut self, id: u32) {
-        let (h0, c0) = self.carry.as_init();
-        self.model.forward(
-            &mut self.ws,
-            self.params,
-            Input::Tokens(&[id]),
-            h0,
-            c0,
-            None,
-            None,
-        );
-        self.carry.take_from(&self.ws);
+        self.stream.step(Input::Tokens(&[id]));
         self.fed = true;
     }
 
     /// Logits (V) after the last [`Generator::feed`].
     pub fn logits(&self) -> &[f32] {
         assert!(self.fed, "feed a character first");
-        &self.ws.logits
+        self.stream.logits()
     }
 
     /// Draws the next character from the distribution after the last [`Generator::feed`].
     pub fn sample(&mut self, opts: &SampleOptions, rng: &mut Rng) -> u32 {
         assert!(self.fed, "feed a character first");
-        draw(&self.ws.logits, opts, rng, &mut self.probs, &mut self.order)
+        draw(
+            self.stream.logits(),
+            opts,
+            rng,
+            &mut self.probs,
+            &mut self.order,
+        )
     }
 }
 

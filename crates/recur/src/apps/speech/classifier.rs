@@ -53,7 +53,7 @@ pub fn load_examples(utts: &[Utterance], ex: &Extractor) -> Result<Vec<Example>,
 }
 
 /// Reads `utts` (in parallel) and featurises each with every extractor of `exs` (e.g. the
-/// plain one and warped copies for augmentation): result[i][j] is utterance i through `exs[j]`.
+/// plain one and warped copies for augmentation): `result[i][j]` is utterance i through `exs[j]`.
 pub fn load_examples_multi(
     utts: &[Utterance],
     exs: &[Extractor],

@@ -129,7 +129,7 @@ fn forward_loss(
     eng.loss(targets, s)
 }
 
-/// The model's outputs on a batch: (R, V) as in [`ModelWorkspace::logits`].
+/// The model's outputs on a batch: (R, V) as in [`ModelWorkspace::logits`](crate::model::ModelWorkspace::logits).
 pub fn predict(model: &Model, params: &[f32], batch: &Batch) -> Vec<f32> {
     let mut ws = model.workspace::<f32>(batch.t, batch.b);
     model.forward(&mut ws, params, input(batch), None, None, None, None);
