@@ -636,27 +636,16 @@ pub fn check_carry(model: &Model, carry: &Carry, b: usize) -> Result<()> {
     Ok(())
 }
 
-/// The CPU's [`Stepper`]: the model's forward at (T, B) = (1, 1) with the state carried and the
-/// weights packed once (they are borrowed for its whole life).
+/// The CPU's [`Stepper`]: a [`crate::stream::Streamer`] of one stream, one token per step.
 pub struct CpuStepper<'a> {
-    model: &'a Model,
-    params: &'a [f32],
-    ws: ModelWorkspace<f32>,
-    carry: Carry,
+    stream: crate::stream::Streamer<'a>,
     fed: bool,
 }
 
 impl<'a> CpuStepper<'a> {
     pub fn new(model: &'a Model, params: &'a [f32]) -> Result<Self> {
-        check_len(params.len(), model.num_params())?;
-        let mut ws = model.workspace(1, 1);
-        ws.stack.set_inference(true);
-        ws.stack.set_fixed_weights(true);
         Ok(CpuStepper {
-            carry: Carry::zeros(model, 1),
-            model,
-            params,
-            ws,
+            stream: crate::stream::Streamer::new(model, params, 1)?,
             fed: false,
         })
     }
@@ -664,30 +653,20 @@ impl<'a> CpuStepper<'a> {
 
 impl Stepper for CpuStepper<'_> {
     fn feed(&mut self, id: u32) -> Result<()> {
-        let v = self.model.cfg.input_size;
+        let v = self.stream.model().cfg.input_size;
         if id as usize >= v {
             return Err(Error::invalid(format!(
                 "token id {id} is outside the model's vocabulary of {v}"
             )));
         }
-        let (h0, c0) = self.carry.as_init();
-        self.model.forward(
-            &mut self.ws,
-            self.params,
-            Input::Tokens(&[id]),
-            h0,
-            c0,
-            None,
-            None,
-        );
-        self.carry.take_from(&self.ws);
+        self.stream.step(Input::Tokens(&[id]));
         self.fed = true;
         Ok(())
     }
 
     fn logits(&self) -> &[f32] {
         if self.fed {
-            &self.ws.logits
+            self.stream.logits()
         } else {
             &[]
         }
