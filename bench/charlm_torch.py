@@ -90,7 +90,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-length", type=int, default=64)
     p.add_argument("--optim", default="adam")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--learning-rate", "--lr", dest="lr", type=float, default=2e-3)
     p.add_argument("--grad-clip", type=float, default=5.0)
     p.add_argument("--val-frac", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=1)

@@ -93,8 +93,8 @@ def recur_args(req):
     if req["kind"] == "charlm":
         return ["--charlm", "--threads", str(req["threads"])]
     return [
-        "--cell", req["cell"], "--hidden", str(req["hidden"]), "--batch", str(req["batch"]),
-        "--seq-length", str(req["seq_length"]), "--layers", "1", "--mode", req["mode"],
+        "--cell", req["cell"], "--rnn-size", str(req["hidden"]), "--batch-size", str(req["batch"]),
+        "--seq-length", str(req["seq_length"]), "--num-layers", "1", "--mode", req["mode"],
         "--threads", str(req["threads"]),
     ]  # fmt: skip
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one GPU-machine call of the CUDA issue: every GPU check, then recur against cuDNN.
+# One call on a GPU machine: every GPU check, then recur against cuDNN.
 #
 # Runs on the GPU machine (no Rust toolchain there): build first on a CPU machine with
 #   bash bench/gpu_build.sh          # -> target/gpu-bin/{recur, vs_cpu, model_vs_cpu, nvrtc_compiles}
@@ -89,11 +89,11 @@ run "$R" sample --checkpoint "$E2E/a/best.safetensors" --prime "ROMEO:" --length
 run "$R" train "${COMMON[@]}" --max-steps 40 --checkpoint-dir "$E2E/cpu"
 run "$R" train "${COMMON[@]}" --max-steps 40 --checkpoint-dir "$E2E/gpu" --device cuda
 # the long-memory task and the spoken digits on the GPU
-run "$R" task adding --len 50 --steps 300 --json --device cuda --out "$E2E/adding"
-run "$R" task adding --len 50 --steps 300 --json --out "$E2E/adding-cpu"
-run "$R" speech train --data "$ROOT/data/fsdd-sample" --out "$E2E/speech" --val-takes none --epochs 10 --batch-size 6 --rnn-size 32 --json --device cuda
-run "$R" speech eval --checkpoint "$E2E/speech/best.ckpt" --data "$ROOT/data/fsdd-sample" --json --device cuda
-run "$R" speech eval --checkpoint "$E2E/speech/best.ckpt" --data "$ROOT/data/fsdd-sample" --json
+run "$R" task adding --len 50 --max-steps 300 --json --device cuda --out "$E2E/adding"
+run "$R" task adding --len 50 --max-steps 300 --json --out "$E2E/adding-cpu"
+run "$R" speech train --data "$ROOT/data/fsdd-sample" --checkpoint-dir "$E2E/speech" --val-takes none --epochs 10 --batch-size 6 --rnn-size 32 --json --device cuda
+run "$R" speech eval --checkpoint "$E2E/speech/best.safetensors" --data "$ROOT/data/fsdd-sample" --json --device cuda
+run "$R" speech eval --checkpoint "$E2E/speech/best.safetensors" --data "$ROOT/data/fsdd-sample" --json
 # half a minute of training on the GPU with the default preset (chars/s, loss, a sample)
 run timeout 90 "$R" train --data "$DATA" --max-minutes 0.5 --eval-every 500 --sample-length 200 --quiet --checkpoint-dir "$E2E/default" --device cuda
 cut -c1-300 "$E2E/log.txt" | tail -60
@@ -101,8 +101,8 @@ cut -c1-300 "$E2E/log.txt" | tail -60
 stage "5. small batches: fused step kernel (small-batch 8), cuBLAS + cell kernel (0), persistent"
 for hb in 1024:1 1024:8 256:1; do
   for flags in "--small-batch 8" "--small-batch 0" "--persistent"; do
-    "$BIN/recur" gpu-bench --device cuda --cell lstm --hidden ${hb%:*} --batch ${hb#*:} \
-      --steps 100 --iters 10 $flags --json
+    "$BIN/recur" bench --device cuda --mode both --cell lstm --rnn-size ${hb%:*} \
+      --batch-size ${hb#*:} --seq-length 100 --warmup 3 --repeats 10 $flags --json
   done
 done 2>&1 | tee "$OUT/small.txt"
 

@@ -5,9 +5,9 @@ What it does, in one process on the GPU machine:
   1. records the card, driver, CUDA, cuDNN and PyTorch versions;
   2. measures the card's two ceilings: float32 GEMM rate (cuBLAS through torch.mm, TF32 off)
      and memory bandwidth (a large device-to-device copy, bytes read + written);
-  3. times `recur gpu-bench --grid --json` and torch.nn.{LSTM,GRU,RNN} (cuDNN, float32,
-     TF32 off) on the same shapes, alternating whole rounds (recur, torch, recur, torch), with
-     CUDA events, medians of --iters calls after --warmup calls;
+  3. times `recur bench --device cuda --grid --mode both --json` and torch.nn.{LSTM,GRU,RNN}
+     (cuDNN, float32, TF32 off) on the same shapes, alternating whole rounds (recur, torch,
+     recur, torch), with CUDA events, medians of --iters calls after --warmup calls;
   4. times the char-model training step (one-hot vocabulary 65 -> 2-layer LSTM 512 -> linear
      decoder -> mean cross-entropy -> gradient-norm clipping at 5 -> Adam, B = 64, T = 128):
      `recur bench --charlm --device cuda` (recur's GPU engine, the one `recur train --device
@@ -96,8 +96,8 @@ def torch_round(shapes, warmup, iters):
 
 
 def recur_round(recur, warmup, iters, small_batch=8, persistent=False):
-    cmd = [recur, "gpu-bench", "--device", "cuda", "--grid", "--json",
-           "--warmup", str(warmup), "--iters", str(iters), "--small-batch", str(small_batch)]
+    cmd = [recur, "bench", "--device", "cuda", "--grid", "--mode", "both", "--json",
+           "--warmup", str(warmup), "--repeats", str(iters), "--small-batch", str(small_batch)]
     if persistent:
         cmd.append("--persistent")
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -161,7 +161,7 @@ def torch_charlm(warmup, iters):
 def recur_charlm(recur, warmup, iters):
     """Median wall-clock ms of `recur bench --charlm --device cuda` (one step per sample)."""
     c = CHARLM
-    cmd = [recur, "bench", "--charlm", "--device", "cuda", "--batch", str(c["b"]),
+    cmd = [recur, "bench", "--charlm", "--device", "cuda", "--batch-size", str(c["b"]),
            "--seq-length", str(c["t"]), "--warmup", str(warmup), "--repeats", str(iters),
            "--min-sample-ms", "1", "--json"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -5,6 +5,9 @@
 //! It asserts nothing about speed (the side-by-side comparison with PyTorch is `bench/compare.py`),
 //! and the numbers it prints are what it measured on this run, on this machine.
 
+use crate::args::{DeviceArgs, Shape};
+use crate::bench_cuda::{self, StackShape};
+use crate::values::{choice, Device, Mode};
 use anyhow::{bail, Result};
 use recur::cell::{CellKind, LayerInput};
 use recur::model::{Input, Model, ModelConfig};
@@ -18,30 +21,38 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
+#[command(mut_arg("rnn_size", |a| a.default_value("512").help(
+    "H: hidden units per layer (the input size is H too)"
+)))]
+#[command(mut_arg("threads", |a| a.default_value("1").help(
+    "Threads for the CPU's matrix products and per-step work"
+)))]
+#[command(mut_arg("device", |a| a.help(
+    "Where the stack runs: cpu, or cuda (needs the `cuda` cargo feature; prints eager and \
+     CUDA-graph times); with --charlm, where the char-model step runs"
+)))]
 pub struct Args {
-    /// Cell: rnn (= rnn_tanh), rnn_relu, lstm or gru.
-    #[arg(long, default_value = "lstm")]
-    cell: String,
-    /// H: hidden units (the input size is H too).
-    #[arg(long, default_value_t = 512)]
-    hidden: usize,
+    #[command(flatten)]
+    shape: Shape,
     /// B: sequences per batch.
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
+    #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 32)]
+    batch_size: usize,
     /// T: steps per sequence.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, alias = "steps", default_value_t = 64)]
     seq_length: usize,
-    /// L: stacked layers.
-    #[arg(long, default_value_t = 1)]
-    layers: usize,
-    /// infer (forward only) or train (forward + backward, gradients of weights and inputs).
-    #[arg(long, default_value = "train")]
-    mode: String,
-    /// Threads for the GEMMs and the per-step work.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    /// What is timed: the forward pass, a training step (forward + backward, gradients of the
+    /// weights and the inputs), or both.
+    #[arg(long, value_parser = choice::<Mode>(), default_value = "train")]
+    mode: Mode,
+    #[command(flatten)]
+    dev: DeviceArgs,
+    /// Time the reference grid of shapes (LSTM, GRU and RNN at five (H, B, T) each, LSTM at two
+    /// more) instead of one shape.
+    #[arg(long)]
+    grid: bool,
     /// Time a full char-model training step instead (vocab 65 one-hot, 2-layer LSTM 512,
-    /// B = 32, T = 64, decoder, cross-entropy, clipping at 5, Adam).
+    /// B = 32, T = 64, decoder, cross-entropy, clipping at 5, Adam); on cuda with --batch-size and
+    /// --seq-length as given.
     #[arg(long)]
     charlm: bool,
     /// Time one square float32 GEMM of this size instead (the GEMM throughput on this machine).
@@ -55,19 +66,22 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     warmup: usize,
     /// Timed samples; the median is reported.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, alias = "iters", default_value_t = 7)]
     repeats: usize,
-    /// Each sample repeats the work until it lasts at least this many milliseconds.
+    /// Each sample repeats the work until it lasts at least this many milliseconds (cpu).
     #[arg(long, default_value_t = 50)]
     min_sample_ms: u64,
-    /// Print one JSON object on stdout.
+    /// cuda: batches up to this size (at most 8) run each forward step as one fused kernel;
+    /// 0 uses cuBLAS plus the cell kernel for every step.
+    #[arg(long, default_value_t = 8)]
+    small_batch: usize,
+    /// cuda: batches up to 8 (no projection, H <= 1024) run each layer's forward as one
+    /// persistent launch (W_hh in shared memory across the steps) where the device allows it.
+    #[arg(long)]
+    persistent: bool,
+    /// Print JSON on stdout: one object (one per line for --grid or cuda).
     #[arg(long)]
     json: bool,
-    /// cpu, or cuda: the stack on the GPU (needs the `cuda` feature; `recur gpu-bench` timing,
-    /// printed in its format), or with --charlm the char-model step on the GPU (with --batch and
-    /// --seq-length as given: 32 x 64 by default, as on the CPU).
-    #[arg(long, default_value = "cpu")]
-    device: String,
 }
 
 /// CPU time consumed so far by all threads of this process, in seconds, where Linux reports it
@@ -146,16 +160,36 @@ fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.uniform_in(-1.0, 1.0) as f32).collect()
 }
 
-pub fn run(a: Args) -> Result<()> {
-    if a.threads == 0 {
-        bail!("--threads must be at least 1");
+/// The one shape of the flags, or the reference grid.
+fn shapes(a: &Args) -> Result<Vec<StackShape>> {
+    if a.grid {
+        return Ok(bench_cuda::reference_grid());
     }
+    a.shape.check()?;
+    if a.batch_size == 0 || a.seq_length == 0 {
+        bail!("--batch-size and --seq-length must be at least 1");
+    }
+    Ok(vec![StackShape {
+        cell: a.shape.cell.kind().name(),
+        h: a.shape.rnn_size,
+        b: a.batch_size,
+        t: a.seq_length,
+        layers: a.shape.num_layers,
+    }])
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let threads = a.dev.threads()?;
     if a.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
-    match a.device.as_str() {
-        "cpu" => {}
-        "cuda" => {
+    let other = a.charlm || a.gemm.is_some() || a.fma_peak;
+    if a.grid && other {
+        bail!("--grid times stacks (no --charlm, --gemm or --fma-peak)");
+    }
+    match a.dev.device {
+        Device::Cpu => {}
+        Device::Cuda => {
             if a.gemm.is_some() || a.fma_peak {
                 bail!(
                     "--device cuda times the stack or the char-model step (no --gemm or \
@@ -165,60 +199,62 @@ pub fn run(a: Args) -> Result<()> {
             if a.charlm {
                 return charlm_on_cuda(&a);
             }
-            return crate::gpu_bench::run_stack_on(
-                "cuda",
-                &a.cell,
-                a.hidden,
-                a.batch,
-                a.seq_length,
-                a.layers,
-                &a.mode,
+            let shapes = shapes(&a)?;
+            return bench_cuda::run(
+                shapes,
+                a.mode,
                 a.warmup,
                 a.repeats,
+                a.small_batch,
+                a.persistent,
                 a.json,
             );
         }
-        other => bail!("unknown --device '{other}' (expected cpu or cuda)"),
     }
-    set_threads(a.threads);
+    set_threads(threads);
     if a.fma_peak {
-        return run_fma_peak(&a);
+        return run_fma_peak(&a, threads);
     }
     if let Some(n) = a.gemm {
-        return run_gemm(&a, n);
+        return run_gemm(&a, n, threads);
     }
     if a.charlm {
-        return run_charlm(&a);
+        return run_charlm(&a, threads);
     }
-    run_stack(&a)
+    for s in shapes(&a)? {
+        for &mode in a.mode.each() {
+            run_stack(&a, s, mode, threads)?;
+        }
+    }
+    Ok(())
 }
 
-fn run_fma_peak(a: &Args) -> Result<()> {
+fn run_fma_peak(a: &Args, threads: usize) -> Result<()> {
     // one sample: 2e8 vector FMAs per thread (about 0.1 s at 4 GHz with 2 FMA pipes)
     const ITERS: u64 = 200_000_000 / 12;
-    let _ = recur::study::peak::fma_gflops(a.threads, ITERS / 10); // warm-up (clocks, page-in)
+    let _ = recur::study::peak::fma_gflops(threads, ITERS / 10); // warm-up (clocks, page-in)
     let mut samples: Vec<f64> = (0..a.repeats)
-        .map(|_| recur::study::peak::fma_gflops(a.threads, ITERS))
+        .map(|_| recur::study::peak::fma_gflops(threads, ITERS))
         .collect();
     samples.sort_by(f64::total_cmp);
     let gflops = samples[samples.len() / 2];
     let isa = recur::study::peak::isa();
     let mut out = std::io::stdout().lock();
     if a.json {
-        let j = json!({"fma_peak": true, "isa": isa, "threads": a.threads, "gflops": gflops});
+        let j = json!({"fma_peak": true, "isa": isa, "threads": threads, "gflops": gflops});
         writeln!(out, "{j}")?;
     } else {
         writeln!(
             out,
             "float32 FMA ceiling ({isa}), {} threads: {gflops:.1} GFLOP/s (median of {})",
-            a.threads,
+            threads,
             samples.len()
         )?;
     }
     Ok(())
 }
 
-fn run_gemm(a: &Args, n: usize) -> Result<()> {
+fn run_gemm(a: &Args, n: usize, threads: usize) -> Result<()> {
     if n == 0 {
         bail!("--gemm must be at least 1");
     }
@@ -247,43 +283,25 @@ fn run_gemm(a: &Args, n: usize) -> Result<()> {
     let gflops = 2.0 * (n as f64).powi(3) / s / 1e9;
     let mut out = std::io::stdout().lock();
     if a.json {
-        let j = json!({"gemm": n, "threads": a.threads, "median_s": s, "cpu_s": tm.cpu_s, "gflops": gflops});
+        let j = json!({"gemm": n, "threads": threads, "median_s": s, "cpu_s": tm.cpu_s, "gflops": gflops});
         writeln!(out, "{j}")?;
     } else {
         writeln!(
             out,
             "gemm {n}x{n}x{n} f32, {} threads: {:.3} ms, {gflops:.1} GFLOP/s",
-            a.threads,
+            threads,
             s * 1e3
         )?;
     }
     Ok(())
 }
 
-fn run_stack(a: &Args) -> Result<()> {
-    let kind = CellKind::parse(&a.cell).ok_or_else(|| {
-        anyhow::anyhow!(
-            "unknown cell '{}' (expected rnn, rnn_relu, lstm or gru)",
-            a.cell
-        )
-    })?;
-    let train = match a.mode.as_str() {
-        "train" => true,
-        "infer" => false,
-        other => bail!("unknown --mode '{other}' (expected infer or train)"),
-    };
-    for (name, v) in [
-        ("--hidden", a.hidden),
-        ("--batch", a.batch),
-        ("--seq-length", a.seq_length),
-        ("--layers", a.layers),
-    ] {
-        if v == 0 {
-            bail!("{name} must be at least 1");
-        }
-    }
-    let (h, b, t) = (a.hidden, a.batch, a.seq_length);
-    let cfg = StackConfig::new(kind, h, h).with_layers(a.layers);
+fn run_stack(a: &Args, s: StackShape, mode: Mode, threads: usize) -> Result<()> {
+    let kind = CellKind::parse(s.cell).expect("a known cell name");
+    let train = mode == Mode::Train;
+    let layers = s.layers;
+    let (h, b, t) = (s.h, s.b, s.t);
+    let cfg = StackConfig::new(kind, h, h).with_layers(layers);
     let stack = Stack::new(cfg).map_err(|e| anyhow::anyhow!(e))?;
     let mut rng = Rng::new(7);
     let mut params = vec![0f32; stack.num_params()];
@@ -314,18 +332,18 @@ fn run_stack(a: &Args) -> Result<()> {
             );
         }
     });
-    let s = tm.wall_s;
+    let secs = tm.wall_s;
     let tokens = (b * t) as f64;
     // GEMM work: 2*B*T*G*H*(I+H) per layer forward (I = H here), three times that for training.
     let per_layer = 2.0 * tokens * (kind.gates() * h) as f64 * (2 * h) as f64;
-    let flops = per_layer * a.layers as f64 * if train { 3.0 } else { 1.0 };
-    let tokens_per_s = tokens / s;
-    let gflops = flops / s / 1e9;
+    let flops = per_layer * layers as f64 * if train { 3.0 } else { 1.0 };
+    let tokens_per_s = tokens / secs;
+    let gflops = flops / secs / 1e9;
     let mut out = std::io::stdout().lock();
     if a.json {
         let j = json!({
-            "cell": kind.name(), "hidden": h, "batch": b, "seq_length": t, "layers": a.layers,
-            "mode": a.mode, "threads": a.threads, "median_s": s, "tokens_per_s": tokens_per_s,
+            "cell": kind.name(), "hidden": h, "batch": b, "seq_length": t, "layers": layers,
+            "mode": mode.name(), "threads": threads, "median_s": secs, "tokens_per_s": tokens_per_s,
             "gflops": gflops, "cpu_s": tm.cpu_s, "peak_rss_kib": peak_rss_kib(),
         });
         writeln!(out, "{j}")?;
@@ -334,10 +352,10 @@ fn run_stack(a: &Args) -> Result<()> {
             out,
             "{} H={h} B={b} T={t} L={} {} threads={}: {:.3} ms, {:.0} tokens/s, {:.1} GFLOP/s",
             kind.name(),
-            a.layers,
-            a.mode,
-            a.threads,
-            s * 1e3,
+            layers,
+            mode.name(),
+            threads,
+            secs * 1e3,
             tokens_per_s,
             gflops
         )?;
@@ -354,7 +372,7 @@ const CHARLM_STEPS: usize = 64;
 const CHARLM_CLIP: f64 = 5.0;
 const CHARLM_LR: f64 = 2e-3;
 
-fn run_charlm(a: &Args) -> Result<()> {
+fn run_charlm(a: &Args, threads: usize) -> Result<()> {
     let (v, t, b) = (CHARLM_VOCAB, CHARLM_STEPS, CHARLM_BATCH);
     let rnn = StackConfig::new(CellKind::Lstm, v, CHARLM_HIDDEN).with_layers(CHARLM_LAYERS);
     let model = Model::new(ModelConfig::char_model(v, 0, rnn)).map_err(|e| anyhow::anyhow!(e))?;
@@ -401,7 +419,7 @@ fn run_charlm(a: &Args) -> Result<()> {
     if a.json {
         let j = json!({
             "charlm": true, "vocab": v, "hidden": CHARLM_HIDDEN, "layers": CHARLM_LAYERS,
-            "batch": b, "seq_length": t, "threads": a.threads, "median_s": s,
+            "batch": b, "seq_length": t, "threads": threads, "median_s": s,
             "chars_per_s": chars_per_s, "cpu_s": tm.cpu_s, "peak_rss_kib": peak_rss_kib(), "last_loss": loss,
         });
         writeln!(out, "{j}")?;
@@ -409,7 +427,7 @@ fn run_charlm(a: &Args) -> Result<()> {
         writeln!(
             out,
             "char-model step (V={v}, LSTM {CHARLM_HIDDEN}x{CHARLM_LAYERS}, B={b}, T={t}), {} threads: {:.3} ms, {chars_per_s:.0} chars/s",
-            a.threads,
+            threads,
             s * 1e3
         )?;
     }
@@ -423,7 +441,7 @@ fn charlm_on_cuda(_a: &Args) -> Result<()> {
 
 #[cfg(feature = "cuda")]
 fn charlm_on_cuda(a: &Args) -> Result<()> {
-    let backend = crate::device::open("cuda")?;
+    let backend = crate::device::open(Device::Cuda.name())?;
     charlm_cuda(a, &*backend)
 }
 
@@ -434,9 +452,9 @@ fn charlm_on_cuda(a: &Args) -> Result<()> {
 #[cfg(feature = "cuda")]
 fn charlm_cuda(a: &Args, backend: &dyn recur::engine::Backend) -> Result<()> {
     use recur::engine::{Batch, LossTargets, Start};
-    let (v, t, b) = (CHARLM_VOCAB, a.seq_length, a.batch);
+    let (v, t, b) = (CHARLM_VOCAB, a.seq_length, a.batch_size);
     if t == 0 || b == 0 {
-        bail!("--batch and --seq-length must be at least 1");
+        bail!("--batch-size and --seq-length must be at least 1");
     }
     let rnn = StackConfig::new(CellKind::Lstm, v, CHARLM_HIDDEN).with_layers(CHARLM_LAYERS);
     let model = Model::new(ModelConfig::char_model(v, 0, rnn)).map_err(|e| anyhow::anyhow!(e))?;

@@ -2,6 +2,7 @@
 //! t = 1..N-1 of -ln p(c_t | c_0..c_{t-1}), the state carried through the whole text (computed in
 //! chunks; the chunk length does not change the number).
 
+use crate::args::DeviceArgs;
 use crate::charlm_common::load_char_model;
 use anyhow::{bail, Context, Result};
 use recur::apps::charlm::data;
@@ -20,28 +21,19 @@ pub struct Args {
     /// Characters per chunk (only speed and memory depend on it).
     #[arg(long, default_value_t = 256)]
     chunk: usize,
-    /// Threads for the matrix products [default: all cores].
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    dev: DeviceArgs,
     /// Print {"chars": N, "loss_nats": x, "bpc": y} on stdout.
     #[arg(long)]
     json: bool,
-    /// cpu, or cuda (the GPU; needs the `cuda` cargo feature).
-    #[arg(long, default_value = "cpu")]
-    device: String,
 }
 
 pub fn run(a: Args) -> Result<()> {
     if a.chunk == 0 {
         bail!("--chunk must be at least 1");
     }
-    let threads = match a.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    recur::ops::gemm::set_threads(threads);
-    let device = crate::device::open(&a.device)?;
+    a.dev.set_threads()?;
+    let device = crate::device::open(a.dev.device.name())?;
     let (ckpt, model, vocab) = load_char_model(&a.checkpoint)?;
     let text = data::read_text(&a.text)?;
     let ids = vocab

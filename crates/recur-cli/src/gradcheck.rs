@@ -1,42 +1,39 @@
 //! `recur gradcheck`: BPTT gradients against centred finite differences in f64, per tensor.
 
+use crate::args::Shape;
+use crate::values::{choice, Act, HeadArg};
 use anyhow::{bail, Result};
 use recur::cell::CellKind;
-use recur::model::{Head, InputKind, ModelConfig};
+use recur::model::{InputKind, ModelConfig};
 use recur::stack::StackConfig;
 use recur::study::gradcheck::{gradcheck, GradcheckSpec};
 use serde_json::json;
 use std::io::Write;
 
 #[derive(clap::Args)]
+#[command(mut_arg("cell", |a| a.default_value("rnn_tanh")))]
+#[command(mut_arg("rnn_size", |a| a.default_value("5")))]
 pub struct Args {
-    /// Cell: rnn (= rnn_tanh), rnn_relu, lstm or gru.
-    #[arg(long, default_value = "rnn")]
-    cell: String,
-    /// Non-linearity of the Elman RNN: tanh or relu (overrides the one implied by --cell rnn).
-    #[arg(long)]
-    activation: Option<String>,
+    #[command(flatten)]
+    shape: Shape,
+    /// Non-linearity of the Elman RNN (overrides the one implied by --cell).
+    #[arg(long, value_parser = choice::<Act>())]
+    activation: Option<Act>,
     /// Input features per step.
     #[arg(long, default_value_t = 3)]
     input_size: usize,
-    /// Hidden units per direction.
-    #[arg(long, default_value_t = 5)]
-    hidden: usize,
     /// Output classes (or values, for a regression head) of the decoder.
     #[arg(long, default_value_t = 4)]
     classes: usize,
-    /// Head: step_classes, last_classes, step_regression or last_regression.
-    #[arg(long, default_value = "step_classes")]
-    head: String,
+    /// What the decoder predicts, and its loss.
+    #[arg(long, value_parser = choice::<HeadArg>(), default_value = "step_classes")]
+    head: HeadArg,
     /// Steps (at least 8 is the documented check).
     #[arg(long, default_value_t = 8)]
     seq_length: usize,
     /// Sequences per batch.
-    #[arg(long, default_value_t = 3)]
-    batch: usize,
-    /// Stacked layers.
-    #[arg(long, default_value_t = 1)]
-    num_layers: usize,
+    #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 3)]
+    batch_size: usize,
     /// Two directions.
     #[arg(long)]
     bidirectional: bool,
@@ -70,36 +67,22 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut kind = CellKind::parse(&a.cell).ok_or_else(|| {
-        anyhow::anyhow!(
-            "unknown cell '{}' (expected rnn, rnn_relu, lstm or gru)",
-            a.cell
-        )
-    })?;
-    if let Some(act) = &a.activation {
-        kind = match (kind, act.as_str()) {
-            (CellKind::Rnn(_), "tanh") => CellKind::parse("rnn_tanh").expect("known"),
-            (CellKind::Rnn(_), "relu") => CellKind::parse("rnn_relu").expect("known"),
-            (CellKind::Rnn(_), other) => {
-                bail!("unknown activation '{other}' (expected tanh or relu)")
-            }
-            _ => bail!("--activation applies to --cell rnn only"),
+    let mut kind = a.shape.cell.kind();
+    if let Some(act) = a.activation {
+        kind = match kind {
+            CellKind::Rnn(_) => CellKind::Rnn(act.activation()),
+            _ => bail!("--activation applies to --cell rnn_tanh or rnn_relu only"),
         };
     }
-    if a.seq_length == 0 || a.batch == 0 || a.input_size == 0 || a.classes == 0 {
-        bail!("--seq-length, --batch, --input-size and --classes must be at least 1");
+    if a.seq_length == 0 || a.batch_size == 0 || a.input_size == 0 || a.classes == 0 {
+        bail!("--seq-length, --batch-size, --input-size and --classes must be at least 1");
     }
     if !(a.eps > 0.0) {
         bail!("--eps must be positive, got {}", a.eps);
     }
-    let head = Head::parse(&a.head).ok_or_else(|| {
-        anyhow::anyhow!(
-            "unknown head '{}' (expected step_classes, last_classes, step_regression or last_regression)",
-            a.head
-        )
-    })?;
-    let rnn = StackConfig::new(kind, a.input_size, a.hidden)
-        .with_layers(a.num_layers)
+    let head = a.head.head();
+    let rnn = StackConfig::new(kind, a.input_size, a.shape.rnn_size)
+        .with_layers(a.shape.num_layers)
         .with_bidirectional(a.bidirectional)
         .with_bias(!a.no_bias)
         .with_proj_size(a.proj_size)
@@ -117,7 +100,7 @@ pub fn run(a: Args) -> Result<()> {
     let spec = GradcheckSpec {
         cfg,
         t: a.seq_length,
-        b: a.batch,
+        b: a.batch_size,
         varlen: a.varlen,
         init_state: !a.zero_state,
         seed: a.seed,
@@ -143,10 +126,10 @@ pub fn run(a: Args) -> Result<()> {
             kind.name(),
             head.name(),
             a.seq_length,
-            a.batch,
+            a.batch_size,
             a.input_size,
-            a.hidden,
-            a.num_layers,
+            a.shape.rnn_size,
+            a.shape.num_layers,
             if a.bidirectional { 2 } else { 1 },
             !a.no_bias,
             a.proj_size,

@@ -3,6 +3,7 @@
 //! CSV, and one chart (PNG and SVG). The measurement itself is `recur::study::gradflow`.
 
 use crate::plot::{write_chart, Chart, Legend, Series};
+use crate::values::{choice, Cell};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use recur::cell::CellKind;
@@ -13,9 +14,15 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Cells, comma-separated: rnn (= rnn_tanh), rnn_relu, lstm, gru.
-    #[arg(long, default_value = "rnn_tanh,lstm,gru")]
-    cells: String,
+    /// The recurrent cells, comma-separated: one curve each.
+    #[arg(
+        long,
+        value_parser = choice::<Cell>(),
+        alias = "cells",
+        value_delimiter = ',',
+        default_value = "rnn_tanh,lstm,gru"
+    )]
+    cell: Vec<Cell>,
     /// Factors for weight_hh after the default initialization, comma-separated (e.g. 1,4).
     #[arg(long, default_value = "1")]
     scales: String,
@@ -24,11 +31,11 @@ pub struct Args {
     #[arg(long, default_value = "0")]
     gate_biases: String,
     /// T: sequence length; distances 0..=T are reported.
-    #[arg(long, default_value_t = 100)]
-    len: usize,
+    #[arg(long, alias = "len", default_value_t = 100)]
+    seq_length: usize,
     /// Hidden units.
-    #[arg(long, default_value_t = 32)]
-    hidden: usize,
+    #[arg(long = "rnn-size", visible_alias = "hidden", default_value_t = 32)]
+    rnn_size: usize,
     /// Input features per step (drawn N(0, 1)).
     #[arg(long, default_value_t = 4)]
     input_size: usize,
@@ -78,21 +85,11 @@ impl Curve {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let cells: Vec<CellKind> = a
-        .cells
-        .split(',')
-        .map(|s| {
-            CellKind::parse(s.trim()).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown cell '{s}' in --cells (expected rnn, rnn_relu, lstm or gru)"
-                )
-            })
-        })
-        .collect::<Result<_>>()?;
+    let cells: Vec<CellKind> = a.cell.iter().map(|c| c.kind()).collect();
     let scales = numbers("--scales", &a.scales)?;
     let gate_biases = numbers("--gate-biases", &a.gate_biases)?;
-    if a.len == 0 || a.hidden == 0 || a.input_size == 0 || a.sequences == 0 {
-        bail!("--len, --hidden, --input-size and --sequences must be at least 1");
+    if a.seq_length == 0 || a.rnn_size == 0 || a.input_size == 0 || a.sequences == 0 {
+        bail!("--seq-length, --rnn-size, --input-size and --sequences must be at least 1");
     }
     let [png, svg] = crate::plot::outputs(&a.out);
     let csv = crate::plot::with_ext(&a.out, "csv");
@@ -124,8 +121,8 @@ pub fn run(a: Args) -> Result<()> {
         let spec = GradflowSpec {
             cell,
             input_size: a.input_size,
-            hidden: a.hidden,
-            t: a.len,
+            hidden: a.rnn_size,
+            t: a.seq_length,
             sequences: a.sequences,
             scale,
             gate_bias,
@@ -158,7 +155,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut chart = Chart::new(
         format!(
             "Gradient flow: loss at step T = {}, H = {}, mean of {} sequences",
-            a.len, a.hidden, a.sequences
+            a.seq_length, a.rnn_size, a.sequences
         ),
         "distance from the loss, T - t (steps)",
         "||dL/dh_t|| / ||dL/dh_T||",
@@ -189,7 +186,7 @@ pub fn run(a: Args) -> Result<()> {
         writeln!(
             out,
             "{}",
-            json!({"len": a.len, "hidden": a.hidden, "input_size": a.input_size,
+            json!({"len": a.seq_length, "hidden": a.rnn_size, "input_size": a.input_size,
                    "sequences": a.sequences, "seed": a.seed, "curves": cs,
                    "files": [csv, png, svg]})
         )?;
@@ -198,12 +195,12 @@ pub fn run(a: Args) -> Result<()> {
     writeln!(
         out,
         "||dL/dh_t|| / ||dL/dh_T|| (mean over {} sequences), loss at T = {}, H = {}, I = {}",
-        a.sequences, a.len, a.hidden, a.input_size
+        a.sequences, a.seq_length, a.rnn_size, a.input_size
     )?;
     let ks: Vec<usize> = [0, 1, 5, 10, 25, 50, 100, 200, 500, 1000]
         .into_iter()
-        .filter(|&k| k < a.len)
-        .chain(std::iter::once(a.len))
+        .filter(|&k| k < a.seq_length)
+        .chain(std::iter::once(a.seq_length))
         .collect();
     write!(out, "{:22}", "distance T - t:")?;
     for k in &ks {

@@ -1,23 +1,22 @@
 //! `recur hello`: the lecture's worked example, printed as the lecture lays it out, then trained
 //! with BPTT until it predicts "ello".
 
+use crate::args::Optimizer;
 use anyhow::Result;
-use recur::optim::{OptimKind, Optimizer};
+use recur::optim;
 use recur::study::lecture::{self, Step};
 use serde_json::json;
 use std::io::Write;
 
 #[derive(clap::Args)]
+#[command(mut_arg("optim", |a| a.default_value("sgd")))]
+#[command(mut_arg("learning_rate", |a| a.default_value("0.5")))]
 pub struct Args {
     /// Print one JSON object on stdout instead of the tables.
     #[arg(long)]
     json: bool,
-    /// Optimizer for the training part: sgd, adagrad, rmsprop or adam.
-    #[arg(long, default_value = "sgd")]
-    optim: String,
-    /// Learning rate.
-    #[arg(long, default_value_t = 0.5)]
-    lr: f64,
+    #[command(flatten)]
+    opt: Optimizer,
     /// Stop once all four predictions are right and the mean loss is below this.
     #[arg(long, default_value_t = 0.1)]
     target_loss: f64,
@@ -55,19 +54,13 @@ fn step_json(s: &Step) -> serde_json::Value {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let kind = OptimKind::parse(&a.optim, 0.0).ok_or_else(|| {
-        anyhow::anyhow!(
-            "unknown optimizer '{}' (expected sgd, adagrad, rmsprop or adam)",
-            a.optim
-        )
-    })?;
-    if !(a.lr > 0.0 && a.lr.is_finite()) {
-        anyhow::bail!("--lr must be a positive number, got {}", a.lr);
-    }
+    a.opt.check()?;
+    let kind = a.opt.optim.kind(0.0);
+    let lr = a.opt.learning_rate;
     let m = lecture::model();
     let mut params: Vec<f64> = lecture::params(&m);
     let (before, loss0) = lecture::trace(&m, &params);
-    let mut opt = Optimizer::new(kind.clone(), a.lr, params.len());
+    let mut opt = optim::Optimizer::new(kind.clone(), lr, params.len());
     let mut curve = Vec::new();
     let epochs = lecture::train(
         &m,
@@ -87,7 +80,7 @@ pub fn run(a: Args) -> Result<()> {
             "vocab": lecture::VOCAB.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
             "steps": before.iter().map(step_json).collect::<Vec<_>>(),
             "loss": loss0,
-            "trained": {"optimizer": kind.name(), "lr": a.lr, "epochs": epochs, "loss": loss1,
+            "trained": {"optimizer": kind.name(), "lr": lr, "epochs": epochs, "loss": loss1,
                         "preds": lecture::preds(&after),
                         "steps": after.iter().map(step_json).collect::<Vec<_>>()},
         });
@@ -114,7 +107,7 @@ pub fn run(a: Args) -> Result<()> {
             out,
             "Training with BPTT: {} with learning rate {}, mean cross-entropy over the 4 steps.",
             kind.name(),
-            a.lr
+            lr
         )?;
         let marks: Vec<usize> = {
             let n = curve.len();
@@ -140,7 +133,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     if !trained_ok {
         anyhow::bail!(
-            "training stopped after {epochs} epochs without predicting \"ello\" (got \"{}\"); try another --lr or more --max-epochs",
+            "training stopped after {epochs} epochs without predicting \"ello\" (got \"{}\"); try another --learning-rate or more --max-epochs",
             lecture::preds(&after)
         );
     }

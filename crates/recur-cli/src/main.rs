@@ -1,11 +1,12 @@
 //! The `recur` command-line tool: one module per command. This file parses flags, dispatches,
 //! and turns every error into one line on stderr with exit code 2. No math lives here.
 
+mod args;
 mod bench;
+mod bench_cuda;
 mod charlm_common;
 mod device;
 mod eval;
-mod gpu_bench;
 mod gradcheck;
 mod gradflow;
 mod hello;
@@ -14,6 +15,7 @@ mod sample;
 mod speech;
 mod task;
 mod train;
+mod values;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -37,8 +39,6 @@ enum Command {
     /// Compare BPTT gradients with centred finite differences in f64.
     #[command(allow_negative_numbers = true)]
     Gradcheck(gradcheck::Args),
-    /// Time a stack's inference and training step on --device cuda (needs the `cuda` feature) or cpu.
-    GpuBench(gpu_bench::Args),
     /// Train a character language model (Tiny Shakespeare by default).
     #[command(allow_negative_numbers = true)]
     Train(Box<train::Args>),
@@ -48,7 +48,9 @@ enum Command {
     /// A character model's loss (nats and bits per character) on a text.
     #[command(allow_negative_numbers = true)]
     Eval(eval::Args),
-    /// Time a recurrent stack, a char-model training step or one GEMM (median of repeated runs).
+    /// Time a recurrent stack (on the CPU or, with --device cuda, the GPU), a char-model training
+    /// step or one GEMM (median of repeated runs).
+    #[command(alias = "gpu-bench")]
     Bench(bench::Args),
     /// Norm of dL/dh_t against the distance from a loss at the last step (vanishing/exploding
     /// gradients), for several cells; a table, CSV and a chart.
@@ -65,7 +67,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Hello(a) => hello::run(a),
         Command::Gradcheck(a) => gradcheck::run(a),
-        Command::GpuBench(a) => gpu_bench::run(a),
         Command::Train(a) => train::run(*a),
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),

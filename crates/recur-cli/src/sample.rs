@@ -1,6 +1,7 @@
 //! `recur sample`: generates text from a character-model checkpoint, streaming each character
 //! to stdout as it is drawn.
 
+use crate::args::DeviceArgs;
 use crate::charlm_common::load_char_model;
 use anyhow::{bail, Result};
 use recur::apps::charlm::sample::SampleOptions;
@@ -28,9 +29,8 @@ pub struct Args {
     /// Text run through the model first and printed before the sample [default: a newline].
     #[arg(long)]
     prime: Option<String>,
-    /// cpu, or cuda (the GPU; needs the `cuda` cargo feature).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    dev: DeviceArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -40,7 +40,8 @@ pub fn run(a: Args) -> Result<()> {
             a.temperature
         );
     }
-    let device = crate::device::open(&a.device)?;
+    a.dev.set_threads()?;
+    let device = crate::device::open(a.dev.device.name())?;
     let (ckpt, model, vocab) = load_char_model(&a.checkpoint)?;
     let prime = a.prime.clone().unwrap_or_else(|| "\n".to_string());
     if prime.is_empty() {

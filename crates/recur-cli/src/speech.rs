@@ -9,12 +9,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use recur::apps::speech::classifier::{
     self, cosine_lr, evaluate, load_examples, load_examples_multi, make_batch, model_config,
-    predict_batch, train_epoch, Evaluation, Example, Normalizer, Pooling, NUM_CLASSES,
+    predict_batch, train_epoch, Evaluation, Example, Normalizer, NUM_CLASSES,
 };
 use recur::apps::speech::dataset::{list_dir, Split, Utterance};
-use recur::apps::speech::features::{warp_factors, Extractor, FeatureConfig, FeatureKind};
+use recur::apps::speech::features::{warp_factors, Extractor, FeatureConfig};
 use recur::apps::speech::wav::read_wav;
-use recur::cell::CellKind;
 use recur::checkpoint::{self, Checkpoint};
 use recur::model::Model;
 use recur::optim::{OptimKind, Optimizer};
@@ -27,7 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::args::{DeviceArgs, RunDir, Shape};
 use crate::plot;
+use crate::values::{choice, Features, Pool};
 
 /// Where `--data` points unless told otherwise: the full dataset, cloned as docs/speech.md says.
 const DEFAULT_DATA: &str = "data/fsdd/recordings";
@@ -35,6 +36,11 @@ const DEFAULT_DATA: &str = "data/fsdd/recordings";
 const STATE_KIND: &str = "speech";
 /// Utterances per batch when evaluating.
 const EVAL_BATCH: usize = 64;
+/// The checkpoints in the run directory: the best on validation, and the latest (for --resume).
+const BEST: &str = "best.safetensors";
+const LATEST: &str = "latest.safetensors";
+/// `--threads` of `speech train` and `speech eval`.
+const THREADS_HELP: &str = "Threads for large matrix products and for reading files";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -54,13 +60,16 @@ enum Cmd {
 }
 
 #[derive(clap::Args)]
+#[command(mut_arg("checkpoint_dir", |a| a.default_value("speech-run")))]
+#[command(mut_arg("cell", |a| a.default_value("gru")))]
+#[command(mut_arg("rnn_size", |a| a.default_value("64")))]
+#[command(mut_arg("threads", |a| a.default_value("1").help(THREADS_HELP)))]
 struct TrainArgs {
     /// Directory of {digit}_{speaker}_{take}.wav files (8 kHz mono PCM).
     #[arg(long, default_value = DEFAULT_DATA)]
     data: PathBuf,
-    /// Directory for checkpoints (best.ckpt, last.ckpt) and charts.
-    #[arg(long, default_value = "speech-run")]
-    out: PathBuf,
+    #[command(flatten)]
+    run: RunDir,
     /// Train on every speaker but this one (all takes); without it, the official split
     /// (takes 5+ train, 0-4 test).
     #[arg(long)]
@@ -68,9 +77,9 @@ struct TrainArgs {
     /// Takes held out of training for validation, "A-B" (inclusive) or "none".
     #[arg(long, default_value = "5-9")]
     val_takes: String,
-    /// Base features: mfcc or logmel.
-    #[arg(long, default_value = "mfcc")]
-    features: String,
+    /// Base features per frame.
+    #[arg(long, value_parser = choice::<Features>(), default_value = "mfcc")]
+    features: Features,
     /// Mel bands.
     #[arg(long, default_value_t = 40)]
     n_mels: usize,
@@ -90,21 +99,14 @@ struct TrainArgs {
     /// Largest relative frequency warp of the augmentation copies.
     #[arg(long, default_value_t = 0.1)]
     warp_max: f64,
-    /// Cell: gru, lstm, rnn_tanh or rnn_relu.
-    #[arg(long, default_value = "gru")]
-    cell: String,
-    /// Hidden units per direction.
-    #[arg(long, default_value_t = 64)]
-    rnn_size: usize,
-    /// Stacked layers.
-    #[arg(long, default_value_t = 1)]
-    num_layers: usize,
+    #[command(flatten)]
+    shape: Shape,
     /// One direction only (default: bidirectional).
     #[arg(long)]
     unidirectional: bool,
-    /// Head: mean (per-step scores averaged over the utterance) or last (final states).
-    #[arg(long, default_value = "mean")]
-    pool: String,
+    /// How the per-utterance digit scores are formed.
+    #[arg(long, value_parser = choice::<Pool>(), default_value = "mean")]
+    pool: Pool,
     /// Dropout between layers (needs --num-layers 2 or more).
     #[arg(long, default_value_t = 0.0)]
     dropout: f64,
@@ -112,10 +114,10 @@ struct TrainArgs {
     #[arg(long, default_value_t = 20)]
     epochs: usize,
     /// Utterances per batch.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 32)]
     batch_size: usize,
     /// Adam's learning rate at the start; a cosine schedule takes it to lr * --lr-floor.
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long = "learning-rate", visible_alias = "lr", default_value_t = 3e-3)]
     learning_rate: f64,
     /// Final learning rate as a fraction of the first.
     #[arg(long, default_value_t = 0.05)]
@@ -126,21 +128,15 @@ struct TrainArgs {
     /// Seed for initialisation and batch order.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Threads for large matrix products and for reading files.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Continue the run saved in <out>/last.ckpt (same data and settings).
-    #[arg(long)]
-    resume: bool,
+    #[command(flatten)]
+    dev: DeviceArgs,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
-    /// Where the training math runs: cpu, or cuda (the GPU; needs the `cuda` cargo feature).
-    #[arg(long, default_value = "cpu")]
-    device: String,
 }
 
 #[derive(clap::Args)]
+#[command(mut_arg("threads", |a| a.default_value("1").help(THREADS_HELP)))]
 struct EvalArgs {
     /// A checkpoint written by `recur speech train`.
     #[arg(long)]
@@ -156,15 +152,11 @@ struct EvalArgs {
     /// checkpoint, <checkpoint stem>-confusion.
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Threads for large matrix products and for reading files.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    #[command(flatten)]
+    dev: DeviceArgs,
     /// Print {"n", "accuracy", "per_digit", ...} as one JSON object.
     #[arg(long)]
     json: bool,
-    /// cpu, or cuda (the GPU; needs the `cuda` cargo feature).
-    #[arg(long, default_value = "cpu")]
-    device: String,
 }
 
 #[derive(clap::Args)]
@@ -259,16 +251,8 @@ fn parse_split(s: &str) -> Result<Split> {
     })
 }
 
-fn parse_cell(s: &str) -> Result<CellKind> {
-    CellKind::parse(s)
-        .ok_or_else(|| anyhow!("--cell must be gru, lstm, rnn_tanh or rnn_relu, got '{s}'"))
-}
-
-fn set_threads(n: usize) -> Result<()> {
-    if n == 0 {
-        bail!("--threads must be at least 1");
-    }
-    recur::ops::gemm::set_threads(n);
+fn set_threads(dev: &DeviceArgs) -> Result<()> {
+    let n = dev.set_threads()?;
     // Ignore a second initialisation (only possible in-process, e.g. never from the binary).
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
@@ -312,17 +296,13 @@ fn check_speaker(all: &[Utterance], name: &str, data: &Path) -> Result<()> {
 
 fn train(a: TrainArgs) -> Result<()> {
     // ---- flags -> plan, before any work
-    set_threads(a.threads)?;
-    let device = crate::device::open(&a.device)?;
+    set_threads(&a.dev)?;
+    let device = crate::device::open(a.dev.device.name())?;
     let val_takes = parse_take_range(&a.val_takes)?;
-    let kind = match a.features.as_str() {
-        "mfcc" => FeatureKind::Mfcc,
-        "logmel" => FeatureKind::LogMel,
-        other => bail!("--features must be mfcc or logmel, got '{other}'"),
-    };
-    let cell = parse_cell(&a.cell)?;
-    let pooling = Pooling::parse(&a.pool)
-        .ok_or_else(|| anyhow!("--pool must be mean or last, got '{}'", a.pool))?;
+    let kind = a.features.kind();
+    let cell = a.shape.cell.kind();
+    let pooling = a.pool.pooling();
+    a.shape.check()?;
     if !(a.warp_max > 0.0 && a.warp_max < 0.5) {
         bail!("--warp-max must be in (0, 0.5), got {}", a.warp_max);
     }
@@ -351,9 +331,9 @@ fn train(a: TrainArgs) -> Result<()> {
         warp_copies: a.warp_copies,
         warp_max: a.warp_max,
     };
-    let last_path = a.out.join("last.ckpt");
-    let best_path = a.out.join("best.ckpt");
-    let resumed = if a.resume {
+    let last_path = a.run.checkpoint_dir.join(LATEST);
+    let best_path = a.run.checkpoint_dir.join(BEST);
+    let resumed = if a.run.resume {
         let ck = checkpoint::load(&last_path)?;
         let st = speech_state(&ck, &last_path)?;
         if st.hyper != hyper {
@@ -384,8 +364,8 @@ fn train(a: TrainArgs) -> Result<()> {
         None => model_config(
             feat_cfg.dim(),
             cell,
-            a.rnn_size,
-            a.num_layers,
+            a.shape.rnn_size,
+            a.shape.num_layers,
             !a.unidirectional,
             a.dropout,
             pooling,
@@ -474,8 +454,9 @@ fn train(a: TrainArgs) -> Result<()> {
             (params, opt, rng, st)
         }
     };
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create directory {}", a.out.display()))?;
+    let out_dir = &a.run.checkpoint_dir;
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create directory {}", out_dir.display()))?;
     let mut eng = device.engine(model.clone(), params, Some(opt))?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -593,7 +574,7 @@ fn train(a: TrainArgs) -> Result<()> {
             checkpoint::save(&best_path, &ck)?;
         }
     }
-    let charts = write_curves(&state, &a.out)?;
+    let charts = write_curves(&state, &a.run.checkpoint_dir)?;
     let summary = json!({
         "epochs": state.epoch,
         "interrupted": interrupted,
@@ -726,8 +707,8 @@ fn load_recognizer(path: &Path) -> Result<(Model, Vec<f32>, Extractor, State)> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
-    set_threads(a.threads)?;
-    let device = crate::device::open(&a.device)?;
+    set_threads(&a.dev)?;
+    let device = crate::device::open(a.dev.device.name())?;
     let split = a.split.as_deref().map(parse_split).transpose()?;
     let (model, params, ex, st) = load_recognizer(&a.checkpoint)?;
     let split = split.unwrap_or_else(|| match &st.hyper.holdout {

@@ -3,7 +3,9 @@
 //! and for the ball the true and predicted paths. The tasks and the training loop are
 //! `recur::apps::tasks`; this file parses, reports and draws.
 
+use crate::args::Optimizer;
 use crate::plot::{write_chart, Chart, Legend, Series};
+use crate::values::{choice, Cell, Device};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use recur::apps::tasks::train::{
@@ -12,7 +14,6 @@ use recur::apps::tasks::train::{
 use recur::apps::tasks::{Task, TaskKind};
 use recur::cell::CellKind;
 use recur::checkpoint::{save, Checkpoint};
-use recur::optim::OptimKind;
 use recur::stack::StackConfig;
 use serde_json::json;
 use std::io::Write;
@@ -46,31 +47,27 @@ struct Common {
     /// Default 100 (adding), 20 (copy), 50 (ball).
     #[arg(long)]
     len: Option<usize>,
-    /// Cell: rnn (= rnn_tanh), rnn_relu, lstm or gru; several, comma-separated, train side by
-    /// side (one thread each) and share one learning-curve chart.
-    #[arg(long, default_value = "lstm")]
-    cell: String,
-    /// Hidden units.
+    /// The recurrent cell; several, comma-separated, train side by side (one thread each) and
+    /// share one learning-curve chart.
+    #[arg(long, value_parser = choice::<Cell>(), value_delimiter = ',', default_value = "lstm")]
+    cell: Vec<Cell>,
+    /// Hidden units per layer.
     #[arg(long = "rnn-size", visible_alias = "hidden", default_value_t = 64)]
     rnn_size: usize,
-    /// Stacked layers.
-    #[arg(long, default_value_t = 1)]
+    /// Stacked recurrent layers.
+    #[arg(long = "num-layers", visible_alias = "layers", default_value_t = 1)]
     num_layers: usize,
-    /// Optimizer: sgd, adagrad, rmsprop or adam.
-    #[arg(long, default_value = "adam")]
-    optim: String,
-    /// Learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
+    #[command(flatten)]
+    opt: Optimizer,
     /// Sequences per step.
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 2000)]
-    steps: usize,
-    /// Time budget in minutes (stops at whichever of --steps and this comes first).
-    #[arg(long)]
-    minutes: Option<f64>,
+    #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 32)]
+    batch_size: usize,
+    /// Stop after this many optimizer steps.
+    #[arg(long, alias = "steps", default_value_t = 2000)]
+    max_steps: usize,
+    /// Stop after this many minutes of training (whichever of this and --max-steps comes first).
+    #[arg(long, alias = "minutes")]
+    max_minutes: Option<f64>,
     /// Clip the gradient's global norm to this (0 = off).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
@@ -98,9 +95,9 @@ struct Common {
     /// Print one JSON object per cell (one per line) on stdout instead of the summary.
     #[arg(long)]
     json: bool,
-    /// Where the training math runs: cpu, or cuda (the GPU; needs the `cuda` cargo feature).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// Where the training math runs (cuda needs the `cuda` cargo feature).
+    #[arg(long, value_parser = choice::<Device>(), default_value = "cpu")]
+    device: Device,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -115,34 +112,25 @@ pub fn run(a: Args) -> Result<()> {
         TaskKind::Ball => 50,
     });
     let task = Task::new(kind, len).map_err(anyhow::Error::msg)?;
-    let cells: Vec<CellKind> = c
-        .cell
-        .split(',')
-        .map(|s| {
-            CellKind::parse(s.trim()).ok_or_else(|| {
-                anyhow::anyhow!("unknown cell '{s}' (expected rnn, rnn_relu, lstm or gru)")
-            })
-        })
-        .collect::<Result<_>>()?;
-    let optim = OptimKind::parse(&c.optim, 0.0).ok_or_else(|| {
-        anyhow::anyhow!(
-            "unknown optimizer '{}' (expected sgd, adagrad, rmsprop or adam)",
-            c.optim
-        )
-    })?;
-    if c.rnn_size == 0 || c.num_layers == 0 || c.batch == 0 || c.eval_every == 0 || c.eval_size == 0
+    let cells: Vec<CellKind> = c.cell.iter().map(|k| k.kind()).collect();
+    let optim = c.opt.optim.kind(0.0);
+    if c.rnn_size == 0
+        || c.num_layers == 0
+        || c.batch_size == 0
+        || c.eval_every == 0
+        || c.eval_size == 0
     {
-        bail!("--rnn-size, --num-layers, --batch, --eval-every and --eval-size must be at least 1");
+        bail!(
+            "--rnn-size, --num-layers, --batch-size, --eval-every and --eval-size must be at least 1"
+        );
     }
-    if !(c.lr > 0.0) || !c.lr.is_finite() {
-        bail!("--lr must be a positive number, got {}", c.lr);
-    }
+    c.opt.check()?;
     if !(c.grad_clip >= 0.0) {
         bail!("--grad-clip must be 0 or positive, got {}", c.grad_clip);
     }
-    let budget = match c.minutes {
+    let budget = match c.max_minutes {
         Some(m) if !(m > 0.0) || !m.is_finite() => {
-            bail!("--minutes must be a positive number, got {m}")
+            bail!("--max-minutes must be a positive number, got {m}")
         }
         Some(m) => Some(Duration::from_secs_f64(m * 60.0)),
         None => None,
@@ -159,15 +147,15 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--gradflow is measured on the adding problem with one layer");
     }
     // opened once here, so that a missing device is reported before any work
-    let backend = crate::device::open(&c.device)?;
+    let backend = crate::device::open(c.device.name())?;
     let backend = &*backend;
     let spec = |cell: CellKind| TrainSpec {
         task: task.clone(),
         rnn: StackConfig::new(cell, 0, c.rnn_size).with_layers(c.num_layers),
         optim: optim.clone(),
-        lr: c.lr,
-        batch: c.batch,
-        max_steps: c.steps,
+        lr: c.opt.learning_rate,
+        batch: c.batch_size,
+        max_steps: c.max_steps,
         budget,
         clip: c.grad_clip,
         eval_every: c.eval_every,
@@ -194,7 +182,7 @@ pub fn run(a: Args) -> Result<()> {
         let handles: Vec<_> = cells
             .iter()
             .map(|&cell| {
-                let bar = bars.add(ProgressBar::new(c.steps as u64).with_style(
+                let bar = bars.add(ProgressBar::new(c.max_steps as u64).with_style(
                     ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {elapsed}")
                         .expect("valid template")
                         .progress_chars("=> "),
@@ -329,8 +317,8 @@ pub fn run(a: Args) -> Result<()> {
                     "baseline_held_out": res.baseline_held_out,
                     "metric_name": metric_name, "baseline_formula": task.baseline_formula(),
                     "stopped_by": res.reason, "seconds": res.curve.last().map(|p| p.elapsed.as_secs_f64()),
-                    "hidden": c.rnn_size, "layers": c.num_layers, "optim": c.optim, "lr": c.lr,
-                    "batch": c.batch, "seed": c.seed,
+                    "hidden": c.rnn_size, "layers": c.num_layers, "optim": c.opt.optim.name(),
+                    "lr": c.opt.learning_rate, "batch": c.batch_size, "seed": c.seed,
                     "curve": res.curve.iter().map(|p| json!({"step": p.step, "train": p.train_metric, "metric": p.metric})).collect::<Vec<_>>(),
                     "gradflow": flows.get(i).map(|(t, ini)| json!({"trained_rel": t.rel, "initial_rel": ini.rel})),
                     "files": files,

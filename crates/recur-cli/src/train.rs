@@ -5,7 +5,9 @@
 //! This module turns flags into a [`recur::apps::charlm::train::TrainConfig`] (presets, then explicit flags),
 //! checks them, and reports; the loop itself is [`recur::apps::charlm::train::Trainer`].
 
+use crate::args::{DeviceArgs, RunDir};
 use crate::charlm_common::{default_corpus, load_corpus, print_sample_text};
+use crate::values::{choice, Cell, Optim, Preset as PresetName};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use recur::apps::charlm::data::{self, Vocab};
@@ -15,7 +17,6 @@ use recur::apps::charlm::train::{
 use recur::cell::CellKind;
 use recur::checkpoint;
 use recur::model::ModelConfig;
-use recur::optim::OptimKind;
 use recur::stack::StackConfig;
 use serde_json::json;
 use std::io::Write;
@@ -27,6 +28,10 @@ use std::sync::Arc;
 pub const LOG: &str = "log.csv";
 
 #[derive(clap::Args)]
+#[command(mut_arg("device", |a| a.help(
+    "Where the training math runs (cuda needs the `cuda` cargo feature); checkpoints are the \
+     same either way, so a run continues on the other device with --resume"
+)))]
 pub struct Args {
     /// UTF-8 text to train on [default: the bundled data/tinyshakespeare/input.txt].
     #[arg(long)]
@@ -36,16 +41,16 @@ pub struct Args {
     /// 200 (a smoke run). default: LSTM 2x256, dropout 0.2, B=16, T=64, lr 2e-3, 9 minutes, eval
     /// every 500.
     /// large: LSTM 2x512, dropout 0.5, B=32, T=64, lr 2e-3, 60 minutes, eval every 500.
-    #[arg(long, default_value = "default")]
-    preset: String,
-    /// Cell: lstm, gru, rnn (= rnn_tanh) or rnn_relu.
-    #[arg(long)]
-    cell: Option<String>,
+    #[arg(long, value_parser = choice::<PresetName>(), default_value = "default")]
+    preset: PresetName,
+    /// The recurrent cell [default: the preset's, lstm].
+    #[arg(long, value_parser = choice::<Cell>())]
+    cell: Option<Cell>,
     /// Stacked recurrent layers.
-    #[arg(long)]
+    #[arg(long = "num-layers", visible_alias = "layers")]
     num_layers: Option<usize>,
     /// Hidden units per layer.
-    #[arg(long)]
+    #[arg(long = "rnn-size", visible_alias = "hidden")]
     rnn_size: Option<usize>,
     /// Dropout between layers (needs --num-layers 2 or more).
     #[arg(long)]
@@ -57,20 +62,20 @@ pub struct Args {
     #[arg(long)]
     embed: Option<usize>,
     /// B: parallel streams per batch.
-    #[arg(long)]
+    #[arg(long = "batch-size", visible_alias = "batch")]
     batch_size: Option<usize>,
     /// T: characters per stream per batch (the BPTT truncation length).
     #[arg(long)]
     seq_length: Option<usize>,
-    /// Optimizer: adam, rmsprop, adagrad or sgd.
-    #[arg(long)]
-    optim: Option<String>,
+    /// The update rule [default: adam].
+    #[arg(long, value_parser = choice::<Optim>())]
+    optim: Option<Optim>,
     /// Momentum of --optim sgd.
     #[arg(long)]
     momentum: Option<f64>,
     /// Learning rate.
-    #[arg(long)]
-    lr: Option<f64>,
+    #[arg(long = "learning-rate", visible_alias = "lr")]
+    learning_rate: Option<f64>,
     /// Multiply the learning rate by this every --lr-decay-every steps.
     #[arg(long)]
     lr_decay: Option<f64>,
@@ -86,9 +91,6 @@ pub struct Args {
     /// Seed for the initial weights, dropout and the printed samples.
     #[arg(long)]
     seed: Option<u64>,
-    /// Threads for the matrix products [default: all cores].
-    #[arg(long)]
-    threads: Option<usize>,
     /// Stop after this many passes over the training text.
     #[arg(long)]
     epochs: Option<f64>,
@@ -104,12 +106,8 @@ pub struct Args {
     /// Fraction of the text, taken from its end, used for validation.
     #[arg(long)]
     val_frac: Option<f64>,
-    /// Where checkpoints (best.safetensors, latest.safetensors), log.csv and the plots go.
-    #[arg(long, default_value = "checkpoints")]
-    checkpoint_dir: PathBuf,
-    /// Continue the run saved in --checkpoint-dir (latest.safetensors) exactly where it stopped.
-    #[arg(long)]
-    resume: bool,
+    #[command(flatten)]
+    run: RunDir,
     /// Characters of the sample printed at each evaluation (0 = none).
     #[arg(long, default_value_t = 300)]
     sample_length: usize,
@@ -122,15 +120,13 @@ pub struct Args {
     /// Print one JSON object with the final numbers on stdout; evaluations go to stderr.
     #[arg(long)]
     json: bool,
-    /// Where the training math runs: cpu, or cuda (the GPU; needs the `cuda` cargo feature).
-    /// Checkpoints are the same either way: a run continues on the other device with --resume.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    dev: DeviceArgs,
 }
 
 /// A preset's values for every flag that has one.
 struct Preset {
-    cell: &'static str,
+    cell: Cell,
     num_layers: usize,
     rnn_size: usize,
     dropout: f64,
@@ -146,11 +142,11 @@ struct Preset {
     eval_every: u64,
 }
 
-fn preset(name: &str) -> Result<Preset> {
-    Ok(match name {
+fn preset(name: PresetName) -> Preset {
+    match name {
         // A smoke run: learns spelling and line structure in a minute.
-        "tiny" => Preset {
-            cell: "lstm",
+        PresetName::Tiny => Preset {
+            cell: Cell::Lstm,
             num_layers: 1,
             rnn_size: 128,
             dropout: 0.0,
@@ -169,8 +165,8 @@ fn preset(name: &str) -> Result<Preset> {
         // measurement (docs/results.md): in nine minutes a 2x256 LSTM with B = 16 gets further
         // than 2x512 (fewer characters) or B = 32 (fewer updates); it sees about ten epochs, so
         // without dropout it overfits (best 1.52, final 1.57); dropout 0.2 keeps it near 1.51.
-        "default" => Preset {
-            cell: "lstm",
+        PresetName::Default => Preset {
+            cell: Cell::Lstm,
             num_layers: 2,
             rnn_size: 256,
             dropout: 0.2,
@@ -186,8 +182,8 @@ fn preset(name: &str) -> Result<Preset> {
             eval_every: 500,
         },
         // A serious run: an hour, a bigger network with dropout.
-        "large" => Preset {
-            cell: "lstm",
+        PresetName::Large => Preset {
+            cell: Cell::Lstm,
             num_layers: 2,
             rnn_size: 512,
             dropout: 0.5,
@@ -202,8 +198,7 @@ fn preset(name: &str) -> Result<Preset> {
             epochs: None,
             eval_every: 500,
         },
-        other => bail!("unknown preset '{other}' (expected tiny, default or large)"),
-    })
+    }
 }
 
 /// Flags that fix the run's configuration, so that `--resume` must not be given them.
@@ -224,7 +219,7 @@ fn config_flags(a: &Args) -> Vec<&'static str> {
     check(a.seq_length.is_some(), "--seq-length");
     check(a.optim.is_some(), "--optim");
     check(a.momentum.is_some(), "--momentum");
-    check(a.lr.is_some(), "--lr");
+    check(a.learning_rate.is_some(), "--learning-rate");
     check(a.lr_decay.is_some(), "--lr-decay");
     check(a.lr_decay_every.is_some(), "--lr-decay-every");
     check(a.grad_clip.is_some(), "--grad-clip");
@@ -250,11 +245,8 @@ fn non_negative(name: &str, x: f64) -> Result<f64> {
 
 /// The model and loop configuration from the preset and the explicit flags.
 fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
-    let p = preset(&a.preset)?;
-    let cell_name = a.cell.clone().unwrap_or_else(|| p.cell.to_string());
-    let kind = CellKind::parse(&cell_name).ok_or_else(|| {
-        anyhow!("unknown cell '{cell_name}' (expected lstm, gru, rnn or rnn_relu)")
-    })?;
+    let p = preset(a.preset);
+    let kind = a.cell.unwrap_or(p.cell).kind();
     let num_layers = a.num_layers.unwrap_or(p.num_layers);
     let rnn_size = a.rnn_size.unwrap_or(p.rnn_size);
     let dropout = a.dropout.unwrap_or(p.dropout);
@@ -275,20 +267,18 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
     if proj_size >= rnn_size && proj_size > 0 {
         bail!("--proj-size ({proj_size}) must be smaller than --rnn-size ({rnn_size})");
     }
-    let optim_name = a.optim.clone().unwrap_or_else(|| "adam".into());
-    if a.momentum.is_some() && optim_name != "sgd" {
+    let optim_name = a.optim.unwrap_or(Optim::Adam);
+    if a.momentum.is_some() && optim_name != Optim::Sgd {
         bail!("--momentum applies to --optim sgd only");
     }
     let momentum = non_negative("--momentum", a.momentum.unwrap_or(0.0))?;
-    let optim = OptimKind::parse(&optim_name, momentum).ok_or_else(|| {
-        anyhow!("unknown optimizer '{optim_name}' (expected adam, rmsprop, adagrad or sgd)")
-    })?;
+    let optim = optim_name.kind(momentum);
     let batch_size = a.batch_size.unwrap_or(p.batch_size);
     let seq_length = a.seq_length.unwrap_or(p.seq_length);
     if batch_size == 0 || seq_length == 0 {
         bail!("--batch-size and --seq-length must be at least 1");
     }
-    let lr = positive("--lr", a.lr.unwrap_or(p.lr))?;
+    let lr = positive("--learning-rate", a.learning_rate.unwrap_or(p.lr))?;
     let lr_decay = positive("--lr-decay", a.lr_decay.unwrap_or(p.lr_decay))?;
     if lr_decay > 1.0 {
         bail!("--lr-decay must be at most 1, got {lr_decay}");
@@ -397,20 +387,15 @@ fn write_log(dir: &Path, rows: &[LogRow]) -> Result<()> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let threads = match a.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    recur::ops::gemm::set_threads(threads);
+    let threads = a.dev.set_threads()?;
     if a.sample_length > 0 {
         positive("--sample-temperature", a.sample_temperature)?;
     }
-    let dir = a.checkpoint_dir.clone();
-    let device = crate::device::open(&a.device)?;
+    let dir = a.run.checkpoint_dir.clone();
+    let device = crate::device::open(a.dev.device.name())?;
     let device_name = device.name();
 
-    let (trainer, vocab, data_path) = if a.resume {
+    let (trainer, vocab, data_path) = if a.run.resume {
         let given = config_flags(&a);
         if !given.is_empty() {
             bail!(
@@ -418,7 +403,7 @@ pub fn run(a: Args) -> Result<()> {
                 given.join(", ")
             );
         }
-        if a.preset != "default" {
+        if a.preset != PresetName::Default {
             bail!("--resume continues the saved run with its own settings; drop --preset");
         }
         let path = dir.join(LATEST);
@@ -468,7 +453,7 @@ pub fn run(a: Args) -> Result<()> {
         let extra = json!({
             "data": data_path.display().to_string(),
             "val_frac": val_frac,
-            "preset": a.preset,
+            "preset": a.preset.name(),
             "threads": threads,
         });
         if dir.join(LATEST).exists() {
@@ -530,7 +515,7 @@ pub fn run(a: Args) -> Result<()> {
         cfg.lr,
         cfg.grad_clip,
         threads,
-        if a.resume { format!(", resumed at step {}", trainer.state.step) } else { String::new() },
+        if a.run.resume { format!(", resumed at step {}", trainer.state.step) } else { String::new() },
     );
     let header = if device_name == "cpu" {
         header

@@ -94,7 +94,7 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
         &["gradcheck", "--cell", "transformer"][..],
         &["gradcheck", "--cell", "gru", "--proj-size", "2"][..],
         &["hello", "--optim", "lbfgs"][..],
-        &["hello", "--lr", "-1"][..],
+        &["hello", "--learning-rate", "-1"][..],
     ] {
         let out = recur(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

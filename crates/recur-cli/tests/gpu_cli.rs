@@ -33,18 +33,25 @@ fn check(args: &[&str]) {
 #[test]
 fn device_cuda_without_support_or_gpu_is_one_line_error() {
     let tiny = [
-        "--hidden", "4", "--batch", "2", "--iters", "1", "--warmup", "0",
+        "--rnn-size",
+        "4",
+        "--batch-size",
+        "2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
     ];
-    let mut a = vec!["gpu-bench", "--device", "cuda", "--steps", "3"];
+    let mut a = vec!["gpu-bench", "--device", "cuda", "--seq-length", "3"];
     a.extend(tiny);
     check(&a);
     check(&[
         "bench",
         "--device",
         "cuda",
-        "--hidden",
+        "--rnn-size",
         "4",
-        "--batch",
+        "--batch-size",
         "2",
         "--seq-length",
         "3",
@@ -166,7 +173,7 @@ fn char_model_commands_on_cuda_or_one_line_error() {
             "--charlm",
             "--device",
             "cuda",
-            "--batch",
+            "--batch-size",
             "2",
             "--seq-length",
             "4",
@@ -225,9 +232,9 @@ fn task_on_cuda_or_one_line_error() {
         "6",
         "--rnn-size",
         "8",
-        "--batch",
+        "--batch-size",
         "4",
-        "--steps",
+        "--max-steps",
         "3",
         "--eval-every",
         "1",
@@ -261,7 +268,7 @@ fn speech_on_cuda_or_one_line_error() {
         "train",
         "--data",
         data,
-        "--out",
+        "--checkpoint-dir",
         run_s,
         "--val-takes",
         "none",
@@ -281,7 +288,7 @@ fn speech_on_cuda_or_one_line_error() {
     } else {
         assert_device_error(&train, code, &stderr);
     }
-    let best = run.join("best.ckpt");
+    let best = run.join("best.safetensors");
     let best = best.to_str().unwrap();
     let eval = [
         "speech",

@@ -17,9 +17,9 @@ fn gradflow_shows_vanishing_and_exploding_and_writes_its_files() {
         &d,
         &[
             "gradflow",
-            "--len",
+            "--seq-length",
             "20",
-            "--hidden",
+            "--rnn-size",
             "8",
             "--sequences",
             "3",
@@ -69,9 +69,9 @@ fn task_adding_json_beats_the_baseline() {
             "10",
             "--rnn-size",
             "16",
-            "--lr",
+            "--learning-rate",
             "1e-2",
-            "--steps",
+            "--max-steps",
             "600",
             "--eval-every",
             "200",
@@ -114,7 +114,7 @@ fn task_ball_writes_the_paths_chart() {
             "16",
             "--cell",
             "gru",
-            "--steps",
+            "--max-steps",
             "50",
             "--eval-size",
             "64",
@@ -144,7 +144,7 @@ fn bad_arguments_are_one_line_errors() {
                 "adding",
                 "--len",
                 "4",
-                "--steps",
+                "--max-steps",
                 "2",
                 "--eval-size",
                 "8",
@@ -157,8 +157,8 @@ fn bad_arguments_are_one_line_errors() {
     assert!(e.contains("/nonexistent-dir/x.png"), "{e}");
     let e = one_line_error(&recur_in(&d, &["gradflow", "--scales", "1,x"]), &[]);
     assert!(e.contains("'x'"), "{e}");
-    let e = one_line_error(&recur_in(&d, &["task", "ball", "--minutes", "-1"]), &[]);
-    assert!(e.contains("--minutes"), "{e}");
+    let e = one_line_error(&recur_in(&d, &["task", "ball", "--max-minutes", "-1"]), &[]);
+    assert!(e.contains("--max-minutes"), "{e}");
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn task_adding_gradflow_charts_trained_and_initial_weights() {
             "8",
             "--cell",
             "gru",
-            "--steps",
+            "--max-steps",
             "20",
             "--eval-size",
             "32",
@@ -213,7 +213,7 @@ fn ctrl_c_stops_training_with_the_result_so_far() {
             "10",
             "--rnn-size",
             "8",
-            "--steps",
+            "--max-steps",
             "100000000",
             "--eval-every",
             "20",

@@ -64,7 +64,7 @@ fn train_on_one(test: &str, name: &str, bytes: &[u8]) -> (Output, PathBuf) {
         "train",
         "--data",
         data.to_str().unwrap(),
-        "--out",
+        "--checkpoint-dir",
         dir.join("run").to_str().unwrap(),
         "--val-takes",
         "none",
@@ -85,7 +85,7 @@ fn train_eval_predict_on_the_committed_sample() {
         "train",
         "--data",
         &data,
-        "--out",
+        "--checkpoint-dir",
         run.to_str().unwrap(),
         "--val-takes",
         "none",
@@ -102,8 +102,8 @@ fn train_eval_predict_on_the_committed_sample() {
     assert_eq!(j["epochs"], 30);
     assert_eq!(j["train"], 30);
     assert_eq!(j["interrupted"], false);
-    let best = run.join("best.ckpt");
-    assert!(best.exists() && run.join("last.ckpt").exists());
+    let best = run.join("best.safetensors");
+    assert!(best.exists() && run.join("latest.safetensors").exists());
     for chart in ["loss.png", "loss.svg", "accuracy.png", "accuracy.svg"] {
         assert!(run.join(chart).exists(), "{chart}");
     }
@@ -240,7 +240,7 @@ fn resume_of_a_finished_run_continues_to_the_same_place() {
             "train",
             "--data",
             &data,
-            "--out",
+            "--checkpoint-dir",
             dir.join(run).to_str().unwrap(),
             "--val-takes",
             "5-6",
@@ -268,7 +268,7 @@ fn resume_of_a_finished_run_continues_to_the_same_place() {
     // Resuming with other settings is refused.
     let mut other = args("a", "5");
     other.push("--resume".into());
-    one_line_error(&recur(&other), &["last.ckpt", "other settings"]);
+    one_line_error(&recur(&other), &["latest.safetensors", "other settings"]);
 }
 
 #[test]

@@ -1,0 +1,103 @@
+//! Flag groups that several commands share, flattened into each command's arguments so that the
+//! same thing has the same flag everywhere (char-rnn's names where they fit):
+//!
+//! - [`Shape`]: `--cell`, `--rnn-size` (alias `--hidden`), `--num-layers` (alias `--layers`);
+//! - [`DeviceArgs`]: `--device cpu|cuda`, `--threads N`;
+//! - [`RunDir`]: `--checkpoint-dir`, `--resume`;
+//! - [`Optimizer`]: `--optim`, `--learning-rate` (alias `--lr`).
+//!
+//! A command whose defaults differ sets them with `#[command(mut_arg(...))]` next to its
+//! `#[command(flatten)]`. Flags that a command has alone, or with a different type (an optional
+//! value a preset fills in), stay in the command with the same long name and aliases.
+
+use crate::values::{choice, Cell, Device, Optim};
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+
+/// The recurrent stack's shape.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Shape {
+    /// The recurrent cell.
+    #[arg(long, value_parser = choice::<Cell>(), default_value = "lstm")]
+    pub cell: Cell,
+    /// Hidden units per layer (per direction when bidirectional).
+    #[arg(long = "rnn-size", visible_alias = "hidden", default_value_t = 128)]
+    pub rnn_size: usize,
+    /// Stacked recurrent layers.
+    #[arg(long = "num-layers", visible_alias = "layers", default_value_t = 1)]
+    pub num_layers: usize,
+}
+
+impl Shape {
+    /// Both sizes at least 1.
+    pub fn check(&self) -> Result<()> {
+        if self.rnn_size == 0 || self.num_layers == 0 {
+            bail!("--rnn-size and --num-layers must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Where the math runs, and with how many CPU threads.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// Where the math runs (cuda needs the `cuda` cargo feature).
+    #[arg(long, value_parser = choice::<Device>(), default_value = "cpu")]
+    pub device: Device,
+    /// Threads for the CPU's matrix products [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl DeviceArgs {
+    /// The thread count: as given (at least 1), else all cores.
+    pub fn threads(&self) -> Result<usize> {
+        match self.threads {
+            Some(0) => bail!("--threads must be at least 1"),
+            Some(n) => Ok(n),
+            None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        }
+    }
+
+    /// Sets the thread count of the matrix products; returns it.
+    pub fn set_threads(&self) -> Result<usize> {
+        let n = self.threads()?;
+        recur::ops::gemm::set_threads(n);
+        Ok(n)
+    }
+}
+
+/// A training run's directory.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunDir {
+    /// Where the checkpoints (best.safetensors, latest.safetensors), the log and the charts go.
+    #[arg(long, default_value = "checkpoints")]
+    pub checkpoint_dir: PathBuf,
+    /// Continue the run saved in --checkpoint-dir (latest.safetensors) where it stopped.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// The update rule and its step size.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Optimizer {
+    /// The update rule (PyTorch's default hyper-parameters).
+    #[arg(long, value_parser = choice::<Optim>(), default_value = "adam")]
+    pub optim: Optim,
+    /// Learning rate.
+    #[arg(long = "learning-rate", visible_alias = "lr", default_value_t = 1e-3)]
+    pub learning_rate: f64,
+}
+
+impl Optimizer {
+    /// A positive, finite learning rate.
+    pub fn check(&self) -> Result<()> {
+        if !(self.learning_rate > 0.0) || !self.learning_rate.is_finite() {
+            bail!(
+                "--learning-rate must be a positive number, got {}",
+                self.learning_rate
+            );
+        }
+        Ok(())
+    }
+}
