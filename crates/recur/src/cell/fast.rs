@@ -30,14 +30,19 @@
 //! Threads: `ops::gemm::threads()`, through rayon; a step runs on one thread when its product is
 //! too small to pay for the hand-over ([`PAR_MIN_STEP_WORK`]).
 
-use super::*;
+use super::cache::{active, grow, stale_copy};
+use super::products::{dgt_ld, input_projection, weight_grads, L3_BYTES};
+use super::{
+    gru, lstm, rnn, Activation, CellKind, DirCache, DirDims, DirGrads, DirWeights, LayerInput,
+};
 use crate::ops::gemm::threads;
 use crate::ops::panel::{
-    avx512_f32, has_avx512, pack_gates_t, pack_n, panel_gemm_groups_raw, panel_gemm_raw, Groups,
-    OutPtr,
+    avx512_f32, has_avx512, pack_gates_t, pack_n, panel_gemm_groups_raw, panel_gemm_raw, panels,
+    Groups, OutPtr, NR,
 };
 use crate::ops::team;
 use crate::ops::transpose::transpose_raw;
+use crate::ops::Float;
 use rayon::prelude::*;
 use std::ops::Range;
 

@@ -3,7 +3,10 @@
 //! driver (`fast.rs`) does not handle, and it is the reference the fast driver is tested against
 //! (`tests/drivers.rs`).
 
-use super::*;
+use super::cache::active;
+use super::products::{input_projection, weight_grads};
+use super::{gru, lstm, rnn, CellKind, DirCache, DirGrads, DirWeights, LayerInput};
+use crate::ops::{gemm, Float, Trans};
 
 /// Forward over the whole sequence (see [`super::forward`]).
 ///
