@@ -33,7 +33,7 @@
 use super::cache::{active, grow, stale_copy};
 use super::products::{dgt_ld, input_projection, weight_grads, L3_BYTES};
 use super::{
-    gru, lstm, rnn, Activation, CellKind, DirCache, DirDims, DirGrads, DirWeights, LayerInput,
+    gru, lstm, rnn, Activation, CellKind, DirBackward, DirCache, DirDims, DirForward, LayerInput,
 };
 use crate::ops::gemm::threads;
 use crate::ops::panel::{
@@ -480,19 +480,19 @@ fn chunk_len<F: Float>(split: &Split, d: &DirDims, keep: bool, cols: usize) -> O
     Some(len)
 }
 
-/// Forward over the whole sequence; see [`super::forward`] for the arguments.
-pub fn forward<F: Float>(
-    cache: &mut DirCache<F>,
-    w: &DirWeights<F>,
-    input: LayerInput<F>,
-    h0: Option<&[F]>,
-    c0: Option<&[F]>,
-    lengths: Option<&[usize]>,
-    y: &mut [F],
-    ldy: usize,
-    h_n: &mut [F],
-    c_n: &mut [F],
-) {
+/// Forward over the whole sequence; see [`super::forward`] and [`DirForward`] for the arguments.
+pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
+    let DirForward {
+        weights: w,
+        input,
+        lengths,
+        h0,
+        c0,
+        y,
+        ldy,
+        h_n,
+        c_n,
+    } = args;
     let d = cache.dims;
     let (nt, nb, nh) = (d.t, d.b, d.h);
     debug_assert_eq!(d.p, nh, "the fast driver has no projection");
@@ -803,20 +803,21 @@ impl<F: Float> Bwd<'_, F> {
     }
 }
 
-/// Backward over the whole sequence; see [`super::backward`] for the arguments.
-pub fn backward<F: Float>(
-    cache: &mut DirCache<F>,
-    w: &DirWeights<F>,
-    g: &mut DirGrads<F>,
-    input: LayerInput<F>,
-    lengths: Option<&[usize]>,
-    dy: Option<(&[F], usize)>,
-    dh_n: Option<&[F]>,
-    dc_n: Option<&[F]>,
-    dx: Option<(&mut [F], usize)>,
-    dh0: &mut [F],
-    dc0: &mut [F],
-) {
+/// Backward over the whole sequence; see [`super::backward`] and [`DirBackward`] for the
+/// arguments.
+pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
+    let DirBackward {
+        weights: w,
+        mut grads,
+        input,
+        lengths,
+        dy,
+        dh_n,
+        dc_n,
+        dx,
+        dh0,
+        dc0,
+    } = args;
     let d = cache.dims;
     let (nt, nb, nh) = (d.t, d.b, d.h);
     let gh = d.gh();
@@ -898,5 +899,5 @@ pub fn backward<F: Float>(
     if is_lstm {
         dc0[..nb * nh].copy_from_slice(&c.dc);
     }
-    weight_grads(c, w, g, input, dx, dgt);
+    weight_grads(c, w, &mut grads, input, dx, dgt);
 }

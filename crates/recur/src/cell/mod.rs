@@ -36,56 +36,70 @@ pub use types::{CellKind, DirDims, DirGrads, DirWeights, LayerInput};
 
 use crate::ops::Float;
 
+/// What [`forward`] reads and writes besides the cache; [`simple::forward`] takes the same.
+pub struct DirForward<'a, F> {
+    /// The direction's weights.
+    pub weights: &'a DirWeights<'a, F>,
+    /// The direction's input.
+    pub input: LayerInput<'a, F>,
+    /// Per-sequence lengths (one per batch row, each in `1..=T`), or `None`: all `T` steps.
+    pub lengths: Option<&'a [usize]>,
+    /// Initial state h_0: (B, P), zero when `None`.
+    pub h0: Option<&'a [F]>,
+    /// Initial cell state c_0: (B, H), LSTM only, zero when `None`.
+    pub c0: Option<&'a [F]>,
+    /// The outputs: (T, B, P), written at row stride `ldy` (so two directions can interleave).
+    pub y: &'a mut [F],
+    /// Row stride of `y`.
+    pub ldy: usize,
+    /// The final state: (B, P), each sequence's taken at its own last step.
+    pub h_n: &'a mut [F],
+    /// The final cell state: (B, H), LSTM only; empty otherwise.
+    pub c_n: &'a mut [F],
+}
+
+/// What [`backward`] reads and writes besides the cache; [`simple::backward`] takes the same.
+pub struct DirBackward<'a, F> {
+    /// The direction's weights, as given to the forward.
+    pub weights: &'a DirWeights<'a, F>,
+    /// The parameter gradients, accumulated (`+=`).
+    pub grads: DirGrads<'a, F>,
+    /// The direction's input, as given to the forward.
+    pub input: LayerInput<'a, F>,
+    /// Per-sequence lengths, as given to the forward.
+    pub lengths: Option<&'a [usize]>,
+    /// Gradient of the outputs, (T, B, P) at the given row stride, or `None` when only the final
+    /// states feed the loss.
+    pub dy: Option<(&'a [F], usize)>,
+    /// Gradient of the final state h_n, (B, P), zero when `None`.
+    pub dh_n: Option<&'a [F]>,
+    /// Gradient of the final cell state c_n, (B, H, LSTM only), zero when `None`.
+    pub dc_n: Option<&'a [F]>,
+    /// Gradient of the input, (T, B, I) at the given row stride, accumulated (`+=`); dense input
+    /// only.
+    pub dx: Option<(&'a mut [F], usize)>,
+    /// Overwritten with the gradient of h_0: (B, P).
+    pub dh0: &'a mut [F],
+    /// Overwritten with the gradient of c_0: (B, H), LSTM only; empty otherwise.
+    pub dc0: &'a mut [F],
+}
+
 /// Forward over the whole sequence: the fast driver (`fast.rs`), or for LSTM projections the
 /// simple one (`simple.rs`).
-///
-/// - `h0`: (B, P) and `c0`: (B, H, LSTM only) initial states, zero when `None`;
-/// - `y`: (T, B, P) outputs, written at row stride `ldy` (so two directions can interleave);
-/// - `h_n`: (B, P), `c_n`: (B, H, LSTM only; empty otherwise): the final states, each sequence's
-///   taken at its own last step.
-pub fn forward<F: Float>(
-    cache: &mut DirCache<F>,
-    w: &DirWeights<F>,
-    input: LayerInput<F>,
-    h0: Option<&[F]>,
-    c0: Option<&[F]>,
-    lengths: Option<&[usize]>,
-    y: &mut [F],
-    ldy: usize,
-    h_n: &mut [F],
-    c_n: &mut [F],
-) {
+pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
     if cache.dims.proj() {
-        simple::forward(cache, w, input, h0, c0, lengths, y, ldy, h_n, c_n)
+        simple::forward(cache, args)
     } else {
-        fast::forward(cache, w, input, h0, c0, lengths, y, ldy, h_n, c_n)
+        fast::forward(cache, args)
     }
 }
 
-/// Backward (BPTT) over the whole sequence (the same driver as the forward), after [`forward`] on the same cache and input.
-///
-/// - `dy`: gradient of the outputs, (T, B, P) at row stride `ldy`, or `None` when only the final
-///   states feed the loss;
-/// - `dh_n`, `dc_n`: gradients of the final states, zero when `None`;
-/// - parameter gradients are accumulated into `g`; `dx` (dense input only; (T, B, I) at row
-///   stride `lddx`) is accumulated too;
-/// - `dh0` (B, P) and `dc0` (B, H, LSTM only) are overwritten with the initial states' gradients.
-pub fn backward<F: Float>(
-    cache: &mut DirCache<F>,
-    w: &DirWeights<F>,
-    g: &mut DirGrads<F>,
-    input: LayerInput<F>,
-    lengths: Option<&[usize]>,
-    dy: Option<(&[F], usize)>,
-    dh_n: Option<&[F]>,
-    dc_n: Option<&[F]>,
-    dx: Option<(&mut [F], usize)>,
-    dh0: &mut [F],
-    dc0: &mut [F],
-) {
+/// Backward (BPTT) over the whole sequence (the same driver as the forward), after [`forward`]
+/// on the same cache, weights, input and lengths.
+pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
     if cache.dims.proj() {
-        simple::backward(cache, w, g, input, lengths, dy, dh_n, dc_n, dx, dh0, dc0)
+        simple::backward(cache, args)
     } else {
-        fast::backward(cache, w, g, input, lengths, dy, dh_n, dc_n, dx, dh0, dc0)
+        fast::backward(cache, args)
     }
 }
