@@ -50,12 +50,10 @@ pub(super) fn input_projection<F: Float>(
     let gh = d.gh();
     match input {
         LayerInput::Dense { x, ld } => {
-            // a large W_ih is transposed first, so that the `gemm` crate gets W^T as stored: it
-            // packs a transposed right operand far more slowly (alone: 330 against 445 GFLOP/s
-            // at 512 x 4096 x 1024). Measured with the transposition: LSTM 1024/16/32 +6.9%
-            // inference, +2.8% training, GRU 1024 training +3.4%; with W_ih of 4 MiB (LSTM
-            // 512) no gain either way, so only above L3/4, and only with AVX-512 (where the
-            // transposition moves whole tiles; measured there).
+            // a large W_ih (above L3/4, with AVX-512) is transposed first, so that the `gemm`
+            // crate gets W^T as stored, which it packs faster than a transposed right operand.
+            // Why these limits: docs/performance.md, "Input projection: W_ih transposed first
+            // for large layers".
             let large = ni * gh * std::mem::size_of::<F>() > L3_BYTES / 4;
             let (wt, ldw, tw) = if large && crate::ops::panel::has_avx512() {
                 transpose_w_ih(c, w);
@@ -125,8 +123,7 @@ const ONE_HOT_ROWS: usize = 256;
 
 /// The row stride of dG^T (`DirCache::dgt`) for `rows` rows of dG: 16 more when `rows` is a
 /// multiple of 256, so that the rows a step writes (one cache line each) do not all fall into
-/// the same cache sets (measured: LSTM 128/32/64 training 0.89x without the padding, 0.97x
-/// with; 512: 1.017x and 1.028x).
+/// the same cache sets. What it gains: docs/performance.md, "dG^T row padding".
 pub(crate) fn dgt_ld(rows: usize) -> usize {
     if rows.is_multiple_of(256) {
         rows + 16
@@ -137,7 +134,8 @@ pub(crate) fn dgt_ld(rows: usize) -> usize {
 
 /// `out (G*H, n) += dG^T B`, `B` being `(T*B, n)` at row stride `ldb`: from the fast driver's
 /// transposed copy of dG when given (`dgt`: the left operand read as stored, which the `gemm`
-/// crate runs 10-12% faster), else from `dg` read transposed.
+/// crate runs faster: docs/performance.md, "Weight gradients from dG^T"), else from `dg` read
+/// transposed.
 fn dg_t_product<F: Float>(
     dgt: Option<&[F]>,
     dg: &[F],
@@ -176,9 +174,8 @@ fn dg_t_product<F: Float>(
 /// On several threads, while dG is small (under a quarter of the L3), the three products run
 /// side by side instead of one after another: half the threads compute dW_ih and the first rows
 /// of dX, the other half dW_hh and the rest of dX, the rows cut so that both halves have the
-/// same work; each product then runs without the hand-overs of a product split over all threads
-/// (LSTM 128/32/64 training: +5%). With dG of 8-16 MiB each half streaming all of it (and
-/// packing its own operands) cost 3-4% instead (docs/performance.md).
+/// same work; each product then runs without the hand-overs of a product split over all threads.
+/// Why only while dG is small: docs/performance.md, "Weight gradients as two concurrent halves".
 pub(super) fn weight_grads<F: Float>(
     c: &mut DirCache<F>,
     w: &DirWeights<F>,
