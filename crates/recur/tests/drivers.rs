@@ -39,7 +39,8 @@ struct Shape {
 /// Batch sizes 13 and 37: below and above the fast driver's threshold for splitting by rows on
 /// 2 threads. The third shape is large enough (I * G * H * T * B >= 2^22 multiply-adds for the
 /// LSTM and the GRU) for the weight gradients and dX to be computed as two concurrent halves
-/// on 2 threads, with I != H so that the halves cut dX's rows unevenly (`cell::weight_grads`).
+/// on 2 threads, with I != H so that the halves cut dX's rows unevenly (`weight_grads` in
+/// `cell/products.rs`).
 /// The fourth has I + H >= 512 and T * B = 256 rows: the backward keeps dG transposed for the
 /// weight gradients (every cell but the GRU), with its row stride padded, on 1 thread and (as
 /// concurrent halves) on 2.

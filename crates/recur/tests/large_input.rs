@@ -1,5 +1,5 @@
-//! A layer whose input weights are large enough (over 8 MiB) for the input product to go
-//! through a transposed copy of W_ih (`cell::input_projection`), against an LSTM written out
+//! A layer whose input weights are large enough (over 8 MiB) for the input product to go through a
+//! transposed copy of W_ih (`input_projection` in `cell/products.rs`), against an LSTM written out
 //! here from its definition in f64: both drivers share that product, so they cannot check it
 //! against each other. Forward outputs and final states, 1 and 2 threads.
 

@@ -5,8 +5,8 @@
 //! written with arithmetic, compares and bit casts only, so a loop over a row of gates becomes
 //! SIMD code. Accuracy, checked in the tests at the bottom against f64 over the whole useful
 //! range: `exp` within 2 ulp, `tanh` and `sigmoid` within 4 ulp of the correctly rounded value (a
-//! few parts in 1e7 relative), far inside the PyTorch-parity tolerance. float64 does not use these: it keeps the C library's
-//! functions, so the f64 gradient checks see exact activations.
+//! few parts in 1e7 relative), far inside the PyTorch-parity tolerance. float64 does not use
+//! these: it keeps the C library's functions, so the f64 gradient checks see exact activations.
 //!
 //! The polynomials are written with `mul_add`: in the drivers' AVX-512 and AVX2 builds of the
 //! gate passes (functions compiled with the `fma` target feature) each is one fused multiply-add,

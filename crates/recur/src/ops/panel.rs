@@ -7,7 +7,7 @@
 //! weight matrix, so here it is packed once per forward (or backward) pass, the per-step product
 //! reads the packed panels straight from cache, and nothing is allocated. Panels also let the
 //! caller hand disjoint column ranges to different threads and fuse each thread's element-wise
-//! work with its own columns (see `cell/mod.rs`).
+//! work with its own columns (see `cell/fast.rs`).
 //!
 //! This is not a general GEMM: `A` is read in place (no packing), `K` is not blocked (the state
 //! rows and one panel fit in L1/L2 for the sizes recurrent layers use), and `C` is overwritten.
