@@ -533,15 +533,17 @@ impl Stack {
                 );
                 cell::forward(
                     &mut ws.caches[idx],
-                    &w,
-                    layer_in,
-                    h0d,
-                    c0d,
-                    lengths,
-                    &mut y[d * p..],
-                    ldy,
-                    hn,
-                    cn,
+                    cell::DirForward {
+                        weights: &w,
+                        input: layer_in,
+                        lengths,
+                        h0: h0d,
+                        c0: c0d,
+                        y: &mut y[d * p..],
+                        ldy,
+                        h_n: hn,
+                        c_n: cn,
+                    },
                 );
             }
         }
@@ -597,7 +599,7 @@ impl Stack {
             for d in 0..nd {
                 let idx = l * nd + d;
                 let w = self.weights(params, idx);
-                let mut g = self.grads(grads, idx);
+                let g = self.grads(grads, idx);
                 let dhn = dh_n.map(|v| &v[idx * b * p..(idx + 1) * b * p]);
                 let dcn = dc_n.map(|v| &v[idx * b * h..(idx + 1) * b * h]);
                 let dxd = if l > 0 {
@@ -612,16 +614,18 @@ impl Stack {
                 };
                 cell::backward(
                     &mut ws.caches[idx],
-                    &w,
-                    &mut g,
-                    layer_in,
-                    lengths,
-                    Some((&ws.douts[l][d * p..], ldy)),
-                    dhn,
-                    dcn,
-                    dxd,
-                    &mut ws.dh0[idx * b * p..(idx + 1) * b * p],
-                    dc0,
+                    cell::DirBackward {
+                        weights: &w,
+                        grads: g,
+                        input: layer_in,
+                        lengths,
+                        dy: Some((&ws.douts[l][d * p..], ldy)),
+                        dh_n: dhn,
+                        dc_n: dcn,
+                        dx: dxd,
+                        dh0: &mut ws.dh0[idx * b * p..(idx + 1) * b * p],
+                        dc0,
+                    },
                 );
             }
             if l > 0 {

@@ -9,7 +9,10 @@
 //! inference mode (nothing kept for backward; the input product in chunks of steps) is held to
 //! the same tolerance.
 
-use recur::cell::{self, simple, CellKind, DirCache, DirDims, DirGrads, DirWeights, LayerInput};
+use recur::cell::{
+    self, simple, CellKind, DirBackward, DirCache, DirDims, DirForward, DirGrads, DirWeights,
+    LayerInput,
+};
 use recur::ops::gemm::set_threads;
 use recur::ops::Float;
 use recur::rng::Rng;
@@ -36,7 +39,8 @@ struct Shape {
 /// Batch sizes 13 and 37: below and above the fast driver's threshold for splitting by rows on
 /// 2 threads. The third shape is large enough (I * G * H * T * B >= 2^22 multiply-adds for the
 /// LSTM and the GRU) for the weight gradients and dX to be computed as two concurrent halves
-/// on 2 threads, with I != H so that the halves cut dX's rows unevenly (`cell::weight_grads`).
+/// on 2 threads, with I != H so that the halves cut dX's rows unevenly (`weight_grads` in
+/// `cell/products.rs`).
 /// The fourth has I + H >= 512 and T * B = 256 rows: the backward keeps dG transposed for the
 /// weight gradients (every cell but the GRU), with its row stride padded, on 1 thread and (as
 /// concurrent halves) on 2.
@@ -145,15 +149,17 @@ fn run<F: Float>(
     let f = if fast { cell::forward } else { simple::forward };
     f(
         &mut cache,
-        &w,
-        input,
-        Some(&h0),
-        c0o,
-        Some(&lengths),
-        &mut o.y,
-        H,
-        &mut o.h_n,
-        &mut o.c_n,
+        DirForward {
+            weights: &w,
+            input,
+            lengths: Some(&lengths),
+            h0: Some(&h0),
+            c0: c0o,
+            y: &mut o.y,
+            ldy: H,
+            h_n: &mut o.h_n,
+            c_n: &mut o.c_n,
+        },
     );
     if infer {
         return o;
@@ -161,7 +167,7 @@ fn run<F: Float>(
     let (gw_ih, rest) = o.grads.split_at_mut(g * H * I);
     let (gw_hh, rest) = rest.split_at_mut(g * H * H);
     let (gb_ih, gb_hh) = rest.split_at_mut(g * H);
-    let mut grads = DirGrads {
+    let grads = DirGrads {
         w_ih: gw_ih,
         w_hh: gw_hh,
         b_ih: bias.then_some(gb_ih),
@@ -175,16 +181,18 @@ fn run<F: Float>(
     };
     bwd(
         &mut cache,
-        &w,
-        &mut grads,
-        input,
-        Some(&lengths),
-        Some((&dy, H)),
-        Some(&dh_n),
-        dcno,
-        Some((&mut o.dx, I)),
-        &mut o.dh0,
-        &mut o.dc0,
+        DirBackward {
+            weights: &w,
+            grads,
+            input,
+            lengths: Some(&lengths),
+            dy: Some((&dy, H)),
+            dh_n: Some(&dh_n),
+            dc_n: dcno,
+            dx: Some((&mut o.dx, I)),
+            dh0: &mut o.dh0,
+            dc0: &mut o.dc0,
+        },
     );
     o
 }

@@ -1,9 +1,9 @@
-//! A layer whose input weights are large enough (over 8 MiB) for the input product to go
-//! through a transposed copy of W_ih (`cell::input_projection`), against an LSTM written out
+//! A layer whose input weights are large enough (over 8 MiB) for the input product to go through a
+//! transposed copy of W_ih (`input_projection` in `cell/products.rs`), against an LSTM written out
 //! here from its definition in f64: both drivers share that product, so they cannot check it
 //! against each other. Forward outputs and final states, 1 and 2 threads.
 
-use recur::cell::{self, CellKind, DirCache, DirDims, DirWeights, LayerInput};
+use recur::cell::{self, CellKind, DirCache, DirDims, DirForward, DirWeights, LayerInput};
 use recur::ops::gemm::set_threads;
 use recur::rng::Rng;
 
@@ -86,7 +86,18 @@ fn input_product_through_transposed_weights() {
         let (mut h_n, mut c_n) = (vec![0.0f32; B * H], vec![0.0f32; B * H]);
         let input = LayerInput::Dense { x: &x, ld: I };
         cell::forward(
-            &mut cache, &w, input, None, None, None, &mut y, H, &mut h_n, &mut c_n,
+            &mut cache,
+            DirForward {
+                weights: &w,
+                input,
+                lengths: None,
+                h0: None,
+                c0: None,
+                y: &mut y,
+                ldy: H,
+                h_n: &mut h_n,
+                c_n: &mut c_n,
+            },
         );
         let scale = want.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
         for (k, (&got, &exp)) in y.iter().zip(&want).enumerate() {

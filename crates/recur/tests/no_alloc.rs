@@ -79,14 +79,14 @@ fn allocations(kind: CellKind, t: usize) -> (usize, usize) {
 }
 
 /// Allocations that may differ between two passes whatever their length, outside the time loop:
-/// rayon hands work from outside its pool through a queue that takes a new block of slots every
-/// 63 jobs (so a pass may or may not be the one that needs it), and the `gemm` crate allocates
-/// its packing workspace the first time a thread runs a product, per thread: on 2 threads the
-/// weight gradients run as two concurrent halves (`cell::weight_grads`), and which pool thread
-/// runs which half changes from pass to pass, so a thread may run its first product of a size
-/// in the counted pass (4 products, so up to 4 allocations, plus the queue's one). Seen: 1 before
-/// the concurrent halves; after, 0-2 in 40 runs with a second copy of the test beside it, and
-/// once a failure of the earlier limit of 2 in a full `cargo test`. Far below the 96 that one
+/// rayon hands work from outside its pool through a queue that takes a new block of slots every 63
+/// jobs (so a pass may or may not be the one that needs it), and the `gemm` crate allocates its
+/// packing workspace the first time a thread runs a product, per thread: on 2 threads the weight
+/// gradients run as two concurrent halves (`weight_grads` in `cell/products.rs`), and which pool
+/// thread runs which half changes from pass to pass, so a thread may run its first product of a
+/// size in the counted pass (4 products, so up to 4 allocations, plus the queue's one). Seen: 1
+/// before the concurrent halves; after, 0-2 in 40 runs with a second copy of the test beside it,
+/// and once a failure of the earlier limit of 2 in a full `cargo test`. Far below the 96 that one
 /// allocation per step would add.
 const SLACK: usize = 6;
 

@@ -5,7 +5,9 @@
 //! W_ih and the scatter-add sums per symbol split over the threads, and fewer rows than
 //! symbols, where the gather reads W_ih in place.
 
-use recur::cell::{self, CellKind, DirCache, DirDims, DirGrads, DirWeights, LayerInput};
+use recur::cell::{
+    self, CellKind, DirBackward, DirCache, DirDims, DirForward, DirGrads, DirWeights, LayerInput,
+};
 use recur::ops::gemm::set_threads;
 use recur::ops::Float;
 use recur::rng::Rng;
@@ -77,12 +79,23 @@ fn run<F: Float>(kind: CellKind, t: usize, b: usize, one_hot: bool, seed: u64) -
     };
     let mut c_n = z(if lstm { b * H } else { 0 });
     cell::forward(
-        &mut cache, &w, input, None, None, None, &mut o.y, H, &mut o.h_n, &mut c_n,
+        &mut cache,
+        DirForward {
+            weights: &w,
+            input,
+            lengths: None,
+            h0: None,
+            c0: None,
+            y: &mut o.y,
+            ldy: H,
+            h_n: &mut o.h_n,
+            c_n: &mut c_n,
+        },
     );
     let (gw_ih, rest) = o.grads.split_at_mut(g * H * V);
     let (gw_hh, rest) = rest.split_at_mut(g * H * H);
     let (gb_ih, gb_hh) = rest.split_at_mut(g * H);
-    let mut grads = DirGrads {
+    let grads = DirGrads {
         w_ih: gw_ih,
         w_hh: gw_hh,
         b_ih: Some(gb_ih),
@@ -93,16 +106,18 @@ fn run<F: Float>(kind: CellKind, t: usize, b: usize, one_hot: bool, seed: u64) -
     let mut dc0 = z(if lstm { b * H } else { 0 });
     cell::backward(
         &mut cache,
-        &w,
-        &mut grads,
-        input,
-        None,
-        Some((&dy, H)),
-        None,
-        None,
-        None,
-        &mut dh0,
-        &mut dc0,
+        DirBackward {
+            weights: &w,
+            grads,
+            input,
+            lengths: None,
+            dy: Some((&dy, H)),
+            dh_n: None,
+            dc_n: None,
+            dx: None,
+            dh0: &mut dh0,
+            dc0: &mut dc0,
+        },
     );
     o
 }

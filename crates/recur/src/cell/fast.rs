@@ -30,14 +30,19 @@
 //! Threads: `ops::gemm::threads()`, through rayon; a step runs on one thread when its product is
 //! too small to pay for the hand-over ([`PAR_MIN_STEP_WORK`]).
 
-use super::*;
+use super::cache::{active, grow, stale_copy};
+use super::products::{dgt_ld, input_projection, weight_grads, L3_BYTES};
+use super::{
+    gru, lstm, rnn, Activation, CellKind, DirBackward, DirCache, DirDims, DirForward, LayerInput,
+};
 use crate::ops::gemm::threads;
 use crate::ops::panel::{
-    avx512_f32, has_avx512, pack_gates_t, pack_n, panel_gemm_groups_raw, panel_gemm_raw, Groups,
-    OutPtr,
+    avx512_f32, has_avx512, pack_gates_t, pack_n, panel_gemm_groups_raw, panel_gemm_raw, panels,
+    Groups, OutPtr, NR,
 };
 use crate::ops::team;
 use crate::ops::transpose::transpose_raw;
+use crate::ops::Float;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -106,8 +111,8 @@ impl Split {
         };
         if n > 1 && step_work >= PAR_MIN_STEP_WORK {
             // split by rows, each part streams all of W_hh every step instead of its share of
-            // the units: measured worth it unless the parts have few rows and the weights do not
-            // fit in L2 (see docs/performance.md)
+            // the units; not when the parts have few rows and the weights do not fit in L2.
+            // Why: docs/performance.md, "Split by batch rows or by hidden units".
             let weight_bytes = step_work / rows.max(1) * std::mem::size_of::<f32>();
             let by_rows = rows >= n * MIN_ROWS_PER_PART
                 && (rows >= n * 2 * MIN_ROWS_PER_PART || weight_bytes <= L2_BYTES);
@@ -436,7 +441,8 @@ impl<F: Float> Fwd<'_, F> {
     }
 }
 
-/// The least I + H for which the backward keeps dG^T as well (see `backward`).
+/// The least I + H for which the backward keeps dG^T as well (see `backward`); why this value:
+/// docs/performance.md, "Keeping dG^T in the backward".
 const DGT_MIN_WORK: usize = 512;
 
 /// Rows of the input product per thread and chunk, i.e. per stream of `W_ih` through the cache:
@@ -449,11 +455,10 @@ const CHUNK_BYTES: usize = 256 << 10;
 
 /// Steps per chunk of the input product computed inside the time loop, or None for one product
 /// of all steps before it. Chunks are for inference only: there they spare the round trip of
-/// every step's input product through memory (16 MiB for LSTM 512/32/64) and run it on the
-/// packed kernel; training keeps all steps' products anyway (backward writes dG over them), and
-/// measured no gain. They need the packed f32 kernel, a tile's rows (8) per thread, and weights
-/// that fit in half the L3: chunks stream `W_ih` once per chunk, and beyond that (LSTM H = 1024:
-/// 32 MiB of weights) they came from memory and ran 5-7% slower than one product of all steps.
+/// every step's input product through memory and run it on the packed kernel; training keeps
+/// all steps' products anyway (backward writes dG over them). They need the packed f32 kernel,
+/// a tile's rows (8) per thread, and weights that fit in half the L3 (chunks stream `W_ih` once
+/// per chunk). Why these limits: docs/performance.md, "Chunked input product in inference".
 fn chunk_len<F: Float>(split: &Split, d: &DirDims, keep: bool, cols: usize) -> Option<usize> {
     let f32_kernel = avx512_f32::<F>();
     let weight_bytes = (d.i + d.h) * d.gh() * std::mem::size_of::<F>();
@@ -475,19 +480,19 @@ fn chunk_len<F: Float>(split: &Split, d: &DirDims, keep: bool, cols: usize) -> O
     Some(len)
 }
 
-/// Forward over the whole sequence; see [`super::forward`] for the arguments.
-pub fn forward<F: Float>(
-    cache: &mut DirCache<F>,
-    w: &DirWeights<F>,
-    input: LayerInput<F>,
-    h0: Option<&[F]>,
-    c0: Option<&[F]>,
-    lengths: Option<&[usize]>,
-    y: &mut [F],
-    ldy: usize,
-    h_n: &mut [F],
-    c_n: &mut [F],
-) {
+/// Forward over the whole sequence; see [`super::forward`] and [`DirForward`] for the arguments.
+pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
+    let DirForward {
+        weights: w,
+        input,
+        lengths,
+        h0,
+        c0,
+        y,
+        ldy,
+        h_n,
+        c_n,
+    } = args;
     let d = cache.dims;
     let (nt, nb, nh) = (d.t, d.b, d.h);
     debug_assert_eq!(d.p, nh, "the fast driver has no projection");
@@ -798,20 +803,21 @@ impl<F: Float> Bwd<'_, F> {
     }
 }
 
-/// Backward over the whole sequence; see [`super::backward`] for the arguments.
-pub fn backward<F: Float>(
-    cache: &mut DirCache<F>,
-    w: &DirWeights<F>,
-    g: &mut DirGrads<F>,
-    input: LayerInput<F>,
-    lengths: Option<&[usize]>,
-    dy: Option<(&[F], usize)>,
-    dh_n: Option<&[F]>,
-    dc_n: Option<&[F]>,
-    dx: Option<(&mut [F], usize)>,
-    dh0: &mut [F],
-    dc0: &mut [F],
-) {
+/// Backward over the whole sequence; see [`super::backward`] and [`DirBackward`] for the
+/// arguments.
+pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
+    let DirBackward {
+        weights: w,
+        mut grads,
+        input,
+        lengths,
+        dy,
+        dh_n,
+        dc_n,
+        dx,
+        dh0,
+        dc0,
+    } = args;
     let d = cache.dims;
     let (nt, nb, nh) = (d.t, d.b, d.h);
     let gh = d.gh();
@@ -850,9 +856,9 @@ pub fn backward<F: Float>(
     let simd = has_avx512();
     // dG^T for the weight gradients, when both come from dG (every cell but the GRU, whose
     // recurrent side has its own dGh), the input is dense, and each element of dG takes part in
-    // enough of their multiply-adds (I + H) to pay for writing it a second time: measured
-    // +1.7% to +2.8% at I + H = 1024 and 2048 (LSTM 512 and 1024 training), -3.5% at 256;
-    // with AVX-512 only, where the transposition moves whole 16 x 16 tiles (measured there)
+    // enough of their multiply-adds (I + H) to pay for writing it a second time; with AVX-512
+    // only, where the transposition moves whole 16 x 16 tiles.
+    // Why these limits: docs/performance.md, "Keeping dG^T in the backward".
     let dgt = d.kind != CellKind::Gru
         && matches!(input, LayerInput::Dense { .. })
         && d.i + d.p >= DGT_MIN_WORK
@@ -893,5 +899,5 @@ pub fn backward<F: Float>(
     if is_lstm {
         dc0[..nb * nh].copy_from_slice(&c.dc);
     }
-    weight_grads(c, w, g, input, dx, dgt);
+    weight_grads(c, w, &mut grads, input, dx, dgt);
 }

@@ -7,7 +7,8 @@
 //! h_t = o * tanh(c_t)                     (then h_t = h_t W_hr^T when proj_size > 0)
 //! ```
 //!
-//! The matrix products, and the projection, are done by the sequence driver in `cell/mod.rs`.
+//! The matrix products, and the projection, are done by the sequence drivers (`cell/fast.rs`,
+//! `cell/simple.rs`, and `cell/products.rs` for what they share).
 
 use crate::ops::Float;
 

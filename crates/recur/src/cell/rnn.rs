@@ -1,8 +1,9 @@
 //! The Elman RNN cell, element-wise part: `h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`.
 //!
-//! The two matrix products are done by the sequence driver in `cell/mod.rs` (one GEMM for the
-//! input side over all steps, one per step for the recurrent side); this file holds only the
-//! fused element-wise pass of one batch row at one step, forward and backward.
+//! The two matrix products are done by the sequence drivers (`cell/fast.rs`, `cell/simple.rs`,
+//! and `cell/products.rs` for what they share): one GEMM for the input side over all steps, one
+//! per step for the recurrent side; this file holds only the fused element-wise pass of one batch
+//! row at one step, forward and backward.
 
 use crate::ops::Float;
 

@@ -3,26 +3,24 @@
 //! driver (`fast.rs`) does not handle, and it is the reference the fast driver is tested against
 //! (`tests/drivers.rs`).
 
-use super::*;
+use super::cache::active;
+use super::products::{input_projection, weight_grads};
+use super::{gru, lstm, rnn, CellKind, DirBackward, DirCache, DirForward};
+use crate::ops::{gemm, Float, Trans};
 
-/// Forward over the whole sequence (see [`super::forward`]).
-///
-/// - `h0`: (B, P) and `c0`: (B, H, LSTM only) initial states, zero when `None`;
-/// - `y`: (T, B, P) outputs, written at row stride `ldy` (so two directions can interleave);
-/// - `h_n`: (B, P), `c_n`: (B, H, LSTM only; empty otherwise): the final states, each sequence's
-///   taken at its own last step.
-pub fn forward<F: Float>(
-    cache: &mut DirCache<F>,
-    w: &DirWeights<F>,
-    input: LayerInput<F>,
-    h0: Option<&[F]>,
-    c0: Option<&[F]>,
-    lengths: Option<&[usize]>,
-    y: &mut [F],
-    ldy: usize,
-    h_n: &mut [F],
-    c_n: &mut [F],
-) {
+/// Forward over the whole sequence, as [`super::forward`]: the arguments are [`DirForward`]'s.
+pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
+    let DirForward {
+        weights: w,
+        input,
+        lengths,
+        h0,
+        c0,
+        y,
+        ldy,
+        h_n,
+        c_n,
+    } = args;
     let d = cache.dims;
     let (nt, nb, nh, np) = (d.t, d.b, d.h, d.p);
     let gh = d.gh();
@@ -153,27 +151,21 @@ pub fn forward<F: Float>(
     }
 }
 
-/// Backward (BPTT) over the whole sequence (see [`super::backward`]), after [`forward`] on the same cache and input.
-///
-/// - `dy`: gradient of the outputs, (T, B, P) at row stride `ldy`, or `None` when only the final
-///   states feed the loss;
-/// - `dh_n`, `dc_n`: gradients of the final states, zero when `None`;
-/// - parameter gradients are accumulated into `g`; `dx` (dense input only; (T, B, I) at row
-///   stride `lddx`) is accumulated too;
-/// - `dh0` (B, P) and `dc0` (B, H, LSTM only) are overwritten with the initial states' gradients.
-pub fn backward<F: Float>(
-    cache: &mut DirCache<F>,
-    w: &DirWeights<F>,
-    g: &mut DirGrads<F>,
-    input: LayerInput<F>,
-    lengths: Option<&[usize]>,
-    dy: Option<(&[F], usize)>,
-    dh_n: Option<&[F]>,
-    dc_n: Option<&[F]>,
-    dx: Option<(&mut [F], usize)>,
-    dh0: &mut [F],
-    dc0: &mut [F],
-) {
+/// Backward (BPTT) over the whole sequence, as [`super::backward`], after [`forward`] on the same
+/// cache and input: the arguments are [`DirBackward`]'s.
+pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
+    let DirBackward {
+        weights: w,
+        mut grads,
+        input,
+        lengths,
+        dy,
+        dh_n,
+        dc_n,
+        dx,
+        dh0,
+        dc0,
+    } = args;
     let d = cache.dims;
     let (nt, nb, nh, np) = (d.t, d.b, d.h, d.p);
     let gh = d.gh();
@@ -309,5 +301,5 @@ pub fn backward<F: Float>(
         dc0[..nb * nh].copy_from_slice(&c.dc);
     }
 
-    weight_grads(c, w, g, input, dx, false);
+    weight_grads(c, w, &mut grads, input, dx, false);
 }

@@ -1,17 +1,18 @@
 //! Branch-free float32 `exp`, `tanh` and `sigmoid` for the cells' element-wise passes.
 //!
 //! The C library's `expf`/`tanhf` are scalar calls; inside a gate loop they stop the compiler from
-//! vectorising, and they were 18% of an LSTM training step. These are written with arithmetic,
-//! compares and bit casts only, so a loop over a row of gates becomes SIMD code. Accuracy, checked
-//! in the tests at the bottom against f64 over the whole useful range: `exp` within 2 ulp, `tanh`
-//! and `sigmoid` within 4 ulp of the correctly rounded value (a few parts in 1e7 relative), far
-//! inside the PyTorch-parity tolerance. float64 does not use these: it keeps the C library's
-//! functions, so the f64 gradient checks see exact activations.
+//! vectorising (what that cost: docs/performance.md, "Branch-free activations"). These are
+//! written with arithmetic, compares and bit casts only, so a loop over a row of gates becomes
+//! SIMD code. Accuracy, checked in the tests at the bottom against f64 over the whole useful
+//! range: `exp` within 2 ulp, `tanh` and `sigmoid` within 4 ulp of the correctly rounded value (a
+//! few parts in 1e7 relative), far inside the PyTorch-parity tolerance. float64 does not use
+//! these: it keeps the C library's functions, so the f64 gradient checks see exact activations.
 //!
 //! The polynomials are written with `mul_add`: in the drivers' AVX-512 and AVX2 builds of the
 //! gate passes (functions compiled with the `fma` target feature) each is one fused multiply-add,
-//! which shortens the dependency chains that bound these passes (a 16-unit LSTM vector: 129 ->
-//! 94 cycles alone); elsewhere `mul_add` is the C library's `fmaf`, slower but the same value.
+//! which shortens the dependency chains that bound these passes (docs/performance.md,
+//! "Branch-free activations"); elsewhere `mul_add` is the C library's `fmaf`, slower but the same
+//! value.
 //!
 //! Method (all constants derived here, none copied):
 //! - `exp(x) = 2^n * e^r` with `n = round(x / ln 2)`, `r = x - n ln 2` (ln 2 split in two parts

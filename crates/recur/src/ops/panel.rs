@@ -7,7 +7,7 @@
 //! weight matrix, so here it is packed once per forward (or backward) pass, the per-step product
 //! reads the packed panels straight from cache, and nothing is allocated. Panels also let the
 //! caller hand disjoint column ranges to different threads and fuse each thread's element-wise
-//! work with its own columns (see `cell/mod.rs`).
+//! work with its own columns (see `cell/fast.rs`).
 //!
 //! This is not a general GEMM: `A` is read in place (no packing), `K` is not blocked (the state
 //! rows and one panel fit in L1/L2 for the sizes recurrent layers use), and `C` is overwritten.
@@ -53,8 +53,7 @@ pub fn pack_gates_t<F: Float>(dst: &mut [F], w: &[F], g: usize, h: usize, k: usi
 }
 
 /// Runs `f(q, panel q)` for every panel of `dst` (panels of `k * NR` elements), split over the
-/// threads when there is enough to copy: packing is once per pass, but on one thread it left
-/// the other cores idle for about 2% of an LSTM 512 forward.
+/// threads when there is enough to copy. Why: docs/performance.md, "Packing on all threads".
 fn for_panels<F: Float>(dst: &mut [F], k: usize, f: impl Fn(usize, &mut [F]) + Sync + Send) {
     let size = k * NR;
     let n = dst.len() / size.max(1);
@@ -82,8 +81,8 @@ pub fn pack_n<F: Float>(dst: &mut [F], w: &[F], k: usize, n: usize) {
                 <&mut [F; NR]>::try_from(&mut *out),
                 <&[F; NR]>::try_from(src),
             ) {
-                // a whole panel row: a fixed-size copy, which compiles to vector moves (the
-                // variable-length one was a call to memmove per 16 elements, 2% of a training step)
+                // a whole panel row: a fixed-size copy, which compiles to vector moves instead of
+                // a call to memmove (docs/performance.md, "Panel rows as fixed-size copies")
                 *out = *src;
             } else {
                 out[..width].copy_from_slice(src);

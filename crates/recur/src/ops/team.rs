@@ -4,11 +4,10 @@
 //!
 //! Why not one rayon join per step (what the fast driver did first): a join hands a job to a
 //! worker that may have gone to sleep meanwhile, and waking it is a system call and a context
-//! switch; in a profile of a 2-thread LSTM pass at H = 128 (split by units) 9% of the samples were
-//! in the kernel's scheduler. Here each thread is handed its part once per loop and keeps it for
+//! switch (what that cost, and what this gained: docs/performance.md, "Spinning barrier instead
+//! of a join per step"). Here each thread is handed its part once per loop and keeps it for
 //! every step; between steps the threads spin on two atomics (yielding the core after a while, in
-//! case it is shared). Measured against the joins, the gain was within this machine's noise on
-//! most grid points (docs/performance.md); it removes a system call per step from the path.
+//! case it is shared), which removes a system call per step from the path.
 //!
 //! Never a deadlock: the helpers are rayon jobs, and if the pool's other threads are busy
 //! elsewhere (the caller is itself inside a parallel loop, say) a job may not start soon. So a

@@ -2,7 +2,7 @@
 //! `c < n`. The backward pass uses it to keep a second copy of dG laid out gate unit by gate
 //! unit (`(G*H, T*B)`), written step by step while each step's rows are still in cache, so that
 //! the weight gradients `dG^T X` read their left operand as stored: the `gemm` crate runs that
-//! form 10-12% faster than reading dG transposed (docs/performance.md).
+//! form faster than reading dG transposed (docs/performance.md, "Weight gradients from dG^T").
 //!
 //! f32 on CPUs with AVX-512 moves whole 16 x 16 tiles through registers (16 loads, 64 shuffles,
 //! 16 stores); edges and every other case take the plain loop, which gives the same values.

@@ -1,0 +1,348 @@
+//! The products the two drivers share around the time loop: the input projection of all steps
+//! before it, and the weight gradients (one GEMM each over all steps) after it.
+
+use super::cache::{grow, stale_copy};
+use super::{CellKind, DirCache, DirGrads, DirWeights, LayerInput};
+use crate::ops::gemm::{threads, with_threads};
+use crate::ops::transpose::transpose_raw;
+use crate::ops::{add_assign, add_col_sums, for_parts_mut, gemm, Float, Trans};
+
+/// `c.wt = W_ih^T`, `(I, G*H)`, by 16 x 16 tiles ([`transpose_raw`]), the rows of `c.wt` split
+/// over the threads; kept from the last call while the weights are fixed.
+fn transpose_w_ih<F: Float>(c: &mut DirCache<F>, w: &DirWeights<F>) {
+    let (ni, gh) = (c.dims.i, c.dims.gh());
+    if !stale_copy(
+        &mut c.wt,
+        ni * gh,
+        &mut c.packed_wt,
+        c.fixed_weights,
+        w.w_ih,
+    ) {
+        return;
+    }
+    let w_ih = w.w_ih;
+    assert!(w_ih.len() >= gh * ni, "W_ih too small");
+    let per = ni.div_ceil(threads()).next_multiple_of(16);
+    for_parts_mut(
+        &mut c.wt[..ni * gh],
+        per * gh,
+        ni * gh >= 1 << 16,
+        |e0, block| {
+            let (i0, n) = (e0 / gh, block.len() / gh);
+            // SAFETY: columns i0..i0+n of W_ih's gh rows (stride ni) lie inside it (asserted); the
+            // block holds n rows of gh
+            unsafe { transpose_raw(gh, n, w_ih[i0..].as_ptr(), ni, block.as_mut_ptr(), gh) };
+        },
+    );
+}
+
+/// `xw = X W_ih^T` (+ `b_ih` when `add_bias`) for all steps at once: `(T*B, I) x (I, G*H)` (a
+/// gather of columns for one-hot input). The fast driver adds the biases in its gate pass
+/// instead, which saves a pass over `xw`.
+pub(super) fn input_projection<F: Float>(
+    c: &mut DirCache<F>,
+    w: &DirWeights<F>,
+    input: LayerInput<F>,
+    add_bias: bool,
+) {
+    let d = c.dims;
+    let (rows, ni) = (d.t * d.b, d.i);
+    let gh = d.gh();
+    match input {
+        LayerInput::Dense { x, ld } => {
+            // a large W_ih (above L3/4, with AVX-512) is transposed first, so that the `gemm`
+            // crate gets W^T as stored, which it packs faster than a transposed right operand.
+            // Why these limits: docs/performance.md, "Input projection: W_ih transposed first
+            // for large layers".
+            let large = ni * gh * std::mem::size_of::<F>() > L3_BYTES / 4;
+            let (wt, ldw, tw) = if large && crate::ops::panel::has_avx512() {
+                transpose_w_ih(c, w);
+                (&c.wt[..], gh, Trans::N)
+            } else {
+                (w.w_ih, ni, Trans::T)
+            };
+            gemm(
+                Trans::N,
+                tw,
+                rows,
+                gh,
+                ni,
+                F::ONE,
+                x,
+                ld,
+                wt,
+                ldw,
+                F::ZERO,
+                &mut c.xw,
+                gh,
+            );
+        }
+        LayerInput::OneHot { ids } => {
+            // xw row r = column ids[r] of W_ih (a gather). With at least as many rows as
+            // symbols, W_ih^T is made first, so that each row is one contiguous copy instead of
+            // G*H loads I elements apart. Rows shared out over the threads.
+            let transposed = rows >= ni;
+            if transposed {
+                transpose_w_ih(c, w);
+            }
+            let wt = &c.wt;
+            for_parts_mut(
+                &mut c.xw[..rows * gh],
+                ONE_HOT_ROWS * gh,
+                true,
+                |e0, block| {
+                    for (row, &id) in block.chunks_exact_mut(gh).zip(&ids[e0 / gh..]) {
+                        let id = id as usize;
+                        if transposed {
+                            row.copy_from_slice(&wt[id * gh..(id + 1) * gh]);
+                        } else {
+                            for (g, v) in row.iter_mut().enumerate() {
+                                *v = w.w_ih[g * ni + id];
+                            }
+                        }
+                    }
+                },
+            );
+        }
+    }
+    if let (Some(b_ih), true) = (w.b_ih, add_bias) {
+        for row in c.xw.chunks_exact_mut(gh) {
+            for (v, &bb) in row.iter_mut().zip(b_ih) {
+                *v += bb;
+            }
+        }
+    }
+}
+
+/// The L3 cache shared by the cores (32 MiB on the machine measured): a few choices between
+/// ways of computing a product depend on whether its operands stay in it.
+pub(crate) const L3_BYTES: usize = 32 << 20;
+
+/// Rows of the one-hot gather per job when it is split over threads.
+const ONE_HOT_ROWS: usize = 256;
+
+/// The row stride of dG^T (`DirCache::dgt`) for `rows` rows of dG: 16 more when `rows` is a
+/// multiple of 256, so that the rows a step writes (one cache line each) do not all fall into
+/// the same cache sets. What it gains: docs/performance.md, "dG^T row padding".
+pub(crate) fn dgt_ld(rows: usize) -> usize {
+    if rows.is_multiple_of(256) {
+        rows + 16
+    } else {
+        rows
+    }
+}
+
+/// `out (G*H, n) += dG^T B`, `B` being `(T*B, n)` at row stride `ldb`: from the fast driver's
+/// transposed copy of dG when given (`dgt`: the left operand read as stored, which the `gemm`
+/// crate runs faster: docs/performance.md, "Weight gradients from dG^T"), else from `dg` read
+/// transposed.
+fn dg_t_product<F: Float>(
+    dgt: Option<&[F]>,
+    dg: &[F],
+    gh: usize,
+    rows: usize,
+    b: &[F],
+    ldb: usize,
+    n: usize,
+    out: &mut [F],
+) {
+    let (ta, a, lda) = match dgt {
+        Some(t) => (Trans::N, t, dgt_ld(rows)),
+        None => (Trans::T, dg, gh),
+    };
+    gemm(
+        ta,
+        Trans::N,
+        gh,
+        n,
+        rows,
+        F::ONE,
+        a,
+        lda,
+        b,
+        ldb,
+        F::ONE,
+        out,
+        n,
+    );
+}
+
+/// The weight gradients after the time loop, one GEMM each over all steps; `dx` too. Reads dG
+/// from `c.xw` (and the GRU's recurrent-side dGh from `c.dgh`), and from `c.dgt` as well when
+/// `dgt` says the backward kept it there (dense input, every cell but the GRU).
+///
+/// On several threads, while dG is small (under a quarter of the L3), the three products run
+/// side by side instead of one after another: half the threads compute dW_ih and the first rows
+/// of dX, the other half dW_hh and the rest of dX, the rows cut so that both halves have the
+/// same work; each product then runs without the hand-overs of a product split over all threads.
+/// Why only while dG is small: docs/performance.md, "Weight gradients as two concurrent halves".
+pub(super) fn weight_grads<F: Float>(
+    c: &mut DirCache<F>,
+    w: &DirWeights<F>,
+    g: &mut DirGrads<F>,
+    input: LayerInput<F>,
+    dx: Option<(&mut [F], usize)>,
+    dgt: bool,
+) {
+    let d = c.dims;
+    let (ni, np) = (d.i, d.p);
+    let gh = d.gh();
+    let rows = d.t * d.b;
+    let is_gru = d.kind == CellKind::Gru;
+    let (xw, hprev, w_ih) = (&c.xw, &c.hprev, w.w_ih);
+    let dgh_all: &[F] = if is_gru { &c.dgh } else { xw };
+    let dgt_ih = dgt.then_some(&c.dgt[..]);
+    let dgt_hh = if is_gru { None } else { dgt_ih };
+    // dW_hh += dGh^T H_prev: (G*H, T*B) x (T*B, P)
+    let dw_hh = |out: &mut [F]| dg_t_product(dgt_hh, dgh_all, gh, rows, hprev, np, np, out);
+    // dX[r0..r1] += dG[r0..r1] W_ih: (rows, G*H) x (G*H, I)
+    let dx_rows = |r0: usize, r1: usize, dx: &mut [F], lddx: usize| {
+        if r1 > r0 {
+            let a = &xw[r0 * gh..];
+            gemm(
+                Trans::N,
+                Trans::N,
+                r1 - r0,
+                ni,
+                gh,
+                F::ONE,
+                a,
+                gh,
+                w_ih,
+                ni,
+                F::ONE,
+                dx,
+                lddx,
+            );
+        }
+    };
+    match input {
+        LayerInput::Dense { x, ld } => {
+            // dW_ih += dG^T X: (G*H, T*B) x (T*B, I)
+            let dw_ih = |out: &mut [F]| dg_t_product(dgt_ih, xw, gh, rows, x, ld, ni, out);
+            let nt = threads();
+            // dX's rows in the first half: balances the two halves' work (equal when I = P)
+            let cut = (rows * np).div_ceil(2 * ni.max(1)).min(rows);
+            let dg_bytes = rows * gh * std::mem::size_of::<F>();
+            let concurrent =
+                nt >= 2 && ni * gh * rows >= 1 << 22 && cut >= rows / 4 && dg_bytes < L3_BYTES / 4;
+            let (g_ih, g_hh) = (&mut *g.w_ih, &mut *g.w_hh);
+            match dx {
+                Some((dx, lddx)) if concurrent => {
+                    let (dx_a, dx_b) = dx.split_at_mut((cut * lddx).min(dx.len()));
+                    let half = nt / 2;
+                    rayon::join(
+                        || {
+                            with_threads(half, || {
+                                dw_ih(g_ih);
+                                dx_rows(0, cut, dx_a, lddx);
+                            })
+                        },
+                        || {
+                            with_threads(nt - half, || {
+                                dw_hh(g_hh);
+                                dx_rows(cut, rows, dx_b, lddx);
+                            })
+                        },
+                    );
+                }
+                dx => {
+                    dw_ih(g_ih);
+                    if let Some((dx, lddx)) = dx {
+                        dx_rows(0, rows, dx, lddx);
+                    }
+                    dw_hh(g_hh);
+                }
+            }
+        }
+        LayerInput::OneHot { ids } => {
+            // dW_ih[:, id] += dG row: the one-hot product's gradient is a scatter-add. Split over
+            // the threads by gate units, so no two threads add into one element; each element
+            // still receives its terms in the order of r (the same sums on any number of
+            // threads). The rows are first summed per symbol into a scratch (`wt`, which then no
+            // longer holds W_ih^T) laid out symbol by symbol (each part's units contiguous: one
+            // vector add per row), then added into dW_ih, whose elements for one unit lie I
+            // apart.
+            let per = gh.div_ceil(threads()).max(1);
+            let split = rows * gh >= 1 << 16;
+            grow(&mut c.wt, ni * gh);
+            c.packed_wt = 0;
+            // scratch part k: (I, units of part k), for units k*per..
+            for_parts_mut(&mut c.wt[..ni * gh], per * ni, split, |e0, sums| {
+                let (g0, units) = (e0 / ni, sums.len() / ni);
+                sums.fill(F::ZERO);
+                for (r, &id) in ids.iter().enumerate().take(rows) {
+                    let id = id as usize;
+                    add_assign(
+                        &mut sums[id * units..(id + 1) * units],
+                        &xw[r * gh + g0..r * gh + g0 + units],
+                    );
+                }
+            });
+            let sums_all = &c.wt;
+            for_parts_mut(&mut g.w_ih[..gh * ni], per * ni, split, |e0, block| {
+                let (g0, units) = (e0 / ni, block.len() / ni);
+                let sums = &sums_all[g0 * ni..(g0 + units) * ni];
+                for (gi, row) in block.chunks_exact_mut(ni).enumerate() {
+                    for (i, v) in row.iter_mut().enumerate() {
+                        *v += sums[i * units + gi];
+                    }
+                }
+            });
+            dw_hh(g.w_hh);
+        }
+    }
+    bias_and_proj_grads(c, g);
+}
+
+/// The bias gradients (column sums of dG) and the projection's dW_hr, after the time loop.
+fn bias_and_proj_grads<F: Float>(c: &mut DirCache<F>, g: &mut DirGrads<F>) {
+    let d = c.dims;
+    let (nh, np) = (d.h, d.p);
+    let gh = d.gh();
+    let rows = d.t * d.b;
+    let dgh_all: &[F] = if d.kind == CellKind::Gru {
+        &c.dgh
+    } else {
+        &c.xw
+    };
+    match (g.b_ih.as_deref_mut(), g.b_hh.as_deref_mut()) {
+        // every cell but the GRU: both biases have the same gradient, dG's column sums; one
+        // pass over dG (16 MiB at LSTM 512/32/64) instead of two
+        (Some(db_ih), Some(db_hh)) if d.kind != CellKind::Gru => {
+            let sum = &mut c.dbias[..gh];
+            sum.fill(F::ZERO);
+            add_col_sums(sum, &c.xw, rows, gh, gh);
+            add_assign(db_ih, sum);
+            add_assign(db_hh, sum);
+        }
+        (db_ih, db_hh) => {
+            if let Some(db) = db_ih {
+                add_col_sums(db, &c.xw, rows, gh, gh);
+            }
+            if let Some(db) = db_hh {
+                add_col_sums(db, dgh_all, rows, gh, gh);
+            }
+        }
+    }
+    if d.proj() {
+        if let Some(dw) = g.w_hr.as_deref_mut() {
+            // dW_hr += dH^T Hpre: (P, T*B) x (T*B, H)
+            gemm(
+                Trans::T,
+                Trans::N,
+                np,
+                nh,
+                rows,
+                F::ONE,
+                &c.dhp,
+                np,
+                &c.hpre,
+                nh,
+                F::ONE,
+                dw,
+                nh,
+            );
+        }
+    }
+}
