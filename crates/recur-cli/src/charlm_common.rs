@@ -88,11 +88,11 @@ pub fn write_plot(dir: &Path, rows: &[LogRow]) -> Result<()> {
     let train: Vec<(f64, f64)> = rows
         .iter()
         .filter(|r| r.train_loss.is_finite())
-        .map(|r| (r.chars_seen as f64, r.train_loss))
+        .map(|r| (r.items_seen as f64, r.train_loss))
         .collect();
     let val: Vec<(f64, f64)> = rows
         .iter()
-        .filter_map(|r| r.val_loss.map(|v| (r.chars_seen as f64, v)))
+        .filter_map(|r| r.val_loss.map(|v| (r.items_seen as f64, v)))
         .collect();
     chart.push(Series::line("train (mean since previous point)", train));
     if !val.is_empty() {

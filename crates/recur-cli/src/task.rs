@@ -316,7 +316,7 @@ pub fn run(a: Args) -> Result<()> {
                     "metric": metric, "baseline": res.baseline, "solved": solved,
                     "baseline_held_out": res.baseline_held_out,
                     "metric_name": metric_name, "baseline_formula": task.baseline_formula(),
-                    "stopped_by": res.reason, "seconds": res.curve.last().map(|p| p.elapsed.as_secs_f64()),
+                    "stopped_by": res.reason.name(), "seconds": res.curve.last().map(|p| p.elapsed.as_secs_f64()),
                     "hidden": c.rnn_size, "layers": c.num_layers, "optim": c.opt.optim.name(),
                     "lr": c.opt.learning_rate, "batch": c.batch_size, "seed": c.seed,
                     "curve": res.curve.iter().map(|p| json!({"step": p.step, "train": p.train_metric, "metric": p.metric})).collect::<Vec<_>>(),
@@ -334,7 +334,7 @@ pub fn run(a: Args) -> Result<()> {
                 c.num_layers,
                 res.steps,
                 res.curve.last().map_or(0.0, |p| p.elapsed.as_secs_f64()),
-                res.reason
+                res.reason.name()
             )?;
             writeln!(
                 out,

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use recur::apps::charlm::data::{self, Vocab};
 use recur::apps::charlm::train::{
-    Budget, Event, LogRow, Outcome, TrainConfig, TrainError, Trainer, BEST, LATEST,
+    Budget, Event, LogRow, StopReason, TrainConfig, Trainer, BEST, LATEST,
 };
 use recur::cell::CellKind;
 use recur::checkpoint;
@@ -376,7 +376,7 @@ fn write_log(dir: &Path, rows: &[LogRow]) -> Result<()> {
         };
         s.push_str(&format!(
             "{},{:.4},{},{:.2},{:e},{:.6},{},{}\n",
-            r.step, r.epoch, r.chars_seen, r.elapsed_secs, r.lr, r.train_loss, v, bpc
+            r.step, r.epoch, r.items_seen, r.elapsed_secs, r.lr, r.train_loss, v, bpc
         ));
     }
     let path = dir.join(LOG);
@@ -549,7 +549,7 @@ pub fn run(a: Args) -> Result<()> {
                     .unwrap_or(0.0)
                     .max(frac_time.unwrap_or(0.0))
                     .min(1.0);
-                let steps_per_sec = s.chars_per_sec / (cfg.batch_size * cfg.seq_length) as f64;
+                let steps_per_sec = s.items_per_sec / (cfg.batch_size * cfg.seq_length) as f64;
                 let eta_steps = s
                     .total_steps
                     .map(|t| t.saturating_sub(s.step) as f64 / steps_per_sec.max(1e-9));
@@ -565,7 +565,7 @@ pub fn run(a: Args) -> Result<()> {
                     s.total_steps.map(|t| format!("/{t}")).unwrap_or_default(),
                     s.epoch,
                     s.loss,
-                    s.chars_per_sec,
+                    s.items_per_sec,
                     eta.map(fmt_duration).unwrap_or_else(|| "-".into())
                 ));
             }
@@ -586,7 +586,7 @@ pub fn run(a: Args) -> Result<()> {
                     "step {} (epoch {:.2}, {} chars, {}): train loss {:.4}",
                     row.step,
                     row.epoch,
-                    fmt_chars(row.chars_seen),
+                    fmt_chars(row.items_seen),
                     fmt_duration(row.elapsed_secs),
                     row.train_loss
                 );
@@ -642,9 +642,8 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(e) = io_err {
         return Err(e);
     }
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(TrainError::NonFinite { step, what, value }) => {
+    let outcome = match outcome? {
+        StopReason::Diverged { step, what, value } => {
             let kept = match trainer.state.last_eval_step {
                 Some(s) => format!(
                     "the last good checkpoint (step {s}) is kept in '{}'",
@@ -654,14 +653,15 @@ pub fn run(a: Args) -> Result<()> {
             };
             bail!("the {what} became {value} at step {step}: training stopped; {kept}");
         }
-        Err(e) => return Err(e.into()),
+        o => o,
     };
     let st = &trainer.state;
     let reason = match outcome {
-        Outcome::Epochs => "the epochs are done",
-        Outcome::MaxSteps => "--max-steps reached",
-        Outcome::MaxMinutes => "--max-minutes reached",
-        Outcome::Stopped => "interrupted (Ctrl-C)",
+        StopReason::Epochs => "the epochs are done",
+        StopReason::MaxSteps => "--max-steps reached",
+        StopReason::MaxMinutes => "--max-minutes reached",
+        StopReason::Stopped => "interrupted (Ctrl-C)",
+        StopReason::Diverged { .. } => unreachable!("handled above"),
     };
     let last_val = history.last().and_then(|r| r.val_loss);
     let elapsed = st.elapsed_secs;
@@ -670,7 +670,7 @@ pub fn run(a: Args) -> Result<()> {
             "outcome": reason,
             "steps": st.step,
             "epoch": st.step as f64 / trainer.batches_per_epoch() as f64,
-            "chars_seen": st.chars_seen,
+            "chars_seen": st.items_seen,
             "elapsed_secs": elapsed,
             "val_loss": last_val,
             "val_bpc": last_val.map(|v| v / std::f64::consts::LN_2),
@@ -685,7 +685,7 @@ pub fn run(a: Args) -> Result<()> {
             o,
             "done: {reason} after {} steps ({} chars, {}).",
             st.step,
-            fmt_chars(st.chars_seen),
+            fmt_chars(st.items_seen),
             fmt_duration(elapsed)
         )?;
         if let (Some(b), Some(s)) = (st.best_val, st.best_step) {
@@ -696,7 +696,7 @@ pub fn run(a: Args) -> Result<()> {
                 b / std::f64::consts::LN_2
             )?;
         }
-        if outcome == Outcome::Stopped {
+        if outcome == StopReason::Stopped {
             writeln!(
                 o,
                 "saved {}; continue with: recur train --resume --checkpoint-dir {}",

@@ -34,6 +34,7 @@ pub mod params;
 pub mod rng;
 pub mod stack;
 pub mod stream;
+pub mod train;
 
 pub mod apps;
 pub mod study;

@@ -5,7 +5,7 @@
 use recur::apps::charlm::data::{self, DataError, Streams, Vocab};
 use recur::apps::charlm::sample::{Generator, SampleOptions};
 use recur::apps::charlm::train::{
-    Budget, Event, Outcome, TrainConfig, TrainError, Trainer, LATEST,
+    Budget, Event, StopReason as Outcome, TrainConfig, Trainer, LATEST,
 };
 use recur::cell::CellKind;
 use recur::checkpoint;
@@ -176,7 +176,7 @@ struct Run {
     vals: Vec<(u64, Option<f64>)>,
 }
 
-fn record(trainer: &mut Trainer, stop_after: Option<u64>) -> (Run, Result<Outcome, TrainError>) {
+fn record(trainer: &mut Trainer, stop_after: Option<u64>) -> (Run, recur::Result<Outcome>) {
     let stop = AtomicBool::new(false);
     let mut run = Run {
         losses: vec![],
@@ -264,7 +264,7 @@ fn resumed_run_gives_the_same_losses_as_an_uninterrupted_one() {
             .map(|r| {
                 (
                     r.step,
-                    r.chars_seen,
+                    r.items_seen,
                     r.lr.to_bits(),
                     r.train_loss.to_bits(),
                     r.val_loss,
@@ -316,7 +316,7 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let poisoned = t.params().unwrap();
     let (run, out) = record(&mut t, None);
     match out {
-        Err(TrainError::NonFinite {
+        Ok(Outcome::Diverged {
             step: 5,
             what,
             value,

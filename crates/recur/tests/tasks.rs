@@ -250,7 +250,7 @@ fn the_callback_stops_training() {
         seen < 25
     })
     .unwrap();
-    assert_eq!(r.reason, "stopped");
+    assert_eq!(r.reason.name(), "stopped");
     assert!(r.steps < 30, "{}", r.steps);
     assert!(r.metric().is_finite());
 }

@@ -10,11 +10,14 @@
 use super::{Batch, Inputs, Targets, Task};
 use crate::engine::{Backend, Batch as EngineBatch, Cpu, Engine, LossTargets, Start};
 use crate::error::Result as EngineResult;
+use crate::train::{Budget, Event as TrainEvent, Schedule, Settings, StepLoss, StopReason, Trainer};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use crate::model::{Input, Model};
 use crate::optim::{OptimKind, Optimizer};
 use crate::rng::Rng;
 use crate::stack::StackConfig;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How to train.
 #[derive(Clone, Debug)]
@@ -77,9 +80,9 @@ pub struct TrainResult {
     pub curve: Vec<EvalPoint>,
     /// Steps taken.
     pub steps: usize,
-    /// Why it stopped: `steps`, `budget`, `stopped` (by the callback) or `diverged` (a
-    /// non-finite loss; parameters are those before the bad step).
-    pub reason: &'static str,
+    /// Why it stopped: the step limit, the time budget, the callback, or a non-finite loss
+    /// (the parameters are then those before the bad step).
+    pub reason: StopReason,
 }
 
 impl TrainResult {
@@ -155,6 +158,97 @@ fn evaluate(task: &Task, eng: &mut dyn Engine, set: &[Batch]) -> EngineResult<f6
     Ok(task.metric_scale() * s / n.max(1) as f64)
 }
 
+/// The settings of a task run kept with its state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub lr: f64,
+    pub clip: f64,
+    pub eval_every: u64,
+}
+
+/// A long-memory task as a [`crate::train::Task`] of the one training loop: a fresh batch every
+/// step from the task's own data RNG, full BPTT from a zero state, the task's metric on a fixed
+/// held-out set; a diverged run keeps the parameters before its bad step.
+pub struct LongMemory {
+    task: Task,
+    batch: usize,
+    data_rng: Rng,
+    set: Vec<Batch>,
+    current: Option<Batch>,
+}
+
+impl LongMemory {
+    /// The task with sequences per step `batch`, its held-out set of `eval_size` sequences and
+    /// its data drawn from `seed`.
+    pub fn new(task: Task, batch: usize, eval_size: usize, seed: u64) -> Self {
+        LongMemory {
+            set: eval_set(&task, eval_size, batch, seed),
+            data_rng: Rng::new(seed.wrapping_add(1)),
+            task,
+            batch,
+            current: None,
+        }
+    }
+}
+
+impl crate::train::Task for LongMemory {
+    type Config = RunConfig;
+
+    fn settings(cfg: &RunConfig) -> Settings {
+        Settings {
+            lr: cfg.lr,
+            schedule: Schedule::Constant,
+            grad_clip: cfg.clip,
+            grad_clip_value: 0.0,
+            eval_every: cfg.eval_every,
+            log_every: 0,
+            undo_on_divergence: true,
+        }
+    }
+
+    fn batches_per_epoch(&self) -> Option<u64> {
+        None
+    }
+
+    fn start_epoch(&mut self, _e: u64, _eng: &mut dyn Engine, _rng: &mut Rng) -> EngineResult<()> {
+        Ok(())
+    }
+
+    fn forward_loss(&mut self, _k: u64, eng: &mut dyn Engine, _rng: &mut Rng) -> EngineResult<StepLoss> {
+        let batch = self.task.sample(self.batch, &mut self.data_rng);
+        let (s, n) = forward_loss(eng, &batch, true)?;
+        self.current = Some(batch);
+        Ok(StepLoss {
+            loss: s / n.max(1) as f64,
+            items: self.batch as u64,
+        })
+    }
+
+    fn backward(&mut self, eng: &mut dyn Engine) -> EngineResult<()> {
+        let batch = self
+            .current
+            .as_ref()
+            .expect("forward_loss comes before backward");
+        eng.backward(&engine_batch(batch))
+    }
+
+    fn evaluate(&mut self, eng: &mut dyn Engine) -> EngineResult<Option<f64>> {
+        evaluate(&self.task, eng, &self.set).map(Some)
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::json!({ "data_rng": self.data_rng.state() })
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> EngineResult<()> {
+        let s: [u64; 4] = serde_json::from_value(state["data_rng"].clone()).map_err(|e| {
+            crate::Error::invalid(format!("the task's saved data generator is unreadable: {e}"))
+        })?;
+        self.data_rng = Rng::from_state(s);
+        Ok(())
+    }
+}
+
 /// Trains on the CPU; `on_event` returns false to stop (the run then ends with a final
 /// evaluation).
 pub fn train(
@@ -164,7 +258,8 @@ pub fn train(
     train_with(spec, &Cpu, on_event)
 }
 
-/// Trains on an engine of `backend` (e.g. the GPU's); otherwise as [`train`].
+/// Trains on an engine of `backend` (e.g. the GPU's); otherwise as [`train`]. The loop is the
+/// one training loop ([`crate::train::Trainer`]) on a [`LongMemory`] task.
 pub fn train_with(
     spec: &TrainSpec,
     backend: &dyn Backend,
@@ -178,88 +273,95 @@ pub fn train_with(
     }
     let cfg = spec.task.model_config(spec.rnn.clone());
     let model = Model::new(cfg)?;
-    crate::memory::check_training(&model, spec.task.steps(), spec.batch)
-        .map_err(|e| e.to_string())?;
+    crate::memory::check_training(&model, spec.task.steps(), spec.batch).map_err(|e| e.to_string())?;
     let mut rng = Rng::new(spec.seed);
     let mut params = vec![0.0f32; model.num_params()];
     model.init(&mut params, &mut rng);
     let initial = params.clone();
     let opt = Optimizer::<f32>::new(spec.optim.clone(), spec.lr, params.len());
     let nb = spec.batch;
-    let mut eng = backend
-        .engine(model.clone(), params, Some(opt))
-        .map_err(|e| e.to_string())?;
-    let eng = &mut *eng;
-    let set = eval_set(&spec.task, spec.eval_size, nb, spec.seed);
-    let (bs, bn) = set
+    let run = LongMemory::new(spec.task.clone(), nb, spec.eval_size, spec.seed);
+    let (bs, bn) = run
+        .set
         .iter()
         .map(|b| spec.task.baseline_on(b))
         .fold((0.0, 0), |a, x| (a.0 + x.0, a.1 + x.1));
     let baseline_held_out = bs / bn.max(1) as f64;
     let baseline = spec.task.baseline_formula().unwrap_or(baseline_held_out);
-
-    let start = Instant::now();
-    let mut curve = Vec::new();
-    let (mut run_sum, mut run_n) = (0.0, 0usize);
-    let mut reason = "steps";
-    let mut step = 0;
-    let mut data_rng = Rng::new(spec.seed.wrapping_add(1));
-    while step < spec.max_steps {
-        let batch = spec.task.sample(nb, &mut data_rng);
-        let (s, n) = forward_loss(eng, &batch, true).map_err(|e| e.to_string())?;
-        let loss = s / n.max(1) as f64;
-        if !loss.is_finite() {
-            // back to the parameters before the update that produced this loss
-            eng.restore().map_err(|e| e.to_string())?;
-            reason = "diverged";
-            break;
-        }
-        let eb = engine_batch(&batch);
-        let step_ok = (|| -> EngineResult<()> {
-            eng.backward(&eb)?;
-            eng.clip(0.0, spec.clip)?;
-            eng.snapshot()?;
-            eng.update(spec.lr)
-        })();
-        step_ok.map_err(|e| e.to_string())?;
-        step += 1;
-        run_sum += loss * spec.task.metric_scale();
-        run_n += 1;
-        let go_on = on_event(Event::Step { step, loss });
-        let out_of_time = spec.budget.is_some_and(|b| start.elapsed() >= b);
-        let last = step == spec.max_steps || out_of_time || !go_on;
-        if step % spec.eval_every == 0 || last {
-            let p = EvalPoint {
-                step,
-                elapsed: start.elapsed(),
-                train_metric: run_sum / run_n.max(1) as f64,
-                metric: evaluate(&spec.task, eng, &set).map_err(|e| e.to_string())?,
-            };
-            (run_sum, run_n) = (0.0, 0);
-            let keep = on_event(Event::Eval(&p));
-            curve.push(p);
-            if !go_on || !keep {
-                reason = "stopped";
-                break;
-            }
-            if out_of_time {
-                reason = "budget";
-                break;
-            }
-        }
+    let config = RunConfig {
+        lr: spec.lr,
+        clip: spec.clip,
+        eval_every: spec.eval_every as u64,
+    };
+    let budget = Budget {
+        epochs: None,
+        max_steps: Some(spec.max_steps as u64),
+        max_minutes: spec.budget.map(|d| d.as_secs_f64() / 60.0),
+    };
+    let err = |e: crate::Error| e.to_string();
+    let mut trainer = Trainer::start(
+        model.clone(),
+        params,
+        opt,
+        rng,
+        run,
+        config,
+        budget,
+        None,
+        serde_json::Value::Null,
+    )
+    .map_err(err)?;
+    if backend.name() != "cpu" {
+        trainer = trainer.on_backend(backend).map_err(err)?;
     }
+    let scale = spec.task.metric_scale();
+    let stop = AtomicBool::new(false);
+    let mut curve: Vec<EvalPoint> = Vec::new();
+    let reason = trainer
+        .run(&stop, &mut |ev| match ev {
+            TrainEvent::Step(s) => {
+                if !on_event(Event::Step {
+                    step: s.step as usize,
+                    loss: s.loss,
+                }) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+            TrainEvent::Eval { row, .. } => {
+                let p = EvalPoint {
+                    step: row.step as usize,
+                    elapsed: Duration::from_secs_f64(row.elapsed_secs),
+                    train_metric: row.train_loss * scale,
+                    metric: row.val_loss.unwrap_or(f64::NAN),
+                };
+                if !on_event(Event::Eval(&p)) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                curve.push(p);
+            }
+            TrainEvent::Log(_) => {}
+        })
+        .map_err(err)?;
+    // a run stopped by the callback between evaluations, or diverged, ends with one
+    let step = trainer.state.step as usize;
     if curve.last().is_none_or(|p| p.step != step) {
+        let st = &trainer.state;
+        let train_metric = if st.acc_steps > 0 {
+            st.acc_loss / st.acc_steps as f64 * scale
+        } else {
+            f64::NAN
+        };
         let p = EvalPoint {
             step,
-            elapsed: start.elapsed(),
-            train_metric: run_sum / run_n.max(1) as f64,
-            metric: evaluate(&spec.task, eng, &set).map_err(|e| e.to_string())?,
+            elapsed: Duration::from_secs_f64(st.elapsed_secs),
+            train_metric,
+            metric: trainer.evaluate().map_err(err)?.unwrap_or(f64::NAN),
         };
         on_event(Event::Eval(&p));
         curve.push(p);
     }
     Ok(TrainResult {
-        params: eng.params().map_err(|e| e.to_string())?.into_owned(),
+        params: trainer.params().map_err(err)?,
         model,
         initial,
         baseline,

@@ -1,0 +1,740 @@
+//! The one training loop: a [`Trainer`] generic over a [`Task`] (what its batches are, how its
+//! loss and held-out metric are computed, what it must remember to resume). Every application
+//! (the character model, the long-memory tasks, spoken digits) trains through it, so all of them
+//! get the same things:
+//! - budgets (epochs, optimizer steps, wall-clock minutes: whichever comes first) and a learning
+//!   rate [`Schedule`];
+//! - evaluation at intervals, with the best and the latest checkpoints written atomically;
+//! - exact resume: a run stopped and resumed gives bit for bit the numbers of one never stopped;
+//! - a stop flag (Ctrl-C) that saves the latest state, and a stop on a NaN or infinite loss or
+//!   gradient that leaves the checkpoints on disk alone ([`StopReason::Diverged`]);
+//! - progress reported to a callback ([`Event`]); nothing here prints.
+//!
+//! One step is: the task's forward and loss -> backward -> (the one place where a data-parallel
+//! run all-reduces the gradients) -> clipping -> learning rate -> optimizer update. See
+//! [`Trainer::step`]. The math runs in an [`Engine`] of any [`Backend`].
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::engine::{Backend, Cpu, Engine};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::optim::Optimizer;
+use crate::rng::Rng;
+use crate::stream::Carry;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// File name of the latest checkpoint inside the checkpoint directory.
+pub const LATEST: &str = "latest.safetensors";
+/// File name of the checkpoint with the best held-out metric so far.
+pub const BEST: &str = "best.safetensors";
+
+/// What a training run trains on: its batches, its loss and metric, its own resume state.
+pub trait Task {
+    /// The run's configuration, kept in every checkpoint (a resumed run keeps it).
+    type Config: Clone + Debug + PartialEq + Serialize + DeserializeOwned;
+
+    /// The loop's settings this configuration implies.
+    fn settings(cfg: &Self::Config) -> Settings;
+
+    /// Checks, on resume, that a saved configuration belongs to the checkpoint's model.
+    fn check_config(_cfg: &Self::Config, _model: &crate::model::ModelConfig) -> Result<()> {
+        Ok(())
+    }
+
+    /// Batches in one epoch; `None` for an endless stream of fresh batches.
+    fn batches_per_epoch(&self) -> Option<u64>;
+
+    /// The start of epoch `epoch` (e.g. a new shuffle from `rng`, or a zeroed carried state).
+    fn start_epoch(&mut self, epoch: u64, eng: &mut dyn Engine, rng: &mut Rng) -> Result<()>;
+
+    /// Forward and loss of batch `k` of the current epoch (the next fresh batch for an endless
+    /// task), leaving the engine ready for backward; dropout masks from `rng`.
+    fn forward_loss(&mut self, k: u64, eng: &mut dyn Engine, rng: &mut Rng) -> Result<StepLoss>;
+
+    /// Backward of the last [`Task::forward_loss`] into the engine's gradients.
+    fn backward(&mut self, eng: &mut dyn Engine) -> Result<()>;
+
+    /// After the optimizer's update (e.g. keep the final states as the next batch's start).
+    fn after_update(&mut self, _eng: &mut dyn Engine) -> Result<()> {
+        Ok(())
+    }
+
+    /// The held-out metric of the current parameters; `None` without held-out data.
+    fn evaluate(&mut self, eng: &mut dyn Engine) -> Result<Option<f64>>;
+
+    /// Whether `metric` is better than the best so far (`None`: no best yet). Lower is better
+    /// unless a task says otherwise.
+    fn better(&self, metric: Option<f64>, best: Option<f64>) -> bool {
+        match (metric, best) {
+            (Some(_), None) => true,
+            (Some(m), Some(b)) => m < b,
+            _ => false,
+        }
+    }
+
+    /// Numbers of the task's own to add to a log row (e.g. accuracies), taken and reset at each
+    /// row.
+    fn row_extra(&mut self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// What the task must remember to resume exactly (e.g. data fingerprints, its own RNG).
+    fn state(&self) -> serde_json::Value;
+
+    /// Takes back [`Task::state`] of a checkpoint; an error when it belongs to other data.
+    fn restore(&mut self, state: &serde_json::Value) -> Result<()>;
+
+    /// The vocabulary stored in the checkpoints, for token models.
+    fn vocab(&self) -> Option<Vec<char>> {
+        None
+    }
+}
+
+/// One step's loss as the task computed it.
+#[derive(Clone, Copy, Debug)]
+pub struct StepLoss {
+    /// Mean loss of the batch.
+    pub loss: f64,
+    /// Items (characters, sequences) the batch trained on.
+    pub items: u64,
+}
+
+/// The learning rate as a function of the step and epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Schedule {
+    /// The base rate throughout.
+    Constant,
+    /// The base rate times `decay` every `every` steps (0: never).
+    StepDecay { decay: f64, every: u64 },
+    /// A cosine from the base rate at epoch 0 down to `base * floor` at epoch `epochs - 1`.
+    CosineEpochs { floor: f64, epochs: u64 },
+}
+
+/// The loop's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Base learning rate.
+    pub lr: f64,
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this (0 = off).
+    pub grad_clip: f64,
+    /// Clamp every gradient element to [-v, v] (0 = off), before the norm clipping.
+    pub grad_clip_value: f64,
+    /// Steps between evaluations (0 = only at the end).
+    pub eval_every: u64,
+    /// Steps between training-loss rows between evaluations (0 = only at evaluations).
+    pub log_every: u64,
+    /// On a NaN or infinite loss, put back the parameters before the previous update (which
+    /// produced them) instead of keeping them; costs one parameter copy per step.
+    pub undo_on_divergence: bool,
+}
+
+/// When a run ends: whichever limit comes first. A resumed run may be given new limits.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Passes over the training data (fractions allowed).
+    pub epochs: Option<f64>,
+    /// Optimizer steps in all (counting those before a resume).
+    pub max_steps: Option<u64>,
+    /// Wall-clock minutes of training in all (counting those before a resume).
+    pub max_minutes: Option<f64>,
+}
+
+/// Why [`Trainer::run`] ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StopReason {
+    /// The epochs were done.
+    Epochs,
+    /// `max_steps` was reached.
+    MaxSteps,
+    /// `max_minutes` ran out.
+    MaxMinutes,
+    /// The stop flag was raised (Ctrl-C); the latest checkpoint holds the state.
+    Stopped,
+    /// A NaN or infinite loss or gradient norm at `step`: the step did not count, nothing was
+    /// saved for it, and the checkpoints on disk are the last good ones.
+    Diverged {
+        step: u64,
+        what: &'static str,
+        value: f64,
+    },
+}
+
+impl StopReason {
+    /// One word: `epochs`, `steps`, `budget`, `stopped` or `diverged`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StopReason::Epochs => "epochs",
+            StopReason::MaxSteps => "steps",
+            StopReason::MaxMinutes => "budget",
+            StopReason::Stopped => "stopped",
+            StopReason::Diverged { .. } => "diverged",
+        }
+    }
+
+    /// A short phrase for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            StopReason::Epochs => "the epochs are done".into(),
+            StopReason::MaxSteps => "the step limit was reached".into(),
+            StopReason::MaxMinutes => "the time budget ran out".into(),
+            StopReason::Stopped => "stopped".into(),
+            StopReason::Diverged { step, what, value } => {
+                format!("the {what} became {value} at step {step}")
+            }
+        }
+    }
+}
+
+/// One line of the training log: written at every evaluation (with the held-out metric) and
+/// every `log_every` steps in between (without).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
+    pub step: u64,
+    pub epoch: f64,
+    /// Items (characters, sequences) trained on so far.
+    #[serde(alias = "chars_seen")]
+    pub items_seen: u64,
+    pub elapsed_secs: f64,
+    pub lr: f64,
+    /// Mean training loss over the steps since the previous row.
+    pub train_loss: f64,
+    /// The held-out metric, when there is held-out data.
+    pub val_loss: Option<f64>,
+    /// The task's own numbers ([`Task::row_extra`]).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub extra: serde_json::Value,
+}
+
+/// Everything besides parameters and optimizer that a resumed run needs; stored as the
+/// checkpoint's `train_state`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainState<C> {
+    pub config: C,
+    pub budget: Budget,
+    /// Optimizer steps taken.
+    pub step: u64,
+    #[serde(alias = "chars_seen")]
+    pub items_seen: u64,
+    /// Training time so far, over all sessions.
+    pub elapsed_secs: f64,
+    /// The loop's RNG after the last step.
+    pub rng: [u64; 4],
+    /// The engine's carried hidden state, as f32 bit patterns so that it is restored exactly
+    /// (empty when it carries none).
+    pub carry_h: Vec<u32>,
+    pub carry_c: Vec<u32>,
+    /// Training loss summed over the steps since the last log row, and their count.
+    pub acc_loss: f64,
+    pub acc_steps: u64,
+    /// The best held-out metric so far and its step.
+    pub best_val: Option<f64>,
+    pub best_step: Option<u64>,
+    pub last_eval_step: Option<u64>,
+    pub history: Vec<LogRow>,
+    /// The task's own resume state ([`Task::state`]).
+    #[serde(default)]
+    pub task: serde_json::Value,
+    /// Whatever the caller wants kept with the run (the CLI: data path, split, preset).
+    pub extra: serde_json::Value,
+}
+
+/// After every optimizer step.
+#[derive(Clone, Debug)]
+pub struct StepInfo {
+    pub step: u64,
+    /// The step at which the step or epoch limit ends the run, if there is one.
+    pub total_steps: Option<u64>,
+    pub epoch: f64,
+    /// Mean loss of this batch.
+    pub loss: f64,
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    pub items_seen: u64,
+    /// Items trained on per second in this session.
+    pub items_per_sec: f64,
+    pub elapsed_secs: f64,
+    /// `max_minutes` in seconds, if set.
+    pub budget_secs: Option<f64>,
+}
+
+/// Progress reports of [`Trainer::run`].
+pub enum Event<'a> {
+    Step(&'a StepInfo),
+    /// A training-loss row of the log (no evaluation).
+    Log(&'a LogRow),
+    /// After an evaluation (and the checkpoints it wrote). `params` are the current ones.
+    Eval {
+        row: &'a LogRow,
+        /// This evaluation set a new best.
+        best: bool,
+        /// The run ends after this evaluation.
+        last: bool,
+        params: &'a [f32],
+    },
+}
+
+/// A training run in memory.
+pub struct Trainer<T: Task> {
+    pub model: Model,
+    pub task: T,
+    // parameters, gradients, optimizer, carried state and workspaces
+    engine: Box<dyn Engine>,
+    settings: Settings,
+    // the learning rate of the last step (the optimizer's before the first)
+    lr: f64,
+    rng: Rng,
+    ckpt_dir: Option<PathBuf>,
+    pub state: TrainState<T::Config>,
+}
+
+/// Checks that `dir` exists or can be created and that a file can be written in it.
+pub fn check_dir_writable(dir: &Path) -> Result<()> {
+    let bad = |e: std::io::Error| {
+        Error::invalid(format!(
+            "checkpoint directory '{}' cannot be written: {}",
+            dir.display(),
+            e.to_string()
+                .split(" (os error")
+                .next()
+                .unwrap_or("")
+                .to_lowercase()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(bad)?;
+    let probe = dir.join(format!(".recur-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"ok").map_err(bad)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+impl<T: Task> Trainer<T> {
+    /// A fresh run of `task` on `model` from `params` and `opt`, on the CPU (see
+    /// [`Trainer::on_backend`]); `rng` (dropout masks, and whatever the task draws from it) is
+    /// usually the one that drew the initial weights. `ckpt_dir` (created if needed) receives
+    /// the checkpoints.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        model: Model,
+        params: Vec<f32>,
+        opt: Optimizer<f32>,
+        rng: Rng,
+        task: T,
+        config: T::Config,
+        budget: Budget,
+        ckpt_dir: Option<PathBuf>,
+        extra: serde_json::Value,
+    ) -> Result<Self> {
+        let state = TrainState {
+            config,
+            budget,
+            step: 0,
+            items_seen: 0,
+            elapsed_secs: 0.0,
+            rng: rng.state(),
+            carry_h: Vec::new(),
+            carry_c: Vec::new(),
+            acc_loss: 0.0,
+            acc_steps: 0,
+            best_val: None,
+            best_step: None,
+            last_eval_step: None,
+            history: Vec::new(),
+            task: task.state(),
+            extra,
+        };
+        Self::assemble(model, params, opt, task, state, ckpt_dir)
+    }
+
+    /// Continues the run saved in `ckpt` with `task` (which must be built on the same data:
+    /// [`Task::restore`] checks). `budget`, when given, replaces the saved limits.
+    pub fn resume_from(
+        ckpt: Checkpoint,
+        mut task: T,
+        budget: Option<Budget>,
+        ckpt_dir: Option<PathBuf>,
+    ) -> Result<Self> {
+        let ts = ckpt.train_state.ok_or_else(|| {
+            Error::invalid("the checkpoint has no training state to resume from")
+        })?;
+        let mut state: TrainState<T::Config> = serde_json::from_value(ts).map_err(|e| {
+            Error::invalid(format!(
+                "the checkpoint's training state is unreadable: {e}"
+            ))
+        })?;
+        T::check_config(&state.config, &ckpt.model)?;
+        task.restore(&state.task)?;
+        let opt = ckpt.optimizer.ok_or_else(|| {
+            Error::invalid("the checkpoint has no optimizer state to resume from")
+        })?;
+        if let Some(b) = budget {
+            state.budget = b;
+        }
+        let model = Model::new(ckpt.model).map_err(Error::invalid)?;
+        Self::assemble(model, ckpt.params, opt, task, state, ckpt_dir)
+    }
+
+    fn assemble(
+        model: Model,
+        params: Vec<f32>,
+        opt: Optimizer<f32>,
+        task: T,
+        state: TrainState<T::Config>,
+        ckpt_dir: Option<PathBuf>,
+    ) -> Result<Self> {
+        let settings = T::settings(&state.config);
+        if !(settings.lr > 0.0) {
+            return Err(Error::invalid(format!(
+                "the learning rate must be positive, got {}",
+                settings.lr
+            )));
+        }
+        if let Some(d) = &ckpt_dir {
+            check_dir_writable(d)?;
+        }
+        let lr = opt.lr;
+        let mut engine = Cpu.engine(model.clone(), params, Some(opt))?;
+        if !state.carry_h.is_empty() {
+            let mut carry = Carry {
+                h: vec![0.0; state.carry_h.len()],
+                c: vec![0.0; state.carry_c.len()],
+            };
+            unbits(&state.carry_h, &mut carry.h);
+            unbits(&state.carry_c, &mut carry.c);
+            engine.set_carry(&carry).map_err(|_| {
+                Error::invalid("the saved hidden state does not match the model and batch size")
+            })?;
+        }
+        Ok(Trainer {
+            rng: Rng::from_state(state.rng),
+            engine,
+            settings,
+            lr,
+            ckpt_dir,
+            model,
+            task,
+            state,
+        })
+    }
+
+    /// Moves the run to an engine of `backend` (e.g. the GPU): it receives the current
+    /// parameters, optimizer and carried state (host copies) and computes from then on. The loop,
+    /// checkpoints and their format stay the same.
+    pub fn on_backend(mut self, backend: &dyn Backend) -> Result<Self> {
+        let params = self.engine.params()?.into_owned();
+        let opt = self.optimizer()?;
+        let carry = self.engine.carry()?.map(|c| c.into_owned());
+        let mut engine = backend.engine(self.model.clone(), params, Some(opt))?;
+        if let Some(c) = carry {
+            engine.set_carry(&c)?;
+        }
+        self.engine = engine;
+        Ok(self)
+    }
+
+    /// Where the math runs.
+    pub fn device(&self) -> String {
+        self.engine.device()
+    }
+
+    /// The engine (for a task's own evaluation outside the loop).
+    pub fn engine(&mut self) -> &mut dyn Engine {
+        &mut *self.engine
+    }
+
+    /// The current parameters (a host copy).
+    pub fn params(&self) -> Result<Vec<f32>> {
+        Ok(self.engine.params()?.into_owned())
+    }
+
+    /// Replaces the parameters.
+    pub fn set_params(&mut self, params: &[f32]) -> Result<()> {
+        self.engine.set_params(params)
+    }
+
+    /// The optimizer with its state (a host copy).
+    pub fn optimizer(&self) -> Result<Optimizer<f32>> {
+        Ok(self
+            .engine
+            .optimizer()?
+            .ok_or_else(|| Error::invalid("the engine has no optimizer"))?
+            .into_owned())
+    }
+
+    /// The loop's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The epoch count at `step` steps (fractional; steps when the task has no epochs).
+    pub fn epoch_at(&self, step: u64) -> f64 {
+        match self.task.batches_per_epoch() {
+            Some(b) => step as f64 / b as f64,
+            None => step as f64,
+        }
+    }
+
+    /// The learning rate for the step after `step` steps.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        let base = self.settings.lr;
+        match self.settings.schedule {
+            Schedule::Constant => base,
+            Schedule::StepDecay { decay, every } => match step.checked_div(every) {
+                None => base,
+                Some(n) => base * decay.powi(n as i32),
+            },
+            Schedule::CosineEpochs { floor, epochs } => {
+                let e = self.task.batches_per_epoch().map_or(0, |b| step / b.max(1));
+                cosine_lr(base, floor, e, epochs)
+            }
+        }
+    }
+
+    /// The step at which the epoch or step limit ends the run.
+    pub fn total_steps(&self) -> Option<u64> {
+        let b = &self.state.budget;
+        let from_epochs = match (b.epochs, self.task.batches_per_epoch()) {
+            (Some(e), Some(n)) => Some((e * n as f64).ceil() as u64),
+            _ => None,
+        };
+        match (from_epochs, b.max_steps) {
+            (Some(a), Some(m)) => Some(a.min(m)),
+            (a, m) => a.or(m),
+        }
+    }
+
+    fn limit_reached(&self) -> Option<StopReason> {
+        let b = &self.state.budget;
+        let s = self.state.step;
+        if let Some(m) = b.max_steps {
+            if s >= m {
+                return Some(StopReason::MaxSteps);
+            }
+        }
+        if let (Some(e), Some(n)) = (b.epochs, self.task.batches_per_epoch()) {
+            if s >= (e * n as f64).ceil() as u64 {
+                return Some(StopReason::Epochs);
+            }
+        }
+        if let Some(m) = b.max_minutes {
+            if self.state.elapsed_secs >= m * 60.0 {
+                return Some(StopReason::MaxMinutes);
+            }
+        }
+        None
+    }
+
+    /// One optimizer step on the next batch: its mean loss and the gradient norm before
+    /// clipping. On a NaN or infinite loss or gradient the step does not count: the parameters,
+    /// optimizer, carried state and RNG stay as they were before it (and with
+    /// `undo_on_divergence`, the parameters go back to before the previous update), and
+    /// `Err(StopReason::Diverged)` says why.
+    pub fn step(&mut self) -> Result<std::result::Result<(f64, f64), StopReason>> {
+        let step = self.state.step + 1;
+        let k = match self.task.batches_per_epoch() {
+            Some(n) => {
+                let k = self.state.step % n.max(1);
+                if k == 0 {
+                    let epoch = self.state.step / n.max(1);
+                    self.task
+                        .start_epoch(epoch, &mut *self.engine, &mut self.rng)?;
+                }
+                k
+            }
+            None => self.state.step,
+        };
+        let rng_before = self.rng.clone();
+        let sl = self
+            .task
+            .forward_loss(k, &mut *self.engine, &mut self.rng)?;
+        let diverged = |what, value| StopReason::Diverged { step, what, value };
+        if !sl.loss.is_finite() {
+            self.rng = rng_before;
+            if self.settings.undo_on_divergence && self.state.step > 0 {
+                self.engine.restore()?;
+            }
+            return Ok(Err(diverged("training loss", sl.loss)));
+        }
+        self.task.backward(&mut *self.engine)?;
+        // A data-parallel run averages the gradients across workers here
+        // (Engine::grads / Engine::set_grads), before the clipping.
+        let s = &self.settings;
+        let norm = self.engine.clip(s.grad_clip_value, s.grad_clip)?;
+        if !norm.is_finite() {
+            self.rng = rng_before;
+            return Ok(Err(diverged("gradient norm", norm)));
+        }
+        self.lr = self.lr_at(self.state.step);
+        if self.settings.undo_on_divergence {
+            self.engine.snapshot()?;
+        }
+        self.engine.update(self.lr)?;
+        self.task.after_update(&mut *self.engine)?;
+        self.state.step = step;
+        self.state.items_seen += sl.items;
+        self.state.acc_loss += sl.loss;
+        self.state.acc_steps += 1;
+        Ok(Ok((sl.loss, norm)))
+    }
+
+    /// The held-out metric of the current parameters; `None` without held-out data.
+    pub fn evaluate(&mut self) -> Result<Option<f64>> {
+        self.task.evaluate(&mut *self.engine)
+    }
+
+    /// The checkpoint of the current state.
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        let mut st = self.state.clone();
+        st.rng = self.rng.state();
+        st.task = self.task.state();
+        if let Some(carry) = self.engine.carry()? {
+            st.carry_h = bits(&carry.h);
+            st.carry_c = bits(&carry.c);
+        }
+        Ok(Checkpoint {
+            model: self.model.cfg.clone(),
+            params: self.params()?,
+            vocab: self.task.vocab(),
+            optimizer: Some(self.optimizer()?),
+            train_state: Some(serde_json::to_value(&st).map_err(|e| {
+                Error::invalid(format!("the training state cannot be written: {e}"))
+            })?),
+        })
+    }
+
+    fn save(&self, name: &str) -> Result<()> {
+        if let Some(d) = &self.ckpt_dir {
+            checkpoint::save(&d.join(name), &self.checkpoint()?)?;
+        }
+        Ok(())
+    }
+
+    /// A log row of the training loss since the previous row (which it resets) and `val`.
+    fn log_row(&mut self, val: Option<f64>) -> LogRow {
+        let extra = self.task.row_extra();
+        let epoch = self.epoch_at(self.state.step);
+        let st = &mut self.state;
+        let row = LogRow {
+            step: st.step,
+            epoch,
+            items_seen: st.items_seen,
+            elapsed_secs: st.elapsed_secs,
+            lr: self.lr,
+            train_loss: if st.acc_steps > 0 {
+                st.acc_loss / st.acc_steps as f64
+            } else {
+                f64::NAN
+            },
+            val_loss: val,
+            extra,
+        };
+        st.acc_loss = 0.0;
+        st.acc_steps = 0;
+        st.history.push(row.clone());
+        row
+    }
+
+    /// Evaluates, appends a log row, writes the latest (and, on a new best, the best)
+    /// checkpoint, and reports.
+    fn eval_and_save(&mut self, last: bool, on: &mut dyn FnMut(&Event)) -> Result<()> {
+        let val = self.evaluate()?;
+        let row = self.log_row(val);
+        let best = self.task.better(val, self.state.best_val);
+        let st = &mut self.state;
+        st.last_eval_step = Some(st.step);
+        if best {
+            st.best_val = val;
+            st.best_step = Some(st.step);
+            self.save(BEST)?;
+        }
+        self.save(LATEST)?;
+        let params = self.engine.params()?;
+        on(&Event::Eval {
+            row: &row,
+            best,
+            last,
+            params: &params,
+        });
+        Ok(())
+    }
+
+    /// Trains until a limit of the budget is reached, `stop` is raised or the loss diverges,
+    /// evaluating every `eval_every` steps and at the end; says why it ended.
+    pub fn run(&mut self, stop: &AtomicBool, on: &mut dyn FnMut(&Event)) -> Result<StopReason> {
+        let start = Instant::now();
+        let base_elapsed = self.state.elapsed_secs;
+        let base_items = self.state.items_seen;
+        let total_steps = self.total_steps();
+        let budget_secs = self.state.budget.max_minutes.map(|m| m * 60.0);
+        loop {
+            self.state.elapsed_secs = base_elapsed + start.elapsed().as_secs_f64();
+            if let Some(reason) = self.limit_reached() {
+                // the latest checkpoint is written by the evaluation (skipped when the last step
+                // was just evaluated and saved)
+                if self.state.last_eval_step != Some(self.state.step) {
+                    self.eval_and_save(true, on)?;
+                }
+                return Ok(reason);
+            }
+            if stop.load(Ordering::Relaxed) {
+                self.save(LATEST)?;
+                return Ok(StopReason::Stopped);
+            }
+            let (loss, norm) = match self.step()? {
+                Ok(x) => x,
+                Err(diverged) => return Ok(diverged),
+            };
+            let secs = start.elapsed().as_secs_f64();
+            self.state.elapsed_secs = base_elapsed + secs;
+            let info = StepInfo {
+                step: self.state.step,
+                total_steps,
+                epoch: self.epoch_at(self.state.step),
+                loss,
+                lr: self.lr,
+                grad_norm: norm,
+                items_seen: self.state.items_seen,
+                items_per_sec: (self.state.items_seen - base_items) as f64 / secs.max(1e-9),
+                elapsed_secs: self.state.elapsed_secs,
+                budget_secs,
+            };
+            on(&Event::Step(&info));
+            let (every, log_every) = (self.settings.eval_every, self.settings.log_every);
+            let step = self.state.step;
+            // the last step of the run is evaluated here, so that its row has the training loss
+            let last = self.limit_reached().is_some();
+            if last || (every > 0 && step.is_multiple_of(every)) {
+                self.eval_and_save(last, on)?;
+            } else if log_every > 0 && step.is_multiple_of(log_every) {
+                let row = self.log_row(None);
+                on(&Event::Log(&row));
+            }
+        }
+    }
+}
+
+/// Cosine learning-rate schedule: `base` at epoch 0, falling to `base * floor` at the last epoch.
+pub fn cosine_lr(base: f64, floor: f64, epoch: u64, epochs: u64) -> f64 {
+    if epochs <= 1 {
+        return base;
+    }
+    let progress = epoch.min(epochs - 1) as f64 / (epochs - 1) as f64;
+    let w = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+    base * (floor + (1.0 - floor) * w)
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn unbits(b: &[u32], out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(b) {
+        *o = f32::from_bits(x);
+    }
+}
