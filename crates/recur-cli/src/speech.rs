@@ -8,17 +8,16 @@
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use recur::apps::speech::classifier::{
-    self, cosine_lr, evaluate, load_examples, load_examples_multi, make_batch, model_config,
-    predict_batch, train_epoch, Evaluation, Example, Normalizer, NUM_CLASSES,
+    self, evaluate, load_examples, load_examples_multi, make_batch, model_config, predict_batch,
+    Evaluation, Example, Normalizer, NUM_CLASSES,
 };
 use recur::apps::speech::dataset::{list_dir, Split, Utterance};
 use recur::apps::speech::features::{warp_factors, Extractor, FeatureConfig};
+use recur::apps::speech::train::{self as speech_train, Hyper, SpeechConfig, EVAL_BATCH};
 use recur::apps::speech::wav::read_wav;
 use recur::checkpoint::{self, Checkpoint};
 use recur::model::Model;
-use recur::optim::{OptimKind, Optimizer};
-use recur::rng::Rng;
-use serde::{Deserialize, Serialize};
+use recur::train::{Event, LogRow, StopReason, Task, BEST, LATEST};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,13 +31,6 @@ use crate::values::{choice, Features, Pool};
 
 /// Where `--data` points unless told otherwise: the full dataset, cloned as docs/speech.md says.
 const DEFAULT_DATA: &str = "data/fsdd/recordings";
-/// Marks a checkpoint as this command's (its `train_state.kind`).
-const STATE_KIND: &str = "speech";
-/// Utterances per batch when evaluating.
-const EVAL_BATCH: usize = 64;
-/// The checkpoints in the run directory: the best on validation, and the latest (for --resume).
-const BEST: &str = "best.safetensors";
-const LATEST: &str = "latest.safetensors";
 /// `--threads` of `speech train` and `speech eval`.
 const THREADS_HELP: &str = "Threads for large matrix products and for reading files";
 
@@ -171,50 +163,6 @@ struct PredictArgs {
     json: bool,
 }
 
-/// Settings of a run that must stay fixed across a resume.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Hyper {
-    holdout: Option<String>,
-    val_takes: Option<(u32, u32)>,
-    epochs: usize,
-    batch_size: usize,
-    learning_rate: f64,
-    lr_floor: f64,
-    grad_clip: f64,
-    seed: u64,
-    warp_copies: usize,
-    warp_max: f64,
-}
-
-/// One epoch's numbers, as kept in the checkpoint and drawn in the charts.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct EpochLog {
-    epoch: usize,
-    lr: f64,
-    train_loss: f64,
-    train_acc: f64,
-    val_loss: Option<f64>,
-    val_acc: Option<f64>,
-    seconds: f64,
-}
-
-/// What a speech checkpoint keeps besides the model: `train_state` in the file.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct State {
-    kind: String,
-    features: FeatureConfig,
-    normalizer: Normalizer,
-    hyper: Hyper,
-    /// Epochs completed.
-    epoch: usize,
-    rng: [u64; 4],
-    best_epoch: usize,
-    best_val_acc: Option<f64>,
-    history: Vec<EpochLog>,
-    /// Wall-clock seconds spent in training epochs and validation so far.
-    train_seconds: f64,
-}
-
 pub fn run(args: Args) -> Result<()> {
     match args.cmd {
         Cmd::Train(a) => train(a),
@@ -335,7 +283,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let best_path = a.run.checkpoint_dir.join(BEST);
     let resumed = if a.run.resume {
         let ck = checkpoint::load(&last_path)?;
-        let st = speech_state(&ck, &last_path)?;
+        let st = speech_config(&ck, &last_path)?;
         if st.hyper != hyper {
             bail!(
                 "{} was trained with other settings ({}); resume with the same flags",
@@ -422,42 +370,31 @@ fn train(a: TrainArgs) -> Result<()> {
         normalizer.apply(&mut e.feats);
     }
 
-    // ---- model, optimizer, position
-    let (params, opt, mut rng, mut state) = match resumed {
-        Some((ck, st)) => {
-            let opt = ck.optimizer.ok_or_else(|| {
-                anyhow!("{} has no optimizer state to resume", last_path.display())
-            })?;
-            (ck.params, opt, Rng::from_state(st.rng), st)
-        }
+    // ---- the run: fresh or resumed, on the chosen device
+    let out_dir = a.run.checkpoint_dir.clone();
+    let (train_n, val_n) = (train_set.len(), val_set.len());
+    let mut trainer = match resumed {
+        Some((ck, _)) => speech_train::resume(ck, train_set, val_set, Some(out_dir.clone()))
+            .with_context(|| format!("resuming {}", last_path.display()))?,
         None => {
-            let mut rng = Rng::new(a.seed);
-            let mut params = vec![0.0f32; model.num_params()];
-            model.init(&mut params, &mut rng);
-            let opt = Optimizer::new(
-                OptimKind::parse("adam", 0.0).expect("adam"),
-                a.learning_rate,
-                params.len(),
-            );
-            let st = State {
-                kind: STATE_KIND.into(),
+            let config = SpeechConfig {
+                kind: speech_train::KIND.into(),
                 features: feat_cfg.clone(),
                 normalizer: normalizer.clone(),
                 hyper: hyper.clone(),
-                epoch: 0,
-                rng: rng.state(),
-                best_epoch: 0,
-                best_val_acc: None,
-                history: Vec::new(),
-                train_seconds: 0.0,
             };
-            (params, opt, rng, st)
+            speech_train::start(
+                model_cfg.clone(),
+                config,
+                train_set,
+                val_set,
+                Some(out_dir.clone()),
+            )?
         }
     };
-    let out_dir = &a.run.checkpoint_dir;
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("cannot create directory {}", out_dir.display()))?;
-    let mut eng = device.engine(model.clone(), params, Some(opt))?;
+    if device.name() != "cpu" {
+        trainer = trainer.on_backend(&*device)?;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -468,8 +405,8 @@ fn train(a: TrainArgs) -> Result<()> {
     eprintln!(
         "speech: {} training ({} with augmentation) and {} validation recordings ({}), {} features per frame, {} {} x {}{}, head {}, {} parameters",
         n_plain,
-        train_set.len(),
-        val_set.len(),
+        train_n,
+        val_n,
         train_split.describe(),
         feat_cfg.dim(),
         model_cfg.rnn.cell.name(),
@@ -480,112 +417,72 @@ fn train(a: TrainArgs) -> Result<()> {
         model.num_params()
     );
 
-    let mut interrupted = false;
-    while state.epoch < a.epochs {
-        let epoch = state.epoch;
-        let t0 = Instant::now();
-        let lr = cosine_lr(a.learning_rate, a.lr_floor, epoch, a.epochs);
-        let pb = ProgressBar::new(0);
-        pb.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        pb.set_prefix(format!("{}/{}", epoch + 1, a.epochs));
-        let tally = train_epoch(
-            &mut *eng,
-            &train_set,
-            a.batch_size,
-            a.grad_clip,
-            lr,
-            &mut rng,
-            |done, total, so_far| {
-                pb.set_length(total as u64);
-                pb.set_position(done as u64);
-                pb.set_message(format!(
-                    "loss {:.4} acc {:.3}",
-                    so_far.mean_loss(),
-                    so_far.accuracy()
-                ));
-                !stop.load(Ordering::SeqCst)
-            },
-        )
-        .map_err(|e| anyhow!(e))?;
-        pb.finish_and_clear();
-        let Some(tally) = tally else {
-            interrupted = true;
-            break;
-        };
-        let val = if val_set.is_empty() {
-            None
-        } else {
-            Some(evaluate(&mut *eng, &val_set, EVAL_BATCH)?)
-        };
-        let secs = t0.elapsed().as_secs_f64();
-        state.train_seconds += secs;
-        state.epoch += 1;
-        state.rng = rng.state();
-        let log = EpochLog {
-            epoch: state.epoch,
-            lr,
-            train_loss: tally.mean_loss(),
-            train_acc: tally.accuracy(),
-            val_loss: val.as_ref().map(|v| v.tally.mean_loss()),
-            val_acc: val.as_ref().map(|v| v.tally.accuracy()),
-            seconds: secs,
-        };
-        eprintln!(
-            "epoch {:>3}/{}: lr {:.2e}  train loss {:.4} acc {:.4}{}  ({:.1} s)",
-            log.epoch,
-            a.epochs,
-            log.lr,
-            log.train_loss,
-            log.train_acc,
-            match (log.val_loss, log.val_acc) {
-                (Some(l), Some(acc)) => format!("  val loss {l:.4} acc {acc:.4}"),
-                _ => String::new(),
-            },
-            secs
-        );
-        // Best: lowest validation loss (finer-grained than the accuracy on a few hundred
-        // recordings, which ties often); without validation, the last epoch.
-        let best_loss = state
-            .history
-            .get(state.best_epoch.wrapping_sub(1))
-            .and_then(|l| l.val_loss);
-        let better = match (log.val_loss, best_loss) {
-            (Some(v), Some(b)) => v < b,
-            _ => true,
-        };
-        state.history.push(log);
-        if better {
-            state.best_epoch = state.epoch;
-            state.best_val_acc = state.history.last().and_then(|l| l.val_acc);
+    let bpe = trainer.task.batches_per_epoch().unwrap_or(1);
+    let pb = ProgressBar::new(bpe);
+    pb.set_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let epochs = a.epochs;
+    let mut epoch_start = Instant::now();
+    let reason = trainer.run(&stop, &mut |ev| match ev {
+        Event::Step(s) => {
+            let done = (s.step - 1) % bpe + 1;
+            pb.set_prefix(format!("{}/{epochs}", (s.step - 1) / bpe + 1));
+            pb.set_position(done);
+            pb.set_message(format!("loss {:.4}", s.loss));
         }
-        let ck = Checkpoint {
-            model: model_cfg.clone(),
-            params: eng.params()?.into_owned(),
-            vocab: None,
-            optimizer: eng.optimizer()?.map(|o| o.into_owned()),
-            train_state: Some(serde_json::to_value(&state)?),
-        };
-        checkpoint::save(&last_path, &ck)?;
-        if better {
-            checkpoint::save(&best_path, &ck)?;
+        Event::Eval { row, .. } => {
+            pb.suspend(|| {
+                eprintln!(
+                    "epoch {:>3}/{}: lr {:.2e}  train loss {:.4} acc {:.4}{}  ({:.1} s)",
+                    row.epoch.round() as u64,
+                    epochs,
+                    row.lr,
+                    row.train_loss,
+                    row.extra["train_acc"].as_f64().unwrap_or(f64::NAN),
+                    match (row.val_loss, row.extra["val_acc"].as_f64()) {
+                        (Some(l), Some(acc)) => format!("  val loss {l:.4} acc {acc:.4}"),
+                        _ => String::new(),
+                    },
+                    epoch_start.elapsed().as_secs_f64()
+                );
+            });
+            epoch_start = Instant::now();
         }
+        Event::Log(_) => {}
+    })?;
+    pb.finish_and_clear();
+    if let StopReason::Diverged { .. } = reason {
+        bail!(
+            "{}: training stopped; {} holds the last good epoch",
+            reason.describe(),
+            last_path.display()
+        );
     }
-    let charts = write_curves(&state, &a.run.checkpoint_dir)?;
+    let interrupted = reason == StopReason::Stopped;
+    let st = &trainer.state;
+    let epochs_done = st.step as f64 / bpe as f64;
+    let best_epoch = st.best_step.map(|s| s.div_ceil(bpe));
+    let best_val_acc = st
+        .history
+        .iter()
+        .find(|r| Some(r.step) == st.best_step)
+        .and_then(|r| r.extra["val_acc"].as_f64());
+    let charts = write_curves(&st.history, &out_dir)?;
     let summary = json!({
-        "epochs": state.epoch,
+        "epochs": st.step / bpe,
+        "steps": st.step,
         "interrupted": interrupted,
         "train": n_plain,
-        "train_with_augmentation": train_set.len(),
-        "val": val_set.len(),
+        "train_with_augmentation": train_n,
+        "val": val_n,
         "split": train_split.describe(),
         "parameters": model.num_params(),
-        "train_seconds": state.train_seconds,
-        "best_epoch": state.best_epoch,
-        "best_val_acc": state.best_val_acc,
+        "train_seconds": st.elapsed_secs,
+        "best_epoch": best_epoch,
+        "best_val_acc": best_val_acc,
         "best": best_path,
         "last": last_path,
         "charts": charts,
@@ -597,26 +494,20 @@ fn train(a: TrainArgs) -> Result<()> {
         if interrupted {
             writeln!(
                 out,
-                "interrupted: {} holds the {} completed epochs; continue with --resume",
+                "interrupted: {} holds the run after {} steps ({epochs_done:.2} epochs); continue with --resume",
                 last_path.display(),
-                state.epoch
+                st.step
             )?;
         }
         writeln!(
             out,
-            "trained {} epochs in {:.1} s on {} recordings ({} with augmentation)",
-            state.epoch,
-            state.train_seconds,
-            n_plain,
-            train_set.len()
+            "trained {epochs_done:.2} epochs in {:.1} s on {} recordings ({} with augmentation)",
+            st.elapsed_secs, n_plain, train_n
         )?;
-        if let Some(v) = state.best_val_acc {
+        if let (Some(v), Some(e)) = (best_val_acc, best_epoch) {
             writeln!(
                 out,
-                "best epoch (lowest validation loss): {}, validation accuracy {:.4} ({} recordings)",
-                state.best_epoch,
-                v,
-                val_set.len()
+                "best epoch (lowest validation loss): {e}, validation accuracy {v:.4} ({val_n} recordings)"
             )?;
         }
         writeln!(out, "best checkpoint: {}", best_path.display())?;
@@ -629,15 +520,14 @@ fn train(a: TrainArgs) -> Result<()> {
 }
 
 /// The learning curves: loss and accuracy per epoch, training and validation.
-fn write_curves(state: &State, out: &Path) -> Result<Vec<PathBuf>> {
-    if state.history.is_empty() {
+fn write_curves(history: &[LogRow], out: &Path) -> Result<Vec<PathBuf>> {
+    if history.is_empty() {
         return Ok(Vec::new());
     }
-    let pts = |f: &dyn Fn(&EpochLog) -> Option<f64>| -> Vec<(f64, f64)> {
-        state
-            .history
+    let pts = |f: &dyn Fn(&LogRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        history
             .iter()
-            .filter_map(|l| f(l).map(|y| (l.epoch as f64, y)))
+            .filter_map(|l| f(l).map(|y| (l.epoch, y)))
             .collect()
     };
     let mut loss =
@@ -648,8 +538,11 @@ fn write_curves(state: &State, out: &Path) -> Result<Vec<PathBuf>> {
         loss.push(plot::Series::line("validation", vl));
     }
     let mut acc = plot::Chart::new("speech: accuracy", "epoch", "accuracy");
-    acc.push(plot::Series::line("train", pts(&|l| Some(l.train_acc))));
-    let va = pts(&|l| l.val_acc);
+    acc.push(plot::Series::line(
+        "train",
+        pts(&|l| l.extra["train_acc"].as_f64()),
+    ));
+    let va = pts(&|l| l.extra["val_acc"].as_f64());
     if !va.is_empty() {
         acc.push(plot::Series::line("validation", va));
     }
@@ -659,47 +552,15 @@ fn write_curves(state: &State, out: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The speech state of a checkpoint, or an error naming the file.
-fn speech_state(ck: &Checkpoint, path: &Path) -> Result<State> {
-    let v = ck.train_state.as_ref().ok_or_else(|| {
-        anyhow!(
-            "{}: not a speech checkpoint (no train_state)",
-            path.display()
-        )
-    })?;
-    if v.get("kind").and_then(|k| k.as_str()) != Some(STATE_KIND) {
-        bail!(
-            "{}: not a speech checkpoint (train_state.kind is not \"{STATE_KIND}\")",
-            path.display()
-        );
-    }
-    let st: State = serde_json::from_value(v.clone())
-        .map_err(|e| anyhow!("{}: malformed speech train_state: {e}", path.display()))?;
-    if st.normalizer.mean.len() != st.features.dim() || st.normalizer.std.len() != st.features.dim()
-    {
-        bail!(
-            "{}: normaliser has {} features but the feature settings give {}",
-            path.display(),
-            st.normalizer.mean.len(),
-            st.features.dim()
-        );
-    }
-    classifier::check_model(&ck.model).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    if ck.model.input_size != st.features.dim() {
-        bail!(
-            "{}: the model takes {} features per frame but the feature settings give {}",
-            path.display(),
-            ck.model.input_size,
-            st.features.dim()
-        );
-    }
-    Ok(st)
+/// The speech configuration of a checkpoint, or an error naming the file.
+fn speech_config(ck: &Checkpoint, path: &Path) -> Result<SpeechConfig> {
+    speech_train::config_of(ck).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
 /// Loads a speech checkpoint: model, parameters, feature extractor, normaliser, settings.
-fn load_recognizer(path: &Path) -> Result<(Model, Vec<f32>, Extractor, State)> {
+fn load_recognizer(path: &Path) -> Result<(Model, Vec<f32>, Extractor, SpeechConfig)> {
     let ck = checkpoint::load(path)?;
-    let st = speech_state(&ck, path)?;
+    let st = speech_config(&ck, path)?;
     let model = Model::new(ck.model.clone()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let ex = Extractor::new(st.features.clone())
         .map_err(|e| anyhow!("{}: features: {e}", path.display()))?;

@@ -127,6 +127,8 @@ pub struct Settings {
     pub grad_clip_value: f64,
     /// Steps between evaluations (0 = only at the end).
     pub eval_every: u64,
+    /// Also evaluate at the end of every epoch.
+    pub eval_each_epoch: bool,
     /// Steps between training-loss rows between evaluations (0 = only at evaluations).
     pub log_every: u64,
     /// On a NaN or infinite loss, put back the parameters before the previous update (which
@@ -360,9 +362,9 @@ impl<T: Task> Trainer<T> {
         budget: Option<Budget>,
         ckpt_dir: Option<PathBuf>,
     ) -> Result<Self> {
-        let ts = ckpt.train_state.ok_or_else(|| {
-            Error::invalid("the checkpoint has no training state to resume from")
-        })?;
+        let ts = ckpt
+            .train_state
+            .ok_or_else(|| Error::invalid("the checkpoint has no training state to resume from"))?;
         let mut state: TrainState<T::Config> = serde_json::from_value(ts).map_err(|e| {
             Error::invalid(format!(
                 "the checkpoint's training state is unreadable: {e}"
@@ -709,7 +711,12 @@ impl<T: Task> Trainer<T> {
             let step = self.state.step;
             // the last step of the run is evaluated here, so that its row has the training loss
             let last = self.limit_reached().is_some();
-            if last || (every > 0 && step.is_multiple_of(every)) {
+            let epoch_end = self.settings.eval_each_epoch
+                && self
+                    .task
+                    .batches_per_epoch()
+                    .is_some_and(|n| step.is_multiple_of(n.max(1)));
+            if last || epoch_end || (every > 0 && step.is_multiple_of(every)) {
                 self.eval_and_save(last, on)?;
             } else if log_every > 0 && step.is_multiple_of(log_every) {
                 let row = self.log_row(None);

@@ -17,8 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 pub use crate::train::{
-    check_dir_writable, Budget, Event, LogRow, StepInfo, StopReason,
-    BEST, LATEST,
+    check_dir_writable, Budget, Event, LogRow, StepInfo, StopReason, BEST, LATEST,
 };
 
 /// A character-model run: the one training loop on a [`CharTask`].
@@ -133,6 +132,7 @@ impl Task for CharTask {
             grad_clip: cfg.grad_clip,
             grad_clip_value: cfg.grad_clip_value,
             eval_every: cfg.eval_every,
+            eval_each_epoch: false,
             log_every: cfg.log_every,
             undo_on_divergence: false,
         }
@@ -197,7 +197,9 @@ impl Task for CharTask {
 
     fn restore(&mut self, state: &serde_json::Value) -> Result<()> {
         let saved: CharState = serde_json::from_value(state.clone()).map_err(|e| {
-            Error::invalid(format!("the checkpoint's training state is unreadable: {e}"))
+            Error::invalid(format!(
+                "the checkpoint's training state is unreadable: {e}"
+            ))
         })?;
         if saved.train_fingerprint != data::fingerprint(&self.train)
             || saved.val_fingerprint != data::fingerprint(&self.val)
@@ -257,7 +259,9 @@ impl Trainer {
             .ok_or_else(|| Error::invalid("the checkpoint has no training state to resume from"))
             .and_then(|ts| {
                 serde_json::from_value(ts).map_err(|e| {
-                    Error::invalid(format!("the checkpoint's training state is unreadable: {e}"))
+                    Error::invalid(format!(
+                        "the checkpoint's training state is unreadable: {e}"
+                    ))
                 })
             })?;
         let task = CharTask::new(&state.config, train, val, ckpt.vocab.clone())?;

@@ -10,8 +10,8 @@
 //! Utterances of different lengths share a batch through per-sequence lengths (PyTorch's packed
 //! sequences): padded steps take no part in the recurrence, the pooling or the gradient.
 //!
-//! Here: feature normalisation, batching, one training step, evaluation. Not here: reading
-//! files (see `wav.rs`, `dataset.rs`), the epoch loop, checkpoints and printing (the CLI).
+//! Here: feature normalisation, batching, the loss, evaluation. Not here: reading files (see
+//! `wav.rs`, `dataset.rs`), training (`train.rs`, on the one training loop) and printing.
 
 use super::dataset::Utterance;
 use super::features::{Extractor, Features};
@@ -278,7 +278,7 @@ pub fn argmax(row: &[f32]) -> usize {
 }
 
 /// Loss and accuracy counts of some batches.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
     /// Summed cross-entropy (nats).
     pub loss: f64,
@@ -302,7 +302,12 @@ impl Tally {
 
 /// The mean cross-entropy of the pooled `logits` (R, V) of a forward on `batch` and the
 /// accuracy counts; writes dL/dlogits (R, V) into `dlogits`.
-fn loss_and_dlogits(model: &Model, logits: &[f32], batch: &Batch, dlogits: &mut [f32]) -> Tally {
+pub(crate) fn loss_and_dlogits(
+    model: &Model,
+    logits: &[f32],
+    batch: &Batch,
+    dlogits: &mut [f32],
+) -> Tally {
     let (b, v) = (batch.b, NUM_CLASSES);
     // pooled, dpooled: (B, V)
     let pooled = scores(model, logits, batch);
@@ -340,30 +345,8 @@ fn loss_and_dlogits(model: &Model, logits: &[f32], batch: &Batch, dlogits: &mut 
 }
 
 /// The engine's view of a batch: (T, B, F) features with the utterances' lengths.
-fn engine_batch(batch: &Batch) -> EngineBatch<'_> {
+pub(crate) fn engine_batch(batch: &Batch) -> EngineBatch<'_> {
     EngineBatch::dense(&batch.x, batch.t, batch.b).with_lengths(&batch.lengths)
-}
-
-/// One training step on `batch` (on any device): forward in training mode, mean cross-entropy
-/// of the pooled logits, backward, gradient-norm clipping (when `clip > 0`), one optimizer update
-/// with learning rate `lr`.
-pub fn train_step(
-    eng: &mut dyn Engine,
-    batch: &Batch,
-    clip: f64,
-    lr: f64,
-    rng: &mut Rng,
-) -> Result<Tally> {
-    let eb = engine_batch(batch);
-    eng.forward(&eb, Start::Zero, Some(rng))?;
-    let logits = eng.logits()?.into_owned();
-    let mut dlogits = vec![0.0f32; logits.len()];
-    let tally = loss_and_dlogits(eng.model(), &logits, batch, &mut dlogits);
-    eng.set_dlogits(&dlogits)?;
-    eng.backward(&eb)?;
-    eng.clip(0.0, clip)?;
-    eng.update(lr)?;
-    Ok(tally)
 }
 
 /// Class probabilities (B, V) for a batch, in inference mode (no dropout).
@@ -444,41 +427,4 @@ fn evaluate_with<E>(
         confusion,
         predictions,
     })
-}
-
-/// One pass over `examples` in length-bucketed random batches ([`epoch_batches`]), one
-/// [`train_step`] each with learning rate `lr`. After every step `on_step(done, total, &so_far)`
-/// is called; returning `false` stops the epoch early, and then `None` is returned (the
-/// parameters keep the steps taken). Otherwise returns the epoch's tally (training loss and
-/// accuracy as seen while training). A device error ends it.
-#[allow(clippy::too_many_arguments)]
-pub fn train_epoch(
-    eng: &mut dyn Engine,
-    examples: &[Example],
-    batch_size: usize,
-    clip: f64,
-    lr: f64,
-    rng: &mut Rng,
-    mut on_step: impl FnMut(usize, usize, &Tally) -> bool,
-) -> Result<Option<Tally>> {
-    let batches = epoch_batches(examples, batch_size, rng);
-    let mut tally = Tally::default();
-    for (k, idx) in batches.iter().enumerate() {
-        let batch = make_batch(examples, idx);
-        tally.add(train_step(eng, &batch, clip, lr, rng)?);
-        if !on_step(k + 1, batches.len(), &tally) {
-            return Ok(None);
-        }
-    }
-    Ok(Some(tally))
-}
-
-/// Cosine learning-rate schedule: `base` at epoch 0, falling to `base * floor` at the last epoch.
-pub fn cosine_lr(base: f64, floor: f64, epoch: usize, epochs: usize) -> f64 {
-    if epochs <= 1 {
-        return base;
-    }
-    let progress = epoch as f64 / (epochs - 1) as f64;
-    let w = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
-    base * (floor + (1.0 - floor) * w)
 }

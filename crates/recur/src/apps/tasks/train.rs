@@ -10,13 +10,15 @@
 use super::{Batch, Inputs, Targets, Task};
 use crate::engine::{Backend, Batch as EngineBatch, Cpu, Engine, LossTargets, Start};
 use crate::error::Result as EngineResult;
-use crate::train::{Budget, Event as TrainEvent, Schedule, Settings, StepLoss, StopReason, Trainer};
-use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
 use crate::model::{Input, Model};
 use crate::optim::{OptimKind, Optimizer};
 use crate::rng::Rng;
 use crate::stack::StackConfig;
+use crate::train::{
+    Budget, Event as TrainEvent, Schedule, Settings, StepLoss, StopReason, Trainer,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How to train.
@@ -201,6 +203,7 @@ impl crate::train::Task for LongMemory {
             grad_clip: cfg.clip,
             grad_clip_value: 0.0,
             eval_every: cfg.eval_every,
+            eval_each_epoch: false,
             log_every: 0,
             undo_on_divergence: true,
         }
@@ -214,7 +217,12 @@ impl crate::train::Task for LongMemory {
         Ok(())
     }
 
-    fn forward_loss(&mut self, _k: u64, eng: &mut dyn Engine, _rng: &mut Rng) -> EngineResult<StepLoss> {
+    fn forward_loss(
+        &mut self,
+        _k: u64,
+        eng: &mut dyn Engine,
+        _rng: &mut Rng,
+    ) -> EngineResult<StepLoss> {
         let batch = self.task.sample(self.batch, &mut self.data_rng);
         let (s, n) = forward_loss(eng, &batch, true)?;
         self.current = Some(batch);
@@ -242,7 +250,9 @@ impl crate::train::Task for LongMemory {
 
     fn restore(&mut self, state: &serde_json::Value) -> EngineResult<()> {
         let s: [u64; 4] = serde_json::from_value(state["data_rng"].clone()).map_err(|e| {
-            crate::Error::invalid(format!("the task's saved data generator is unreadable: {e}"))
+            crate::Error::invalid(format!(
+                "the task's saved data generator is unreadable: {e}"
+            ))
         })?;
         self.data_rng = Rng::from_state(s);
         Ok(())
@@ -273,7 +283,8 @@ pub fn train_with(
     }
     let cfg = spec.task.model_config(spec.rnn.clone());
     let model = Model::new(cfg)?;
-    crate::memory::check_training(&model, spec.task.steps(), spec.batch).map_err(|e| e.to_string())?;
+    crate::memory::check_training(&model, spec.task.steps(), spec.batch)
+        .map_err(|e| e.to_string())?;
     let mut rng = Rng::new(spec.seed);
     let mut params = vec![0.0f32; model.num_params()];
     model.init(&mut params, &mut rng);
