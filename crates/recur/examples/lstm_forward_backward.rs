@@ -18,23 +18,11 @@ fn main() {
     let x: Vec<f32> = (0..t * b * i).map(|_| rng.normal() as f32).collect();
     let input = LayerInput::Dense { x: &x, ld: i }; // (T, B, I), time-major like PyTorch
     let mut ws = stack.workspace(t, b);
-    // h0, c0, lengths, dropout rng: zero states, full lengths, no dropout
-    stack.forward(&mut ws, &params, input, None, None, None, None);
+    stack.forward_from_zeros(&mut ws, &params, input); // zero states, full lengths, no dropout
     let y = ws.output().to_vec(); // (T, B, H)
     let loss: f32 = 0.5 * y.iter().map(|v| v * v).sum::<f32>();
     let mut grads = vec![0.0f32; stack.num_params()];
-    // dL/dy = y; no gradient for h_n, c_n or x
-    stack.backward(
-        &mut ws,
-        &params,
-        &mut grads,
-        input,
-        None,
-        Some(&y),
-        None,
-        None,
-        None,
-    );
+    stack.backward_from_outputs(&mut ws, &params, &mut grads, input, &y); // dL/dy = y
     println!(
         "output shape [{t}, {b}, {h}], loss {loss:.4}, gradient norm {:.4}",
         grad_norm(&grads)

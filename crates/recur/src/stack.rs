@@ -548,6 +548,29 @@ impl Stack {
             }
         }
     }
+    /// [`Stack::forward`] in the common case: zero initial states, every sequence T steps long,
+    /// no dropout.
+    pub fn forward_from_zeros<F: Float>(
+        &self,
+        ws: &mut StackWorkspace<F>,
+        params: &[F],
+        input: LayerInput<F>,
+    ) {
+        self.forward(ws, params, input, None, None, None, None);
+    }
+
+    /// [`Stack::backward`] of [`Stack::forward_from_zeros`] with the gradient `dy` (T, B, D*P) of
+    /// the outputs only (none for h_n, c_n; no input gradient).
+    pub fn backward_from_outputs<F: Float>(
+        &self,
+        ws: &mut StackWorkspace<F>,
+        params: &[F],
+        grads: &mut [F],
+        input: LayerInput<F>,
+        dy: &[F],
+    ) {
+        self.backward(ws, params, grads, input, None, Some(dy), None, None, None);
+    }
 
     /// Backward through all layers, after [`Stack::forward`] with the same arguments.
     ///
