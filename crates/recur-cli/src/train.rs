@@ -386,17 +386,11 @@ fn write_log(dir: &Path, rows: &[LogRow]) -> Result<()> {
     Ok(())
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let threads = a.dev.set_threads()?;
-    if a.sample_length > 0 {
-        positive("--sample-temperature", a.sample_temperature)?;
-    }
-    let dir = a.run.checkpoint_dir.clone();
-    let device = crate::device::open(a.dev.device.name())?;
-    let device_name = device.name();
-
-    let (trainer, vocab, data_path) = if a.run.resume {
-        let given = config_flags(&a);
+/// The run the flags ask for: the one saved in the checkpoint directory (`--resume`) or a fresh
+/// one; with its vocabulary and the corpus it reads.
+fn open_run(a: &Args, threads: usize, dir: &Path) -> Result<(Trainer, Vocab, PathBuf)> {
+    Ok(if a.run.resume {
+        let given = config_flags(a);
         if !given.is_empty() {
             bail!(
                 "--resume continues the saved run with its own settings; drop {}",
@@ -437,18 +431,18 @@ pub fn run(a: Args) -> Result<()> {
         let (tr, va) = split_checked(&ids, val_frac)?;
         let explicit = a.epochs.is_some() || a.max_steps.is_some() || a.max_minutes.is_some();
         let b = if explicit {
-            Some(budget(&a, None)?)
+            Some(budget(a, None)?)
         } else {
             None
         };
-        let t = Trainer::resume(ckpt, b, tr.to_vec(), va.to_vec(), Some(dir.clone()))?;
+        let t = Trainer::resume(ckpt, b, tr.to_vec(), va.to_vec(), Some(dir.to_path_buf()))?;
         (t, vocab, data_path)
     } else {
         let data_path = a.data.clone().unwrap_or_else(default_corpus);
         let (text, vocab) = load_corpus(&data_path)?;
         let ids = vocab.encode(&text)?;
         let val_frac = a.val_frac.unwrap_or(0.1);
-        let (cfg, b) = plan(&a, vocab.len())?;
+        let (cfg, b) = plan(a, vocab.len())?;
         let (tr, va) = split_checked(&ids, val_frac)?;
         let extra = json!({
             "data": data_path.display().to_string(),
@@ -469,32 +463,23 @@ pub fn run(a: Args) -> Result<()> {
             tr.to_vec(),
             va.to_vec(),
             Some(vocab.chars().to_vec()),
-            Some(dir.clone()),
+            Some(dir.to_path_buf()),
             extra,
         )?;
         (t, vocab, data_path)
-    };
-    // the run is built on the CPU; another device takes it over from there
-    let mut trainer = if device_name == "cpu" {
-        trainer
-    } else {
-        trainer.on_backend(&*device)?
-    };
+    })
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // First Ctrl-C: finish the current step, save, exit cleanly. Second: exit at once
-        // (the checkpoints on disk are whole either way: they are written atomically).
-        ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        })
-        .context("installing the Ctrl-C handler")?;
-    }
-
-    let cfg = trainer.state.config.clone();
+/// The one line that opens a run: data, model, batch, optimizer, threads, device.
+fn header(
+    a: &Args,
+    trainer: &Trainer,
+    data_path: &Path,
+    vocab: &Vocab,
+    threads: usize,
+    device_name: &str,
+) -> String {
+    let cfg = &trainer.state.config;
     let m = &cfg.model;
     let header = format!(
         "recur train: {} ({} chars: {} train, {} validation; vocabulary {}), {} {}x{}{}{}, {} parameters, B={} T={}, {} lr {}, clip {}, {} thread(s){}",
@@ -517,12 +502,118 @@ pub fn run(a: Args) -> Result<()> {
         threads,
         if a.run.resume { format!(", resumed at step {}", trainer.state.step) } else { String::new() },
     );
-    let header = if device_name == "cpu" {
+    if device_name == "cpu" {
         header
     } else {
         format!("{header}, on {device_name}")
+    }
+}
+
+/// The end of a run: why it stopped, where it stands, where its files are (JSON with --json).
+fn report(
+    trainer: &Trainer,
+    outcome: StopReason,
+    history: &[LogRow],
+    dir: &Path,
+    json_mode: bool,
+) -> Result<()> {
+    let st = &trainer.state;
+    let reason = match outcome {
+        StopReason::Epochs => "the epochs are done",
+        StopReason::MaxSteps => "--max-steps reached",
+        StopReason::MaxMinutes => "--max-minutes reached",
+        StopReason::Stopped => "interrupted (Ctrl-C)",
+        StopReason::Diverged { .. } => unreachable!("handled above"),
     };
-    eprintln!("{header}");
+    let last_val = history.last().and_then(|r| r.val_loss);
+    let elapsed = st.elapsed_secs;
+    if json_mode {
+        let j = json!({
+            "outcome": reason,
+            "steps": st.step,
+            "epoch": st.step as f64 / trainer.batches_per_epoch() as f64,
+            "chars_seen": st.items_seen,
+            "elapsed_secs": elapsed,
+            "val_loss": last_val,
+            "val_bpc": last_val.map(|v| v / std::f64::consts::LN_2),
+            "best_val_loss": st.best_val,
+            "best_step": st.best_step,
+            "checkpoint_dir": dir.display().to_string(),
+        });
+        writeln!(std::io::stdout().lock(), "{j}")?;
+    } else {
+        let mut o = std::io::stdout().lock();
+        writeln!(
+            o,
+            "done: {reason} after {} steps ({} chars, {}).",
+            st.step,
+            fmt_chars(st.items_seen),
+            fmt_duration(elapsed)
+        )?;
+        if let (Some(b), Some(s)) = (st.best_val, st.best_step) {
+            writeln!(
+                o,
+                "best validation loss {:.4} nats/char ({:.4} bits/char) at step {s}",
+                b,
+                b / std::f64::consts::LN_2
+            )?;
+        }
+        if outcome == StopReason::Stopped {
+            writeln!(
+                o,
+                "saved {}; continue with: recur train --resume --checkpoint-dir {}",
+                dir.join(LATEST).display(),
+                dir.display()
+            )?;
+        }
+        writeln!(
+            o,
+            "checkpoints: {} and {}; log: {}; plots: {} and {}",
+            dir.join(BEST).display(),
+            dir.join(LATEST).display(),
+            dir.join(LOG).display(),
+            dir.join(crate::charlm_common::PLOT_PNG).display(),
+            dir.join(crate::charlm_common::PLOT_SVG).display(),
+        )?;
+    }
+    Ok(())
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let threads = a.dev.set_threads()?;
+    if a.sample_length > 0 {
+        positive("--sample-temperature", a.sample_temperature)?;
+    }
+    let dir = a.run.checkpoint_dir.clone();
+    let device = crate::device::open(a.dev.device.name())?;
+    let device_name = device.name();
+
+    let (trainer, vocab, data_path) = open_run(&a, threads, &dir)?;
+    // the run is built on the CPU; another device takes it over from there
+    let mut trainer = if device_name == "cpu" {
+        trainer
+    } else {
+        trainer.on_backend(&*device)?
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // First Ctrl-C: finish the current step, save, exit cleanly. Second: exit at once
+        // (the checkpoints on disk are whole either way: they are written atomically).
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+
+    eprintln!(
+        "{}",
+        header(&a, &trainer, &data_path, &vocab, threads, &device_name)
+    );
+    let cfg = trainer.state.config.clone();
 
     let bar = if a.quiet {
         ProgressBar::hidden()
@@ -655,66 +746,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         o => o,
     };
-    let st = &trainer.state;
-    let reason = match outcome {
-        StopReason::Epochs => "the epochs are done",
-        StopReason::MaxSteps => "--max-steps reached",
-        StopReason::MaxMinutes => "--max-minutes reached",
-        StopReason::Stopped => "interrupted (Ctrl-C)",
-        StopReason::Diverged { .. } => unreachable!("handled above"),
-    };
-    let last_val = history.last().and_then(|r| r.val_loss);
-    let elapsed = st.elapsed_secs;
-    if json_mode {
-        let j = json!({
-            "outcome": reason,
-            "steps": st.step,
-            "epoch": st.step as f64 / trainer.batches_per_epoch() as f64,
-            "chars_seen": st.items_seen,
-            "elapsed_secs": elapsed,
-            "val_loss": last_val,
-            "val_bpc": last_val.map(|v| v / std::f64::consts::LN_2),
-            "best_val_loss": st.best_val,
-            "best_step": st.best_step,
-            "checkpoint_dir": dir.display().to_string(),
-        });
-        writeln!(std::io::stdout().lock(), "{j}")?;
-    } else {
-        let mut o = std::io::stdout().lock();
-        writeln!(
-            o,
-            "done: {reason} after {} steps ({} chars, {}).",
-            st.step,
-            fmt_chars(st.items_seen),
-            fmt_duration(elapsed)
-        )?;
-        if let (Some(b), Some(s)) = (st.best_val, st.best_step) {
-            writeln!(
-                o,
-                "best validation loss {:.4} nats/char ({:.4} bits/char) at step {s}",
-                b,
-                b / std::f64::consts::LN_2
-            )?;
-        }
-        if outcome == StopReason::Stopped {
-            writeln!(
-                o,
-                "saved {}; continue with: recur train --resume --checkpoint-dir {}",
-                dir.join(LATEST).display(),
-                dir.display()
-            )?;
-        }
-        writeln!(
-            o,
-            "checkpoints: {} and {}; log: {}; plots: {} and {}",
-            dir.join(BEST).display(),
-            dir.join(LATEST).display(),
-            dir.join(LOG).display(),
-            dir.join(crate::charlm_common::PLOT_PNG).display(),
-            dir.join(crate::charlm_common::PLOT_SVG).display(),
-        )?;
-    }
-    Ok(())
+    report(&trainer, outcome, &history, &dir, json_mode)
 }
 
 /// The split, with the errors a user can act on.
