@@ -242,6 +242,79 @@ fn check_speaker(all: &[Utterance], name: &str, data: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The recordings of a training run, as features normalised by the run's normaliser.
+struct TrainingData {
+    split: Split,
+    /// The plain recordings, then their warped copies.
+    train: Vec<Example>,
+    val: Vec<Example>,
+    /// Training recordings before augmentation.
+    n_plain: usize,
+    normalizer: Normalizer,
+}
+
+/// Reads the training and validation recordings of `--data` (the validation takes held out),
+/// with the warped copies of the training ones, and normalises them: by `saved` (a resumed run's
+/// normaliser) or by one fitted to the plain training recordings.
+fn training_data(
+    a: &TrainArgs,
+    ex: &Extractor,
+    warps: &[f64],
+    val_takes: Option<(u32, u32)>,
+    saved: Option<Normalizer>,
+) -> Result<TrainingData> {
+    let all = list_dir(&a.data).map_err(|e| anyhow!(e))?;
+    let train_split = match &a.holdout {
+        Some(h) => {
+            check_speaker(&all, h, &a.data)?;
+            Split::AllBut(h.clone())
+        }
+        None => Split::Train,
+    };
+    let utts = train_split.select(&all).map_err(|e| anyhow!(e))?;
+    let mut exs = vec![ex.clone()];
+    exs.extend(warps.iter().map(|&w| ex.with_warp(w)));
+    let pb = spinner(&format!(
+        "reading {} recordings ({} feature sets each)",
+        utts.len(),
+        exs.len()
+    ));
+    let loaded = load_examples_multi(&utts, &exs).map_err(|e| anyhow!(e));
+    pb.finish_and_clear();
+    // train_set: the plain features, then the warped copies; val_set: plain only
+    let (mut train_set, mut val_set, mut copies) = (Vec::new(), Vec::new(), Vec::new());
+    for (u, mut versions) in utts.iter().zip(loaded?) {
+        let plain = versions.remove(0);
+        match val_takes {
+            Some((lo, hi)) if (lo..=hi).contains(&u.take) => val_set.push(plain),
+            _ => {
+                train_set.push(plain);
+                copies.extend(versions);
+            }
+        }
+    }
+    if train_set.is_empty() {
+        bail!(
+            "no training recordings left in {} after holding out takes {} for validation",
+            a.data.display(),
+            a.val_takes
+        );
+    }
+    let normalizer = saved.unwrap_or_else(|| Normalizer::fit(&train_set));
+    let n_plain = train_set.len();
+    train_set.extend(copies);
+    for e in train_set.iter_mut().chain(val_set.iter_mut()) {
+        normalizer.apply(&mut e.feats);
+    }
+    Ok(TrainingData {
+        split: train_split,
+        train: train_set,
+        val: val_set,
+        n_plain,
+        normalizer,
+    })
+}
+
 fn train(a: TrainArgs) -> Result<()> {
     // ---- flags -> plan, before any work
     set_threads(&a.dev)?;
@@ -323,52 +396,10 @@ fn train(a: TrainArgs) -> Result<()> {
     let model = Model::new(model_cfg.clone()).map_err(|e| anyhow!("model: {e}"))?;
 
     // ---- data
-    let all = list_dir(&a.data).map_err(|e| anyhow!(e))?;
-    let train_split = match &a.holdout {
-        Some(h) => {
-            check_speaker(&all, h, &a.data)?;
-            Split::AllBut(h.clone())
-        }
-        None => Split::Train,
-    };
-    let utts = train_split.select(&all).map_err(|e| anyhow!(e))?;
-    let mut exs = vec![ex.clone()];
-    exs.extend(warps.iter().map(|&w| ex.with_warp(w)));
-    let pb = spinner(&format!(
-        "reading {} recordings ({} feature sets each)",
-        utts.len(),
-        exs.len()
-    ));
-    let loaded = load_examples_multi(&utts, &exs).map_err(|e| anyhow!(e));
-    pb.finish_and_clear();
-    // train_set: the plain features, then the warped copies; val_set: plain only
-    let (mut train_set, mut val_set, mut copies) = (Vec::new(), Vec::new(), Vec::new());
-    for (u, mut versions) in utts.iter().zip(loaded?) {
-        let plain = versions.remove(0);
-        match val_takes {
-            Some((lo, hi)) if (lo..=hi).contains(&u.take) => val_set.push(plain),
-            _ => {
-                train_set.push(plain);
-                copies.extend(versions);
-            }
-        }
-    }
-    if train_set.is_empty() {
-        bail!(
-            "no training recordings left in {} after holding out takes {} for validation",
-            a.data.display(),
-            a.val_takes
-        );
-    }
-    let normalizer = match &resumed {
-        Some((_, st)) => st.normalizer.clone(),
-        None => Normalizer::fit(&train_set),
-    };
-    let n_plain = train_set.len();
-    train_set.extend(copies);
-    for e in train_set.iter_mut().chain(val_set.iter_mut()) {
-        normalizer.apply(&mut e.feats);
-    }
+    let saved_normalizer = resumed.as_ref().map(|(_, st)| st.normalizer.clone());
+    let data = training_data(&a, &ex, &warps, val_takes, saved_normalizer)?;
+    let (train_split, n_plain, normalizer) = (data.split, data.n_plain, data.normalizer);
+    let (train_set, val_set) = (data.train, data.val);
 
     // ---- the run: fresh or resumed, on the chosen device
     let out_dir = a.run.checkpoint_dir.clone();
