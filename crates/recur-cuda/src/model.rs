@@ -182,7 +182,7 @@ impl GpuModel {
             )));
         }
         let n = ws.t * ws.b;
-        recur::stack::check_lengths(lengths, ws.t, ws.b).map_err(shape)?;
+        recur::stack::check_lengths(lengths, ws.t, ws.b).map_err(|e| shape(e.to_string()))?;
         match (cfg.input, input) {
             (InputKind::OneHot | InputKind::Embedding, Input::Tokens(ids)) => {
                 if ids.len() < n {

@@ -569,7 +569,7 @@ pub fn check_batch(model: &Model, batch: &Batch) -> Result<()> {
             }
         }
     }
-    crate::stack::check_lengths(batch.lengths, t, b).map_err(Error::invalid)
+    crate::stack::check_lengths(batch.lengths, t, b)
 }
 
 fn check_targets(model: &Model, rows: usize, targets: LossTargets) -> Result<()> {

@@ -176,28 +176,28 @@ impl ModelConfig {
     }
 
     /// Checks the configuration; the error names the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> crate::Result<()> {
         self.rnn.validate()?;
         if self.input_size == 0 {
-            return Err("input_size must be at least 1".into());
+            return Err(crate::Error::invalid("input_size must be at least 1"));
         }
         if self.output_size == 0 {
-            return Err("output_size must be at least 1".into());
+            return Err(crate::Error::invalid("output_size must be at least 1"));
         }
         let want = match self.input {
             InputKind::Embedding => {
                 if self.embed_dim == 0 {
-                    return Err("embedding input needs embed_dim > 0".into());
+                    return Err(crate::Error::invalid("embedding input needs embed_dim > 0"));
                 }
                 self.embed_dim
             }
             _ => self.input_size,
         };
         if self.rnn.input_size != want {
-            return Err(format!(
+            return Err(crate::Error::invalid(format!(
                 "rnn.input_size is {} but the input gives {} features",
                 self.rnn.input_size, want
-            ));
+            )));
         }
         Ok(())
     }
@@ -284,7 +284,7 @@ impl<F: Float> ModelWorkspace<F> {
 }
 
 impl Model {
-    pub fn new(cfg: ModelConfig) -> Result<Self, String> {
+    pub fn new(cfg: ModelConfig) -> crate::Result<Self> {
         cfg.validate()?;
         let stack = Stack::new(cfg.rnn.clone())?;
         let mut layout = ParamLayout::default();

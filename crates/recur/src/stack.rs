@@ -92,33 +92,38 @@ impl StackConfig {
     }
 
     /// Checks the configuration; the error names the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> crate::Result<()> {
         let kind = self.cell;
         if self.hidden_size == 0 {
-            return Err("hidden_size must be at least 1".into());
+            return Err(crate::Error::invalid("hidden_size must be at least 1"));
         }
         if self.num_layers == 0 {
-            return Err("num_layers must be at least 1".into());
+            return Err(crate::Error::invalid("num_layers must be at least 1"));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
+            return Err(crate::Error::invalid(format!(
+                "dropout must be in [0, 1), got {}",
+                self.dropout
+            )));
         }
         if self.proj_size > 0 && kind != CellKind::Lstm {
-            return Err("proj_size is only supported by the LSTM".into());
+            return Err(crate::Error::invalid(
+                "proj_size is only supported by the LSTM",
+            ));
         }
         if self.proj_size >= self.hidden_size && self.proj_size > 0 {
-            return Err(format!(
+            return Err(crate::Error::invalid(format!(
                 "proj_size ({}) must be smaller than hidden_size ({})",
                 self.proj_size, self.hidden_size
-            ));
+            )));
         }
         // the flat parameter buffer's offsets are usize, and its bytes must fit one allocation
         let n = crate::memory::stack_params(self);
         if n > (isize::MAX as u128) / 8 {
-            return Err(format!(
+            return Err(crate::Error::invalid(format!(
                 "{n} parameters (hidden_size {}, {} layers) are more than any machine can hold",
                 self.hidden_size, self.num_layers
-            ));
+            )));
         }
         Ok(())
     }
@@ -178,16 +183,18 @@ mod cell_name {
 /// Checks per-sequence lengths against a batch of `b` sequences of `t` steps: one length per
 /// sequence, each in `1..=t` (PyTorch's packed sequences refuse empty ones too). Callers that take
 /// lengths from users call this and report the error; [`Stack::forward`] panics on bad lengths.
-pub fn check_lengths(lengths: Option<&[usize]>, t: usize, b: usize) -> Result<(), String> {
+pub fn check_lengths(lengths: Option<&[usize]>, t: usize, b: usize) -> crate::Result<()> {
     let Some(l) = lengths else { return Ok(()) };
     if l.len() != b {
-        return Err(format!(
+        return Err(crate::Error::invalid(format!(
             "{} lengths given for a batch of {b} sequences",
             l.len()
-        ));
+        )));
     }
     if let Some((i, &bad)) = l.iter().enumerate().find(|(_, &n)| n == 0 || n > t) {
-        return Err(format!("length {bad} of sequence {i} is outside 1..={t}"));
+        return Err(crate::Error::invalid(format!(
+            "length {bad} of sequence {i} is outside 1..={t}"
+        )));
     }
     Ok(())
 }
@@ -308,7 +315,7 @@ impl<F: Float> StackWorkspace<F> {
 
 impl Stack {
     /// Builds the layout; the configuration must be valid.
-    pub fn new(cfg: StackConfig) -> Result<Self, String> {
+    pub fn new(cfg: StackConfig) -> crate::Result<Self> {
         cfg.validate()?;
         let kind = cfg.kind();
         let gh = kind.gates() * cfg.hidden_size;

@@ -378,7 +378,7 @@ impl<T: Task> Trainer<T> {
         if let Some(b) = budget {
             state.budget = b;
         }
-        let model = Model::new(ckpt.model).map_err(Error::invalid)?;
+        let model = Model::new(ckpt.model)?;
         Self::assemble(model, ckpt.params, opt, task, state, ckpt_dir)
     }
 

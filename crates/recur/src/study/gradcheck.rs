@@ -73,7 +73,7 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>, String> {
     if spec.t == 0 || spec.b == 0 {
         return Err("gradcheck needs T >= 1 and B >= 1".into());
     }
-    let model = Model::new(spec.cfg.clone())?;
+    let model = Model::new(spec.cfg.clone()).map_err(|e| e.to_string())?;
     let (t, b) = (spec.t, spec.b);
     let rc = &spec.cfg.rnn;
     let (ld, h, p) = (rc.num_layers * rc.dirs(), rc.hidden_size, rc.out_size());

@@ -73,7 +73,8 @@ impl GradflowNet {
         if !(spec.scale.is_finite()) {
             return Err(format!("scale must be finite, got {}", spec.scale));
         }
-        let stack = Stack::new(StackConfig::new(spec.cell, spec.input_size, spec.hidden))?;
+        let stack = Stack::new(StackConfig::new(spec.cell, spec.input_size, spec.hidden))
+            .map_err(|e| e.to_string())?;
         let mut params = vec![0.0; stack.num_params()];
         stack.init(&mut params, rng);
         let whh = stack.layout.get("weight_hh_l0").expect("one layer").range();

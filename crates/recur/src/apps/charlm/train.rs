@@ -229,7 +229,7 @@ impl Trainer {
         ckpt_dir: Option<PathBuf>,
         extra: serde_json::Value,
     ) -> Result<Self> {
-        let model = Model::new(cfg.model.clone()).map_err(Error::invalid)?;
+        let model = Model::new(cfg.model.clone())?;
         crate::memory::check_training(&model, cfg.seq_length, cfg.batch_size)?;
         let task = CharTask::new(&cfg, train, val, vocab)?;
         let mut rng = Rng::new(cfg.seed);

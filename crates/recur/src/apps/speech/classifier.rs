@@ -156,7 +156,7 @@ pub fn model_config(
         .with_bidirectional(bidirectional)
         .with_dropout(dropout);
     let cfg = ModelConfig::dense(dim, rnn, NUM_CLASSES, head);
-    cfg.validate()?;
+    cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
 }
 

@@ -246,7 +246,7 @@ pub fn start(
     ckpt_dir: Option<PathBuf>,
 ) -> Result<SpeechTrainer> {
     check_config(&config, &model)?;
-    let model = Model::new(model).map_err(Error::invalid)?;
+    let model = Model::new(model)?;
     let h = &config.hyper;
     let longest = train.iter().map(|e| e.feats.t).max().unwrap_or(1);
     crate::memory::check_training(&model, longest, h.batch_size)?;

@@ -282,7 +282,7 @@ pub fn train_with(
         return Err(format!("learning rate must be positive, got {}", spec.lr));
     }
     let cfg = spec.task.model_config(spec.rnn.clone());
-    let model = Model::new(cfg)?;
+    let model = Model::new(cfg).map_err(|e| e.to_string())?;
     crate::memory::check_training(&model, spec.task.steps(), spec.batch)
         .map_err(|e| e.to_string())?;
     let mut rng = Rng::new(spec.seed);
