@@ -32,7 +32,8 @@ use crate::values::{choice, Features, Pool};
 /// Where `--data` points unless told otherwise: the full dataset, cloned as docs/speech.md says.
 const DEFAULT_DATA: &str = "data/fsdd/recordings";
 /// `--threads` of `speech train` and `speech eval`.
-const THREADS_HELP: &str = "Threads for large matrix products and for reading files";
+const THREADS_HELP: &str =
+    "Threads for large matrix products and for reading files [default: all cores]";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,7 +56,7 @@ enum Cmd {
 #[command(mut_arg("checkpoint_dir", |a| a.default_value("speech-run")))]
 #[command(mut_arg("cell", |a| a.default_value("gru")))]
 #[command(mut_arg("rnn_size", |a| a.default_value("64")))]
-#[command(mut_arg("threads", |a| a.default_value("1").help(THREADS_HELP)))]
+#[command(mut_arg("threads", |a| a.help(THREADS_HELP)))]
 struct TrainArgs {
     /// Directory of {digit}_{speaker}_{take}.wav files (8 kHz mono PCM).
     #[arg(long, default_value = DEFAULT_DATA)]
@@ -128,7 +129,7 @@ struct TrainArgs {
 }
 
 #[derive(clap::Args)]
-#[command(mut_arg("threads", |a| a.default_value("1").help(THREADS_HELP)))]
+#[command(mut_arg("threads", |a| a.help(THREADS_HELP)))]
 struct EvalArgs {
     /// A checkpoint written by `recur speech train`.
     #[arg(long)]
