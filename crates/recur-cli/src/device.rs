@@ -44,7 +44,7 @@ pub struct Gen<'a> {
 
 impl<'a> Gen<'a> {
     pub fn new(backend: &'a dyn Backend, model: &'a Model, params: &'a [f32]) -> Result<Self> {
-        let v = model.cfg.output_size;
+        let v = model.cfg().output_size;
         Ok(Gen {
             stepper: backend.stepper(model, params)?,
             probs: vec![0.0; v],

@@ -247,7 +247,7 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(path) = &c.save {
         for (cell, res) in cells.iter().zip(&results) {
             let ckpt = Checkpoint {
-                model: res.model.cfg.clone(),
+                model: res.model.cfg().clone(),
                 params: res.params.clone(),
                 vocab: None,
                 optimizer: None,
@@ -436,7 +436,7 @@ fn ball_paths(
     let mut chart = Chart::new(
         format!(
             "ball: true paths (lines) and next-position predictions (dots), {}",
-            res.model.cfg.rnn.cell.name()
+            res.model.cfg().rnn.cell.name()
         ),
         "x",
         "y",

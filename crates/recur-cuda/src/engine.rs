@@ -183,7 +183,7 @@ impl GpuStepper {
 
 impl Stepper for GpuStepper {
     fn feed(&mut self, id: u32) -> Result<()> {
-        let v = self.gm.model.cfg.input_size;
+        let v = self.gm.model.cfg().input_size;
         if id as usize >= v {
             return Err(Error::invalid(format!(
                 "token id {id} is outside the model's vocabulary of {v}"
@@ -205,7 +205,7 @@ impl Stepper for GpuStepper {
             .map_err(e)?;
         self.carry.take_from(g, &self.ws).map_err(e)?;
         self.logits = g
-            .download(&self.ws.logits, self.gm.model.cfg.output_size)
+            .download(&self.ws.logits, self.gm.model.cfg().output_size)
             .map_err(e)?;
         Ok(())
     }
@@ -359,7 +359,7 @@ impl Engine for GpuEngine {
     fn logits(&mut self) -> Result<Cow<'_, [f32]>> {
         let i = self.last_index()?;
         let ws = &self.ws[i];
-        let k = ws.rows() * self.gm.model.cfg.output_size;
+        let k = ws.rows() * self.gm.model.cfg().output_size;
         self.logits = self.gpu.download(&ws.logits, k).map_err(e)?;
         Ok(Cow::Borrowed(&self.logits))
     }
@@ -367,7 +367,7 @@ impl Engine for GpuEngine {
     fn set_dlogits(&mut self, dlogits: &[f32]) -> Result<()> {
         let i = self.last_index()?;
         let ws = &mut self.ws[i];
-        let k = ws.rows() * self.gm.model.cfg.output_size;
+        let k = ws.rows() * self.gm.model.cfg().output_size;
         if dlogits.len() != k {
             return Err(Error::invalid(format!(
                 "{} logit gradients for {k} logits",
@@ -486,7 +486,7 @@ impl Engine for GpuEngine {
     }
 
     fn stream_loss(&mut self, ids: &[u32], t: usize, b: usize) -> Result<(f64, usize)> {
-        let v = self.gm.model.cfg.input_size;
+        let v = self.gm.model.cfg().input_size;
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= v) {
             return Err(Error::invalid(format!(
                 "token id {bad} is outside the model's vocabulary of {v}"

@@ -91,9 +91,9 @@ fn shape(msg: String) -> GpuError {
 impl GpuModel {
     /// The device twin of `model` (same configuration and layout).
     pub fn new(model: &Model) -> GpuModel {
-        let off = |n: &str| model.layout.get(n).map(|e| e.offset);
+        let off = |n: &str| model.layout().get(n).map(|e| e.offset);
         GpuModel {
-            stack: GpuStack::new_at(&model.stack, model.rnn_range().start),
+            stack: GpuStack::new_at(model.stack(), model.rnn_range().start),
             emb: off("embedding.weight"),
             dec_w: off("decoder.weight").expect("a model has decoder.weight"),
             dec_b: off("decoder.bias"),
@@ -108,7 +108,7 @@ impl GpuModel {
 
     /// A workspace for batches of `b` sequences of `t` steps.
     pub fn workspace(&self, gpu: &Gpu, t: usize, b: usize) -> Result<GpuModelWorkspace, GpuError> {
-        let cfg = &self.model.cfg;
+        let cfg = &self.model.cfg();
         let n = t * b;
         let v = cfg.output_size;
         let dp = cfg.rnn.output_size();
@@ -173,7 +173,7 @@ impl GpuModel {
         lengths: Option<&[usize]>,
         dropout_rng: Option<&mut Rng>,
     ) -> Result<(), GpuError> {
-        let cfg = &self.model.cfg;
+        let cfg = &self.model.cfg();
         if params.len() < self.num_params() {
             return Err(shape(format!(
                 "parameter buffer holds {} values, the model has {}",
@@ -294,7 +294,7 @@ impl GpuModel {
         ws: &mut GpuModelWorkspace,
         lengths: Option<&[usize]>,
     ) -> Result<(), GpuError> {
-        let rnn = &self.model.cfg.rnn;
+        let rnn = &self.model.cfg().rnn;
         let (nb, p, nd) = (ws.b, rnn.out_size(), rnn.dirs());
         let dp = nd * p;
         let mut src = vec![0i32; nb * nd];
@@ -334,7 +334,7 @@ impl GpuModel {
         targets: &[u32],
         scale: f32,
     ) -> Result<(f64, usize), GpuError> {
-        let cfg = &self.model.cfg;
+        let cfg = &self.model.cfg();
         if cfg.head.regression() {
             return Err(shape(format!(
                 "cross-entropy needs a classification head, not {}",
@@ -381,7 +381,7 @@ impl GpuModel {
         targets: &[f32],
         scale: f32,
     ) -> Result<(f64, usize), GpuError> {
-        let cfg = &self.model.cfg;
+        let cfg = &self.model.cfg();
         if !cfg.head.regression() {
             return Err(shape(format!(
                 "squared error needs a regression head, not {}",
@@ -456,7 +456,7 @@ impl GpuModel {
         dc_n: Option<&DevBuf>,
         dx: Option<&mut DevBuf>,
     ) -> Result<(), GpuError> {
-        let cfg = &self.model.cfg;
+        let cfg = &self.model.cfg();
         let kind = ws
             .input
             .ok_or_else(|| shape("backward needs a forward on this workspace first".into()))?;

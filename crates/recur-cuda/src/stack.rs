@@ -179,8 +179,8 @@ impl GpuStack {
     /// As [`GpuStack::new`], for a stack whose parameters (and gradients) start at element `base`
     /// of the buffers passed to `forward` and `backward` (a model's `rnn.` block).
     pub fn new_at(stack: &Stack, base: usize) -> GpuStack {
-        let cfg = &stack.cfg;
-        let off = |n: &str| stack.layout.get(n).map(|e| base + e.offset);
+        let cfg = &stack.cfg();
+        let off = |n: &str| stack.layout().get(n).map(|e| base + e.offset);
         let mut slots = Vec::new();
         for l in 0..cfg.num_layers {
             for d in 0..cfg.dirs() {
@@ -240,7 +240,7 @@ impl GpuStack {
     }
 
     fn dims(&self, t: usize, b: usize, l: usize, d: usize) -> Dims {
-        let cfg = &self.stack.cfg;
+        let cfg = &self.stack.cfg();
         Dims {
             kind: self.stack.kind(),
             t,
@@ -254,7 +254,7 @@ impl GpuStack {
 
     /// A workspace for sequences of `t` steps in batches of `b`.
     pub fn workspace(&self, gpu: &Gpu, t: usize, b: usize) -> Result<GpuStackWorkspace, GpuError> {
-        let cfg = &self.stack.cfg;
+        let cfg = &self.stack.cfg();
         let (nl, nd) = (cfg.num_layers, cfg.dirs());
         let (h, pp) = (cfg.hidden_size, cfg.out_size());
         let kind = self.stack.kind();
@@ -372,7 +372,7 @@ impl GpuStack {
     ) -> Result<(), GpuError> {
         self.check(ws, params, input)?;
         self.set_lengths(gpu, ws, lengths)?;
-        let cfg = &self.stack.cfg;
+        let cfg = &self.stack.cfg();
         let (nl, nd) = (cfg.num_layers, cfg.dirs());
         let pp = cfg.out_size();
         let ldy = nd * pp;
@@ -458,7 +458,7 @@ impl GpuStack {
         }
         let rows = ws.t * ws.b;
         let need = match input {
-            GpuInput::Dense(x) => (x.len(), rows * self.stack.cfg.input_size),
+            GpuInput::Dense(x) => (x.len(), rows * self.stack.cfg().input_size),
             GpuInput::OneHot(ids) => (ids.len(), rows),
         };
         if need.0 < need.1 {
@@ -486,7 +486,7 @@ impl GpuStack {
         y: Ptr,
         ldy: usize,
     ) -> Result<(), GpuError> {
-        let nd = self.stack.cfg.dirs();
+        let nd = self.stack.cfg().dirs();
         let idx = l * nd + d;
         let dm = self.dims(ws.t, ws.b, l, d);
         let Dims {
@@ -790,7 +790,7 @@ impl GpuStack {
                 "gradient buffer smaller than the parameters".into(),
             ));
         }
-        let cfg = &self.stack.cfg;
+        let cfg = &self.stack.cfg();
         let (nl, nd) = (cfg.num_layers, cfg.dirs());
         let pp = cfg.out_size();
         let ldy = nd * pp;
@@ -868,7 +868,7 @@ impl GpuStack {
         dx: Option<Ptr>,
         lddx: usize,
     ) -> Result<(), GpuError> {
-        let nd = self.stack.cfg.dirs();
+        let nd = self.stack.cfg().dirs();
         let idx = l * nd + d;
         let dm = self.dims(ws.t, ws.b, l, d);
         let Dims {

@@ -386,7 +386,7 @@ fn compare_runs(model: &Model, ours: &Out, want: &Out) -> Vec<Cmp> {
         compare("h_n", &ours.h_n, &want.h_n),
         compare("dx", &ours.dx, &want.dx),
     ];
-    for e in &model.layout.entries {
+    for e in &model.layout().entries {
         v.push(compare(
             &format!("grad {}", e.name),
             &ours.grads[e.range()],
@@ -707,7 +707,7 @@ fn gpu_matches_torch_fixtures() {
         let model = Model::new(cfg).unwrap();
         let key = |k: &str| format!("{name}/{k}");
         let mut params = vec![0.0f32; model.num_params()];
-        for e in &model.layout.entries {
+        for e in &model.layout().entries {
             params[e.range()].copy_from_slice(&fx.f32s(&key(&format!("param/{}", e.name))));
         }
         let ids = fx.tokens(&key("tokens"));
@@ -741,7 +741,7 @@ fn gpu_matches_torch_fixtures() {
             compare("logits", &logits, &want_logits),
             compare("loss", &[sum / n as f64], &fx.floats(&key("loss")).0),
         ];
-        for e in &model.layout.entries {
+        for e in &model.layout().entries {
             let want = fx.floats(&key(&format!("grad/{}", e.name))).0;
             cmps.push(compare(
                 &format!("grad {}", e.name),

@@ -209,7 +209,7 @@ fn cpu_run<F: Float>(c: &Case, stack: &Stack, d: &Data) -> Results {
     if !c.onehot {
         r.push(("dx".into(), f64s(&dx)));
     }
-    for e in &stack.layout.entries {
+    for e in &stack.layout().entries {
         r.push((format!("d{}", e.name), f64s(&grads[e.range()])));
     }
     r
@@ -297,7 +297,7 @@ fn gpu_run(
         r.push(("dx".into(), dl(&dx, d.x.len())));
     }
     let g = dl(&grads, d.params.len());
-    for e in &stack.layout.entries {
+    for e in &stack.layout().entries {
         r.push((format!("d{}", e.name), g[e.range()].to_vec()));
     }
     r

@@ -114,7 +114,7 @@ fn run() -> Res<()> {
     let model = Model::new(ModelConfig::dense(ni, rnn, 1, Head::StepRegression))
         .map_err(|e| format!("config: {e}"))?;
     let mut params = vec![0.0f32; model.num_params()];
-    for e in &model.layout.entries {
+    for e in &model.layout().entries {
         let Some(torch_name) = e.name.strip_prefix("rnn.") else {
             continue;
         };

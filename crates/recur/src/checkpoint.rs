@@ -130,7 +130,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
     let err = |what: String| CheckpointError::new(path, what);
     let model = Model::new(ckpt.model.clone()).map_err(|e| err(format!("config: {e}")))?;
-    let layout = &model.layout;
+    let layout = &model.layout();
     if ckpt.params.len() != layout.total {
         return Err(err(format!(
             "params has {} values but the model has {}",
@@ -308,7 +308,7 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
         )));
     }
     let m = Model::new(model.clone()).map_err(|e| err(format!("metadata field 'config': {e}")))?;
-    let layout = &m.layout;
+    let layout = &m.layout();
     let vocab: Option<Vec<char>> = meta
         .get("vocab")
         .map(|s| serde_json::from_str(s))

@@ -505,11 +505,11 @@ impl Engine for CpuEngine {
     fn stream_loss(&mut self, ids: &[u32], t: usize, b: usize) -> Result<(f64, usize)> {
         if let Some(&bad) = ids
             .iter()
-            .find(|&&id| id as usize >= self.model.cfg.input_size)
+            .find(|&&id| id as usize >= self.model.cfg().input_size)
         {
             return Err(Error::invalid(format!(
                 "token id {bad} is outside the model's vocabulary of {}",
-                self.model.cfg.input_size
+                self.model.cfg().input_size
             )));
         }
         let ws = self.ws.get(&self.model, t, b)?;
@@ -552,7 +552,7 @@ pub fn check_batch(model: &Model, batch: &Batch) -> Result<()> {
                     ids.len()
                 )));
             }
-            let v = model.cfg.input_size;
+            let v = model.cfg().input_size;
             if let Some(&bad) = ids.iter().find(|&&id| id as usize >= v) {
                 return Err(Error::invalid(format!(
                     "token id {bad} is outside the model's vocabulary of {v}"
@@ -560,7 +560,7 @@ pub fn check_batch(model: &Model, batch: &Batch) -> Result<()> {
             }
         }
         Input::Dense(x) => {
-            let i = model.cfg.input_size;
+            let i = model.cfg().input_size;
             if x.len() != t * b * i {
                 return Err(Error::invalid(format!(
                     "{} input values for a batch of {b} x {t} steps of {i} features",
@@ -573,7 +573,7 @@ pub fn check_batch(model: &Model, batch: &Batch) -> Result<()> {
 }
 
 fn check_targets(model: &Model, rows: usize, targets: LossTargets) -> Result<()> {
-    let v = model.cfg.output_size;
+    let v = model.cfg().output_size;
     match targets {
         LossTargets::Classes(c) => {
             if c.len() != rows {
@@ -602,7 +602,7 @@ fn check_targets(model: &Model, rows: usize, targets: LossTargets) -> Result<()>
 
 /// Values in `model`'s state for `b` sequences: (h, c), c empty but for the LSTM.
 pub fn state_sizes(model: &Model, b: usize) -> (usize, usize) {
-    let r = &model.cfg.rnn;
+    let r = &model.cfg().rnn;
     let ld = r.num_layers * r.dirs();
     let c = if r.kind() == crate::cell::CellKind::Lstm {
         ld * b * r.hidden_size
@@ -653,7 +653,7 @@ impl<'a> CpuStepper<'a> {
 
 impl Stepper for CpuStepper<'_> {
     fn feed(&mut self, id: u32) -> Result<()> {
-        let v = self.stream.model().cfg.input_size;
+        let v = self.stream.model().cfg().input_size;
         if id as usize >= v {
             return Err(Error::invalid(format!(
                 "token id {id} is outside the model's vocabulary of {v}"

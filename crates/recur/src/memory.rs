@@ -106,7 +106,7 @@ pub fn dir_cache_elems(d: &DirDims) -> u128 {
 /// Bytes of `model`'s workspace for batches of `b` sequences of `t` steps, elements of
 /// `elem_bytes` each.
 pub fn workspace_bytes(model: &Model, t: usize, b: usize, elem_bytes: usize) -> u128 {
-    let cfg = &model.cfg;
+    let cfg = &model.cfg();
     let r = &cfg.rnn;
     let (tb, bb) = (t as u128 * b as u128, b as u128);
     let (nl, nd) = (r.num_layers as u128, r.dirs() as u128);
@@ -199,8 +199,8 @@ mod tests {
     fn parameter_count_matches_the_layout() {
         for m in models() {
             assert_eq!(
-                stack_params(&m.cfg.rnn),
-                Stack::new(m.cfg.rnn.clone()).unwrap().num_params() as u128
+                stack_params(&m.cfg().rnn),
+                Stack::new(m.cfg().rnn.clone()).unwrap().num_params() as u128
             );
         }
     }
@@ -214,9 +214,11 @@ mod tests {
             let mut params = vec![0.0f32; m.num_params()];
             m.init(&mut params, &mut crate::rng::Rng::new(1));
             let mut grads = vec![0.0f32; m.num_params()];
-            let ids: Vec<u32> = (0..t * b).map(|k| (k % m.cfg.input_size) as u32).collect();
-            let x = vec![0.5f32; t * b * m.cfg.input_size];
-            let input = match m.cfg.input {
+            let ids: Vec<u32> = (0..t * b)
+                .map(|k| (k % m.cfg().input_size) as u32)
+                .collect();
+            let x = vec![0.5f32; t * b * m.cfg().input_size];
+            let input = match m.cfg().input {
                 InputKind::Dense => crate::model::Input::Dense(&x),
                 _ => crate::model::Input::Tokens(&ids),
             };

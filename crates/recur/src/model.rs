@@ -223,7 +223,7 @@ pub enum Input<'a, F> {
 ///
 /// let (v, t, b) = (5, 4, 2);
 /// let model = Model::new(ModelConfig::char_model(v, 0, StackConfig::new(CellKind::Lstm, 0, 8))).unwrap();
-/// let names: Vec<&str> = model.layout.entries.iter().map(|e| e.name.as_str()).collect();
+/// let names: Vec<&str> = model.layout().entries.iter().map(|e| e.name.as_str()).collect();
 /// assert_eq!(names[0], "rnn.weight_ih_l0");
 /// assert_eq!(names.last(), Some(&"decoder.bias"));
 /// let mut params = vec![0.0f32; model.num_params()];
@@ -243,10 +243,10 @@ pub enum Input<'a, F> {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Model {
-    pub cfg: ModelConfig,
-    pub stack: Stack,
+    cfg: ModelConfig,
+    stack: Stack,
     /// Names, shapes and offsets of every tensor in the flat buffer.
-    pub layout: ParamLayout,
+    layout: ParamLayout,
     emb: Option<Range<usize>>,
     rnn: Range<usize>,
     dec_w: Range<usize>,
@@ -284,6 +284,21 @@ impl<F: Float> ModelWorkspace<F> {
 }
 
 impl Model {
+    /// The configuration it was built from (fixed: the parameter layout follows from it).
+    pub fn cfg(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The recurrent stack inside.
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    /// Names, shapes and offsets of every tensor in the flat parameter buffer.
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
     pub fn new(cfg: ModelConfig) -> crate::Result<Self> {
         cfg.validate()?;
         let stack = Stack::new(cfg.rnn.clone())?;
@@ -291,7 +306,7 @@ impl Model {
         let emb = (cfg.input == InputKind::Embedding)
             .then(|| layout.push("embedding.weight", &[cfg.input_size, cfg.embed_dim]));
         let start = layout.total;
-        for e in &stack.layout.entries {
+        for e in &stack.layout().entries {
             layout.push(format!("rnn.{}", e.name), &e.shape);
         }
         let rnn = start..layout.total;

@@ -221,8 +221,8 @@ struct DirSlots {
 ///
 /// let (t, b, i, h) = (6, 2, 3, 5);
 /// let stack = Stack::new(StackConfig::new(CellKind::Gru, i, h)).unwrap();
-/// assert_eq!(stack.layout.entries[0].name, "weight_ih_l0"); // torch's names and shapes
-/// assert_eq!(stack.layout.entries[0].shape, [3 * h, i]);
+/// assert_eq!(stack.layout().entries[0].name, "weight_ih_l0"); // torch's names and shapes
+/// assert_eq!(stack.layout().entries[0].shape, [3 * h, i]);
 /// let mut params = vec![0.0f32; stack.num_params()];
 /// stack.init(&mut params, &mut Rng::new(0));
 ///
@@ -235,11 +235,11 @@ struct DirSlots {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Stack {
-    pub cfg: StackConfig,
+    cfg: StackConfig,
     kind: CellKind,
     slots: Vec<DirSlots>,
     /// Names and shapes relative to the stack (`weight_ih_l0`, ...), offsets from its start.
-    pub layout: ParamLayout,
+    layout: ParamLayout,
 }
 
 /// Per-call shapes: steps and batch.
@@ -314,6 +314,16 @@ impl<F: Float> StackWorkspace<F> {
 }
 
 impl Stack {
+    /// The configuration it was built from (fixed: the parameter layout follows from it).
+    pub fn cfg(&self) -> &StackConfig {
+        &self.cfg
+    }
+
+    /// Names and shapes relative to the stack (`weight_ih_l0`, ...), offsets from its start.
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
     /// Builds the layout; the configuration must be valid.
     pub fn new(cfg: StackConfig) -> crate::Result<Self> {
         cfg.validate()?;

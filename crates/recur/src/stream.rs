@@ -16,7 +16,7 @@ pub struct Carry {
 impl Carry {
     /// The zero state of `model` for `b` sequences.
     pub fn zeros(model: &Model, b: usize) -> Self {
-        let cfg = &model.cfg.rnn;
+        let cfg = &model.cfg().rnn;
         let ld = cfg.num_layers * cfg.dirs();
         let c = if cfg.kind() == crate::cell::CellKind::Lstm {
             ld * b * cfg.hidden_size
@@ -112,7 +112,7 @@ impl<'a> Streamer<'a> {
     /// A streamer of `batch` parallel streams, from the zero state. Refuses a bidirectional
     /// stack, `batch = 0` and a parameter buffer that is not the model's size.
     pub fn new(model: &'a Model, params: &'a [f32], batch: usize) -> Result<Self> {
-        if model.cfg.rnn.bidirectional {
+        if model.cfg().rnn.bidirectional {
             return Err(Error::invalid(
                 "a bidirectional model cannot be streamed: its reverse direction needs the \
                  whole sequence (use Model::forward)",
@@ -173,7 +173,7 @@ impl<'a> Streamer<'a> {
     /// (T*B*I values), or when a token id is out of range.
     pub fn chunk(&mut self, input: Input<'_, f32>, t: usize) -> &[f32] {
         assert!(t >= 1, "a chunk needs at least one step");
-        let cfg = &self.model.cfg;
+        let cfg = &self.model.cfg();
         let n = t * self.b;
         match (cfg.input, input) {
             (InputKind::OneHot | InputKind::Embedding, Input::Tokens(ids)) => assert_eq!(

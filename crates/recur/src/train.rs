@@ -600,7 +600,7 @@ impl<T: Task> Trainer<T> {
             st.carry_c = bits(&carry.c);
         }
         Ok(Checkpoint {
-            model: self.model.cfg.clone(),
+            model: self.model.cfg().clone(),
             params: self.params()?,
             vocab: self.task.vocab(),
             optimizer: Some(self.optimizer()?),

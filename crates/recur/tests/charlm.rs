@@ -308,7 +308,7 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     assert_eq!(out.unwrap(), Outcome::MaxSteps);
     let good = checkpoint::load(&dir.join(LATEST)).unwrap();
     // inject a NaN into the decoder bias: every logit row, hence the loss, becomes NaN
-    let bias = t.model.layout.get("decoder.bias").unwrap().range();
+    let bias = t.model.layout().get("decoder.bias").unwrap().range();
     let mut p = t.params().unwrap();
     p[bias.start] = f32::NAN;
     t.set_params(&p).unwrap();

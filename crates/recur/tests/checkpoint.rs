@@ -120,7 +120,7 @@ fn minimal_checkpoint_round_trips() {
     assert!(names.contains(&"decoder.bias"));
     assert_eq!(
         names.len(),
-        Model::new(c.model).unwrap().layout.entries.len()
+        Model::new(c.model).unwrap().layout().entries.len()
     );
 }
 

@@ -68,7 +68,7 @@ fn run(c: Case) {
     // every parameter tensor plus input and h0 (and c0) were checked
     let expected = recur::model::Model::new(spec.cfg.clone())
         .unwrap()
-        .layout
+        .layout()
         .entries
         .len()
         + 2

@@ -21,7 +21,7 @@ fn sigmoid(x: f64) -> f64 {
 
 /// The named tensor of the stack's flat parameters.
 fn tensor<'a>(net: &'a GradflowNet, name: &str) -> &'a [f64] {
-    &net.params[net.stack.layout.get(name).unwrap().range()]
+    &net.params[net.stack.layout().get(name).unwrap().range()]
 }
 
 /// row-major (rows, cols) matrix times vector

@@ -14,9 +14,9 @@ const TOL: f64 = 1e-12;
 
 /// y = W x + b for one row.
 fn decode(params: &[f64], model: &Model, x: &[f64]) -> Vec<f64> {
-    let w = &params[model.layout.get("decoder.weight").unwrap().range()];
-    let b = &params[model.layout.get("decoder.bias").unwrap().range()];
-    let v = model.cfg.output_size;
+    let w = &params[model.layout().get("decoder.weight").unwrap().range()];
+    let b = &params[model.layout().get("decoder.bias").unwrap().range()];
+    let v = model.cfg().output_size;
     (0..v)
         .map(|j| b[j] + (0..x.len()).map(|k| w[j * x.len() + k] * x[k]).sum::<f64>())
         .collect()
@@ -73,8 +73,8 @@ fn last_step_head_decodes_the_final_states_at_each_sequences_own_length() {
                     None,
                 );
                 assert_eq!(ws.rows(), b);
-                let (nd, p) = (model.cfg.rnn.dirs(), 4);
-                let top = model.cfg.rnn.num_layers - 1;
+                let (nd, p) = (model.cfg().rnn.dirs(), 4);
+                let top = model.cfg().rnn.num_layers - 1;
                 for s in 0..b {
                     // torch: h_n is (L*D, B, P); the top layer's directions, concatenated
                     let mut feat = Vec::new();
@@ -108,7 +108,7 @@ fn per_step_regression_decodes_every_step_and_mse_is_the_mean() {
     let mut ws = model.workspace::<f64>(t, b);
     model.forward(&mut ws, &params, Input::Dense(&x), None, None, None, None);
     assert_eq!(ws.rows(), t * b);
-    let dp = model.cfg.rnn.output_size();
+    let dp = model.cfg().rnn.output_size();
     for r in 0..t * b {
         let want = decode(&params, &model, &ws.stack.output()[r * dp..(r + 1) * dp]);
         assert_close("step row", &ws.logits[r * 5..(r + 1) * 5], &want);

@@ -161,7 +161,7 @@ fn whole(
 ) -> (Vec<f32>, Vec<f32>, Carry) {
     let mut ws = model.workspace(T, b);
     let (h0, c0) = init.as_init();
-    let per_step = step_len(&model.cfg, b);
+    let per_step = step_len(model.cfg(), b);
     model.forward(
         &mut ws,
         params,
@@ -188,7 +188,7 @@ fn step_len(cfg: &ModelConfig, b: usize) -> usize {
 fn streamed(s: &mut Streamer, data: &Data, chunks: &[usize], init: &Carry) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(chunks.iter().sum::<usize>(), T);
     s.set_state(init.clone()).unwrap();
-    let per_step = step_len(&s.model().cfg, s.batch());
+    let per_step = step_len(s.model().cfg(), s.batch());
     let (mut logits, mut outs) = (Vec::new(), Vec::new());
     let mut s0 = 0;
     for &t in chunks {

@@ -272,7 +272,7 @@ fn adding_gradflow_uses_the_models_own_loss() {
     let Targets::Values(y) = &batch.targets else {
         panic!()
     };
-    let w = &r.params[r.model.layout.get("decoder.weight").unwrap().range()];
+    let w = &r.params[r.model.layout().get("decoder.weight").unwrap().range()];
     let wn = w.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
     let want: f64 = (0..6)
         .map(|i| (2.0 * (pred[i] as f64 - y[i] as f64)).abs() * wn)

@@ -181,7 +181,7 @@ fn run_stack_case<F: Float>(fx: &Fixture, c: &StackCase) -> Vec<Cmp> {
 
     // Parameters in recur's layout, which must be torch's names and shapes.
     let mut params = vec![F::ZERO; stack.num_params()];
-    for e in &stack.layout.entries {
+    for e in &stack.layout().entries {
         let (v, shape) = fx.floats(&key(&format!("param/{}", e.name)));
         assert_eq!(shape, e.shape, "{}: shape of {}", c.name, e.name);
         for (p, x) in params[e.range()].iter_mut().zip(v) {
@@ -196,7 +196,7 @@ fn run_stack_case<F: Float>(fx: &Fixture, c: &StackCase) -> Vec<Cmp> {
         .count();
     assert_eq!(
         n_torch_params,
-        stack.layout.entries.len(),
+        stack.layout().entries.len(),
         "{}: tensor count",
         c.name
     );
@@ -246,7 +246,7 @@ fn run_stack_case<F: Float>(fx: &Fixture, c: &StackCase) -> Vec<Cmp> {
         lstm.then_some(&sc[..]),
         Some(&mut dx),
     );
-    for e in &stack.layout.entries {
+    for e in &stack.layout().entries {
         let want = fx.floats(&key(&format!("grad/{}", e.name))).0;
         out.push(compare(
             &format!("grad {}", e.name),
@@ -358,7 +358,7 @@ fn char_models_match_torch() {
         let model = Model::new(cfg).unwrap();
         let key = |k: &str| format!("{name}/{k}");
         let mut params = vec![0.0f32; model.num_params()];
-        for e in &model.layout.entries {
+        for e in &model.layout().entries {
             let (v, shape) = fx.floats(&key(&format!("param/{}", e.name)));
             assert_eq!(shape, e.shape, "{name}: {}", e.name);
             for (p, x) in params[e.range()].iter_mut().zip(v) {
@@ -397,7 +397,7 @@ fn char_models_match_torch() {
             None,
             None,
         );
-        for e in &model.layout.entries {
+        for e in &model.layout().entries {
             let want = fx.floats(&key(&format!("grad/{}", e.name))).0;
             cmps.push(compare(
                 &format!("grad {}", e.name),
@@ -425,7 +425,7 @@ fn torch_written_checkpoints_load() {
         assert_eq!(ck.vocab.as_deref(), Some(&vocab[..]), "{name}: vocab");
         assert!(ck.optimizer.is_none() && ck.train_state.is_none());
         let model = Model::new(ck.model.clone()).unwrap();
-        for e in &model.layout.entries {
+        for e in &model.layout().entries {
             let want = fx.floats(&format!("{name}/param/{}", e.name)).0;
             let same = ck.params[e.range()]
                 .iter()

@@ -77,7 +77,7 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>, String> {
     let (t, b) = (spec.t, spec.b);
     let rc = &spec.cfg.rnn;
     let (ld, h, p) = (rc.num_layers * rc.dirs(), rc.hidden_size, rc.out_size());
-    let lstm = model.stack.kind() == crate::cell::CellKind::Lstm;
+    let lstm = model.stack().kind() == crate::cell::CellKind::Lstm;
     let mut rng = Rng::new(spec.seed);
     let mut params = vec![0.0f64; model.num_params()];
     model.init(&mut params, &mut rng);
@@ -226,7 +226,7 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>, String> {
     let num_p = numeric(&mut pbuf, 0, &mut |pp, _| {
         objective(pp, &x, &h0, &c0, None).0
     });
-    for e in &model.layout.entries {
+    for e in &model.layout().entries {
         out.push(compare(&e.name, &g[e.range()], &num_p[e.range()]));
     }
     let mut xbuf = x.clone();

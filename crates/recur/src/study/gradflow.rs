@@ -77,12 +77,16 @@ impl GradflowNet {
             .map_err(|e| e.to_string())?;
         let mut params = vec![0.0; stack.num_params()];
         stack.init(&mut params, rng);
-        let whh = stack.layout.get("weight_hh_l0").expect("one layer").range();
+        let whh = stack
+            .layout()
+            .get("weight_hh_l0")
+            .expect("one layer")
+            .range();
         for v in &mut params[whh] {
             *v *= spec.scale;
         }
         if matches!(spec.cell, CellKind::Lstm | CellKind::Gru) {
-            let b = stack.layout.get("bias_ih_l0").expect("biases").range();
+            let b = stack.layout().get("bias_ih_l0").expect("biases").range();
             let h = spec.hidden;
             for v in &mut params[b.start + h..b.start + 2 * h] {
                 *v += spec.gate_bias;
@@ -96,7 +100,7 @@ impl GradflowNet {
     /// `dL/dh_t` for t = 0..=T (index t; h_0 is the zero initial state) of one sequence `x`
     /// (T, I) with target `y`, for `L = (w . h_T - y)^2`.
     pub fn state_grads(&self, x: &[f64], y: f64) -> Vec<Vec<f64>> {
-        let cfg = &self.stack.cfg;
+        let cfg = &self.stack.cfg();
         let (ni, nh) = (cfg.input_size, cfg.hidden_size);
         let nt = x.len() / ni;
         let lstm = self.stack.kind() == CellKind::Lstm;
@@ -230,7 +234,7 @@ pub fn gradflow(
 /// The same measurement for a given network on given sequences: `xs[i]` (T, I) with targets
 /// `ys[i]` (e.g. a trained model on its task's data).
 pub fn gradflow_on(net: &GradflowNet, xs: &[Vec<f64>], ys: &[f64]) -> GradflowResult {
-    let ni = net.stack.cfg.input_size;
+    let ni = net.stack.cfg().input_size;
     let nt = xs.first().map_or(0, |x| x.len() / ni);
     let mut sums = Sums::new(nt);
     for (x, &y) in xs.iter().zip(ys) {

@@ -52,7 +52,7 @@ pub fn model() -> Model {
 /// decoder.weight (4, 3).
 pub fn params<F: Float>(m: &Model) -> Vec<F> {
     let mut p = vec![F::ZERO; m.num_params()];
-    let get = |name: &str| m.layout.get(name).expect("lecture tensor").clone();
+    let get = |name: &str| m.layout().get(name).expect("lecture tensor").clone();
     let (wih, whh, dec) = (
         get("rnn.weight_ih_l0"),
         get("rnn.weight_hh_l0"),
@@ -107,8 +107,8 @@ pub fn trace<F: Float>(m: &Model, params: &[F]) -> (Vec<Step>, f64) {
     let mut probs = vec![F::ZERO; 16];
     softmax_rows(&ws.logits, &mut probs, 4, 4);
     let (loss, n) = m.loss(&mut ws, &TARGETS, F::ONE);
-    let wih = &params[m.layout.get("rnn.weight_ih_l0").expect("tensor").range()];
-    let whh = &params[m.layout.get("rnn.weight_hh_l0").expect("tensor").range()];
+    let wih = &params[m.layout().get("rnn.weight_ih_l0").expect("tensor").range()];
+    let whh = &params[m.layout().get("rnn.weight_hh_l0").expect("tensor").range()];
     let out = ws.stack.output();
     let mut steps = Vec::new();
     for t in 0..4 {

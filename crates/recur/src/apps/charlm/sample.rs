@@ -35,7 +35,7 @@ pub struct Generator<'a> {
 
 impl<'a> Generator<'a> {
     pub fn new(model: &'a Model, params: &'a [f32]) -> Self {
-        let v = model.cfg.output_size;
+        let v = model.cfg().output_size;
         Generator {
             // one stream: never refused
             stream: Streamer::unchecked(model, params, 1).expect("one stream"),

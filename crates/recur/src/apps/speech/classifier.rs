@@ -236,7 +236,7 @@ fn shuffle<T>(v: &mut [T], rng: &mut Rng) {
 /// are, or the per-step logits averaged over each utterance's valid steps.
 fn scores(model: &Model, logits: &[f32], batch: &Batch) -> Vec<f32> {
     let v = NUM_CLASSES;
-    if model.cfg.head == Head::LastClasses {
+    if model.cfg().head == Head::LastClasses {
         return logits[..batch.b * v].to_vec();
     }
     let mut pooled = vec![0.0f32; batch.b * v];
@@ -323,7 +323,7 @@ pub(crate) fn loss_and_dlogits(
     let correct = (0..b)
         .filter(|&j| argmax(&pooled[j * v..(j + 1) * v]) == batch.labels[j] as usize)
         .count();
-    if model.cfg.head == Head::LastClasses {
+    if model.cfg().head == Head::LastClasses {
         dlogits[..b * v].copy_from_slice(&dpooled);
     } else {
         // forward was: pooled_j = (1/len_j) sum_{s < len_j} logits_{s,j}; padded steps get nothing

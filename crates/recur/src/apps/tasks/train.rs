@@ -395,7 +395,7 @@ pub fn adding_gradflow(
 ) -> Result<crate::study::gradflow::GradflowResult, String> {
     use crate::model::Head;
     use crate::study::gradflow::{gradflow_on, GradflowNet};
-    let cfg = &model.cfg;
+    let cfg = &model.cfg();
     if task.kind != super::TaskKind::Adding || cfg.head != Head::LastRegression {
         return Err("gradient flow of a trained model is measured on the adding problem".into());
     }
@@ -403,11 +403,11 @@ pub fn adding_gradflow(
         return Err("gradient flow needs a one-layer, one-direction stack".into());
     }
     let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-    let entry = |name: &str| model.layout.get(name).map(|e| e.range());
+    let entry = |name: &str| model.layout().get(name).map(|e| e.range());
     let w = entry("decoder.weight").ok_or("no decoder.weight")?;
     let bias = entry("decoder.bias").map_or(0.0, |r| params[r.start] as f64);
     let net = GradflowNet {
-        stack: model.stack.clone(),
+        stack: model.stack().clone(),
         params: to64(&params[model.rnn_range()]),
         w: to64(&params[w]),
     };
