@@ -15,9 +15,10 @@ use recur::apps::tasks::{Task, TaskKind};
 use recur::cell::CellKind;
 use recur::checkpoint::{save, Checkpoint};
 use recur::stack::StackConfig;
+use recur::study::gradflow::GradflowResult;
 use serde_json::json;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +99,58 @@ struct Common {
     /// Where the training math runs (cuda needs the `cuda` cargo feature).
     #[arg(long, value_parser = choice::<Device>(), default_value = "cpu")]
     device: Device,
+}
+
+/// Gradient flow through the trained and the initial weights of each cell (adding only, with
+/// `--gradflow N`), and its chart (added to `files`).
+fn gradflow(
+    task: &Task,
+    cells: &[CellKind],
+    results: &[TrainResult],
+    c: &Common,
+    len: usize,
+    stem: &Path,
+    files: &mut Vec<PathBuf>,
+) -> Result<Vec<(GradflowResult, GradflowResult)>> {
+    let mut flows = Vec::new();
+    if c.gradflow == 0 {
+        return Ok(flows);
+    }
+    {
+        for res in results {
+            let seed = c.seed ^ 0x6F10;
+            let trained = adding_gradflow(task, &res.model, &res.params, c.gradflow, seed)
+                .map_err(anyhow::Error::msg)?;
+            let initial = adding_gradflow(task, &res.model, &res.initial, c.gradflow, seed)
+                .map_err(anyhow::Error::msg)?;
+            flows.push((trained, initial));
+        }
+        let mut name = stem.as_os_str().to_owned();
+        name.push("-gradflow");
+        let mut chart = Chart::new(
+            format!(
+                "adding T={len}: gradient flow, trained (lines) and initial (dots) weights, {} sequences",
+                c.gradflow
+            ),
+            "distance from the loss, T - t (steps)",
+            "||dL/dh_t|| / ||dL/dh_T||",
+        )
+        .with_log_y(true)
+        .with_legend(Legend::LowerLeft);
+        let palette = [[0, 114, 178], [213, 94, 0], [0, 158, 115], [204, 121, 167]];
+        for (i, (cell, (tr, ini))) in cells.iter().zip(&flows).enumerate() {
+            let col = palette[i % palette.len()];
+            let pts = |v: &[f64]| v.iter().enumerate().map(|(k, &r)| (k as f64, r)).collect();
+            chart.push(
+                Series::line(format!("{} trained", cell.name()), pts(&tr.rel)).with_color(col),
+            );
+            chart.push(
+                Series::dots(format!("{} initial", cell.name()), pts(&ini.rel)).with_color(col),
+            );
+        }
+        files.extend(write_chart(&chart, &PathBuf::from(name))?);
+    }
+    Ok(flows)
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -265,42 +318,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
 
-    // gradient flow through the trained and the initial weights (adding only)
-    let mut flows = Vec::new();
-    if c.gradflow > 0 {
-        for res in &results {
-            let seed = c.seed ^ 0x6F10;
-            let trained = adding_gradflow(&task, &res.model, &res.params, c.gradflow, seed)
-                .map_err(anyhow::Error::msg)?;
-            let initial = adding_gradflow(&task, &res.model, &res.initial, c.gradflow, seed)
-                .map_err(anyhow::Error::msg)?;
-            flows.push((trained, initial));
-        }
-        let mut name = stem.as_os_str().to_owned();
-        name.push("-gradflow");
-        let mut chart = Chart::new(
-            format!(
-                "adding T={len}: gradient flow, trained (lines) and initial (dots) weights, {} sequences",
-                c.gradflow
-            ),
-            "distance from the loss, T - t (steps)",
-            "||dL/dh_t|| / ||dL/dh_T||",
-        )
-        .with_log_y(true)
-        .with_legend(Legend::LowerLeft);
-        let palette = [[0, 114, 178], [213, 94, 0], [0, 158, 115], [204, 121, 167]];
-        for (i, (cell, (tr, ini))) in cells.iter().zip(&flows).enumerate() {
-            let col = palette[i % palette.len()];
-            let pts = |v: &[f64]| v.iter().enumerate().map(|(k, &r)| (k as f64, r)).collect();
-            chart.push(
-                Series::line(format!("{} trained", cell.name()), pts(&tr.rel)).with_color(col),
-            );
-            chart.push(
-                Series::dots(format!("{} initial", cell.name()), pts(&ini.rel)).with_color(col),
-            );
-        }
-        files.extend(write_chart(&chart, &PathBuf::from(name))?);
-    }
+    let flows = gradflow(&task, &cells, &results, &c, len, &stem, &mut files)?;
 
     let mut out = std::io::stdout().lock();
     for (i, (cell, res)) in cells.iter().zip(&results).enumerate() {
