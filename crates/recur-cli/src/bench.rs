@@ -441,7 +441,7 @@ fn charlm_on_cuda(_a: &Args) -> Result<()> {
 
 #[cfg(feature = "cuda")]
 fn charlm_on_cuda(a: &Args) -> Result<()> {
-    let backend = crate::device::open(Device::Cuda.name())?;
+    let backend = crate::device::open(Device::Cuda)?;
     charlm_cuda(a, &*backend)
 }
 

@@ -5,7 +5,10 @@
 //! in. With it, on a machine without a GPU, opening the backend says that no CUDA device was
 //! found. No math lives here: recur and recur-cuda do it.
 
-use anyhow::{bail, Result};
+use crate::values::Device;
+#[cfg(not(feature = "cuda"))]
+use anyhow::bail;
+use anyhow::Result;
 use recur::apps::charlm::sample::{draw, SampleOptions};
 use recur::engine::{Backend, Cpu, Stepper};
 use recur::model::Model;
@@ -16,12 +19,11 @@ use recur::rng::Rng;
 pub const NOT_COMPILED: &str =
     "CUDA support was not compiled in (rebuild with `cargo build --release -p recur-cli --features cuda`)";
 
-/// Opens `cpu` or `cuda` (device 0).
-pub fn open(name: &str) -> Result<Box<dyn Backend>> {
-    match name {
-        "cpu" => Ok(Box::new(Cpu)),
-        "cuda" => open_cuda(),
-        other => bail!("unknown --device '{other}' (expected cpu or cuda)"),
+/// Opens the CPU or CUDA device 0.
+pub fn open(device: Device) -> Result<Box<dyn Backend>> {
+    match device {
+        Device::Cpu => Ok(Box::new(Cpu)),
+        Device::Cuda => open_cuda(),
     }
 }
 

@@ -33,7 +33,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--chunk must be at least 1");
     }
     a.dev.set_threads()?;
-    let device = crate::device::open(a.dev.device.name())?;
+    let device = crate::device::open(a.dev.device)?;
     let (ckpt, model, vocab) = load_char_model(&a.checkpoint)?;
     let text = data::read_text(&a.text)?;
     let ids = vocab

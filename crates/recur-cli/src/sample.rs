@@ -41,7 +41,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     a.dev.set_threads()?;
-    let device = crate::device::open(a.dev.device.name())?;
+    let device = crate::device::open(a.dev.device)?;
     let (ckpt, model, vocab) = load_char_model(&a.checkpoint)?;
     let prime = a.prime.clone().unwrap_or_else(|| "\n".to_string());
     if prime.is_empty() {

@@ -17,7 +17,7 @@ use recur::apps::speech::train::{self as speech_train, Hyper, SpeechConfig, EVAL
 use recur::apps::speech::wav::read_wav;
 use recur::checkpoint::{self, Checkpoint};
 use recur::model::Model;
-use recur::train::{Event, LogRow, StopReason, Task, BEST, LATEST};
+use recur::train::{Event, LogRow, Run, StopReason, Task, BEST, LATEST};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -319,7 +319,7 @@ fn training_data(
 fn train(a: TrainArgs) -> Result<()> {
     // ---- flags -> plan, before any work
     set_threads(&a.dev)?;
-    let device = crate::device::open(a.dev.device.name())?;
+    let device = crate::device::open(a.dev.device)?;
     let val_takes = parse_take_range(&a.val_takes)?;
     let kind = a.features.kind();
     let cell = a.shape.cell.kind();
@@ -405,8 +405,9 @@ fn train(a: TrainArgs) -> Result<()> {
     // ---- the run: fresh or resumed, on the chosen device
     let out_dir = a.run.checkpoint_dir.clone();
     let (train_n, val_n) = (train_set.len(), val_set.len());
+    let run = Run::on(&*device).checkpoints(out_dir.clone());
     let mut trainer = match resumed {
-        Some((ck, _)) => speech_train::resume(ck, train_set, val_set, Some(out_dir.clone()))
+        Some((ck, _)) => speech_train::resume(run, ck, train_set, val_set)
             .with_context(|| format!("resuming {}", last_path.display()))?,
         None => {
             let config = SpeechConfig {
@@ -415,18 +416,9 @@ fn train(a: TrainArgs) -> Result<()> {
                 normalizer: normalizer.clone(),
                 hyper: hyper.clone(),
             };
-            speech_train::start(
-                model_cfg.clone(),
-                config,
-                train_set,
-                val_set,
-                Some(out_dir.clone()),
-            )?
+            speech_train::start(run, model_cfg.clone(), config, train_set, val_set)?
         }
     };
-    if device.name() != "cpu" {
-        trainer = trainer.on_backend(&*device)?;
-    }
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -601,7 +593,7 @@ fn load_recognizer(path: &Path) -> Result<(Model, Vec<f32>, Extractor, SpeechCon
 
 fn eval(a: EvalArgs) -> Result<()> {
     set_threads(&a.dev)?;
-    let device = crate::device::open(a.dev.device.name())?;
+    let device = crate::device::open(a.dev.device)?;
     let split = a.split.as_deref().map(parse_split).transpose()?;
     let (model, params, ex, st) = load_recognizer(&a.checkpoint)?;
     let split = split.unwrap_or_else(|| match &st.hyper.holdout {

@@ -8,9 +8,7 @@ use crate::plot::{write_chart, Chart, Legend, Series};
 use crate::values::{choice, Cell, Device};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use recur::apps::tasks::train::{
-    adding_gradflow, predict, train_with, Event, TrainResult, TrainSpec,
-};
+use recur::apps::tasks::train::{adding_gradflow, predict, train, Event, TrainResult, TrainSpec};
 use recur::apps::tasks::{Task, TaskKind};
 use recur::cell::CellKind;
 use recur::checkpoint::{save, Checkpoint};
@@ -200,7 +198,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--gradflow is measured on the adding problem with one layer");
     }
     // opened once here, so that a missing device is reported before any work
-    let backend = crate::device::open(c.device.name())?;
+    let backend = crate::device::open(c.device)?;
     let backend = &*backend;
     let spec = |cell: CellKind| TrainSpec {
         task: task.clone(),
@@ -231,7 +229,7 @@ pub fn run(a: Args) -> Result<()> {
         .map(|b| format!("{b:.4}"))
         .unwrap_or_else(|| "held-out".into());
     // Several cells train side by side, one thread each (each run is single-threaded).
-    let results: Vec<Result<TrainResult, String>> = std::thread::scope(|sc| {
+    let results: Vec<recur::Result<TrainResult>> = std::thread::scope(|sc| {
         let handles: Vec<_> = cells
             .iter()
             .map(|&cell| {
@@ -244,7 +242,7 @@ pub fn run(a: Args) -> Result<()> {
                 let (stop, spec, note) = (stop.clone(), spec(cell), &baseline_note);
                 let bars = &bars;
                 sc.spawn(move || {
-                    let r = train_with(&spec, backend, &mut |ev| {
+                    let r = train(&spec, backend, &mut |ev| {
                         match ev {
                             Event::Step { step, loss } => {
                                 bar.set_position(step as u64);

@@ -12,10 +12,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use recur::apps::charlm::data::{self, Vocab};
 use recur::apps::charlm::train::{
-    Budget, Event, LogRow, StopReason, TrainConfig, Trainer, BEST, LATEST,
+    self as charlm_train, Budget, Event, LogRow, Run, StopReason, TrainConfig, TrainState, Trainer,
+    BEST, LATEST,
 };
 use recur::cell::CellKind;
 use recur::checkpoint;
+use recur::engine::Backend;
 use recur::model::ModelConfig;
 use recur::stack::StackConfig;
 use serde_json::json;
@@ -388,7 +390,12 @@ fn write_log(dir: &Path, rows: &[LogRow]) -> Result<()> {
 
 /// The run the flags ask for: the one saved in the checkpoint directory (`--resume`) or a fresh
 /// one; with its vocabulary and the corpus it reads.
-fn open_run(a: &Args, threads: usize, dir: &Path) -> Result<(Trainer, Vocab, PathBuf)> {
+fn open_run(
+    a: &Args,
+    backend: &dyn Backend,
+    threads: usize,
+    dir: &Path,
+) -> Result<(Trainer, Vocab, PathBuf)> {
     Ok(if a.run.resume {
         let given = config_flags(a);
         if !given.is_empty() {
@@ -408,8 +415,7 @@ fn open_run(a: &Args, threads: usize, dir: &Path) -> Result<(Trainer, Vocab, Pat
             );
         }
         let ckpt = checkpoint::load(&path)?;
-        let ts = ckpt.train_state.clone().unwrap_or_default();
-        let extra = &ts["extra"];
+        let extra = &TrainState::of(&ckpt)?.extra;
         let data_path = a
             .data
             .clone()
@@ -435,7 +441,11 @@ fn open_run(a: &Args, threads: usize, dir: &Path) -> Result<(Trainer, Vocab, Pat
         } else {
             None
         };
-        let t = Trainer::resume(ckpt, b, tr.to_vec(), va.to_vec(), Some(dir.to_path_buf()))?;
+        let mut run = Run::on(backend).checkpoints(dir.to_path_buf());
+        if let Some(b) = b {
+            run = run.budget(b);
+        }
+        let t = charlm_train::resume(run, ckpt, tr.to_vec(), va.to_vec())?;
         (t, vocab, data_path)
     } else {
         let data_path = a.data.clone().unwrap_or_else(default_corpus);
@@ -457,32 +467,27 @@ fn open_run(a: &Args, threads: usize, dir: &Path) -> Result<(Trainer, Vocab, Pat
                 dir.display()
             );
         }
-        let t = Trainer::new(
+        let run = Run::on(backend)
+            .checkpoints(dir.to_path_buf())
+            .budget(b)
+            .extra(extra);
+        let t = charlm_train::start(
+            run,
             cfg,
-            b,
             tr.to_vec(),
             va.to_vec(),
             Some(vocab.chars().to_vec()),
-            Some(dir.to_path_buf()),
-            extra,
         )?;
         (t, vocab, data_path)
     })
 }
 
 /// The one line that opens a run: data, model, batch, optimizer, threads, device.
-fn header(
-    a: &Args,
-    trainer: &Trainer,
-    data_path: &Path,
-    vocab: &Vocab,
-    threads: usize,
-    device_name: &str,
-) -> String {
+fn header(a: &Args, trainer: &Trainer, data_path: &Path, vocab: &Vocab, threads: usize) -> String {
     let cfg = &trainer.state.config;
     let m = &cfg.model;
-    let header = format!(
-        "recur train: {} ({} chars: {} train, {} validation; vocabulary {}), {} {}x{}{}{}, {} parameters, B={} T={}, {} lr {}, clip {}, {} thread(s){}",
+    format!(
+        "recur train: {} ({} chars: {} train, {} validation; vocabulary {}), {} {}x{}{}{}, {} parameters, B={} T={}, {} lr {}, clip {}, {} thread(s) on {}{}",
         data_path.display(),
         fmt_chars((trainer.val_ids().len() + trainer.batches_per_epoch() as usize * cfg.batch_size * cfg.seq_length) as u64),
         fmt_chars(trainer.batches_per_epoch() * (cfg.batch_size * cfg.seq_length) as u64),
@@ -500,13 +505,9 @@ fn header(
         cfg.lr,
         cfg.grad_clip,
         threads,
+        trainer.device(),
         if a.run.resume { format!(", resumed at step {}", trainer.state.step) } else { String::new() },
-    );
-    if device_name == "cpu" {
-        header
-    } else {
-        format!("{header}, on {device_name}")
-    }
+    )
 }
 
 /// The end of a run: why it stopped, where it stands, where its files are (JSON with --json).
@@ -585,16 +586,9 @@ pub fn run(a: Args) -> Result<()> {
         positive("--sample-temperature", a.sample_temperature)?;
     }
     let dir = a.run.checkpoint_dir.clone();
-    let device = crate::device::open(a.dev.device.name())?;
-    let device_name = device.name();
+    let device = crate::device::open(a.dev.device)?;
 
-    let (trainer, vocab, data_path) = open_run(&a, threads, &dir)?;
-    // the run is built on the CPU; another device takes it over from there
-    let mut trainer = if device_name == "cpu" {
-        trainer
-    } else {
-        trainer.on_backend(&*device)?
-    };
+    let (mut trainer, vocab, data_path) = open_run(&a, &*device, threads, &dir)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -609,10 +603,7 @@ pub fn run(a: Args) -> Result<()> {
         .context("installing the Ctrl-C handler")?;
     }
 
-    eprintln!(
-        "{}",
-        header(&a, &trainer, &data_path, &vocab, threads, &device_name)
-    );
+    eprintln!("{}", header(&a, &trainer, &data_path, &vocab, threads));
     let cfg = trainer.state.config.clone();
 
     let bar = if a.quiet {

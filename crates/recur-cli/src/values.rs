@@ -175,15 +175,6 @@ pub enum Device {
 }
 choice!(Device, "");
 
-impl Device {
-    pub fn name(self) -> &'static str {
-        match self {
-            Device::Cpu => "cpu",
-            Device::Cuda => "cuda",
-        }
-    }
-}
-
 /// `--head`: what the decoder predicts, and its loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "snake_case")]

@@ -26,7 +26,7 @@ use recur::rng::Rng;
 use recur::stack::StackConfig;
 use recur_cuda::{Gpu, GpuModel, GpuOptimizer, NormScratch};
 use safetensors::tensor::{Dtype, SafeTensors};
-use small_run::{losses, small_trainer};
+use small_run::{losses, small_resumed, small_trainer};
 use std::collections::HashMap;
 
 /// Per tensor, the worst |ours - ref| over the tensor's largest |ref|, float32 against float64.
@@ -829,8 +829,7 @@ fn gpu_engine_continues_a_cpu_run() {
     let (l_cpu, v_cpu) = losses(&mut whole);
     let mut first = small_trainer(5);
     let (mut l, mut v) = losses(&mut first);
-    first.state.budget.max_steps = Some(12);
-    let mut moved = first.on_backend(&cuda).unwrap();
+    let mut moved = small_resumed(first.checkpoint().unwrap(), &cuda, 12);
     assert!(moved.device().starts_with("cuda"), "{}", moved.device());
     let (l2, v2) = losses(&mut moved);
     l.extend(l2);
@@ -867,7 +866,7 @@ fn gpu_engine_continues_a_cpu_run() {
 /// compounded through Adam).
 #[test]
 fn gpu_task_training_matches_cpu() {
-    use recur::apps::tasks::train::{train, train_with, TrainSpec};
+    use recur::apps::tasks::train::{train, TrainSpec};
     use recur::apps::tasks::{Task, TaskKind};
     if gpu("gpu_task_training_matches_cpu").is_none() {
         return;
@@ -891,8 +890,8 @@ fn gpu_task_training_matches_cpu() {
             eval_size: 10,
             seed: 9,
         };
-        let cpu = train(&spec, &mut |_| true).unwrap();
-        let gpu = train_with(&spec, &cuda, &mut |_| true).unwrap();
+        let cpu = train(&spec, &recur::engine::Cpu, &mut |_| true).unwrap();
+        let gpu = train(&spec, &cuda, &mut |_| true).unwrap();
         assert_eq!(gpu.steps, cpu.steps);
         let m = |r: &recur::apps::tasks::train::TrainResult| -> Vec<f64> {
             r.curve.iter().map(|p| p.metric).collect()

@@ -8,11 +8,10 @@
 use recur::apps::tasks::train::{LongMemory, RunConfig};
 use recur::apps::tasks::{Task, TaskKind};
 use recur::cell::CellKind;
-use recur::model::Model;
-use recur::optim::{OptimKind, Optimizer};
-use recur::rng::Rng;
+use recur::engine::Cpu;
+use recur::optim::OptimKind;
 use recur::stack::StackConfig;
-use recur::train::{Budget, Event, Trainer};
+use recur::train::{Budget, Event, Run};
 use std::sync::atomic::AtomicBool;
 
 fn main() -> recur::Result<()> {
@@ -20,39 +19,22 @@ fn main() -> recur::Result<()> {
         .nth(1)
         .map_or(400, |s| s.parse().expect("STEPS"));
     let task = Task::new(TaskKind::Adding, 20).map_err(recur::Error::invalid)?;
-    let model = Model::new(task.model_config(StackConfig::new(CellKind::Lstm, 0, 32)))
-        .map_err(recur::Error::invalid)?;
-    let mut rng = Rng::new(1);
-    let mut params = vec![0.0f32; model.num_params()];
-    model.init(&mut params, &mut rng);
-    let lr = 1e-2;
-    let opt = Optimizer::new(
-        OptimKind::parse("adam", 0.0).expect("adam"),
-        lr,
-        params.len(),
-    );
-    // batches of 32 fresh sequences, a held-out set of 256, clipping at norm 1
+    let model = task.model_config(StackConfig::new(CellKind::Lstm, 0, 32));
+    // batches of 32 fresh sequences, a held-out set of 256, clipping at norm 1; Adam, weights
+    // drawn from seed 1
     let data = LongMemory::new(task.clone(), 32, 256, 1);
-    let settings = RunConfig {
-        lr,
+    let config = RunConfig {
+        lr: 1e-2,
         clip: 1.0,
         eval_every: 100,
+        seed: 1,
+        optim: OptimKind::parse("adam", 0.0).expect("adam"),
     };
     let budget = Budget {
         max_steps: Some(steps),
         ..Budget::default()
     };
-    let mut trainer = Trainer::start(
-        model,
-        params,
-        opt,
-        rng,
-        data,
-        settings,
-        budget,
-        None,
-        serde_json::Value::Null,
-    )?;
+    let mut trainer = Run::on(&Cpu).budget(budget).start(model, data, config)?;
     let reason = trainer.run(&AtomicBool::new(false), &mut |ev| {
         if let Event::Eval { row, .. } = ev {
             let mse = row.val_loss.unwrap_or(f64::NAN);

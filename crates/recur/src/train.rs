@@ -12,13 +12,18 @@
 //!
 //! One step is: the task's forward and loss -> backward -> (the one place where a data-parallel
 //! run all-reduces the gradients) -> clipping -> learning rate -> optimizer update. See
-//! [`Trainer::step`]. The math runs in an [`Engine`] of any [`Backend`].
+//! [`Trainer::step`]. The math runs in an [`Engine`] of the [`Backend`] the run was opened on.
+//!
+//! A run is opened one way, whatever the task: a [`Run`] names the backend, the checkpoint
+//! directory, the budget and what else to keep, then [`Run::start`] builds a fresh run from the
+//! task's configuration (model, seed, optimizer, memory check) or [`Run::resume`] continues a
+//! checkpoint.
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::engine::{Backend, Cpu, Engine};
+use crate::engine::{Backend, Engine};
 use crate::error::{Error, Result};
-use crate::model::Model;
-use crate::optim::Optimizer;
+use crate::model::{Model, ModelConfig};
+use crate::optim::{OptimKind, Optimizer};
 use crate::rng::Rng;
 use crate::stream::Carry;
 use serde::de::DeserializeOwned;
@@ -41,10 +46,19 @@ pub trait Task {
     /// The loop's settings this configuration implies.
     fn settings(cfg: &Self::Config) -> Settings;
 
-    /// Checks, on resume, that a saved configuration belongs to the checkpoint's model.
-    fn check_config(_cfg: &Self::Config, _model: &crate::model::ModelConfig) -> Result<()> {
+    /// What a fresh run of this configuration draws its initial weights from (the seed, which
+    /// then drives the loop's RNG: dropout masks and whatever the task draws) and how it updates
+    /// them (the optimizer; its learning rate is [`Settings::lr`]).
+    fn init(cfg: &Self::Config) -> (u64, OptimKind);
+
+    /// Checks that a configuration belongs to a model (on a fresh start and on resume).
+    fn check_config(_cfg: &Self::Config, _model: &ModelConfig) -> Result<()> {
         Ok(())
     }
+
+    /// The largest batch the task feeds, (T steps, B sequences): a fresh run checks that its
+    /// memory fits before anything is allocated.
+    fn largest_batch(&self) -> (usize, usize);
 
     /// Batches in one epoch; `None` for an endless stream of fresh batches.
     fn batches_per_epoch(&self) -> Option<u64>;
@@ -316,26 +330,93 @@ pub fn check_dir_writable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-impl<T: Task> Trainer<T> {
-    /// A fresh run of `task` on `model` from `params` and `opt`, on the CPU (see
-    /// [`Trainer::on_backend`]); `rng` (dropout masks, and whatever the task draws from it) is
-    /// usually the one that drew the initial weights. `ckpt_dir` (created if needed) receives
-    /// the checkpoints.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
+/// How a run is opened: the backend it computes on, where its checkpoints go, its budget and
+/// what else the caller wants kept with it. The one way into the loop for every task:
+///
+/// ```no_run
+/// # use recur::train::{Budget, Run, Task, Trainer};
+/// # fn open<T: Task>(model: recur::model::ModelConfig, task: T, cfg: T::Config) -> recur::Result<Trainer<T>> {
+/// let budget = Budget { max_steps: Some(1000), ..Budget::default() };
+/// Run::on(&recur::engine::Cpu)
+///     .checkpoints(std::path::PathBuf::from("checkpoints"))
+///     .budget(budget)
+///     .start(model, task, cfg)
+/// # }
+/// ```
+pub struct Run<'a> {
+    backend: &'a dyn Backend,
+    ckpt_dir: Option<PathBuf>,
+    budget: Option<Budget>,
+    extra: serde_json::Value,
+}
+
+impl<'a> Run<'a> {
+    /// A run computing on `backend`, with no checkpoint directory, no limits and nothing extra.
+    pub fn on(backend: &'a dyn Backend) -> Self {
+        Run {
+            backend,
+            ckpt_dir: None,
+            budget: None,
+            extra: serde_json::Value::Null,
+        }
+    }
+
+    /// The directory (created if needed) that receives the best and latest checkpoints; `None`
+    /// writes none.
+    pub fn checkpoints(mut self, dir: impl Into<Option<PathBuf>>) -> Self {
+        self.ckpt_dir = dir.into();
+        self
+    }
+
+    /// The limits of the run; on resume they replace the saved ones (without this call a
+    /// resumed run keeps its own, and a fresh run has none).
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Whatever the caller wants kept with the run (the CLI: data path, split, preset); a
+    /// resumed run keeps the saved one.
+    pub fn extra(mut self, extra: serde_json::Value) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    /// A fresh run of `task` on a model of `model`: the configuration checked against the model,
+    /// the memory of the task's largest batch checked, the weights drawn from the configuration's
+    /// seed, a new optimizer.
+    pub fn start<T: Task>(
+        self,
+        model: ModelConfig,
+        task: T,
+        config: T::Config,
+    ) -> Result<Trainer<T>> {
+        T::check_config(&config, &model)?;
+        let model = Model::new(model)?;
+        let (t, b) = task.largest_batch();
+        crate::memory::check_training(&model, t, b)?;
+        let (seed, optim) = T::init(&config);
+        let mut rng = Rng::new(seed);
+        let mut params = vec![0.0f32; model.num_params()];
+        model.init(&mut params, &mut rng);
+        let opt = Optimizer::new(optim, T::settings(&config).lr, params.len());
+        self.start_with(model, params, opt, rng, task, config)
+    }
+
+    /// A fresh run from parameters, optimizer and RNG of the caller's own (e.g. weights loaded
+    /// from elsewhere); `rng` then draws the dropout masks and whatever the task draws.
+    pub fn start_with<T: Task>(
+        self,
         model: Model,
         params: Vec<f32>,
         opt: Optimizer<f32>,
         rng: Rng,
         task: T,
         config: T::Config,
-        budget: Budget,
-        ckpt_dir: Option<PathBuf>,
-        extra: serde_json::Value,
-    ) -> Result<Self> {
+    ) -> Result<Trainer<T>> {
         let state = TrainState {
             config,
-            budget,
+            budget: self.budget.clone().unwrap_or_default(),
             step: 0,
             items_seen: 0,
             elapsed_secs: 0.0,
@@ -349,47 +430,36 @@ impl<T: Task> Trainer<T> {
             last_eval_step: None,
             history: Vec::new(),
             task: task.state(),
-            extra,
+            extra: self.extra.clone(),
         };
-        Self::assemble(model, params, opt, task, state, ckpt_dir)
+        self.assemble(model, params, opt, task, state)
     }
 
     /// Continues the run saved in `ckpt` with `task` (which must be built on the same data:
-    /// [`Task::restore`] checks). `budget`, when given, replaces the saved limits.
-    pub fn resume_from(
-        ckpt: Checkpoint,
-        mut task: T,
-        budget: Option<Budget>,
-        ckpt_dir: Option<PathBuf>,
-    ) -> Result<Self> {
-        let ts = ckpt
-            .train_state
-            .ok_or_else(|| Error::invalid("the checkpoint has no training state to resume from"))?;
-        let mut state: TrainState<T::Config> = serde_json::from_value(ts).map_err(|e| {
-            Error::invalid(format!(
-                "the checkpoint's training state is unreadable: {e}"
-            ))
-        })?;
+    /// [`Task::restore`] checks), on this run's backend: a run trained on one device continues
+    /// on another.
+    pub fn resume<T: Task>(self, ckpt: Checkpoint, mut task: T) -> Result<Trainer<T>> {
+        let mut state = TrainState::<T::Config>::of(&ckpt)?;
         T::check_config(&state.config, &ckpt.model)?;
         task.restore(&state.task)?;
         let opt = ckpt.optimizer.ok_or_else(|| {
             Error::invalid("the checkpoint has no optimizer state to resume from")
         })?;
-        if let Some(b) = budget {
-            state.budget = b;
+        if let Some(b) = &self.budget {
+            state.budget = b.clone();
         }
         let model = Model::new(ckpt.model)?;
-        Self::assemble(model, ckpt.params, opt, task, state, ckpt_dir)
+        self.assemble(model, ckpt.params, opt, task, state)
     }
 
-    fn assemble(
+    fn assemble<T: Task>(
+        self,
         model: Model,
         params: Vec<f32>,
         opt: Optimizer<f32>,
         task: T,
         state: TrainState<T::Config>,
-        ckpt_dir: Option<PathBuf>,
-    ) -> Result<Self> {
+    ) -> Result<Trainer<T>> {
         let settings = T::settings(&state.config);
         if !(settings.lr > 0.0) {
             return Err(Error::invalid(format!(
@@ -397,11 +467,11 @@ impl<T: Task> Trainer<T> {
                 settings.lr
             )));
         }
-        if let Some(d) = &ckpt_dir {
+        if let Some(d) = &self.ckpt_dir {
             check_dir_writable(d)?;
         }
         let lr = opt.lr;
-        let mut engine = Cpu.engine(model.clone(), params, Some(opt))?;
+        let mut engine = self.backend.engine(model.clone(), params, Some(opt))?;
         if !state.carry_h.is_empty() {
             let mut carry = Carry {
                 h: vec![0.0; state.carry_h.len()],
@@ -418,28 +488,30 @@ impl<T: Task> Trainer<T> {
             engine,
             settings,
             lr,
-            ckpt_dir,
+            ckpt_dir: self.ckpt_dir,
             model,
             task,
             state,
         })
     }
+}
 
-    /// Moves the run to an engine of `backend` (e.g. the GPU): it receives the current
-    /// parameters, optimizer and carried state (host copies) and computes from then on. The loop,
-    /// checkpoints and their format stay the same.
-    pub fn on_backend(mut self, backend: &dyn Backend) -> Result<Self> {
-        let params = self.engine.params()?.into_owned();
-        let opt = self.optimizer()?;
-        let carry = self.engine.carry()?.map(|c| c.into_owned());
-        let mut engine = backend.engine(self.model.clone(), params, Some(opt))?;
-        if let Some(c) = carry {
-            engine.set_carry(&c)?;
-        }
-        self.engine = engine;
-        Ok(self)
+impl<C: DeserializeOwned> TrainState<C> {
+    /// The training state saved in `ckpt`: the one place a checkpoint's `train_state` is read.
+    pub fn of(ckpt: &Checkpoint) -> Result<Self> {
+        let ts = ckpt
+            .train_state
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the checkpoint has no training state to resume from"))?;
+        Self::deserialize(ts).map_err(|e| {
+            Error::invalid(format!(
+                "the checkpoint's training state is unreadable: {e}"
+            ))
+        })
     }
+}
 
+impl<T: Task> Trainer<T> {
     /// Where the math runs.
     pub fn device(&self) -> String {
         self.engine.device()

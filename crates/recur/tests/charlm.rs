@@ -5,10 +5,11 @@
 use recur::apps::charlm::data::{self, DataError, Streams, Vocab};
 use recur::apps::charlm::sample::{Generator, SampleOptions};
 use recur::apps::charlm::train::{
-    Budget, Event, StopReason as Outcome, TrainConfig, Trainer, LATEST,
+    self as train, Budget, Event, Run, StopReason as Outcome, TrainConfig, Trainer, LATEST,
 };
 use recur::cell::CellKind;
 use recur::checkpoint;
+use recur::engine::Cpu;
 use recur::model::{Input, Model, ModelConfig};
 use recur::optim::OptimKind;
 use recur::rng::Rng;
@@ -171,14 +172,14 @@ fn small_config(v: usize, layers: usize, dropout: f64) -> TrainConfig {
     }
 }
 
-struct Run {
+struct Record {
     losses: Vec<f64>,
     vals: Vec<(u64, Option<f64>)>,
 }
 
-fn record(trainer: &mut Trainer, stop_after: Option<u64>) -> (Run, recur::Result<Outcome>) {
+fn record(trainer: &mut Trainer, stop_after: Option<u64>) -> (Record, recur::Result<Outcome>) {
     let stop = AtomicBool::new(false);
-    let mut run = Run {
+    let mut run = Record {
         losses: vec![],
         vals: vec![],
     };
@@ -210,16 +211,12 @@ fn resumed_run_gives_the_same_losses_as_an_uninterrupted_one() {
         ..Budget::default()
     };
     let new = |dir: PathBuf| {
-        Trainer::new(
-            cfg.clone(),
-            budget.clone(),
-            tr.to_vec(),
-            va.to_vec(),
-            Some(vocab.chars().to_vec()),
-            Some(dir),
-            serde_json::json!({"test": true}),
-        )
-        .unwrap()
+        let run = Run::on(&Cpu)
+            .budget(budget.clone())
+            .checkpoints(dir)
+            .extra(serde_json::json!({"test": true}));
+        let (tr, va) = (tr.to_vec(), va.to_vec());
+        train::start(run, cfg.clone(), tr, va, Some(vocab.chars().to_vec())).unwrap()
     };
     let dir_a = temp_dir("uninterrupted");
     let mut a = new(dir_a.clone());
@@ -235,8 +232,8 @@ fn resumed_run_gives_the_same_losses_as_an_uninterrupted_one() {
     assert_eq!(rb1.losses.len(), 10);
     drop(b);
     let ckpt = checkpoint::load(&dir_b.join(LATEST)).unwrap();
-    let mut b2 =
-        Trainer::resume(ckpt, None, tr.to_vec(), va.to_vec(), Some(dir_b.clone())).unwrap();
+    let run = Run::on(&Cpu).checkpoints(dir_b.clone());
+    let mut b2 = train::resume(run, ckpt, tr.to_vec(), va.to_vec()).unwrap();
     assert_eq!(b2.state.step, 10);
     let (rb2, out) = record(&mut b2, None);
     assert_eq!(out.unwrap(), Outcome::MaxSteps);
@@ -291,19 +288,13 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let ids = vocab.encode(&text).unwrap();
     let (tr, va) = data::split(&ids, 0.1);
     let dir = temp_dir("nan");
-    let mut t = Trainer::new(
-        small_config(vocab.len(), 1, 0.0),
-        Budget {
-            max_steps: Some(4),
-            ..Budget::default()
-        },
-        tr.to_vec(),
-        va.to_vec(),
-        Some(vocab.chars().to_vec()),
-        Some(dir.clone()),
-        serde_json::Value::Null,
-    )
-    .unwrap();
+    let run = Run::on(&Cpu).checkpoints(dir.clone()).budget(Budget {
+        max_steps: Some(4),
+        ..Budget::default()
+    });
+    let cfg = small_config(vocab.len(), 1, 0.0);
+    let (tr, va) = (tr.to_vec(), va.to_vec());
+    let mut t = train::start(run, cfg, tr, va, Some(vocab.chars().to_vec())).unwrap();
     let (_, out) = record(&mut t, None);
     assert_eq!(out.unwrap(), Outcome::MaxSteps);
     let good = checkpoint::load(&dir.join(LATEST)).unwrap();
@@ -351,31 +342,16 @@ fn the_training_text_must_hold_one_batch_and_the_checkpoint_dir_be_writable() {
     let vocab = Vocab::from_text("abc");
     let short: Vec<u32> = vec![0; 32];
     let cfg = small_config(3, 1, 0.0);
-    let e = Trainer::new(
-        cfg.clone(),
-        Budget::default(),
-        short,
-        vec![],
-        None,
-        None,
-        serde_json::Value::Null,
-    )
-    .err()
-    .unwrap();
+    let e = train::start(Run::on(&Cpu), cfg.clone(), short, vec![], None)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("fewer than one batch needs"), "{e}");
     let file = temp_dir("file");
     std::fs::write(&file, b"x").unwrap();
-    let e = Trainer::new(
-        cfg,
-        Budget::default(),
-        vec![0; 40],
-        vec![],
-        Some(vocab.chars().to_vec()),
-        Some(file.join("sub")),
-        serde_json::Value::Null,
-    )
-    .err()
-    .unwrap();
+    let run = Run::on(&Cpu).checkpoints(file.join("sub"));
+    let e = train::start(run, cfg, vec![0; 40], vec![], Some(vocab.chars().to_vec()))
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("cannot be written"), "{e}");
     let _ = std::fs::remove_file(file);
 }

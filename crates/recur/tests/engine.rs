@@ -1,15 +1,15 @@
-//! `Trainer::on_backend`: moving a run to another engine mid-way hands over the parameters,
-//! optimizer state and carried hidden state exactly. Moved from the CPU engine to a fresh CPU
-//! engine after 5 steps, a run must give bit-for-bit the losses, evaluations and final parameters
-//! of the same run never moved (the GPU engine is checked the same way, against a tolerance, in
-//! crates/recur-cuda/tests/model_vs_cpu.rs).
+//! Moving a run to another engine mid-way (its checkpoint resumed on a `Run` of another backend)
+//! hands over the parameters, optimizer state and carried hidden state exactly. Moved from the
+//! CPU engine to a fresh CPU engine after 5 steps, a run must give bit-for-bit the losses,
+//! evaluations and final parameters of the same run never moved (the GPU engine is checked the
+//! same way, against a tolerance, in crates/recur-cuda/tests/model_vs_cpu.rs).
 
 #[path = "support/small_run.rs"]
 mod small_run;
 
 use recur::apps::charlm::train::Trainer;
 use recur::engine::Cpu;
-use small_run::{losses, small_trainer};
+use small_run::{losses, small_resumed, small_trainer};
 
 /// The losses of a run as f64 bit patterns (compared exactly).
 fn run(t: &mut Trainer) -> (Vec<u64>, Vec<Option<u64>>) {
@@ -28,8 +28,7 @@ fn moving_a_run_to_a_fresh_engine_changes_nothing() {
 
     let mut first = small_trainer(5);
     let (mut l, mut v) = run(&mut first);
-    first.state.budget.max_steps = Some(12);
-    let mut moved = first.on_backend(&Cpu).unwrap();
+    let mut moved = small_resumed(first.checkpoint().unwrap(), &Cpu, 12);
     let (l2, v2) = run(&mut moved);
     l.extend(l2);
     v.extend(v2);

@@ -11,11 +11,12 @@ use recur::apps::tasks::train::{LongMemory, RunConfig};
 use recur::apps::tasks::{Task, TaskKind};
 use recur::cell::CellKind;
 use recur::checkpoint;
+use recur::engine::Cpu;
 use recur::model::Model;
 use recur::optim::{OptimKind, Optimizer};
 use recur::rng::Rng;
 use recur::stack::StackConfig;
-use recur::train::{Budget, Event, StopReason, Trainer, LATEST};
+use recur::train::{Budget, Event, Run, StopReason, Trainer, LATEST};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -104,12 +105,13 @@ fn a_speech_run_stopped_mid_epoch_resumes_bit_for_bit() {
     // two layers with dropout: the masks come from the loop's RNG, which must resume too
     let model = model_config(dim, CellKind::Gru, 12, 2, true, 0.2, Pooling::Mean).unwrap();
     let fresh = |dir: PathBuf| {
+        let run = Run::on(&Cpu).checkpoints(dir);
         speech::start(
+            run,
             model.clone(),
             config.clone(),
             train.clone(),
             val.clone(),
-            Some(dir),
         )
         .unwrap()
     };
@@ -130,7 +132,8 @@ fn a_speech_run_stopped_mid_epoch_resumes_bit_for_bit() {
     assert_eq!(r1, StopReason::Stopped);
     drop(first);
     let ckpt = checkpoint::load(&dir.join(LATEST)).unwrap();
-    let mut second = speech::resume(ckpt, train.clone(), val.clone(), Some(dir.clone())).unwrap();
+    let run = Run::on(&Cpu).checkpoints(dir.clone());
+    let mut second = speech::resume(run, ckpt, train.clone(), val.clone()).unwrap();
     assert_eq!(second.state.step, 7);
     let (t2, r2) = record(&mut second, None);
     assert_eq!(r2, StopReason::Epochs);
@@ -147,7 +150,7 @@ fn a_speech_run_stopped_mid_epoch_resumes_bit_for_bit() {
     assert_eq!(whole.state.best_step, second.state.best_step);
     // resuming on other recordings is refused, naming the counts
     let ckpt = checkpoint::load(&dir.join(LATEST)).unwrap();
-    let e = speech::resume(ckpt, examples(21, dim, 1), val.clone(), None)
+    let e = speech::resume(Run::on(&Cpu), ckpt, examples(21, dim, 1), val.clone())
         .err()
         .unwrap();
     assert!(
@@ -168,25 +171,20 @@ fn a_long_memory_task_stopped_between_evaluations_resumes_bit_for_bit() {
         model.init(&mut params, &mut rng);
         let adam = OptimKind::parse("adam", 0.0).unwrap();
         let opt = Optimizer::new(adam, 1e-2, params.len());
-        Trainer::start(
-            model.clone(),
-            params,
-            opt,
-            rng,
-            LongMemory::new(task.clone(), 6, 12, 5),
-            RunConfig {
-                lr: 1e-2,
-                clip: 1.0,
-                eval_every: 4,
-            },
-            Budget {
-                max_steps: Some(14),
-                ..Budget::default()
-            },
-            Some(dir),
-            serde_json::Value::Null,
-        )
-        .unwrap()
+        let run = Run::on(&Cpu).checkpoints(dir).budget(Budget {
+            max_steps: Some(14),
+            ..Budget::default()
+        });
+        let config = RunConfig {
+            lr: 1e-2,
+            clip: 1.0,
+            eval_every: 4,
+            seed: 5,
+            optim: OptimKind::parse("adam", 0.0).unwrap(),
+        };
+        let task = LongMemory::new(task.clone(), 6, 12, 5);
+        run.start_with(model.clone(), params, opt, rng, task, config)
+            .unwrap()
     };
     let mut whole = fresh(temp_dir("task-a"));
     let (ta, ra) = record(&mut whole, None);
@@ -203,8 +201,9 @@ fn a_long_memory_task_stopped_between_evaluations_resumes_bit_for_bit() {
     assert_eq!(r1, StopReason::Stopped);
     drop(first);
     let ckpt = checkpoint::load(&dir.join(LATEST)).unwrap();
-    let mut second =
-        Trainer::resume_from(ckpt, LongMemory::new(task.clone(), 6, 12, 5), None, None).unwrap();
+    let mut second = Run::on(&Cpu)
+        .resume(ckpt, LongMemory::new(task.clone(), 6, 12, 5))
+        .unwrap();
     assert_eq!(second.state.step, 6);
     let (t2, _) = record(&mut second, None);
     let mut losses = t1.losses.clone();

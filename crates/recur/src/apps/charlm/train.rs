@@ -2,22 +2,20 @@
 //! ([`crate::train::Trainer`]). Truncated BPTT over B parallel streams with the hidden state
 //! carried from batch to batch, step-wise learning-rate decay, the validation text's loss as the
 //! metric. The loop gives it budgets, evaluation, the best and the latest checkpoints, exact
-//! resume, the stop flag and the NaN stop; [`Trainer::new`] and [`Trainer::resume`] build a run
-//! from a corpus.
+//! resume, the stop flag and the NaN stop; [`start`] and [`resume`] open a run on a corpus.
 
 use crate::apps::charlm::data::{self, Streams};
 use crate::checkpoint::Checkpoint;
 use crate::engine::{Batch, Engine, LossTargets, Start};
 use crate::error::{Error, Result};
-use crate::model::{Model, ModelConfig};
-use crate::optim::{OptimKind, Optimizer};
+use crate::model::ModelConfig;
+use crate::optim::OptimKind;
 use crate::rng::Rng;
 use crate::train::{Schedule, Settings, StepLoss, Task};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
 pub use crate::train::{
-    check_dir_writable, Budget, Event, LogRow, StepInfo, StopReason, BEST, LATEST,
+    check_dir_writable, Budget, Event, LogRow, Run, StepInfo, StopReason, BEST, LATEST,
 };
 
 /// A character-model run: the one training loop on a [`CharTask`].
@@ -138,6 +136,14 @@ impl Task for CharTask {
         }
     }
 
+    fn init(cfg: &TrainConfig) -> (u64, OptimKind) {
+        (cfg.seed, cfg.optim.clone())
+    }
+
+    fn largest_batch(&self) -> (usize, usize) {
+        (self.t, self.b)
+    }
+
     fn check_config(cfg: &TrainConfig, model: &ModelConfig) -> Result<()> {
         if &cfg.model != model {
             return Err(Error::invalid(
@@ -217,57 +223,29 @@ impl Task for CharTask {
     }
 }
 
+/// A fresh run of `cfg` on `train` / `val` token ids (val may be empty: no evaluation then),
+/// opened as `run` says (backend, checkpoint directory, budget, extra). `vocab` is stored in the
+/// checkpoints.
+pub fn start(
+    run: Run,
+    cfg: TrainConfig,
+    train: Vec<u32>,
+    val: Vec<u32>,
+    vocab: Option<Vec<char>>,
+) -> Result<Trainer> {
+    let task = CharTask::new(&cfg, train, val, vocab)?;
+    run.start(cfg.model.clone(), task, cfg)
+}
+
+/// Continues the run saved in `ckpt` on the same `train` / `val` ids (checked by their
+/// fingerprints); a budget given to `run` replaces the saved limits.
+pub fn resume(run: Run, ckpt: Checkpoint, train: Vec<u32>, val: Vec<u32>) -> Result<Trainer> {
+    let state = TrainState::of(&ckpt)?;
+    let task = CharTask::new(&state.config, train, val, ckpt.vocab.clone())?;
+    run.resume(ckpt, task)
+}
+
 impl Trainer {
-    /// A fresh run on `train` / `val` token ids (val may be empty: no evaluation then).
-    /// `vocab` is stored in the checkpoints; `ckpt_dir` (created if needed) receives them.
-    pub fn new(
-        cfg: TrainConfig,
-        budget: Budget,
-        train: Vec<u32>,
-        val: Vec<u32>,
-        vocab: Option<Vec<char>>,
-        ckpt_dir: Option<PathBuf>,
-        extra: serde_json::Value,
-    ) -> Result<Self> {
-        let model = Model::new(cfg.model.clone())?;
-        crate::memory::check_training(&model, cfg.seq_length, cfg.batch_size)?;
-        let task = CharTask::new(&cfg, train, val, vocab)?;
-        let mut rng = Rng::new(cfg.seed);
-        let mut params = vec![0.0f32; model.num_params()];
-        model.init(&mut params, &mut rng);
-        let opt = Optimizer::new(cfg.optim.clone(), cfg.lr, params.len());
-        let b = cfg.batch_size;
-        let mut t = Self::start(model, params, opt, rng, task, cfg, budget, ckpt_dir, extra)?;
-        // the carried state is part of the run from its first step
-        let zeros = crate::stream::Carry::zeros(&t.model, b);
-        t.engine().set_carry(&zeros)?;
-        Ok(t)
-    }
-
-    /// Continues the run saved in `ckpt` on the same `train` / `val` ids (checked by their
-    /// fingerprints). `budget`, when given, replaces the saved limits.
-    pub fn resume(
-        ckpt: Checkpoint,
-        budget: Option<Budget>,
-        train: Vec<u32>,
-        val: Vec<u32>,
-        ckpt_dir: Option<PathBuf>,
-    ) -> Result<Self> {
-        let state: TrainState = ckpt
-            .train_state
-            .clone()
-            .ok_or_else(|| Error::invalid("the checkpoint has no training state to resume from"))
-            .and_then(|ts| {
-                serde_json::from_value(ts).map_err(|e| {
-                    Error::invalid(format!(
-                        "the checkpoint's training state is unreadable: {e}"
-                    ))
-                })
-            })?;
-        let task = CharTask::new(&state.config, train, val, ckpt.vocab.clone())?;
-        Self::resume_from(ckpt, task, budget, ckpt_dir)
-    }
-
     /// Batches per epoch.
     pub fn batches_per_epoch(&self) -> u64 {
         self.task.streams.batches() as u64

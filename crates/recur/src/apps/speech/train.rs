@@ -15,12 +15,11 @@ use super::features::FeatureConfig;
 use crate::checkpoint::Checkpoint;
 use crate::engine::{Engine, Start};
 use crate::error::{Error, Result};
-use crate::model::{Model, ModelConfig};
-use crate::optim::{OptimKind, Optimizer};
+use crate::model::ModelConfig;
+use crate::optim::OptimKind;
 use crate::rng::Rng;
-use crate::train::{Budget, Schedule, Settings, StepLoss, Task, Trainer};
+use crate::train::{Budget, Run, Schedule, Settings, StepLoss, Task, TrainState, Trainer};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
 /// Marks a checkpoint's training state as a speech run's (`config.kind`).
 pub const KIND: &str = "speech";
@@ -128,8 +127,18 @@ impl Task for SpeechTask {
         }
     }
 
+    fn init(cfg: &SpeechConfig) -> (u64, OptimKind) {
+        let adam = OptimKind::parse("adam", 0.0).expect("adam is an optimizer");
+        (cfg.hyper.seed, adam)
+    }
+
     fn check_config(cfg: &SpeechConfig, model: &ModelConfig) -> Result<()> {
         check_config(cfg, model)
+    }
+
+    fn largest_batch(&self) -> (usize, usize) {
+        let longest = self.train.iter().map(|e| e.feats.t).max().unwrap_or(1);
+        (longest, self.batch_size)
     }
 
     fn batches_per_epoch(&self) -> Option<u64> {
@@ -232,61 +241,41 @@ impl Task for SpeechTask {
     }
 }
 
-/// A speech run on the CPU (move it with [`Trainer::on_backend`]).
+/// A speech run.
 pub type SpeechTrainer = Trainer<SpeechTask>;
 
-/// A fresh run of the classifier `model` with `config` on normalised `train` / `val` examples:
-/// weights from `config.hyper.seed`, Adam, `config.hyper.epochs` epochs; checkpoints in
-/// `ckpt_dir`.
+/// The budget of a speech run: its configuration's epochs.
+fn budget(cfg: &SpeechConfig) -> Budget {
+    Budget {
+        epochs: Some(cfg.hyper.epochs as f64),
+        ..Budget::default()
+    }
+}
+
+/// A fresh run of the classifier `model` with `config` on normalised `train` / `val` examples,
+/// opened as `run` says (backend, checkpoint directory): weights from `config.hyper.seed`,
+/// Adam, `config.hyper.epochs` epochs.
 pub fn start(
+    run: Run,
     model: ModelConfig,
     config: SpeechConfig,
     train: Vec<Example>,
     val: Vec<Example>,
-    ckpt_dir: Option<PathBuf>,
 ) -> Result<SpeechTrainer> {
-    check_config(&config, &model)?;
-    let model = Model::new(model)?;
-    let h = &config.hyper;
-    let longest = train.iter().map(|e| e.feats.t).max().unwrap_or(1);
-    crate::memory::check_training(&model, longest, h.batch_size)?;
-    let task = SpeechTask::new(train, val, h.batch_size)?;
-    let mut rng = Rng::new(h.seed);
-    let mut params = vec![0.0f32; model.num_params()];
-    model.init(&mut params, &mut rng);
-    let adam = OptimKind::parse("adam", 0.0).expect("adam is an optimizer");
-    let opt = Optimizer::new(adam, h.learning_rate, params.len());
-    let budget = Budget {
-        epochs: Some(h.epochs as f64),
-        ..Budget::default()
-    };
-    Trainer::start(
-        model,
-        params,
-        opt,
-        rng,
-        task,
-        config,
-        budget,
-        ckpt_dir,
-        serde_json::Value::Null,
-    )
+    let task = SpeechTask::new(train, val, config.hyper.batch_size)?;
+    run.budget(budget(&config)).start(model, task, config)
 }
 
 /// Continues the run saved in `ckpt` on the same `train` / `val` examples.
 pub fn resume(
+    run: Run,
     ckpt: Checkpoint,
     train: Vec<Example>,
     val: Vec<Example>,
-    ckpt_dir: Option<PathBuf>,
 ) -> Result<SpeechTrainer> {
     let cfg = config_of(&ckpt)?;
     let task = SpeechTask::new(train, val, cfg.hyper.batch_size)?;
-    let budget = Budget {
-        epochs: Some(cfg.hyper.epochs as f64),
-        ..Budget::default()
-    };
-    Trainer::resume_from(ckpt, task, Some(budget), ckpt_dir)
+    run.budget(budget(&cfg)).resume(ckpt, task)
 }
 
 /// The speech configuration of a checkpoint (features, normaliser, settings), checked against
@@ -302,8 +291,7 @@ pub fn config_of(ckpt: &Checkpoint) -> Result<SpeechConfig> {
             "not a speech checkpoint (train_state.config.kind is not \"{KIND}\")"
         )));
     }
-    let cfg: SpeechConfig = serde_json::from_value(c.clone())
-        .map_err(|e| Error::invalid(format!("malformed speech train_state: {e}")))?;
+    let cfg = TrainState::<SpeechConfig>::of(ckpt)?.config;
     check_config(&cfg, &ckpt.model)?;
     Ok(cfg)
 }

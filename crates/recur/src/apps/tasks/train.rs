@@ -4,19 +4,16 @@
 //! the caller's stop flag all end it cleanly with what was learned so far).
 //!
 //! Nothing here prints; the clock is read only for the time budget. The math runs in a
-//! [`Engine`] (the CPU's for [`train`]; [`train_with`] takes another [`Backend`], e.g. the GPU's),
-//! so the loop is the same on every device.
+//! [`Engine`] of the [`Backend`] given to [`train`], so the loop is the same on every device.
 
 use super::{Batch, Inputs, Targets, Task};
-use crate::engine::{Backend, Batch as EngineBatch, Cpu, Engine, LossTargets, Start};
-use crate::error::Result as EngineResult;
+use crate::engine::{Backend, Batch as EngineBatch, Engine, LossTargets, Start};
+use crate::error::{Error, Result as EngineResult};
 use crate::model::{Input, Model};
-use crate::optim::{OptimKind, Optimizer};
+use crate::optim::OptimKind;
 use crate::rng::Rng;
 use crate::stack::StackConfig;
-use crate::train::{
-    Budget, Event as TrainEvent, Schedule, Settings, StepLoss, StopReason, Trainer,
-};
+use crate::train::{Budget, Event as TrainEvent, Run, Schedule, Settings, StepLoss, StopReason};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -166,6 +163,9 @@ pub struct RunConfig {
     pub lr: f64,
     pub clip: f64,
     pub eval_every: u64,
+    /// Seeds the initial weights.
+    pub seed: u64,
+    pub optim: OptimKind,
 }
 
 /// A long-memory task as a [`crate::train::Task`] of the one training loop: a fresh batch every
@@ -207,6 +207,14 @@ impl crate::train::Task for LongMemory {
             log_every: 0,
             undo_on_divergence: true,
         }
+    }
+
+    fn init(cfg: &RunConfig) -> (u64, OptimKind) {
+        (cfg.seed, cfg.optim.clone())
+    }
+
+    fn largest_batch(&self) -> (usize, usize) {
+        (self.task.steps(), self.batch)
     }
 
     fn batches_per_epoch(&self) -> Option<u64> {
@@ -259,37 +267,20 @@ impl crate::train::Task for LongMemory {
     }
 }
 
-/// Trains on the CPU; `on_event` returns false to stop (the run then ends with a final
-/// evaluation).
+/// Trains on an engine of `backend` (the CPU's, the GPU's); `on_event` returns false to stop
+/// (the run then ends with a final evaluation). The loop is the one training loop
+/// ([`crate::train::Trainer`]) on a [`LongMemory`] task.
 pub fn train(
-    spec: &TrainSpec,
-    on_event: &mut dyn FnMut(Event) -> bool,
-) -> Result<TrainResult, String> {
-    train_with(spec, &Cpu, on_event)
-}
-
-/// Trains on an engine of `backend` (e.g. the GPU's); otherwise as [`train`]. The loop is the
-/// one training loop ([`crate::train::Trainer`]) on a [`LongMemory`] task.
-pub fn train_with(
     spec: &TrainSpec,
     backend: &dyn Backend,
     on_event: &mut dyn FnMut(Event) -> bool,
-) -> Result<TrainResult, String> {
+) -> EngineResult<TrainResult> {
     if spec.batch == 0 || spec.eval_every == 0 || spec.eval_size == 0 {
-        return Err("batch, eval_every and eval_size must be at least 1".into());
+        return Err(Error::invalid(
+            "batch, eval_every and eval_size must be at least 1",
+        ));
     }
-    if !(spec.lr > 0.0) {
-        return Err(format!("learning rate must be positive, got {}", spec.lr));
-    }
-    let cfg = spec.task.model_config(spec.rnn.clone());
-    let model = Model::new(cfg).map_err(|e| e.to_string())?;
-    crate::memory::check_training(&model, spec.task.steps(), spec.batch)
-        .map_err(|e| e.to_string())?;
-    let mut rng = Rng::new(spec.seed);
-    let mut params = vec![0.0f32; model.num_params()];
-    model.init(&mut params, &mut rng);
-    let initial = params.clone();
-    let opt = Optimizer::<f32>::new(spec.optim.clone(), spec.lr, params.len());
+    let model = spec.task.model_config(spec.rnn.clone());
     let nb = spec.batch;
     let run = LongMemory::new(spec.task.clone(), nb, spec.eval_size, spec.seed);
     let (bs, bn) = run
@@ -303,56 +294,43 @@ pub fn train_with(
         lr: spec.lr,
         clip: spec.clip,
         eval_every: spec.eval_every as u64,
+        seed: spec.seed,
+        optim: spec.optim.clone(),
     };
     let budget = Budget {
         epochs: None,
         max_steps: Some(spec.max_steps as u64),
         max_minutes: spec.budget.map(|d| d.as_secs_f64() / 60.0),
     };
-    let err = |e: crate::Error| e.to_string();
-    let mut trainer = Trainer::start(
-        model.clone(),
-        params,
-        opt,
-        rng,
-        run,
-        config,
-        budget,
-        None,
-        serde_json::Value::Null,
-    )
-    .map_err(err)?;
-    if backend.name() != "cpu" {
-        trainer = trainer.on_backend(backend).map_err(err)?;
-    }
+    let mut trainer = Run::on(backend).budget(budget).start(model, run, config)?;
+    let model = trainer.model.clone();
+    let initial = trainer.params()?;
     let scale = spec.task.metric_scale();
     let stop = AtomicBool::new(false);
     let mut curve: Vec<EvalPoint> = Vec::new();
-    let reason = trainer
-        .run(&stop, &mut |ev| match ev {
-            TrainEvent::Step(s) => {
-                if !on_event(Event::Step {
-                    step: s.step as usize,
-                    loss: s.loss,
-                }) {
-                    stop.store(true, Ordering::Relaxed);
-                }
+    let reason = trainer.run(&stop, &mut |ev| match ev {
+        TrainEvent::Step(s) => {
+            if !on_event(Event::Step {
+                step: s.step as usize,
+                loss: s.loss,
+            }) {
+                stop.store(true, Ordering::Relaxed);
             }
-            TrainEvent::Eval { row, .. } => {
-                let p = EvalPoint {
-                    step: row.step as usize,
-                    elapsed: Duration::from_secs_f64(row.elapsed_secs),
-                    train_metric: row.train_loss * scale,
-                    metric: row.val_loss.unwrap_or(f64::NAN),
-                };
-                if !on_event(Event::Eval(&p)) {
-                    stop.store(true, Ordering::Relaxed);
-                }
-                curve.push(p);
+        }
+        TrainEvent::Eval { row, .. } => {
+            let p = EvalPoint {
+                step: row.step as usize,
+                elapsed: Duration::from_secs_f64(row.elapsed_secs),
+                train_metric: row.train_loss * scale,
+                metric: row.val_loss.unwrap_or(f64::NAN),
+            };
+            if !on_event(Event::Eval(&p)) {
+                stop.store(true, Ordering::Relaxed);
             }
-            TrainEvent::Log(_) => {}
-        })
-        .map_err(err)?;
+            curve.push(p);
+        }
+        TrainEvent::Log(_) => {}
+    })?;
     // a run stopped by the callback between evaluations, or diverged, ends with one
     let step = trainer.state.step as usize;
     if curve.last().is_none_or(|p| p.step != step) {
@@ -366,13 +344,13 @@ pub fn train_with(
             step,
             elapsed: Duration::from_secs_f64(st.elapsed_secs),
             train_metric,
-            metric: trainer.evaluate().map_err(err)?.unwrap_or(f64::NAN),
+            metric: trainer.evaluate()?.unwrap_or(f64::NAN),
         };
         on_event(Event::Eval(&p));
         curve.push(p);
     }
     Ok(TrainResult {
-        params: trainer.params().map_err(err)?,
+        params: trainer.params()?,
         model,
         initial,
         baseline,
