@@ -4,6 +4,8 @@
 //! The library never prints, parses argv or exits; the `recur` binary does that.
 //!
 //! The core:
+//! - [`nn`]: [`nn::Lstm`], [`nn::Gru`], [`nn::Rnn`]: layers that own their parameters and
+//!   workspace, with PyTorch's shapes (the place to start);
 //! - [`ops`]: the scalar trait, the one GEMM wrapper, the packed-panel kernels, softmax
 //!   cross-entropy;
 //! - [`cell`]: the cells' forward and backward over a sequence (one direction of one layer);
@@ -28,6 +30,7 @@ pub mod engine;
 pub mod error;
 pub mod memory;
 pub mod model;
+pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod params;

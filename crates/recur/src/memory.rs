@@ -103,11 +103,9 @@ pub fn dir_cache_elems(d: &DirDims) -> u128 {
     eager + lazy
 }
 
-/// Bytes of `model`'s workspace for batches of `b` sequences of `t` steps, elements of
-/// `elem_bytes` each.
-pub fn workspace_bytes(model: &Model, t: usize, b: usize, elem_bytes: usize) -> u128 {
-    let cfg = &model.cfg();
-    let r = &cfg.rnn;
+/// Bytes of a stack's workspace ([`crate::stack::StackWorkspace`]) for batches of `b`
+/// sequences of `t` steps, elements of `elem_bytes` each.
+pub fn stack_workspace_bytes(r: &StackConfig, t: usize, b: usize, elem_bytes: usize) -> u128 {
     let (tb, bb) = (t as u128 * b as u128, b as u128);
     let (nl, nd) = (r.num_layers as u128, r.dirs() as u128);
     let (h, p) = (r.hidden_size as u128, r.out_size() as u128);
@@ -138,6 +136,16 @@ pub fn workspace_bytes(model: &Model, t: usize, b: usize, elem_bytes: usize) -> 
         n += out;
     }
     n += 2 * nl * nd * bb * p + if lstm { 2 * nl * nd * bb * h } else { 0 };
+    n * elem_bytes as u128
+}
+
+/// Bytes of `model`'s workspace for batches of `b` sequences of `t` steps, elements of
+/// `elem_bytes` each: the stack's and the model's own buffers around it.
+pub fn workspace_bytes(model: &Model, t: usize, b: usize, elem_bytes: usize) -> u128 {
+    let cfg = &model.cfg();
+    let r = &cfg.rnn;
+    let (tb, bb) = (t as u128 * b as u128, b as u128);
+    let mut n = 0u128;
     // the model around the stack: embeddings and their gradient, logits and their gradient,
     // the stack output's gradient, last-step outputs
     let e = if cfg.input == InputKind::Embedding {
@@ -149,7 +157,7 @@ pub fn workspace_bytes(model: &Model, t: usize, b: usize, elem_bytes: usize) -> 
     let v = cfg.output_size as u128;
     let rows = if cfg.head.last_step() { bb } else { tb };
     n += 2 * e + 2 * rows * v + tb * dp + if cfg.head.last_step() { 2 * bb * dp } else { 0 };
-    n * elem_bytes as u128
+    n * elem_bytes as u128 + stack_workspace_bytes(r, t, b, elem_bytes)
 }
 
 /// Bytes a float32 training run of `model` on (T, B) batches holds: parameters, gradients, the

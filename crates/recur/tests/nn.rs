@@ -1,0 +1,303 @@
+//! The newcomer layer `recur::nn`: equal, bit for bit, to the flat-buffer API it wraps
+//! (`Stack` with its workspace) for each cell, and equal to PyTorch's outputs and gradients on
+//! every full-length case of `tests/fixtures/stack_f32.safetensors` (written by
+//! `tests/fixtures/gen_torch.py`), with its weights set by PyTorch's parameter names. Bad shapes
+//! and calls out of order are errors naming the problem.
+
+use recur::cell::{CellKind, LayerInput};
+use recur::nn::{Builder, Gru, Lstm, Recurrent, Rnn, State, Tensor};
+use recur::stack::Stack;
+use safetensors::tensor::{Dtype, SafeTensors};
+use serde::Deserialize;
+
+/// The bound of tests/torch_parity.rs for float32 stacks against torch (see its reasoning there):
+/// correct code lands near 1e-7..1e-6, a wrong term at 1e-2 or more.
+const F32_REL_TOL: f64 = 1e-5;
+
+/// A second backward adds its products into the gradients already there, so the sums round in
+/// another order than 2 * (one backward): a few float32 ulps, where a lost or doubled term would
+/// be of order 1.
+const ACCUM_REL_TOL: f64 = 1e-6;
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The layer of `builder` against the flat API on the same parameters, input and initial state:
+/// outputs, final states, parameter gradients, input and state gradients, all bit for bit.
+fn same_as_flat_api(builder: Builder, t: usize, b: usize) {
+    let mut layer: Recurrent = builder.build().unwrap();
+    let cfg = layer.cfg().clone();
+    let i = cfg.input_size;
+    let lstm = cfg.kind() == CellKind::Lstm;
+    let ld = cfg.num_layers * cfg.dirs();
+    let (p, h) = (cfg.out_size(), cfg.hidden_size);
+    let x = Tensor::randn(&[t, b, i], 1);
+    let state = State {
+        h: Tensor::randn(&[ld, b, p], 2),
+        c: lstm.then(|| Tensor::randn(&[ld, b, h], 3)),
+    };
+    let (y, fin) = layer.forward(&x, Some(&state)).unwrap();
+    let dy = Tensor::randn(y.shape(), 4);
+    let g = layer.backward(&dy).unwrap();
+
+    let stack = Stack::new(cfg.clone()).unwrap();
+    let params = layer.params().to_vec();
+    let mut ws = stack.workspace::<f32>(t, b);
+    let input = LayerInput::Dense { x: x.data(), ld: i };
+    let c0 = state.c.as_ref().map(|c| c.data());
+    stack.forward(
+        &mut ws,
+        &params,
+        input,
+        Some(state.h.data()),
+        c0,
+        None,
+        None,
+    );
+    let mut grads = vec![0.0f32; stack.num_params()];
+    let mut dx = vec![0.0f32; t * b * i];
+    stack.backward(
+        &mut ws,
+        &params,
+        &mut grads,
+        input,
+        None,
+        Some(dy.data()),
+        None,
+        None,
+        Some(&mut dx),
+    );
+    let what = format!("{:?}", cfg);
+    assert_eq!(y.shape(), [t, b, cfg.dirs() * p], "{what}");
+    assert_eq!(bits(y.data()), bits(ws.output()), "{what}: outputs");
+    assert_eq!(bits(fin.h.data()), bits(&ws.h_n), "{what}: h_n");
+    if lstm {
+        assert_eq!(bits(fin.c.unwrap().data()), bits(&ws.c_n), "{what}: c_n");
+    } else {
+        assert!(fin.c.is_none());
+    }
+    assert_eq!(
+        bits(layer.grads()),
+        bits(&grads),
+        "{what}: parameter gradients"
+    );
+    assert_eq!(bits(g.x.data()), bits(&dx), "{what}: input gradient");
+    assert_eq!(bits(g.state.h.data()), bits(&ws.dh0), "{what}: dh0");
+    if lstm {
+        assert_eq!(
+            bits(g.state.c.unwrap().data()),
+            bits(&ws.dc0),
+            "{what}: dc0"
+        );
+    }
+    // a second backward accumulates, as PyTorch's .grad does; zero_grad clears
+    layer.forward(&x, Some(&state)).unwrap();
+    layer.backward(&dy).unwrap();
+    let twice: Vec<f32> = grads.iter().map(|g| g + g).collect();
+    let e = rel_err(layer.grads(), &twice);
+    assert!(e <= ACCUM_REL_TOL, "{what}: accumulated, rel err {e:.2e}");
+    layer.zero_grad();
+    assert!(layer.grads().iter().all(|&g| g == 0.0));
+}
+
+#[test]
+fn each_layer_equals_the_flat_buffer_api() {
+    recur::set_threads(1);
+    same_as_flat_api(Lstm::new(5, 9).layers(2).seed(3), 6, 3);
+    same_as_flat_api(
+        Lstm::new(4, 8).bidirectional(true).proj_size(3).seed(4),
+        5,
+        2,
+    );
+    same_as_flat_api(Gru::new(3, 7).layers(2).bidirectional(true).seed(5), 4, 4);
+    same_as_flat_api(Rnn::new(6, 5).bias(false).seed(6), 7, 1);
+    same_as_flat_api(Rnn::relu(2, 11).layers(3).seed(7), 3, 5);
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    cell: String,
+    input_size: usize,
+    hidden_size: usize,
+    num_layers: usize,
+    bidirectional: bool,
+    bias: bool,
+    proj_size: usize,
+    t: usize,
+    b: usize,
+    varlen: bool,
+}
+
+/// Worst error relative to the tensor's largest magnitude (as tests/torch_parity.rs measures).
+fn rel_err(ours: &[f32], torch: &[f32]) -> f64 {
+    assert_eq!(ours.len(), torch.len());
+    let scale = ours
+        .iter()
+        .chain(torch)
+        .fold(0.0f64, |m, &v| m.max((v as f64).abs()));
+    let worst = ours
+        .iter()
+        .zip(torch)
+        .map(|(&a, &b)| (a as f64 - b as f64).abs())
+        .fold(0.0f64, |m, d| if d.is_nan() { f64::NAN } else { m.max(d) });
+    worst / scale.max(f64::MIN_POSITIVE)
+}
+
+#[test]
+fn layers_match_torch_on_the_stack_fixtures() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/stack_f32.safetensors"
+    );
+    let bytes = std::fs::read(path).expect("run tests/fixtures/gen_torch.py");
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let cases: Vec<Case> =
+        serde_json::from_str(&header.metadata().as_ref().unwrap()["cases"]).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let get = |key: String| -> Tensor {
+        let t = st
+            .tensor(&key)
+            .unwrap_or_else(|_| panic!("no tensor {key}"));
+        assert_eq!(t.dtype(), Dtype::F32);
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        Tensor::new(v, t.shape()).unwrap()
+    };
+    let mut ran = 0;
+    let mut worst = 0.0f64;
+    for c in cases.iter().filter(|c| !c.varlen) {
+        let kind = CellKind::parse(&c.cell).unwrap();
+        let (i, h) = (c.input_size, c.hidden_size);
+        let builder = match kind {
+            CellKind::Lstm => Lstm::new(i, h).proj_size(c.proj_size),
+            CellKind::Gru => Gru::new(i, h),
+            _ if c.cell == "rnn_relu" => Rnn::relu(i, h),
+            _ => Rnn::new(i, h),
+        };
+        let mut layer = builder
+            .layers(c.num_layers)
+            .bidirectional(c.bidirectional)
+            .bias(c.bias)
+            .build()
+            .unwrap();
+        let key = |what: &str| format!("{}/{what}", c.name);
+        let names: Vec<String> = layer
+            .layout()
+            .entries
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        for n in &names {
+            layer
+                .set_param(n, get(key(&format!("param/{n}"))).data())
+                .unwrap();
+        }
+        let lstm = kind == CellKind::Lstm;
+        let state = State {
+            h: get(key("h0")),
+            c: lstm.then(|| get(key("c0"))),
+        };
+        let x = get(key("x"));
+        assert_eq!(x.shape(), [c.t, c.b, i]);
+        let (y, fin) = layer.forward(&x, Some(&state)).unwrap();
+        let dstate = State {
+            h: get(key("S")),
+            c: lstm.then(|| get(key("Sc"))),
+        };
+        let g = layer
+            .backward_with_state(&get(key("R")), Some(&dstate))
+            .unwrap();
+        let mut errs = vec![
+            ("y", rel_err(y.data(), get(key("y")).data())),
+            ("h_n", rel_err(fin.h.data(), get(key("h_n")).data())),
+            ("grad x", rel_err(g.x.data(), get(key("grad/x")).data())),
+            (
+                "grad h0",
+                rel_err(g.state.h.data(), get(key("grad/h0")).data()),
+            ),
+        ];
+        if lstm {
+            let (cn, dc0) = (fin.c.unwrap(), g.state.c.unwrap());
+            errs.push(("c_n", rel_err(cn.data(), get(key("c_n")).data())));
+            errs.push(("grad c0", rel_err(dc0.data(), get(key("grad/c0")).data())));
+        }
+        for n in &names {
+            let want = get(key(&format!("grad/{n}")));
+            errs.push(("grad param", rel_err(layer.grad(n).unwrap(), want.data())));
+        }
+        for (what, e) in errs {
+            assert!(e <= F32_REL_TOL, "case {}: {what} rel err {e:.3e}", c.name);
+            worst = worst.max(e);
+        }
+        ran += 1;
+    }
+    assert!(ran >= 10, "only {ran} full-length cases");
+    println!("{ran} full-length torch cases, worst relative error {worst:.2e}");
+}
+
+#[test]
+fn bad_shapes_and_order_are_errors_naming_the_problem() {
+    let mut lstm = Lstm::new(4, 6).layers(2).build().unwrap();
+    let e = lstm.backward(&Tensor::zeros(&[3, 2, 6])).unwrap_err();
+    assert!(e.to_string().contains("needs a forward first"), "{e}");
+    let e = lstm.forward(&Tensor::zeros(&[3, 2, 5]), None).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("5 features per step, the layer reads 4"),
+        "{e}"
+    );
+    let e = lstm.forward(&Tensor::zeros(&[3, 8]), None).unwrap_err();
+    assert!(e.to_string().contains("must be (T, B, I)"), "{e}");
+    let bad = State {
+        h: Tensor::zeros(&[1, 2, 6]),
+        c: Some(Tensor::zeros(&[2, 2, 6])),
+    };
+    let e = lstm
+        .forward(&Tensor::zeros(&[3, 2, 4]), Some(&bad))
+        .unwrap_err();
+    assert!(e.to_string().contains("state.h has shape [1, 2, 6]"), "{e}");
+    let (y, _) = lstm.forward(&Tensor::zeros(&[3, 2, 4]), None).unwrap();
+    assert_eq!(y.shape(), [3, 2, 6]);
+    let e = lstm.backward(&Tensor::zeros(&[3, 1, 6])).unwrap_err();
+    assert!(e.to_string().contains("dy has shape [3, 1, 6]"), "{e}");
+    let e = lstm.param("weight_hh_l2").unwrap_err();
+    assert!(e.to_string().contains("no parameter 'weight_hh_l2'"), "{e}");
+    let e = Tensor::new(vec![0.0; 5], &[2, 3]).unwrap_err();
+    assert!(e.to_string().contains("holds 6 values, 5 given"), "{e}");
+    let e = Gru::new(3, 0).build().err().unwrap();
+    assert!(e.to_string().contains("hidden"), "{e}");
+    let gru_state = State {
+        h: Tensor::zeros(&[1, 2, 5]),
+        c: Some(Tensor::zeros(&[1, 2, 5])),
+    };
+    let mut gru = Gru::new(3, 5).build().unwrap();
+    let e = gru
+        .forward(&Tensor::zeros(&[2, 2, 3]), Some(&gru_state))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("only an LSTM has a cell state"),
+        "{e}"
+    );
+}
+
+#[test]
+fn dropout_applies_only_in_training_mode() {
+    let x = Tensor::randn(&[5, 3, 4], 9);
+    let mut a = Lstm::new(4, 8)
+        .layers(2)
+        .dropout(0.5)
+        .seed(1)
+        .build()
+        .unwrap();
+    let (eval1, _) = a.forward(&x, None).unwrap();
+    let (eval2, _) = a.forward(&x, None).unwrap();
+    assert_eq!(eval1, eval2, "evaluation mode is deterministic");
+    a.train(true);
+    let (tr, _) = a.forward(&x, None).unwrap();
+    assert_ne!(tr, eval1, "training mode drops units between the layers");
+}
