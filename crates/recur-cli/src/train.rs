@@ -296,7 +296,7 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
         .with_dropout(dropout)
         .with_proj_size(proj_size);
     let model = ModelConfig::char_model(vocab_len, embed, rnn);
-    model.validate().map_err(anyhow::Error::msg)?;
+    model.validate()?;
     let eval_every = a.eval_every.unwrap_or(p.eval_every);
     let cfg = TrainConfig {
         model,

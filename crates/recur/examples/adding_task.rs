@@ -18,7 +18,7 @@ fn main() -> recur::Result<()> {
     let steps: u64 = std::env::args()
         .nth(1)
         .map_or(400, |s| s.parse().expect("STEPS"));
-    let task = Task::new(TaskKind::Adding, 20).map_err(recur::Error::invalid)?;
+    let task = Task::new(TaskKind::Adding, 20)?;
     let model = task.model_config(StackConfig::new(CellKind::Lstm, 0, 32));
     // batches of 32 fresh sequences, a held-out set of 256, clipping at norm 1; Adam, weights
     // drawn from seed 1

@@ -23,7 +23,6 @@ use crate::params::ParamLayout;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -49,40 +48,7 @@ pub struct Checkpoint {
     pub train_state: Option<serde_json::Value>,
 }
 
-/// Why a checkpoint could not be saved or loaded. Displays as one line naming the file and the
-/// tensor, field or value at fault.
-#[derive(Debug)]
-pub struct CheckpointError {
-    path: PathBuf,
-    what: String,
-}
-
-impl CheckpointError {
-    fn new(path: &Path, what: impl Into<String>) -> Self {
-        CheckpointError {
-            path: path.to_path_buf(),
-            what: what.into(),
-        }
-    }
-
-    /// The file concerned.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The problem, without the file name.
-    pub fn what(&self) -> &str {
-        &self.what
-    }
-}
-
-impl fmt::Display for CheckpointError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "checkpoint {}: {}", self.path.display(), self.what)
-    }
-}
-
-impl std::error::Error for CheckpointError {}
+pub use crate::error::CheckpointError;
 
 /// The `optimizer` metadata: the update rule with its hyper-parameters (flattened: `kind`,
 /// then e.g. `beta1`, `beta2`, `eps`), the learning rate and the steps taken.
@@ -127,8 +93,8 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 /// assert_eq!((back.model, back.params, back.vocab), (ckpt.model, ckpt.params, ckpt.vocab));
 /// std::fs::remove_dir_all(&dir).unwrap();
 /// ```
-pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
-    let err = |what: String| CheckpointError::new(path, what);
+pub fn save(path: &Path, ckpt: &Checkpoint) -> crate::Result<()> {
+    let err = |what: String| crate::Error::from(CheckpointError::new(path, what));
     let model = Model::new(ckpt.model.clone()).map_err(|e| err(format!("config: {e}")))?;
     let layout = &model.layout();
     if ckpt.params.len() != layout.total {
@@ -185,7 +151,7 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
         .collect::<Result<_, _>>()?;
     let bytes =
         safetensors::serialize(views, Some(meta)).map_err(|e| err(format!("serializing: {e}")))?;
-    write_atomic(path, &bytes)
+    Ok(write_atomic(path, &bytes)?)
 }
 
 fn push_layout(
@@ -267,8 +233,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
 /// assert!(err.to_string().contains("not a valid safetensors file"), "{err}");
 /// std::fs::remove_file(&path).unwrap();
 /// ```
-pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
-    let err = |what: String| CheckpointError::new(path, what);
+pub fn load(path: &Path) -> crate::Result<Checkpoint> {
+    let err = |what: String| crate::Error::from(CheckpointError::new(path, what));
     let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
     // read_metadata checks the header, every tensor's offsets and the file's length.
     let (_, header) = SafeTensors::read_metadata(&bytes)
@@ -277,7 +243,7 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
         .map_err(|e| err(format!("not a valid safetensors file ({e})")))?;
     let empty = HashMap::new();
     let meta = header.metadata().as_ref().unwrap_or(&empty);
-    let field = |k: &str| -> Result<&String, CheckpointError> {
+    let field = |k: &str| -> crate::Result<&String> {
         meta.get(k)
             .ok_or_else(|| err(format!("metadata field '{k}' is missing")))
     };
@@ -328,7 +294,7 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
 
     // Every expected tensor is read exactly once; whatever is left over is an error.
     let mut expected: BTreeSet<String> = BTreeSet::new();
-    let mut read = |prefix: &str| -> Result<Vec<f32>, CheckpointError> {
+    let mut read = |prefix: &str| -> crate::Result<Vec<f32>> {
         let mut out = vec![0.0f32; layout.total];
         for e in &layout.entries {
             let name = format!("{prefix}{}", e.name);

@@ -1,10 +1,9 @@
 //! The one error type of the public API. Every variant displays as one line that names the
-//! problem (the file, tensor, field, value or size at fault), fit for `recur: error: ...`.
+//! problem (the file, tensor, field, value or size at fault), fit for `recur: error: ...`. It
+//! depends on nothing else of recur's.
 
 use std::fmt;
-use std::path::PathBuf;
-
-use crate::checkpoint::CheckpointError;
+use std::path::{Path, PathBuf};
 
 /// Why a call into recur could not do what was asked.
 #[derive(Debug)]
@@ -22,12 +21,6 @@ pub enum Error {
     },
     /// A checkpoint that is malformed or does not fit the model.
     Checkpoint(CheckpointError),
-    /// A loss or gradient norm that became NaN or infinite at an optimizer step.
-    NonFinite {
-        step: u64,
-        what: &'static str,
-        value: f64,
-    },
     /// A plan (a model, a workspace, a batch) that needs more memory than this machine has:
     /// `what` needs `bytes`, `available` is what could be had (when known).
     OutOfMemory {
@@ -81,9 +74,6 @@ impl fmt::Display for Error {
             Error::Invalid(s) | Error::Data(s) | Error::Device(s) => write!(f, "{s}"),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Checkpoint(e) => write!(f, "{e}"),
-            Error::NonFinite { step, what, value } => {
-                write!(f, "the {what} became {value} at step {step}")
-            }
             Error::OutOfMemory {
                 what,
                 bytes,
@@ -113,6 +103,41 @@ impl std::error::Error for Error {
     }
 }
 
+/// Why a checkpoint could not be saved or loaded. Displays as one line naming the file and the
+/// tensor, field or value at fault.
+#[derive(Debug)]
+pub struct CheckpointError {
+    path: PathBuf,
+    what: String,
+}
+
+impl CheckpointError {
+    pub(crate) fn new(path: &Path, what: impl Into<String>) -> Self {
+        CheckpointError {
+            path: path.to_path_buf(),
+            what: what.into(),
+        }
+    }
+
+    /// The file concerned.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The problem, without the file name.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "checkpoint {}: {}", self.path.display(), self.what)
+    }
+}
+
+impl std::error::Error for CheckpointError {}
+
 impl From<CheckpointError> for Error {
     fn from(e: CheckpointError) -> Self {
         Error::Checkpoint(e)
@@ -136,11 +161,5 @@ mod tests {
             e.to_string(),
             "the model's parameters needs 3.0 TiB, more than the 24.0 GiB this machine has"
         );
-        let e = Error::NonFinite {
-            step: 7,
-            what: "loss",
-            value: f64::NAN,
-        };
-        assert_eq!(e.to_string(), "the loss became NaN at step 7");
     }
 }

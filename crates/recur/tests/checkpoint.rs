@@ -193,7 +193,10 @@ fn broken(name: &str, edit: impl FnOnce(&mut Raw)) -> String {
     edit(&mut raw);
     let bad = dir.join("bad.safetensors");
     raw.write(&bad);
-    let e: CheckpointError = load(&bad).unwrap_err();
+    let e: CheckpointError = match load(&bad).unwrap_err() {
+        recur::Error::Checkpoint(e) => e,
+        other => panic!("not a checkpoint error: {other}"),
+    };
     let s = e.to_string();
     assert!(
         s.contains("bad.safetensors"),

@@ -11,6 +11,7 @@
 //! to the tensor's scale rather than element by element, so that an element whose gradient is
 //! zero up to rounding does not read as a large relative error.
 
+use crate::error::{Error, Result};
 use crate::model::{Input, InputKind, Model, ModelConfig};
 use crate::ops::loss::IGNORE;
 use crate::rng::Rng;
@@ -66,14 +67,14 @@ fn compare(name: &str, a: &[f64], n: &[f64]) -> TensorCheck {
 }
 
 /// Runs the check; one [`TensorCheck`] per parameter tensor, then `input`, `h0` (and `c0`).
-pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>, String> {
+pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>> {
     if spec.cfg.input != InputKind::Dense {
-        return Err("gradcheck needs a dense-input model".into());
+        return Err(Error::invalid("gradcheck needs a dense-input model"));
     }
     if spec.t == 0 || spec.b == 0 {
-        return Err("gradcheck needs T >= 1 and B >= 1".into());
+        return Err(Error::invalid("gradcheck needs T >= 1 and B >= 1"));
     }
-    let model = Model::new(spec.cfg.clone()).map_err(|e| e.to_string())?;
+    let model = Model::new(spec.cfg.clone())?;
     let (t, b) = (spec.t, spec.b);
     let rc = &spec.cfg.rnn;
     let (ld, h, p) = (rc.num_layers * rc.dirs(), rc.hidden_size, rc.out_size());

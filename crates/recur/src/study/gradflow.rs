@@ -22,6 +22,7 @@
 //! Not here: multi-layer or bidirectional stacks, and losses on every step.
 
 use crate::cell::{CellKind, LayerInput};
+use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::stack::{Stack, StackConfig};
 
@@ -66,15 +67,17 @@ pub struct GradflowNet {
 
 impl GradflowNet {
     /// Draws the network of `spec` from `rng`.
-    pub fn new(spec: &GradflowSpec, rng: &mut Rng) -> Result<Self, String> {
+    pub fn new(spec: &GradflowSpec, rng: &mut Rng) -> Result<Self> {
         if spec.t == 0 || spec.hidden == 0 || spec.input_size == 0 {
-            return Err("gradflow needs T, H and I of at least 1".into());
+            return Err(Error::invalid("gradflow needs T, H and I of at least 1"));
         }
         if !(spec.scale.is_finite()) {
-            return Err(format!("scale must be finite, got {}", spec.scale));
+            return Err(Error::invalid(format!(
+                "scale must be finite, got {}",
+                spec.scale
+            )));
         }
-        let stack = Stack::new(StackConfig::new(spec.cell, spec.input_size, spec.hidden))
-            .map_err(|e| e.to_string())?;
+        let stack = Stack::new(StackConfig::new(spec.cell, spec.input_size, spec.hidden))?;
         let mut params = vec![0.0; stack.num_params()];
         stack.init(&mut params, rng);
         let whh = stack
@@ -211,12 +214,9 @@ impl Sums {
 }
 
 /// Runs the measurement; `progress(done)` is called after each sequence.
-pub fn gradflow(
-    spec: &GradflowSpec,
-    progress: &mut dyn FnMut(usize),
-) -> Result<GradflowResult, String> {
+pub fn gradflow(spec: &GradflowSpec, progress: &mut dyn FnMut(usize)) -> Result<GradflowResult> {
     if spec.sequences == 0 {
-        return Err("gradflow needs at least one sequence".into());
+        return Err(Error::invalid("gradflow needs at least one sequence"));
     }
     let mut rng = Rng::new(spec.seed);
     let net = GradflowNet::new(spec, &mut rng)?;

@@ -18,7 +18,7 @@ use super::features::{Extractor, Features};
 use super::wav::read_wav;
 use crate::cell::CellKind;
 use crate::engine::{Batch as EngineBatch, Engine, Start};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Head, Model, ModelConfig};
 use crate::ops::loss::{softmax_rows, softmax_xent};
 use crate::rng::Rng;
@@ -40,7 +40,7 @@ pub struct Example {
 }
 
 /// Reads and featurises `utts` (in parallel); the first failing file, in list order, is the error.
-pub fn load_examples(utts: &[Utterance], ex: &Extractor) -> Result<Vec<Example>, String> {
+pub fn load_examples(utts: &[Utterance], ex: &Extractor) -> Result<Vec<Example>> {
     utts.par_iter()
         .map(|u| {
             let x = read_wav(&u.path, ex.cfg.sample_rate)?;
@@ -54,10 +54,7 @@ pub fn load_examples(utts: &[Utterance], ex: &Extractor) -> Result<Vec<Example>,
 
 /// Reads `utts` (in parallel) and featurises each with every extractor of `exs` (e.g. the
 /// plain one and warped copies for augmentation): `result[i][j]` is utterance i through `exs[j]`.
-pub fn load_examples_multi(
-    utts: &[Utterance],
-    exs: &[Extractor],
-) -> Result<Vec<Vec<Example>>, String> {
+pub fn load_examples_multi(utts: &[Utterance], exs: &[Extractor]) -> Result<Vec<Vec<Example>>> {
     let rate = exs[0].cfg.sample_rate;
     utts.par_iter()
         .map(|u| {
@@ -146,7 +143,7 @@ pub fn model_config(
     bidirectional: bool,
     dropout: f64,
     pooling: Pooling,
-) -> Result<ModelConfig, String> {
+) -> Result<ModelConfig> {
     let head = match pooling {
         Pooling::Mean => Head::StepClasses,
         Pooling::Last => Head::LastClasses,
@@ -156,21 +153,24 @@ pub fn model_config(
         .with_bidirectional(bidirectional)
         .with_dropout(dropout);
     let cfg = ModelConfig::dense(dim, rnn, NUM_CLASSES, head);
-    cfg.validate().map_err(|e| e.to_string())?;
+    cfg.validate()?;
     Ok(cfg)
 }
 
 /// Whether a model configuration is one this module can train and run.
-pub fn check_model(cfg: &ModelConfig) -> Result<(), String> {
+pub fn check_model(cfg: &ModelConfig) -> Result<()> {
     if cfg.output_size != NUM_CLASSES {
-        return Err(format!(
+        return Err(Error::invalid(format!(
             "the model has {} outputs; a digit classifier has {NUM_CLASSES}",
             cfg.output_size
-        ));
+        )));
     }
     match cfg.head {
         Head::StepClasses | Head::LastClasses => Ok(()),
-        h => Err(format!("head {} is not a classification head", h.name())),
+        h => Err(Error::invalid(format!(
+            "head {} is not a classification head",
+            h.name()
+        ))),
     }
 }
 

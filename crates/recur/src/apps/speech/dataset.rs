@@ -4,6 +4,7 @@
 //!
 //! This file lists and names files; it does not read audio (see `wav.rs`).
 
+use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
 /// One recording, known by its name.
@@ -22,9 +23,11 @@ pub const OFFICIAL_TEST_TAKES: u32 = 5;
 
 /// Parses a file name `{digit}_{speaker}_{take}.wav`: digit 0-9, a speaker name of letters,
 /// digits or '-', a non-negative take number.
-pub fn parse_name(name: &str) -> Result<(u8, String, u32), String> {
+pub fn parse_name(name: &str) -> Result<(u8, String, u32)> {
     let bad = |why: &str| {
-        format!("file name '{name}' does not parse as {{digit}}_{{speaker}}_{{take}}.wav: {why}")
+        Error::data(format!(
+            "file name '{name}' does not parse as {{digit}}_{{speaker}}_{{take}}.wav: {why}"
+        ))
     };
     let stem = name
         .strip_suffix(".wav")
@@ -55,19 +58,20 @@ pub fn parse_name(name: &str) -> Result<(u8, String, u32), String> {
 
 /// Lists the `.wav` files of `dir` (other files are ignored), sorted by name. Errors: the
 /// directory cannot be read, a `.wav` name does not parse, or there is no `.wav` file at all.
-pub fn list_dir(dir: &Path) -> Result<Vec<Utterance>, String> {
+pub fn list_dir(dir: &Path) -> Result<Vec<Utterance>> {
     let entries = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read directory {}: {e}", dir.display()))?;
+        .map_err(|e| Error::data(format!("cannot read directory {}: {e}", dir.display())))?;
     let mut out = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| format!("cannot read directory {}: {e}", dir.display()))?;
+        let entry = entry
+            .map_err(|e| Error::data(format!("cannot read directory {}: {e}", dir.display())))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if !name.to_ascii_lowercase().ends_with(".wav") {
             continue;
         }
         let (digit, speaker, take) =
-            parse_name(name).map_err(|e| format!("in {}: {e}", dir.display()))?;
+            parse_name(name).map_err(|e| Error::data(format!("in {}: {e}", dir.display())))?;
         out.push(Utterance {
             path: entry.path(),
             digit,
@@ -76,7 +80,7 @@ pub fn list_dir(dir: &Path) -> Result<Vec<Utterance>, String> {
         });
     }
     if out.is_empty() {
-        return Err(format!("no .wav files in {}", dir.display()));
+        return Err(Error::data(format!("no .wav files in {}", dir.display())));
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
@@ -120,10 +124,13 @@ impl Split {
     }
 
     /// The recordings of `all` in this split; an error when there are none.
-    pub fn select(&self, all: &[Utterance]) -> Result<Vec<Utterance>, String> {
+    pub fn select(&self, all: &[Utterance]) -> Result<Vec<Utterance>> {
         let v: Vec<Utterance> = all.iter().filter(|u| self.contains(u)).cloned().collect();
         if v.is_empty() {
-            return Err(format!("no recordings in the {}", self.describe()));
+            return Err(Error::data(format!(
+                "no recordings in the {}",
+                self.describe()
+            )));
         }
         Ok(v)
     }

@@ -22,6 +22,7 @@
 //! (crates/recur/tests/fixtures/gen_speech_features.py). Arithmetic is in f64; results are f32.
 //! Not here: pre-emphasis, dithering, liftering, energy terms, resampling.
 
+use crate::error::{Error, Result};
 use realfft::{RealFftPlanner, RealToComplex};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -92,40 +93,45 @@ impl Default for FeatureConfig {
 
 impl FeatureConfig {
     /// Checks the settings; the error names the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         if self.sample_rate == 0 {
-            return Err("sample_rate must be positive".into());
+            return Err(Error::invalid("sample_rate must be positive"));
         }
         if self.win_length == 0 || self.hop_length == 0 {
-            return Err("win_length and hop_length must be at least 1".into());
-        }
-        if self.n_fft < self.win_length {
-            return Err(format!(
-                "n_fft ({}) must be at least win_length ({})",
-                self.n_fft, self.win_length
+            return Err(Error::invalid(
+                "win_length and hop_length must be at least 1",
             ));
         }
+        if self.n_fft < self.win_length {
+            return Err(Error::invalid(format!(
+                "n_fft ({}) must be at least win_length ({})",
+                self.n_fft, self.win_length
+            )));
+        }
         if self.n_mels == 0 {
-            return Err("n_mels must be at least 1".into());
+            return Err(Error::invalid("n_mels must be at least 1"));
         }
         let nyquist = self.sample_rate as f64 / 2.0;
         if !(self.fmin >= 0.0 && self.fmin < self.fmax && self.fmax <= nyquist) {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "need 0 <= fmin < fmax <= {nyquist} Hz, got fmin {} and fmax {}",
                 self.fmin, self.fmax
-            ));
+            )));
         }
         if self.kind == FeatureKind::Mfcc && !(1..=self.n_mels).contains(&self.n_mfcc) {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "n_mfcc must be in 1..={} (n_mels), got {}",
                 self.n_mels, self.n_mfcc
-            ));
+            )));
         }
         if self.deltas > 2 {
-            return Err(format!("deltas must be 0, 1 or 2, got {}", self.deltas));
+            return Err(Error::invalid(format!(
+                "deltas must be 0, 1 or 2, got {}",
+                self.deltas
+            )));
         }
         if self.deltas > 0 && self.delta_width == 0 {
-            return Err("delta_width must be at least 1".into());
+            return Err(Error::invalid("delta_width must be at least 1"));
         }
         Ok(())
     }
@@ -231,7 +237,7 @@ pub struct Extractor {
 }
 
 impl Extractor {
-    pub fn new(cfg: FeatureConfig) -> Result<Self, String> {
+    pub fn new(cfg: FeatureConfig) -> Result<Self> {
         cfg.validate()?;
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(cfg.n_fft);
         let (w, nf) = (cfg.win_length, cfg.n_fft);

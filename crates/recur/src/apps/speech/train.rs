@@ -305,7 +305,7 @@ fn check_config(cfg: &SpeechConfig, model: &ModelConfig) -> Result<()> {
             n.mean.len()
         )));
     }
-    super::classifier::check_model(model).map_err(Error::invalid)?;
+    super::classifier::check_model(model)?;
     if model.input_size != dim {
         return Err(Error::invalid(format!(
             "the model takes {} features per frame but the feature settings give {dim}",

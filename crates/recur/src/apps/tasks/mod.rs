@@ -20,6 +20,7 @@
 
 pub mod train;
 
+use crate::error::{Error, Result};
 use crate::model::{Head, ModelConfig};
 use crate::ops::loss::softmax_xent;
 use crate::rng::Rng;
@@ -95,17 +96,17 @@ pub struct Batch {
 }
 
 impl Task {
-    pub fn new(kind: TaskKind, len: usize) -> Result<Self, String> {
+    pub fn new(kind: TaskKind, len: usize) -> Result<Self> {
         let min = match kind {
             TaskKind::Adding => 2,
             TaskKind::Copy => 1,
             TaskKind::Ball => 3,
         };
         if len < min {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "{} needs a length of at least {min}, got {len}",
                 kind.name()
-            ));
+            )));
         }
         Ok(Task {
             kind,

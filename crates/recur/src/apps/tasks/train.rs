@@ -370,19 +370,24 @@ pub fn adding_gradflow(
     params: &[f32],
     n: usize,
     seed: u64,
-) -> Result<crate::study::gradflow::GradflowResult, String> {
+) -> EngineResult<crate::study::gradflow::GradflowResult> {
     use crate::model::Head;
     use crate::study::gradflow::{gradflow_on, GradflowNet};
     let cfg = &model.cfg();
     if task.kind != super::TaskKind::Adding || cfg.head != Head::LastRegression {
-        return Err("gradient flow of a trained model is measured on the adding problem".into());
+        return Err(Error::invalid(
+            "gradient flow of a trained model is measured on the adding problem",
+        ));
     }
     if cfg.rnn.num_layers != 1 || cfg.rnn.bidirectional || cfg.rnn.proj_size > 0 {
-        return Err("gradient flow needs a one-layer, one-direction stack".into());
+        return Err(Error::invalid(
+            "gradient flow needs a one-layer, one-direction stack",
+        ));
     }
     let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
     let entry = |name: &str| model.layout().get(name).map(|e| e.range());
-    let w = entry("decoder.weight").ok_or("no decoder.weight")?;
+    let w =
+        entry("decoder.weight").ok_or_else(|| Error::invalid("the model has no decoder.weight"))?;
     let bias = entry("decoder.bias").map_or(0.0, |r| params[r.start] as f64);
     let net = GradflowNet {
         stack: model.stack().clone(),
@@ -391,7 +396,7 @@ pub fn adding_gradflow(
     };
     let batch = task.sample(n, &mut Rng::new(seed));
     let (Inputs::Dense(x), Targets::Values(y)) = (&batch.inputs, &batch.targets) else {
-        return Err("adding batches are dense with values".into());
+        return Err(Error::invalid("adding batches are dense with values"));
     };
     let (nt, nb) = (batch.t, batch.b);
     // per sequence: (T, 2) inputs; the decoder bias moves into the target
