@@ -3,9 +3,9 @@
 //! and for the ball the true and predicted paths. The tasks and the training loop are
 //! `recur::apps::tasks`; this file parses, reports and draws.
 
-use crate::args::Optimizer;
+use crate::args::{DeviceArgs, Optimizer};
 use crate::plot::{write_chart, Chart, Legend, Series};
-use crate::values::{choice, Cell, Device};
+use crate::values::{choice, Cell};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use recur::apps::tasks::train::{adding_gradflow, predict, train, Event, TrainResult, TrainSpec};
@@ -41,10 +41,14 @@ enum Which {
 }
 
 #[derive(clap::Args)]
+#[command(mut_arg("threads", |a| a.help(
+    "Threads for each cell's matrix products [default: all cores for one cell, 1 each for \
+     several cells training side by side]"
+)))]
 struct Common {
     /// T: adding: sequence length; copy: delay between the symbols and their recall; ball: frames.
     /// Default 100 (adding), 20 (copy), 50 (ball).
-    #[arg(long)]
+    #[arg(long = "seq-length", visible_alias = "len")]
     len: Option<usize>,
     /// The recurrent cell; several, comma-separated, train side by side (one thread each) and
     /// share one learning-curve chart.
@@ -94,9 +98,8 @@ struct Common {
     /// Print one JSON object per cell (one per line) on stdout instead of the summary.
     #[arg(long)]
     json: bool,
-    /// Where the training math runs (cuda needs the `cuda` cargo feature).
-    #[arg(long, value_parser = choice::<Device>(), default_value = "cpu")]
-    device: Device,
+    #[command(flatten)]
+    dev: DeviceArgs,
 }
 
 /// Gradient flow through the trained and the initial weights of each cell (adding only, with
@@ -162,7 +165,7 @@ pub fn run(a: Args) -> Result<()> {
         TaskKind::Copy => 20,
         TaskKind::Ball => 50,
     });
-    let task = Task::new(kind, len).map_err(anyhow::Error::msg)?;
+    let task = Task::new(kind, len)?;
     let cells: Vec<CellKind> = c.cell.iter().map(|k| k.kind()).collect();
     let optim = c.opt.optim.kind(0.0);
     if c.rnn_size == 0
@@ -198,7 +201,12 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--gradflow is measured on the adding problem with one layer");
     }
     // opened once here, so that a missing device is reported before any work
-    let backend = crate::device::open(c.device)?;
+    let backend = crate::device::open(c.dev.device)?;
+    let threads = match (c.dev.threads, cells.len()) {
+        (Some(_), _) | (None, 1) => c.dev.threads()?,
+        (None, _) => 1,
+    };
+    recur::set_threads(threads);
     let backend = &*backend;
     let spec = |cell: CellKind| TrainSpec {
         task: task.clone(),
@@ -228,7 +236,7 @@ pub fn run(a: Args) -> Result<()> {
         .baseline_formula()
         .map(|b| format!("{b:.4}"))
         .unwrap_or_else(|| "held-out".into());
-    // Several cells train side by side, one thread each (each run is single-threaded).
+    // Several cells train side by side (each on --threads threads).
     let results: Vec<recur::Result<TrainResult>> = std::thread::scope(|sc| {
         let handles: Vec<_> = cells
             .iter()

@@ -519,13 +519,7 @@ fn report(
     json_mode: bool,
 ) -> Result<()> {
     let st = &trainer.state;
-    let reason = match outcome {
-        StopReason::Epochs => "the epochs are done",
-        StopReason::MaxSteps => "--max-steps reached",
-        StopReason::MaxMinutes => "--max-minutes reached",
-        StopReason::Stopped => "interrupted (Ctrl-C)",
-        StopReason::Diverged { .. } => unreachable!("handled above"),
-    };
+    let reason = outcome.describe();
     let last_val = history.last().and_then(|r| r.val_loss);
     let elapsed = st.elapsed_secs;
     if json_mode {
@@ -733,7 +727,8 @@ pub fn run(a: Args) -> Result<()> {
                 ),
                 None => "no checkpoint had been written yet".to_string(),
             };
-            bail!("the {what} became {value} at step {step}: training stopped; {kept}");
+            let why = StopReason::Diverged { step, what, value }.describe();
+            bail!("{why}: training stopped; {kept}");
         }
         o => o,
     };

@@ -211,7 +211,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "stdout: {stdout}");
-    assert!(stdout.contains("interrupted (Ctrl-C)"), "{stdout}");
+    assert!(stdout.contains("done: interrupted after"), "{stdout}");
     assert!(stdout.contains("--resume"), "{stdout}");
     assert!(ck.join("latest.safetensors").is_file());
     // and the saved run continues

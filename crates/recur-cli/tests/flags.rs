@@ -319,8 +319,10 @@ fn task_flags() {
                 "--batch-size",
                 "--learning-rate",
                 "--device",
+                "--threads",
                 "--json",
                 "--max-steps",
+                "--seq-length",
             ],
         );
         unknown_values(&["task", task], true);

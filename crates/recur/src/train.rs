@@ -193,13 +193,13 @@ impl StopReason {
         }
     }
 
-    /// A short phrase for messages.
+    /// A short phrase for messages: the one wording every command and example prints.
     pub fn describe(&self) -> String {
         match self {
             StopReason::Epochs => "the epochs are done".into(),
             StopReason::MaxSteps => "the step limit was reached".into(),
             StopReason::MaxMinutes => "the time budget ran out".into(),
-            StopReason::Stopped => "stopped".into(),
+            StopReason::Stopped => "interrupted".into(),
             StopReason::Diverged { step, what, value } => {
                 format!("the {what} became {value} at step {step}")
             }
