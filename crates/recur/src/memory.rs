@@ -8,10 +8,9 @@
 //! weights, the transposed gate gradients), so they err on the large side; a test keeps them
 //! from falling below what the workspaces really hold.
 
-use crate::cell::{CellKind, DirDims};
+use crate::cell::{CacheSizes, CellKind, DirDims};
 use crate::error::{Error, Result};
 use crate::model::{InputKind, Model};
-use crate::ops::panel::{panels, NR};
 use crate::stack::StackConfig;
 
 /// Bytes of memory this machine has free for a new allocation (Linux's `MemAvailable`), or
@@ -72,35 +71,10 @@ pub fn model_params(cfg: &crate::model::ModelConfig) -> u128 {
     n
 }
 
-/// Elements of one direction's [`crate::cell::DirCache`] after a forward and backward at `d`.
+/// Elements of one direction's [`crate::cell::DirCache`] after a forward and backward at `d`, the
+/// buffers sized on first use at their largest ([`CacheSizes::total`]).
 pub fn dir_cache_elems(d: &DirDims) -> u128 {
-    let [t, b, i, h, p] = [d.t, d.b, d.i, d.h, d.p].map(|x| x as u128);
-    let g = d.kind.gates() as u128;
-    let gh = g * h;
-    let hp = (panels(d.h) * NR) as u128;
-    let pp = (panels(d.p) * NR) as u128;
-    let tb = t * b;
-    let lstm = d.kind == CellKind::Lstm;
-    let gru = d.kind == CellKind::Gru;
-    let proj = lstm && d.p != d.h;
-    let on = |c: bool, n: u128| if c { n } else { 0 };
-    // sized by DirCache::new
-    let eager = 2 * tb * gh                      // xw, gates
-        + on(gru, tb * h)                        // hn
-        + tb * p                                 // hprev
-        + on(lstm, 2 * tb * h)                   // cprev, cell
-        + on(proj, tb * h)                       // hpre
-        + b * g * hp                             // hw
-        + (g * hp * p).max(pp * gh)              // wpack
-        + 2 * gh + on(gru, h)                    // dbias, bias, bhn
-        + 2 * b * p + on(lstm, b * h)            // h, hnew, c
-        + on(gru, tb * gh)                       // dgh
-        + on(proj, tb * p)                       // dhp
-        + 2 * b * p + on(lstm, 2 * b * h) + on(gru, b * h); // dh, dh_next, dc, dhpre, direct
-                                                            // sized on first use by the fast path: packed W_ih^T and one chunk of its product (at most
-                                                            // all T steps), W_ih^T, and dG transposed (rows padded to whole cache lines)
-    let lazy = g * hp * i + tb * g * hp + i * gh + gh * (tb + 64);
-    eager + lazy
+    CacheSizes::of(d).total()
 }
 
 /// Bytes of a stack's workspace ([`crate::stack::StackWorkspace`]) for batches of `b`
@@ -238,6 +212,52 @@ mod tests {
             // what a fresh workspace holds, but by less than those buffers could ever take
             assert!(est >= held, "{est} < {held}");
             assert!(est < 4 * held, "estimate {est} far above {held}");
+        }
+    }
+
+    /// A fresh stack workspace holds exactly the estimate less the buffers the fast path sizes on
+    /// first use (at their largest in the estimate); after a forward and backward it holds no
+    /// more than the estimate, in training and in inference mode.
+    #[test]
+    fn stack_workspace_estimate_equals_the_allocation() {
+        for m in models() {
+            let r = &m.cfg().rnn;
+            for (t, b) in [(9, 4), (1, 1), (16, 16)] {
+                let mut lazy = 0u128;
+                for l in 0..r.num_layers {
+                    for d in 0..r.dirs() {
+                        let s = CacheSizes::of(&DirDims {
+                            kind: r.kind(),
+                            t,
+                            b,
+                            i: r.layer_input(l),
+                            h: r.hidden_size,
+                            p: r.out_size(),
+                            reverse: d == 1,
+                        });
+                        lazy += s.total() - s.eager();
+                    }
+                }
+                let est = stack_workspace_bytes(r, t, b, 4);
+                let stack = Stack::new(r.clone()).unwrap();
+                let mut ws = stack.workspace::<f32>(t, b);
+                assert_eq!(ws.bytes() as u128, est - 4 * lazy, "{r:?} T={t} B={b}");
+                let mut params = vec![0.0f32; stack.num_params()];
+                stack.init(&mut params, &mut crate::rng::Rng::new(2));
+                let mut grads = vec![0.0f32; stack.num_params()];
+                let x = vec![0.25f32; t * b * r.input_size];
+                let input = crate::cell::LayerInput::Dense {
+                    x: &x,
+                    ld: r.input_size,
+                };
+                stack.forward_from_zeros(&mut ws, &params, input);
+                let dy = vec![0.5f32; t * b * r.output_size()];
+                stack.backward_from_outputs(&mut ws, &params, &mut grads, input, &dy);
+                assert!(ws.bytes() as u128 <= est, "{r:?} T={t} B={b}: training");
+                ws.set_inference(true);
+                stack.forward_from_zeros(&mut ws, &params, input);
+                assert!(ws.bytes() as u128 <= est, "{r:?} T={t} B={b}: inference");
+            }
         }
     }
 

@@ -78,12 +78,10 @@ pub struct DirCache<F> {
 }
 
 impl<F: Float> DirCache<F> {
+    /// A cache for `dims`, its eager buffers at the lengths of [`CacheSizes::of`].
     pub fn new(dims: DirDims) -> Self {
-        let DirDims { t, b, h, p, .. } = dims;
-        let gh = dims.gh();
-        let lstm = dims.kind == CellKind::Lstm;
-        let gru = dims.kind == CellKind::Gru;
-        let z = |n: usize| vec![F::ZERO; n];
+        let s = CacheSizes::of(&dims);
+        let z = |n: u128| vec![F::ZERO; n as usize];
         DirCache {
             dims,
             keep: true,
@@ -91,32 +89,32 @@ impl<F: Float> DirCache<F> {
             packed_hh: 0,
             packed_ih: 0,
             packed_wt: 0,
-            xw: z(t * b * gh),
-            gates: z(t * b * gh),
-            hn: z(if gru { t * b * h } else { 0 }),
-            hprev: z(t * b * p),
-            cprev: z(if lstm { t * b * h } else { 0 }),
-            cell: z(if lstm { t * b * h } else { 0 }),
-            hpre: z(if dims.proj() { t * b * h } else { 0 }),
-            hw: z(b * dims.kind.gates() * panels(h) * NR),
-            wpack: z((dims.kind.gates() * panels(h) * p).max(panels(p) * gh) * NR),
+            xw: z(s.xw),
+            gates: z(s.gates),
+            hn: z(s.hn),
+            hprev: z(s.hprev),
+            cprev: z(s.cprev),
+            cell: z(s.cell),
+            hpre: z(s.hpre),
+            hw: z(s.hw),
+            wpack: z(s.wpack),
             wipack: Vec::new(),
             xc: Vec::new(),
             dgt: Vec::new(),
             wt: Vec::new(),
-            dbias: z(gh),
-            bias: z(gh),
-            bhn: z(if gru { h } else { 0 }),
-            h: z(b * p),
-            c: z(if lstm { b * h } else { 0 }),
-            hnew: z(b * p),
-            dgh: z(if gru { t * b * gh } else { 0 }),
-            dhp: z(if dims.proj() { t * b * p } else { 0 }),
-            dh: z(b * p),
-            dh_next: z(b * p),
-            dc: z(if lstm { b * h } else { 0 }),
-            dhpre: z(if lstm { b * h } else { 0 }),
-            direct: z(if gru { b * h } else { 0 }),
+            dbias: z(s.dbias),
+            bias: z(s.bias),
+            bhn: z(s.bhn),
+            h: z(s.h),
+            c: z(s.c),
+            hnew: z(s.hnew),
+            dgh: z(s.dgh),
+            dhp: z(s.dhp),
+            dh: z(s.dh),
+            dh_next: z(s.dh_next),
+            dc: z(s.dc),
+            dhpre: z(s.dhpre),
+            direct: z(s.direct),
         }
     }
 
@@ -163,6 +161,135 @@ impl<F: Float> DirCache<F> {
     }
 }
 
+/// The length, in elements, of every buffer of a [`DirCache`] at some [`DirDims`]: the one place
+/// that knows them. [`DirCache::new`] allocates the eager ones; the fast driver grows the lazy ones
+/// (`wipack`, `xc`, `wt`, `dgt`) to at most these lengths when it first needs them; the memory
+/// estimates ([`crate::memory`]) add them up. Counted in u128, so that a plan too large for the
+/// machine is measured before anything is allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheSizes {
+    pub xw: u128,
+    pub gates: u128,
+    pub hn: u128,
+    pub hprev: u128,
+    pub cprev: u128,
+    pub cell: u128,
+    pub hpre: u128,
+    pub hw: u128,
+    pub wpack: u128,
+    pub dbias: u128,
+    pub bias: u128,
+    pub bhn: u128,
+    pub h: u128,
+    pub c: u128,
+    pub hnew: u128,
+    pub dgh: u128,
+    pub dhp: u128,
+    pub dh: u128,
+    pub dh_next: u128,
+    pub dc: u128,
+    pub dhpre: u128,
+    pub direct: u128,
+    /// Lazy: the packed W_ih^T of the chunked input product.
+    pub wipack: u128,
+    /// Lazy: one chunk of the input product, at its longest (all T steps).
+    pub xc: u128,
+    /// Lazy: W_ih^T (and one-hot input's backward scratch).
+    pub wt: u128,
+    /// Lazy: dG transposed, rows padded ([`dgt_len`]).
+    pub dgt: u128,
+}
+
+/// The chunk buffer `xc` for chunks of `steps` steps.
+pub(crate) fn xc_len(d: &DirDims, steps: usize) -> usize {
+    steps * d.b * d.kind.gates() * panels(d.h) * NR
+}
+
+/// The packed W_ih^T `wipack`.
+pub(crate) fn wipack_len(d: &DirDims) -> usize {
+    d.kind.gates() * panels(d.h) * d.i * NR
+}
+
+/// dG transposed, `dgt`: (G*H) rows of T*B, the row stride padded off multiples of 256
+/// ([`super::products::dgt_ld`]).
+pub(crate) fn dgt_len(d: &DirDims) -> usize {
+    super::products::dgt_ld(d.t * d.b) * d.gh()
+}
+
+impl CacheSizes {
+    /// The lengths at `d`.
+    pub fn of(d: &DirDims) -> Self {
+        let [t, b, i, h, p] = [d.t, d.b, d.i, d.h, d.p].map(|x| x as u128);
+        let g = d.kind.gates() as u128;
+        let gh = g * h;
+        let (hp, pp) = ((panels(d.h) * NR) as u128, (panels(d.p) * NR) as u128);
+        let tb = t * b;
+        let lstm = d.kind == CellKind::Lstm;
+        let gru = d.kind == CellKind::Gru;
+        let proj = d.proj();
+        let on = |c: bool, n: u128| if c { n } else { 0 };
+        CacheSizes {
+            xw: tb * gh,
+            gates: tb * gh,
+            hn: on(gru, tb * h),
+            hprev: tb * p,
+            cprev: on(lstm, tb * h),
+            cell: on(lstm, tb * h),
+            hpre: on(proj, tb * h),
+            hw: b * g * hp,
+            wpack: (g * hp * p).max(pp * gh),
+            dbias: gh,
+            bias: gh,
+            bhn: on(gru, h),
+            h: b * p,
+            c: on(lstm, b * h),
+            hnew: b * p,
+            dgh: on(gru, tb * gh),
+            dhp: on(proj, tb * p),
+            dh: b * p,
+            dh_next: b * p,
+            dc: on(lstm, b * h),
+            dhpre: on(lstm, b * h),
+            direct: on(gru, b * h),
+            wipack: g * hp * i,
+            xc: tb * g * hp,
+            wt: i * gh,
+            dgt: (if (t * b) % 256 == 0 { tb + 16 } else { tb }) * gh,
+        }
+    }
+
+    /// The buffers [`DirCache::new`] allocates.
+    pub fn eager(&self) -> u128 {
+        self.xw
+            + self.gates
+            + self.hn
+            + self.hprev
+            + self.cprev
+            + self.cell
+            + self.hpre
+            + self.hw
+            + self.wpack
+            + self.dbias
+            + self.bias
+            + self.bhn
+            + self.h
+            + self.c
+            + self.hnew
+            + self.dgh
+            + self.dhp
+            + self.dh
+            + self.dh_next
+            + self.dc
+            + self.dhpre
+            + self.direct
+    }
+
+    /// Every buffer, the lazy ones at their largest: the most a forward and backward can hold.
+    pub fn total(&self) -> u128 {
+        self.eager() + self.wipack + self.xc + self.wt + self.dgt
+    }
+}
+
 #[inline]
 pub(crate) fn active(lengths: Option<&[usize]>, t: usize, b: usize) -> bool {
     lengths.is_none_or(|l| t < l[b])
@@ -195,4 +322,45 @@ pub(crate) fn stale_copy<F: Float>(
     let stale = !(fixed && *slot == key);
     *slot = if fixed { key } else { 0 };
     stale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cell::Activation;
+
+    /// A new cache holds exactly the eager lengths of [`CacheSizes`] (a buffer added to the
+    /// cache but not to the sizes would make the memory estimates lie; this catches it), and its
+    /// lazy buffers are empty.
+    #[test]
+    fn a_new_cache_holds_exactly_the_eager_sizes() {
+        let kinds = [
+            CellKind::Lstm,
+            CellKind::Gru,
+            CellKind::Rnn(Activation::Tanh),
+        ];
+        for kind in kinds {
+            for (t, b, i, h, p) in [(1, 1, 1, 1, 1), (9, 4, 12, 20, 20), (5, 3, 70, 33, 33)] {
+                for p in [p, if kind == CellKind::Lstm { 7 } else { p }] {
+                    let d = DirDims {
+                        kind,
+                        t,
+                        b,
+                        i,
+                        h,
+                        p,
+                        reverse: false,
+                    };
+                    let c = DirCache::<f32>::new(d);
+                    let s = CacheSizes::of(&d);
+                    assert_eq!(c.bytes() as u128, 4 * s.eager(), "{d:?}");
+                    assert!(c.wipack.is_empty() && c.xc.is_empty());
+                    assert!(c.wt.is_empty() && c.dgt.is_empty());
+                    assert!(s.total() > s.eager(), "{d:?}");
+                    let c64 = DirCache::<f64>::new(d);
+                    assert_eq!(c64.bytes() as u128, 8 * s.eager(), "{d:?}");
+                }
+            }
+        }
+    }
 }

@@ -522,11 +522,11 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
     };
     match chunk {
         Some((_, _, len)) => {
-            let wi = ng * hp * d.i * NR;
+            let wi = super::cache::wipack_len(&d);
             if stale_copy(&mut c.wipack, wi, &mut c.packed_ih, c.fixed_weights, w.w_ih) {
                 pack_gates_t(&mut c.wipack[..wi], w.w_ih, ng, nh, d.i);
             }
-            grow(&mut c.xc, len * nb * ng * hp * NR);
+            grow(&mut c.xc, super::cache::xc_len(&d, len));
         }
         None => input_projection(c, w, input, false),
     }
@@ -864,7 +864,7 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
         && d.i + d.p >= DGT_MIN_WORK
         && simd;
     if dgt {
-        grow(&mut c.dgt, dgt_ld(nt * nb) * gh);
+        grow(&mut c.dgt, super::cache::dgt_len(&d));
     }
     let ctx = Bwd {
         kind: d.kind,

@@ -30,7 +30,7 @@ pub mod rnn;
 pub mod simple;
 mod types;
 
-pub use cache::DirCache;
+pub use cache::{CacheSizes, DirCache};
 pub use rnn::Activation;
 pub use types::{CellKind, DirDims, DirGrads, DirWeights, LayerInput};
 
