@@ -1,9 +1,10 @@
 //! recur-cuda: the CUDA backend of recur, float32.
 //!
-//! The same fast path as the CPU cells (DESIGN.md): per layer and direction, the input projection
-//! of all steps is one cuBLAS GEMM; per step, one recurrent GEMM and one fused element-wise kernel
-//! (compiled at run time by NVRTC from `kernels.cu`); backward walks the steps in reverse with one
-//! fused kernel and one GEMM per step; the weight gradients are one GEMM each over all steps.
+//! The same fast path as the CPU cells (`recur::cell`): per layer and direction, the input
+//! projection of all steps is one cuBLAS GEMM; per step, one recurrent GEMM and one fused
+//! element-wise kernel (compiled at run time by NVRTC from `kernels.cu`); backward walks the steps
+//! in reverse with one fused kernel and one GEMM per step; the weight gradients are one GEMM each
+//! over all steps.
 //!
 //! The CUDA libraries (driver, cuBLAS, NVRTC) are loaded at run time (cudarc's dynamic loading),
 //! so this crate builds, links and tests on machines with no CUDA toolkit and no GPU:

@@ -65,22 +65,29 @@ impl StackConfig {
             dropout: 0.0,
         }
     }
+    /// `num_layers`: stacked layers, each reading the one below (default 1).
     pub fn with_layers(mut self, n: usize) -> Self {
         self.num_layers = n;
         self
     }
+    /// `bidirectional`: a second direction reading the sequence backwards in every layer, its
+    /// outputs beside the first's (default false).
     pub fn with_bidirectional(mut self, on: bool) -> Self {
         self.bidirectional = on;
         self
     }
+    /// `bias`: the `b_ih` and `b_hh` vectors (default true).
     pub fn with_bias(mut self, on: bool) -> Self {
         self.bias = on;
         self
     }
+    /// `proj_size`: LSTM only, h_t projected to `p` units by `weight_hr` (default 0: none).
     pub fn with_proj_size(mut self, p: usize) -> Self {
         self.proj_size = p;
         self
     }
+    /// `dropout`: the probability of zeroing each output of every layer but the last, in
+    /// training mode (default 0).
     pub fn with_dropout(mut self, p: f64) -> Self {
         self.dropout = p;
         self

@@ -1,4 +1,4 @@
-//! Nothing is allocated inside the time loop (DESIGN.md, fast path point 4), shown with a
+//! Nothing is allocated inside the time loop (the fast path of `recur::cell`), shown with a
 //! counting global allocator: a stack's forward and backward make as many allocations for 128
 //! steps as for 32 steps (up to [`SLACK`], far below the 96 that one allocation per step would
 //! add), for every cell, on 1 and 2 threads (with steps large enough to

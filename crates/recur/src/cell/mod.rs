@@ -1,6 +1,6 @@
 //! Recurrent cells: forward and backward (BPTT) of one direction of one layer over a sequence.
 //!
-//! The sequence driver shared by the three cells, following the fast path of DESIGN.md:
+//! The sequence driver shared by the three cells, on the fast path:
 //! 1. the input projection of all T steps is one GEMM `[T*B, I] x [I, G*H]`;
 //! 2. per step, one recurrent GEMM `[B, P] x [P, G*H]`, then one fused element-wise pass
 //!    (`rnn.rs`, `lstm.rs`, `gru.rs`);
