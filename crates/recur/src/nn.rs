@@ -167,7 +167,7 @@ impl Builder {
             rng,
             training: false,
             ws: None,
-            last: None,
+            last_x: None,
         })
     }
 }
@@ -208,11 +208,6 @@ impl Rnn {
     }
 }
 
-/// What backward needs of the last forward besides the workspace: its input.
-struct Last {
-    x: Vec<f32>,
-}
-
 /// A recurrent layer (one or more stacked layers, one or two directions) with its parameters,
 /// their gradients and a workspace sized for the last (T, B) it ran.
 pub struct Recurrent {
@@ -222,7 +217,8 @@ pub struct Recurrent {
     rng: Rng,
     training: bool,
     ws: Option<StackWorkspace<f32>>,
-    last: Option<Last>,
+    // the last forward's input, which backward reads again
+    last_x: Option<Vec<f32>>,
 }
 
 impl Recurrent {
@@ -312,6 +308,21 @@ impl Recurrent {
         self.stack.kind() == CellKind::Lstm
     }
 
+    /// A [`State`] for `b` sequences holding copies of `h` and (LSTM only) `c`.
+    fn state(&self, b: usize, h: &[f32], c: &[f32]) -> State {
+        let (hs, cs) = self.state_shapes(b);
+        State {
+            h: Tensor {
+                data: h.to_vec(),
+                shape: hs.to_vec(),
+            },
+            c: self.is_lstm().then(|| Tensor {
+                data: c.to_vec(),
+                shape: cs.to_vec(),
+            }),
+        }
+    }
+
     /// Checks a state given for `b` sequences.
     fn check_state(&self, s: &State, b: usize, what: &str) -> Result<()> {
         let (hs, cs) = self.state_shapes(b);
@@ -371,8 +382,6 @@ impl Recurrent {
             )?;
             self.ws = Some(self.stack.workspace(t, b));
         }
-        let (hs, cs) = self.state_shapes(b);
-        let lstm = self.is_lstm();
         let ws = self.ws.as_mut().expect("made above");
         let h0 = state.map(|s| s.h.data());
         let c0 = state.and_then(|s| s.c.as_ref()).map(|c| c.data());
@@ -384,19 +393,9 @@ impl Recurrent {
             data: ws.output().to_vec(),
             shape: vec![t, b, cfg.dirs() * cfg.out_size()],
         };
-        let out = State {
-            h: Tensor {
-                data: ws.h_n.clone(),
-                shape: hs.to_vec(),
-            },
-            c: lstm.then(|| Tensor {
-                data: ws.c_n.clone(),
-                shape: cs.to_vec(),
-            }),
-        };
-        self.last = Some(Last {
-            x: x.data().to_vec(),
-        });
+        let ws = self.ws.as_ref().expect("made above");
+        let out = self.state(b, &ws.h_n, &ws.c_n);
+        self.last_x = Some(x.data().to_vec());
         Ok((y, out))
     }
 
@@ -409,7 +408,7 @@ impl Recurrent {
     /// [`Recurrent::backward`] when the loss also depends on the final state: `dstate` holds
     /// dL/dh_n (and dL/dc_n for an LSTM; `None` there counts as zeros).
     pub fn backward_with_state(&mut self, dy: &Tensor, dstate: Option<&State>) -> Result<Grads> {
-        let (Some(ws), Some(last)) = (self.ws.as_mut(), self.last.as_ref()) else {
+        let (Some(ws), Some(x)) = (self.ws.as_ref(), self.last_x.as_ref()) else {
             return Err(Error::invalid("backward needs a forward first"));
         };
         let (t, b) = (ws.shape.t, ws.shape.b);
@@ -422,20 +421,12 @@ impl Recurrent {
             )));
         }
         if let Some(s) = dstate {
-            // same shapes as the state
-            let (hs, cs) = {
-                let ld = cfg.num_layers * cfg.dirs();
-                ([ld, b, cfg.out_size()], [ld, b, cfg.hidden_size])
-            };
-            if s.h.shape() != hs || s.c.as_ref().is_some_and(|c| c.shape() != cs) {
-                return Err(Error::invalid(format!(
-                    "dstate must have the final state's shapes {hs:?} (and {cs:?})"
-                )));
-            }
+            self.check_state(s, b, "dstate")?;
         }
         let i = cfg.input_size;
         let mut dx = vec![0.0f32; t * b * i];
-        let input = LayerInput::Dense { x: &last.x, ld: i };
+        let ws = self.ws.as_mut().expect("checked above");
+        let input = LayerInput::Dense { x, ld: i };
         let dh_n = dstate.map(|s| s.h.data());
         let dc_n = dstate.and_then(|s| s.c.as_ref()).map(|c| c.data());
         self.stack.backward(
@@ -449,23 +440,13 @@ impl Recurrent {
             dc_n,
             Some(&mut dx),
         );
-        let (hs, cs) = self.state_shapes(b);
         let ws = self.ws.as_ref().expect("checked above");
         Ok(Grads {
             x: Tensor {
                 data: dx,
                 shape: vec![t, b, i],
             },
-            state: State {
-                h: Tensor {
-                    data: ws.dh0.clone(),
-                    shape: hs.to_vec(),
-                },
-                c: self.is_lstm().then(|| Tensor {
-                    data: ws.dc0.clone(),
-                    shape: cs.to_vec(),
-                }),
-            },
+            state: self.state(b, &ws.dh0, &ws.dc0),
         })
     }
 }

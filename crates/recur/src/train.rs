@@ -406,7 +406,7 @@ impl<'a> Run<'a> {
     /// A fresh run from parameters, optimizer and RNG of the caller's own (e.g. weights loaded
     /// from elsewhere); `rng` then draws the dropout masks and whatever the task draws.
     pub fn start_with<T: Task>(
-        self,
+        mut self,
         model: Model,
         params: Vec<f32>,
         opt: Optimizer<f32>,
@@ -416,7 +416,7 @@ impl<'a> Run<'a> {
     ) -> Result<Trainer<T>> {
         let state = TrainState {
             config,
-            budget: self.budget.clone().unwrap_or_default(),
+            budget: self.budget.take().unwrap_or_default(),
             step: 0,
             items_seen: 0,
             elapsed_secs: 0.0,
@@ -430,7 +430,7 @@ impl<'a> Run<'a> {
             last_eval_step: None,
             history: Vec::new(),
             task: task.state(),
-            extra: self.extra.clone(),
+            extra: std::mem::take(&mut self.extra),
         };
         self.assemble(model, params, opt, task, state)
     }
@@ -438,15 +438,15 @@ impl<'a> Run<'a> {
     /// Continues the run saved in `ckpt` with `task` (which must be built on the same data:
     /// [`Task::restore`] checks), on this run's backend: a run trained on one device continues
     /// on another.
-    pub fn resume<T: Task>(self, ckpt: Checkpoint, mut task: T) -> Result<Trainer<T>> {
+    pub fn resume<T: Task>(mut self, ckpt: Checkpoint, mut task: T) -> Result<Trainer<T>> {
         let mut state = TrainState::<T::Config>::of(&ckpt)?;
         T::check_config(&state.config, &ckpt.model)?;
         task.restore(&state.task)?;
         let opt = ckpt.optimizer.ok_or_else(|| {
             Error::invalid("the checkpoint has no optimizer state to resume from")
         })?;
-        if let Some(b) = &self.budget {
-            state.budget = b.clone();
+        if let Some(b) = self.budget.take() {
+            state.budget = b;
         }
         let model = Model::new(ckpt.model)?;
         self.assemble(model, ckpt.params, opt, task, state)
