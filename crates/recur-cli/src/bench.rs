@@ -232,13 +232,13 @@ pub fn run(a: Args) -> Result<()> {
 fn run_fma_peak(a: &Args, threads: usize) -> Result<()> {
     // one sample: 2e8 vector FMAs per thread (about 0.1 s at 4 GHz with 2 FMA pipes)
     const ITERS: u64 = 200_000_000 / 12;
-    let _ = recur::study::peak::fma_gflops(threads, ITERS / 10); // warm-up (clocks, page-in)
+    let _ = recur_study::peak::fma_gflops(threads, ITERS / 10); // warm-up (clocks, page-in)
     let mut samples: Vec<f64> = (0..a.repeats)
-        .map(|_| recur::study::peak::fma_gflops(threads, ITERS))
+        .map(|_| recur_study::peak::fma_gflops(threads, ITERS))
         .collect();
     samples.sort_by(f64::total_cmp);
     let gflops = samples[samples.len() / 2];
-    let isa = recur::study::peak::isa();
+    let isa = recur_study::peak::isa();
     let mut out = std::io::stdout().lock();
     if a.json {
         let j = json!({"fma_peak": true, "isa": isa, "threads": threads, "gflops": gflops});

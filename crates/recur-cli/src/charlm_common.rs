@@ -3,12 +3,12 @@
 
 use crate::plot::{self, Chart, Series};
 use anyhow::{anyhow, Result};
-use recur::apps::charlm::data::{self, Vocab};
-use recur::apps::charlm::sample::{Generator, SampleOptions};
-use recur::apps::charlm::train::LogRow;
 use recur::checkpoint::{self, Checkpoint};
 use recur::model::Model;
 use recur::rng::Rng;
+use recur_apps::charlm::data::{self, Vocab};
+use recur_apps::charlm::sample::{Generator, SampleOptions};
+use recur_apps::charlm::train::LogRow;
 use std::path::{Path, PathBuf};
 
 /// The loss-curve plots inside the checkpoint directory.
@@ -61,8 +61,8 @@ pub fn print_sample_text(
     n: usize,
     temperature: f64,
     seed: u64,
-) -> String {
-    let mut g = Generator::new(model, params);
+) -> recur::Result<String> {
+    let mut g = Generator::new(model, params)?;
     let mut rng = Rng::new(seed);
     let opts = SampleOptions {
         temperature,
@@ -75,7 +75,7 @@ pub fn print_sample_text(
         id = g.sample(&opts, &mut rng);
         out.push(vocab.char(id));
     }
-    out
+    Ok(out)
 }
 
 /// Train and validation loss against characters seen, as PNG and SVG in `dir`.

@@ -9,10 +9,10 @@ use crate::values::Device;
 #[cfg(not(feature = "cuda"))]
 use anyhow::bail;
 use anyhow::Result;
-use recur::apps::charlm::sample::{draw, SampleOptions};
 use recur::engine::{Backend, Cpu, Stepper};
 use recur::model::Model;
 use recur::rng::Rng;
+use recur_apps::charlm::sample::{draw, SampleOptions};
 
 /// What a CPU-only build says to `--device cuda`.
 #[cfg(not(feature = "cuda"))]

@@ -5,7 +5,7 @@
 use crate::args::DeviceArgs;
 use crate::charlm_common::load_char_model;
 use anyhow::{bail, Context, Result};
-use recur::apps::charlm::data;
+use recur_apps::charlm::data;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;

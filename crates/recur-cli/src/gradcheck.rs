@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use recur::cell::CellKind;
 use recur::model::{InputKind, ModelConfig};
 use recur::stack::StackConfig;
-use recur::study::gradcheck::{gradcheck, GradcheckSpec};
+use recur_study::gradcheck::{gradcheck, GradcheckSpec};
 use serde_json::json;
 use std::io::Write;
 

@@ -1,13 +1,13 @@
 //! `recur gradflow`: the norm of dL/dh_t against the distance from a loss at the last step, for
 //! several cells and recurrent-weight scales; a table on stdout (or `--json`), the full curves as
-//! CSV, and one chart (PNG and SVG). The measurement itself is `recur::study::gradflow`.
+//! CSV, and one chart (PNG and SVG). The measurement itself is `recur_study::gradflow`.
 
 use crate::plot::{write_chart, Chart, Legend, Series};
 use crate::values::{choice, Cell};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use recur::cell::CellKind;
-use recur::study::gradflow::{gradflow, GradflowResult, GradflowSpec};
+use recur_study::gradflow::{gradflow, GradflowResult, GradflowSpec};
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 use crate::args::Optimizer;
 use anyhow::Result;
 use recur::optim;
-use recur::study::lecture::{self, Step};
+use recur_study::lecture::{self, Step};
 use serde_json::json;
 use std::io::Write;
 

@@ -4,8 +4,8 @@
 use crate::args::DeviceArgs;
 use crate::charlm_common::load_char_model;
 use anyhow::{bail, Result};
-use recur::apps::charlm::sample::SampleOptions;
 use recur::rng::Rng;
+use recur_apps::charlm::sample::SampleOptions;
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -1,23 +1,23 @@
 //! `recur speech train | eval | predict`: the spoken-digit recognizer on a directory of
 //! `{digit}_{speaker}_{take}.wav` recordings (the Free Spoken Digit Dataset's layout).
 //!
-//! This file turns flags into a plan, drives the library (`recur::apps::speech`) epoch by epoch, saves
+//! This file turns flags into a plan, drives the library (`recur_apps::speech`) epoch by epoch, saves
 //! checkpoints, draws the charts and prints the results. The features, the model, the training
 //! step and the evaluation are computed in the library; none of that math lives here.
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use recur::apps::speech::classifier::{
-    self, evaluate, load_examples, load_examples_multi, make_batch, model_config, predict_batch,
-    Evaluation, Example, Normalizer, NUM_CLASSES,
-};
-use recur::apps::speech::dataset::{list_dir, Split, Utterance};
-use recur::apps::speech::features::{warp_factors, Extractor, FeatureConfig};
-use recur::apps::speech::train::{self as speech_train, Hyper, SpeechConfig, EVAL_BATCH};
-use recur::apps::speech::wav::read_wav;
 use recur::checkpoint::{self, Checkpoint};
 use recur::model::Model;
 use recur::train::{Event, LogRow, Run, StopReason, Task, BEST, LATEST};
+use recur_apps::speech::classifier::{
+    self, evaluate, load_examples, load_examples_multi, make_batch, model_config, predict_batch,
+    Evaluation, Example, Normalizer, NUM_CLASSES,
+};
+use recur_apps::speech::dataset::{list_dir, Split, Utterance};
+use recur_apps::speech::features::{warp_factors, Extractor, FeatureConfig};
+use recur_apps::speech::train::{self as speech_train, Hyper, SpeechConfig, EVAL_BATCH};
+use recur_apps::speech::wav::read_wav;
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,19 +1,19 @@
 //! `recur task adding|copy|ball`: train a cell on a long-memory task and compare it with the
 //! task's baseline; progress on stderr, the result on stdout (or `--json`), a learning-curve chart,
 //! and for the ball the true and predicted paths. The tasks and the training loop are
-//! `recur::apps::tasks`; this file parses, reports and draws.
+//! `recur_apps::tasks`; this file parses, reports and draws.
 
 use crate::args::{DeviceArgs, Optimizer};
 use crate::plot::{write_chart, Chart, Legend, Series};
 use crate::values::{choice, Cell};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use recur::apps::tasks::train::{adding_gradflow, predict, train, Event, TrainResult, TrainSpec};
-use recur::apps::tasks::{Task, TaskKind};
 use recur::cell::CellKind;
 use recur::checkpoint::{save, Checkpoint};
 use recur::stack::StackConfig;
-use recur::study::gradflow::GradflowResult;
+use recur_apps::tasks::train::{adding_gradflow, predict, train, Event, TrainResult, TrainSpec};
+use recur_apps::tasks::{Task, TaskKind};
+use recur_study::gradflow::GradflowResult;
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -424,7 +424,7 @@ fn learning_curve(
     .with_legend(Legend::LowerLeft);
     let mut last = 1.0f64;
     for (cell, res) in cells.iter().zip(results) {
-        let pts = |f: &dyn Fn(&recur::apps::tasks::train::EvalPoint) -> f64| {
+        let pts = |f: &dyn Fn(&recur_apps::tasks::train::EvalPoint) -> f64| {
             res.curve
                 .iter()
                 .map(|p| (p.step as f64, f(p)))

@@ -2,24 +2,24 @@
 //! default), with a progress bar on stderr, validation loss and a sample at every evaluation,
 //! checkpoints, a CSV log and a loss-curve plot in the checkpoint directory.
 //!
-//! This module turns flags into a [`recur::apps::charlm::train::TrainConfig`] (presets, then explicit flags),
-//! checks them, and reports; the loop itself is [`recur::apps::charlm::train::Trainer`].
+//! This module turns flags into a [`recur_apps::charlm::train::TrainConfig`] (presets, then explicit flags),
+//! checks them, and reports; the loop itself is [`recur_apps::charlm::train::Trainer`].
 
 use crate::args::{DeviceArgs, RunDir};
 use crate::charlm_common::{default_corpus, load_corpus, print_sample_text};
 use crate::values::{choice, Cell, Optim, Preset as PresetName};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use recur::apps::charlm::data::{self, Vocab};
-use recur::apps::charlm::train::{
-    self as charlm_train, Budget, Event, LogRow, Run, StopReason, TrainConfig, TrainState, Trainer,
-    BEST, LATEST,
-};
 use recur::cell::CellKind;
 use recur::checkpoint;
 use recur::engine::Backend;
 use recur::model::ModelConfig;
 use recur::stack::StackConfig;
+use recur_apps::charlm::data::{self, Vocab};
+use recur_apps::charlm::train::{
+    self as charlm_train, Budget, Event, LogRow, Run, StopReason, TrainConfig, TrainState, Trainer,
+    BEST, LATEST,
+};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -489,9 +489,9 @@ fn header(a: &Args, trainer: &Trainer, data_path: &Path, vocab: &Vocab, threads:
     format!(
         "recur train: {} ({} chars: {} train, {} validation; vocabulary {}), {} {}x{}{}{}, {} parameters, B={} T={}, {} lr {}, clip {}, {} thread(s) on {}{}",
         data_path.display(),
-        fmt_chars((trainer.val_ids().len() + trainer.batches_per_epoch() as usize * cfg.batch_size * cfg.seq_length) as u64),
-        fmt_chars(trainer.batches_per_epoch() * (cfg.batch_size * cfg.seq_length) as u64),
-        fmt_chars(trainer.val_ids().len() as u64),
+        fmt_chars((trainer.task.val_ids().len() + trainer.task.batches() as usize * cfg.batch_size * cfg.seq_length) as u64),
+        fmt_chars(trainer.task.batches() * (cfg.batch_size * cfg.seq_length) as u64),
+        fmt_chars(trainer.task.val_ids().len() as u64),
         vocab.len(),
         m.rnn.cell.name(),
         m.rnn.num_layers,
@@ -526,7 +526,7 @@ fn report(
         let j = json!({
             "outcome": reason,
             "steps": st.step,
-            "epoch": st.step as f64 / trainer.batches_per_epoch() as f64,
+            "epoch": st.step as f64 / trainer.task.batches() as f64,
             "chars_seen": st.items_seen,
             "elapsed_secs": elapsed,
             "val_loss": last_val,
@@ -687,7 +687,8 @@ pub fn run(a: Args) -> Result<()> {
                         a.sample_length,
                         a.sample_temperature,
                         seed,
-                    );
+                    )
+                    .unwrap_or_else(|e| format!("(no sample: {e})"));
                     text.push_str(&format!(
                         "--- sample (temperature {}) ---\n{}\n---\n",
                         a.sample_temperature, s

@@ -8,11 +8,11 @@
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::ValueEnum;
-use recur::apps::speech::classifier::Pooling;
-use recur::apps::speech::features::FeatureKind;
 use recur::cell::{Activation, CellKind};
 use recur::model::Head;
 use recur::optim::OptimKind;
+use recur_apps::speech::classifier::Pooling;
+use recur_apps::speech::features::FeatureKind;
 use std::ffi::OsStr;
 use std::marker::PhantomData;
 

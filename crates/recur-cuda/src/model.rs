@@ -13,7 +13,7 @@
 //!   and count reduced on the device in a fixed order and `scale * dL/dlogits` written for
 //!   backward.
 //!
-//! What it is not: the optimizers and clipping (optim.rs), the training loop (recur::apps::charlm::train, through
+//! What it is not: the optimizers and clipping (optim.rs), the training loop (recur_apps::charlm::train, through
 //! the engine in engine.rs). The library never prints.
 
 use crate::device::{at, Gpu, GpuError};

@@ -14,7 +14,7 @@
 //! `cpu_f32_model_is_within_tolerance` runs everywhere: the CPU's own float32 run of the same
 //! random cases, held to the same bound, calibrates it.
 
-#[path = "../../recur/tests/support/small_run.rs"]
+#[path = "../../recur-apps/tests/support/small_run.rs"]
 mod small_run;
 
 use recur::cell::CellKind;
@@ -866,8 +866,8 @@ fn gpu_engine_continues_a_cpu_run() {
 /// compounded through Adam).
 #[test]
 fn gpu_task_training_matches_cpu() {
-    use recur::apps::tasks::train::{train, TrainSpec};
-    use recur::apps::tasks::{Task, TaskKind};
+    use recur_apps::tasks::train::{train, TrainSpec};
+    use recur_apps::tasks::{Task, TaskKind};
     if gpu("gpu_task_training_matches_cpu").is_none() {
         return;
     }
@@ -893,7 +893,7 @@ fn gpu_task_training_matches_cpu() {
         let cpu = train(&spec, &recur::engine::Cpu, &mut |_| true).unwrap();
         let gpu = train(&spec, &cuda, &mut |_| true).unwrap();
         assert_eq!(gpu.steps, cpu.steps);
-        let m = |r: &recur::apps::tasks::train::TrainResult| -> Vec<f64> {
+        let m = |r: &recur_apps::tasks::train::TrainResult| -> Vec<f64> {
             r.curve.iter().map(|p| p.metric).collect()
         };
         let (mg, mc) = (m(&gpu), m(&cpu));

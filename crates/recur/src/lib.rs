@@ -20,9 +20,10 @@
 //! - [`error`]: the one [`Error`] type of the public API;
 //! - [`rng`]: the seeded random numbers behind initialisation, dropout and data order.
 //!
-//! Beside it, [`apps`] (the character model, long-memory tasks, spoken digits: each built on the
-//! core alone) and [`study`] (the lecture's example, gradient checks, gradient flow, the
-//! machine's FMA ceiling).
+//! Beside it, in crates of their own so that the core depends only on what it uses: `recur-apps`
+//! (the character model, long-memory tasks, spoken digits: each built on the core alone) and
+//! `recur-study` (the lecture's example, gradient checks, gradient flow, the machine's FMA
+//! ceiling).
 
 pub mod cell;
 pub mod checkpoint;
@@ -38,9 +39,6 @@ pub mod rng;
 pub mod stack;
 pub mod stream;
 pub mod train;
-
-pub mod apps;
-pub mod study;
 
 pub use error::{Error, Result};
 pub use ops::gemm::{all_cores, set_threads, threads};

@@ -125,12 +125,6 @@ impl<'a> Streamer<'a> {
                 model.num_params()
             )));
         }
-        Self::unchecked(model, params, batch)
-    }
-
-    /// [`Streamer::new`] without the direction and size checks: the character generator runs
-    /// whatever model it is given one step at a time, as it always has.
-    pub(crate) fn unchecked(model: &'a Model, params: &'a [f32], batch: usize) -> Result<Self> {
         if batch == 0 {
             return Err(Error::invalid(
                 "a streamer needs at least one stream (batch >= 1)",

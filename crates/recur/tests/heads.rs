@@ -2,7 +2,7 @@
 //! (`cat(h_n[-2], h_n[-1])` with two directions), taken at each sequence's own last step; a
 //! per-step head decodes every step; the squared-error loss is PyTorch's `MSELoss()`; configs
 //! written before heads existed still load. (The gradients of every head are checked against
-//! finite differences in tests/gradcheck.rs.)
+//! finite differences in crates/recur-study/tests/gradcheck.rs.)
 
 use recur::cell::CellKind;
 use recur::model::{Head, Input, Model, ModelConfig};

@@ -2,7 +2,7 @@
 //! against the fixtures written by `tests/fixtures/gen_torch.py` (see its header for how to
 //! regenerate them and what each file holds).
 //!
-//! Error per tensor, as in `recur::study::gradcheck`: `max_i |a_i - t_i| / max(max_i |a_i|, max_i |t_i|)`
+//! Error per tensor, as in `recur_study::gradcheck`: `max_i |a_i - t_i| / max(max_i |a_i|, max_i |t_i|)`
 //! (`a` recur, `t` torch): the worst element's error relative to the tensor's largest magnitude,
 //! so that an element that is zero up to rounding does not read as a large relative error.
 //!
