@@ -3,6 +3,9 @@
 # runs together, then copy T = 20 and ball together, then the last two alone). Each command trains three
 # cells side by side, one thread each, all stopped by the same time budget.
 # Usage: run-tasks.sh RECUR OUTDIR
+# (Since recur task took the shared run-directory flags, --out is an alias of --checkpoint-dir: each run
+# writes a folder, curve.*, paths-<cell>.*, gradflow.* and <cell>/best|latest.safetensors, where these
+# runs wrote <out>.png, <out>-paths-<cell>.png and <out>-gradflow.png.)
 set -euo pipefail
 R=$1; O=$2
 mkdir -p "$O"

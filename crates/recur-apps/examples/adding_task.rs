@@ -24,9 +24,13 @@ fn main() -> recur::Result<()> {
     // drawn from seed 1
     let data = LongMemory::new(task.clone(), 32, 256, 1);
     let config = RunConfig {
+        task: "adding".into(),
+        len: 20,
         lr: 1e-2,
         clip: 1.0,
         eval_every: 100,
+        batch: 32,
+        eval_size: 256,
         seed: 1,
         optim: OptimKind::parse("adam", 0.0).expect("adam"),
     };

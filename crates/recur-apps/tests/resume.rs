@@ -176,9 +176,13 @@ fn a_long_memory_task_stopped_between_evaluations_resumes_bit_for_bit() {
             ..Budget::default()
         });
         let config = RunConfig {
+            task: task.kind.name().into(),
+            len: task.len,
             lr: 1e-2,
             clip: 1.0,
             eval_every: 4,
+            batch: 6,
+            eval_size: 12,
             seed: 5,
             optim: OptimKind::parse("adam", 0.0).unwrap(),
         };

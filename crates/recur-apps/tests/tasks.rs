@@ -7,6 +7,7 @@ use recur::engine::Cpu;
 use recur::optim::OptimKind;
 use recur::rng::Rng;
 use recur::stack::StackConfig;
+use recur::train::Run;
 use recur_apps::tasks::train::{train, TrainSpec};
 use recur_apps::tasks::{
     Inputs, Targets, Task, TaskKind, BALL_DT, BALL_G, COPY_ALPHABET, COPY_BLANK, COPY_DELIM,
@@ -200,7 +201,7 @@ fn short_training_beats_the_adding_baseline() {
         600,
         1e-2,
     );
-    let r = train(&sp, &Cpu, &mut |_| true).unwrap();
+    let r = train(&sp, Run::on(&Cpu), &mut |_| true).unwrap();
     let m = r.metric();
     assert!(
         m < 0.25 * r.baseline,
@@ -214,7 +215,7 @@ fn short_training_beats_the_copy_baseline() {
     // Copy learns slowly (10 random symbols to hold); any memoryless model scores at least the
     // baseline, so 10% below it needs memory.
     let sp = spec(Task::new(TaskKind::Copy, 5).unwrap(), "gru", 64, 2000, 3e-3);
-    let r = train(&sp, &Cpu, &mut |_| true).unwrap();
+    let r = train(&sp, Run::on(&Cpu), &mut |_| true).unwrap();
     let m = r.metric();
     assert!(
         m < 0.9 * r.baseline,
@@ -226,7 +227,7 @@ fn short_training_beats_the_copy_baseline() {
 #[test]
 fn short_training_beats_the_ball_baseline() {
     let sp = spec(Task::new(TaskKind::Ball, 30).unwrap(), "gru", 32, 400, 1e-2);
-    let r = train(&sp, &Cpu, &mut |_| true).unwrap();
+    let r = train(&sp, Run::on(&Cpu), &mut |_| true).unwrap();
     let m = r.metric();
     assert!(
         m < 0.5 * r.baseline,
@@ -246,7 +247,7 @@ fn the_callback_stops_training() {
     );
     sp.eval_every = 10;
     let mut seen = 0;
-    let r = train(&sp, &Cpu, &mut |_| {
+    let r = train(&sp, Run::on(&Cpu), &mut |_| {
         seen += 1;
         seen < 25
     })
@@ -264,7 +265,7 @@ fn adding_gradflow_uses_the_models_own_loss() {
     use recur_apps::tasks::train::{adding_gradflow, predict};
     let mut sp = spec(Task::new(TaskKind::Adding, 12).unwrap(), "gru", 8, 30, 1e-2);
     sp.eval_size = 32;
-    let r = train(&sp, &Cpu, &mut |_| true).unwrap();
+    let r = train(&sp, Run::on(&Cpu), &mut |_| true).unwrap();
     let g = adding_gradflow(&sp.task, &r.model, &r.params, 6, 77).unwrap();
     assert_eq!(g.norm.len(), 13);
     assert!((g.rel[0] - 1.0).abs() < 1e-12);

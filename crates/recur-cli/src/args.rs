@@ -70,12 +70,22 @@ impl DeviceArgs {
 /// A training run's directory.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunDir {
-    /// Where the checkpoints (best.safetensors, latest.safetensors), the log and the charts go.
-    #[arg(long, default_value = "checkpoints")]
-    pub checkpoint_dir: PathBuf,
+    /// Where the run goes: its checkpoints (best.safetensors, latest.safetensors), log and
+    /// charts [default: checkpoints].
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
     /// Continue the run saved in --checkpoint-dir (latest.safetensors) where it stopped.
     #[arg(long)]
     pub resume: bool,
+}
+
+impl RunDir {
+    /// The directory given, else the command's `default`.
+    pub fn dir(&self, default: impl Into<PathBuf>) -> PathBuf {
+        self.checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| default.into())
+    }
 }
 
 /// The update rule and its step size.

@@ -31,6 +31,7 @@ use crate::values::{choice, Features, Pool};
 
 /// Where `--data` points unless told otherwise: the full dataset, cloned as docs/speech.md says.
 const DEFAULT_DATA: &str = "data/fsdd/recordings";
+const DEFAULT_RUN_DIR: &str = "speech-run";
 /// `--threads` of `speech train` and `speech eval`.
 const THREADS_HELP: &str =
     "Threads for large matrix products and for reading files [default: all cores]";
@@ -53,7 +54,10 @@ enum Cmd {
 }
 
 #[derive(clap::Args)]
-#[command(mut_arg("checkpoint_dir", |a| a.default_value("speech-run")))]
+#[command(mut_arg("checkpoint_dir", |a| a.help(
+    "Where the run goes: its checkpoints (best.safetensors, latest.safetensors), log and charts \
+     [default: speech-run]"
+)))]
 #[command(mut_arg("cell", |a| a.default_value("gru")))]
 #[command(mut_arg("rnn_size", |a| a.default_value("64")))]
 #[command(mut_arg("threads", |a| a.help(THREADS_HELP)))]
@@ -353,8 +357,9 @@ fn train(a: TrainArgs) -> Result<()> {
         warp_copies: a.warp_copies,
         warp_max: a.warp_max,
     };
-    let last_path = a.run.checkpoint_dir.join(LATEST);
-    let best_path = a.run.checkpoint_dir.join(BEST);
+    let run_dir = a.run.dir(DEFAULT_RUN_DIR);
+    let last_path = run_dir.join(LATEST);
+    let best_path = run_dir.join(BEST);
     let resumed = if a.run.resume {
         let ck = checkpoint::load(&last_path)?;
         let st = speech_config(&ck, &last_path)?;
@@ -403,7 +408,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let (train_set, val_set) = (data.train, data.val);
 
     // ---- the run: fresh or resumed, on the chosen device
-    let out_dir = a.run.checkpoint_dir.clone();
+    let out_dir = run_dir.clone();
     let (train_n, val_n) = (train_set.len(), val_set.len());
     let run = Run::on(&*device).checkpoints(out_dir.clone());
     let mut trainer = match resumed {

@@ -3,15 +3,19 @@
 //! and for the ball the true and predicted paths. The tasks and the training loop are
 //! `recur_apps::tasks`; this file parses, reports and draws.
 
-use crate::args::{DeviceArgs, Optimizer};
+use crate::args::{DeviceArgs, Optimizer, RunDir};
 use crate::plot::{write_chart, Chart, Legend, Series};
 use crate::values::{choice, Cell};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use recur::cell::CellKind;
-use recur::checkpoint::{save, Checkpoint};
+use recur::checkpoint;
+use recur::engine::Backend;
 use recur::stack::StackConfig;
-use recur_apps::tasks::train::{adding_gradflow, predict, train, Event, TrainResult, TrainSpec};
+use recur::train::{Run, StopReason, BEST, LATEST};
+use recur_apps::tasks::train::{
+    adding_gradflow, predict, resume, train, Event, TrainResult, TrainSpec,
+};
 use recur_apps::tasks::{Task, TaskKind};
 use recur_study::gradflow::GradflowResult;
 use serde_json::json;
@@ -41,6 +45,14 @@ enum Which {
 }
 
 #[derive(clap::Args)]
+#[command(mut_arg("checkpoint_dir", |a| a.help(
+    "Where the run goes: the charts (curve.*, paths.*, gradflow.*) and each cell's checkpoints \
+     in <dir>/<cell>/ (best.safetensors, latest.safetensors) [default: task-<task>-<cells>-<T>]"
+).alias("out")))]
+#[command(mut_arg("resume", |a| a.help(
+    "Continue each cell's run saved in --checkpoint-dir where it stopped (the same flags; \
+     --max-steps and --max-minutes may be raised)"
+)))]
 #[command(mut_arg("threads", |a| a.help(
     "Threads for each cell's matrix products [default: all cores for one cell, 1 each for \
      several cells training side by side]"
@@ -83,21 +95,16 @@ struct Common {
     /// Seed for weights, data and the held-out set.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Chart stem: writes <stem>.png and <stem>.svg (ball: also <stem>-paths.*).
-    /// Default: task-<task>-<cells>-<len>.
-    #[arg(long)]
-    out: Option<PathBuf>,
     /// Adding only: after training, measure the gradient flow (||dL/dh_t|| / ||dL/dh_T|| against
     /// the distance from the loss) through the trained and the initial weights on this many fresh
-    /// sequences, and chart it as <stem>-gradflow.*. 0 = off.
+    /// sequences, and chart it as gradflow.* in the run directory. 0 = off.
     #[arg(long, default_value_t = 0)]
     gradflow: usize,
-    /// Also save the trained model as a checkpoint here.
-    #[arg(long)]
-    save: Option<PathBuf>,
     /// Print one JSON object per cell (one per line) on stdout instead of the summary.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    run: RunDir,
     #[command(flatten)]
     dev: DeviceArgs,
 }
@@ -110,7 +117,7 @@ fn gradflow(
     results: &[TrainResult],
     c: &Common,
     len: usize,
-    stem: &Path,
+    dir: &Path,
     files: &mut Vec<PathBuf>,
 ) -> Result<Vec<(GradflowResult, GradflowResult)>> {
     let mut flows = Vec::new();
@@ -120,14 +127,10 @@ fn gradflow(
     {
         for res in results {
             let seed = c.seed ^ 0x6F10;
-            let trained = adding_gradflow(task, &res.model, &res.params, c.gradflow, seed)
-                .map_err(anyhow::Error::msg)?;
-            let initial = adding_gradflow(task, &res.model, &res.initial, c.gradflow, seed)
-                .map_err(anyhow::Error::msg)?;
+            let trained = adding_gradflow(task, &res.model, &res.params, c.gradflow, seed)?;
+            let initial = adding_gradflow(task, &res.model, &res.initial, c.gradflow, seed)?;
             flows.push((trained, initial));
         }
-        let mut name = stem.as_os_str().to_owned();
-        name.push("-gradflow");
         let mut chart = Chart::new(
             format!(
                 "adding T={len}: gradient flow, trained (lines) and initial (dots) weights, {} sequences",
@@ -149,9 +152,103 @@ fn gradflow(
                 Series::dots(format!("{} initial", cell.name()), pts(&ini.rel)).with_color(col),
             );
         }
-        files.extend(write_chart(&chart, &PathBuf::from(name))?);
+        files.extend(write_chart(&chart, &dir.join("gradflow"))?);
     }
     Ok(flows)
+}
+
+/// What the flags ask for, checked.
+struct Plan {
+    kind: TaskKind,
+    task: Task,
+    len: usize,
+    cells: Vec<CellKind>,
+    budget: Option<Duration>,
+    /// The run directory, and each cell's checkpoint directory in it.
+    dir: PathBuf,
+    cell_dirs: Vec<PathBuf>,
+}
+
+impl Plan {
+    fn of(kind: TaskKind, c: &Common) -> Result<Plan> {
+        let len = c.len.unwrap_or(match kind {
+            TaskKind::Adding => 100,
+            TaskKind::Copy => 20,
+            TaskKind::Ball => 50,
+        });
+        let task = Task::new(kind, len)?;
+        let cells: Vec<CellKind> = c.cell.iter().map(|k| k.kind()).collect();
+        if c.rnn_size == 0
+            || c.num_layers == 0
+            || c.batch_size == 0
+            || c.eval_every == 0
+            || c.eval_size == 0
+        {
+            bail!(
+                "--rnn-size, --num-layers, --batch-size, --eval-every and --eval-size must be at least 1"
+            );
+        }
+        c.opt.check()?;
+        if !(c.grad_clip >= 0.0) {
+            bail!("--grad-clip must be 0 or positive, got {}", c.grad_clip);
+        }
+        let budget = match c.max_minutes {
+            Some(m) if !(m > 0.0) || !m.is_finite() => {
+                bail!("--max-minutes must be a positive number, got {m}")
+            }
+            Some(m) => Some(Duration::from_secs_f64(m * 60.0)),
+            None => None,
+        };
+        if c.gradflow > 0 && (kind != TaskKind::Adding || c.num_layers != 1) {
+            bail!("--gradflow is measured on the adding problem with one layer");
+        }
+        let names: Vec<&str> = cells.iter().map(|k| k.name()).collect();
+        let dir = c
+            .run
+            .dir(format!("task-{}-{}-{len}", kind.name(), names.join("-")));
+        let cell_dirs: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+        for d in &cell_dirs {
+            let latest = d.join(LATEST);
+            if c.run.resume && !latest.exists() {
+                bail!("--resume: no run to continue at '{}'", latest.display());
+            }
+            if !c.run.resume && latest.exists() {
+                bail!(
+                    "'{}' already holds a run: continue it with --resume, or choose another \
+                     --checkpoint-dir",
+                    d.display()
+                );
+            }
+        }
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the run directory '{}'", dir.display()))?;
+        Ok(Plan {
+            kind,
+            task,
+            len,
+            cells,
+            budget,
+            dir,
+            cell_dirs,
+        })
+    }
+
+    /// The training of one cell.
+    fn spec(&self, c: &Common, cell: CellKind) -> TrainSpec {
+        TrainSpec {
+            task: self.task.clone(),
+            rnn: StackConfig::new(cell, 0, c.rnn_size).with_layers(c.num_layers),
+            optim: c.opt.optim.kind(0.0),
+            lr: c.opt.learning_rate,
+            batch: c.batch_size,
+            max_steps: c.max_steps,
+            budget: self.budget,
+            clip: c.grad_clip,
+            eval_every: c.eval_every,
+            eval_size: c.eval_size,
+            seed: c.seed,
+        }
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -160,69 +257,17 @@ pub fn run(a: Args) -> Result<()> {
         Which::Copy(c) => (TaskKind::Copy, c),
         Which::Ball(c) => (TaskKind::Ball, c),
     };
-    let len = c.len.unwrap_or(match kind {
-        TaskKind::Adding => 100,
-        TaskKind::Copy => 20,
-        TaskKind::Ball => 50,
-    });
-    let task = Task::new(kind, len)?;
-    let cells: Vec<CellKind> = c.cell.iter().map(|k| k.kind()).collect();
-    let optim = c.opt.optim.kind(0.0);
-    if c.rnn_size == 0
-        || c.num_layers == 0
-        || c.batch_size == 0
-        || c.eval_every == 0
-        || c.eval_size == 0
-    {
-        bail!(
-            "--rnn-size, --num-layers, --batch-size, --eval-every and --eval-size must be at least 1"
-        );
-    }
-    c.opt.check()?;
-    if !(c.grad_clip >= 0.0) {
-        bail!("--grad-clip must be 0 or positive, got {}", c.grad_clip);
-    }
-    let budget = match c.max_minutes {
-        Some(m) if !(m > 0.0) || !m.is_finite() => {
-            bail!("--max-minutes must be a positive number, got {m}")
-        }
-        Some(m) => Some(Duration::from_secs_f64(m * 60.0)),
-        None => None,
-    };
-    let names: Vec<&str> = cells.iter().map(|k| k.name()).collect();
-    let stem = c.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("task-{}-{}-{len}", kind.name(), names.join("-")))
-    });
-    crate::plot::check_dir(&crate::plot::outputs(&stem)[0])?;
-    if let Some(p) = &c.save {
-        crate::plot::check_dir(p)?;
-    }
-    if c.gradflow > 0 && (kind != TaskKind::Adding || c.num_layers != 1) {
-        bail!("--gradflow is measured on the adding problem with one layer");
-    }
+    let plan = Plan::of(kind, &c)?;
     // opened once here, so that a missing device is reported before any work
     let backend = crate::device::open(c.dev.device)?;
-    let threads = match (c.dev.threads, cells.len()) {
+    let threads = match (c.dev.threads, plan.cells.len()) {
         (Some(_), _) | (None, 1) => c.dev.threads()?,
         (None, _) => 1,
     };
     recur::set_threads(threads);
-    let backend = &*backend;
-    let spec = |cell: CellKind| TrainSpec {
-        task: task.clone(),
-        rnn: StackConfig::new(cell, 0, c.rnn_size).with_layers(c.num_layers),
-        optim: optim.clone(),
-        lr: c.opt.learning_rate,
-        batch: c.batch_size,
-        max_steps: c.max_steps,
-        budget,
-        clip: c.grad_clip,
-        eval_every: c.eval_every,
-        eval_size: c.eval_size,
-        seed: c.seed,
-    };
 
-    // Ctrl-C stops training cleanly: the results so far are reported, charted and saved.
+    // Ctrl-C stops training cleanly: the results so far are reported and charted, and each
+    // cell's latest checkpoint holds its run.
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -230,27 +275,78 @@ pub fn run(a: Args) -> Result<()> {
         // process); training then simply runs to its limit.
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
+    let results = train_cells(&plan, &c, &*backend, &stop)?;
+
+    let mut files = vec![];
+    files.extend(learning_curve(
+        &plan.task,
+        &plan.cells,
+        &results,
+        &plan.dir.join("curve"),
+    )?);
+    if kind == TaskKind::Ball {
+        for (cell, res) in plan.cells.iter().zip(&results) {
+            let name = match plan.cells.len() {
+                1 => "paths".to_string(),
+                _ => format!("paths-{}", cell.name()),
+            };
+            files.extend(ball_paths(&plan.task, res, &plan.dir.join(name), c.seed)?);
+        }
+    }
+    let flows = gradflow(
+        &plan.task,
+        &plan.cells,
+        &results,
+        &c,
+        plan.len,
+        &plan.dir,
+        &mut files,
+    )?;
+    for d in &plan.cell_dirs {
+        files.extend(
+            [d.join(BEST), d.join(LATEST)]
+                .into_iter()
+                .filter(|p| p.exists()),
+        );
+    }
+    report(&plan, &c, &results, &flows, &files)?;
+    if results.iter().any(|r| r.reason == StopReason::Stopped) {
+        eprintln!(
+            "interrupted: '{}' holds the runs; continue with --resume",
+            plan.dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Trains every cell, side by side (each on its own threads), fresh or resumed from its
+/// checkpoint directory; progress bars and evaluations on stderr.
+fn train_cells(
+    plan: &Plan,
+    c: &Common,
+    backend: &dyn Backend,
+    stop: &AtomicBool,
+) -> Result<Vec<TrainResult>> {
     let bars = MultiProgress::new();
-    let metric_name = task.metric_name();
-    let baseline_note = task
+    let metric_name = plan.task.metric_name();
+    let note = plan
+        .task
         .baseline_formula()
         .map(|b| format!("{b:.4}"))
         .unwrap_or_else(|| "held-out".into());
-    // Several cells train side by side (each on --threads threads).
+    let (len, kind) = (plan.len, plan.kind);
     let results: Vec<recur::Result<TrainResult>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = cells
-            .iter()
-            .map(|&cell| {
+        let handles: Vec<_> = (plan.cells.iter().zip(&plan.cell_dirs))
+            .map(|(&cell, cell_dir)| {
                 let bar = bars.add(ProgressBar::new(c.max_steps as u64).with_style(
                     ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {elapsed}")
                         .expect("valid template")
                         .progress_chars("=> "),
                 ));
                 bar.set_prefix(format!("{} T={len} {:8}", kind.name(), cell.name()));
-                let (stop, spec, note) = (stop.clone(), spec(cell), &baseline_note);
-                let bars = &bars;
+                let (spec, note, bars) = (plan.spec(c, cell), &note, &bars);
                 sc.spawn(move || {
-                    let r = train(&spec, backend, &mut |ev| {
+                    let mut on_event = |ev: Event| {
                         match ev {
                             Event::Step { step, loss } => {
                                 bar.set_position(step as u64);
@@ -275,7 +371,14 @@ pub fn run(a: Args) -> Result<()> {
                             }
                         }
                         !stop.load(Ordering::SeqCst)
-                    });
+                    };
+                    let run = Run::on(backend).checkpoints(cell_dir.clone());
+                    let r = if c.run.resume {
+                        checkpoint::load(&cell_dir.join(LATEST))
+                            .and_then(|ck| resume(&spec, run, ck, &mut on_event))
+                    } else {
+                        train(&spec, run, &mut on_event)
+                    };
                     bar.finish_and_clear();
                     r
                 })
@@ -286,111 +389,84 @@ pub fn run(a: Args) -> Result<()> {
             .map(|h| h.join().expect("training thread"))
             .collect()
     });
-    let results: Vec<TrainResult> = results
-        .into_iter()
-        .collect::<std::result::Result<_, _>>()
-        .map_err(anyhow::Error::msg)?;
+    Ok(results.into_iter().collect::<recur::Result<_>>()?)
+}
 
-    let mut files = Vec::new();
-    files.extend(learning_curve(&task, &cells, &results, &stem)?);
-    if kind == TaskKind::Ball {
-        for (cell, res) in cells.iter().zip(&results) {
-            let mut name = stem.as_os_str().to_owned();
-            name.push("-paths");
-            if cells.len() > 1 {
-                name.push(format!("-{}", cell.name()));
-            }
-            files.extend(ball_paths(&task, res, &PathBuf::from(name), c.seed)?);
-        }
-    }
-    if let Some(path) = &c.save {
-        for (cell, res) in cells.iter().zip(&results) {
-            let ckpt = Checkpoint {
-                model: res.model.cfg().clone(),
-                params: res.params.clone(),
-                vocab: None,
-                optimizer: None,
-                train_state: Some(json!({"task": kind.name(), "len": len, "steps": res.steps})),
-            };
-            let p = if cells.len() > 1 {
-                let mut n = path.as_os_str().to_owned();
-                n.push(format!(".{}", cell.name()));
-                PathBuf::from(n)
-            } else {
-                path.clone()
-            };
-            save(&p, &ckpt)?;
-            files.push(p);
-        }
-    }
-
-    let flows = gradflow(&task, &cells, &results, &c, len, &stem, &mut files)?;
-
+/// The result of each cell on stdout: one JSON object a line (`--json`) or a summary.
+fn report(
+    plan: &Plan,
+    c: &Common,
+    results: &[TrainResult],
+    flows: &[(GradflowResult, GradflowResult)],
+    files: &[PathBuf],
+) -> Result<()> {
+    let (task, len, metric_name) = (&plan.task, plan.len, plan.task.metric_name());
     let mut out = std::io::stdout().lock();
-    for (i, (cell, res)) in cells.iter().zip(&results).enumerate() {
+    for (i, (cell, res)) in plan.cells.iter().zip(results).enumerate() {
         let metric = res.metric();
         let solved = task.solved(metric, res.baseline);
+        let seconds = res.curve.last().map_or(0.0, |p| p.elapsed.as_secs_f64());
         if c.json {
             // one object per cell, one per line
             writeln!(
                 out,
                 "{}",
                 json!({
-                    "task": kind.name(), "cell": cell.name(), "len": len, "steps": res.steps,
+                    "task": plan.kind.name(), "cell": cell.name(), "len": len, "steps": res.steps,
                     "metric": metric, "baseline": res.baseline, "solved": solved,
                     "baseline_held_out": res.baseline_held_out,
                     "metric_name": metric_name, "baseline_formula": task.baseline_formula(),
-                    "stopped_by": res.reason.name(), "seconds": res.curve.last().map(|p| p.elapsed.as_secs_f64()),
+                    "stopped_by": res.reason.name(), "seconds": seconds,
                     "hidden": c.rnn_size, "layers": c.num_layers, "optim": c.opt.optim.name(),
                     "lr": c.opt.learning_rate, "batch": c.batch_size, "seed": c.seed,
                     "curve": res.curve.iter().map(|p| json!({"step": p.step, "train": p.train_metric, "metric": p.metric})).collect::<Vec<_>>(),
                     "gradflow": flows.get(i).map(|(t, ini)| json!({"trained_rel": t.rel, "initial_rel": ini.rel})),
+                    "checkpoint_dir": plan.cell_dirs[i],
                     "files": files,
                 })
             )?;
-        } else {
+            continue;
+        }
+        writeln!(
+            out,
+            "{} T={len} {} H={} layers={}: {metric_name} {metric:.5} after {} steps ({seconds:.1} s; {})",
+            plan.kind.name(),
+            cell.name(),
+            c.rnn_size,
+            c.num_layers,
+            res.steps,
+            res.reason.describe()
+        )?;
+        writeln!(
+            out,
+            "  baseline {:.5} ({}; on the held-out set {:.5}); ratio {:.4}; solved: {}",
+            res.baseline,
+            if task.baseline_formula().is_some() {
+                "closed form"
+            } else {
+                "held-out"
+            },
+            res.baseline_held_out,
+            metric / res.baseline,
+            if solved { "yes" } else { "no" }
+        )?;
+        if let Some((t, ini)) = flows.get(i) {
+            let at = |v: &[f64], k: usize| v.get(k).copied().unwrap_or(f64::NAN);
+            let mut ks = vec![10.min(len), len / 2, len];
+            ks.sort_unstable();
+            ks.dedup();
+            let fmt = |v: &[f64]| {
+                ks.iter()
+                    .map(|&k| format!("{k}: {:.2e}", at(v, k)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             writeln!(
                 out,
-                "{} T={len} {} H={} layers={}: {metric_name} {metric:.5} after {} steps ({:.1} s, stopped by {})",
-                kind.name(),
-                cell.name(),
-                c.rnn_size,
-                c.num_layers,
-                res.steps,
-                res.curve.last().map_or(0.0, |p| p.elapsed.as_secs_f64()),
-                res.reason.name()
+                "  gradient flow ||dL/dh_t||/||dL/dh_T|| at distance {}; initial weights {}",
+                fmt(&t.rel),
+                fmt(&ini.rel)
             )?;
-            writeln!(
-                out,
-                "  baseline {:.5} ({}; on the held-out set {:.5}); ratio {:.4}; solved: {}",
-                res.baseline,
-                if task.baseline_formula().is_some() {
-                    "closed form"
-                } else {
-                    "held-out"
-                },
-                res.baseline_held_out,
-                metric / res.baseline,
-                if solved { "yes" } else { "no" }
-            )?;
-            if let Some((t, ini)) = flows.get(i) {
-                let at = |v: &[f64], k: usize| v.get(k).copied().unwrap_or(f64::NAN);
-                let mut ks = vec![10.min(len), len / 2, len];
-                ks.sort_unstable();
-                ks.dedup();
-                let fmt = |v: &[f64]| {
-                    ks.iter()
-                        .map(|&k| format!("{k}: {:.2e}", at(v, k)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                writeln!(
-                    out,
-                    "  gradient flow ||dL/dh_t||/||dL/dh_T|| at distance {}; initial weights {}",
-                    fmt(&t.rel),
-                    fmt(&ini.rel)
-                )?;
-            }
         }
     }
     if !c.json {

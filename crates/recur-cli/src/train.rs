@@ -579,7 +579,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.sample_length > 0 {
         positive("--sample-temperature", a.sample_temperature)?;
     }
-    let dir = a.run.checkpoint_dir.clone();
+    let dir = a.run.dir("checkpoints");
     let device = crate::device::open(a.dev.device)?;
 
     let (mut trainer, vocab, data_path) = open_run(&a, &*device, threads, &dir)?;

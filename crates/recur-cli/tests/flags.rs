@@ -318,6 +318,8 @@ fn task_flags() {
                 "--num-layers",
                 "--batch-size",
                 "--learning-rate",
+                "--checkpoint-dir",
+                "--resume",
                 "--device",
                 "--threads",
                 "--json",
@@ -364,6 +366,8 @@ fn task_flags() {
         (&2.into(), &4.into(), &2.into(), &0.01.into()),
         "{j}"
     );
+    // --out names the run directory now
+    assert!(d.join("chart/curve.png").exists());
     let _ = std::fs::remove_dir_all(d);
 }
 

@@ -97,7 +97,16 @@ fn task_adding_json_beats_the_baseline() {
     assert!((b - 1.0 / 6.0).abs() < 1e-12);
     assert!(m < 0.25 * b, "metric {m}");
     assert_eq!(j["solved"], m < 0.01);
-    assert!(d.join("task-adding-lstm-10.png").exists());
+    // the default run directory: the charts, and the cell's checkpoints in their own folder
+    let run = d.join("task-adding-lstm-10");
+    for f in [
+        "curve.png",
+        "curve.svg",
+        "lstm/best.safetensors",
+        "lstm/latest.safetensors",
+    ] {
+        assert!(run.join(f).exists(), "{f}");
+    }
 }
 
 #[test]
@@ -118,14 +127,14 @@ fn task_ball_writes_the_paths_chart() {
             "50",
             "--eval-size",
             "64",
-            "--out",
+            "--checkpoint-dir",
             "b",
             "--json",
         ],
     ));
     assert_eq!(j["task"], "ball");
-    for f in ["b.png", "b.svg", "b-paths.png", "b-paths.svg"] {
-        assert!(d.join(f).exists(), "{f}");
+    for f in ["curve.png", "curve.svg", "paths.png", "paths.svg"] {
+        assert!(d.join("b").join(f).exists(), "{f}");
     }
 }
 
@@ -136,6 +145,7 @@ fn bad_arguments_are_one_line_errors() {
     assert!(e.contains("length"), "{e}");
     let e = one_line_error(&recur_in(&d, &["task", "adding", "--cell", "tcn"]), &[]);
     assert!(e.contains("tcn"), "{e}");
+    std::fs::write(d.join("a-file"), "not a directory").unwrap();
     let e = one_line_error(
         &recur_in(
             &d,
@@ -148,13 +158,18 @@ fn bad_arguments_are_one_line_errors() {
                 "2",
                 "--eval-size",
                 "8",
-                "--out",
-                "/nonexistent-dir/x",
+                "--checkpoint-dir",
+                "a-file/x",
             ],
         ),
         &[],
     );
-    assert!(e.contains("/nonexistent-dir/x.png"), "{e}");
+    assert!(e.contains("a-file/x"), "{e}");
+    let e = one_line_error(&recur_in(&d, &["task", "copy", "--resume"]), &[]);
+    assert!(
+        e.contains("--resume") && e.contains("latest.safetensors"),
+        "{e}"
+    );
     let e = one_line_error(&recur_in(&d, &["gradflow", "--scales", "1,x"]), &[]);
     assert!(e.contains("'x'"), "{e}");
     let e = one_line_error(&recur_in(&d, &["task", "ball", "--max-minutes", "-1"]), &[]);
@@ -181,7 +196,7 @@ fn task_adding_gradflow_charts_trained_and_initial_weights() {
             "32",
             "--gradflow",
             "4",
-            "--out",
+            "--checkpoint-dir",
             "a",
             "--json",
         ],
@@ -192,7 +207,7 @@ fn task_adding_gradflow_charts_trained_and_initial_weights() {
         assert_eq!(v.len(), 13, "{k}: distances 0..=T");
         assert_eq!(v[0].as_f64().unwrap(), 1.0);
     }
-    assert!(d.join("a-gradflow.png").exists() && d.join("a-gradflow.svg").exists());
+    assert!(d.join("a/gradflow.png").exists() && d.join("a/gradflow.svg").exists());
     let e = one_line_error(&recur_in(&d, &["task", "copy", "--gradflow", "4"]), &[]);
     assert!(e.contains("--gradflow"), "{e}");
 }
@@ -219,10 +234,8 @@ fn ctrl_c_stops_training_with_the_result_so_far() {
             "20",
             "--eval-size",
             "32",
-            "--out",
+            "--checkpoint-dir",
             "c",
-            "--save",
-            "c.safetensors",
             "--json",
         ])
         .stdout(Stdio::piped())
@@ -242,5 +255,72 @@ fn ctrl_c_stops_training_with_the_result_so_far() {
     assert_eq!(j["stopped_by"], "stopped");
     let steps = j["steps"].as_u64().unwrap();
     assert!(steps > 0 && steps < 100_000_000, "{steps}");
-    assert!(d.join("c.png").exists() && d.join("c.safetensors").exists());
+    assert!(d.join("c/curve.png").exists() && d.join("c/lstm/latest.safetensors").exists());
+}
+
+/// A run stopped at its step limit continues with --resume to a higher one and ends where one
+/// uninterrupted run ends (the same held-out metric, bit for bit); the curve keeps the
+/// evaluations before the stop. A fresh run refuses a directory that holds one, and a resume
+/// refuses other settings.
+#[test]
+fn task_resumes_where_it_stopped() {
+    let d = dir("resume");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "task",
+            "adding",
+            "--len",
+            "8",
+            "--rnn-size",
+            "8",
+            "--cell",
+            "gru",
+            "--eval-every",
+            "20",
+            "--eval-size",
+            "32",
+            "--seed",
+            "3",
+            "--json",
+        ];
+        args.extend(extra);
+        recur_in(&d, &args)
+    };
+    let whole = json_of(&run(&["--max-steps", "80", "--checkpoint-dir", "whole"]));
+    let first = json_of(&run(&["--max-steps", "40", "--checkpoint-dir", "parts"]));
+    assert_eq!(first["steps"], 40);
+    let rest = json_of(&run(&[
+        "--max-steps",
+        "80",
+        "--checkpoint-dir",
+        "parts",
+        "--resume",
+    ]));
+    assert_eq!(rest["steps"], 80);
+    assert_eq!(rest["metric"], whole["metric"], "resumed vs uninterrupted");
+    let steps: Vec<u64> = (rest["curve"].as_array().unwrap().iter())
+        .map(|p| p["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![20, 40, 60, 80]);
+    let e = one_line_error(&run(&["--checkpoint-dir", "parts"]), &[]);
+    assert!(
+        e.contains("already holds a run") && e.contains("--resume"),
+        "{e}"
+    );
+    let e = one_line_error(
+        &run(&[
+            "--checkpoint-dir",
+            "parts",
+            "--resume",
+            "--learning-rate",
+            "0.5",
+        ]),
+        &[],
+    );
+    assert!(e.contains("other settings") && e.contains("lr"), "{e}");
+    let e = one_line_error(
+        &run(&["--checkpoint-dir", "parts", "--resume", "--num-layers", "2"]),
+        &[],
+    );
+    assert!(e.contains("another model"), "{e}");
 }

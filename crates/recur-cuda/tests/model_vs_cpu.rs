@@ -890,8 +890,13 @@ fn gpu_task_training_matches_cpu() {
             eval_size: 10,
             seed: 9,
         };
-        let cpu = train(&spec, &recur::engine::Cpu, &mut |_| true).unwrap();
-        let gpu = train(&spec, &cuda, &mut |_| true).unwrap();
+        let cpu = train(
+            &spec,
+            recur::train::Run::on(&recur::engine::Cpu),
+            &mut |_| true,
+        )
+        .unwrap();
+        let gpu = train(&spec, recur::train::Run::on(&cuda), &mut |_| true).unwrap();
         assert_eq!(gpu.steps, cpu.steps);
         let m = |r: &recur_apps::tasks::train::TrainResult| -> Vec<f64> {
             r.curve.iter().map(|p| p.metric).collect()

@@ -3,17 +3,23 @@
 //! intervals, reported through a callback that can stop the run (a step limit, a time budget and
 //! the caller's stop flag all end it cleanly with what was learned so far).
 //!
-//! Nothing here prints; the clock is read only for the time budget. The math runs in a
-//! [`Engine`] of the [`Backend`] given to [`train`], so the loop is the same on every device.
+//! Nothing here prints; the clock is read only for the time budget. The math runs in an
+//! [`Engine`] of the backend of the [`Run`] given to [`train`] or [`resume`], so the loop is the
+//! same on every device; a run given a checkpoint directory writes its best and latest
+//! checkpoints there and continues from the latest with [`resume`].
 
 use super::{Batch, Inputs, Targets, Task};
-use recur::engine::{Backend, Batch as EngineBatch, Engine, LossTargets, Start};
+use recur::checkpoint::Checkpoint;
+use recur::engine::{Batch as EngineBatch, Engine, LossTargets, Start};
 use recur::error::{Error, Result as EngineResult};
 use recur::model::{Input, Model};
 use recur::optim::OptimKind;
 use recur::rng::Rng;
 use recur::stack::StackConfig;
-use recur::train::{Budget, Event as TrainEvent, Run, Schedule, Settings, StepLoss, StopReason};
+use recur::train::{
+    Budget, Event as TrainEvent, LogRow, Run, Schedule, Settings, StepLoss, StopReason, TrainState,
+    Trainer,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -157,15 +163,50 @@ fn evaluate(task: &Task, eng: &mut dyn Engine, set: &[Batch]) -> EngineResult<f6
     Ok(task.metric_scale() * s / n.max(1) as f64)
 }
 
-/// The settings of a task run kept with its state.
+/// The settings of a task run kept with its state: everything but the budget, which a resumed
+/// run may change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
+    /// The task's name ([`TaskKind::name`](super::TaskKind::name)) and its T.
+    pub task: String,
+    pub len: usize,
     pub lr: f64,
     pub clip: f64,
     pub eval_every: u64,
-    /// Seeds the initial weights.
+    /// Sequences per step and in the held-out set.
+    pub batch: usize,
+    pub eval_size: usize,
+    /// Seeds the initial weights, the held-out set and the training batches.
     pub seed: u64,
     pub optim: OptimKind,
+}
+
+impl RunConfig {
+    /// The configuration `spec` describes.
+    pub fn of(spec: &TrainSpec) -> Self {
+        RunConfig {
+            task: spec.task.kind.name().to_string(),
+            len: spec.task.len,
+            lr: spec.lr,
+            clip: spec.clip,
+            eval_every: spec.eval_every as u64,
+            batch: spec.batch,
+            eval_size: spec.eval_size,
+            seed: spec.seed,
+            optim: spec.optim.clone(),
+        }
+    }
+
+    /// The first setting in which `self` (a saved run's) differs from `other` (the one asked
+    /// for), as "name saved vs asked"; `None` when they agree.
+    pub fn difference(&self, other: &RunConfig) -> Option<String> {
+        let a = serde_json::to_value(self).unwrap_or_default();
+        let b = serde_json::to_value(other).unwrap_or_default();
+        let (a, b) = (a.as_object()?, b.as_object()?);
+        a.iter()
+            .find(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k} {v} vs {}", b.get(k).cloned().unwrap_or_default()))
+    }
 }
 
 /// A long-memory task as a [`recur::train::Task`] of the one training loop: a fresh batch every
@@ -267,47 +308,104 @@ impl recur::train::Task for LongMemory {
     }
 }
 
-/// Trains on an engine of `backend` (the CPU's, the GPU's); `on_event` returns false to stop
-/// (the run then ends with a final evaluation). The loop is the one training loop
-/// ([`recur::train::Trainer`]) on a [`LongMemory`] task.
+/// Trains a fresh run of `spec` as `run` says (backend, checkpoint directory); the spec's step
+/// limit and time budget replace any budget of `run`. `on_event` returns false to stop (the run
+/// then ends with a final evaluation, and its latest checkpoint holds it). The loop is the one
+/// training loop ([`recur::train::Trainer`]) on a [`LongMemory`] task.
 pub fn train(
     spec: &TrainSpec,
-    backend: &dyn Backend,
+    run: Run,
     on_event: &mut dyn FnMut(Event) -> bool,
 ) -> EngineResult<TrainResult> {
+    check(spec)?;
+    let task = LongMemory::new(spec.task.clone(), spec.batch, spec.eval_size, spec.seed);
+    let model = spec.task.model_config(spec.rnn.clone());
+    let trainer = run
+        .budget(budget(spec))
+        .start(model, task, RunConfig::of(spec))?;
+    let initial = trainer.params()?;
+    finish(spec, trainer, initial, on_event)
+}
+
+/// Continues the run saved in `ckpt` (a checkpoint of [`train`]'s) as `run` says, up to the
+/// spec's new step limit and time budget. The spec must describe the saved run (the same task,
+/// model and settings); the curve returned includes the evaluations before the checkpoint.
+pub fn resume(
+    spec: &TrainSpec,
+    run: Run,
+    ckpt: Checkpoint,
+    on_event: &mut dyn FnMut(Event) -> bool,
+) -> EngineResult<TrainResult> {
+    check(spec)?;
+    let saved = TrainState::<RunConfig>::of(&ckpt)?.config;
+    if let Some(d) = saved.difference(&RunConfig::of(spec)) {
+        return Err(Error::invalid(format!(
+            "the saved run has other settings ({d}); resume with the same flags"
+        )));
+    }
+    let model = spec.task.model_config(spec.rnn.clone());
+    if ckpt.model != model {
+        return Err(Error::invalid(
+            "the saved run has another model (cell, sizes or layers); resume with the same flags",
+        ));
+    }
+    // the weights the run started from, drawn again from its seed
+    let m = Model::new(model)?;
+    let mut initial = vec![0.0f32; m.num_params()];
+    m.init(&mut initial, &mut Rng::new(spec.seed));
+    let task = LongMemory::new(spec.task.clone(), spec.batch, spec.eval_size, spec.seed);
+    let trainer = run.budget(budget(spec)).resume(ckpt, task)?;
+    finish(spec, trainer, initial, on_event)
+}
+
+fn check(spec: &TrainSpec) -> EngineResult<()> {
     if spec.batch == 0 || spec.eval_every == 0 || spec.eval_size == 0 {
         return Err(Error::invalid(
             "batch, eval_every and eval_size must be at least 1",
         ));
     }
-    let model = spec.task.model_config(spec.rnn.clone());
-    let nb = spec.batch;
-    let run = LongMemory::new(spec.task.clone(), nb, spec.eval_size, spec.seed);
-    let (bs, bn) = run
+    Ok(())
+}
+
+fn budget(spec: &TrainSpec) -> Budget {
+    Budget {
+        epochs: None,
+        max_steps: Some(spec.max_steps as u64),
+        max_minutes: spec.budget.map(|d| d.as_secs_f64() / 60.0),
+    }
+}
+
+/// A log row with a held-out metric as an evaluation point (`scale`: the task's metric scale).
+fn eval_point(row: &LogRow, scale: f64) -> Option<EvalPoint> {
+    Some(EvalPoint {
+        step: row.step as usize,
+        elapsed: Duration::from_secs_f64(row.elapsed_secs),
+        train_metric: row.train_loss * scale,
+        metric: row.val_loss?,
+    })
+}
+
+/// Runs `trainer` to its end and gathers the result.
+fn finish(
+    spec: &TrainSpec,
+    mut trainer: Trainer<LongMemory>,
+    initial: Vec<f32>,
+    on_event: &mut dyn FnMut(Event) -> bool,
+) -> EngineResult<TrainResult> {
+    let (bs, bn) = trainer
+        .task
         .set
         .iter()
         .map(|b| spec.task.baseline_on(b))
         .fold((0.0, 0), |a, x| (a.0 + x.0, a.1 + x.1));
     let baseline_held_out = bs / bn.max(1) as f64;
     let baseline = spec.task.baseline_formula().unwrap_or(baseline_held_out);
-    let config = RunConfig {
-        lr: spec.lr,
-        clip: spec.clip,
-        eval_every: spec.eval_every as u64,
-        seed: spec.seed,
-        optim: spec.optim.clone(),
-    };
-    let budget = Budget {
-        epochs: None,
-        max_steps: Some(spec.max_steps as u64),
-        max_minutes: spec.budget.map(|d| d.as_secs_f64() / 60.0),
-    };
-    let mut trainer = Run::on(backend).budget(budget).start(model, run, config)?;
     let model = trainer.model.clone();
-    let initial = trainer.params()?;
     let scale = spec.task.metric_scale();
     let stop = AtomicBool::new(false);
-    let mut curve: Vec<EvalPoint> = Vec::new();
+    let mut curve: Vec<EvalPoint> = (trainer.state.history.iter())
+        .filter_map(|r| eval_point(r, scale))
+        .collect();
     let reason = trainer.run(&stop, &mut |ev| match ev {
         TrainEvent::Step(s) => {
             if !on_event(Event::Step {
@@ -318,16 +416,12 @@ pub fn train(
             }
         }
         TrainEvent::Eval { row, .. } => {
-            let p = EvalPoint {
-                step: row.step as usize,
-                elapsed: Duration::from_secs_f64(row.elapsed_secs),
-                train_metric: row.train_loss * scale,
-                metric: row.val_loss.unwrap_or(f64::NAN),
-            };
-            if !on_event(Event::Eval(&p)) {
-                stop.store(true, Ordering::Relaxed);
+            if let Some(p) = eval_point(row, scale) {
+                if !on_event(Event::Eval(&p)) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                curve.push(p);
             }
-            curve.push(p);
         }
         TrainEvent::Log(_) => {}
     })?;
