@@ -10,7 +10,8 @@ use recur::optim::OptimKind;
 use recur::rng::Rng;
 use recur::stack::StackConfig;
 use recur::stream::stream_loss;
-use recur_apps::charlm::data::{self, DataError, Streams, Vocab};
+use recur::Error;
+use recur_apps::charlm::data::{self, Streams, Vocab};
 use recur_apps::charlm::sample::{Generator, SampleOptions};
 use recur_apps::charlm::train::{
     self as train, Budget, Event, Run, StopReason as Outcome, TrainConfig, Trainer, LATEST,
@@ -65,7 +66,10 @@ fn vocab_is_sorted_unicode_scalars_and_round_trips() {
         Some(chars.iter().position(|&c| c == 'h').unwrap() as u32)
     );
     match v.encode("hello Zürich Z") {
-        Err(DataError::UnknownChars { chars }) => assert_eq!(chars, vec!['e', 'Z', 'ü', 'i', 'c']),
+        Err(Error::Data(m)) => assert_eq!(
+            m,
+            "5 character(s) not in the model's vocabulary: 'e', 'Z', 'ü', 'i', 'c'"
+        ),
         other => panic!("expected unknown chars, got {other:?}"),
     }
     assert!(Vocab::from_chars(vec!['b', 'a']).is_err());
@@ -76,27 +80,25 @@ fn vocab_is_sorted_unicode_scalars_and_round_trips() {
 #[test]
 fn read_text_rejects_empty_binary_and_non_utf8() {
     let p = std::path::Path::new("x.txt");
-    assert!(matches!(
-        data::text_from_bytes(p, vec![]),
-        Err(DataError::Empty { .. })
-    ));
-    assert!(matches!(
-        data::text_from_bytes(p, b"ab\0cd".to_vec()),
-        Err(DataError::Binary { offset: 2, .. })
-    ));
-    assert!(matches!(
-        data::text_from_bytes(p, b"abc\xff".to_vec()),
-        Err(DataError::NotUtf8 { offset: 3, .. })
-    ));
+    let data_error = |r: recur::Result<String>| match r {
+        Err(Error::Data(m)) => m,
+        other => panic!("expected a data error, got {other:?}"),
+    };
+    assert_eq!(
+        data_error(data::text_from_bytes(p, vec![])),
+        "'x.txt' is empty"
+    );
+    assert!(data_error(data::text_from_bytes(p, b"ab\0cd".to_vec()))
+        .ends_with("looks binary, not text (NUL byte at offset 2)"));
+    assert!(data_error(data::text_from_bytes(p, b"abc\xff".to_vec()))
+        .ends_with("is not valid UTF-8 (bad byte at offset 3)"));
     assert_eq!(
         data::text_from_bytes(p, "é".as_bytes().to_vec()).unwrap(),
         "é"
     );
     let e = data::read_text(std::path::Path::new("/no/such/file.txt")).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "cannot read '/no/such/file.txt': no such file"
-    );
+    assert!(matches!(e, Error::Io { .. }), "{e:?}");
+    assert_eq!(e.to_string(), "'/no/such/file.txt': no such file");
 }
 
 #[test]
@@ -144,7 +146,7 @@ fn streams_are_contiguous_and_targets_are_next_ids() {
         prev_last = (0..b).map(|i| inp[(t - 1) * b + i]).collect();
     }
     match Streams::new(20, 4, 5) {
-        Err(DataError::TooShort { what }) => {
+        Err(Error::Data(what)) => {
             assert!(what.contains("4 x sequence length 5 + 1 = 21"), "{what}")
         }
         other => panic!("expected TooShort, got {other:?}"),

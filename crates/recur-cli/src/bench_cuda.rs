@@ -216,7 +216,7 @@ mod cuda {
             let train = mode == "train";
             let step = |ws: &mut recur_cuda::GpuStackWorkspace,
                         grads: &mut recur_cuda::DevBuf|
-             -> Result<(), recur_cuda::GpuError> {
+             -> recur::Result<()> {
                 gs.forward(gpu, ws, &params, input, None, None, None, None)?;
                 if train {
                     gs.backward(gpu, ws, &params, grads, input, Some(&dy), None, None, None)?;

@@ -9,54 +9,32 @@ use crate::kernels::Kernels;
 use crate::{DevBuf, DevIds};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DeviceRepr, ValidAsZeroBits};
-use std::fmt;
+use recur::{Error, Result};
 use std::sync::Arc;
 
-/// Why the device could not be used.
-#[derive(Debug)]
-pub enum GpuError {
-    /// A CUDA library (driver, cuBLAS, NVRTC) could not be loaded: the name of the library.
-    NoLibrary(&'static str),
-    /// The driver loaded but reports no CUDA device.
-    NoDevice,
-    /// A CUDA driver call failed.
-    Driver(String),
-    /// A cuBLAS call failed.
-    Blas(String),
-    /// NVRTC could not compile the kernels (the compiler's log).
-    Compile(String),
-    /// Arguments that do not fit the workspace (a message naming the problem).
-    Shape(String),
+/// Turns the errors of the CUDA libraries (driver, cuBLAS) into recur's [`Error::Device`],
+/// naming the library: `call().cu()?`.
+pub(crate) trait Cu<T> {
+    fn cu(self) -> Result<T>;
 }
 
-impl fmt::Display for GpuError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GpuError::NoLibrary(l) => write!(
-                f,
-                "no CUDA device found: the {l} library could not be loaded (is an NVIDIA driver installed?)"
-            ),
-            GpuError::NoDevice => write!(f, "no CUDA device found"),
-            GpuError::Driver(e) => write!(f, "CUDA driver error: {e}"),
-            GpuError::Blas(e) => write!(f, "cuBLAS error: {e}"),
-            GpuError::Compile(e) => write!(f, "NVRTC could not compile the kernels: {e}"),
-            GpuError::Shape(e) => write!(f, "{e}"),
-        }
+impl<T> Cu<T> for std::result::Result<T, cudarc::driver::DriverError> {
+    fn cu(self) -> Result<T> {
+        self.map_err(|e| Error::device(format!("CUDA driver error: {e:?}")))
     }
 }
 
-impl std::error::Error for GpuError {}
-
-impl From<cudarc::driver::DriverError> for GpuError {
-    fn from(e: cudarc::driver::DriverError) -> Self {
-        GpuError::Driver(format!("{e:?}"))
+impl<T> Cu<T> for std::result::Result<T, cudarc::cublas::result::CublasError> {
+    fn cu(self) -> Result<T> {
+        self.map_err(|e| Error::device(format!("cuBLAS error: {e:?}")))
     }
 }
 
-impl From<cudarc::cublas::result::CublasError> for GpuError {
-    fn from(e: cudarc::cublas::result::CublasError) -> Self {
-        GpuError::Blas(format!("{e:?}"))
-    }
+/// "no CUDA device found", and why.
+pub(crate) fn no_library(lib: &str) -> Error {
+    Error::device(format!(
+        "no CUDA device found: the {lib} library could not be loaded (is an NVIDIA driver installed?)"
+    ))
 }
 
 /// A device pointer (`CUdeviceptr`).
@@ -79,29 +57,30 @@ pub struct Gpu {
 impl Gpu {
     /// Opens device `ordinal`: loads the CUDA libraries, creates the context, stream and cuBLAS
     /// handle (float32 math: TF32 off), and compiles the kernels with NVRTC for this device.
-    pub fn new(ordinal: usize) -> Result<Gpu, GpuError> {
+    pub fn new(ordinal: usize) -> Result<Gpu> {
         // SAFETY: these only try to dlopen the libraries by their usual names.
         unsafe {
             if !cudarc::driver::sys::is_culib_present() {
-                return Err(GpuError::NoLibrary("CUDA driver (libcuda)"));
+                return Err(no_library("CUDA driver (libcuda)"));
             }
             if !cudarc::cublas::sys::is_culib_present() {
-                return Err(GpuError::NoLibrary("cuBLAS (libcublas)"));
+                return Err(no_library("cuBLAS (libcublas)"));
             }
             if !cudarc::nvrtc::sys::is_culib_present() {
-                return Err(GpuError::NoLibrary("NVRTC (libnvrtc)"));
+                return Err(no_library("NVRTC (libnvrtc)"));
             }
         }
-        let count = CudaContext::device_count().map_err(|_| GpuError::NoDevice)?;
+        let count =
+            CudaContext::device_count().map_err(|_| Error::device("no CUDA device found"))?;
         if count <= 0 || ordinal >= count as usize {
-            return Err(GpuError::NoDevice);
+            return Err(Error::device("no CUDA device found"));
         }
-        let ctx = CudaContext::new(ordinal)?;
+        let ctx = CudaContext::new(ordinal).cu()?;
         // SAFETY: recur queues all its work on one stream, in order; cudarc's cross-stream
         // event tracking is not needed.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.new_stream()?;
-        let blas = CudaBlas::new(stream.clone())?;
+        let stream = ctx.new_stream().cu()?;
+        let blas = CudaBlas::new(stream.clone()).cu()?;
         // Pure float32 GEMMs: CUBLAS_DEFAULT_MATH never uses TF32 tensor cores for SGEMM (only
         // CUBLAS_TF32_TENSOR_OP_MATH or NVIDIA_TF32_OVERRIDE would).
         // SAFETY: a valid handle, a valid enum value.
@@ -110,14 +89,18 @@ impl Gpu {
                 *blas.handle(),
                 cudarc::cublas::sys::cublasMath_t::CUBLAS_DEFAULT_MATH,
             )
-            .result()?;
+            .result()
+            .cu()?;
         }
-        let cc = ctx.compute_capability()?;
+        let cc = ctx.compute_capability().cu()?;
         let k = Kernels::compile(&ctx, cc)?;
         use cudarc::driver::sys::CUdevice_attribute as A;
-        let sms = ctx.attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
-        let smem_optin =
-            ctx.attribute(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)? as usize;
+        let sms = ctx
+            .attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .cu()? as usize;
+        let smem_optin = ctx
+            .attribute(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .cu()? as usize;
         Ok(Gpu {
             ctx,
             stream,
@@ -156,41 +139,38 @@ impl Gpu {
     }
 
     /// Waits until all queued work is done.
-    pub fn sync(&self) -> Result<(), GpuError> {
-        Ok(self.stream.synchronize()?)
+    pub fn sync(&self) -> Result<()> {
+        self.stream.synchronize().cu()
     }
 
     /// A new zeroed buffer of `n` elements (at least one element is allocated).
-    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(
-        &self,
-        n: usize,
-    ) -> Result<CudaSlice<T>, GpuError> {
-        Ok(self.stream.alloc_zeros::<T>(n.max(1))?)
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
+        self.stream.alloc_zeros::<T>(n.max(1)).cu()
     }
 
     /// Copies a host slice to a new device buffer.
-    pub fn upload(&self, v: &[f32]) -> Result<DevBuf, GpuError> {
+    pub fn upload(&self, v: &[f32]) -> Result<DevBuf> {
         if v.is_empty() {
             return self.zeros(1);
         }
-        Ok(self.stream.clone_htod(v)?)
+        self.stream.clone_htod(v).cu()
     }
 
     /// Copies token ids to a new device buffer.
-    pub fn upload_ids(&self, v: &[u32]) -> Result<DevIds, GpuError> {
+    pub fn upload_ids(&self, v: &[u32]) -> Result<DevIds> {
         if v.is_empty() {
             return self.zeros(1);
         }
-        Ok(self.stream.clone_htod(v)?)
+        self.stream.clone_htod(v).cu()
     }
 
     /// Overwrites the start of `dst` with `v`.
-    pub fn write(&self, dst: &mut DevBuf, v: &[f32]) -> Result<(), GpuError> {
+    pub fn write(&self, dst: &mut DevBuf, v: &[f32]) -> Result<()> {
         self.put(dst, v)
     }
 
     /// Copies the first `n` elements of a device buffer to the host (waits for the stream).
-    pub fn download(&self, src: &DevBuf, n: usize) -> Result<Vec<f32>, GpuError> {
+    pub fn download(&self, src: &DevBuf, n: usize) -> Result<Vec<f32>> {
         let mut out = vec![0.0f32; n];
         if n > 0 {
             assert!(n <= src.len(), "download past the end of a buffer");
@@ -200,7 +180,8 @@ impl Gpu {
                     &mut out,
                     self.ptr(src),
                     self.stream.cu_stream(),
-                )?
+                )
+                .cu()?
             };
         }
         self.sync()?;
@@ -209,9 +190,9 @@ impl Gpu {
 
     /// Copies `v` to the start of `dst` (any element type: ids, lengths, offsets). The copy is
     /// from pageable memory: CUDA has taken the values when this returns.
-    pub(crate) fn put<T: DeviceRepr>(&self, dst: &CudaSlice<T>, v: &[T]) -> Result<(), GpuError> {
+    pub(crate) fn put<T: DeviceRepr>(&self, dst: &CudaSlice<T>, v: &[T]) -> Result<()> {
         if v.len() > dst.len() {
-            return Err(GpuError::Shape(format!(
+            return Err(Error::invalid(format!(
                 "copy of {} values into a buffer of {}",
                 v.len(),
                 dst.len()
@@ -220,11 +201,8 @@ impl Gpu {
         if !v.is_empty() {
             // SAFETY: the destination holds at least v.len() elements of T.
             unsafe {
-                cudarc::driver::result::memcpy_htod_async(
-                    self.ptr(dst),
-                    v,
-                    self.stream.cu_stream(),
-                )?
+                cudarc::driver::result::memcpy_htod_async(self.ptr(dst), v, self.stream.cu_stream())
+                    .cu()?
             };
         }
         Ok(())
@@ -235,11 +213,11 @@ impl Gpu {
         &self,
         src: &CudaSlice<T>,
         n: usize,
-    ) -> Result<Vec<T>, GpuError> {
+    ) -> Result<Vec<T>> {
         let mut out = vec![T::default(); n];
         if n > 0 {
             if n > src.len() {
-                return Err(GpuError::Shape(format!(
+                return Err(Error::invalid(format!(
                     "download of {n} values from a buffer of {}",
                     src.len()
                 )));
@@ -250,7 +228,8 @@ impl Gpu {
                     &mut out,
                     self.ptr(src),
                     self.stream.cu_stream(),
-                )?
+                )
+                .cu()?
             };
         }
         self.sync()?;
@@ -259,28 +238,33 @@ impl Gpu {
 
     /// Runs `f` (which queues work on the stream) between two events and returns its result
     /// and the device time between the events, in milliseconds (waits for the stream).
-    pub fn timed<R>(&self, f: impl FnOnce() -> Result<R, GpuError>) -> Result<(R, f64), GpuError> {
+    pub fn timed<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, f64)> {
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let (a, b) = (self.ctx.new_event(flags)?, self.ctx.new_event(flags)?);
-        a.record(&self.stream)?;
+        let (a, b) = (
+            self.ctx.new_event(flags).cu()?,
+            self.ctx.new_event(flags).cu()?,
+        );
+        a.record(&self.stream).cu()?;
         let r = f()?;
-        b.record(&self.stream)?;
-        b.synchronize()?;
-        Ok((r, a.elapsed_ms(&b)? as f64))
+        b.record(&self.stream).cu()?;
+        b.synchronize().cu()?;
+        Ok((r, a.elapsed_ms(&b).cu()? as f64))
     }
 
     /// Records the work `f` queues on the stream into a CUDA graph instead of running it; the
     /// graph replays it, with the same buffers, at the cost of one launch. `f` must not wait on
     /// the stream or copy from pageable host memory (no lengths, no dropout masks).
-    pub fn capture(&self, f: impl FnOnce() -> Result<(), GpuError>) -> Result<GpuGraph, GpuError> {
+    pub fn capture(&self, f: impl FnOnce() -> Result<()>) -> Result<GpuGraph> {
         use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
         self.stream
-            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .cu()?;
         let r = f();
-        let g = self.stream.end_capture(CUgraphInstantiate_flags(0))?;
+        let g = self.stream.end_capture(CUgraphInstantiate_flags(0)).cu()?;
         r?;
-        let g = g.ok_or_else(|| GpuError::Driver("stream capture produced no graph".into()))?;
-        g.upload()?;
+        let g =
+            g.ok_or_else(|| Error::device("CUDA driver error: stream capture produced no graph"))?;
+        g.upload().cu()?;
         Ok(GpuGraph { g })
     }
 
@@ -291,22 +275,24 @@ impl Gpu {
     }
 
     /// `n` float32 zeros at `dst`.
-    pub(crate) fn zero(&self, dst: Ptr, n: usize) -> Result<(), GpuError> {
+    pub(crate) fn zero(&self, dst: Ptr, n: usize) -> Result<()> {
         if n > 0 {
             // SAFETY: callers pass a pointer into a buffer with at least n more elements.
             unsafe {
-                cudarc::driver::result::memset_d8_async(dst, 0, 4 * n, self.stream.cu_stream())?
+                cudarc::driver::result::memset_d8_async(dst, 0, 4 * n, self.stream.cu_stream())
+                    .cu()?
             };
         }
         Ok(())
     }
 
     /// Copies `n` float32 values from `src` to `dst` (device to device).
-    pub(crate) fn copy(&self, dst: Ptr, src: Ptr, n: usize) -> Result<(), GpuError> {
+    pub(crate) fn copy(&self, dst: Ptr, src: Ptr, n: usize) -> Result<()> {
         if n > 0 {
             // SAFETY: callers pass pointers into buffers with at least n more elements.
             unsafe {
-                cudarc::driver::result::memcpy_dtod_async(dst, src, 4 * n, self.stream.cu_stream())?
+                cudarc::driver::result::memcpy_dtod_async(dst, src, 4 * n, self.stream.cu_stream())
+                    .cu()?
             };
         }
         Ok(())
@@ -320,8 +306,8 @@ pub struct GpuGraph {
 
 impl GpuGraph {
     /// Queues one replay on the stream it was captured from.
-    pub fn launch(&self) -> Result<(), GpuError> {
-        Ok(self.g.launch()?)
+    pub fn launch(&self) -> Result<()> {
+        self.g.launch().cu()
     }
 }
 

@@ -10,7 +10,7 @@
 //!
 //! What it is not: a training loop, or a multi-GPU engine.
 
-use crate::device::{Gpu, GpuError};
+use crate::device::Gpu;
 use crate::model::{GpuModel, GpuModelWorkspace};
 use crate::optim::{clip_grad_norm, clip_grad_value, grad_norm, GpuOptimizer, NormScratch};
 use crate::DevBuf;
@@ -35,7 +35,7 @@ pub struct GpuCarry {
 
 impl GpuCarry {
     /// Uploads a host state.
-    pub fn from_host(gpu: &Gpu, carry: &Carry) -> Result<GpuCarry, GpuError> {
+    pub fn from_host(gpu: &Gpu, carry: &Carry) -> Result<GpuCarry> {
         Ok(GpuCarry {
             h: gpu.upload(&carry.h)?,
             c: gpu.upload(&carry.c)?,
@@ -45,12 +45,12 @@ impl GpuCarry {
     }
 
     /// The zero state of `model` for `b` sequences.
-    pub fn zeros(gpu: &Gpu, model: &Model, b: usize) -> Result<GpuCarry, GpuError> {
+    pub fn zeros(gpu: &Gpu, model: &Model, b: usize) -> Result<GpuCarry> {
         GpuCarry::from_host(gpu, &Carry::zeros(model, b))
     }
 
     /// Zeroes it.
-    pub fn reset(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
+    pub fn reset(&mut self, gpu: &Gpu) -> Result<()> {
         gpu.zero(gpu.ptr(&self.h), self.nh)?;
         gpu.zero(gpu.ptr(&self.c), self.nc)
     }
@@ -61,13 +61,13 @@ impl GpuCarry {
     }
 
     /// Takes the final states of the last forward on `ws`.
-    pub fn take_from(&mut self, gpu: &Gpu, ws: &GpuModelWorkspace) -> Result<(), GpuError> {
+    pub fn take_from(&mut self, gpu: &Gpu, ws: &GpuModelWorkspace) -> Result<()> {
         gpu.copy(gpu.ptr(&self.h), gpu.ptr(&ws.stack.h_n), self.nh)?;
         gpu.copy(gpu.ptr(&self.c), gpu.ptr(&ws.stack.c_n), self.nc)
     }
 
     /// A host copy.
-    pub fn to_host(&self, gpu: &Gpu) -> Result<Carry, GpuError> {
+    pub fn to_host(&self, gpu: &Gpu) -> Result<Carry> {
         Ok(Carry {
             h: gpu.download(&self.h, self.nh)?,
             c: gpu.download(&self.c, self.nc)?,
@@ -86,7 +86,7 @@ pub fn stream_loss(
     ids: &[u32],
     ws: &mut GpuModelWorkspace,
     tail: &mut Option<GpuModelWorkspace>,
-) -> Result<(f64, usize), GpuError> {
+) -> Result<(f64, usize)> {
     let (t, b) = (ws.t, ws.b);
     let mut carry = GpuCarry::zeros(gpu, &gm.model, b)?;
     let (mut total, mut count) = (0.0, 0);
@@ -119,7 +119,7 @@ pub struct Cuda {
 
 impl Cuda {
     /// Opens device `ordinal` once, to report a missing device or library before any work.
-    pub fn new(ordinal: usize) -> std::result::Result<Cuda, GpuError> {
+    pub fn new(ordinal: usize) -> Result<Cuda> {
         let gpu = Gpu::new(ordinal)?;
         Ok(Cuda {
             ordinal,
@@ -139,13 +139,13 @@ impl Backend for Cuda {
         params: Vec<f32>,
         opt: Option<Optimizer<f32>>,
     ) -> Result<Box<dyn Engine>> {
-        let gpu = Gpu::new(self.ordinal).map_err(e)?;
+        let gpu = Gpu::new(self.ordinal)?;
         Ok(Box::new(GpuEngine::new(gpu, model, &params, opt.as_ref())?))
     }
 
     fn stepper<'a>(&'a self, model: &'a Model, params: &'a [f32]) -> Result<Box<dyn Stepper + 'a>> {
-        let gpu = Gpu::new(self.ordinal).map_err(e)?;
-        Ok(Box::new(GpuStepper::new(gpu, model, params).map_err(e)?))
+        let gpu = Gpu::new(self.ordinal)?;
+        Ok(Box::new(GpuStepper::new(gpu, model, params)?))
     }
 }
 
@@ -161,9 +161,9 @@ pub struct GpuStepper {
 }
 
 impl GpuStepper {
-    pub fn new(gpu: Gpu, model: &Model, params: &[f32]) -> std::result::Result<Self, GpuError> {
+    pub fn new(gpu: Gpu, model: &Model, params: &[f32]) -> Result<Self> {
         if params.len() != model.num_params() {
-            return Err(GpuError::Shape(format!(
+            return Err(Error::invalid(format!(
                 "{} parameters for a model of {}",
                 params.len(),
                 model.num_params()
@@ -191,32 +191,24 @@ impl Stepper for GpuStepper {
         }
         let (h0, c0) = self.carry.as_init();
         let g = &self.gpu;
-        self.gm
-            .forward(
-                g,
-                &mut self.ws,
-                &self.params,
-                Input::Tokens(&[id]),
-                h0,
-                c0,
-                None,
-                None,
-            )
-            .map_err(e)?;
-        self.carry.take_from(g, &self.ws).map_err(e)?;
-        self.logits = g
-            .download(&self.ws.logits, self.gm.model.cfg().output_size)
-            .map_err(e)?;
+        self.gm.forward(
+            g,
+            &mut self.ws,
+            &self.params,
+            Input::Tokens(&[id]),
+            h0,
+            c0,
+            None,
+            None,
+        )?;
+        self.carry.take_from(g, &self.ws)?;
+        self.logits = g.download(&self.ws.logits, self.gm.model.cfg().output_size)?;
         Ok(())
     }
 
     fn logits(&self) -> &[f32] {
         &self.logits
     }
-}
-
-fn e(err: GpuError) -> Error {
-    Error::device(err)
 }
 
 /// How many workspaces (batch shapes) an engine keeps; the oldest goes first.
@@ -257,15 +249,15 @@ impl GpuEngine {
             check_len(o.m.len(), n)?;
         }
         let opt = match opt {
-            Some(o) => Some(GpuOptimizer::from_host(&gpu, o).map_err(e)?),
+            Some(o) => Some(GpuOptimizer::from_host(&gpu, o)?),
             None => None,
         };
         Ok(GpuEngine {
             gm: GpuModel::new(&model),
-            params: gpu.upload(params).map_err(e)?,
-            grads: gpu.zeros::<f32>(n).map_err(e)?,
+            params: gpu.upload(params)?,
+            grads: gpu.zeros::<f32>(n)?,
             opt,
-            norm: NormScratch::new(&gpu).map_err(e)?,
+            norm: NormScratch::new(&gpu)?,
             n,
             backup: None,
             carry: None,
@@ -289,7 +281,7 @@ impl GpuEngine {
         if self.ws.len() == KEEP_SHAPES {
             self.ws.remove(0);
         }
-        self.ws.push(self.gm.workspace(&self.gpu, t, b).map_err(e)?);
+        self.ws.push(self.gm.workspace(&self.gpu, t, b)?);
         Ok(self.ws.len() - 1)
     }
 
@@ -316,7 +308,7 @@ impl Engine for GpuEngine {
         check_batch(&self.gm.model, batch)?;
         if start == Start::Carried {
             if self.carry.is_none() {
-                self.carry = Some(GpuCarry::zeros(&self.gpu, &self.gm.model, batch.b).map_err(e)?);
+                self.carry = Some(GpuCarry::zeros(&self.gpu, &self.gm.model, batch.b)?);
             }
             let c = self.carry.as_ref().expect("just set");
             if c.nh != state_sizes(&self.gm.model, batch.b).0 {
@@ -330,18 +322,16 @@ impl Engine for GpuEngine {
             (Start::Carried, Some(c)) => c.as_init(),
             _ => (None, None),
         };
-        self.gm
-            .forward(
-                &self.gpu,
-                &mut self.ws[i],
-                &self.params,
-                batch.input,
-                h0,
-                c0,
-                batch.lengths,
-                rng,
-            )
-            .map_err(e)?;
+        self.gm.forward(
+            &self.gpu,
+            &mut self.ws[i],
+            &self.params,
+            batch.input,
+            h0,
+            c0,
+            batch.lengths,
+            rng,
+        )?;
         self.last = Some((batch.t, batch.b));
         Ok(())
     }
@@ -353,14 +343,13 @@ impl Engine for GpuEngine {
             LossTargets::Values(y) => gm.loss_mse(g, ws, y, scale),
             LossTargets::Classes(c) => gm.loss(g, ws, c, scale),
         }
-        .map_err(e)
     }
 
     fn logits(&mut self) -> Result<Cow<'_, [f32]>> {
         let i = self.last_index()?;
         let ws = &self.ws[i];
         let k = ws.rows() * self.gm.model.cfg().output_size;
-        self.logits = self.gpu.download(&ws.logits, k).map_err(e)?;
+        self.logits = self.gpu.download(&ws.logits, k)?;
         Ok(Cow::Borrowed(&self.logits))
     }
 
@@ -374,7 +363,7 @@ impl Engine for GpuEngine {
                 dlogits.len()
             )));
         }
-        self.gpu.write(&mut ws.dlogits, dlogits).map_err(e)
+        self.gpu.write(&mut ws.dlogits, dlogits)
     }
 
     fn backward(&mut self, batch: &Batch) -> Result<()> {
@@ -385,41 +374,37 @@ impl Engine for GpuEngine {
         }
         let i = self.last_index()?;
         let g = &self.gpu;
-        g.zero(g.ptr(&self.grads), self.n).map_err(e)?;
-        self.gm
-            .backward(
-                g,
-                &mut self.ws[i],
-                &self.params,
-                &mut self.grads,
-                None,
-                None,
-                None,
-            )
-            .map_err(e)
+        g.zero(g.ptr(&self.grads), self.n)?;
+        self.gm.backward(
+            g,
+            &mut self.ws[i],
+            &self.params,
+            &mut self.grads,
+            None,
+            None,
+            None,
+        )
     }
 
     fn clip(&mut self, value: f64, norm: f64) -> Result<f64> {
         let g = &self.gpu;
         if value > 0.0 {
-            clip_grad_value(g, &mut self.grads, self.n, value).map_err(e)?;
+            clip_grad_value(g, &mut self.grads, self.n, value)?;
         }
         if norm > 0.0 {
-            clip_grad_norm(g, &self.norm, &mut self.grads, self.n, norm).map_err(e)
+            clip_grad_norm(g, &self.norm, &mut self.grads, self.n, norm)
         } else {
-            grad_norm(g, &self.norm, &self.grads, self.n).map_err(e)
+            grad_norm(g, &self.norm, &self.grads, self.n)
         }
     }
 
     fn grads(&self) -> Result<Cow<'_, [f32]>> {
-        Ok(Cow::Owned(
-            self.gpu.download(&self.grads, self.n).map_err(e)?,
-        ))
+        Ok(Cow::Owned(self.gpu.download(&self.grads, self.n)?))
     }
 
     fn set_grads(&mut self, grads: &[f32]) -> Result<()> {
         check_len(grads.len(), self.n)?;
-        self.gpu.write(&mut self.grads, grads).map_err(e)
+        self.gpu.write(&mut self.grads, grads)
     }
 
     fn update(&mut self, lr: f64) -> Result<()> {
@@ -429,16 +414,15 @@ impl Engine for GpuEngine {
             .ok_or_else(|| Error::invalid("an inference-only engine has no optimizer"))?;
         opt.lr = lr;
         opt.update(&self.gpu, &mut self.params, &self.grads)
-            .map_err(e)
     }
 
     fn snapshot(&mut self) -> Result<()> {
         let g = &self.gpu;
         if self.backup.is_none() {
-            self.backup = Some(g.zeros::<f32>(self.n).map_err(e)?);
+            self.backup = Some(g.zeros::<f32>(self.n)?);
         }
         let b = self.backup.as_ref().expect("just set");
-        g.copy(g.ptr(b), g.ptr(&self.params), self.n).map_err(e)
+        g.copy(g.ptr(b), g.ptr(&self.params), self.n)
     }
 
     fn restore(&mut self) -> Result<()> {
@@ -447,7 +431,7 @@ impl Engine for GpuEngine {
             .backup
             .as_ref()
             .ok_or_else(|| Error::invalid("restore needs a snapshot first"))?;
-        g.copy(g.ptr(&self.params), g.ptr(b), self.n).map_err(e)
+        g.copy(g.ptr(&self.params), g.ptr(b), self.n)
     }
 
     fn keep_carry(&mut self) -> Result<()> {
@@ -458,22 +442,22 @@ impl Engine for GpuEngine {
             .as_ref()
             .is_some_and(|c| c.nh == state_sizes(&self.gm.model, b).0);
         if !fits {
-            self.carry = Some(GpuCarry::zeros(&self.gpu, &self.gm.model, b).map_err(e)?);
+            self.carry = Some(GpuCarry::zeros(&self.gpu, &self.gm.model, b)?);
         }
         let c = self.carry.as_mut().expect("just set");
-        c.take_from(&self.gpu, &self.ws[i]).map_err(e)
+        c.take_from(&self.gpu, &self.ws[i])
     }
 
     fn reset_carry(&mut self) -> Result<()> {
         match &mut self.carry {
-            Some(c) => c.reset(&self.gpu).map_err(e),
+            Some(c) => c.reset(&self.gpu),
             None => Ok(()),
         }
     }
 
     fn carry(&self) -> Result<Option<Cow<'_, Carry>>> {
         match &self.carry {
-            Some(c) => Ok(Some(Cow::Owned(c.to_host(&self.gpu).map_err(e)?))),
+            Some(c) => Ok(Some(Cow::Owned(c.to_host(&self.gpu)?))),
             None => Ok(None),
         }
     }
@@ -481,7 +465,7 @@ impl Engine for GpuEngine {
     fn set_carry(&mut self, carry: &Carry) -> Result<()> {
         let b = carry_batch(&self.gm.model, carry)?;
         check_carry(&self.gm.model, carry, b)?;
-        self.carry = Some(GpuCarry::from_host(&self.gpu, carry).map_err(e)?);
+        self.carry = Some(GpuCarry::from_host(&self.gpu, carry)?);
         Ok(())
     }
 
@@ -500,8 +484,7 @@ impl Engine for GpuEngine {
             ids,
             &mut self.ws[i],
             &mut self.tail,
-        )
-        .map_err(e)?;
+        )?;
         if self.last == Some((t, b)) {
             self.last = None;
         }
@@ -509,24 +492,22 @@ impl Engine for GpuEngine {
     }
 
     fn params(&self) -> Result<Cow<'_, [f32]>> {
-        Ok(Cow::Owned(
-            self.gpu.download(&self.params, self.n).map_err(e)?,
-        ))
+        Ok(Cow::Owned(self.gpu.download(&self.params, self.n)?))
     }
 
     fn set_params(&mut self, params: &[f32]) -> Result<()> {
         check_len(params.len(), self.n)?;
-        self.gpu.write(&mut self.params, params).map_err(e)
+        self.gpu.write(&mut self.params, params)
     }
 
     fn optimizer(&self) -> Result<Option<Cow<'_, Optimizer<f32>>>> {
         match &self.opt {
-            Some(o) => Ok(Some(Cow::Owned(o.to_host(&self.gpu).map_err(e)?))),
+            Some(o) => Ok(Some(Cow::Owned(o.to_host(&self.gpu)?))),
             None => Ok(None),
         }
     }
 
     fn sync(&self) -> Result<()> {
-        self.gpu.sync().map_err(e)
+        self.gpu.sync()
     }
 }

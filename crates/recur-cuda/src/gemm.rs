@@ -5,9 +5,10 @@
 //! its transpose with the same `ld`; so the row-major `C = op(A) op(B)` is computed as the
 //! column-major `C^T = op(B)^T op(A)^T`: B and A swap places, m and n swap, the flags stay.
 
-use crate::device::{Gpu, GpuError, Ptr};
+use crate::device::{Cu, Gpu, Ptr};
 use cudarc::cublas::sys::cublasOperation_t;
 use recur::ops::Trans;
+use recur::{Error, Result};
 
 fn op(t: Trans) -> cublasOperation_t {
     match t {
@@ -35,12 +36,12 @@ impl Gpu {
         beta: f32,
         c: Ptr,
         ldc: usize,
-    ) -> Result<(), GpuError> {
+    ) -> Result<()> {
         if m == 0 || n == 0 {
             return Ok(());
         }
-        let i = |v: usize| -> Result<i32, GpuError> {
-            i32::try_from(v).map_err(|_| GpuError::Shape(format!("GEMM size {v} exceeds i32")))
+        let i = |v: usize| -> Result<i32> {
+            i32::try_from(v).map_err(|_| Error::invalid(format!("GEMM size {v} exceeds i32")))
         };
         // cuBLAS wants every leading dimension >= 1 even when k == 0.
         let (lda, ldb, ldc) = (lda.max(1), ldb.max(1), ldc.max(1));
@@ -62,7 +63,8 @@ impl Gpu {
                 &beta,
                 c as *mut f32,
                 i(ldc)?,
-            )?;
+            )
+            .cu()?;
         }
         Ok(())
     }

@@ -3,9 +3,10 @@
 //! Compiled once per [`crate::Gpu`], for the device's own compute capability; precise math (no
 //! `--use_fast_math`), so `expf`/`tanhf` are the accurate library versions, as the CPU's.
 
-use crate::device::GpuError;
+use crate::device::{no_library, Cu};
 use cudarc::driver::{CudaContext, CudaFunction, LaunchConfig};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileError, CompileOptions, Ptx};
+use recur::{Error, Result};
 use std::sync::Arc;
 
 /// The CUDA C sources, one NVRTC program (and one loaded module) each: the stack's kernels and
@@ -28,26 +29,33 @@ fn options(cc: (i32, i32)) -> CompileOptions {
     }
 }
 
+/// Whether NVRTC (libnvrtc) can be loaded here: [`compile_ptx`] needs it, and nothing else.
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to dlopen libnvrtc by its usual names.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
 /// Compiles one of [`SOURCES`] to PTX for compute capability `cc`, exactly as [`crate::Gpu::new`]
 /// does. Needs only NVRTC (libnvrtc), no GPU and no driver: `tests/nvrtc_compiles.rs` uses it to
 /// check every kernel on machines without a GPU. On failure the error holds NVRTC's log.
-pub fn compile_ptx(name: &str, source: &str, cc: (i32, i32)) -> Result<Ptx, GpuError> {
-    // SAFETY: only tries to dlopen libnvrtc by its usual names.
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Err(GpuError::NoLibrary("NVRTC (libnvrtc)"));
+pub fn compile_ptx(name: &str, source: &str, cc: (i32, i32)) -> Result<Ptx> {
+    if !nvrtc_present() {
+        return Err(no_library("NVRTC (libnvrtc)"));
     }
     let opts = CompileOptions {
         name: Some(name.into()),
         ..options(cc)
     };
     compile_ptx_with_opts(source, opts).map_err(|e| match e {
-        CompileError::CompileError { log, options, .. } => GpuError::Compile(format!(
-            "{name} for compute_{}{} (options {options:?}):\n{}",
+        CompileError::CompileError { log, options, .. } => Error::device(format!(
+            "NVRTC could not compile the kernels: {name} for compute_{}{} (options {options:?}):\n{}",
             cc.0,
             cc.1,
             log.to_string_lossy().trim_end()
         )),
-        other => GpuError::Compile(format!("{name}: {other:?}")),
+        other => Error::device(format!(
+            "NVRTC could not compile the kernels: {name}: {other:?}"
+        )),
     })
 }
 
@@ -71,28 +79,28 @@ pub(crate) struct Kernels {
 }
 
 impl Kernels {
-    pub fn compile(ctx: &Arc<CudaContext>, cc: (i32, i32)) -> Result<Kernels, GpuError> {
+    pub fn compile(ctx: &Arc<CudaContext>, cc: (i32, i32)) -> Result<Kernels> {
         let (name, src) = SOURCES[0];
-        let m = ctx.load_module(compile_ptx(name, src, cc)?)?;
+        let m = ctx.load_module(compile_ptx(name, src, cc)?).cu()?;
         let (name, src) = SOURCES[1];
-        let mm = ctx.load_module(compile_ptx(name, src, cc)?)?;
+        let mm = ctx.load_module(compile_ptx(name, src, cc)?).cu()?;
         let f = |n: &str| m.load_function(n);
         Ok(Kernels {
-            rnn_fwd: f("rnn_fwd")?,
-            rnn_bwd: f("rnn_bwd")?,
-            lstm_fwd: f("lstm_fwd")?,
-            lstm_bwd: f("lstm_bwd")?,
-            proj_select: f("proj_select")?,
-            proj_bwd_pre: f("proj_bwd_pre")?,
-            gru_fwd: f("gru_fwd")?,
-            step_small: f("step_small")?,
-            persist_fwd: f("persist_fwd")?,
-            gru_bwd: f("gru_bwd")?,
-            onehot_gather: f("onehot_gather")?,
-            onehot_scatter: f("onehot_scatter")?,
-            mul: f("mul")?,
-            fill: f("fill")?,
-            m: crate::model_kernels::ModelKernels::load(&mm)?,
+            rnn_fwd: f("rnn_fwd").cu()?,
+            rnn_bwd: f("rnn_bwd").cu()?,
+            lstm_fwd: f("lstm_fwd").cu()?,
+            lstm_bwd: f("lstm_bwd").cu()?,
+            proj_select: f("proj_select").cu()?,
+            proj_bwd_pre: f("proj_bwd_pre").cu()?,
+            gru_fwd: f("gru_fwd").cu()?,
+            step_small: f("step_small").cu()?,
+            persist_fwd: f("persist_fwd").cu()?,
+            gru_bwd: f("gru_bwd").cu()?,
+            onehot_gather: f("onehot_gather").cu()?,
+            onehot_scatter: f("onehot_scatter").cu()?,
+            mul: f("mul").cu()?,
+            fill: f("fill").cu()?,
+            m: crate::model_kernels::ModelKernels::load(&mm).cu()?,
         })
     }
 }
@@ -134,12 +142,7 @@ pub(crate) fn small_cfg(h: usize) -> LaunchConfig {
 }
 
 /// Launches `f` over `n` threads (1-D) on the device's stream.
-pub(crate) fn launch(
-    gpu: &crate::Gpu,
-    f: &CudaFunction,
-    n: usize,
-    args: &[Arg],
-) -> Result<(), GpuError> {
+pub(crate) fn launch(gpu: &crate::Gpu, f: &CudaFunction, n: usize, args: &[Arg]) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
@@ -175,11 +178,11 @@ pub(crate) fn launch_coop(
     f: &CudaFunction,
     c: LaunchConfig,
     args: &[Arg],
-) -> Result<(), GpuError> {
+) -> Result<()> {
     let mut b = builder(gpu, f, args);
     // SAFETY: as in `launch_cfg`; the caller sized the grid so that every block can be resident
     // (checked by the driver for a cooperative launch) and the shared memory to the kernel's need.
-    unsafe { b.launch_cooperative(c) }?;
+    unsafe { b.launch_cooperative(c) }.cu()?;
     Ok(())
 }
 
@@ -189,11 +192,11 @@ pub(crate) fn launch_cfg(
     f: &CudaFunction,
     c: LaunchConfig,
     args: &[Arg],
-) -> Result<(), GpuError> {
+) -> Result<()> {
     let mut b = builder(gpu, f, args);
     // SAFETY: each kernel in kernels.cu is launched with the argument list its signature names
     // (the callers in stack.rs list them in order) and with pointers into live buffers sized by
     // the workspace; `args` outlives the launch call, which copies the values.
-    unsafe { b.launch(c) }?;
+    unsafe { b.launch(c) }.cu()?;
     Ok(())
 }

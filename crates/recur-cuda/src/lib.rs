@@ -8,7 +8,8 @@
 //!
 //! The CUDA libraries (driver, cuBLAS, NVRTC) are loaded at run time (cudarc's dynamic loading),
 //! so this crate builds, links and tests on machines with no CUDA toolkit and no GPU:
-//! [`Gpu::new`] then returns [`GpuError::NoDevice`] or [`GpuError::NoLibrary`].
+//! [`Gpu::new`] then returns an [`recur::Error::Device`] saying that no CUDA device was found
+//! and why, and [`nvrtc_present`] tells whether the kernels can be compiled here.
 //!
 //! - [`Gpu`]: a context, one stream, a cuBLAS handle (pure float32: no TF32), the kernels;
 //! - [`GpuStack`]: a [`recur::stack::Stack`] on the device: forward, backward, dropout, lengths,
@@ -39,9 +40,9 @@ mod model_kernels;
 mod optim;
 mod stack;
 
-pub use device::{Gpu, GpuError, GpuGraph};
+pub use device::{Gpu, GpuGraph};
 pub use engine::{stream_loss, Cuda, GpuCarry, GpuEngine, GpuStepper};
-pub use kernels::{compile_ptx, SOURCES};
+pub use kernels::{compile_ptx, nvrtc_present, SOURCES};
 pub use model::{GpuModel, GpuModelWorkspace};
 pub use optim::{clip_grad_norm, clip_grad_value, grad_norm, GpuOptimizer, NormScratch};
 pub use recur::ops::Trans;

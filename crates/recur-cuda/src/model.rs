@@ -16,7 +16,7 @@
 //! What it is not: the optimizers and clipping (optim.rs), the training loop (recur_apps::charlm::train, through
 //! the engine in engine.rs). The library never prints.
 
-use crate::device::{at, Gpu, GpuError};
+use crate::device::{at, Gpu};
 use crate::kernels::{launch, launch_cfg, Arg};
 use crate::stack::{GpuInput, GpuStack, GpuStackWorkspace};
 use crate::{DevBuf, DevIds};
@@ -24,6 +24,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig};
 use recur::model::{Input, InputKind, Model};
 use recur::ops::Trans::{N, T};
 use recur::rng::Rng;
+use recur::{Error, Result};
 
 /// A [`Model`] on the device.
 pub struct GpuModel {
@@ -83,9 +84,9 @@ impl GpuModelWorkspace {
     }
 }
 
-/// A host-side shape error as a [`GpuError`].
-fn shape(msg: String) -> GpuError {
-    GpuError::Shape(msg)
+/// A host-side shape error.
+fn shape(msg: String) -> Error {
+    Error::invalid(msg)
 }
 
 impl GpuModel {
@@ -107,7 +108,7 @@ impl GpuModel {
     }
 
     /// A workspace for batches of `b` sequences of `t` steps.
-    pub fn workspace(&self, gpu: &Gpu, t: usize, b: usize) -> Result<GpuModelWorkspace, GpuError> {
+    pub fn workspace(&self, gpu: &Gpu, t: usize, b: usize) -> Result<GpuModelWorkspace> {
         let cfg = &self.model.cfg();
         let n = t * b;
         let v = cfg.output_size;
@@ -172,7 +173,7 @@ impl GpuModel {
         c0: Option<&DevBuf>,
         lengths: Option<&[usize]>,
         dropout_rng: Option<&mut Rng>,
-    ) -> Result<(), GpuError> {
+    ) -> Result<()> {
         let cfg = &self.model.cfg();
         if params.len() < self.num_params() {
             return Err(shape(format!(
@@ -293,7 +294,7 @@ impl GpuModel {
         gpu: &Gpu,
         ws: &mut GpuModelWorkspace,
         lengths: Option<&[usize]>,
-    ) -> Result<(), GpuError> {
+    ) -> Result<()> {
         let rnn = &self.model.cfg().rnn;
         let (nb, p, nd) = (ws.b, rnn.out_size(), rnn.dirs());
         let dp = nd * p;
@@ -333,7 +334,7 @@ impl GpuModel {
         ws: &mut GpuModelWorkspace,
         targets: &[u32],
         scale: f32,
-    ) -> Result<(f64, usize), GpuError> {
+    ) -> Result<(f64, usize)> {
         let cfg = &self.model.cfg();
         if cfg.head.regression() {
             return Err(shape(format!(
@@ -380,7 +381,7 @@ impl GpuModel {
         ws: &mut GpuModelWorkspace,
         targets: &[f32],
         scale: f32,
-    ) -> Result<(f64, usize), GpuError> {
+    ) -> Result<(f64, usize)> {
         let cfg = &self.model.cfg();
         if !cfg.head.regression() {
             return Err(shape(format!(
@@ -415,12 +416,7 @@ impl GpuModel {
     }
 
     /// Sums the first `n` row losses and counts on the device (fixed order) and brings them back.
-    fn sum_rows(
-        &self,
-        gpu: &Gpu,
-        ws: &GpuModelWorkspace,
-        n: usize,
-    ) -> Result<(f64, usize, bool), GpuError> {
+    fn sum_rows(&self, gpu: &Gpu, ws: &GpuModelWorkspace, n: usize) -> Result<(f64, usize, bool)> {
         launch_cfg(
             gpu,
             &gpu.k.m.sum_rows,
@@ -455,7 +451,7 @@ impl GpuModel {
         dh_n: Option<&DevBuf>,
         dc_n: Option<&DevBuf>,
         dx: Option<&mut DevBuf>,
-    ) -> Result<(), GpuError> {
+    ) -> Result<()> {
         let cfg = &self.model.cfg();
         let kind = ws
             .input

@@ -6,11 +6,12 @@
 //! rounded to float32 on the host exactly as the CPU rounds them, and the Adam bias corrections
 //! are computed in float64 on the host as on the CPU.
 
-use crate::device::{Gpu, GpuError};
+use crate::device::Gpu;
 use crate::kernels::{launch, launch_cfg, Arg};
 use crate::DevBuf;
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use recur::optim::{OptimKind, Optimizer};
+use recur::{Error, Result};
 
 /// An optimizer with its state on the device.
 pub struct GpuOptimizer {
@@ -27,10 +28,10 @@ pub struct GpuOptimizer {
 
 impl GpuOptimizer {
     /// Uploads a host optimizer (kind, lr, step and moments).
-    pub fn from_host(gpu: &Gpu, opt: &Optimizer<f32>) -> Result<GpuOptimizer, GpuError> {
+    pub fn from_host(gpu: &Gpu, opt: &Optimizer<f32>) -> Result<GpuOptimizer> {
         let n = opt.m.len();
         if !opt.v.is_empty() && opt.v.len() != n {
-            return Err(GpuError::Shape(format!(
+            return Err(Error::invalid(format!(
                 "optimizer moments of {} and {} values",
                 n,
                 opt.v.len()
@@ -47,7 +48,7 @@ impl GpuOptimizer {
     }
 
     /// Downloads it as a host optimizer (waits for the device).
-    pub fn to_host(&self, gpu: &Gpu) -> Result<Optimizer<f32>, GpuError> {
+    pub fn to_host(&self, gpu: &Gpu) -> Result<Optimizer<f32>> {
         let mut o = Optimizer::<f32>::new(self.kind.clone(), self.lr, self.n);
         o.step = self.step;
         o.m = gpu.download(&self.m, self.n)?;
@@ -58,15 +59,10 @@ impl GpuOptimizer {
     }
 
     /// One update of `params` with `grads`, as `Optimizer::update`.
-    pub fn update(
-        &mut self,
-        gpu: &Gpu,
-        params: &mut DevBuf,
-        grads: &DevBuf,
-    ) -> Result<(), GpuError> {
+    pub fn update(&mut self, gpu: &Gpu, params: &mut DevBuf, grads: &DevBuf) -> Result<()> {
         let n = self.n;
         if params.len() < n || grads.len() < n {
-            return Err(GpuError::Shape(format!(
+            return Err(Error::invalid(format!(
                 "optimizer of {n} values, parameters {} and gradients {}",
                 params.len(),
                 grads.len()
@@ -173,7 +169,7 @@ pub struct NormScratch {
 }
 
 impl NormScratch {
-    pub fn new(gpu: &Gpu) -> Result<NormScratch, GpuError> {
+    pub fn new(gpu: &Gpu) -> Result<NormScratch> {
         Ok(NormScratch {
             partial: gpu.zeros::<f64>(NORM_BLOCKS)?,
             total: gpu.zeros::<f64>(1)?,
@@ -183,7 +179,7 @@ impl NormScratch {
 
 /// The global L2 norm of the first `n` gradients, sums of squares in float64 in a fixed order
 /// (as `recur::optim::grad_norm`, up to the order of the float64 additions). Waits for the device.
-pub fn grad_norm(gpu: &Gpu, s: &NormScratch, grads: &DevBuf, n: usize) -> Result<f64, GpuError> {
+pub fn grad_norm(gpu: &Gpu, s: &NormScratch, grads: &DevBuf, n: usize) -> Result<f64> {
     let blocks = n.div_ceil(256).clamp(1, NORM_BLOCKS);
     let one = |b: usize| LaunchConfig {
         grid_dim: (b as u32, 1, 1),
@@ -222,7 +218,7 @@ pub fn clip_grad_norm(
     grads: &mut DevBuf,
     n: usize,
     max_norm: f64,
-) -> Result<f64, GpuError> {
+) -> Result<f64> {
     let norm = grad_norm(gpu, s, grads, n)?;
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
@@ -241,7 +237,7 @@ pub fn clip_grad_norm(
 }
 
 /// Clamps each of the first `n` gradients to `[-clip, clip]`, as `recur::optim::clip_grad_value`.
-pub fn clip_grad_value(gpu: &Gpu, grads: &mut DevBuf, n: usize, clip: f64) -> Result<(), GpuError> {
+pub fn clip_grad_value(gpu: &Gpu, grads: &mut DevBuf, n: usize, clip: f64) -> Result<()> {
     launch(
         gpu,
         &gpu.k.m.clamp_value,

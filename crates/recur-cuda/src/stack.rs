@@ -12,7 +12,7 @@
 //! What it is not: the model's embedding, head and loss, or the optimizers (the parameters and
 //! gradients are flat device buffers laid out as on the CPU: callers copy them with one copy).
 
-use crate::device::{at, Gpu, GpuError, Ptr, NULL};
+use crate::device::{at, Cu, Gpu, Ptr, NULL};
 use crate::kernels::{launch, launch_cfg, launch_coop, small_cfg, Arg, PERSIST_THREADS, SMALL_B};
 use crate::{DevBuf, DevIds};
 use cudarc::driver::CudaSlice;
@@ -20,6 +20,7 @@ use recur::cell::{Activation, CellKind};
 use recur::ops::Trans::{N, T};
 use recur::rng::Rng;
 use recur::stack::Stack;
+use recur::{Error, Result};
 
 /// The input of the stack's first layer, on the device.
 #[derive(Clone, Copy)]
@@ -210,7 +211,7 @@ impl GpuStack {
     /// Whether this direction's forward runs as one persistent launch: (blocks, units per block,
     /// shared-memory bytes), or `None` for the per-step path. Sets the kernel's shared-memory
     /// limit when it does.
-    fn persist_plan(&self, gpu: &Gpu, dm: &Dims) -> Result<Option<(u32, usize, usize)>, GpuError> {
+    fn persist_plan(&self, gpu: &Gpu, dm: &Dims) -> Result<Option<(u32, usize, usize)>> {
         if !self.persistent || dm.b == 0 || dm.b > SMALL_B || dm.proj() || dm.h > PERSIST_MAX_H {
             return Ok(None);
         }
@@ -229,10 +230,12 @@ impl GpuStack {
         f.set_attribute(
             FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             smem as i32,
-        )?;
+        )
+        .cu()?;
         // a cooperative launch needs every block resident at once
-        let per_sm =
-            f.occupancy_max_active_blocks_per_multiprocessor(PERSIST_THREADS, smem, None)?;
+        let per_sm = f
+            .occupancy_max_active_blocks_per_multiprocessor(PERSIST_THREADS, smem, None)
+            .cu()?;
         if (per_sm as usize) * sms < blocks {
             return Ok(None);
         }
@@ -253,7 +256,7 @@ impl GpuStack {
     }
 
     /// A workspace for sequences of `t` steps in batches of `b`.
-    pub fn workspace(&self, gpu: &Gpu, t: usize, b: usize) -> Result<GpuStackWorkspace, GpuError> {
+    pub fn workspace(&self, gpu: &Gpu, t: usize, b: usize) -> Result<GpuStackWorkspace> {
         let cfg = &self.stack.cfg();
         let (nl, nd) = (cfg.num_layers, cfg.dirs());
         let (h, pp) = (cfg.hidden_size, cfg.out_size());
@@ -293,7 +296,7 @@ impl GpuStack {
             t * b,
             &[Arg::L((t * b) as i64), Arg::F(1.0), p(gpu.ptr(&ones))],
         )?;
-        let v = |n: usize| -> Result<Vec<DevBuf>, GpuError> {
+        let v = |n: usize| -> Result<Vec<DevBuf>> {
             (0..nl).map(|l| z(n * (l > 0) as usize)).collect()
         };
         Ok(GpuStackWorkspace {
@@ -323,18 +326,18 @@ impl GpuStack {
         gpu: &Gpu,
         ws: &mut GpuStackWorkspace,
         lengths: Option<&[usize]>,
-    ) -> Result<(), GpuError> {
+    ) -> Result<()> {
         ws.len_on = false;
         if let Some(l) = lengths {
             if l.len() != ws.b {
-                return Err(GpuError::Shape(format!(
+                return Err(Error::invalid(format!(
                     "lengths has {} entries, the batch has {}",
                     l.len(),
                     ws.b
                 )));
             }
             if let Some(&bad) = l.iter().find(|&&v| v > ws.t) {
-                return Err(GpuError::Shape(format!(
+                return Err(Error::invalid(format!(
                     "a sequence length ({bad}) exceeds the {} steps",
                     ws.t
                 )));
@@ -346,7 +349,8 @@ impl GpuStack {
                     gpu.ptr(&ws.len),
                     &v,
                     gpu.stream.cu_stream(),
-                )?
+                )
+                .cu()?
             };
             // the host vector must outlive the asynchronous copy
             gpu.sync()?;
@@ -369,7 +373,7 @@ impl GpuStack {
         c0: Option<&DevBuf>,
         lengths: Option<&[usize]>,
         mut dropout_rng: Option<&mut Rng>,
-    ) -> Result<(), GpuError> {
+    ) -> Result<()> {
         self.check(ws, params, input)?;
         self.set_lengths(gpu, ws, lengths)?;
         let cfg = &self.stack.cfg();
@@ -443,14 +447,9 @@ impl GpuStack {
         Ok(())
     }
 
-    fn check(
-        &self,
-        ws: &GpuStackWorkspace,
-        params: &DevBuf,
-        input: GpuInput,
-    ) -> Result<(), GpuError> {
+    fn check(&self, ws: &GpuStackWorkspace, params: &DevBuf, input: GpuInput) -> Result<()> {
         if params.len() < self.base + self.stack.num_params() {
-            return Err(GpuError::Shape(format!(
+            return Err(Error::invalid(format!(
                 "parameter buffer holds {} values, the stack needs {}",
                 params.len(),
                 self.base + self.stack.num_params()
@@ -462,7 +461,7 @@ impl GpuStack {
             GpuInput::OneHot(ids) => (ids.len(), rows),
         };
         if need.0 < need.1 {
-            return Err(GpuError::Shape(format!(
+            return Err(Error::invalid(format!(
                 "input buffer holds {} values, (T, B) = ({}, {}) needs {}",
                 need.0, ws.t, ws.b, need.1
             )));
@@ -485,7 +484,7 @@ impl GpuStack {
         c0: Option<&DevBuf>,
         y: Ptr,
         ldy: usize,
-    ) -> Result<(), GpuError> {
+    ) -> Result<()> {
         let nd = self.stack.cfg().dirs();
         let idx = l * nd + d;
         let dm = self.dims(ws.t, ws.b, l, d);
@@ -598,7 +597,7 @@ impl GpuStack {
         }
         // LSTM projection of step t: h_t = (o * tanh(c_t)) W_hr^T: (B, H) x (H, P), then the state
         // and output rows of sequences still running
-        let project = |t: usize, h_in: Ptr, h_out: Ptr, y_t: Ptr| -> Result<(), GpuError> {
+        let project = |t: usize, h_in: Ptr, h_out: Ptr, y_t: Ptr| -> Result<()> {
             let hpre_t = at(hpre, t * nb * nh);
             gpu.gemm(N, T, nb, np, nh, 1.0, hpre_t, nh, w_hr, nh, 0.0, hnew, np)?;
             let args = [
@@ -783,11 +782,11 @@ impl GpuStack {
         dh_n: Option<&DevBuf>,
         dc_n: Option<&DevBuf>,
         dx: Option<&mut DevBuf>,
-    ) -> Result<(), GpuError> {
+    ) -> Result<()> {
         self.check(ws, params, input)?;
         if grads.len() < self.base + self.stack.num_params() {
-            return Err(GpuError::Shape(
-                "gradient buffer smaller than the parameters".into(),
+            return Err(Error::invalid(
+                "gradient buffer smaller than the parameters",
             ));
         }
         let cfg = &self.stack.cfg();
@@ -867,7 +866,7 @@ impl GpuStack {
         dc_n: Option<&DevBuf>,
         dx: Option<Ptr>,
         lddx: usize,
-    ) -> Result<(), GpuError> {
+    ) -> Result<()> {
         let nd = self.stack.cfg().dirs();
         let idx = l * nd + d;
         let dm = self.dims(ws.t, ws.b, l, d);

@@ -52,6 +52,19 @@ impl Error {
     }
 }
 
+/// An I/O error in a few lower-case words, without the OS's error number: "no such file",
+/// "permission denied", "is a directory".
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => {
+            let s = e.to_string();
+            s.split(" (os error").next().unwrap_or(&s).to_lowercase()
+        }
+    }
+}
+
 /// Bytes in a short human form: 1536 -> "1.5 KiB".
 pub fn human_bytes(bytes: u128) -> String {
     const UNITS: [&str; 7] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
@@ -72,7 +85,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Invalid(s) | Error::Data(s) | Error::Device(s) => write!(f, "{s}"),
-            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Io { path, source } => write!(f, "'{}': {}", path.display(), io_reason(source)),
             Error::Checkpoint(e) => write!(f, "{e}"),
             Error::OutOfMemory {
                 what,

@@ -316,11 +316,7 @@ pub fn check_dir_writable(dir: &Path) -> Result<()> {
         Error::invalid(format!(
             "checkpoint directory '{}' cannot be written: {}",
             dir.display(),
-            e.to_string()
-                .split(" (os error")
-                .next()
-                .unwrap_or("")
-                .to_lowercase()
+            crate::error::io_reason(&e)
         ))
     };
     std::fs::create_dir_all(dir).map_err(bad)?;

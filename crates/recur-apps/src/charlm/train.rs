@@ -97,7 +97,7 @@ impl CharTask {
                 "token id {bad} is outside the model's vocabulary of {v}"
             )));
         }
-        let streams = Streams::new(train.len(), b, t).map_err(|e| Error::invalid(e.to_string()))?;
+        let streams = Streams::new(train.len(), b, t)?;
         Ok(CharTask {
             streams,
             val_b: b.min(val.len().saturating_sub(1)),

@@ -11,100 +11,36 @@ mod vocab;
 pub use streams::Streams;
 pub use vocab::Vocab;
 
-use std::fmt;
-use std::path::{Path, PathBuf};
-
-/// What can be wrong with a corpus. Each variant's message is one line naming the problem.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DataError {
-    /// The file could not be read (missing, a directory, no permission).
-    Read { path: PathBuf, reason: String },
-    /// The file has no bytes.
-    Empty { path: PathBuf },
-    /// The file holds a NUL byte: binary data, not text.
-    Binary { path: PathBuf, offset: usize },
-    /// The file is not valid UTF-8.
-    NotUtf8 { path: PathBuf, offset: usize },
-    /// Characters that the vocabulary does not have.
-    UnknownChars { chars: Vec<char> },
-    /// Too little text for what was asked.
-    TooShort { what: String },
-    /// A vocabulary that is not sorted and free of duplicates.
-    BadVocab { reason: String },
-}
-
-impl fmt::Display for DataError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DataError::Read { path, reason } => {
-                write!(f, "cannot read '{}': {reason}", path.display())
-            }
-            DataError::Empty { path } => write!(f, "'{}' is empty", path.display()),
-            DataError::Binary { path, offset } => write!(
-                f,
-                "'{}' looks binary, not text (NUL byte at offset {offset})",
-                path.display()
-            ),
-            DataError::NotUtf8 { path, offset } => write!(
-                f,
-                "'{}' is not valid UTF-8 (bad byte at offset {offset})",
-                path.display()
-            ),
-            DataError::UnknownChars { chars } => {
-                let list: Vec<String> = chars.iter().map(|c| format!("{c:?}")).collect();
-                write!(
-                    f,
-                    "{} character(s) not in the model's vocabulary: {}",
-                    chars.len(),
-                    list.join(", ")
-                )
-            }
-            DataError::TooShort { what } => write!(f, "{what}"),
-            DataError::BadVocab { reason } => write!(f, "bad vocabulary: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for DataError {}
+use recur::{Error, Result};
+use std::path::Path;
 
 /// Reads a text file and checks that it is non-empty UTF-8 without NUL bytes.
-pub fn read_text(path: &Path) -> Result<String, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::Read {
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
-        reason: io_reason(&e),
+        source,
     })?;
     text_from_bytes(path, bytes)
 }
 
 /// The checks of [`read_text`] on bytes already read (`path` only names them in errors).
-pub fn text_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String, DataError> {
+pub fn text_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
     if bytes.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-        });
+        return Err(Error::data(format!("'{}' is empty", path.display())));
     }
     if let Some(offset) = bytes.iter().position(|&b| b == 0) {
-        return Err(DataError::Binary {
-            path: path.to_path_buf(),
-            offset,
-        });
+        return Err(Error::data(format!(
+            "'{}' looks binary, not text (NUL byte at offset {offset})",
+            path.display()
+        )));
     }
-    String::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
-        path: path.to_path_buf(),
-        offset: e.utf8_error().valid_up_to(),
+    String::from_utf8(bytes).map_err(|e| {
+        Error::data(format!(
+            "'{}' is not valid UTF-8 (bad byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
     })
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => {
-            // Linux reports reading a directory as "Is a directory (os error 21)": keep the words.
-            let s = e.to_string();
-            s.split(" (os error").next().unwrap_or(&s).to_lowercase()
-        }
-    }
 }
 
 /// Splits token ids into the first `1 - val_frac` (training) and the last `val_frac`

@@ -6,7 +6,7 @@
 //! stream continues exactly where batch k stopped and the hidden state can be carried across.
 //! An epoch is S / T batches (the remainder of each stream, shorter than T, is left out).
 
-use super::DataError;
+use recur::{Error, Result};
 
 /// The batch layout of one token sequence.
 #[derive(Clone, Debug)]
@@ -22,16 +22,14 @@ pub struct Streams {
 impl Streams {
     /// The layout of `n` ids in `b` streams of batches of `t` steps; an error when there is not
     /// enough text for one batch (n must be at least B*T + 1).
-    pub fn new(n: usize, b: usize, t: usize) -> Result<Self, DataError> {
+    pub fn new(n: usize, b: usize, t: usize) -> Result<Self> {
         assert!(b > 0 && t > 0, "B and T must be at least 1");
         if n < b * t + 1 {
-            return Err(DataError::TooShort {
-                what: format!(
-                    "the training text has {n} characters, fewer than one batch needs \
-                     (batch size {b} x sequence length {t} + 1 = {})",
-                    b * t + 1
-                ),
-            });
+            return Err(Error::data(format!(
+                "the training text has {n} characters, fewer than one batch needs \
+                 (batch size {b} x sequence length {t} + 1 = {})",
+                b * t + 1
+            )));
         }
         Ok(Streams {
             b,

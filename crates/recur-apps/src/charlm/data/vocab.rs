@@ -1,7 +1,7 @@
 //! A character vocabulary: the sorted set of Unicode scalar values of a text, and the mapping
 //! between characters and token ids (ids are positions in the sorted list).
 
-use super::DataError;
+use recur::{Error, Result};
 use std::collections::HashMap;
 
 /// Characters in ascending order; a character's id is its position.
@@ -21,16 +21,15 @@ impl Vocab {
     }
 
     /// A vocabulary from a stored list (a checkpoint's), which must be sorted without repeats.
-    pub fn from_chars(chars: Vec<char>) -> Result<Self, DataError> {
+    pub fn from_chars(chars: Vec<char>) -> Result<Self> {
         if chars.is_empty() {
-            return Err(DataError::BadVocab {
-                reason: "it is empty".into(),
-            });
+            return Err(Error::data("bad vocabulary: it is empty"));
         }
         if let Some(w) = chars.windows(2).find(|w| w[0] >= w[1]) {
-            return Err(DataError::BadVocab {
-                reason: format!("not sorted or repeated: {:?} before {:?}", w[0], w[1]),
-            });
+            return Err(Error::data(format!(
+                "bad vocabulary: not sorted or repeated: {:?} before {:?}",
+                w[0], w[1]
+            )));
         }
         Ok(Self::build(chars))
     }
@@ -70,7 +69,7 @@ impl Vocab {
 
     /// Token ids of `text`; the error lists every character (once, in order of first appearance)
     /// that is not in the vocabulary.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, DataError> {
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids = Vec::with_capacity(text.len());
         let mut unknown: Vec<char> = Vec::new();
         for c in text.chars() {
@@ -86,7 +85,12 @@ impl Vocab {
         if unknown.is_empty() {
             Ok(ids)
         } else {
-            Err(DataError::UnknownChars { chars: unknown })
+            let list: Vec<String> = unknown.iter().map(|c| format!("{c:?}")).collect();
+            Err(Error::data(format!(
+                "{} character(s) not in the model's vocabulary: {}",
+                unknown.len(),
+                list.join(", ")
+            )))
         }
     }
 
