@@ -193,7 +193,7 @@ fn record(trainer: &mut Trainer, stop_after: Option<u64>) -> (Record, recur::Res
             }
         }
         Event::Eval { row, .. } => run.vals.push((row.step, row.val_loss)),
-        Event::Log(_) => {}
+        Event::Log { .. } => {}
     });
     (run, out)
 }

@@ -49,7 +49,7 @@ fn record<T: recur::train::Task>(
                 }
             }
             Event::Eval { row, .. } => tr.evals.push((row.step, row.val_loss.map(f64::to_bits))),
-            Event::Log(_) => {}
+            Event::Log { .. } => {}
         })
         .unwrap();
     (tr, reason)

@@ -10,7 +10,7 @@ use recur::cell::CellKind;
 use recur_study::gradflow::{gradflow, GradflowResult, GradflowSpec};
 use serde_json::json;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -107,50 +107,9 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     }
-    let total = (plan.len() * a.sequences) as u64;
-    let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template(
-            "gradflow {msg:24} [{bar:30}] {pos}/{len} sequences {elapsed}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    let mut curves = Vec::new();
-    for (cell, scale, gate_bias) in plan {
-        bar.set_message(format!("{} x{scale}", cell.name()));
-        let spec = GradflowSpec {
-            cell,
-            input_size: a.input_size,
-            hidden: a.rnn_size,
-            t: a.seq_length,
-            sequences: a.sequences,
-            scale,
-            gate_bias,
-            seed: a.seed,
-        };
-        let res = gradflow(&spec, &mut |_| bar.inc(1)).map_err(anyhow::Error::msg)?;
-        curves.push(Curve {
-            cell,
-            scale,
-            gate_bias,
-            res,
-        });
-    }
-    bar.finish_and_clear();
+    let curves = measure(&a, plan)?;
 
-    // CSV: one row per curve and distance
-    let mut text = String::from("cell,scale,gate_bias,distance,mean_norm,mean_rel_norm\n");
-    for c in &curves {
-        for (k, (n, r)) in c.res.norm.iter().zip(&c.res.rel).enumerate() {
-            text.push_str(&format!(
-                "{},{},{},{k},{n:e},{r:e}\n",
-                c.cell.name(),
-                c.scale,
-                c.gate_bias
-            ));
-        }
-    }
-    std::fs::write(&csv, text).with_context(|| format!("cannot write {}", csv.display()))?;
+    write_csv(&csv, &curves)?;
 
     let mut chart = Chart::new(
         format!(
@@ -192,6 +151,73 @@ pub fn run(a: Args) -> Result<()> {
         )?;
         return Ok(());
     }
+    print_table(&mut out, &a, &curves)?;
+    writeln!(
+        out,
+        "wrote {}, {}, {}",
+        csv.display(),
+        png.display(),
+        svg.display()
+    )?;
+    Ok(())
+}
+
+/// Every curve of the plan, with a progress bar over all sequences.
+fn measure(a: &Args, plan: Vec<(CellKind, f64, f64)>) -> Result<Vec<Curve>> {
+    let total = (plan.len() * a.sequences) as u64;
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "gradflow {msg:24} [{bar:30}] {pos}/{len} sequences {elapsed}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let mut curves = Vec::new();
+    for (cell, scale, gate_bias) in plan {
+        bar.set_message(format!("{} x{scale}", cell.name()));
+        let spec = GradflowSpec {
+            cell,
+            input_size: a.input_size,
+            hidden: a.rnn_size,
+            t: a.seq_length,
+            sequences: a.sequences,
+            scale,
+            gate_bias,
+            seed: a.seed,
+        };
+        let res = gradflow(&spec, &mut |_| bar.inc(1))?;
+        curves.push(Curve {
+            cell,
+            scale,
+            gate_bias,
+            res,
+        });
+    }
+    bar.finish_and_clear();
+
+    Ok(curves)
+}
+
+/// The curves as CSV: one row per curve and distance.
+fn write_csv(csv: &Path, curves: &[Curve]) -> Result<()> {
+    let mut text = String::from("cell,scale,gate_bias,distance,mean_norm,mean_rel_norm\n");
+    for c in curves {
+        for (k, (n, r)) in c.res.norm.iter().zip(&c.res.rel).enumerate() {
+            text.push_str(&format!(
+                "{},{},{},{k},{n:e},{r:e}\n",
+                c.cell.name(),
+                c.scale,
+                c.gate_bias
+            ));
+        }
+    }
+    std::fs::write(csv, text).with_context(|| format!("cannot write {}", csv.display()))?;
+
+    Ok(())
+}
+
+/// The relative norms at a few distances and the per-step factor, one row per curve.
+fn print_table(out: &mut impl Write, a: &Args, curves: &[Curve]) -> Result<()> {
     writeln!(
         out,
         "||dL/dh_t|| / ||dL/dh_T|| (mean over {} sequences), loss at T = {}, H = {}, I = {}",
@@ -207,20 +233,13 @@ pub fn run(a: Args) -> Result<()> {
         write!(out, " {k:>9}")?;
     }
     writeln!(out, " {:>10}", "per step")?;
-    for c in &curves {
+    for c in curves {
         write!(out, "{:22}", c.label())?;
         for &k in &ks {
             write!(out, " {:>9.2e}", c.res.rel[k])?;
         }
         writeln!(out, " {:>10.4}", c.per_step())?;
     }
-    writeln!(
-        out,
-        "wrote {}, {}, {}",
-        csv.display(),
-        png.display(),
-        svg.display()
-    )?;
     Ok(())
 }
 

@@ -298,6 +298,39 @@ fn drawn_points(s: &Series, log_y: bool) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The axes' ranges (x0, x1, y0, y1): the points' bounds, padded, and with an equal aspect one
+/// axis widened so that a unit spans as many of the plot's (width, height) pixels on both.
+fn ranges(chart: &Chart, pts: &[Vec<(f64, f64)>], plot: (u32, u32)) -> (f64, f64, f64, f64) {
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for &(x, y) in pts.iter().flatten() {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    let (mut x0, mut x1) = padded(x0, x1, 0.02);
+    let (mut y0, mut y1) = padded(y0, y1, 0.05);
+    if chart.equal_aspect {
+        let (pw, ph) = (plot.0 as f64, plot.1 as f64);
+        let (sx, sy) = ((x1 - x0) / pw, (y1 - y0) / ph);
+        if sx > sy {
+            let c = 0.5 * (y0 + y1);
+            let half = 0.5 * sx * ph;
+            (y0, y1) = (c - half, c + half);
+        } else {
+            let c = 0.5 * (x0 + x1);
+            let half = 0.5 * sy * pw;
+            (x0, x1) = (c - half, c + half);
+        }
+    }
+    (x0, x1, y0, y1)
+}
+
 fn draw_chart<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     chart: &Chart,
@@ -310,41 +343,14 @@ fn draw_chart<DB: DrawingBackend>(
         .iter()
         .map(|s| drawn_points(s, chart.log_y))
         .collect();
-    let all = pts.iter().flatten();
-    let (mut x0, mut x1, mut y0, mut y1) = (
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-    );
-    for &(x, y) in all {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    let (mut x0, mut x1) = padded(x0, x1, 0.02);
-    let (mut y0, mut y1) = padded(y0, y1, 0.05);
     let (w, h) = area.dim_in_pixel();
     let (left, bottom, top) = if text {
         (70u32, 45u32, 40u32)
     } else {
         (10, 10, 10)
     };
-    if chart.equal_aspect {
-        // widen one axis so that a unit spans as many pixels on both
-        let (pw, ph) = ((w - left - 20) as f64, (h - bottom - top) as f64);
-        let (sx, sy) = ((x1 - x0) / pw, (y1 - y0) / ph);
-        if sx > sy {
-            let c = 0.5 * (y0 + y1);
-            let half = 0.5 * sx * ph;
-            (y0, y1) = (c - half, c + half);
-        } else {
-            let c = 0.5 * (x0 + x1);
-            let half = 0.5 * sy * pw;
-            (x0, x1) = (c - half, c + half);
-        }
-    }
+    let plot = (w.saturating_sub(left + 20), h.saturating_sub(bottom + top));
+    let (x0, x1, y0, y1) = ranges(chart, &pts, plot);
     let mut b = ChartBuilder::on(area);
     b.margin(10).margin_right(20);
     if text {

@@ -8,7 +8,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use recur::checkpoint::{self, Checkpoint};
-use recur::model::Model;
+use recur::model::{Model, ModelConfig};
 use recur::train::{Event, LogRow, Run, StopReason, Task, BEST, LATEST};
 use recur_apps::speech::classifier::{
     self, evaluate, load_examples, load_examples_multi, make_batch, model_config, predict_batch,
@@ -16,7 +16,9 @@ use recur_apps::speech::classifier::{
 };
 use recur_apps::speech::dataset::{list_dir, Split, Utterance};
 use recur_apps::speech::features::{warp_factors, Extractor, FeatureConfig};
-use recur_apps::speech::train::{self as speech_train, Hyper, SpeechConfig, EVAL_BATCH};
+use recur_apps::speech::train::{
+    self as speech_train, Hyper, SpeechConfig, SpeechTrainer, EVAL_BATCH,
+};
 use recur_apps::speech::wav::read_wav;
 use serde_json::json;
 use std::io::Write;
@@ -320,19 +322,11 @@ fn training_data(
     })
 }
 
-fn train(a: TrainArgs) -> Result<()> {
-    // ---- flags -> plan, before any work
-    set_threads(&a.dev)?;
-    let device = crate::device::open(a.dev.device)?;
-    let val_takes = parse_take_range(&a.val_takes)?;
-    let kind = a.features.kind();
-    let cell = a.shape.cell.kind();
-    let pooling = a.pool.pooling();
-    a.shape.check()?;
+/// The training settings of the flags, checked, and the warp factors of the augmentation.
+fn hyper_of(a: &TrainArgs, val_takes: Option<(u32, u32)>) -> Result<(Hyper, Vec<f64>)> {
     if !(a.warp_max > 0.0 && a.warp_max < 0.5) {
         bail!("--warp-max must be in (0, 0.5), got {}", a.warp_max);
     }
-    let warps = warp_factors(a.warp_copies, a.warp_max);
     if a.epochs == 0 || a.batch_size == 0 {
         bail!("--epochs and --batch-size must be at least 1");
     }
@@ -357,6 +351,30 @@ fn train(a: TrainArgs) -> Result<()> {
         warp_copies: a.warp_copies,
         warp_max: a.warp_max,
     };
+    Ok((hyper, warp_factors(a.warp_copies, a.warp_max)))
+}
+
+/// The classifier the flags describe, over features of `feat`.
+fn fresh_model(a: &TrainArgs, feat: &FeatureConfig) -> Result<ModelConfig> {
+    model_config(
+        feat.dim(),
+        a.shape.cell.kind(),
+        a.shape.rnn_size,
+        a.shape.num_layers,
+        !a.unidirectional,
+        a.dropout,
+        a.pool.pooling(),
+    )
+    .map_err(|e| anyhow!("model: {e}"))
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    // ---- flags -> plan, before any work
+    set_threads(&a.dev)?;
+    let device = crate::device::open(a.dev.device)?;
+    let val_takes = parse_take_range(&a.val_takes)?;
+    a.shape.check()?;
+    let (hyper, warps) = hyper_of(&a, val_takes)?;
     let run_dir = a.run.dir(DEFAULT_RUN_DIR);
     let last_path = run_dir.join(LATEST);
     let best_path = run_dir.join(BEST);
@@ -377,7 +395,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let feat_cfg = match &resumed {
         Some((_, st)) => st.features.clone(),
         None => FeatureConfig {
-            kind,
+            kind: a.features.kind(),
             n_mels: a.n_mels,
             n_mfcc: a.n_mfcc,
             deltas: a.deltas,
@@ -388,16 +406,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let ex = Extractor::new(feat_cfg.clone()).map_err(|e| anyhow!("features: {e}"))?;
     let model_cfg = match &resumed {
         Some((ck, _)) => ck.model.clone(),
-        None => model_config(
-            feat_cfg.dim(),
-            cell,
-            a.shape.rnn_size,
-            a.shape.num_layers,
-            !a.unidirectional,
-            a.dropout,
-            pooling,
-        )
-        .map_err(|e| anyhow!("model: {e}"))?,
+        None => fresh_model(&a, &feat_cfg)?,
     };
     let model = Model::new(model_cfg.clone()).map_err(|e| anyhow!("model: {e}"))?;
 
@@ -446,43 +455,7 @@ fn train(a: TrainArgs) -> Result<()> {
         model.num_params()
     );
 
-    let bpe = trainer.task.batches_per_epoch().unwrap_or(1);
-    let pb = ProgressBar::new(bpe);
-    pb.set_style(
-        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    let epochs = a.epochs;
-    let mut epoch_start = Instant::now();
-    let reason = trainer.run(&stop, &mut |ev| match ev {
-        Event::Step(s) => {
-            let done = (s.step - 1) % bpe + 1;
-            pb.set_prefix(format!("{}/{epochs}", (s.step - 1) / bpe + 1));
-            pb.set_position(done);
-            pb.set_message(format!("loss {:.4}", s.loss));
-        }
-        Event::Eval { row, .. } => {
-            pb.suspend(|| {
-                eprintln!(
-                    "epoch {:>3}/{}: lr {:.2e}  train loss {:.4} acc {:.4}{}  ({:.1} s)",
-                    row.epoch.round() as u64,
-                    epochs,
-                    row.lr,
-                    row.train_loss,
-                    row.extra["train_acc"].as_f64().unwrap_or(f64::NAN),
-                    match (row.val_loss, row.extra["val_acc"].as_f64()) {
-                        (Some(l), Some(acc)) => format!("  val loss {l:.4} acc {acc:.4}"),
-                        _ => String::new(),
-                    },
-                    epoch_start.elapsed().as_secs_f64()
-                );
-            });
-            epoch_start = Instant::now();
-        }
-        Event::Log(_) => {}
-    })?;
-    pb.finish_and_clear();
+    let reason = run_epochs(&mut trainer, &stop, a.epochs)?;
     if let StopReason::Diverged { .. } = reason {
         bail!(
             "{}: training stopped; {} holds the last good epoch",
@@ -490,6 +463,48 @@ fn train(a: TrainArgs) -> Result<()> {
             last_path.display()
         );
     }
+    let facts = RunFacts {
+        n_plain,
+        train_n,
+        val_n,
+        split: train_split.describe(),
+        params: model.num_params(),
+        dir: out_dir,
+        best: best_path,
+        last: last_path,
+    };
+    report_run(a.json, &trainer, reason, &facts)
+}
+
+/// What the summary of a speech run reports besides the trainer's state.
+struct RunFacts {
+    /// Training recordings, with the augmented copies, and validation recordings.
+    n_plain: usize,
+    train_n: usize,
+    val_n: usize,
+    split: String,
+    params: usize,
+    /// The run directory and its checkpoints.
+    dir: PathBuf,
+    best: PathBuf,
+    last: PathBuf,
+}
+
+/// The run's summary on stdout (one JSON object with `json`), and its learning curves.
+fn report_run(
+    json: bool,
+    trainer: &SpeechTrainer,
+    reason: StopReason,
+    facts: &RunFacts,
+) -> Result<()> {
+    let RunFacts {
+        n_plain,
+        train_n,
+        val_n,
+        ..
+    } = *facts;
+    let (best_path, last_path) = (&facts.best, &facts.last);
+    let bpe = trainer.task.batches_per_epoch().unwrap_or(1);
     let interrupted = reason == StopReason::Stopped;
     let st = &trainer.state;
     let epochs_done = st.step as f64 / bpe as f64;
@@ -499,7 +514,7 @@ fn train(a: TrainArgs) -> Result<()> {
         .iter()
         .find(|r| Some(r.step) == st.best_step)
         .and_then(|r| r.extra["val_acc"].as_f64());
-    let charts = write_curves(&st.history, &out_dir)?;
+    let charts = write_curves(&st.history, &facts.dir)?;
     let summary = json!({
         "epochs": st.step / bpe,
         "steps": st.step,
@@ -507,8 +522,8 @@ fn train(a: TrainArgs) -> Result<()> {
         "train": n_plain,
         "train_with_augmentation": train_n,
         "val": val_n,
-        "split": train_split.describe(),
-        "parameters": model.num_params(),
+        "split": facts.split,
+        "parameters": facts.params,
         "train_seconds": st.elapsed_secs,
         "best_epoch": best_epoch,
         "best_val_acc": best_val_acc,
@@ -517,7 +532,7 @@ fn train(a: TrainArgs) -> Result<()> {
         "charts": charts,
     });
     let mut out = std::io::stdout().lock();
-    if a.json {
+    if json {
         writeln!(out, "{summary}")?;
     } else {
         if interrupted {
@@ -546,6 +561,47 @@ fn train(a: TrainArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `trainer` to its end: a progress bar through each epoch, a line per evaluation.
+fn run_epochs(trainer: &mut SpeechTrainer, stop: &AtomicBool, epochs: usize) -> Result<StopReason> {
+    let bpe = trainer.task.batches_per_epoch().unwrap_or(1);
+    let pb = ProgressBar::new(bpe);
+    pb.set_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut epoch_start = Instant::now();
+    let reason = trainer.run(stop, &mut |ev| match ev {
+        Event::Step(s) => {
+            let done = (s.step - 1) % bpe + 1;
+            pb.set_prefix(format!("{}/{epochs}", (s.step - 1) / bpe + 1));
+            pb.set_position(done);
+            pb.set_message(format!("loss {:.4}", s.loss));
+        }
+        Event::Eval { row, .. } => {
+            pb.suspend(|| {
+                eprintln!(
+                    "epoch {:>3}/{}: lr {:.2e}  train loss {:.4} acc {:.4}{}  ({:.1} s)",
+                    row.epoch.round() as u64,
+                    epochs,
+                    row.lr,
+                    row.train_loss,
+                    row.extra["train_acc"].as_f64().unwrap_or(f64::NAN),
+                    match (row.val_loss, row.extra["val_acc"].as_f64()) {
+                        (Some(l), Some(acc)) => format!("  val loss {l:.4} acc {acc:.4}"),
+                        _ => String::new(),
+                    },
+                    epoch_start.elapsed().as_secs_f64()
+                );
+            });
+            epoch_start = Instant::now();
+        }
+        Event::Log { .. } => {}
+    })?;
+    pb.finish_and_clear();
+    Ok(reason)
 }
 
 /// The learning curves: loss and accuracy per epoch, training and validation.

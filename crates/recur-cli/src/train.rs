@@ -15,6 +15,7 @@ use recur::checkpoint;
 use recur::engine::Backend;
 use recur::model::ModelConfig;
 use recur::stack::StackConfig;
+use recur::train::StepInfo;
 use recur_apps::charlm::data::{self, Vocab};
 use recur_apps::charlm::train::{
     self as charlm_train, Budget, Event, LogRow, Run, StopReason, TrainConfig, TrainState, Trainer,
@@ -511,14 +512,9 @@ fn header(a: &Args, trainer: &Trainer, data_path: &Path, vocab: &Vocab, threads:
 }
 
 /// The end of a run: why it stopped, where it stands, where its files are (JSON with --json).
-fn report(
-    trainer: &Trainer,
-    outcome: StopReason,
-    history: &[LogRow],
-    dir: &Path,
-    json_mode: bool,
-) -> Result<()> {
+fn report(trainer: &Trainer, outcome: StopReason, dir: &Path, json_mode: bool) -> Result<()> {
     let st = &trainer.state;
+    let history = &st.history;
     let reason = outcome.describe();
     let last_val = history.last().and_then(|r| r.val_loss);
     let elapsed = st.elapsed_secs;
@@ -599,87 +595,28 @@ pub fn run(a: Args) -> Result<()> {
 
     eprintln!("{}", header(&a, &trainer, &data_path, &vocab, threads));
     let cfg = trainer.state.config.clone();
-
-    let bar = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        let pb = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr_with_hz(4));
-        pb.set_style(
-            ProgressStyle::with_template("{bar:24.cyan/blue} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        pb
-    };
-    let mut history: Vec<LogRow> = trainer.state.history.clone();
+    let bar = progress_bar(a.quiet);
     let mut io_err: Option<anyhow::Error> = None;
-    let sample_seed = cfg.seed;
-    let json_mode = a.json;
     let model = trainer.model.clone();
-    let outcome = {
-        let mut on = |ev: &Event| match ev {
+    let outcome = trainer.run(&stop, &mut |ev: &Event| {
+        let written = match ev {
             Event::Step(s) => {
-                let frac_steps = s.total_steps.map(|t| s.step as f64 / t as f64);
-                let frac_time = s.budget_secs.map(|b| s.elapsed_secs / b);
-                let frac = frac_steps
-                    .unwrap_or(0.0)
-                    .max(frac_time.unwrap_or(0.0))
-                    .min(1.0);
-                let steps_per_sec = s.items_per_sec / (cfg.batch_size * cfg.seq_length) as f64;
-                let eta_steps = s
-                    .total_steps
-                    .map(|t| t.saturating_sub(s.step) as f64 / steps_per_sec.max(1e-9));
-                let eta_time = s.budget_secs.map(|b| b - s.elapsed_secs);
-                let eta = match (eta_steps, eta_time) {
-                    (Some(x), Some(y)) => Some(x.min(y)),
-                    (x, y) => x.or(y),
-                };
-                bar.set_position((frac * 1000.0) as u64);
-                bar.set_message(format!(
-                    "step {}{} epoch {:.2} loss {:.3} {:.0} chars/s ETA {}",
-                    s.step,
-                    s.total_steps.map(|t| format!("/{t}")).unwrap_or_default(),
-                    s.epoch,
-                    s.loss,
-                    s.items_per_sec,
-                    eta.map(fmt_duration).unwrap_or_else(|| "-".into())
-                ));
+                let (pos, msg) = step_progress(s, &cfg);
+                bar.set_position(pos);
+                bar.set_message(msg);
+                Ok(())
             }
-            Event::Log(row) => {
-                history.push((*row).clone());
-                if let Err(e) = write_log(&dir, &history) {
-                    io_err.get_or_insert(e);
-                }
-            }
+            Event::Log { history, .. } => write_log(&dir, history),
             Event::Eval {
                 row,
+                history,
                 best,
                 last,
                 params,
             } => {
-                history.push((*row).clone());
-                let mut text = format!(
-                    "step {} (epoch {:.2}, {} chars, {}): train loss {:.4}",
-                    row.step,
-                    row.epoch,
-                    fmt_chars(row.items_seen),
-                    fmt_duration(row.elapsed_secs),
-                    row.train_loss
-                );
-                if let Some(v) = row.val_loss {
-                    text.push_str(&format!(
-                        ", val loss {:.4} nats/char = {:.4} bits/char{}",
-                        v,
-                        v / std::f64::consts::LN_2,
-                        if *best { " (best)" } else { "" }
-                    ));
-                }
-                if *last {
-                    text.push_str(" [final]");
-                }
-                text.push('\n');
+                let mut text = eval_text(row, *best, *last);
                 if a.sample_length > 0 {
-                    let seed = sample_seed ^ row.step.wrapping_mul(0x9E37_79B9);
+                    let seed = cfg.seed ^ row.step.wrapping_mul(0x9E37_79B9);
                     let s = print_sample_text(
                         &model,
                         params,
@@ -694,27 +631,27 @@ pub fn run(a: Args) -> Result<()> {
                         a.sample_temperature, s
                     ));
                 }
-                bar.suspend(|| {
-                    let r = if json_mode {
+                let printed = bar.suspend(|| {
+                    if a.json {
                         std::io::stderr().write_all(text.as_bytes())
                     } else {
                         let mut o = std::io::stdout().lock();
                         o.write_all(text.as_bytes()).and_then(|_| o.flush())
-                    };
-                    if let Err(e) = r {
-                        io_err.get_or_insert(e.into());
                     }
                 });
-                if let Err(e) = write_log(&dir, &history) {
-                    io_err.get_or_insert(e);
-                }
-                if let Err(e) = crate::charlm_common::write_plot(&dir, &history) {
-                    io_err.get_or_insert(e);
-                }
+                // the log and the chart are written even when printing failed
+                let logged = write_log(&dir, history);
+                let plotted = crate::charlm_common::write_plot(&dir, history);
+                printed
+                    .map_err(anyhow::Error::from)
+                    .and(logged)
+                    .and(plotted)
             }
         };
-        trainer.run(&stop, &mut on)
-    };
+        if let Err(e) = written {
+            io_err.get_or_insert(e);
+        }
+    });
     bar.finish_and_clear();
     if let Some(e) = io_err {
         return Err(e);
@@ -733,7 +670,76 @@ pub fn run(a: Args) -> Result<()> {
         }
         o => o,
     };
-    report(&trainer, outcome, &history, &dir, json_mode)
+    report(&trainer, outcome, &dir, a.json)
+}
+
+/// The progress bar on stderr (hidden with --quiet).
+fn progress_bar(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr_with_hz(4));
+    pb.set_style(
+        ProgressStyle::with_template("{bar:24.cyan/blue} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// The bar's position (of 1000: the larger of the steps' and the time budget's share done) and
+/// its message after a step.
+fn step_progress(s: &StepInfo, cfg: &TrainConfig) -> (u64, String) {
+    let frac_steps = s.total_steps.map(|t| s.step as f64 / t as f64);
+    let frac_time = s.budget_secs.map(|b| s.elapsed_secs / b);
+    let frac = frac_steps
+        .unwrap_or(0.0)
+        .max(frac_time.unwrap_or(0.0))
+        .min(1.0);
+    let steps_per_sec = s.items_per_sec / (cfg.batch_size * cfg.seq_length) as f64;
+    let eta_steps = s
+        .total_steps
+        .map(|t| t.saturating_sub(s.step) as f64 / steps_per_sec.max(1e-9));
+    let eta_time = s.budget_secs.map(|b| b - s.elapsed_secs);
+    let eta = match (eta_steps, eta_time) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    };
+    let msg = format!(
+        "step {}{} epoch {:.2} loss {:.3} {:.0} chars/s ETA {}",
+        s.step,
+        s.total_steps.map(|t| format!("/{t}")).unwrap_or_default(),
+        s.epoch,
+        s.loss,
+        s.items_per_sec,
+        eta.map(fmt_duration).unwrap_or_else(|| "-".into())
+    );
+    ((frac * 1000.0) as u64, msg)
+}
+
+/// The lines printed after an evaluation.
+fn eval_text(row: &LogRow, best: bool, last: bool) -> String {
+    let mut text = format!(
+        "step {} (epoch {:.2}, {} chars, {}): train loss {:.4}",
+        row.step,
+        row.epoch,
+        fmt_chars(row.items_seen),
+        fmt_duration(row.elapsed_secs),
+        row.train_loss
+    );
+    if let Some(v) = row.val_loss {
+        text.push_str(&format!(
+            ", val loss {:.4} nats/char = {:.4} bits/char{}",
+            v,
+            v / std::f64::consts::LN_2,
+            if best { " (best)" } else { "" }
+        ));
+    }
+    if last {
+        text.push_str(" [final]");
+    }
+    text.push('\n');
+    text
 }
 
 /// The split, with the errors a user can act on.

@@ -157,6 +157,37 @@ impl Dims {
     }
 }
 
+/// One direction of one layer for one call ([`GpuStack::view`]): its dimensions, where its
+/// weights sit (device pointers into the parameter buffer; NULL for an absent bias or
+/// projection), the lengths (NULL: every sequence runs T steps) and its workspace buffers.
+#[derive(Clone, Copy)]
+struct DirView {
+    idx: usize,
+    dm: Dims,
+    sl: Slots,
+    w_ih: Ptr,
+    w_hh: Ptr,
+    w_hr: Ptr,
+    b_ih: Ptr,
+    b_hh: Ptr,
+    len: Ptr,
+    xw: Ptr,
+    gates: Ptr,
+    s: Ptr,
+    cs: Ptr,
+    hn: Ptr,
+    hpre: Ptr,
+    hw: Ptr,
+    hnew: Ptr,
+    dg: Ptr,
+    dgh: Ptr,
+    dhp: Ptr,
+    dc: Ptr,
+    dhpre: Ptr,
+    dh_a: Ptr,
+    dh_b: Ptr,
+}
+
 fn act_code(kind: CellKind) -> i32 {
     match kind {
         CellKind::Rnn(Activation::Relu) => 1,
@@ -469,6 +500,51 @@ impl GpuStack {
         Ok(())
     }
 
+    /// One direction of one layer for a call on `ws`: its dimensions, weight pointers into
+    /// `params` and workspace buffers. Forward and backward both start from it.
+    fn view(
+        &self,
+        gpu: &Gpu,
+        ws: &GpuStackWorkspace,
+        params: &DevBuf,
+        l: usize,
+        d: usize,
+    ) -> DirView {
+        let idx = l * self.stack.cfg().dirs() + d;
+        let sl = self.slots[idx];
+        let pw = gpu.ptr(params);
+        let c = &ws.dirs[idx];
+        DirView {
+            idx,
+            dm: self.dims(ws.t, ws.b, l, d),
+            sl,
+            w_ih: at(pw, sl.w_ih),
+            w_hh: at(pw, sl.w_hh),
+            w_hr: sl.w_hr.map_or(NULL, |o| at(pw, o)),
+            b_ih: sl.b_ih.map_or(NULL, |o| at(pw, o)),
+            b_hh: sl.b_hh.map_or(NULL, |o| at(pw, o)),
+            len: if ws.len_on { gpu.ptr(&ws.len) } else { NULL },
+            xw: gpu.ptr(&c.xw),
+            gates: gpu.ptr(&c.gates),
+            s: gpu.ptr(&c.s),
+            cs: gpu.ptr(&c.cs),
+            hn: gpu.ptr(&c.hn),
+            hpre: gpu.ptr(&c.hpre),
+            hw: gpu.ptr(&c.hw),
+            hnew: gpu.ptr(&c.hnew),
+            dg: gpu.ptr(&c.dg),
+            dgh: gpu.ptr(&c.dgh),
+            dhp: gpu.ptr(&c.dhp),
+            dc: gpu.ptr(&c.dc),
+            dhpre: gpu.ptr(&c.dhpre),
+            dh_a: gpu.ptr(&c.dh_a),
+            dh_b: gpu.ptr(&c.dh_b),
+        }
+    }
+
+    /// Forward of one direction of layer `l`: the input projection of all steps, then the
+    /// steps (one persistent launch, a fused kernel per step, or a GEMM and a cell kernel per
+    /// step), then the final states.
     #[allow(clippy::too_many_arguments)]
     fn dir_forward(
         &self,
@@ -485,9 +561,15 @@ impl GpuStack {
         y: Ptr,
         ldy: usize,
     ) -> Result<()> {
-        let nd = self.stack.cfg().dirs();
-        let idx = l * nd + d;
-        let dm = self.dims(ws.t, ws.b, l, d);
+        let v = self.view(gpu, ws, params, l, d);
+        let DirView {
+            idx,
+            w_ih,
+            xw,
+            s,
+            cs,
+            ..
+        } = v;
         let Dims {
             t: nt,
             b: nb,
@@ -496,30 +578,9 @@ impl GpuStack {
             p: np,
             rev,
             kind,
-        } = dm;
-        let gh = dm.gh();
+        } = v.dm;
+        let gh = v.dm.gh();
         let rows = nt * nb;
-        let sl = self.slots[idx];
-        let pw = gpu.ptr(params);
-        let w_ih = at(pw, sl.w_ih);
-        let w_hh = at(pw, sl.w_hh);
-        let b_ih = sl.b_ih.map_or(NULL, |o| at(pw, o));
-        let b_hh = sl.b_hh.map_or(NULL, |o| at(pw, o));
-        let len = if ws.len_on { gpu.ptr(&ws.len) } else { NULL };
-        let bar = gpu.ptr(&ws.bar);
-        let c = &ws.dirs[idx];
-        let (xw, gates, s, cs) = (
-            gpu.ptr(&c.xw),
-            gpu.ptr(&c.gates),
-            gpu.ptr(&c.s),
-            gpu.ptr(&c.cs),
-        );
-        let (hw, hn, hpre, hnew) = (
-            gpu.ptr(&c.hw),
-            gpu.ptr(&c.hn),
-            gpu.ptr(&c.hpre),
-            gpu.ptr(&c.hnew),
-        );
 
         // xw = X W_ih^T, all steps at once: (T*B, I) x (I, G*H)
         match (x, ids) {
@@ -552,201 +613,18 @@ impl GpuStack {
                 None => gpu.zero(at(cs, first * nb * nh), nb * nh)?,
             }
         }
-        let w_hr = sl.w_hr.map_or(NULL, |o| at(pw, o));
-        let small = nb <= self.small_batch.min(SMALL_B) && gh * np <= SMALL_MAX_WEIGHTS;
-        let is_gru = kind == CellKind::Gru;
-        let persist = self.persist_plan(gpu, &dm)?;
-        if let Some((blocks, units, smem)) = persist {
-            // every step in one launch; the barrier starts from zero
-            gpu.zero(bar, 2)?;
-            let cell = match kind {
-                CellKind::Rnn(_) => 0,
-                CellKind::Lstm => 1,
-                CellKind::Gru => 2,
-            };
-            launch_coop(
-                gpu,
-                &gpu.k.persist_fwd,
-                cudarc::driver::LaunchConfig {
-                    grid_dim: (blocks, 1, 1),
-                    block_dim: (PERSIST_THREADS, 1, 1),
-                    shared_mem_bytes: smem as u32,
-                },
-                &[
-                    Arg::I(cell),
-                    Arg::I(act_code(kind)),
-                    i(nb),
-                    i(nh),
-                    i(nt),
-                    i(rev),
-                    i(units),
-                    p(len),
-                    p(w_hh),
-                    p(xw),
-                    p(b_ih),
-                    p(b_hh),
-                    p(s),
-                    p(cs),
-                    p(gates),
-                    p(hn),
-                    p(y),
-                    i(ldy),
-                    p(bar),
-                ],
-            )?;
-        }
-        // LSTM projection of step t: h_t = (o * tanh(c_t)) W_hr^T: (B, H) x (H, P), then the state
-        // and output rows of sequences still running
-        let project = |t: usize, h_in: Ptr, h_out: Ptr, y_t: Ptr| -> Result<()> {
-            let hpre_t = at(hpre, t * nb * nh);
-            gpu.gemm(N, T, nb, np, nh, 1.0, hpre_t, nh, w_hr, nh, 0.0, hnew, np)?;
-            let args = [
-                i(nb),
-                i(np),
-                i(t),
-                p(len),
-                p(hnew),
-                p(h_in),
-                p(h_out),
-                p(y_t),
-                i(ldy),
-            ];
-            launch(gpu, &gpu.k.proj_select, nb * np, &args)
-        };
-        // with the persistent kernel the steps are done
-        let steps = if persist.is_some() { 0 } else { nt };
-        for st in 0..steps {
-            let t = if rev == 1 { nt - 1 - st } else { st };
-            let h_in = at(s, (t + rev) * nb * np);
-            let h_out = at(s, (t + 1 - rev) * nb * np);
-            let xw_t = at(xw, t * nb * gh);
-            let gates_t = at(gates, t * nb * gh);
-            let y_t = at(y, t * nb * ldy);
-            let n = nb * nh;
-            if small {
-                // hw = h_{t-1} W_hh^T and the cell, fused: one launch for the step
-                let (cell, c_in, c_out) = match kind {
-                    CellKind::Rnn(_) => (0, NULL, NULL),
-                    CellKind::Lstm => (
-                        1,
-                        at(cs, (t + rev) * nb * nh),
-                        at(cs, (t + 1 - rev) * nb * nh),
-                    ),
-                    CellKind::Gru => (2, NULL, NULL),
-                };
-                let proj = dm.proj();
-                // 16-byte loads need P % 4 == 0 and 16-byte aligned W_hh and state rows
-                let vec4 =
-                    np.is_multiple_of(4) && w_hh.is_multiple_of(16) && h_in.is_multiple_of(16);
-                launch_cfg(
-                    gpu,
-                    &gpu.k.step_small,
-                    small_cfg(nh),
-                    &[
-                        Arg::I(cell),
-                        Arg::I(act_code(kind)),
-                        i(nb),
-                        i(nh),
-                        i(np),
-                        i(t),
-                        i(proj as usize),
-                        i(vec4 as usize),
-                        p(len),
-                        p(w_hh),
-                        p(xw_t),
-                        p(b_ih),
-                        p(b_hh),
-                        p(h_in),
-                        p(h_out),
-                        p(c_in),
-                        p(c_out),
-                        p(gates_t),
-                        p(if is_gru { at(hn, t * nb * nh) } else { NULL }),
-                        p(if proj { at(hpre, t * nb * nh) } else { NULL }),
-                        p(y_t),
-                        i(ldy),
-                    ],
-                )?;
-                if proj {
-                    project(t, h_in, h_out, y_t)?;
-                }
-                continue;
-            }
-            // hw = h_{t-1} W_hh^T: (B, P) x (P, G*H)
-            gpu.gemm(N, T, nb, gh, np, 1.0, h_in, np, w_hh, np, 0.0, hw, gh)?;
-            match kind {
-                CellKind::Rnn(_) => launch(
-                    gpu,
-                    &gpu.k.rnn_fwd,
-                    n,
-                    &[
-                        i(nb),
-                        i(nh),
-                        i(t),
-                        Arg::I(act_code(kind)),
-                        p(len),
-                        p(xw_t),
-                        p(hw),
-                        p(b_ih),
-                        p(b_hh),
-                        p(h_in),
-                        p(h_out),
-                        p(gates_t),
-                        p(y_t),
-                        i(ldy),
-                    ],
-                )?,
-                CellKind::Lstm => {
-                    let proj = dm.proj();
-                    launch(
-                        gpu,
-                        &gpu.k.lstm_fwd,
-                        n,
-                        &[
-                            i(nb),
-                            i(nh),
-                            i(t),
-                            i(proj as usize),
-                            p(len),
-                            p(xw_t),
-                            p(hw),
-                            p(b_ih),
-                            p(b_hh),
-                            p(at(cs, (t + rev) * nb * nh)),
-                            p(at(cs, (t + 1 - rev) * nb * nh)),
-                            p(h_in),
-                            p(h_out),
-                            p(gates_t),
-                            p(if proj { at(hpre, t * nb * nh) } else { NULL }),
-                            p(y_t),
-                            i(ldy),
-                        ],
-                    )?;
-                    if proj {
-                        project(t, h_in, h_out, y_t)?;
+        match self.persist_plan(gpu, &v.dm)? {
+            Some(plan) => forward_persistent(gpu, &v, plan, gpu.ptr(&ws.bar), y, ldy)?,
+            None => {
+                let small = nb <= self.small_batch.min(SMALL_B) && gh * np <= SMALL_MAX_WEIGHTS;
+                for st in 0..nt {
+                    let t = if rev == 1 { nt - 1 - st } else { st };
+                    if small {
+                        step_fused(gpu, &v, t, y, ldy)?;
+                    } else {
+                        step_cell(gpu, &v, t, y, ldy)?;
                     }
                 }
-                CellKind::Gru => launch(
-                    gpu,
-                    &gpu.k.gru_fwd,
-                    n,
-                    &[
-                        i(nb),
-                        i(nh),
-                        i(t),
-                        p(len),
-                        p(xw_t),
-                        p(hw),
-                        p(b_ih),
-                        p(b_hh),
-                        p(h_in),
-                        p(h_out),
-                        p(gates_t),
-                        p(at(hn, t * nb * nh)),
-                        p(y_t),
-                        i(ldy),
-                    ],
-                )?,
             }
         }
         // final states: the exit slot (each sequence's state at its own last step)
@@ -848,6 +726,8 @@ impl GpuStack {
         Ok(())
     }
 
+    /// Backward of one direction of layer `l` after its forward: the steps in reverse (one
+    /// kernel and one GEMM each), the initial states' gradients, then the weight gradients.
     #[allow(clippy::too_many_arguments)]
     fn dir_backward(
         &self,
@@ -867,45 +747,18 @@ impl GpuStack {
         dx: Option<Ptr>,
         lddx: usize,
     ) -> Result<()> {
-        let nd = self.stack.cfg().dirs();
-        let idx = l * nd + d;
-        let dm = self.dims(ws.t, ws.b, l, d);
+        let v = self.view(gpu, ws, params, l, d);
+        let DirView { idx, dc, .. } = v;
         let Dims {
             t: nt,
             b: nb,
-            i: ni,
             h: nh,
             p: np,
             rev,
             kind,
-        } = dm;
-        let gh = dm.gh();
-        let rows = nt * nb;
-        let proj = dm.proj();
-        let sl = self.slots[idx];
-        let (pw, pg) = (gpu.ptr(params), gpu.ptr(grads));
-        let w_ih = at(pw, sl.w_ih);
-        let w_hh = at(pw, sl.w_hh);
-        let w_hr = sl.w_hr.map_or(NULL, |o| at(pw, o));
-        let len = if ws.len_on { gpu.ptr(&ws.len) } else { NULL };
-        let c = &ws.dirs[idx];
-        let (gates, s, cs, hn, hpre) = (
-            gpu.ptr(&c.gates),
-            gpu.ptr(&c.s),
-            gpu.ptr(&c.cs),
-            gpu.ptr(&c.hn),
-            gpu.ptr(&c.hpre),
-        );
-        let (dg, dgh, dhp, dc, dhpre) = (
-            gpu.ptr(&c.dg),
-            gpu.ptr(&c.dgh),
-            gpu.ptr(&c.dhp),
-            gpu.ptr(&c.dc),
-            gpu.ptr(&c.dhpre),
-        );
-        let (mut dh_cur, mut dh_other) = (gpu.ptr(&c.dh_a), gpu.ptr(&c.dh_b));
-        let is_gru = kind == CellKind::Gru;
-
+            ..
+        } = v.dm;
+        let (mut dh_cur, mut dh_other) = (v.dh_a, v.dh_b);
         match dh_n {
             Some(v) => gpu.copy(dh_cur, at(gpu.ptr(v), idx * nb * np), nb * np)?,
             None => gpu.zero(dh_cur, nb * np)?,
@@ -916,124 +769,9 @@ impl GpuStack {
                 None => gpu.zero(dc, nb * nh)?,
             }
         }
-        let n = nb * nh;
         for st in (0..nt).rev() {
             let t = if rev == 1 { nt - 1 - st } else { st };
-            let dy_t = at(dy, t * nb * ldy);
-            let gates_t = at(gates, t * nb * gh);
-            let dg_t = at(dg, t * nb * gh);
-            // dh_other = carry (set by the kernel), then += dGh_t W_hh below
-            match kind {
-                CellKind::Rnn(_) => launch(
-                    gpu,
-                    &gpu.k.rnn_bwd,
-                    n,
-                    &[
-                        i(nb),
-                        i(nh),
-                        i(t),
-                        Arg::I(act_code(kind)),
-                        p(len),
-                        p(gates_t),
-                        p(dh_cur),
-                        p(dy_t),
-                        i(ldy),
-                        p(dg_t),
-                        p(dh_other),
-                    ],
-                )?,
-                CellKind::Lstm => {
-                    let c_prev = at(cs, (t + rev) * nb * nh);
-                    let c_cur = at(cs, (t + 1 - rev) * nb * nh);
-                    if proj {
-                        // forward was: h_t = hpre W_hr^T; keep dh_t for dW_hr, then dhpre = dh_t W_hr
-                        let dhp_t = at(dhp, t * nb * np);
-                        launch(
-                            gpu,
-                            &gpu.k.proj_bwd_pre,
-                            nb * np,
-                            &[
-                                i(nb),
-                                i(np),
-                                i(t),
-                                p(len),
-                                p(dh_cur),
-                                p(dy_t),
-                                i(ldy),
-                                p(dhp_t),
-                                p(dh_other),
-                            ],
-                        )?;
-                        gpu.gemm(N, N, nb, nh, np, 1.0, dhp_t, np, w_hr, nh, 0.0, dhpre, nh)?;
-                        launch(
-                            gpu,
-                            &gpu.k.lstm_bwd,
-                            n,
-                            &[
-                                i(nb),
-                                i(nh),
-                                i(t),
-                                p(len),
-                                p(gates_t),
-                                p(c_prev),
-                                p(c_cur),
-                                p(dhpre),
-                                p(NULL),
-                                i(0),
-                                p(dc),
-                                p(dg_t),
-                                p(NULL),
-                            ],
-                        )?;
-                    } else {
-                        launch(
-                            gpu,
-                            &gpu.k.lstm_bwd,
-                            n,
-                            &[
-                                i(nb),
-                                i(nh),
-                                i(t),
-                                p(len),
-                                p(gates_t),
-                                p(c_prev),
-                                p(c_cur),
-                                p(dh_cur),
-                                p(dy_t),
-                                i(ldy),
-                                p(dc),
-                                p(dg_t),
-                                p(dh_other),
-                            ],
-                        )?;
-                    }
-                }
-                CellKind::Gru => launch(
-                    gpu,
-                    &gpu.k.gru_bwd,
-                    n,
-                    &[
-                        i(nb),
-                        i(nh),
-                        i(t),
-                        p(len),
-                        p(gates_t),
-                        p(at(hn, t * nb * nh)),
-                        p(at(s, (t + rev) * nb * np)),
-                        p(dh_cur),
-                        p(dy_t),
-                        i(ldy),
-                        p(dg_t),
-                        p(at(dgh, t * nb * gh)),
-                        p(dh_other),
-                    ],
-                )?,
-            }
-            // dh_{t-1} = dGh_t W_hh + carry: (B, G*H) x (G*H, P)
-            let dgh_t = if is_gru { at(dgh, t * nb * gh) } else { dg_t };
-            gpu.gemm(
-                N, N, nb, np, gh, 1.0, dgh_t, gh, w_hh, np, 1.0, dh_other, np,
-            )?;
+            step_backward(gpu, &v, t, dy, ldy, dh_cur, dh_other)?;
             std::mem::swap(&mut dh_cur, &mut dh_other);
         }
         gpu.copy(at(gpu.ptr(&ws.dh0), idx * nb * np), dh_cur, nb * np)?;
@@ -1041,112 +779,639 @@ impl GpuStack {
             gpu.copy(at(gpu.ptr(&ws.dc0), idx * nb * nh), dc, nb * nh)?;
         }
 
-        // Weight gradients, one GEMM each over all steps.
-        let dgh_all = if is_gru { dgh } else { dg };
-        match (x, ids) {
-            (_, Some(ids)) => {
-                // dW_ih[:, id] += dG row: the one-hot product's gradient is a scatter-add
-                launch(
-                    gpu,
-                    &gpu.k.onehot_scatter,
-                    rows * gh,
-                    &[i(rows), i(gh), i(ni), p(ids), p(dg), p(at(pg, sl.w_ih))],
-                )?;
+        let pg = gpu.ptr(grads);
+        input_weight_grads(gpu, &v, pg, x, ldx, ids, dx, lddx)?;
+        recurrent_weight_grads(gpu, &v, pg, gpu.ptr(&ws.ones))
+    }
+}
+
+/// All forward steps of one direction in one cooperative launch (`persist_fwd`), with the
+/// launch plan of [`GpuStack::persist_plan`] and the grid barrier `bar`.
+fn forward_persistent(
+    gpu: &Gpu,
+    v: &DirView,
+    (blocks, units, smem): (u32, usize, usize),
+    bar: Ptr,
+    y: Ptr,
+    ldy: usize,
+) -> Result<()> {
+    let DirView {
+        dm,
+        w_hh,
+        b_ih,
+        b_hh,
+        len,
+        xw,
+        gates,
+        s,
+        cs,
+        hn,
+        ..
+    } = *v;
+    let Dims {
+        t: nt,
+        b: nb,
+        h: nh,
+        rev,
+        kind,
+        ..
+    } = dm;
+    // every step in one launch; the barrier starts from zero
+    gpu.zero(bar, 2)?;
+    let cell = match kind {
+        CellKind::Rnn(_) => 0,
+        CellKind::Lstm => 1,
+        CellKind::Gru => 2,
+    };
+    launch_coop(
+        gpu,
+        &gpu.k.persist_fwd,
+        cudarc::driver::LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (PERSIST_THREADS, 1, 1),
+            shared_mem_bytes: smem as u32,
+        },
+        &[
+            Arg::I(cell),
+            Arg::I(act_code(kind)),
+            i(nb),
+            i(nh),
+            i(nt),
+            i(rev),
+            i(units),
+            p(len),
+            p(w_hh),
+            p(xw),
+            p(b_ih),
+            p(b_hh),
+            p(s),
+            p(cs),
+            p(gates),
+            p(hn),
+            p(y),
+            i(ldy),
+            p(bar),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Step `t`'s pointers: the state read and the one written (their slots in `s`), its rows of
+/// the input projection, the gates and the output `y`.
+fn step_ptrs(v: &DirView, t: usize, y: Ptr, ldy: usize) -> (Ptr, Ptr, Ptr, Ptr, Ptr) {
+    let (nb, np, rev, gh) = (v.dm.b, v.dm.p, v.dm.rev, v.dm.gh());
+    (
+        at(v.s, (t + rev) * nb * np),
+        at(v.s, (t + 1 - rev) * nb * np),
+        at(v.xw, t * nb * gh),
+        at(v.gates, t * nb * gh),
+        at(y, t * nb * ldy),
+    )
+}
+
+/// Forward step `t` of a small batch: the recurrent product and the cell in one launch
+/// (`step_small`).
+fn step_fused(gpu: &Gpu, v: &DirView, t: usize, y: Ptr, ldy: usize) -> Result<()> {
+    let DirView {
+        dm,
+        w_hh,
+        b_ih,
+        b_hh,
+        len,
+        cs,
+        hn,
+        hpre,
+        ..
+    } = *v;
+    let Dims {
+        b: nb,
+        h: nh,
+        p: np,
+        rev,
+        kind,
+        ..
+    } = dm;
+    let is_gru = kind == CellKind::Gru;
+    let (h_in, h_out, xw_t, gates_t, y_t) = step_ptrs(v, t, y, ldy);
+    // hw = h_{t-1} W_hh^T and the cell, fused: one launch for the step
+    let (cell, c_in, c_out) = match kind {
+        CellKind::Rnn(_) => (0, NULL, NULL),
+        CellKind::Lstm => (
+            1,
+            at(cs, (t + rev) * nb * nh),
+            at(cs, (t + 1 - rev) * nb * nh),
+        ),
+        CellKind::Gru => (2, NULL, NULL),
+    };
+    let proj = dm.proj();
+    // 16-byte loads need P % 4 == 0 and 16-byte aligned W_hh and state rows
+    let vec4 = np.is_multiple_of(4) && w_hh.is_multiple_of(16) && h_in.is_multiple_of(16);
+    launch_cfg(
+        gpu,
+        &gpu.k.step_small,
+        small_cfg(nh),
+        &[
+            Arg::I(cell),
+            Arg::I(act_code(kind)),
+            i(nb),
+            i(nh),
+            i(np),
+            i(t),
+            i(proj as usize),
+            i(vec4 as usize),
+            p(len),
+            p(w_hh),
+            p(xw_t),
+            p(b_ih),
+            p(b_hh),
+            p(h_in),
+            p(h_out),
+            p(c_in),
+            p(c_out),
+            p(gates_t),
+            p(if is_gru { at(hn, t * nb * nh) } else { NULL }),
+            p(if proj { at(hpre, t * nb * nh) } else { NULL }),
+            p(y_t),
+            i(ldy),
+        ],
+    )?;
+    if proj {
+        project(gpu, v, t, h_in, h_out, y_t, ldy)?;
+    }
+    Ok(())
+}
+
+/// Forward step `t`: hw = h_{t-1} W_hh^T by cuBLAS, then the cell's kernel.
+fn step_cell(gpu: &Gpu, v: &DirView, t: usize, y: Ptr, ldy: usize) -> Result<()> {
+    let DirView {
+        dm,
+        w_hh,
+        b_ih,
+        b_hh,
+        len,
+        cs,
+        hn,
+        hpre,
+        hw,
+        ..
+    } = *v;
+    let Dims {
+        b: nb,
+        h: nh,
+        p: np,
+        rev,
+        kind,
+        ..
+    } = dm;
+    let gh = dm.gh();
+    let (h_in, h_out, xw_t, gates_t, y_t) = step_ptrs(v, t, y, ldy);
+    let n = nb * nh;
+    // hw = h_{t-1} W_hh^T: (B, P) x (P, G*H)
+    gpu.gemm(N, T, nb, gh, np, 1.0, h_in, np, w_hh, np, 0.0, hw, gh)?;
+    match kind {
+        CellKind::Rnn(_) => launch(
+            gpu,
+            &gpu.k.rnn_fwd,
+            n,
+            &[
+                i(nb),
+                i(nh),
+                i(t),
+                Arg::I(act_code(kind)),
+                p(len),
+                p(xw_t),
+                p(hw),
+                p(b_ih),
+                p(b_hh),
+                p(h_in),
+                p(h_out),
+                p(gates_t),
+                p(y_t),
+                i(ldy),
+            ],
+        )?,
+        CellKind::Lstm => {
+            let proj = dm.proj();
+            launch(
+                gpu,
+                &gpu.k.lstm_fwd,
+                n,
+                &[
+                    i(nb),
+                    i(nh),
+                    i(t),
+                    i(proj as usize),
+                    p(len),
+                    p(xw_t),
+                    p(hw),
+                    p(b_ih),
+                    p(b_hh),
+                    p(at(cs, (t + rev) * nb * nh)),
+                    p(at(cs, (t + 1 - rev) * nb * nh)),
+                    p(h_in),
+                    p(h_out),
+                    p(gates_t),
+                    p(if proj { at(hpre, t * nb * nh) } else { NULL }),
+                    p(y_t),
+                    i(ldy),
+                ],
+            )?;
+            if proj {
+                project(gpu, v, t, h_in, h_out, y_t, ldy)?;
             }
-            (Some(x), None) => {
-                // dW_ih += dG^T X: (G*H, T*B) x (T*B, I)
-                gpu.gemm(
-                    T,
-                    N,
-                    gh,
-                    ni,
-                    rows,
-                    1.0,
-                    dg,
-                    gh,
-                    x,
-                    ldx,
-                    1.0,
-                    at(pg, sl.w_ih),
-                    ni,
-                )?;
-                if let Some(dx) = dx {
-                    // dX += dG W_ih: (T*B, G*H) x (G*H, I)
-                    gpu.gemm(N, N, rows, ni, gh, 1.0, dg, gh, w_ih, ni, 1.0, dx, lddx)?;
-                }
-            }
-            (None, None) => unreachable!("layer input is dense or one-hot"),
         }
-        // dW_hh += dGh^T H_prev: (G*H, T*B) x (T*B, P); H_prev = slots rev..rev+T
-        gpu.gemm(
-            T,
-            N,
-            gh,
-            np,
-            rows,
-            1.0,
-            dgh_all,
-            gh,
-            at(s, rev * nb * np),
-            np,
-            1.0,
-            at(pg, sl.w_hh),
-            np,
+        CellKind::Gru => launch(
+            gpu,
+            &gpu.k.gru_fwd,
+            n,
+            &[
+                i(nb),
+                i(nh),
+                i(t),
+                p(len),
+                p(xw_t),
+                p(hw),
+                p(b_ih),
+                p(b_hh),
+                p(h_in),
+                p(h_out),
+                p(gates_t),
+                p(at(hn, t * nb * nh)),
+                p(y_t),
+                i(ldy),
+            ],
+        )?,
+    }
+    Ok(())
+}
+
+/// LSTM projection of step t: h_t = (o * tanh(c_t)) W_hr^T: (B, H) x (H, P), then the state
+/// and output rows of sequences still running.
+fn project(
+    gpu: &Gpu,
+    v: &DirView,
+    t: usize,
+    h_in: Ptr,
+    h_out: Ptr,
+    y_t: Ptr,
+    ldy: usize,
+) -> Result<()> {
+    let DirView {
+        dm,
+        w_hr,
+        len,
+        hpre,
+        hnew,
+        ..
+    } = *v;
+    let (nb, nh, np) = (dm.b, dm.h, dm.p);
+    let hpre_t = at(hpre, t * nb * nh);
+    gpu.gemm(N, T, nb, np, nh, 1.0, hpre_t, nh, w_hr, nh, 0.0, hnew, np)?;
+    let args = [
+        i(nb),
+        i(np),
+        i(t),
+        p(len),
+        p(hnew),
+        p(h_in),
+        p(h_out),
+        p(y_t),
+        i(ldy),
+    ];
+    launch(gpu, &gpu.k.proj_select, nb * np, &args)
+}
+
+/// Backward step `t`: the cell's kernel (gate gradients into dg, the carry into `dh_other`),
+/// then dh_{t-1} += dGh_t W_hh.
+fn step_backward(
+    gpu: &Gpu,
+    v: &DirView,
+    t: usize,
+    dy: Ptr,
+    ldy: usize,
+    dh_cur: Ptr,
+    dh_other: Ptr,
+) -> Result<()> {
+    let DirView {
+        dm,
+        w_hh,
+        len,
+        gates,
+        s,
+        hn,
+        dg,
+        dgh,
+        ..
+    } = *v;
+    let Dims {
+        b: nb,
+        h: nh,
+        p: np,
+        rev,
+        kind,
+        ..
+    } = dm;
+    let gh = dm.gh();
+    let is_gru = kind == CellKind::Gru;
+    let n = nb * nh;
+    let dy_t = at(dy, t * nb * ldy);
+    let gates_t = at(gates, t * nb * gh);
+    let dg_t = at(dg, t * nb * gh);
+    // dh_other = carry (set by the kernel), then += dGh_t W_hh below
+    match kind {
+        CellKind::Rnn(_) => launch(
+            gpu,
+            &gpu.k.rnn_bwd,
+            n,
+            &[
+                i(nb),
+                i(nh),
+                i(t),
+                Arg::I(act_code(kind)),
+                p(len),
+                p(gates_t),
+                p(dh_cur),
+                p(dy_t),
+                i(ldy),
+                p(dg_t),
+                p(dh_other),
+            ],
+        )?,
+        CellKind::Lstm => lstm_step_backward(gpu, v, t, dy_t, ldy, dh_cur, dh_other)?,
+        CellKind::Gru => launch(
+            gpu,
+            &gpu.k.gru_bwd,
+            n,
+            &[
+                i(nb),
+                i(nh),
+                i(t),
+                p(len),
+                p(gates_t),
+                p(at(hn, t * nb * nh)),
+                p(at(s, (t + rev) * nb * np)),
+                p(dh_cur),
+                p(dy_t),
+                i(ldy),
+                p(dg_t),
+                p(at(dgh, t * nb * gh)),
+                p(dh_other),
+            ],
+        )?,
+    }
+    // dh_{t-1} = dGh_t W_hh + carry: (B, G*H) x (G*H, P)
+    let dgh_t = if is_gru { at(dgh, t * nb * gh) } else { dg_t };
+    gpu.gemm(
+        N, N, nb, np, gh, 1.0, dgh_t, gh, w_hh, np, 1.0, dh_other, np,
+    )?;
+    Ok(())
+}
+
+/// The LSTM's backward step `t` (with its projection, when it has one).
+fn lstm_step_backward(
+    gpu: &Gpu,
+    v: &DirView,
+    t: usize,
+    dy_t: Ptr,
+    ldy: usize,
+    dh_cur: Ptr,
+    dh_other: Ptr,
+) -> Result<()> {
+    let DirView {
+        dm,
+        w_hr,
+        len,
+        gates,
+        cs,
+        dg,
+        dhp,
+        dc,
+        dhpre,
+        ..
+    } = *v;
+    let Dims {
+        b: nb,
+        h: nh,
+        p: np,
+        rev,
+        ..
+    } = dm;
+    let gh = dm.gh();
+    let proj = dm.proj();
+    let n = nb * nh;
+    let gates_t = at(gates, t * nb * gh);
+    let dg_t = at(dg, t * nb * gh);
+    let c_prev = at(cs, (t + rev) * nb * nh);
+    let c_cur = at(cs, (t + 1 - rev) * nb * nh);
+    if proj {
+        // forward was: h_t = hpre W_hr^T; keep dh_t for dW_hr, then dhpre = dh_t W_hr
+        let dhp_t = at(dhp, t * nb * np);
+        launch(
+            gpu,
+            &gpu.k.proj_bwd_pre,
+            nb * np,
+            &[
+                i(nb),
+                i(np),
+                i(t),
+                p(len),
+                p(dh_cur),
+                p(dy_t),
+                i(ldy),
+                p(dhp_t),
+                p(dh_other),
+            ],
         )?;
-        // bias gradients: column sums as (1, T*B) x (T*B, G*H)
-        let ones = gpu.ptr(&ws.ones);
-        if let Some(o) = sl.b_ih {
-            gpu.gemm(
-                N,
-                N,
-                1,
-                gh,
-                rows,
-                1.0,
-                ones,
-                rows,
-                dg,
-                gh,
-                1.0,
-                at(pg, o),
-                gh,
+        gpu.gemm(N, N, nb, nh, np, 1.0, dhp_t, np, w_hr, nh, 0.0, dhpre, nh)?;
+        launch(
+            gpu,
+            &gpu.k.lstm_bwd,
+            n,
+            &[
+                i(nb),
+                i(nh),
+                i(t),
+                p(len),
+                p(gates_t),
+                p(c_prev),
+                p(c_cur),
+                p(dhpre),
+                p(NULL),
+                i(0),
+                p(dc),
+                p(dg_t),
+                p(NULL),
+            ],
+        )?;
+    } else {
+        launch(
+            gpu,
+            &gpu.k.lstm_bwd,
+            n,
+            &[
+                i(nb),
+                i(nh),
+                i(t),
+                p(len),
+                p(gates_t),
+                p(c_prev),
+                p(c_cur),
+                p(dh_cur),
+                p(dy_t),
+                i(ldy),
+                p(dc),
+                p(dg_t),
+                p(dh_other),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// dW_ih (a scatter-add for one-hot input, else dG^T X) and, for dense input, dX += dG W_ih.
+#[allow(clippy::too_many_arguments)]
+fn input_weight_grads(
+    gpu: &Gpu,
+    v: &DirView,
+    pg: Ptr,
+    x: Option<Ptr>,
+    ldx: usize,
+    ids: Option<Ptr>,
+    dx: Option<Ptr>,
+    lddx: usize,
+) -> Result<()> {
+    let DirView {
+        dm, sl, w_ih, dg, ..
+    } = *v;
+    let (ni, gh, rows) = (dm.i, dm.gh(), dm.t * dm.b);
+    match (x, ids) {
+        (_, Some(ids)) => {
+            // dW_ih[:, id] += dG row: the one-hot product's gradient is a scatter-add
+            launch(
+                gpu,
+                &gpu.k.onehot_scatter,
+                rows * gh,
+                &[i(rows), i(gh), i(ni), p(ids), p(dg), p(at(pg, sl.w_ih))],
             )?;
         }
-        if let Some(o) = sl.b_hh {
-            gpu.gemm(
-                N,
-                N,
-                1,
-                gh,
-                rows,
-                1.0,
-                ones,
-                rows,
-                dgh_all,
-                gh,
-                1.0,
-                at(pg, o),
-                gh,
-            )?;
-        }
-        if let (true, Some(o)) = (proj, sl.w_hr) {
-            // dW_hr += dH^T Hpre: (P, T*B) x (T*B, H)
+        (Some(x), None) => {
+            // dW_ih += dG^T X: (G*H, T*B) x (T*B, I)
             gpu.gemm(
                 T,
                 N,
-                np,
-                nh,
+                gh,
+                ni,
                 rows,
                 1.0,
-                dhp,
-                np,
-                hpre,
-                nh,
+                dg,
+                gh,
+                x,
+                ldx,
                 1.0,
-                at(pg, o),
-                nh,
+                at(pg, sl.w_ih),
+                ni,
             )?;
+            if let Some(dx) = dx {
+                // dX += dG W_ih: (T*B, G*H) x (G*H, I)
+                gpu.gemm(N, N, rows, ni, gh, 1.0, dg, gh, w_ih, ni, 1.0, dx, lddx)?;
+            }
         }
-        Ok(())
+        (None, None) => unreachable!("layer input is dense or one-hot"),
     }
+    Ok(())
+}
+
+/// dW_hh, the biases' gradients (column sums of dG as a GEMM with `ones`) and dW_hr, one GEMM
+/// each over all steps.
+fn recurrent_weight_grads(gpu: &Gpu, v: &DirView, pg: Ptr, ones: Ptr) -> Result<()> {
+    let DirView {
+        dm,
+        sl,
+        s,
+        hpre,
+        dg,
+        dgh,
+        dhp,
+        ..
+    } = *v;
+    let Dims {
+        b: nb,
+        h: nh,
+        p: np,
+        rev,
+        kind,
+        ..
+    } = dm;
+    let (gh, rows, proj) = (dm.gh(), dm.t * nb, dm.proj());
+    let dgh_all = if kind == CellKind::Gru { dgh } else { dg };
+    // dW_hh += dGh^T H_prev: (G*H, T*B) x (T*B, P); H_prev = slots rev..rev+T
+    gpu.gemm(
+        T,
+        N,
+        gh,
+        np,
+        rows,
+        1.0,
+        dgh_all,
+        gh,
+        at(s, rev * nb * np),
+        np,
+        1.0,
+        at(pg, sl.w_hh),
+        np,
+    )?;
+    // bias gradients: column sums as (1, T*B) x (T*B, G*H)
+    if let Some(o) = sl.b_ih {
+        gpu.gemm(
+            N,
+            N,
+            1,
+            gh,
+            rows,
+            1.0,
+            ones,
+            rows,
+            dg,
+            gh,
+            1.0,
+            at(pg, o),
+            gh,
+        )?;
+    }
+    if let Some(o) = sl.b_hh {
+        gpu.gemm(
+            N,
+            N,
+            1,
+            gh,
+            rows,
+            1.0,
+            ones,
+            rows,
+            dgh_all,
+            gh,
+            1.0,
+            at(pg, o),
+            gh,
+        )?;
+    }
+    if let (true, Some(o)) = (proj, sl.w_hr) {
+        // dW_hr += dH^T Hpre: (P, T*B) x (T*B, H)
+        gpu.gemm(
+            T,
+            N,
+            np,
+            nh,
+            rows,
+            1.0,
+            dhp,
+            np,
+            hpre,
+            nh,
+            1.0,
+            at(pg, o),
+            nh,
+        )?;
+    }
+    Ok(())
 }

@@ -283,11 +283,17 @@ pub struct StepInfo {
 /// Progress reports of [`Trainer::run`].
 pub enum Event<'a> {
     Step(&'a StepInfo),
-    /// A training-loss row of the log (no evaluation).
-    Log(&'a LogRow),
-    /// After an evaluation (and the checkpoints it wrote). `params` are the current ones.
+    /// A training-loss row of the log (no evaluation); `history` is the whole log so far, this
+    /// row last.
+    Log {
+        row: &'a LogRow,
+        history: &'a [LogRow],
+    },
+    /// After an evaluation (and the checkpoints it wrote). `params` are the current ones;
+    /// `history` is the whole log so far, this row last.
     Eval {
         row: &'a LogRow,
+        history: &'a [LogRow],
         /// This evaluation set a new best.
         best: bool,
         /// The run ends after this evaluation.
@@ -727,6 +733,7 @@ impl<T: Task> Trainer<T> {
         let params = self.engine.params()?;
         on(&Event::Eval {
             row: &row,
+            history: &self.state.history,
             best,
             last,
             params: &params,
@@ -788,7 +795,10 @@ impl<T: Task> Trainer<T> {
                 self.eval_and_save(last, on)?;
             } else if log_every > 0 && step.is_multiple_of(log_every) {
                 let row = self.log_row(None);
-                on(&Event::Log(&row));
+                on(&Event::Log {
+                    row: &row,
+                    history: &self.state.history,
+                });
             }
         }
     }

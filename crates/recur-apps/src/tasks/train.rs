@@ -423,7 +423,7 @@ fn finish(
                 curve.push(p);
             }
         }
-        TrainEvent::Log(_) => {}
+        TrainEvent::Log { .. } => {}
     })?;
     // a run stopped by the callback between evaluations, or diverged, ends with one
     let step = trainer.state.step as usize;

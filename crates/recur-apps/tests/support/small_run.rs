@@ -67,7 +67,7 @@ pub fn losses(t: &mut Trainer) -> (Vec<f64>, Vec<Option<f64>>) {
     t.run(&AtomicBool::new(false), &mut |ev| match ev {
         Event::Step(s) => l.push(s.loss),
         Event::Eval { row, .. } => v.push(row.val_loss),
-        Event::Log(_) => {}
+        Event::Log { .. } => {}
     })
     .unwrap();
     (l, v)
