@@ -16,7 +16,7 @@
 //! What it is not: the optimizers and clipping (optim.rs), the training loop (recur_apps::charlm::train, through
 //! the engine in engine.rs). The library never prints.
 
-use crate::device::{at, Gpu};
+use crate::device::{at, Gpu, Ptr};
 use crate::kernels::{launch, launch_cfg, Arg};
 use crate::stack::{GpuInput, GpuStack, GpuStackWorkspace};
 use crate::{DevBuf, DevIds};
@@ -184,33 +184,7 @@ impl GpuModel {
         }
         let n = ws.t * ws.b;
         recur::stack::check_lengths(lengths, ws.t, ws.b).map_err(|e| shape(e.to_string()))?;
-        match (cfg.input, input) {
-            (InputKind::OneHot | InputKind::Embedding, Input::Tokens(ids)) => {
-                if ids.len() < n {
-                    return Err(shape(format!("need {n} token ids, got {}", ids.len())));
-                }
-                if let Some(&bad) = ids[..n].iter().find(|&&id| id as usize >= cfg.input_size) {
-                    return Err(shape(format!(
-                        "token id {bad} out of range for input_size {}",
-                        cfg.input_size
-                    )));
-                }
-                gpu.put(&ws.ids, &ids[..n])?;
-            }
-            (InputKind::Dense, Input::Dense(x)) => {
-                let need = n * cfg.input_size;
-                if x.len() < need {
-                    return Err(shape(format!("need {need} input values, got {}", x.len())));
-                }
-                gpu.put(&ws.x, &x[..need])?;
-            }
-            _ => {
-                return Err(shape(format!(
-                    "input does not match the model's input kind {:?}",
-                    cfg.input
-                )))
-            }
-        }
+        self.upload_input(gpu, ws, input)?;
         ws.input = Some(cfg.input);
         let pw = gpu.ptr(params);
         if let Some(off) = self.emb {
@@ -245,6 +219,54 @@ impl GpuModel {
             self.stack
                 .forward(gpu, sws, params, li, h0, c0, lengths, dropout_rng)?;
         }
+        self.decode(gpu, ws, pw, lengths)
+    }
+
+    /// Checks the host input against the model and the workspace and copies it to the device.
+    fn upload_input(&self, gpu: &Gpu, ws: &mut GpuModelWorkspace, input: Input<f32>) -> Result<()> {
+        let cfg = &self.model.cfg();
+        let n = ws.t * ws.b;
+        match (cfg.input, input) {
+            (InputKind::OneHot | InputKind::Embedding, Input::Tokens(ids)) => {
+                if ids.len() < n {
+                    return Err(shape(format!("need {n} token ids, got {}", ids.len())));
+                }
+                if let Some(&bad) = ids[..n].iter().find(|&&id| id as usize >= cfg.input_size) {
+                    return Err(shape(format!(
+                        "token id {bad} out of range for input_size {}",
+                        cfg.input_size
+                    )));
+                }
+                gpu.put(&ws.ids, &ids[..n])?;
+            }
+            (InputKind::Dense, Input::Dense(x)) => {
+                let need = n * cfg.input_size;
+                if x.len() < need {
+                    return Err(shape(format!("need {need} input values, got {}", x.len())));
+                }
+                gpu.put(&ws.x, &x[..need])?;
+            }
+            _ => {
+                return Err(shape(format!(
+                    "input does not match the model's input kind {:?}",
+                    cfg.input
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// logits = Y W_dec^T + b_dec from the stack's output (each sequence's last step for a
+    /// last-step head).
+    fn decode(
+        &self,
+        gpu: &Gpu,
+        ws: &mut GpuModelWorkspace,
+        pw: Ptr,
+        lengths: Option<&[usize]>,
+    ) -> Result<()> {
+        let cfg = &self.model.cfg();
+        let n = ws.t * ws.b;
         let (v, dp) = (cfg.output_size, cfg.rnn.output_size());
         let last = cfg.head.last_step();
         let y = gpu.ptr(ws.stack.output());
@@ -464,10 +486,86 @@ impl GpuModel {
             )));
         }
         let n = ws.t * ws.b;
+        self.decode_backward(gpu, ws, gpu.ptr(params), gpu.ptr(grads))?;
+        let GpuModelWorkspace {
+            stack: sws,
+            ids,
+            x,
+            emb,
+            demb,
+            dy,
+            ..
+        } = ws;
+        match kind {
+            InputKind::OneHot => self.stack.backward(
+                gpu,
+                sws,
+                params,
+                grads,
+                GpuInput::OneHot(ids),
+                Some(dy),
+                dh_n,
+                dc_n,
+                None,
+            )?,
+            InputKind::Dense => self.stack.backward(
+                gpu,
+                sws,
+                params,
+                grads,
+                GpuInput::Dense(x),
+                Some(dy),
+                dh_n,
+                dc_n,
+                dx,
+            )?,
+            InputKind::Embedding => {
+                gpu.zero(gpu.ptr(demb), n * cfg.embed_dim)?;
+                self.stack.backward(
+                    gpu,
+                    sws,
+                    params,
+                    grads,
+                    GpuInput::Dense(&*emb),
+                    Some(dy),
+                    dh_n,
+                    dc_n,
+                    Some(demb),
+                )?;
+                // embedding backward: scatter-add each step's gradient into its token's row
+                let e = cfg.embed_dim;
+                let off = self.emb.expect("embedding input has embedding.weight");
+                launch(
+                    gpu,
+                    &gpu.k.m.embed_scatter,
+                    n * e,
+                    &[
+                        Arg::I(n as i32),
+                        Arg::I(e as i32),
+                        Arg::P(gpu.ptr(ids)),
+                        Arg::P(gpu.ptr(demb)),
+                        Arg::P(at(gpu.ptr(grads), off)),
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Backward through the decoder: dW_dec and db_dec accumulated into the gradients at `pg`,
+    /// dY into `ws.dy` (scattered back to each sequence's last step for a last-step head).
+    fn decode_backward(
+        &self,
+        gpu: &Gpu,
+        ws: &mut GpuModelWorkspace,
+        pw: Ptr,
+        pg: Ptr,
+    ) -> Result<()> {
+        let cfg = &self.model.cfg();
+        let n = ws.t * ws.b;
         let (v, dp) = (cfg.output_size, cfg.rnn.output_size());
         let last = cfg.head.last_step();
         let rows = ws.rows();
-        let (pw, pg) = (gpu.ptr(params), gpu.ptr(grads));
         let dlogits = gpu.ptr(&ws.dlogits);
         let yin = if last {
             gpu.ptr(&ws.last)
@@ -548,68 +646,6 @@ impl GpuModel {
                     Arg::P(gpu.ptr(&ws.dy)),
                 ],
             )?;
-        }
-        let GpuModelWorkspace {
-            stack: sws,
-            ids,
-            x,
-            emb,
-            demb,
-            dy,
-            ..
-        } = ws;
-        match kind {
-            InputKind::OneHot => self.stack.backward(
-                gpu,
-                sws,
-                params,
-                grads,
-                GpuInput::OneHot(ids),
-                Some(dy),
-                dh_n,
-                dc_n,
-                None,
-            )?,
-            InputKind::Dense => self.stack.backward(
-                gpu,
-                sws,
-                params,
-                grads,
-                GpuInput::Dense(x),
-                Some(dy),
-                dh_n,
-                dc_n,
-                dx,
-            )?,
-            InputKind::Embedding => {
-                gpu.zero(gpu.ptr(demb), n * cfg.embed_dim)?;
-                self.stack.backward(
-                    gpu,
-                    sws,
-                    params,
-                    grads,
-                    GpuInput::Dense(&*emb),
-                    Some(dy),
-                    dh_n,
-                    dc_n,
-                    Some(demb),
-                )?;
-                // embedding backward: scatter-add each step's gradient into its token's row
-                let e = cfg.embed_dim;
-                let off = self.emb.expect("embedding input has embedding.weight");
-                launch(
-                    gpu,
-                    &gpu.k.m.embed_scatter,
-                    n * e,
-                    &[
-                        Arg::I(n as i32),
-                        Arg::I(e as i32),
-                        Arg::P(gpu.ptr(ids)),
-                        Arg::P(gpu.ptr(demb)),
-                        Arg::P(at(gpu.ptr(grads), off)),
-                    ],
-                )?;
-            }
         }
         Ok(())
     }

@@ -1223,48 +1223,34 @@ fn lstm_step_backward(
             ],
         )?;
         gpu.gemm(N, N, nb, nh, np, 1.0, dhp_t, np, w_hr, nh, 0.0, dhpre, nh)?;
-        launch(
-            gpu,
-            &gpu.k.lstm_bwd,
-            n,
-            &[
-                i(nb),
-                i(nh),
-                i(t),
-                p(len),
-                p(gates_t),
-                p(c_prev),
-                p(c_cur),
-                p(dhpre),
-                p(NULL),
-                i(0),
-                p(dc),
-                p(dg_t),
-                p(NULL),
-            ],
-        )?;
-    } else {
-        launch(
-            gpu,
-            &gpu.k.lstm_bwd,
-            n,
-            &[
-                i(nb),
-                i(nh),
-                i(t),
-                p(len),
-                p(gates_t),
-                p(c_prev),
-                p(c_cur),
-                p(dh_cur),
-                p(dy_t),
-                i(ldy),
-                p(dc),
-                p(dg_t),
-                p(dh_other),
-            ],
-        )?;
     }
+    // the cell's gradient from dh (with a projection: dhpre, the output gradient already in
+    // it and the carry written by proj_bwd_pre)
+    let (dh, dy_t, ldy, carry) = if proj {
+        (dhpre, NULL, 0, NULL)
+    } else {
+        (dh_cur, dy_t, ldy, dh_other)
+    };
+    launch(
+        gpu,
+        &gpu.k.lstm_bwd,
+        n,
+        &[
+            i(nb),
+            i(nh),
+            i(t),
+            p(len),
+            p(gates_t),
+            p(c_prev),
+            p(c_cur),
+            p(dh),
+            p(dy_t),
+            i(ldy),
+            p(dc),
+            p(dg_t),
+            p(carry),
+        ],
+    )?;
     Ok(())
 }
 
