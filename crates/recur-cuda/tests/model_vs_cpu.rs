@@ -14,9 +14,12 @@
 //! `cpu_f32_model_is_within_tolerance` runs everywhere: the CPU's own float32 run of the same
 //! random cases, held to the same bound, calibrates it.
 
+#[path = "../../recur/tests/support/fixture.rs"]
+mod fixture;
 #[path = "../../recur-apps/tests/support/small_run.rs"]
 mod small_run;
 
+use fixture::{check, compare, Cmp, Fixture};
 use recur::cell::CellKind;
 use recur::model::{Head, Input, InputKind, Model, ModelConfig};
 use recur::ops::loss::IGNORE;
@@ -25,9 +28,7 @@ use recur::optim::{clip_grad_norm, clip_grad_value, grad_norm, OptimKind, Optimi
 use recur::rng::Rng;
 use recur::stack::StackConfig;
 use recur_cuda::{Gpu, GpuModel, GpuOptimizer, NormScratch};
-use safetensors::tensor::{Dtype, SafeTensors};
 use small_run::{losses, small_resumed, small_trainer};
-use std::collections::HashMap;
 
 /// Per tensor, the worst |ours - ref| over the tensor's largest |ref|, float32 against float64.
 /// As in vs_cpu.rs: float32 rounds at 6e-8, the sums here run over at most a few hundred terms
@@ -51,58 +52,6 @@ fn gpu(test: &str) -> Option<Gpu> {
             None
         }
     }
-}
-
-/// One comparison: the worst relative error, where, and the two values there.
-struct Cmp {
-    what: String,
-    rel: f64,
-    index: usize,
-    ours: f64,
-    want: f64,
-}
-
-fn compare<A: Float, B: Float>(what: &str, ours: &[A], want: &[B]) -> Cmp {
-    assert_eq!(ours.len(), want.len(), "{what}: length");
-    let (mut scale, mut worst, mut index) = (0.0f64, 0.0f64, 0usize);
-    for (i, (&a, &w)) in ours.iter().zip(want).enumerate() {
-        let (a, w) = (a.to_f64(), w.to_f64());
-        scale = scale.max(w.abs());
-        let d = (a - w).abs();
-        if d > worst || (d.is_nan() && !worst.is_nan()) {
-            worst = d;
-            index = i;
-        }
-    }
-    Cmp {
-        what: what.into(),
-        rel: if worst.is_nan() {
-            f64::INFINITY
-        } else if scale > 0.0 {
-            worst / scale
-        } else {
-            worst
-        },
-        index,
-        ours: ours.get(index).map_or(0.0, |v| v.to_f64()),
-        want: want.get(index).map_or(0.0, |v| v.to_f64()),
-    }
-}
-
-/// Fails listing every tensor above `tol` with its worst element and index; returns the worst.
-fn check(cmps: &[Cmp], tol: f64, context: &str) -> f64 {
-    let bad: Vec<String> = cmps
-        .iter()
-        .filter(|c| !(c.rel <= tol))
-        .map(|c| {
-            format!(
-                "  {}: rel err {:.3e} > {tol:.0e} at index {} (ours {:.9e}, reference {:.9e})",
-                c.what, c.rel, c.index, c.ours, c.want
-            )
-        })
-        .collect();
-    assert!(bad.is_empty(), "{context}:\n{}", bad.join("\n"));
-    cmps.iter().map(|c| c.rel).fold(0.0, f64::max)
 }
 
 #[derive(Clone, Debug)]
@@ -619,61 +568,6 @@ fn gpu_clipping_matches_cpu() {
 /// Bound for the fixtures: torch_parity.rs's float32 bound.
 const TORCH_TOL: f64 = 1e-5;
 
-struct Fixture {
-    bytes: Vec<u8>,
-    meta: HashMap<String, String>,
-}
-
-impl Fixture {
-    /// `RECUR_FIXTURES` when set (the GPU machine runs this executable from another checkout
-    /// path), else the source tree it was built from.
-    fn open(name: &str) -> Fixture {
-        let dir = std::env::var_os("RECUR_FIXTURES")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../recur/tests/fixtures")
-            });
-        let path = dir.join(name);
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let (_, header) = SafeTensors::read_metadata(&bytes).expect("safetensors header");
-        let meta = header.metadata().clone().unwrap_or_default();
-        Fixture { bytes, meta }
-    }
-
-    fn floats(&self, key: &str) -> (Vec<f64>, Vec<usize>) {
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(key).unwrap_or_else(|_| panic!("no tensor {key}"));
-        let v = match t.dtype() {
-            Dtype::F32 => t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            Dtype::F64 => t
-                .data()
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            d => panic!("{key} has dtype {d}"),
-        };
-        (v, t.shape().to_vec())
-    }
-
-    fn f32s(&self, key: &str) -> Vec<f32> {
-        self.floats(key).0.into_iter().map(|x| x as f32).collect()
-    }
-
-    fn tokens(&self, key: &str) -> Vec<u32> {
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(key).unwrap();
-        assert_eq!(t.dtype(), Dtype::I64, "{key}");
-        t.data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-            .collect()
-    }
-}
-
 fn optim_from_hparams(name: &str, h: &serde_json::Value) -> OptimKind {
     let f = |k: &str| h[k].as_f64().unwrap_or_else(|| panic!("{name}: {k}"));
     match name {
@@ -708,7 +602,7 @@ fn gpu_matches_torch_fixtures() {
         let key = |k: &str| format!("{name}/{k}");
         let mut params = vec![0.0f32; model.num_params()];
         for e in &model.layout().entries {
-            params[e.range()].copy_from_slice(&fx.f32s(&key(&format!("param/{}", e.name))));
+            params[e.range()].copy_from_slice(&fx.vec::<f32>(&key(&format!("param/{}", e.name))));
         }
         let ids = fx.tokens(&key("tokens"));
         let targets = fx.tokens(&key("targets"));
@@ -754,7 +648,7 @@ fn gpu_matches_torch_fixtures() {
     }
     // ten optimizer steps on torch's gradients
     let fx = Fixture::open("optim.safetensors");
-    let p0 = fx.f32s("p0");
+    let p0 = fx.vec::<f32>("p0");
     let (grads, gshape) = fx.floats("grads");
     let (steps, n) = (gshape[0], gshape[1]);
     for name in [
@@ -794,7 +688,7 @@ fn gpu_matches_torch_fixtures() {
     let s = NormScratch::new(&gpu).unwrap();
     for name in ["clip_active", "clip_inactive"] {
         let max_norm: f64 = fx.meta[&format!("{name}.max_norm")].parse().unwrap();
-        let g = fx.f32s(&format!("{name}/before"));
+        let g = fx.vec::<f32>(&format!("{name}/before"));
         let mut dg = gpu.upload(&g).unwrap();
         let norm = recur_cuda::clip_grad_norm(&gpu, &s, &mut dg, g.len(), max_norm).unwrap();
         let got = gpu.download(&dg, g.len()).unwrap();

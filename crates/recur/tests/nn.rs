@@ -4,11 +4,13 @@
 //! `tests/fixtures/gen_torch.py`), with its weights set by PyTorch's parameter names. Bad shapes
 //! and calls out of order are errors naming the problem.
 
+#[path = "support/fixture.rs"]
+mod fixture;
+
+use fixture::{check, compare, stack_cases, Fixture};
 use recur::cell::{CellKind, LayerInput};
 use recur::nn::{Builder, Gru, Lstm, Recurrent, Rnn, State, Tensor};
 use recur::stack::Stack;
-use safetensors::tensor::{Dtype, SafeTensors};
-use serde::Deserialize;
 
 /// The bound of tests/torch_parity.rs for float32 stacks against torch (see its reasoning there):
 /// correct code lands near 1e-7..1e-6, a wrong term at 1e-2 or more.
@@ -95,8 +97,8 @@ fn same_as_flat_api(builder: Builder, t: usize, b: usize) {
     layer.forward(&x, Some(&state)).unwrap();
     layer.backward(&dy).unwrap();
     let twice: Vec<f32> = grads.iter().map(|g| g + g).collect();
-    let e = rel_err(layer.grads(), &twice);
-    assert!(e <= ACCUM_REL_TOL, "{what}: accumulated, rel err {e:.2e}");
+    let acc = compare("accumulated gradients", layer.grads(), &twice);
+    check(&[acc], ACCUM_REL_TOL, &what);
     layer.zero_grad();
     assert!(layer.grads().iter().all(|&g| g == 0.0));
 }
@@ -115,58 +117,13 @@ fn each_layer_equals_the_flat_buffer_api() {
     same_as_flat_api(Rnn::relu(2, 11).layers(3).seed(7), 3, 5);
 }
 
-#[derive(Deserialize)]
-struct Case {
-    name: String,
-    cell: String,
-    input_size: usize,
-    hidden_size: usize,
-    num_layers: usize,
-    bidirectional: bool,
-    bias: bool,
-    proj_size: usize,
-    t: usize,
-    b: usize,
-    varlen: bool,
-}
-
-/// Worst error relative to the tensor's largest magnitude (as tests/torch_parity.rs measures).
-fn rel_err(ours: &[f32], torch: &[f32]) -> f64 {
-    assert_eq!(ours.len(), torch.len());
-    let scale = ours
-        .iter()
-        .chain(torch)
-        .fold(0.0f64, |m, &v| m.max((v as f64).abs()));
-    let worst = ours
-        .iter()
-        .zip(torch)
-        .map(|(&a, &b)| (a as f64 - b as f64).abs())
-        .fold(0.0f64, |m, d| if d.is_nan() { f64::NAN } else { m.max(d) });
-    worst / scale.max(f64::MIN_POSITIVE)
-}
-
 #[test]
 fn layers_match_torch_on_the_stack_fixtures() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/stack_f32.safetensors"
-    );
-    let bytes = std::fs::read(path).expect("run tests/fixtures/gen_torch.py");
-    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    let cases: Vec<Case> =
-        serde_json::from_str(&header.metadata().as_ref().unwrap()["cases"]).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let fx = Fixture::open("stack_f32.safetensors");
+    let cases = stack_cases(&fx);
     let get = |key: String| -> Tensor {
-        let t = st
-            .tensor(&key)
-            .unwrap_or_else(|_| panic!("no tensor {key}"));
-        assert_eq!(t.dtype(), Dtype::F32);
-        let v = t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        Tensor::new(v, t.shape()).unwrap()
+        let (v, shape) = fx.floats(&key);
+        Tensor::new(v.into_iter().map(|x| x as f32).collect(), &shape).unwrap()
     };
     let mut ran = 0;
     let mut worst = 0.0f64;
@@ -212,28 +169,26 @@ fn layers_match_torch_on_the_stack_fixtures() {
         let g = layer
             .backward_with_state(&get(key("R")), Some(&dstate))
             .unwrap();
-        let mut errs = vec![
-            ("y", rel_err(y.data(), get(key("y")).data())),
-            ("h_n", rel_err(fin.h.data(), get(key("h_n")).data())),
-            ("grad x", rel_err(g.x.data(), get(key("grad/x")).data())),
-            (
-                "grad h0",
-                rel_err(g.state.h.data(), get(key("grad/h0")).data()),
-            ),
+        let mut cmps = vec![
+            compare("y", y.data(), get(key("y")).data()),
+            compare("h_n", fin.h.data(), get(key("h_n")).data()),
+            compare("grad x", g.x.data(), get(key("grad/x")).data()),
+            compare("grad h0", g.state.h.data(), get(key("grad/h0")).data()),
         ];
         if lstm {
             let (cn, dc0) = (fin.c.unwrap(), g.state.c.unwrap());
-            errs.push(("c_n", rel_err(cn.data(), get(key("c_n")).data())));
-            errs.push(("grad c0", rel_err(dc0.data(), get(key("grad/c0")).data())));
+            cmps.push(compare("c_n", cn.data(), get(key("c_n")).data()));
+            cmps.push(compare("grad c0", dc0.data(), get(key("grad/c0")).data()));
         }
         for n in &names {
             let want = get(key(&format!("grad/{n}")));
-            errs.push(("grad param", rel_err(layer.grad(n).unwrap(), want.data())));
+            cmps.push(compare(
+                &format!("grad {n}"),
+                layer.grad(n).unwrap(),
+                want.data(),
+            ));
         }
-        for (what, e) in errs {
-            assert!(e <= F32_REL_TOL, "case {}: {what} rel err {e:.3e}", c.name);
-            worst = worst.max(e);
-        }
+        worst = worst.max(check(&cmps, F32_REL_TOL, &format!("case {}", c.name)));
         ran += 1;
     }
     assert!(ran >= 10, "only {ran} full-length cases");

@@ -8,15 +8,17 @@
 //!
 //! This file checks only against torch's numbers; finite-difference checks are in gradcheck.rs.
 
+#[path = "support/fixture.rs"]
+mod fixture;
+
+use fixture::{check, compare, fixture_path, stack_cases, Cmp, Fixture, StackCase};
 use recur::cell::{CellKind, LayerInput};
 use recur::checkpoint;
 use recur::model::{Head, Input, InputKind, Model, ModelConfig};
 use recur::ops::Float;
 use recur::optim::{clip_grad_norm, OptimKind, Optimizer};
 use recur::stack::{Stack, StackConfig};
-use safetensors::tensor::{Dtype, SafeTensors};
-use serde::Deserialize;
-use std::collections::HashMap;
+use safetensors::tensor::Dtype;
 use std::path::PathBuf;
 
 /// f32 bound (the target). f32 rounding is 6e-8 per operation; the fixtures' sums run over
@@ -29,143 +31,6 @@ const F64_REL_TOL: f64 = 1e-12;
 /// Optimizer trajectories in f32: ten updates, each a few rounded operations per element (Adam's
 /// sqrt and division), compared relative to the trajectory's magnitude.
 const OPTIM_REL_TOL: f64 = 1e-6;
-
-fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-/// A fixture file held in memory.
-struct Fixture {
-    name: String,
-    bytes: Vec<u8>,
-    meta: HashMap<String, String>,
-}
-
-impl Fixture {
-    fn open(name: &str) -> Fixture {
-        let bytes = std::fs::read(fixture_path(name))
-            .unwrap_or_else(|e| panic!("{name}: {e} (run tests/fixtures/gen_torch.py)"));
-        let (_, header) = SafeTensors::read_metadata(&bytes).expect("safetensors header");
-        let meta = header.metadata().clone().unwrap_or_default();
-        Fixture {
-            name: name.to_string(),
-            bytes,
-            meta,
-        }
-    }
-
-    fn st(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.bytes).expect("safetensors")
-    }
-
-    fn has(&self, key: &str) -> bool {
-        self.st().tensor(key).is_ok()
-    }
-
-    /// A float tensor (F32 or F64) as f64 values, with its shape.
-    fn floats(&self, key: &str) -> (Vec<f64>, Vec<usize>) {
-        let st = self.st();
-        let t = st
-            .tensor(key)
-            .unwrap_or_else(|_| panic!("{}: no tensor {key}", self.name));
-        let v = match t.dtype() {
-            Dtype::F32 => t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            Dtype::F64 => t
-                .data()
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            d => panic!("{}: {key} has dtype {d}", self.name),
-        };
-        (v, t.shape().to_vec())
-    }
-
-    fn vec<F: Float>(&self, key: &str) -> Vec<F> {
-        self.floats(key).0.into_iter().map(F::from_f64).collect()
-    }
-
-    fn ints(&self, key: &str) -> Vec<i64> {
-        let st = self.st();
-        let t = st.tensor(key).unwrap();
-        assert_eq!(t.dtype(), Dtype::I64, "{key}");
-        t.data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    }
-}
-
-/// One comparison: worst relative error (module docs), its flat index and the two values there.
-#[derive(Debug, Clone)]
-struct Cmp {
-    what: String,
-    rel: f64,
-    index: usize,
-    ours: f64,
-    torch: f64,
-}
-
-fn compare<F: Float>(what: &str, ours: &[F], torch: &[f64]) -> Cmp {
-    assert_eq!(ours.len(), torch.len(), "{what}: length");
-    let mut scale = 0.0f64;
-    let (mut worst, mut index) = (0.0f64, 0usize);
-    for (i, (&a, &t)) in ours.iter().zip(torch).enumerate() {
-        let a = a.to_f64();
-        scale = scale.max(a.abs()).max(t.abs());
-        let d = (a - t).abs();
-        // NaN in ours counts as the worst possible element.
-        if d > worst || d.is_nan() && !worst.is_nan() {
-            worst = d;
-            index = i;
-        }
-    }
-    let rel = if scale > 0.0 { worst / scale } else { worst };
-    Cmp {
-        what: what.to_string(),
-        rel: if worst.is_nan() { f64::INFINITY } else { rel },
-        index,
-        ours: ours.get(index).map_or(0.0, |v| v.to_f64()),
-        torch: torch.get(index).copied().unwrap_or(0.0),
-    }
-}
-
-/// Asserts every comparison is within `tol`; the message lists every failing tensor with its
-/// worst element and index.
-fn check(cmps: &[Cmp], tol: f64, context: &str) {
-    let bad: Vec<String> = cmps
-        .iter()
-        .filter(|c| !(c.rel <= tol))
-        .map(|c| {
-            format!(
-                "  {}: rel err {:.3e} > {tol:.0e} at flat index {} (recur {:.9e}, torch {:.9e})",
-                c.what, c.rel, c.index, c.ours, c.torch
-            )
-        })
-        .collect();
-    assert!(bad.is_empty(), "{context}:\n{}", bad.join("\n"));
-}
-
-#[derive(Deserialize, Debug)]
-struct StackCase {
-    name: String,
-    cell: String,
-    input_size: usize,
-    hidden_size: usize,
-    num_layers: usize,
-    bidirectional: bool,
-    bias: bool,
-    proj_size: usize,
-    t: usize,
-    b: usize,
-    varlen: bool,
-    zero_state: bool,
-}
 
 /// Runs one stack case in precision F; returns every comparison.
 fn run_stack_case<F: Float>(fx: &Fixture, c: &StackCase) -> Vec<Cmp> {
@@ -264,7 +129,7 @@ fn run_stack_case<F: Float>(fx: &Fixture, c: &StackCase) -> Vec<Cmp> {
 
 fn run_stack_file<F: Float>(file: &str, tol: f64) {
     let fx = Fixture::open(file);
-    let cases: Vec<StackCase> = serde_json::from_str(&fx.meta["cases"]).unwrap();
+    let cases = stack_cases(&fx);
     assert!(cases.len() >= 20, "{file}: only {} cases", cases.len());
     let mut failures = Vec::new();
     // worst error per cell, outputs and gradients apart, for the summary
@@ -314,7 +179,7 @@ fn stacks_match_torch_f64() {
 #[test]
 fn fixtures_cover_every_option() {
     let fx = Fixture::open("stack_f32.safetensors");
-    let cases: Vec<StackCase> = serde_json::from_str(&fx.meta["cases"]).unwrap();
+    let cases = stack_cases(&fx);
     for cell in ["rnn_tanh", "rnn_relu", "lstm", "gru"] {
         let cs: Vec<&StackCase> = cases.iter().filter(|c| c.cell == cell).collect();
         assert!(cs.iter().any(|c| c.bidirectional) && cs.iter().any(|c| !c.bidirectional));
