@@ -32,6 +32,7 @@
 //! prints.
 
 mod device;
+mod dir;
 mod engine;
 mod gemm;
 mod kernels;
