@@ -62,6 +62,10 @@ pub struct Args {
     /// independent vector fused multiply-adds (the hardware's limit, above any GEMM's).
     #[arg(long)]
     fma_peak: bool,
+    /// Print which kernel each hot float32 operation runs on this CPU (the dispatch table:
+    /// instruction set, per-step product, element-wise passes, transpositions) and time nothing.
+    #[arg(long)]
+    dispatch: bool,
     /// Untimed runs before measuring.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
@@ -212,6 +216,9 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     set_threads(threads);
+    if a.dispatch {
+        return print_dispatch(a.json);
+    }
     if a.fma_peak {
         return run_fma_peak(&a, threads);
     }
@@ -224,6 +231,24 @@ pub fn run(a: Args) -> Result<()> {
     for s in shapes(&a)? {
         for &mode in a.mode.each() {
             run_stack(&a, s, mode, threads)?;
+        }
+    }
+    Ok(())
+}
+
+/// The dispatch table: one line per operation (or one JSON object).
+fn print_dispatch(json_out: bool) -> Result<()> {
+    let rows = recur::ops::cpu::dispatch_table();
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        let map: serde_json::Map<String, serde_json::Value> = rows
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Object(map))?;
+    } else {
+        for (what, kernel) in rows {
+            writeln!(out, "{what:34} {kernel}")?;
         }
     }
     Ok(())

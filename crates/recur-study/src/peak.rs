@@ -7,52 +7,15 @@
 //! no loads or stores, and the rate of all threads together is reported. AVX-512 where the CPU has
 //! it, else AVX2 + FMA, else the portable loop (which only says what scalar code gets).
 
+use recur::ops::cpu::Isa;
 use std::time::Instant;
 
 /// Independent accumulators per thread: more than latency x pipes (4 x 2 on the CPUs measured).
 const CHAINS: usize = 12;
 
-/// The instruction set the measurement runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Isa {
-    Avx512,
-    Avx2Fma,
-    Portable,
-}
-
-impl Isa {
-    fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Isa::Avx2Fma;
-            }
-        }
-        Isa::Portable
-    }
-
-    /// float32 lanes per FMA.
-    fn lanes(self) -> usize {
-        match self {
-            Isa::Avx512 => 16,
-            Isa::Avx2Fma => 8,
-            Isa::Portable => 1,
-        }
-    }
-}
-
 /// Which instruction set the measurement uses on this CPU.
 pub fn isa() -> &'static str {
-    match Isa::detect() {
-        Isa::Avx512 => "avx512",
-        Isa::Avx2Fma => "avx2+fma",
-        Isa::Portable => "portable",
-    }
+    Isa::detect().name()
 }
 
 /// Runs `iters` rounds of CHAINS FMAs on one thread; returns the flops done (2 per lane per FMA)

@@ -1,14 +1,15 @@
 //! The packed per-step product (`ops::panel`) against the naive GEMM on awkward sizes: m, k and
 //! the column counts around the panel width (1, 15, 16, 17, 33) and the batch tile (7, 8, 9),
 //! output pre-filled with NaN so that an unwritten element shows, and padding columns of C
-//! (past `n`) checked to stay untouched. Both packings, f32 (the AVX-512 kernel where the CPU has
-//! it) and f64 (the portable loop). Also: the product over row groups (the input product of
+//! (past `n`) checked to stay untouched. Both packings, f32 on every kernel this CPU runs
+//! (AVX-512, AVX2 + FMA, portable; the others are skipped, saying so) and f64 (the portable loop). Also: the product over row groups (the input product of
 //! several steps at once) against one naive product per group, and packing split over two
 //! threads against the packed layout's definition.
 
 use recur::ops::gemm::set_threads;
 use recur::ops::panel::{
-    pack_gates_t, pack_n, panel_gemm, panel_gemm_groups_raw, panels, Groups, OutPtr, NR,
+    pack_gates_t, pack_n, panel_gemm_groups_with, panel_gemm_with, panels, Groups, Kernel, OutPtr,
+    NR,
 };
 use recur::ops::{gemm_naive, Float, Trans};
 use recur::rng::Rng;
@@ -38,7 +39,7 @@ fn worst<F: Float>(got: &[F], want: &[F], ld: usize, n: usize) -> (f64, usize) {
     w
 }
 
-fn check<F: Float>(tol: f64) {
+fn check<F: Float>(kernel: Kernel, tol: f64) {
     let mut rng = Rng::new(5);
     for &m in &[1usize, 2, 7, 8, 9, 17] {
         for &k in &[1usize, 3, 16, 33, 70] {
@@ -54,7 +55,8 @@ fn check<F: Float>(tol: f64) {
                 let hp = panels(h) * NR;
                 let ld = g * hp + 3;
                 let mut c = vec![F::from_f64(f64::NAN); m * ld];
-                panel_gemm(
+                panel_gemm_with(
+                    kernel,
                     m,
                     k,
                     &a,
@@ -89,7 +91,10 @@ fn check<F: Float>(tol: f64) {
                     }
                 }
                 let (e, at) = worst(&c, &want, ld, g * hp);
-                assert!(e <= tol, "gates_t m={m} k={k} h={h}: rel err {e:e} at {at}");
+                assert!(
+                    e <= tol,
+                    "{kernel:?} gates_t m={m} k={k} h={h}: rel err {e:e} at {at}"
+                );
 
                 // backward form: C (m, n) = A (m, k) W, W (k, n), split over two panel ranges
                 let n = h;
@@ -99,8 +104,19 @@ fn check<F: Float>(tol: f64) {
                 let ld = n + 2;
                 let mut c = vec![F::from_f64(f64::NAN); m * ld];
                 let half = panels(n) / 2;
-                panel_gemm(m, k, &a, k + 2, &packed, 0..half, &mut c, ld, n);
-                panel_gemm(m, k, &a, k + 2, &packed, half..panels(n), &mut c, ld, n);
+                panel_gemm_with(kernel, m, k, &a, k + 2, &packed, 0..half, &mut c, ld, n);
+                panel_gemm_with(
+                    kernel,
+                    m,
+                    k,
+                    &a,
+                    k + 2,
+                    &packed,
+                    half..panels(n),
+                    &mut c,
+                    ld,
+                    n,
+                );
                 let mut want = vec![F::from_f64(f64::NAN); m * ld];
                 gemm_naive(
                     Trans::N,
@@ -118,25 +134,46 @@ fn check<F: Float>(tol: f64) {
                     ld,
                 );
                 let (e, at) = worst(&c, &want, ld, n);
-                assert!(e <= tol, "n m={m} k={k} n={n}: rel err {e:e} at {at}");
+                assert!(
+                    e <= tol,
+                    "{kernel:?} n m={m} k={k} n={n}: rel err {e:e} at {at}"
+                );
             }
         }
     }
 }
 
+/// The f32 kernels this CPU runs; the others are named as skipped.
+fn f32_kernels(test: &str) -> Vec<Kernel> {
+    Kernel::ALL
+        .into_iter()
+        .filter(|k| {
+            if !k.available() {
+                println!(
+                    "{test}: skipping the {} kernel: this CPU cannot run it",
+                    k.name()
+                );
+            }
+            k.available()
+        })
+        .collect()
+}
+
 #[test]
 fn packed_product_matches_naive_f32() {
-    check::<f32>(TOL_F32);
+    for kernel in f32_kernels("packed_product_matches_naive_f32") {
+        check::<f32>(kernel, TOL_F32);
+    }
 }
 
 #[test]
 fn packed_product_matches_naive_f64() {
-    check::<f64>(TOL_F64);
+    check::<f64>(Kernel::Portable, TOL_F64);
 }
 
 /// `groups` blocks of `m` rows, with gaps between the blocks in both A and C (a gap row of C must
 /// stay NaN), against one naive product per block.
-fn check_groups<F: Float>(tol: f64) {
+fn check_groups<F: Float>(kernel: Kernel, tol: f64) {
     let mut rng = Rng::new(9);
     for &m in &[1usize, 7, 8, 16] {
         for &ng in &[1usize, 3] {
@@ -167,7 +204,17 @@ fn check_groups<F: Float>(tol: f64) {
                 };
                 // SAFETY: C holds ng * c_step rows of ld elements, and nothing else uses it
                 unsafe {
-                    panel_gemm_groups_raw(m, groups, k, &a, lda, &packed, 0..g * panels(h), out)
+                    panel_gemm_groups_with(
+                        kernel,
+                        m,
+                        groups,
+                        k,
+                        &a,
+                        lda,
+                        &packed,
+                        0..g * panels(h),
+                        out,
+                    )
                 };
                 let mut want = vec![F::from_f64(f64::NAN); rows * ld];
                 for gr in 0..ng {
@@ -220,12 +267,14 @@ fn check_groups<F: Float>(tol: f64) {
 
 #[test]
 fn grouped_product_matches_naive_f32() {
-    check_groups::<f32>(TOL_F32);
+    for kernel in f32_kernels("grouped_product_matches_naive_f32") {
+        check_groups::<f32>(kernel, TOL_F32);
+    }
 }
 
 #[test]
 fn grouped_product_matches_naive_f64() {
-    check_groups::<f64>(TOL_F64);
+    check_groups::<f64>(Kernel::Portable, TOL_F64);
 }
 
 /// Packing large enough to be split over the threads gives the layout it defines: column `j` of

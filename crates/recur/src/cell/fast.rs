@@ -187,10 +187,7 @@ macro_rules! simd_variant {
 /// 8-wide, and the activations' `mul_add` one instruction instead of a C library call).
 #[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    })
+    crate::ops::cpu::Isa::Avx2Fma.available()
 }
 
 simd_variant!(rnn_fwd, rnn_fwd_avx512, rnn_fwd_avx2, rnn::forward_units,

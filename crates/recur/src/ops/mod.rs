@@ -1,6 +1,7 @@
 //! Numeric building blocks: the scalar trait, the GEMM wrapper, softmax cross-entropy.
 
 pub mod act;
+pub mod cpu;
 mod float;
 pub mod gemm;
 pub mod loss;

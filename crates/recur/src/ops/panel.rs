@@ -11,9 +11,11 @@
 //!
 //! This is not a general GEMM: `A` is read in place (no packing), `K` is not blocked (the state
 //! rows and one panel fit in L1/L2 for the sizes recurrent layers use), and `C` is overwritten.
-//! The AVX-512 kernel serves f32 on CPUs that have it; every other case runs the portable loop,
-//! which computes the same sums in the same order (f64 gradient checks go through it).
+//! Three kernels ([`Kernel`]): AVX-512 (a panel row is one vector) and AVX2 + FMA (two vectors)
+//! serve f32 on the CPUs that have them; every other case runs the portable loop, which computes
+//! the same sums in the same order (f64 gradient checks go through it).
 
+use super::cpu::Isa;
 use super::transpose::transpose_raw;
 use super::Float;
 use std::any::TypeId;
@@ -94,20 +96,74 @@ pub fn pack_n<F: Float>(dst: &mut [F], w: &[F], k: usize, n: usize) {
 
 /// Whether this CPU runs the AVX-512 kernels (the element-wise passes are compiled for it too).
 pub fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        avx512::available()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::detect() == Isa::Avx512
 }
 
 /// Whether `F` runs on the AVX-512 f32 kernels here (the packed product, the tile
 /// transposition): `F` is f32 and the CPU has AVX-512.
 pub fn avx512_f32<F: Float>() -> bool {
     TypeId::of::<F>() == TypeId::of::<f32>() && has_avx512()
+}
+
+/// The kernels of the packed product, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX-512F: a panel row is one 16-lane vector; tiles of up to 8 rows x 2 panels.
+    Avx512,
+    /// AVX2 + FMA: a panel row is two 8-lane vectors; tiles of up to 6 rows x 1 panel.
+    Avx2,
+    /// The plain loop, for every type.
+    Portable,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 3] = [Kernel::Avx512, Kernel::Avx2, Kernel::Portable];
+
+    /// Whether this CPU runs the kernel.
+    pub fn available(self) -> bool {
+        match self {
+            Kernel::Avx512 => Isa::Avx512.available(),
+            Kernel::Avx2 => Isa::Avx2Fma.available(),
+            Kernel::Portable => true,
+        }
+    }
+
+    /// The kernel f32 products use on this CPU.
+    pub fn best() -> Kernel {
+        match Isa::detect() {
+            Isa::Avx512 => Kernel::Avx512,
+            Isa::Avx2Fma => Kernel::Avx2,
+            Isa::Portable => Kernel::Portable,
+        }
+    }
+
+    /// The kernel products of `F` use here: the best one for f32, the plain loop otherwise.
+    pub fn for_type<F: Float>() -> Kernel {
+        if TypeId::of::<F>() == TypeId::of::<f32>() {
+            Kernel::best()
+        } else {
+            Kernel::Portable
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Avx512 => "avx512",
+            Kernel::Avx2 => "avx2+fma",
+            Kernel::Portable => "portable",
+        }
+    }
+
+    /// The kernel and its tile shapes (rows x panels by batch rows), for the dispatch table.
+    pub fn describe(self) -> String {
+        match self {
+            Kernel::Avx512 => {
+                "avx512: tiles 1x8 (B=1), 2x8, 4x4 (B<=4), 8x2 rows x panels of 16".into()
+            }
+            Kernel::Avx2 => "avx2+fma: tiles 1x4 (B=1), 2x2, 3x2, 6x1 rows x panels of 16".into(),
+            Kernel::Portable => "portable loop".into(),
+        }
+    }
 }
 
 /// Raw view of the output matrix, shared between threads that write disjoint panels.
@@ -177,6 +233,45 @@ pub unsafe fn panel_gemm_groups_raw<F: Float>(
     panels: Range<usize>,
     out: OutPtr<F>,
 ) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        panel_gemm_groups_with(
+            Kernel::for_type::<F>(),
+            m,
+            groups,
+            k,
+            a,
+            lda,
+            packed,
+            panels,
+            out,
+        )
+    }
+}
+
+/// [`panel_gemm_groups_raw`] on a chosen kernel (tests run every kernel the CPU has).
+///
+/// # Safety
+/// As [`panel_gemm_raw`], for the rows of every block. Panics when this CPU cannot run `kernel`
+/// or when a vector kernel is asked for a type other than f32.
+pub unsafe fn panel_gemm_groups_with<F: Float>(
+    kernel: Kernel,
+    m: usize,
+    groups: Groups,
+    k: usize,
+    a: &[F],
+    lda: usize,
+    packed: &[F],
+    panels: Range<usize>,
+    out: OutPtr<F>,
+) {
+    assert!(
+        kernel.available(),
+        "this CPU cannot run the {} kernel",
+        kernel.name()
+    );
+    let f32_only = TypeId::of::<F>() == TypeId::of::<f32>() || kernel == Kernel::Portable;
+    assert!(f32_only, "the {} kernel is float32 only", kernel.name());
     if m == 0 || groups.n == 0 || panels.is_empty() {
         return;
     }
@@ -193,24 +288,22 @@ pub unsafe fn panel_gemm_groups_raw<F: Float>(
         "panel_gemm: panels past C's columns"
     );
     #[cfg(target_arch = "x86_64")]
-    if avx512_f32::<F>() {
-        // SAFETY: F is f32 (checked above), so the casts are identities; the CPU has AVX-512F
-        // (checked at run time); the caller's contract covers the writes.
+    if kernel != Kernel::Portable {
+        // SAFETY: F is f32 (asserted above), so the casts are identities; the CPU runs the
+        // kernel (asserted above); the caller's contract covers the writes.
         unsafe {
-            avx512::run(
-                m,
-                groups,
-                k,
-                std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
-                lda,
-                std::slice::from_raw_parts(packed.as_ptr() as *const f32, packed.len()),
-                panels,
-                OutPtr {
-                    ptr: out.ptr as *mut f32,
-                    ld: out.ld,
-                    n: out.n,
-                },
-            );
+            let a = std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len());
+            let packed = std::slice::from_raw_parts(packed.as_ptr() as *const f32, packed.len());
+            let out = OutPtr {
+                ptr: out.ptr as *mut f32,
+                ld: out.ld,
+                n: out.n,
+            };
+            match kernel {
+                Kernel::Avx512 => avx512::run(m, groups, k, a, lda, packed, panels, out),
+                Kernel::Avx2 => avx2::run(m, groups, k, a, lda, packed, panels, out),
+                Kernel::Portable => unreachable!(),
+            }
         }
         return;
     }
@@ -220,6 +313,33 @@ pub unsafe fn panel_gemm_groups_raw<F: Float>(
 
 /// Safe single-caller form of [`panel_gemm_raw`]: `c` is `m x n` at row stride `ldc`.
 pub fn panel_gemm<F: Float>(
+    m: usize,
+    k: usize,
+    a: &[F],
+    lda: usize,
+    packed: &[F],
+    panels: Range<usize>,
+    c: &mut [F],
+    ldc: usize,
+    n: usize,
+) {
+    panel_gemm_with(
+        Kernel::for_type::<F>(),
+        m,
+        k,
+        a,
+        lda,
+        packed,
+        panels,
+        c,
+        ldc,
+        n,
+    )
+}
+
+/// [`panel_gemm`] on a chosen kernel; panics as [`panel_gemm_groups_with`] does.
+pub fn panel_gemm_with<F: Float>(
+    kernel: Kernel,
     m: usize,
     k: usize,
     a: &[F],
@@ -243,7 +363,7 @@ pub fn panel_gemm<F: Float>(
         n,
     };
     // SAFETY: `c` is borrowed mutably for the whole call and its size was checked.
-    unsafe { panel_gemm_raw(m, k, a, lda, packed, panels, out) }
+    unsafe { panel_gemm_groups_with(kernel, m, Groups::ONE, k, a, lda, packed, panels, out) }
 }
 
 /// The plain loop: one output element at a time, products summed in order of `p`.
@@ -284,12 +404,6 @@ mod avx512 {
     use super::{Groups, OutPtr, NR};
     use std::arch::x86_64::*;
     use std::ops::Range;
-    use std::sync::OnceLock;
-
-    pub fn available() -> bool {
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-    }
 
     /// The tile shape for `m` rows: `R` rows x `V` panels, with enough accumulators (R*V >= 8)
     /// to keep both FMA pipes busy despite the 4-cycle FMA latency (each accumulator is one
@@ -404,6 +518,138 @@ mod avx512 {
                 for r in 0..R {
                     let dst = out.ptr.add((i0 + r) * out.ld + c0);
                     _mm512_mask_storeu_ps(dst, mask, acc[r][v]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Groups, OutPtr, NR};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// The tile shape for `m` rows: `R` rows x `V` panels. A panel row is two 8-lane vectors, so
+    /// a tile keeps 2*R*V accumulators; with the two panel vectors of a step (or the loads folded
+    /// into the FMAs) and the broadcast, at most 12 accumulators fit AVX2's 16 registers. 8 to 12
+    /// independent chains cover the FMA latency (4-5 cycles) on two pipes.
+    fn tile_shape(m: usize) -> (usize, usize) {
+        match m {
+            1 => (1, 4),
+            2 => (2, 2),
+            3 => (3, 2),
+            _ => (6, 1),
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA present; `panel_gemm_raw`'s contract.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn run(
+        m: usize,
+        groups: Groups,
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        packed: &[f32],
+        panels: Range<usize>,
+        out: OutPtr<f32>,
+    ) {
+        let (mr, vmax) = tile_shape(m);
+        let mut q = panels.start;
+        while q < panels.end {
+            let left = panels.end - q;
+            let v = [4, 2, 1]
+                .into_iter()
+                .find(|&v| v <= vmax && v <= left)
+                .unwrap_or(1);
+            for gi in 0..groups.n {
+                // SAFETY: block gi's rows lie inside A and C (checked by the caller's assertions
+                // and contract).
+                let (a, out) = unsafe {
+                    (
+                        a.get_unchecked(gi * groups.a_step..),
+                        OutPtr {
+                            ptr: out.ptr.add(gi * groups.c_step * out.ld),
+                            ..out
+                        },
+                    )
+                };
+                let mut i = 0;
+                while i < m {
+                    let rows = mr.min(m - i);
+                    // SAFETY: rows i..i+rows < m and panels q..q+v lie inside the checked slices;
+                    // the stores are masked to columns < out.n.
+                    unsafe {
+                        let ap = a.as_ptr().add(i * lda);
+                        let bp = packed.as_ptr().add(q * k * NR);
+                        macro_rules! go {
+                            ($($r:literal, $v:literal);*) => {
+                                match (rows, v) {
+                                    $(($r, $v) => tile::<$r, $v>(k, ap, lda, bp, k * NR, out, i, q),)*
+                                    _ => unreachable!("tile shape {rows} x {v}"),
+                                }
+                            };
+                        }
+                        go!(1, 4; 1, 2; 1, 1; 2, 2; 2, 1; 3, 2; 3, 1; 4, 1; 5, 1; 6, 1)
+                    }
+                    i += rows;
+                }
+            }
+            q += v;
+        }
+    }
+
+    /// `R` rows x `V` panels of C from `k` products. `bp` points at panel q, `ps` is the panel
+    /// stride; C's tile starts at row `i0`, panel `q`.
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const V: usize>(
+        k: usize,
+        ap: *const f32,
+        lda: usize,
+        bp: *const f32,
+        ps: usize,
+        out: OutPtr<f32>,
+        i0: usize,
+        q: usize,
+    ) {
+        // SAFETY (whole body): the caller guarantees R rows of A with k columns at stride lda,
+        // V panels of k*NR at stride ps, and C rows i0..i0+R; columns are masked below.
+        unsafe {
+            let mut acc = [[[_mm256_setzero_ps(); 2]; V]; R];
+            for p in 0..k {
+                let mut b = [[_mm256_setzero_ps(); 2]; V];
+                for v in 0..V {
+                    let row = bp.add(v * ps + p * NR);
+                    b[v] = [_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8))];
+                }
+                for r in 0..R {
+                    let av = _mm256_broadcast_ss(&*ap.add(r * lda + p));
+                    for v in 0..V {
+                        acc[r][v][0] = _mm256_fmadd_ps(av, b[v][0], acc[r][v][0]);
+                        acc[r][v][1] = _mm256_fmadd_ps(av, b[v][1], acc[r][v][1]);
+                    }
+                }
+            }
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            for v in 0..V {
+                let c0 = (q + v) * NR;
+                let width = NR.min(out.n.saturating_sub(c0));
+                for r in 0..R {
+                    let dst = out.ptr.add((i0 + r) * out.ld + c0);
+                    if width == NR {
+                        _mm256_storeu_ps(dst, acc[r][v][0]);
+                        _mm256_storeu_ps(dst.add(8), acc[r][v][1]);
+                    } else {
+                        // lanes j < width of each half; masked-out lanes are neither written
+                        // nor touched
+                        for (h, half) in acc[r][v].iter().enumerate() {
+                            let w = width.saturating_sub(8 * h).min(8) as i32;
+                            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lane);
+                            _mm256_maskstore_ps(dst.wrapping_add(8 * h), mask, *half);
+                        }
+                    }
                 }
             }
         }
