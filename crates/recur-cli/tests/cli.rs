@@ -105,3 +105,33 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
     let out = recur(&["no-such-command"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `recur bench --dispatch` names the instruction set this CPU has (detected here independently
+/// of recur) and a per-step product kernel for it, and times nothing.
+#[test]
+fn bench_dispatch_names_the_kernel_this_cpu_runs() {
+    #[cfg(target_arch = "x86_64")]
+    let want = {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512vl") && has!("avx512dq") && has!("avx512bw") {
+            "avx512"
+        } else if has!("avx2") && has!("fma") {
+            "avx2+fma"
+        } else {
+            "portable"
+        }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let want = "portable";
+    let j = json_of(&recur(&["bench", "--dispatch", "--json"]));
+    assert_eq!(j["instruction set"], want, "{j}");
+    let product = j["per-step product (packed panels)"].as_str().unwrap();
+    assert!(product.starts_with(want), "{product}");
+    for key in [
+        "gate element-wise passes",
+        "weight transpositions (packing)",
+        "input products, weight gradients",
+    ] {
+        assert!(j[key].is_string(), "{key} missing: {j}");
+    }
+}

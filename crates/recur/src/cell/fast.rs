@@ -31,7 +31,7 @@
 //! too small to pay for the hand-over ([`PAR_MIN_STEP_WORK`]).
 
 use super::cache::{active, grow, stale_copy};
-use super::products::{dgt_ld, input_projection, weight_grads, L3_BYTES};
+use super::products::{dgt_ld, input_projection, l3_bytes, weight_grads};
 use super::{
     gru, lstm, rnn, Activation, CellKind, DirBackward, DirCache, DirDims, DirForward, LayerInput,
 };
@@ -94,9 +94,11 @@ struct Split {
 /// Rows per part below which a split by rows wastes the panel product's 8-row tiles.
 const MIN_ROWS_PER_PART: usize = 8;
 
-/// The weight size up to which every thread may stream all of W_hh each step: a core's L2
-/// (1 MiB on the machine measured), where W_hh then stays from step to step.
-const L2_BYTES: usize = 1 << 20;
+/// The weight size (W_hh, bytes) up to which parts with few rows still split by rows. Measured,
+/// not derived: 1 MiB was a core's L2 on the Zen 5 it was tuned on, but on a Zen 1 EPYC with
+/// 512 KiB of L2 the split by rows still won at 768 KiB (GRU 256, B = 16), so it is not an L2
+/// rule; docs/performance.md, "Split by batch rows or by hidden units".
+const SPLIT_WEIGHTS: usize = 1 << 20;
 
 impl Split {
     /// `step_work`: multiply-adds of one step's recurrent product; `rows`: batch size;
@@ -111,11 +113,11 @@ impl Split {
         };
         if n > 1 && step_work >= PAR_MIN_STEP_WORK {
             // split by rows, each part streams all of W_hh every step instead of its share of
-            // the units; not when the parts have few rows and the weights do not fit in L2.
+            // the units; not when the parts have few rows and the weights exceed SPLIT_WEIGHTS.
             // Why: docs/performance.md, "Split by batch rows or by hidden units".
             let weight_bytes = step_work / rows.max(1) * std::mem::size_of::<f32>();
             let by_rows = rows >= n * MIN_ROWS_PER_PART
-                && (rows >= n * 2 * MIN_ROWS_PER_PART || weight_bytes <= L2_BYTES);
+                && (rows >= n * 2 * MIN_ROWS_PER_PART || weight_bytes <= SPLIT_WEIGHTS);
             sp.by_rows = by_rows;
             sp.parts = if by_rows { n.min(rows) } else { n.min(panels) }.max(1);
         }
@@ -459,7 +461,7 @@ const CHUNK_BYTES: usize = 256 << 10;
 fn chunk_len<F: Float>(split: &Split, d: &DirDims, keep: bool, cols: usize) -> Option<usize> {
     let f32_kernel = avx512_f32::<F>();
     let weight_bytes = (d.i + d.h) * d.gh() * std::mem::size_of::<F>();
-    if keep || !f32_kernel || weight_bytes > L3_BYTES / 2 {
+    if keep || !f32_kernel || weight_bytes > l3_bytes() / 2 {
         return None;
     }
     let (rows, cols) = if split.by_rows {

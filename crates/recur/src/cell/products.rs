@@ -54,7 +54,7 @@ pub(super) fn input_projection<F: Float>(
             // crate gets W^T as stored, which it packs faster than a transposed right operand.
             // Why these limits: docs/performance.md, "Input projection: W_ih transposed first
             // for large layers".
-            let large = ni * gh * std::mem::size_of::<F>() > L3_BYTES / 4;
+            let large = ni * gh * std::mem::size_of::<F>() > l3_bytes() / 4;
             let (wt, ldw, tw) = if large && crate::ops::panel::has_avx512() {
                 transpose_w_ih(c, w);
                 (&c.wt[..], gh, Trans::N)
@@ -114,9 +114,11 @@ pub(super) fn input_projection<F: Float>(
     }
 }
 
-/// The L3 cache shared by the cores (32 MiB on the machine measured): a few choices between
-/// ways of computing a product depend on whether its operands stay in it.
-pub(crate) const L3_BYTES: usize = 32 << 20;
+/// The L3 cache shared by the cores (read from the machine: `ops::cpu::Caches`): a few choices
+/// between ways of computing a product depend on whether its operands stay in it.
+pub(crate) fn l3_bytes() -> usize {
+    crate::ops::cpu::Caches::get().l3
+}
 
 /// Rows of the one-hot gather per job when it is split over threads.
 const ONE_HOT_ROWS: usize = 256;
@@ -224,8 +226,10 @@ pub(super) fn weight_grads<F: Float>(
             // dX's rows in the first half: balances the two halves' work (equal when I = P)
             let cut = (rows * np).div_ceil(2 * ni.max(1)).min(rows);
             let dg_bytes = rows * gh * std::mem::size_of::<F>();
-            let concurrent =
-                nt >= 2 && ni * gh * rows >= 1 << 22 && cut >= rows / 4 && dg_bytes < L3_BYTES / 4;
+            let concurrent = nt >= 2
+                && ni * gh * rows >= 1 << 22
+                && cut >= rows / 4
+                && dg_bytes < l3_bytes() / 4;
             let (g_ih, g_hh) = (&mut *g.w_ih, &mut *g.w_hh);
             match dx {
                 Some((dx, lddx)) if concurrent => {

@@ -71,6 +71,7 @@ impl Isa {
 pub fn dispatch_table() -> Vec<(&'static str, String)> {
     let isa = Isa::detect();
     let panel = super::panel::Kernel::best();
+    let caches = Caches::get();
     let transpose = if isa == Isa::Avx512 {
         "avx512 16x16 tiles"
     } else {
@@ -90,8 +91,130 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
         ),
         ("weight transpositions (packing)", transpose.to_string()),
         (
+            "caches (schedules derive from them)",
+            format!(
+                "L2 {} KiB per core, L3 {} MiB{}",
+                caches.l2 >> 10,
+                caches.l3 >> 20,
+                if caches.measured {
+                    ""
+                } else {
+                    " (not reported here: fallback)"
+                }
+            ),
+        ),
+        (
             "input products, weight gradients",
             "gemm crate (its own run-time dispatch)".to_string(),
         ),
     ]
+}
+
+/// The cache sizes the schedules are derived from, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caches {
+    /// One core's L2 (its private share, where W_hh of a step can stay from step to step).
+    pub l2: usize,
+    /// The last-level cache the cores share (in a VM: what the guest is shown).
+    pub l3: usize,
+    /// Whether the sizes were read from the machine (else they are the fallbacks below).
+    pub measured: bool,
+}
+
+/// Fallbacks where the machine does not say (not Linux, no sysfs): the sizes of the machine the
+/// schedules were first tuned on (an AMD EPYC Zen 5: 1 MiB of L2 per core, 32 MiB of L3).
+const FALLBACK: Caches = Caches {
+    l2: 1 << 20,
+    l3: 32 << 20,
+    measured: false,
+};
+
+impl Caches {
+    /// This machine's caches, read once from `/sys/devices/system/cpu/cpu0/cache` (the sizes the
+    /// kernel reports from CPUID), else [`FALLBACK`].
+    pub fn get() -> Caches {
+        static C: OnceLock<Caches> = OnceLock::new();
+        *C.get_or_init(|| {
+            Caches::from_sysfs(std::path::Path::new("/sys/devices/system/cpu/cpu0/cache"))
+                .unwrap_or(FALLBACK)
+        })
+    }
+
+    /// The data or unified caches of levels 2 and 3 listed under `dir` (`index*/level`,
+    /// `index*/type`, `index*/size` as Linux writes them, e.g. `512K`); `None` when either is
+    /// missing.
+    pub fn from_sysfs(dir: &std::path::Path) -> Option<Caches> {
+        let mut found = (None, None);
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let read = |name: &str| std::fs::read_to_string(entry.path().join(name)).ok();
+            let (Some(level), Some(kind), Some(size)) = (read("level"), read("type"), read("size"))
+            else {
+                continue;
+            };
+            if kind.trim() == "Instruction" {
+                continue;
+            }
+            let bytes = parse_size(size.trim())?;
+            match level.trim() {
+                "2" => found.0 = Some(bytes),
+                "3" => found.1 = Some(bytes),
+                _ => {}
+            }
+        }
+        Some(Caches {
+            l2: found.0?,
+            l3: found.1?,
+            measured: true,
+        })
+    }
+}
+
+/// "512K", "32M", "1024" (bytes) as bytes.
+fn parse_size(s: &str) -> Option<usize> {
+    let (num, unit) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1 << 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim().parse::<usize>().ok().map(|n| n * unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_as_linux_writes_them() {
+        assert_eq!(parse_size("512K"), Some(512 << 10));
+        assert_eq!(parse_size("32M"), Some(32 << 20));
+        assert_eq!(parse_size("2048"), Some(2048));
+        assert_eq!(parse_size("x"), None);
+    }
+
+    #[test]
+    fn caches_are_read_from_a_sysfs_tree() {
+        let dir = std::env::temp_dir().join(format!("recur-caches-{}", std::process::id()));
+        for (i, (level, kind, size)) in [
+            ("1", "Data", "32K"),
+            ("1", "Instruction", "64K"),
+            ("2", "Unified", "512K"),
+            ("3", "Unified", "8192K"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let d = dir.join(format!("index{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("level"), format!("{level}\n")).unwrap();
+            std::fs::write(d.join("type"), format!("{kind}\n")).unwrap();
+            std::fs::write(d.join("size"), format!("{size}\n")).unwrap();
+        }
+        let c = Caches::from_sysfs(&dir).unwrap();
+        assert_eq!((c.l2, c.l3, c.measured), (512 << 10, 8 << 20, true));
+        // no level 3: not enough to derive from
+        std::fs::remove_dir_all(dir.join("index3")).unwrap();
+        assert_eq!(Caches::from_sysfs(&dir), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
