@@ -62,6 +62,11 @@ pub struct Args {
     /// independent vector fused multiply-adds (the hardware's limit, above any GEMM's).
     #[arg(long)]
     fma_peak: bool,
+    /// Time the stack under every schedule the fast driver can take (split of a step by batch
+    /// rows or by hidden units; inference: the input product in chunks or in one product) and
+    /// say which wins and what the driver's own choice costs against it.
+    #[arg(long)]
+    tune: bool,
     /// Print which kernel each hot float32 operation runs on this CPU (the dispatch table:
     /// instruction set, per-step product, element-wise passes, transpositions) and time nothing.
     #[arg(long)]
@@ -230,9 +235,86 @@ pub fn run(a: Args) -> Result<()> {
     }
     for s in shapes(&a)? {
         for &mode in a.mode.each() {
-            run_stack(&a, s, mode, threads)?;
+            if a.tune {
+                tune_stack(&a, s, mode, threads)?;
+            } else {
+                run_stack(&a, s, mode, threads)?;
+            }
         }
     }
+    Ok(())
+}
+
+/// `--tune`: the shape under the driver's own schedule and under each forced one.
+fn tune_stack(a: &Args, s: StackShape, mode: Mode, threads: usize) -> Result<()> {
+    use recur::cell::schedule::{self, ChunkChoice as C, Schedule, SplitChoice as S};
+    let mut candidates = vec![("auto".to_string(), Schedule::AUTO)];
+    for (name, split) in [("rows", S::Rows), ("units", S::Units)] {
+        if mode == Mode::Train {
+            candidates.push((
+                name.into(),
+                Schedule {
+                    split,
+                    chunks: C::Off,
+                },
+            ));
+        } else {
+            let both = [(C::Off, "one input product"), (C::On, "input in chunks")];
+            for (chunks, how) in both {
+                candidates.push((format!("{name}, {how}"), Schedule { split, chunks }));
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (name, sched) in candidates {
+        schedule::set(sched);
+        let r = measure_stack(a, s, mode);
+        schedule::set(Schedule::AUTO);
+        let (secs, _, _, gflops) = r?;
+        rows.push((name, secs, gflops));
+    }
+    let best = rows
+        .iter()
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .expect("candidates")
+        .clone();
+    let auto = rows[0].clone();
+    let mut out = std::io::stdout().lock();
+    let what = format!(
+        "{} H={} B={} T={} L={} {} threads={threads}",
+        s.cell,
+        s.h,
+        s.b,
+        s.t,
+        s.layers,
+        mode.name()
+    );
+    if a.json {
+        let cands: Vec<_> = rows
+            .iter()
+            .map(|(n, secs, g)| json!({"schedule": n, "median_s": secs, "gflops": g}))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            json!({"tune": what, "candidates": cands, "best": best.0, "auto_vs_best": auto.1 / best.1})
+        )?;
+        return Ok(());
+    }
+    writeln!(out, "{what}")?;
+    for (name, secs, gflops) in &rows {
+        let mark = if *name == best.0 { "  <- best" } else { "" };
+        writeln!(
+            out,
+            "  {name:36} {:9.3} ms {gflops:6.1} GFLOP/s{mark}",
+            secs * 1e3
+        )?;
+    }
+    writeln!(
+        out,
+        "  the driver's own choice takes {:.2}x the best's time",
+        auto.1 / best.1
+    )?;
     Ok(())
 }
 
@@ -321,7 +403,8 @@ fn run_gemm(a: &Args, n: usize, threads: usize) -> Result<()> {
     Ok(())
 }
 
-fn run_stack(a: &Args, s: StackShape, mode: Mode, threads: usize) -> Result<()> {
+/// One stack's pass timed: (median wall seconds, median CPU seconds, tokens/s, GFLOP/s).
+fn measure_stack(a: &Args, s: StackShape, mode: Mode) -> Result<(f64, Option<f64>, f64, f64)> {
     let kind = CellKind::parse(s.cell).expect("a known cell name");
     let train = mode == Mode::Train;
     let layers = s.layers;
@@ -362,14 +445,19 @@ fn run_stack(a: &Args, s: StackShape, mode: Mode, threads: usize) -> Result<()> 
     // GEMM work: 2*B*T*G*H*(I+H) per layer forward (I = H here), three times that for training.
     let per_layer = 2.0 * tokens * (kind.gates() * h) as f64 * (2 * h) as f64;
     let flops = per_layer * layers as f64 * if train { 3.0 } else { 1.0 };
-    let tokens_per_s = tokens / secs;
-    let gflops = flops / secs / 1e9;
+    Ok((secs, tm.cpu_s, tokens / secs, flops / secs / 1e9))
+}
+
+fn run_stack(a: &Args, s: StackShape, mode: Mode, threads: usize) -> Result<()> {
+    let kind = CellKind::parse(s.cell).expect("a known cell name");
+    let (layers, h, b, t) = (s.layers, s.h, s.b, s.t);
+    let (secs, cpu_s, tokens_per_s, gflops) = measure_stack(a, s, mode)?;
     let mut out = std::io::stdout().lock();
     if a.json {
         let j = json!({
             "cell": kind.name(), "hidden": h, "batch": b, "seq_length": t, "layers": layers,
             "mode": mode.name(), "threads": threads, "median_s": secs, "tokens_per_s": tokens_per_s,
-            "gflops": gflops, "cpu_s": tm.cpu_s, "peak_rss_kib": peak_rss_kib(),
+            "gflops": gflops, "cpu_s": cpu_s, "peak_rss_kib": peak_rss_kib(),
         });
         writeln!(out, "{j}")?;
     } else {

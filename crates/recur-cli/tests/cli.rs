@@ -135,3 +135,53 @@ fn bench_dispatch_names_the_kernel_this_cpu_runs() {
         assert!(j[key].is_string(), "{key} missing: {j}");
     }
 }
+
+/// `recur bench --tune` times every schedule of a shape: five in inference (the driver's, then
+/// rows or units with one input product or chunks), three in training; the best is one of them
+/// and the driver's own choice takes at least its time.
+#[test]
+fn bench_tune_times_every_schedule() {
+    let out = recur(&[
+        "bench",
+        "--tune",
+        "--cell",
+        "lstm",
+        "--rnn-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--seq-length",
+        "4",
+        "--mode",
+        "both",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--min-sample-ms",
+        "0",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for (j, n) in lines.iter().zip([5, 3]) {
+        let c = j["candidates"].as_array().unwrap();
+        assert_eq!(c.len(), n, "{j}");
+        assert_eq!(c[0]["schedule"], "auto");
+        assert!(c.iter().any(|x| x["schedule"] == j["best"]), "{j}");
+        assert!(
+            c.iter().all(|x| x["median_s"].as_f64().unwrap() > 0.0),
+            "{j}"
+        );
+        assert!(j["auto_vs_best"].as_f64().unwrap() >= 1.0, "{j}");
+    }
+}

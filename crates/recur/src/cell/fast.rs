@@ -32,13 +32,14 @@
 
 use super::cache::{active, grow, stale_copy};
 use super::products::{dgt_ld, input_projection, l3_bytes, weight_grads};
+use super::schedule::{ChunkChoice, SplitChoice};
 use super::{
     gru, lstm, rnn, Activation, CellKind, DirBackward, DirCache, DirDims, DirForward, LayerInput,
 };
 use crate::ops::gemm::threads;
 use crate::ops::panel::{
-    avx512_f32, has_avx512, pack_gates_t, pack_n, panel_gemm_groups_raw, panel_gemm_raw, panels,
-    Groups, OutPtr, NR,
+    has_avx512, pack_gates_t, pack_n, panel_gemm_groups_raw, panel_gemm_raw, panels, Groups,
+    Kernel, OutPtr, NR,
 };
 use crate::ops::team;
 use crate::ops::transpose::transpose_raw;
@@ -94,10 +95,11 @@ struct Split {
 /// Rows per part below which a split by rows wastes the panel product's 8-row tiles.
 const MIN_ROWS_PER_PART: usize = 8;
 
-/// The weight size (W_hh, bytes) up to which parts with few rows still split by rows. Measured,
-/// not derived: 1 MiB was a core's L2 on the Zen 5 it was tuned on, but on a Zen 1 EPYC with
-/// 512 KiB of L2 the split by rows still won at 768 KiB (GRU 256, B = 16), so it is not an L2
-/// rule; docs/performance.md, "Split by batch rows or by hidden units".
+/// The weight size (W_hh, bytes) up to which parts with few rows still split by rows. A measured
+/// constant (1 MiB was a core's L2 on the Zen 5 it was tuned on), not yet a rule derived from the
+/// machine: on a Zen 1 EPYC (512 KiB of L2) the two splits ran within 2% of each other at 768 KiB
+/// (`recur bench --tune`, GRU 256, B = 16); docs/performance.md, "Split by batch rows or by
+/// hidden units".
 const SPLIT_WEIGHTS: usize = 1 << 20;
 
 impl Split {
@@ -111,13 +113,20 @@ impl Split {
             rows,
             panels,
         };
+        let forced = super::schedule::get().split;
         if n > 1 && step_work >= PAR_MIN_STEP_WORK {
             // split by rows, each part streams all of W_hh every step instead of its share of
             // the units; not when the parts have few rows and the weights exceed SPLIT_WEIGHTS.
             // Why: docs/performance.md, "Split by batch rows or by hidden units".
             let weight_bytes = step_work / rows.max(1) * std::mem::size_of::<f32>();
-            let by_rows = rows >= n * MIN_ROWS_PER_PART
-                && (rows >= n * 2 * MIN_ROWS_PER_PART || weight_bytes <= SPLIT_WEIGHTS);
+            let by_rows = match forced {
+                SplitChoice::Rows => rows >= n,
+                SplitChoice::Units => false,
+                SplitChoice::Auto => {
+                    rows >= n * MIN_ROWS_PER_PART
+                        && (rows >= n * 2 * MIN_ROWS_PER_PART || weight_bytes <= SPLIT_WEIGHTS)
+                }
+            };
             sp.by_rows = by_rows;
             sp.parts = if by_rows { n.min(rows) } else { n.min(panels) }.max(1);
         }
@@ -455,23 +464,27 @@ const CHUNK_BYTES: usize = 256 << 10;
 /// Steps per chunk of the input product computed inside the time loop, or None for one product
 /// of all steps before it. Chunks are for inference only: there they spare the round trip of
 /// every step's input product through memory and run it on the packed kernel; training keeps
-/// all steps' products anyway (backward writes dG over them). They need the packed f32 kernel,
-/// a tile's rows (8) per thread, and weights that fit in half the L3 (chunks stream `W_ih` once
-/// per chunk). Why these limits: docs/performance.md, "Chunked input product in inference".
+/// all steps' products anyway (backward writes dG over them). They need a vector kernel for the
+/// packed f32 product (AVX-512 or AVX2), a tile's rows (8) per thread, and weights that fit in
+/// half the L3 (chunks stream `W_ih` once per chunk). Why these limits: docs/performance.md, "Chunked input product in inference".
 fn chunk_len<F: Float>(split: &Split, d: &DirDims, keep: bool, cols: usize) -> Option<usize> {
-    let f32_kernel = avx512_f32::<F>();
-    let weight_bytes = (d.i + d.h) * d.gh() * std::mem::size_of::<F>();
-    if keep || !f32_kernel || weight_bytes > l3_bytes() / 2 {
+    let forced = super::schedule::get().chunks;
+    let f32_type = std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>();
+    if keep || forced == ChunkChoice::Off || forced == ChunkChoice::On && !f32_type {
         return None;
     }
+    let weight_bytes = (d.i + d.h) * d.gh() * std::mem::size_of::<F>();
     let (rows, cols) = if split.by_rows {
         (d.b / split.parts, cols)
     } else {
         (d.b, cols / split.parts)
     };
-    if rows < MIN_ROWS_PER_PART {
+    let packed_kernel = f32_type && Kernel::best() != Kernel::Portable;
+    let rule = packed_kernel && weight_bytes <= l3_bytes() / 2 && rows >= MIN_ROWS_PER_PART;
+    if forced == ChunkChoice::Auto && !rule {
         return None;
     }
+    let rows = rows.max(1);
     let mut len = (CHUNK_ROWS / rows).clamp(1, d.t);
     while len > 1 && len * rows * cols * std::mem::size_of::<F>() > CHUNK_BYTES {
         len -= 1;

@@ -18,7 +18,7 @@
 //! Where things are: `types.rs` the cell kind, sizes, weights, gradients and input of one
 //! direction; `cache.rs` its workspace, [`DirCache`]; `products.rs` the products shared by both
 //! drivers (the input projection before the time loop, the weight gradients after it); `fast.rs`
-//! and `simple.rs` the two drivers; `rnn.rs`, `lstm.rs`, `gru.rs` the element-wise passes. This
+//! and `simple.rs` the two drivers, `schedule.rs` the fast driver's choices and their override; `rnn.rs`, `lstm.rs`, `gru.rs` the element-wise passes. This
 //! file picks the driver ([`forward`], [`backward`]).
 
 mod cache;
@@ -27,6 +27,7 @@ pub mod gru;
 pub mod lstm;
 mod products;
 pub mod rnn;
+pub mod schedule;
 pub mod simple;
 mod types;
 

@@ -1,0 +1,105 @@
+//! Every schedule the fast driver can be made to take (`recur::cell::schedule`, what
+//! `recur bench --tune` times) computes the same thing: split by rows or by units, the results
+//! are bit for bit those of the driver's own choice (each element is one thread's, summed in the
+//! same order); with the input product in chunks (inference) they agree within float32 rounding
+//! (the chunks run on the packed kernel, the one product on the `gemm` crate). One test, so that
+//! the process-wide override meets no other test's products.
+
+use recur::cell::schedule::{self, ChunkChoice, Schedule, SplitChoice};
+use recur::cell::{CellKind, LayerInput};
+use recur::ops::gemm::set_threads;
+use recur::rng::Rng;
+use recur::stack::{Stack, StackConfig};
+
+/// Chunked against one product: sums of up to 96 float32 products, rounded in another order.
+const CHUNK_REL_TOL: f32 = 1e-5;
+
+/// Outputs of inference, and outputs, parameter and input gradients of training.
+fn run(kind: CellKind, s: Schedule) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    schedule::set(s);
+    // B*G*H*H well above the threshold for splitting a step over threads
+    let (t, b, h) = (5, 32, 96);
+    let stack = Stack::new(StackConfig::new(kind, h, h).with_layers(2)).unwrap();
+    let mut rng = Rng::new(3);
+    let mut params = vec![0f32; stack.num_params()];
+    stack.init(&mut params, &mut rng);
+    let x: Vec<f32> = (0..t * b * h).map(|_| rng.normal() as f32).collect();
+    let dy: Vec<f32> = (0..t * b * h).map(|_| rng.normal() as f32).collect();
+    let input = LayerInput::Dense { x: &x, ld: h };
+    let mut ws = stack.workspace::<f32>(t, b);
+    ws.set_inference(true);
+    stack.forward(&mut ws, &params, input, None, None, None, None);
+    let infer = ws.output().to_vec();
+    ws.set_inference(false);
+    stack.forward(&mut ws, &params, input, None, None, None, None);
+    let y = ws.output().to_vec();
+    let mut grads = vec![0f32; stack.num_params()];
+    let mut dx = vec![0f32; x.len()];
+    stack.backward(
+        &mut ws,
+        &params,
+        &mut grads,
+        input,
+        None,
+        Some(&dy),
+        None,
+        None,
+        Some(&mut dx),
+    );
+    schedule::set(Schedule::AUTO);
+    (infer, y, grads, dx)
+}
+
+fn rel(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+        / scale
+}
+
+#[test]
+fn every_schedule_computes_the_same() {
+    set_threads(2);
+    for kind in [
+        CellKind::Lstm,
+        CellKind::Gru,
+        CellKind::parse("rnn_tanh").unwrap(),
+    ] {
+        let auto = run(kind, Schedule::AUTO);
+        for split in [SplitChoice::Rows, SplitChoice::Units] {
+            let s = Schedule {
+                split,
+                chunks: ChunkChoice::Off,
+            };
+            let got = run(kind, s);
+            // chunks off: the same products as auto where auto does not chunk; training never does
+            assert_eq!(got.1, auto.1, "{kind:?} {split:?}: training outputs");
+            assert_eq!(got.2, auto.2, "{kind:?} {split:?}: parameter gradients");
+            assert_eq!(got.3, auto.3, "{kind:?} {split:?}: input gradients");
+            let on = run(
+                kind,
+                Schedule {
+                    split,
+                    chunks: ChunkChoice::On,
+                },
+            );
+            let e = rel(&on.0, &got.0);
+            println!("{kind:?} {split:?}: chunked vs one product, rel {e:e}");
+            assert!(
+                e <= CHUNK_REL_TOL,
+                "{kind:?} {split:?}: chunked inference, rel err {e:e}"
+            );
+            // inference and training forward agree whatever the schedule
+            let e = rel(&got.0, &got.1);
+            assert!(
+                e <= CHUNK_REL_TOL,
+                "{kind:?} {split:?}: inference vs training, rel err {e:e}"
+            );
+        }
+    }
+}
