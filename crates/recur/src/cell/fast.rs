@@ -869,7 +869,8 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
     // dG^T for the weight gradients, when both come from dG (every cell but the GRU, whose
     // recurrent side has its own dGh), the input is dense, and each element of dG takes part in
     // enough of their multiply-adds (I + H) to pay for writing it a second time; with AVX-512
-    // only, where the transposition moves whole 16 x 16 tiles.
+    // only, where the transposition moves whole 16 x 16 tiles (with AVX2's 8 x 8 tiles it
+    // measured no gain).
     // Why these limits: docs/performance.md, "Keeping dG^T in the backward".
     let dgt = d.kind != CellKind::Gru
         && matches!(input, LayerInput::Dense { .. })

@@ -72,10 +72,10 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
     let isa = Isa::detect();
     let panel = super::panel::Kernel::best();
     let caches = Caches::get();
-    let transpose = if isa == Isa::Avx512 {
-        "avx512 16x16 tiles"
-    } else {
-        "portable loop"
+    let transpose = match isa {
+        Isa::Avx512 => "avx512 16x16 tiles",
+        Isa::Avx2Fma => "avx2 8x8 tiles",
+        Isa::Portable => "portable loop",
     };
     vec![
         ("instruction set", isa.name().to_string()),
