@@ -196,6 +196,12 @@ pub fn run(a: Args) -> Result<()> {
     if a.grid && other {
         bail!("--grid times stacks (no --charlm, --gemm or --fma-peak)");
     }
+    if a.tune && other {
+        bail!("--tune times a stack's schedules (no --charlm, --gemm or --fma-peak)");
+    }
+    if (a.tune || a.dispatch) && a.dev.device == Device::Cuda {
+        bail!("--tune and --dispatch are about the CPU's kernels (no --device cuda)");
+    }
     match a.dev.device {
         Device::Cpu => {}
         Device::Cuda => {

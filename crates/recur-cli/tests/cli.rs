@@ -184,4 +184,6 @@ fn bench_tune_times_every_schedule() {
         );
         assert!(j["auto_vs_best"].as_f64().unwrap() >= 1.0, "{j}");
     }
+    let e = common::one_line_error(&recur(&["bench", "--tune", "--charlm"]), &["--tune"]);
+    assert!(e.contains("--charlm"), "{e}");
 }
