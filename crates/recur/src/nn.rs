@@ -5,7 +5,7 @@
 //! use recur::nn::{Lstm, Tensor};
 //!
 //! let mut lstm = Lstm::new(8, 32).layers(2).build().unwrap(); // torch.nn.LSTM(8, 32, 2)
-//! let x = Tensor::randn(&[20, 4, 8], 0); // (T, B, I), time-major like PyTorch
+//! let x = Tensor::randn(&[20, 4, 8], 0); // (T, B, I), time-major like PyTorch (.batch_first(true): (B, T, I))
 //! let (y, state) = lstm.forward(&x, None).unwrap(); // y (T, B, H), state.h and state.c (L, B, H)
 //! assert_eq!(y.shape(), [20, 4, 32]);
 //! assert_eq!(state.h.shape(), [2, 4, 32]);
@@ -107,6 +107,7 @@ pub struct Grads {
 pub struct Builder {
     cfg: StackConfig,
     seed: u64,
+    batch_first: bool,
 }
 
 impl Builder {
@@ -114,6 +115,7 @@ impl Builder {
         Builder {
             cfg: StackConfig::new(cell, input_size, hidden_size),
             seed: 0,
+            batch_first: false,
         }
     }
 
@@ -147,6 +149,13 @@ impl Builder {
         self
     }
 
+    /// `batch_first` (default false): inputs and outputs (and their gradients) are (B, T, ...)
+    /// instead of (T, B, ...); the states stay (L*D, B, H), as in PyTorch.
+    pub fn batch_first(mut self, on: bool) -> Self {
+        self.batch_first = on;
+        self
+    }
+
     /// The seed of the initial weights and of the dropout masks (default 0).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -166,6 +175,7 @@ impl Builder {
             stack,
             rng,
             training: false,
+            batch_first: self.batch_first,
             ws: None,
             last_x: None,
         })
@@ -216,6 +226,8 @@ pub struct Recurrent {
     grads: Vec<f32>,
     rng: Rng,
     training: bool,
+    // inputs and outputs (B, T, ...): swapped to and from the stack's (T, B, ...)
+    batch_first: bool,
     ws: Option<StackWorkspace<f32>>,
     // the last forward's input, which backward reads again
     last_x: Option<Vec<f32>>,
@@ -344,15 +356,18 @@ impl Recurrent {
         }
     }
 
-    /// Runs `x` (T, B, I) from `state` (zeros when `None`): the last layer's outputs (T, B, D*P)
-    /// and the final state, as PyTorch's `y, h_n = rnn(x, h0)` (`y, (h_n, c_n)` for an LSTM).
+    /// Runs `x` (T, B, I; (B, T, I) with `batch_first`) from `state` (zeros when `None`): the
+    /// last layer's outputs (T, B, D*P; (B, T, D*P)) and the final state, as PyTorch's
+    /// `y, h_n = rnn(x, h0)` (`y, (h_n, c_n)` for an LSTM).
     pub fn forward(&mut self, x: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
         let cfg = self.stack.cfg().clone();
-        let [t, b, i] = match x.shape() {
-            &[t, b, i] => [t, b, i],
-            s => {
+        let [t, b, i] = match (x.shape(), self.batch_first) {
+            (&[t, b, i], false) => [t, b, i],
+            (&[b, t, i], true) => [t, b, i],
+            (s, bf) => {
                 return Err(Error::invalid(format!(
-                    "the input must be (T, B, I), got shape {s:?}"
+                    "the input must be {}, got shape {s:?}",
+                    if bf { "(B, T, I)" } else { "(T, B, I)" }
                 )))
             }
         };
@@ -386,21 +401,33 @@ impl Recurrent {
         let h0 = state.map(|s| s.h.data());
         let c0 = state.and_then(|s| s.c.as_ref()).map(|c| c.data());
         let rng = (self.training && cfg.dropout > 0.0).then_some(&mut self.rng);
-        let input = LayerInput::Dense { x: x.data(), ld: i };
+        let xt = match self.batch_first {
+            true => swap_first_two(x.data(), b, t, i),
+            false => x.data().to_vec(),
+        };
+        let input = LayerInput::Dense { x: &xt, ld: i };
         self.stack
             .forward(ws, &self.params, input, h0, c0, None, rng);
-        let y = Tensor {
-            data: ws.output().to_vec(),
-            shape: vec![t, b, cfg.dirs() * cfg.out_size()],
+        let o = cfg.dirs() * cfg.out_size();
+        let y = match self.batch_first {
+            true => Tensor {
+                data: swap_first_two(ws.output(), t, b, o),
+                shape: vec![b, t, o],
+            },
+            false => Tensor {
+                data: ws.output().to_vec(),
+                shape: vec![t, b, o],
+            },
         };
         let ws = self.ws.as_ref().expect("made above");
         let out = self.state(b, &ws.h_n, &ws.c_n);
-        self.last_x = Some(x.data().to_vec());
+        self.last_x = Some(xt);
         Ok((y, out))
     }
 
-    /// Backward of the last forward with `dy` = dL/dy (T, B, D*P): the parameters' gradients are
-    /// added to [`Recurrent::grads`], the input's and initial state's are returned.
+    /// Backward of the last forward with `dy` = dL/dy (T, B, D*P; (B, T, D*P) with
+    /// `batch_first`): the parameters' gradients are added to [`Recurrent::grads`], the input's
+    /// (shaped as the input) and initial state's are returned.
     pub fn backward(&mut self, dy: &Tensor) -> Result<Grads> {
         self.backward_with_state(dy, None)
     }
@@ -413,7 +440,12 @@ impl Recurrent {
         };
         let (t, b) = (ws.shape.t, ws.shape.b);
         let cfg = self.stack.cfg();
-        let want = [t, b, cfg.dirs() * cfg.out_size()];
+        let o = cfg.dirs() * cfg.out_size();
+        let want = if self.batch_first {
+            [b, t, o]
+        } else {
+            [t, b, o]
+        };
         if dy.shape() != want {
             return Err(Error::invalid(format!(
                 "dy has shape {:?}, the last forward's output is {want:?}",
@@ -429,24 +461,47 @@ impl Recurrent {
         let input = LayerInput::Dense { x, ld: i };
         let dh_n = dstate.map(|s| s.h.data());
         let dc_n = dstate.and_then(|s| s.c.as_ref()).map(|c| c.data());
+        let dyt = match self.batch_first {
+            true => swap_first_two(dy.data(), b, t, o),
+            false => dy.data().to_vec(),
+        };
         self.stack.backward(
             ws,
             &self.params,
             &mut self.grads,
             input,
             None,
-            Some(dy.data()),
+            Some(&dyt),
             dh_n,
             dc_n,
             Some(&mut dx),
         );
         let ws = self.ws.as_ref().expect("checked above");
-        Ok(Grads {
-            x: Tensor {
+        let x = match self.batch_first {
+            true => Tensor {
+                data: swap_first_two(&dx, t, b, i),
+                shape: vec![b, t, i],
+            },
+            false => Tensor {
                 data: dx,
                 shape: vec![t, b, i],
             },
+        };
+        Ok(Grads {
+            x,
             state: self.state(b, &ws.dh0, &ws.dc0),
         })
     }
+}
+
+/// `v` (A, B, C) row-major as (B, A, C).
+fn swap_first_two(v: &[f32], a: usize, b: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; a * b * c];
+    for i in 0..a {
+        for j in 0..b {
+            out[(j * a + i) * c..(j * a + i + 1) * c]
+                .copy_from_slice(&v[(i * b + j) * c..(i * b + j + 1) * c]);
+        }
+    }
+    out
 }

@@ -256,3 +256,54 @@ fn dropout_applies_only_in_training_mode() {
     let (tr, _) = a.forward(&x, None).unwrap();
     assert_ne!(tr, eval1, "training mode drops units between the layers");
 }
+
+/// `batch_first(true)`: the same layer on (B, T, ...) tensors gives, bit for bit, the time-major
+/// layer's outputs, gradients and states with the first two axes swapped (the states unchanged).
+#[test]
+fn batch_first_swaps_the_first_two_axes() {
+    let swap = |x: &Tensor| -> Tensor {
+        let s = x.shape();
+        let (a, b, c) = (s[0], s[1], s[2]);
+        let mut out = vec![0.0f32; a * b * c];
+        for i in 0..a {
+            for j in 0..b {
+                for k in 0..c {
+                    out[(j * a + i) * c + k] = x.data()[(i * b + j) * c + k];
+                }
+            }
+        }
+        Tensor::new(out, &[b, a, c]).unwrap()
+    };
+    let (t, b) = (5, 3);
+    let mut tm = Lstm::new(4, 6)
+        .layers(2)
+        .bidirectional(true)
+        .seed(9)
+        .build()
+        .unwrap();
+    let mut bf = Lstm::new(4, 6)
+        .layers(2)
+        .bidirectional(true)
+        .seed(9)
+        .batch_first(true)
+        .build()
+        .unwrap();
+    let x = Tensor::randn(&[t, b, 4], 1);
+    let dy = Tensor::randn(&[t, b, 12], 2);
+    let (y1, s1) = tm.forward(&x, None).unwrap();
+    let (y2, s2) = bf.forward(&swap(&x), None).unwrap();
+    assert_eq!(y2.shape(), [b, t, 12]);
+    assert_eq!(bits(swap(&y1).data()), bits(y2.data()));
+    assert_eq!(bits(s1.h.data()), bits(s2.h.data()));
+    let g1 = tm.backward(&dy).unwrap();
+    let g2 = bf.backward(&swap(&dy)).unwrap();
+    assert_eq!(g2.x.shape(), [b, t, 4]);
+    assert_eq!(bits(swap(&g1.x).data()), bits(g2.x.data()));
+    assert_eq!(bits(tm.grads()), bits(bf.grads()));
+    assert_eq!(bits(g1.state.h.data()), bits(g2.state.h.data()));
+    // a time-major input given to a batch-first layer is an error naming the expected shape
+    let e = bf.backward(&dy).unwrap_err();
+    assert!(e.to_string().contains("dy has shape"), "{e}");
+    let e = bf.forward(&Tensor::zeros(&[3, 8]), None).unwrap_err();
+    assert!(e.to_string().contains("(B, T, I)"), "{e}");
+}
