@@ -163,8 +163,7 @@ mod cuda {
 
     pub fn setup(s: StackShape) -> anyhow::Result<Setup> {
         let kind = CellKind::parse(s.cell).context("cell name")?;
-        let stack = Stack::new(StackConfig::new(kind, s.h, s.h).with_layers(s.layers))
-            .map_err(anyhow::Error::msg)?;
+        let stack = Stack::new(StackConfig::new(kind, s.h, s.h).with_layers(s.layers))?;
         let mut rng = Rng::new(7);
         let mut params = vec![0.0f32; stack.num_params()];
         stack.init(&mut params, &mut rng);

@@ -96,7 +96,7 @@ pub fn run(a: Args) -> Result<()> {
         decoder_bias: !a.no_bias,
         head,
     };
-    cfg.validate().map_err(anyhow::Error::msg)?;
+    cfg.validate()?;
     let spec = GradcheckSpec {
         cfg,
         t: a.seq_length,
@@ -106,7 +106,7 @@ pub fn run(a: Args) -> Result<()> {
         seed: a.seed,
         eps: a.eps,
     };
-    let res = gradcheck(&spec).map_err(anyhow::Error::msg)?;
+    let res = gradcheck(&spec)?;
     let worst = res.iter().map(|r| r.max_rel_err).fold(0.0, f64::max);
     let mut out = std::io::stdout().lock();
     if a.json {

@@ -84,11 +84,6 @@ impl GpuModelWorkspace {
     }
 }
 
-/// A host-side shape error.
-fn shape(msg: String) -> Error {
-    Error::invalid(msg)
-}
-
 impl GpuModel {
     /// The device twin of `model` (same configuration and layout).
     pub fn new(model: &Model) -> GpuModel {
@@ -176,14 +171,14 @@ impl GpuModel {
     ) -> Result<()> {
         let cfg = &self.model.cfg();
         if params.len() < self.num_params() {
-            return Err(shape(format!(
+            return Err(Error::invalid(format!(
                 "parameter buffer holds {} values, the model has {}",
                 params.len(),
                 self.num_params()
             )));
         }
         let n = ws.t * ws.b;
-        recur::stack::check_lengths(lengths, ws.t, ws.b).map_err(|e| shape(e.to_string()))?;
+        recur::stack::check_lengths(lengths, ws.t, ws.b)?;
         self.upload_input(gpu, ws, input)?;
         ws.input = Some(cfg.input);
         let pw = gpu.ptr(params);
@@ -229,10 +224,13 @@ impl GpuModel {
         match (cfg.input, input) {
             (InputKind::OneHot | InputKind::Embedding, Input::Tokens(ids)) => {
                 if ids.len() < n {
-                    return Err(shape(format!("need {n} token ids, got {}", ids.len())));
+                    return Err(Error::invalid(format!(
+                        "need {n} token ids, got {}",
+                        ids.len()
+                    )));
                 }
                 if let Some(&bad) = ids[..n].iter().find(|&&id| id as usize >= cfg.input_size) {
-                    return Err(shape(format!(
+                    return Err(Error::invalid(format!(
                         "token id {bad} out of range for input_size {}",
                         cfg.input_size
                     )));
@@ -242,12 +240,15 @@ impl GpuModel {
             (InputKind::Dense, Input::Dense(x)) => {
                 let need = n * cfg.input_size;
                 if x.len() < need {
-                    return Err(shape(format!("need {need} input values, got {}", x.len())));
+                    return Err(Error::invalid(format!(
+                        "need {need} input values, got {}",
+                        x.len()
+                    )));
                 }
                 gpu.put(&ws.x, &x[..need])?;
             }
             _ => {
-                return Err(shape(format!(
+                return Err(Error::invalid(format!(
                     "input does not match the model's input kind {:?}",
                     cfg.input
                 )))
@@ -359,14 +360,17 @@ impl GpuModel {
     ) -> Result<(f64, usize)> {
         let cfg = &self.model.cfg();
         if cfg.head.regression() {
-            return Err(shape(format!(
+            return Err(Error::invalid(format!(
                 "cross-entropy needs a classification head, not {}",
                 cfg.head.name()
             )));
         }
         let r = ws.rows();
         if targets.len() < r {
-            return Err(shape(format!("need {r} targets, got {}", targets.len())));
+            return Err(Error::invalid(format!(
+                "need {r} targets, got {}",
+                targets.len()
+            )));
         }
         gpu.put(&ws.tgt_ids, &targets[..r])?;
         // one warp per row
@@ -387,7 +391,7 @@ impl GpuModel {
         )?;
         let (sum, count, bad) = self.sum_rows(gpu, ws, r)?;
         if bad {
-            return Err(shape(format!(
+            return Err(Error::invalid(format!(
                 "a target is outside the {} classes",
                 cfg.output_size
             )));
@@ -406,14 +410,14 @@ impl GpuModel {
     ) -> Result<(f64, usize)> {
         let cfg = &self.model.cfg();
         if !cfg.head.regression() {
-            return Err(shape(format!(
+            return Err(Error::invalid(format!(
                 "squared error needs a regression head, not {}",
                 cfg.head.name()
             )));
         }
         let n = ws.rows() * cfg.output_size;
         if targets.len() < n {
-            return Err(shape(format!(
+            return Err(Error::invalid(format!(
                 "need {n} regression targets, got {}",
                 targets.len()
             )));
@@ -477,9 +481,9 @@ impl GpuModel {
         let cfg = &self.model.cfg();
         let kind = ws
             .input
-            .ok_or_else(|| shape("backward needs a forward on this workspace first".into()))?;
+            .ok_or_else(|| Error::invalid("backward needs a forward on this workspace first"))?;
         if grads.len() < self.num_params() {
-            return Err(shape(format!(
+            return Err(Error::invalid(format!(
                 "gradient buffer holds {} values, the model has {}",
                 grads.len(),
                 self.num_params()

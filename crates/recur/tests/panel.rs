@@ -6,10 +6,10 @@
 //! several steps at once) against one naive product per group, and packing split over two
 //! threads against the packed layout's definition.
 
+use recur::ops::cpu::Isa;
 use recur::ops::gemm::set_threads;
 use recur::ops::panel::{
-    pack_gates_t, pack_n, panel_gemm_groups_with, panel_gemm_with, panels, Groups, Kernel, OutPtr,
-    NR,
+    pack_gates_t, pack_n, panel_gemm_groups_with, panel_gemm_with, panels, Groups, OutPtr, NR,
 };
 use recur::ops::{gemm_naive, Float, Trans};
 use recur::rng::Rng;
@@ -39,7 +39,7 @@ fn worst<F: Float>(got: &[F], want: &[F], ld: usize, n: usize) -> (f64, usize) {
     w
 }
 
-fn check<F: Float>(kernel: Kernel, tol: f64) {
+fn check<F: Float>(kernel: Isa, tol: f64) {
     let mut rng = Rng::new(5);
     for &m in &[1usize, 2, 7, 8, 9, 17] {
         for &k in &[1usize, 3, 16, 33, 70] {
@@ -144,8 +144,8 @@ fn check<F: Float>(kernel: Kernel, tol: f64) {
 }
 
 /// The f32 kernels this CPU runs; the others are named as skipped.
-fn f32_kernels(test: &str) -> Vec<Kernel> {
-    Kernel::ALL
+fn f32_kernels(test: &str) -> Vec<Isa> {
+    Isa::ALL
         .into_iter()
         .filter(|k| {
             if !k.available() {
@@ -168,12 +168,12 @@ fn packed_product_matches_naive_f32() {
 
 #[test]
 fn packed_product_matches_naive_f64() {
-    check::<f64>(Kernel::Portable, TOL_F64);
+    check::<f64>(Isa::Portable, TOL_F64);
 }
 
 /// `groups` blocks of `m` rows, with gaps between the blocks in both A and C (a gap row of C must
 /// stay NaN), against one naive product per block.
-fn check_groups<F: Float>(kernel: Kernel, tol: f64) {
+fn check_groups<F: Float>(kernel: Isa, tol: f64) {
     let mut rng = Rng::new(9);
     for &m in &[1usize, 7, 8, 16] {
         for &ng in &[1usize, 3] {
@@ -274,7 +274,7 @@ fn grouped_product_matches_naive_f32() {
 
 #[test]
 fn grouped_product_matches_naive_f64() {
-    check_groups::<f64>(Kernel::Portable, TOL_F64);
+    check_groups::<f64>(Isa::Portable, TOL_F64);
 }
 
 /// Packing large enough to be split over the threads gives the layout it defines: column `j` of

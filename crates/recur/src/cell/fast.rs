@@ -36,10 +36,11 @@ use super::schedule::{ChunkChoice, SplitChoice};
 use super::{
     gru, lstm, rnn, Activation, CellKind, DirBackward, DirCache, DirDims, DirForward, LayerInput,
 };
+use crate::ops::cpu::Isa;
 use crate::ops::gemm::threads;
 use crate::ops::panel::{
-    has_avx512, pack_gates_t, pack_n, panel_gemm_groups_raw, panel_gemm_raw, panels, Groups,
-    Kernel, OutPtr, NR,
+    has_avx512, kernel_for, pack_gates_t, pack_n, panel_gemm_groups_raw, panel_gemm_raw, panels,
+    Groups, OutPtr, NR,
 };
 use crate::ops::team;
 use crate::ops::transpose::transpose_raw;
@@ -198,7 +199,7 @@ macro_rules! simd_variant {
 /// 8-wide, and the activations' `mul_add` one instruction instead of a C library call).
 #[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
-    crate::ops::cpu::Isa::Avx2Fma.available()
+    Isa::Avx2Fma.available()
 }
 
 simd_variant!(rnn_fwd, rnn_fwd_avx512, rnn_fwd_avx2, rnn::forward_units,
@@ -464,13 +465,14 @@ const CHUNK_BYTES: usize = 256 << 10;
 /// Steps per chunk of the input product computed inside the time loop, or None for one product
 /// of all steps before it. Chunks are for inference only: there they spare the round trip of
 /// every step's input product through memory and run it on the packed kernel; training keeps
-/// all steps' products anyway (backward writes dG over them). They need a vector kernel for the
-/// packed f32 product (AVX-512 or AVX2), a tile's rows (8) per thread, and weights that fit in
-/// half the L3 (chunks stream `W_ih` once per chunk). Why these limits: docs/performance.md, "Chunked input product in inference".
+/// all steps' products anyway (backward writes dG over them). They need f32 and a vector kernel
+/// for the packed product (AVX-512 or AVX2), a tile's rows (8) per thread, and weights that fit
+/// in half the L3 (chunks stream `W_ih` once per chunk). Why these limits: docs/performance.md,
+/// "Chunked input product in inference".
 fn chunk_len<F: Float>(split: &Split, d: &DirDims, keep: bool, cols: usize) -> Option<usize> {
     let forced = super::schedule::get().chunks;
     let f32_type = std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>();
-    if keep || forced == ChunkChoice::Off || forced == ChunkChoice::On && !f32_type {
+    if keep || forced == ChunkChoice::Off || !f32_type {
         return None;
     }
     let weight_bytes = (d.i + d.h) * d.gh() * std::mem::size_of::<F>();
@@ -479,8 +481,8 @@ fn chunk_len<F: Float>(split: &Split, d: &DirDims, keep: bool, cols: usize) -> O
     } else {
         (d.b, cols / split.parts)
     };
-    let packed_kernel = f32_type && Kernel::best() != Kernel::Portable;
-    let rule = packed_kernel && weight_bytes <= l3_bytes() / 2 && rows >= MIN_ROWS_PER_PART;
+    let vector_kernel = kernel_for::<F>() != Isa::Portable;
+    let rule = vector_kernel && weight_bytes <= l3_bytes() / 2 && rows >= MIN_ROWS_PER_PART;
     if forced == ChunkChoice::Auto && !rule {
         return None;
     }

@@ -20,17 +20,20 @@ impl Isa {
 
     /// The best instruction set this CPU runs (detected once).
     pub fn detect() -> Isa {
-        static ISA: OnceLock<Isa> = OnceLock::new();
-        *ISA.get_or_init(|| {
-            Isa::ALL
-                .into_iter()
-                .find(|i| i.available())
-                .unwrap_or(Isa::Portable)
-        })
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.available())
+            .unwrap_or(Isa::Portable)
     }
 
-    /// Whether this CPU runs code built for `self`.
+    /// Whether this CPU runs code built for `self` (the CPU is asked once; every kernel call
+    /// checks this, so it is one load afterwards).
     pub fn available(self) -> bool {
+        static AVAILABLE: OnceLock<[bool; 3]> = OnceLock::new();
+        AVAILABLE.get_or_init(|| Isa::ALL.map(Isa::ask_cpu))[self as usize]
+    }
+
+    fn ask_cpu(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
@@ -70,7 +73,7 @@ impl Isa {
 /// Which kernel each hot float32 operation runs on this CPU: (operation, kernel) rows.
 pub fn dispatch_table() -> Vec<(&'static str, String)> {
     let isa = Isa::detect();
-    let panel = super::panel::Kernel::best();
+    let panel = super::panel::kernel_for::<f32>();
     let caches = Caches::get();
     let transpose = match isa {
         Isa::Avx512 => "avx512 16x16 tiles",
@@ -79,7 +82,10 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
     };
     vec![
         ("instruction set", isa.name().to_string()),
-        ("per-step product (packed panels)", panel.describe()),
+        (
+            "per-step product (packed panels)",
+            super::panel::describe(panel).to_string(),
+        ),
         (
             "gate element-wise passes",
             match isa {
@@ -91,7 +97,7 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
         ),
         ("weight transpositions (packing)", transpose.to_string()),
         (
-            "caches (schedules derive from them)",
+            "caches (schedules use the L3)",
             format!(
                 "L2 {} KiB per core, L3 {} MiB{}",
                 caches.l2 >> 10,

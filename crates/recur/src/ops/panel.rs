@@ -11,7 +11,8 @@
 //!
 //! This is not a general GEMM: `A` is read in place (no packing), `K` is not blocked (the state
 //! rows and one panel fit in L1/L2 for the sizes recurrent layers use), and `C` is overwritten.
-//! Three kernels ([`Kernel`]): AVX-512 (a panel row is one vector) and AVX2 + FMA (two vectors)
+//! Three kernels, one per instruction set ([`Isa`], [`kernel_for`]): AVX-512 (a panel row is one
+//! vector) and AVX2 + FMA (two vectors)
 //! serve f32 on the CPUs that have them; every other case runs the portable loop, which computes
 //! the same sums in the same order (f64 gradient checks go through it).
 
@@ -105,64 +106,25 @@ pub fn avx512_f32<F: Float>() -> bool {
     TypeId::of::<F>() == TypeId::of::<f32>() && has_avx512()
 }
 
-/// The kernels of the packed product, best first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
-    /// AVX-512F: a panel row is one 16-lane vector; tiles of up to 8 rows x 2 panels.
-    Avx512,
-    /// AVX2 + FMA: a panel row is two 8-lane vectors; tiles of up to 6 rows x 1 panel.
-    Avx2,
-    /// The plain loop, for every type.
-    Portable,
+/// The kernel the packed product of `F` runs here: the CPU's best instruction set for f32, the
+/// plain loop for every other type. The kernels: AVX-512 (a panel row is one 16-lane vector,
+/// tiles of up to 8 rows x 2 panels), AVX2 + FMA (two 8-lane vectors, tiles of up to 6 rows x 1
+/// panel), portable.
+pub fn kernel_for<F: Float>() -> Isa {
+    if TypeId::of::<F>() == TypeId::of::<f32>() {
+        Isa::detect()
+    } else {
+        Isa::Portable
+    }
 }
 
-impl Kernel {
-    pub const ALL: [Kernel; 3] = [Kernel::Avx512, Kernel::Avx2, Kernel::Portable];
-
-    /// Whether this CPU runs the kernel.
-    pub fn available(self) -> bool {
-        match self {
-            Kernel::Avx512 => Isa::Avx512.available(),
-            Kernel::Avx2 => Isa::Avx2Fma.available(),
-            Kernel::Portable => true,
-        }
-    }
-
-    /// The kernel f32 products use on this CPU.
-    pub fn best() -> Kernel {
-        match Isa::detect() {
-            Isa::Avx512 => Kernel::Avx512,
-            Isa::Avx2Fma => Kernel::Avx2,
-            Isa::Portable => Kernel::Portable,
-        }
-    }
-
-    /// The kernel products of `F` use here: the best one for f32, the plain loop otherwise.
-    pub fn for_type<F: Float>() -> Kernel {
-        if TypeId::of::<F>() == TypeId::of::<f32>() {
-            Kernel::best()
-        } else {
-            Kernel::Portable
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kernel::Avx512 => "avx512",
-            Kernel::Avx2 => "avx2+fma",
-            Kernel::Portable => "portable",
-        }
-    }
-
-    /// The kernel and its tile shapes (rows x panels by batch rows), for the dispatch table.
-    pub fn describe(self) -> String {
-        match self {
-            Kernel::Avx512 => {
-                "avx512: tiles 1x8 (B=1), 2x8, 4x4 (B<=4), 8x2 rows x panels of 16".into()
-            }
-            Kernel::Avx2 => "avx2+fma: tiles 1x4 (B=1), 2x2, 3x2, 6x1 rows x panels of 16".into(),
-            Kernel::Portable => "portable loop".into(),
-        }
+/// A kernel of the packed product and its tile shapes (rows x panels by batch rows), for the
+/// dispatch table.
+pub fn describe(kernel: Isa) -> &'static str {
+    match kernel {
+        Isa::Avx512 => "avx512: tiles 1x8 (B=1), 2x8, 4x4 (B<=4), 8x2 rows x panels of 16",
+        Isa::Avx2Fma => "avx2+fma: tiles 1x4 (B=1), 2x2, 3x2, 6x1 rows x panels of 16",
+        Isa::Portable => "portable loop",
     }
 }
 
@@ -234,19 +196,7 @@ pub unsafe fn panel_gemm_groups_raw<F: Float>(
     out: OutPtr<F>,
 ) {
     // SAFETY: forwarded contract.
-    unsafe {
-        panel_gemm_groups_with(
-            Kernel::for_type::<F>(),
-            m,
-            groups,
-            k,
-            a,
-            lda,
-            packed,
-            panels,
-            out,
-        )
-    }
+    unsafe { panel_gemm_groups_with(kernel_for::<F>(), m, groups, k, a, lda, packed, panels, out) }
 }
 
 /// [`panel_gemm_groups_raw`] on a chosen kernel (tests run every kernel the CPU has).
@@ -255,7 +205,7 @@ pub unsafe fn panel_gemm_groups_raw<F: Float>(
 /// As [`panel_gemm_raw`], for the rows of every block. Panics when this CPU cannot run `kernel`
 /// or when a vector kernel is asked for a type other than f32.
 pub unsafe fn panel_gemm_groups_with<F: Float>(
-    kernel: Kernel,
+    kernel: Isa,
     m: usize,
     groups: Groups,
     k: usize,
@@ -270,7 +220,7 @@ pub unsafe fn panel_gemm_groups_with<F: Float>(
         "this CPU cannot run the {} kernel",
         kernel.name()
     );
-    let f32_only = TypeId::of::<F>() == TypeId::of::<f32>() || kernel == Kernel::Portable;
+    let f32_only = TypeId::of::<F>() == TypeId::of::<f32>() || kernel == Isa::Portable;
     assert!(f32_only, "the {} kernel is float32 only", kernel.name());
     if m == 0 || groups.n == 0 || panels.is_empty() {
         return;
@@ -288,7 +238,7 @@ pub unsafe fn panel_gemm_groups_with<F: Float>(
         "panel_gemm: panels past C's columns"
     );
     #[cfg(target_arch = "x86_64")]
-    if kernel != Kernel::Portable {
+    if kernel != Isa::Portable {
         // SAFETY: F is f32 (asserted above), so the casts are identities; the CPU runs the
         // kernel (asserted above); the caller's contract covers the writes.
         unsafe {
@@ -300,9 +250,9 @@ pub unsafe fn panel_gemm_groups_with<F: Float>(
                 n: out.n,
             };
             match kernel {
-                Kernel::Avx512 => avx512::run(m, groups, k, a, lda, packed, panels, out),
-                Kernel::Avx2 => avx2::run(m, groups, k, a, lda, packed, panels, out),
-                Kernel::Portable => unreachable!(),
+                Isa::Avx512 => avx512::run(m, groups, k, a, lda, packed, panels, out),
+                Isa::Avx2Fma => avx2::run(m, groups, k, a, lda, packed, panels, out),
+                Isa::Portable => unreachable!(),
             }
         }
         return;
@@ -323,23 +273,12 @@ pub fn panel_gemm<F: Float>(
     ldc: usize,
     n: usize,
 ) {
-    panel_gemm_with(
-        Kernel::for_type::<F>(),
-        m,
-        k,
-        a,
-        lda,
-        packed,
-        panels,
-        c,
-        ldc,
-        n,
-    )
+    panel_gemm_with(kernel_for::<F>(), m, k, a, lda, packed, panels, c, ldc, n)
 }
 
 /// [`panel_gemm`] on a chosen kernel; panics as [`panel_gemm_groups_with`] does.
 pub fn panel_gemm_with<F: Float>(
-    kernel: Kernel,
+    kernel: Isa,
     m: usize,
     k: usize,
     a: &[F],
