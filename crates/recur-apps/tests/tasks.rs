@@ -296,3 +296,29 @@ fn adding_gradflow_uses_the_models_own_loss() {
     )
     .is_err());
 }
+
+/// A resumed run reports the weights its fresh start drew (for the gradient flow "through the
+/// initial weights"), the same as the uninterrupted run's, and ends where that run ends.
+#[test]
+fn a_resumed_run_keeps_its_initial_weights() {
+    use recur::checkpoint;
+    use recur::train::LATEST;
+    use recur_apps::tasks::train::resume;
+    let dir = std::env::temp_dir().join(format!("recur-task-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let task = Task::new(TaskKind::Adding, 6).unwrap();
+    let mut sp = spec(task, "gru", 8, 12, 1e-2);
+    sp.eval_every = 4;
+    let whole = train(&sp, Run::on(&Cpu), &mut |_| true).unwrap();
+    sp.max_steps = 4;
+    train(&sp, Run::on(&Cpu).checkpoints(dir.clone()), &mut |_| true).unwrap();
+    sp.max_steps = 12;
+    let ck = checkpoint::load(&dir.join(LATEST)).unwrap();
+    let rest = resume(&sp, Run::on(&Cpu).checkpoints(dir.clone()), ck, &mut |_| {
+        true
+    })
+    .unwrap();
+    assert_eq!(rest.initial, whole.initial);
+    assert_eq!(rest.params, whole.params);
+    let _ = std::fs::remove_dir_all(&dir);
+}

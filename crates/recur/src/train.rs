@@ -332,6 +332,16 @@ pub fn check_dir_writable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The weights a fresh run of configuration `cfg` starts from, drawn from its seed
+/// ([`Task::init`]), and the RNG after the draw (which then drives the loop). [`Run::start`]
+/// draws them this way; a caller that wants a run's starting point again calls this.
+pub fn initial_weights<T: Task>(model: &Model, cfg: &T::Config) -> (Vec<f32>, Rng) {
+    let mut rng = Rng::new(T::init(cfg).0);
+    let mut params = vec![0.0f32; model.num_params()];
+    model.init(&mut params, &mut rng);
+    (params, rng)
+}
+
 /// How a run is opened: the backend it computes on, where its checkpoints go, its budget and
 /// what else the caller wants kept with it. The one way into the loop for every task:
 ///
@@ -397,11 +407,8 @@ impl<'a> Run<'a> {
         let model = Model::new(model)?;
         let (t, b) = task.largest_batch();
         crate::memory::check_training(&model, t, b)?;
-        let (seed, optim) = T::init(&config);
-        let mut rng = Rng::new(seed);
-        let mut params = vec![0.0f32; model.num_params()];
-        model.init(&mut params, &mut rng);
-        let opt = Optimizer::new(optim, T::settings(&config).lr, params.len());
+        let (params, rng) = initial_weights::<T>(&model, &config);
+        let opt = Optimizer::new(T::init(&config).1, T::settings(&config).lr, params.len());
         self.start_with(model, params, opt, rng, task, config)
     }
 

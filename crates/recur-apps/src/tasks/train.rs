@@ -17,8 +17,8 @@ use recur::optim::OptimKind;
 use recur::rng::Rng;
 use recur::stack::StackConfig;
 use recur::train::{
-    Budget, Event as TrainEvent, LogRow, Run, Schedule, Settings, StepLoss, StopReason, TrainState,
-    Trainer,
+    initial_weights, Budget, Event as TrainEvent, LogRow, Run, Schedule, Settings, StepLoss,
+    StopReason, TrainState, Trainer,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -349,10 +349,8 @@ pub fn resume(
             "the saved run has another model (cell, sizes or layers); resume with the same flags",
         ));
     }
-    // the weights the run started from, drawn again from its seed
-    let m = Model::new(model)?;
-    let mut initial = vec![0.0f32; m.num_params()];
-    m.init(&mut initial, &mut Rng::new(spec.seed));
+    // the weights the run started from, drawn again as the fresh run drew them
+    let (initial, _) = initial_weights::<LongMemory>(&Model::new(model)?, &saved);
     let task = LongMemory::new(spec.task.clone(), spec.batch, spec.eval_size, spec.seed);
     let trainer = run.budget(budget(spec)).resume(ckpt, task)?;
     finish(spec, trainer, initial, on_event)
