@@ -3,6 +3,7 @@
 //!
 //! - [`Shape`]: `--cell`, `--rnn-size` (alias `--hidden`), `--num-layers` (alias `--layers`);
 //! - [`DeviceArgs`]: `--device cpu|cuda`, `--threads N`;
+//! - [`PrecisionArgs`]: `--precision f32|bf16` (the commands that run a model without training it);
 //! - [`RunDir`]: `--checkpoint-dir`, `--resume`;
 //! - [`Optimizer`]: `--optim`, `--learning-rate` (alias `--lr`).
 //!
@@ -10,7 +11,7 @@
 //! `#[command(flatten)]`. Flags that a command has alone, or with a different type (an optional
 //! value a preset fills in), stay in the command with the same long name and aliases.
 
-use crate::values::{choice, Cell, Device, Optim};
+use crate::values::{choice, Cell, Device, Optim, PrecisionArg};
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 
@@ -64,6 +65,21 @@ impl DeviceArgs {
         let n = self.threads()?;
         recur::ops::gemm::set_threads(n);
         Ok(n)
+    }
+}
+
+/// The number format the model computes in, for the commands that run a trained model.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PrecisionArgs {
+    /// f32, or bf16: weights and hidden states rounded to bf16, products summed in float32,
+    /// gates and cell state float32 (docs/precision.md).
+    #[arg(long, value_parser = choice::<PrecisionArg>(), default_value = "f32")]
+    pub precision: PrecisionArg,
+}
+
+impl PrecisionArgs {
+    pub fn get(&self) -> recur::Precision {
+        self.precision.precision()
     }
 }
 

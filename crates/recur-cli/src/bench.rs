@@ -5,7 +5,7 @@
 //! It asserts nothing about speed (the side-by-side comparison with PyTorch is `bench/compare.py`),
 //! and the numbers it prints are what it measured on this run, on this machine.
 
-use crate::args::{DeviceArgs, Shape};
+use crate::args::{DeviceArgs, PrecisionArgs, Shape};
 use crate::bench_cuda::{self, StackShape};
 use crate::values::{choice, Device, Mode};
 use anyhow::{bail, Result};
@@ -16,6 +16,7 @@ use recur::ops::{gemm, Trans};
 use recur::optim::{clip_grad_norm, OptimKind, Optimizer};
 use recur::rng::Rng;
 use recur::stack::{Stack, StackConfig};
+use recur::Precision;
 use serde_json::json;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -46,6 +47,10 @@ pub struct Args {
     mode: Mode,
     #[command(flatten)]
     dev: DeviceArgs,
+    /// Number format of the timed stack: bf16 times inference (--mode infer) with bf16 weights
+    /// and states (the char-model step, --gemm and --fma-peak are float32).
+    #[command(flatten)]
+    precision: PrecisionArgs,
     /// Time the reference grid of shapes (LSTM, GRU and RNN at five (H, B, T) each, LSTM at two
     /// more) instead of one shape.
     #[arg(long)]
@@ -198,6 +203,14 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.tune && other {
         bail!("--tune times a stack's schedules (no --charlm, --gemm or --fma-peak)");
+    }
+    if a.precision.get() != Precision::F32 {
+        if other || a.dev.device == Device::Cuda {
+            bail!("--precision bf16 times a stack on the CPU (no --charlm, --gemm, --fma-peak or --device cuda)");
+        }
+        if a.mode != Mode::Infer {
+            bail!("--precision bf16 times inference only for now (--mode infer): bf16 training is not built yet");
+        }
     }
     if (a.tune || a.dispatch) && a.dev.device == Device::Cuda {
         bail!("--tune and --dispatch are about the CPU's kernels (no --device cuda)");
@@ -421,12 +434,18 @@ fn measure_stack(a: &Args, s: StackShape, mode: Mode) -> Result<(f64, Option<f64
     let mut params = vec![0f32; stack.num_params()];
     stack.init(&mut params, &mut rng);
     let mut grads = vec![0f32; stack.num_params()];
-    let x = random(&mut rng, t * b * h);
+    let mut x = random(&mut rng, t * b * h);
+    let bf16 = a.precision.get() == Precision::Bf16;
+    if bf16 {
+        recur::precision::round_weights(stack.layout(), &mut params);
+        recur::ops::bf16::round_slice(&mut x);
+    }
     let dy = random(&mut rng, t * b * h);
     let mut dx = vec![0f32; t * b * h];
     let mut ws = stack.workspace::<f32>(t, b);
     // inference keeps no per-step values for backward, as PyTorch's does under inference_mode
     ws.set_inference(!train);
+    ws.set_bf16(bf16);
     let input = LayerInput::Dense { x: &x, ld: h };
     let tm = time_median(a, || {
         stack.forward(&mut ws, &params, input, None, None, None, None);
@@ -462,17 +481,21 @@ fn run_stack(a: &Args, s: StackShape, mode: Mode, threads: usize) -> Result<()> 
     if a.json {
         let j = json!({
             "cell": kind.name(), "hidden": h, "batch": b, "seq_length": t, "layers": layers,
-            "mode": mode.name(), "threads": threads, "median_s": secs, "tokens_per_s": tokens_per_s,
+            "mode": mode.name(), "precision": a.precision.get().name(), "threads": threads, "median_s": secs, "tokens_per_s": tokens_per_s,
             "gflops": gflops, "cpu_s": cpu_s, "peak_rss_kib": peak_rss_kib(),
         });
         writeln!(out, "{j}")?;
     } else {
         writeln!(
             out,
-            "{} H={h} B={b} T={t} L={} {} threads={}: {:.3} ms, {:.0} tokens/s, {:.1} GFLOP/s",
+            "{} H={h} B={b} T={t} L={} {}{} threads={}: {:.3} ms, {:.0} tokens/s, {:.1} GFLOP/s",
             kind.name(),
             layers,
             mode.name(),
+            match a.precision.get() {
+                Precision::F32 => String::new(),
+                p => format!(" {p}"),
+            },
             threads,
             secs * 1e3,
             tokens_per_s,

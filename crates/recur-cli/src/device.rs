@@ -12,6 +12,7 @@ use anyhow::Result;
 use recur::engine::{Backend, Cpu, Stepper};
 use recur::model::Model;
 use recur::rng::Rng;
+use recur::Precision;
 use recur_apps::charlm::sample::{draw, SampleOptions};
 
 /// What a CPU-only build says to `--device cuda`.
@@ -45,10 +46,15 @@ pub struct Gen<'a> {
 }
 
 impl<'a> Gen<'a> {
-    pub fn new(backend: &'a dyn Backend, model: &'a Model, params: &'a [f32]) -> Result<Self> {
+    pub fn new(
+        backend: &'a dyn Backend,
+        model: &'a Model,
+        params: &'a [f32],
+        precision: Precision,
+    ) -> Result<Self> {
         let v = model.cfg().output_size;
         Ok(Gen {
-            stepper: backend.stepper(model, params)?,
+            stepper: backend.stepper(model, params, precision)?,
             probs: vec![0.0; v],
             order: Vec::with_capacity(v),
         })

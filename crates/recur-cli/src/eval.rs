@@ -2,7 +2,7 @@
 //! t = 1..N-1 of -ln p(c_t | c_0..c_{t-1}), the state carried through the whole text (computed in
 //! chunks; the chunk length does not change the number).
 
-use crate::args::DeviceArgs;
+use crate::args::{DeviceArgs, PrecisionArgs};
 use crate::charlm_common::load_char_model;
 use anyhow::{bail, Context, Result};
 use recur_apps::charlm::data;
@@ -23,6 +23,8 @@ pub struct Args {
     chunk: usize,
     #[command(flatten)]
     dev: DeviceArgs,
+    #[command(flatten)]
+    precision: PrecisionArgs,
     /// Print {"chars": N, "loss_nats": x, "bpc": y} on stdout.
     #[arg(long)]
     json: bool,
@@ -47,6 +49,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let mut eng = device.engine(model.clone(), ckpt.params.clone(), None)?;
+    eng.set_precision(a.precision.get())?;
     let (sum, count) = eng.stream_loss(&ids, a.chunk, 1)?;
     let loss = sum / count as f64;
     let bpc = loss / std::f64::consts::LN_2;

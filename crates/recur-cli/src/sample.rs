@@ -1,7 +1,7 @@
 //! `recur sample`: generates text from a character-model checkpoint, streaming each character
 //! to stdout as it is drawn.
 
-use crate::args::DeviceArgs;
+use crate::args::{DeviceArgs, PrecisionArgs};
 use crate::charlm_common::load_char_model;
 use anyhow::{bail, Result};
 use recur::rng::Rng;
@@ -31,6 +31,8 @@ pub struct Args {
     prime: Option<String>,
     #[command(flatten)]
     dev: DeviceArgs,
+    #[command(flatten)]
+    precision: PrecisionArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -50,7 +52,7 @@ pub fn run(a: Args) -> Result<()> {
     let prime_ids = vocab
         .encode(&prime)
         .map_err(|e| anyhow::anyhow!("--prime: {e}"))?;
-    let mut g = crate::device::Gen::new(&*device, &model, &ckpt.params)?;
+    let mut g = crate::device::Gen::new(&*device, &model, &ckpt.params, a.precision.get())?;
     let mut rng = Rng::new(a.seed);
     let opts = SampleOptions {
         temperature: a.temperature,

@@ -175,6 +175,25 @@ pub enum Device {
 }
 choice!(Device, "");
 
+/// `--precision`: the number format of the math (see `recur::precision`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// float32.
+    F32,
+    /// bf16 weights and states, float32 sums, gates and cell state (inference only for now).
+    Bf16,
+}
+choice!(PrecisionArg, "precision");
+
+impl PrecisionArg {
+    pub fn precision(self) -> recur::Precision {
+        match self {
+            PrecisionArg::F32 => recur::Precision::F32,
+            PrecisionArg::Bf16 => recur::Precision::Bf16,
+        }
+    }
+}
+
 /// `--head`: what the decoder predicts, and its loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "snake_case")]

@@ -23,6 +23,7 @@ use recur::model::{Input, Model};
 use recur::optim::Optimizer;
 use recur::rng::Rng;
 use recur::stream::{for_stream_chunks, Carry};
+use recur::Precision;
 use std::borrow::Cow;
 
 /// A carried hidden state on the device: h (L*D, B, P) and c (L*D, B, H; LSTM only).
@@ -143,7 +144,17 @@ impl Backend for Cuda {
         Ok(Box::new(GpuEngine::new(gpu, model, &params, opt.as_ref())?))
     }
 
-    fn stepper<'a>(&'a self, model: &'a Model, params: &'a [f32]) -> Result<Box<dyn Stepper + 'a>> {
+    fn stepper<'a>(
+        &'a self,
+        model: &'a Model,
+        params: &'a [f32],
+        precision: Precision,
+    ) -> Result<Box<dyn Stepper + 'a>> {
+        if precision != Precision::F32 {
+            return Err(Error::invalid(format!(
+                "the GPU computes in float32 only (--precision f32, not {precision})"
+            )));
+        }
         let gpu = Gpu::new(self.ordinal)?;
         Ok(Box::new(GpuStepper::new(gpu, model, params)?))
     }

@@ -48,6 +48,7 @@
 use crate::error::{Error, Result};
 use crate::model::{Input, Model, ModelWorkspace};
 use crate::optim::{clip_grad_norm, clip_grad_value, grad_norm, Optimizer};
+use crate::precision::{self, Precision};
 use crate::rng::Rng;
 use crate::stream::{stream_loss, Carry};
 use std::borrow::Cow;
@@ -187,6 +188,25 @@ pub trait Engine {
     fn sync(&self) -> Result<()> {
         Ok(())
     }
+
+    /// The number format it computes in ([`Precision`]); float32 unless set.
+    fn precision(&self) -> Precision {
+        Precision::F32
+    }
+
+    /// Computes in `p` from now on: bf16 is for inference-only engines (no optimizer) and
+    /// rounds the weights of the parameters held (see [`crate::precision`]), so an engine
+    /// does not go back to float32. An error where the engine cannot.
+    fn set_precision(&mut self, p: Precision) -> Result<()> {
+        if p == Precision::F32 {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "{} computes in float32 only (--precision f32)",
+                self.device()
+            )))
+        }
+    }
 }
 
 /// A model fed one token at a time (B = 1, T = 1) with its state carried: what text generation
@@ -212,8 +232,14 @@ pub trait Backend: Send + Sync {
         opt: Option<Optimizer<f32>>,
     ) -> Result<Box<dyn Engine>>;
 
-    /// A one-token-at-a-time runner of `model` with `params`.
-    fn stepper<'a>(&'a self, model: &'a Model, params: &'a [f32]) -> Result<Box<dyn Stepper + 'a>>;
+    /// A one-token-at-a-time runner of `model` with `params`, computing in `precision` (an
+    /// error where the device does not).
+    fn stepper<'a>(
+        &'a self,
+        model: &'a Model,
+        params: &'a [f32],
+        precision: Precision,
+    ) -> Result<Box<dyn Stepper + 'a>>;
 }
 
 /// The CPU: this crate's model, optimizer and clipping, in float32, on the threads of
@@ -235,9 +261,14 @@ impl Backend for Cpu {
         Ok(Box::new(CpuEngine::new(model, params, opt)?))
     }
 
-    fn stepper<'a>(&'a self, model: &'a Model, params: &'a [f32]) -> Result<Box<dyn Stepper + 'a>> {
+    fn stepper<'a>(
+        &'a self,
+        model: &'a Model,
+        params: &'a [f32],
+        precision: Precision,
+    ) -> Result<Box<dyn Stepper + 'a>> {
         check_len(params.len(), model.num_params())?;
-        Ok(Box::new(CpuStepper::new(model, params)?))
+        Ok(Box::new(CpuStepper::new(model, params, precision)?))
     }
 }
 
@@ -265,8 +296,15 @@ impl Workspaces {
         Workspaces { list: Vec::new() }
     }
 
-    /// The workspace for (t, b), made (after its memory check) if there is none.
-    fn get(&mut self, model: &Model, t: usize, b: usize) -> Result<&mut ModelWorkspace<f32>> {
+    /// The workspace for (t, b), made (after its memory check) if there is none, in bf16 mode
+    /// when `bf16`.
+    fn get(
+        &mut self,
+        model: &Model,
+        t: usize,
+        b: usize,
+        bf16: bool,
+    ) -> Result<&mut ModelWorkspace<f32>> {
         let i = match self.list.iter().position(|w| w.t == t && w.b == b) {
             Some(i) => i,
             None => {
@@ -277,7 +315,9 @@ impl Workspaces {
                 if self.list.len() == KEEP_SHAPES {
                     self.list.remove(0);
                 }
-                self.list.push(model.workspace(t, b));
+                let mut ws = model.workspace(t, b);
+                ws.set_bf16(bf16);
+                self.list.push(ws);
                 self.list.len() - 1
             }
         };
@@ -303,6 +343,7 @@ pub struct CpuEngine {
     ws: Workspaces,
     // the shape of the last forward
     last: Option<(usize, usize)>,
+    precision: Precision,
 }
 
 impl CpuEngine {
@@ -321,6 +362,7 @@ impl CpuEngine {
             carry: None,
             ws: Workspaces::new(),
             last: None,
+            precision: Precision::F32,
         })
     }
 
@@ -349,7 +391,9 @@ impl Engine for CpuEngine {
             let c = self.carry.get_or_insert_with(|| Carry::zeros(m, batch.b));
             check_carry(m, c, batch.b)?;
         }
-        let ws = self.ws.get(m, batch.t, batch.b)?;
+        let ws = self
+            .ws
+            .get(m, batch.t, batch.b, self.precision == Precision::Bf16)?;
         let (h0, c0) = match (start, &self.carry) {
             (Start::Carried, Some(c)) => c.as_init(),
             _ => (None, None),
@@ -386,6 +430,12 @@ impl Engine for CpuEngine {
     }
 
     fn backward(&mut self, batch: &Batch) -> Result<()> {
+        if self.precision != Precision::F32 {
+            return Err(Error::invalid(format!(
+                "no backward in {}: it is for inference only",
+                self.precision
+            )));
+        }
         if self.last != Some((batch.t, batch.b)) {
             return Err(Error::invalid(
                 "backward needs a forward of the same batch first",
@@ -512,7 +562,9 @@ impl Engine for CpuEngine {
                 self.model.cfg().input_size
             )));
         }
-        let ws = self.ws.get(&self.model, t, b)?;
+        let ws = self
+            .ws
+            .get(&self.model, t, b, self.precision == Precision::Bf16)?;
         let r = stream_loss(&self.model, &self.params, ids, ws);
         // the workspace now holds the stream's last chunk, not the last training forward
         if self.last == Some((t, b)) {
@@ -528,11 +580,42 @@ impl Engine for CpuEngine {
     fn set_params(&mut self, params: &[f32]) -> Result<()> {
         check_len(params.len(), self.params.len())?;
         self.params.copy_from_slice(params);
+        if self.precision == Precision::Bf16 {
+            precision::round_weights(self.model.layout(), &mut self.params);
+        }
         Ok(())
     }
 
     fn optimizer(&self) -> Result<Option<Cow<'_, Optimizer<f32>>>> {
         Ok(self.opt.as_ref().map(Cow::Borrowed))
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    fn set_precision(&mut self, p: Precision) -> Result<()> {
+        if p == self.precision {
+            return Ok(());
+        }
+        if p == Precision::F32 {
+            return Err(Error::invalid(
+                "this engine's weights were rounded to bf16: make a new engine for float32",
+            ));
+        }
+        if self.opt.is_some() {
+            return Err(Error::invalid(
+                "bf16 training is not built yet: bf16 runs inference (eval, sample, bench) only; \
+                 train with --precision f32",
+            ));
+        }
+        precision::check_model(&self.model, p)?;
+        precision::round_weights(self.model.layout(), &mut self.params);
+        for ws in &mut self.ws.list {
+            ws.set_bf16(true);
+        }
+        self.precision = p;
+        Ok(())
     }
 }
 
@@ -643,9 +726,9 @@ pub struct CpuStepper<'a> {
 }
 
 impl<'a> CpuStepper<'a> {
-    pub fn new(model: &'a Model, params: &'a [f32]) -> Result<Self> {
+    pub fn new(model: &'a Model, params: &'a [f32], precision: Precision) -> Result<Self> {
         Ok(CpuStepper {
-            stream: crate::stream::Streamer::new(model, params, 1)?,
+            stream: crate::stream::Streamer::new(model, params, 1)?.with_precision(precision)?,
             fed: false,
         })
     }

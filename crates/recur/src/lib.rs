@@ -12,6 +12,7 @@
 //! - [`stack`]: layers x directions, dropout, lengths;
 //! - [`model`]: input (one-hot, embedding or dense) -> stack -> linear head, with the loss;
 //! - [`params`]: the flat parameter buffer and its named views;
+//! - [`precision`]: float32 or bf16 (inference), and what bf16 rounds;
 //! - [`optim`]: SGD, Adagrad, RMSprop, Adam, gradient clipping;
 //! - [`checkpoint`]: safetensors checkpoints with PyTorch's names;
 //! - [`engine`]: the math of a training step behind one trait (the CPU engine; recur-cuda's GPU one);
@@ -35,6 +36,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod precision;
 pub mod rng;
 pub mod stack;
 pub mod stream;
@@ -42,3 +44,4 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use ops::gemm::{all_cores, set_threads, threads};
+pub use precision::Precision;

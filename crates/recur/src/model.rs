@@ -274,12 +274,30 @@ pub struct ModelWorkspace<F> {
     // dlast: its gradient
     last: Vec<F>,
     dlast: Vec<F>,
+    // bf16 inference (`set_bf16`), and xq: (T, B, I) a dense input rounded to bf16
+    bf16: bool,
+    xq: Vec<F>,
 }
 
 impl<F: Float> ModelWorkspace<F> {
     /// R: rows of `logits` (T*B for per-step heads, B for last-step heads).
     pub fn rows(&self) -> usize {
         self.logits.len() / self.v.max(1)
+    }
+
+    /// bf16 inference on or off (float32 workspaces only; off by default; see
+    /// [`crate::precision`]): the recurrent layers round their states and read their recurrent
+    /// weights as bf16, and a dense input is rounded to bf16 before the first layer reads it.
+    /// The parameters given to [`Model::forward`] must hold bf16 weights
+    /// ([`crate::precision::round_weights`]). No backward in bf16.
+    pub fn set_bf16(&mut self, on: bool) {
+        self.stack.set_bf16(on);
+        self.bf16 = on;
+    }
+
+    /// Whether bf16 inference is on ([`ModelWorkspace::set_bf16`]).
+    pub fn bf16(&self) -> bool {
+        self.bf16
     }
 }
 
@@ -375,6 +393,8 @@ impl Model {
             dy: vec![F::ZERO; t * b * dp],
             last: vec![F::ZERO; last],
             dlast: vec![F::ZERO; last],
+            bf16: false,
+            xq: Vec::new(),
         }
     }
 
@@ -417,8 +437,23 @@ impl Model {
         let rnn_params = &params[self.rnn.clone()];
         // Split borrows: the stack workspace is written while the embedding buffer is read.
         let ModelWorkspace {
-            stack: sws, emb, ..
+            stack: sws,
+            emb,
+            bf16,
+            xq,
+            ..
         } = ws;
+        let input = match input {
+            Input::Dense(x) if *bf16 => {
+                // the input rounded to bf16 (F is f32: set_bf16 allows nothing else)
+                let x = &x[..n * self.cfg.input_size];
+                xq.clear();
+                xq.extend_from_slice(x);
+                crate::ops::bf16::round_float(xq);
+                Input::Dense(&xq[..])
+            }
+            other => other,
+        };
         let layer_in = match (self.cfg.input, input) {
             (InputKind::Embedding, Input::Tokens(_)) => LayerInput::Dense {
                 x: &emb[..],

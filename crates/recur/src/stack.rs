@@ -304,6 +304,16 @@ impl<F: Float> StackWorkspace<F> {
         }
     }
 
+    /// bf16 inference on or off (float32 workspaces only; off by default): see
+    /// [`DirCache::set_bf16`](crate::cell::DirCache::set_bf16) and [`crate::precision`]. The
+    /// parameters given to forward must then hold bf16 weights
+    /// ([`crate::precision::round_weights`]) and a dense input bf16 values.
+    pub fn set_bf16(&mut self, on: bool) {
+        for c in &mut self.caches {
+            c.set_bf16(on);
+        }
+    }
+
     /// Bytes held by this workspace.
     pub fn bytes(&self) -> usize {
         let v = |x: &Vec<Vec<F>>| x.iter().map(|v| v.len()).sum::<usize>();

@@ -101,7 +101,9 @@ const MAX_WORKSPACES: usize = 4;
 /// ```
 pub struct Streamer<'a> {
     model: &'a Model,
-    params: &'a [f32],
+    // the caller's parameters, or in bf16 a copy with its weights rounded
+    params: std::borrow::Cow<'a, [f32]>,
+    precision: crate::Precision,
     b: usize,
     carry: Carry,
     // workspaces by chunk length, the most recently used last
@@ -132,11 +134,38 @@ impl<'a> Streamer<'a> {
         }
         Ok(Streamer {
             model,
-            params,
+            params: std::borrow::Cow::Borrowed(params),
+            precision: crate::Precision::F32,
             b: batch,
             carry: Carry::zeros(model, batch),
             ws: Vec::new(),
         })
+    }
+
+    /// The same streamer computing in `p` (see [`crate::precision`]): bf16 keeps a copy of the
+    /// parameters with their weights rounded. Refused for a model that `p` does not run.
+    pub fn with_precision(mut self, p: crate::Precision) -> Result<Self> {
+        crate::precision::check_model(self.model, p)?;
+        if p != self.precision {
+            if self.precision != crate::Precision::F32 {
+                return Err(Error::invalid(
+                    "this streamer's weights were rounded: make a new one for another precision",
+                ));
+            }
+            let mut own = self.params.to_vec();
+            if p == crate::Precision::Bf16 {
+                crate::precision::round_weights(self.model.layout(), &mut own);
+            }
+            self.params = std::borrow::Cow::Owned(own);
+            self.precision = p;
+            self.ws.clear();
+        }
+        Ok(self)
+    }
+
+    /// The precision it computes in.
+    pub fn precision(&self) -> crate::Precision {
+        self.precision
     }
 
     /// The model.
@@ -196,6 +225,7 @@ impl<'a> Streamer<'a> {
                     self.ws.remove(0);
                 }
                 let mut w = self.model.workspace(t, self.b);
+                w.set_bf16(self.precision == crate::Precision::Bf16);
                 // no backward: keep only what the next step needs; the parameters are borrowed
                 // for the streamer's life, so pack them once
                 w.stack.set_inference(true);
@@ -209,7 +239,7 @@ impl<'a> Streamer<'a> {
         let ws = self.ws.last_mut().expect("just pushed");
         let (h0, c0) = self.carry.as_init();
         self.model
-            .forward(ws, self.params, input, h0, c0, None, None);
+            .forward(ws, &self.params, input, h0, c0, None, None);
         self.carry.take_from(ws);
         &ws.logits
     }
@@ -276,12 +306,14 @@ pub fn stream_loss(
     ws.stack.set_inference(true);
     ws.stack.set_fixed_weights(true);
     let mut tail_ws: Option<ModelWorkspace<f32>> = None;
+    let bf16 = ws.bf16();
     let Ok(()) = for_stream_chunks::<std::convert::Infallible>(ids, t, b, |tt, inputs, targets| {
         let ws = if tt == t {
             &mut *ws
         } else {
             tail_ws.get_or_insert_with(|| {
                 let mut w = model.workspace(tt, b);
+                w.set_bf16(bf16);
                 w.stack.set_inference(true);
                 w.stack.set_fixed_weights(true);
                 w

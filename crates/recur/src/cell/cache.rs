@@ -24,6 +24,10 @@ pub struct DirCache<F> {
     pub(super) packed_hh: usize,
     pub(super) packed_ih: usize,
     pub(super) packed_wt: usize,
+    // bf16 inference (`set_bf16`): the forward packs W_hh^T as bf16 pairs (`ops::bf16`) into
+    // wpack16 instead of wpack, and rounds every state h to bf16 as it writes it
+    pub(crate) bf16: bool,
+    pub(super) wpack16: Vec<u16>,
     // xw: (T, B, G*H) input projection x_t W_ih^T + b_ih
     pub(super) xw: Vec<F>,
     // gates: (T, B, G*H) activated gates (RNN: the new h itself)
@@ -89,6 +93,8 @@ impl<F: Float> DirCache<F> {
             packed_hh: 0,
             packed_ih: 0,
             packed_wt: 0,
+            bf16: false,
+            wpack16: Vec::new(),
             xw: z(s.xw),
             gates: z(s.gates),
             hn: z(s.hn),
@@ -129,6 +135,21 @@ impl<F: Float> DirCache<F> {
         self.packed_wt = 0;
     }
 
+    /// bf16 on or off (off by default; float32 only): forward's recurrent product then reads
+    /// `W_hh` rounded to bf16 and packed in half the bytes, and every state h is rounded to bf16
+    /// as it is written (the outputs, the final state, what the next step multiplies), while
+    /// the gates and the LSTM's cell state stay float32. The other weights and the layer's
+    /// input must already hold bf16 values (`crate::precision` rounds them). No backward, and
+    /// no LSTM projection, in bf16. Either way the packed copies made so far are forgotten.
+    pub fn set_bf16(&mut self, on: bool) {
+        assert!(
+            !on || std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>(),
+            "bf16 runs on float32 caches only"
+        );
+        self.bf16 = on;
+        self.set_fixed_weights(self.fixed_weights);
+    }
+
     /// Bytes held by this cache.
     pub fn bytes(&self) -> usize {
         let n = self.xw.len()
@@ -157,7 +178,7 @@ impl<F: Float> DirCache<F> {
             + self.dc.len()
             + self.dhpre.len()
             + self.direct.len();
-        n * std::mem::size_of::<F>()
+        n * std::mem::size_of::<F>() + self.wpack16.len() * 2
     }
 }
 
@@ -296,10 +317,10 @@ pub(crate) fn active(lengths: Option<&[usize]>, t: usize, b: usize) -> bool {
 }
 
 /// Grows `buf` to at least `n` elements (zeroed); whether it had to.
-pub(crate) fn grow<F: Float>(buf: &mut Vec<F>, n: usize) -> bool {
+pub(crate) fn grow<T: Copy + Default>(buf: &mut Vec<T>, n: usize) -> bool {
     let short = buf.len() < n;
     if short {
-        *buf = vec![F::ZERO; n];
+        *buf = vec![T::default(); n];
     }
     short
 }
@@ -308,8 +329,8 @@ pub(crate) fn grow<F: Float>(buf: &mut Vec<F>, n: usize) -> bool {
 /// whether the copy must be made: always, unless the weights are fixed
 /// ([`DirCache::set_fixed_weights`]) and `buf` still holds the copy made from this same `w`, whose
 /// address `slot` records.
-pub(crate) fn stale_copy<F: Float>(
-    buf: &mut Vec<F>,
+pub(crate) fn stale_copy<T: Copy + Default, F>(
+    buf: &mut Vec<T>,
     n: usize,
     slot: &mut usize,
     fixed: bool,

@@ -36,6 +36,7 @@ use super::schedule::{ChunkChoice, SplitChoice};
 use super::{
     gru, lstm, rnn, Activation, CellKind, DirBackward, DirCache, DirDims, DirForward, LayerInput,
 };
+use crate::ops::bf16;
 use crate::ops::cpu::Isa;
 use crate::ops::gemm::threads;
 use crate::ops::panel::{
@@ -105,8 +106,8 @@ const SPLIT_WEIGHTS: usize = 1 << 20;
 
 impl Split {
     /// `step_work`: multiply-adds of one step's recurrent product; `rows`: batch size;
-    /// `panels`: the panels of NR units one gate has.
-    fn plan(step_work: usize, rows: usize, panels: usize) -> Split {
+    /// `panels`: the panels of NR units one gate has; `weight_size`: bytes per packed weight.
+    fn plan(step_work: usize, rows: usize, panels: usize, weight_size: usize) -> Split {
         let n = threads();
         let mut sp = Split {
             parts: 1,
@@ -119,7 +120,7 @@ impl Split {
             // split by rows, each part streams all of W_hh every step instead of its share of
             // the units; not when the parts have few rows and the weights exceed SPLIT_WEIGHTS.
             // Why: docs/performance.md, "Split by batch rows or by hidden units".
-            let weight_bytes = step_work / rows.max(1) * std::mem::size_of::<f32>();
+            let weight_bytes = step_work / rows.max(1) * weight_size;
             let by_rows = match forced {
                 SplitChoice::Rows => rows >= n,
                 SplitChoice::Units => false,
@@ -234,6 +235,9 @@ struct Fwd<'a, F> {
     reverse: bool,
     lengths: Option<&'a [usize]>,
     wpack: &'a [F],
+    /// bf16 mode: W_hh^T packed as bf16 (then `wpack` is unused), and every new state rounded
+    /// to bf16; F is f32
+    wpack16: Option<&'a [u16]>,
     bias: &'a [F],
     bhn: &'a [F],
     xw: Raw<F>,
@@ -350,15 +354,24 @@ impl<F: Float> Fwd<'_, F> {
                 n: ng * hs,
             };
             for g in 0..ng {
-                panel_gemm_raw(
-                    mb,
-                    nh,
-                    a,
-                    nh,
-                    self.wpack,
-                    g * hp + pan.start..g * hp + pan.end,
-                    out,
-                );
+                let cols = g * hp + pan.start..g * hp + pan.end;
+                match self.wpack16 {
+                    // F is f32 in bf16 mode (DirCache::set_bf16), so the casts are identities
+                    Some(w16) => bf16::panel_gemm_raw(
+                        mb,
+                        nh,
+                        std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
+                        nh,
+                        w16,
+                        cols,
+                        OutPtr {
+                            ptr: out.ptr as *mut f32,
+                            ld: out.ld,
+                            n: out.n,
+                        },
+                    ),
+                    None => panel_gemm_raw(mb, nh, a, nh, self.wpack, cols, out),
+                }
             }
             let (hdst, cdst) = match next {
                 Some(_) => (self.hprev, self.cprev),
@@ -444,6 +457,9 @@ impl<F: Float> Fwd<'_, F> {
                         hnew,
                     ),
                 }
+                if self.wpack16.is_some() {
+                    bf16::round_float(hnew);
+                }
                 yrow.copy_from_slice(hnew);
             }
         }
@@ -524,7 +540,8 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
     );
 
     let hp = panels(nh);
-    let split = Split::plan(nb * gh * nh, nb, hp);
+    let weight_size = if c.bf16 { 2 } else { std::mem::size_of::<F>() };
+    let split = Split::plan(nb * gh * nh, nb, hp, weight_size);
     // the input product: per chunk of steps inside the time loop, or all steps at once here
     // (xw = X W_ih^T); either way without the biases, which the gate pass adds: bias = b_ih +
     // b_hh, except the GRU's b_hn, which r multiplies, kept apart
@@ -561,7 +578,21 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
         None => c.bhn.fill(F::ZERO),
     }
     let packed = ng * hp * nh * NR;
-    if stale_copy(
+    let packed16 = bf16::packed_len(ng * hp, nh);
+    if c.bf16 {
+        if stale_copy(
+            &mut c.wpack16,
+            packed16,
+            &mut c.packed_hh,
+            c.fixed_weights,
+            w.w_hh,
+        ) {
+            // SAFETY: F is f32 in bf16 mode (DirCache::set_bf16): the cast is an identity
+            let w_hh =
+                unsafe { std::slice::from_raw_parts(w.w_hh.as_ptr() as *const f32, w.w_hh.len()) };
+            bf16::pack_gates_t(&mut c.wpack16[..packed16], w_hh, ng, nh, nh);
+        }
+    } else if stale_copy(
         &mut c.wpack,
         packed,
         &mut c.packed_hh,
@@ -579,6 +610,9 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
         Some(h0) => c.hprev[first.clone()].copy_from_slice(&h0[..nb * nh]),
         None => c.hprev[first.clone()].fill(F::ZERO),
     }
+    if c.bf16 {
+        bf16::round_float(&mut c.hprev[first.clone()]);
+    }
     if is_lstm {
         match c0 {
             Some(c0) => c.cprev[first].copy_from_slice(&c0[..nb * nh]),
@@ -595,7 +629,8 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
         nh,
         reverse: d.reverse,
         lengths,
-        wpack: &c.wpack[..packed],
+        wpack: if c.bf16 { &[] } else { &c.wpack[..packed] },
+        wpack16: c.bf16.then(|| &c.wpack16[..packed16]),
         bias: &c.bias,
         bhn: &c.bhn,
         xw: Raw::of(&mut c.xw),
@@ -866,7 +901,7 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
     // wpack now holds the backward's packing of W_hh, not the forward's
     c.packed_hh = 0;
 
-    let split = Split::plan(nb * gh * nh, nb, pp);
+    let split = Split::plan(nb * gh * nh, nb, pp, std::mem::size_of::<F>());
     let simd = has_avx512();
     // dG^T for the weight gradients, when both come from dG (every cell but the GRU, whose
     // recurrent side has its own dGh), the input is dense, and each element of dG takes part in

@@ -88,6 +88,10 @@ pub struct DirBackward<'a, F> {
 /// Forward over the whole sequence: the fast driver (`fast.rs`), or for LSTM projections the
 /// simple one (`simple.rs`).
 pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
+    assert!(
+        !(cache.bf16 && cache.dims.proj()),
+        "bf16 does not run LSTMs with projections"
+    );
     if cache.dims.proj() {
         simple::forward(cache, args)
     } else {
@@ -98,6 +102,7 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
 /// Backward (BPTT) over the whole sequence (the same driver as the forward), after [`forward`]
 /// on the same cache, weights, input and lengths.
 pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
+    assert!(!cache.bf16, "bf16 has no backward");
     if cache.dims.proj() {
         simple::backward(cache, args)
     } else {

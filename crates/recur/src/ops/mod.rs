@@ -1,6 +1,8 @@
-//! Numeric building blocks: the scalar trait, the GEMM wrapper, softmax cross-entropy.
+//! Numeric building blocks: the scalar trait, the GEMM wrapper, the packed per-step products
+//! (float32 and bf16), softmax cross-entropy.
 
 pub mod act;
+pub mod bf16;
 pub mod cpu;
 mod float;
 pub mod gemm;

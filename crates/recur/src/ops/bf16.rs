@@ -1,0 +1,388 @@
+//! bfloat16: the conversions (round to nearest even, as PyTorch's `c10::BFloat16`) and the
+//! per-step recurrent product with weights packed as bf16.
+//!
+//! A bf16 number is the upper half of a float32: same exponent range, 8 bits of significand.
+//! The product of two bf16 numbers has at most 16 significant bits, so it is exact in float32;
+//! a sum of such products accumulated in float32 is therefore the same whether the hardware
+//! multiplies bf16 directly or widens both operands to float32 first. That is what lets the
+//! kernels here widen the weights (`x << 16`) and use the float32 FMA, and lets every other
+//! product of a bf16 model (input projection, head) run on the float32 GEMM over operands that
+//! were rounded to bf16 beforehand.
+//!
+//! The packed layout ([`pack_gates_t`]) is the one the bf16 dot-product instructions read
+//! (AVX512-BF16's `vdpbf16ps`, AMX's `tdpbf16ps`): panels of [`NR`] columns as
+//! [`panel_gemm`](super::panel) uses, but rows taken in pairs, each 32-bit lane holding rows
+//! `2p` (low half) and `2p + 1` (high half) of one column. Half the bytes of the float32
+//! panels: a per-step product that streams its weights from memory or the L3 (a batch of one)
+//! moves half as much.
+//!
+//! Kernels: the portable loop (the reference) and AVX2 + FMA, which also serves AVX-512
+//! machines for now. Both sum the products of a column in order of `k`, so they agree bit for
+//! bit when `A` holds bf16 values (they then compute the same exact products).
+
+use super::cpu::Isa;
+use super::panel::{panels, Groups, OutPtr, NR};
+use std::ops::Range;
+
+/// `x` rounded to the nearest bf16 (ties to even) as its 16 bits; NaN gives the quiet NaN
+/// `0x7fc0` (as PyTorch), infinities and overflow to infinity keep their sign.
+#[inline(always)]
+pub fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return 0x7fc0;
+    }
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The float32 a bf16 stands for (exact).
+#[inline(always)]
+pub fn from_bf16(x: u16) -> f32 {
+    f32::from_bits((x as u32) << 16)
+}
+
+/// `x` rounded to bf16, as a float32.
+#[inline(always)]
+pub fn round(x: f32) -> f32 {
+    from_bf16(to_bf16(x))
+}
+
+/// Rounds every element of `x` to bf16 in place.
+pub fn round_slice(x: &mut [f32]) {
+    for v in x {
+        *v = round(*v);
+    }
+}
+
+/// Rounds every element of `x` to bf16 in place, `F` being f32.
+///
+/// # Panics
+/// When `F` is not f32.
+pub fn round_float<F: super::Float>(x: &mut [F]) {
+    assert!(
+        std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>(),
+        "bf16 rounding of a type other than f32"
+    );
+    // SAFETY: F is f32 (asserted): the cast is an identity
+    round_slice(unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len()) });
+}
+
+/// Rows of 32-bit pairs a packed panel of `k` rows has.
+pub fn pair_rows(k: usize) -> usize {
+    k.div_ceil(2)
+}
+
+/// Elements (u16) of `n` packed panels of `k` rows.
+pub fn packed_len(n_panels: usize, k: usize) -> usize {
+    n_panels * pair_rows(k) * 2 * NR
+}
+
+/// Packs `W^T` as bf16 for `C = A W^T`, `W` being `(G*H, K)` row-major (PyTorch's
+/// `weight_hh`), with the panel order of [`super::panel::pack_gates_t`] (gate block `g` gets
+/// `panels(H)` panels) and the pair layout of this module: element (row `p`, column `j`) of
+/// panel `q` at `q * packed_len(1, K) + ((p / 2) * NR + j) * 2 + p % 2`. Padding (columns past
+/// H, the second row of the last pair when K is odd) is zero.
+pub fn pack_gates_t(dst: &mut [u16], w: &[f32], g: usize, h: usize, k: usize) {
+    let hp = panels(h);
+    let size = packed_len(1, k);
+    assert_eq!(dst.len(), g * hp * size, "bf16::pack_gates_t: dst size");
+    assert!(w.len() >= g * h * k, "bf16::pack_gates_t: W too small");
+    let per = (g * hp).div_ceil(super::gemm::threads()).max(1) * size;
+    super::for_parts_mut(dst, per, dst.len() >= 1 << 16, |e0, part| {
+        for (i, panel) in part.chunks_exact_mut(size).enumerate() {
+            let q = e0 / size + i;
+            let (gi, u) = (q / hp, q % hp);
+            let cols = NR.min(h - u * NR);
+            panel.fill(0);
+            for j in 0..cols {
+                let row = &w[(gi * h + u * NR + j) * k..][..k];
+                for (p, &v) in row.iter().enumerate() {
+                    panel[((p / 2) * NR + j) * 2 + p % 2] = to_bf16(v);
+                }
+            }
+        }
+    });
+}
+
+/// The kernel the bf16 product runs here: AVX2 + FMA where the CPU has it (AVX-512 machines
+/// included), else the portable loop.
+pub fn kernel() -> Isa {
+    if Isa::Avx2Fma.available() {
+        Isa::Avx2Fma
+    } else {
+        Isa::Portable
+    }
+}
+
+/// The bf16 product's kernel, for the dispatch table.
+pub fn describe(kernel: Isa) -> &'static str {
+    match kernel {
+        Isa::Avx2Fma => "avx2+fma, bf16 weights widened in registers: tiles 1x4, 2x2, 3x2, 6x1",
+        _ => "portable loop",
+    }
+}
+
+/// `C[:, q*NR..] = A * panel q` for every `q` in `panels`, `A` being `m x k` at row stride
+/// `lda` (float32 holding bf16 values, for the exact bf16 product) and `packed` the panels of
+/// [`pack_gates_t`], on [`kernel`].
+///
+/// # Safety
+/// As [`super::panel::panel_gemm_raw`].
+pub unsafe fn panel_gemm_raw(
+    m: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[u16],
+    panels: Range<usize>,
+    out: OutPtr<f32>,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { panel_gemm_with(kernel(), m, Groups::ONE, k, a, lda, packed, panels, out) }
+}
+
+/// [`panel_gemm_raw`] over row groups (see [`Groups`]) on a chosen kernel.
+///
+/// # Safety
+/// As [`super::panel::panel_gemm_raw`], for the rows of every block. Panics when this CPU
+/// cannot run `kernel`, or when it is not one of the bf16 kernels (AVX2 + FMA, portable).
+pub unsafe fn panel_gemm_with(
+    kernel: Isa,
+    m: usize,
+    groups: Groups,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[u16],
+    panels: Range<usize>,
+    out: OutPtr<f32>,
+) {
+    assert!(
+        kernel.available(),
+        "this CPU cannot run the {} kernel",
+        kernel.name()
+    );
+    assert!(
+        matches!(kernel, Isa::Avx2Fma | Isa::Portable),
+        "no bf16 kernel for {}",
+        kernel.name()
+    );
+    if m == 0 || groups.n == 0 || panels.is_empty() {
+        return;
+    }
+    assert!(
+        a.len() >= (groups.n - 1) * groups.a_step + (m - 1) * lda + k,
+        "bf16 panel_gemm: A too small"
+    );
+    assert!(
+        packed.len() >= packed_len(panels.end, k),
+        "bf16 panel_gemm: packed too small"
+    );
+    assert!(
+        out.n <= out.ld && panels.end <= out.n.div_ceil(NR),
+        "bf16 panel_gemm: panels past C's columns"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Isa::Avx2Fma {
+        // SAFETY: the CPU runs AVX2 and FMA (asserted); the sizes were checked above; the
+        // caller's contract covers the writes.
+        unsafe { avx2::run(m, groups, k, a, lda, packed, panels, out) };
+        return;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { portable(m, groups, k, a, lda, packed, panels, out) }
+}
+
+/// The plain loop: one output element at a time, products summed in order of `p`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable(
+    m: usize,
+    groups: Groups,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[u16],
+    panels: Range<usize>,
+    out: OutPtr<f32>,
+) {
+    let size = packed_len(1, k);
+    for q in panels {
+        let panel = &packed[q * size..(q + 1) * size];
+        let width = NR.min(out.n.saturating_sub(q * NR));
+        for gi in 0..groups.n {
+            for i in 0..m {
+                let a0 = gi * groups.a_step + i * lda;
+                let arow = &a[a0..a0 + k];
+                let row = gi * groups.c_step + i;
+                for j in 0..width {
+                    let mut s = 0.0f32;
+                    for (p, &av) in arow.iter().enumerate() {
+                        s += av * from_bf16(panel[((p / 2) * NR + j) * 2 + p % 2]);
+                    }
+                    // SAFETY: the row is inside a block, column q*NR + j < out.n <= out.ld
+                    // (caller's contract).
+                    unsafe { *out.ptr.add(row * out.ld + q * NR + j) = s };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{packed_len, Groups, OutPtr, NR};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// Tile shapes as the float32 AVX2 kernel's (rows x panels): 2*R*V accumulators, at most 12.
+    fn tile_shape(m: usize) -> (usize, usize) {
+        match m {
+            1 => (1, 4),
+            2 => (2, 2),
+            3 => (3, 2),
+            _ => (6, 1),
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA present; the checks and contract of `panel_gemm_with`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run(
+        m: usize,
+        groups: Groups,
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        packed: &[u16],
+        panels: Range<usize>,
+        out: OutPtr<f32>,
+    ) {
+        let (mr, vmax) = tile_shape(m);
+        let ps = packed_len(1, k);
+        let mut q = panels.start;
+        while q < panels.end {
+            let left = panels.end - q;
+            let v = [4, 2, 1]
+                .into_iter()
+                .find(|&v| v <= vmax && v <= left)
+                .unwrap_or(1);
+            for gi in 0..groups.n {
+                // SAFETY: block gi's rows lie inside A and C (checked by the caller).
+                let (a, out) = unsafe {
+                    (
+                        a.get_unchecked(gi * groups.a_step..),
+                        OutPtr {
+                            ptr: out.ptr.add(gi * groups.c_step * out.ld),
+                            ..out
+                        },
+                    )
+                };
+                let mut i = 0;
+                while i < m {
+                    let rows = mr.min(m - i);
+                    // SAFETY: rows i..i+rows < m and panels q..q+v lie inside the checked
+                    // slices; stores are masked to columns < out.n.
+                    unsafe {
+                        let ap = a.as_ptr().add(i * lda);
+                        let bp = packed.as_ptr().add(q * ps);
+                        macro_rules! go {
+                            ($($r:literal, $v:literal);*) => {
+                                match (rows, v) {
+                                    $(($r, $v) => tile::<$r, $v>(k, ap, lda, bp, ps, out, i, q),)*
+                                    _ => unreachable!("tile shape {rows} x {v}"),
+                                }
+                            };
+                        }
+                        go!(1, 4; 1, 2; 1, 1; 2, 2; 2, 1; 3, 2; 3, 1; 4, 1; 5, 1; 6, 1)
+                    }
+                    i += rows;
+                }
+            }
+            q += v;
+        }
+    }
+
+    /// `R` rows x `V` panels of C from `k` products. `bp` points at panel q's pairs, `ps` is
+    /// the panel stride (u16); C's tile starts at row `i0`, panel `q`. Per pair of rows, a
+    /// 32-bit lane holds row 2p in its low half and row 2p+1 in its high half: shifted left by
+    /// 16 and masked to the high half they are the two rows as float32.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize, const V: usize>(
+        k: usize,
+        ap: *const f32,
+        lda: usize,
+        bp: *const u16,
+        ps: usize,
+        out: OutPtr<f32>,
+        i0: usize,
+        q: usize,
+    ) {
+        // SAFETY (whole body): the caller guarantees R rows of A with k columns at stride lda,
+        // V panels of ps elements, and C rows i0..i0+R; columns are masked below.
+        unsafe {
+            let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
+            let mut acc = [[[_mm256_setzero_ps(); 2]; V]; R];
+            for pp in 0..k / 2 {
+                let p = 2 * pp;
+                let mut raw = [[_mm256_setzero_si256(); 2]; V];
+                for v in 0..V {
+                    let src = bp.add(v * ps + pp * 2 * NR) as *const __m256i;
+                    raw[v] = [_mm256_loadu_si256(src), _mm256_loadu_si256(src.add(1))];
+                }
+                for v in 0..V {
+                    for h in 0..2 {
+                        let lo = _mm256_castsi256_ps(_mm256_slli_epi32(raw[v][h], 16));
+                        for r in 0..R {
+                            let av = _mm256_broadcast_ss(&*ap.add(r * lda + p));
+                            acc[r][v][h] = _mm256_fmadd_ps(av, lo, acc[r][v][h]);
+                        }
+                    }
+                }
+                for v in 0..V {
+                    for h in 0..2 {
+                        let hi = _mm256_castsi256_ps(_mm256_and_si256(raw[v][h], high));
+                        for r in 0..R {
+                            let av = _mm256_broadcast_ss(&*ap.add(r * lda + p + 1));
+                            acc[r][v][h] = _mm256_fmadd_ps(av, hi, acc[r][v][h]);
+                        }
+                    }
+                }
+            }
+            if k % 2 == 1 {
+                // the last row is alone in its pair (the high halves are zero padding)
+                let (pp, p) = (k / 2, k - 1);
+                for v in 0..V {
+                    let src = bp.add(v * ps + pp * 2 * NR) as *const __m256i;
+                    for h in 0..2 {
+                        let raw = _mm256_loadu_si256(src.add(h));
+                        let lo = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+                        for r in 0..R {
+                            let av = _mm256_broadcast_ss(&*ap.add(r * lda + p));
+                            acc[r][v][h] = _mm256_fmadd_ps(av, lo, acc[r][v][h]);
+                        }
+                    }
+                }
+            }
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            for v in 0..V {
+                let c0 = (q + v) * NR;
+                let width = NR.min(out.n.saturating_sub(c0));
+                for r in 0..R {
+                    let dst = out.ptr.add((i0 + r) * out.ld + c0);
+                    if width == NR {
+                        _mm256_storeu_ps(dst, acc[r][v][0]);
+                        _mm256_storeu_ps(dst.add(8), acc[r][v][1]);
+                    } else {
+                        for (h, half) in acc[r][v].iter().enumerate() {
+                            let w = width.saturating_sub(8 * h).min(8) as i32;
+                            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lane);
+                            _mm256_maskstore_ps(dst.wrapping_add(8 * h), mask, *half);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! bf16 (`ops::bf16`): the conversion against its definition (round to nearest, ties to even,
+//! on the bits; NaN, infinities, overflow, subnormals), and the packed bf16 product on every
+//! kernel this CPU runs (AVX2 + FMA, portable; the others are skipped, saying so) against an
+//! f64 reference computed from the same rounded operands, on awkward sizes (m, k, H around the
+//! tile and panel widths, odd k for the half-filled last pair), output pre-filled with NaN so
+//! that an unwritten element shows and padding columns stay untouched. The kernels must also
+//! agree with the portable loop bit for bit: they add the same exact products in the same order.
+
+use recur::ops::bf16::{self, from_bf16, pack_gates_t, packed_len, round, to_bf16};
+use recur::ops::cpu::Isa;
+use recur::ops::gemm::set_threads;
+use recur::ops::panel::{panels, Groups, OutPtr, NR};
+use recur::rng::Rng;
+
+/// Relative to the largest |C| element: float32 accumulation of up to 70 exact products of
+/// N(0,1)-sized numbers, against the f64 sum of the same products.
+const TOL_SUM: f64 = 1e-5;
+
+#[test]
+fn conversion_rounds_to_nearest_even() {
+    // exactly representable values stay
+    for v in [
+        0.0f32,
+        -0.0,
+        1.0,
+        -2.5,
+        0.15625,
+        65280.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ] {
+        assert_eq!(round(v).to_bits(), v.to_bits(), "{v}");
+    }
+    // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1); 1 + 3*2^-8 to 1 + 2^-6
+    assert_eq!(round(1.0 + 2f32.powi(-8)), 1.0);
+    assert_eq!(round(1.0 + 3.0 * 2f32.powi(-8)), 1.0 + 2f32.powi(-6));
+    // just above halfway rounds up
+    assert_eq!(
+        round(f32::from_bits(1f32.to_bits() + 0x8001)),
+        1.0 + 2f32.powi(-7)
+    );
+    // the sign is kept; overflow goes to infinity
+    assert_eq!(round(-1.0 - 3.0 * 2f32.powi(-8)), -1.0 - 2f32.powi(-6));
+    assert_eq!(round(f32::MAX), f32::INFINITY);
+    assert_eq!(round(-f32::MAX), f32::NEG_INFINITY);
+    // NaN stays NaN (the quiet NaN PyTorch uses), whatever its payload
+    assert_eq!(to_bf16(f32::NAN), 0x7fc0);
+    assert_eq!(to_bf16(f32::from_bits(0xff80_0001)), 0x7fc0);
+    assert!(from_bf16(0x7fc0).is_nan());
+    // subnormals round on the same bits
+    let tiny = f32::from_bits(0x0000_8000); // halfway between 0 and the least bf16 subnormal
+    assert_eq!(round(tiny), 0.0);
+    assert_eq!(round(f32::from_bits(0x0001_8000)).to_bits(), 0x0002_0000);
+    // against the definition on random bit patterns: the nearest of the two neighbours
+    let mut rng = Rng::new(11);
+    for _ in 0..100_000 {
+        let x = f32::from_bits((rng.uniform() * u32::MAX as f64) as u32);
+        if !x.is_finite() {
+            continue;
+        }
+        let r = round(x);
+        let down = f32::from_bits(x.to_bits() & 0xffff_0000);
+        let up_bits = (x.to_bits() & 0xffff_0000).wrapping_add(0x1_0000);
+        let (dd, du) = (
+            (x as f64 - down as f64).abs(),
+            (f32::from_bits(up_bits) as f64 - x as f64).abs(),
+        );
+        let want = if dd < du || (dd == du && (down.to_bits() >> 16) & 1 == 0) {
+            down
+        } else {
+            f32::from_bits(up_bits)
+        };
+        assert_eq!(
+            r.to_bits(),
+            want.to_bits(),
+            "x = {x:e} ({:#x})",
+            x.to_bits()
+        );
+    }
+}
+
+fn kernels() -> Vec<Isa> {
+    let mut out = Vec::new();
+    for k in [Isa::Avx2Fma, Isa::Portable] {
+        if k.available() {
+            out.push(k);
+        } else {
+            eprintln!("skipped: this CPU cannot run the {} bf16 kernel", k.name());
+        }
+    }
+    out
+}
+
+/// C = A W^T per gate on `kernel`, through the packed bf16 panels, into a NaN-filled buffer of
+/// row stride `ld`.
+fn product(
+    kernel: Isa,
+    m: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[u16],
+    g: usize,
+    h: usize,
+    ld: usize,
+) -> Vec<f32> {
+    let mut c = vec![f32::NAN; m * ld];
+    let n = g * panels(h) * NR;
+    let out = OutPtr {
+        ptr: c.as_mut_ptr(),
+        ld,
+        n,
+    };
+    // SAFETY: `c` holds m rows of ld >= n columns and is borrowed for the call.
+    unsafe {
+        bf16::panel_gemm_with(
+            kernel,
+            m,
+            Groups::ONE,
+            k,
+            a,
+            lda,
+            packed,
+            0..g * panels(h),
+            out,
+        )
+    };
+    c
+}
+
+#[test]
+fn packed_product_matches_the_reference_on_every_kernel() {
+    let kernels = kernels();
+    let mut rng = Rng::new(5);
+    for &m in &[1usize, 2, 3, 5, 6, 7, 8, 9, 17] {
+        for &k in &[1usize, 2, 15, 16, 17, 31, 33, 70] {
+            for &h in &[1usize, 15, 16, 17, 33] {
+                let g = 3;
+                let lda = k + 2;
+                let a: Vec<f32> = (0..m * lda).map(|_| round(rng.normal() as f32)).collect();
+                let w: Vec<f32> = (0..g * h * k).map(|_| rng.normal() as f32).collect();
+                let mut packed = vec![0u16; packed_len(g * panels(h), k)];
+                pack_gates_t(&mut packed, &w, g, h, k);
+                let hp = panels(h) * NR;
+                let ld = g * hp + 3;
+                let mut first: Option<Vec<f32>> = None;
+                for &kern in &kernels {
+                    let c = product(kern, m, k, &a, lda, &packed, g, h, ld);
+                    // the reference: f64 sums of the rounded operands
+                    let mut scale = 1e-30f64;
+                    let mut want = vec![0.0f64; m * ld];
+                    for i in 0..m {
+                        for gi in 0..g {
+                            for j in 0..h {
+                                let s: f64 = (0..k)
+                                    .map(|p| {
+                                        a[i * lda + p] as f64
+                                            * round(w[(gi * h + j) * k + p]) as f64
+                                    })
+                                    .sum();
+                                want[i * ld + gi * hp + j] = s;
+                                scale = scale.max(s.abs());
+                            }
+                        }
+                    }
+                    for i in 0..m {
+                        for col in 0..ld {
+                            let got = c[i * ld + col];
+                            let (gi, j) = (col / hp, col % hp);
+                            if col >= g * hp {
+                                assert!(got.is_nan(), "padding column {col} was written");
+                            } else if j >= h {
+                                assert_eq!(got, 0.0, "padding unit of gate {gi}");
+                            } else {
+                                let e = (got as f64 - want[i * ld + col]).abs() / scale;
+                                assert!(
+                                    e <= TOL_SUM,
+                                    "{kern:?} m={m} k={k} h={h} row {i} col {col}: rel err {e:e}"
+                                );
+                            }
+                        }
+                    }
+                    match &first {
+                        None => first = Some(c),
+                        Some(f) => {
+                            let same = f.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits());
+                            assert!(
+                                same,
+                                "{kern:?} differs in bits from {:?}, m={m} k={k} h={h}",
+                                kernels[0]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packing_follows_the_pair_layout_on_two_threads() {
+    let (g, h, k) = (4, 70, 301);
+    let mut rng = Rng::new(3);
+    let w: Vec<f32> = (0..g * h * k).map(|_| rng.normal() as f32).collect();
+    let mut one = vec![7u16; packed_len(g * panels(h), k)];
+    pack_gates_t(&mut one, &w, g, h, k);
+    set_threads(2);
+    let mut two = vec![7u16; one.len()];
+    pack_gates_t(&mut two, &w, g, h, k);
+    set_threads(1);
+    assert_eq!(one, two, "packing depends on the thread count");
+    let size = packed_len(1, k);
+    let hp = panels(h);
+    for q in 0..g * hp {
+        let (gi, u) = (q / hp, q % hp);
+        for p in 0..2 * bf16::pair_rows(k) {
+            for j in 0..NR {
+                let got = one[q * size + ((p / 2) * NR + j) * 2 + p % 2];
+                let unit = u * NR + j;
+                let want = if unit < h && p < k {
+                    to_bf16(w[(gi * h + unit) * k + p])
+                } else {
+                    0
+                };
+                assert_eq!(got, want, "panel {q} row {p} column {j}");
+            }
+        }
+    }
+}
