@@ -266,21 +266,39 @@ pub fn run(a: Args) -> Result<()> {
 
 /// `--tune`: the shape under the driver's own schedule and under each forced one.
 fn tune_stack(a: &Args, s: StackShape, mode: Mode, threads: usize) -> Result<()> {
-    use recur::cell::schedule::{self, ChunkChoice as C, Schedule, SplitChoice as S};
+    use recur::cell::schedule::{
+        self, ChunkChoice as C, PanelChoice as P, Schedule, SplitChoice as S,
+    };
     let mut candidates = vec![("auto".to_string(), Schedule::AUTO)];
+    // in bf16, W_hh as float32 panels of the rounded weights or as bf16 panels
+    let formats: &[(P, &str)] = if a.precision.get() == Precision::Bf16 {
+        &[(P::F32, ", f32 panels"), (P::Bf16, ", bf16 panels")]
+    } else {
+        &[(P::Auto, "")]
+    };
     for (name, split) in [("rows", S::Rows), ("units", S::Units)] {
-        if mode == Mode::Train {
-            candidates.push((
-                name.into(),
-                Schedule {
-                    split,
-                    chunks: C::Off,
-                },
-            ));
-        } else {
-            let both = [(C::Off, "one input product"), (C::On, "input in chunks")];
-            for (chunks, how) in both {
-                candidates.push((format!("{name}, {how}"), Schedule { split, chunks }));
+        for &(panels, fmt) in formats {
+            if mode == Mode::Train {
+                candidates.push((
+                    format!("{name}{fmt}"),
+                    Schedule {
+                        split,
+                        chunks: C::Off,
+                        panels,
+                    },
+                ));
+            } else {
+                let both = [(C::Off, "one input product"), (C::On, "input in chunks")];
+                for (chunks, how) in both {
+                    candidates.push((
+                        format!("{name}, {how}{fmt}"),
+                        Schedule {
+                            split,
+                            chunks,
+                            panels,
+                        },
+                    ));
+                }
             }
         }
     }

@@ -6,7 +6,7 @@
 //! that an unwritten element shows and padding columns stay untouched. The kernels must also
 //! agree with the portable loop bit for bit: they add the same exact products in the same order.
 
-use recur::ops::bf16::{self, from_bf16, pack_gates_t, packed_len, round, to_bf16};
+use recur::ops::bf16::{self, from_bf16, from_panels, pack_gates_t, packed_len, round, to_bf16};
 use recur::ops::cpu::Isa;
 use recur::ops::gemm::set_threads;
 use recur::ops::panel::{panels, Groups, OutPtr, NR};
@@ -209,6 +209,12 @@ fn packing_follows_the_pair_layout_on_two_threads() {
     pack_gates_t(&mut two, &w, g, h, k);
     set_threads(1);
     assert_eq!(one, two, "packing depends on the thread count");
+    // through the float32 packing, as the fast driver packs: the same
+    let mut f = vec![0f32; g * panels(h) * k * NR];
+    recur::ops::panel::pack_gates_t(&mut f, &w, g, h, k);
+    let mut via = vec![7u16; one.len()];
+    from_panels(&mut via, &f, g * panels(h), k);
+    assert_eq!(one, via, "from_panels differs from the direct packing");
     let size = packed_len(1, k);
     let hp = panels(h);
     for q in 0..g * hp {

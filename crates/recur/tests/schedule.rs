@@ -2,10 +2,12 @@
 //! `recur bench --tune` times) computes the same thing: split by rows or by units, the results
 //! are bit for bit those of the driver's own choice (each element is one thread's, summed in the
 //! same order); with the input product in chunks (inference) they agree within float32 rounding
-//! (the chunks run on the packed kernel, the one product on the `gemm` crate). One test, so that
-//! the process-wide override meets no other test's products.
+//! (the chunks run on the packed kernel, the one product on the `gemm` crate). In bf16 inference,
+//! W_hh read as float32 panels of the rounded weights or as bf16 panels, under either split,
+//! gives the same bits. One test, so that the process-wide override meets no other test's
+//! products.
 
-use recur::cell::schedule::{self, ChunkChoice, Schedule, SplitChoice};
+use recur::cell::schedule::{self, ChunkChoice, PanelChoice, Schedule, SplitChoice};
 use recur::cell::{CellKind, LayerInput};
 use recur::ops::gemm::set_threads;
 use recur::rng::Rng;
@@ -50,6 +52,27 @@ fn run(kind: CellKind, s: Schedule) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) 
     (infer, y, grads, dx)
 }
 
+/// bf16 inference outputs and final states under `s` (the input product in one product, whose
+/// order of sums no schedule changes).
+fn run_bf16(kind: CellKind, b: usize, s: Schedule) -> (Vec<f32>, Vec<f32>) {
+    schedule::set(s);
+    let (t, h) = (4, 80);
+    let stack = Stack::new(StackConfig::new(kind, h, h).with_layers(2)).unwrap();
+    let mut rng = Rng::new(8);
+    let mut params = vec![0f32; stack.num_params()];
+    stack.init(&mut params, &mut rng);
+    recur::precision::round_weights(stack.layout(), &mut params);
+    let x: Vec<f32> = (0..t * b * h)
+        .map(|_| recur::ops::bf16::round(rng.normal() as f32))
+        .collect();
+    let mut ws = stack.workspace::<f32>(t, b);
+    ws.set_inference(true);
+    ws.set_bf16(true);
+    stack.forward_from_zeros(&mut ws, &params, LayerInput::Dense { x: &x, ld: h });
+    schedule::set(Schedule::AUTO);
+    (ws.output().to_vec(), ws.h_n.clone())
+}
+
 fn rel(a: &[f32], b: &[f32]) -> f32 {
     let scale = b
         .iter()
@@ -75,6 +98,7 @@ fn every_schedule_computes_the_same() {
             let s = Schedule {
                 split,
                 chunks: ChunkChoice::Off,
+                panels: PanelChoice::Auto,
             };
             let got = run(kind, s);
             // chunks off: the same products as auto where auto does not chunk; training never does
@@ -86,6 +110,7 @@ fn every_schedule_computes_the_same() {
                 Schedule {
                     split,
                     chunks: ChunkChoice::On,
+                    panels: PanelChoice::Auto,
                 },
             );
             let e = rel(&on.0, &got.0);
@@ -100,6 +125,24 @@ fn every_schedule_computes_the_same() {
                 e <= CHUNK_REL_TOL,
                 "{kind:?} {split:?}: inference vs training, rel err {e:e}"
             );
+        }
+        // bf16: one batch row (split by units only) and 40 (either split)
+        for b in [1, 40] {
+            let off = |split, panels| Schedule {
+                split,
+                chunks: ChunkChoice::Off,
+                panels,
+            };
+            let want = run_bf16(kind, b, off(SplitChoice::Units, PanelChoice::F32));
+            for split in [SplitChoice::Rows, SplitChoice::Units] {
+                for panels in [PanelChoice::F32, PanelChoice::Bf16] {
+                    let got = run_bf16(kind, b, off(split, panels));
+                    assert!(
+                        got == want,
+                        "{kind:?} bf16 B={b} {split:?} {panels:?}: other bits"
+                    );
+                }
+            }
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct DirCache<F> {
     // wpack16 instead of wpack, and rounds every state h to bf16 as it writes it
     pub(crate) bf16: bool,
     pub(super) wpack16: Vec<u16>,
+    // the address of the W_hh wpack16 was packed from (as packed_hh)
+    pub(super) packed_hh16: usize,
     // xw: (T, B, G*H) input projection x_t W_ih^T + b_ih
     pub(super) xw: Vec<F>,
     // gates: (T, B, G*H) activated gates (RNN: the new h itself)
@@ -95,6 +97,7 @@ impl<F: Float> DirCache<F> {
             packed_wt: 0,
             bf16: false,
             wpack16: Vec::new(),
+            packed_hh16: 0,
             xw: z(s.xw),
             gates: z(s.gates),
             hn: z(s.hn),
@@ -131,6 +134,7 @@ impl<F: Float> DirCache<F> {
     pub fn set_fixed_weights(&mut self, on: bool) {
         self.fixed_weights = on;
         self.packed_hh = 0;
+        self.packed_hh16 = 0;
         self.packed_ih = 0;
         self.packed_wt = 0;
     }

@@ -106,8 +106,8 @@ const SPLIT_WEIGHTS: usize = 1 << 20;
 
 impl Split {
     /// `step_work`: multiply-adds of one step's recurrent product; `rows`: batch size;
-    /// `panels`: the panels of NR units one gate has; `weight_size`: bytes per packed weight.
-    fn plan(step_work: usize, rows: usize, panels: usize, weight_size: usize) -> Split {
+    /// `panels`: the panels of NR units one gate has.
+    fn plan(step_work: usize, rows: usize, panels: usize) -> Split {
         let n = threads();
         let mut sp = Split {
             parts: 1,
@@ -120,7 +120,7 @@ impl Split {
             // split by rows, each part streams all of W_hh every step instead of its share of
             // the units; not when the parts have few rows and the weights exceed SPLIT_WEIGHTS.
             // Why: docs/performance.md, "Split by batch rows or by hidden units".
-            let weight_bytes = step_work / rows.max(1) * weight_size;
+            let weight_bytes = step_work / rows.max(1) * std::mem::size_of::<f32>();
             let by_rows = match forced {
                 SplitChoice::Rows => rows >= n,
                 SplitChoice::Units => false,
@@ -235,8 +235,9 @@ struct Fwd<'a, F> {
     reverse: bool,
     lengths: Option<&'a [usize]>,
     wpack: &'a [F],
-    /// bf16 mode: W_hh^T packed as bf16 (then `wpack` is unused), and every new state rounded
-    /// to bf16; F is f32
+    /// bf16 mode: every new state rounded to bf16 (F is f32)
+    bf16: bool,
+    /// bf16 mode, bf16 panels: W_hh^T packed as bf16 (then `wpack` is unused)
     wpack16: Option<&'a [u16]>,
     bias: &'a [F],
     bhn: &'a [F],
@@ -457,7 +458,7 @@ impl<F: Float> Fwd<'_, F> {
                         hnew,
                     ),
                 }
-                if self.wpack16.is_some() {
+                if self.bf16 {
                     bf16::round_float(hnew);
                 }
                 yrow.copy_from_slice(hnew);
@@ -477,6 +478,32 @@ const CHUNK_ROWS: usize = 64;
 /// The most bytes of one thread's share of a chunk of the input product, so that it stays in L2
 /// (a quarter of the 1 MiB measured) beside the streaming weights until its steps read it.
 const CHUNK_BYTES: usize = 256 << 10;
+
+/// In bf16 mode, whether the per-step product reads W_hh as bf16 panels rather than float32
+/// panels of the rounded weights (the same bits either way): only when the step waits on
+/// memory, i.e. when the float32 weights exceed all the cache the threads hold (the L3 and
+/// their L2s) and each tile has few rows (at most [`BF16_MAX_ROWS`]) to share a loaded weight
+/// between. Elsewhere the widening costs more than the bytes it saves. Why these limits:
+/// docs/performance.md, "bf16 panels or float32 panels".
+fn bf16_panels(split: &Split, d: &DirDims) -> bool {
+    use super::schedule::PanelChoice;
+    match super::schedule::get().panels {
+        PanelChoice::F32 => return false,
+        PanelChoice::Bf16 => return true,
+        PanelChoice::Auto => {}
+    }
+    let caches = crate::ops::cpu::Caches::get();
+    let rows = if split.by_rows {
+        d.b / split.parts
+    } else {
+        d.b
+    };
+    let weight_bytes = d.gh() * d.h * std::mem::size_of::<f32>();
+    rows <= BF16_MAX_ROWS && weight_bytes > caches.l3 + threads() * caches.l2
+}
+
+/// Rows up to which bf16 panels can pay (see [`bf16_panels`]).
+const BF16_MAX_ROWS: usize = 4;
 
 /// Steps per chunk of the input product computed inside the time loop, or None for one product
 /// of all steps before it. Chunks are for inference only: there they spare the round trip of
@@ -540,8 +567,7 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
     );
 
     let hp = panels(nh);
-    let weight_size = if c.bf16 { 2 } else { std::mem::size_of::<F>() };
-    let split = Split::plan(nb * gh * nh, nb, hp, weight_size);
+    let split = Split::plan(nb * gh * nh, nb, hp);
     // the input product: per chunk of steps inside the time loop, or all steps at once here
     // (xw = X W_ih^T); either way without the biases, which the gate pass adds: bias = b_ih +
     // b_hh, except the GRU's b_hn, which r multiplies, kept apart
@@ -579,18 +605,21 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
     }
     let packed = ng * hp * nh * NR;
     let packed16 = bf16::packed_len(ng * hp, nh);
-    if c.bf16 {
+    let use16 = c.bf16 && bf16_panels(&split, &d);
+    if use16 {
         if stale_copy(
             &mut c.wpack16,
             packed16,
-            &mut c.packed_hh,
+            &mut c.packed_hh16,
             c.fixed_weights,
             w.w_hh,
         ) {
+            // through the float32 packing (its fast transposition) into the unused wpack
+            pack_gates_t(&mut c.wpack[..packed], w.w_hh, ng, nh, nh);
+            c.packed_hh = 0;
             // SAFETY: F is f32 in bf16 mode (DirCache::set_bf16): the cast is an identity
-            let w_hh =
-                unsafe { std::slice::from_raw_parts(w.w_hh.as_ptr() as *const f32, w.w_hh.len()) };
-            bf16::pack_gates_t(&mut c.wpack16[..packed16], w_hh, ng, nh, nh);
+            let f = unsafe { std::slice::from_raw_parts(c.wpack.as_ptr() as *const f32, packed) };
+            bf16::from_panels(&mut c.wpack16[..packed16], f, ng * hp, nh);
         }
     } else if stale_copy(
         &mut c.wpack,
@@ -629,8 +658,9 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
         nh,
         reverse: d.reverse,
         lengths,
-        wpack: if c.bf16 { &[] } else { &c.wpack[..packed] },
-        wpack16: c.bf16.then(|| &c.wpack16[..packed16]),
+        wpack: &c.wpack[..packed],
+        bf16: c.bf16,
+        wpack16: use16.then(|| &c.wpack16[..packed16]),
         bias: &c.bias,
         bhn: &c.bhn,
         xw: Raw::of(&mut c.xw),
@@ -901,7 +931,7 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
     // wpack now holds the backward's packing of W_hh, not the forward's
     c.packed_hh = 0;
 
-    let split = Split::plan(nb * gh * nh, nb, pp, std::mem::size_of::<F>());
+    let split = Split::plan(nb * gh * nh, nb, pp);
     let simd = has_avx512();
     // dG^T for the weight gradients, when both come from dG (every cell but the GRU, whose
     // recurrent side has its own dGh), the input is dense, and each element of dG takes part in

@@ -27,22 +27,38 @@ pub enum ChunkChoice {
     On,
 }
 
-/// The driver's choices as overridden (both `Auto`: no override).
+/// In bf16 inference, the format of the packed W_hh the per-step product reads. Either gives
+/// the same bits: the weights hold bf16 values, and both kernels add the same exact products
+/// in the same order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanelChoice {
+    /// The driver's own rule (bf16 panels when the step is bound by reading W_hh from memory).
+    Auto,
+    /// float32 panels of the rounded weights: the float32 kernel, twice the bytes.
+    F32,
+    /// bf16 panels: half the bytes, the weights widened in registers.
+    Bf16,
+}
+
+/// The driver's choices as overridden (all `Auto`: no override).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Schedule {
     pub split: SplitChoice,
     pub chunks: ChunkChoice,
+    pub panels: PanelChoice,
 }
 
 impl Schedule {
     pub const AUTO: Schedule = Schedule {
         split: SplitChoice::Auto,
         chunks: ChunkChoice::Auto,
+        panels: PanelChoice::Auto,
     };
 }
 
 static SPLIT: AtomicU8 = AtomicU8::new(0);
 static CHUNKS: AtomicU8 = AtomicU8::new(0);
+static PANELS: AtomicU8 = AtomicU8::new(0);
 
 /// Overrides the driver's choices for every call after this one, on every thread of the process
 /// (for benchmarks; [`Schedule::AUTO`] restores the rules).
@@ -57,8 +73,14 @@ pub fn set(s: Schedule) {
         ChunkChoice::Off => 1,
         ChunkChoice::On => 2,
     };
+    let panels = match s.panels {
+        PanelChoice::Auto => 0,
+        PanelChoice::F32 => 1,
+        PanelChoice::Bf16 => 2,
+    };
     SPLIT.store(split, Ordering::Relaxed);
     CHUNKS.store(chunks, Ordering::Relaxed);
+    PANELS.store(panels, Ordering::Relaxed);
 }
 
 /// The choices in force.
@@ -73,6 +95,11 @@ pub fn get() -> Schedule {
             1 => ChunkChoice::Off,
             2 => ChunkChoice::On,
             _ => ChunkChoice::Auto,
+        },
+        panels: match PANELS.load(Ordering::Relaxed) {
+            1 => PanelChoice::F32,
+            2 => PanelChoice::Bf16,
+            _ => PanelChoice::Auto,
         },
     }
 }

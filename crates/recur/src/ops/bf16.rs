@@ -104,6 +104,33 @@ pub fn pack_gates_t(dst: &mut [u16], w: &[f32], g: usize, h: usize, k: usize) {
     });
 }
 
+/// Converts float32 panels (`super::panel::pack_gates_t`'s or `pack_n`'s layout, `n_panels`
+/// panels of `k` rows) into bf16 panels of this module's pair layout: the same result as
+/// [`pack_gates_t`] on the same weights, from the fast transposition of the float32 packing.
+pub fn from_panels(dst: &mut [u16], src: &[f32], n_panels: usize, k: usize) {
+    let size = packed_len(1, k);
+    assert_eq!(dst.len(), n_panels * size, "bf16::from_panels: dst size");
+    assert!(
+        src.len() >= n_panels * k * NR,
+        "bf16::from_panels: src too small"
+    );
+    let per = n_panels.div_ceil(super::gemm::threads()).max(1) * size;
+    super::for_parts_mut(dst, per, dst.len() >= 1 << 16, |e0, part| {
+        for (i, panel) in part.chunks_exact_mut(size).enumerate() {
+            let q = e0 / size + i;
+            let f = &src[q * k * NR..(q + 1) * k * NR];
+            for (pp, pair) in panel.chunks_exact_mut(2 * NR).enumerate() {
+                let lo: &[f32; NR] = f[2 * pp * NR..][..NR].try_into().expect("a panel row");
+                let hi = f.get((2 * pp + 1) * NR..(2 * pp + 2) * NR);
+                for j in 0..NR {
+                    pair[2 * j] = to_bf16(lo[j]);
+                    pair[2 * j + 1] = hi.map_or(0, |h| to_bf16(h[j]));
+                }
+            }
+        }
+    });
+}
+
 /// The kernel the bf16 product runs here: AVX2 + FMA where the CPU has it (AVX-512 machines
 /// included), else the portable loop.
 pub fn kernel() -> Isa {
