@@ -67,6 +67,11 @@ pub struct Args {
     /// independent vector fused multiply-adds (the hardware's limit, above any GEMM's).
     #[arg(long)]
     fma_peak: bool,
+    /// Measure every arithmetic ceiling of this machine instead (float32 FMA, bf16 and int8 dot
+    /// products, AMX tiles; each with --threads threads and the median of --repeats), saying
+    /// what the CPU lacks for the ones it cannot run.
+    #[arg(long)]
+    peak: bool,
     /// Time the stack under every schedule the fast driver can take (split of a step by batch
     /// rows or by hidden units; inference: the input product in chunks or in one product) and
     /// say which wins and what the driver's own choice costs against it.
@@ -197,7 +202,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
-    let other = a.charlm || a.gemm.is_some() || a.fma_peak;
+    let other = a.charlm || a.gemm.is_some() || a.fma_peak || a.peak;
     if a.grid && other {
         bail!("--grid times stacks (no --charlm, --gemm or --fma-peak)");
     }
@@ -218,7 +223,7 @@ pub fn run(a: Args) -> Result<()> {
     match a.dev.device {
         Device::Cpu => {}
         Device::Cuda => {
-            if a.gemm.is_some() || a.fma_peak {
+            if a.gemm.is_some() || a.fma_peak || a.peak {
                 bail!(
                     "--device cuda times the stack or the char-model step (no --gemm or \
                      --fma-peak on the GPU)"
@@ -245,6 +250,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.fma_peak {
         return run_fma_peak(&a, threads);
+    }
+    if a.peak {
+        return run_peak(&a, threads);
     }
     if let Some(n) = a.gemm {
         return run_gemm(&a, n, threads);
@@ -394,6 +402,43 @@ fn run_fma_peak(a: &Args, threads: usize) -> Result<()> {
             threads,
             samples.len()
         )?;
+    }
+    Ok(())
+}
+
+/// `--peak`: every ceiling, the median of `--repeats` measurements of about 0.2 s each.
+fn run_peak(a: &Args, threads: usize) -> Result<()> {
+    use recur_study::ceilings::{measure, Ceiling};
+    let time = Duration::from_millis(200);
+    let _ = measure(threads, time / 10); // warm-up (clocks, page-in)
+    let runs: Vec<Vec<Ceiling>> = (0..a.repeats).map(|_| measure(threads, time)).collect();
+    let mut out = std::io::stdout().lock();
+    for (i, c) in runs[0].iter().enumerate() {
+        let rate = c.rate.as_ref().map(|_| {
+            median(
+                runs.iter()
+                    .map(|r| *r[i].rate.as_ref().expect("the same CPU each time"))
+                    .collect(),
+            )
+        });
+        if a.json {
+            let j = match &rate {
+                Ok(r) => json!({"ceiling": c.what, "instruction": c.instruction,
+                    "threads": threads, "rate": r, "unit": c.unit}),
+                Err(why) => json!({"ceiling": c.what, "instruction": c.instruction,
+                    "threads": threads, "rate": null, "why": why}),
+            };
+            writeln!(out, "{j}")?;
+        } else {
+            let shown = match &rate {
+                Ok(r) => format!("{r:9.1} {}", c.unit),
+                Err(why) => why.to_string(),
+            };
+            writeln!(out, "{:26} {:42} {shown}", c.what, c.instruction)?;
+        }
+    }
+    if !a.json {
+        writeln!(out, "({threads} threads, median of {})", runs.len())?;
     }
     Ok(())
 }

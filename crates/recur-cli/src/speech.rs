@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::args::{DeviceArgs, RunDir, Shape};
+use crate::args::{DeviceArgs, PrecisionArgs, RunDir, Shape};
 use crate::plot;
 use crate::values::{choice, Features, Pool};
 
@@ -153,6 +153,8 @@ struct EvalArgs {
     plot: Option<PathBuf>,
     #[command(flatten)]
     dev: DeviceArgs,
+    #[command(flatten)]
+    precision: PrecisionArgs,
     /// Print {"n", "accuracy", "per_digit", ...} as one JSON object.
     #[arg(long)]
     json: bool,
@@ -165,6 +167,8 @@ struct PredictArgs {
     checkpoint: PathBuf,
     /// The recording (8 kHz mono PCM WAV).
     file: PathBuf,
+    #[command(flatten)]
+    precision: PrecisionArgs,
     /// Print {"digit", "probs"} as one JSON object.
     #[arg(long)]
     json: bool,
@@ -670,6 +674,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         st.normalizer.apply(&mut e.feats);
     }
     let mut eng = device.engine(model.clone(), params, None)?;
+    eng.set_precision(a.precision.get())?;
     let ev: Evaluation = evaluate(&mut *eng, &examples, EVAL_BATCH)?;
     let per_digit = ev.per_digit();
     let stem = a.plot.clone().unwrap_or_else(|| {
@@ -761,6 +766,7 @@ fn predict(a: PredictArgs) -> Result<()> {
     st.normalizer.apply(&mut ex1[0].feats);
     let batch = make_batch(&ex1, &[0]);
     let mut eng = recur::engine::Backend::engine(&recur::engine::Cpu, model, params, None)?;
+    eng.set_precision(a.precision.get())?;
     let probs = predict_batch(&mut *eng, &batch)?;
     let digit = classifier::argmax(&probs);
     let mut out = std::io::stdout().lock();

@@ -370,3 +370,74 @@ fn bad_corpora_and_flags_are_one_line_errors_with_exit_code_2() {
     );
     let _ = std::fs::remove_dir_all(d);
 }
+
+/// `--precision bf16` on eval of the fixture models against their float32 loss: the models are
+/// small and their predictions near uniform, so rounding their weights and states to bf16 moves
+/// the loss in the sixth digit (measured: 3e-7 relative); a tenth of a percent is far outside
+/// that and far inside what a wrong bf16 path (unrounded states read as garbage, a wrong
+/// weight) would do.
+const EVAL_BF16_REL_TOL: f64 = 1e-3;
+
+#[test]
+fn precision_bf16_evaluates_samples_and_refuses_what_it_cannot_run() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recur/tests/fixtures");
+    let bytes = std::fs::read(fx.join("char_models.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let d = tmp("bf16");
+    let text = d.join("eval.txt");
+    std::fs::write(&text, header["__metadata__"]["eval_text"].as_str().unwrap()).unwrap();
+    for name in ["char_lstm_emb", "char_gru_onehot"] {
+        let ckpt = fx.join(format!("{name}.ckpt.safetensors"));
+        let eval = |precision: &str| {
+            let j = json_of(&recur(&[
+                "eval",
+                "--checkpoint",
+                s(&ckpt),
+                "--text",
+                s(&text),
+                "--json",
+                "--precision",
+                precision,
+            ]));
+            j["loss_nats"].as_f64().unwrap()
+        };
+        let (f32_loss, bf16_loss) = (eval("f32"), eval("bf16"));
+        let rel = ((bf16_loss - f32_loss) / f32_loss).abs();
+        assert!(
+            rel <= EVAL_BF16_REL_TOL,
+            "{name}: bf16 {bf16_loss} vs f32 {f32_loss}"
+        );
+        assert_ne!(
+            bf16_loss, f32_loss,
+            "{name}: --precision bf16 changed nothing"
+        );
+        assert_eq!(eval("bf16"), bf16_loss, "{name}: bf16 eval not repeatable");
+
+        let sample = |precision: &str| {
+            let o = recur(&[
+                "sample",
+                "--checkpoint",
+                s(&ckpt),
+                "--length",
+                "40",
+                "--precision",
+                precision,
+            ]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8(o.stdout).unwrap()
+        };
+        let a = sample("bf16");
+        assert_eq!(a, sample("bf16"), "{name}: bf16 sample not repeatable");
+        assert_eq!(a.trim_end_matches('\n').chars().count(), 40);
+    }
+    one_line_error(
+        &recur(&["bench", "--precision", "bf16", "--mode", "train"]),
+        &["--precision bf16 times inference only"],
+    );
+    one_line_error(
+        &recur(&["eval", "--text", s(&text), "--precision", "fp8"]),
+        &["unknown precision 'fp8'"],
+    );
+    let _ = std::fs::remove_dir_all(d);
+}

@@ -136,6 +136,75 @@ fn bench_dispatch_names_the_kernel_this_cpu_runs() {
     }
 }
 
+/// `recur bench --peak` measures each ceiling this CPU has (a positive rate) and, for each it
+/// lacks, says what is missing, as checked here independently of recur; the dispatch table
+/// names the same bf16 and int8 instructions.
+#[test]
+fn bench_peak_measures_or_explains_every_ceiling() {
+    let out = recur(&[
+        "bench",
+        "--peak",
+        "--json",
+        "--threads",
+        "1",
+        "--repeats",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 7, "{rows:?}");
+    #[cfg(target_arch = "x86_64")]
+    let has = |f: &str| match f {
+        "avx512_bf16" => std::arch::is_x86_feature_detected!("avx512bf16"),
+        "avx512_vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+        "avx_vnni" => std::arch::is_x86_feature_detected!("avxvnni"),
+        "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+        _ => unreachable!(),
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let has = |_: &str| false;
+    let needs = [
+        ("float32 FMA", None),
+        ("bf16 dot product", Some("avx512_bf16")),
+        ("int8 dot product", Some("avx512_vnni")),
+        ("int8 dot product, 256-bit", Some("avx_vnni")),
+        ("int8 without VNNI", Some("avx2")),
+    ];
+    for (row, (what, need)) in rows.iter().zip(needs) {
+        assert_eq!(row["ceiling"], what);
+        let present = need.is_none_or(has);
+        if present {
+            assert!(row["rate"].as_f64().unwrap() > 0.0, "{row}");
+        } else {
+            assert!(row["rate"].is_null(), "{row}");
+            assert!(
+                row["why"].as_str().unwrap().contains(need.unwrap()),
+                "{row}"
+            );
+        }
+    }
+    for row in &rows[5..] {
+        assert!(
+            row["rate"].as_f64().is_some_and(|r| r > 0.0) || row["why"].is_string(),
+            "{row}"
+        );
+    }
+    let j = json_of(&recur(&["bench", "--dispatch", "--json"]));
+    let listed = j["bf16 and int8 instructions"].as_str().unwrap();
+    for f in ["avx512_bf16", "avx512_vnni", "avx_vnni"] {
+        assert_eq!(listed.contains(f), has(f), "{f}: {listed}");
+    }
+    assert!(j["AMX tiles"].is_string(), "{j}");
+}
+
 /// `recur bench --tune` times every schedule of a shape: five in inference (the driver's, then
 /// rows or units with one input product or chunks), three in training; the best is one of them
 /// and the driver's own choice takes at least its time.

@@ -20,7 +20,7 @@ pub fn isa() -> &'static str {
 
 /// Runs `iters` rounds of CHAINS FMAs on one thread; returns the flops done (2 per lane per FMA)
 /// and the sum of the results (so the loop cannot be optimised away, and can be checked).
-fn one_thread(iters: u64) -> (f64, f32) {
+pub(crate) fn one_thread(iters: u64) -> (f64, f32) {
     let isa = Isa::detect();
     let sum = match isa {
         // SAFETY: the CPU has AVX-512F (detected).

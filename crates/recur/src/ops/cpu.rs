@@ -97,6 +97,15 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
         ),
         ("weight transpositions (packing)", transpose.to_string()),
         (
+            "per-step product in bf16",
+            format!(
+                "{}; bf16 panels only where W_hh streams from memory, else the float32 kernel",
+                super::bf16::describe(super::bf16::kernel())
+            ),
+        ),
+        ("bf16 and int8 instructions", low_precision_features()),
+        ("AMX tiles", super::amx::Amx::get().describe()),
+        (
             "caches (schedules use the L3)",
             format!(
                 "L2 {} KiB per core, L3 {} MiB{}",
@@ -114,6 +123,26 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
             "gemm crate (its own run-time dispatch)".to_string(),
         ),
     ]
+}
+
+/// The bf16 and int8 vector instructions this CPU has (none of recur's kernels uses them yet).
+fn low_precision_features() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let found: Vec<&str> = [
+            ("avx512_bf16", has!("avx512bf16")),
+            ("avx512_vnni", has!("avx512vnni")),
+            ("avx_vnni", has!("avxvnni")),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        if !found.is_empty() {
+            return format!("{} (no kernel uses them yet)", found.join(", "));
+        }
+    }
+    "none".to_string()
 }
 
 /// The cache sizes the schedules are derived from, in bytes.
