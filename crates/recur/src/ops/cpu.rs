@@ -103,6 +103,10 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
                 super::bf16::describe(super::bf16::kernel())
             ),
         ),
+        (
+            "per-step product in int8 (not wired to a model yet)",
+            super::int8::describe(super::int8::kernel()).to_string(),
+        ),
         ("bf16 and int8 instructions", low_precision_features()),
         ("AMX tiles", super::amx::Amx::get().describe()),
         (

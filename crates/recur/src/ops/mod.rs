@@ -7,6 +7,7 @@ pub mod bf16;
 pub mod cpu;
 mod float;
 pub mod gemm;
+pub mod int8;
 pub mod loss;
 pub mod panel;
 pub mod team;

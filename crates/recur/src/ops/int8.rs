@@ -1,0 +1,399 @@
+//! int8: quantization of weights and activations, and the per-step product on int8 panels with
+//! int32 sums.
+//!
+//! The scheme is PyTorch's dynamic quantization on x86 (`quantize_dynamic` with fbgemm):
+//! - weights symmetric per output row: `w ~ s_w[j] * q_w`, `q_w` in -127..=127,
+//!   `s_w[j] = max_k |W[j][k]| / 127`;
+//! - activations asymmetric per row, on 7 bits ("reduce_range"): `a ~ s_a * (q_a - z)`, `q_a` in
+//!   0..=127, so that the AVX2 instruction without VNNI (`vpmaddubsw`, which adds two u8 x s8
+//!   products in a saturating i16) never saturates: 2 x 127 x 127 = 32,258 < 32,767;
+//! - `C[i][j] = s_a[i] s_w[j] (sum_k q_a[i][k] q_w[j][k] - z[i] colsum[j])`, the sum exact in
+//!   int32 (|sum| <= K x 127 x 127 fits for K below 133,000).
+//!
+//! The packed layout is the one the int8 dot-product instructions read (AVX-VNNI and
+//! AVX512-VNNI `vpdpbusd`, AMX `tdpbusd`): panels of [`NR`] columns, rows taken four at a time,
+//! each 32-bit lane holding rows `4p..4p+3` of one column. A quarter of float32's bytes.
+//!
+//! Kernels: the portable loop and AVX2 (`vpmaddubsw`, `vpmaddwd` by ones, `vpaddd`). Integer
+//! sums are exact, so every kernel gives the same int32 results, bit for bit.
+
+use super::cpu::Isa;
+use super::panel::{panels, Groups, OutPtr, NR};
+use std::ops::Range;
+
+/// The largest activation code: 7 bits.
+pub const QA_MAX: i32 = 127;
+
+/// Row quads a packed panel of `k` rows has.
+pub fn quads(k: usize) -> usize {
+    k.div_ceil(4)
+}
+
+/// Bytes of `n_panels` packed panels of `k` rows.
+pub fn packed_len(n_panels: usize, k: usize) -> usize {
+    n_panels * quads(k) * 4 * NR
+}
+
+/// The row stride activations of `k` columns need: `k` rounded up to whole quads.
+pub fn padded(k: usize) -> usize {
+    quads(k) * 4
+}
+
+/// Symmetric int8 quantization of each row of `w` (`n` rows of `k`): the codes (row-major, as
+/// `w`) and each row's scale (0 for a row of zeros, whose codes are 0). Rounding to nearest,
+/// ties to even.
+pub fn quantize_rows(w: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
+    assert!(w.len() >= n * k, "int8::quantize_rows: W too small");
+    let mut q = vec![0i8; n * k];
+    let mut scales = vec![0f32; n];
+    for j in 0..n {
+        let row = &w[j * k..(j + 1) * k];
+        let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if !(amax > 0.0) || !amax.is_finite() {
+            continue;
+        }
+        let s = amax / 127.0;
+        scales[j] = s;
+        for (c, &v) in q[j * k..(j + 1) * k].iter_mut().zip(row) {
+            *c = (v / s).round_ties_even().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    (q, scales)
+}
+
+/// The sum of each row's codes (`n` rows of `k`): the zero point's correction.
+pub fn row_sums(q: &[i8], n: usize, k: usize) -> Vec<i32> {
+    (0..n)
+        .map(|j| q[j * k..(j + 1) * k].iter().map(|&v| v as i32).sum())
+        .collect()
+}
+
+/// Packs the codes of `W^T` for `C = A W^T`, `q` being the `(G*H, K)` codes of
+/// [`quantize_rows`], with the panel order of [`super::panel::pack_gates_t`] and this module's
+/// quad layout: element (row `p`, column `j`) of panel `q` at
+/// `q * packed_len(1, K) + ((p / 4) * NR + j) * 4 + p % 4`. Padding is zero.
+pub fn pack_gates_t(dst: &mut [i8], q: &[i8], g: usize, h: usize, k: usize) {
+    let hp = panels(h);
+    let size = packed_len(1, k);
+    assert_eq!(dst.len(), g * hp * size, "int8::pack_gates_t: dst size");
+    assert!(q.len() >= g * h * k, "int8::pack_gates_t: codes too small");
+    let per = (g * hp).div_ceil(super::gemm::threads()).max(1) * size;
+    super::for_parts_mut(dst, per, dst.len() >= 1 << 16, |e0, part| {
+        for (i, panel) in part.chunks_exact_mut(size).enumerate() {
+            let pq = e0 / size + i;
+            let (gi, u) = (pq / hp, pq % hp);
+            let cols = NR.min(h - u * NR);
+            panel.fill(0);
+            for j in 0..cols {
+                let row = &q[(gi * h + u * NR + j) * k..][..k];
+                for (p, &v) in row.iter().enumerate() {
+                    panel[((p / 4) * NR + j) * 4 + p % 4] = v;
+                }
+            }
+        }
+    });
+}
+
+/// One row's activation quantization: `a ~ scale * (code - zero)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RowQuant {
+    pub scale: f32,
+    pub zero: i32,
+}
+
+/// Quantizes `m` rows of `k` activations (row stride `lda`) to 7-bit codes in `dst` (row stride
+/// `ldq >= padded(k)`, the padding set to 0), each row with its own scale and zero point
+/// (PyTorch's asymmetric scheme over `[min(a, 0), max(a, 0)]`). Returns the rows' parameters.
+pub fn quantize_activations(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    lda: usize,
+    dst: &mut [u8],
+    ldq: usize,
+) -> Vec<RowQuant> {
+    assert!(
+        ldq >= padded(k),
+        "int8::quantize_activations: ldq below padded(k)"
+    );
+    assert!(
+        m == 0 || dst.len() >= (m - 1) * ldq + padded(k),
+        "int8: dst too small"
+    );
+    (0..m)
+        .map(|i| {
+            let row = &a[i * lda..i * lda + k];
+            let out = &mut dst[i * ldq..i * ldq + padded(k)];
+            let rq = row_params(row);
+            quantize_row(row, rq, out);
+            rq
+        })
+        .collect()
+}
+
+/// The scale and zero point of one row.
+pub fn row_params(row: &[f32]) -> RowQuant {
+    let (lo, hi) = row
+        .iter()
+        .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let span = hi - lo;
+    if !(span > 0.0) || !span.is_finite() {
+        return RowQuant {
+            scale: 0.0,
+            zero: 0,
+        };
+    }
+    let scale = span / QA_MAX as f32;
+    let zero = (-lo / scale).round_ties_even().clamp(0.0, QA_MAX as f32) as i32;
+    RowQuant { scale, zero }
+}
+
+/// Writes the codes of `row` under `rq` into `out` (at least `row.len()` bytes; the rest 0).
+pub fn quantize_row(row: &[f32], rq: RowQuant, out: &mut [u8]) {
+    out.fill(0);
+    if rq.scale == 0.0 {
+        return;
+    }
+    let inv = 1.0 / rq.scale;
+    for (c, &v) in out.iter_mut().zip(row) {
+        *c = ((v * inv).round_ties_even() + rq.zero as f32).clamp(0.0, QA_MAX as f32) as u8;
+    }
+}
+
+/// The kernel the int8 product runs here: AVX2 where the CPU has it, else the portable loop.
+pub fn kernel() -> Isa {
+    if Isa::Avx2Fma.available() {
+        Isa::Avx2Fma
+    } else {
+        Isa::Portable
+    }
+}
+
+/// The int8 product's kernel, for the dispatch table.
+pub fn describe(kernel: Isa) -> &'static str {
+    match kernel {
+        Isa::Avx2Fma => "avx2 vpmaddubsw + vpmaddwd + vpaddd: tiles 1x4, 2x2, 4x1",
+        _ => "portable loop",
+    }
+}
+
+/// `C[:, q*NR..] = A * panel q` in int32 for every `q` in `panels`: `A` is `m` rows of 7-bit
+/// codes at row stride `lda >= padded(k)` (its padding multiplies zero weights), `packed` the
+/// panels of [`pack_gates_t`]; on a chosen kernel.
+///
+/// # Safety
+/// As [`super::panel::panel_gemm_raw`], for the rows of every block. Panics when this CPU cannot
+/// run `kernel`, or when it is not one of the int8 kernels (AVX2, portable).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn panel_gemm_with(
+    kernel: Isa,
+    m: usize,
+    groups: Groups,
+    k: usize,
+    a: &[u8],
+    lda: usize,
+    packed: &[i8],
+    panels: Range<usize>,
+    out: OutPtr<i32>,
+) {
+    assert!(
+        kernel.available(),
+        "this CPU cannot run the {} kernel",
+        kernel.name()
+    );
+    assert!(
+        matches!(kernel, Isa::Avx2Fma | Isa::Portable),
+        "no int8 kernel for {}",
+        kernel.name()
+    );
+    if m == 0 || groups.n == 0 || panels.is_empty() {
+        return;
+    }
+    assert!(lda >= padded(k), "int8 panel_gemm: lda below padded(k)");
+    assert!(
+        a.len() >= (groups.n - 1) * groups.a_step + (m - 1) * lda + padded(k),
+        "int8 panel_gemm: A too small"
+    );
+    assert!(
+        packed.len() >= packed_len(panels.end, k),
+        "int8 panel_gemm: packed too small"
+    );
+    assert!(
+        out.n <= out.ld && panels.end <= out.n.div_ceil(NR),
+        "int8 panel_gemm: panels past C's columns"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Isa::Avx2Fma {
+        // SAFETY: the CPU runs AVX2 (asserted); sizes checked above; the caller's contract
+        // covers the writes.
+        unsafe { avx2::run(m, groups, k, a, lda, packed, panels, out) };
+        return;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { portable(m, groups, k, a, lda, packed, panels, out) }
+}
+
+/// The plain loop.
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable(
+    m: usize,
+    groups: Groups,
+    k: usize,
+    a: &[u8],
+    lda: usize,
+    packed: &[i8],
+    panels: Range<usize>,
+    out: OutPtr<i32>,
+) {
+    let size = packed_len(1, k);
+    for q in panels {
+        let panel = &packed[q * size..(q + 1) * size];
+        let width = NR.min(out.n.saturating_sub(q * NR));
+        for gi in 0..groups.n {
+            for i in 0..m {
+                let a0 = gi * groups.a_step + i * lda;
+                let arow = &a[a0..a0 + k];
+                let row = gi * groups.c_step + i;
+                for j in 0..width {
+                    let mut s = 0i32;
+                    for (p, &av) in arow.iter().enumerate() {
+                        s += av as i32 * panel[((p / 4) * NR + j) * 4 + p % 4] as i32;
+                    }
+                    // SAFETY: the row is inside a block, column q*NR + j < out.n <= out.ld
+                    // (caller's contract).
+                    unsafe { *out.ptr.add(row * out.ld + q * NR + j) = s };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{packed_len, quads, Groups, OutPtr, NR};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// Rows x panels: 2*R*V accumulators (at most 8), with the ones, a weight vector, a
+    /// broadcast and a temporary within AVX2's 16 registers.
+    fn tile_shape(m: usize) -> (usize, usize) {
+        match m {
+            1 => (1, 4),
+            2 | 3 => (2, 2),
+            _ => (4, 1),
+        }
+    }
+
+    /// # Safety
+    /// AVX2 present; the checks and contract of `panel_gemm_with`.
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run(
+        m: usize,
+        groups: Groups,
+        k: usize,
+        a: &[u8],
+        lda: usize,
+        packed: &[i8],
+        panels: Range<usize>,
+        out: OutPtr<i32>,
+    ) {
+        let (mr, vmax) = tile_shape(m);
+        let ps = packed_len(1, k);
+        let mut q = panels.start;
+        while q < panels.end {
+            let left = panels.end - q;
+            let v = [4, 2, 1]
+                .into_iter()
+                .find(|&v| v <= vmax && v <= left)
+                .unwrap_or(1);
+            for gi in 0..groups.n {
+                // SAFETY: block gi's rows lie inside A and C (checked by the caller).
+                let (a, out) = unsafe {
+                    (
+                        a.get_unchecked(gi * groups.a_step..),
+                        OutPtr {
+                            ptr: out.ptr.add(gi * groups.c_step * out.ld),
+                            ..out
+                        },
+                    )
+                };
+                let mut i = 0;
+                while i < m {
+                    let rows = mr.min(m - i);
+                    // SAFETY: rows i..i+rows < m, their padded quads, and panels q..q+v lie
+                    // inside the checked slices; stores are masked to columns < out.n.
+                    unsafe {
+                        let ap = a.as_ptr().add(i * lda);
+                        let bp = packed.as_ptr().add(q * ps);
+                        macro_rules! go {
+                            ($($r:literal, $v:literal);*) => {
+                                match (rows, v) {
+                                    $(($r, $v) => tile::<$r, $v>(k, ap, lda, bp, ps, out, i, q),)*
+                                    _ => unreachable!("tile shape {rows} x {v}"),
+                                }
+                            };
+                        }
+                        go!(1, 4; 1, 2; 1, 1; 2, 2; 2, 1; 3, 1; 4, 1)
+                    }
+                    i += rows;
+                }
+            }
+            q += v;
+        }
+    }
+
+    /// `R` rows x `V` panels of C: per quad of rows, a 32-bit broadcast of the row's four codes
+    /// against each panel's two vectors of 8 columns x 4 codes.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize, const V: usize>(
+        k: usize,
+        ap: *const u8,
+        lda: usize,
+        bp: *const i8,
+        ps: usize,
+        out: OutPtr<i32>,
+        i0: usize,
+        q: usize,
+    ) {
+        // SAFETY (whole body): the caller guarantees R rows of padded(k) codes at stride lda, V
+        // panels of ps bytes, and C rows i0..i0+R; columns are masked below.
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [[[_mm256_setzero_si256(); 2]; V]; R];
+            for p4 in 0..quads(k) {
+                for v in 0..V {
+                    let src = bp.add(v * ps + p4 * 4 * NR) as *const __m256i;
+                    for h in 0..2 {
+                        let w = _mm256_loadu_si256(src.add(h));
+                        for r in 0..R {
+                            let quad = (ap.add(r * lda + 4 * p4) as *const i32).read_unaligned();
+                            let av = _mm256_set1_epi32(quad);
+                            let pairs = _mm256_maddubs_epi16(av, w);
+                            let sums = _mm256_madd_epi16(pairs, ones);
+                            acc[r][v][h] = _mm256_add_epi32(acc[r][v][h], sums);
+                        }
+                    }
+                }
+            }
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            for v in 0..V {
+                let c0 = (q + v) * NR;
+                let width = NR.min(out.n.saturating_sub(c0));
+                for r in 0..R {
+                    let dst = out.ptr.add((i0 + r) * out.ld + c0);
+                    for (h, half) in acc[r][v].iter().enumerate() {
+                        let w = width.saturating_sub(8 * h).min(8) as i32;
+                        if w == 8 {
+                            _mm256_storeu_si256(dst.add(8 * h) as *mut __m256i, *half);
+                        } else if w > 0 {
+                            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lane);
+                            _mm256_maskstore_epi32(dst.add(8 * h), mask, *half);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
