@@ -3,7 +3,7 @@
 //!
 //! - [`Shape`]: `--cell`, `--rnn-size` (alias `--hidden`), `--num-layers` (alias `--layers`);
 //! - [`DeviceArgs`]: `--device cpu|cuda`, `--threads N`;
-//! - [`PrecisionArgs`]: `--precision f32|bf16` (the commands that run a model without training it);
+//! - [`PrecisionArgs`]: `--precision f32|bf16|int8` (the commands that run a model without training it);
 //! - [`RunDir`]: `--checkpoint-dir`, `--resume`;
 //! - [`Optimizer`]: `--optim`, `--learning-rate` (alias `--lr`).
 //!
@@ -71,8 +71,9 @@ impl DeviceArgs {
 /// The number format the model computes in, for the commands that run a trained model.
 #[derive(clap::Args, Clone, Debug)]
 pub struct PrecisionArgs {
-    /// f32, or bf16: weights and hidden states rounded to bf16, products summed in float32,
-    /// gates and cell state float32 (docs/precision.md).
+    /// f32; bf16: weights and hidden states rounded to bf16, products summed in float32; int8:
+    /// weights quantized per row, the recurrent product on int8 states in int32; gates and
+    /// cell state float32 in both (docs/precision.md).
     #[arg(long, value_parser = choice::<PrecisionArg>(), default_value = "f32")]
     pub precision: PrecisionArg,
 }

@@ -211,10 +211,18 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.precision.get() != Precision::F32 {
         if other || a.dev.device == Device::Cuda {
-            bail!("--precision bf16 times a stack on the CPU (no --charlm, --gemm, --fma-peak or --device cuda)");
+            bail!(
+                "--precision {} times a stack on the CPU (no --charlm, --gemm, --fma-peak, --peak \
+                 or --device cuda)",
+                a.precision.get()
+            );
         }
         if a.mode != Mode::Infer {
-            bail!("--precision bf16 times inference only for now (--mode infer): bf16 training is not built yet");
+            bail!(
+                "--precision {} times inference only for now (--mode infer): training in it is \
+                 not built yet",
+                a.precision.get()
+            );
         }
     }
     if (a.tune || a.dispatch) && a.dev.device == Device::Cuda {
@@ -498,9 +506,9 @@ fn measure_stack(a: &Args, s: StackShape, mode: Mode) -> Result<(f64, Option<f64
     stack.init(&mut params, &mut rng);
     let mut grads = vec![0f32; stack.num_params()];
     let mut x = random(&mut rng, t * b * h);
-    let bf16 = a.precision.get() == Precision::Bf16;
-    if bf16 {
-        recur::precision::round_weights(stack.layout(), &mut params);
+    let precision = a.precision.get();
+    recur::precision::prepare_weights(stack.layout(), &mut params, precision);
+    if precision == Precision::Bf16 {
         recur::ops::bf16::round_slice(&mut x);
     }
     let dy = random(&mut rng, t * b * h);
@@ -508,7 +516,7 @@ fn measure_stack(a: &Args, s: StackShape, mode: Mode) -> Result<(f64, Option<f64
     let mut ws = stack.workspace::<f32>(t, b);
     // inference keeps no per-step values for backward, as PyTorch's does under inference_mode
     ws.set_inference(!train);
-    ws.set_bf16(bf16);
+    ws.set_precision(precision);
     let input = LayerInput::Dense { x: &x, ld: h };
     let tm = time_median(a, || {
         stack.forward(&mut ws, &params, input, None, None, None, None);

@@ -182,6 +182,9 @@ pub enum PrecisionArg {
     F32,
     /// bf16 weights and states, float32 sums, gates and cell state (inference only for now).
     Bf16,
+    /// int8 weights per row and int8 states per step in the recurrent product, int32 sums
+    /// (inference only).
+    Int8,
 }
 choice!(PrecisionArg, "precision");
 
@@ -190,6 +193,7 @@ impl PrecisionArg {
         match self {
             PrecisionArg::F32 => recur::Precision::F32,
             PrecisionArg::Bf16 => recur::Precision::Bf16,
+            PrecisionArg::Int8 => recur::Precision::Int8,
         }
     }
 }

@@ -371,15 +371,14 @@ fn bad_corpora_and_flags_are_one_line_errors_with_exit_code_2() {
     let _ = std::fs::remove_dir_all(d);
 }
 
-/// `--precision bf16` on eval of the fixture models against their float32 loss: the models are
-/// small and their predictions near uniform, so rounding their weights and states to bf16 moves
-/// the loss in the sixth digit (measured: 3e-7 relative); a tenth of a percent is far outside
-/// that and far inside what a wrong bf16 path (unrounded states read as garbage, a wrong
-/// weight) would do.
-const EVAL_BF16_REL_TOL: f64 = 1e-3;
+/// `--precision bf16|int8` on eval of the fixture models against their float32 loss: the models
+/// are small and their predictions near uniform, so bf16 or int8 weights and states move the
+/// loss in the fifth or sixth digit; a tenth of a percent is far outside that and far inside
+/// what a wrong path (states read as garbage, a wrong weight or scale) would do.
+const EVAL_REDUCED_REL_TOL: f64 = 1e-3;
 
 #[test]
-fn precision_bf16_evaluates_samples_and_refuses_what_it_cannot_run() {
+fn reduced_precisions_evaluate_sample_and_refuse_what_they_cannot_run() {
     let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recur/tests/fixtures");
     let bytes = std::fs::read(fx.join("char_models.safetensors")).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
@@ -402,17 +401,17 @@ fn precision_bf16_evaluates_samples_and_refuses_what_it_cannot_run() {
             ]));
             j["loss_nats"].as_f64().unwrap()
         };
-        let (f32_loss, bf16_loss) = (eval("f32"), eval("bf16"));
-        let rel = ((bf16_loss - f32_loss) / f32_loss).abs();
-        assert!(
-            rel <= EVAL_BF16_REL_TOL,
-            "{name}: bf16 {bf16_loss} vs f32 {f32_loss}"
-        );
-        assert_ne!(
-            bf16_loss, f32_loss,
-            "{name}: --precision bf16 changed nothing"
-        );
-        assert_eq!(eval("bf16"), bf16_loss, "{name}: bf16 eval not repeatable");
+        let f32_loss = eval("f32");
+        for p in ["bf16", "int8"] {
+            let loss = eval(p);
+            let rel = ((loss - f32_loss) / f32_loss).abs();
+            assert!(
+                rel <= EVAL_REDUCED_REL_TOL,
+                "{name}: {p} {loss} vs f32 {f32_loss}"
+            );
+            assert_ne!(loss, f32_loss, "{name}: --precision {p} changed nothing");
+            assert_eq!(eval(p), loss, "{name}: {p} eval not repeatable");
+        }
 
         let sample = |precision: &str| {
             let o = recur(&[
@@ -427,9 +426,11 @@ fn precision_bf16_evaluates_samples_and_refuses_what_it_cannot_run() {
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             String::from_utf8(o.stdout).unwrap()
         };
-        let a = sample("bf16");
-        assert_eq!(a, sample("bf16"), "{name}: bf16 sample not repeatable");
-        assert_eq!(a.trim_end_matches('\n').chars().count(), 40);
+        for p in ["bf16", "int8"] {
+            let a = sample(p);
+            assert_eq!(a, sample(p), "{name}: {p} sample not repeatable");
+            assert_eq!(a.trim_end_matches('\n').chars().count(), 40);
+        }
     }
     one_line_error(
         &recur(&["bench", "--precision", "bf16", "--mode", "train"]),

@@ -296,14 +296,14 @@ impl Workspaces {
         Workspaces { list: Vec::new() }
     }
 
-    /// The workspace for (t, b), made (after its memory check) if there is none, in bf16 mode
-    /// when `bf16`.
+    /// The workspace for (t, b), made (after its memory check) if there is none, computing in
+    /// `precision`.
     fn get(
         &mut self,
         model: &Model,
         t: usize,
         b: usize,
-        bf16: bool,
+        precision: Precision,
     ) -> Result<&mut ModelWorkspace<f32>> {
         let i = match self.list.iter().position(|w| w.t == t && w.b == b) {
             Some(i) => i,
@@ -316,7 +316,7 @@ impl Workspaces {
                     self.list.remove(0);
                 }
                 let mut ws = model.workspace(t, b);
-                ws.set_bf16(bf16);
+                ws.set_precision(precision);
                 self.list.push(ws);
                 self.list.len() - 1
             }
@@ -391,9 +391,7 @@ impl Engine for CpuEngine {
             let c = self.carry.get_or_insert_with(|| Carry::zeros(m, batch.b));
             check_carry(m, c, batch.b)?;
         }
-        let ws = self
-            .ws
-            .get(m, batch.t, batch.b, self.precision == Precision::Bf16)?;
+        let ws = self.ws.get(m, batch.t, batch.b, self.precision)?;
         let (h0, c0) = match (start, &self.carry) {
             (Start::Carried, Some(c)) => c.as_init(),
             _ => (None, None),
@@ -562,9 +560,7 @@ impl Engine for CpuEngine {
                 self.model.cfg().input_size
             )));
         }
-        let ws = self
-            .ws
-            .get(&self.model, t, b, self.precision == Precision::Bf16)?;
+        let ws = self.ws.get(&self.model, t, b, self.precision)?;
         let r = stream_loss(&self.model, &self.params, ids, ws);
         // the workspace now holds the stream's last chunk, not the last training forward
         if self.last == Some((t, b)) {
@@ -580,9 +576,7 @@ impl Engine for CpuEngine {
     fn set_params(&mut self, params: &[f32]) -> Result<()> {
         check_len(params.len(), self.params.len())?;
         self.params.copy_from_slice(params);
-        if self.precision == Precision::Bf16 {
-            precision::round_weights(self.model.layout(), &mut self.params);
-        }
+        precision::prepare_weights(self.model.layout(), &mut self.params, self.precision);
         Ok(())
     }
 
@@ -600,19 +594,24 @@ impl Engine for CpuEngine {
         }
         if p == Precision::F32 {
             return Err(Error::invalid(
-                "this engine's weights were rounded to bf16: make a new engine for float32",
+                "this engine's weights were rounded to another format: make a new engine",
             ));
         }
         if self.opt.is_some() {
             return Err(Error::invalid(
-                "bf16 training is not built yet: bf16 runs inference (eval, sample, bench) only; \
-                 train with --precision f32",
+                "training in bf16 or int8 is not built yet: they run inference (eval, sample, \
+                 bench, speech eval) only; train in float32",
             ));
         }
         precision::check_model(&self.model, p)?;
-        precision::round_weights(self.model.layout(), &mut self.params);
+        if self.precision != Precision::F32 {
+            return Err(Error::invalid(
+                "this engine's weights were rounded to another format: make a new engine",
+            ));
+        }
+        precision::prepare_weights(self.model.layout(), &mut self.params, p);
         for ws in &mut self.ws.list {
-            ws.set_bf16(true);
+            ws.set_precision(p);
         }
         self.precision = p;
         Ok(())

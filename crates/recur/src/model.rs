@@ -274,8 +274,8 @@ pub struct ModelWorkspace<F> {
     // dlast: its gradient
     last: Vec<F>,
     dlast: Vec<F>,
-    // bf16 inference (`set_bf16`), and xq: (T, B, I) a dense input rounded to bf16
-    bf16: bool,
+    // the number format (`set_precision`), and xq: (T, B, I) a dense input rounded to bf16
+    precision: crate::Precision,
     xq: Vec<F>,
 }
 
@@ -285,19 +285,20 @@ impl<F: Float> ModelWorkspace<F> {
         self.logits.len() / self.v.max(1)
     }
 
-    /// bf16 inference on or off (float32 workspaces only; off by default; see
-    /// [`crate::precision`]): the recurrent layers round their states and read their recurrent
-    /// weights as bf16, and a dense input is rounded to bf16 before the first layer reads it.
-    /// The parameters given to [`Model::forward`] must hold bf16 weights
-    /// ([`crate::precision::round_weights`]). No backward in bf16.
-    pub fn set_bf16(&mut self, on: bool) {
-        self.stack.set_bf16(on);
-        self.bf16 = on;
+    /// The number format of inference (float32 by default; the others on float32 workspaces
+    /// only; see [`crate::precision`]): in bf16 the recurrent layers round their states and
+    /// read their recurrent weights as bf16, and a dense input is rounded to bf16 before the
+    /// first layer reads it; in int8 the recurrent products run on int8 codes. The parameters
+    /// given to [`Model::forward`] must hold the format's weights
+    /// ([`crate::precision::prepare_weights`]). No backward but in float32.
+    pub fn set_precision(&mut self, p: crate::Precision) {
+        self.stack.set_precision(p);
+        self.precision = p;
     }
 
-    /// Whether bf16 inference is on ([`ModelWorkspace::set_bf16`]).
-    pub fn bf16(&self) -> bool {
-        self.bf16
+    /// The number format ([`ModelWorkspace::set_precision`]).
+    pub fn precision(&self) -> crate::Precision {
+        self.precision
     }
 }
 
@@ -393,7 +394,7 @@ impl Model {
             dy: vec![F::ZERO; t * b * dp],
             last: vec![F::ZERO; last],
             dlast: vec![F::ZERO; last],
-            bf16: false,
+            precision: crate::Precision::F32,
             xq: Vec::new(),
         }
     }
@@ -439,13 +440,13 @@ impl Model {
         let ModelWorkspace {
             stack: sws,
             emb,
-            bf16,
+            precision,
             xq,
             ..
         } = ws;
         let input = match input {
-            Input::Dense(x) if *bf16 => {
-                // the input rounded to bf16 (F is f32: set_bf16 allows nothing else)
+            Input::Dense(x) if *precision == crate::Precision::Bf16 => {
+                // the input rounded to bf16 (F is f32: set_precision allows nothing else)
                 let x = &x[..n * self.cfg.input_size];
                 xq.clear();
                 xq.extend_from_slice(x);

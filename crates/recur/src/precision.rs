@@ -15,23 +15,25 @@
 use crate::error::{Error, Result};
 use crate::params::ParamLayout;
 
-/// float32 or bf16.
+/// float32, bf16 or int8.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     #[default]
     F32,
     Bf16,
+    Int8,
 }
 
 impl Precision {
     /// Every precision, as `--precision` takes them.
-    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Bf16];
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Bf16, Precision::Int8];
 
     /// Its name on the command line: `f32`, `bf16`.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         }
     }
 
@@ -63,12 +65,41 @@ pub fn round_weights(layout: &ParamLayout, params: &mut [f32]) {
     }
 }
 
-/// Why `model` cannot run in `p`, if it cannot: bf16 has no LSTM projections yet.
+/// Replaces every weight matrix of `params` by its int8 quantization per row, dequantized
+/// (`scale * code`, PyTorch's symmetric per-channel scheme: `crate::ops::int8::quantize_rows`);
+/// vectors (biases) stay float32. Quantizing the result again gives the same codes.
+pub fn quantize_weights(layout: &ParamLayout, params: &mut [f32]) {
+    for e in layout.entries.iter().filter(|e| e.shape.len() == 2) {
+        let (n, k) = (e.shape[0], e.shape[1]);
+        if n * k == 0 {
+            continue;
+        }
+        let w = &mut params[e.range()];
+        let (q, s) = crate::ops::int8::quantize_rows(w, n, k);
+        for (j, row) in w.chunks_exact_mut(k).enumerate() {
+            for (v, &c) in row.iter_mut().zip(&q[j * k..(j + 1) * k]) {
+                *v = s[j] * c as f32;
+            }
+        }
+    }
+}
+
+/// Puts the weights of `params` in format `p`: [`round_weights`] for bf16,
+/// [`quantize_weights`] for int8, nothing for float32.
+pub fn prepare_weights(layout: &ParamLayout, params: &mut [f32], p: Precision) {
+    match p {
+        Precision::F32 => {}
+        Precision::Bf16 => round_weights(layout, params),
+        Precision::Int8 => quantize_weights(layout, params),
+    }
+}
+
+/// Why `model` cannot run in `p`, if it cannot: bf16 and int8 have no LSTM projections yet.
 pub fn check_model(model: &crate::model::Model, p: Precision) -> Result<()> {
-    if p == Precision::Bf16 && model.cfg().rnn.proj_size > 0 {
-        return Err(Error::invalid(
-            "bf16 does not run LSTMs with projections (proj_size > 0) yet; use --precision f32",
-        ));
+    if p != Precision::F32 && model.cfg().rnn.proj_size > 0 {
+        return Err(Error::invalid(format!(
+            "{p} does not run LSTMs with projections (proj_size > 0) yet; use --precision f32"
+        )));
     }
     Ok(())
 }

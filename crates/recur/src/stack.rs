@@ -304,13 +304,13 @@ impl<F: Float> StackWorkspace<F> {
         }
     }
 
-    /// bf16 inference on or off (float32 workspaces only; off by default): see
-    /// [`DirCache::set_bf16`](crate::cell::DirCache::set_bf16) and [`crate::precision`]. The
-    /// parameters given to forward must then hold bf16 weights
-    /// ([`crate::precision::round_weights`]) and a dense input bf16 values.
-    pub fn set_bf16(&mut self, on: bool) {
+    /// The number format of inference (float32 by default; the others on float32 workspaces
+    /// only): see [`DirCache::set_precision`](crate::cell::DirCache::set_precision) and
+    /// [`crate::precision`]. The parameters given to forward must then hold the format's
+    /// weights ([`crate::precision::prepare_weights`]), and in bf16 a dense input bf16 values.
+    pub fn set_precision(&mut self, p: crate::Precision) {
         for c in &mut self.caches {
-            c.set_bf16(on);
+            c.set_precision(p);
         }
     }
 

@@ -153,9 +153,7 @@ impl<'a> Streamer<'a> {
                 ));
             }
             let mut own = self.params.to_vec();
-            if p == crate::Precision::Bf16 {
-                crate::precision::round_weights(self.model.layout(), &mut own);
-            }
+            crate::precision::prepare_weights(self.model.layout(), &mut own, p);
             self.params = std::borrow::Cow::Owned(own);
             self.precision = p;
             self.ws.clear();
@@ -225,7 +223,7 @@ impl<'a> Streamer<'a> {
                     self.ws.remove(0);
                 }
                 let mut w = self.model.workspace(t, self.b);
-                w.set_bf16(self.precision == crate::Precision::Bf16);
+                w.set_precision(self.precision);
                 // no backward: keep only what the next step needs; the parameters are borrowed
                 // for the streamer's life, so pack them once
                 w.stack.set_inference(true);
@@ -306,14 +304,14 @@ pub fn stream_loss(
     ws.stack.set_inference(true);
     ws.stack.set_fixed_weights(true);
     let mut tail_ws: Option<ModelWorkspace<f32>> = None;
-    let bf16 = ws.bf16();
+    let precision = ws.precision();
     let Ok(()) = for_stream_chunks::<std::convert::Infallible>(ids, t, b, |tt, inputs, targets| {
         let ws = if tt == t {
             &mut *ws
         } else {
             tail_ws.get_or_insert_with(|| {
                 let mut w = model.workspace(tt, b);
-                w.set_bf16(bf16);
+                w.set_precision(precision);
                 w.stack.set_inference(true);
                 w.stack.set_fixed_weights(true);
                 w

@@ -4,7 +4,7 @@
 //! same order); with the input product in chunks (inference) they agree within float32 rounding
 //! (the chunks run on the packed kernel, the one product on the `gemm` crate). In bf16 inference,
 //! W_hh read as float32 panels of the rounded weights or as bf16 panels, under either split,
-//! gives the same bits. One test, so that the process-wide override meets no other test's
+//! gives the same bits; so does int8 under either split. One test, so that the process-wide override meets no other test's
 //! products.
 
 use recur::cell::schedule::{self, ChunkChoice, PanelChoice, Schedule, SplitChoice};
@@ -52,22 +52,27 @@ fn run(kind: CellKind, s: Schedule) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) 
     (infer, y, grads, dx)
 }
 
-/// bf16 inference outputs and final states under `s` (the input product in one product, whose
+/// bf16 or int8 inference outputs and final states under `s` (the input product in one product, whose
 /// order of sums no schedule changes).
-fn run_bf16(kind: CellKind, b: usize, s: Schedule) -> (Vec<f32>, Vec<f32>) {
+fn run_reduced(
+    precision: recur::Precision,
+    kind: CellKind,
+    b: usize,
+    s: Schedule,
+) -> (Vec<f32>, Vec<f32>) {
     schedule::set(s);
     let (t, h) = (4, 80);
     let stack = Stack::new(StackConfig::new(kind, h, h).with_layers(2)).unwrap();
     let mut rng = Rng::new(8);
     let mut params = vec![0f32; stack.num_params()];
     stack.init(&mut params, &mut rng);
-    recur::precision::round_weights(stack.layout(), &mut params);
+    recur::precision::prepare_weights(stack.layout(), &mut params, precision);
     let x: Vec<f32> = (0..t * b * h)
         .map(|_| recur::ops::bf16::round(rng.normal() as f32))
         .collect();
     let mut ws = stack.workspace::<f32>(t, b);
     ws.set_inference(true);
-    ws.set_bf16(true);
+    ws.set_precision(precision);
     stack.forward_from_zeros(&mut ws, &params, LayerInput::Dense { x: &x, ld: h });
     schedule::set(Schedule::AUTO);
     (ws.output().to_vec(), ws.h_n.clone())
@@ -133,16 +138,22 @@ fn every_schedule_computes_the_same() {
                 chunks: ChunkChoice::Off,
                 panels,
             };
-            let want = run_bf16(kind, b, off(SplitChoice::Units, PanelChoice::F32));
+            let bf16 = recur::Precision::Bf16;
+            let want = run_reduced(bf16, kind, b, off(SplitChoice::Units, PanelChoice::F32));
             for split in [SplitChoice::Rows, SplitChoice::Units] {
                 for panels in [PanelChoice::F32, PanelChoice::Bf16] {
-                    let got = run_bf16(kind, b, off(split, panels));
+                    let got = run_reduced(bf16, kind, b, off(split, panels));
                     assert!(
                         got == want,
                         "{kind:?} bf16 B={b} {split:?} {panels:?}: other bits"
                     );
                 }
             }
+            // int8: each part quantizes the rows it multiplies; the sums are exact
+            let int8 = recur::Precision::Int8;
+            let want = run_reduced(int8, kind, b, off(SplitChoice::Units, PanelChoice::Auto));
+            let got = run_reduced(int8, kind, b, off(SplitChoice::Rows, PanelChoice::Auto));
+            assert!(got == want, "{kind:?} int8 B={b}: rows and units differ");
         }
     }
 }

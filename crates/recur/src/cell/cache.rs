@@ -24,10 +24,21 @@ pub struct DirCache<F> {
     pub(super) packed_hh: usize,
     pub(super) packed_ih: usize,
     pub(super) packed_wt: usize,
-    // bf16 inference (`set_bf16`): the forward packs W_hh^T as bf16 pairs (`ops::bf16`) into
-    // wpack16 instead of wpack, and rounds every state h to bf16 as it writes it
-    pub(crate) bf16: bool,
+    // the number format of the forward (`set_precision`). bf16: the forward rounds every state
+    // h to bf16 as it writes it and may pack W_hh^T as bf16 pairs (`ops::bf16`) into wpack16.
+    // int8: W_hh^T quantized per row and packed in quads (`ops::int8`) into wpack8, with its
+    // rows' scales and code sums in packed column order (wscale, wsum, G*Hp); each step's state
+    // quantized per row by every part for itself (hq: parts x B x padded(H) codes, hrq: their
+    // scales), the int32 product in acc (B, G*Hp)
+    pub(crate) precision: crate::Precision,
     pub(super) wpack16: Vec<u16>,
+    pub(super) wpack8: Vec<i8>,
+    pub(super) wscale: Vec<F>,
+    pub(super) wsum: Vec<i32>,
+    pub(super) hq: Vec<u8>,
+    pub(super) hrq: Vec<crate::ops::int8::RowQuant>,
+    pub(super) acc: Vec<i32>,
+    pub(super) packed_hh8: usize,
     // the address of the W_hh wpack16 was packed from (as packed_hh)
     pub(super) packed_hh16: usize,
     // xw: (T, B, G*H) input projection x_t W_ih^T + b_ih
@@ -95,8 +106,15 @@ impl<F: Float> DirCache<F> {
             packed_hh: 0,
             packed_ih: 0,
             packed_wt: 0,
-            bf16: false,
+            precision: crate::Precision::F32,
             wpack16: Vec::new(),
+            wpack8: Vec::new(),
+            wscale: Vec::new(),
+            wsum: Vec::new(),
+            hq: Vec::new(),
+            hrq: Vec::new(),
+            acc: Vec::new(),
+            packed_hh8: 0,
             packed_hh16: 0,
             xw: z(s.xw),
             gates: z(s.gates),
@@ -135,22 +153,28 @@ impl<F: Float> DirCache<F> {
         self.fixed_weights = on;
         self.packed_hh = 0;
         self.packed_hh16 = 0;
+        self.packed_hh8 = 0;
         self.packed_ih = 0;
         self.packed_wt = 0;
     }
 
-    /// bf16 on or off (off by default; float32 only): forward's recurrent product then reads
-    /// `W_hh` rounded to bf16 and packed in half the bytes, and every state h is rounded to bf16
-    /// as it is written (the outputs, the final state, what the next step multiplies), while
-    /// the gates and the LSTM's cell state stay float32. The other weights and the layer's
-    /// input must already hold bf16 values (`crate::precision` rounds them). No backward, and
-    /// no LSTM projection, in bf16. Either way the packed copies made so far are forgotten.
-    pub fn set_bf16(&mut self, on: bool) {
+    /// The number format of the forward (float32 by default; the others on float32 caches
+    /// only, for inference: no backward, no LSTM projection). bf16: the recurrent product reads
+    /// `W_hh` as bf16 values (packed in half the bytes where that pays), and every state h is
+    /// rounded to bf16 as it is written (the outputs, the final state, what the next step
+    /// multiplies); the other weights and the layer's input must already hold bf16 values. int8:
+    /// the recurrent product multiplies W_hh quantized per row by each step's state quantized
+    /// per row (`crate::ops::int8`), in int32; the other weights must already hold their int8
+    /// values dequantized. Gates and the LSTM's cell state stay float32 in both.
+    /// `crate::precision` prepares the weights. Either way the packed copies made so far are
+    /// forgotten.
+    pub fn set_precision(&mut self, p: crate::Precision) {
         assert!(
-            !on || std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>(),
-            "bf16 runs on float32 caches only"
+            p == crate::Precision::F32
+                || std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>(),
+            "{p} runs on float32 caches only"
         );
-        self.bf16 = on;
+        self.precision = p;
         self.set_fixed_weights(self.fixed_weights);
     }
 
@@ -182,7 +206,12 @@ impl<F: Float> DirCache<F> {
             + self.dc.len()
             + self.dhpre.len()
             + self.direct.len();
-        n * std::mem::size_of::<F>() + self.wpack16.len() * 2
+        n * std::mem::size_of::<F>()
+            + self.wpack16.len() * 2
+            + self.wpack8.len()
+            + (self.wscale.len() + self.wsum.len() + self.acc.len()) * 4
+            + self.hq.len()
+            + self.hrq.len() * std::mem::size_of::<crate::ops::int8::RowQuant>()
     }
 }
 

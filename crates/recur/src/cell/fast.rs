@@ -39,6 +39,7 @@ use super::{
 use crate::ops::bf16;
 use crate::ops::cpu::Isa;
 use crate::ops::gemm::threads;
+use crate::ops::int8::{self, RowQuant};
 use crate::ops::panel::{
     has_avx512, kernel_for, pack_gates_t, pack_n, panel_gemm_groups_raw, panel_gemm_raw, panels,
     Groups, OutPtr, NR,
@@ -46,6 +47,7 @@ use crate::ops::panel::{
 use crate::ops::team;
 use crate::ops::transpose::transpose_raw;
 use crate::ops::Float;
+use crate::Precision;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -239,6 +241,8 @@ struct Fwd<'a, F> {
     bf16: bool,
     /// bf16 mode, bf16 panels: W_hh^T packed as bf16 (then `wpack` is unused)
     wpack16: Option<&'a [u16]>,
+    /// int8 mode: the quantized W_hh^T and the step's buffers (then `wpack` is unused)
+    int8: Option<Int8Step<'a>>,
     bias: &'a [F],
     bhn: &'a [F],
     xw: Raw<F>,
@@ -257,6 +261,18 @@ struct Fwd<'a, F> {
 }
 // SAFETY: see `Raw`; the shared slices are read-only.
 unsafe impl<F: Sync> Sync for Fwd<'_, F> {}
+
+/// What an int8 step needs besides the float32 views (see `DirCache`'s int8 fields).
+struct Int8Step<'a> {
+    wpack8: &'a [i8],
+    wscale: &'a [f32],
+    wsum: &'a [i32],
+    /// per part: B rows of padded(H) codes, and B rows' scales
+    hq: Raw<u8>,
+    hrq: Raw<RowQuant>,
+    /// (B, G*Hp) int32 sums
+    acc: Raw<i32>,
+}
 
 /// The input product computed by each thread for its own rows and units, a chunk of steps at a
 /// time, just before they run: `xc[t - t_min, b, g*Hp + u] = x_t[b] W_ih[g, u]^T`.
@@ -281,7 +297,7 @@ impl<F: Float> Fwd<'_, F> {
     }
 
     /// Step `s` (in walking order) for the units of panels `pan` of batch rows `rows`.
-    fn step(&self, s: usize, (pan, rows): (Range<usize>, Range<usize>), simd: bool) {
+    fn step(&self, s: usize, part: usize, (pan, rows): (Range<usize>, Range<usize>), simd: bool) {
         let (nb, nh) = (self.nb, self.nh);
         let ng = self.kind.gates();
         let gh = ng * nh;
@@ -354,7 +370,54 @@ impl<F: Float> Fwd<'_, F> {
                 ld: ng * hs,
                 n: ng * hs,
             };
+            if let Some(q8) = &self.int8 {
+                // F is f32 in int8 mode (DirCache::set_precision): the casts are identities.
+                // This part quantizes its rows of the state (all units) for itself, multiplies
+                // its panels in int32, and dequantizes its columns into hw.
+                let a = std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len());
+                let ldq = int8::padded(nh);
+                let codes = q8.hq.mut_at(part * nb * ldq, mb * ldq);
+                let rq = q8.hrq.mut_at(part * nb, mb);
+                for i in 0..mb {
+                    let row = &a[i * nh..(i + 1) * nh];
+                    rq[i] = int8::row_params(row);
+                    int8::quantize_row(row, rq[i], &mut codes[i * ldq..(i + 1) * ldq]);
+                }
+                let ldc = ng * hs;
+                for g in 0..ng {
+                    int8::panel_gemm_with(
+                        int8::kernel(),
+                        mb,
+                        Groups::ONE,
+                        nh,
+                        codes,
+                        ldq,
+                        q8.wpack8,
+                        g * hp + pan.start..g * hp + pan.end,
+                        OutPtr {
+                            ptr: q8.acc.0.add(b0 * ldc),
+                            ld: ldc,
+                            n: ldc,
+                        },
+                    );
+                }
+                for (i, r) in rq.iter().enumerate() {
+                    for g in 0..ng {
+                        let c0 = g * hs + u0;
+                        let sums = q8.acc.at((b0 + i) * ldc + c0, n);
+                        let hw = self.hw.mut_at((b0 + i) * ldc + c0, n);
+                        let (ws, wz) = (&q8.wscale[c0..c0 + n], &q8.wsum[c0..c0 + n]);
+                        for j in 0..n {
+                            let v = (sums[j] - r.zero * wz[j]) as f32;
+                            hw[j] = F::from_f64((r.scale * ws[j] * v) as f64);
+                        }
+                    }
+                }
+            }
             for g in 0..ng {
+                if self.int8.is_some() {
+                    break;
+                }
                 let cols = g * hp + pan.start..g * hp + pan.end;
                 match self.wpack16 {
                     // F is f32 in bf16 mode (DirCache::set_bf16), so the casts are identities
@@ -605,7 +668,38 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
     }
     let packed = ng * hp * nh * NR;
     let packed16 = bf16::packed_len(ng * hp, nh);
-    let use16 = c.bf16 && bf16_panels(&split, &d);
+    let use16 = c.precision == Precision::Bf16 && bf16_panels(&split, &d);
+    let is_int8 = c.precision == Precision::Int8;
+    let packed8 = int8::packed_len(ng * hp, nh);
+    if is_int8 {
+        if stale_copy(
+            &mut c.wpack8,
+            packed8,
+            &mut c.packed_hh8,
+            c.fixed_weights,
+            w.w_hh,
+        ) {
+            // SAFETY: F is f32 in int8 mode (DirCache::set_precision): the cast is an identity
+            let w_hh =
+                unsafe { std::slice::from_raw_parts(w.w_hh.as_ptr() as *const f32, gh * nh) };
+            let (q, scale) = int8::quantize_rows(w_hh, gh, nh);
+            int8::pack_gates_t(&mut c.wpack8[..packed8], &q, ng, nh, nh);
+            let sums = int8::row_sums(&q, gh, nh);
+            let hs = hp * NR;
+            c.wscale = vec![F::ZERO; ng * hs];
+            c.wsum = vec![0; ng * hs];
+            for g in 0..ng {
+                for u in 0..nh {
+                    c.wscale[g * hs + u] = F::from_f64(scale[g * nh + u] as f64);
+                    c.wsum[g * hs + u] = sums[g * nh + u];
+                }
+            }
+        }
+        let ldq = int8::padded(nh);
+        grow(&mut c.hq, split.parts * nb * ldq);
+        grow(&mut c.hrq, split.parts * nb);
+        grow(&mut c.acc, nb * ng * hp * NR);
+    }
     if use16 {
         if stale_copy(
             &mut c.wpack16,
@@ -639,7 +733,7 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
         Some(h0) => c.hprev[first.clone()].copy_from_slice(&h0[..nb * nh]),
         None => c.hprev[first.clone()].fill(F::ZERO),
     }
-    if c.bf16 {
+    if c.precision == Precision::Bf16 {
         bf16::round_float(&mut c.hprev[first.clone()]);
     }
     if is_lstm {
@@ -659,8 +753,19 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
         reverse: d.reverse,
         lengths,
         wpack: &c.wpack[..packed],
-        bf16: c.bf16,
+        bf16: c.precision == Precision::Bf16,
         wpack16: use16.then(|| &c.wpack16[..packed16]),
+        int8: is_int8.then(|| Int8Step {
+            wpack8: &c.wpack8[..packed8],
+            // SAFETY: F is f32 in int8 mode: the cast is an identity
+            wscale: unsafe {
+                std::slice::from_raw_parts(c.wscale.as_ptr() as *const f32, c.wscale.len())
+            },
+            wsum: &c.wsum,
+            hq: Raw::of(&mut c.hq),
+            hrq: Raw::of(&mut c.hrq),
+            acc: Raw::of(&mut c.acc),
+        }),
         bias: &c.bias,
         bhn: &c.bhn,
         xw: Raw::of(&mut c.xw),
@@ -683,7 +788,7 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
             len,
         }),
     };
-    split.for_steps(nt, &|s, k| ctx.step(s, split.part(k), simd));
+    split.for_steps(nt, &|s, k| ctx.step(s, k, split.part(k), simd));
     h_n[..nb * nh].copy_from_slice(&c.h);
     if is_lstm {
         c_n[..nb * nh].copy_from_slice(&c.c);

@@ -89,8 +89,9 @@ pub struct DirBackward<'a, F> {
 /// simple one (`simple.rs`).
 pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
     assert!(
-        !(cache.bf16 && cache.dims.proj()),
-        "bf16 does not run LSTMs with projections"
+        cache.precision == crate::Precision::F32 || !cache.dims.proj(),
+        "{} does not run LSTMs with projections",
+        cache.precision
     );
     if cache.dims.proj() {
         simple::forward(cache, args)
@@ -102,7 +103,11 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
 /// Backward (BPTT) over the whole sequence (the same driver as the forward), after [`forward`]
 /// on the same cache, weights, input and lengths.
 pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
-    assert!(!cache.bf16, "bf16 has no backward");
+    assert!(
+        cache.precision == crate::Precision::F32,
+        "{} has no backward",
+        cache.precision
+    );
     if cache.dims.proj() {
         simple::backward(cache, args)
     } else {

@@ -104,7 +104,7 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
             ),
         ),
         (
-            "per-step product in int8 (not wired to a model yet)",
+            "per-step product in int8",
             super::int8::describe(super::int8::kernel()).to_string(),
         ),
         ("bf16 and int8 instructions", low_precision_features()),

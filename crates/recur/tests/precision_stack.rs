@@ -1,20 +1,51 @@
-//! A stack in bf16 (`recur::precision`) against a reference written out here in f64 from
-//! PyTorch's cell equations, with the same roundings: weights and input rounded to bf16 once,
-//! every new h rounded to bf16 before anything reads it; gates and cell state unrounded. Also:
-//! every output and final state is a bf16 value, and the inference and training layouts of the
-//! workspace give the same bits.
+//! A stack in bf16 and in int8 (`recur::precision`) against a reference written out here in f64
+//! from PyTorch's cell equations, with the same roundings. bf16: weights and input rounded to
+//! bf16 once, every new h rounded to bf16 before anything reads it. int8: weights quantized per
+//! row (`prepare_weights`), the recurrent product `s_a s_w (sum q_a q_w - z rowsum)` of each
+//! step's state quantized per row (the library's quantization of the reference's own state,
+//! which the int8 tests check against its definition). Gates and cell state unrounded in both.
+//! Also: in bf16 every output and final state is a bf16 value; the inference and training
+//! layouts of the workspace give the same bits.
 
 use recur::cell::{Activation, CellKind, LayerInput};
 use recur::ops::bf16::round;
-use recur::precision::round_weights;
+use recur::ops::int8;
+use recur::precision::prepare_weights;
 use recur::rng::Rng;
 use recur::stack::{Stack, StackConfig};
+use recur::Precision;
 
 /// Absolute, on states in (-1, 1): one bf16 ulp near 1 (2^-8). The reference sums in f64 where
 /// the stack sums in float32, and a float32 ulp of difference can move a state across a bf16
 /// rounding boundary. (On the sizes here every state agrees exactly; whether the states are
 /// rounded at all is checked on their bits.)
 const TOL: f64 = 1.0 / 256.0;
+
+/// Absolute, int8: the reference quantizes its f64 state where the stack quantizes its float32
+/// one, so a state within a float32 ulp of a code boundary can take the neighbouring code: one
+/// activation step (at most 2/127 for states in (-1, 1)) times a weight (|w| < 0.3 here) in one
+/// pre-activation, which the gates pass on damped. (Measured on the sizes here, where no code
+/// flips: at most 1e-7. The kernels' exactness is tests/int8.rs's, bit for bit.)
+const TOL_INT8: f64 = 2e-3;
+
+/// The recurrent pre-activations of one row in int8: `W_hh h` as the stack computes it, from
+/// `h` quantized per row and W_hh's codes (quantized again from its prepared values).
+fn int8_recurrent(w_hh: &[f32], gh: usize, h: &[f64]) -> Vec<f64> {
+    let k = h.len();
+    let (q, s) = int8::quantize_rows(w_hh, gh, k);
+    let hf: Vec<f32> = h.iter().map(|&v| v as f32).collect();
+    let rq = int8::row_params(&hf);
+    let mut codes = vec![0u8; int8::padded(k)];
+    int8::quantize_row(&hf, rq, &mut codes);
+    (0..gh)
+        .map(|j| {
+            let dot: i64 = (0..k)
+                .map(|p| (codes[p] as i64 - rq.zero as i64) * q[j * k + p] as i64)
+                .sum();
+            rq.scale as f64 * s[j] as f64 * dot as f64
+        })
+        .collect()
+}
 
 fn sig(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
@@ -24,6 +55,7 @@ fn sig(x: f64) -> f64 {
 /// final h, final c).
 #[allow(clippy::too_many_arguments)]
 fn reference(
+    precision: Precision,
     kind: CellKind,
     w_ih: &[f32],
     w_hh: &[f32],
@@ -46,7 +78,11 @@ fn reference(
             let xr = &x[(s * b + r) * i..(s * b + r + 1) * i];
             let hr = &hs[r * h..(r + 1) * h];
             let xi = |q: usize| dot(w_ih, q, i, xr) + b_ih[q] as f64;
-            let hh = |q: usize| dot(w_hh, q, h, hr) + b_hh[q] as f64;
+            let rec: Vec<f64> = match precision {
+                Precision::Int8 => int8_recurrent(w_hh, w_hh.len() / h, hr),
+                _ => (0..w_hh.len() / h).map(|q| dot(w_hh, q, h, hr)).collect(),
+            };
+            let hh = |q: usize| rec[q] + b_hh[q] as f64;
             for u in 0..h {
                 let new = match kind {
                     CellKind::Lstm => {
@@ -65,7 +101,10 @@ fn reference(
                     }
                     CellKind::Rnn(_) => (xi(u) + hh(u)).tanh(),
                 };
-                hn[r * h + u] = round(new as f32) as f64;
+                hn[r * h + u] = match precision {
+                    Precision::Bf16 => round(new as f32) as f64,
+                    _ => new,
+                };
             }
         }
         y[s * b * h..(s + 1) * b * h].copy_from_slice(&hn);
@@ -74,13 +113,13 @@ fn reference(
     (y, hs, cs)
 }
 
-fn check(kind: CellKind, inference: bool) {
+fn check(precision: Precision, kind: CellKind, inference: bool) {
     let (t, b, i, h, layers) = (7, 3, 5, 13, 2);
     let stack = Stack::new(StackConfig::new(kind, i, h).with_layers(layers)).unwrap();
     let mut rng = Rng::new(17);
     let mut params = vec![0f32; stack.num_params()];
     stack.init(&mut params, &mut rng);
-    round_weights(stack.layout(), &mut params);
+    prepare_weights(stack.layout(), &mut params, precision);
     let x: Vec<f32> = (0..t * b * i).map(|_| round(rng.normal() as f32)).collect();
     let h0: Vec<f32> = (0..layers * b * h)
         .map(|_| 0.5 * rng.normal() as f32)
@@ -92,7 +131,7 @@ fn check(kind: CellKind, inference: bool) {
 
     let mut ws = stack.workspace::<f32>(t, b);
     ws.set_inference(inference);
-    ws.set_bf16(true);
+    ws.set_precision(precision);
     stack.forward(
         &mut ws,
         &params,
@@ -103,13 +142,18 @@ fn check(kind: CellKind, inference: bool) {
         None,
     );
 
-    // every state the stack hands out is a bf16 value
+    // in bf16 every state the stack hands out is a bf16 value
     for (what, v) in [("output", ws.output()), ("h_n", &ws.h_n[..])] {
         assert!(
-            v.iter().all(|x| x.to_bits() & 0xffff == 0),
+            precision != Precision::Bf16 || v.iter().all(|x| x.to_bits() & 0xffff == 0),
             "{kind:?}: an element of {what} is not a bf16 value"
         );
     }
+    let tol = if precision == Precision::Int8 {
+        TOL_INT8
+    } else {
+        TOL
+    };
 
     let layout = stack.layout();
     let get = |name: String| &params[layout.get(&name).unwrap().range()];
@@ -118,13 +162,17 @@ fn check(kind: CellKind, inference: bool) {
     for l in 0..layers {
         let h0l: Vec<f64> = h0[l * b * h..(l + 1) * b * h]
             .iter()
-            .map(|&v| round(v) as f64)
+            .map(|&v| match precision {
+                Precision::Bf16 => round(v) as f64,
+                _ => v as f64,
+            })
             .collect();
         let c0l: Vec<f64> = c0[l * b * h..(l + 1) * b * h]
             .iter()
             .map(|&v| v as f64)
             .collect();
         let (y, hn, cn) = reference(
+            precision,
             kind,
             get(format!("weight_ih_l{l}")),
             get(format!("weight_hh_l{l}")),
@@ -143,14 +191,14 @@ fn check(kind: CellKind, inference: bool) {
         };
         let got_hn = &ws.h_n[l * b * h..(l + 1) * b * h];
         let e = worst(got_hn, &hn);
-        assert!(e <= TOL, "{kind:?} layer {l}: h_n off by {e:e}");
+        assert!(e <= tol, "{kind:?} layer {l}: h_n off by {e:e}");
         if lstm {
             let e = worst(&ws.c_n[l * b * h..(l + 1) * b * h], &cn);
-            assert!(e <= TOL, "{kind:?} layer {l}: c_n off by {e:e}");
+            assert!(e <= tol, "{kind:?} layer {l}: c_n off by {e:e}");
         }
         if l == layers - 1 {
             let e = worst(ws.output(), &y);
-            assert!(e <= TOL, "{kind:?}: outputs off by {e:e}");
+            assert!(e <= tol, "{kind:?}: outputs off by {e:e}");
         }
         // the next layer reads the reference's outputs (the stack's own layer-0 outputs are
         // not exposed; they are within TOL of these)
@@ -160,47 +208,64 @@ fn check(kind: CellKind, inference: bool) {
 }
 
 #[test]
-fn lstm_matches_the_reference() {
-    check(CellKind::Lstm, true);
+fn bf16_lstm_matches_the_reference() {
+    check(Precision::Bf16, CellKind::Lstm, true);
 }
 
 #[test]
-fn gru_matches_the_reference() {
-    check(CellKind::Gru, true);
+fn bf16_gru_matches_the_reference() {
+    check(Precision::Bf16, CellKind::Gru, true);
 }
 
 #[test]
-fn rnn_matches_the_reference() {
-    check(CellKind::Rnn(Activation::Tanh), true);
+fn bf16_rnn_matches_the_reference() {
+    check(Precision::Bf16, CellKind::Rnn(Activation::Tanh), true);
+}
+
+#[test]
+fn int8_cells_match_the_reference() {
+    for kind in [
+        CellKind::Lstm,
+        CellKind::Gru,
+        CellKind::Rnn(Activation::Tanh),
+    ] {
+        check(Precision::Int8, kind, true);
+        check(Precision::Int8, kind, false);
+    }
 }
 
 #[test]
 fn inference_and_training_layouts_agree_bit_for_bit() {
-    for kind in [
-        CellKind::Lstm,
-        CellKind::Gru,
-        CellKind::Rnn(Activation::Relu),
+    for (kind, precision) in [
+        (CellKind::Lstm, Precision::Bf16),
+        (CellKind::Gru, Precision::Bf16),
+        (CellKind::Rnn(Activation::Relu), Precision::Bf16),
+        (CellKind::Lstm, Precision::Int8),
+        (CellKind::Gru, Precision::Int8),
     ] {
         let (t, b, i, h) = (9, 4, 6, 20);
         let stack = Stack::new(StackConfig::new(kind, i, h).with_layers(2)).unwrap();
         let mut rng = Rng::new(3);
         let mut params = vec![0f32; stack.num_params()];
         stack.init(&mut params, &mut rng);
-        round_weights(stack.layout(), &mut params);
+        prepare_weights(stack.layout(), &mut params, precision);
         let x: Vec<f32> = (0..t * b * i).map(|_| round(rng.normal() as f32)).collect();
         let run = |inference: bool| {
             let mut ws = stack.workspace::<f32>(t, b);
             ws.set_inference(inference);
-            ws.set_bf16(true);
+            ws.set_precision(precision);
             stack.forward_from_zeros(&mut ws, &params, LayerInput::Dense { x: &x, ld: i });
             (ws.output().to_vec(), ws.h_n.clone())
         };
         let (a, b2) = (run(true), run(false));
-        assert!(a == b2, "{kind:?}: inference and training layouts differ");
+        assert!(
+            a == b2,
+            "{kind:?} {precision}: inference and training layouts differ"
+        );
     }
 }
 
 #[test]
 fn the_training_layout_matches_the_reference() {
-    check(CellKind::Lstm, false);
+    check(Precision::Bf16, CellKind::Lstm, false);
 }
