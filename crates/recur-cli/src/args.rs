@@ -74,13 +74,20 @@ pub struct PrecisionArgs {
     /// f32; bf16: weights and hidden states rounded to bf16, products summed in float32; int8:
     /// weights quantized per row, the recurrent product on int8 states in int32; gates and
     /// cell state float32 in both (docs/precision.md).
-    #[arg(long, value_parser = choice::<PrecisionArg>(), default_value = "f32")]
-    pub precision: PrecisionArg,
+    /// [default: the checkpoint's: f32, or int8 for a `recur quantize` file]
+    #[arg(long, value_parser = choice::<PrecisionArg>())]
+    pub precision: Option<PrecisionArg>,
 }
 
 impl PrecisionArgs {
+    /// As given, else `default` (the checkpoint's own).
+    pub fn or(&self, default: recur::Precision) -> recur::Precision {
+        self.precision.map_or(default, PrecisionArg::precision)
+    }
+
+    /// As given, else float32.
     pub fn get(&self) -> recur::Precision {
-        self.precision.precision()
+        self.or(recur::Precision::F32)
     }
 }
 

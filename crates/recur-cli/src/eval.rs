@@ -49,7 +49,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let mut eng = device.engine(model.clone(), ckpt.params.clone(), None)?;
-    eng.set_precision(a.precision.get())?;
+    eng.set_precision(a.precision.or(ckpt.precision))?;
     let (sum, count) = eng.stream_loss(&ids, a.chunk, 1)?;
     let loss = sum / count as f64;
     let bpc = loss / std::f64::consts::LN_2;

@@ -11,6 +11,7 @@ mod gradcheck;
 mod gradflow;
 mod hello;
 mod plot;
+mod quantize;
 mod sample;
 mod speech;
 mod task;
@@ -61,6 +62,8 @@ enum Command {
     Task(task::Args),
     /// Spoken digits: train, evaluate and run a recognizer on WAV recordings.
     Speech(speech::Args),
+    /// Write an int8 copy of a float32 checkpoint (weights quantized per row) for inference.
+    Quantize(quantize::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -74,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gradflow(a) => gradflow::run(a),
         Command::Task(a) => task::run(a),
         Command::Speech(a) => speech::run(a),
+        Command::Quantize(a) => quantize::run(a),
     }
 }
 

@@ -52,7 +52,12 @@ pub fn run(a: Args) -> Result<()> {
     let prime_ids = vocab
         .encode(&prime)
         .map_err(|e| anyhow::anyhow!("--prime: {e}"))?;
-    let mut g = crate::device::Gen::new(&*device, &model, &ckpt.params, a.precision.get())?;
+    let mut g = crate::device::Gen::new(
+        &*device,
+        &model,
+        &ckpt.params,
+        a.precision.or(ckpt.precision),
+    )?;
     let mut rng = Rng::new(a.seed);
     let opts = SampleOptions {
         temperature: a.temperature,

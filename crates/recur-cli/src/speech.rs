@@ -647,20 +647,24 @@ fn speech_config(ck: &Checkpoint, path: &Path) -> Result<SpeechConfig> {
 }
 
 /// Loads a speech checkpoint: model, parameters, feature extractor, normaliser, settings.
-fn load_recognizer(path: &Path) -> Result<(Model, Vec<f32>, Extractor, SpeechConfig)> {
+/// A recognizer from a checkpoint: its model, parameters, feature extractor, configuration
+/// and stored precision.
+type Recognizer = (Model, Vec<f32>, Extractor, SpeechConfig, recur::Precision);
+
+fn load_recognizer(path: &Path) -> Result<Recognizer> {
     let ck = checkpoint::load(path)?;
     let st = speech_config(&ck, path)?;
     let model = Model::new(ck.model.clone()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let ex = Extractor::new(st.features.clone())
         .map_err(|e| anyhow!("{}: features: {e}", path.display()))?;
-    Ok((model, ck.params, ex, st))
+    Ok((model, ck.params, ex, st, ck.precision))
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
     set_threads(&a.dev)?;
     let device = crate::device::open(a.dev.device)?;
     let split = a.split.as_deref().map(parse_split).transpose()?;
-    let (model, params, ex, st) = load_recognizer(&a.checkpoint)?;
+    let (model, params, ex, st, stored) = load_recognizer(&a.checkpoint)?;
     let split = split.unwrap_or_else(|| match &st.hyper.holdout {
         Some(h) => Split::Speaker(h.clone()),
         None => Split::Test,
@@ -674,7 +678,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         st.normalizer.apply(&mut e.feats);
     }
     let mut eng = device.engine(model.clone(), params, None)?;
-    eng.set_precision(a.precision.get())?;
+    eng.set_precision(a.precision.or(stored))?;
     let ev: Evaluation = evaluate(&mut *eng, &examples, EVAL_BATCH)?;
     let per_digit = ev.per_digit();
     let stem = a.plot.clone().unwrap_or_else(|| {
@@ -757,7 +761,7 @@ fn eval(a: EvalArgs) -> Result<()> {
 }
 
 fn predict(a: PredictArgs) -> Result<()> {
-    let (model, params, ex, st) = load_recognizer(&a.checkpoint)?;
+    let (model, params, ex, st, stored) = load_recognizer(&a.checkpoint)?;
     let x = read_wav(&a.file, ex.cfg.sample_rate).map_err(|e| anyhow!(e))?;
     let mut ex1 = vec![Example {
         feats: ex.compute(&x),
@@ -766,7 +770,7 @@ fn predict(a: PredictArgs) -> Result<()> {
     st.normalizer.apply(&mut ex1[0].feats);
     let batch = make_batch(&ex1, &[0]);
     let mut eng = recur::engine::Backend::engine(&recur::engine::Cpu, model, params, None)?;
-    eng.set_precision(a.precision.get())?;
+    eng.set_precision(a.precision.or(stored))?;
     let probs = predict_batch(&mut *eng, &batch)?;
     let digit = classifier::argmax(&probs);
     let mut out = std::io::stdout().lock();

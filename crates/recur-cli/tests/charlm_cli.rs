@@ -432,6 +432,74 @@ fn reduced_precisions_evaluate_sample_and_refuse_what_they_cannot_run() {
             assert_eq!(a.trim_end_matches('\n').chars().count(), 40);
         }
     }
+    // recur quantize: the int8 file evaluates and samples exactly as --precision int8 on the
+    // float32 file (the same codes and scales), by default in int8; it is refused as input to
+    // quantize and to training
+    let ckpt = fx.join("char_lstm_emb.ckpt.safetensors");
+    let q8 = d.join("q8.safetensors");
+    let j = json_of(&recur(&[
+        "quantize",
+        "--checkpoint",
+        s(&ckpt),
+        "--out",
+        s(&q8),
+        "--json",
+    ]));
+    assert!(
+        j["out_bytes"].as_u64().unwrap() < j["in_bytes"].as_u64().unwrap(),
+        "{j}"
+    );
+    let loss = |ck: &Path, extra: &[&str]| {
+        let mut args = vec!["eval", "--checkpoint", s(ck), "--text", s(&text), "--json"];
+        args.extend_from_slice(extra);
+        json_of(&recur(&args))["loss_nats"].as_f64().unwrap()
+    };
+    let int8_loss = loss(&ckpt, &["--precision", "int8"]);
+    assert_eq!(
+        loss(&q8, &[]),
+        int8_loss,
+        "the int8 file differs from quantizing on load"
+    );
+    assert_ne!(loss(&q8, &["--precision", "f32"]), int8_loss);
+    let sample_of = |ck: &Path, extra: &[&str]| {
+        let mut args = vec!["sample", "--checkpoint", s(ck), "--length", "60"];
+        args.extend_from_slice(extra);
+        let o = recur(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    assert_eq!(
+        sample_of(&q8, &[]),
+        sample_of(&ckpt, &["--precision", "int8"])
+    );
+    one_line_error(
+        &recur(&[
+            "quantize",
+            "--checkpoint",
+            s(&q8),
+            "--out",
+            s(&d.join("q9.safetensors")),
+        ]),
+        &["already an int8 checkpoint"],
+    );
+    one_line_error(
+        &recur(&["quantize", "--checkpoint", s(&ckpt), "--out", s(&ckpt)]),
+        &["--out must differ"],
+    );
+    let run = d.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::copy(&q8, run.join("latest.safetensors")).unwrap();
+    one_line_error(
+        &recur(&[
+            "train",
+            "--resume",
+            "--checkpoint-dir",
+            s(&run),
+            "--data",
+            s(&text),
+        ]),
+        &["an int8 checkpoint is for inference"],
+    );
     one_line_error(
         &recur(&["bench", "--precision", "bf16", "--mode", "train"]),
         &["--precision bf16 times inference only"],

@@ -412,6 +412,7 @@ fn a_checkpoint_of_another_kind_is_refused() {
         vocab: Some("abcde".chars().collect()),
         optimizer: None,
         train_state: None,
+        precision: recur::Precision::F32,
     };
     save(&path, &ck).unwrap();
     let wav = Path::new(&sample_dir()).join("0_george_0.wav");

@@ -11,6 +11,10 @@
 //!   strings), `optimizer` (JSON: `kind` and its hyper-parameters, `lr`, `step`) and
 //!   `train_state` (JSON, opaque here).
 //!
+//! int8 checkpoints (`precision` = `int8` in the metadata, written by `recur quantize`) store
+//! the two-dimensional tensors as I8 codes with an F32 `<name>.scale` per row; [`load`] gives
+//! back their weights as `scale * code` and [`Checkpoint::precision`] `Int8`.
+//!
 //! Writes are atomic: a temporary file in the same directory, fsync, rename. Loading checks
 //! everything (header, format and version, config, every tensor's presence, dtype and shape, no
 //! extra tensors) and reports the first problem as one [`CheckpointError`]; it never panics.
@@ -46,6 +50,10 @@ pub struct Checkpoint {
     pub optimizer: Option<Optimizer<f32>>,
     /// Training position, RNG state, flags: opaque to this module.
     pub train_state: Option<serde_json::Value>,
+    /// How the weights are stored: float32, or int8 (each weight matrix's rows quantized on
+    /// save, `crate::ops::int8::quantize_rows`; `params` then holds the float32 weights to
+    /// quantize when saving, the dequantized ones after loading). bf16 is not a stored format.
+    pub precision: crate::Precision,
 }
 
 pub use crate::error::CheckpointError;
@@ -83,6 +91,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 ///     vocab: Some(vec!['a', 'b', 'c']),
 ///     optimizer: None,
 ///     train_state: None,
+///     precision: recur::Precision::F32,
 /// };
 /// let dir = std::env::temp_dir().join(format!("recur-doc-save-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).unwrap();
@@ -106,10 +115,24 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> crate::Result<()> {
     }
     check_vocab(&ckpt.model, ckpt.vocab.as_deref()).map_err(err)?;
 
-    // (name, shape, bytes) of every tensor
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    push_layout(&mut tensors, "", layout, &ckpt.params);
+    // (name, dtype, shape, bytes) of every tensor
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut meta: HashMap<String, String> = HashMap::new();
+    match ckpt.precision {
+        crate::Precision::F32 => push_layout(&mut tensors, "", layout, &ckpt.params),
+        crate::Precision::Int8 => {
+            if ckpt.optimizer.is_some() {
+                return Err(err("an int8 checkpoint holds no optimizer".to_string()));
+            }
+            push_int8(&mut tensors, layout, &ckpt.params);
+            meta.insert("precision".into(), "int8".into());
+        }
+        crate::Precision::Bf16 => {
+            return Err(err(
+                "bf16 is not a stored format (save float32 or int8)".to_string()
+            ))
+        }
+    }
     meta.insert("format".into(), FORMAT.into());
     meta.insert("format_version".into(), FORMAT_VERSION.to_string());
     meta.insert("config".into(), to_json(&ckpt.model).map_err(&err)?);
@@ -143,8 +166,8 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> crate::Result<()> {
 
     let views: Vec<(String, TensorView)> = tensors
         .iter()
-        .map(|(n, s, b)| {
-            TensorView::new(Dtype::F32, s.clone(), b)
+        .map(|(n, d, s, b)| {
+            TensorView::new(*d, s.clone(), b)
                 .map(|v| (n.clone(), v))
                 .map_err(|e| err(format!("tensor '{n}': {e}")))
         })
@@ -155,7 +178,7 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> crate::Result<()> {
 }
 
 fn push_layout(
-    out: &mut Vec<(String, Vec<usize>, Vec<u8>)>,
+    out: &mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
     prefix: &str,
     layout: &ParamLayout,
     values: &[f32],
@@ -163,8 +186,34 @@ fn push_layout(
     for e in &layout.entries {
         out.push((
             format!("{prefix}{}", e.name),
+            Dtype::F32,
             e.shape.clone(),
             f32_bytes(&values[e.range()]),
+        ));
+    }
+}
+
+/// The layout's tensors with every matrix as I8 codes plus an F32 scale per row.
+fn push_int8(
+    out: &mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+    layout: &ParamLayout,
+    values: &[f32],
+) {
+    for e in &layout.entries {
+        let v = &values[e.range()];
+        if e.shape.len() != 2 {
+            out.push((e.name.clone(), Dtype::F32, e.shape.clone(), f32_bytes(v)));
+            continue;
+        }
+        let (rows, cols) = (e.shape[0], e.shape[1]);
+        let (q, scale) = crate::ops::int8::quantize_rows(v, rows, cols);
+        let codes = q.iter().map(|&c| c as u8).collect();
+        out.push((e.name.clone(), Dtype::I8, e.shape.clone(), codes));
+        out.push((
+            format!("{}.scale", e.name),
+            Dtype::F32,
+            vec![rows],
+            f32_bytes(&scale),
         ));
     }
 }
@@ -264,10 +313,25 @@ pub fn load(path: &Path) -> crate::Result<Checkpoint> {
     }
     let model: ModelConfig = serde_json::from_str(field("config")?)
         .map_err(|e| err(format!("metadata field 'config': {e}")))?;
+    let precision = match meta.get("precision").map(String::as_str) {
+        None => crate::Precision::F32,
+        Some("int8") => crate::Precision::Int8,
+        Some(other) => {
+            return Err(err(format!(
+                "metadata field 'precision' is '{other}' (this build stores int8 or nothing)"
+            )))
+        }
+    };
     // A config from a damaged or hostile file may imply more parameters than the file holds (or
-    // than memory does): refuse it before building a layout or allocating anything.
+    // than memory does): refuse it before building a layout or allocating anything. (int8
+    // files hold at least a byte per parameter.)
     let implied = crate::memory::model_params(&model);
-    if implied.saturating_mul(4) > bytes.len() as u128 {
+    let per = if precision == crate::Precision::Int8 {
+        1
+    } else {
+        4
+    };
+    if implied.saturating_mul(per) > bytes.len() as u128 {
         return Err(err(format!(
             "metadata field 'config' implies {implied} parameters, more than the file's {} bytes hold",
             bytes.len()
@@ -294,13 +358,47 @@ pub fn load(path: &Path) -> crate::Result<Checkpoint> {
 
     // Every expected tensor is read exactly once; whatever is left over is an error.
     let mut expected: BTreeSet<String> = BTreeSet::new();
-    let mut read = |prefix: &str| -> crate::Result<Vec<f32>> {
+    let mut read = |prefix: &str, int8: bool| -> crate::Result<Vec<f32>> {
         let mut out = vec![0.0f32; layout.total];
         for e in &layout.entries {
             let name = format!("{prefix}{}", e.name);
             let t = st
                 .tensor(&name)
                 .map_err(|_| err(format!("tensor '{name}' is missing")))?;
+            if int8 && e.shape.len() == 2 {
+                let scale = format!("{name}.scale");
+                let s = st
+                    .tensor(&scale)
+                    .map_err(|_| err(format!("tensor '{scale}' is missing")))?;
+                if t.dtype() != Dtype::I8 || s.dtype() != Dtype::F32 {
+                    return Err(err(format!(
+                        "tensors '{name}' and '{scale}' have dtypes {} and {}, expected I8 and F32",
+                        t.dtype(),
+                        s.dtype()
+                    )));
+                }
+                if t.shape() != e.shape.as_slice() || s.shape() != [e.shape[0]] {
+                    return Err(err(format!(
+                        "tensors '{name}' and '{scale}' have shapes {:?} and {:?}, expected {:?} and {:?}",
+                        t.shape(),
+                        s.shape(),
+                        e.shape,
+                        [e.shape[0]]
+                    )));
+                }
+                let cols = e.shape[1];
+                let scales: Vec<f32> = s
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                for (i, (o, &c)) in out[e.range()].iter_mut().zip(t.data()).enumerate() {
+                    *o = scales[i / cols] * (c as i8) as f32;
+                }
+                expected.insert(name);
+                expected.insert(scale);
+                continue;
+            }
             if t.dtype() != Dtype::F32 {
                 return Err(err(format!(
                     "tensor '{name}' has dtype {}, expected F32",
@@ -321,13 +419,16 @@ pub fn load(path: &Path) -> crate::Result<Checkpoint> {
         }
         Ok(out)
     };
-    let params = read("")?;
+    let params = read("", precision == crate::Precision::Int8)?;
     let optimizer = match optim_meta {
         None => None,
         Some(om) => {
-            let mm = read("optim.m.")?;
+            if precision != crate::Precision::F32 {
+                return Err(err("an int8 checkpoint with optimizer metadata".to_string()));
+            }
+            let mm = read("optim.m.", false)?;
             let vv = if adam(&om.kind) {
-                read("optim.v.")?
+                read("optim.v.", false)?
             } else {
                 Vec::new()
             };
@@ -358,6 +459,7 @@ pub fn load(path: &Path) -> crate::Result<Checkpoint> {
         vocab,
         optimizer,
         train_state,
+        precision,
     })
 }
 

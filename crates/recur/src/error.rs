@@ -110,7 +110,8 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
-            Error::Checkpoint(e) => Some(e),
+            // a checkpoint error displays in full already: as a source too, `{:#}` would
+            // print it twice
             _ => None,
         }
     }

@@ -508,6 +508,12 @@ impl<'a> Run<'a> {
 impl<C: DeserializeOwned> TrainState<C> {
     /// The training state saved in `ckpt`: the one place a checkpoint's `train_state` is read.
     pub fn of(ckpt: &Checkpoint) -> Result<Self> {
+        if ckpt.precision != crate::Precision::F32 {
+            return Err(Error::invalid(format!(
+                "an {} checkpoint is for inference; training resumes from a float32 one",
+                ckpt.precision
+            )));
+        }
         let ts = ckpt
             .train_state
             .as_ref()
@@ -688,6 +694,7 @@ impl<T: Task> Trainer<T> {
             train_state: Some(serde_json::to_value(&st).map_err(|e| {
                 Error::invalid(format!("the training state cannot be written: {e}"))
             })?),
+            precision: crate::Precision::F32,
         })
     }
 

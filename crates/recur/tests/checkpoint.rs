@@ -48,6 +48,7 @@ fn sample(kind: OptimKind) -> Checkpoint {
         train_state: Some(
             serde_json::json!({"epoch": 2, "position": 12345, "rng": [1u64, 2, 3, u64::MAX]}),
         ),
+        precision: recur::Precision::F32,
     }
 }
 
@@ -418,4 +419,131 @@ fn config_gaining_fields_still_loads() {
     let p = dir.join("future.safetensors");
     raw.write(&p);
     assert_eq!(load(&p).unwrap().model, c.model);
+}
+
+/// The sample as an int8 checkpoint: no optimizer, int8 storage.
+fn sample_int8() -> Checkpoint {
+    let mut c = sample(adam());
+    c.optimizer = None;
+    c.precision = recur::Precision::Int8;
+    c
+}
+
+/// Saves `c` (int8) to a fresh file, applies `edit` to the raw file, loads it: the error's text.
+fn broken_int8(name: &str, edit: impl FnOnce(&mut Raw)) -> String {
+    let dir = tmpdir(name);
+    let good = dir.join("good.safetensors");
+    save(&good, &sample_int8()).unwrap();
+    let mut raw = Raw::read(&good);
+    edit(&mut raw);
+    let bad = dir.join("bad.safetensors");
+    raw.write(&bad);
+    let s = load(&bad).unwrap_err().to_string();
+    assert!(s.contains("bad.safetensors") && !s.contains('\n'), "{s}");
+    s
+}
+
+/// An int8 checkpoint stores every weight matrix as I8 codes with an F32 scale per row and the
+/// biases as F32; loading gives back exactly the weights that quantizing on load gives
+/// (`precision::quantize_weights`), bit for bit, and precision Int8.
+#[test]
+fn int8_round_trip_gives_the_quantized_weights() {
+    let dir = tmpdir("int8");
+    let path = dir.join("q.safetensors");
+    let c = sample_int8();
+    save(&path, &c).unwrap();
+    let back = load(&path).unwrap();
+    assert_eq!(back.precision, recur::Precision::Int8);
+    assert!(back.optimizer.is_none());
+    let model = Model::new(c.model.clone()).unwrap();
+    let mut want = c.params.clone();
+    recur::precision::quantize_weights(model.layout(), &mut want);
+    assert_eq!(bits(&back.params), bits(&want));
+    assert_ne!(bits(&back.params), bits(&c.params), "nothing was quantized");
+    assert_eq!(back.vocab, c.vocab);
+    assert_eq!(back.train_state, c.train_state);
+
+    let raw = Raw::read(&path);
+    assert_eq!(raw.meta.get("precision").map(String::as_str), Some("int8"));
+    for e in &model.layout().entries {
+        let t = raw.tensors.iter().find(|t| t.0 == e.name).unwrap();
+        if e.shape.len() == 2 {
+            assert_eq!(t.1, Dtype::I8, "{}", e.name);
+            let s = raw
+                .tensors
+                .iter()
+                .find(|t| t.0 == format!("{}.scale", e.name))
+                .unwrap();
+            assert_eq!((s.1, s.2.clone()), (Dtype::F32, vec![e.shape[0]]));
+        } else {
+            assert_eq!(t.1, Dtype::F32, "{}", e.name);
+        }
+    }
+    // smaller than the float32 file of the same parameters
+    let f = dir.join("f.safetensors");
+    let mut plain = c.clone();
+    plain.precision = recur::Precision::F32;
+    save(&f, &plain).unwrap();
+    let size = |p: &PathBuf| std::fs::metadata(p).unwrap().len();
+    assert!(size(&path) < size(&f), "{} vs {}", size(&path), size(&f));
+}
+
+#[test]
+fn int8_checkpoints_refuse_what_they_cannot_hold() {
+    let dir = tmpdir("int8-refuse");
+    let mut with_opt = sample(adam());
+    with_opt.precision = recur::Precision::Int8;
+    let e = save(&dir.join("a.safetensors"), &with_opt)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no optimizer"), "{e}");
+    let mut bf16 = sample_int8();
+    bf16.precision = recur::Precision::Bf16;
+    let e = save(&dir.join("b.safetensors"), &bf16)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a stored format"), "{e}");
+
+    let e = broken_int8("int8-missing-scale", |r| {
+        r.remove("rnn.weight_hh_l0.scale");
+    });
+    assert!(e.contains("'rnn.weight_hh_l0.scale' is missing"), "{e}");
+    let e = broken_int8("int8-dtype", |r| {
+        let t = r
+            .tensors
+            .iter_mut()
+            .find(|t| t.0 == "decoder.weight")
+            .unwrap();
+        t.1 = Dtype::U8;
+    });
+    assert!(
+        e.contains("'decoder.weight'") && e.contains("expected I8 and F32"),
+        "{e}"
+    );
+    let e = broken_int8("int8-scale-shape", |r| {
+        let t = r
+            .tensors
+            .iter_mut()
+            .find(|t| t.0 == "embedding.weight.scale")
+            .unwrap();
+        t.2 = vec![1, t.2[0]];
+    });
+    assert!(
+        e.contains("'embedding.weight.scale'") && e.contains("shapes"),
+        "{e}"
+    );
+    let e = broken_int8("int8-unknown", |r| {
+        r.meta.insert("precision".into(), "int4".into());
+    });
+    assert!(e.contains("'precision' is 'int4'"), "{e}");
+    let e = broken_int8("int8-extra", |r| {
+        let t = r
+            .tensors
+            .iter()
+            .find(|t| t.0 == "decoder.bias")
+            .unwrap()
+            .clone();
+        r.tensors.push(("decoder.bias.scale".into(), t.1, t.2, t.3));
+    });
+    assert!(e.contains("unexpected tensor 'decoder.bias.scale'"), "{e}");
 }

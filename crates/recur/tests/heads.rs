@@ -168,6 +168,7 @@ fn checkpoint_round_trip_for_every_head() {
             vocab: None,
             optimizer: None,
             train_state: None,
+            precision: recur::Precision::F32,
         };
         save(&path, &ckpt).unwrap();
         let back = load(&path).unwrap();

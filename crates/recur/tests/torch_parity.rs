@@ -540,6 +540,7 @@ fn recur_checkpoints_for_torch() {
             vocab: (!dense).then(|| vocab.clone()),
             optimizer: None,
             train_state: None,
+            precision: recur::Precision::F32,
         };
         let path = dir.join(format!("{name}.safetensors"));
         checkpoint::save(&path, &ck).unwrap();
