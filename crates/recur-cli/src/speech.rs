@@ -384,6 +384,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let best_path = run_dir.join(BEST);
     let resumed = if a.run.resume {
         let ck = checkpoint::load(&last_path)?;
+        ck.check_trainable()?;
         let st = speech_config(&ck, &last_path)?;
         if st.hyper != hyper {
             bail!(

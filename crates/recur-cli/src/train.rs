@@ -416,6 +416,7 @@ fn open_run(
             );
         }
         let ckpt = checkpoint::load(&path)?;
+        ckpt.check_trainable()?;
         let extra = &TrainState::of(&ckpt)?.extra;
         let data_path = a
             .data

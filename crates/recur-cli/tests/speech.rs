@@ -158,6 +158,52 @@ fn train_eval_predict_on_the_committed_sample() {
     }
     assert!(dir.join("confusion.png").exists() && dir.join("confusion.svg").exists());
 
+    // In bf16 and int8 (quantizing on load, and from a `recur quantize` file, which gives the
+    // same numbers and runs in int8 by default) the training split stays far above chance and
+    // the loss close to float32's: a tenth of a nat covers rounding on this tiny model, not a
+    // broken path.
+    let eval_train = |ck: &str, extra: &[&str]| {
+        let mut args = vec![
+            "speech",
+            "eval",
+            "--checkpoint",
+            ck,
+            "--data",
+            &data,
+            "--split",
+            "train",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json_of(&recur(&args))
+    };
+    let q8 = dir.join("int8.safetensors");
+    let o = recur(&[
+        "quantize",
+        "--checkpoint",
+        ckpt,
+        "--out",
+        q8.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let int8 = eval_train(ckpt, &["--precision", "int8"]);
+    let from_file = eval_train(q8.to_str().unwrap(), &[]);
+    for key in ["loss", "accuracy", "confusion"] {
+        assert_eq!(from_file[key], int8[key], "{key}: the int8 file differs");
+    }
+    for (p, j) in [
+        ("bf16", eval_train(ckpt, &["--precision", "bf16"])),
+        ("int8", int8),
+    ] {
+        assert!(
+            j["accuracy"].as_f64().unwrap() >= 0.9,
+            "{p}: {}",
+            j["accuracy"]
+        );
+        let dl = (j["loss"].as_f64().unwrap() - tr["loss"].as_f64().unwrap()).abs();
+        assert!(dl <= 0.1, "{p}: loss {} vs f32 {}", j["loss"], tr["loss"]);
+    }
+
     // Text output names the split and prints the matrix.
     let out = recur(&["speech", "eval", "--checkpoint", ckpt, "--data", &data]);
     assert!(out.status.success());

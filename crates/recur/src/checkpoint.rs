@@ -58,6 +58,20 @@ pub struct Checkpoint {
 
 pub use crate::error::CheckpointError;
 
+impl Checkpoint {
+    /// Whether training can continue from it: not from an int8 checkpoint, which holds rounded
+    /// weights and no optimizer.
+    pub fn check_trainable(&self) -> crate::Result<()> {
+        if self.precision != crate::Precision::F32 {
+            return Err(crate::Error::invalid(format!(
+                "an {} checkpoint is for inference; training resumes from a float32 one",
+                self.precision
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The `optimizer` metadata: the update rule with its hyper-parameters (flattened: `kind`,
 /// then e.g. `beta1`, `beta2`, `eps`), the learning rate and the steps taken.
 #[derive(Serialize, Deserialize)]

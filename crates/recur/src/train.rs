@@ -448,6 +448,7 @@ impl<'a> Run<'a> {
     /// [`Task::restore`] checks), on this run's backend: a run trained on one device continues
     /// on another.
     pub fn resume<T: Task>(mut self, ckpt: Checkpoint, mut task: T) -> Result<Trainer<T>> {
+        ckpt.check_trainable()?;
         let mut state = TrainState::<T::Config>::of(&ckpt)?;
         T::check_config(&state.config, &ckpt.model)?;
         task.restore(&state.task)?;
@@ -508,12 +509,6 @@ impl<'a> Run<'a> {
 impl<C: DeserializeOwned> TrainState<C> {
     /// The training state saved in `ckpt`: the one place a checkpoint's `train_state` is read.
     pub fn of(ckpt: &Checkpoint) -> Result<Self> {
-        if ckpt.precision != crate::Precision::F32 {
-            return Err(Error::invalid(format!(
-                "an {} checkpoint is for inference; training resumes from a float32 one",
-                ckpt.precision
-            )));
-        }
         let ts = ckpt
             .train_state
             .as_ref()
