@@ -332,49 +332,35 @@ mod avx2 {
         panels: Range<usize>,
         out: OutPtr<i32>,
     ) {
-        let (mr, vmax) = tile_shape(m);
         let ps = packed_len(1, k);
-        let mut q = panels.start;
-        while q < panels.end {
-            let left = panels.end - q;
-            let v = [4, 2, 1]
-                .into_iter()
-                .find(|&v| v <= vmax && v <= left)
-                .unwrap_or(1);
-            for gi in 0..groups.n {
-                // SAFETY: block gi's rows lie inside A and C (checked by the caller).
-                let (a, out) = unsafe {
-                    (
-                        a.get_unchecked(gi * groups.a_step..),
-                        OutPtr {
-                            ptr: out.ptr.add(gi * groups.c_step * out.ld),
-                            ..out
-                        },
-                    )
-                };
-                let mut i = 0;
-                while i < m {
-                    let rows = mr.min(m - i);
-                    // SAFETY: rows i..i+rows < m, their padded quads, and panels q..q+v lie
-                    // inside the checked slices; stores are masked to columns < out.n.
-                    unsafe {
-                        let ap = a.as_ptr().add(i * lda);
-                        let bp = packed.as_ptr().add(q * ps);
-                        macro_rules! go {
-                            ($($r:literal, $v:literal);*) => {
-                                match (rows, v) {
-                                    $(($r, $v) => tile::<$r, $v>(k, ap, lda, bp, ps, out, i, q),)*
-                                    _ => unreachable!("tile shape {rows} x {v}"),
-                                }
-                            };
+        crate::ops::panel::for_tiles(
+            m,
+            groups,
+            panels,
+            tile_shape(m),
+            &[4, 2, 1],
+            |rows, v, i, q, gi| {
+                // SAFETY: rows i..i+rows of block gi and panels q..q+v lie inside the slices the
+                // caller checked; the stores are masked to columns < out.n.
+                unsafe {
+                    let ap = a.as_ptr().add(gi * groups.a_step + i * lda);
+                    let bp = packed.as_ptr().add(q * ps);
+                    let out = OutPtr {
+                        ptr: out.ptr.add(gi * groups.c_step * out.ld),
+                        ..out
+                    };
+                    macro_rules! go {
+                    ($($r:literal, $v:literal);*) => {
+                        match (rows, v) {
+                            $(($r, $v) => tile::<$r, $v>(k, ap, lda, bp, ps, out, i, q),)*
+                            _ => unreachable!("tile shape {rows} x {v}"),
                         }
-                        go!(1, 4; 1, 2; 1, 1; 2, 2; 2, 1; 3, 1; 4, 1)
-                    }
-                    i += rows;
+                    };
                 }
-            }
-            q += v;
-        }
+                    go!(1, 4; 1, 2; 1, 1; 2, 2; 2, 1; 3, 1; 4, 1)
+                }
+            },
+        );
     }
 
     /// `R` rows x `V` panels of C: per quad of rows, a 32-bit broadcast of the row's four codes

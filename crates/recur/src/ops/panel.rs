@@ -128,6 +128,39 @@ pub fn describe(kernel: Isa) -> &'static str {
     }
 }
 
+/// The loop every packed-product kernel (float32, bf16, int8) shares: the panels in steps of
+/// the widest of `widths` that fits (at most `vmax`), every block of `groups`, the rows in
+/// tiles of at most `mr`; `tile(rows, v, i, q, gi)` computes rows `i..i + rows` of block `gi`
+/// against panels `q..q + v`. Inlined into each kernel, so the kernel's instruction set applies.
+#[inline(always)]
+pub(crate) fn for_tiles(
+    m: usize,
+    groups: Groups,
+    panels: Range<usize>,
+    (mr, vmax): (usize, usize),
+    widths: &[usize],
+    mut tile: impl FnMut(usize, usize, usize, usize, usize),
+) {
+    let mut q = panels.start;
+    while q < panels.end {
+        let left = panels.end - q;
+        let v = widths
+            .iter()
+            .copied()
+            .find(|&v| v <= vmax && v <= left)
+            .unwrap_or(1);
+        for gi in 0..groups.n {
+            let mut i = 0;
+            while i < m {
+                let rows = mr.min(m - i);
+                tile(rows, v, i, q, gi);
+                i += rows;
+            }
+        }
+        q += v;
+    }
+}
+
 /// Raw view of the output matrix, shared between threads that write disjoint panels.
 #[derive(Clone, Copy)]
 pub struct OutPtr<F> {
@@ -370,51 +403,35 @@ mod avx512 {
         panels: Range<usize>,
         out: OutPtr<f32>,
     ) {
-        let (mr, vmax) = tile_shape(m);
-        let mut q = panels.start;
-        while q < panels.end {
-            let left = panels.end - q;
-            let v = [8, 4, 2, 1]
-                .into_iter()
-                .find(|&v| v <= vmax && v <= left)
-                .unwrap_or(1);
-            for gi in 0..groups.n {
-                // SAFETY: block gi's rows lie inside A and C (checked by the caller's assertions
-                // and contract).
-                let (a, out) = unsafe {
-                    (
-                        a.get_unchecked(gi * groups.a_step..),
-                        OutPtr {
-                            ptr: out.ptr.add(gi * groups.c_step * out.ld),
-                            ..out
-                        },
-                    )
-                };
-                let mut i = 0;
-                while i < m {
-                    let rows = mr.min(m - i);
-                    // SAFETY: rows i..i+rows < m and panels q..q+v lie inside the checked slices;
-                    // the stores are masked to columns < out.n.
-                    unsafe {
-                        let ap = a.as_ptr().add(i * lda);
-                        let bp = packed.as_ptr().add(q * k * NR);
-                        macro_rules! go {
-                        ($($r:literal, $v:literal);*) => {
-                            match (rows, v) {
-                                $(($r, $v) => tile::<$r, $v>(k, ap, lda, bp, k * NR, out, i, q),)*
-                                _ => unreachable!("tile shape {rows} x {v}"),
-                            }
-                        };
-                    }
-                        go!(1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4;
-                        1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2;
-                        1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1)
-                    }
-                    i += rows;
+        let ps = k * NR;
+        super::for_tiles(
+            m,
+            groups,
+            panels,
+            tile_shape(m),
+            &[8, 4, 2, 1],
+            |rows, v, i, q, gi| {
+                // SAFETY: rows i..i+rows of block gi and panels q..q+v lie inside the slices the
+                // caller checked; the stores are masked to columns < out.n.
+                unsafe {
+                    let ap = a.as_ptr().add(gi * groups.a_step + i * lda);
+                    let bp = packed.as_ptr().add(q * ps);
+                    let out = OutPtr {
+                        ptr: out.ptr.add(gi * groups.c_step * out.ld),
+                        ..out
+                    };
+                    macro_rules! go {
+                    ($($r:literal, $v:literal);*) => {
+                        match (rows, v) {
+                            $(($r, $v) => tile::<$r, $v>(k, ap, lda, bp, ps, out, i, q),)*
+                            _ => unreachable!("tile shape {rows} x {v}"),
+                        }
+                    };
                 }
-            }
-            q += v;
-        }
+                    go!(1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4; 1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2; 1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1)
+                }
+            },
+        );
     }
 
     /// `R` rows x `V` panels of C from `k` products. `bp` points at panel q, `ps` is the panel
@@ -495,49 +512,35 @@ mod avx2 {
         panels: Range<usize>,
         out: OutPtr<f32>,
     ) {
-        let (mr, vmax) = tile_shape(m);
-        let mut q = panels.start;
-        while q < panels.end {
-            let left = panels.end - q;
-            let v = [4, 2, 1]
-                .into_iter()
-                .find(|&v| v <= vmax && v <= left)
-                .unwrap_or(1);
-            for gi in 0..groups.n {
-                // SAFETY: block gi's rows lie inside A and C (checked by the caller's assertions
-                // and contract).
-                let (a, out) = unsafe {
-                    (
-                        a.get_unchecked(gi * groups.a_step..),
-                        OutPtr {
-                            ptr: out.ptr.add(gi * groups.c_step * out.ld),
-                            ..out
-                        },
-                    )
-                };
-                let mut i = 0;
-                while i < m {
-                    let rows = mr.min(m - i);
-                    // SAFETY: rows i..i+rows < m and panels q..q+v lie inside the checked slices;
-                    // the stores are masked to columns < out.n.
-                    unsafe {
-                        let ap = a.as_ptr().add(i * lda);
-                        let bp = packed.as_ptr().add(q * k * NR);
-                        macro_rules! go {
-                            ($($r:literal, $v:literal);*) => {
-                                match (rows, v) {
-                                    $(($r, $v) => tile::<$r, $v>(k, ap, lda, bp, k * NR, out, i, q),)*
-                                    _ => unreachable!("tile shape {rows} x {v}"),
-                                }
-                            };
+        let ps = k * NR;
+        super::for_tiles(
+            m,
+            groups,
+            panels,
+            tile_shape(m),
+            &[4, 2, 1],
+            |rows, v, i, q, gi| {
+                // SAFETY: rows i..i+rows of block gi and panels q..q+v lie inside the slices the
+                // caller checked; the stores are masked to columns < out.n.
+                unsafe {
+                    let ap = a.as_ptr().add(gi * groups.a_step + i * lda);
+                    let bp = packed.as_ptr().add(q * ps);
+                    let out = OutPtr {
+                        ptr: out.ptr.add(gi * groups.c_step * out.ld),
+                        ..out
+                    };
+                    macro_rules! go {
+                    ($($r:literal, $v:literal);*) => {
+                        match (rows, v) {
+                            $(($r, $v) => tile::<$r, $v>(k, ap, lda, bp, ps, out, i, q),)*
+                            _ => unreachable!("tile shape {rows} x {v}"),
                         }
-                        go!(1, 4; 1, 2; 1, 1; 2, 2; 2, 1; 3, 2; 3, 1; 4, 1; 5, 1; 6, 1)
-                    }
-                    i += rows;
+                    };
                 }
-            }
-            q += v;
-        }
+                    go!(1, 4; 1, 2; 1, 1; 2, 2; 2, 1; 3, 2; 3, 1; 4, 1; 5, 1; 6, 1)
+                }
+            },
+        );
     }
 
     /// `R` rows x `V` panels of C from `k` products. `bp` points at panel q, `ps` is the panel
