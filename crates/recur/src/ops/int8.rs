@@ -54,11 +54,73 @@ pub fn quantize_rows(w: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
         }
         let s = amax / 127.0;
         scales[j] = s;
-        for (c, &v) in q[j * k..(j + 1) * k].iter_mut().zip(row) {
-            *c = round_even(v / s).clamp(-127.0, 127.0) as i8;
-        }
+        codes(
+            row,
+            Scale::Div(s),
+            0,
+            -127,
+            &mut q[j * k..(j + 1) * k],
+            |c| c as i8,
+        );
     }
     (q, scales)
+}
+
+/// How [`codes`] scales a value before rounding.
+#[derive(Clone, Copy)]
+enum Scale {
+    /// `x / s`: the weights' definition.
+    Div(f32),
+    /// `x * inv`: the activations', once per step.
+    Mul(f32),
+}
+
+/// `out[i] = store(clamp(round(scale(x[i])) + add, lo, 127))`: each value scaled, rounded to
+/// the nearest integer (ties to even), offset by `add` and clamped to `lo..=127` (both schemes'
+/// codes end at 127), then stored. Four values at a time with SSE2's conversion on
+/// x86-64 (the same rounding as [`round_even`]); the rest one at a time.
+fn codes<T>(x: &[f32], scale: Scale, add: i32, lo: i32, out: &mut [T], store: impl Fn(i32) -> T) {
+    let n = x.len().min(out.len());
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    #[cfg(target_arch = "x86_64")]
+    let done = {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of every x86-64 CPU; the loads read whole chunks of x.
+        unsafe {
+            let (vadd, vlo, vhi) = (
+                _mm_set1_epi32(add),
+                _mm_set1_epi32(lo),
+                _mm_set1_epi32(QA_MAX),
+            );
+            let mut lanes = [0i32; 4];
+            for (xs, os) in x[..n].chunks_exact(4).zip(out.chunks_exact_mut(4)) {
+                let v = _mm_loadu_ps(xs.as_ptr());
+                let v = match scale {
+                    Scale::Div(s) => _mm_div_ps(v, _mm_set1_ps(s)),
+                    Scale::Mul(inv) => _mm_mul_ps(v, _mm_set1_ps(inv)),
+                };
+                let q = _mm_add_epi32(_mm_cvtps_epi32(v), vadd);
+                // clamp without SSE4.1's min/max: select by comparisons
+                let below = _mm_cmpgt_epi32(vlo, q);
+                let q = _mm_or_si128(_mm_and_si128(below, vlo), _mm_andnot_si128(below, q));
+                let above = _mm_cmpgt_epi32(q, vhi);
+                let q = _mm_or_si128(_mm_and_si128(above, vhi), _mm_andnot_si128(above, q));
+                _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, q);
+                for (o, &c) in os.iter_mut().zip(&lanes) {
+                    *o = store(c);
+                }
+            }
+        }
+        n / 4 * 4
+    };
+    for (o, &v) in out[done..n].iter_mut().zip(&x[done..n]) {
+        let r = match scale {
+            Scale::Div(s) => round_even(v / s),
+            Scale::Mul(inv) => round_even(v * inv),
+        };
+        *o = store((r as i32 + add).clamp(lo, QA_MAX));
+    }
 }
 
 /// The largest |x| (0 for none; NaN-free input), in eight independent lanes so that it compiles
@@ -187,11 +249,9 @@ pub fn quantize_row(row: &[f32], rq: RowQuant, out: &mut [u8]) {
     if rq.scale == 0.0 {
         return;
     }
-    let inv = 1.0 / rq.scale;
-    let zero = rq.zero as f32;
-    for (c, &v) in out.iter_mut().zip(row) {
-        *c = (round_even(v * inv) + zero).clamp(0.0, QA_MAX as f32) as u8;
-    }
+    codes(row, Scale::Mul(1.0 / rq.scale), rq.zero, 0, out, |c| {
+        c as u8
+    });
 }
 
 /// The kernel the int8 product runs here: AVX2 where the CPU has it, else the portable loop.
