@@ -67,6 +67,10 @@ pub struct Args {
     /// independent vector fused multiply-adds (the hardware's limit, above any GEMM's).
     #[arg(long)]
     fma_peak: bool,
+    /// Inference with the weights packed (and in bf16/int8 converted) once, as `eval`, `sample`
+    /// and the streamer run, instead of at every forward.
+    #[arg(long)]
+    packed_once: bool,
     /// Measure every arithmetic ceiling of this machine instead (float32 FMA, bf16 and int8 dot
     /// products, AMX tiles; each with --threads threads and the median of --repeats), saying
     /// what the CPU lacks for the ones it cannot run.
@@ -224,6 +228,9 @@ pub fn run(a: Args) -> Result<()> {
                 a.precision.get()
             );
         }
+    }
+    if a.packed_once && (other || a.mode != Mode::Infer || a.dev.device == Device::Cuda) {
+        bail!("--packed-once times a stack's inference on the CPU (--mode infer)");
     }
     if (a.tune || a.dispatch) && a.dev.device == Device::Cuda {
         bail!("--tune and --dispatch are about the CPU's kernels (no --device cuda)");
@@ -517,6 +524,7 @@ fn measure_stack(a: &Args, s: StackShape, mode: Mode) -> Result<(f64, Option<f64
     // inference keeps no per-step values for backward, as PyTorch's does under inference_mode
     ws.set_inference(!train);
     ws.set_precision(precision);
+    ws.set_fixed_weights(a.packed_once && !train);
     let input = LayerInput::Dense { x: &x, ld: h };
     let tm = time_median(a, || {
         stack.forward(&mut ws, &params, input, None, None, None, None);
@@ -552,7 +560,7 @@ fn run_stack(a: &Args, s: StackShape, mode: Mode, threads: usize) -> Result<()> 
     if a.json {
         let j = json!({
             "cell": kind.name(), "hidden": h, "batch": b, "seq_length": t, "layers": layers,
-            "mode": mode.name(), "precision": a.precision.get().name(), "threads": threads, "median_s": secs, "tokens_per_s": tokens_per_s,
+            "mode": mode.name(), "precision": a.precision.get().name(), "packed_once": a.packed_once, "threads": threads, "median_s": secs, "tokens_per_s": tokens_per_s,
             "gflops": gflops, "cpu_s": cpu_s, "peak_rss_kib": peak_rss_kib(),
         });
         writeln!(out, "{j}")?;

@@ -1,9 +1,9 @@
 //! A stack in bf16 and in int8 (`recur::precision`) against a reference written out here in f64
 //! from PyTorch's cell equations, with the same roundings. bf16: weights and input rounded to
 //! bf16 once, every new h rounded to bf16 before anything reads it. int8: weights quantized per
-//! row (`prepare_weights`), the recurrent product `s_a s_w (sum q_a q_w - z rowsum)` of each
-//! step's state quantized per row (the library's quantization of the reference's own state,
-//! which the int8 tests check against its definition). Gates and cell state unrounded in both.
+//! row (`prepare_weights`), the input and recurrent products `s_a s_w (sum q_a q_w - z rowsum)`
+//! of each input row and each step's state quantized per row (the library's quantization of
+//! the reference's own values, which the int8 tests check against its definition). Gates and cell state unrounded in both.
 //! Also: in bf16 every output and final state is a bf16 value; the inference and training
 //! layouts of the workspace give the same bits.
 
@@ -28,9 +28,10 @@ const TOL: f64 = 1.0 / 256.0;
 /// flips: at most 1e-7. The kernels' exactness is tests/int8.rs's, bit for bit.)
 const TOL_INT8: f64 = 2e-3;
 
-/// The recurrent pre-activations of one row in int8: `W_hh h` as the stack computes it, from
-/// `h` quantized per row and W_hh's codes (quantized again from its prepared values).
-fn int8_recurrent(w_hh: &[f32], gh: usize, h: &[f64]) -> Vec<f64> {
+/// One row's product in int8: `W v` as the stack computes it (the input projection with `W_ih`
+/// and the input row, the recurrent product with `W_hh` and the state), from `v` quantized per
+/// row and W's codes (quantized again from its prepared values).
+fn int8_product(w_hh: &[f32], gh: usize, h: &[f64]) -> Vec<f64> {
     let k = h.len();
     let (q, s) = int8::quantize_rows(w_hh, gh, k);
     let hf: Vec<f32> = h.iter().map(|&v| v as f32).collect();
@@ -77,11 +78,17 @@ fn reference(
         for r in 0..b {
             let xr = &x[(s * b + r) * i..(s * b + r + 1) * i];
             let hr = &hs[r * h..(r + 1) * h];
-            let xi = |q: usize| dot(w_ih, q, i, xr) + b_ih[q] as f64;
-            let rec: Vec<f64> = match precision {
-                Precision::Int8 => int8_recurrent(w_hh, w_hh.len() / h, hr),
-                _ => (0..w_hh.len() / h).map(|q| dot(w_hh, q, h, hr)).collect(),
+            let (inp, rec): (Vec<f64>, Vec<f64>) = match precision {
+                Precision::Int8 => (
+                    int8_product(w_ih, w_ih.len() / i, xr),
+                    int8_product(w_hh, w_hh.len() / h, hr),
+                ),
+                _ => (
+                    (0..w_ih.len() / i).map(|q| dot(w_ih, q, i, xr)).collect(),
+                    (0..w_hh.len() / h).map(|q| dot(w_hh, q, h, hr)).collect(),
+                ),
             };
+            let xi = |q: usize| inp[q] + b_ih[q] as f64;
             let hh = |q: usize| rec[q] + b_hh[q] as f64;
             for u in 0..h {
                 let new = match kind {

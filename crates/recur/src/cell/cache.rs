@@ -39,6 +39,15 @@ pub struct DirCache<F> {
     pub(super) hrq: Vec<crate::ops::int8::RowQuant>,
     pub(super) acc: Vec<i32>,
     pub(super) packed_hh8: usize,
+    // int8, dense input: W_ih^T quantized and packed as W_hh^T (wipack8, wiscale, wisum), the
+    // input's codes (xq8: T*B rows of padded(I)) and the input product's int32 sums (xacc:
+    // T*B rows of G*Hp); sized when first used
+    pub(super) wipack8: Vec<i8>,
+    pub(super) wiscale: Vec<f32>,
+    pub(super) wisum: Vec<i32>,
+    pub(super) packed_ih8: usize,
+    pub(super) xq8: Vec<u8>,
+    pub(super) xacc: Vec<i32>,
     // the address of the W_hh wpack16 was packed from (as packed_hh)
     pub(super) packed_hh16: usize,
     // xw: (T, B, G*H) input projection x_t W_ih^T + b_ih
@@ -115,6 +124,12 @@ impl<F: Float> DirCache<F> {
             hrq: Vec::new(),
             acc: Vec::new(),
             packed_hh8: 0,
+            wipack8: Vec::new(),
+            wiscale: Vec::new(),
+            wisum: Vec::new(),
+            packed_ih8: 0,
+            xq8: Vec::new(),
+            xacc: Vec::new(),
             packed_hh16: 0,
             xw: z(s.xw),
             gates: z(s.gates),
@@ -154,6 +169,7 @@ impl<F: Float> DirCache<F> {
         self.packed_hh = 0;
         self.packed_hh16 = 0;
         self.packed_hh8 = 0;
+        self.packed_ih8 = 0;
         self.packed_ih = 0;
         self.packed_wt = 0;
     }
@@ -210,6 +226,9 @@ impl<F: Float> DirCache<F> {
             + self.wpack16.len() * 2
             + self.wpack8.len()
             + (self.wscale.len() + self.wsum.len() + self.acc.len()) * 4
+            + self.wipack8.len()
+            + self.xq8.len()
+            + (self.wiscale.len() + self.wisum.len() + self.xacc.len()) * 4
             + self.hq.len()
             + self.hrq.len() * std::mem::size_of::<crate::ops::int8::RowQuant>()
     }

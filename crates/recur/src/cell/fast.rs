@@ -31,7 +31,7 @@
 //! too small to pay for the hand-over ([`PAR_MIN_STEP_WORK`]).
 
 use super::cache::{active, grow, stale_copy};
-use super::products::{dgt_ld, input_projection, l3_bytes, weight_grads};
+use super::products::{dgt_ld, input_projection, input_projection_int8, l3_bytes, weight_grads};
 use super::schedule::{ChunkChoice, SplitChoice};
 use super::{
     gru, lstm, rnn, Activation, CellKind, DirBackward, DirCache, DirDims, DirForward, LayerInput,
@@ -635,9 +635,11 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
     // (xw = X W_ih^T); either way without the biases, which the gate pass adds: bias = b_ih +
     // b_hh, except the GRU's b_hn, which r multiplies, kept apart
     let chunk = match input {
-        LayerInput::Dense { x, ld } => {
+        // (int8 multiplies all steps' inputs at once, in int8)
+        LayerInput::Dense { x, ld } if c.precision != Precision::Int8 => {
             chunk_len::<F>(&split, &d, c.keep, ng * hp * NR).map(|len| (x, ld, len))
         }
+        LayerInput::Dense { .. } => None,
         LayerInput::OneHot { .. } => None,
     };
     match chunk {
@@ -648,7 +650,12 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
             }
             grow(&mut c.xc, super::cache::xc_len(&d, len));
         }
-        None => input_projection(c, w, input, false),
+        None => match input {
+            LayerInput::Dense { x, ld } if c.precision == Precision::Int8 => {
+                input_projection_int8(c, w, x, ld)
+            }
+            _ => input_projection(c, w, input, false),
+        },
     }
     c.bias.fill(F::ZERO);
     let summed = if is_gru { 2 * nh } else { gh };

@@ -114,6 +114,87 @@ pub(super) fn input_projection<F: Float>(
     }
 }
 
+/// int8 inference's input product over all T*B rows (dense input): `xw = s_x s_w (q_x q_w^T -
+/// z rowsum)`, the input's rows quantized as each step's state is (`ops::int8`), W_ih^T
+/// quantized per row and packed once while the weights are fixed; the rows split over the
+/// threads. As [`input_projection`] without biases. F is f32 (int8 runs on float32 caches
+/// only).
+pub(super) fn input_projection_int8<F: Float>(
+    c: &mut DirCache<F>,
+    w: &DirWeights<F>,
+    x: &[F],
+    ld: usize,
+) {
+    use crate::ops::int8;
+    use crate::ops::panel::{panels, Groups, OutPtr, NR};
+    let d = c.dims;
+    let (rows, ni, nh, ng) = (d.t * d.b, d.i, d.h, d.kind.gates());
+    let gh = d.gh();
+    let hs = panels(nh) * NR;
+    let ldc = ng * hs;
+    // SAFETY: F is f32 in int8 mode (DirCache::set_precision): the casts are identities
+    let f32s = |v: &[F]| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) };
+    let n8 = int8::packed_len(ng * panels(nh), ni);
+    if stale_copy(
+        &mut c.wipack8,
+        n8,
+        &mut c.packed_ih8,
+        c.fixed_weights,
+        w.w_ih,
+    ) {
+        let (q, scale) = int8::quantize_rows(&f32s(w.w_ih)[..gh * ni], gh, ni);
+        int8::pack_gates_t(&mut c.wipack8[..n8], &q, ng, nh, ni);
+        let sums = int8::row_sums(&q, gh, ni);
+        c.wiscale = vec![0.0; ldc];
+        c.wisum = vec![0; ldc];
+        for g in 0..ng {
+            for u in 0..nh {
+                c.wiscale[g * hs + u] = scale[g * nh + u];
+                c.wisum[g * hs + u] = sums[g * nh + u];
+            }
+        }
+    }
+    let ldq = int8::padded(ni);
+    grow(&mut c.xq8, rows * ldq);
+    let rq = int8::quantize_activations(f32s(x), rows, ni, ld, &mut c.xq8, ldq);
+    grow(&mut c.xacc, rows * ldc);
+    let (xq8, packed) = (&c.xq8, &c.wipack8[..n8]);
+    let per = rows.div_ceil(crate::ops::gemm::threads()).max(1) * ldc;
+    crate::ops::for_parts_mut(&mut c.xacc[..rows * ldc], per, rows >= 16, |e0, part| {
+        let (r0, m) = (e0 / ldc, part.len() / ldc);
+        let out = OutPtr {
+            ptr: part.as_mut_ptr(),
+            ld: ldc,
+            n: ldc,
+        };
+        // SAFETY: `part` holds m rows of ldc sums and is this part's alone.
+        unsafe {
+            int8::panel_gemm_with(
+                int8::kernel(),
+                m,
+                Groups::ONE,
+                ni,
+                &xq8[r0 * ldq..],
+                ldq,
+                packed,
+                0..ng * panels(nh),
+                out,
+            )
+        };
+    });
+    for (r, q) in rq.iter().enumerate() {
+        let sums = &c.xacc[r * ldc..(r + 1) * ldc];
+        let row = &mut c.xw[r * gh..(r + 1) * gh];
+        for g in 0..ng {
+            for u in 0..nh {
+                let col = g * hs + u;
+                let v = (sums[col] - q.zero * c.wisum[col]) as f32;
+                row[g * nh + u] = F::from_f64((q.scale * c.wiscale[col] * v) as f64);
+            }
+        }
+    }
+}
+
 /// The L3 cache shared by the cores (read from the machine: `ops::cpu::Caches`): a few choices
 /// between ways of computing a product depend on whether its operands stay in it.
 pub(crate) fn l3_bytes() -> usize {
