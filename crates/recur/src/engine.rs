@@ -592,7 +592,8 @@ impl Engine for CpuEngine {
         if p == self.precision {
             return Ok(());
         }
-        if p == Precision::F32 {
+        // from float32 only: another format's weights were rounded (and p is not float32 below)
+        if self.precision != Precision::F32 {
             return Err(Error::invalid(
                 "this engine's weights were rounded to another format: make a new engine",
             ));
@@ -604,11 +605,6 @@ impl Engine for CpuEngine {
             ));
         }
         precision::check_model(&self.model, p)?;
-        if self.precision != Precision::F32 {
-            return Err(Error::invalid(
-                "this engine's weights were rounded to another format: make a new engine",
-            ));
-        }
         precision::prepare_weights(self.model.layout(), &mut self.params, p);
         for ws in &mut self.ws.list {
             ws.set_precision(p);

@@ -33,7 +33,7 @@ pub struct DirCache<F> {
     pub(crate) precision: crate::Precision,
     pub(super) wpack16: Vec<u16>,
     pub(super) wpack8: Vec<i8>,
-    pub(super) wscale: Vec<F>,
+    pub(super) wscale: Vec<f32>,
     pub(super) wsum: Vec<i32>,
     pub(super) hq: Vec<u8>,
     pub(super) hrq: Vec<crate::ops::int8::RowQuant>,

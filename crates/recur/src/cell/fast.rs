@@ -401,40 +401,39 @@ impl<F: Float> Fwd<'_, F> {
                         },
                     );
                 }
-                for (i, r) in rq.iter().enumerate() {
+                for (i, &r) in rq.iter().enumerate() {
                     for g in 0..ng {
                         let c0 = g * hs + u0;
-                        let sums = q8.acc.at((b0 + i) * ldc + c0, n);
                         let hw = self.hw.mut_at((b0 + i) * ldc + c0, n);
-                        let (ws, wz) = (&q8.wscale[c0..c0 + n], &q8.wsum[c0..c0 + n]);
-                        for j in 0..n {
-                            let v = (sums[j] - r.zero * wz[j]) as f32;
-                            hw[j] = F::from_f64((r.scale * ws[j] * v) as f64);
-                        }
+                        int8::dequantize(
+                            r,
+                            q8.acc.at((b0 + i) * ldc + c0, n),
+                            &q8.wscale[c0..c0 + n],
+                            &q8.wsum[c0..c0 + n],
+                            std::slice::from_raw_parts_mut(hw.as_mut_ptr() as *mut f32, n),
+                        );
                     }
                 }
-            }
-            for g in 0..ng {
-                if self.int8.is_some() {
-                    break;
-                }
-                let cols = g * hp + pan.start..g * hp + pan.end;
-                match self.wpack16 {
-                    // F is f32 in bf16 mode (DirCache::set_bf16), so the casts are identities
-                    Some(w16) => bf16::panel_gemm_raw(
-                        mb,
-                        nh,
-                        std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
-                        nh,
-                        w16,
-                        cols,
-                        OutPtr {
-                            ptr: out.ptr as *mut f32,
-                            ld: out.ld,
-                            n: out.n,
-                        },
-                    ),
-                    None => panel_gemm_raw(mb, nh, a, nh, self.wpack, cols, out),
+            } else {
+                for g in 0..ng {
+                    let cols = g * hp + pan.start..g * hp + pan.end;
+                    match self.wpack16 {
+                        // F is f32 in bf16 mode (DirCache::set_precision): the casts are identities
+                        Some(w16) => bf16::panel_gemm_raw(
+                            mb,
+                            nh,
+                            std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
+                            nh,
+                            w16,
+                            cols,
+                            OutPtr {
+                                ptr: out.ptr as *mut f32,
+                                ld: out.ld,
+                                n: out.n,
+                            },
+                        ),
+                        None => panel_gemm_raw(mb, nh, a, nh, self.wpack, cols, out),
+                    }
                 }
             }
             let (hdst, cdst) = match next {
@@ -689,18 +688,15 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
             // SAFETY: F is f32 in int8 mode (DirCache::set_precision): the cast is an identity
             let w_hh =
                 unsafe { std::slice::from_raw_parts(w.w_hh.as_ptr() as *const f32, gh * nh) };
-            let (q, scale) = int8::quantize_rows(w_hh, gh, nh);
-            int8::pack_gates_t(&mut c.wpack8[..packed8], &q, ng, nh, nh);
-            let sums = int8::row_sums(&q, gh, nh);
-            let hs = hp * NR;
-            c.wscale = vec![F::ZERO; ng * hs];
-            c.wsum = vec![0; ng * hs];
-            for g in 0..ng {
-                for u in 0..nh {
-                    c.wscale[g * hs + u] = F::from_f64(scale[g * nh + u] as f64);
-                    c.wsum[g * hs + u] = sums[g * nh + u];
-                }
-            }
+            int8::quantize_pack_gates_t(
+                &mut c.wpack8[..packed8],
+                &mut c.wscale,
+                &mut c.wsum,
+                w_hh,
+                ng,
+                nh,
+                nh,
+            );
         }
         let ldq = int8::padded(nh);
         grow(&mut c.hq, split.parts * nb * ldq);
@@ -764,10 +760,7 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
         wpack16: use16.then(|| &c.wpack16[..packed16]),
         int8: is_int8.then(|| Int8Step {
             wpack8: &c.wpack8[..packed8],
-            // SAFETY: F is f32 in int8 mode: the cast is an identity
-            wscale: unsafe {
-                std::slice::from_raw_parts(c.wscale.as_ptr() as *const f32, c.wscale.len())
-            },
+            wscale: &c.wscale,
             wsum: &c.wsum,
             hq: Raw::of(&mut c.hq),
             hrq: Raw::of(&mut c.hrq),

@@ -142,17 +142,15 @@ pub(super) fn input_projection_int8<F: Float>(
         c.fixed_weights,
         w.w_ih,
     ) {
-        let (q, scale) = int8::quantize_rows(&f32s(w.w_ih)[..gh * ni], gh, ni);
-        int8::pack_gates_t(&mut c.wipack8[..n8], &q, ng, nh, ni);
-        let sums = int8::row_sums(&q, gh, ni);
-        c.wiscale = vec![0.0; ldc];
-        c.wisum = vec![0; ldc];
-        for g in 0..ng {
-            for u in 0..nh {
-                c.wiscale[g * hs + u] = scale[g * nh + u];
-                c.wisum[g * hs + u] = sums[g * nh + u];
-            }
-        }
+        int8::quantize_pack_gates_t(
+            &mut c.wipack8[..n8],
+            &mut c.wiscale,
+            &mut c.wisum,
+            f32s(w.w_ih),
+            ng,
+            nh,
+            ni,
+        );
     }
     let ldq = int8::padded(ni);
     grow(&mut c.xq8, rows * ldq);
@@ -182,15 +180,19 @@ pub(super) fn input_projection_int8<F: Float>(
             )
         };
     });
-    for (r, q) in rq.iter().enumerate() {
-        let sums = &c.xacc[r * ldc..(r + 1) * ldc];
-        let row = &mut c.xw[r * gh..(r + 1) * gh];
+    for (r, &q) in rq.iter().enumerate() {
+        // SAFETY: F is f32 (as above): the cast is an identity
+        let row =
+            unsafe { std::slice::from_raw_parts_mut(c.xw[r * gh..].as_mut_ptr() as *mut f32, gh) };
         for g in 0..ng {
-            for u in 0..nh {
-                let col = g * hs + u;
-                let v = (sums[col] - q.zero * c.wisum[col]) as f32;
-                row[g * nh + u] = F::from_f64((q.scale * c.wiscale[col] * v) as f64);
-            }
+            let col = r * ldc + g * hs;
+            int8::dequantize(
+                q,
+                &c.xacc[col..col + nh],
+                &c.wiscale[g * hs..g * hs + nh],
+                &c.wisum[g * hs..g * hs + nh],
+                &mut row[g * nh..(g + 1) * nh],
+            );
         }
     }
 }

@@ -184,31 +184,23 @@ pub unsafe fn panel_gemm_with(
     panels: Range<usize>,
     out: OutPtr<f32>,
 ) {
-    assert!(
-        kernel.available(),
-        "this CPU cannot run the {} kernel",
-        kernel.name()
-    );
-    assert!(
-        matches!(kernel, Isa::Avx2Fma | Isa::Portable),
-        "no bf16 kernel for {}",
-        kernel.name()
-    );
-    if m == 0 || groups.n == 0 || panels.is_empty() {
+    let go = super::panel::check_product(super::panel::ProductArgs {
+        what: "bf16 panel_gemm",
+        kernel,
+        kernels: &[Isa::Avx2Fma, Isa::Portable],
+        m,
+        groups,
+        row: k,
+        a_len: a.len(),
+        lda,
+        packed_need: packed_len(panels.end, k),
+        packed_len: packed.len(),
+        panels: &panels,
+        out: &out,
+    });
+    if !go {
         return;
     }
-    assert!(
-        a.len() >= (groups.n - 1) * groups.a_step + (m - 1) * lda + k,
-        "bf16 panel_gemm: A too small"
-    );
-    assert!(
-        packed.len() >= packed_len(panels.end, k),
-        "bf16 panel_gemm: packed too small"
-    );
-    assert!(
-        out.n <= out.ld && panels.end <= out.n.div_ceil(NR),
-        "bf16 panel_gemm: panels past C's columns"
-    );
     #[cfg(target_arch = "x86_64")]
     if kernel == Isa::Avx2Fma {
         // SAFETY: the CPU runs AVX2 and FMA (asserted); the sizes were checked above; the

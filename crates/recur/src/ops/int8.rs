@@ -189,6 +189,41 @@ pub fn pack_gates_t(dst: &mut [i8], q: &[i8], g: usize, h: usize, k: usize) {
     });
 }
 
+/// Quantizes `W` (`(G*H, K)`, PyTorch's layout) per row and packs its codes for `C = A W^T`
+/// ([`pack_gates_t`] into `dst`), with each row's scale and code sum laid out in packed column
+/// order (`g * panels(H) * NR + u`; 0 in the padding), as [`dequantize`] reads them.
+pub fn quantize_pack_gates_t(
+    dst: &mut [i8],
+    scale: &mut Vec<f32>,
+    sum: &mut Vec<i32>,
+    w: &[f32],
+    g: usize,
+    h: usize,
+    k: usize,
+) {
+    let (q, s) = quantize_rows(&w[..g * h * k], g * h, k);
+    pack_gates_t(dst, &q, g, h, k);
+    let sums = row_sums(&q, g * h, k);
+    let hs = panels(h) * NR;
+    scale.clear();
+    scale.resize(g * hs, 0.0);
+    sum.clear();
+    sum.resize(g * hs, 0);
+    for gi in 0..g {
+        scale[gi * hs..gi * hs + h].copy_from_slice(&s[gi * h..(gi + 1) * h]);
+        sum[gi * hs..gi * hs + h].copy_from_slice(&sums[gi * h..(gi + 1) * h]);
+    }
+}
+
+/// One row of a product back in float32: `out[j] = a.scale * scale[j] * (acc[j] - a.zero *
+/// sum[j])`, `acc` the int32 sums of the row's codes against the weight codes, `scale` and
+/// `sum` the weight rows' ([`quantize_pack_gates_t`]).
+pub fn dequantize(a: RowQuant, acc: &[i32], scale: &[f32], sum: &[i32], out: &mut [f32]) {
+    for (((o, &s), &w), &z) in out.iter_mut().zip(acc).zip(scale).zip(sum) {
+        *o = a.scale * w * (s - a.zero * z) as f32;
+    }
+}
+
 /// One row's activation quantization: `a ~ scale * (code - zero)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct RowQuant {
@@ -290,32 +325,25 @@ pub unsafe fn panel_gemm_with(
     panels: Range<usize>,
     out: OutPtr<i32>,
 ) {
-    assert!(
-        kernel.available(),
-        "this CPU cannot run the {} kernel",
-        kernel.name()
-    );
-    assert!(
-        matches!(kernel, Isa::Avx2Fma | Isa::Portable),
-        "no int8 kernel for {}",
-        kernel.name()
-    );
-    if m == 0 || groups.n == 0 || panels.is_empty() {
+    // every row is read in whole quads, so the stride must cover them (even for one row)
+    assert!(lda >= padded(k), "int8 panel_gemm: lda below padded(k)");
+    let go = super::panel::check_product(super::panel::ProductArgs {
+        what: "int8 panel_gemm",
+        kernel,
+        kernels: &[Isa::Avx2Fma, Isa::Portable],
+        m,
+        groups,
+        row: padded(k),
+        a_len: a.len(),
+        lda,
+        packed_need: packed_len(panels.end, k),
+        packed_len: packed.len(),
+        panels: &panels,
+        out: &out,
+    });
+    if !go {
         return;
     }
-    assert!(lda >= padded(k), "int8 panel_gemm: lda below padded(k)");
-    assert!(
-        a.len() >= (groups.n - 1) * groups.a_step + (m - 1) * lda + padded(k),
-        "int8 panel_gemm: A too small"
-    );
-    assert!(
-        packed.len() >= packed_len(panels.end, k),
-        "int8 panel_gemm: packed too small"
-    );
-    assert!(
-        out.n <= out.ld && panels.end <= out.n.div_ceil(NR),
-        "int8 panel_gemm: panels past C's columns"
-    );
     #[cfg(target_arch = "x86_64")]
     if kernel == Isa::Avx2Fma {
         // SAFETY: the CPU runs AVX2 (asserted); sizes checked above; the caller's contract

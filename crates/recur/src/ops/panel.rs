@@ -161,6 +161,62 @@ pub(crate) fn for_tiles(
     }
 }
 
+/// What a packed product reads and writes, for [`check_product`].
+pub(crate) struct ProductArgs<'a, T> {
+    /// The product's name in the panics ("panel_gemm", "bf16 panel_gemm", ...).
+    pub what: &'static str,
+    pub kernel: Isa,
+    /// The kernels of this format.
+    pub kernels: &'a [Isa],
+    pub m: usize,
+    pub groups: Groups,
+    /// Elements of A read per row (k, or k padded to whole quads), A's length and row stride.
+    pub row: usize,
+    pub a_len: usize,
+    pub lda: usize,
+    /// Elements the packed panels need and have.
+    pub packed_need: usize,
+    pub packed_len: usize,
+    pub panels: &'a Range<usize>,
+    pub out: &'a OutPtr<T>,
+}
+
+/// The checks every packed product (float32, bf16, int8) makes before its kernel runs: the CPU
+/// runs the kernel and it is one of the format's, and A, the panels and C are large enough.
+/// Returns whether there is anything to compute.
+pub(crate) fn check_product<T>(p: ProductArgs<T>) -> bool {
+    assert!(
+        p.kernel.available(),
+        "this CPU cannot run the {} kernel",
+        p.kernel.name()
+    );
+    assert!(
+        p.kernels.contains(&p.kernel),
+        "no {} kernel for {}",
+        p.what,
+        p.kernel.name()
+    );
+    if p.m == 0 || p.groups.n == 0 || p.panels.is_empty() {
+        return false;
+    }
+    assert!(
+        p.a_len >= (p.groups.n - 1) * p.groups.a_step + (p.m - 1) * p.lda + p.row,
+        "{}: A too small",
+        p.what
+    );
+    assert!(
+        p.packed_len >= p.packed_need,
+        "{}: packed too small",
+        p.what
+    );
+    assert!(
+        p.out.n <= p.out.ld && p.panels.end <= p.out.n.div_ceil(NR),
+        "{}: panels past C's columns",
+        p.what
+    );
+    true
+}
+
 /// Raw view of the output matrix, shared between threads that write disjoint panels.
 #[derive(Clone, Copy)]
 pub struct OutPtr<F> {
@@ -248,28 +304,25 @@ pub unsafe fn panel_gemm_groups_with<F: Float>(
     panels: Range<usize>,
     out: OutPtr<F>,
 ) {
-    assert!(
-        kernel.available(),
-        "this CPU cannot run the {} kernel",
-        kernel.name()
-    );
     let f32_only = TypeId::of::<F>() == TypeId::of::<f32>() || kernel == Isa::Portable;
     assert!(f32_only, "the {} kernel is float32 only", kernel.name());
-    if m == 0 || groups.n == 0 || panels.is_empty() {
+    let go = check_product(ProductArgs {
+        what: "panel_gemm",
+        kernel,
+        kernels: &Isa::ALL,
+        m,
+        groups,
+        row: k,
+        a_len: a.len(),
+        lda,
+        packed_need: panels.end * k * NR,
+        packed_len: packed.len(),
+        panels: &panels,
+        out: &out,
+    });
+    if !go {
         return;
     }
-    assert!(
-        a.len() >= (groups.n - 1) * groups.a_step + (m - 1) * lda + k,
-        "panel_gemm: A too small"
-    );
-    assert!(
-        packed.len() >= panels.end * k * NR,
-        "panel_gemm: packed too small"
-    );
-    assert!(
-        out.n <= out.ld && panels.end <= out.n.div_ceil(NR),
-        "panel_gemm: panels past C's columns"
-    );
     #[cfg(target_arch = "x86_64")]
     if kernel != Isa::Portable {
         // SAFETY: F is f32 (asserted above), so the casts are identities; the CPU runs the
