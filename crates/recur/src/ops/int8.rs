@@ -368,25 +368,16 @@ unsafe fn portable(
     out: OutPtr<i32>,
 ) {
     let size = packed_len(1, k);
-    for q in panels {
-        let panel = &packed[q * size..(q + 1) * size];
-        let width = NR.min(out.n.saturating_sub(q * NR));
-        for gi in 0..groups.n {
-            for i in 0..m {
-                let a0 = gi * groups.a_step + i * lda;
-                let arow = &a[a0..a0 + k];
-                let row = gi * groups.c_step + i;
-                for j in 0..width {
-                    let mut s = 0i32;
-                    for (p, &av) in arow.iter().enumerate() {
-                        s += av as i32 * panel[((p / 4) * NR + j) * 4 + p % 4] as i32;
-                    }
-                    // SAFETY: the row is inside a block, column q*NR + j < out.n <= out.ld
-                    // (caller's contract).
-                    unsafe { *out.ptr.add(row * out.ld + q * NR + j) = s };
-                }
+    // SAFETY: forwarded contract.
+    unsafe {
+        super::panel::for_elements(m, groups, lda, panels, out, |a0, q, j| {
+            let panel = &packed[q * size..(q + 1) * size];
+            let mut s = 0i32;
+            for (p, &av) in a[a0..a0 + k].iter().enumerate() {
+                s += av as i32 * panel[((p / 4) * NR + j) * 4 + p % 4] as i32;
             }
-        }
+            s
+        })
     }
 }
 

@@ -402,22 +402,43 @@ unsafe fn portable<F: Float>(
     panels: Range<usize>,
     out: OutPtr<F>,
 ) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        for_elements(m, groups, lda, panels, out, |a0, q, j| {
+            let panel = &packed[q * k * NR..(q + 1) * k * NR];
+            let mut s = F::ZERO;
+            for (p, &av) in a[a0..a0 + k].iter().enumerate() {
+                s += av * panel[p * NR + j];
+            }
+            s
+        })
+    }
+}
+
+/// The portable loops' walk (float32, bf16, int8): `dot(a0, q, j)` is the element of C in
+/// column `q * NR + j` (panel q) whose row of A starts at `a0`, for every row of every block
+/// and every column of `panels` that exists.
+///
+/// # Safety
+/// As [`panel_gemm_raw`], for the rows of every block.
+pub(crate) unsafe fn for_elements<T>(
+    m: usize,
+    groups: Groups,
+    lda: usize,
+    panels: Range<usize>,
+    out: OutPtr<T>,
+    mut dot: impl FnMut(usize, usize, usize) -> T,
+) {
     for q in panels {
-        let panel = &packed[q * k * NR..(q + 1) * k * NR];
         let width = NR.min(out.n.saturating_sub(q * NR));
         for gi in 0..groups.n {
             for i in 0..m {
-                let a0 = gi * groups.a_step + i * lda;
-                let arow = &a[a0..a0 + k];
                 let row = gi * groups.c_step + i;
                 for j in 0..width {
-                    let mut s = F::ZERO;
-                    for (p, &av) in arow.iter().enumerate() {
-                        s += av * panel[p * NR + j];
-                    }
+                    let v = dot(gi * groups.a_step + i * lda, q, j);
                     // SAFETY: the row is inside a block, column q*NR + j < out.n <= out.ld
                     // (caller's contract).
-                    unsafe { *out.ptr.add(row * out.ld + q * NR + j) = s };
+                    unsafe { *out.ptr.add(row * out.ld + q * NR + j) = v };
                 }
             }
         }
