@@ -6,6 +6,8 @@ CPU path, from Python.
   backward run in recur (needs ``torch``; import ``recur.torch``).
 - ``recur.Stack``: a recurrent stack's forward and backward (BPTT) on numpy arrays, float32 or
   float64.
+- ``recur.CharModel``: a character model trained by ``recur train``, loaded from its checkpoint:
+  ``sample`` and ``loss`` give the command line's ``recur sample`` and ``recur eval`` numbers.
 - ``recur.set_num_threads(n)`` / ``recur.get_num_threads()``: the threads recur computes on.
 
 Every call checks its arguments first and raises ``ValueError`` (a shape, a setting),
@@ -13,10 +15,10 @@ Every call checks its arguments first and raises ``ValueError`` (a shape, a sett
 workspace larger than the machine's memory) with a message naming the problem.
 """
 
-from ._recur import Run, Stack, get_num_threads
+from ._recur import CharModel, Run, Stack, get_num_threads
 from ._recur import set_num_threads as _set_num_threads
 
-__all__ = ["Stack", "Run", "set_num_threads", "get_num_threads"]
+__all__ = ["Stack", "Run", "CharModel", "set_num_threads", "get_num_threads"]
 
 # Set by set_num_threads; until then recur.torch follows torch.get_num_threads().
 _threads_set = False

@@ -1,6 +1,6 @@
 //! `recur._recur`: the Python extension module. Python's `recur` package (python/recur/) wraps it:
-//! `recur.Stack` (forward and BPTT on numpy arrays) and `recur.torch` (torch.nn-compatible
-//! modules built on it).
+//! `recur.Stack` (forward and BPTT on numpy arrays), `recur.torch` (torch.nn-compatible modules
+//! built on it) and `recur.CharModel` (a character model loaded from a recur checkpoint).
 //!
 //! Every call checks its arguments before any work and raises a Python exception naming the
 //! problem; the numbers are computed with the GIL released.
@@ -8,6 +8,7 @@
 use pyo3::exceptions::{PyMemoryError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 
+mod charmodel;
 mod stack;
 
 /// A recur error as the Python exception a caller expects: `MemoryError` for a plan too big for
@@ -38,6 +39,7 @@ fn get_num_threads() -> usize {
 fn _recur(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stack::PyStack>()?;
     m.add_class::<stack::Run>()?;
+    m.add_class::<charmodel::CharModel>()?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     Ok(())

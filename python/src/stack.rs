@@ -12,7 +12,8 @@ use pyo3::types::PyList;
 use recur::cell::{CellKind, LayerInput};
 use recur::ops::Float;
 use recur::rng::Rng;
-use recur::stack::{check_lengths, Stack, StackConfig, StackWorkspace};
+use recur::stack::{check_lengths, SeqShape, Stack, StackConfig, StackWorkspace};
+use std::sync::{Arc, Mutex};
 
 use crate::to_py;
 
@@ -21,6 +22,7 @@ use crate::to_py;
 #[pyclass(module = "recur._recur", name = "Stack", frozen)]
 pub struct PyStack {
     stack: Stack,
+    pool: Pool,
 }
 
 /// The dtype of a float array: float32 or float64, else a `TypeError` naming `what`.
@@ -87,10 +89,92 @@ fn owned<'py, F: Float + Element>(
     Ok(PyArray1::from_vec(py, v).reshape(shape)?.into_any())
 }
 
-/// What a forward with gradients keeps for its backward.
+/// A forward's workspace and its copy of the weights: kept by a [`Run`] for its backward, then
+/// handed back to the stack's pool for the next forward of the same shape (a fresh workspace
+/// costs page faults and zeroing on every call).
 enum Saved {
     F32(StackWorkspace<f32>, Vec<f32>),
     F64(StackWorkspace<f64>, Vec<f64>),
+}
+
+/// The element types recur computes in from Python: float32 and float64.
+trait Elem: Float + Element {
+    fn wrap(ws: StackWorkspace<Self>, params: Vec<Self>) -> Saved;
+    fn unwrap(s: Saved) -> Option<(StackWorkspace<Self>, Vec<Self>)>;
+    /// The shape of a saved workspace of this type (None for the other type).
+    fn peek(s: &Saved) -> Option<SeqShape>;
+}
+
+impl Elem for f32 {
+    fn wrap(ws: StackWorkspace<f32>, params: Vec<f32>) -> Saved {
+        Saved::F32(ws, params)
+    }
+    fn unwrap(s: Saved) -> Option<(StackWorkspace<f32>, Vec<f32>)> {
+        match s {
+            Saved::F32(w, p) => Some((w, p)),
+            _ => None,
+        }
+    }
+    fn peek(s: &Saved) -> Option<SeqShape> {
+        match s {
+            Saved::F32(w, _) => Some(w.shape),
+            _ => None,
+        }
+    }
+}
+
+impl Elem for f64 {
+    fn wrap(ws: StackWorkspace<f64>, params: Vec<f64>) -> Saved {
+        Saved::F64(ws, params)
+    }
+    fn unwrap(s: Saved) -> Option<(StackWorkspace<f64>, Vec<f64>)> {
+        match s {
+            Saved::F64(w, p) => Some((w, p)),
+            _ => None,
+        }
+    }
+    fn peek(s: &Saved) -> Option<SeqShape> {
+        match s {
+            Saved::F64(w, _) => Some(w.shape),
+            _ => None,
+        }
+    }
+}
+
+/// Workspaces no forward holds now, for reuse; at most [`POOL_MAX`], the most recent first out.
+type Pool = Arc<Mutex<Vec<Saved>>>;
+const POOL_MAX: usize = 2;
+
+/// A workspace for (t, b) in `F` from the pool, or a new one (its memory checked first).
+fn take<F: Elem>(
+    stack: &Stack,
+    pool: &Pool,
+    t: usize,
+    b: usize,
+) -> PyResult<(StackWorkspace<F>, Vec<F>)> {
+    {
+        let mut p = pool.lock().unwrap_or_else(|e| e.into_inner());
+        let want = Some(SeqShape { t, b });
+        if let Some(k) = p.iter().rposition(|s| F::peek(s) == want) {
+            if let Some(got) = F::unwrap(p.remove(k)) {
+                return Ok(got);
+            }
+        }
+    }
+    recur::memory::check(
+        &format!("a workspace for batches of {b} x {t} steps"),
+        recur::memory::stack_workspace_bytes(stack.cfg(), t, b, std::mem::size_of::<F>()),
+    )
+    .map_err(to_py)?;
+    Ok((stack.workspace::<F>(t, b), Vec::new()))
+}
+
+fn give_back(pool: &Pool, s: Saved) {
+    let mut p = pool.lock().unwrap_or_else(|e| e.into_inner());
+    if p.len() >= POOL_MAX {
+        p.remove(0);
+    }
+    p.push(s);
 }
 
 /// One forward's memory of itself (its workspace and weights), for [`Run::backward`]: what
@@ -98,10 +182,19 @@ enum Saved {
 #[pyclass(module = "recur._recur", name = "Run")]
 pub struct Run {
     stack: Stack,
-    saved: Saved,
+    saved: Option<Saved>,
+    pool: Pool,
     lengths: Option<Vec<usize>>,
     t: usize,
     b: usize,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(s) = self.saved.take() {
+            give_back(&self.pool, s);
+        }
+    }
 }
 
 fn parse_cell(cell: &str, nonlinearity: &str) -> PyResult<CellKind> {
@@ -145,6 +238,7 @@ impl PyStack {
             .with_dropout(dropout);
         Ok(PyStack {
             stack: Stack::new(cfg).map_err(to_py)?,
+            pool: Pool::default(),
         })
     }
 
@@ -230,30 +324,8 @@ impl PyStack {
         keep: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         match dtype_of(x, "x")? {
-            Dtype::F32 => forward::<f32>(
-                self,
-                py,
-                weights,
-                x,
-                h0,
-                c0,
-                lengths,
-                dropout_seed,
-                keep,
-                Saved::F32,
-            ),
-            Dtype::F64 => forward::<f64>(
-                self,
-                py,
-                weights,
-                x,
-                h0,
-                c0,
-                lengths,
-                dropout_seed,
-                keep,
-                Saved::F64,
-            ),
+            Dtype::F32 => forward::<f32>(self, py, weights, x, h0, c0, lengths, dropout_seed, keep),
+            Dtype::F64 => forward::<f64>(self, py, weights, x, h0, c0, lengths, dropout_seed, keep),
         }
     }
 
@@ -275,13 +347,17 @@ impl PyStack {
 
 /// The weights as one flat buffer in layout order: from a list of arrays (each checked against
 /// its parameter's shape) or one flat array.
-fn flat_weights<F: Float + Element>(stack: &Stack, weights: &Bound<'_, PyAny>) -> PyResult<Vec<F>> {
+fn flat_weights<F: Float + Element>(
+    stack: &Stack,
+    weights: &Bound<'_, PyAny>,
+    flat: &mut Vec<F>,
+) -> PyResult<()> {
     let layout = stack.layout();
-    let mut flat = Vec::with_capacity(layout.total);
+    flat.clear();
     if weights.cast::<numpy::PyUntypedArray>().is_ok() {
         let a = array::<F>(weights, "weights", &[layout.total])?;
         flat.extend_from_slice(a.as_slice()?);
-        return Ok(flat);
+        return Ok(());
     }
     let list: Vec<Bound<'_, PyAny>> = weights.extract().map_err(|_| {
         PyTypeError::new_err(
@@ -305,10 +381,10 @@ fn flat_weights<F: Float + Element>(stack: &Stack, weights: &Bound<'_, PyAny>) -
         let a = array::<F>(w, &e.name, &e.shape)?;
         flat.extend_from_slice(a.as_slice()?);
     }
-    Ok(flat)
+    Ok(())
 }
 
-fn forward<'py, F: Float + Element>(
+fn forward<'py, F: Elem>(
     s: &PyStack,
     py: Python<'py>,
     weights: &Bound<'py, PyAny>,
@@ -318,7 +394,6 @@ fn forward<'py, F: Float + Element>(
     lengths: Option<Vec<usize>>,
     dropout_seed: Option<u64>,
     keep: bool,
-    save: fn(StackWorkspace<F>, Vec<F>) -> Saved,
 ) -> PyResult<Bound<'py, PyAny>> {
     let stack = &s.stack;
     let cfg = stack.cfg();
@@ -353,13 +428,11 @@ fn forward<'py, F: Float + Element>(
         (None, _) => None,
     };
     check_lengths(lengths.as_deref(), t, b).map_err(to_py)?;
-    let params = flat_weights::<F>(stack, weights)?;
-    recur::memory::check(
-        &format!("a workspace for batches of {b} x {t} steps"),
-        recur::memory::stack_workspace_bytes(cfg, t, b, std::mem::size_of::<F>()),
-    )
-    .map_err(to_py)?;
-    let mut ws = stack.workspace::<F>(t, b);
+    let (mut ws, mut params) = take::<F>(stack, &s.pool, t, b)?;
+    if let Err(e) = flat_weights::<F>(stack, weights, &mut params) {
+        give_back(&s.pool, F::wrap(ws, params));
+        return Err(e);
+    }
     ws.set_inference(!keep);
     let xv = x.as_slice()?;
     let h0v = h0.as_ref().map(|a| a.as_slice()).transpose()?;
@@ -387,13 +460,15 @@ fn forward<'py, F: Float + Element>(
     let run = if keep {
         let run = Run {
             stack: stack.clone(),
-            saved: save(ws, params),
+            saved: Some(F::wrap(ws, params)),
+            pool: s.pool.clone(),
             lengths,
             t,
             b,
         };
         Bound::new(py, run)?.into_any()
     } else {
+        give_back(&s.pool, F::wrap(ws, params));
         py.None().into_bound(py)
     };
     Ok((y, h_n, c_n, run).into_pyobject(py)?.into_any())
@@ -415,7 +490,7 @@ impl Run {
         dc_n: Option<&Bound<'py, PyAny>>,
         want_dx: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        match &mut self.saved {
+        match self.saved.as_mut().expect("held until the run is dropped") {
             Saved::F32(ws, params) => backward::<f32>(
                 py,
                 &self.stack,

@@ -123,3 +123,36 @@ def test_the_gil_is_released_while_recur_computes():
     worker.join()
     gaps = np.diff(stamps) if len(stamps) > 1 else [alone]
     assert max(gaps) < 0.5 * alone, f"the Python thread stalled {max(gaps):.3f} s of a {alone:.3f} s forward"
+
+
+def test_reused_workspaces_give_the_same_results_as_fresh_ones():
+    """A stack hands a finished run's workspace to its next forward of the same shape: what an
+    earlier call (other lengths, states, dropout, dtype) left there must not change a result."""
+    rng = np.random.default_rng(3)
+    cfg = ("lstm", 3, 5)
+    kw = dict(num_layers=2, bidirectional=True, dropout=0.4)
+    x = rng.standard_normal((6, 3, 3)).astype(np.float32)
+    h0 = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    dy = rng.standard_normal((6, 3, 10)).astype(np.float32)
+    calls = [
+        dict(h0=h0, c0=h0, lengths=[6, 2, 4], dropout_seed=1),
+        dict(lengths=None, dropout_seed=None),
+        dict(h0=h0, lengths=[1, 6, 3], dropout_seed=9),
+    ]
+
+    def one(s, w, call):
+        y, h_n, c_n, run = s.forward(w, x, **call)
+        return [y, h_n, c_n, *run.backward(x, dy, h_n, c_n)]
+
+    fresh = []
+    for call in calls:
+        s = recur.Stack(*cfg, **kw)
+        fresh.append(one(s, s.init(seed=4), call))
+    s = recur.Stack(*cfg, **kw)
+    w = s.init(seed=4)
+    s.forward(s.init(seed=4, dtype="float64"), x.astype(np.float64), keep=False)  # another dtype in the pool
+    for _ in range(2):
+        for call, want in zip(calls, fresh):
+            got = one(s, w, call)
+            for a, b in zip(got, want):
+                assert np.array_equal(a, b)
