@@ -1,4 +1,4 @@
-//! What `recur train`, `sample` and `eval` share: the bundled corpus' location, reading a
+//! What `recur train`, `sample` and `eval` share: the bundled corpus (built in), reading a
 //! corpus, loading a character-model checkpoint, drawing a short sample, and the loss plot.
 
 use crate::plot::{self, Chart, Series};
@@ -16,21 +16,28 @@ pub const PLOT_PNG: &str = "loss.png";
 pub const PLOT_SVG: &str = "loss.svg";
 const PLOT_STEM: &str = "loss";
 
-/// The bundled Tiny Shakespeare: `data/tinyshakespeare/input.txt` under the current directory
-/// when it is there (a clone's root), else where it was in the source tree this was built from.
+/// The name `recur train` gives the bundled Tiny Shakespeare (`data/tinyshakespeare/`, built
+/// into the binary so that an installed or copied binary trains without the source tree); it
+/// is stored as the run's corpus, so `--resume` finds it again.
+pub const BUILT_IN: &str = "tinyshakespeare (built in)";
+const BUILT_IN_TEXT: &str = include_str!("../../../data/tinyshakespeare/input.txt");
+
+/// The corpus `recur train` reads without --data: the built-in one.
 pub fn default_corpus() -> PathBuf {
-    let rel = Path::new("data/tinyshakespeare/input.txt");
-    if rel.exists() {
-        return rel.to_path_buf();
+    PathBuf::from(BUILT_IN)
+}
+
+/// A corpus' text: the file at `path`, or the built-in text for [`BUILT_IN`].
+pub fn read_corpus(path: &Path) -> Result<String> {
+    if path == Path::new(BUILT_IN) {
+        return Ok(BUILT_IN_TEXT.to_string());
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(rel)
+    Ok(data::read_text(path)?)
 }
 
 /// Reads a corpus and builds its vocabulary.
 pub fn load_corpus(path: &Path) -> Result<(String, Vocab)> {
-    let text = data::read_text(path)?;
+    let text = read_corpus(path)?;
     let vocab = Vocab::from_text(&text);
     Ok((text, vocab))
 }

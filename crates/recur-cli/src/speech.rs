@@ -380,6 +380,8 @@ fn train(a: TrainArgs) -> Result<()> {
     a.shape.check()?;
     let (hyper, warps) = hyper_of(&a, val_takes)?;
     let run_dir = a.run.dir(DEFAULT_RUN_DIR);
+    // held until the run ends: a second run on this directory is refused
+    let _lock = recur::rundir::RunLock::acquire(&run_dir)?;
     let last_path = run_dir.join(LATEST);
     let best_path = run_dir.join(BEST);
     let resumed = if a.run.resume {

@@ -258,6 +258,8 @@ pub fn run(a: Args) -> Result<()> {
         Which::Ball(c) => (TaskKind::Ball, c),
     };
     let plan = Plan::of(kind, &c)?;
+    // held until every cell is trained: a second run on this directory is refused
+    let _lock = recur::rundir::RunLock::acquire(&plan.dir)?;
     // opened once here, so that a missing device is reported before any work
     let backend = crate::device::open(c.dev.device)?;
     let threads = match (c.dev.threads, plan.cells.len()) {

@@ -6,7 +6,7 @@
 //! checks them, and reports; the loop itself is [`recur_apps::charlm::train::Trainer`].
 
 use crate::args::{DeviceArgs, RunDir};
-use crate::charlm_common::{default_corpus, load_corpus, print_sample_text};
+use crate::charlm_common::{default_corpus, load_corpus, print_sample_text, read_corpus};
 use crate::values::{choice, Cell, Optim, Preset as PresetName};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -36,7 +36,8 @@ pub const LOG: &str = "log.csv";
      same either way, so a run continues on the other device with --resume"
 )))]
 pub struct Args {
-    /// UTF-8 text to train on [default: the bundled data/tinyshakespeare/input.txt].
+    /// UTF-8 text to train on [default: Tiny Shakespeare, data/tinyshakespeare/input.txt, built
+    /// into the binary].
     #[arg(long)]
     data: Option<PathBuf>,
     /// Starting values for everything below; explicit flags override them. All: one-hot input,
@@ -432,7 +433,7 @@ fn open_run(
             .clone()
             .ok_or_else(|| anyhow!("{}: the checkpoint has no vocabulary", path.display()))?;
         let vocab = Vocab::from_chars(chars)?;
-        let text = data::read_text(&data_path)?;
+        let text = read_corpus(&data_path)?;
         let ids = vocab
             .encode(&text)
             .with_context(|| format!("'{}' does not fit the checkpoint", data_path.display()))?;
@@ -578,20 +579,23 @@ pub fn run(a: Args) -> Result<()> {
     }
     let dir = a.run.dir("checkpoints");
     let device = crate::device::open(a.dev.device)?;
+    // held until the run ends: a second run on this directory is refused
+    let _lock = recur::rundir::RunLock::acquire(&dir)?;
 
     let (mut trainer, vocab, data_path) = open_run(&a, &*device, threads, &dir)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        // First Ctrl-C: finish the current step, save, exit cleanly. Second: exit at once
-        // (the checkpoints on disk are whole either way: they are written atomically).
+        // First Ctrl-C (or SIGTERM, SIGHUP): finish the current step, save, exit cleanly.
+        // Second: exit at once (the checkpoints on disk are whole either way: they are written
+        // atomically, and a temporary file left by a write cut short is removed by the next run).
         ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
         })
-        .context("installing the Ctrl-C handler")?;
+        .context("installing the Ctrl-C/SIGTERM/SIGHUP handler")?;
     }
 
     eprintln!("{}", header(&a, &trainer, &data_path, &vocab, threads));

@@ -180,53 +180,60 @@ fn train_resume_sample_and_eval_end_to_end() {
     let _ = std::fs::remove_dir_all(d);
 }
 
+/// Ctrl-C (SIGINT), and SIGTERM and SIGHUP as schedulers, `docker stop` and a closed terminal
+/// send them: the run finishes its step, saves, says how to resume and exits 0.
 #[test]
-fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
-    let d = tmp("ctrlc");
-    let corpus = write_corpus(&d);
-    let ck = d.join("ck");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args([
+fn ctrl_c_sigterm_and_sighup_save_a_checkpoint_and_exit_cleanly() {
+    for sig in ["INT", "TERM", "HUP"] {
+        let d = tmp(&format!("signal-{sig}"));
+        let corpus = write_corpus(&d);
+        let ck = d.join("ck");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
+            .args([
+                "train",
+                "--data",
+                s(&corpus),
+                "--checkpoint-dir",
+                s(&ck),
+                "--max-minutes",
+                "2",
+            ])
+            .args(["--eval-every", "0"])
+            .args(SMALL)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // the header line on stderr comes after the signal handler is installed
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut header = String::new();
+        err.read_line(&mut header).unwrap();
+        assert!(header.starts_with("recur train:"), "{header}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        common::signal(&child, sig);
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "SIG{sig}: stdout: {stdout}");
+        assert!(
+            stdout.contains("done: interrupted after"),
+            "SIG{sig}: {stdout}"
+        );
+        assert!(stdout.contains("--resume"), "{stdout}");
+        assert!(ck.join("latest.safetensors").is_file());
+        // and the saved run continues
+        let j = json_of(&recur(&[
             "train",
-            "--data",
-            s(&corpus),
+            "--resume",
             "--checkpoint-dir",
             s(&ck),
-            "--max-minutes",
-            "2",
-        ])
-        .args(["--eval-every", "0"])
-        .args(SMALL)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // the header line on stderr comes after the Ctrl-C handler is installed
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut header = String::new();
-    err.read_line(&mut header).unwrap();
-    assert!(header.starts_with("recur train:"), "{header}");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    common::interrupt(&child);
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}");
-    assert!(stdout.contains("done: interrupted after"), "{stdout}");
-    assert!(stdout.contains("--resume"), "{stdout}");
-    assert!(ck.join("latest.safetensors").is_file());
-    // and the saved run continues
-    let j = json_of(&recur(&[
-        "train",
-        "--resume",
-        "--checkpoint-dir",
-        s(&ck),
-        "--max-steps",
-        "3",
-        "--quiet",
-        "--json",
-    ]));
-    assert!(j["steps"].as_u64().unwrap() >= 3);
-    let _ = std::fs::remove_dir_all(d);
+            "--max-steps",
+            "3",
+            "--quiet",
+            "--json",
+        ]));
+        assert!(j["steps"].as_u64().unwrap() >= 3);
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 /// The fixture generator's torch loss for its character models over its eval text.
@@ -508,5 +515,58 @@ fn reduced_precisions_evaluate_sample_and_refuse_what_they_cannot_run() {
         &recur(&["eval", "--text", s(&text), "--precision", "fp8"]),
         &["unknown precision 'fp8'"],
     );
+    let _ = std::fs::remove_dir_all(d);
+}
+
+/// The default corpus is built into the binary: a copy of `recur` run outside the source tree
+/// trains on it, names it, and `--resume` finds it again.
+#[test]
+fn an_installed_binary_trains_on_the_built_in_corpus() {
+    let d = tmp("installed");
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let exe = bin.join("recur");
+    std::fs::copy(env!("CARGO_BIN_EXE_recur"), &exe).unwrap();
+    let work = d.join("elsewhere");
+    std::fs::create_dir_all(&work).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(&exe)
+            .current_dir(&work)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "2",
+        "--checkpoint-dir",
+        "ck",
+        "--json",
+        "--sample-length",
+        "0",
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("recur train: tinyshakespeare (built in) (1.12M chars"),
+        "{err}"
+    );
+    assert_eq!(json_of(&out)["steps"], 2);
+    let out = run(&[
+        "train",
+        "--resume",
+        "--max-steps",
+        "3",
+        "--checkpoint-dir",
+        "ck",
+        "--json",
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tinyshakespeare (built in)"), "{err}");
+    assert_eq!(json_of(&out)["steps"], 3);
     let _ = std::fs::remove_dir_all(d);
 }

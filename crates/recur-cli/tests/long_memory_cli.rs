@@ -212,10 +212,11 @@ fn task_adding_gradflow_charts_trained_and_initial_weights() {
     assert!(e.contains("--gradflow"), "{e}");
 }
 
-/// Ctrl-C ends training cleanly: the result so far is printed, charted and saved, exit code 0.
+/// SIGTERM (handled as Ctrl-C) ends training cleanly: the result so far is printed, charted and
+/// saved, exit code 0.
 #[cfg(unix)]
 #[test]
-fn ctrl_c_stops_training_with_the_result_so_far() {
+fn sigterm_stops_training_with_the_result_so_far() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let d = dir("ctrl-c");
@@ -249,7 +250,7 @@ fn ctrl_c_stops_training_with_the_result_so_far() {
         line.clear();
     }
     assert!(line.contains("held-out"), "no progress line before exit");
-    common::interrupt(&child);
+    common::signal(&child, "TERM");
     let out = child.wait_with_output().unwrap();
     let j = json_of(&out);
     assert_eq!(j["stopped_by"], "stopped");

@@ -267,7 +267,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let io = |e: std::io::Error, doing: &str| CheckpointError::new(path, format!("{doing}: {e}"));
+    let io = |e: std::io::Error, doing: &str| {
+        CheckpointError::new(path, format!("{doing}: {}", crate::error::io_reason(&e)))
+    };
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| io(e, "creating temporary file"))?;
         f.write_all(bytes).map_err(|e| io(e, "writing"))?;
@@ -409,6 +411,7 @@ pub fn load(path: &Path) -> crate::Result<Checkpoint> {
                 for (i, (o, &c)) in out[e.range()].iter_mut().zip(t.data()).enumerate() {
                     *o = scales[i / cols] * (c as i8) as f32;
                 }
+                check_finite(&scale, &scales).map_err(&err)?;
                 expected.insert(name);
                 expected.insert(scale);
                 continue;
@@ -429,6 +432,7 @@ pub fn load(path: &Path) -> crate::Result<Checkpoint> {
             for (o, c) in out[e.range()].iter_mut().zip(t.data().chunks_exact(4)) {
                 *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
+            check_finite(&name, &out[e.range()]).map_err(&err)?;
             expected.insert(name);
         }
         Ok(out)
@@ -475,6 +479,20 @@ pub fn load(path: &Path) -> crate::Result<Checkpoint> {
         train_state,
         precision,
     })
+}
+
+/// A tensor read from a file holds only finite numbers: a NaN or infinite weight (a diverged
+/// run saved, a damaged file) would otherwise load and then produce nothing but NaN.
+fn check_finite(name: &str, values: &[f32]) -> Result<(), String> {
+    let Some(first) = values.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    Err(format!(
+        "tensor '{name}' holds {bad} non-finite value(s) of {} (the first, {}, at index {first})",
+        values.len(),
+        values[first]
+    ))
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<String, String> {

@@ -19,7 +19,8 @@
 //! - [`stream`]: state carried between calls, a model fed one step or chunk at a time
 //!   ([`stream::Streamer`]), and the loss of a long token stream;
 //! - [`error`]: the one [`Error`] type of the public API;
-//! - [`rng`]: the seeded random numbers behind initialisation, dropout and data order.
+//! - [`rng`]: the seeded random numbers behind initialisation, dropout and data order;
+//! - [`rundir`]: one run per checkpoint directory (an advisory lock).
 //!
 //! Beside it, in crates of their own so that the core depends only on what it uses: `recur-apps`
 //! (the character model, long-memory tasks, spoken digits: each built on the core alone) and
@@ -38,6 +39,7 @@ pub mod optim;
 pub mod params;
 pub mod precision;
 pub mod rng;
+pub mod rundir;
 pub mod stack;
 pub mod stream;
 pub mod train;

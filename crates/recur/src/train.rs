@@ -327,9 +327,10 @@ pub fn check_dir_writable(dir: &Path) -> Result<()> {
     };
     std::fs::create_dir_all(dir).map_err(bad)?;
     let probe = dir.join(format!(".recur-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"ok").map_err(bad)?;
+    let written = std::fs::write(&probe, b"ok");
+    // removed whether or not the write went through (a full disk still creates the file)
     let _ = std::fs::remove_file(&probe);
-    Ok(())
+    written.map_err(bad)
 }
 
 /// The weights a fresh run of configuration `cfg` starts from, drawn from its seed

@@ -547,3 +547,57 @@ fn int8_checkpoints_refuse_what_they_cannot_hold() {
     });
     assert!(e.contains("unexpected tensor 'decoder.bias.scale'"), "{e}");
 }
+
+/// Sets the f32 value at `index` of tensor `name` in a raw file to `v`.
+fn poke(raw: &mut Raw, name: &str, index: usize, v: f32) {
+    let t = raw.tensors.iter_mut().find(|t| t.0 == name).unwrap();
+    t.3[index * 4..index * 4 + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// A weight, an optimizer moment or an int8 scale that is NaN or infinite (a diverged run
+/// saved, a damaged file) is refused on load with the tensor's name, the count and the first
+/// bad index, instead of loading a model that computes nothing but NaN.
+#[test]
+fn non_finite_tensors_fail() {
+    let names: Vec<String> = Raw::read(&{
+        let dir = tmpdir("finite-names");
+        let p = dir.join("c.safetensors");
+        save(&p, &sample(adam())).unwrap();
+        p
+    })
+    .tensors
+    .iter()
+    .map(|t| t.0.clone())
+    .collect();
+    let weight = names
+        .iter()
+        .find(|n| n.contains("weight_hh") && !n.starts_with("optim."))
+        .unwrap()
+        .clone();
+    let moment = names
+        .iter()
+        .find(|n| n.starts_with("optim.v."))
+        .unwrap()
+        .clone();
+    for (name, v) in [
+        (&weight, f32::NAN),
+        (&weight, f32::INFINITY),
+        (&moment, f32::NEG_INFINITY),
+    ] {
+        let e = broken("finite", |raw| {
+            poke(raw, name, 3, v);
+            poke(raw, name, 5, v);
+        });
+        assert!(
+            e.contains(&format!("tensor '{name}' holds 2 non-finite value(s) of"))
+                && e.contains(&format!("the first, {v}, at index 3")),
+            "{e}"
+        );
+    }
+    let scale = format!("{weight}.scale");
+    let e = broken_int8("finite-int8", |raw| poke(raw, &scale, 0, f32::NAN));
+    assert!(
+        e.contains(&format!("tensor '{scale}' holds 1 non-finite value(s)")),
+        "{e}"
+    );
+}

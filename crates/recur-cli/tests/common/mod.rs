@@ -60,11 +60,11 @@ pub fn one_line_error(out: &Output, needles: &[&str]) -> String {
     err
 }
 
-/// Sends SIGINT (what Ctrl-C sends) to a running `recur`.
-pub fn interrupt(child: &Child) {
+/// Sends the signal `name` (INT, TERM, HUP, KILL, ...) to a running `recur`.
+pub fn signal(child: &Child, name: &str) {
     let k = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{name}"), &child.id().to_string()])
         .status()
         .expect("run kill");
-    assert!(k.success(), "kill -INT failed");
+    assert!(k.success(), "kill -{name} failed");
 }
