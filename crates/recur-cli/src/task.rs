@@ -220,8 +220,6 @@ impl Plan {
                 );
             }
         }
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create the run directory '{}'", dir.display()))?;
         Ok(Plan {
             kind,
             task,

@@ -16,12 +16,31 @@ use std::path::{Path, PathBuf};
 /// The lock file's name inside a run directory.
 pub const LOCK_FILE: &str = ".recur.lock";
 
-/// A held run directory; dropping it releases the lock.
+/// A held run directory; dropping it releases the lock. A directory the lock created and
+/// nothing else was written to (the command failed before its run began) is removed again.
 #[derive(Debug)]
 pub struct RunLock {
     dir: PathBuf,
+    created: bool,
     // the lock lives as long as this open file
     _file: File,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        if !self.created {
+            return;
+        }
+        let only_the_lock = std::fs::read_dir(&self.dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .all(|e| e.file_name().to_str() == Some(LOCK_FILE))
+        });
+        if only_the_lock {
+            let _ = std::fs::remove_file(self.dir.join(LOCK_FILE));
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
 }
 
 impl RunLock {
@@ -35,6 +54,7 @@ impl RunLock {
                 io_reason(&e)
             ))
         };
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(bad)?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
@@ -76,6 +96,7 @@ impl RunLock {
         remove_stale_temporaries(dir);
         Ok(RunLock {
             dir: dir.to_path_buf(),
+            created,
             _file: file,
         })
     }
@@ -130,8 +151,13 @@ mod tests {
             "{e}"
         );
         drop(first);
+        // nothing was written: the directory the lock made is gone again
+        assert!(!d.exists());
         let again = RunLock::acquire(&d).unwrap();
+        std::fs::write(d.join("latest.safetensors"), b"x").unwrap();
         drop(again);
+        assert!(d.join(LOCK_FILE).exists() && d.join("latest.safetensors").exists());
+        let _ = RunLock::acquire(&d).unwrap();
         std::fs::remove_dir_all(&d).unwrap();
     }
 
