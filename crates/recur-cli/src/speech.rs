@@ -380,8 +380,6 @@ fn train(a: TrainArgs) -> Result<()> {
     a.shape.check()?;
     let (hyper, warps) = hyper_of(&a, val_takes)?;
     let run_dir = a.run.dir(DEFAULT_RUN_DIR);
-    // held until the run ends: a second run on this directory is refused
-    let _lock = recur::rundir::RunLock::acquire(&run_dir)?;
     let last_path = run_dir.join(LATEST);
     let best_path = run_dir.join(BEST);
     let resumed = if a.run.resume {
@@ -423,7 +421,9 @@ fn train(a: TrainArgs) -> Result<()> {
     let (train_split, n_plain, normalizer) = (data.split, data.n_plain, data.normalizer);
     let (train_set, val_set) = (data.train, data.val);
 
-    // ---- the run: fresh or resumed, on the chosen device
+    // ---- the run: fresh or resumed, on the chosen device; the directory is held from here
+    // until the run ends (a second run on it is refused)
+    let _lock = recur::rundir::RunLock::acquire(&run_dir)?;
     let out_dir = run_dir.clone();
     let (train_n, val_n) = (train_set.len(), val_set.len());
     let run = Run::on(&*device).checkpoints(out_dir.clone());

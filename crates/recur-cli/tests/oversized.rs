@@ -50,14 +50,42 @@ fn an_oversized_char_model_is_refused_with_its_size() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A run directory of its own for each test (tests run side by side; a shared default directory
+/// would be held by whichever runs first).
+fn own_dir(name: &str) -> String {
+    let d = std::env::temp_dir().join(format!("recur-oversized-{name}-{}", std::process::id()));
+    d.to_str().unwrap().to_string()
+}
+
 #[test]
 fn an_oversized_task_model_is_refused_with_its_size() {
-    assert_refused(&["task", "adding", "--rnn-size", "100000000"], "PiB");
+    let d = own_dir("task");
+    assert_refused(
+        &[
+            "task",
+            "adding",
+            "--rnn-size",
+            "100000000",
+            "--checkpoint-dir",
+            &d,
+        ],
+        "PiB",
+    );
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
 fn a_parameter_count_past_any_machine_is_refused() {
-    let (code, err) = run(&["task", "adding", "--rnn-size", "10000000000"]);
+    let d = own_dir("count");
+    let (code, err) = run(&[
+        "task",
+        "adding",
+        "--rnn-size",
+        "10000000000",
+        "--checkpoint-dir",
+        &d,
+    ]);
+    let _ = std::fs::remove_dir_all(&d);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("more than any machine can hold"), "{err}");
 }

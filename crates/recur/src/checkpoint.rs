@@ -299,12 +299,19 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
 /// std::fs::remove_file(&path).unwrap();
 /// ```
 pub fn load(path: &Path) -> crate::Result<Checkpoint> {
+    let bytes =
+        std::fs::read(path).map_err(|e| CheckpointError::new(path, format!("cannot read: {e}")))?;
+    from_bytes(path, &bytes)
+}
+
+/// [`load`] of a checkpoint file's bytes already in memory (every check the same); `path` only
+/// names the file in errors.
+pub fn from_bytes(path: &Path, bytes: &[u8]) -> crate::Result<Checkpoint> {
     let err = |what: String| crate::Error::from(CheckpointError::new(path, what));
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
     // read_metadata checks the header, every tensor's offsets and the file's length.
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| err(format!("not a valid safetensors file ({e})")))?;
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| err(format!("not a valid safetensors file ({e})")))?;
     let empty = HashMap::new();
     let meta = header.metadata().as_ref().unwrap_or(&empty);
