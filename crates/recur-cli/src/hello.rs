@@ -15,6 +15,10 @@ pub struct Args {
     /// Print one JSON object on stdout instead of the tables.
     #[arg(long)]
     json: bool,
+    /// Also write the example as one self-contained HTML page to FILE: the unrolled network
+    /// with every number, a forward and a BPTT stepper, the training by epoch (works offline).
+    #[arg(long, value_name = "FILE")]
+    html: Option<std::path::PathBuf>,
     #[command(flatten)]
     opt: Optimizer,
     /// Stop once all four predictions are right and the mean loss is below this.
@@ -53,6 +57,69 @@ fn step_json(s: &Step) -> serde_json::Value {
            "logits": s.logits, "probs": s.probs, "pred": s.pred})
 }
 
+/// Whether the page's slider stops at the model after `e` updates: 0-3, then 1, 2, 3, 5 times
+/// powers of ten.
+fn shown_epoch(e: usize) -> bool {
+    if e <= 3 {
+        return true;
+    }
+    let mut p = 1;
+    while p * 10 <= e {
+        p *= 10;
+    }
+    e.is_multiple_of(p) && [1, 2, 3, 5].contains(&(e / p))
+}
+
+fn snapshot(m: &recur::model::Model, epoch: usize, params: &[f64]) -> serde_json::Value {
+    let (steps, loss) = lecture::trace(m, params);
+    json!({"epoch": epoch, "loss": loss, "preds": lecture::preds(&steps),
+           "steps": steps.iter().map(step_json).collect::<Vec<_>>()})
+}
+
+/// The page: hello_page.html with the example's numbers embedded as JSON.
+fn html_page(
+    m: &recur::model::Model,
+    before: &[Step],
+    curve: &[(usize, f64)],
+    snapshots: &[serde_json::Value],
+) -> Result<String> {
+    let p0 = lecture::params::<f64>(m);
+    let bptt = lecture::backward_trace(m, &p0);
+    let sum_hh: Vec<Vec<f64>> = (0..3)
+        .map(|i| {
+            (0..3)
+                .map(|j| bptt.iter().map(|b| b.d_w_hh[i][j]).sum())
+                .collect()
+        })
+        .collect();
+    let norms = lecture::jacobian_norms(m, &p0);
+    let low = before
+        .iter()
+        .flat_map(|s| s.h.iter().map(|h| 1.0 - h * h))
+        .fold(f64::INFINITY, f64::min);
+    let vanish = format!(
+        "Each step back multiplies the gradient by diag(1 &minus; h<sub>t</sub><sup>2</sup>) W<sub>hh</sub><sup>T</sup>. \
+         For these weights its size (Frobenius norm) after 1, 2 and 3 steps back from t = 4 is \
+         <span class=num id=jac-norms>{:.4}, {:.4}, {:.4}</span>: tanh's slope 1 &minus; h<sup>2</sup> is below 1 \
+         (here down to {low:.4}, where h is near 1), so over a long sequence the product \
+         shrinks towards zero and the early steps stop learning (vanishing gradient, 기울기 소실). \
+         LSTM and GRU carry their state through a gated sum instead of this product, which lets the \
+         gradient pass many steps without shrinking; <code>recur gradflow</code> measures both.",
+        norms[0], norms[1], norms[2]
+    );
+    let data = json!({
+        "vocab": lecture::VOCAB.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        "steps": before.iter().map(step_json).collect::<Vec<_>>(),
+        "bptt": bptt,
+        "grads": {"w_hh": sum_hh},
+        "training": {"curve": curve, "snapshots": snapshots},
+        "vanish": vanish,
+    });
+    // inside <script>, "</" would end the element: JSON allows "<\/" for it
+    let text = serde_json::to_string(&data)?.replace("</", "<\\/");
+    Ok(include_str!("hello_page.html").replace("/*DATA*/", &text))
+}
+
 pub fn run(a: Args) -> Result<()> {
     a.opt.check()?;
     let kind = a.opt.optim.kind(0.0);
@@ -62,15 +129,33 @@ pub fn run(a: Args) -> Result<()> {
     let (before, loss0) = lecture::trace(&m, &params);
     let mut opt = optim::Optimizer::new(kind.clone(), lr, params.len());
     let mut curve = Vec::new();
+    // the page's epoch slider: the model after 0, 1, 2, 3, 5, 10, 20, 30, 50, ... updates
+    let mut snapshots = Vec::new();
     let epochs = lecture::train(
         &m,
         &mut params,
         &mut opt,
         a.max_epochs,
         a.target_loss,
-        |e, l| curve.push((e, l)),
+        |e, l, p| {
+            curve.push((e, l));
+            if a.html.is_some() && shown_epoch(e - 1) {
+                snapshots.push(snapshot(&m, e - 1, p));
+            }
+        },
     );
     let (after, loss1) = lecture::trace(&m, &params);
+    if let Some(path) = &a.html {
+        snapshots.push(snapshot(&m, epochs, &params));
+        let page = html_page(&m, &before, &curve, &snapshots)?;
+        std::fs::write(path, page).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write '{}': {}",
+                path.display(),
+                recur::error::io_reason(&e)
+            )
+        })?;
+    }
     let trained_ok = lecture::preds(&after) == "ello";
 
     let stdout = std::io::stdout();

@@ -256,3 +256,27 @@ fn bench_tune_times_every_schedule() {
     let e = common::one_line_error(&recur(&["bench", "--tune", "--charlm"]), &["--tune"]);
     assert!(e.contains("--charlm"), "{e}");
 }
+
+/// `--html FILE` writes one self-contained page holding the example's numbers (the browser test
+/// in tests/browser steps through it); a file that cannot be written is one line, exit code 2.
+#[test]
+fn hello_html_writes_a_self_contained_page() {
+    let d = common::scratch("hello-html");
+    let page = d.join("hello.html");
+    let out = recur(&["hello", "--html", page.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(!html.contains("/*DATA*/"), "the data is embedded");
+    assert!(html.contains("\"preds\":\"ello\""));
+    assert!(!html.contains("<script src") && !html.contains("https://"));
+    let bad = d.join("no-such-dir").join("hello.html");
+    common::one_line_error(
+        &recur(&["hello", "--html", bad.to_str().unwrap()]),
+        &["cannot write", "no such file"],
+    );
+}

@@ -52,9 +52,64 @@ fn bptt_training_learns_ello() {
     let mut p: Vec<f64> = lecture::params(&m);
     let mut opt = Optimizer::new(OptimKind::parse("sgd", 0.0).unwrap(), 0.5, p.len());
     let mut losses = Vec::new();
-    let epochs = lecture::train(&m, &mut p, &mut opt, 5000, 0.1, |_, l| losses.push(l));
+    let epochs = lecture::train(&m, &mut p, &mut opt, 5000, 0.1, |_, l, _| losses.push(l));
     let (steps, loss) = lecture::trace(&m, &p);
     assert_eq!(lecture::preds(&steps), "ello", "after {epochs} epochs");
     assert!(loss < 0.1, "final loss {loss}");
     assert!(losses[0] > 1.5 && losses.last().unwrap() < &losses[0]);
+}
+
+/// The hand-written BPTT of the lecture page, step by step, sums to recur's own backward of the
+/// mean cross-entropy (in recur's layout), to float64 rounding.
+#[test]
+fn the_step_by_step_bptt_sums_to_recurs_gradients() {
+    use recur::model::Input;
+    let m = lecture::model();
+    let p = lecture::params::<f64>(&m);
+    let back = lecture::backward_trace(&m, &p);
+    assert_eq!(back.iter().map(|b| b.t).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(back[3].dh_next, [0.0; 3]);
+    for t in 1..4 {
+        assert_eq!(
+            back[t].dh_prev,
+            back[t - 1].dh_next,
+            "what t+1 passes back is what t receives"
+        );
+    }
+    let mut ws = m.workspace::<f64>(4, 1);
+    let inputs = [0u32, 1, 2, 2];
+    m.forward(&mut ws, &p, Input::Tokens(&inputs), None, None, None, None);
+    m.loss(&mut ws, &[1, 2, 2, 3], 0.25);
+    let mut g = vec![0.0f64; p.len()];
+    m.backward(
+        &mut ws,
+        &p,
+        &mut g,
+        Input::Tokens(&inputs),
+        None,
+        None,
+        None,
+        None,
+    );
+    let [gxh, ghh, gho] = lecture::matrices(&m, &g);
+    let sum = |f: &dyn Fn(&lecture::BackStep) -> &Vec<Vec<f64>>, r: usize, c: usize| {
+        (0..r)
+            .map(|i| {
+                (0..c)
+                    .map(|j| back.iter().map(|b| f(b)[i][j]).sum::<f64>())
+                    .collect()
+            })
+            .collect::<Vec<Vec<f64>>>()
+    };
+    for (name, got, want) in [
+        ("W_xh", sum(&|b| &b.d_w_xh, 4, 3), gxh),
+        ("W_hh", sum(&|b| &b.d_w_hh, 3, 3), ghh),
+        ("W_ho", sum(&|b| &b.d_w_ho, 3, 4), gho),
+    ] {
+        for (rg, rw) in got.iter().zip(&want) {
+            for (a, b) in rg.iter().zip(rw) {
+                assert!((a - b).abs() <= 1e-12, "dL/d{name}: {a} vs recur's {b}");
+            }
+        }
+    }
 }
