@@ -108,6 +108,7 @@ fn html_page(
         norms[0], norms[1], norms[2]
     );
     let data = json!({
+        "gradflow": gradflow_curves()?,
         "vocab": lecture::VOCAB.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
         "steps": before.iter().map(step_json).collect::<Vec<_>>(),
         "bptt": bptt,
@@ -118,6 +119,37 @@ fn html_page(
     // inside <script>, "</" would end the element: JSON allows "<\/" for it
     let text = serde_json::to_string(&data)?.replace("</", "<\\/");
     Ok(include_str!("hello_page.html").replace("/*DATA*/", &text))
+}
+
+/// The page's gradient-flow chart: ||dL/dh_(T-k)|| / ||dL/dh_T|| against k for the tanh RNN,
+/// and for LSTM and GRU at PyTorch's initialization (gate bias 0) and with the carry gate opened
+/// (forget / update gate bias 3), measured as `recur gradflow --gate-biases 0,3` measures them
+/// with its defaults (T = 100, H = 32, 16 sequences, seed 1).
+fn gradflow_curves() -> Result<serde_json::Value> {
+    use recur::cell::{Activation, CellKind};
+    use recur_study::gradflow::{gradflow, GradflowSpec};
+    let mut out = Vec::new();
+    for (cell, bias) in [
+        (CellKind::Rnn(Activation::Tanh), 0.0),
+        (CellKind::Lstm, 0.0),
+        (CellKind::Lstm, 3.0),
+        (CellKind::Gru, 0.0),
+        (CellKind::Gru, 3.0),
+    ] {
+        let spec = GradflowSpec {
+            cell,
+            input_size: 4,
+            hidden: 32,
+            t: 100,
+            sequences: 16,
+            scale: 1.0,
+            gate_bias: bias,
+            seed: 1,
+        };
+        let res = gradflow(&spec, &mut |_| {})?;
+        out.push(json!({"cell": cell.name(), "gate_bias": bias, "rel": res.rel}));
+    }
+    Ok(json!(out))
 }
 
 pub fn run(a: Args) -> Result<()> {

@@ -112,6 +112,8 @@ def test_the_last_epoch_predicts_ello(browser, page_file):
     page.dispatch_event("#epoch", "input")
     assert page.get_attribute("#epoch-preds", "data-preds") == "ello"
     assert "ello" in page.inner_text("#epoch-label")
+    # the gradient-flow chart: the five measured curves
+    assert page.locator("#flow path.flow").count() == 5
     page.screenshot(path=str(ARTIFACTS / "hello-390.png"), full_page=True)
     # the page's width follows the phone's: nothing wider than the viewport
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
@@ -127,4 +129,10 @@ def test_the_page_embeds_recur_hello_json(page_file):
     assert data["steps"] == j["steps"]
     assert data["training"]["snapshots"][-1]["preds"] == j["trained"]["preds"] == "ello"
     assert "<script" not in html[start : html.index("</script>", start)]
+    # the lesson the chart shows, as measured: after 100 steps the tanh RNN's gradient is gone,
+    # an LSTM with its forget gate opened (bias 3) keeps a sizeable part of it
+    flow = {(c["cell"], c["gate_bias"]): c["rel"] for c in data["gradflow"]}
+    assert len(flow[("rnn_tanh", 0.0)]) == 101
+    assert flow[("rnn_tanh", 0.0)][100] < 1e-15
+    assert flow[("lstm", 3.0)][100] > 1e-3 and flow[("gru", 3.0)][100] > 1e-3
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
