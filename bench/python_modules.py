@@ -33,7 +33,7 @@ import recur
 import recur.torch as rt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from torch_bench import time_median  # noqa: E402
+from torch_bench import charlm_work, time_median  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RECUR = ROOT / "target" / "release" / "recur"
@@ -64,33 +64,7 @@ def stack_step(cls, cell, h, b, t):
 
 
 def charlm_step(cls):
-    v, h, b, t = 65, 512, 32, 64
-
-    class CharModel(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn = cls(v, h, num_layers=2)
-            self.decoder = torch.nn.Linear(h, v)
-
-        def forward(self, ids):
-            y, _ = self.rnn(torch.nn.functional.one_hot(ids, v).float())
-            return self.decoder(y)
-
-    torch.manual_seed(3)
-    model = CharModel()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    ids = torch.randint(0, v, (t, b))
-    targets = torch.randint(0, v, (t, b))
-
-    def work():
-        opt.zero_grad(set_to_none=True)
-        logits = model(ids)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, v), targets.reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-
-    return work
+    return charlm_work({}, rnn=cls)
 
 
 def rust_step(point, threads):

@@ -89,13 +89,16 @@ def stack_work(req):
     return work
 
 
-def charlm_work(req):
+def charlm_work(req, rnn=None):
+    """The char-model training step; `rnn` replaces torch.nn.LSTM (bench/python_modules.py
+    passes recur.torch.LSTM)."""
+    rnn = rnn or torch.nn.LSTM
     v, h, layers, b, t = 65, 512, 2, 32, 64
 
     class CharModel(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.rnn = torch.nn.LSTM(v, h, num_layers=layers)
+            self.rnn = rnn(v, h, num_layers=layers)
             self.decoder = torch.nn.Linear(h, v)
 
         def forward(self, ids):
