@@ -269,34 +269,7 @@ mod avx2 {
         out: OutPtr<f32>,
     ) {
         let ps = packed_len(1, k);
-        crate::ops::panel::for_tiles(
-            m,
-            groups,
-            panels,
-            tile_shape(m),
-            &[4, 2, 1],
-            |rows, v, i, q, gi| {
-                // SAFETY: rows i..i+rows of block gi and panels q..q+v lie inside the slices the
-                // caller checked; the stores are masked to columns < out.n.
-                unsafe {
-                    let ap = a.as_ptr().add(gi * groups.a_step + i * lda);
-                    let bp = packed.as_ptr().add(q * ps);
-                    let out = OutPtr {
-                        ptr: out.ptr.add(gi * groups.c_step * out.ld),
-                        ..out
-                    };
-                    macro_rules! go {
-                    ($($r:literal, $v:literal);*) => {
-                        match (rows, v) {
-                            $(($r, $v) => tile::<$r, $v>(k, ap, lda, bp, ps, out, i, q),)*
-                            _ => unreachable!("tile shape {rows} x {v}"),
-                        }
-                    };
-                }
-                    go!(1, 4; 1, 2; 1, 1; 2, 2; 2, 1; 3, 2; 3, 1; 4, 1; 5, 1; 6, 1)
-                }
-            },
-        );
+        crate::ops::panel::tiled_product!(m, k, a, lda, packed, ps, groups, panels, out, &[4, 2, 1]; 1, 4; 1, 2; 1, 1; 2, 2; 2, 1; 3, 2; 3, 1; 4, 1; 5, 1; 6, 1);
     }
 
     /// `R` rows x `V` panels of C from `k` products. `bp` points at panel q's pairs, `ps` is

@@ -445,6 +445,40 @@ pub(crate) unsafe fn for_elements<T>(
     }
 }
 
+/// The body every packed-product kernel (float32, bf16, int8) shares around [`for_tiles`]: each
+/// tile's A rows, B panels and C block, then the kernel module's own `tile::<R, V>(k, ap, lda,
+/// bp, ps, out, i, q)` for the (rows, panels) shapes listed. Written inside the kernel's
+/// `#[target_feature]` function, so `tile`, `tile_shape` and `OutPtr` are that module's.
+macro_rules! tiled_product {
+    ($m:expr, $k:expr, $a:expr, $lda:expr, $packed:expr, $ps:expr, $groups:expr, $panels:expr,
+     $out:expr, $widths:expr; $($r:literal, $v:literal);* $(;)?) => {
+        $crate::ops::panel::for_tiles(
+            $m,
+            $groups,
+            $panels,
+            tile_shape($m),
+            $widths,
+            |rows, v, i, q, gi| {
+                // SAFETY: rows i..i+rows of block gi and panels q..q+v lie inside the slices the
+                // caller checked; the stores are masked to columns < out.n.
+                unsafe {
+                    let ap = $a.as_ptr().add(gi * $groups.a_step + i * $lda);
+                    let bp = $packed.as_ptr().add(q * $ps);
+                    let out = OutPtr {
+                        ptr: $out.ptr.add(gi * $groups.c_step * $out.ld),
+                        ..$out
+                    };
+                    match (rows, v) {
+                        $(($r, $v) => tile::<$r, $v>($k, ap, $lda, bp, $ps, out, i, q),)*
+                        _ => unreachable!("tile shape {rows} x {v}"),
+                    }
+                }
+            },
+        )
+    };
+}
+pub(crate) use tiled_product;
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{Groups, OutPtr, NR};
@@ -478,34 +512,7 @@ mod avx512 {
         out: OutPtr<f32>,
     ) {
         let ps = k * NR;
-        super::for_tiles(
-            m,
-            groups,
-            panels,
-            tile_shape(m),
-            &[8, 4, 2, 1],
-            |rows, v, i, q, gi| {
-                // SAFETY: rows i..i+rows of block gi and panels q..q+v lie inside the slices the
-                // caller checked; the stores are masked to columns < out.n.
-                unsafe {
-                    let ap = a.as_ptr().add(gi * groups.a_step + i * lda);
-                    let bp = packed.as_ptr().add(q * ps);
-                    let out = OutPtr {
-                        ptr: out.ptr.add(gi * groups.c_step * out.ld),
-                        ..out
-                    };
-                    macro_rules! go {
-                    ($($r:literal, $v:literal);*) => {
-                        match (rows, v) {
-                            $(($r, $v) => tile::<$r, $v>(k, ap, lda, bp, ps, out, i, q),)*
-                            _ => unreachable!("tile shape {rows} x {v}"),
-                        }
-                    };
-                }
-                    go!(1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4; 1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2; 1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1)
-                }
-            },
-        );
+        crate::ops::panel::tiled_product!(m, k, a, lda, packed, ps, groups, panels, out, &[8, 4, 2, 1]; 1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4; 1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2; 1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1);
     }
 
     /// `R` rows x `V` panels of C from `k` products. `bp` points at panel q, `ps` is the panel
@@ -587,34 +594,7 @@ mod avx2 {
         out: OutPtr<f32>,
     ) {
         let ps = k * NR;
-        super::for_tiles(
-            m,
-            groups,
-            panels,
-            tile_shape(m),
-            &[4, 2, 1],
-            |rows, v, i, q, gi| {
-                // SAFETY: rows i..i+rows of block gi and panels q..q+v lie inside the slices the
-                // caller checked; the stores are masked to columns < out.n.
-                unsafe {
-                    let ap = a.as_ptr().add(gi * groups.a_step + i * lda);
-                    let bp = packed.as_ptr().add(q * ps);
-                    let out = OutPtr {
-                        ptr: out.ptr.add(gi * groups.c_step * out.ld),
-                        ..out
-                    };
-                    macro_rules! go {
-                    ($($r:literal, $v:literal);*) => {
-                        match (rows, v) {
-                            $(($r, $v) => tile::<$r, $v>(k, ap, lda, bp, ps, out, i, q),)*
-                            _ => unreachable!("tile shape {rows} x {v}"),
-                        }
-                    };
-                }
-                    go!(1, 4; 1, 2; 1, 1; 2, 2; 2, 1; 3, 2; 3, 1; 4, 1; 5, 1; 6, 1)
-                }
-            },
-        );
+        crate::ops::panel::tiled_product!(m, k, a, lda, packed, ps, groups, panels, out, &[4, 2, 1]; 1, 4; 1, 2; 1, 1; 2, 2; 2, 1; 3, 2; 3, 1; 4, 1; 5, 1; 6, 1);
     }
 
     /// `R` rows x `V` panels of C from `k` products. `bp` points at panel q, `ps` is the panel
