@@ -33,7 +33,7 @@ import recur
 import recur.torch as rt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from torch_bench import charlm_work, time_median  # noqa: E402
+from torch_bench import charlm_work, stack_work, time_median  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RECUR = ROOT / "target" / "release" / "recur"
@@ -48,19 +48,8 @@ POINTS = [
 
 
 def stack_step(cls, cell, h, b, t):
-    torch.manual_seed(7)
-    net = cls(h, h)
-    x = (torch.rand(t, b, h) * 2 - 1).requires_grad_(True)
-    dy = torch.rand(t, b, h) * 2 - 1
-
-    def work():
-        for p in net.parameters():
-            p.grad = None
-        x.grad = None
-        y, _ = net(x)
-        y.backward(dy)
-
-    return work
+    req = {"cell": cell, "hidden": h, "batch": b, "seq_length": t, "mode": "train"}
+    return stack_work(req, cls=cls)
 
 
 def charlm_step(cls):

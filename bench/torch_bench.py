@@ -62,10 +62,12 @@ def time_median(work):
     return samples[len(samples) // 2]
 
 
-def stack_work(req):
+def stack_work(req, cls=None):
+    """A stack's inference or training step; `cls` replaces the torch.nn module
+    (bench/python_modules.py passes recur.torch's)."""
     cell, h, b, t = req["cell"], req["hidden"], req["batch"], req["seq_length"]
     layers, train = req.get("layers", 1), req["mode"] == "train"
-    cls = {"rnn": torch.nn.RNN, "rnn_tanh": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    cls = cls or {"rnn": torch.nn.RNN, "rnn_tanh": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
     torch.manual_seed(7)
     net = cls(h, h, num_layers=layers)
     x = torch.rand(t, b, h) * 2 - 1
