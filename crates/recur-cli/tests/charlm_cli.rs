@@ -3,7 +3,7 @@
 //! PyTorch's number for a fixture checkpoint, and every bad input (exit code 2, one line).
 
 mod common;
-use common::{json_of, one_line_error, recur, scratch};
+use common::{json_of, one_line_error, recur, scratch, write_corpus};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,22 +19,6 @@ fn tmp(name: &str) -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// A few thousand characters of play-like text.
-fn write_corpus(dir: &Path) -> PathBuf {
-    let lines = [
-        "ROMEO:\nBut soft, what light through yonder window breaks?\n\n",
-        "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n\n",
-        "HAMLET:\nTo be, or not to be, that is the question.\n\n",
-    ];
-    let mut text = String::new();
-    for i in 0..40 {
-        text.push_str(lines[i % 3]);
-    }
-    let p = dir.join("corpus.txt");
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 const SMALL: &[&str] = &[

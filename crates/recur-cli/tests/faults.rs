@@ -3,7 +3,7 @@
 //! The promise under test: nothing already saved is lost, and every refusal is one line.
 
 mod common;
-use common::{json_of, one_line_error, recur, scratch};
+use common::{json_of, one_line_error, recur, scratch, write_corpus};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -12,17 +12,6 @@ use std::time::Duration;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// A few thousand characters of text.
-fn write_corpus(dir: &Path) -> PathBuf {
-    let text = "To be, or not to be, that is the question:\n\
-                Whether 'tis nobler in the mind to suffer\n\
-                The slings and arrows of outrageous fortune,\n"
-        .repeat(30);
-    let p = dir.join("corpus.txt");
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 /// A tiny model that trains fast and saves often.

@@ -68,3 +68,19 @@ pub fn signal(child: &Child, name: &str) {
         .expect("run kill");
     assert!(k.success(), "kill -{name} failed");
 }
+
+/// A few thousand characters of play-like text.
+pub fn write_corpus(dir: &Path) -> PathBuf {
+    let lines = [
+        "ROMEO:\nBut soft, what light through yonder window breaks?\n\n",
+        "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n\n",
+        "HAMLET:\nTo be, or not to be, that is the question.\n\n",
+    ];
+    let mut text = String::new();
+    for i in 0..40 {
+        text.push_str(lines[i % 3]);
+    }
+    let p = dir.join("corpus.txt");
+    std::fs::write(&p, text).unwrap();
+    p
+}
