@@ -11,6 +11,11 @@ Targets, at the given thread count (2 by default), against PyTorch at the same t
 4. LSTM training at (512, 32, 64) at or above 80% of the float32 GEMM peak measured in the same
    run (the better of recur's and PyTorch's 2048^3 product at that thread count);
 5. peak memory of a training step at or below PyTorch's.
+Then the targets of "CPU speed on every x86-64 machine", on whichever machine the run was on:
+A. at or above 1.1x PyTorch on every point and on the char-model step;
+B. LSTM training at (512, 32, 64) and the char-model step at or above 1.3x wherever PyTorch runs
+   below 60% of the cores' FMA ceiling (`recur bench --fma-peak`, in the run);
+C. LSTM training and inference at (512, 32, 64) at or above 75% of the FMA ceiling.
 Prints each target with the numbers behind it and "met" or "MISSED". Reads numbers only.
 """
 
@@ -74,6 +79,43 @@ def main():
         print(f"5. training-step peak memory <= PyTorch's: {verdict(ok)}")
         for label, m in mem.items():
             print(f"   {label}: recur {m['recur_kib'] / 1024:.1f} MiB, PyTorch {m['torch_kib'] / 1024:.1f} MiB")
+
+    every_machine(rows, gflops, fma, paired, verdict)
+
+
+# The char-model step of the grid (2-layer LSTM 512 on one-hot input over 65 symbols, linear
+# decoder, B = 32, T = 64): GEMM FLOPs of forward + backward, counted as for the grid's points.
+CHAR_STEP_FLOP = 3 * 2 * 32 * 64 * (4 * 512 * (65 + 512) + 4 * 512 * (512 + 512) + 512 * 65)
+
+
+def every_machine(rows, gflops, fma, paired, verdict):
+    """The targets of "CPU speed on every x86-64 machine", on the machine the run was on."""
+    print("\nCPU speed on every x86-64 machine (on this run's machine):")
+    low = [r for r in rows if r["ratio"] < 1.1]
+    print(f"A. >= 1.1x on every point and the char-model step: {verdict(not low)}"
+          + "".join(f"\n   below 1.1x: {r['label']} {r['ratio']:.2f}x{paired(r)}" for r in low))  # fmt: skip
+    if not fma:
+        print("B, C: the run has no FMA ceiling (older compare.py); not checked")
+        return
+    for r in rows:
+        if r["req"]["kind"] == "charlm":
+            torch_g = CHAR_STEP_FLOP * r["torch"] / (32 * 64) / 1e9
+        elif (r["req"].get("cell"), r["req"].get("hidden"), r["req"].get("batch"), r["req"].get("mode")) == ("lstm", 512, 32, "train"):
+            torch_g = gflops(r["label"], "torch")
+        else:
+            continue
+        share = torch_g / fma
+        if share < 0.6:
+            print(f"B. {r['label']}: PyTorch at {100 * share:.0f}% of the FMA ceiling, so >= 1.3x: "
+                  f"{verdict(r['ratio'] >= 1.3)} ({r['ratio']:.2f}x{paired(r)})")
+        else:
+            print(f"B. {r['label']}: PyTorch at {100 * share:.0f}% of the FMA ceiling (not under 60%): "
+                  f"1.3x does not apply; 1.1x would need {110 * share:.0f}% of the ceiling")
+    for r in rows:
+        if (r["req"].get("cell"), r["req"].get("hidden"), r["req"].get("batch")) == ("lstm", 512, 32):
+            g = gflops(r["label"], "recur")
+            print(f"C. {r['label']} >= 75% of the FMA ceiling: {verdict(g >= 0.75 * fma)} "
+                  f"({g:.1f} of {fma:.1f} GFLOP/s, {100 * g / fma:.0f}%)")
 
 
 if __name__ == "__main__":

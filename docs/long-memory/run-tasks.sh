@@ -6,10 +6,11 @@
 # (Since recur task took the shared run-directory flags, --out is an alias of --checkpoint-dir: each run
 # writes a folder, curve.*, paths-<cell>.*, gradflow.* and <cell>/best|latest.safetensors, where these
 # runs wrote <out>.png, <out>-paths-<cell>.png and <out>-gradflow.png.)
+# (--carry-gate-bias 0 is added since its default became 3: these runs used PyTorch's initialization.)
 set -euo pipefail
 R=$1; O=$2
 mkdir -p "$O"
-common=(--cell rnn,lstm,gru --steps 1000000 --eval-every 250 --eval-size 512 --batch 32 --json)
+common=(--cell rnn,lstm,gru --carry-gate-bias 0 --steps 1000000 --eval-every 250 --eval-size 512 --batch 32 --json)
 "$R" task adding --len 100 --rnn-size 64 --lr 2e-3 --minutes 12 --out "$O/adding-100" "${common[@]}" --seed 1 > "$O/adding-100.json" 2> "$O/adding-100.log" &
 "$R" task adding --len 200 --rnn-size 64 --lr 2e-3 --minutes 12 --out "$O/adding-200" "${common[@]}" --seed 1 > "$O/adding-200.json" 2> "$O/adding-200.log" &
 wait

@@ -3,7 +3,7 @@
 //! of the two marked values, read at the last step). The baseline that always answers 1 scores
 //! 2/12 = 0.167; a model that learned to add scores well below it.
 //!
-//! Run with `cargo run --release -p recur --example adding_task [STEPS]`.
+//! Run with `cargo run --release -p recur-apps --example adding_task [STEPS]`.
 
 use recur::cell::CellKind;
 use recur::engine::Cpu;
@@ -33,6 +33,8 @@ fn main() -> recur::Result<()> {
         eval_size: 256,
         seed: 1,
         optim: OptimKind::parse("adam", 0.0).expect("adam"),
+        // PyTorch's initialization; 3.0 would start the forget gate at sigmoid(3) = 0.95
+        carry_gate_bias: 0.0,
     };
     let budget = Budget {
         max_steps: Some(steps),

@@ -185,6 +185,7 @@ fn a_long_memory_task_stopped_between_evaluations_resumes_bit_for_bit() {
             eval_size: 12,
             seed: 5,
             optim: OptimKind::parse("adam", 0.0).unwrap(),
+            carry_gate_bias: 0.0,
         };
         let task = LongMemory::new(task.clone(), 6, 12, 5);
         run.start_with(model.clone(), params, opt, rng, task, config)

@@ -189,6 +189,7 @@ fn spec(task: Task, cell: &str, hidden: usize, steps: usize, lr: f64) -> TrainSp
         eval_every: steps,
         eval_size: 256,
         seed: 5,
+        carry_gate_bias: 0.0,
     }
 }
 
@@ -309,10 +310,20 @@ fn a_resumed_run_keeps_its_initial_weights() {
     let task = Task::new(TaskKind::Adding, 6).unwrap();
     let mut sp = spec(task, "gru", 8, 12, 1e-2);
     sp.eval_every = 4;
+    sp.carry_gate_bias = 2.5;
     let whole = train(&sp, Run::on(&Cpu), &mut |_| true).unwrap();
     sp.max_steps = 4;
     train(&sp, Run::on(&Cpu).checkpoints(dir.clone()), &mut |_| true).unwrap();
     sp.max_steps = 12;
+    // another carry-gate bias is another run
+    let mut other = sp.clone();
+    other.carry_gate_bias = 0.0;
+    let ck = checkpoint::load(&dir.join(LATEST)).unwrap();
+    let err = resume(&other, Run::on(&Cpu), ck, &mut |_| true).unwrap_err();
+    assert!(
+        err.to_string().contains("carry_gate_bias 2.5 vs 0.0"),
+        "{err}"
+    );
     let ck = checkpoint::load(&dir.join(LATEST)).unwrap();
     let rest = resume(&sp, Run::on(&Cpu).checkpoints(dir.clone()), ck, &mut |_| {
         true
@@ -321,4 +332,27 @@ fn a_resumed_run_keeps_its_initial_weights() {
     assert_eq!(rest.initial, whole.initial);
     assert_eq!(rest.params, whole.params);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_carry_gate_bias_is_added_to_the_initial_forget_and_update_gates() {
+    for cell in ["lstm", "gru", "rnn_tanh"] {
+        let task = Task::new(TaskKind::Adding, 5).unwrap();
+        let mut sp = spec(task, cell, 6, 1, 1e-3);
+        let plain = train(&sp, Run::on(&Cpu), &mut |_| true).unwrap();
+        sp.carry_gate_bias = 3.0;
+        let open = train(&sp, Run::on(&Cpu), &mut |_| true).unwrap();
+        let layout = recur::model::Model::new(sp.task.model_config(sp.rnn.clone()))
+            .unwrap()
+            .layout()
+            .clone();
+        let rows = match layout.get("rnn.bias_ih_l0") {
+            Some(b) if cell != "rnn_tanh" => b.range().start + 6..b.range().start + 12,
+            _ => 0..0,
+        };
+        for (i, (&a, &b)) in plain.initial.iter().zip(&open.initial).enumerate() {
+            let want = if rows.contains(&i) { a + 3.0 } else { a };
+            assert_eq!(b, want, "{cell} parameter {i}");
+        }
+    }
 }

@@ -45,9 +45,15 @@ pub struct Args {
     /// Seed for weights and data.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Output stem: writes <stem>.csv, <stem>.png, <stem>.svg.
-    #[arg(long, default_value = "gradflow")]
-    out: PathBuf,
+    /// Output stem: writes <stem>.csv, <stem>.png, <stem>.svg [default: gradflow, or none
+    /// with --html].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write the curves as one self-contained HTML page to FILE: the log-scale chart with a
+    /// distance cursor (arrow keys), the values at each distance, and what they show (works
+    /// offline).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -91,9 +97,21 @@ pub fn run(a: Args) -> Result<()> {
     if a.seq_length == 0 || a.rnn_size == 0 || a.input_size == 0 || a.sequences == 0 {
         bail!("--seq-length, --rnn-size, --input-size and --sequences must be at least 1");
     }
-    let [png, svg] = crate::plot::outputs(&a.out);
-    let csv = crate::plot::with_ext(&a.out, "csv");
-    crate::plot::check_dir(&csv)?;
+    let stem = match (&a.out, &a.html) {
+        (Some(o), _) => Some(o.clone()),
+        (None, None) => Some(PathBuf::from("gradflow")),
+        (None, Some(_)) => None,
+    };
+    let mut files = Vec::new();
+    if let Some(stem) = &stem {
+        let csv = crate::plot::with_ext(stem, "csv");
+        crate::plot::check_dir(&csv)?;
+        files.push(csv);
+        files.extend(crate::plot::outputs(stem));
+    }
+    if let Some(h) = &a.html {
+        crate::plot::check_dir(h)?;
+    }
 
     // every cell at every scale; the gated cells also at every gate bias
     let mut plan = Vec::new();
@@ -109,29 +127,14 @@ pub fn run(a: Args) -> Result<()> {
     }
     let curves = measure(&a, plan)?;
 
-    write_csv(&csv, &curves)?;
-
-    let mut chart = Chart::new(
-        format!(
-            "Gradient flow: loss at step T = {}, H = {}, mean of {} sequences",
-            a.seq_length, a.rnn_size, a.sequences
-        ),
-        "distance from the loss, T - t (steps)",
-        "||dL/dh_t|| / ||dL/dh_T||",
-    )
-    .with_log_y(true)
-    .with_legend(Legend::LowerLeft);
-    for c in &curves {
-        let pts = c
-            .res
-            .rel
-            .iter()
-            .enumerate()
-            .map(|(k, &v)| (k as f64, v))
-            .collect();
-        chart.push(Series::line(c.label(), pts));
+    if let Some(h) = &a.html {
+        crate::page::write(h, &page(&a, &curves)?)?;
+        files.push(h.clone());
     }
-    write_chart(&chart, &a.out)?;
+    if let Some(stem) = &stem {
+        write_csv(&files[0], &curves)?;
+        write_chart(&chart(&a, &curves), stem)?;
+    }
 
     let mut out = std::io::stdout().lock();
     if a.json {
@@ -147,19 +150,55 @@ pub fn run(a: Args) -> Result<()> {
             "{}",
             json!({"len": a.seq_length, "hidden": a.rnn_size, "input_size": a.input_size,
                    "sequences": a.sequences, "seed": a.seed, "curves": cs,
-                   "files": [csv, png, svg]})
+                   "files": files})
         )?;
         return Ok(());
     }
     print_table(&mut out, &a, &curves)?;
-    writeln!(
-        out,
-        "wrote {}, {}, {}",
-        csv.display(),
-        png.display(),
-        svg.display()
-    )?;
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    writeln!(out, "wrote {}", names.join(", "))?;
     Ok(())
+}
+
+/// The page of `recur gradflow --html`: page/gradflow.html with the curves embedded.
+fn page(a: &Args, curves: &[Curve]) -> Result<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cs: Vec<_> = curves
+        .iter()
+        .map(|c| {
+            json!({"cell": c.cell.name(), "scale": c.scale, "gate_bias": c.gate_bias,
+                   "label": c.label(), "rel": c.res.rel, "norm": c.res.norm})
+        })
+        .collect();
+    let data = json!({"len": a.seq_length, "hidden": a.rnn_size, "input_size": a.input_size,
+                      "sequences": a.sequences, "seed": a.seed,
+                      "command": format!("recur {}", args.join(" ")), "curves": cs});
+    crate::page::render(include_str!("page/gradflow.html"), &data)
+}
+
+/// The curves as one chart (PNG and SVG).
+fn chart(a: &Args, curves: &[Curve]) -> Chart {
+    let mut chart = Chart::new(
+        format!(
+            "Gradient flow: loss at step T = {}, H = {}, mean of {} sequences",
+            a.seq_length, a.rnn_size, a.sequences
+        ),
+        "distance from the loss, T - t (steps)",
+        "||dL/dh_t|| / ||dL/dh_T||",
+    )
+    .with_log_y(true)
+    .with_legend(Legend::LowerLeft);
+    for c in curves {
+        let pts = c
+            .res
+            .rel
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| (k as f64, v))
+            .collect();
+        chart.push(Series::line(c.label(), pts));
+    }
+    chart
 }
 
 /// Every curve of the plan, with a progress bar over all sequences.

@@ -76,7 +76,7 @@ fn snapshot(m: &recur::model::Model, epoch: usize, params: &[f64]) -> serde_json
            "steps": steps.iter().map(step_json).collect::<Vec<_>>()})
 }
 
-/// The page: hello_page.html with the example's numbers embedded as JSON.
+/// The page: page/hello.html with the example's numbers embedded as JSON.
 fn html_page(
     m: &recur::model::Model,
     before: &[Step],
@@ -116,9 +116,7 @@ fn html_page(
         "training": {"curve": curve, "snapshots": snapshots},
         "vanish": vanish,
     });
-    // inside <script>, "</" would end the element: JSON allows "<\/" for it
-    let text = serde_json::to_string(&data)?.replace("</", "<\\/");
-    Ok(include_str!("hello_page.html").replace("/*DATA*/", &text))
+    crate::page::render(include_str!("page/hello.html"), &data)
 }
 
 /// The page's gradient-flow chart: ||dL/dh_(T-k)|| / ||dL/dh_T|| against k for the tanh RNN,
@@ -180,13 +178,7 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(path) = &a.html {
         snapshots.push(snapshot(&m, epochs, &params));
         let page = html_page(&m, &before, &curve, &snapshots)?;
-        std::fs::write(path, page).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot write '{}': {}",
-                path.display(),
-                recur::error::io_reason(&e)
-            )
-        })?;
+        crate::page::write(path, &page)?;
     }
     let trained_ok = lecture::preds(&after) == "ello";
 

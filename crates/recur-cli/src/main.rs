@@ -10,6 +10,7 @@ mod eval;
 mod gradcheck;
 mod gradflow;
 mod hello;
+mod page;
 mod plot;
 mod quantize;
 mod sample;

@@ -97,6 +97,14 @@ fn task_adding_json_beats_the_baseline() {
     assert!((b - 1.0 / 6.0).abs() < 1e-12);
     assert!(m < 0.25 * b, "metric {m}");
     assert_eq!(j["solved"], m < 0.01);
+    // the carry gates start open by default; the first evaluation under 0.01, if any, is named
+    assert_eq!(j["carry_gate_bias"], 3.0);
+    let curve = j["curve"].as_array().unwrap();
+    let first = curve
+        .iter()
+        .find(|p| p["metric"].as_f64().unwrap() < 0.01)
+        .map(|p| p["step"].clone());
+    assert_eq!(j["first_solved_step"], first.unwrap_or_default());
     // the default run directory: the charts, and the cell's checkpoints in their own folder
     let run = d.join("task-adding-lstm-10");
     for f in [
@@ -174,6 +182,50 @@ fn bad_arguments_are_one_line_errors() {
     assert!(e.contains("'x'"), "{e}");
     let e = one_line_error(&recur_in(&d, &["task", "ball", "--max-minutes", "-1"]), &[]);
     assert!(e.contains("--max-minutes"), "{e}");
+    let e = one_line_error(
+        &recur_in(&d, &["task", "adding", "--carry-gate-bias", "inf"]),
+        &[],
+    );
+    assert!(e.contains("--carry-gate-bias"), "{e}");
+    let e = one_line_error(
+        &recur_in(&d, &["gradflow", "--html", "no-such-folder/g.html"]),
+        &[],
+    );
+    assert!(e.contains("no-such-folder"), "{e}");
+}
+
+#[test]
+fn gradflow_html_writes_one_page_and_no_other_file() {
+    let d = dir("gradflow-html");
+    let out = recur_in(
+        &d,
+        &[
+            "gradflow",
+            "--seq-length",
+            "12",
+            "--rnn-size",
+            "6",
+            "--sequences",
+            "2",
+            "--html",
+            "g.html",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("wrote g.html"), "{stdout}");
+    let page = std::fs::read_to_string(d.join("g.html")).unwrap();
+    // the three curves embedded, the shared script and style put in
+    assert!(page.contains("\"label\":\"rnn_tanh\"") && page.contains("\"label\":\"gru\""));
+    assert!(page.contains("function logChart") && page.contains("--bg:"));
+    assert!(
+        !page.contains("/*DATA*/") && !page.contains("/*COMMON*/") && !page.contains("/*STYLE*/")
+    );
+    let names: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["g.html"], "--html alone writes no CSV or chart");
 }
 
 #[test]

@@ -783,6 +783,7 @@ fn gpu_task_training_matches_cpu() {
             eval_every: 1,
             eval_size: 10,
             seed: 9,
+            carry_gate_bias: 0.0,
         };
         let cpu = train(
             &spec,

@@ -88,13 +88,7 @@ impl GradflowNet {
         for v in &mut params[whh] {
             *v *= spec.scale;
         }
-        if matches!(spec.cell, CellKind::Lstm | CellKind::Gru) {
-            let b = stack.layout().get("bias_ih_l0").expect("biases").range();
-            let h = spec.hidden;
-            for v in &mut params[b.start + h..b.start + 2 * h] {
-                *v += spec.gate_bias;
-            }
-        }
+        stack.open_carry_gates(&mut params, spec.gate_bias);
         let k = 1.0 / (spec.hidden as f64).sqrt();
         let w = (0..spec.hidden).map(|_| rng.uniform_in(-k, k)).collect();
         Ok(GradflowNet { stack, params, w })

@@ -407,6 +407,26 @@ impl Stack {
         }
     }
 
+    /// Opens the carry path: adds `bias` to the `bias_ih` rows of the gate that keeps the old
+    /// state, in every layer and direction: the LSTM's forget gate f and the GRU's update gate z
+    /// (rows H..2H in both gate orders). With `bias` = 1 this is the LSTM forget-gate bias of
+    /// Jozefowicz et al. (2015); larger values hold f, z near 1 from the first step, so the
+    /// gradient reaches far back before training has learnt to keep it. The Elman RNN has no
+    /// such gate and a stack without biases nowhere to put it: both are left unchanged.
+    pub fn open_carry_gates<F: Float>(&self, params: &mut [F], bias: f64) {
+        if !matches!(self.kind, CellKind::Lstm | CellKind::Gru) || bias == 0.0 {
+            return;
+        }
+        let h = self.cfg.hidden_size;
+        for s in &self.slots {
+            if let Some(r) = &s.b_ih {
+                for v in &mut params[r.start + h..r.start + 2 * h] {
+                    *v = F::from_f64(v.to_f64() + bias);
+                }
+            }
+        }
+    }
+
     fn weights<'a, F: Float>(&self, params: &'a [F], idx: usize) -> DirWeights<'a, F> {
         let s = &self.slots[idx];
         DirWeights {
@@ -718,5 +738,47 @@ mod tests {
             err.to_string().contains("unknown cell 'transformer'"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn open_carry_gates_moves_only_the_forget_and_update_gate_biases() {
+        for (kind, gate) in [(CellKind::Lstm, 1), (CellKind::Gru, 1)] {
+            let cfg = StackConfig::new(kind, 3, 4)
+                .with_layers(2)
+                .with_bidirectional(true);
+            let stack = Stack::new(cfg).unwrap();
+            let mut p = vec![0.0f64; stack.num_params()];
+            stack.init(&mut p, &mut Rng::new(7));
+            let before = p.clone();
+            stack.open_carry_gates(&mut p, 3.0);
+            let mut moved = vec![false; p.len()];
+            for l in 0..2 {
+                for sfx in ["", "_reverse"] {
+                    let r = stack
+                        .layout()
+                        .get(&format!("bias_ih_l{l}{sfx}"))
+                        .unwrap()
+                        .range();
+                    for i in r.start + gate * 4..r.start + (gate + 1) * 4 {
+                        moved[i] = true;
+                    }
+                }
+            }
+            for i in 0..p.len() {
+                let want = before[i] + if moved[i] { 3.0 } else { 0.0 };
+                assert_eq!(p[i], want, "{kind:?} parameter {i}");
+            }
+            assert_eq!(moved.iter().filter(|&&m| m).count(), 2 * 2 * 4);
+        }
+        // the Elman RNN has no carry gate, a stack without biases nowhere to put one
+        for cfg in [
+            StackConfig::new(CellKind::Rnn(Activation::Tanh), 3, 4),
+            StackConfig::new(CellKind::Lstm, 3, 4).with_bias(false),
+        ] {
+            let stack = Stack::new(cfg).unwrap();
+            let mut p = vec![0.5f32; stack.num_params()];
+            stack.open_carry_gates(&mut p, 3.0);
+            assert!(p.iter().all(|&v| v == 0.5));
+        }
     }
 }

@@ -51,6 +51,13 @@ pub trait Task {
     /// them (the optimizer; its learning rate is [`Settings::lr`]).
     fn init(cfg: &Self::Config) -> (u64, OptimKind);
 
+    /// Added after the default draw to the bias of the gate that carries the state (the
+    /// LSTM's forget gate, the GRU's update gate; [`Stack::open_carry_gates`](crate::stack::Stack::open_carry_gates)); 0 keeps
+    /// PyTorch's initialization.
+    fn carry_gate_bias(_cfg: &Self::Config) -> f64 {
+        0.0
+    }
+
     /// Checks that a configuration belongs to a model (on a fresh start and on resume).
     fn check_config(_cfg: &Self::Config, _model: &ModelConfig) -> Result<()> {
         Ok(())
@@ -334,12 +341,15 @@ pub fn check_dir_writable(dir: &Path) -> Result<()> {
 }
 
 /// The weights a fresh run of configuration `cfg` starts from, drawn from its seed
-/// ([`Task::init`]), and the RNG after the draw (which then drives the loop). [`Run::start`]
+/// ([`Task::init`], the carry gates opened by [`Task::carry_gate_bias`]), and the RNG after the draw (which then drives the loop). [`Run::start`]
 /// draws them this way; a caller that wants a run's starting point again calls this.
 pub fn initial_weights<T: Task>(model: &Model, cfg: &T::Config) -> (Vec<f32>, Rng) {
     let mut rng = Rng::new(T::init(cfg).0);
     let mut params = vec![0.0f32; model.num_params()];
     model.init(&mut params, &mut rng);
+    model
+        .stack()
+        .open_carry_gates(&mut params[model.rnn_range()], T::carry_gate_bias(cfg));
     (params, rng)
 }
 

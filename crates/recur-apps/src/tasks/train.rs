@@ -45,6 +45,9 @@ pub struct TrainSpec {
     /// Held-out sequences, drawn once from `seed` (in batches of `batch`, rounded up).
     pub eval_size: usize,
     pub seed: u64,
+    /// Added to the carry gate's bias at initialization (the LSTM's forget gate, the GRU's
+    /// update gate; [`recur::stack::Stack::open_carry_gates`]); 0 = PyTorch's initialization.
+    pub carry_gate_bias: f64,
 }
 
 /// One evaluation.
@@ -179,6 +182,9 @@ pub struct RunConfig {
     /// Seeds the initial weights, the held-out set and the training batches.
     pub seed: u64,
     pub optim: OptimKind,
+    /// [`TrainSpec::carry_gate_bias`] (0 in runs saved before it existed).
+    #[serde(default)]
+    pub carry_gate_bias: f64,
 }
 
 impl RunConfig {
@@ -194,6 +200,7 @@ impl RunConfig {
             eval_size: spec.eval_size,
             seed: spec.seed,
             optim: spec.optim.clone(),
+            carry_gate_bias: spec.carry_gate_bias,
         }
     }
 
@@ -252,6 +259,10 @@ impl recur::train::Task for LongMemory {
 
     fn init(cfg: &RunConfig) -> (u64, OptimKind) {
         (cfg.seed, cfg.optim.clone())
+    }
+
+    fn carry_gate_bias(cfg: &RunConfig) -> f64 {
+        cfg.carry_gate_bias
     }
 
     fn largest_batch(&self) -> (usize, usize) {

@@ -2,21 +2,12 @@
 step forward and back with the keyboard and read the numbers at t = 2 against the seed's,
 move the epoch slider to its end and read "ello", screenshots at two widths, no console errors.
 
-Needs the release binary (target/release/recur, or RECUR_BIN), chromium (CHROMIUM, default
-/usr/bin/chromium) and the playwright package; `.ci/run` provides all three."""
+The browser and the binary come from conftest.py."""
 
 import json
-import os
-import pathlib
 import subprocess
 
 import pytest
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = ROOT / "target" / "browser-artifacts"
 
 # The seed's numbers at t = 2 (shared/seed/worked-example.md, 4 decimals; it rounds
 # intermediates, so within 2e-4 of full precision).
@@ -30,41 +21,11 @@ SEED_T1 = {"fwd-xw": [0.2973, 0.2766, 0.7974]}
 SEED_TOL = 2e-4
 
 
-def recur_bin():
-    path = pathlib.Path(os.environ.get("RECUR_BIN", ROOT / "target" / "release" / "recur"))
-    if not path.exists():
-        pytest.fail(f"{path} is missing: build it with `cargo build --release -p recur-cli`")
-    return str(path)
-
-
 @pytest.fixture(scope="module")
-def page_file(tmp_path_factory):
+def page_file(tmp_path_factory, recur_bin):
     out = tmp_path_factory.mktemp("page") / "hello.html"
-    subprocess.run([recur_bin(), "hello", "--html", str(out)], check=True, capture_output=True)
+    subprocess.run([recur_bin, "hello", "--html", str(out)], check=True, capture_output=True)
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    if not pathlib.Path(CHROMIUM).exists():
-        pytest.fail(f"no chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
-        )
-        yield b
-        b.close()
-
-
-def open_page(browser, page_file, width):
-    page = browser.new_page(viewport={"width": width, "height": 900})
-    errors = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(page_file.as_uri())
-    return page, errors
 
 
 def values(page, id_):
@@ -77,8 +38,8 @@ def close(got, want, what):
         assert abs(g - w) <= SEED_TOL, f"{what}: page shows {got}, the seed {want}"
 
 
-def test_keyboard_steps_show_the_seeds_numbers(browser, page_file):
-    page, errors = open_page(browser, page_file, 1200)
+def test_keyboard_steps_show_the_seeds_numbers(open_page, page_file, artifacts):
+    page, errors = open_page(page_file, 1200)
     assert "t = 1 of 4" in page.inner_text("#where")
     for k, v in SEED_T1.items():
         close(values(page, k), v, f"t = 1 {k}")
@@ -100,12 +61,12 @@ def test_keyboard_steps_show_the_seeds_numbers(browser, page_file):
     page.keyboard.press("ArrowRight")
     assert "BPTT, t = 3" in page.inner_text("#where")
     assert values(page, "bwd-dhnext") == carried, "what t = 4 passes back is what t = 3 receives"
-    page.screenshot(path=str(ARTIFACTS / "hello-1200.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "hello-1200.png"), full_page=True)
     assert errors == []
 
 
-def test_the_last_epoch_predicts_ello(browser, page_file):
-    page, errors = open_page(browser, page_file, 390)
+def test_the_last_epoch_predicts_ello(open_page, page_file, artifacts):
+    page, errors = open_page(page_file, 390)
     assert page.get_attribute("#epoch-preds", "data-preds") == "eooo"
     last = page.get_attribute("#epoch", "max")
     page.fill("#epoch", last)
@@ -114,21 +75,20 @@ def test_the_last_epoch_predicts_ello(browser, page_file):
     assert "ello" in page.inner_text("#epoch-label")
     # the gradient-flow chart: the five measured curves
     assert page.locator("#flow path.flow").count() == 5
-    page.screenshot(path=str(ARTIFACTS / "hello-390.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "hello-390.png"), full_page=True)
     # the page's width follows the phone's: nothing wider than the viewport
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert errors == []
 
 
-def test_the_page_embeds_recur_hello_json(page_file):
+def test_the_page_embeds_recur_hello_json(page_file, recur_bin, page_data):
     """Every forward number on the page is `recur hello --json`'s."""
-    j = json.loads(subprocess.run([recur_bin(), "hello", "--json"], check=True, capture_output=True, text=True).stdout)
+    j = json.loads(subprocess.run([recur_bin, "hello", "--json"], check=True, capture_output=True, text=True).stdout)
     html = page_file.read_text()
-    start = html.index('<script id="data" type="application/json">') + len('<script id="data" type="application/json">')
-    data = json.loads(html[start : html.index("</script>", start)])
+    data, text = page_data(html)
     assert data["steps"] == j["steps"]
     assert data["training"]["snapshots"][-1]["preds"] == j["trained"]["preds"] == "ello"
-    assert "<script" not in html[start : html.index("</script>", start)]
+    assert "<script" not in text
     # the lesson the chart shows, as measured: after 100 steps the tanh RNN's gradient is gone,
     # an LSTM with its forget gate opened (bias 3) keeps a sizeable part of it
     flow = {(c["cell"], c["gate_bias"]): c["rel"] for c in data["gradflow"]}
