@@ -37,10 +37,10 @@ pub struct Args {
     shape: Shape,
     /// B: sequences per batch.
     #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 32)]
-    batch_size: usize,
+    pub(crate) batch_size: usize,
     /// T: steps per sequence.
     #[arg(long, alias = "steps", default_value_t = 64)]
-    seq_length: usize,
+    pub(crate) seq_length: usize,
     /// What is timed: the forward pass, a training step (forward + backward, gradients of the
     /// weights and the inputs), or both.
     #[arg(long, value_parser = choice::<Mode>(), default_value = "train")]
@@ -60,6 +60,14 @@ pub struct Args {
     /// --seq-length as given.
     #[arg(long)]
     charlm: bool,
+    /// Time the CTC loss alone instead: forward and backward (the gradient with respect to the
+    /// logits) at T = --seq-length, B = --batch-size, C = --classes, random digit strings of 1
+    /// to 7 labels.
+    #[arg(long)]
+    ctc: bool,
+    /// C for --ctc: the classes, blank included.
+    #[arg(long, default_value_t = 11, requires = "ctc")]
+    classes: usize,
     /// Time one square float32 GEMM of this size instead (the GEMM throughput on this machine).
     #[arg(long)]
     gemm: Option<usize>,
@@ -104,7 +112,7 @@ pub struct Args {
     persistent: bool,
     /// Print JSON on stdout: one object (one per line for --grid or cuda).
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// CPU time consumed so far by all threads of this process, in seconds, where Linux reports it
@@ -131,9 +139,9 @@ fn peak_rss_kib() -> Option<u64> {
 
 /// Medians over `repeats` samples (after `warmup` untimed calls) of the wall-clock time and the
 /// process CPU time per call of `work`.
-struct Timing {
-    wall_s: f64,
-    cpu_s: Option<f64>,
+pub(crate) struct Timing {
+    pub(crate) wall_s: f64,
+    pub(crate) cpu_s: Option<f64>,
 }
 
 /// Calls slower than this get at most 3 samples (the same rule as `bench/torch_bench.py`).
@@ -144,7 +152,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn time_median(a: &Args, mut work: impl FnMut()) -> Timing {
+pub(crate) fn time_median(a: &Args, mut work: impl FnMut()) -> Timing {
     for _ in 0..a.warmup {
         work();
     }
@@ -206,7 +214,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
-    let other = a.charlm || a.gemm.is_some() || a.fma_peak || a.peak;
+    let other = a.charlm || a.ctc || a.gemm.is_some() || a.fma_peak || a.peak;
     if a.grid && other {
         bail!("--grid times stacks (no --charlm, --gemm or --fma-peak)");
     }
@@ -238,10 +246,10 @@ pub fn run(a: Args) -> Result<()> {
     match a.dev.device {
         Device::Cpu => {}
         Device::Cuda => {
-            if a.gemm.is_some() || a.fma_peak || a.peak {
+            if a.gemm.is_some() || a.fma_peak || a.peak || a.ctc {
                 bail!(
-                    "--device cuda times the stack or the char-model step (no --gemm or \
-                     --fma-peak on the GPU)"
+                    "--device cuda times the stack or the char-model step (no --gemm, \
+                     --fma-peak or --ctc on the GPU)"
                 );
             }
             if a.charlm {
@@ -274,6 +282,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.charlm {
         return run_charlm(&a, threads);
+    }
+    if a.ctc {
+        return crate::bench_ctc::run(&a, a.classes, threads);
     }
     for s in shapes(&a)? {
         for &mode in a.mode.each() {

@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod bench_ctc;
 mod bench_cuda;
 mod charlm_common;
 mod device;

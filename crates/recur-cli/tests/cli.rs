@@ -95,6 +95,9 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
         &["gradcheck", "--cell", "gru", "--proj-size", "2"][..],
         &["hello", "--optim", "lbfgs"][..],
         &["hello", "--learning-rate", "-1"][..],
+        &["bench", "--classes", "5"][..],
+        &["bench", "--ctc", "--classes", "1"][..],
+        &["bench", "--ctc", "--device", "cuda"][..],
     ] {
         let out = recur(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -279,4 +282,34 @@ fn hello_html_writes_a_self_contained_page() {
         &recur(&["hello", "--html", bad.to_str().unwrap()]),
         &["cannot write", "no such file"],
     );
+}
+
+/// `recur bench --ctc` times the CTC loss with its gradient and reports the batch's mean loss.
+#[test]
+fn bench_ctc_times_the_loss() {
+    let j = json_of(&recur(&[
+        "bench",
+        "--ctc",
+        "--seq-length",
+        "30",
+        "--batch-size",
+        "4",
+        "--classes",
+        "6",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--min-sample-ms",
+        "0",
+        "--json",
+    ]));
+    assert_eq!(
+        (j["t"].as_u64(), j["b"].as_u64(), j["c"].as_u64()),
+        (Some(30), Some(4), Some(6))
+    );
+    assert!(j["ms"].as_f64().unwrap() > 0.0);
+    let loss = j["loss"].as_f64().unwrap();
+    // random logits: a finite loss above 0
+    assert!(loss.is_finite() && loss > 0.0, "{loss}");
 }

@@ -11,6 +11,7 @@
 //! - [`cell`]: the cells' forward and backward over a sequence (one direction of one layer);
 //! - [`stack`]: layers x directions, dropout, lengths;
 //! - [`model`]: input (one-hot, embedding or dense) -> stack -> linear head, with the loss;
+//! - [`ctc`]: the CTC loss (PyTorch's `CTCLoss`) and decoding (best path, prefix beam search);
 //! - [`params`]: the flat parameter buffer and its named views;
 //! - [`precision`]: float32 or bf16 (inference), and what bf16 rounds;
 //! - [`optim`]: SGD, Adagrad, RMSprop, Adam, gradient clipping;
@@ -29,6 +30,7 @@
 
 pub mod cell;
 pub mod checkpoint;
+pub mod ctc;
 pub mod engine;
 pub mod error;
 pub mod memory;

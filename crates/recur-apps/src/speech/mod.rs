@@ -3,12 +3,14 @@
 //!
 //! - [`wav`]: one mono PCM WAV file -> samples in [-1, 1), with clear errors;
 //! - [`dataset`]: a directory of `{digit}_{speaker}_{take}.wav` files and its splits;
-//! - [`features`]: log-mel filterbank energies, MFCCs, deltas.
+//! - [`features`]: log-mel filterbank energies, MFCCs, deltas;
+//! - [`strings`]: connected digit strings built from the recordings, for transcription;
 //! - [`classifier`]: normalisation, batching, the pooled recurrent classifier, evaluation;
 //! - [`train`]: its training, as a task of the one training loop.
 
 pub mod classifier;
 pub mod dataset;
 pub mod features;
+pub mod strings;
 pub mod train;
 pub mod wav;
