@@ -81,10 +81,15 @@ pub struct Normalizer {
 impl Normalizer {
     /// Fits to the frames of `examples` (all of the same dimension, at least one frame).
     pub fn fit(examples: &[Example]) -> Self {
-        let dim = examples[0].feats.dim;
+        Self::fit_features(examples.iter().map(|e| &e.feats))
+    }
+
+    /// Fits to the frames of `feats` (all of the same dimension, at least one frame).
+    pub fn fit_features<'a>(feats: impl Iterator<Item = &'a Features> + Clone) -> Self {
+        let dim = feats.clone().next().map_or(0, |f| f.dim);
         let (mut sum, mut sq, mut n) = (vec![0.0f64; dim], vec![0.0f64; dim], 0usize);
-        for e in examples {
-            for row in e.feats.data.chunks_exact(dim) {
+        for f in feats {
+            for row in f.data.chunks_exact(dim) {
                 for (k, &v) in row.iter().enumerate() {
                     sum[k] += v as f64;
                     sq[k] += (v as f64) * (v as f64);
@@ -189,35 +194,48 @@ pub struct Batch {
 
 /// The batch of `examples[idx]`, padded to the longest.
 pub fn make_batch(examples: &[Example], idx: &[usize]) -> Batch {
-    let b = idx.len();
-    let dim = examples[idx[0]].feats.dim;
-    let t = idx.iter().map(|&i| examples[i].feats.t).max().unwrap_or(0);
-    let mut x = vec![0.0f32; t * b * dim];
-    for (j, &i) in idx.iter().enumerate() {
-        let f = &examples[i].feats;
-        for s in 0..f.t {
-            x[(s * b + j) * dim..(s * b + j + 1) * dim]
-                .copy_from_slice(&f.data[s * dim..(s + 1) * dim]);
-        }
-    }
+    let feats: Vec<&Features> = idx.iter().map(|&i| &examples[i].feats).collect();
+    let (t, x) = pad_time_major(&feats);
     Batch {
         t,
-        b,
+        b: idx.len(),
         x,
         lengths: idx.iter().map(|&i| examples[i].feats.t).collect(),
         labels: idx.iter().map(|&i| examples[i].label as u32).collect(),
     }
 }
 
+/// The frames of `feats` as one time-major (T, B, dim) buffer, zeros after each one's end;
+/// T is the longest (also the transcriber's batches).
+pub fn pad_time_major(feats: &[&Features]) -> (usize, Vec<f32>) {
+    let b = feats.len();
+    let dim = feats.first().map_or(0, |f| f.dim);
+    let t = feats.iter().map(|f| f.t).max().unwrap_or(0);
+    let mut x = vec![0.0f32; t * b * dim];
+    for (j, f) in feats.iter().enumerate() {
+        for s in 0..f.t {
+            x[(s * b + j) * dim..(s * b + j + 1) * dim]
+                .copy_from_slice(&f.data[s * dim..(s + 1) * dim]);
+        }
+    }
+    (t, x)
+}
+
 /// One epoch's batches: a random permutation, cut into pools of 16 batches whose members are
 /// sorted by length (so a batch pads little), then the batches in random order.
 pub fn epoch_batches(examples: &[Example], batch_size: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
-    let n = examples.len();
+    let lengths: Vec<usize> = examples.iter().map(|e| e.feats.t).collect();
+    epoch_batches_by(&lengths, batch_size, rng)
+}
+
+/// [`epoch_batches`] of items with these lengths (also the transcriber's).
+pub fn epoch_batches_by(lengths: &[usize], batch_size: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
+    let n = lengths.len();
     let mut perm: Vec<usize> = (0..n).collect();
     shuffle(&mut perm, rng);
     let mut batches = Vec::new();
     for pool in perm.chunks_mut(batch_size * 16) {
-        pool.sort_by_key(|&i| examples[i].feats.t);
+        pool.sort_by_key(|&i| lengths[i]);
         batches.extend(pool.chunks(batch_size).map(|c| c.to_vec()));
     }
     shuffle(&mut batches, rng);

@@ -5,12 +5,17 @@
 //! - [`dataset`]: a directory of `{digit}_{speaker}_{take}.wav` files and its splits;
 //! - [`features`]: log-mel filterbank energies, MFCCs, deltas;
 //! - [`strings`]: connected digit strings built from the recordings, for transcription;
+//! - [`transcriber`], [`transcriber_train`]: the CTC digit-string transcriber and its training;
+//! - [`scoring`]: digit and string error rates;
 //! - [`classifier`]: normalisation, batching, the pooled recurrent classifier, evaluation;
 //! - [`train`]: its training, as a task of the one training loop.
 
 pub mod classifier;
 pub mod dataset;
 pub mod features;
+pub mod scoring;
 pub mod strings;
 pub mod train;
+pub mod transcriber;
+pub mod transcriber_train;
 pub mod wav;

@@ -281,31 +281,50 @@ pub fn resume(
 /// The speech configuration of a checkpoint (features, normaliser, settings), checked against
 /// its model.
 pub fn config_of(ckpt: &Checkpoint) -> Result<SpeechConfig> {
-    let v = ckpt
-        .train_state
-        .as_ref()
-        .ok_or_else(|| Error::invalid("not a speech checkpoint (no train_state)"))?;
-    let c = v.get("config").unwrap_or(&serde_json::Value::Null);
-    if c.get("kind").and_then(|k| k.as_str()) != Some(KIND) {
-        return Err(Error::invalid(format!(
-            "not a speech checkpoint (train_state.config.kind is not \"{KIND}\")"
-        )));
-    }
-    let cfg = TrainState::<SpeechConfig>::of(ckpt)?.config;
+    let cfg: SpeechConfig = config_of_kind(ckpt, KIND, "speech")?;
     check_config(&cfg, &ckpt.model)?;
     Ok(cfg)
 }
 
-fn check_config(cfg: &SpeechConfig, model: &ModelConfig) -> Result<()> {
-    let dim = cfg.features.dim();
-    let n = &cfg.normalizer;
-    if n.mean.len() != dim || n.std.len() != dim {
+/// A checkpoint's training configuration when its `config.kind` is `kind` (`what` names the
+/// kind of run in the error); shared with the transcriber's runs.
+pub(super) fn config_of_kind<C: serde::de::DeserializeOwned>(
+    ckpt: &Checkpoint,
+    kind: &str,
+    what: &str,
+) -> Result<C> {
+    let v = ckpt
+        .train_state
+        .as_ref()
+        .ok_or_else(|| Error::invalid(format!("not a {what} checkpoint (no train_state)")))?;
+    let c = v.get("config").unwrap_or(&serde_json::Value::Null);
+    if c.get("kind").and_then(|k| k.as_str()) != Some(kind) {
         return Err(Error::invalid(format!(
-            "normaliser has {} features but the feature settings give {dim}",
-            n.mean.len()
+            "not a {what} checkpoint (train_state.config.kind is not \"{kind}\")"
         )));
     }
+    Ok(TrainState::<C>::of(ckpt)?.config)
+}
+
+fn check_config(cfg: &SpeechConfig, model: &ModelConfig) -> Result<()> {
     super::classifier::check_model(model)?;
+    check_input(&cfg.features, &cfg.normalizer, model)
+}
+
+/// That the normaliser and the model take the features' dimension (shared with the
+/// transcriber's runs).
+pub(super) fn check_input(
+    features: &FeatureConfig,
+    normalizer: &Normalizer,
+    model: &ModelConfig,
+) -> Result<()> {
+    let dim = features.dim();
+    if normalizer.mean.len() != dim || normalizer.std.len() != dim {
+        return Err(Error::invalid(format!(
+            "normaliser has {} features but the feature settings give {dim}",
+            normalizer.mean.len()
+        )));
+    }
     if model.input_size != dim {
         return Err(Error::invalid(format!(
             "the model takes {} features per frame but the feature settings give {dim}",
