@@ -219,26 +219,43 @@ impl Task for SpeechTask {
         let s: SpeechState = serde_json::from_value(state.clone()).map_err(|e| {
             Error::invalid(format!("the checkpoint's speech state is unreadable: {e}"))
         })?;
-        if s.train_size != self.train.len() || s.val_size != self.val.len() {
-            return Err(Error::invalid(format!(
-                "the checkpoint was trained on {} training and {} validation recordings, these are {} and {} \
-                 (resume with the same --data, --holdout, --val-takes and augmentation)",
-                s.train_size,
-                s.val_size,
-                self.train.len(),
-                self.val.len()
-            )));
-        }
-        if s.order.iter().flatten().any(|&i| i >= self.train.len()) {
-            return Err(Error::invalid(
-                "the checkpoint's batch order does not fit the recordings",
-            ));
-        }
+        check_saved_sets(
+            (s.train_size, s.val_size),
+            (self.train.len(), self.val.len()),
+            &s.order,
+            "recordings",
+            "the same --data, --holdout, --val-takes and augmentation",
+        )?;
         self.order = s.order;
         self.tally = s.tally;
         self.val_acc = s.val_acc;
         Ok(())
     }
+}
+
+/// That a saved run's (training, validation) set sizes are these and its batch order indexes
+/// into the training set (shared with the transcriber's runs); `what` names the items, `hint`
+/// how to resume.
+pub(super) fn check_saved_sets(
+    saved: (usize, usize),
+    now: (usize, usize),
+    order: &[Vec<usize>],
+    what: &str,
+    hint: &str,
+) -> Result<()> {
+    if saved != now {
+        return Err(Error::invalid(format!(
+            "the checkpoint was trained on {} training and {} validation {what}, these are {} and \
+             {} (resume with {hint})",
+            saved.0, saved.1, now.0, now.1
+        )));
+    }
+    if order.iter().flatten().any(|&i| i >= now.0) {
+        return Err(Error::invalid(format!(
+            "the checkpoint's batch order does not fit the {what}"
+        )));
+    }
+    Ok(())
 }
 
 /// A speech run.

@@ -7,7 +7,7 @@
 
 use super::classifier::{epoch_batches_by, Normalizer};
 use super::features::FeatureConfig;
-use super::train::{check_input, config_of_kind};
+use super::train::{check_input, check_saved_sets, config_of_kind};
 use super::transcriber::{
     check_model, engine_batch, evaluate, loss_and_dlogits, make_batch, Batch, Decoder,
     StringExample,
@@ -215,21 +215,13 @@ impl Task for TranscriberTask {
                 "the checkpoint's transcriber state is unreadable: {e}"
             ))
         })?;
-        if s.train_size != self.train.len() || s.val_size != self.val.len() {
-            return Err(Error::invalid(format!(
-                "the checkpoint was trained on {} training and {} validation strings, these are \
-                 {} and {} (resume with the same strings)",
-                s.train_size,
-                s.val_size,
-                self.train.len(),
-                self.val.len()
-            )));
-        }
-        if s.order.iter().flatten().any(|&i| i >= self.train.len()) {
-            return Err(Error::invalid(
-                "the checkpoint's batch order does not fit the strings",
-            ));
-        }
+        check_saved_sets(
+            (s.train_size, s.val_size),
+            (self.train.len(), self.val.len()),
+            &s.order,
+            "strings",
+            "the same strings",
+        )?;
         self.order = s.order;
         self.loss_sum = s.loss_sum;
         self.batches = s.batches;
