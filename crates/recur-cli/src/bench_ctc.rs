@@ -41,7 +41,7 @@ pub fn run(a: &Args, classes: usize, threads: usize) -> Result<()> {
     let ctc = Ctc::default();
     let mut grad = vec![0.0f32; logits.len()];
     let mut loss = 0.0;
-    recur::set_threads(threads);
+    // bench::run has set the threads
     let timing = time_median(a, || {
         loss = ctc
             .loss(&logits, &batch, Some(&mut grad))

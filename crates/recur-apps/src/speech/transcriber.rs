@@ -119,8 +119,8 @@ pub fn engine_batch(batch: &Batch) -> EngineBatch<'_> {
 
 /// The CTC loss of a forward pass's logits (T, B, 11), PyTorch's mean reduction, with
 /// zero_infinity (a string its frames cannot carry adds nothing rather than stopping the run);
-/// writes its gradient into `dlogits`. Returns the loss and the per-string losses.
-pub fn loss_and_dlogits(logits: &[f32], batch: &Batch, dlogits: &mut [f32]) -> Result<f64> {
+/// with `dlogits`, its gradient is written there.
+pub fn ctc_loss(logits: &[f32], batch: &Batch, dlogits: Option<&mut [f32]>) -> Result<f64> {
     let ctc = Ctc {
         blank: BLANK,
         reduction: Reduction::Mean,
@@ -134,7 +134,7 @@ pub fn loss_and_dlogits(logits: &[f32], batch: &Batch, dlogits: &mut [f32]) -> R
         input_lengths: &batch.lengths,
         target_lengths: &batch.target_lengths,
     };
-    Ok(ctc.loss(logits, &cb, Some(dlogits))?.loss)
+    Ok(ctc.loss(logits, &cb, dlogits)?.loss)
 }
 
 /// How per-frame scores become digits.
@@ -185,8 +185,7 @@ pub fn evaluate(
         let batch = make_batch(examples, chunk);
         eng.forward(&engine_batch(&batch), Start::Zero, None)?;
         let logits = eng.logits()?.into_owned();
-        let mut d = vec![0.0f32; logits.len()];
-        loss_sum += loss_and_dlogits(&logits, &batch, &mut d)? * batch.b as f64;
+        loss_sum += ctc_loss(&logits, &batch, None)? * batch.b as f64;
         n += batch.b;
         for (k, h) in decode(&logits, &batch, decoder).into_iter().enumerate() {
             score.add(&examples[chunk[k]].digits, &h);

@@ -9,8 +9,7 @@ use super::classifier::{epoch_batches_by, Normalizer};
 use super::features::FeatureConfig;
 use super::train::{check_input, check_saved_sets, config_of_kind};
 use super::transcriber::{
-    check_model, engine_batch, evaluate, loss_and_dlogits, make_batch, Batch, Decoder,
-    StringExample,
+    check_model, ctc_loss, engine_batch, evaluate, make_batch, Batch, Decoder, StringExample,
 };
 use recur::checkpoint::Checkpoint;
 use recur::engine::{Engine, Start};
@@ -154,7 +153,7 @@ impl Task for TranscriberTask {
         eng.forward(&engine_batch(&batch), Start::Zero, Some(rng))?;
         let logits = eng.logits()?.into_owned();
         let mut dlogits = vec![0.0f32; logits.len()];
-        let loss = loss_and_dlogits(&logits, &batch, &mut dlogits)?;
+        let loss = ctc_loss(&logits, &batch, Some(&mut dlogits))?;
         eng.set_dlogits(&dlogits)?;
         self.loss_sum += loss;
         self.batches += 1;

@@ -243,8 +243,8 @@ pub(super) fn log_softmax(frames: &[f64], c: usize) -> Vec<f64> {
 /// hold the answer (almost always), the log-space ones when an emission or the whole forward
 /// variable underflowed f64 (logits hundreds apart, or an impossible target).
 fn sequence(frames: &[f64], c: usize, labels: &[usize], blank: usize, grad: bool) -> Sequence {
-    scaled(frames, c, labels, blank, grad)
-        .unwrap_or_else(|| log_space(frames, c, labels, blank, grad))
+    let lp = log_softmax(frames, c);
+    scaled(&lp, c, labels, blank, grad).unwrap_or_else(|| log_space(&lp, c, labels, blank, grad))
 }
 
 /// The forward-backward recursions in probabilities, each frame's forward variable rescaled to
@@ -253,19 +253,13 @@ fn sequence(frames: &[f64], c: usize, labels: &[usize], blank: usize, grad: bool
 /// that sum_s alpha_t(s) beta'_t(s) = p at every t and the posterior of class k at t is
 /// sum_{s: l'_s = k} alpha_t(s) beta'_t(s) over that sum: the scales cancel. `None` when a scale
 /// or the final sum is 0 (an underflow or p = 0), which the log-space recursions then decide.
-fn scaled(
-    frames: &[f64],
-    c: usize,
-    labels: &[usize],
-    blank: usize,
-    grad: bool,
-) -> Option<Sequence> {
-    let tb = frames.len() / c;
+/// `lp`: the sequence's log-softmax (T_b, C).
+fn scaled(lp: &[f64], c: usize, labels: &[usize], blank: usize, grad: bool) -> Option<Sequence> {
+    let tb = lp.len() / c;
     let big_s = 2 * labels.len() + 1;
     if tb == 0 {
         return None;
     }
-    let lp = log_softmax(frames, c);
     let y: Vec<f64> = lp.iter().map(|v| v.exp()).collect();
     let (ext, skip) = extended(labels, blank);
     let mut alpha = vec![0.0; tb * big_s];
@@ -362,9 +356,9 @@ fn scaled(
     Some(Sequence { nll, grad: g })
 }
 
-/// The same recursions in log space: exact where the scaled ones underflow.
-fn log_space(frames: &[f64], c: usize, labels: &[usize], blank: usize, grad: bool) -> Sequence {
-    let tb = frames.len() / c;
+/// The same recursions in log space on `lp`: exact where the scaled ones underflow.
+fn log_space(lp: &[f64], c: usize, labels: &[usize], blank: usize, grad: bool) -> Sequence {
+    let tb = lp.len() / c;
     let big_s = 2 * labels.len() + 1;
     if tb == 0 {
         // no frames: only the empty target is possible, with probability 1
@@ -378,7 +372,6 @@ fn log_space(frames: &[f64], c: usize, labels: &[usize], blank: usize, grad: boo
             grad: Vec::new(),
         };
     }
-    let lp = log_softmax(frames, c);
     let (ext, skip) = extended(labels, blank);
     let ninf = f64::NEG_INFINITY;
     let mut alpha = vec![ninf; tb * big_s];
@@ -467,8 +460,9 @@ mod tests {
             (9, 4, vec![3, 3, 3, 3]),
         ] {
             let frames: Vec<f64> = (0..t * c).map(|_| 3.0 * rng.normal()).collect();
-            let a = scaled(&frames, c, &labels, 0, true).expect("no underflow here");
-            let b = log_space(&frames, c, &labels, 0, true);
+            let lp = log_softmax(&frames, c);
+            let a = scaled(&lp, c, &labels, 0, true).expect("no underflow here");
+            let b = log_space(&lp, c, &labels, 0, true);
             assert!(
                 (a.nll - b.nll).abs() <= 1e-12 * b.nll.abs(),
                 "{} vs {}",
@@ -487,7 +481,7 @@ mod tests {
         // probability e^-1000 is 0 in f64; the loss is still 1000 and the gradient (y - posterior)
         // is (1, -1)
         let frames = [1000.0, 0.0];
-        assert!(scaled(&frames, 2, &[1], 0, true).is_none());
+        assert!(scaled(&log_softmax(&frames, 2), 2, &[1], 0, true).is_none());
         let s = sequence(&frames, 2, &[1], 0, true);
         assert!((s.nll - 1000.0).abs() < 1e-9, "{}", s.nll);
         assert!((s.grad[0] - 1.0).abs() < 1e-12 && (s.grad[1] + 1.0).abs() < 1e-12);
