@@ -17,9 +17,9 @@ use recur::cell::CellKind;
 use recur::engine::Cpu;
 use recur::train::{Event, Run};
 use recur_apps::speech::classifier::Normalizer;
-use recur_apps::speech::dataset::{list_dir, Utterance};
+use recur_apps::speech::dataset::list_dir;
 use recur_apps::speech::features::{Extractor, FeatureConfig};
-use recur_apps::speech::strings::{build, StringSpec};
+use recur_apps::speech::strings::{SetName, StringSets};
 use recur_apps::speech::transcriber::StringExample;
 use recur_apps::speech::transcriber::{evaluate, load_strings, model_config, normalise, Decoder};
 use recur_apps::speech::transcriber_train::{start, Hyper, TranscriberConfig, KIND};
@@ -35,24 +35,16 @@ fn main() -> recur::Result<()> {
     recur::set_threads(threads);
     let all = list_dir(std::path::Path::new(dir))?;
     let holdout = args.get(6);
-    let pool = |keep: &dyn Fn(&Utterance) -> bool| -> Vec<Utterance> {
-        all.iter().filter(|u| keep(u)).cloned().collect()
+    let sets = StringSets {
+        train: n_train,
+        val: 200,
+        test: 500,
+        holdout: holdout.cloned(),
+        seed: 1,
     };
-    let (train_p, val_p, test_p) = match holdout {
-        None => (
-            pool(&|u| u.take >= 10),
-            pool(&|u| (5..=9).contains(&u.take)),
-            pool(&|u| u.take <= 4),
-        ),
-        Some(h) => (
-            pool(&|u| &u.speaker != h && !(5..=9).contains(&u.take)),
-            pool(&|u| &u.speaker != h && (5..=9).contains(&u.take)),
-            pool(&|u| &u.speaker == h),
-        ),
-    };
-    let train_s = build(&train_p, &StringSpec::new(n_train, 1))?;
-    let val_s = build(&val_p, &StringSpec::new(200, 2))?;
-    let test_s = build(&test_p, &StringSpec::new(500, 3))?;
+    let train_s = sets.build(SetName::Train, &all)?;
+    let val_s = sets.build(SetName::Val, &all)?;
+    let test_s = sets.build(SetName::Test, &all)?;
     let ex = Extractor::new(FeatureConfig::default())?;
     let t0 = Instant::now();
     let mut train = load_strings(&train_s, &ex)?;
@@ -88,6 +80,7 @@ fn main() -> recur::Result<()> {
             grad_clip: 5.0,
             seed: 1,
         },
+        sets: Some(sets),
     };
     let mut trainer = start(Run::on(&Cpu), model, config, train, val)?;
     let t1 = Instant::now();

@@ -4,7 +4,7 @@
 //! samples exactly where its span says with silence between.
 
 use recur_apps::speech::dataset::{list_dir, Split, Utterance};
-use recur_apps::speech::strings::{build, StringSpec};
+use recur_apps::speech::strings::{build, SetName, StringSets, StringSpec};
 use recur_apps::speech::wav::read_wav;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -116,4 +116,109 @@ fn bad_specs_and_empty_pools_are_refused() {
         .to_string()
         .contains("silence ranges"));
     assert!(build(&[], &StringSpec::new(3, 1)).is_err());
+}
+
+/// Utterances of two speakers with every digit at takes 0-49 (names only; nothing is read).
+fn fake_pool() -> Vec<Utterance> {
+    let mut v = Vec::new();
+    for speaker in ["ann", "bob"] {
+        for digit in 0..10u8 {
+            for take in 0..50u32 {
+                v.push(Utterance {
+                    path: PathBuf::from(format!("{digit}_{speaker}_{take}.wav")),
+                    digit,
+                    speaker: speaker.into(),
+                    take,
+                });
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn a_runs_sets_use_their_own_takes_and_seeds() {
+    let all = fake_pool();
+    let sets = StringSets {
+        train: 300,
+        val: 100,
+        test: 100,
+        holdout: None,
+        seed: 11,
+    };
+    let takes = |s: &[recur_apps::speech::strings::DigitString]| -> BTreeSet<u32> {
+        s.iter()
+            .flat_map(|d| d.parts.iter().map(|u| u.take))
+            .collect()
+    };
+    let train = sets.build(SetName::Train, &all).unwrap();
+    let val = sets.build(SetName::Val, &all).unwrap();
+    let test = sets.build(SetName::Test, &all).unwrap();
+    assert_eq!((train.len(), val.len(), test.len()), (300, 100, 100));
+    assert!(takes(&train).iter().all(|&t| t >= 10));
+    assert!(takes(&val).iter().all(|&t| (5..=9).contains(&t)));
+    assert!(takes(&test).iter().all(|&t| t <= 4));
+    // each set is the documented draw: its pool, seed, seed + 1, seed + 2
+    let pool = |keep: &dyn Fn(u32) -> bool| -> Vec<Utterance> {
+        all.iter().filter(|u| keep(u.take)).cloned().collect()
+    };
+    assert_eq!(
+        train,
+        build(&pool(&|t| t >= 10), &StringSpec::new(300, 11)).unwrap()
+    );
+    assert_eq!(
+        val,
+        build(&pool(&|t| (5..=9).contains(&t)), &StringSpec::new(100, 12)).unwrap()
+    );
+    assert_eq!(
+        test,
+        build(&pool(&|t| t <= 4), &StringSpec::new(100, 13)).unwrap()
+    );
+
+    // one speaker held out: training and validation never hear them, the test set is theirs
+    let held = StringSets {
+        holdout: Some("bob".into()),
+        ..sets.clone()
+    };
+    let train = held.build(SetName::Train, &all).unwrap();
+    let val = held.build(SetName::Val, &all).unwrap();
+    let test = held.build(SetName::Test, &all).unwrap();
+    assert!(train.iter().chain(&val).all(|s| s.speaker == "ann"));
+    assert!(test.iter().all(|s| s.speaker == "bob"));
+    assert!(takes(&train).iter().all(|t| !(5..=9).contains(t)));
+    assert!(takes(&val).iter().all(|t| (5..=9).contains(t)));
+    assert_eq!(takes(&test).len(), 50);
+
+    // an empty set is no error; an empty pool for a wanted set is, naming the set
+    let none = StringSets {
+        val: 0,
+        ..sets.clone()
+    };
+    assert!(none.build(SetName::Val, &[]).unwrap().is_empty());
+    let only_test: Vec<Utterance> = all.iter().filter(|u| u.take < 5).cloned().collect();
+    let e = sets
+        .build(SetName::Train, &only_test)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("train strings"), "{e}");
+}
+
+#[test]
+fn a_string_must_have_the_frames_ctc_needs() {
+    use recur_apps::speech::features::Features;
+    use recur_apps::speech::transcriber::{check_frames, min_frames, StringExample};
+    assert_eq!(min_frames(&[1, 2, 3]), 3);
+    assert_eq!(min_frames(&[1, 1, 1]), 5);
+    assert_eq!(min_frames(&[]), 0);
+    let ex = |t: usize, digits: Vec<u8>| StringExample {
+        feats: Features {
+            t,
+            dim: 1,
+            data: vec![0.0; t],
+        },
+        digits,
+    };
+    assert!(check_frames(&ex(5, vec![7, 7, 7])).is_ok());
+    let e = check_frames(&ex(4, vec![7, 7, 7])).unwrap_err();
+    assert!(e.contains("4 frames") && e.contains("at least 5"), "{e}");
 }

@@ -128,6 +128,7 @@ fn training_lowers_the_ctc_loss_and_resumes_only_on_its_strings() {
             grad_clip: 5.0,
             seed: 3,
         },
+        sets: None,
     };
     let dir = std::env::temp_dir().join(format!("recur-transcriber-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -18,6 +18,7 @@ mod sample;
 mod speech;
 mod task;
 mod train;
+mod transcribe;
 mod values;
 
 use clap::{Parser, Subcommand};

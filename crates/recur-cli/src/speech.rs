@@ -1,5 +1,7 @@
 //! `recur speech train | eval | predict`: the spoken-digit recognizer on a directory of
-//! `{digit}_{speaker}_{take}.wav` recordings (the Free Spoken Digit Dataset's layout).
+//! `{digit}_{speaker}_{take}.wav` recordings (the Free Spoken Digit Dataset's layout). The
+//! transcriber of digit strings (`train-strings | eval-strings | transcribe`) is in
+//! `transcribe.rs`.
 //!
 //! This file turns flags into a plan, drives the library (`recur_apps::speech`) epoch by epoch, saves
 //! checkpoints, draws the charts and prints the results. The features, the model, the training
@@ -29,13 +31,14 @@ use std::time::Instant;
 
 use crate::args::{DeviceArgs, PrecisionArgs, RunDir, Shape};
 use crate::plot;
+use crate::transcribe;
 use crate::values::{choice, Features, Pool};
 
 /// Where `--data` points unless told otherwise: the full dataset, cloned as docs/speech.md says.
-const DEFAULT_DATA: &str = "data/fsdd/recordings";
+pub(crate) const DEFAULT_DATA: &str = "data/fsdd/recordings";
 const DEFAULT_RUN_DIR: &str = "speech-run";
 /// `--threads` of `speech train` and `speech eval`.
-const THREADS_HELP: &str =
+pub(crate) const THREADS_HELP: &str =
     "Threads for large matrix products and for reading files [default: all cores]";
 
 #[derive(clap::Args)]
@@ -53,6 +56,14 @@ enum Cmd {
     Eval(EvalArgs),
     /// The digit spoken in one WAV file, with the probabilities of all ten.
     Predict(PredictArgs),
+    /// Train a transcriber of connected digit strings: features, a recurrent stack, CTC.
+    #[command(name = "train-strings", allow_negative_numbers = true)]
+    TrainStrings(transcribe::TrainArgs),
+    /// Digit and string error rates, and the worst strings, of a trained transcriber.
+    #[command(name = "eval-strings")]
+    EvalStrings(transcribe::EvalArgs),
+    /// The digits spoken in one WAV file, by a trained transcriber.
+    Transcribe(transcribe::TranscribeArgs),
 }
 
 #[derive(clap::Args)]
@@ -76,21 +87,8 @@ struct TrainArgs {
     /// Takes held out of training for validation, "A-B" (inclusive) or "none".
     #[arg(long, default_value = "5-9")]
     val_takes: String,
-    /// Base features per frame.
-    #[arg(long, value_parser = choice::<Features>(), default_value = "mfcc")]
-    features: Features,
-    /// Mel bands.
-    #[arg(long, default_value_t = 40)]
-    n_mels: usize,
-    /// Cepstral coefficients (mfcc only).
-    #[arg(long, default_value_t = 13)]
-    n_mfcc: usize,
-    /// Delta orders appended: 0, 1 or 2.
-    #[arg(long, default_value_t = 2)]
-    deltas: usize,
-    /// Subtract each utterance's mean from its base features (cepstral mean normalisation).
-    #[arg(long)]
-    cmn: bool,
+    #[command(flatten)]
+    feat: FeatureArgs,
     /// Augmentation: this many extra copies of each training recording, their filterbanks
     /// warped by factors spread evenly over [1 - --warp-max, 1 + --warp-max] (VTLP).
     #[arg(long, default_value_t = 0)]
@@ -132,6 +130,40 @@ struct TrainArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// The feature flags, shared by the recognizer and the transcriber.
+#[derive(clap::Args)]
+pub(crate) struct FeatureArgs {
+    /// Base features per frame.
+    #[arg(long, value_parser = choice::<Features>(), default_value = "mfcc")]
+    pub features: Features,
+    /// Mel bands.
+    #[arg(long, default_value_t = 40)]
+    pub n_mels: usize,
+    /// Cepstral coefficients (mfcc only).
+    #[arg(long, default_value_t = 13)]
+    pub n_mfcc: usize,
+    /// Delta orders appended: 0, 1 or 2.
+    #[arg(long, default_value_t = 2)]
+    pub deltas: usize,
+    /// Subtract each utterance's mean from its base features (cepstral mean normalisation).
+    #[arg(long)]
+    pub cmn: bool,
+}
+
+impl FeatureArgs {
+    /// The feature settings the flags give (the rest at their defaults).
+    pub fn config(&self) -> FeatureConfig {
+        FeatureConfig {
+            kind: self.features.kind(),
+            n_mels: self.n_mels,
+            n_mfcc: self.n_mfcc,
+            deltas: self.deltas,
+            cmn: self.cmn,
+            ..FeatureConfig::default()
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -179,6 +211,9 @@ pub fn run(args: Args) -> Result<()> {
         Cmd::Train(a) => train(a),
         Cmd::Eval(a) => eval(a),
         Cmd::Predict(a) => predict(a),
+        Cmd::TrainStrings(a) => transcribe::train(a),
+        Cmd::EvalStrings(a) => transcribe::eval(a),
+        Cmd::Transcribe(a) => transcribe::transcribe_file(a),
     }
 }
 
@@ -210,7 +245,7 @@ fn parse_split(s: &str) -> Result<Split> {
     })
 }
 
-fn set_threads(dev: &DeviceArgs) -> Result<()> {
+pub(crate) fn set_threads(dev: &DeviceArgs) -> Result<()> {
     let n = dev.set_threads()?;
     // Ignore a second initialisation (only possible in-process, e.g. never from the binary).
     let _ = rayon::ThreadPoolBuilder::new()
@@ -219,7 +254,7 @@ fn set_threads(dev: &DeviceArgs) -> Result<()> {
     Ok(())
 }
 
-fn spinner(msg: &str) -> ProgressBar {
+pub(crate) fn spinner(msg: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
     pb.set_message(msg.to_string());
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -239,7 +274,7 @@ fn load_split(
     Ok((utts, examples?))
 }
 
-fn check_speaker(all: &[Utterance], name: &str, data: &Path) -> Result<()> {
+pub(crate) fn check_speaker(all: &[Utterance], name: &str, data: &Path) -> Result<()> {
     if !all.iter().any(|u| u.speaker == name) {
         let mut names: Vec<&str> = all.iter().map(|u| u.speaker.as_str()).collect();
         names.sort();
@@ -399,14 +434,7 @@ fn train(a: TrainArgs) -> Result<()> {
     };
     let feat_cfg = match &resumed {
         Some((_, st)) => st.features.clone(),
-        None => FeatureConfig {
-            kind: a.features.kind(),
-            n_mels: a.n_mels,
-            n_mfcc: a.n_mfcc,
-            deltas: a.deltas,
-            cmn: a.cmn,
-            ..FeatureConfig::default()
-        },
+        None => a.feat.config(),
     };
     let ex = Extractor::new(feat_cfg.clone()).map_err(|e| anyhow!("features: {e}"))?;
     let model_cfg = match &resumed {

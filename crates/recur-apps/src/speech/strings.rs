@@ -13,6 +13,13 @@
 //! recordings of the pool it was built from: strings built from the training split contain no
 //! test take.
 //!
+//! A run's three sets ([`StringSets`]): without a held-out speaker, training strings come from
+//! takes 10-49, validation strings from takes 5-9 (both official training takes) and test
+//! strings from the official test takes 0-4; with one (`holdout`), training strings come from
+//! the other speakers' takes 0-4 and 10-49, validation strings from their takes 5-9, and test
+//! strings from every recording of the held-out speaker. The training set is drawn with `seed`,
+//! validation with `seed + 1`, test with `seed + 2`.
+//!
 //! Rendering ([`DigitString::render`]) reads the recordings and writes silence as zeros; it also
 //! returns where each digit's recording starts and ends in the samples.
 
@@ -20,7 +27,11 @@ use super::dataset::Utterance;
 use super::wav::read_wav;
 use recur::error::{Error, Result};
 use recur::rng::Rng;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Takes 5-9 of the official training takes hold the validation strings' recordings.
+pub const VAL_TAKES: std::ops::RangeInclusive<u32> = 5..=9;
 
 /// How strings are drawn.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,6 +108,15 @@ impl DigitString {
             .collect()
     }
 
+    /// The files of the string's recordings, in order, for messages.
+    pub fn files(&self) -> String {
+        self.parts
+            .iter()
+            .map(|u| u.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
+
     /// The recordings read (mono, at `sample_rate`) and joined with the silences.
     pub fn render(&self, sample_rate: u32) -> Result<Rendered> {
         let ms = |m: u32| (m as u64 * sample_rate as u64 / 1000) as usize;
@@ -149,4 +169,79 @@ pub fn build(pool: &[Utterance], spec: &StringSpec) -> Result<Vec<DigitString>> 
         });
     }
     Ok(strings)
+}
+
+/// One of a run's three sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetName {
+    Train,
+    Val,
+    Test,
+}
+
+impl SetName {
+    pub fn name(self) -> &'static str {
+        match self {
+            SetName::Train => "train",
+            SetName::Val => "val",
+            SetName::Test => "test",
+        }
+    }
+}
+
+/// The recipe of a transcriber run's three sets (see the module's documentation): kept in the
+/// run's checkpoints so that a resumed run and its evaluation rebuild the same strings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StringSets {
+    /// Strings in each set.
+    pub train: usize,
+    pub val: usize,
+    pub test: usize,
+    /// A speaker left out of training and validation, whose recordings make the test strings.
+    pub holdout: Option<String>,
+    /// Seeds the training strings; validation uses `seed + 1`, test `seed + 2`.
+    pub seed: u64,
+}
+
+impl StringSets {
+    /// The recordings of `all` that `set`'s strings are drawn from.
+    pub fn pool(&self, set: SetName, all: &[Utterance]) -> Vec<Utterance> {
+        let val_take = |u: &Utterance| VAL_TAKES.contains(&u.take);
+        let keep = |u: &Utterance| match (&self.holdout, set) {
+            (None, SetName::Train) => u.take > *VAL_TAKES.end(),
+            (None, SetName::Val) => val_take(u),
+            (None, SetName::Test) => u.take < *VAL_TAKES.start(),
+            (Some(h), SetName::Train) => &u.speaker != h && !val_take(u),
+            (Some(h), SetName::Val) => &u.speaker != h && val_take(u),
+            (Some(h), SetName::Test) => &u.speaker == h,
+        };
+        all.iter().filter(|u| keep(u)).cloned().collect()
+    }
+
+    /// The strings of `set`, drawn from its pool of `all`; an error names the set when its pool
+    /// is empty (e.g. a held-out speaker with no recordings).
+    pub fn build(&self, set: SetName, all: &[Utterance]) -> Result<Vec<DigitString>> {
+        let (count, offset) = match set {
+            SetName::Train => (self.train, 0),
+            SetName::Val => (self.val, 1),
+            SetName::Test => (self.test, 2),
+        };
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let pool = self.pool(set, all);
+        if pool.is_empty() {
+            return Err(Error::data(format!(
+                "no recordings to build the {} strings from{}",
+                set.name(),
+                self.holdout
+                    .as_ref()
+                    .map_or(String::new(), |h| format!(" (speaker {h} held out)"))
+            )));
+        }
+        build(
+            &pool,
+            &StringSpec::new(count, self.seed.wrapping_add(offset)),
+        )
+    }
 }

@@ -31,18 +31,38 @@ pub struct StringExample {
 }
 
 /// Renders and featurises `strings` (in parallel); the first failing file, in list order, is
-/// the error.
+/// the error, as is a string too short for its digits (see [`check_frames`]).
 pub fn load_strings(strings: &[DigitString], ex: &Extractor) -> Result<Vec<StringExample>> {
     strings
         .par_iter()
         .map(|s| {
             let r = s.render(ex.cfg.sample_rate)?;
-            Ok(StringExample {
+            let e = StringExample {
                 feats: ex.compute(&r.samples),
                 digits: s.digits(),
-            })
+            };
+            check_frames(&e).map_err(|m| Error::data(format!("{}: {m}", s.files())))?;
+            Ok(e)
         })
         .collect()
+}
+
+/// The fewest frames CTC needs for `digits`: one per digit, and a blank between two equal ones.
+pub fn min_frames(digits: &[u8]) -> usize {
+    digits.len() + digits.windows(2).filter(|w| w[0] == w[1]).count()
+}
+
+/// An error when `e`'s frames are too few to carry its digits under CTC.
+pub fn check_frames(e: &StringExample) -> std::result::Result<(), String> {
+    let need = min_frames(&e.digits);
+    if e.feats.t < need {
+        return Err(format!(
+            "{} frames cannot carry {} digits (CTC needs at least {need})",
+            e.feats.t,
+            e.digits.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Normalises every example's features with `n`.
@@ -144,22 +164,57 @@ pub enum Decoder {
     Beam(usize),
 }
 
+/// A transcription: the digits and, for each, the frame at which the decoder emitted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transcript {
+    pub digits: Vec<u8>,
+    pub frames: Vec<usize>,
+}
+
+/// The transcript of one string's per-frame scores (T, 11).
+pub fn decode_frames(scores: &[f32], decoder: Decoder) -> Transcript {
+    let d = match decoder {
+        Decoder::Greedy => greedy(scores, NUM_CLASSES, BLANK),
+        Decoder::Beam(w) => beam_search(scores, NUM_CLASSES, BLANK, w),
+    };
+    Transcript {
+        digits: d.labels.iter().map(|&k| (k - BLANK - 1) as u8).collect(),
+        frames: d.frames,
+    }
+}
+
+/// One string's frames of a batch's logits (T, B, 11): (lengths[j], 11).
+fn frames_of(logits: &[f32], batch: &Batch, j: usize) -> Vec<f32> {
+    let c = NUM_CLASSES;
+    (0..batch.lengths[j])
+        .flat_map(|s| logits[(s * batch.b + j) * c..(s * batch.b + j + 1) * c].iter())
+        .copied()
+        .collect()
+}
+
 /// The digits of each string of a batch from its logits (T, B, 11), over its own frames.
 pub fn decode(logits: &[f32], batch: &Batch, decoder: Decoder) -> Vec<Vec<u8>> {
-    let c = NUM_CLASSES;
     (0..batch.b)
-        .map(|j| {
-            let frames: Vec<f32> = (0..batch.lengths[j])
-                .flat_map(|s| logits[(s * batch.b + j) * c..(s * batch.b + j + 1) * c].iter())
-                .copied()
-                .collect();
-            let d = match decoder {
-                Decoder::Greedy => greedy(&frames, c, BLANK),
-                Decoder::Beam(w) => beam_search(&frames, c, BLANK, w),
-            };
-            d.labels.iter().map(|&k| (k - 1) as u8).collect()
-        })
+        .map(|j| decode_frames(&frames_of(logits, batch, j), decoder).digits)
         .collect()
+}
+
+/// Runs one recording's normalised features through the model on `eng`: its per-frame scores
+/// (T, 11) and their transcript.
+pub fn transcribe(
+    eng: &mut dyn Engine,
+    feats: &Features,
+    decoder: Decoder,
+) -> Result<(Vec<f32>, Transcript)> {
+    let one = [StringExample {
+        feats: feats.clone(),
+        digits: Vec::new(),
+    }];
+    let batch = make_batch(&one, &[0]);
+    eng.forward(&engine_batch(&batch), Start::Zero, None)?;
+    let scores = frames_of(&eng.logits()?, &batch, 0);
+    let t = decode_frames(&scores, decoder);
+    Ok((scores, t))
 }
 
 /// A set's evaluation: the mean CTC loss, the error counts, and each string's transcription.

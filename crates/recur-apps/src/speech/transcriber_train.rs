@@ -7,6 +7,7 @@
 
 use super::classifier::{epoch_batches_by, Normalizer};
 use super::features::FeatureConfig;
+use super::strings::StringSets;
 use super::train::{check_input, check_saved_sets, config_of_kind};
 use super::transcriber::{
     check_model, ctc_loss, engine_batch, evaluate, make_batch, Batch, Decoder, StringExample,
@@ -41,7 +42,8 @@ pub struct Hyper {
 }
 
 /// A transcriber run's configuration, kept in its checkpoints: what turns audio into the model's
-/// input (features, normaliser) and the run's settings.
+/// input (features, normaliser), the run's settings and, when the run was trained on strings
+/// built from a directory of recordings, the recipe of its sets.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TranscriberConfig {
     /// Always [`KIND`].
@@ -49,6 +51,8 @@ pub struct TranscriberConfig {
     pub features: FeatureConfig,
     pub normalizer: Normalizer,
     pub hyper: Hyper,
+    #[serde(default)]
+    pub sets: Option<StringSets>,
 }
 
 /// The transcriber as a [`Task`].

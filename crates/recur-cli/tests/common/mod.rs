@@ -84,3 +84,37 @@ pub fn write_corpus(dir: &Path) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// A WAV file: RIFF header, a `fmt ` chunk with the given format tag, then `data`.
+pub fn wav_bytes(format_tag: u16, channels: u16, rate: u32, bits: u16, data: &[u8]) -> Vec<u8> {
+    let block = channels * bits / 8;
+    let mut fmt = Vec::new();
+    fmt.extend_from_slice(&format_tag.to_le_bytes());
+    fmt.extend_from_slice(&channels.to_le_bytes());
+    fmt.extend_from_slice(&rate.to_le_bytes());
+    fmt.extend_from_slice(&(rate * block as u32).to_le_bytes());
+    fmt.extend_from_slice(&block.to_le_bytes());
+    fmt.extend_from_slice(&bits.to_le_bytes());
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&((4 + 8 + fmt.len() + 8 + data.len()) as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVE");
+    out.extend_from_slice(b"fmt ");
+    out.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+    out.extend_from_slice(&fmt);
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// 16-bit PCM bytes of a 440 Hz tone at half scale, `n` samples at 8 kHz.
+pub fn tone(n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            let v =
+                (16000.0 * (i as f64 * 440.0 * 2.0 * std::f64::consts::PI / 8000.0).sin()) as i16;
+            v.to_le_bytes()
+        })
+        .collect()
+}

@@ -1,0 +1,650 @@
+//! `recur speech train-strings | eval-strings | transcribe`: the CTC transcriber of connected
+//! digit strings. Its sets are built from a directory of single-digit recordings
+//! (`recur_apps::speech::strings`), its model is trained on the one training loop
+//! (`recur_apps::speech::transcriber_train`), and it is scored by digit and string error rates.
+//!
+//! This file turns flags into a plan, prints progress and results and draws the curves; the
+//! strings, features, CTC, decoding and scoring are computed in the library.
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use recur::checkpoint::{self, Checkpoint};
+use recur::engine::Engine;
+use recur::model::Model;
+use recur::train::{Event, LogRow, Run, StopReason, Task, BEST, LATEST};
+use recur_apps::speech::classifier::Normalizer;
+use recur_apps::speech::dataset::{list_dir, Utterance};
+use recur_apps::speech::features::Extractor;
+use recur_apps::speech::scoring::align;
+use recur_apps::speech::strings::{DigitString, SetName, StringSets};
+use recur_apps::speech::transcriber::{
+    evaluate, load_strings, model_config, normalise, transcribe, Decoder, StringExample,
+};
+use recur_apps::speech::transcriber_train::{
+    self as tt, Hyper, TranscriberConfig, TranscriberTrainer, EVAL_BATCH,
+};
+use recur_apps::speech::wav::read_wav;
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::args::{DeviceArgs, PrecisionArgs, RunDir, Shape};
+use crate::plot;
+use crate::speech::{check_speaker, set_threads, spinner, FeatureArgs, DEFAULT_DATA, THREADS_HELP};
+
+const DEFAULT_RUN_DIR: &str = "transcriber-run";
+
+#[derive(clap::Args)]
+#[command(mut_arg("checkpoint_dir", |a| a.help(
+    "Where the run goes: its checkpoints (best.safetensors, latest.safetensors), log and charts \
+     [default: transcriber-run]"
+)))]
+#[command(mut_arg("cell", |a| a.default_value("gru")))]
+#[command(mut_arg("num_layers", |a| a.default_value("2")))]
+#[command(mut_arg("threads", |a| a.help(THREADS_HELP)))]
+pub struct TrainArgs {
+    /// Directory of {digit}_{speaker}_{take}.wav files (8 kHz mono PCM) the strings are built from.
+    #[arg(long, default_value = DEFAULT_DATA)]
+    data: PathBuf,
+    #[command(flatten)]
+    run: RunDir,
+    /// Leave this speaker out of training and validation; the test strings are then theirs.
+    #[arg(long)]
+    holdout: Option<String>,
+    /// Training strings (from takes 10-49, or every take but 5-9 with --holdout).
+    #[arg(long, default_value_t = 3000)]
+    strings: usize,
+    /// Validation strings (from takes 5-9).
+    #[arg(long, default_value_t = 200)]
+    val_strings: usize,
+    /// Test strings, built by `eval-strings` (from takes 0-4, or the held-out speaker).
+    #[arg(long, default_value_t = 500)]
+    test_strings: usize,
+    /// Seed of the strings: training uses it, validation seed + 1, test seed + 2.
+    #[arg(long, default_value_t = 1)]
+    string_seed: u64,
+    #[command(flatten)]
+    feat: FeatureArgs,
+    #[command(flatten)]
+    shape: Shape,
+    /// One direction only (needed for streaming; default: bidirectional).
+    #[arg(long)]
+    unidirectional: bool,
+    /// Passes over the training strings.
+    #[arg(long, default_value_t = 12)]
+    epochs: usize,
+    /// Strings per batch.
+    #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 16)]
+    batch_size: usize,
+    /// Adam's learning rate at the start; a cosine schedule takes it to lr * --lr-floor.
+    #[arg(long = "learning-rate", visible_alias = "lr", default_value_t = 2e-3)]
+    learning_rate: f64,
+    /// Final learning rate as a fraction of the first.
+    #[arg(long, default_value_t = 0.05)]
+    lr_floor: f64,
+    /// Clip the gradient's global norm to this (0 = no clipping).
+    #[arg(long, default_value_t = 5.0)]
+    grad_clip: f64,
+    /// Seed for initialisation and batch order.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[command(flatten)]
+    dev: DeviceArgs,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+#[command(mut_arg("threads", |a| a.help(THREADS_HELP)))]
+pub struct EvalArgs {
+    /// A checkpoint written by `recur speech train-strings`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Directory of the recordings the run's strings were built from.
+    #[arg(long, default_value = DEFAULT_DATA)]
+    data: PathBuf,
+    /// Which of the run's sets: test, val or train.
+    #[arg(long, default_value = "test")]
+    set: String,
+    /// Prefix beam search of this width (default: best path).
+    #[arg(long)]
+    beam: Option<usize>,
+    /// How many of the worst strings to print.
+    #[arg(long, default_value_t = 5)]
+    worst: usize,
+    #[command(flatten)]
+    dev: DeviceArgs,
+    #[command(flatten)]
+    precision: PrecisionArgs,
+    /// Print {"strings", "digit_error_rate", "string_error_rate", ...} as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct TranscribeArgs {
+    /// A checkpoint written by `recur speech train-strings`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The recording (8 kHz mono PCM WAV).
+    file: PathBuf,
+    /// Prefix beam search of this width (default: best path).
+    #[arg(long)]
+    beam: Option<usize>,
+    #[command(flatten)]
+    precision: PrecisionArgs,
+    /// Print {"digits", "times_s"} as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn decoder_of(beam: Option<usize>) -> Result<Decoder> {
+    match beam {
+        None | Some(1) => Ok(Decoder::Greedy),
+        Some(0) => bail!("--beam must be at least 1"),
+        Some(w) => Ok(Decoder::Beam(w)),
+    }
+}
+
+fn set_of(s: &str) -> Result<SetName> {
+    Ok(match s {
+        "test" => SetName::Test,
+        "val" => SetName::Val,
+        "train" => SetName::Train,
+        _ => bail!("--set must be test, val or train, got '{s}'"),
+    })
+}
+
+/// The training settings of the flags, checked.
+fn hyper_of(a: &TrainArgs) -> Result<Hyper> {
+    if a.epochs == 0 || a.batch_size == 0 {
+        bail!("--epochs and --batch-size must be at least 1");
+    }
+    if a.strings == 0 {
+        bail!("--strings must be at least 1");
+    }
+    if !(a.learning_rate > 0.0) || !a.learning_rate.is_finite() {
+        bail!("--learning-rate must be positive, got {}", a.learning_rate);
+    }
+    if !(0.0..=1.0).contains(&a.lr_floor) {
+        bail!("--lr-floor must be in [0, 1], got {}", a.lr_floor);
+    }
+    if !(a.grad_clip >= 0.0) {
+        bail!("--grad-clip must be 0 or positive, got {}", a.grad_clip);
+    }
+    Ok(Hyper {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        learning_rate: a.learning_rate,
+        lr_floor: a.lr_floor,
+        grad_clip: a.grad_clip,
+        seed: a.seed,
+    })
+}
+
+/// Builds, renders and featurises the strings of `set`.
+fn load_set(
+    sets: &StringSets,
+    set: SetName,
+    all: &[Utterance],
+    ex: &Extractor,
+) -> Result<(Vec<DigitString>, Vec<StringExample>)> {
+    let strings = sets.build(set, all).map_err(|e| anyhow!(e))?;
+    let pb = spinner(&format!(
+        "rendering {} {} strings",
+        strings.len(),
+        set.name()
+    ));
+    let examples = load_strings(&strings, ex).map_err(|e| anyhow!(e));
+    pb.finish_and_clear();
+    Ok((strings, examples?))
+}
+
+/// The transcriber configuration of a checkpoint, or an error naming the file.
+fn config_of(ck: &Checkpoint, path: &Path) -> Result<TranscriberConfig> {
+    tt::config_of(ck).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    // ---- flags -> plan, before any work
+    set_threads(&a.dev)?;
+    let device = crate::device::open(a.dev.device)?;
+    a.shape.check()?;
+    let hyper = hyper_of(&a)?;
+    let sets = StringSets {
+        train: a.strings,
+        val: a.val_strings,
+        test: a.test_strings,
+        holdout: a.holdout.clone(),
+        seed: a.string_seed,
+    };
+    let run_dir = a.run.dir(DEFAULT_RUN_DIR);
+    let (last_path, best_path) = (run_dir.join(LATEST), run_dir.join(BEST));
+    let resumed = if a.run.resume {
+        let ck = checkpoint::load(&last_path)?;
+        ck.check_trainable()?;
+        let cfg = config_of(&ck, &last_path)?;
+        if cfg.hyper != hyper || cfg.sets.as_ref() != Some(&sets) {
+            bail!(
+                "{} was trained with other settings ({} on {}); resume with the same flags",
+                last_path.display(),
+                serde_json::to_string(&cfg.hyper)?,
+                serde_json::to_string(&cfg.sets)?
+            );
+        }
+        Some((ck, cfg))
+    } else {
+        None
+    };
+    let feat_cfg = match &resumed {
+        Some((_, cfg)) => cfg.features.clone(),
+        None => a.feat.config(),
+    };
+    let ex = Extractor::new(feat_cfg.clone()).map_err(|e| anyhow!("features: {e}"))?;
+    let model_cfg = match &resumed {
+        Some((ck, _)) => ck.model.clone(),
+        None => model_config(
+            feat_cfg.dim(),
+            a.shape.cell.kind(),
+            a.shape.rnn_size,
+            a.shape.num_layers,
+            !a.unidirectional,
+        )
+        .map_err(|e| anyhow!("model: {e}"))?,
+    };
+    let params = Model::new(model_cfg.clone())
+        .map_err(|e| anyhow!("model: {e}"))?
+        .num_params();
+
+    // ---- data
+    let all = list_dir(&a.data).map_err(|e| anyhow!(e))?;
+    if let Some(h) = &a.holdout {
+        check_speaker(&all, h, &a.data)?;
+    }
+    let t0 = Instant::now();
+    let (_, mut train_set) = load_set(&sets, SetName::Train, &all, &ex)?;
+    let (_, mut val_set) = load_set(&sets, SetName::Val, &all, &ex)?;
+    let normalizer = match &resumed {
+        Some((_, cfg)) => cfg.normalizer.clone(),
+        None => Normalizer::fit_features(train_set.iter().map(|e| &e.feats)),
+    };
+    normalise(&mut train_set, &normalizer);
+    normalise(&mut val_set, &normalizer);
+    let frames: usize = train_set.iter().map(|e| e.feats.t).sum();
+    eprintln!(
+        "transcriber: {} training strings ({frames} frames) and {} validation strings{} in {:.1} s; \
+         {} features per frame, {} {} x {}{}, {params} parameters",
+        train_set.len(),
+        val_set.len(),
+        a.holdout
+            .as_ref()
+            .map_or(String::new(), |h| format!(" (speaker {h} held out)")),
+        t0.elapsed().as_secs_f64(),
+        feat_cfg.dim(),
+        model_cfg.rnn.cell.name(),
+        model_cfg.rnn.num_layers,
+        model_cfg.rnn.hidden_size,
+        if model_cfg.rnn.bidirectional {
+            ", bidirectional"
+        } else {
+            ""
+        },
+    );
+
+    // ---- the run: the directory is held from here until the run ends
+    let _lock = recur::rundir::RunLock::acquire(&run_dir)?;
+    let val_n = val_set.len();
+    let run = Run::on(&*device).checkpoints(run_dir.clone());
+    let mut trainer = match resumed {
+        Some((ck, _)) => tt::resume(run, ck, train_set, val_set)
+            .with_context(|| format!("resuming {}", last_path.display()))?,
+        None => {
+            let config = TranscriberConfig {
+                kind: tt::KIND.into(),
+                features: feat_cfg,
+                normalizer,
+                hyper,
+                sets: Some(sets),
+            };
+            tt::start(run, model_cfg, config, train_set, val_set)?
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second handler cannot be installed in one process; the binary installs one.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let reason = run_epochs(&mut trainer, &stop, a.epochs)?;
+    if let StopReason::Diverged { .. } = reason {
+        bail!(
+            "{}: training stopped; {} holds the last good epoch",
+            reason.describe(),
+            last_path.display()
+        );
+    }
+
+    // ---- summary
+    let st = &trainer.state;
+    let bpe = trainer.task.batches_per_epoch().unwrap_or(1);
+    let interrupted = reason == StopReason::Stopped;
+    let epochs_done = st.step as f64 / bpe as f64;
+    let best = st.history.iter().find(|r| Some(r.step) == st.best_step);
+    let best_der = best.and_then(|r| r.extra["val_digit_error_rate"].as_f64());
+    let charts = write_curves(&st.history, &run_dir)?;
+    let seconds = st.elapsed_secs;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let j = json!({
+            "epochs": st.step / bpe,
+            "steps": st.step,
+            "interrupted": interrupted,
+            "train_strings": a.strings,
+            "train_frames": frames,
+            "val_strings": val_n,
+            "parameters": params,
+            "train_seconds": seconds,
+            "best_epoch": st.best_step.map(|s| s.div_ceil(bpe)),
+            "best_val_loss": best.and_then(|r| r.val_loss),
+            "best_val_digit_error_rate": best_der,
+            "best": best_path,
+            "last": last_path,
+            "charts": charts,
+        });
+        writeln!(out, "{j}")?;
+        return Ok(());
+    }
+    if interrupted {
+        writeln!(
+            out,
+            "interrupted: {} holds the run after {} steps ({epochs_done:.2} epochs); continue with --resume",
+            last_path.display(),
+            st.step
+        )?;
+    }
+    writeln!(
+        out,
+        "trained {epochs_done:.2} epochs in {seconds:.1} s ({:.0} frames/s)",
+        frames as f64 * epochs_done / seconds.max(1e-9)
+    )?;
+    if let (Some(r), Some(d)) = (best, best_der) {
+        writeln!(
+            out,
+            "best epoch (lowest validation CTC): {:.0}, validation CTC {:.4}, digit error rate {d:.4} ({val_n} strings)",
+            r.epoch,
+            r.val_loss.unwrap_or(f64::NAN)
+        )?;
+    }
+    writeln!(out, "best checkpoint: {}", best_path.display())?;
+    writeln!(out, "last checkpoint: {}", last_path.display())?;
+    for c in &charts {
+        writeln!(out, "chart: {}", c.display())?;
+    }
+    writeln!(
+        out,
+        "test it: recur speech eval-strings --checkpoint {} --data {}",
+        best_path.display(),
+        a.data.display()
+    )?;
+    Ok(())
+}
+
+/// Runs `trainer` to its end: a progress bar through each epoch, a line per evaluation.
+fn run_epochs(
+    trainer: &mut TranscriberTrainer,
+    stop: &AtomicBool,
+    epochs: usize,
+) -> Result<StopReason> {
+    let bpe = trainer.task.batches_per_epoch().unwrap_or(1);
+    let pb = ProgressBar::new(bpe);
+    pb.set_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut epoch_start = Instant::now();
+    let reason = trainer.run(stop, &mut |ev| match ev {
+        Event::Step(s) => {
+            pb.set_prefix(format!("{}/{epochs}", (s.step - 1) / bpe + 1));
+            pb.set_position((s.step - 1) % bpe + 1);
+            pb.set_message(format!("CTC {:.4}", s.loss));
+        }
+        Event::Eval { row, .. } => {
+            pb.suspend(|| {
+                eprintln!(
+                    "epoch {:>3}/{epochs}: lr {:.2e}  train CTC {:.4}{}  ({:.1} s)",
+                    row.epoch.round() as u64,
+                    row.lr,
+                    row.train_loss,
+                    match (row.val_loss, row.extra["val_digit_error_rate"].as_f64()) {
+                        (Some(l), Some(d)) => format!("  val CTC {l:.4} digit error rate {d:.4}"),
+                        _ => String::new(),
+                    },
+                    epoch_start.elapsed().as_secs_f64()
+                );
+            });
+            epoch_start = Instant::now();
+        }
+        Event::Log { .. } => {}
+    })?;
+    pb.finish_and_clear();
+    Ok(reason)
+}
+
+/// The learning curves: CTC loss per epoch (training and validation) and the validation digit
+/// error rate.
+fn write_curves(history: &[LogRow], out: &Path) -> Result<Vec<PathBuf>> {
+    if history.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pts = |f: &dyn Fn(&LogRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        history
+            .iter()
+            .filter_map(|l| f(l).map(|y| (l.epoch, y)))
+            .collect()
+    };
+    let mut loss =
+        plot::Chart::new("transcriber: CTC loss", "epoch", "CTC (nats per digit)").with_log_y(true);
+    loss.push(plot::Series::line("train", pts(&|l| Some(l.train_loss))));
+    let vl = pts(&|l| l.val_loss);
+    let mut files = Vec::new();
+    if !vl.is_empty() {
+        loss.push(plot::Series::line("validation", vl));
+        let mut der = plot::Chart::new(
+            "transcriber: validation digit error rate",
+            "epoch",
+            "digit error rate",
+        );
+        der.push(plot::Series::line(
+            "validation",
+            pts(&|l| l.extra["val_digit_error_rate"].as_f64()),
+        ));
+        files.extend(plot::write_chart(&der, &out.join("digit-error-rate"))?);
+    }
+    files.extend(plot::write_chart(&loss, &out.join("loss"))?);
+    Ok(files)
+}
+
+/// A trained transcriber: its model and parameters, extractor, configuration, stored precision.
+struct Transcriber {
+    model: Model,
+    params: Vec<f32>,
+    ex: Extractor,
+    cfg: TranscriberConfig,
+    precision: recur::Precision,
+}
+
+fn load_transcriber(path: &Path) -> Result<Transcriber> {
+    let ck = checkpoint::load(path)?;
+    let cfg = config_of(&ck, path)?;
+    let model = Model::new(ck.model.clone()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let ex = Extractor::new(cfg.features.clone())
+        .map_err(|e| anyhow!("{}: features: {e}", path.display()))?;
+    Ok(Transcriber {
+        model,
+        params: ck.params,
+        ex,
+        cfg,
+        precision: ck.precision,
+    })
+}
+
+fn digits_text(d: &[u8]) -> String {
+    d.iter().map(|&d| char::from(b'0' + d)).collect()
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    set_threads(&a.dev)?;
+    let device = crate::device::open(a.dev.device)?;
+    let set = set_of(&a.set)?;
+    let decoder = decoder_of(a.beam)?;
+    let tr = load_transcriber(&a.checkpoint)?;
+    let sets = tr.cfg.sets.clone().ok_or_else(|| {
+        anyhow!(
+            "{}: the run kept no recipe of its strings (trained through the library?); \
+             transcribe files with `recur speech transcribe`",
+            a.checkpoint.display()
+        )
+    })?;
+    let all = list_dir(&a.data).map_err(|e| anyhow!(e))?;
+    if let Some(h) = &sets.holdout {
+        check_speaker(&all, h, &a.data)?;
+    }
+    let (strings, mut examples) = load_set(&sets, set, &all, &tr.ex)?;
+    if examples.is_empty() {
+        bail!("the run's {} set has no strings", set.name());
+    }
+    normalise(&mut examples, &tr.cfg.normalizer);
+    let mut eng = device.engine(tr.model.clone(), tr.params.clone(), None)?;
+    eng.set_precision(a.precision.or(tr.precision))?;
+    let t0 = Instant::now();
+    let ev = evaluate(&mut *eng, &examples, EVAL_BATCH, decoder)?;
+    let secs = t0.elapsed().as_secs_f64();
+    // the worst strings: most edits, then the longest first
+    let mut order: Vec<(usize, usize)> = examples
+        .iter()
+        .zip(&ev.hyps)
+        .enumerate()
+        .map(|(i, (e, h))| (i, align(&e.digits, h).total()))
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    order.sort_by_key(|&(i, n)| {
+        (
+            std::cmp::Reverse(n),
+            std::cmp::Reverse(examples[i].digits.len()),
+            i,
+        )
+    });
+    order.truncate(a.worst);
+    let s = &ev.score;
+    let what = match (&sets.holdout, set) {
+        (Some(h), SetName::Test) => format!("test strings of held-out speaker {h}"),
+        _ => format!("{} strings", set.name()),
+    };
+    let worst: Vec<serde_json::Value> = order
+        .iter()
+        .map(|&(i, n)| {
+            json!({
+                "reference": digits_text(&examples[i].digits),
+                "hypothesis": digits_text(&ev.hyps[i]),
+                "edits": n,
+                "speaker": strings[i].speaker,
+                "files": strings[i].parts.iter().map(|u| u.path.display().to_string()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let j = json!({
+            "set": what,
+            "strings": s.strings,
+            "digits": s.reference_digits,
+            "decoder": format!("{decoder:?}"),
+            "digit_error_rate": s.digit_error_rate(),
+            "string_error_rate": s.string_error_rate(),
+            "substitutions": s.edits.substitutions,
+            "deletions": s.edits.deletions,
+            "insertions": s.edits.insertions,
+            "ctc_loss": ev.loss,
+            "seconds": secs,
+            "worst": worst,
+        });
+        writeln!(out, "{j}")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{what}: {} strings, {} digits, {}",
+        s.strings,
+        s.reference_digits,
+        match decoder {
+            Decoder::Greedy => "best path".to_string(),
+            Decoder::Beam(w) => format!("beam search, width {w}"),
+        }
+    )?;
+    writeln!(
+        out,
+        "digit error rate {:.4} ({} substitutions, {} deletions, {} insertions)",
+        s.digit_error_rate(),
+        s.edits.substitutions,
+        s.edits.deletions,
+        s.edits.insertions
+    )?;
+    writeln!(
+        out,
+        "string error rate {:.4}; mean CTC loss {:.4}; {secs:.1} s",
+        s.string_error_rate(),
+        ev.loss
+    )?;
+    if !worst.is_empty() {
+        writeln!(out, "worst strings (reference -> heard):")?;
+        for w in &worst {
+            writeln!(
+                out,
+                "  {} -> {} ({} edits; speaker {}; {})",
+                w["reference"].as_str().unwrap_or(""),
+                w["hypothesis"].as_str().unwrap_or(""),
+                w["edits"],
+                w["speaker"].as_str().unwrap_or(""),
+                w["files"]
+                    .as_array()
+                    .map(|f| f
+                        .iter()
+                        .filter_map(|p| Path::new(p.as_str()?).file_name()?.to_str())
+                        .collect::<Vec<_>>()
+                        .join(" "))
+                    .unwrap_or_default()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub fn transcribe_file(a: TranscribeArgs) -> Result<()> {
+    let decoder = decoder_of(a.beam)?;
+    let tr = load_transcriber(&a.checkpoint)?;
+    let x = read_wav(&a.file, tr.ex.cfg.sample_rate).map_err(|e| anyhow!(e))?;
+    let mut feats = tr.ex.compute(&x);
+    tr.cfg.normalizer.apply(&mut feats);
+    let mut eng: Box<dyn Engine> =
+        recur::engine::Backend::engine(&recur::engine::Cpu, tr.model, tr.params, None)?;
+    eng.set_precision(a.precision.or(tr.precision))?;
+    let (_, t) = transcribe(&mut *eng, &feats, decoder)?;
+    let hop_s = tr.ex.cfg.hop_length as f64 / tr.ex.cfg.sample_rate as f64;
+    let times: Vec<f64> = t.frames.iter().map(|&f| f as f64 * hop_s).collect();
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"digits": digits_text(&t.digits), "times_s": times})
+        )?;
+        return Ok(());
+    }
+    writeln!(out, "{}: {}", a.file.display(), digits_text(&t.digits))?;
+    Ok(())
+}
