@@ -115,6 +115,9 @@ pub struct Chart {
     pub equal_aspect: bool,
     pub legend: Legend,
     pub series: Vec<Series>,
+    /// Labels written under the curves at these x positions, each with a faint vertical line
+    /// (e.g. the digits a decoder emitted, at their frames); a band below the data holds them.
+    pub marks: Vec<(f64, String)>,
 }
 
 impl Chart {
@@ -144,6 +147,10 @@ impl Chart {
     }
     pub fn push(&mut self, s: Series) {
         self.series.push(s);
+    }
+    pub fn with_marks(mut self, marks: Vec<(f64, String)>) -> Self {
+        self.marks = marks;
+        self
     }
 }
 
@@ -350,7 +357,14 @@ fn draw_chart<DB: DrawingBackend>(
         (10, 10, 10)
     };
     let plot = (w.saturating_sub(left + 20), h.saturating_sub(bottom + top));
-    let (x0, x1, y0, y1) = ranges(chart, &pts, plot);
+    let (x0, x1, mut y0, y1) = ranges(chart, &pts, plot);
+    // the marks' band under the data
+    let band = if chart.marks.is_empty() {
+        0.0
+    } else {
+        0.12 * (y1 - y0)
+    };
+    y0 -= band;
     let mut b = ChartBuilder::on(area);
     b.margin(10).margin_right(20);
     if text {
@@ -420,6 +434,28 @@ fn draw_chart<DB: DrawingBackend>(
                         Mark::Dots => Circle::new((x + 9, y), 3, color.filled()).into_dyn(),
                     }
                 });
+        }
+    }
+    for (x, label) in &chart.marks {
+        ctx.draw_series(std::iter::once(PathElement::new(
+            vec![(*x, y0 + band), (*x, y1)],
+            RGBColor(150, 150, 150).stroke_width(1),
+        )))
+        .map_err(err)?;
+        if text {
+            let style = (FAMILY, 18)
+                .into_font()
+                .color(&BLACK)
+                .pos(text_anchor::Pos::new(
+                    text_anchor::HPos::Center,
+                    text_anchor::VPos::Center,
+                ));
+            ctx.draw_series(std::iter::once(Text::new(
+                label.clone(),
+                (*x, y0 + 0.5 * band),
+                style,
+            )))
+            .map_err(err)?;
         }
     }
     if text && chart.series.iter().any(|s| !s.name.is_empty()) {

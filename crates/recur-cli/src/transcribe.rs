@@ -15,10 +15,12 @@ use recur::train::{Event, LogRow, Run, StopReason, Task, BEST, LATEST};
 use recur_apps::speech::classifier::Normalizer;
 use recur_apps::speech::dataset::{list_dir, Utterance};
 use recur_apps::speech::features::Extractor;
-use recur_apps::speech::scoring::align;
+use recur_apps::speech::scoring::{align, Score};
+use recur_apps::speech::streaming::{stream_recording, StreamingTranscriber};
 use recur_apps::speech::strings::{DigitString, SetName, StringSets};
 use recur_apps::speech::transcriber::{
     evaluate, load_strings, model_config, normalise, transcribe, Decoder, StringExample,
+    Transcript, BLANK, NUM_CLASSES,
 };
 use recur_apps::speech::transcriber_train::{
     self as tt, Hyper, TranscriberConfig, TranscriberTrainer, EVAL_BATCH,
@@ -116,6 +118,17 @@ pub struct EvalArgs {
     /// How many of the worst strings to print.
     #[arg(long, default_value_t = 5)]
     worst: usize,
+    /// Also draw string N of the set (0 = the first): each class's probability over time, the
+    /// decoded digits under the curves, to <checkpoint stem>-string-N.{png,svg}.
+    #[arg(long)]
+    plot_string: Option<usize>,
+    /// Stream each string through the model in chunks (unidirectional models): also report the
+    /// real-time factor and each digit's delay after the end of its recording. Best path only.
+    #[arg(long)]
+    stream: bool,
+    /// Chunk length when streaming, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    chunk_ms: u32,
     #[command(flatten)]
     dev: DeviceArgs,
     #[command(flatten)]
@@ -135,9 +148,20 @@ pub struct TranscribeArgs {
     /// Prefix beam search of this width (default: best path).
     #[arg(long)]
     beam: Option<usize>,
+    /// Draw each class's probability over time, with the decoded digits under the curves, to
+    /// <PLOT>.png and <PLOT>.svg.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Feed the file to the model in chunks, as if it were arriving, and print each digit as
+    /// soon as it is decided (unidirectional models; best path).
+    #[arg(long)]
+    stream: bool,
+    /// Chunk length when streaming, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    chunk_ms: u32,
     #[command(flatten)]
     precision: PrecisionArgs,
-    /// Print {"digits", "times_s"} as one JSON object.
+    /// Print {"digits", "times_s"} as one JSON object (with --stream also "out_s", "real_time_factor").
     #[arg(long)]
     json: bool,
 }
@@ -502,7 +526,14 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let device = crate::device::open(a.dev.device)?;
     let set = set_of(&a.set)?;
     let decoder = decoder_of(a.beam)?;
+    if a.stream && decoder != Decoder::Greedy {
+        bail!("--stream decodes by best path: leave out --beam");
+    }
     let tr = load_transcriber(&a.checkpoint)?;
+    if a.stream {
+        // refused now (a bidirectional model, mean-normalised features), before any work
+        streaming(&tr, &a.checkpoint, &a.precision)?;
+    }
     let sets = tr.cfg.sets.clone().ok_or_else(|| {
         anyhow!(
             "{}: the run kept no recipe of its strings (trained through the library?); \
@@ -524,6 +555,38 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let t0 = Instant::now();
     let ev = evaluate(&mut *eng, &examples, EVAL_BATCH, decoder)?;
     let secs = t0.elapsed().as_secs_f64();
+    let what = match (&sets.holdout, set) {
+        (Some(h), SetName::Test) => format!("test strings of held-out speaker {h}"),
+        _ => format!("{} strings", set.name()),
+    };
+    let charts = match a.plot_string {
+        Some(n) => {
+            let e = examples.get(n).ok_or_else(|| {
+                anyhow!(
+                    "--plot-string {n}: the {what} are numbered 0 to {}",
+                    examples.len() - 1
+                )
+            })?;
+            let (scores, t) = transcribe(&mut *eng, &e.feats, decoder)?;
+            let hop_s = tr.ex.cfg.hop_length as f64 / tr.ex.cfg.sample_rate as f64;
+            let title = format!(
+                "string {n} of the {what}: said {}, heard {}",
+                digits_text(&e.digits),
+                digits_text(&t.digits)
+            );
+            let stem = a.checkpoint.with_file_name(format!(
+                "{}-string-{n}",
+                a.checkpoint
+                    .file_stem()
+                    .map_or("transcriber".into(), |s| s.to_string_lossy())
+            ));
+            write_posteriors(&scores, &t, hop_s, title, &stem)?.to_vec()
+        }
+        None => Vec::new(),
+    };
+    if a.stream {
+        return eval_stream(&a, &tr, &strings, &ev.hyps, &what);
+    }
     // the worst strings: most edits, then the longest first
     let mut order: Vec<(usize, usize)> = examples
         .iter()
@@ -541,10 +604,6 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     });
     order.truncate(a.worst);
     let s = &ev.score;
-    let what = match (&sets.holdout, set) {
-        (Some(h), SetName::Test) => format!("test strings of held-out speaker {h}"),
-        _ => format!("{} strings", set.name()),
-    };
     let worst: Vec<serde_json::Value> = order
         .iter()
         .map(|&(i, n)| {
@@ -572,6 +631,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             "ctc_loss": ev.loss,
             "seconds": secs,
             "worst": worst,
+            "charts": charts,
         });
         writeln!(out, "{j}")?;
         return Ok(());
@@ -621,30 +681,334 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             )?;
         }
     }
+    for c in &charts {
+        writeln!(out, "chart: {}", c.display())?;
+    }
     Ok(())
+}
+
+/// Colours of the ten digits' curves (the blank's is grey).
+const DIGIT_COLORS: [[u8; 3]; 10] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [23, 190, 207],
+    [188, 189, 34],
+    [0, 0, 0],
+];
+
+/// The posterior chart of one recording: each class's probability per frame (softmax of the
+/// scores (T, 11)), the decoded digits under the curves at their frames.
+fn write_posteriors(
+    scores: &[f32],
+    t: &Transcript,
+    hop_s: f64,
+    title: String,
+    stem: &Path,
+) -> Result<[PathBuf; 2]> {
+    let c = NUM_CLASSES;
+    let probs: Vec<Vec<f64>> = scores
+        .chunks(c)
+        .map(|row| {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            e.iter().map(|v| v / z).collect()
+        })
+        .collect();
+    let curve = |k: usize| -> Vec<(f64, f64)> {
+        probs
+            .iter()
+            .enumerate()
+            .map(|(f, p)| (f as f64 * hop_s, p[k]))
+            .collect()
+    };
+    let marks = t
+        .digits
+        .iter()
+        .zip(&t.frames)
+        .map(|(&d, &f)| (f as f64 * hop_s, d.to_string()))
+        .collect();
+    let mut chart = plot::Chart::new(title, "time (s)", "probability")
+        .with_marks(marks)
+        .with_legend(plot::Legend::UpperLeft);
+    chart.push(plot::Series::line("blank", curve(BLANK)).with_color([190, 190, 190]));
+    for d in 0..10 {
+        chart.push(plot::Series::line(d.to_string(), curve(d + 1)).with_color(DIGIT_COLORS[d]));
+    }
+    plot::write_chart(&chart, stem)
+}
+
+/// Samples per chunk of `ms` milliseconds.
+fn chunk_samples(ms: u32, rate: u32) -> Result<usize> {
+    let n = ms as usize * rate as usize / 1000;
+    if n == 0 {
+        bail!("--chunk-ms must give at least one sample, got {ms}");
+    }
+    Ok(n)
+}
+
+/// The streaming transcriber of a loaded run, or an error naming the checkpoint.
+fn streaming<'a>(
+    tr: &'a Transcriber,
+    path: &Path,
+    precision: &PrecisionArgs,
+) -> Result<StreamingTranscriber<'a>> {
+    StreamingTranscriber::new(&tr.model, &tr.params, &tr.cfg.features, &tr.cfg.normalizer)
+        .and_then(|s| s.with_precision(precision.or(tr.precision)))
+        .map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
 pub fn transcribe_file(a: TranscribeArgs) -> Result<()> {
     let decoder = decoder_of(a.beam)?;
     let tr = load_transcriber(&a.checkpoint)?;
+    if a.stream {
+        return transcribe_stream(&a, &tr, decoder);
+    }
     let x = read_wav(&a.file, tr.ex.cfg.sample_rate).map_err(|e| anyhow!(e))?;
     let mut feats = tr.ex.compute(&x);
     tr.cfg.normalizer.apply(&mut feats);
     let mut eng: Box<dyn Engine> =
         recur::engine::Backend::engine(&recur::engine::Cpu, tr.model, tr.params, None)?;
     eng.set_precision(a.precision.or(tr.precision))?;
-    let (_, t) = transcribe(&mut *eng, &feats, decoder)?;
+    let (scores, t) = transcribe(&mut *eng, &feats, decoder)?;
     let hop_s = tr.ex.cfg.hop_length as f64 / tr.ex.cfg.sample_rate as f64;
+    let charts = match &a.plot {
+        Some(stem) => {
+            let title = format!("{}: heard {}", file_name(&a.file), digits_text(&t.digits));
+            write_posteriors(&scores, &t, hop_s, title, stem)?.to_vec()
+        }
+        None => Vec::new(),
+    };
     let times: Vec<f64> = t.frames.iter().map(|&f| f as f64 * hop_s).collect();
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(
             out,
             "{}",
-            json!({"digits": digits_text(&t.digits), "times_s": times})
+            json!({"digits": digits_text(&t.digits), "times_s": times, "charts": charts})
         )?;
         return Ok(());
     }
     writeln!(out, "{}: {}", a.file.display(), digits_text(&t.digits))?;
+    for c in &charts {
+        writeln!(out, "chart: {}", c.display())?;
+    }
+    Ok(())
+}
+
+/// `transcribe --stream`: the file fed in chunks, each digit printed when decided.
+fn transcribe_stream(a: &TranscribeArgs, tr: &Transcriber, decoder: Decoder) -> Result<()> {
+    if decoder != Decoder::Greedy {
+        bail!("--stream decodes by best path: leave out --beam");
+    }
+    let rate = tr.ex.cfg.sample_rate;
+    let chunk = chunk_samples(a.chunk_ms, rate)?;
+    let x = read_wav(&a.file, rate).map_err(|e| anyhow!(e))?;
+    let mut st = streaming(tr, &a.checkpoint, &a.precision)?;
+    if a.plot.is_some() {
+        st = st.keep_scores();
+    }
+    let hop_s = tr.ex.cfg.hop_length as f64 / rate as f64;
+    let lookahead_ms = st.lookahead_samples() as f64 * 1000.0 / rate as f64;
+    let mut out = std::io::stdout().lock();
+    if !a.json {
+        writeln!(
+            out,
+            "{}: streaming in chunks of {} ms (features decided {lookahead_ms:.0} ms after a frame's centre)",
+            a.file.display(),
+            a.chunk_ms
+        )?;
+    }
+    let json = a.json;
+    let mut failed = None;
+    let r = stream_recording(&mut st, &x, chunk, &mut |e, at| {
+        if json || failed.is_some() {
+            return;
+        }
+        let w = writeln!(
+            out,
+            "  {} at {at:.3} s of audio (its frame: {:.3} s)",
+            e.digit,
+            e.frame as f64 * hop_s
+        )
+        .and_then(|_| out.flush());
+        if let Err(e) = w {
+            failed = Some(e);
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let digits = digits_text(&r.digits());
+    let charts = match (&a.plot, st.scores()) {
+        (Some(stem), Some(scores)) => {
+            let t = Transcript {
+                digits: r.digits(),
+                frames: r.emitted.iter().map(|e| e.frame).collect(),
+            };
+            let title = format!("{}: heard {digits} (streamed)", file_name(&a.file));
+            write_posteriors(scores, &t, hop_s, title, stem)?.to_vec()
+        }
+        _ => Vec::new(),
+    };
+    if a.json {
+        let times: Vec<f64> = r.emitted.iter().map(|e| e.frame as f64 * hop_s).collect();
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "digits": digits,
+                "times_s": times,
+                "out_s": r.out_s,
+                "audio_s": r.audio_s,
+                "compute_s": r.compute_s,
+                "real_time_factor": r.real_time_factor(),
+                "chunk_ms": a.chunk_ms,
+                "charts": charts,
+            })
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{}: {digits} ({:.2} s of audio in {:.1} ms: real-time factor {:.4})",
+        a.file.display(),
+        r.audio_s,
+        r.compute_s * 1e3,
+        r.real_time_factor()
+    )?;
+    for c in &charts {
+        writeln!(out, "chart: {}", c.display())?;
+    }
+    Ok(())
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Percentile `q` (0-1) of sorted values, by the nearest rank.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let k = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[k - 1]
+}
+
+/// `eval-strings --stream`: every string fed in chunks through the streaming transcriber, one at a
+/// time; the error rates, the real-time factor, and each digit's delay after the end of its
+/// recording (over the strings transcribed exactly, where each digit's output is known to be
+/// its own).
+fn eval_stream(
+    a: &EvalArgs,
+    tr: &Transcriber,
+    strings: &[DigitString],
+    whole: &[Vec<u8>],
+    what: &str,
+) -> Result<()> {
+    let rate = tr.ex.cfg.sample_rate;
+    let chunk = chunk_samples(a.chunk_ms, rate)?;
+    let lookahead_ms = streaming(tr, &a.checkpoint, &a.precision)?.lookahead_samples() as f64
+        * 1000.0
+        / rate as f64;
+    let mut score = Score::default();
+    let (mut compute_s, mut audio_s) = (0.0, 0.0);
+    let mut delays = Vec::new();
+    let mut same_as_whole = 0usize;
+    let pb = ProgressBar::new(strings.len() as u64);
+    for (i, s) in strings.iter().enumerate() {
+        let r = s.render(rate).map_err(|e| anyhow!(e))?;
+        let mut st = streaming(tr, &a.checkpoint, &a.precision)?;
+        let got = stream_recording(&mut st, &r.samples, chunk, &mut |_, _| {})?;
+        let (reference, hyp) = (s.digits(), got.digits());
+        score.add(&reference, &hyp);
+        same_as_whole += usize::from(hyp == whole[i]);
+        compute_s += got.compute_s;
+        audio_s += got.audio_s;
+        if hyp == reference {
+            for (span, out) in r.spans.iter().zip(&got.out_s) {
+                delays.push(out - span.end as f64 / rate as f64);
+            }
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    delays.sort_by(f64::total_cmp);
+    let within = delays.iter().filter(|&&d| d <= 0.3).count();
+    let rtf = compute_s / audio_s;
+    let (median, p95, max) = (
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.95),
+        delays.last().copied().unwrap_or(f64::NAN),
+    );
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let j = json!({
+            "set": what,
+            "strings": score.strings,
+            "digits": score.reference_digits,
+            "decoder": "Greedy",
+            "streamed": true,
+            "chunk_ms": a.chunk_ms,
+            "lookahead_ms": lookahead_ms,
+            "digit_error_rate": score.digit_error_rate(),
+            "string_error_rate": score.string_error_rate(),
+            "substitutions": score.edits.substitutions,
+            "deletions": score.edits.deletions,
+            "insertions": score.edits.insertions,
+            "same_as_whole_recording": same_as_whole,
+            "real_time_factor": rtf,
+            "audio_s": audio_s,
+            "compute_s": compute_s,
+            "delays_measured": delays.len(),
+            "delay_median_s": median,
+            "delay_p95_s": p95,
+            "delay_max_s": max,
+            "delays_within_300ms": within,
+        });
+        writeln!(out, "{j}")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{what}: {} strings, {} digits, streamed in chunks of {} ms (features decided {lookahead_ms:.0} ms after a frame's centre), best path",
+        score.strings, score.reference_digits, a.chunk_ms
+    )?;
+    writeln!(
+        out,
+        "digit error rate {:.4} ({} substitutions, {} deletions, {} insertions); string error rate {:.4}",
+        score.digit_error_rate(),
+        score.edits.substitutions,
+        score.edits.deletions,
+        score.edits.insertions,
+        score.string_error_rate()
+    )?;
+    writeln!(
+        out,
+        "the same digits as the whole-recording best path on {same_as_whole} of {} strings",
+        score.strings
+    )?;
+    writeln!(
+        out,
+        "real-time factor {rtf:.4} ({audio_s:.1} s of audio in {compute_s:.2} s, {} thread(s))",
+        recur::ops::gemm::threads()
+    )?;
+    writeln!(
+        out,
+        "delay after the end of each digit's recording ({} digits of exactly transcribed strings): median {:.0} ms, 95th percentile {:.0} ms, max {:.0} ms; {within} within 300 ms",
+        delays.len(),
+        median * 1e3,
+        p95 * 1e3,
+        max * 1e3
+    )?;
     Ok(())
 }

@@ -126,6 +126,37 @@ fn train_eval_transcribe_on_strings_of_the_sample() {
         assert_eq!(w["speaker"], "theo");
     }
 
+    // The posterior charts: one string of the set, one file (streamed or not).
+    let j = json_of(&recur(&[
+        "speech",
+        "eval-strings",
+        "--checkpoint",
+        ckpt,
+        "--data",
+        &data,
+        "--plot-string",
+        "3",
+        "--json",
+    ]));
+    assert_eq!(
+        j["charts"][0],
+        run.join("latest-string-3.png").to_str().unwrap()
+    );
+    assert!(run.join("latest-string-3.png").exists() && run.join("latest-string-3.svg").exists());
+    one_line_error(
+        &recur(&[
+            "speech",
+            "eval-strings",
+            "--checkpoint",
+            ckpt,
+            "--data",
+            &data,
+            "--plot-string",
+            "12",
+        ]),
+        &["--plot-string 12", "0 to 11"],
+    );
+
     // One file: the transcript is digits, each with a time inside the recording.
     let wav = Path::new(&data).join("3_george_3.wav");
     let one = json_of(&recur(&[
@@ -313,5 +344,126 @@ fn bad_input_is_one_line_errors() {
             wav.to_str().unwrap(),
         ]),
         &["not a transcriber"],
+    );
+}
+
+#[test]
+fn a_unidirectional_transcriber_streams_what_it_transcribes_whole() {
+    let dir = scratch("transcribe-stream");
+    let run = dir.join("run");
+    let data = sample_dir();
+    let mut args = train_args(&run, "40");
+    args.push("--unidirectional".into());
+    json_of(&recur(&args));
+    let last = run.join("latest.safetensors");
+    let ckpt = last.to_str().unwrap();
+    let eval = |stream: bool| {
+        let mut a = vec![
+            "speech",
+            "eval-strings",
+            "--checkpoint",
+            ckpt,
+            "--data",
+            &data,
+            "--set",
+            "train",
+            "--threads",
+            "1",
+            "--json",
+        ];
+        if stream {
+            a.extend(["--stream", "--chunk-ms", "30"]);
+        }
+        json_of(&recur(&a))
+    };
+    let (whole, streamed) = (eval(false), eval(true));
+    assert_eq!(streamed["strings"], 50);
+    assert_eq!(streamed["same_as_whole_recording"], 50);
+    assert_eq!(streamed["digit_error_rate"], whole["digit_error_rate"]);
+    let rtf = streamed["real_time_factor"].as_f64().unwrap();
+    assert!(rtf > 0.0 && rtf < 1.0, "real-time factor {rtf}");
+    // 40 epochs transcribe some training strings exactly: their digits' delays are measured
+    let n = streamed["delays_measured"].as_u64().unwrap();
+    assert!(n > 0, "no exactly transcribed string: {streamed}");
+    let (median, max) = (
+        streamed["delay_median_s"].as_f64().unwrap(),
+        streamed["delay_max_s"].as_f64().unwrap(),
+    );
+    assert!(median.is_finite() && median <= max, "{streamed}");
+    assert_eq!(streamed["lookahead_ms"], 56.0);
+
+    // files, streamed and whole: the same digits at the same frames; each out no sooner than
+    // its frame. (Single recordings are short: the model, trained on strings, emits digits for
+    // some of them only; at least one must have some.)
+    let file = |wav: &Path, stream: bool| {
+        let mut a = vec![
+            "speech",
+            "transcribe",
+            "--checkpoint",
+            ckpt,
+            wav.to_str().unwrap(),
+            "--json",
+        ];
+        if stream {
+            a.push("--stream");
+        }
+        json_of(&recur(&a))
+    };
+    let mut heard = 0;
+    for d in 0..10 {
+        let wav = Path::new(&data).join(format!("{d}_george_{d}.wav"));
+        let (w, s) = (file(&wav, false), file(&wav, true));
+        assert_eq!(w["digits"], s["digits"]);
+        assert_eq!(w["times_s"], s["times_s"]);
+        let outs = s["out_s"].as_array().unwrap();
+        heard += outs.len();
+        for (o, t) in outs.iter().zip(s["times_s"].as_array().unwrap()) {
+            assert!(o.as_f64().unwrap() >= t.as_f64().unwrap());
+        }
+    }
+    assert!(heard > 0, "no digit in any of george's recordings");
+    let wav = Path::new(&data).join("4_george_4.wav");
+    let stem = dir.join("posteriors");
+    let plain = recur(&[
+        "speech",
+        "transcribe",
+        "--checkpoint",
+        ckpt,
+        wav.to_str().unwrap(),
+        "--stream",
+        "--plot",
+        stem.to_str().unwrap(),
+    ]);
+    assert!(plain.status.success());
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("real-time factor"));
+    assert!(dir.join("posteriors.png").exists() && dir.join("posteriors.svg").exists());
+
+    // streaming is best path on a one-directional model only
+    one_line_error(
+        &recur(&[
+            "speech",
+            "transcribe",
+            "--checkpoint",
+            ckpt,
+            wav.to_str().unwrap(),
+            "--stream",
+            "--beam",
+            "4",
+        ]),
+        &["--beam"],
+    );
+    let bi = dir.join("bi");
+    json_of(&recur(&train_args(&bi, "1")));
+    one_line_error(
+        &recur(&[
+            "speech",
+            "eval-strings",
+            "--checkpoint",
+            bi.join("latest.safetensors").to_str().unwrap(),
+            "--data",
+            &data,
+            "--stream",
+        ]),
+        &["latest.safetensors", "bidirectional"],
     );
 }

@@ -281,80 +281,95 @@ impl Extractor {
 
     /// The power spectrogram: (T, n_fft/2 + 1).
     pub fn power_spectrogram(&self, x: &[f32]) -> Vec<f64> {
-        let (nf, hop) = (self.cfg.n_fft, self.cfg.hop_length);
-        let nb = nf / 2 + 1;
+        let nb = self.cfg.n_fft / 2 + 1;
         let t_len = self.cfg.frames(x.len());
-        let mut frame = self.fft.make_input_vec();
-        let mut spec = self.fft.make_output_vec();
-        let mut scratch = self.fft.make_scratch_vec();
+        let mut s = self.scratch();
         let mut out = vec![0.0; t_len * nb];
         for t in 0..t_len {
-            for (k, v) in frame.iter_mut().enumerate() {
-                // sample index of position k in frame t (centred framing)
-                let j = (t * hop + k) as isize - (nf / 2) as isize;
-                let s = if j >= 0 && (j as usize) < x.len() {
-                    x[j as usize] as f64
-                } else {
-                    0.0
-                };
-                *v = s * self.window[k];
-            }
-            self.fft
-                .process_with_scratch(&mut frame, &mut spec, &mut scratch)
-                .expect("buffer sizes come from the plan");
-            for (o, c) in out[t * nb..(t + 1) * nb].iter_mut().zip(&spec) {
-                *o = c.norm_sqr();
-            }
+            self.frame_power(&|j| sample_at(x, j), t, &mut s);
+            out[t * nb..(t + 1) * nb].copy_from_slice(&s.pow);
         }
         out
     }
 
-    /// Log filterbank energies in f64: (T, n_mels).
-    fn log_mel_f64(&self, x: &[f32]) -> (usize, Vec<f64>) {
+    /// Buffers for one frame's transform.
+    pub(super) fn scratch(&self) -> FrameScratch {
+        FrameScratch {
+            frame: self.fft.make_input_vec(),
+            spec: self.fft.make_output_vec(),
+            fft: self.fft.make_scratch_vec(),
+            pow: vec![0.0; self.cfg.n_fft / 2 + 1],
+            logmel: vec![0.0; self.cfg.n_mels],
+        }
+    }
+
+    /// Frame t's power spectrum into `s.pow`; `sample(j)` is the signal's sample j (zero before
+    /// the first and after the last).
+    fn frame_power(&self, sample: &dyn Fn(isize) -> f64, t: usize, s: &mut FrameScratch) {
+        let (nf, hop) = (self.cfg.n_fft, self.cfg.hop_length);
+        for (k, v) in s.frame.iter_mut().enumerate() {
+            // sample index of position k in frame t (centred framing)
+            let j = (t * hop + k) as isize - (nf / 2) as isize;
+            *v = sample(j) * self.window[k];
+        }
+        self.fft
+            .process_with_scratch(&mut s.frame, &mut s.spec, &mut s.fft)
+            .expect("buffer sizes come from the plan");
+        for (o, c) in s.pow.iter_mut().zip(&s.spec) {
+            *o = c.norm_sqr();
+        }
+    }
+
+    /// Frame t's base features (log-mel or MFCC, before mean normalisation and deltas) into
+    /// `out` (base_dim); `sample` as for [`Self::frame_power`]. The whole-recording features
+    /// and the streamed ones (`feature_stream.rs`) are both made of this.
+    pub(super) fn base_frame(
+        &self,
+        sample: &dyn Fn(isize) -> f64,
+        t: usize,
+        s: &mut FrameScratch,
+        out: &mut [f64],
+    ) {
+        self.frame_power(sample, t, s);
         let nb = self.cfg.n_fft / 2 + 1;
-        let nm = self.cfg.n_mels;
-        let pow = self.power_spectrogram(x);
-        let t_len = pow.len() / nb;
-        let mut out = vec![0.0; t_len * nm];
-        for t in 0..t_len {
-            let p = &pow[t * nb..(t + 1) * nb];
-            for i in 0..nm {
-                let e: f64 = self.fb[i * nb..(i + 1) * nb]
-                    .iter()
-                    .zip(p)
-                    .map(|(a, b)| a * b)
-                    .sum();
-                out[t * nm + i] = e.max(LOG_FLOOR).ln();
+        for (i, lm) in s.logmel.iter_mut().enumerate() {
+            let e: f64 = self.fb[i * nb..(i + 1) * nb]
+                .iter()
+                .zip(&s.pow)
+                .map(|(a, b)| a * b)
+                .sum();
+            *lm = e.max(LOG_FLOOR).ln();
+        }
+        match self.cfg.kind {
+            FeatureKind::LogMel => out.copy_from_slice(&s.logmel),
+            FeatureKind::Mfcc => {
+                let nm = self.cfg.n_mels;
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = self.dct[k * nm..(k + 1) * nm]
+                        .iter()
+                        .zip(&s.logmel)
+                        .map(|(a, b)| a * b)
+                        .sum();
+                }
             }
         }
-        (t_len, out)
     }
 
     /// The configured features of one recording: base features, then deltas.
     pub fn compute(&self, x: &[f32]) -> Features {
-        let (t_len, logmel) = self.log_mel_f64(x);
-        let nm = self.cfg.n_mels;
-        let base = match self.cfg.kind {
-            FeatureKind::LogMel => logmel,
-            FeatureKind::Mfcc => {
-                let nc = self.cfg.n_mfcc;
-                let mut c = vec![0.0; t_len * nc];
-                for t in 0..t_len {
-                    let lm = &logmel[t * nm..(t + 1) * nm];
-                    for k in 0..nc {
-                        c[t * nc + k] = self.dct[k * nm..(k + 1) * nm]
-                            .iter()
-                            .zip(lm)
-                            .map(|(a, b)| a * b)
-                            .sum();
-                    }
-                }
-                c
-            }
-        };
+        let t_len = self.cfg.frames(x.len());
         let bd = self.cfg.base_dim();
         let dim = self.cfg.dim();
-        let mut base = base;
+        let mut s = self.scratch();
+        let mut base = vec![0.0; t_len * bd];
+        for t in 0..t_len {
+            self.base_frame(
+                &|j| sample_at(x, j),
+                t,
+                &mut s,
+                &mut base[t * bd..(t + 1) * bd],
+            );
+        }
         if self.cfg.cmn {
             subtract_mean(&mut base, t_len, bd);
         }
@@ -379,6 +394,25 @@ impl Extractor {
     }
 }
 
+/// Buffers for one frame: the FFT's input, output and scratch, the power spectrum, the log-mel
+/// energies.
+pub(super) struct FrameScratch {
+    frame: Vec<f64>,
+    spec: Vec<realfft::num_complex::Complex<f64>>,
+    fft: Vec<realfft::num_complex::Complex<f64>>,
+    pow: Vec<f64>,
+    logmel: Vec<f64>,
+}
+
+/// Sample j of `x`, zero outside it.
+fn sample_at(x: &[f32], j: isize) -> f64 {
+    if j >= 0 && (j as usize) < x.len() {
+        x[j as usize] as f64
+    } else {
+        0.0
+    }
+}
+
 /// Subtracts from each of the `f` columns of `c` (T, F) its mean over the T rows.
 pub fn subtract_mean(c: &mut [f64], t_len: usize, f: usize) {
     for k in 0..f {
@@ -392,19 +426,41 @@ pub fn subtract_mean(c: &mut [f64], t_len: usize, f: usize) {
 /// Delta coefficients of `c` (T, F) over a window of 2W+1 frames, edges repeated:
 /// `d_t = sum_{n=1..W} n (c_{t+n} - c_{t-n}) / (2 sum_{n=1..W} n^2)`.
 pub fn deltas(c: &[f64], t_len: usize, f: usize, w: usize) -> Vec<f64> {
-    let denom = 2.0 * (1..=w).map(|n| (n * n) as f64).sum::<f64>();
-    let at = |t: isize| t.clamp(0, t_len as isize - 1) as usize;
     let mut d = vec![0.0; t_len * f];
     for t in 0..t_len {
-        for n in 1..=w {
-            let (fwd, bwd) = (at(t as isize + n as isize), at(t as isize - n as isize));
-            for k in 0..f {
-                d[t * f + k] += n as f64 * (c[fwd * f + k] - c[bwd * f + k]);
-            }
-        }
-        for v in &mut d[t * f..(t + 1) * f] {
-            *v /= denom;
-        }
+        delta_frame(
+            &|u| &c[u * f..(u + 1) * f],
+            t,
+            t_len - 1,
+            w,
+            &mut d[t * f..(t + 1) * f],
+        );
     }
     d
+}
+
+/// Frame t's deltas into `out` (zeroed here), `row(u)` being frame u's coefficients and `last`
+/// the index of the last frame (frames past it are taken as it, those before 0 as frame 0).
+pub(super) fn delta_frame<'a>(
+    row: &dyn Fn(usize) -> &'a [f64],
+    t: usize,
+    last: usize,
+    w: usize,
+    out: &mut [f64],
+) {
+    let denom = 2.0 * (1..=w).map(|n| (n * n) as f64).sum::<f64>();
+    let at = |t: isize| t.clamp(0, last as isize) as usize;
+    out.fill(0.0);
+    for n in 1..=w {
+        let (fwd, bwd) = (
+            row(at(t as isize + n as isize)),
+            row(at(t as isize - n as isize)),
+        );
+        for (k, o) in out.iter_mut().enumerate() {
+            *o += n as f64 * (fwd[k] - bwd[k]);
+        }
+    }
+    for v in out.iter_mut() {
+        *v /= denom;
+    }
 }

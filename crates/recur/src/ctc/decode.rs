@@ -26,28 +26,74 @@ fn log_probs<F: Float>(scores: &[F], c: usize) -> Vec<f64> {
 /// Best path: the most probable class at every frame, then repeats merged and blanks removed.
 /// A label's frame is the first frame of its run. Ties go to the lower class index.
 pub fn greedy<F: Float>(scores: &[F], c: usize, blank: usize) -> Decoded {
-    let lp = log_probs(scores, c);
+    let mut g = GreedyStream::new(c, blank);
     let mut out = Decoded {
         labels: Vec::new(),
         frames: Vec::new(),
         log_prob: 0.0,
     };
-    let mut prev = blank;
-    for (t, row) in lp.chunks(c).enumerate() {
+    for row in scores.chunks(c) {
+        if let Some((label, frame)) = g.push(row) {
+            out.labels.push(label);
+            out.frames.push(frame);
+        }
+    }
+    out.log_prob = g.log_prob();
+    out
+}
+
+/// Best-path decoding one frame at a time, for a stream: each frame's scores go in as they
+/// arrive and a label comes out at the first frame of its run, so it is decided as soon as that
+/// frame is seen. [`greedy`] is this over all the frames.
+#[derive(Clone, Debug)]
+pub struct GreedyStream {
+    c: usize,
+    blank: usize,
+    prev: usize,
+    t: usize,
+    log_prob: f64,
+}
+
+impl GreedyStream {
+    /// A decoder of `c` classes, `blank` among them.
+    pub fn new(c: usize, blank: usize) -> Self {
+        GreedyStream {
+            c,
+            blank,
+            prev: blank,
+            t: 0,
+            log_prob: 0.0,
+        }
+    }
+
+    /// The next frame's scores (C logits or log probabilities); the label it starts, with its
+    /// frame, if any.
+    pub fn push<F: Float>(&mut self, row: &[F]) -> Option<(usize, usize)> {
+        assert_eq!(row.len(), self.c, "a frame has one score per class");
+        let lp = log_probs(row, self.c);
         let mut best = 0;
-        for k in 1..c {
-            if row[k] > row[best] {
+        for k in 1..self.c {
+            if lp[k] > lp[best] {
                 best = k;
             }
         }
-        out.log_prob += row[best];
-        if best != blank && best != prev {
-            out.labels.push(best);
-            out.frames.push(t);
-        }
-        prev = best;
+        self.log_prob += lp[best];
+        let t = self.t;
+        self.t += 1;
+        let new = best != self.blank && best != self.prev;
+        self.prev = best;
+        new.then_some((best, t))
     }
-    out
+
+    /// Frames seen.
+    pub fn frames(&self) -> usize {
+        self.t
+    }
+
+    /// The log probability of the best path so far.
+    pub fn log_prob(&self) -> f64 {
+        self.log_prob
+    }
 }
 
 /// One prefix in the beam: the log probabilities of its paths ending in a blank and in its last

@@ -12,5 +12,5 @@
 pub mod decode;
 pub mod loss;
 
-pub use decode::{beam_search, greedy, Decoded};
+pub use decode::{beam_search, greedy, Decoded, GreedyStream};
 pub use loss::{Ctc, CtcBatch, CtcLoss, Reduction};
