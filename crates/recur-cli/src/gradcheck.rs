@@ -46,6 +46,9 @@ pub struct Args {
     /// Inter-layer dropout (a fixed mask during the check).
     #[arg(long, default_value_t = 0.0)]
     dropout: f64,
+    /// Weight drop on the recurrent weights (a fixed mask during the check).
+    #[arg(long, default_value_t = 0.0)]
+    weight_drop: f64,
     /// Random per-sequence lengths in 1..=T.
     #[arg(long)]
     varlen: bool,
@@ -86,7 +89,8 @@ pub fn run(a: Args) -> Result<()> {
         .with_bidirectional(a.bidirectional)
         .with_bias(!a.no_bias)
         .with_proj_size(a.proj_size)
-        .with_dropout(a.dropout);
+        .with_dropout(a.dropout)
+        .with_weight_drop(a.weight_drop);
     let cfg = ModelConfig {
         input: InputKind::Dense,
         input_size: a.input_size,
@@ -122,7 +126,7 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         writeln!(
             out,
-            "gradcheck {} head={} T={} B={} I={} H={} layers={} dirs={} bias={} proj={} dropout={} varlen={} eps={:e}",
+            "gradcheck {} head={} T={} B={} I={} H={} layers={} dirs={} bias={} proj={} dropout={} weight_drop={} varlen={} eps={:e}",
             kind.name(),
             head.name(),
             a.seq_length,
@@ -134,6 +138,7 @@ pub fn run(a: Args) -> Result<()> {
             !a.no_bias,
             a.proj_size,
             a.dropout,
+            a.weight_drop,
             a.varlen,
             a.eps
         )?;

@@ -59,6 +59,10 @@ pub struct Args {
     /// Dropout between layers (needs --num-layers 2 or more).
     #[arg(long)]
     dropout: Option<f64>,
+    /// Weight drop: zero each recurrent weight (weight_hh) with this probability, one mask per
+    /// batch (DropConnect, as AWD-LSTM) [default: 0].
+    #[arg(long)]
+    weight_drop: Option<f64>,
     /// LSTM projection size (0 = none).
     #[arg(long)]
     proj_size: Option<usize>,
@@ -217,6 +221,7 @@ fn config_flags(a: &Args) -> Vec<&'static str> {
     check(a.num_layers.is_some(), "--num-layers");
     check(a.rnn_size.is_some(), "--rnn-size");
     check(a.dropout.is_some(), "--dropout");
+    check(a.weight_drop.is_some(), "--weight-drop");
     check(a.proj_size.is_some(), "--proj-size");
     check(a.embed.is_some(), "--embed");
     check(a.batch_size.is_some(), "--batch-size");
@@ -262,6 +267,10 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
     if !(0.0..1.0).contains(&dropout) {
         bail!("--dropout must be in [0, 1), got {dropout}");
     }
+    let weight_drop = a.weight_drop.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&weight_drop) {
+        bail!("--weight-drop must be in [0, 1), got {weight_drop}");
+    }
     if a.dropout.is_some_and(|d| d > 0.0) && num_layers < 2 {
         bail!("--dropout acts between layers: it needs --num-layers 2 or more");
     }
@@ -296,6 +305,7 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
     let rnn = StackConfig::new(kind, 0, rnn_size)
         .with_layers(num_layers)
         .with_dropout(dropout)
+        .with_weight_drop(weight_drop)
         .with_proj_size(proj_size);
     let model = ModelConfig::char_model(vocab_len, embed, rnn);
     model.validate()?;
@@ -500,7 +510,12 @@ fn header(a: &Args, trainer: &Trainer, data_path: &Path, vocab: &Vocab, threads:
         m.rnn.num_layers,
         m.rnn.hidden_size,
         if m.embed_dim > 0 { format!(", embedding {}", m.embed_dim) } else { String::new() },
-        if m.rnn.dropout > 0.0 { format!(", dropout {}", m.rnn.dropout) } else { String::new() },
+        match (m.rnn.dropout > 0.0, m.rnn.weight_drop > 0.0) {
+            (true, true) => format!(", dropout {}, weight drop {}", m.rnn.dropout, m.rnn.weight_drop),
+            (true, false) => format!(", dropout {}", m.rnn.dropout),
+            (false, true) => format!(", weight drop {}", m.rnn.weight_drop),
+            (false, false) => String::new(),
+        },
         trainer.model.num_params(),
         cfg.batch_size,
         cfg.seq_length,

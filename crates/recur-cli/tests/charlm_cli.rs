@@ -554,3 +554,78 @@ fn an_installed_binary_trains_on_the_built_in_corpus() {
     assert_eq!(json_of(&out)["steps"], 3);
     let _ = std::fs::remove_dir_all(d);
 }
+
+/// Weight drop draws its masks from the training generator, which the checkpoint keeps: a run
+/// stopped and resumed ends bit for bit where an unbroken run ends, and differs from a run
+/// without weight drop.
+#[test]
+fn weight_drop_runs_resume_bit_for_bit() {
+    let d = tmp("weight-drop");
+    let corpus = write_corpus(&d);
+    let run = |dir: &str, steps: &str, extra: &[&str], resume: bool| -> Value {
+        let ck = d.join(dir);
+        let mut a = vec!["train", "--data", s(&corpus), "--checkpoint-dir", s(&ck)];
+        a.extend_from_slice(&[
+            "--sample-length",
+            "0",
+            "--quiet",
+            "--json",
+            "--max-steps",
+            steps,
+        ]);
+        if resume {
+            a.push("--resume");
+        } else {
+            a.extend_from_slice(&[
+                "--num-layers",
+                "2",
+                "--rnn-size",
+                "24",
+                "--batch-size",
+                "4",
+                "--seq-length",
+                "16",
+                "--eval-every",
+                "10",
+                "--dropout",
+                "0.2",
+            ]);
+            a.extend_from_slice(extra);
+        }
+        json_of(&recur(&a))
+    };
+    let whole = run("whole", "20", &["--weight-drop", "0.3"], false);
+    run("halves", "10", &["--weight-drop", "0.3"], false);
+    let resumed = run("halves", "20", &[], true);
+    assert_eq!(resumed["steps"], 20);
+    assert_eq!(whole["val_loss"], resumed["val_loss"]);
+    assert_eq!(whole["train_loss"], resumed["train_loss"]);
+    // the weights and the optimizer's moments, bit for bit (the run records differ: budgets,
+    // times)
+    let load =
+        |dir: &str| recur::checkpoint::load(&d.join(dir).join("latest.safetensors")).unwrap();
+    let (a, b) = (load("whole"), load("halves"));
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(a.model, b.model);
+    assert_eq!(a.model.rnn.weight_drop, 0.3);
+    assert!(
+        bits(&a.params) == bits(&b.params),
+        "weights differ after resume"
+    );
+    let (oa, ob) = (a.optimizer.unwrap(), b.optimizer.unwrap());
+    assert!(bits(&oa.m) == bits(&ob.m) && bits(&oa.v) == bits(&ob.v));
+    let plain = run("plain", "20", &[], false);
+    assert_ne!(plain["val_loss"], whole["val_loss"]);
+    one_line_error(
+        &recur(&[
+            "train",
+            "--data",
+            s(&corpus),
+            "--checkpoint-dir",
+            s(&d.join("bad")),
+            "--weight-drop",
+            "1",
+        ]),
+        &["--weight-drop"],
+    );
+}

@@ -83,6 +83,32 @@ fn lstm_with_layers_directions_projection_dropout_and_lengths() {
 }
 
 #[test]
+fn weight_drop_gradients_for_every_cell() {
+    for cell in ["lstm", "gru", "rnn_tanh"] {
+        let t = gradcheck(&[
+            "--cell",
+            cell,
+            "--num-layers",
+            "2",
+            "--bidirectional",
+            "--weight-drop",
+            "0.4",
+            "--dropout",
+            "0.2",
+            "--varlen",
+            "--rnn-size",
+            "4",
+            "--seq-length",
+            "7",
+        ]);
+        let n = names(&t);
+        for want in ["rnn.weight_hh_l0", "rnn.weight_hh_l1_reverse", "h0"] {
+            assert!(n.contains(&want), "{cell}: {want} missing from {n:?}");
+        }
+    }
+}
+
+#[test]
 fn gru_three_layers_bidirectional_b1_zero_state() {
     let t = gradcheck(&[
         "--cell",

@@ -140,6 +140,11 @@ impl Backend for Cuda {
         params: Vec<f32>,
         opt: Option<Optimizer<f32>>,
     ) -> Result<Box<dyn Engine>> {
+        if model.cfg().rnn.weight_drop > 0.0 {
+            return Err(Error::invalid(
+                "weight drop is not on the GPU yet: train this model on the CPU",
+            ));
+        }
         let gpu = Gpu::new(self.ordinal)?;
         Ok(Box::new(GpuEngine::new(gpu, model, &params, opt.as_ref())?))
     }

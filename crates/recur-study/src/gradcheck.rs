@@ -30,7 +30,7 @@ pub struct GradcheckSpec {
     pub varlen: bool,
     /// Random initial states (h0, c0) instead of zero.
     pub init_state: bool,
-    /// Seed for weights, data and dropout masks.
+    /// Seed for weights, data and dropout and weight-drop masks.
     pub seed: u64,
     /// Finite-difference step.
     pub eps: f64,
@@ -142,7 +142,7 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>> {
     let s_h = rand_vec(ld * b * p, true);
     let s_c = rand_vec(if lstm { ld * b * h } else { 0 }, true);
     let drop_seed = spec.seed ^ 0x5eed;
-    let training = spec.cfg.rnn.dropout > 0.0;
+    let training = spec.cfg.rnn.dropout > 0.0 || spec.cfg.rnn.weight_drop > 0.0;
 
     let mut ws = model.workspace::<f64>(t, b);
     let lens = lengths.as_deref();

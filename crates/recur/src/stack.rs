@@ -49,6 +49,11 @@ pub struct StackConfig {
     pub proj_size: usize,
     /// Dropout probability on the inputs of layers 1.. during training. Default 0.
     pub dropout: f64,
+    /// Weight drop (DropConnect on the recurrent weights, as AWD-LSTM's `WeightDrop`): during
+    /// training, each element of every `weight_hh` is zeroed with this probability (the rest
+    /// scaled by 1/(1-p)), one mask per forward call, i.e. per batch of sequences. Default 0.
+    #[serde(default)]
+    pub weight_drop: f64,
 }
 
 impl StackConfig {
@@ -63,6 +68,7 @@ impl StackConfig {
             bias: true,
             proj_size: 0,
             dropout: 0.0,
+            weight_drop: 0.0,
         }
     }
     /// `num_layers`: stacked layers, each reading the one below (default 1).
@@ -93,6 +99,13 @@ impl StackConfig {
         self
     }
 
+    /// `weight_drop`: the probability of zeroing each recurrent weight (`weight_hh`) for a
+    /// training forward, one mask per call (default 0).
+    pub fn with_weight_drop(mut self, p: f64) -> Self {
+        self.weight_drop = p;
+        self
+    }
+
     /// The cell kind.
     pub fn kind(&self) -> CellKind {
         self.cell
@@ -111,6 +124,12 @@ impl StackConfig {
             return Err(crate::Error::invalid(format!(
                 "dropout must be in [0, 1), got {}",
                 self.dropout
+            )));
+        }
+        if !(0.0..1.0).contains(&self.weight_drop) {
+            return Err(crate::Error::invalid(format!(
+                "weight_drop must be in [0, 1), got {}",
+                self.weight_drop
             )));
         }
         if self.proj_size > 0 && kind != CellKind::Lstm {
@@ -266,6 +285,12 @@ pub struct StackWorkspace<F> {
     dropped: Vec<Vec<F>>,
     masks: Vec<Vec<F>>,
     dropout_on: Vec<bool>,
+    // weight drop, per layer x direction: the masked weight_hh of this call and its mask (0 or
+    // 1/(1-p)); a buffer for weight_hh's gradient; whether the last forward dropped weights
+    wd_w: Vec<Vec<F>>,
+    wd_mask: Vec<Vec<F>>,
+    wd_grad: Vec<F>,
+    wd_on: bool,
     // per layer: gradient of its outputs (T, B, D*P)
     douts: Vec<Vec<F>>,
     dinput: Vec<F>,
@@ -493,6 +518,19 @@ impl Stack {
         }
         let z = |n: usize| vec![F::ZERO; n];
         let drop = self.cfg.dropout > 0.0;
+        let whh = |l: usize, d: usize| {
+            if self.cfg.weight_drop > 0.0 {
+                self.slots[l * nd + d].w_hh.len()
+            } else {
+                0
+            }
+        };
+        let wd = |_| {
+            (0..nl)
+                .flat_map(|l| (0..nd).map(move |d| (l, d)))
+                .map(|(l, d)| z(whh(l, d)))
+                .collect::<Vec<_>>()
+        };
         StackWorkspace {
             shape,
             caches,
@@ -505,6 +543,10 @@ impl Stack {
                 .map(|l| z(if l > 0 && drop { out } else { 0 }))
                 .collect(),
             dropout_on: vec![false; nl],
+            wd_w: wd(()),
+            wd_mask: wd(()),
+            wd_grad: z((0..nl).map(|l| whh(l, 0)).max().unwrap_or(0)),
+            wd_on: false,
             douts: (0..nl).map(|_| z(out)).collect(),
             dinput: z(if nl > 1 { out } else { 0 }),
             h_n: z(nl * nd * b * p),
@@ -535,6 +577,22 @@ impl Stack {
         let (nl, nd) = (self.cfg.num_layers, self.cfg.dirs());
         let (h, p) = (self.cfg.hidden_size, self.cfg.out_size());
         let ldy = nd * p;
+        // Weight drop: every direction's recurrent weights masked once for this call, drawn
+        // before the dropout masks (layer by layer, forward direction first).
+        ws.wd_on = false;
+        if let (Some(rng), true) = (dropout_rng.as_deref_mut(), self.cfg.weight_drop > 0.0) {
+            let pw = self.cfg.weight_drop;
+            let keep = F::from_f64(1.0 / (1.0 - pw));
+            for idx in 0..nl * nd {
+                let w_hh = &params[self.slots[idx].w_hh.clone()];
+                let (mask, w) = (&mut ws.wd_mask[idx], &mut ws.wd_w[idx]);
+                for ((m, wv), &v) in mask.iter_mut().zip(w.iter_mut()).zip(w_hh) {
+                    *m = if rng.uniform() < pw { F::ZERO } else { keep };
+                    *wv = v * *m;
+                }
+            }
+            ws.wd_on = true;
+        }
         for l in 0..nl {
             // Layer input: the real input, or the previous layer's output (dropped out in training).
             let (prev, cur) = ws.outs.split_at_mut(l);
@@ -574,7 +632,10 @@ impl Stack {
             let y = &mut cur[0];
             for d in 0..nd {
                 let idx = l * nd + d;
-                let w = self.weights(params, idx);
+                let mut w = self.weights(params, idx);
+                if ws.wd_on {
+                    w.w_hh = &ws.wd_w[idx];
+                }
                 let h0d = h0.map(|v| &v[idx * b * p..(idx + 1) * b * p]);
                 let c0d = c0.map(|v| &v[idx * b * h..(idx + 1) * b * h]);
                 let (hn, cn) = (
@@ -675,8 +736,19 @@ impl Stack {
             }
             for d in 0..nd {
                 let idx = l * nd + d;
-                let w = self.weights(params, idx);
+                let mut w = self.weights(params, idx);
                 let g = self.grads(grads, idx);
+                // weight drop: the cell sees the masked weight_hh; its gradient wrt the raw
+                // weights is the mask times the gradient wrt the masked ones
+                let wd_saved = if ws.wd_on {
+                    w.w_hh = &ws.wd_w[idx];
+                    let n = g.w_hh.len();
+                    ws.wd_grad[..n].copy_from_slice(g.w_hh);
+                    g.w_hh.fill(F::ZERO);
+                    true
+                } else {
+                    false
+                };
                 let dhn = dh_n.map(|v| &v[idx * b * p..(idx + 1) * b * p]);
                 let dcn = dc_n.map(|v| &v[idx * b * h..(idx + 1) * b * h]);
                 let dxd = if l > 0 {
@@ -704,6 +776,12 @@ impl Stack {
                         dc0,
                     },
                 );
+                if wd_saved {
+                    let gw = &mut grads[self.slots[idx].w_hh.clone()];
+                    for ((gv, &m), &old) in gw.iter_mut().zip(&ws.wd_mask[idx]).zip(&ws.wd_grad) {
+                        *gv = old + *gv * m;
+                    }
+                }
             }
             if l > 0 {
                 // through the dropout: d(prev_out) = d(input) * mask
