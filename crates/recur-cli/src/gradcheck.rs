@@ -1,7 +1,7 @@
 //! `recur gradcheck`: BPTT gradients against centred finite differences in f64, per tensor.
 
 use crate::args::Shape;
-use crate::values::{choice, Act, HeadArg};
+use crate::values::{choice, Act, DropoutModeArg, HeadArg};
 use anyhow::{bail, Result};
 use recur::cell::CellKind;
 use recur::model::{InputKind, ModelConfig};
@@ -49,6 +49,12 @@ pub struct Args {
     /// Weight drop on the recurrent weights (a fixed mask during the check).
     #[arg(long, default_value_t = 0.0)]
     weight_drop: f64,
+    /// Dropout on the last layer's outputs (a fixed mask during the check).
+    #[arg(long, default_value_t = 0.0)]
+    dropout_output: f64,
+    /// Dropout masks drawn anew at every step, or one per sequence (locked).
+    #[arg(long, value_parser = choice::<DropoutModeArg>(), default_value = "step")]
+    dropout_mode: DropoutModeArg,
     /// Random per-sequence lengths in 1..=T.
     #[arg(long)]
     varlen: bool,
@@ -90,7 +96,9 @@ pub fn run(a: Args) -> Result<()> {
         .with_bias(!a.no_bias)
         .with_proj_size(a.proj_size)
         .with_dropout(a.dropout)
-        .with_weight_drop(a.weight_drop);
+        .with_weight_drop(a.weight_drop)
+        .with_dropout_output(a.dropout_output)
+        .with_dropout_mode(a.dropout_mode.mode());
     let cfg = ModelConfig {
         input: InputKind::Dense,
         input_size: a.input_size,
@@ -126,7 +134,7 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         writeln!(
             out,
-            "gradcheck {} head={} T={} B={} I={} H={} layers={} dirs={} bias={} proj={} dropout={} weight_drop={} varlen={} eps={:e}",
+            "gradcheck {} head={} T={} B={} I={} H={} layers={} dirs={} bias={} proj={} dropout={} ({}) dropout_output={} weight_drop={} varlen={} eps={:e}",
             kind.name(),
             head.name(),
             a.seq_length,
@@ -138,6 +146,8 @@ pub fn run(a: Args) -> Result<()> {
             !a.no_bias,
             a.proj_size,
             a.dropout,
+            a.dropout_mode.mode().name(),
+            a.dropout_output,
             a.weight_drop,
             a.varlen,
             a.eps

@@ -7,14 +7,14 @@
 
 use crate::args::{DeviceArgs, RunDir};
 use crate::charlm_common::{default_corpus, load_corpus, print_sample_text, read_corpus};
-use crate::values::{choice, Cell, Optim, Preset as PresetName};
+use crate::values::{choice, Cell, DropoutModeArg, Optim, Preset as PresetName};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use recur::cell::CellKind;
 use recur::checkpoint;
 use recur::engine::Backend;
 use recur::model::ModelConfig;
-use recur::stack::StackConfig;
+use recur::stack::{DropoutMode, StackConfig};
 use recur::train::StepInfo;
 use recur_apps::charlm::data::{self, Vocab};
 use recur_apps::charlm::train::{
@@ -63,6 +63,13 @@ pub struct Args {
     /// batch (DropConnect, as AWD-LSTM) [default: 0].
     #[arg(long)]
     weight_drop: Option<f64>,
+    /// Dropout on the last layer's outputs, before the decoder [default: 0].
+    #[arg(long)]
+    dropout_output: Option<f64>,
+    /// Dropout masks (--dropout, --dropout-output) drawn anew at every step, or one per
+    /// sequence for all its steps (locked: variational dropout, as AWD-LSTM) [default: step].
+    #[arg(long, value_parser = choice::<DropoutModeArg>())]
+    dropout_mode: Option<DropoutModeArg>,
     /// LSTM projection size (0 = none).
     #[arg(long)]
     proj_size: Option<usize>,
@@ -222,6 +229,8 @@ fn config_flags(a: &Args) -> Vec<&'static str> {
     check(a.rnn_size.is_some(), "--rnn-size");
     check(a.dropout.is_some(), "--dropout");
     check(a.weight_drop.is_some(), "--weight-drop");
+    check(a.dropout_output.is_some(), "--dropout-output");
+    check(a.dropout_mode.is_some(), "--dropout-mode");
     check(a.proj_size.is_some(), "--proj-size");
     check(a.embed.is_some(), "--embed");
     check(a.batch_size.is_some(), "--batch-size");
@@ -271,6 +280,13 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
     if !(0.0..1.0).contains(&weight_drop) {
         bail!("--weight-drop must be in [0, 1), got {weight_drop}");
     }
+    let dropout_output = a.dropout_output.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&dropout_output) {
+        bail!("--dropout-output must be in [0, 1), got {dropout_output}");
+    }
+    let dropout_mode = a
+        .dropout_mode
+        .map_or(DropoutMode::Step, DropoutModeArg::mode);
     if a.dropout.is_some_and(|d| d > 0.0) && num_layers < 2 {
         bail!("--dropout acts between layers: it needs --num-layers 2 or more");
     }
@@ -306,6 +322,8 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
         .with_layers(num_layers)
         .with_dropout(dropout)
         .with_weight_drop(weight_drop)
+        .with_dropout_output(dropout_output)
+        .with_dropout_mode(dropout_mode)
         .with_proj_size(proj_size);
     let model = ModelConfig::char_model(vocab_len, embed, rnn);
     model.validate()?;
@@ -510,12 +528,7 @@ fn header(a: &Args, trainer: &Trainer, data_path: &Path, vocab: &Vocab, threads:
         m.rnn.num_layers,
         m.rnn.hidden_size,
         if m.embed_dim > 0 { format!(", embedding {}", m.embed_dim) } else { String::new() },
-        match (m.rnn.dropout > 0.0, m.rnn.weight_drop > 0.0) {
-            (true, true) => format!(", dropout {}, weight drop {}", m.rnn.dropout, m.rnn.weight_drop),
-            (true, false) => format!(", dropout {}", m.rnn.dropout),
-            (false, true) => format!(", weight drop {}", m.rnn.weight_drop),
-            (false, false) => String::new(),
-        },
+        regularisers(&m.rnn),
         trainer.model.num_params(),
         cfg.batch_size,
         cfg.seq_length,
@@ -776,4 +789,22 @@ fn split_checked(ids: &[u32], val_frac: f64) -> Result<(&[u32], &[u32])> {
         );
     }
     Ok((tr, va))
+}
+
+/// ", dropout 0.2 (locked), output dropout 0.1, weight drop 0.3": the stack's regularisers that
+/// are on, for the run's first line.
+fn regularisers(r: &StackConfig) -> String {
+    let mut s = String::new();
+    for (p, what) in [(r.dropout, "dropout"), (r.dropout_output, "output dropout")] {
+        if p > 0.0 {
+            s += &format!(", {what} {p}");
+            if r.dropout_mode != DropoutMode::Step {
+                s += &format!(" ({})", r.dropout_mode.name());
+            }
+        }
+    }
+    if r.weight_drop > 0.0 {
+        s += &format!(", weight drop {}", r.weight_drop);
+    }
+    s
 }

@@ -175,6 +175,25 @@ pub enum Device {
 }
 choice!(Device, "");
 
+/// `--dropout-mode`: how dropout masks are drawn over a sequence's steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DropoutModeArg {
+    /// A new mask at every step.
+    Step,
+    /// One mask per sequence for all its steps (variational dropout).
+    Locked,
+}
+choice!(DropoutModeArg, "dropout mode");
+
+impl DropoutModeArg {
+    pub fn mode(self) -> recur::stack::DropoutMode {
+        match self {
+            DropoutModeArg::Step => recur::stack::DropoutMode::Step,
+            DropoutModeArg::Locked => recur::stack::DropoutMode::Locked,
+        }
+    }
+}
+
 /// `--precision`: the number format of the math (see `recur::precision`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PrecisionArg {

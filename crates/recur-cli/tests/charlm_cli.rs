@@ -555,9 +555,9 @@ fn an_installed_binary_trains_on_the_built_in_corpus() {
     let _ = std::fs::remove_dir_all(d);
 }
 
-/// Weight drop draws its masks from the training generator, which the checkpoint keeps: a run
-/// stopped and resumed ends bit for bit where an unbroken run ends, and differs from a run
-/// without weight drop.
+/// Weight drop and locked dropout draw their masks from the training generator, which the
+/// checkpoint keeps: a run stopped and resumed ends bit for bit where an unbroken run ends, and
+/// differs from a run without them.
 #[test]
 fn weight_drop_runs_resume_bit_for_bit() {
     let d = tmp("weight-drop");
@@ -594,8 +594,16 @@ fn weight_drop_runs_resume_bit_for_bit() {
         }
         json_of(&recur(&a))
     };
-    let whole = run("whole", "20", &["--weight-drop", "0.3"], false);
-    run("halves", "10", &["--weight-drop", "0.3"], false);
+    let regs = [
+        "--weight-drop",
+        "0.3",
+        "--dropout-mode",
+        "locked",
+        "--dropout-output",
+        "0.1",
+    ];
+    let whole = run("whole", "20", &regs, false);
+    run("halves", "10", &regs, false);
     let resumed = run("halves", "20", &[], true);
     assert_eq!(resumed["steps"], 20);
     assert_eq!(whole["val_loss"], resumed["val_loss"]);
@@ -608,6 +616,8 @@ fn weight_drop_runs_resume_bit_for_bit() {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(a.model, b.model);
     assert_eq!(a.model.rnn.weight_drop, 0.3);
+    assert_eq!(a.model.rnn.dropout_output, 0.1);
+    assert_eq!(a.model.rnn.dropout_mode, recur::stack::DropoutMode::Locked);
     assert!(
         bits(&a.params) == bits(&b.params),
         "weights differ after resume"

@@ -109,6 +109,45 @@ fn weight_drop_gradients_for_every_cell() {
 }
 
 #[test]
+fn locked_and_output_dropout_gradients() {
+    for (cell, mode) in [("lstm", "locked"), ("gru", "locked"), ("lstm", "step")] {
+        let t = gradcheck(&[
+            "--cell",
+            cell,
+            "--num-layers",
+            "2",
+            "--bidirectional",
+            "--dropout",
+            "0.3",
+            "--dropout-output",
+            "0.3",
+            "--dropout-mode",
+            mode,
+            "--weight-drop",
+            "0.2",
+            "--varlen",
+            "--rnn-size",
+            "4",
+            "--seq-length",
+            "6",
+        ]);
+        assert!(names(&t).contains(&"decoder.weight"), "{cell} {mode}");
+    }
+    // with a last-step head too: the dropped outputs are what it reads
+    gradcheck(&[
+        "--cell",
+        "gru",
+        "--head",
+        "last_classes",
+        "--dropout-output",
+        "0.5",
+        "--dropout-mode",
+        "locked",
+        "--varlen",
+    ]);
+}
+
+#[test]
 fn gru_three_layers_bidirectional_b1_zero_state() {
     let t = gradcheck(&[
         "--cell",

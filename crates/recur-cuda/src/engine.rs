@@ -140,9 +140,14 @@ impl Backend for Cuda {
         params: Vec<f32>,
         opt: Option<Optimizer<f32>>,
     ) -> Result<Box<dyn Engine>> {
-        if model.cfg().rnn.weight_drop > 0.0 {
+        let rnn = &model.cfg().rnn;
+        if rnn.weight_drop > 0.0
+            || rnn.dropout_output > 0.0
+            || rnn.dropout_mode != recur::stack::DropoutMode::Step
+        {
             return Err(Error::invalid(
-                "weight drop is not on the GPU yet: train this model on the CPU",
+                "weight drop, output dropout and locked dropout are not on the GPU yet: train \
+                 this model on the CPU",
             ));
         }
         let gpu = Gpu::new(self.ordinal)?;

@@ -54,6 +54,34 @@ pub struct StackConfig {
     /// scaled by 1/(1-p)), one mask per forward call, i.e. per batch of sequences. Default 0.
     #[serde(default)]
     pub weight_drop: f64,
+    /// Dropout on the last layer's outputs (what a decoder reads) during training. Default 0.
+    #[serde(default)]
+    pub dropout_output: f64,
+    /// How dropout masks are drawn: a new one at every step, or one per sequence kept for all its
+    /// steps (locked, or variational, dropout). Default step.
+    #[serde(default)]
+    pub dropout_mode: DropoutMode,
+}
+
+/// How a dropout mask is drawn over the steps of a sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropoutMode {
+    /// Every element of every step drawn anew (torch.nn's dropout between layers).
+    #[default]
+    Step,
+    /// One mask per sequence, the same at every step (Gal and Ghahramani's variational dropout,
+    /// AWD-LSTM's `LockedDropout`).
+    Locked,
+}
+
+impl DropoutMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            DropoutMode::Step => "step",
+            DropoutMode::Locked => "locked",
+        }
+    }
 }
 
 impl StackConfig {
@@ -69,6 +97,8 @@ impl StackConfig {
             proj_size: 0,
             dropout: 0.0,
             weight_drop: 0.0,
+            dropout_output: 0.0,
+            dropout_mode: DropoutMode::Step,
         }
     }
     /// `num_layers`: stacked layers, each reading the one below (default 1).
@@ -106,6 +136,19 @@ impl StackConfig {
         self
     }
 
+    /// `dropout_output`: the probability of zeroing each output of the last layer in training
+    /// mode (default 0).
+    pub fn with_dropout_output(mut self, p: f64) -> Self {
+        self.dropout_output = p;
+        self
+    }
+
+    /// `dropout_mode`: a new mask at every step (default) or one per sequence (locked).
+    pub fn with_dropout_mode(mut self, m: DropoutMode) -> Self {
+        self.dropout_mode = m;
+        self
+    }
+
     /// The cell kind.
     pub fn kind(&self) -> CellKind {
         self.cell
@@ -124,6 +167,12 @@ impl StackConfig {
             return Err(crate::Error::invalid(format!(
                 "dropout must be in [0, 1), got {}",
                 self.dropout
+            )));
+        }
+        if !(0.0..1.0).contains(&self.dropout_output) {
+            return Err(crate::Error::invalid(format!(
+                "dropout_output must be in [0, 1), got {}",
+                self.dropout_output
             )));
         }
         if !(0.0..1.0).contains(&self.weight_drop) {
@@ -291,6 +340,10 @@ pub struct StackWorkspace<F> {
     wd_mask: Vec<Vec<F>>,
     wd_grad: Vec<F>,
     wd_on: bool,
+    // output dropout: the last layer's dropped-out outputs and their mask, (T, B, D*P)
+    out_dropped: Vec<F>,
+    out_mask: Vec<F>,
+    out_drop_on: bool,
     // per layer: gradient of its outputs (T, B, D*P)
     douts: Vec<Vec<F>>,
     dinput: Vec<F>,
@@ -305,6 +358,9 @@ pub struct StackWorkspace<F> {
 impl<F: Float> StackWorkspace<F> {
     /// The last layer's outputs (T, B, D*P).
     pub fn output(&self) -> &[F] {
+        if self.out_drop_on {
+            return &self.out_dropped;
+        }
         self.outs.last().expect("at least one layer")
     }
 
@@ -547,6 +603,17 @@ impl Stack {
             wd_mask: wd(()),
             wd_grad: z((0..nl).map(|l| whh(l, 0)).max().unwrap_or(0)),
             wd_on: false,
+            out_dropped: z(if self.cfg.dropout_output > 0.0 {
+                out
+            } else {
+                0
+            }),
+            out_mask: z(if self.cfg.dropout_output > 0.0 {
+                out
+            } else {
+                0
+            }),
+            out_drop_on: false,
             douts: (0..nl).map(|_| z(out)).collect(),
             dinput: z(if nl > 1 { out } else { 0 }),
             h_n: z(nl * nd * b * p),
@@ -603,16 +670,11 @@ impl Stack {
                 let pdrop = self.cfg.dropout;
                 match (dropout_rng.as_deref_mut(), pdrop > 0.0) {
                     (Some(rng), true) => {
-                        let keep = 1.0 / (1.0 - pdrop);
-                        let mask = &mut ws.masks[l];
-                        let dropped = &mut ws.dropped[l];
-                        for ((m, dv), &v) in mask.iter_mut().zip(dropped.iter_mut()).zip(prev_out) {
-                            *m = if rng.uniform() < pdrop {
-                                F::ZERO
-                            } else {
-                                F::from_f64(keep)
-                            };
-                            *dv = v * *m;
+                        draw_mask(&mut ws.masks[l], pdrop, self.cfg.dropout_mode, b * ldy, rng);
+                        for ((dv, &v), &m) in
+                            ws.dropped[l].iter_mut().zip(prev_out).zip(&ws.masks[l])
+                        {
+                            *dv = v * m;
                         }
                         ws.dropout_on[l] = true;
                         LayerInput::Dense {
@@ -661,6 +723,17 @@ impl Stack {
                     },
                 );
             }
+        }
+        // Dropout on the last layer's outputs (drawn after every other mask of the call).
+        ws.out_drop_on = false;
+        if let (Some(rng), true) = (dropout_rng, self.cfg.dropout_output > 0.0) {
+            let pout = self.cfg.dropout_output;
+            draw_mask(&mut ws.out_mask, pout, self.cfg.dropout_mode, b * ldy, rng);
+            let top = ws.outs.last().expect("at least one layer");
+            for ((dv, &v), &m) in ws.out_dropped.iter_mut().zip(top).zip(&ws.out_mask) {
+                *dv = v * m;
+            }
+            ws.out_drop_on = true;
         }
     }
     /// [`Stack::forward`] in the common case: zero initial states, every sequence T steps long,
@@ -713,7 +786,13 @@ impl Stack {
         match dy {
             Some(dy) => {
                 let n = ws.douts[top].len();
-                ws.douts[top].copy_from_slice(&dy[..n])
+                ws.douts[top].copy_from_slice(&dy[..n]);
+                // through the output dropout: d(output) = d(dropped output) * mask
+                if ws.out_drop_on {
+                    for (g, &m) in ws.douts[top].iter_mut().zip(&ws.out_mask) {
+                        *g *= m;
+                    }
+                }
             }
             None => ws.douts[top].fill(F::ZERO),
         }
@@ -798,9 +877,49 @@ impl Stack {
     }
 }
 
+/// Fills `mask` (T rows of `row` elements) with 0 (probability `p`) and 1/(1-p) from `rng`,
+/// element by element in order: every element anew (`Step`), or the first row's draws repeated
+/// on every row (`Locked`: one mask per sequence for all its steps).
+fn draw_mask<F: Float>(mask: &mut [F], p: f64, mode: DropoutMode, row: usize, rng: &mut Rng) {
+    let keep = F::from_f64(1.0 / (1.0 - p));
+    let mut draw = || if rng.uniform() < p { F::ZERO } else { keep };
+    match mode {
+        DropoutMode::Step => mask.iter_mut().for_each(|m| *m = draw()),
+        DropoutMode::Locked => {
+            let (first, rest) = mask.split_at_mut(row.min(mask.len()));
+            first.iter_mut().for_each(|m| *m = draw());
+            for r in rest.chunks_mut(row) {
+                r.copy_from_slice(&first[..r.len()]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masks_are_drawn_per_element_or_locked_per_sequence() {
+        let (t, row, p) = (5, 12, 0.4);
+        let keep = 1.0 / (1.0 - p);
+        // step: element by element from the generator, in order
+        let mut step = vec![0.0f64; t * row];
+        draw_mask(&mut step, p, DropoutMode::Step, row, &mut Rng::new(3));
+        let mut rng = Rng::new(3);
+        for &m in &step {
+            assert_eq!(m, if rng.uniform() < p { 0.0 } else { keep });
+        }
+        assert_ne!(step[..row], step[row..2 * row], "step masks repeat");
+        // locked: the first row's draws, the same on every row
+        let mut locked = vec![0.0f64; t * row];
+        draw_mask(&mut locked, p, DropoutMode::Locked, row, &mut Rng::new(3));
+        assert_eq!(locked[..row], step[..row]);
+        for r in locked.chunks(row) {
+            assert_eq!(r, &locked[..row]);
+        }
+        assert!(locked.contains(&0.0) && locked.contains(&keep));
+    }
     use crate::cell::Activation;
 
     #[test]
