@@ -171,6 +171,7 @@ fn small_config(v: usize, layers: usize, dropout: f64) -> TrainConfig {
         seed: 3,
         eval_every: 4,
         log_every: 3,
+        schedule: None,
     }
 }
 

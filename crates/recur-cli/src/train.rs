@@ -7,7 +7,7 @@
 
 use crate::args::{DeviceArgs, RunDir};
 use crate::charlm_common::{default_corpus, load_corpus, print_sample_text, read_corpus};
-use crate::values::{choice, Cell, DropoutModeArg, Optim, Preset as PresetName};
+use crate::values::{choice, Cell, DropoutModeArg, LrScheduleArg, Optim, Preset as PresetName};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use recur::cell::CellKind;
@@ -15,7 +15,7 @@ use recur::checkpoint;
 use recur::engine::Backend;
 use recur::model::ModelConfig;
 use recur::stack::{DropoutMode, StackConfig};
-use recur::train::StepInfo;
+use recur::train::{Schedule, StepInfo};
 use recur_apps::charlm::data::{self, Vocab};
 use recur_apps::charlm::train::{
     self as charlm_train, Budget, Event, LogRow, Run, StopReason, TrainConfig, TrainState, Trainer,
@@ -97,6 +97,22 @@ pub struct Args {
     /// Steps between learning-rate decays (0 = never).
     #[arg(long)]
     lr_decay_every: Option<u64>,
+    /// The learning-rate schedule [default: step].
+    #[arg(long, value_parser = choice::<LrScheduleArg>())]
+    lr_schedule: Option<LrScheduleArg>,
+    /// Warm-up steps of --lr-schedule cosine or plateau (the rate rising linearly to --lr)
+    /// [default: 0].
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// The lowest rate of --lr-schedule cosine or plateau, as a fraction of --lr [default: 0.05].
+    #[arg(long)]
+    lr_floor: Option<f64>,
+    /// --lr-schedule plateau: the factor of each cut [default: 0.5].
+    #[arg(long)]
+    plateau_factor: Option<f64>,
+    /// --lr-schedule plateau: evaluations without a new best before a cut [default: 2].
+    #[arg(long)]
+    plateau_patience: Option<u64>,
     /// Clip the global gradient norm to this (0 = off).
     #[arg(long)]
     grad_clip: Option<f64>,
@@ -240,6 +256,11 @@ fn config_flags(a: &Args) -> Vec<&'static str> {
     check(a.learning_rate.is_some(), "--learning-rate");
     check(a.lr_decay.is_some(), "--lr-decay");
     check(a.lr_decay_every.is_some(), "--lr-decay-every");
+    check(a.lr_schedule.is_some(), "--lr-schedule");
+    check(a.warmup.is_some(), "--warmup");
+    check(a.lr_floor.is_some(), "--lr-floor");
+    check(a.plateau_factor.is_some(), "--plateau-factor");
+    check(a.plateau_patience.is_some(), "--plateau-patience");
     check(a.grad_clip.is_some(), "--grad-clip");
     check(a.grad_clip_value.is_some(), "--grad-clip-value");
     check(a.seed.is_some(), "--seed");
@@ -259,6 +280,59 @@ fn non_negative(name: &str, x: f64) -> Result<f64> {
         bail!("{name} must be zero or positive, got {x}");
     }
     Ok(x)
+}
+
+/// The schedule of `--lr-schedule cosine | plateau` with its flags, checked; `None` for `step`
+/// (the decay flags' schedule).
+fn lr_schedule(a: &Args) -> Result<Option<Schedule>> {
+    let kind = a.lr_schedule.unwrap_or(LrScheduleArg::Step);
+    let only = |on: bool, flag: &str, which: &str| -> Result<()> {
+        if on {
+            bail!("{flag} applies to --lr-schedule {which} only");
+        }
+        Ok(())
+    };
+    only(
+        kind != LrScheduleArg::Plateau
+            && (a.plateau_factor.is_some() || a.plateau_patience.is_some()),
+        "--plateau-factor and --plateau-patience",
+        "plateau",
+    )?;
+    only(
+        kind == LrScheduleArg::Step && (a.warmup.is_some() || a.lr_floor.is_some()),
+        "--warmup and --lr-floor",
+        "cosine or plateau",
+    )?;
+    only(
+        kind != LrScheduleArg::Step && (a.lr_decay.is_some() || a.lr_decay_every.is_some()),
+        "--lr-decay and --lr-decay-every",
+        "step",
+    )?;
+    let warmup = a.warmup.unwrap_or(0);
+    let floor = a.lr_floor.unwrap_or(0.05);
+    if !(0.0..=1.0).contains(&floor) {
+        bail!("--lr-floor must be in [0, 1], got {floor}");
+    }
+    Ok(match kind {
+        LrScheduleArg::Step => None,
+        LrScheduleArg::Cosine => Some(Schedule::Cosine { warmup, floor }),
+        LrScheduleArg::Plateau => {
+            let factor = a.plateau_factor.unwrap_or(0.5);
+            if !(factor > 0.0 && factor < 1.0) {
+                bail!("--plateau-factor must be in (0, 1), got {factor}");
+            }
+            let patience = a.plateau_patience.unwrap_or(2);
+            if patience == 0 {
+                bail!("--plateau-patience must be at least 1");
+            }
+            Some(Schedule::Plateau {
+                factor,
+                patience,
+                floor,
+                warmup,
+            })
+        }
+    })
 }
 
 /// The model and loop configuration from the preset and the explicit flags.
@@ -316,6 +390,7 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
     if a.lr_decay.is_some_and(|d| d < 1.0) && lr_decay_every == 0 {
         bail!("--lr-decay needs --lr-decay-every N (steps between decays)");
     }
+    let schedule = lr_schedule(a)?;
     let grad_clip = non_negative("--grad-clip", a.grad_clip.unwrap_or(p.grad_clip))?;
     let grad_clip_value = non_negative("--grad-clip-value", a.grad_clip_value.unwrap_or(0.0))?;
     let rnn = StackConfig::new(kind, 0, rnn_size)
@@ -346,6 +421,7 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
         } else {
             (eval_every / 10).max(1)
         },
+        schedule,
     };
     Ok((cfg, budget(a, Some(&p))?))
 }
@@ -518,7 +594,7 @@ fn header(a: &Args, trainer: &Trainer, data_path: &Path, vocab: &Vocab, threads:
     let cfg = &trainer.state.config;
     let m = &cfg.model;
     format!(
-        "recur train: {} ({} chars: {} train, {} validation; vocabulary {}), {} {}x{}{}{}, {} parameters, B={} T={}, {} lr {}, clip {}, {} thread(s) on {}{}",
+        "recur train: {} ({} chars: {} train, {} validation; vocabulary {}), {} {}x{}{}{}, {} parameters, B={} T={}, {} lr {}{}, clip {}, {} thread(s) on {}{}",
         data_path.display(),
         fmt_chars((trainer.task.val_ids().len() + trainer.task.batches() as usize * cfg.batch_size * cfg.seq_length) as u64),
         fmt_chars(trainer.task.batches() * (cfg.batch_size * cfg.seq_length) as u64),
@@ -534,6 +610,24 @@ fn header(a: &Args, trainer: &Trainer, data_path: &Path, vocab: &Vocab, threads:
         cfg.seq_length,
         cfg.optim.name(),
         cfg.lr,
+        match &cfg.schedule {
+            Some(Schedule::Cosine { warmup, floor }) => {
+                format!(" (cosine to x{floor}, warm-up {warmup} steps)")
+            }
+            Some(Schedule::Plateau {
+                factor,
+                patience,
+                floor,
+                warmup,
+            }) => format!(
+                " (x{factor} after {patience} evaluations without a new best, down to x{floor}; \
+                 warm-up {warmup} steps)"
+            ),
+            _ if cfg.lr_decay < 1.0 => {
+                format!(" (x{} every {} steps)", cfg.lr_decay, cfg.lr_decay_every)
+            }
+            _ => String::new(),
+        },
         cfg.grad_clip,
         threads,
         trainer.device(),

@@ -175,6 +175,19 @@ pub enum Device {
 }
 choice!(Device, "");
 
+/// `--lr-schedule`: how the learning rate moves during a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LrScheduleArg {
+    /// Multiplied by --lr-decay every --lr-decay-every steps (constant without them).
+    Step,
+    /// A linear warm-up over --warmup steps, then a cosine down to lr * --lr-floor at the run's end.
+    Cosine,
+    /// After the warm-up, multiplied by --plateau-factor whenever --plateau-patience evaluations
+    /// in a row bring no new best validation loss, down to lr * --lr-floor.
+    Plateau,
+}
+choice!(LrScheduleArg, "learning-rate schedule");
+
 /// `--dropout-mode`: how dropout masks are drawn over a sequence's steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DropoutModeArg {

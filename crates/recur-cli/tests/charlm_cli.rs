@@ -639,3 +639,68 @@ fn weight_drop_runs_resume_bit_for_bit() {
         &["--weight-drop"],
     );
 }
+
+/// `--lr-schedule cosine`: the log's rate rises over the warm-up, then falls; the schedules'
+/// flags out of place are one-line errors.
+#[test]
+fn lr_schedule_flags() {
+    let d = tmp("lr-schedule");
+    let corpus = write_corpus(&d);
+    let ck = d.join("ck");
+    let mut a = vec!["train", "--data", s(&corpus), "--checkpoint-dir", s(&ck)];
+    a.extend_from_slice(SMALL);
+    a.extend_from_slice(&[
+        "--max-steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--lr-schedule",
+        "cosine",
+        "--warmup",
+        "4",
+        "--lr-floor",
+        "0.1",
+        "--learning-rate",
+        "0.01",
+        "--json",
+    ]);
+    json_of(&recur(&a));
+    let log = std::fs::read_to_string(ck.join("log.csv")).unwrap();
+    let lrs: Vec<f64> = log
+        .lines()
+        .skip(1)
+        .map(|r| r.split(',').nth(4).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(lrs.len(), 20, "{log}");
+    assert!(
+        (lrs[0] - 0.0025).abs() < 1e-12 && (lrs[3] - 0.01).abs() < 1e-12,
+        "{lrs:?}"
+    );
+    assert!(lrs[4..].windows(2).all(|w| w[1] <= w[0]), "{lrs:?}");
+    assert!(lrs[19] < 0.0015 && lrs[19] >= 0.001, "{lrs:?}");
+    for (flags, needle) in [
+        (
+            &["--lr-schedule", "cosine", "--plateau-factor", "0.5"][..],
+            "--plateau-factor",
+        ),
+        (&["--warmup", "10"][..], "--warmup"),
+        (
+            &["--lr-schedule", "cosine", "--lr-decay", "0.5"][..],
+            "--lr-decay",
+        ),
+        (
+            &["--lr-schedule", "cosine", "--lr-floor", "2"][..],
+            "--lr-floor",
+        ),
+        (
+            &["--lr-schedule", "plateau", "--plateau-factor", "1"][..],
+            "--plateau-factor",
+        ),
+        (&["--lr-schedule", "sometimes"][..], "--lr-schedule"),
+    ] {
+        let bad = d.join("bad");
+        let mut b = vec!["train", "--data", s(&corpus), "--checkpoint-dir", s(&bad)];
+        b.extend_from_slice(flags);
+        one_line_error(&recur(&b), &[needle]);
+    }
+}

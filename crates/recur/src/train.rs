@@ -134,6 +134,21 @@ pub enum Schedule {
     StepDecay { decay: f64, every: u64 },
     /// A cosine from the base rate at epoch 0 down to `base * floor` at epoch `epochs - 1`.
     CosineEpochs { floor: f64, epochs: u64 },
+    /// A linear warm-up over the first `warmup` steps (step k at `base * (k+1) / warmup`), then a
+    /// cosine from the base rate down to `base * floor` at the run's end: its step limit (steps or
+    /// epochs) when it has one, else its time budget (the rate then follows the elapsed time, so
+    /// runs on machines of different speeds differ). With neither, the base rate after the
+    /// warm-up.
+    Cosine { warmup: u64, floor: f64 },
+    /// After the same warm-up, the base rate times `factor` once for every `patience`
+    /// evaluations in a row that did not improve the best held-out metric (the count restarts
+    /// after each cut and at each new best), never below `base * floor`.
+    Plateau {
+        factor: f64,
+        patience: u64,
+        floor: f64,
+        warmup: u64,
+    },
 }
 
 /// The loop's settings.
@@ -260,6 +275,11 @@ pub struct TrainState<C> {
     pub best_step: Option<u64>,
     pub last_eval_step: Option<u64>,
     pub history: Vec<LogRow>,
+    /// Evaluations since the best one, and the learning-rate cuts so far ([`Schedule::Plateau`]).
+    #[serde(default)]
+    pub evals_since_best: u64,
+    #[serde(default)]
+    pub lr_cuts: u32,
     /// The task's own resume state ([`Task::state`]).
     #[serde(default)]
     pub task: serde_json::Value,
@@ -449,6 +469,8 @@ impl<'a> Run<'a> {
             best_step: None,
             last_eval_step: None,
             history: Vec::new(),
+            evals_since_best: 0,
+            lr_cuts: 0,
             task: task.state(),
             extra: std::mem::take(&mut self.extra),
         };
@@ -587,6 +609,38 @@ impl<T: Task> Trainer<T> {
             Schedule::CosineEpochs { floor, epochs } => {
                 let e = self.task.batches_per_epoch().map_or(0, |b| step / b.max(1));
                 cosine_lr(base, floor, e, epochs)
+            }
+            Schedule::Cosine { warmup, floor } => {
+                if step < warmup {
+                    return base * (step + 1) as f64 / warmup as f64;
+                }
+                let progress = match (self.total_steps(), self.state.budget.max_minutes) {
+                    (Some(n), _) if n > warmup => {
+                        Some((step - warmup) as f64 / (n - warmup) as f64)
+                    }
+                    (None, Some(m)) if m > 0.0 => Some(self.state.elapsed_secs / (m * 60.0)),
+                    _ => None,
+                };
+                match progress {
+                    Some(p) => {
+                        let w = 0.5 * (1.0 + (std::f64::consts::PI * p.clamp(0.0, 1.0)).cos());
+                        base * (floor + (1.0 - floor) * w)
+                    }
+                    None => base,
+                }
+            }
+            Schedule::Plateau {
+                factor,
+                floor,
+                warmup,
+                ..
+            } => {
+                let warm = if step < warmup {
+                    (step + 1) as f64 / warmup as f64
+                } else {
+                    1.0
+                };
+                warm * base * factor.powi(self.state.lr_cuts as i32).max(floor)
             }
         }
     }
@@ -744,6 +798,17 @@ impl<T: Task> Trainer<T> {
         let best = self.task.better(val, self.state.best_val);
         let st = &mut self.state;
         st.last_eval_step = Some(st.step);
+        if best {
+            st.evals_since_best = 0;
+        } else {
+            st.evals_since_best += 1;
+            if let Schedule::Plateau { patience, .. } = self.settings.schedule {
+                if patience > 0 && st.evals_since_best >= patience {
+                    st.lr_cuts += 1;
+                    st.evals_since_best = 0;
+                }
+            }
+        }
         if best {
             st.best_val = val;
             st.best_step = Some(st.step);

@@ -51,6 +51,10 @@ pub struct TrainConfig {
     /// Steps between training-loss rows in the log between evaluations (0 = only at evaluations).
     #[serde(default)]
     pub log_every: u64,
+    /// The learning-rate schedule; `None` (and older runs): step decay by `lr_decay` every
+    /// `lr_decay_every` steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
 }
 
 /// The character model as a [`Task`]: the training text as B streams read T steps at a time in
@@ -128,10 +132,10 @@ impl Task for CharTask {
     fn settings(cfg: &TrainConfig) -> Settings {
         Settings {
             lr: cfg.lr,
-            schedule: Schedule::StepDecay {
+            schedule: cfg.schedule.clone().unwrap_or(Schedule::StepDecay {
                 decay: cfg.lr_decay,
                 every: cfg.lr_decay_every,
-            },
+            }),
             grad_clip: cfg.grad_clip,
             grad_clip_value: cfg.grad_clip_value,
             eval_every: cfg.eval_every,

@@ -49,6 +49,7 @@ pub fn small_trainer(steps: u64) -> Trainer {
         seed: 11,
         eval_every: 5,
         log_every: 0,
+        schedule: None,
     };
     charlm::start(Run::on(&Cpu).budget(steps_budget(steps)), cfg, tr, va, None).unwrap()
 }
