@@ -10,6 +10,14 @@ carried across batches and reset at each epoch; one-hot (or embedding) input -> 
 mean loss over every predicted character. The clock counts training and evaluation, as recur's
 --max-minutes does.
 
+The regularisers of `recur train` (docs/semantics.md), built the AWD-LSTM way when any is on:
+--weight-drop P (each layer's weight_hh through F.dropout once per batch, the layer run with
+torch.func.functional_call, as AWD-LSTM's WeightDrop), --dropout between layers and
+--dropout-output on the top layer's outputs, drawn per element (--dropout-mode step, nn.LSTM's
+way) or once per sequence for all steps (locked, AWD-LSTM's LockedDropout). With them the layers
+are separate one-layer modules (the same parameters as one multi-layer nn.LSTM). The masks are
+torch's own draws, not recur's.
+
 Prints one JSON object per evaluation on stdout:
   {"side": "torch", "step": .., "chars_seen": .., "elapsed_secs": .., "train_loss": .., "val_loss": ..}
 Not a test: CI does not run it (it needs torch).
@@ -25,14 +33,32 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def drop(x, p, locked, training):
+    """Dropout of x (T, B, H): per element, or one (B, H) mask for every step when locked."""
+    if not training or p == 0.0:
+        return x
+    if not locked:
+        return F.dropout(x, p, True)
+    mask = x.new_empty(1, x.shape[1], x.shape[2]).bernoulli_(1 - p) / (1 - p)
+    return x * mask
+
+
 class CharModel(nn.Module):
-    def __init__(self, v, cell, hidden, layers, dropout, embed):
+    def __init__(self, v, cell, hidden, layers, dropout, embed, weight_drop=0.0,
+                 dropout_output=0.0, locked=False):
         super().__init__()
         self.v = v
         self.embedding = nn.Embedding(v, embed) if embed > 0 else None
         inp = embed if embed > 0 else v
         cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN, "rnn_tanh": nn.RNN}[cell]
-        self.rnn = cls(inp, hidden, num_layers=layers, dropout=dropout)
+        self.awd = weight_drop > 0 or dropout_output > 0 or locked
+        self.dropout, self.weight_drop = dropout, weight_drop
+        self.dropout_output, self.locked = dropout_output, locked
+        if self.awd:
+            self.layers = nn.ModuleList(
+                cls(inp if i == 0 else hidden, hidden) for i in range(layers))
+        else:
+            self.rnn = cls(inp, hidden, num_layers=layers, dropout=dropout)
         self.decoder = nn.Linear(hidden, v)
 
     def forward(self, x, state):
@@ -41,13 +67,31 @@ class CharModel(nn.Module):
             e = self.embedding(x)
         else:
             e = F.one_hot(x, self.v).float()
-        y, state = self.rnn(e, state)
-        return self.decoder(y), state
+        if not self.awd:
+            y, state = self.rnn(e, state)
+            return self.decoder(y), state
+        # state: one per layer (a tuple for the LSTM), or None
+        new, y = [], e
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                y = drop(y, self.dropout, self.locked, self.training)
+            s = None if state is None else state[i]
+            if self.weight_drop > 0 and self.training:
+                w = dict(layer.named_parameters())
+                w["weight_hh_l0"] = F.dropout(w["weight_hh_l0"], self.weight_drop, True)
+                y, s = torch.func.functional_call(layer, w, (y, s))
+            else:
+                y, s = layer(y, s)
+            new.append(s)
+        y = drop(y, self.dropout_output, self.locked, self.training)
+        return self.decoder(y), new
 
 
 def detach(state):
     if state is None:
         return None
+    if isinstance(state, list):
+        return [detach(s) for s in state]
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)
     return state.detach()
@@ -86,6 +130,9 @@ def main():
     p.add_argument("--num-layers", type=int, default=2)
     p.add_argument("--rnn-size", type=int, default=256)
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--weight-drop", type=float, default=0.0)
+    p.add_argument("--dropout-output", type=float, default=0.0)
+    p.add_argument("--dropout-mode", choices=["step", "locked"], default="step")
     p.add_argument("--embed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-length", type=int, default=64)
@@ -112,7 +159,8 @@ def main():
     s = (len(train) - 1) // b
     per_epoch = s // t
 
-    model = CharModel(len(chars), a.cell, a.rnn_size, a.num_layers, a.dropout, a.embed)
+    model = CharModel(len(chars), a.cell, a.rnn_size, a.num_layers, a.dropout, a.embed,
+                      a.weight_drop, a.dropout_output, a.dropout_mode == "locked")
     opt = {
         "adam": lambda: torch.optim.Adam(model.parameters(), lr=a.lr),
         "rmsprop": lambda: torch.optim.RMSprop(model.parameters(), lr=a.lr),

@@ -12,7 +12,7 @@ use pyo3::types::PyList;
 use recur::cell::{CellKind, LayerInput};
 use recur::ops::Float;
 use recur::rng::Rng;
-use recur::stack::{check_lengths, SeqShape, Stack, StackConfig, StackWorkspace};
+use recur::stack::{check_lengths, DropoutMode, SeqShape, Stack, StackConfig, StackWorkspace};
 use std::sync::{Arc, Mutex};
 
 use crate::to_py;
@@ -218,7 +218,8 @@ fn parse_cell(cell: &str, nonlinearity: &str) -> PyResult<CellKind> {
 #[pymethods]
 impl PyStack {
     #[new]
-    #[pyo3(signature = (cell, input_size, hidden_size, num_layers=1, bias=true, bidirectional=false, proj_size=0, dropout=0.0, nonlinearity="tanh"))]
+    #[pyo3(signature = (cell, input_size, hidden_size, num_layers=1, bias=true, bidirectional=false, proj_size=0, dropout=0.0, nonlinearity="tanh", weight_drop=0.0, dropout_output=0.0, dropout_mode="step"))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         cell: &str,
         input_size: usize,
@@ -229,13 +230,28 @@ impl PyStack {
         proj_size: usize,
         dropout: f64,
         nonlinearity: &str,
+        weight_drop: f64,
+        dropout_output: f64,
+        dropout_mode: &str,
     ) -> PyResult<Self> {
+        let mode = match dropout_mode {
+            "step" => DropoutMode::Step,
+            "locked" => DropoutMode::Locked,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "dropout_mode must be 'step' or 'locked', got '{other}'"
+                )))
+            }
+        };
         let cfg = StackConfig::new(parse_cell(cell, nonlinearity)?, input_size, hidden_size)
             .with_layers(num_layers)
             .with_bias(bias)
             .with_bidirectional(bidirectional)
             .with_proj_size(proj_size)
-            .with_dropout(dropout);
+            .with_dropout(dropout)
+            .with_weight_drop(weight_drop)
+            .with_dropout_output(dropout_output)
+            .with_dropout_mode(mode);
         Ok(PyStack {
             stack: Stack::new(cfg).map_err(to_py)?,
             pool: Pool::default(),
@@ -309,7 +325,7 @@ impl PyStack {
     /// Forward of `x` (T, B, I) from `h0` (L*D, B, P) and `c0` (L*D, B, H; LSTM) (zeros when
     /// None), with `weights` a list of arrays in `param_names` order (or one flat array) of x's
     /// dtype; `lengths` (B) the sequences' lengths (all T when None); `dropout_seed`: training
-    /// mode, dropout between layers drawn from that seed. Returns (y (T, B, D*P), h_n, c_n or
+    /// mode, the dropout, output-dropout and weight-drop masks drawn from that seed. Returns (y (T, B, D*P), h_n, c_n or
     /// None, run or None): with `keep`, the run whose `backward` gives the gradients.
     #[pyo3(signature = (weights, x, h0=None, c0=None, lengths=None, dropout_seed=None, keep=true))]
     fn forward<'py>(
@@ -332,7 +348,7 @@ impl PyStack {
     fn __repr__(&self) -> String {
         let c = self.stack.cfg();
         format!(
-            "Stack(cell='{}', input_size={}, hidden_size={}, num_layers={}, bias={}, bidirectional={}, proj_size={}, dropout={})",
+            "Stack(cell='{}', input_size={}, hidden_size={}, num_layers={}, bias={}, bidirectional={}, proj_size={}, dropout={}, weight_drop={}, dropout_output={}, dropout_mode='{}')",
             c.cell.name(),
             c.input_size,
             c.hidden_size,
@@ -340,7 +356,10 @@ impl PyStack {
             if c.bias { "True" } else { "False" },
             if c.bidirectional { "True" } else { "False" },
             c.proj_size,
-            c.dropout
+            c.dropout,
+            c.weight_drop,
+            c.dropout_output,
+            c.dropout_mode.name()
         )
     }
 }

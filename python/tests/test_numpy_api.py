@@ -20,10 +20,16 @@ def loss_and_grads(s, w, x, h0, c0, lengths, seed, gy, gh):
     return loss, dx, dh0, g
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
-def test_gradients_match_finite_differences(cell):
+AWD = dict(weight_drop=0.4, dropout_output=0.2, dropout_mode="locked")
+
+
+@pytest.mark.parametrize(
+    "cell,regs",
+    [("lstm", {}), ("gru", {}), ("rnn_tanh", {}), ("rnn_relu", {}), ("lstm", AWD), ("gru", AWD)],
+)
+def test_gradients_match_finite_differences(cell, regs):
     rng = np.random.default_rng(0)
-    s = recur.Stack(cell, 3, 4, num_layers=2, bidirectional=True, dropout=0.3)
+    s = recur.Stack(cell, 3, 4, num_layers=2, bidirectional=True, dropout=0.3, **regs)
     w = s.init(seed=2, dtype="float64")
     t, b = 5, 3
     x = rng.standard_normal((t, b, 3))
@@ -33,7 +39,7 @@ def test_gradients_match_finite_differences(cell):
     lengths = [5, 2, 4]
     gy = rng.standard_normal((t, b, s.output_size))
     gh = rng.standard_normal((nd, b, p))
-    args = (lengths, 7, gy, gh)  # dropout seed 7: the same masks at every call
+    args = (lengths, 7, gy, gh)  # dropout seed 7: the same masks at every call (all kinds)
     _, dx, dh0, g = loss_and_grads(s, w, x, h0, c0, *args)
 
     def fd(f, arr):
@@ -156,3 +162,23 @@ def test_reused_workspaces_give_the_same_results_as_fresh_ones():
             got = one(s, w, call)
             for a, b in zip(got, want):
                 assert np.array_equal(a, b)
+
+
+def test_regularisers_act_in_training_only_and_bad_modes_are_refused():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 2, 3)).astype(np.float32)
+    s = recur.Stack("lstm", 3, 5, **AWD)
+    assert "weight_drop=0.4" in repr(s) and "dropout_mode='locked'" in repr(s)
+    w = s.init(seed=3)
+    plain = recur.Stack("lstm", 3, 5)
+    y_eval = s.forward(w, x, keep=False)[0]
+    np.testing.assert_array_equal(y_eval, plain.forward(w, x, keep=False)[0])
+    y_train = s.forward(w, x, dropout_seed=4, keep=False)[0]
+    assert not np.array_equal(y_train, y_eval)
+    # locked output dropout: the zeros sit at the same places at every step
+    zeros = y_train == 0
+    assert zeros.any() and (zeros == zeros[0]).all()
+    with pytest.raises(ValueError, match="dropout_mode"):
+        recur.Stack("lstm", 3, 5, dropout_mode="sometimes")
+    with pytest.raises(ValueError, match="weight_drop"):
+        recur.Stack("lstm", 3, 5, weight_drop=1.0)
