@@ -5,7 +5,9 @@
 //! - [`DeviceArgs`]: `--device cpu|cuda`, `--threads N`;
 //! - [`PrecisionArgs`]: `--precision f32|bf16|int8` (the commands that run a model without training it);
 //! - [`RunDir`]: `--checkpoint-dir`, `--resume`;
-//! - [`Optimizer`]: `--optim`, `--learning-rate` (alias `--lr`).
+//! - [`Optimizer`]: `--optim`, `--learning-rate` (alias `--lr`);
+//! - [`EpochTraining`]: `--epochs`, `--batch-size`, `--learning-rate`, `--lr-floor`,
+//!   `--grad-clip`, `--seed` (the epoch-based speech commands).
 //!
 //! A command whose defaults differ sets them with `#[command(mut_arg(...))]` next to its
 //! `#[command(flatten)]`. Flags that a command has alone, or with a different type (an optional
@@ -131,6 +133,52 @@ impl Optimizer {
                 "--learning-rate must be a positive number, got {}",
                 self.learning_rate
             );
+        }
+        Ok(())
+    }
+}
+
+/// An epoch-based run's schedule (the speech commands): Adam from `--learning-rate`, a cosine over
+/// the epochs down to lr * `--lr-floor`, clipping, the seed of the weights and batch order.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EpochTraining {
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    /// Examples (recordings, strings) per batch.
+    #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 32)]
+    pub batch_size: usize,
+    /// Adam's learning rate at the start; a cosine schedule takes it to lr * --lr-floor.
+    #[arg(long = "learning-rate", visible_alias = "lr", default_value_t = 3e-3)]
+    pub learning_rate: f64,
+    /// Final learning rate as a fraction of the first.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr_floor: f64,
+    /// Clip the gradient's global norm to this (0 = no clipping).
+    #[arg(long, default_value_t = 5.0)]
+    pub grad_clip: f64,
+    /// Seed for initialisation and batch order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl EpochTraining {
+    /// Counts at least 1, a positive finite rate, a floor in [0, 1], clipping 0 or positive.
+    pub fn check(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            bail!("--epochs and --batch-size must be at least 1");
+        }
+        if !(self.learning_rate > 0.0) || !self.learning_rate.is_finite() {
+            bail!(
+                "--learning-rate must be positive, got {}",
+                self.learning_rate
+            );
+        }
+        if !(0.0..=1.0).contains(&self.lr_floor) {
+            bail!("--lr-floor must be in [0, 1], got {}", self.lr_floor);
+        }
+        if !(self.grad_clip >= 0.0) {
+            bail!("--grad-clip must be 0 or positive, got {}", self.grad_clip);
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ mod bench_ctc;
 mod bench_cuda;
 mod charlm_common;
 mod device;
+mod epochs;
 mod eval;
 mod gradcheck;
 mod gradflow;

@@ -8,10 +8,10 @@
 //! step and the evaluation are computed in the library; none of that math lives here.
 
 use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use recur::checkpoint::{self, Checkpoint};
 use recur::model::{Model, ModelConfig};
-use recur::train::{Event, LogRow, Run, StopReason, Task, BEST, LATEST};
+use recur::train::{LogRow, Run, StopReason, Task, BEST, LATEST};
 use recur_apps::speech::classifier::{
     self, evaluate, load_examples, load_examples_multi, make_batch, model_config, predict_batch,
     Evaluation, Example, Normalizer, NUM_CLASSES,
@@ -27,9 +27,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::args::{DeviceArgs, PrecisionArgs, RunDir, Shape};
+use crate::args::{DeviceArgs, EpochTraining, PrecisionArgs, RunDir, Shape};
+use crate::epochs;
 use crate::plot;
 use crate::transcribe;
 use crate::values::{choice, Features, Pool};
@@ -107,24 +107,8 @@ struct TrainArgs {
     /// Dropout between layers (needs --num-layers 2 or more).
     #[arg(long, default_value_t = 0.0)]
     dropout: f64,
-    /// Passes over the training set.
-    #[arg(long, default_value_t = 20)]
-    epochs: usize,
-    /// Utterances per batch.
-    #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 32)]
-    batch_size: usize,
-    /// Adam's learning rate at the start; a cosine schedule takes it to lr * --lr-floor.
-    #[arg(long = "learning-rate", visible_alias = "lr", default_value_t = 3e-3)]
-    learning_rate: f64,
-    /// Final learning rate as a fraction of the first.
-    #[arg(long, default_value_t = 0.05)]
-    lr_floor: f64,
-    /// Clip the gradient's global norm to this (0 = no clipping).
-    #[arg(long, default_value_t = 5.0)]
-    grad_clip: f64,
-    /// Seed for initialisation and batch order.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    #[command(flatten)]
+    train: EpochTraining,
     #[command(flatten)]
     dev: DeviceArgs,
     /// Print the summary as one JSON object.
@@ -366,27 +350,16 @@ fn hyper_of(a: &TrainArgs, val_takes: Option<(u32, u32)>) -> Result<(Hyper, Vec<
     if !(a.warp_max > 0.0 && a.warp_max < 0.5) {
         bail!("--warp-max must be in (0, 0.5), got {}", a.warp_max);
     }
-    if a.epochs == 0 || a.batch_size == 0 {
-        bail!("--epochs and --batch-size must be at least 1");
-    }
-    if !(a.learning_rate > 0.0) {
-        bail!("--learning-rate must be positive, got {}", a.learning_rate);
-    }
-    if !(0.0..=1.0).contains(&a.lr_floor) {
-        bail!("--lr-floor must be in [0, 1], got {}", a.lr_floor);
-    }
-    if !(a.grad_clip >= 0.0) {
-        bail!("--grad-clip must be 0 or positive, got {}", a.grad_clip);
-    }
+    a.train.check()?;
     let hyper = Hyper {
         holdout: a.holdout.clone(),
         val_takes,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        learning_rate: a.learning_rate,
-        lr_floor: a.lr_floor,
-        grad_clip: a.grad_clip,
-        seed: a.seed,
+        epochs: a.train.epochs,
+        batch_size: a.train.batch_size,
+        learning_rate: a.train.learning_rate,
+        lr_floor: a.train.lr_floor,
+        grad_clip: a.train.grad_clip,
+        seed: a.train.seed,
         warp_copies: a.warp_copies,
         warp_max: a.warp_max,
     };
@@ -490,7 +463,7 @@ fn train(a: TrainArgs) -> Result<()> {
         model.num_params()
     );
 
-    let reason = run_epochs(&mut trainer, &stop, a.epochs)?;
+    let reason = run_epochs(&mut trainer, &stop, a.train.epochs)?;
     if let StopReason::Diverged { .. } = reason {
         bail!(
             "{}: training stopped; {} holds the last good epoch",
@@ -600,43 +573,16 @@ fn report_run(
 
 /// Runs `trainer` to its end: a progress bar through each epoch, a line per evaluation.
 fn run_epochs(trainer: &mut SpeechTrainer, stop: &AtomicBool, epochs: usize) -> Result<StopReason> {
-    let bpe = trainer.task.batches_per_epoch().unwrap_or(1);
-    let pb = ProgressBar::new(bpe);
-    pb.set_style(
-        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    let mut epoch_start = Instant::now();
-    let reason = trainer.run(stop, &mut |ev| match ev {
-        Event::Step(s) => {
-            let done = (s.step - 1) % bpe + 1;
-            pb.set_prefix(format!("{}/{epochs}", (s.step - 1) / bpe + 1));
-            pb.set_position(done);
-            pb.set_message(format!("loss {:.4}", s.loss));
-        }
-        Event::Eval { row, .. } => {
-            pb.suspend(|| {
-                eprintln!(
-                    "epoch {:>3}/{}: lr {:.2e}  train loss {:.4} acc {:.4}{}  ({:.1} s)",
-                    row.epoch.round() as u64,
-                    epochs,
-                    row.lr,
-                    row.train_loss,
-                    row.extra["train_acc"].as_f64().unwrap_or(f64::NAN),
-                    match (row.val_loss, row.extra["val_acc"].as_f64()) {
-                        (Some(l), Some(acc)) => format!("  val loss {l:.4} acc {acc:.4}"),
-                        _ => String::new(),
-                    },
-                    epoch_start.elapsed().as_secs_f64()
-                );
-            });
-            epoch_start = Instant::now();
-        }
-        Event::Log { .. } => {}
-    })?;
-    pb.finish_and_clear();
-    Ok(reason)
+    epochs::run_epochs(trainer, stop, epochs, "loss", &|row| {
+        format!(
+            " acc {:.4}{}",
+            row.extra["train_acc"].as_f64().unwrap_or(f64::NAN),
+            match (row.val_loss, row.extra["val_acc"].as_f64()) {
+                (Some(l), Some(acc)) => format!("  val loss {l:.4} acc {acc:.4}"),
+                _ => String::new(),
+            }
+        )
+    })
 }
 
 /// The learning curves: loss and accuracy per epoch, training and validation.
@@ -644,12 +590,7 @@ fn write_curves(history: &[LogRow], out: &Path) -> Result<Vec<PathBuf>> {
     if history.is_empty() {
         return Ok(Vec::new());
     }
-    let pts = |f: &dyn Fn(&LogRow) -> Option<f64>| -> Vec<(f64, f64)> {
-        history
-            .iter()
-            .filter_map(|l| f(l).map(|y| (l.epoch, y)))
-            .collect()
-    };
+    let pts = |f: &dyn Fn(&LogRow) -> Option<f64>| epochs::per_epoch(history, f);
     let mut loss =
         plot::Chart::new("speech: loss", "epoch", "cross-entropy (nats)").with_log_y(true);
     loss.push(plot::Series::line("train", pts(&|l| Some(l.train_loss))));

@@ -7,11 +7,11 @@
 //! strings, features, CTC, decoding and scoring are computed in the library.
 
 use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use recur::checkpoint::{self, Checkpoint};
 use recur::engine::Engine;
 use recur::model::Model;
-use recur::train::{Event, LogRow, Run, StopReason, Task, BEST, LATEST};
+use recur::train::{LogRow, Run, StopReason, Task, BEST, LATEST};
 use recur_apps::speech::classifier::Normalizer;
 use recur_apps::speech::dataset::{list_dir, Utterance};
 use recur_apps::speech::features::Extractor;
@@ -33,7 +33,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::args::{DeviceArgs, PrecisionArgs, RunDir, Shape};
+use crate::args::{DeviceArgs, EpochTraining, PrecisionArgs, RunDir, Shape};
+use crate::epochs;
 use crate::plot;
 use crate::speech::{check_speaker, set_threads, spinner, FeatureArgs, DEFAULT_DATA, THREADS_HELP};
 
@@ -46,6 +47,9 @@ const DEFAULT_RUN_DIR: &str = "transcriber-run";
 )))]
 #[command(mut_arg("cell", |a| a.default_value("gru")))]
 #[command(mut_arg("num_layers", |a| a.default_value("2")))]
+#[command(mut_arg("epochs", |a| a.default_value("12")))]
+#[command(mut_arg("batch_size", |a| a.default_value("16")))]
+#[command(mut_arg("learning_rate", |a| a.default_value("0.002")))]
 #[command(mut_arg("threads", |a| a.help(THREADS_HELP)))]
 pub struct TrainArgs {
     /// Directory of {digit}_{speaker}_{take}.wav files (8 kHz mono PCM) the strings are built from.
@@ -75,24 +79,8 @@ pub struct TrainArgs {
     /// One direction only (needed for streaming; default: bidirectional).
     #[arg(long)]
     unidirectional: bool,
-    /// Passes over the training strings.
-    #[arg(long, default_value_t = 12)]
-    epochs: usize,
-    /// Strings per batch.
-    #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 16)]
-    batch_size: usize,
-    /// Adam's learning rate at the start; a cosine schedule takes it to lr * --lr-floor.
-    #[arg(long = "learning-rate", visible_alias = "lr", default_value_t = 2e-3)]
-    learning_rate: f64,
-    /// Final learning rate as a fraction of the first.
-    #[arg(long, default_value_t = 0.05)]
-    lr_floor: f64,
-    /// Clip the gradient's global norm to this (0 = no clipping).
-    #[arg(long, default_value_t = 5.0)]
-    grad_clip: f64,
-    /// Seed for initialisation and batch order.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    #[command(flatten)]
+    train: EpochTraining,
     #[command(flatten)]
     dev: DeviceArgs,
     /// Print the summary as one JSON object.
@@ -185,28 +173,17 @@ fn set_of(s: &str) -> Result<SetName> {
 
 /// The training settings of the flags, checked.
 fn hyper_of(a: &TrainArgs) -> Result<Hyper> {
-    if a.epochs == 0 || a.batch_size == 0 {
-        bail!("--epochs and --batch-size must be at least 1");
-    }
+    a.train.check()?;
     if a.strings == 0 {
         bail!("--strings must be at least 1");
     }
-    if !(a.learning_rate > 0.0) || !a.learning_rate.is_finite() {
-        bail!("--learning-rate must be positive, got {}", a.learning_rate);
-    }
-    if !(0.0..=1.0).contains(&a.lr_floor) {
-        bail!("--lr-floor must be in [0, 1], got {}", a.lr_floor);
-    }
-    if !(a.grad_clip >= 0.0) {
-        bail!("--grad-clip must be 0 or positive, got {}", a.grad_clip);
-    }
     Ok(Hyper {
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        learning_rate: a.learning_rate,
-        lr_floor: a.lr_floor,
-        grad_clip: a.grad_clip,
-        seed: a.seed,
+        epochs: a.train.epochs,
+        batch_size: a.train.batch_size,
+        learning_rate: a.train.learning_rate,
+        lr_floor: a.train.lr_floor,
+        grad_clip: a.train.grad_clip,
+        seed: a.train.seed,
     })
 }
 
@@ -343,7 +320,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         // A second handler cannot be installed in one process; the binary installs one.
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    let reason = run_epochs(&mut trainer, &stop, a.epochs)?;
+    let reason = run_epochs(&mut trainer, &stop, a.train.epochs)?;
     if let StopReason::Diverged { .. } = reason {
         bail!(
             "{}: training stopped; {} holds the last good epoch",
@@ -423,40 +400,13 @@ fn run_epochs(
     stop: &AtomicBool,
     epochs: usize,
 ) -> Result<StopReason> {
-    let bpe = trainer.task.batches_per_epoch().unwrap_or(1);
-    let pb = ProgressBar::new(bpe);
-    pb.set_style(
-        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    let mut epoch_start = Instant::now();
-    let reason = trainer.run(stop, &mut |ev| match ev {
-        Event::Step(s) => {
-            pb.set_prefix(format!("{}/{epochs}", (s.step - 1) / bpe + 1));
-            pb.set_position((s.step - 1) % bpe + 1);
-            pb.set_message(format!("CTC {:.4}", s.loss));
-        }
-        Event::Eval { row, .. } => {
-            pb.suspend(|| {
-                eprintln!(
-                    "epoch {:>3}/{epochs}: lr {:.2e}  train CTC {:.4}{}  ({:.1} s)",
-                    row.epoch.round() as u64,
-                    row.lr,
-                    row.train_loss,
-                    match (row.val_loss, row.extra["val_digit_error_rate"].as_f64()) {
-                        (Some(l), Some(d)) => format!("  val CTC {l:.4} digit error rate {d:.4}"),
-                        _ => String::new(),
-                    },
-                    epoch_start.elapsed().as_secs_f64()
-                );
-            });
-            epoch_start = Instant::now();
-        }
-        Event::Log { .. } => {}
-    })?;
-    pb.finish_and_clear();
-    Ok(reason)
+    epochs::run_epochs(trainer, stop, epochs, "CTC", &|row| match (
+        row.val_loss,
+        row.extra["val_digit_error_rate"].as_f64(),
+    ) {
+        (Some(l), Some(d)) => format!("  val CTC {l:.4} digit error rate {d:.4}"),
+        _ => String::new(),
+    })
 }
 
 /// The learning curves: CTC loss per epoch (training and validation) and the validation digit
@@ -465,12 +415,7 @@ fn write_curves(history: &[LogRow], out: &Path) -> Result<Vec<PathBuf>> {
     if history.is_empty() {
         return Ok(Vec::new());
     }
-    let pts = |f: &dyn Fn(&LogRow) -> Option<f64>| -> Vec<(f64, f64)> {
-        history
-            .iter()
-            .filter_map(|l| f(l).map(|y| (l.epoch, y)))
-            .collect()
-    };
+    let pts = |f: &dyn Fn(&LogRow) -> Option<f64>| epochs::per_epoch(history, f);
     let mut loss =
         plot::Chart::new("transcriber: CTC loss", "epoch", "CTC (nats per digit)").with_log_y(true);
     loss.push(plot::Series::line("train", pts(&|l| Some(l.train_loss))));
