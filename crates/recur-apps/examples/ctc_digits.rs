@@ -1,7 +1,8 @@
-//! Training the CTC digit-string transcriber through the library alone (the command-line
-//! `recur speech` does not train it yet): strings built from the official training takes
-//! (validation from takes 5-9, training from takes 10-49), tested on strings from the test takes
-//! 0-4; MFCCs with deltas, a bidirectional GRU, CTC, best-path and beam decoding.
+//! Training the CTC digit-string transcriber through the library alone (`recur speech
+//! train-strings` and `eval-strings` do the same from the command line): strings built from the
+//! official training takes (validation from takes 5-9, training from takes 10-49), tested on
+//! strings from the test takes 0-4; MFCCs with deltas, a bidirectional GRU, CTC, best-path and
+//! beam decoding.
 //!
 //! Run with
 //! `cargo run --release -p recur-apps --example ctc_digits -- DIR [EPOCHS] [TRAIN_STRINGS] [THREADS] [DUMP] [HOLDOUT]`
