@@ -147,7 +147,7 @@ fn a_streamed_transcription_equals_the_whole_recordings() {
             "too few digits to compare: {whole:?}"
         );
         for chunk in [80usize, 400, 1234] {
-            let mut st = StreamingTranscriber::new(&model, &params, &ex.cfg, &norm)
+            let mut st = StreamingTranscriber::new(&model, &params, &ex, &norm)
                 .unwrap()
                 .keep_scores();
             let mut got = Vec::new();
@@ -181,7 +181,7 @@ fn a_bidirectional_transcriber_is_refused() {
         mean: vec![0.0; ex.cfg.dim()],
         std: vec![1.0; ex.cfg.dim()],
     };
-    let e = StreamingTranscriber::new(&model, &params, &ex.cfg, &norm)
+    let e = StreamingTranscriber::new(&model, &params, &ex, &norm)
         .err()
         .unwrap()
         .to_string();

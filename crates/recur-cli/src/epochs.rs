@@ -1,7 +1,8 @@
 //! What the epoch-based speech commands (`speech train`, `speech train-strings`) share around the
-//! training loop: a progress bar through each epoch with a line per evaluation, and the log's
-//! points per epoch for the learning curves.
+//! training loop: a progress bar through each epoch with a line per evaluation, the log's points
+//! per epoch, and the loss curve.
 
+use crate::plot;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use recur::train::{Event, LogRow, StopReason, Task, Trainer};
@@ -57,4 +58,18 @@ pub fn per_epoch(history: &[LogRow], f: &dyn Fn(&LogRow) -> Option<f64>) -> Vec<
         .iter()
         .filter_map(|l| f(l).map(|y| (l.epoch, y)))
         .collect()
+}
+
+/// The loss per epoch on a log scale: training, and validation where the log has it.
+pub fn loss_chart(history: &[LogRow], title: &str, y_label: &str) -> plot::Chart {
+    let mut loss = plot::Chart::new(title, "epoch", y_label).with_log_y(true);
+    loss.push(plot::Series::line(
+        "train",
+        per_epoch(history, &|l| Some(l.train_loss)),
+    ));
+    let vl = per_epoch(history, &|l| l.val_loss);
+    if !vl.is_empty() {
+        loss.push(plot::Series::line("validation", vl));
+    }
+    loss
 }

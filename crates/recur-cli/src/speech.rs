@@ -591,13 +591,7 @@ fn write_curves(history: &[LogRow], out: &Path) -> Result<Vec<PathBuf>> {
         return Ok(Vec::new());
     }
     let pts = |f: &dyn Fn(&LogRow) -> Option<f64>| epochs::per_epoch(history, f);
-    let mut loss =
-        plot::Chart::new("speech: loss", "epoch", "cross-entropy (nats)").with_log_y(true);
-    loss.push(plot::Series::line("train", pts(&|l| Some(l.train_loss))));
-    let vl = pts(&|l| l.val_loss);
-    if !vl.is_empty() {
-        loss.push(plot::Series::line("validation", vl));
-    }
+    let loss = epochs::loss_chart(history, "speech: loss", "cross-entropy (nats)");
     let mut acc = plot::Chart::new("speech: accuracy", "epoch", "accuracy");
     acc.push(plot::Series::line(
         "train",

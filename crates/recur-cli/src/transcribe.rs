@@ -415,24 +415,17 @@ fn write_curves(history: &[LogRow], out: &Path) -> Result<Vec<PathBuf>> {
     if history.is_empty() {
         return Ok(Vec::new());
     }
-    let pts = |f: &dyn Fn(&LogRow) -> Option<f64>| epochs::per_epoch(history, f);
-    let mut loss =
-        plot::Chart::new("transcriber: CTC loss", "epoch", "CTC (nats per digit)").with_log_y(true);
-    loss.push(plot::Series::line("train", pts(&|l| Some(l.train_loss))));
-    let vl = pts(&|l| l.val_loss);
+    let loss = epochs::loss_chart(history, "transcriber: CTC loss", "CTC (nats per digit)");
     let mut files = Vec::new();
-    if !vl.is_empty() {
-        loss.push(plot::Series::line("validation", vl));
-        let mut der = plot::Chart::new(
+    let der = epochs::per_epoch(history, &|l| l.extra["val_digit_error_rate"].as_f64());
+    if !der.is_empty() {
+        let mut chart = plot::Chart::new(
             "transcriber: validation digit error rate",
             "epoch",
             "digit error rate",
         );
-        der.push(plot::Series::line(
-            "validation",
-            pts(&|l| l.extra["val_digit_error_rate"].as_f64()),
-        ));
-        files.extend(plot::write_chart(&der, &out.join("digit-error-rate"))?);
+        chart.push(plot::Series::line("validation", der));
+        files.extend(plot::write_chart(&chart, &out.join("digit-error-rate"))?);
     }
     files.extend(plot::write_chart(&loss, &out.join("loss"))?);
     Ok(files)
@@ -703,7 +696,7 @@ fn streaming<'a>(
     path: &Path,
     precision: &PrecisionArgs,
 ) -> Result<StreamingTranscriber<'a>> {
-    StreamingTranscriber::new(&tr.model, &tr.params, &tr.cfg.features, &tr.cfg.normalizer)
+    StreamingTranscriber::new(&tr.model, &tr.params, &tr.ex, &tr.cfg.normalizer)
         .and_then(|s| s.with_precision(precision.or(tr.precision)))
         .map_err(|e| anyhow!("{}: {e}", path.display()))
 }

@@ -574,18 +574,19 @@ impl Stack {
         }
         let z = |n: usize| vec![F::ZERO; n];
         let drop = self.cfg.dropout > 0.0;
-        let whh = |l: usize, d: usize| {
+        // weight drop: a masked copy of each direction's weight_hh and its mask
+        let wd_len = |idx: usize| {
             if self.cfg.weight_drop > 0.0 {
-                self.slots[l * nd + d].w_hh.len()
+                self.slots[idx].w_hh.len()
             } else {
                 0
             }
         };
-        let wd = |_| {
-            (0..nl)
-                .flat_map(|l| (0..nd).map(move |d| (l, d)))
-                .map(|(l, d)| z(whh(l, d)))
-                .collect::<Vec<_>>()
+        let wd = || (0..nl * nd).map(|idx| z(wd_len(idx))).collect::<Vec<_>>();
+        let out_drop = if self.cfg.dropout_output > 0.0 {
+            out
+        } else {
+            0
         };
         StackWorkspace {
             shape,
@@ -599,20 +600,12 @@ impl Stack {
                 .map(|l| z(if l > 0 && drop { out } else { 0 }))
                 .collect(),
             dropout_on: vec![false; nl],
-            wd_w: wd(()),
-            wd_mask: wd(()),
-            wd_grad: z((0..nl).map(|l| whh(l, 0)).max().unwrap_or(0)),
+            wd_w: wd(),
+            wd_mask: wd(),
+            wd_grad: z((0..nl * nd).map(wd_len).max().unwrap_or(0)),
             wd_on: false,
-            out_dropped: z(if self.cfg.dropout_output > 0.0 {
-                out
-            } else {
-                0
-            }),
-            out_mask: z(if self.cfg.dropout_output > 0.0 {
-                out
-            } else {
-                0
-            }),
+            out_dropped: z(out_drop),
+            out_mask: z(out_drop),
             out_drop_on: false,
             douts: (0..nl).map(|_| z(out)).collect(),
             dinput: z(if nl > 1 { out } else { 0 }),
@@ -648,15 +641,11 @@ impl Stack {
         // before the dropout masks (layer by layer, forward direction first).
         ws.wd_on = false;
         if let (Some(rng), true) = (dropout_rng.as_deref_mut(), self.cfg.weight_drop > 0.0) {
-            let pw = self.cfg.weight_drop;
-            let keep = F::from_f64(1.0 / (1.0 - pw));
             for idx in 0..nl * nd {
-                let w_hh = &params[self.slots[idx].w_hh.clone()];
                 let (mask, w) = (&mut ws.wd_mask[idx], &mut ws.wd_w[idx]);
-                for ((m, wv), &v) in mask.iter_mut().zip(w.iter_mut()).zip(w_hh) {
-                    *m = if rng.uniform() < pw { F::ZERO } else { keep };
-                    *wv = v * *m;
-                }
+                let n = mask.len();
+                draw_mask(mask, self.cfg.weight_drop, DropoutMode::Step, n, rng);
+                apply_mask(w, &params[self.slots[idx].w_hh.clone()], mask);
             }
             ws.wd_on = true;
         }
@@ -671,11 +660,7 @@ impl Stack {
                 match (dropout_rng.as_deref_mut(), pdrop > 0.0) {
                     (Some(rng), true) => {
                         draw_mask(&mut ws.masks[l], pdrop, self.cfg.dropout_mode, b * ldy, rng);
-                        for ((dv, &v), &m) in
-                            ws.dropped[l].iter_mut().zip(prev_out).zip(&ws.masks[l])
-                        {
-                            *dv = v * m;
-                        }
+                        apply_mask(&mut ws.dropped[l], prev_out, &ws.masks[l]);
                         ws.dropout_on[l] = true;
                         LayerInput::Dense {
                             x: &ws.dropped[l],
@@ -730,9 +715,7 @@ impl Stack {
             let pout = self.cfg.dropout_output;
             draw_mask(&mut ws.out_mask, pout, self.cfg.dropout_mode, b * ldy, rng);
             let top = ws.outs.last().expect("at least one layer");
-            for ((dv, &v), &m) in ws.out_dropped.iter_mut().zip(top).zip(&ws.out_mask) {
-                *dv = v * m;
-            }
+            apply_mask(&mut ws.out_dropped, top, &ws.out_mask);
             ws.out_drop_on = true;
         }
     }
@@ -819,15 +802,12 @@ impl Stack {
                 let g = self.grads(grads, idx);
                 // weight drop: the cell sees the masked weight_hh; its gradient wrt the raw
                 // weights is the mask times the gradient wrt the masked ones
-                let wd_saved = if ws.wd_on {
+                if ws.wd_on {
                     w.w_hh = &ws.wd_w[idx];
                     let n = g.w_hh.len();
                     ws.wd_grad[..n].copy_from_slice(g.w_hh);
                     g.w_hh.fill(F::ZERO);
-                    true
-                } else {
-                    false
-                };
+                }
                 let dhn = dh_n.map(|v| &v[idx * b * p..(idx + 1) * b * p]);
                 let dcn = dc_n.map(|v| &v[idx * b * h..(idx + 1) * b * h]);
                 let dxd = if l > 0 {
@@ -855,7 +835,7 @@ impl Stack {
                         dc0,
                     },
                 );
-                if wd_saved {
+                if ws.wd_on {
                     let gw = &mut grads[self.slots[idx].w_hh.clone()];
                     for ((gv, &m), &old) in gw.iter_mut().zip(&ws.wd_mask[idx]).zip(&ws.wd_grad) {
                         *gv = old + *gv * m;
@@ -895,9 +875,17 @@ fn draw_mask<F: Float>(mask: &mut [F], p: f64, mode: DropoutMode, row: usize, rn
     }
 }
 
+/// `dst = src * mask`, element by element.
+fn apply_mask<F: Float>(dst: &mut [F], src: &[F], mask: &[F]) {
+    for ((d, &v), &m) in dst.iter_mut().zip(src).zip(mask) {
+        *d = v * m;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cell::Activation;
 
     #[test]
     fn masks_are_drawn_per_element_or_locked_per_sequence() {
@@ -920,7 +908,6 @@ mod tests {
         }
         assert!(locked.contains(&0.0) && locked.contains(&keep));
     }
-    use crate::cell::Activation;
 
     #[test]
     fn cell_is_stored_by_name_and_an_unknown_name_is_refused() {

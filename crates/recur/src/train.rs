@@ -612,7 +612,7 @@ impl<T: Task> Trainer<T> {
             }
             Schedule::Cosine { warmup, floor } => {
                 if step < warmup {
-                    return base * (step + 1) as f64 / warmup as f64;
+                    return base * warm_up(step, warmup);
                 }
                 let progress = match (self.total_steps(), self.state.budget.max_minutes) {
                     (Some(n), _) if n > warmup => {
@@ -634,14 +634,7 @@ impl<T: Task> Trainer<T> {
                 floor,
                 warmup,
                 ..
-            } => {
-                let warm = if step < warmup {
-                    (step + 1) as f64 / warmup as f64
-                } else {
-                    1.0
-                };
-                warm * base * factor.powi(self.state.lr_cuts as i32).max(floor)
-            }
+            } => warm_up(step, warmup) * base * factor.powi(self.state.lr_cuts as i32).max(floor),
         }
     }
 
@@ -800,6 +793,9 @@ impl<T: Task> Trainer<T> {
         st.last_eval_step = Some(st.step);
         if best {
             st.evals_since_best = 0;
+            st.best_val = val;
+            st.best_step = Some(st.step);
+            self.save(BEST)?;
         } else {
             st.evals_since_best += 1;
             if let Schedule::Plateau { patience, .. } = self.settings.schedule {
@@ -808,11 +804,6 @@ impl<T: Task> Trainer<T> {
                     st.evals_since_best = 0;
                 }
             }
-        }
-        if best {
-            st.best_val = val;
-            st.best_step = Some(st.step);
-            self.save(BEST)?;
         }
         self.save(LATEST)?;
         let params = self.engine.params()?;
@@ -886,6 +877,16 @@ impl<T: Task> Trainer<T> {
                 });
             }
         }
+    }
+}
+
+/// The warm-up's share of the base rate for the step after `step` steps: (step + 1) / warmup
+/// during the warm-up, 1 after it.
+fn warm_up(step: u64, warmup: u64) -> f64 {
+    if step < warmup {
+        (step + 1) as f64 / warmup as f64
+    } else {
+        1.0
     }
 }
 

@@ -10,7 +10,7 @@
 
 use super::classifier::Normalizer;
 use super::feature_stream::FeatureStream;
-use super::features::{Extractor, FeatureConfig};
+use super::features::Extractor;
 use super::transcriber::{check_model, BLANK, NUM_CLASSES};
 use recur::ctc::GreedyStream;
 use recur::error::Result;
@@ -35,21 +35,20 @@ pub struct StreamingTranscriber<'a> {
 }
 
 impl<'a> StreamingTranscriber<'a> {
-    /// A transcriber of `model` with `params`, over features `features` normalised by
+    /// A transcriber of `model` with `params`, over the features of `ex` normalised by
     /// `normalizer` (a run's `TranscriberConfig` has both). Refused: a bidirectional model (its
     /// reverse direction needs the whole recording), per-utterance mean normalisation, a model
     /// that is not a transcriber's or does not take these features.
     pub fn new(
         model: &'a Model,
         params: &'a [f32],
-        features: &FeatureConfig,
+        ex: &Extractor,
         normalizer: &Normalizer,
     ) -> Result<Self> {
         check_model(model.cfg())?;
-        let ex = Extractor::new(features.clone())?;
-        super::train::check_input(features, normalizer, model.cfg())?;
+        super::train::check_input(&ex.cfg, normalizer, model.cfg())?;
         Ok(StreamingTranscriber {
-            features: FeatureStream::new(ex)?,
+            features: FeatureStream::new(ex.clone())?,
             normalizer: normalizer.clone(),
             streamer: Streamer::new(model, params, 1)?,
             decoder: GreedyStream::new(NUM_CLASSES, BLANK),

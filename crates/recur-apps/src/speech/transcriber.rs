@@ -206,13 +206,11 @@ pub fn transcribe(
     feats: &Features,
     decoder: Decoder,
 ) -> Result<(Vec<f32>, Transcript)> {
-    let one = [StringExample {
-        feats: feats.clone(),
-        digits: Vec::new(),
-    }];
-    let batch = make_batch(&one, &[0]);
-    eng.forward(&engine_batch(&batch), Start::Zero, None)?;
-    let scores = frames_of(&eng.logits()?, &batch, 0);
+    // one sequence: its frames are already the (T, 1, I) batch, and its scores the logits
+    let lengths = [feats.t];
+    let batch = EngineBatch::dense(&feats.data, feats.t, 1).with_lengths(&lengths);
+    eng.forward(&batch, Start::Zero, None)?;
+    let scores = eng.logits()?[..feats.t * NUM_CLASSES].to_vec();
     let t = decode_frames(&scores, decoder);
     Ok((scores, t))
 }

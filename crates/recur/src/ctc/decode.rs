@@ -2,7 +2,7 @@
 //! search (Graves 2012, ch. 7; Hannun et al. 2014). Scores are (T, C) row-major logits or log
 //! probabilities (both are normalised here); the blank is one of the C classes.
 
-use super::loss::{log_add, log_softmax};
+use super::loss::{log_add, log_softmax, log_softmax_row};
 use crate::ops::Float;
 use std::collections::HashMap;
 
@@ -52,6 +52,8 @@ pub struct GreedyStream {
     prev: usize,
     t: usize,
     log_prob: f64,
+    /// The frame's log probabilities.
+    lp: Vec<f64>,
 }
 
 impl GreedyStream {
@@ -63,6 +65,7 @@ impl GreedyStream {
             prev: blank,
             t: 0,
             log_prob: 0.0,
+            lp: vec![0.0; c],
         }
     }
 
@@ -70,7 +73,11 @@ impl GreedyStream {
     /// frame, if any.
     pub fn push<F: Float>(&mut self, row: &[F]) -> Option<(usize, usize)> {
         assert_eq!(row.len(), self.c, "a frame has one score per class");
-        let lp = log_probs(row, self.c);
+        let lp = &mut self.lp;
+        for (l, v) in lp.iter_mut().zip(row) {
+            *l = v.to_f64();
+        }
+        log_softmax_row(lp);
         let mut best = 0;
         for k in 1..self.c {
             if lp[k] > lp[best] {

@@ -230,13 +230,18 @@ fn extended(labels: &[usize], blank: usize) -> (Vec<usize>, Vec<bool>) {
 pub(super) fn log_softmax(frames: &[f64], c: usize) -> Vec<f64> {
     let mut lp = frames.to_vec();
     for row in lp.chunks_mut(c) {
-        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let z = row.iter().map(|v| (v - m).exp()).sum::<f64>().ln() + m;
-        for v in row.iter_mut() {
-            *v -= z;
-        }
+        log_softmax_row(row);
     }
     lp
+}
+
+/// One frame's log-softmax, in place.
+pub(super) fn log_softmax_row(row: &mut [f64]) {
+    let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let z = row.iter().map(|v| (v - m).exp()).sum::<f64>().ln() + m;
+    for v in row.iter_mut() {
+        *v -= z;
+    }
 }
 
 /// One sequence: `frames` (T_b, C) logits, `labels` its target. The scaled recursions when they
