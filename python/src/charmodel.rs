@@ -84,7 +84,7 @@ impl CharModel {
     /// The number of parameters.
     #[getter]
     fn num_params(&self) -> usize {
-        self.ckpt.params.len()
+        self.ckpt.weights().len()
     }
 
     /// `length` characters drawn after running `prime` through the model (the prime itself is
@@ -112,7 +112,7 @@ impl CharModel {
         }
         let prime = self.ids(prime, "prime")?;
         let mut stepper =
-            CpuStepper::new(&self.model, &self.ckpt.params, self.precision).map_err(to_py)?;
+            CpuStepper::new(&self.model, self.ckpt.weights(), self.precision).map_err(to_py)?;
         let opts = SampleOptions { temperature, top_k };
         let v = self.model.cfg().output_size;
         py.detach(|| {
@@ -147,8 +147,8 @@ impl CharModel {
                 ids.len()
             )));
         }
-        let mut eng =
-            CpuEngine::new(self.model.clone(), self.ckpt.params.clone(), None).map_err(to_py)?;
+        let mut eng = CpuEngine::new(self.model.clone(), self.ckpt.weights().to_vec(), None)
+            .map_err(to_py)?;
         eng.set_precision(self.precision).map_err(to_py)?;
         let (sum, count) = py
             .detach(|| eng.stream_loss(&ids, chunk, 1))
@@ -165,7 +165,7 @@ impl CharModel {
             s.num_layers,
             s.hidden_size,
             self.vocab.len(),
-            self.ckpt.params.len(),
+            self.ckpt.weights().len(),
             self.precision.name()
         )
     }

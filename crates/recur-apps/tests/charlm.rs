@@ -172,6 +172,7 @@ fn small_config(v: usize, layers: usize, dropout: f64) -> TrainConfig {
         eval_every: 4,
         log_every: 3,
         schedule: None,
+        ema: 0.0,
     }
 }
 

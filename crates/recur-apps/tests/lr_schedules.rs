@@ -50,6 +50,7 @@ fn config(v: usize, schedule: Schedule) -> TrainConfig {
         eval_every: 3,
         log_every: 0,
         schedule: Some(schedule),
+        ema: 0.0,
     }
 }
 

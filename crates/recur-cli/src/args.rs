@@ -81,6 +81,26 @@ pub struct PrecisionArgs {
     pub precision: Option<PrecisionArg>,
 }
 
+/// Which of a checkpoint's weights to predict with.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WeightArgs {
+    /// Use the raw weights of a run that kept a moving average of them (`recur train --ema`)
+    /// [default: the moving average, which the run's validation loss measured].
+    #[arg(long)]
+    pub raw_weights: bool,
+}
+
+impl WeightArgs {
+    /// The checkpoint's weights as asked.
+    pub fn of<'a>(&self, ck: &'a recur::checkpoint::Checkpoint) -> &'a [f32] {
+        if self.raw_weights {
+            &ck.params
+        } else {
+            ck.weights()
+        }
+    }
+}
+
 impl PrecisionArgs {
     /// As given, else `default` (the checkpoint's own).
     pub fn or(&self, default: recur::Precision) -> recur::Precision {

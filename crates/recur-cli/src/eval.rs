@@ -2,7 +2,7 @@
 //! t = 1..N-1 of -ln p(c_t | c_0..c_{t-1}), the state carried through the whole text (computed in
 //! chunks; the chunk length does not change the number).
 
-use crate::args::{DeviceArgs, PrecisionArgs};
+use crate::args::{DeviceArgs, PrecisionArgs, WeightArgs};
 use crate::charlm_common::load_char_model;
 use anyhow::{bail, Context, Result};
 use recur_apps::charlm::data;
@@ -25,6 +25,8 @@ pub struct Args {
     dev: DeviceArgs,
     #[command(flatten)]
     precision: PrecisionArgs,
+    #[command(flatten)]
+    weights: WeightArgs,
     /// Print {"chars": N, "loss_nats": x, "bpc": y} on stdout.
     #[arg(long)]
     json: bool,
@@ -48,7 +50,7 @@ pub fn run(a: Args) -> Result<()> {
             ids.len()
         );
     }
-    let mut eng = device.engine(model.clone(), ckpt.params.clone(), None)?;
+    let mut eng = device.engine(model.clone(), a.weights.of(&ckpt).to_vec(), None)?;
     eng.set_precision(a.precision.or(ckpt.precision))?;
     let (sum, count) = eng.stream_loss(&ids, a.chunk, 1)?;
     let loss = sum / count as f64;

@@ -39,6 +39,10 @@ pub fn run(a: Args) -> Result<()> {
     // an inference file: no optimizer (the training state stays: a speech model's features
     // live there; an int8 file cannot be resumed)
     ck.optimizer = None;
+    // the weights a float32 file predicts with: the moving average when the run kept one
+    if let Some(avg) = ck.ema.take() {
+        ck.params = avg;
+    }
     ck.precision = Precision::Int8;
     checkpoint::save(&a.out, &ck)?;
     let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);

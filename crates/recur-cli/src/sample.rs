@@ -1,7 +1,7 @@
 //! `recur sample`: generates text from a character-model checkpoint, streaming each character
 //! to stdout as it is drawn.
 
-use crate::args::{DeviceArgs, PrecisionArgs};
+use crate::args::{DeviceArgs, PrecisionArgs, WeightArgs};
 use crate::charlm_common::load_char_model;
 use anyhow::{bail, Result};
 use recur::rng::Rng;
@@ -33,6 +33,8 @@ pub struct Args {
     dev: DeviceArgs,
     #[command(flatten)]
     precision: PrecisionArgs,
+    #[command(flatten)]
+    weights: WeightArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -55,7 +57,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut g = crate::device::Gen::new(
         &*device,
         &model,
-        &ckpt.params,
+        a.weights.of(&ckpt),
         a.precision.or(ckpt.precision),
     )?;
     let mut rng = Rng::new(a.seed);

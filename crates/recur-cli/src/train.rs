@@ -113,6 +113,11 @@ pub struct Args {
     /// --lr-schedule plateau: evaluations without a new best before a cut [default: 2].
     #[arg(long)]
     plateau_patience: Option<u64>,
+    /// Keep a moving average of the weights with this decay (e.g. 0.999): evaluations measure
+    /// it (the raw weights' loss printed beside), checkpoints hold it beside the raw weights,
+    /// and `recur eval` and `recur sample` use it [default: 0, none].
+    #[arg(long)]
+    ema: Option<f64>,
     /// Clip the global gradient norm to this (0 = off).
     #[arg(long)]
     grad_clip: Option<f64>,
@@ -260,6 +265,7 @@ fn config_flags(a: &Args) -> Vec<&'static str> {
     check(a.warmup.is_some(), "--warmup");
     check(a.lr_floor.is_some(), "--lr-floor");
     check(a.plateau_factor.is_some(), "--plateau-factor");
+    check(a.ema.is_some(), "--ema");
     check(a.plateau_patience.is_some(), "--plateau-patience");
     check(a.grad_clip.is_some(), "--grad-clip");
     check(a.grad_clip_value.is_some(), "--grad-clip-value");
@@ -391,6 +397,10 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
         bail!("--lr-decay needs --lr-decay-every N (steps between decays)");
     }
     let schedule = lr_schedule(a)?;
+    let ema = a.ema.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&ema) {
+        bail!("--ema must be in [0, 1), got {ema}");
+    }
     let grad_clip = non_negative("--grad-clip", a.grad_clip.unwrap_or(p.grad_clip))?;
     let grad_clip_value = non_negative("--grad-clip-value", a.grad_clip_value.unwrap_or(0.0))?;
     let rnn = StackConfig::new(kind, 0, rnn_size)
@@ -422,6 +432,7 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
             (eval_every / 10).max(1)
         },
         schedule,
+        ema,
     };
     Ok((cfg, budget(a, Some(&p))?))
 }
@@ -471,9 +482,11 @@ fn fmt_chars(n: u64) -> String {
     }
 }
 
-/// Writes the CSV log of every evaluation so far (the whole file, atomically).
-fn write_log(dir: &Path, rows: &[LogRow]) -> Result<()> {
-    let mut s = String::from("step,epoch,chars_seen,elapsed_secs,lr,train_loss,val_loss,val_bpc\n");
+/// Writes the CSV log of every evaluation so far (the whole file, atomically); a run with a
+/// moving average of its weights has a last column, the raw weights' validation loss.
+fn write_log(dir: &Path, rows: &[LogRow], ema: bool) -> Result<()> {
+    let mut s = String::from("step,epoch,chars_seen,elapsed_secs,lr,train_loss,val_loss,val_bpc");
+    s.push_str(if ema { ",raw_val_loss\n" } else { "\n" });
     for r in rows {
         let (v, bpc) = match r.val_loss {
             Some(v) => (
@@ -486,6 +499,14 @@ fn write_log(dir: &Path, rows: &[LogRow]) -> Result<()> {
             "{},{:.4},{},{:.2},{:e},{:.6},{},{}\n",
             r.step, r.epoch, r.items_seen, r.elapsed_secs, r.lr, r.train_loss, v, bpc
         ));
+        if ema {
+            s.pop();
+            s.push(',');
+            if let Some(raw) = r.raw_val_loss {
+                s.push_str(&format!("{raw:.6}"));
+            }
+            s.push('\n');
+        }
     }
     let path = dir.join(LOG);
     let tmp = dir.join(format!(".{LOG}.tmp"));
@@ -594,7 +615,7 @@ fn header(a: &Args, trainer: &Trainer, data_path: &Path, vocab: &Vocab, threads:
     let cfg = &trainer.state.config;
     let m = &cfg.model;
     format!(
-        "recur train: {} ({} chars: {} train, {} validation; vocabulary {}), {} {}x{}{}{}, {} parameters, B={} T={}, {} lr {}{}, clip {}, {} thread(s) on {}{}",
+        "recur train: {} ({} chars: {} train, {} validation; vocabulary {}), {} {}x{}{}{}, {} parameters, B={} T={}, {} lr {}{}{}, clip {}, {} thread(s) on {}{}",
         data_path.display(),
         fmt_chars((trainer.task.val_ids().len() + trainer.task.batches() as usize * cfg.batch_size * cfg.seq_length) as u64),
         fmt_chars(trainer.task.batches() * (cfg.batch_size * cfg.seq_length) as u64),
@@ -628,6 +649,7 @@ fn header(a: &Args, trainer: &Trainer, data_path: &Path, vocab: &Vocab, threads:
             }
             _ => String::new(),
         },
+        averaging(cfg.ema),
         cfg.grad_clip,
         threads,
         trainer.device(),
@@ -733,7 +755,7 @@ pub fn run(a: Args) -> Result<()> {
                 bar.set_message(msg);
                 Ok(())
             }
-            Event::Log { history, .. } => write_log(&dir, history),
+            Event::Log { history, .. } => write_log(&dir, history, cfg.ema > 0.0),
             Event::Eval {
                 row,
                 history,
@@ -767,7 +789,7 @@ pub fn run(a: Args) -> Result<()> {
                     }
                 });
                 // the log and the chart are written even when printing failed
-                let logged = write_log(&dir, history);
+                let logged = write_log(&dir, history, cfg.ema > 0.0);
                 let plotted = crate::charlm_common::write_plot(&dir, history);
                 printed
                     .map_err(anyhow::Error::from)
@@ -862,6 +884,9 @@ fn eval_text(row: &LogRow, best: bool, last: bool) -> String {
             if best { " (best)" } else { "" }
         ));
     }
+    if let Some(raw) = row.raw_val_loss {
+        text.push_str(&format!(" (moving average; raw weights {raw:.4})"));
+    }
     if last {
         text.push_str(" [final]");
     }
@@ -901,4 +926,13 @@ fn regularisers(r: &StackConfig) -> String {
         s += &format!(", weight drop {}", r.weight_drop);
     }
     s
+}
+
+/// ", weights averaged (decay 0.999)" when the run keeps a moving average, for the first line.
+fn averaging(decay: f64) -> String {
+    if decay > 0.0 {
+        format!(", weights averaged (decay {decay})")
+    } else {
+        String::new()
+    }
 }

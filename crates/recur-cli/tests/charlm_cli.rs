@@ -704,3 +704,108 @@ fn lr_schedule_flags() {
         one_line_error(&recur(&b), &[needle]);
     }
 }
+
+/// `--ema`: the log gains the raw weights' column, `recur eval` and `recur sample` use the
+/// average unless given `--raw-weights`, `recur quantize` keeps the average; a bad decay and
+/// `--ema` with `--resume` are one-line errors.
+#[test]
+fn ema_flag_logs_both_and_predicts_with_the_average() {
+    let d = tmp("ema");
+    let corpus = write_corpus(&d);
+    let ck = d.join("ck");
+    let mut a = vec!["train", "--data", s(&corpus), "--checkpoint-dir", s(&ck)];
+    a.extend_from_slice(SMALL);
+    a.extend_from_slice(&[
+        "--max-steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--ema",
+        "0.95",
+        "--json",
+    ]);
+    let out = recur(&a);
+    let j = json_of(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("weights averaged (decay 0.95)"), "{err}");
+    assert!(err.contains("moving average; raw weights"), "{err}");
+    let log = std::fs::read_to_string(ck.join("log.csv")).unwrap();
+    let rows: Vec<&str> = log.lines().collect();
+    assert!(rows[0].ends_with(",val_bpc,raw_val_loss"), "{log}");
+    let evals: Vec<Vec<&str>> = rows[1..]
+        .iter()
+        .map(|r| r.split(',').collect::<Vec<_>>())
+        .filter(|c| !c[6].is_empty())
+        .collect();
+    assert_eq!(evals.len(), 2, "{log}");
+    assert!(evals.iter().all(|c| c.len() == 9 && !c[8].is_empty()));
+    // the printed loss is the average's: the log's column (written to 6 decimals)
+    let logged: f64 = evals[1][6].parse().unwrap();
+    assert!(
+        (j["val_loss"].as_f64().unwrap() - logged).abs() < 1e-6,
+        "{j} {log}"
+    );
+
+    let latest = ck.join("latest.safetensors");
+    let eval = |path: &Path, extra: &[&str]| -> f64 {
+        let mut e = vec![
+            "eval",
+            "--checkpoint",
+            s(path),
+            "--text",
+            s(&corpus),
+            "--json",
+        ];
+        e.extend_from_slice(extra);
+        json_of(&recur(&e))["loss_nats"].as_f64().unwrap()
+    };
+    let avg = eval(&latest, &[]);
+    let raw = eval(&latest, &["--raw-weights"]);
+    assert_ne!(avg, raw);
+    // the same file with the average as its only weights: the same loss as the default
+    let mut c = recur::checkpoint::load(&latest).unwrap();
+    let plain = d.join("avg-only.safetensors");
+    c.params = c.ema.take().expect("an average");
+    recur::checkpoint::save(&plain, &c).unwrap();
+    assert_eq!(eval(&plain, &[]), avg);
+    // and with the raw ones: the same as --raw-weights
+    let mut c = recur::checkpoint::load(&latest).unwrap();
+    c.ema = None;
+    let raw_only = d.join("raw-only.safetensors");
+    recur::checkpoint::save(&raw_only, &c).unwrap();
+    assert_eq!(eval(&raw_only, &[]), raw);
+    // samples: from the average by default
+    let sample = |path: &Path, extra: &[&str]| {
+        let mut e = vec![
+            "sample",
+            "--checkpoint",
+            s(path),
+            "--length",
+            "40",
+            "--seed",
+            "3",
+        ];
+        e.extend_from_slice(extra);
+        let o = recur(&e);
+        assert!(o.status.success());
+        o.stdout
+    };
+    assert_eq!(sample(&latest, &[]), sample(&plain, &[]));
+    assert_eq!(sample(&latest, &["--raw-weights"]), sample(&raw_only, &[]));
+    // quantize writes the average
+    let q = d.join("q.safetensors");
+    let qo = recur(&["quantize", "--checkpoint", s(&latest), "--out", s(&q)]);
+    assert!(qo.status.success());
+    let qp = d.join("q-plain.safetensors");
+    let qo = recur(&["quantize", "--checkpoint", s(&plain), "--out", s(&qp)]);
+    assert!(qo.status.success());
+    assert_eq!(eval(&q, &[]), eval(&qp, &[]));
+
+    let bad = d.join("bad");
+    let mut b = vec!["train", "--data", s(&corpus), "--checkpoint-dir", s(&bad)];
+    b.extend_from_slice(&["--ema", "1"]);
+    one_line_error(&recur(&b), &["--ema"]);
+    let mut r = vec!["train", "--data", s(&corpus), "--checkpoint-dir", s(&ck)];
+    r.extend_from_slice(&["--resume", "--ema", "0.9"]);
+    one_line_error(&recur(&r), &["--ema"]);
+}

@@ -423,6 +423,7 @@ fn a_checkpoint_of_another_kind_is_refused() {
         params: vec![0.0; n],
         vocab: Some("abcde".chars().collect()),
         optimizer: None,
+        ema: None,
         train_state: None,
         precision: recur::Precision::F32,
     };

@@ -6,6 +6,7 @@
 //! - tensors (all F32, little-endian): the model's [`crate::params::ParamLayout`] entries under
 //!   their own names (`embedding.weight`, `rnn.weight_ih_l0`, ..., `decoder.weight`,
 //!   `decoder.bias`); an optimizer's moments as `optim.m.<name>` (and `optim.v.<name>` for Adam);
+//!   a moving average of the weights, when the run kept one, as `ema.<name>`;
 //! - metadata (strings): `format` = [`FORMAT`], `format_version` = [`FORMAT_VERSION`], `config`
 //!   (the [`ModelConfig`] as JSON), and when present `vocab` (a JSON array of one-character
 //!   strings), `optimizer` (JSON: `kind` and its hyper-parameters, `lr`, `step`) and
@@ -36,6 +37,8 @@ pub const FORMAT: &str = "recur-checkpoint";
 pub const FORMAT_VERSION: u32 = 1;
 /// Prefix of the optimizer's tensors.
 pub const OPTIM_PREFIX: &str = "optim.";
+/// Prefix of the weights' moving average.
+pub const EMA_PREFIX: &str = "ema.";
 
 /// Everything a run needs to continue, or a user needs to sample or evaluate.
 #[derive(Clone, Debug)]
@@ -48,6 +51,9 @@ pub struct Checkpoint {
     pub vocab: Option<Vec<char>>,
     /// Optimizer with its moments, for resuming exactly.
     pub optimizer: Option<Optimizer<f32>>,
+    /// An exponential moving average of the parameters (same layout), when the run kept one:
+    /// the weights its validation loss measured, and the ones [`Checkpoint::weights`] gives.
+    pub ema: Option<Vec<f32>>,
     /// Training position, RNG state, flags: opaque to this module.
     pub train_state: Option<serde_json::Value>,
     /// How the weights are stored: float32, or int8 (each weight matrix's rows quantized on
@@ -59,6 +65,12 @@ pub struct Checkpoint {
 pub use crate::error::CheckpointError;
 
 impl Checkpoint {
+    /// The weights to predict with: the moving average when the run kept one, else the
+    /// parameters.
+    pub fn weights(&self) -> &[f32] {
+        self.ema.as_deref().unwrap_or(&self.params)
+    }
+
     /// Whether training can continue from it: not from an int8 checkpoint, which holds rounded
     /// weights and no optimizer.
     pub fn check_trainable(&self) -> crate::Result<()> {
@@ -104,6 +116,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 ///     params,
 ///     vocab: Some(vec!['a', 'b', 'c']),
 ///     optimizer: None,
+///     ema: None,
 ///     train_state: None,
 ///     precision: recur::Precision::F32,
 /// };
@@ -173,6 +186,18 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> crate::Result<()> {
         if want_v {
             push_layout(&mut tensors, "optim.v.", layout, &o.v);
         }
+    }
+    if let Some(ema) = &ckpt.ema {
+        if ema.len() != layout.total || ckpt.precision != crate::Precision::F32 {
+            return Err(err(format!(
+                "the weights' moving average has {} values for a {} model of {} parameters \
+                 (float32 only)",
+                ema.len(),
+                ckpt.precision,
+                layout.total
+            )));
+        }
+        push_layout(&mut tensors, EMA_PREFIX, layout, ema);
     }
     if let Some(ts) = &ckpt.train_state {
         meta.insert("train_state".into(), to_json(ts).map_err(&err)?);
@@ -466,6 +491,12 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> crate::Result<Checkpoint> {
             })
         }
     };
+    let has_ema = st.names().iter().any(|n| n.starts_with(EMA_PREFIX));
+    let ema = if has_ema && precision == crate::Precision::F32 {
+        Some(read(EMA_PREFIX, false)?)
+    } else {
+        None
+    };
     let mut names: Vec<&str> = st.names();
     names.sort_unstable();
     if let Some(extra) = names.iter().find(|n| !expected.contains(**n)) {
@@ -483,6 +514,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> crate::Result<Checkpoint> {
         params,
         vocab,
         optimizer,
+        ema,
         train_state,
         precision,
     })

@@ -170,6 +170,10 @@ pub struct Settings {
     /// On a NaN or infinite loss, put back the parameters before the previous update (which
     /// produced them) instead of keeping them; costs one parameter copy per step.
     pub undo_on_divergence: bool,
+    /// Keep an exponential moving average of the weights with this decay (0 = off; see
+    /// [`ema_decay`]). It is what evaluations measure (the raw weights' metric is logged beside
+    /// it), and it is checkpointed beside the raw weights, which training goes on from.
+    pub ema: f64,
 }
 
 /// When a run ends: whichever limit comes first. A resumed run may be given new limits.
@@ -242,8 +246,12 @@ pub struct LogRow {
     pub lr: f64,
     /// Mean training loss over the steps since the previous row.
     pub train_loss: f64,
-    /// The held-out metric, when there is held-out data.
+    /// The held-out metric, when there is held-out data: of the weights' moving average when
+    /// the run keeps one ([`Settings::ema`]).
     pub val_loss: Option<f64>,
+    /// With a moving average: the raw weights' held-out metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_val_loss: Option<f64>,
     /// The task's own numbers ([`Task::row_extra`]).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub extra: serde_json::Value,
@@ -316,7 +324,8 @@ pub enum Event<'a> {
         row: &'a LogRow,
         history: &'a [LogRow],
     },
-    /// After an evaluation (and the checkpoints it wrote). `params` are the current ones;
+    /// After an evaluation (and the checkpoints it wrote). `params` are the evaluated ones (the
+    /// moving average when the run keeps one, else the current parameters);
     /// `history` is the whole log so far, this row last.
     Eval {
         row: &'a LogRow,
@@ -340,6 +349,8 @@ pub struct Trainer<T: Task> {
     lr: f64,
     rng: Rng,
     ckpt_dir: Option<PathBuf>,
+    // the weights' moving average ([`Settings::ema`]), from the first update on
+    ema: Option<Vec<f32>>,
     pub state: TrainState<T::Config>,
 }
 
@@ -474,7 +485,7 @@ impl<'a> Run<'a> {
             task: task.state(),
             extra: std::mem::take(&mut self.extra),
         };
-        self.assemble(model, params, opt, task, state)
+        self.assemble(model, params, None, opt, task, state)
     }
 
     /// Continues the run saved in `ckpt` with `task` (which must be built on the same data:
@@ -492,13 +503,14 @@ impl<'a> Run<'a> {
             state.budget = b;
         }
         let model = Model::new(ckpt.model)?;
-        self.assemble(model, ckpt.params, opt, task, state)
+        self.assemble(model, ckpt.params, ckpt.ema, opt, task, state)
     }
 
     fn assemble<T: Task>(
         self,
         model: Model,
         params: Vec<f32>,
+        ema: Option<Vec<f32>>,
         opt: Optimizer<f32>,
         task: T,
         state: TrainState<T::Config>,
@@ -510,9 +522,17 @@ impl<'a> Run<'a> {
                 settings.lr
             )));
         }
+        if !(0.0..1.0).contains(&settings.ema) {
+            return Err(Error::invalid(format!(
+                "the moving average's decay must be in [0, 1), got {}",
+                settings.ema
+            )));
+        }
         if let Some(d) = &self.ckpt_dir {
             check_dir_writable(d)?;
         }
+        // a moving average only while the run keeps one
+        let ema = ema.filter(|_| settings.ema > 0.0);
         let lr = opt.lr;
         let mut engine = self.backend.engine(model.clone(), params, Some(opt))?;
         if !state.carry_h.is_empty() {
@@ -532,6 +552,7 @@ impl<'a> Run<'a> {
             settings,
             lr,
             ckpt_dir: self.ckpt_dir,
+            ema,
             model,
             task,
             state,
@@ -718,6 +739,18 @@ impl<T: Task> Trainer<T> {
         }
         self.engine.update(self.lr)?;
         self.task.after_update(&mut *self.engine)?;
+        if self.settings.ema > 0.0 {
+            let params = self.engine.params()?;
+            match &mut self.ema {
+                None => self.ema = Some(params.into_owned()),
+                Some(avg) => {
+                    let d = ema_decay(self.settings.ema, step) as f32;
+                    for (a, &p) in avg.iter_mut().zip(params.iter()) {
+                        *a = d * *a + (1.0 - d) * p;
+                    }
+                }
+            }
+        }
         self.state.step = step;
         self.state.items_seen += sl.items;
         self.state.acc_loss += sl.loss;
@@ -728,6 +761,24 @@ impl<T: Task> Trainer<T> {
     /// The held-out metric of the current parameters; `None` without held-out data.
     pub fn evaluate(&mut self) -> Result<Option<f64>> {
         self.task.evaluate(&mut *self.engine)
+    }
+
+    /// The weights' moving average, when the run keeps one and has taken a step.
+    pub fn ema(&self) -> Option<&[f32]> {
+        self.ema.as_deref()
+    }
+
+    /// The held-out metric of the moving average (`None` without one): the engine holds the
+    /// average while the task evaluates, then the raw parameters again, bit for bit.
+    pub fn evaluate_ema(&mut self) -> Result<Option<f64>> {
+        let Some(avg) = &self.ema else {
+            return Ok(None);
+        };
+        let raw = self.engine.params()?.into_owned();
+        self.engine.set_params(avg)?;
+        let metric = self.task.evaluate(&mut *self.engine);
+        self.engine.set_params(&raw)?;
+        metric
     }
 
     /// The checkpoint of the current state.
@@ -744,6 +795,7 @@ impl<T: Task> Trainer<T> {
             params: self.params()?,
             vocab: self.task.vocab(),
             optimizer: Some(self.optimizer()?),
+            ema: self.ema.clone(),
             train_state: Some(serde_json::to_value(&st).map_err(|e| {
                 Error::invalid(format!("the training state cannot be written: {e}"))
             })?),
@@ -758,8 +810,9 @@ impl<T: Task> Trainer<T> {
         Ok(())
     }
 
-    /// A log row of the training loss since the previous row (which it resets) and `val`.
-    fn log_row(&mut self, val: Option<f64>) -> LogRow {
+    /// A log row of the training loss since the previous row (which it resets), `val` and
+    /// (with a moving average) the raw weights' `raw_val`.
+    fn log_row(&mut self, val: Option<f64>, raw_val: Option<f64>) -> LogRow {
         let extra = self.task.row_extra();
         let epoch = self.epoch_at(self.state.step);
         let st = &mut self.state;
@@ -775,6 +828,7 @@ impl<T: Task> Trainer<T> {
                 f64::NAN
             },
             val_loss: val,
+            raw_val_loss: raw_val,
             extra,
         };
         st.acc_loss = 0.0;
@@ -786,8 +840,12 @@ impl<T: Task> Trainer<T> {
     /// Evaluates, appends a log row, writes the latest (and, on a new best, the best)
     /// checkpoint, and reports.
     fn eval_and_save(&mut self, last: bool, on: &mut dyn FnMut(&Event)) -> Result<()> {
-        let val = self.evaluate()?;
-        let row = self.log_row(val);
+        let raw = self.evaluate()?;
+        let (val, raw_val) = match self.ema.is_some() {
+            true => (self.evaluate_ema()?, raw),
+            false => (raw, None),
+        };
+        let row = self.log_row(val, raw_val);
         let best = self.task.better(val, self.state.best_val);
         let st = &mut self.state;
         st.last_eval_step = Some(st.step);
@@ -806,13 +864,13 @@ impl<T: Task> Trainer<T> {
             }
         }
         self.save(LATEST)?;
-        let params = self.engine.params()?;
+        let raw = self.engine.params()?;
         on(&Event::Eval {
             row: &row,
             history: &self.state.history,
             best,
             last,
-            params: &params,
+            params: self.ema.as_deref().unwrap_or(&raw),
         });
         Ok(())
     }
@@ -870,7 +928,7 @@ impl<T: Task> Trainer<T> {
             if last || epoch_end || (every > 0 && step.is_multiple_of(every)) {
                 self.eval_and_save(last, on)?;
             } else if log_every > 0 && step.is_multiple_of(log_every) {
-                let row = self.log_row(None);
+                let row = self.log_row(None, None);
                 on(&Event::Log {
                     row: &row,
                     history: &self.state.history,
@@ -878,6 +936,14 @@ impl<T: Task> Trainer<T> {
             }
         }
     }
+}
+
+/// The moving average's decay at update `step` (1-based): `decay`, but no more than
+/// (1 + step) / (10 + step), so that the first updates, when the weights move fastest, are not
+/// averaged with the initial ones for long (TensorFlow's `ExponentialMovingAverage` with
+/// `num_updates`). The average starts as a copy of the weights after the first update.
+pub fn ema_decay(decay: f64, step: u64) -> f64 {
+    decay.min((1 + step) as f64 / (10 + step) as f64)
 }
 
 /// The warm-up's share of the base rate for the step after `step` steps: (step + 1) / warmup

@@ -45,6 +45,7 @@ fn sample(kind: OptimKind) -> Checkpoint {
         params,
         vocab: Some(vocab),
         optimizer: Some(opt),
+        ema: None,
         train_state: Some(
             serde_json::json!({"epoch": 2, "position": 12345, "rng": [1u64, 2, 3, u64::MAX]}),
         ),

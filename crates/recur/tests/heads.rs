@@ -167,6 +167,7 @@ fn checkpoint_round_trip_for_every_head() {
             params: params.clone(),
             vocab: None,
             optimizer: None,
+            ema: None,
             train_state: None,
             precision: recur::Precision::F32,
         };

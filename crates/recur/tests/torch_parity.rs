@@ -539,6 +539,7 @@ fn recur_checkpoints_for_torch() {
             params,
             vocab: (!dense).then(|| vocab.clone()),
             optimizer: None,
+            ema: None,
             train_state: None,
             precision: recur::Precision::F32,
         };

@@ -55,6 +55,14 @@ pub struct TrainConfig {
     /// `lr_decay_every` steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
+    /// Decay of a moving average of the weights kept beside them, evaluated and checkpointed
+    /// (0 = none; [`recur::train::Settings::ema`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ema: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// The character model as a [`Task`]: the training text as B streams read T steps at a time in
@@ -142,6 +150,7 @@ impl Task for CharTask {
             eval_each_epoch: false,
             log_every: cfg.log_every,
             undo_on_divergence: false,
+            ema: cfg.ema,
         }
     }
 

@@ -121,6 +121,7 @@ impl Task for TranscriberTask {
             eval_each_epoch: true,
             log_every: 0,
             undo_on_divergence: false,
+            ema: 0.0,
         }
     }
 

@@ -254,6 +254,7 @@ impl recur::train::Task for LongMemory {
             eval_each_epoch: false,
             log_every: 0,
             undo_on_divergence: true,
+            ema: 0.0,
         }
     }
 

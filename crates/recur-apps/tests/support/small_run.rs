@@ -50,6 +50,7 @@ pub fn small_trainer(steps: u64) -> Trainer {
         eval_every: 5,
         log_every: 0,
         schedule: None,
+        ema: 0.0,
     };
     charlm::start(Run::on(&Cpu).budget(steps_budget(steps)), cfg, tr, va, None).unwrap()
 }
