@@ -13,7 +13,8 @@ mean loss over every predicted character. The clock counts training and evaluati
 The regularisers of `recur train` (docs/semantics.md), built the AWD-LSTM way when any is on:
 --weight-drop P (each layer's weight_hh through F.dropout once per batch, the layer run with
 torch.func.functional_call, as AWD-LSTM's WeightDrop), --dropout between layers and
---dropout-output on the top layer's outputs, drawn per element (--dropout-mode step, nn.LSTM's
+--dropout-output on the top layer's outputs, --dropout-input on the first layer's (embedded or
+one-hot) input, drawn per element (--dropout-mode step, nn.LSTM's
 way) or once per sequence for all steps (locked, AWD-LSTM's LockedDropout). With them the layers
 are separate one-layer modules (the same parameters as one multi-layer nn.LSTM). The masks are
 torch's own draws, not recur's.
@@ -45,15 +46,16 @@ def drop(x, p, locked, training):
 
 class CharModel(nn.Module):
     def __init__(self, v, cell, hidden, layers, dropout, embed, weight_drop=0.0,
-                 dropout_output=0.0, locked=False):
+                 dropout_output=0.0, locked=False, dropout_input=0.0):
         super().__init__()
         self.v = v
         self.embedding = nn.Embedding(v, embed) if embed > 0 else None
         inp = embed if embed > 0 else v
         cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN, "rnn_tanh": nn.RNN}[cell]
-        self.awd = weight_drop > 0 or dropout_output > 0 or locked
+        self.awd = weight_drop > 0 or dropout_output > 0 or dropout_input > 0 or locked
         self.dropout, self.weight_drop = dropout, weight_drop
         self.dropout_output, self.locked = dropout_output, locked
+        self.dropout_input = dropout_input
         if self.awd:
             self.layers = nn.ModuleList(
                 cls(inp if i == 0 else hidden, hidden) for i in range(layers))
@@ -70,8 +72,9 @@ class CharModel(nn.Module):
         if not self.awd:
             y, state = self.rnn(e, state)
             return self.decoder(y), state
-        # state: one per layer (a tuple for the LSTM), or None
-        new, y = [], e
+        # state: one per layer (a tuple for the LSTM), or None; input dropout on the embedded
+        # (or one-hot) input, as recur's --dropout-input
+        new, y = [], drop(e, self.dropout_input, self.locked, self.training)
         for i, layer in enumerate(self.layers):
             if i > 0:
                 y = drop(y, self.dropout, self.locked, self.training)
@@ -132,6 +135,7 @@ def main():
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--weight-drop", type=float, default=0.0)
     p.add_argument("--dropout-output", type=float, default=0.0)
+    p.add_argument("--dropout-input", type=float, default=0.0)
     p.add_argument("--dropout-mode", choices=["step", "locked"], default="step")
     p.add_argument("--embed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
@@ -160,7 +164,8 @@ def main():
     per_epoch = s // t
 
     model = CharModel(len(chars), a.cell, a.rnn_size, a.num_layers, a.dropout, a.embed,
-                      a.weight_drop, a.dropout_output, a.dropout_mode == "locked")
+                      a.weight_drop, a.dropout_output, a.dropout_mode == "locked",
+                      a.dropout_input)
     opt = {
         "adam": lambda: torch.optim.Adam(model.parameters(), lr=a.lr),
         "rmsprop": lambda: torch.optim.RMSprop(model.parameters(), lr=a.lr),

@@ -218,7 +218,7 @@ fn parse_cell(cell: &str, nonlinearity: &str) -> PyResult<CellKind> {
 #[pymethods]
 impl PyStack {
     #[new]
-    #[pyo3(signature = (cell, input_size, hidden_size, num_layers=1, bias=true, bidirectional=false, proj_size=0, dropout=0.0, nonlinearity="tanh", weight_drop=0.0, dropout_output=0.0, dropout_mode="step"))]
+    #[pyo3(signature = (cell, input_size, hidden_size, num_layers=1, bias=true, bidirectional=false, proj_size=0, dropout=0.0, nonlinearity="tanh", weight_drop=0.0, dropout_output=0.0, dropout_mode="step", dropout_input=0.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         cell: &str,
@@ -233,6 +233,7 @@ impl PyStack {
         weight_drop: f64,
         dropout_output: f64,
         dropout_mode: &str,
+        dropout_input: f64,
     ) -> PyResult<Self> {
         let mode = match dropout_mode {
             "step" => DropoutMode::Step,
@@ -251,6 +252,7 @@ impl PyStack {
             .with_dropout(dropout)
             .with_weight_drop(weight_drop)
             .with_dropout_output(dropout_output)
+            .with_dropout_input(dropout_input)
             .with_dropout_mode(mode);
         Ok(PyStack {
             stack: Stack::new(cfg).map_err(to_py)?,
@@ -348,7 +350,7 @@ impl PyStack {
     fn __repr__(&self) -> String {
         let c = self.stack.cfg();
         format!(
-            "Stack(cell='{}', input_size={}, hidden_size={}, num_layers={}, bias={}, bidirectional={}, proj_size={}, dropout={}, weight_drop={}, dropout_output={}, dropout_mode='{}')",
+            "Stack(cell='{}', input_size={}, hidden_size={}, num_layers={}, bias={}, bidirectional={}, proj_size={}, dropout={}, weight_drop={}, dropout_output={}, dropout_input={}, dropout_mode='{}')",
             c.cell.name(),
             c.input_size,
             c.hidden_size,
@@ -359,6 +361,7 @@ impl PyStack {
             c.dropout,
             c.weight_drop,
             c.dropout_output,
+            c.dropout_input,
             c.dropout_mode.name()
         )
     }

@@ -20,7 +20,7 @@ def loss_and_grads(s, w, x, h0, c0, lengths, seed, gy, gh):
     return loss, dx, dh0, g
 
 
-AWD = dict(weight_drop=0.4, dropout_output=0.2, dropout_mode="locked")
+AWD = dict(weight_drop=0.4, dropout_output=0.2, dropout_mode="locked", dropout_input=0.3)
 
 
 @pytest.mark.parametrize(
@@ -169,6 +169,7 @@ def test_regularisers_act_in_training_only_and_bad_modes_are_refused():
     x = rng.standard_normal((6, 2, 3)).astype(np.float32)
     s = recur.Stack("lstm", 3, 5, **AWD)
     assert "weight_drop=0.4" in repr(s) and "dropout_mode='locked'" in repr(s)
+    assert "dropout_input=0.3" in repr(s)
     w = s.init(seed=3)
     plain = recur.Stack("lstm", 3, 5)
     y_eval = s.forward(w, x, keep=False)[0]
@@ -182,3 +183,5 @@ def test_regularisers_act_in_training_only_and_bad_modes_are_refused():
         recur.Stack("lstm", 3, 5, dropout_mode="sometimes")
     with pytest.raises(ValueError, match="weight_drop"):
         recur.Stack("lstm", 3, 5, weight_drop=1.0)
+    with pytest.raises(ValueError, match="dropout_input"):
+        recur.Stack("lstm", 3, 5, dropout_input=1.0)

@@ -52,6 +52,9 @@ pub struct Args {
     /// Dropout on the last layer's outputs (a fixed mask during the check).
     #[arg(long, default_value_t = 0.0)]
     dropout_output: f64,
+    /// Dropout on the first layer's inputs (a fixed mask during the check).
+    #[arg(long, default_value_t = 0.0)]
+    dropout_input: f64,
     /// Dropout masks drawn anew at every step, or one per sequence (locked).
     #[arg(long, value_parser = choice::<DropoutModeArg>(), default_value = "step")]
     dropout_mode: DropoutModeArg,
@@ -98,6 +101,7 @@ pub fn run(a: Args) -> Result<()> {
         .with_dropout(a.dropout)
         .with_weight_drop(a.weight_drop)
         .with_dropout_output(a.dropout_output)
+        .with_dropout_input(a.dropout_input)
         .with_dropout_mode(a.dropout_mode.mode());
     let cfg = ModelConfig {
         input: InputKind::Dense,
@@ -134,7 +138,7 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         writeln!(
             out,
-            "gradcheck {} head={} T={} B={} I={} H={} layers={} dirs={} bias={} proj={} dropout={} ({}) dropout_output={} weight_drop={} varlen={} eps={:e}",
+            "gradcheck {} head={} T={} B={} I={} H={} layers={} dirs={} bias={} proj={} dropout={} ({}) dropout_input={} dropout_output={} weight_drop={} varlen={} eps={:e}",
             kind.name(),
             head.name(),
             a.seq_length,
@@ -147,6 +151,7 @@ pub fn run(a: Args) -> Result<()> {
             a.proj_size,
             a.dropout,
             a.dropout_mode.mode().name(),
+            a.dropout_input,
             a.dropout_output,
             a.weight_drop,
             a.varlen,

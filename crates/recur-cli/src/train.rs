@@ -66,7 +66,12 @@ pub struct Args {
     /// Dropout on the last layer's outputs, before the decoder [default: 0].
     #[arg(long)]
     dropout_output: Option<f64>,
-    /// Dropout masks (--dropout, --dropout-output) drawn anew at every step, or one per
+    /// Dropout on the first layer's input: with one-hot input whole characters are dropped
+    /// (locked: the same symbols for every step of a stream's batch, an embedding dropout);
+    /// with --embed, elements of the embedded vectors [default: 0].
+    #[arg(long)]
+    dropout_input: Option<f64>,
+    /// Dropout masks (--dropout, --dropout-output, --dropout-input) drawn anew at every step, or one per
     /// sequence for all its steps (locked: variational dropout, as AWD-LSTM) [default: step].
     #[arg(long, value_parser = choice::<DropoutModeArg>())]
     dropout_mode: Option<DropoutModeArg>,
@@ -251,6 +256,7 @@ fn config_flags(a: &Args) -> Vec<&'static str> {
     check(a.dropout.is_some(), "--dropout");
     check(a.weight_drop.is_some(), "--weight-drop");
     check(a.dropout_output.is_some(), "--dropout-output");
+    check(a.dropout_input.is_some(), "--dropout-input");
     check(a.dropout_mode.is_some(), "--dropout-mode");
     check(a.proj_size.is_some(), "--proj-size");
     check(a.embed.is_some(), "--embed");
@@ -353,17 +359,10 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
     if num_layers == 0 || rnn_size == 0 {
         bail!("--num-layers and --rnn-size must be at least 1");
     }
-    if !(0.0..1.0).contains(&dropout) {
-        bail!("--dropout must be in [0, 1), got {dropout}");
-    }
-    let weight_drop = a.weight_drop.unwrap_or(0.0);
-    if !(0.0..1.0).contains(&weight_drop) {
-        bail!("--weight-drop must be in [0, 1), got {weight_drop}");
-    }
-    let dropout_output = a.dropout_output.unwrap_or(0.0);
-    if !(0.0..1.0).contains(&dropout_output) {
-        bail!("--dropout-output must be in [0, 1), got {dropout_output}");
-    }
+    let dropout = probability("--dropout", dropout)?;
+    let weight_drop = probability("--weight-drop", a.weight_drop.unwrap_or(0.0))?;
+    let dropout_output = probability("--dropout-output", a.dropout_output.unwrap_or(0.0))?;
+    let dropout_input = probability("--dropout-input", a.dropout_input.unwrap_or(0.0))?;
     let dropout_mode = a
         .dropout_mode
         .map_or(DropoutMode::Step, DropoutModeArg::mode);
@@ -397,10 +396,7 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
         bail!("--lr-decay needs --lr-decay-every N (steps between decays)");
     }
     let schedule = lr_schedule(a)?;
-    let ema = a.ema.unwrap_or(0.0);
-    if !(0.0..1.0).contains(&ema) {
-        bail!("--ema must be in [0, 1), got {ema}");
-    }
+    let ema = probability("--ema", a.ema.unwrap_or(0.0))?;
     let grad_clip = non_negative("--grad-clip", a.grad_clip.unwrap_or(p.grad_clip))?;
     let grad_clip_value = non_negative("--grad-clip-value", a.grad_clip_value.unwrap_or(0.0))?;
     let rnn = StackConfig::new(kind, 0, rnn_size)
@@ -408,6 +404,7 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
         .with_dropout(dropout)
         .with_weight_drop(weight_drop)
         .with_dropout_output(dropout_output)
+        .with_dropout_input(dropout_input)
         .with_dropout_mode(dropout_mode)
         .with_proj_size(proj_size);
     let model = ModelConfig::char_model(vocab_len, embed, rnn);
@@ -435,6 +432,14 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
         ema,
     };
     Ok((cfg, budget(a, Some(&p))?))
+}
+
+/// `v` when it is in [0, 1) (a dropout probability, a decay), else the error naming `flag`.
+fn probability(flag: &str, v: f64) -> Result<f64> {
+    if !(0.0..1.0).contains(&v) {
+        bail!("{flag} must be in [0, 1), got {v}");
+    }
+    Ok(v)
 }
 
 /// The limits from the flags (falling back to the preset's when there is one).
@@ -914,7 +919,11 @@ fn split_checked(ids: &[u32], val_frac: f64) -> Result<(&[u32], &[u32])> {
 /// are on, for the run's first line.
 fn regularisers(r: &StackConfig) -> String {
     let mut s = String::new();
-    for (p, what) in [(r.dropout, "dropout"), (r.dropout_output, "output dropout")] {
+    for (p, what) in [
+        (r.dropout_input, "input dropout"),
+        (r.dropout, "dropout"),
+        (r.dropout_output, "output dropout"),
+    ] {
         if p > 0.0 {
             s += &format!(", {what} {p}");
             if r.dropout_mode != DropoutMode::Step {

@@ -601,6 +601,8 @@ fn weight_drop_runs_resume_bit_for_bit() {
         "locked",
         "--dropout-output",
         "0.1",
+        "--dropout-input",
+        "0.15",
     ];
     let whole = run("whole", "20", &regs, false);
     run("halves", "10", &regs, false);
@@ -617,6 +619,7 @@ fn weight_drop_runs_resume_bit_for_bit() {
     assert_eq!(a.model, b.model);
     assert_eq!(a.model.rnn.weight_drop, 0.3);
     assert_eq!(a.model.rnn.dropout_output, 0.1);
+    assert_eq!(a.model.rnn.dropout_input, 0.15);
     assert_eq!(a.model.rnn.dropout_mode, recur::stack::DropoutMode::Locked);
     assert!(
         bits(&a.params) == bits(&b.params),

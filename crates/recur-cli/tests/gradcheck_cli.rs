@@ -121,6 +121,8 @@ fn locked_and_output_dropout_gradients() {
             "0.3",
             "--dropout-output",
             "0.3",
+            "--dropout-input",
+            "0.25",
             "--dropout-mode",
             mode,
             "--weight-drop",
@@ -131,7 +133,14 @@ fn locked_and_output_dropout_gradients() {
             "--seq-length",
             "6",
         ]);
-        assert!(names(&t).contains(&"decoder.weight"), "{cell} {mode}");
+        let n = names(&t);
+        // the input's gradient goes back through the input dropout's mask
+        for want in ["decoder.weight", "input", "rnn.weight_ih_l0"] {
+            assert!(
+                n.contains(&want),
+                "{cell} {mode}: {want} missing from {n:?}"
+            );
+        }
     }
     // with a last-step head too: the dropped outputs are what it reads
     gradcheck(&[

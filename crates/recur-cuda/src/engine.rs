@@ -143,11 +143,12 @@ impl Backend for Cuda {
         let rnn = &model.cfg().rnn;
         if rnn.weight_drop > 0.0
             || rnn.dropout_output > 0.0
+            || rnn.dropout_input > 0.0
             || rnn.dropout_mode != recur::stack::DropoutMode::Step
         {
             return Err(Error::invalid(
-                "weight drop, output dropout and locked dropout are not on the GPU yet: train \
-                 this model on the CPU",
+                "weight drop, input and output dropout and locked dropout are not on the GPU \
+                 yet: train this model on the CPU",
             ));
         }
         let gpu = Gpu::new(self.ordinal)?;

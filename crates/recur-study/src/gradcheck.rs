@@ -143,7 +143,8 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>> {
     let s_c = rand_vec(if lstm { ld * b * h } else { 0 }, true);
     let drop_seed = spec.seed ^ 0x5eed;
     let r = &spec.cfg.rnn;
-    let training = r.dropout > 0.0 || r.weight_drop > 0.0 || r.dropout_output > 0.0;
+    let training =
+        r.dropout > 0.0 || r.weight_drop > 0.0 || r.dropout_output > 0.0 || r.dropout_input > 0.0;
 
     let mut ws = model.workspace::<f64>(t, b);
     let lens = lengths.as_deref();

@@ -110,6 +110,19 @@ pub fn stack_workspace_bytes(r: &StackConfig, t: usize, b: usize, elem_bytes: us
         n += out;
     }
     n += 2 * nl * nd * bb * p + if lstm { 2 * nl * nd * bb * h } else { 0 };
+    // weight drop: a masked copy of every weight_hh and its mask, one weight_hh's gradient
+    if r.weight_drop > 0.0 {
+        let w_hh = r.kind().gates() as u128 * h * p;
+        n += 2 * nl * nd * w_hh + w_hh;
+    }
+    // output dropout: the dropped outputs and their mask
+    if r.dropout_output > 0.0 {
+        n += 2 * out;
+    }
+    // input dropout: the dropped input, its mask and its gradient
+    if r.dropout_input > 0.0 {
+        n += 3 * tb * r.input_size as u128;
+    }
     n * elem_bytes as u128
 }
 
@@ -173,6 +186,16 @@ mod tests {
             v.push(Model::new(ModelConfig::dense(5, rnn, 3, Head::LastRegression)).unwrap());
         }
         let rnn = StackConfig::new(CellKind::Lstm, 7, 24).with_proj_size(9);
+        v.push(Model::new(ModelConfig::dense(7, rnn, 4, Head::StepClasses)).unwrap());
+        // every regulariser's buffers, on a projected LSTM (weight_hh of 4H x P)
+        let rnn = StackConfig::new(CellKind::Lstm, 7, 24)
+            .with_proj_size(9)
+            .with_layers(2)
+            .with_bidirectional(true)
+            .with_dropout(0.1)
+            .with_weight_drop(0.2)
+            .with_dropout_output(0.3)
+            .with_dropout_input(0.4);
         v.push(Model::new(ModelConfig::dense(7, rnn, 4, Head::StepClasses)).unwrap());
         v
     }

@@ -57,7 +57,13 @@ pub struct StackConfig {
     /// Dropout on the last layer's outputs (what a decoder reads) during training. Default 0.
     #[serde(default)]
     pub dropout_output: f64,
-    /// How dropout masks are drawn: a new one at every step, or one per sequence kept for all its
+    /// Dropout on the first layer's inputs during training (AWD-LSTM's `dropouti`): on a dense
+    /// input (features, an embedding's output) each element; on one-hot tokens each element of
+    /// the one-hot vector, so a token is dropped whole (locked: the same symbols for all the
+    /// steps of a sequence, an embedding dropout per sequence). Default 0.
+    #[serde(default)]
+    pub dropout_input: f64,
+    /// How dropout masks (input, between layers, output) are drawn: a new one at every step, or one per sequence kept for all its
     /// steps (locked, or variational, dropout). Default step.
     #[serde(default)]
     pub dropout_mode: DropoutMode,
@@ -98,6 +104,7 @@ impl StackConfig {
             dropout: 0.0,
             weight_drop: 0.0,
             dropout_output: 0.0,
+            dropout_input: 0.0,
             dropout_mode: DropoutMode::Step,
         }
     }
@@ -143,6 +150,13 @@ impl StackConfig {
         self
     }
 
+    /// `dropout_input`: the probability of zeroing each element of the first layer's input in
+    /// training mode (default 0).
+    pub fn with_dropout_input(mut self, p: f64) -> Self {
+        self.dropout_input = p;
+        self
+    }
+
     /// `dropout_mode`: a new mask at every step (default) or one per sequence (locked).
     pub fn with_dropout_mode(mut self, m: DropoutMode) -> Self {
         self.dropout_mode = m;
@@ -173,6 +187,12 @@ impl StackConfig {
             return Err(crate::Error::invalid(format!(
                 "dropout_output must be in [0, 1), got {}",
                 self.dropout_output
+            )));
+        }
+        if !(0.0..1.0).contains(&self.dropout_input) {
+            return Err(crate::Error::invalid(format!(
+                "dropout_input must be in [0, 1), got {}",
+                self.dropout_input
             )));
         }
         if !(0.0..1.0).contains(&self.weight_drop) {
@@ -344,6 +364,12 @@ pub struct StackWorkspace<F> {
     out_dropped: Vec<F>,
     out_mask: Vec<F>,
     out_drop_on: bool,
+    // input dropout: layer 0's dropped-out input (dense, (T, B, I)), its mask, the gradient
+    // of the dropped input (for a dense input's gradient); whether the last forward dropped
+    in_dropped: Vec<F>,
+    in_mask: Vec<F>,
+    in_grad: Vec<F>,
+    in_drop_on: bool,
     // per layer: gradient of its outputs (T, B, D*P)
     douts: Vec<Vec<F>>,
     dinput: Vec<F>,
@@ -403,6 +429,14 @@ impl<F: Float> StackWorkspace<F> {
             + v(&self.masks)
             + v(&self.douts)
             + self.dinput.len()
+            + v(&self.wd_w)
+            + v(&self.wd_mask)
+            + self.wd_grad.len()
+            + self.out_dropped.len()
+            + self.out_mask.len()
+            + self.in_dropped.len()
+            + self.in_mask.len()
+            + self.in_grad.len()
             + self.h_n.len()
             + self.c_n.len()
             + self.dh0.len()
@@ -588,6 +622,11 @@ impl Stack {
         } else {
             0
         };
+        let in_drop = if self.cfg.dropout_input > 0.0 {
+            t * b * self.cfg.input_size
+        } else {
+            0
+        };
         StackWorkspace {
             shape,
             caches,
@@ -607,6 +646,10 @@ impl Stack {
             out_dropped: z(out_drop),
             out_mask: z(out_drop),
             out_drop_on: false,
+            in_dropped: z(in_drop),
+            in_mask: z(in_drop),
+            in_grad: z(in_drop),
+            in_drop_on: false,
             douts: (0..nl).map(|_| z(out)).collect(),
             dinput: z(if nl > 1 { out } else { 0 }),
             h_n: z(nl * nd * b * p),
@@ -649,11 +692,27 @@ impl Stack {
             }
             ws.wd_on = true;
         }
+        // Input dropout: layer 0's input as a dense (T, B, I) copy times its mask.
+        ws.in_drop_on = false;
+        if let (Some(rng), true) = (dropout_rng.as_deref_mut(), self.cfg.dropout_input > 0.0) {
+            let i = self.cfg.input_size;
+            let p = self.cfg.dropout_input;
+            draw_mask(&mut ws.in_mask, p, self.cfg.dropout_mode, b * i, rng);
+            mask_input(&mut ws.in_dropped, input, &ws.in_mask, i);
+            ws.in_drop_on = true;
+        }
         for l in 0..nl {
             // Layer input: the real input, or the previous layer's output (dropped out in training).
             let (prev, cur) = ws.outs.split_at_mut(l);
             let layer_in = if l == 0 {
-                input
+                if ws.in_drop_on {
+                    LayerInput::Dense {
+                        x: &ws.in_dropped,
+                        ld: self.cfg.input_size,
+                    }
+                } else {
+                    input
+                }
             } else {
                 let prev_out = &prev[l - 1];
                 let pdrop = self.cfg.dropout;
@@ -779,8 +838,19 @@ impl Stack {
             }
             None => ws.douts[top].fill(F::ZERO),
         }
+        // with input dropout, a dense input's gradient goes through the mask: the cell's goes
+        // to a buffer first
+        let in_grad = ws.in_drop_on && dx.is_some();
+        if in_grad {
+            ws.in_grad.fill(F::ZERO);
+        }
         for l in (0..nl).rev() {
-            let layer_in = if l == 0 {
+            let layer_in = if l == 0 && ws.in_drop_on {
+                LayerInput::Dense {
+                    x: &ws.in_dropped,
+                    ld: self.cfg.input_size,
+                }
+            } else if l == 0 {
                 input
             } else if ws.dropout_on[l] {
                 LayerInput::Dense {
@@ -812,6 +882,8 @@ impl Stack {
                 let dcn = dc_n.map(|v| &v[idx * b * h..(idx + 1) * b * h]);
                 let dxd = if l > 0 {
                     Some((&mut ws.dinput[..], ldy))
+                } else if in_grad {
+                    Some((&mut ws.in_grad[..], self.cfg.input_size))
                 } else {
                     dx.as_deref_mut().map(|v| (v, self.cfg.input_size))
                 };
@@ -842,6 +914,13 @@ impl Stack {
                     }
                 }
             }
+            if l == 0 && in_grad {
+                // through the input dropout: dx += d(dropped input) * mask
+                let dx = dx.as_deref_mut().expect("checked above");
+                for ((o, &g), &m) in dx.iter_mut().zip(&ws.in_grad).zip(&ws.in_mask) {
+                    *o += g * m;
+                }
+            }
             if l > 0 {
                 // through the dropout: d(prev_out) = d(input) * mask
                 let dprev = &mut ws.douts[l - 1];
@@ -870,6 +949,25 @@ fn draw_mask<F: Float>(mask: &mut [F], p: f64, mode: DropoutMode, row: usize, rn
             first.iter_mut().for_each(|m| *m = draw());
             for r in rest.chunks_mut(row) {
                 r.copy_from_slice(&first[..r.len()]);
+            }
+        }
+    }
+}
+
+/// `dst` (T*B rows of `i`) = the layer input times `mask`: a dense input's rows (stride `ld`)
+/// element by element; one-hot tokens as the mask's value at the token and 0 elsewhere.
+fn mask_input<F: Float>(dst: &mut [F], input: LayerInput<F>, mask: &[F], i: usize) {
+    match input {
+        LayerInput::Dense { x, ld } => {
+            for ((d, m), r) in dst.chunks_exact_mut(i).zip(mask.chunks_exact(i)).zip(0..) {
+                apply_mask(d, &x[r * ld..r * ld + i], m);
+            }
+        }
+        LayerInput::OneHot { ids } => {
+            dst.fill(F::ZERO);
+            for (r, &id) in ids.iter().enumerate() {
+                let k = r * i + id as usize;
+                dst[k] = mask[k];
             }
         }
     }
