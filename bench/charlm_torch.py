@@ -90,6 +90,18 @@ class CharModel(nn.Module):
         return self.decoder(y), new
 
 
+def cosine_lr(base, step, warmup, floor, total):
+    """recur's `Schedule::Cosine` for the step after `step` steps: a linear warm-up, then a
+    cosine from `base` to `base * floor` at step `total` (the base rate after the warm-up when
+    there is no step limit)."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if not total or total <= warmup:
+        return base
+    p = min(max((step - warmup) / (total - warmup), 0.0), 1.0)
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
 def detach(state):
     if state is None:
         return None
@@ -142,6 +154,10 @@ def main():
     p.add_argument("--seq-length", type=int, default=64)
     p.add_argument("--optim", default="adam")
     p.add_argument("--learning-rate", "--lr", dest="lr", type=float, default=2e-3)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="cosine: recur's --lr-schedule cosine over --max-steps")
+    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--lr-floor", type=float, default=0.05)
     p.add_argument("--grad-clip", type=float, default=5.0)
     p.add_argument("--val-frac", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=1)
@@ -203,6 +219,9 @@ def main():
         state = detach(state)
         loss = F.cross_entropy(logits.reshape(-1, len(chars)), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
+        if a.lr_schedule == "cosine":
+            for g in opt.param_groups:
+                g["lr"] = cosine_lr(a.lr, step, a.warmup, a.lr_floor, a.max_steps)
         loss.backward()
         if a.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)

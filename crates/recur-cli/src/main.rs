@@ -15,6 +15,7 @@ mod hello;
 mod page;
 mod plot;
 mod quantize;
+mod ranks;
 mod sample;
 mod speech;
 mod task;

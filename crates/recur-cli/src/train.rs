@@ -526,8 +526,17 @@ fn open_run(
     a: &Args,
     backend: &dyn Backend,
     threads: usize,
+    ranks: Option<&crate::ranks::Ranks>,
     dir: &Path,
 ) -> Result<(Trainer, Vocab, PathBuf)> {
+    // every rank opens the same run; the loop sums over them
+    let on = |backend| {
+        let run = Run::on(backend).checkpoints(dir.to_path_buf());
+        match ranks {
+            Some(r) => run.collective(r.collective()),
+            None => run,
+        }
+    };
     Ok(if a.run.resume {
         let given = config_flags(a);
         if !given.is_empty() {
@@ -574,7 +583,7 @@ fn open_run(
         } else {
             None
         };
-        let mut run = Run::on(backend).checkpoints(dir.to_path_buf());
+        let mut run = on(backend);
         if let Some(b) = b {
             run = run.budget(b);
         }
@@ -600,10 +609,7 @@ fn open_run(
                 dir.display()
             );
         }
-        let run = Run::on(backend)
-            .checkpoints(dir.to_path_buf())
-            .budget(b)
-            .extra(extra);
+        let run = on(backend).budget(b).extra(extra);
         let t = charlm_train::start(
             run,
             cfg,
@@ -616,11 +622,18 @@ fn open_run(
 }
 
 /// The one line that opens a run: data, model, batch, optimizer, threads, device.
-fn header(a: &Args, trainer: &Trainer, data_path: &Path, vocab: &Vocab, threads: usize) -> String {
+fn header(
+    a: &Args,
+    trainer: &Trainer,
+    data_path: &Path,
+    vocab: &Vocab,
+    threads: usize,
+    ranks: Option<&crate::ranks::Ranks>,
+) -> String {
     let cfg = &trainer.state.config;
     let m = &cfg.model;
     format!(
-        "recur train: {} ({} chars: {} train, {} validation; vocabulary {}), {} {}x{}{}{}, {} parameters, B={} T={}, {} lr {}{}{}, clip {}, {} thread(s) on {}{}",
+        "recur train: {} ({} chars: {} train, {} validation; vocabulary {}), {} {}x{}{}{}, {} parameters, B={} T={}, {} lr {}{}{}, clip {}, {} thread(s){} on {}{}",
         data_path.display(),
         fmt_chars((trainer.task.val_ids().len() + trainer.task.batches() as usize * cfg.batch_size * cfg.seq_length) as u64),
         fmt_chars(trainer.task.batches() * (cfg.batch_size * cfg.seq_length) as u64),
@@ -657,6 +670,7 @@ fn header(a: &Args, trainer: &Trainer, data_path: &Path, vocab: &Vocab, threads:
         averaging(cfg.ema),
         cfg.grad_clip,
         threads,
+        ranks.map_or(String::new(), |r| format!(" x {} MPI ranks", r.size())),
         trainer.device(),
         if a.run.resume { format!(", resumed at step {}", trainer.state.step) } else { String::new() },
     )
@@ -722,6 +736,19 @@ fn report(trainer: &Trainer, outcome: StopReason, dir: &Path, json_mode: bool) -
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // under an MPI launcher with several ranks: one data-parallel run, a failure on any rank
+    // ending the job
+    let ranks = crate::ranks::Ranks::start()?;
+    let result = train(a, ranks.as_ref());
+    if let (Err(e), Some(r)) = (&result, &ranks) {
+        r.fail(e);
+    }
+    result
+}
+
+fn train(a: Args, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
+    // rank 0 alone prints, logs, plots and writes checkpoints
+    let root = ranks.is_none_or(|r| r.rank() == 0);
     let threads = a.dev.set_threads()?;
     if a.sample_length > 0 {
         positive("--sample-temperature", a.sample_temperature)?;
@@ -729,9 +756,12 @@ pub fn run(a: Args) -> Result<()> {
     let dir = a.run.dir("checkpoints");
     let device = crate::device::open(a.dev.device)?;
     // held until the run ends: a second run on this directory is refused
-    let _lock = recur::rundir::RunLock::acquire(&dir)?;
+    let _lock = match root {
+        true => Some(recur::rundir::RunLock::acquire(&dir)?),
+        false => None,
+    };
 
-    let (mut trainer, vocab, data_path) = open_run(&a, &*device, threads, &dir)?;
+    let (mut trainer, vocab, data_path) = open_run(&a, &*device, threads, ranks, &dir)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -747,12 +777,20 @@ pub fn run(a: Args) -> Result<()> {
         .context("installing the Ctrl-C/SIGTERM/SIGHUP handler")?;
     }
 
-    eprintln!("{}", header(&a, &trainer, &data_path, &vocab, threads));
+    if root {
+        eprintln!(
+            "{}",
+            header(&a, &trainer, &data_path, &vocab, threads, ranks)
+        );
+    }
     let cfg = trainer.state.config.clone();
-    let bar = progress_bar(a.quiet);
+    let bar = progress_bar(a.quiet || !root);
     let mut io_err: Option<anyhow::Error> = None;
     let model = trainer.model.clone();
     let outcome = trainer.run(&stop, &mut |ev: &Event| {
+        if !root {
+            return;
+        }
         let written = match ev {
             Event::Step(s) => {
                 let (pos, msg) = step_progress(s, &cfg);
@@ -824,6 +862,20 @@ pub fn run(a: Args) -> Result<()> {
         }
         o => o,
     };
+    if !root {
+        return Ok(());
+    }
+    if let Some(r) = ranks {
+        let (n, mean) = r.reduced();
+        let per_step = trainer.state.elapsed_secs / trainer.state.step.max(1) as f64;
+        eprintln!(
+            "MPI: {n} float32 sums (gradients, carried states), mean {:.2} ms on rank 0 ({:.1}% \
+             of a step's {:.1} ms, waiting for the other ranks included)",
+            mean * 1e3,
+            100.0 * mean / per_step,
+            per_step * 1e3
+        );
+    }
     report(&trainer, outcome, &dir, a.json)
 }
 

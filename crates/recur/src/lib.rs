@@ -30,6 +30,7 @@
 
 pub mod cell;
 pub mod checkpoint;
+pub mod collective;
 pub mod ctc;
 pub mod engine;
 pub mod error;

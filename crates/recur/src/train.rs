@@ -20,6 +20,7 @@
 //! checkpoint.
 
 use crate::checkpoint::{self, Checkpoint};
+use crate::collective::{self, Collective};
 use crate::engine::{Backend, Engine};
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelConfig};
@@ -28,6 +29,7 @@ use crate::rng::Rng;
 use crate::stream::Carry;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,6 +115,13 @@ pub trait Task {
     /// The vocabulary stored in the checkpoints, for token models.
     fn vocab(&self) -> Option<Vec<char>> {
         None
+    }
+
+    /// Takes rank `rank`'s share of every batch of a data-parallel run over `size` ranks
+    /// ([`crate::collective`]): its batches, losses and carried state are then the share's.
+    /// By default a task does not train data-parallel.
+    fn split(&mut self, _rank: usize, _size: usize) -> Result<()> {
+        Err(Error::invalid("this task does not train data-parallel yet"))
     }
 }
 
@@ -351,6 +360,8 @@ pub struct Trainer<T: Task> {
     ckpt_dir: Option<PathBuf>,
     // the weights' moving average ([`Settings::ema`]), from the first update on
     ema: Option<Vec<f32>>,
+    // the other ranks of a data-parallel run
+    collective: Option<Box<dyn Collective>>,
     pub state: TrainState<T::Config>,
 }
 
@@ -402,6 +413,7 @@ pub struct Run<'a> {
     ckpt_dir: Option<PathBuf>,
     budget: Option<Budget>,
     extra: serde_json::Value,
+    collective: Option<Box<dyn Collective>>,
 }
 
 impl<'a> Run<'a> {
@@ -412,6 +424,22 @@ impl<'a> Run<'a> {
             ckpt_dir: None,
             budget: None,
             extra: serde_json::Value::Null,
+            collective: None,
+        }
+    }
+
+    /// A data-parallel run: this process is one rank of `c` ([`crate::collective`]). Every rank
+    /// opens the same run; rank 0 alone writes the checkpoints.
+    pub fn collective(mut self, c: Box<dyn Collective>) -> Self {
+        self.collective = Some(c);
+        self
+    }
+
+    /// The task's share of every batch, when the run is data-parallel.
+    fn split<T: Task>(&self, task: &mut T) -> Result<()> {
+        match &self.collective {
+            Some(c) => task.split(c.rank(), c.size()),
+            None => Ok(()),
         }
     }
 
@@ -462,9 +490,10 @@ impl<'a> Run<'a> {
         params: Vec<f32>,
         opt: Optimizer<f32>,
         rng: Rng,
-        task: T,
+        mut task: T,
         config: T::Config,
     ) -> Result<Trainer<T>> {
+        self.split(&mut task)?;
         let state = TrainState {
             config,
             budget: self.budget.take().unwrap_or_default(),
@@ -496,6 +525,7 @@ impl<'a> Run<'a> {
         let mut state = TrainState::<T::Config>::of(&ckpt)?;
         T::check_config(&state.config, &ckpt.model)?;
         task.restore(&state.task)?;
+        self.split(&mut task)?;
         let opt = ckpt.optimizer.ok_or_else(|| {
             Error::invalid("the checkpoint has no optimizer state to resume from")
         })?;
@@ -507,7 +537,7 @@ impl<'a> Run<'a> {
     }
 
     fn assemble<T: Task>(
-        self,
+        mut self,
         model: Model,
         params: Vec<f32>,
         ema: Option<Vec<f32>>,
@@ -542,6 +572,11 @@ impl<'a> Run<'a> {
             };
             unbits(&state.carry_h, &mut carry.h);
             unbits(&state.carry_c, &mut carry.c);
+            // a checkpoint holds the global batch's state: this rank's share of it
+            if let Some(c) = &self.collective {
+                let (p, h, b) = carry_dims(&model, &carry);
+                carry = collective::cut_carry(&carry, b, p, h, c.rank(), c.size())?;
+            }
             engine.set_carry(&carry).map_err(|_| {
                 Error::invalid("the saved hidden state does not match the model and batch size")
             })?;
@@ -553,6 +588,7 @@ impl<'a> Run<'a> {
             lr,
             ckpt_dir: self.ckpt_dir,
             ema,
+            collective: self.collective.take(),
             model,
             task,
             state,
@@ -713,9 +749,23 @@ impl<T: Task> Trainer<T> {
             None => self.state.step,
         };
         let rng_before = self.rng.clone();
-        let sl = self
-            .task
-            .forward_loss(k, &mut *self.engine, &mut self.rng)?;
+        let mut sl = match &self.collective {
+            None => self
+                .task
+                .forward_loss(k, &mut *self.engine, &mut self.rng)?,
+            Some(c) => {
+                // this rank's masks; the loop's generator advances alike on every rank
+                let mut masks = collective::step_rng(&mut self.rng, c.rank());
+                self.task.forward_loss(k, &mut *self.engine, &mut masks)?
+            }
+        };
+        if let Some(c) = &self.collective {
+            // the global batch's mean loss (equal shares) and items, the same on every rank
+            let mut v = [sl.loss, sl.items as f64];
+            c.sum_f64(&mut v)?;
+            sl.loss = v[0] / c.size() as f64;
+            sl.items = v[1] as u64;
+        }
         let diverged = |what, value| StopReason::Diverged { step, what, value };
         if !sl.loss.is_finite() {
             self.rng = rng_before;
@@ -725,8 +775,15 @@ impl<T: Task> Trainer<T> {
             return Ok(Err(diverged("training loss", sl.loss)));
         }
         self.task.backward(&mut *self.engine)?;
-        // A data-parallel run averages the gradients across workers here
-        // (Engine::grads / Engine::set_grads), before the clipping.
+        // A data-parallel run averages the gradients across ranks here, before the clipping
+        // (which then sees the global norm): one sum over the flat buffer.
+        if let Some(c) = &self.collective {
+            let mut g = self.engine.grads()?.into_owned();
+            c.sum_f32(&mut g)?;
+            let inv = 1.0 / c.size() as f32;
+            g.iter_mut().for_each(|x| *x *= inv);
+            self.engine.set_grads(&g)?;
+        }
         let s = &self.settings;
         let norm = self.engine.clip(s.grad_clip_value, s.grad_clip)?;
         if !norm.is_finite() {
@@ -787,6 +844,14 @@ impl<T: Task> Trainer<T> {
         st.rng = self.rng.state();
         st.task = self.task.state();
         if let Some(carry) = self.engine.carry()? {
+            let carry = match &self.collective {
+                // the global batch's state, from every rank's share
+                Some(c) => {
+                    let (p, h, b) = carry_dims(&self.model, &carry);
+                    Cow::Owned(collective::gather_carry(&**c, &carry, b * c.size(), p, h)?)
+                }
+                None => carry,
+            };
             st.carry_h = bits(&carry.h);
             st.carry_c = bits(&carry.c);
         }
@@ -803,11 +868,31 @@ impl<T: Task> Trainer<T> {
         })
     }
 
+    /// Writes the checkpoint `name` (rank 0 of a data-parallel run; every rank takes part in
+    /// gathering its carried state).
     fn save(&self, name: &str) -> Result<()> {
-        if let Some(d) = &self.ckpt_dir {
-            checkpoint::save(&d.join(name), &self.checkpoint()?)?;
+        let Some(d) = &self.ckpt_dir else {
+            return Ok(());
+        };
+        let ckpt = self.checkpoint()?;
+        if self.collective.as_ref().is_none_or(|c| c.rank() == 0) {
+            checkpoint::save(&d.join(name), &ckpt)?;
         }
         Ok(())
+    }
+
+    /// Whether the run should stop now, and the training time so far: rank 0's clock and any
+    /// rank's stop flag in a data-parallel run, so that all ranks stop after the same step.
+    fn agree(&self, stop: bool, elapsed: f64) -> Result<(bool, f64)> {
+        let Some(c) = &self.collective else {
+            return Ok((stop, elapsed));
+        };
+        let mut v = [
+            f64::from(u8::from(stop)),
+            if c.rank() == 0 { elapsed } else { 0.0 },
+        ];
+        c.sum_f64(&mut v)?;
+        Ok((v[0] > 0.0, v[1]))
     }
 
     /// A log row of the training loss since the previous row (which it resets), `val` and
@@ -884,7 +969,11 @@ impl<T: Task> Trainer<T> {
         let total_steps = self.total_steps();
         let budget_secs = self.state.budget.max_minutes.map(|m| m * 60.0);
         loop {
-            self.state.elapsed_secs = base_elapsed + start.elapsed().as_secs_f64();
+            let (stopped, elapsed) = self.agree(
+                stop.load(Ordering::Relaxed),
+                base_elapsed + start.elapsed().as_secs_f64(),
+            )?;
+            self.state.elapsed_secs = elapsed;
             if let Some(reason) = self.limit_reached() {
                 // the latest checkpoint is written by the evaluation (skipped when the last step
                 // was just evaluated and saved)
@@ -893,7 +982,7 @@ impl<T: Task> Trainer<T> {
                 }
                 return Ok(reason);
             }
-            if stop.load(Ordering::Relaxed) {
+            if stopped {
                 self.save(LATEST)?;
                 return Ok(StopReason::Stopped);
             }
@@ -902,7 +991,8 @@ impl<T: Task> Trainer<T> {
                 Err(diverged) => return Ok(diverged),
             };
             let secs = start.elapsed().as_secs_f64();
-            self.state.elapsed_secs = base_elapsed + secs;
+            // rank 0's clock on every rank: the budget ends the run after the same step
+            self.state.elapsed_secs = self.agree(false, base_elapsed + secs)?.1;
             let info = StepInfo {
                 step: self.state.step,
                 total_steps,
@@ -936,6 +1026,13 @@ impl<T: Task> Trainer<T> {
             }
         }
     }
+}
+
+/// (P, H, B) of a carried state of `model`: h rows of P, c rows of H, B sequences.
+fn carry_dims(model: &Model, carry: &Carry) -> (usize, usize, usize) {
+    let r = &model.cfg().rnn;
+    let (p, h) = (r.out_size(), r.hidden_size);
+    (p, h, carry.h.len() / (r.num_layers * r.dirs() * p))
 }
 
 /// The moving average's decay at update `step` (1-based): `decay`, but no more than

@@ -77,6 +77,10 @@ pub struct CharTask {
     targets: Vec<u32>,
     t: usize,
     b: usize,
+    // a data-parallel rank's streams of the B, and its columns of inputs and targets
+    share: Option<std::ops::Range<usize>>,
+    share_inputs: Vec<u32>,
+    share_targets: Vec<u32>,
     // streams per validation batch (0: no validation text)
     val_b: usize,
     vocab: Option<Vec<char>>,
@@ -119,6 +123,9 @@ impl CharTask {
             targets: vec![0; t * b],
             t,
             b,
+            share: None,
+            share_inputs: Vec::new(),
+            share_targets: Vec::new(),
             vocab,
         })
     }
@@ -126,6 +133,15 @@ impl CharTask {
     /// The validation text's ids.
     pub fn val_ids(&self) -> &[u32] {
         &self.val
+    }
+
+    /// The inputs, targets and width of the batch this process trains on: the whole (T, B) one,
+    /// or its rank's share.
+    fn batch(&self) -> (&[u32], &[u32], usize) {
+        match &self.share {
+            Some(r) => (&self.share_inputs, &self.share_targets, r.len()),
+            None => (&self.inputs, &self.targets, self.b),
+        }
     }
 
     /// Batches per epoch (the streams' length over the sequence length).
@@ -159,7 +175,17 @@ impl Task for CharTask {
     }
 
     fn largest_batch(&self) -> (usize, usize) {
-        (self.t, self.b)
+        (self.t, self.share.as_ref().map_or(self.b, |r| r.len()))
+    }
+
+    /// Rank `rank` trains on streams `rank*B/size .. (rank+1)*B/size` of every batch; the
+    /// validation text is read whole by every rank (the same metric everywhere).
+    fn split(&mut self, rank: usize, size: usize) -> Result<()> {
+        let range = recur::collective::share(self.b, rank, size)?;
+        self.share_inputs = vec![0; self.t * range.len()];
+        self.share_targets = vec![0; self.t * range.len()];
+        self.share = Some(range);
+        Ok(())
     }
 
     fn check_config(cfg: &TrainConfig, model: &ModelConfig) -> Result<()> {
@@ -183,10 +209,20 @@ impl Task for CharTask {
     fn forward_loss(&mut self, k: u64, eng: &mut dyn Engine, rng: &mut Rng) -> Result<StepLoss> {
         self.streams
             .fill(&self.train, k as usize, &mut self.inputs, &mut self.targets);
-        let n = self.inputs.len();
-        let batch = Batch::tokens(&self.inputs, self.t, self.b);
+        if let Some(r) = &self.share {
+            // this rank's columns of the (T, B) batch
+            let w = r.len();
+            for step in 0..self.t {
+                let (src, dst) = (step * self.b + r.start..step * self.b + r.end, step * w);
+                self.share_inputs[dst..dst + w].copy_from_slice(&self.inputs[src.clone()]);
+                self.share_targets[dst..dst + w].copy_from_slice(&self.targets[src]);
+            }
+        }
+        let (inputs, targets, b) = self.batch();
+        let n = inputs.len();
+        let batch = Batch::tokens(inputs, self.t, b);
         eng.forward(&batch, Start::Carried, Some(rng))?;
-        let (sum, count) = eng.loss(LossTargets::Classes(&self.targets), 1.0 / n as f32)?;
+        let (sum, count) = eng.loss(LossTargets::Classes(targets), 1.0 / n as f32)?;
         Ok(StepLoss {
             loss: sum / count as f64,
             items: n as u64,
@@ -194,7 +230,8 @@ impl Task for CharTask {
     }
 
     fn backward(&mut self, eng: &mut dyn Engine) -> Result<()> {
-        eng.backward(&Batch::tokens(&self.inputs, self.t, self.b))
+        let (inputs, _, b) = self.batch();
+        eng.backward(&Batch::tokens(inputs, self.t, b))
     }
 
     fn after_update(&mut self, eng: &mut dyn Engine) -> Result<()> {

@@ -1,0 +1,218 @@
+//! `recur train` over MPI ranks (`mpirun -np 2`, the `mpi` feature): two ranks give one process's
+//! losses on the same global batch, checkpoints move between rank counts, a failing rank ends the
+//! job with one line naming it. Without the feature, a run under a launcher with several ranks is
+//! refused. Open MPI runs as root only when told to: the two variables below.
+
+mod common;
+#[cfg(not(feature = "mpi"))]
+use common::one_line_error;
+#[cfg(feature = "mpi")]
+use common::recur;
+use common::{scratch, write_corpus};
+use std::path::Path;
+use std::process::Command;
+#[cfg(feature = "mpi")]
+use std::process::Output;
+
+/// Losses of 2 ranks against one process: the same float32 sums in another order (measured:
+/// under 1e-9 on these runs), printed with 6 decimals in the log.
+#[cfg(feature = "mpi")]
+const LOSS_TOL: f64 = 2e-6;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The flags of a small run on `corpus` into `dir` (without dropout: each rank draws its own
+/// masks, so with dropout the runs agree in distribution, not number for number).
+fn small<'a>(corpus: &'a Path, dir: &'a Path, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        s(corpus),
+        "--checkpoint-dir",
+        s(dir),
+        "--num-layers",
+        "2",
+        "--rnn-size",
+        "24",
+        "--dropout",
+        "0",
+        "--batch-size",
+        "4",
+        "--seq-length",
+        "16",
+        "--max-steps",
+        steps,
+        "--eval-every",
+        "5",
+        "--threads",
+        "1",
+        "--sample-length",
+        "0",
+        "--quiet",
+        "--json",
+    ]
+}
+
+#[cfg(feature = "mpi")]
+fn mpirun(parts: &[&[&str]]) -> Output {
+    let mut cmd = Command::new("mpirun");
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .arg("--oversubscribe");
+    for (k, args) in parts.iter().enumerate() {
+        if k > 0 {
+            cmd.arg(":");
+        }
+        cmd.args(["-np", "1", env!("CARGO_BIN_EXE_recur")])
+            .args(*args);
+    }
+    cmd.output().expect("run mpirun")
+}
+
+/// (step, train loss, val loss) of every row of a run's log.
+#[cfg(feature = "mpi")]
+fn log(dir: &Path) -> Vec<(u64, f64, Option<f64>)> {
+    let text = std::fs::read_to_string(dir.join("log.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|r| {
+            let c: Vec<&str> = r.split(',').collect();
+            (
+                c[0].parse().unwrap(),
+                c[5].parse().unwrap(),
+                c[6].parse().ok(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(feature = "mpi")]
+fn same(a: &[(u64, f64, Option<f64>)], b: &[(u64, f64, Option<f64>)], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: {a:?} vs {b:?}");
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.0, y.0, "{what}");
+        assert!((x.1 - y.1).abs() < LOSS_TOL, "{what}: {x:?} vs {y:?}");
+        match (x.2, y.2) {
+            (Some(u), Some(v)) => assert!((u - v).abs() < LOSS_TOL, "{what}: {x:?} vs {y:?}"),
+            (None, None) => {}
+            _ => panic!("{what}: {x:?} vs {y:?}"),
+        }
+    }
+}
+
+#[cfg(feature = "mpi")]
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn two_ranks_train_as_one_process_and_checkpoints_move_between_rank_counts() {
+    let d = scratch("mpi-train");
+    let corpus = write_corpus(&d);
+    let (one, two) = (d.join("one"), d.join("two"));
+    ok(&recur(&small(&corpus, &one, "20")));
+    let a = small(&corpus, &two, "20");
+    let out = mpirun(&[&a, &a]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // rank 0 alone prints its header
+    assert_eq!(err.matches("recur train:").count(), 1, "{err}");
+    assert!(err.contains("x 2 MPI ranks"), "{err}");
+    same(&log(&one), &log(&two), "2 ranks vs 1 process");
+    assert_eq!(log(&two).len(), 20);
+
+    // 2 ranks for 10 steps, resumed by 1 process; 1 process for 10, resumed by 2 ranks
+    for (name, first_mpi) in [("two-then-one", true), ("one-then-two", false)] {
+        let dir = d.join(name);
+        let first = small(&corpus, &dir, "10");
+        if first_mpi {
+            ok(&mpirun(&[&first, &first]));
+        } else {
+            ok(&recur(&first));
+        }
+        let resume: Vec<&str> = vec![
+            "train",
+            "--data",
+            s(&corpus),
+            "--checkpoint-dir",
+            s(&dir),
+            "--resume",
+            "--max-steps",
+            "20",
+            "--threads",
+            "1",
+            "--sample-length",
+            "0",
+            "--quiet",
+            "--json",
+        ];
+        if first_mpi {
+            ok(&recur(&resume));
+        } else {
+            ok(&mpirun(&[&resume, &resume]));
+        }
+        same(&log(&one), &log(&dir), name);
+    }
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn a_failing_rank_ends_the_job_with_one_line_naming_it() {
+    let d = scratch("mpi-fail");
+    let corpus = write_corpus(&d);
+    let dir = d.join("ck");
+    let good = small(&corpus, &dir, "20");
+    let missing = d.join("missing.txt");
+    let mut bad = small(&corpus, &dir, "20");
+    bad[2] = s(&missing);
+    let out = mpirun(&[&good, &bad]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("recur: error: rank 1 of 2: ") && first.contains("missing.txt"),
+        "{err}"
+    );
+    // a batch the ranks cannot share equally: refused by every rank, one line each
+    let odd_dir = d.join("odd");
+    let mut odd = small(&corpus, &odd_dir, "20");
+    odd[12] = "5";
+    let out = mpirun(&[&odd, &odd]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not split into 2 equal shares"), "{err}");
+}
+
+/// Without the `mpi` feature, a process that an MPI launcher started as one of several ranks
+/// refuses to run (it would be one of N copies of the same run).
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn several_ranks_without_mpi_are_refused() {
+    let d = scratch("mpi-absent");
+    let corpus = write_corpus(&d);
+    let dir = d.join("ck");
+    let out = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .args(small(&corpus, &dir, "5"))
+        .output()
+        .unwrap();
+    one_line_error(&out, &["built without MPI", "--features mpi"]);
+    // one rank is a plain run
+    let one = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .env("OMPI_COMM_WORLD_SIZE", "1")
+        .args(small(&corpus, &dir, "5"))
+        .output()
+        .unwrap();
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+}
