@@ -90,15 +90,19 @@ class CharModel(nn.Module):
         return self.decoder(y), new
 
 
-def cosine_lr(base, step, warmup, floor, total):
+def cosine_lr(base, step, warmup, floor, total, elapsed, budget):
     """recur's `Schedule::Cosine` for the step after `step` steps: a linear warm-up, then a
-    cosine from `base` to `base * floor` at step `total` (the base rate after the warm-up when
-    there is no step limit)."""
+    cosine from `base` to `base * floor` at step `total`, or without a step limit at the end of
+    the time budget (the share of it elapsed, as recur's run does)."""
     if step < warmup:
         return base * (step + 1) / warmup
-    if not total or total <= warmup:
+    if total and total > warmup:
+        p = (step - warmup) / (total - warmup)
+    elif budget > 0:
+        p = elapsed / budget
+    else:
         return base
-    p = min(max((step - warmup) / (total - warmup), 0.0), 1.0)
+    p = min(max(p, 0.0), 1.0)
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
@@ -155,7 +159,7 @@ def main():
     p.add_argument("--optim", default="adam")
     p.add_argument("--learning-rate", "--lr", dest="lr", type=float, default=2e-3)
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
-                   help="cosine: recur's --lr-schedule cosine over --max-steps")
+                   help="cosine: recur's --lr-schedule cosine over --max-steps, else --max-minutes")
     p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--lr-floor", type=float, default=0.05)
     p.add_argument("--grad-clip", type=float, default=5.0)
@@ -221,7 +225,8 @@ def main():
         opt.zero_grad(set_to_none=True)
         if a.lr_schedule == "cosine":
             for g in opt.param_groups:
-                g["lr"] = cosine_lr(a.lr, step, a.warmup, a.lr_floor, a.max_steps)
+                g["lr"] = cosine_lr(a.lr, step, a.warmup, a.lr_floor, a.max_steps,
+                                    time.perf_counter() - start, budget)
         loss.backward()
         if a.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)

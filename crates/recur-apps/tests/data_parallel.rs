@@ -4,6 +4,9 @@
 //! a checkpoint written by 2 ranks resumes on 1 and the reverse, ending where an unbroken run
 //! does, and a batch that does not split is refused.
 
+#[path = "support/small_run.rs"]
+mod small_run;
+
 use recur::cell::CellKind;
 use recur::checkpoint;
 use recur::collective::Collective;
@@ -13,8 +16,8 @@ use recur::model::ModelConfig;
 use recur::optim::OptimKind;
 use recur::stack::StackConfig;
 use recur::train::{Budget, Run, LATEST};
-use recur_apps::charlm::data::{self, Vocab};
 use recur_apps::charlm::train::{resume, start, TrainConfig, Trainer};
+use small_run::small_data;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Barrier, Mutex};
@@ -85,14 +88,6 @@ impl Collective for Threads {
     }
 }
 
-fn data() -> (Vec<u32>, Vec<u32>, usize) {
-    let text = "to be or not to be, that is the question\nROMEO:\nwhether 'tis nobler\n".repeat(30);
-    let vocab = Vocab::from_text(&text);
-    let ids = vocab.encode(&text).unwrap();
-    let (tr, va) = data::split(&ids, 0.1);
-    (tr.to_vec(), va.to_vec(), vocab.len())
-}
-
 fn config(v: usize, batch: usize) -> TrainConfig {
     TrainConfig {
         model: ModelConfig::char_model(
@@ -131,7 +126,7 @@ fn train(
     from: Option<PathBuf>,
     dir: Option<PathBuf>,
 ) -> (Vec<f64>, Vec<f64>, Vec<f32>) {
-    let (tr, va, v) = data();
+    let (tr, va, v) = small_data();
     let open = move |c: Option<Threads>| -> Trainer {
         let mut run = Run::on(&Cpu).budget(budget(steps));
         if let Some(d) = &dir {
@@ -228,7 +223,7 @@ fn checkpoints_move_between_rank_counts() {
 
 #[test]
 fn a_batch_that_does_not_split_is_refused() {
-    let (tr, va, v) = data();
+    let (tr, va, v) = small_data();
     let mut ranks = Threads::group(3);
     let c = ranks.remove(0);
     let run = Run::on(&Cpu).collective(Box::new(c));

@@ -4,6 +4,9 @@
 //! parameters left bit for bit as they were), what the log and the best checkpoint hold, the
 //! checkpoint's `ema.` tensors, and a run stopped and resumed equal to an unbroken one.
 
+#[path = "support/small_run.rs"]
+mod small_run;
+
 use recur::cell::CellKind;
 use recur::checkpoint::{self, Checkpoint};
 use recur::engine::{Backend, Cpu};
@@ -11,8 +14,8 @@ use recur::model::ModelConfig;
 use recur::optim::OptimKind;
 use recur::stack::StackConfig;
 use recur::train::{ema_decay, Budget, Event, Run, BEST, LATEST};
-use recur_apps::charlm::data::{self, Vocab};
 use recur_apps::charlm::train::{resume, start, TrainConfig, Trainer};
+use small_run::small_data;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
@@ -20,14 +23,6 @@ const DECAY: f64 = 0.9;
 /// f32 averaging against the f64 recomputation over 12 steps: a few float32 roundings of
 /// values under 1 per step.
 const AVG_TOL: f64 = 1e-6;
-
-fn data() -> (Vec<u32>, Vec<u32>, usize) {
-    let text = "to be or not to be, that is the question\nROMEO:\nwhether 'tis nobler\n".repeat(30);
-    let vocab = Vocab::from_text(&text);
-    let ids = vocab.encode(&text).unwrap();
-    let (tr, va) = data::split(&ids, 0.1);
-    (tr.to_vec(), va.to_vec(), vocab.len())
-}
 
 fn config(v: usize, ema: f64) -> TrainConfig {
     let rnn = StackConfig::new(CellKind::Gru, 0, 12)
@@ -52,7 +47,7 @@ fn config(v: usize, ema: f64) -> TrainConfig {
 }
 
 fn trainer(ema: f64, steps: u64, dir: Option<PathBuf>) -> Trainer {
-    let (tr, va, v) = data();
+    let (tr, va, v) = small_data();
     let mut run = Run::on(&Cpu).budget(Budget {
         max_steps: Some(steps),
         ..Budget::default()
@@ -122,7 +117,7 @@ fn evaluation_measures_the_average_and_keeps_the_weights() {
     }
     let raw = t.params().unwrap();
     let avg = t.ema().unwrap().to_vec();
-    let (_, va, _) = data();
+    let (_, va, _) = small_data();
     let cfg = t.state.config.clone();
     let b = cfg.batch_size.min(va.len() - 1);
     let got = t.evaluate_ema().unwrap().unwrap();
@@ -158,7 +153,7 @@ fn log_best_and_checkpoints_hold_both() {
         assert_ne!(row.val_loss, row.raw_val_loss);
         // the evaluated weights reported are the average
         let cfg = &t.state.config;
-        let (_, va, _) = data();
+        let (_, va, _) = small_data();
         let b = cfg.batch_size.min(va.len() - 1);
         let l = loss_of(&cfg.model, params, &va, cfg.seq_length, b);
         assert_eq!(Some(l), row.val_loss);
@@ -175,7 +170,7 @@ fn log_best_and_checkpoints_hold_both() {
     assert_eq!(latest.params, t.params().unwrap());
     assert_eq!(latest.ema.as_deref(), t.ema());
     assert_eq!(latest.weights(), t.ema().unwrap());
-    let (_, va, _) = data();
+    let (_, va, _) = small_data();
     let cfg = &t.state.config;
     let b = cfg.batch_size.min(va.len() - 1);
     let l = loss_of(&best.model, best.weights(), &va, cfg.seq_length, b);
@@ -204,7 +199,7 @@ fn resume_continues_the_average_exactly() {
 
     let mut first = trainer(DECAY, 6, Some(dir.clone()));
     first.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
-    let (tr, va, _) = data();
+    let (tr, va, _) = small_data();
     let ck = checkpoint::load(&dir.join(LATEST)).unwrap();
     let run = Run::on(&Cpu).budget(Budget {
         max_steps: Some(14),
@@ -276,7 +271,7 @@ fn checkpoint_keeps_the_average_and_refuses_it_broken() {
 
 #[test]
 fn a_decay_outside_zero_to_one_is_refused() {
-    let (tr, va, v) = data();
+    let (tr, va, v) = small_data();
     for bad in [1.0, -0.1, f64::NAN] {
         let e = start(Run::on(&Cpu), config(v, bad), tr.clone(), va.clone(), None)
             .err()

@@ -1,7 +1,11 @@
 //! A small character-model training run for the tests that move a run between engines through
 //! its checkpoint (`tests/engine.rs` here, and `crates/recur-cuda/tests/model_vs_cpu.rs`, which
 //! includes this file by path): a 2-layer LSTM 16 with dropout on a short repeated text, Adam with
-//! learning-rate decay, both kinds of clipping, evaluation every 5 steps.
+//! learning-rate decay, both kinds of clipping, evaluation every 5 steps. Its short text serves
+//! the tests of the moving average and of data-parallel runs too.
+
+// each test binary uses its own subset of these
+#![allow(dead_code)]
 
 use recur::cell::CellKind;
 use recur::checkpoint::Checkpoint;
@@ -14,7 +18,7 @@ use recur_apps::charlm::train::{self as charlm, Budget, Event, Run, TrainConfig,
 use std::sync::atomic::AtomicBool;
 
 /// The training and validation ids and the vocabulary size.
-fn small_data() -> (Vec<u32>, Vec<u32>, usize) {
+pub fn small_data() -> (Vec<u32>, Vec<u32>, usize) {
     let text = "to be or not to be, that is the question\nROMEO:\nwhether 'tis nobler\n".repeat(30);
     let vocab = Vocab::from_text(&text);
     let ids = vocab.encode(&text).unwrap();
