@@ -843,15 +843,7 @@ impl<T: Task> Trainer<T> {
         let mut st = self.state.clone();
         st.rng = self.rng.state();
         st.task = self.task.state();
-        if let Some(carry) = self.engine.carry()? {
-            let carry = match &self.collective {
-                // the global batch's state, from every rank's share
-                Some(c) => {
-                    let (p, h, b) = carry_dims(&self.model, &carry);
-                    Cow::Owned(collective::gather_carry(&**c, &carry, b * c.size(), p, h)?)
-                }
-                None => carry,
-            };
+        if let Some(carry) = self.saved_carry()? {
             st.carry_h = bits(&carry.h);
             st.carry_c = bits(&carry.c);
         }
@@ -874,11 +866,27 @@ impl<T: Task> Trainer<T> {
         let Some(d) = &self.ckpt_dir else {
             return Ok(());
         };
-        let ckpt = self.checkpoint()?;
-        if self.collective.as_ref().is_none_or(|c| c.rank() == 0) {
-            checkpoint::save(&d.join(name), &ckpt)?;
+        if self.collective.as_ref().is_some_and(|c| c.rank() != 0) {
+            // only the gather of the carried state needs this rank
+            self.saved_carry()?;
+            return Ok(());
         }
-        Ok(())
+        checkpoint::save(&d.join(name), &self.checkpoint()?)
+    }
+
+    /// The carried state as a checkpoint holds it: the global batch's, gathered from every
+    /// rank's share in a data-parallel run (every rank must call this together).
+    fn saved_carry(&self) -> Result<Option<Cow<'_, Carry>>> {
+        let Some(carry) = self.engine.carry()? else {
+            return Ok(None);
+        };
+        Ok(Some(match &self.collective {
+            Some(c) => {
+                let (p, h, b) = carry_dims(&self.model, &carry);
+                Cow::Owned(collective::gather_carry(&**c, &carry, b * c.size(), p, h)?)
+            }
+            None => carry,
+        }))
     }
 
     /// Whether the run should stop now, and the training time so far: rank 0's clock and any
