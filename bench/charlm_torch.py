@@ -19,8 +19,13 @@ way) or once per sequence for all steps (locked, AWD-LSTM's LockedDropout). With
 are separate one-layer modules (the same parameters as one multi-layer nn.LSTM). The masks are
 torch's own draws, not recur's.
 
+--ema DECAY keeps recur's moving average of the weights (a copy after the first update, then
+a_n = d a_(n-1) + (1 - d) w_n with d = min(DECAY, (1 + n) / (10 + n)) at update n); each
+evaluation then measures the average (val_loss) and the raw weights (raw_val_loss), as recur's.
+
 Prints one JSON object per evaluation on stdout:
   {"side": "torch", "step": .., "chars_seen": .., "elapsed_secs": .., "train_loss": .., "val_loss": ..}
+(with --ema also "raw_val_loss").
 Not a test: CI does not run it (it needs torch).
 """
 import argparse
@@ -106,6 +111,31 @@ def cosine_lr(base, step, warmup, floor, total, elapsed, budget):
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+def ema_decay(decay, n):
+    """recur's `ema_decay`: the average's decay at update n (1-based)."""
+    return min(decay, (1 + n) / (10 + n))
+
+
+@torch.no_grad()
+def ema_update(avg, model, decay, n):
+    """Folds the weights after update n into the average (a copy at the first update)."""
+    if not avg:
+        avg.extend(q.detach().clone() for q in model.parameters())
+        return
+    d = ema_decay(decay, n)
+    for a, q in zip(avg, model.parameters()):
+        a.mul_(d).add_(q.detach(), alpha=1 - d)
+
+
+@torch.no_grad()
+def swap(avg, model):
+    """Exchanges the model's weights with the average's (twice restores both)."""
+    for a, q in zip(avg, model.parameters()):
+        tmp = q.detach().clone()
+        q.copy_(a)
+        a.copy_(tmp)
+
+
 def detach(state):
     if state is None:
         return None
@@ -169,7 +199,11 @@ def main():
     p.add_argument("--max-minutes", type=float, default=5.0)
     p.add_argument("--max-steps", type=int, default=0, help="0 = no step limit")
     p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="moving average of the weights with this decay (0 = none), as recur's")
     a = p.parse_args()
+    if not 0.0 <= a.ema < 1.0:
+        p.error(f"--ema must be in [0, 1), got {a.ema}")
 
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
@@ -196,6 +230,7 @@ def main():
     budget = a.max_minutes * 60.0
     start = time.perf_counter()
     step, state, acc, acc_n = 0, None, 0.0, 0
+    avg = []
     print(json.dumps({"side": "torch", "config": vars(a), "vocab": len(chars),
                       "params": sum(p.numel() for p in model.parameters()),
                       "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
@@ -203,9 +238,17 @@ def main():
     def report(final):
         nonlocal acc, acc_n
         vl = evaluate(model, val, b, t)
+        raw = None
+        if avg:
+            raw = vl
+            swap(avg, model)
+            vl = evaluate(model, val, b, t)
+            swap(avg, model)
         row = {"side": "torch", "step": step, "chars_seen": step * b * t,
                "elapsed_secs": round(time.perf_counter() - start, 2),
                "train_loss": acc / max(acc_n, 1), "val_loss": vl, "final": final}
+        if raw is not None:
+            row["raw_val_loss"] = raw
         acc, acc_n = 0.0, 0
         print(json.dumps(row), flush=True)
 
@@ -232,6 +275,8 @@ def main():
             nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)
         opt.step()
         step += 1
+        if a.ema > 0:
+            ema_update(avg, model, a.ema, step)
         acc += loss.item()
         acc_n += 1
         if a.eval_every and step % a.eval_every == 0:
