@@ -7,6 +7,11 @@ count training and evaluation).
 
     python3 bench/budget_table.py --recur D/log.csv --torch torch.jsonl --minutes 2 5 10
 
+Runs made on a loaded machine (side by side, one thread each) are compared by the characters
+they have seen, which the load does not change: --recur-cps and --torch-cps give each side's
+characters per second on the idle machine (from a short run of the same recipe there), and an
+evaluation then counts as made at minute chars_seen / cps / 60 instead of its own clock's.
+
 Prints a Markdown table: per budget, each side's best validation loss (nats/char) and the
 difference, then each side's characters per second over its whole run.
 """
@@ -51,8 +56,17 @@ def main():
     p.add_argument("--slack", type=float, default=0.0,
                    help="seconds past each budget still counted: a run's last evaluation, "
                         "made when its budget ran out, is stamped a few seconds after it")
+    p.add_argument("--recur-cps", type=float, default=0.0,
+                   help="recur's chars/s on the idle machine: time a row by its characters")
+    p.add_argument("--torch-cps", type=float, default=0.0,
+                   help="PyTorch's chars/s on the idle machine: time a row by its characters")
     a = p.parse_args()
+    if (a.recur_cps > 0) != (a.torch_cps > 0):
+        raise SystemExit("budget_table: give both --recur-cps and --torch-cps, or neither")
     r, t = recur_rows(a.recur), torch_rows(a.torch)
+    if a.recur_cps > 0:
+        r = [(c / a.recur_cps, c, v) for (_, c, v) in r]
+        t = [(c / a.torch_cps, c, v) for (_, c, v) in t]
     if not r or not t:
         raise SystemExit("budget_table: a log without validation rows")
     print("| budget | recur best val | PyTorch best val | recur - PyTorch |")
@@ -64,8 +78,8 @@ def main():
         print(f"| {m:g} min | {fmt(br)} | {fmt(bt)} | {diff} |")
     for name, rows in (("recur", r), ("PyTorch", t)):
         secs, chars, _ = rows[-1]
-        print(f"\n{name}: {chars:,} chars in {secs:.0f} s = {chars / secs:,.0f} chars/s "
-              "(training and evaluation)")
+        how = "at the idle rate given" if a.recur_cps > 0 else "training and evaluation"
+        print(f"\n{name}: {chars:,} chars in {secs:.0f} s = {chars / secs:,.0f} chars/s ({how})")
 
 
 if __name__ == "__main__":

@@ -269,14 +269,36 @@ impl Plan {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // under an MPI launcher with several ranks: one data-parallel run, a failure on any rank
+    // ending the job
+    let ranks = crate::ranks::Ranks::start()?;
+    let result = run_task(a, ranks.as_ref());
+    if let (Err(e), Some(r)) = (&result, &ranks) {
+        r.fail(e);
+    }
+    result
+}
+
+fn run_task(a: Args, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
     let (kind, c) = match a.task {
         Which::Adding(c) => (TaskKind::Adding, c),
         Which::Copy(c) => (TaskKind::Copy, c),
         Which::Ball(c) => (TaskKind::Ball, c),
     };
     let plan = Plan::of(kind, &c)?;
+    if ranks.is_some() && plan.cells.len() > 1 {
+        bail!(
+            "under MPI, train one cell at a time (e.g. --cell lstm), not {}",
+            plan.cells.len()
+        );
+    }
+    // rank 0 alone prints, charts and writes checkpoints
+    let root = ranks.is_none_or(|r| r.rank() == 0);
     // held until every cell is trained: a second run on this directory is refused
-    let _lock = recur::rundir::RunLock::acquire(&plan.dir)?;
+    let _lock = match root {
+        true => Some(recur::rundir::RunLock::acquire(&plan.dir)?),
+        false => None,
+    };
     // opened once here, so that a missing device is reported before any work
     let backend = crate::device::open(c.dev.device)?;
     let threads = match (c.dev.threads, plan.cells.len()) {
@@ -294,7 +316,10 @@ pub fn run(a: Args) -> Result<()> {
         // process); training then simply runs to its limit.
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    let results = train_cells(&plan, &c, &*backend, &stop)?;
+    let results = train_cells(&plan, &c, &*backend, &stop, ranks)?;
+    if !root {
+        return Ok(());
+    }
 
     let mut files = vec![];
     files.extend(learning_curve(
@@ -339,67 +364,37 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// Trains every cell, side by side (each on its own threads), fresh or resumed from its
-/// checkpoint directory; progress bars and evaluations on stderr.
+/// checkpoint directory; progress bars and evaluations on stderr. Under MPI ranks the one cell
+/// trains data-parallel, rank 0 alone printing.
 fn train_cells(
     plan: &Plan,
     c: &Common,
     backend: &dyn Backend,
     stop: &AtomicBool,
+    ranks: Option<&crate::ranks::Ranks>,
 ) -> Result<Vec<TrainResult>> {
     let bars = MultiProgress::new();
-    let metric_name = plan.task.metric_name();
-    let note = plan
-        .task
-        .baseline_formula()
-        .map(|b| format!("{b:.4}"))
-        .unwrap_or_else(|| "held-out".into());
-    let (len, kind) = (plan.len, plan.kind);
+    if let Some(r) = ranks {
+        // one cell (checked by the caller): its run's sums cannot leave this thread
+        let quiet = r.rank() != 0;
+        if quiet {
+            bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let run = Run::on(backend)
+            .checkpoints(plan.cell_dirs[0].clone())
+            .collective(r.collective());
+        let (cell, dir) = (plan.cells[0], &plan.cell_dirs[0]);
+        return Ok(vec![train_cell(
+            plan, c, cell, dir, run, &bars, quiet, stop,
+        )?]);
+    }
     let results: Vec<recur::Result<TrainResult>> = std::thread::scope(|sc| {
         let handles: Vec<_> = (plan.cells.iter().zip(&plan.cell_dirs))
             .map(|(&cell, cell_dir)| {
-                let bar = bars.add(ProgressBar::new(c.max_steps as u64).with_style(
-                    ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {elapsed}")
-                        .expect("valid template")
-                        .progress_chars("=> "),
-                ));
-                bar.set_prefix(format!("{} T={len} {:8}", kind.name(), cell.name()));
-                let (spec, note, bars) = (plan.spec(c, cell), &note, &bars);
+                let bars = &bars;
                 sc.spawn(move || {
-                    let mut on_event = |ev: Event| {
-                        match ev {
-                            Event::Step { step, loss } => {
-                                bar.set_position(step as u64);
-                                bar.set_message(format!("loss {loss:.4}"));
-                            }
-                            Event::Eval(p) => {
-                                let line = format!(
-                                    "{:8} step {:6}  {:7.1}s  train {:.5}  held-out {metric_name} {:.5}  (baseline {note})",
-                                    cell.name(),
-                                    p.step,
-                                    p.elapsed.as_secs_f64(),
-                                    p.train_metric,
-                                    p.metric
-                                );
-                                // bars draw only on a terminal; evaluations reach a
-                                // redirected stderr too
-                                if bar.is_hidden() {
-                                    eprintln!("{line}");
-                                } else {
-                                    let _ = bars.println(line);
-                                }
-                            }
-                        }
-                        !stop.load(Ordering::SeqCst)
-                    };
                     let run = Run::on(backend).checkpoints(cell_dir.clone());
-                    let r = if c.run.resume {
-                        checkpoint::load(&cell_dir.join(LATEST))
-                            .and_then(|ck| resume(&spec, run, ck, &mut on_event))
-                    } else {
-                        train(&spec, run, &mut on_event)
-                    };
-                    bar.finish_and_clear();
-                    r
+                    train_cell(plan, c, cell, cell_dir, run, bars, false, stop)
                 })
             })
             .collect();
@@ -409,6 +404,71 @@ fn train_cells(
             .collect()
     });
     Ok(results.into_iter().collect::<recur::Result<_>>()?)
+}
+
+/// Trains (or resumes) one cell as `run` says, with its progress bar among `bars`; `quiet`
+/// prints no evaluations (a rank other than 0).
+#[allow(clippy::too_many_arguments)]
+fn train_cell(
+    plan: &Plan,
+    c: &Common,
+    cell: CellKind,
+    cell_dir: &Path,
+    run: Run,
+    bars: &MultiProgress,
+    quiet: bool,
+    stop: &AtomicBool,
+) -> recur::Result<TrainResult> {
+    let metric_name = plan.task.metric_name();
+    let note = plan
+        .task
+        .baseline_formula()
+        .map(|b| format!("{b:.4}"))
+        .unwrap_or_else(|| "held-out".into());
+    let (len, kind) = (plan.len, plan.kind);
+    let bar = bars.add(
+        ProgressBar::new(c.max_steps as u64).with_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {elapsed}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        ),
+    );
+    bar.set_prefix(format!("{} T={len} {:8}", kind.name(), cell.name()));
+    let spec = plan.spec(c, cell);
+    let mut on_event = |ev: Event| {
+        match ev {
+            Event::Step { step, loss } => {
+                bar.set_position(step as u64);
+                bar.set_message(format!("loss {loss:.4}"));
+            }
+            Event::Eval(p) if !quiet => {
+                let line = format!(
+                    "{:8} step {:6}  {:7.1}s  train {:.5}  held-out {metric_name} {:.5}  (baseline {note})",
+                    cell.name(),
+                    p.step,
+                    p.elapsed.as_secs_f64(),
+                    p.train_metric,
+                    p.metric
+                );
+                // bars draw only on a terminal; evaluations reach a redirected stderr too
+                if bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    let _ = bars.println(line);
+                }
+            }
+            Event::Eval(_) => {}
+        }
+        !stop.load(Ordering::SeqCst)
+    };
+    let r = if c.run.resume {
+        checkpoint::load(&cell_dir.join(LATEST))
+            .and_then(|ck| resume(&spec, run, ck, &mut on_event))
+    } else {
+        train(&spec, run, &mut on_event)
+    };
+    bar.finish_and_clear();
+    r
 }
 
 /// The result of each cell on stdout: one JSON object a line (`--json`) or a summary.

@@ -210,6 +210,14 @@ fn several_ranks_without_mpi_are_refused() {
         .output()
         .unwrap();
     one_line_error(&out, &["built without MPI", "--features mpi"]);
+    let task = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .args(["task", "adding", "--cell", "lstm", "--max-steps", "2"])
+        .arg("--checkpoint-dir")
+        .arg(d.join("task"))
+        .output()
+        .unwrap();
+    one_line_error(&task, &["built without MPI", "--features mpi"]);
     // one rank is a plain run
     let one = Command::new(env!("CARGO_BIN_EXE_recur"))
         .env("OMPI_COMM_WORLD_SIZE", "1")
@@ -221,4 +229,78 @@ fn several_ranks_without_mpi_are_refused() {
         "{}",
         String::from_utf8_lossy(&one.stderr)
     );
+}
+
+/// A small `recur task adding` run of one cell into `dir`.
+#[cfg(feature = "mpi")]
+fn small_task<'a>(dir: &'a Path, cell: &'a str) -> Vec<&'a str> {
+    vec![
+        "task",
+        "adding",
+        "--cell",
+        cell,
+        "--len",
+        "8",
+        "--rnn-size",
+        "12",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "12",
+        "--eval-every",
+        "4",
+        "--eval-size",
+        "8",
+        "--gradflow",
+        "0",
+        "--threads",
+        "1",
+        "--checkpoint-dir",
+        s(dir),
+        "--json",
+    ]
+}
+
+/// `recur task` under `mpirun -np 2`: the one cell's run equals one process's (its held-out
+/// curve), rank 0 alone reports; several cells at once are refused by every rank.
+#[cfg(feature = "mpi")]
+#[test]
+fn two_ranks_train_a_task_as_one_process() {
+    let d = scratch("mpi-task");
+    let (one, two) = (d.join("one"), d.join("two"));
+    let out = recur(&small_task(&one, "lstm"));
+    ok(&out);
+    let a = small_task(&two, "lstm");
+    let out2 = mpirun(&[&a, &a]);
+    ok(&out2);
+    let curve = |out: &Output| -> Vec<f64> {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('{')).collect();
+        // rank 0 alone prints its result
+        assert_eq!(lines.len(), 1, "{text}");
+        let j: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(j["steps"], 12);
+        j["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["metric"].as_f64().unwrap())
+            .collect()
+    };
+    let (c1, c2) = (curve(&out), curve(&out2));
+    assert_eq!(c1.len(), c2.len());
+    for (x, y) in c1.iter().zip(&c2) {
+        assert!(
+            (x - y).abs() < LOSS_TOL * x.abs().max(1.0),
+            "{c1:?} vs {c2:?}"
+        );
+    }
+    assert!(two.join("lstm").join("latest.safetensors").is_file());
+
+    let all_dir = d.join("all");
+    let all = small_task(&all_dir, "lstm,gru");
+    let out = mpirun(&[&all, &all]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("under MPI, train one cell at a time"), "{err}");
 }

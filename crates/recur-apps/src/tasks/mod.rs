@@ -25,6 +25,7 @@ use recur::model::{Head, ModelConfig};
 use recur::ops::loss::softmax_xent;
 use recur::rng::Rng;
 use recur::stack::StackConfig;
+use std::ops::Range;
 
 /// Copy task: symbols to remember.
 pub const COPY_SYMBOLS: usize = 10;
@@ -93,6 +94,44 @@ pub struct Batch {
     pub b: usize,
     pub inputs: Inputs,
     pub targets: Targets,
+}
+
+impl Batch {
+    /// The batch of sequences `range` only (a data-parallel rank's share): the same steps, the
+    /// columns of those sequences in the (T, B, I) inputs and in the targets, which are (T*B, V)
+    /// when `per_step` (a target at every step) and (B, V) otherwise (one per sequence).
+    pub fn share(&self, range: Range<usize>, per_step: bool) -> Batch {
+        // the indices of sequences `range` in a (blocks, B, width) layout of `len` values
+        let pick = |len: usize, blocks: usize| -> Vec<usize> {
+            let w = len / (blocks * self.b);
+            (0..blocks)
+                .flat_map(|k| (k * self.b + range.start) * w..(k * self.b + range.end) * w)
+                .collect()
+        };
+        let tb = if per_step { self.t } else { 1 };
+        let inputs = match &self.inputs {
+            Inputs::Dense(x) => {
+                Inputs::Dense(pick(x.len(), self.t).iter().map(|&i| x[i]).collect())
+            }
+            Inputs::Tokens(x) => {
+                Inputs::Tokens(pick(x.len(), self.t).iter().map(|&i| x[i]).collect())
+            }
+        };
+        let targets = match &self.targets {
+            Targets::Values(y) => {
+                Targets::Values(pick(y.len(), tb).iter().map(|&i| y[i]).collect())
+            }
+            Targets::Classes(y) => {
+                Targets::Classes(pick(y.len(), tb).iter().map(|&i| y[i]).collect())
+            }
+        };
+        Batch {
+            t: self.t,
+            b: range.len(),
+            inputs,
+            targets,
+        }
+    }
 }
 
 impl Task {
@@ -173,6 +212,12 @@ impl Task {
             TaskKind::Copy => metric < 0.01 * baseline,
             TaskKind::Ball => metric < 0.5 * baseline,
         }
+    }
+
+    /// Whether the targets are per step ((T*B, V) rows: copy, ball) or one per sequence ((B, V):
+    /// adding's sum at the last step).
+    pub fn per_step_targets(&self) -> bool {
+        !matches!(self.kind, TaskKind::Adding)
     }
 
     /// B fresh sequences.

@@ -21,6 +21,7 @@ use recur::train::{
     StopReason, TrainState, Trainer,
 };
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -118,26 +119,23 @@ fn engine_batch(batch: &Batch) -> EngineBatch<'_> {
     }
 }
 
-/// Forward and loss: (summed metric, count); `scale` as in [`Model::loss`].
-fn forward_loss(
-    eng: &mut dyn Engine,
-    batch: &Batch,
-    scale_by_count: bool,
-) -> EngineResult<(f64, usize)> {
-    let (targets, n) = match &batch.targets {
-        Targets::Values(y) => (
-            LossTargets::Values(y),
-            y.iter().filter(|v| !v.is_nan()).count(),
-        ),
-        Targets::Classes(c) => (LossTargets::Classes(c), c.len()),
-    };
-    let s = if scale_by_count {
-        1.0 / n.max(1) as f32
-    } else {
-        1.0
+/// The targets of a batch that take a loss (NaN values take none).
+fn count(batch: &Batch) -> usize {
+    match &batch.targets {
+        Targets::Values(y) => y.iter().filter(|v| !v.is_nan()).count(),
+        Targets::Classes(c) => c.len(),
+    }
+}
+
+/// Forward and loss: (summed metric, count), the gradient scaled by `scale` as in
+/// [`Model::loss`].
+fn forward_loss(eng: &mut dyn Engine, batch: &Batch, scale: f32) -> EngineResult<(f64, usize)> {
+    let targets = match &batch.targets {
+        Targets::Values(y) => LossTargets::Values(y),
+        Targets::Classes(c) => LossTargets::Classes(c),
     };
     eng.forward(&engine_batch(batch), Start::Zero, None)?;
-    eng.loss(targets, s)
+    eng.loss(targets, scale)
 }
 
 /// The model's outputs on a batch: (R, V) as in [`ModelWorkspace::logits`](recur::model::ModelWorkspace::logits).
@@ -159,7 +157,7 @@ pub fn eval_set(task: &Task, n: usize, b: usize, seed: u64) -> Vec<Batch> {
 fn evaluate(task: &Task, eng: &mut dyn Engine, set: &[Batch]) -> EngineResult<f64> {
     let (mut s, mut n) = (0.0, 0);
     for batch in set {
-        let (a, c) = forward_loss(eng, batch, false)?;
+        let (a, c) = forward_loss(eng, batch, 1.0)?;
         s += a;
         n += c;
     }
@@ -225,6 +223,8 @@ pub struct LongMemory {
     data_rng: Rng,
     set: Vec<Batch>,
     current: Option<Batch>,
+    /// A data-parallel rank's sequences of every batch and the number of ranks.
+    share: Option<(Range<usize>, usize)>,
 }
 
 impl LongMemory {
@@ -237,6 +237,7 @@ impl LongMemory {
             task,
             batch,
             current: None,
+            share: None,
         }
     }
 }
@@ -284,12 +285,22 @@ impl recur::train::Task for LongMemory {
         eng: &mut dyn Engine,
         _rng: &mut Rng,
     ) -> EngineResult<StepLoss> {
+        // every rank draws the whole batch (the data generator advances alike everywhere)
         let batch = self.task.sample(self.batch, &mut self.data_rng);
-        let (s, n) = forward_loss(eng, &batch, true)?;
+        let n = count(&batch).max(1);
+        let (batch, ranks) = match &self.share {
+            None => (batch, 1),
+            Some((r, size)) => (batch.share(r.clone(), self.task.per_step_targets()), *size),
+        };
+        // the share's summed loss over the global batch's count, times the ranks (the loop
+        // averages the ranks' losses and gradients): exactly the global batch's mean, whatever
+        // each share's count
+        let (s, _) = forward_loss(eng, &batch, ranks as f32 / n as f32)?;
+        let items = batch.b as u64;
         self.current = Some(batch);
         Ok(StepLoss {
-            loss: s / n.max(1) as f64,
-            items: self.batch as u64,
+            loss: s * ranks as f64 / n as f64,
+            items,
         })
     }
 
@@ -302,7 +313,13 @@ impl recur::train::Task for LongMemory {
     }
 
     fn evaluate(&mut self, eng: &mut dyn Engine) -> EngineResult<Option<f64>> {
+        // every rank of a data-parallel run measures the whole held-out set
         evaluate(&self.task, eng, &self.set).map(Some)
+    }
+
+    fn split(&mut self, rank: usize, size: usize) -> EngineResult<()> {
+        self.share = Some((recur::collective::share(self.batch, rank, size)?, size));
+        Ok(())
     }
 
     fn state(&self) -> serde_json::Value {
