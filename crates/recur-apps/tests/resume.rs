@@ -4,6 +4,10 @@
 //! never stopped. The character model's version of this test is in `charlm.rs`; here are the
 //! spoken-digit classifier and a long-memory task.
 
+#[path = "support/random_speech.rs"]
+mod random_speech;
+
+use random_speech::examples;
 use recur::cell::CellKind;
 use recur::checkpoint;
 use recur::engine::Cpu;
@@ -12,8 +16,8 @@ use recur::optim::{OptimKind, Optimizer};
 use recur::rng::Rng;
 use recur::stack::StackConfig;
 use recur::train::{Budget, Event, Run, StopReason, Trainer, LATEST};
-use recur_apps::speech::classifier::{model_config, Example, Normalizer, Pooling};
-use recur_apps::speech::features::{FeatureConfig, Features};
+use recur_apps::speech::classifier::{model_config, Normalizer, Pooling};
+use recur_apps::speech::features::FeatureConfig;
 use recur_apps::speech::train::{self as speech, Hyper, SpeechConfig};
 use recur_apps::tasks::train::{LongMemory, RunConfig};
 use recur_apps::tasks::{Task, TaskKind};
@@ -57,26 +61,6 @@ fn record<T: recur::train::Task>(
 
 fn same_params(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-}
-
-/// Random "recordings": `n` utterances of 3..12 frames of `dim` features, labels 0..9.
-fn examples(n: usize, dim: usize, seed: u64) -> Vec<Example> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|i| {
-            let t = 3 + rng.below(10) as usize;
-            let label = (i % 10) as u8;
-            let data = (0..t * dim)
-                .map(|k| {
-                    (rng.normal() + 0.3 * label as f64 * ((k % dim) as f64 / dim as f64)) as f32
-                })
-                .collect();
-            Example {
-                feats: Features { t, dim, data },
-                label,
-            }
-        })
-        .collect()
 }
 
 #[test]

@@ -11,16 +11,20 @@ use std::time::Instant;
 
 /// Runs `trainer` to its end: a progress bar through each epoch (its message `"{loss_name}
 /// {batch loss}"`), and after each evaluation the line `"epoch E/N: lr ...  train {loss_name}
-/// ...{rest(row)}  (seconds)"` on stderr.
+/// ...{rest(row)}  (seconds)"` on stderr; nothing with `quiet` (a rank other than 0).
 pub fn run_epochs<T: Task>(
     trainer: &mut Trainer<T>,
     stop: &AtomicBool,
     epochs: usize,
+    quiet: bool,
     loss_name: &str,
     rest: &dyn Fn(&LogRow) -> String,
 ) -> Result<StopReason> {
     let bpe = trainer.task.batches_per_epoch().unwrap_or(1);
-    let pb = ProgressBar::new(bpe);
+    let pb = match quiet {
+        true => ProgressBar::hidden(),
+        false => ProgressBar::new(bpe),
+    };
     pb.set_style(
         ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
             .expect("valid template")
@@ -33,6 +37,7 @@ pub fn run_epochs<T: Task>(
             pb.set_position((s.step - 1) % bpe + 1);
             pb.set_message(format!("{loss_name} {:.4}", s.loss));
         }
+        Event::Eval { .. } if quiet => {}
         Event::Eval { row, .. } => {
             pb.suspend(|| {
                 eprintln!(

@@ -192,7 +192,16 @@ struct PredictArgs {
 
 pub fn run(args: Args) -> Result<()> {
     match args.cmd {
-        Cmd::Train(a) => train(a),
+        Cmd::Train(a) => {
+            // under an MPI launcher with several ranks: one data-parallel run, a failure on
+            // any rank ending the job
+            let ranks = crate::ranks::Ranks::start()?;
+            let result = train(a, ranks.as_ref());
+            if let (Err(e), Some(r)) = (&result, &ranks) {
+                r.fail(e);
+            }
+            result
+        }
         Cmd::Eval(a) => eval(a),
         Cmd::Predict(a) => predict(a),
         Cmd::TrainStrings(a) => transcribe::train(a),
@@ -380,7 +389,9 @@ fn fresh_model(a: &TrainArgs, feat: &FeatureConfig) -> Result<ModelConfig> {
     .map_err(|e| anyhow!("model: {e}"))
 }
 
-fn train(a: TrainArgs) -> Result<()> {
+fn train(a: TrainArgs, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
+    // rank 0 alone prints, charts and writes checkpoints
+    let root = ranks.is_none_or(|r| r.rank() == 0);
     // ---- flags -> plan, before any work
     set_threads(&a.dev)?;
     let device = crate::device::open(a.dev.device)?;
@@ -424,10 +435,16 @@ fn train(a: TrainArgs) -> Result<()> {
 
     // ---- the run: fresh or resumed, on the chosen device; the directory is held from here
     // until the run ends (a second run on it is refused)
-    let _lock = recur::rundir::RunLock::acquire(&run_dir)?;
+    let _lock = match root {
+        true => Some(recur::rundir::RunLock::acquire(&run_dir)?),
+        false => None,
+    };
     let out_dir = run_dir.clone();
     let (train_n, val_n) = (train_set.len(), val_set.len());
-    let run = Run::on(&*device).checkpoints(out_dir.clone());
+    let mut run = Run::on(&*device).checkpoints(out_dir.clone());
+    if let Some(r) = ranks {
+        run = run.collective(r.collective());
+    }
     let mut trainer = match resumed {
         Some((ck, _)) => speech_train::resume(run, ck, train_set, val_set)
             .with_context(|| format!("resuming {}", last_path.display()))?,
@@ -448,8 +465,9 @@ fn train(a: TrainArgs) -> Result<()> {
         // A second handler cannot be installed in one process; the binary installs one.
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    eprintln!(
-        "speech: {} training ({} with augmentation) and {} validation recordings ({}), {} features per frame, {} {} x {}{}, head {}, {} parameters",
+    if root {
+        eprintln!(
+        "speech: {} training ({} with augmentation) and {} validation recordings ({}), {} features per frame, {} {} x {}{}, head {}, {} parameters{}",
         n_plain,
         train_n,
         val_n,
@@ -460,16 +478,21 @@ fn train(a: TrainArgs) -> Result<()> {
         model_cfg.rnn.hidden_size,
         if model_cfg.rnn.bidirectional { ", bidirectional" } else { "" },
         model_cfg.head.name(),
-        model.num_params()
+        model.num_params(),
+        ranks.map_or(String::new(), |r| format!(", {} MPI ranks", r.size()))
     );
+    }
 
-    let reason = run_epochs(&mut trainer, &stop, a.train.epochs)?;
+    let reason = run_epochs(&mut trainer, &stop, a.train.epochs, !root)?;
     if let StopReason::Diverged { .. } = reason {
         bail!(
             "{}: training stopped; {} holds the last good epoch",
             reason.describe(),
             last_path.display()
         );
+    }
+    if !root {
+        return Ok(());
     }
     let facts = RunFacts {
         n_plain,
@@ -572,8 +595,13 @@ fn report_run(
 }
 
 /// Runs `trainer` to its end: a progress bar through each epoch, a line per evaluation.
-fn run_epochs(trainer: &mut SpeechTrainer, stop: &AtomicBool, epochs: usize) -> Result<StopReason> {
-    epochs::run_epochs(trainer, stop, epochs, "loss", &|row| {
+fn run_epochs(
+    trainer: &mut SpeechTrainer,
+    stop: &AtomicBool,
+    epochs: usize,
+    quiet: bool,
+) -> Result<StopReason> {
+    epochs::run_epochs(trainer, stop, epochs, quiet, "loss", &|row| {
         format!(
             " acc {:.4}{}",
             row.extra["train_acc"].as_f64().unwrap_or(f64::NAN),

@@ -400,7 +400,7 @@ fn run_epochs(
     stop: &AtomicBool,
     epochs: usize,
 ) -> Result<StopReason> {
-    epochs::run_epochs(trainer, stop, epochs, "CTC", &|row| match (
+    epochs::run_epochs(trainer, stop, epochs, false, "CTC", &|row| match (
         row.val_loss,
         row.extra["val_digit_error_rate"].as_f64(),
     ) {

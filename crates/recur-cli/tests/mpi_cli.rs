@@ -304,3 +304,70 @@ fn two_ranks_train_a_task_as_one_process() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("under MPI, train one cell at a time"), "{err}");
 }
+
+/// A small `recur speech train` run on the committed sample recordings into `dir`: 30
+/// recordings in batches of 5, which 2 ranks share as 2 and 3.
+#[cfg(feature = "mpi")]
+fn small_speech<'a>(data: &'a str, dir: &'a Path, batch: &'a str) -> Vec<&'a str> {
+    vec![
+        "speech",
+        "train",
+        "--data",
+        data,
+        "--checkpoint-dir",
+        s(dir),
+        "--val-takes",
+        "none",
+        "--epochs",
+        "2",
+        "--batch-size",
+        batch,
+        "--rnn-size",
+        "16",
+        "--threads",
+        "1",
+        "--json",
+    ]
+}
+
+/// `recur speech train` under `mpirun -np 2` ends with one process's weights (float32 rounding
+/// of the sums aside); a batch smaller than the ranks is refused.
+#[cfg(feature = "mpi")]
+#[test]
+fn two_ranks_train_the_speech_classifier_as_one_process() {
+    let d = scratch("mpi-speech");
+    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/fsdd-sample");
+    let data = s(&data);
+    let (one, two) = (d.join("one"), d.join("two"));
+    ok(&recur(&small_speech(data, &one, "5")));
+    let a = small_speech(data, &two, "5");
+    let out = mpirun(&[&a, &a]);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // rank 0 alone reports
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with('{')).count(),
+        1,
+        "{text}"
+    );
+    let weights = |dir: &Path| {
+        recur::checkpoint::load(&dir.join("latest.safetensors"))
+            .unwrap()
+            .params
+    };
+    let (w1, w2) = (weights(&one), weights(&two));
+    assert_eq!(w1.len(), w2.len());
+    let worst = w1
+        .iter()
+        .zip(&w2)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "weights off by {worst}");
+
+    let small_dir = d.join("small");
+    let b = small_speech(data, &small_dir, "1");
+    let out = mpirun(&[&b, &b]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not give each of 2 ranks one"), "{err}");
+}

@@ -13,9 +13,9 @@
 //! - the stop flag and rank 0's clock are agreed on, so that every rank stops after the same step.
 //!
 //! Dropout masks: every rank draws its masks of a step from a generator seeded by the loop's
-//! generator (which all ranks advance alike) and its rank, so the loop's generator saved in a
-//! checkpoint continues on any number of ranks. The carried hidden state is gathered into the
-//! global batch's layout for a checkpoint (every share summed into zeros, which is exact) and cut
+//! generator (which all ranks advance alike, and which the masks leave as it is), the step and
+//! the rank, so the loop's generator saved in a checkpoint continues on any number of ranks.
+//! The carried hidden state is gathered into the global batch's layout for a checkpoint (every share summed into zeros, which is exact) and cut
 //! into shares again on resume: a checkpoint written by N ranks resumes on any other number that
 //! divides B.
 //!
@@ -52,11 +52,16 @@ pub fn share(b: usize, rank: usize, size: usize) -> Result<std::ops::Range<usize
     Ok(rank * n..(rank + 1) * n)
 }
 
-/// The generator of this step's dropout masks on `rank`: seeded by the loop's generator (which
-/// every rank advances alike, one draw per step) and the rank.
-pub fn step_rng(loop_rng: &mut Rng, rank: usize) -> Rng {
-    let seed = loop_rng.next_u64();
-    Rng::new(seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+/// The generator of dropout masks for step `step` on `rank`: seeded by the loop's generator,
+/// the step and the rank, without advancing the loop's generator (a copy draws the seed), so
+/// that the loop's generator moves as in one process and, without dropout, the ranks shuffle
+/// the epochs of a task (e.g. the speech classifier's batch order) as one process does.
+pub fn step_rng(loop_rng: &Rng, step: u64, rank: usize) -> Rng {
+    let seed = loop_rng.clone().next_u64();
+    Rng::new(
+        seed ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03)
+            ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    )
 }
 
 /// Columns `range` of every (rows, `b`, `width`) block of `global`: a share of a carried state

@@ -755,7 +755,7 @@ impl<T: Task> Trainer<T> {
                 .forward_loss(k, &mut *self.engine, &mut self.rng)?,
             Some(c) => {
                 // this rank's masks; the loop's generator advances alike on every rank
-                let mut masks = collective::step_rng(&mut self.rng, c.rank());
+                let mut masks = collective::step_rng(&self.rng, step, c.rank());
                 self.task.forward_loss(k, &mut *self.engine, &mut masks)?
             }
         };

@@ -318,26 +318,21 @@ impl Tally {
     }
 }
 
-/// The mean cross-entropy of the pooled `logits` (R, V) of a forward on `batch` and the
-/// accuracy counts; writes dL/dlogits (R, V) into `dlogits`.
+/// The summed cross-entropy of the pooled `logits` (R, V) of a forward on `batch` and the
+/// accuracy counts; writes dL/dlogits (R, V) into `dlogits` for the loss scaled by `scale` (1/B:
+/// the batch's mean).
 pub(crate) fn loss_and_dlogits(
     model: &Model,
     logits: &[f32],
     batch: &Batch,
     dlogits: &mut [f32],
+    scale: f32,
 ) -> Tally {
     let (b, v) = (batch.b, NUM_CLASSES);
     // pooled, dpooled: (B, V)
     let pooled = scores(model, logits, batch);
     let mut dpooled = vec![0.0f32; b * v];
-    let (loss, n) = softmax_xent(
-        &pooled,
-        b,
-        v,
-        &batch.labels,
-        Some(&mut dpooled),
-        1.0 / b as f32,
-    );
+    let (loss, n) = softmax_xent(&pooled, b, v, &batch.labels, Some(&mut dpooled), scale);
     let correct = (0..b)
         .filter(|&j| argmax(&pooled[j * v..(j + 1) * v]) == batch.labels[j] as usize)
         .count();

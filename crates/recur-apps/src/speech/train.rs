@@ -69,6 +69,8 @@ pub struct SpeechTask {
     // the training loss and accuracy since the last log row; the last validation accuracy
     tally: Tally,
     val_acc: Option<f64>,
+    // a data-parallel run: this rank and the number of ranks
+    share: Option<(usize, usize)>,
 }
 
 /// What a speech run remembers besides the loop's state.
@@ -98,6 +100,7 @@ impl SpeechTask {
             current: None,
             tally: Tally::default(),
             val_acc: None,
+            share: None,
         })
     }
 
@@ -156,17 +159,31 @@ impl Task for SpeechTask {
             .order
             .get(k as usize)
             .ok_or_else(|| Error::invalid(format!("batch {k} is past this epoch's batches")))?;
+        // a data-parallel rank takes its contiguous share of the (length-sorted) batch; the
+        // shares differ by at most one utterance, so each scales its summed loss by the ranks
+        // over the whole batch's size, and the loop's average over the ranks is the batch's mean
+        let (idx, scale, ranks) = match self.share {
+            None => (&idx[..], 1.0 / idx.len() as f32, 1),
+            Some((r, n)) => {
+                let b = idx.len();
+                (&idx[r * b / n..(r + 1) * b / n], n as f32 / b as f32, n)
+            }
+        };
+        let whole = self.order[k as usize].len();
         let batch = make_batch(&self.train, idx);
         eng.forward(&engine_batch(&batch), Start::Zero, Some(rng))?;
         let logits = eng.logits()?.into_owned();
         let mut dlogits = vec![0.0f32; logits.len()];
-        let tally = loss_and_dlogits(eng.model(), &logits, &batch, &mut dlogits);
+        let tally = loss_and_dlogits(eng.model(), &logits, &batch, &mut dlogits, scale);
         eng.set_dlogits(&dlogits)?;
         self.tally.add(tally);
         let b = batch.b;
         self.current = Some(batch);
         Ok(StepLoss {
-            loss: tally.mean_loss(),
+            loss: match ranks {
+                1 => tally.mean_loss(),
+                n => tally.loss * n as f64 / whole as f64,
+            },
             items: b as u64,
         })
     }
@@ -179,7 +196,28 @@ impl Task for SpeechTask {
         eng.backward(&engine_batch(batch))
     }
 
+    fn split(&mut self, rank: usize, size: usize) -> Result<()> {
+        // every batch must give every rank at least one utterance
+        let (n, bs) = (self.train.len(), self.batch_size);
+        if bs < size {
+            return Err(Error::invalid(format!(
+                "a batch of {bs} utterances does not give each of {size} ranks one: choose \
+                 --batch-size {size} or more"
+            )));
+        }
+        let last = n % bs;
+        if last > 0 && last < size {
+            return Err(Error::invalid(format!(
+                "{n} training recordings in batches of {bs} end with a batch of {last}, fewer \
+                 than the {size} ranks: choose another --batch-size"
+            )));
+        }
+        self.share = Some((rank, size));
+        Ok(())
+    }
+
     fn evaluate(&mut self, eng: &mut dyn Engine) -> Result<Option<f64>> {
+        // every rank of a data-parallel run measures the whole validation set
         if self.val.is_empty() {
             return Ok(None);
         }
