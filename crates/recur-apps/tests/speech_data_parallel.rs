@@ -17,7 +17,7 @@ use recur_apps::speech::classifier::{model_config, Normalizer, Pooling};
 use recur_apps::speech::features::FeatureConfig;
 use recur_apps::speech::train::{self as speech, Hyper, SpeechConfig};
 use std::sync::atomic::AtomicBool;
-use threads::Threads;
+use threads::{close, largest_gap, on_ranks, Outcome, Threads};
 
 /// A step's loss and a validation loss, 2 ranks against one process: the same float32 sums in
 /// another order, over 3 epochs of Adam.
@@ -48,7 +48,7 @@ fn config(batch_size: usize) -> SpeechConfig {
 }
 
 /// (step losses, validation losses, weights) of 3 epochs on `ranks` ranks (0: no seam).
-fn run(ranks: usize) -> (Vec<f64>, Vec<f64>, Vec<f32>) {
+fn run(ranks: usize) -> Outcome {
     let cfg = config(5);
     let dim = cfg.features.dim();
     let (train, val) = (examples(22, dim, 1), examples(8, dim, 2));
@@ -73,30 +73,7 @@ fn run(ranks: usize) -> (Vec<f64>, Vec<f64>, Vec<f32>) {
         assert_eq!(reason, StopReason::Epochs);
         (losses, vals, t.params().unwrap())
     };
-    if ranks == 0 {
-        return go(None);
-    }
-    let mut out: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = Threads::group(ranks)
-            .into_iter()
-            .map(|c| s.spawn(|| go(Some(c))))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for o in &out[1..] {
-        assert_eq!(o.2, out[0].2, "ranks disagree on the weights");
-    }
-    out.swap_remove(0)
-}
-
-fn close(a: &[f64], b: &[f64], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}");
-    for (k, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!(
-            (x - y).abs() < LOSS_TOL * x.abs().max(1.0),
-            "{what} {k}: {x} vs {y}"
-        );
-    }
+    on_ranks(ranks, go)
 }
 
 #[test]
@@ -106,13 +83,9 @@ fn two_ranks_train_the_classifier_as_one_process() {
     let (two, two_val, two_w) = run(2);
     // 22 recordings in batches of 5: 5 steps an epoch, the last batch of 2
     assert_eq!(one.len(), 15);
-    close(&one, &two, "step loss");
-    close(&one_val, &two_val, "validation loss");
-    let worst = one_w
-        .iter()
-        .zip(&two_w)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    close(&one, &two, LOSS_TOL, "step loss");
+    close(&one_val, &two_val, LOSS_TOL, "validation loss");
+    let worst = largest_gap(&one_w, &two_w);
     assert!(worst < WEIGHT_TOL, "weights off by {worst}");
     // the run learned: the comparison is of a run that trained
     assert!(one_val[2] < one_val[0], "{one_val:?}");

@@ -14,7 +14,7 @@ use recur::stack::StackConfig;
 use recur::train::Run;
 use recur_apps::tasks::train::{train, Event, TrainSpec};
 use recur_apps::tasks::{Batch, Inputs, Targets, Task, TaskKind};
-use threads::Threads;
+use threads::{close, largest_gap, on_ranks, Outcome, Threads};
 
 /// A step's loss and a held-out metric, 2 ranks against one process: the same float32 sums in
 /// another order, over 12 steps of Adam.
@@ -40,7 +40,7 @@ fn spec(kind: TaskKind, len: usize) -> TrainSpec {
 }
 
 /// (step losses, held-out metrics, weights) of `spec` on `ranks` ranks (0: no seam).
-fn run(spec: &TrainSpec, ranks: usize) -> (Vec<f64>, Vec<f64>, Vec<f32>) {
+fn run(spec: &TrainSpec, ranks: usize) -> Outcome {
     let go = |c: Option<Threads>| {
         let mut r = Run::on(&Cpu);
         if let Some(c) = c {
@@ -57,30 +57,7 @@ fn run(spec: &TrainSpec, ranks: usize) -> (Vec<f64>, Vec<f64>, Vec<f32>) {
         let metrics = res.curve.iter().map(|p| p.metric).collect();
         (losses, metrics, res.params)
     };
-    if ranks == 0 {
-        return go(None);
-    }
-    let mut out: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = Threads::group(ranks)
-            .into_iter()
-            .map(|c| s.spawn(move || go(Some(c))))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for o in &out[1..] {
-        assert_eq!(o.2, out[0].2, "ranks disagree on the weights");
-    }
-    out.swap_remove(0)
-}
-
-fn close(a: &[f64], b: &[f64], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}");
-    for (k, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!(
-            (x - y).abs() < LOSS_TOL * x.abs().max(1.0),
-            "{what} {k}: {x} vs {y}"
-        );
-    }
+    on_ranks(ranks, go)
 }
 
 #[test]
@@ -95,13 +72,9 @@ fn two_ranks_train_each_task_as_one_process() {
         let (two, two_m, two_w) = run(&sp, 2);
         let name = kind.name();
         assert_eq!(one.len(), 12, "{name}");
-        close(&one, &two, &format!("{name} step loss"));
-        close(&one_m, &two_m, &format!("{name} held-out metric"));
-        let worst = one_w
-            .iter()
-            .zip(&two_w)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
+        close(&one, &two, LOSS_TOL, &format!("{name} step loss"));
+        close(&one_m, &two_m, LOSS_TOL, &format!("{name} held-out metric"));
+        let worst = largest_gap(&one_w, &two_w);
         assert!(worst < WEIGHT_TOL, "{name}: weights off by {worst}");
         // the steps changed the weights: the comparison is of a run that trained
         let (_, _, start) = {

@@ -26,6 +26,18 @@ fn launched_size() -> Option<usize> {
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
+/// Runs a command as this process's part of the job: `f` gets the job's ranks when an MPI
+/// launcher started several (one data-parallel run), and a failure on any rank ends the whole
+/// job with its one line.
+pub fn run<T>(f: impl FnOnce(Option<&Ranks>) -> Result<T>) -> Result<T> {
+    let ranks = Ranks::start()?;
+    let result = f(ranks.as_ref());
+    if let (Err(e), Some(r)) = (&result, &ranks) {
+        r.fail(e);
+    }
+    result
+}
+
 impl Ranks {
     /// The job's ranks when an MPI launcher started more than one; `None` for a plain run.
     pub fn start() -> Result<Option<Ranks>> {
@@ -95,7 +107,13 @@ impl Ranks {
     /// Ends the whole job after `err` on this rank: its one line, naming the rank, then
     /// `MPI_Abort` (the other ranks may be waiting in a sum that this one will never join).
     pub fn fail(&self, err: &anyhow::Error) -> ! {
-        eprintln!("recur: error: rank {} of {}: {err:#}", self.rank, self.size);
+        // one write of the whole line: stderr is unbuffered, and mpirun interleaves the ranks'
+        // output at the writes' boundaries
+        let line = format!(
+            "recur: error: rank {} of {}: {err:#}\n",
+            self.rank, self.size
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         #[cfg(feature = "mpi")]
         {
             use mpi::traits::Communicator;

@@ -192,16 +192,7 @@ struct PredictArgs {
 
 pub fn run(args: Args) -> Result<()> {
     match args.cmd {
-        Cmd::Train(a) => {
-            // under an MPI launcher with several ranks: one data-parallel run, a failure on
-            // any rank ending the job
-            let ranks = crate::ranks::Ranks::start()?;
-            let result = train(a, ranks.as_ref());
-            if let (Err(e), Some(r)) = (&result, &ranks) {
-                r.fail(e);
-            }
-            result
-        }
+        Cmd::Train(a) => crate::ranks::run(|ranks| train(a, ranks)),
         Cmd::Eval(a) => eval(a),
         Cmd::Predict(a) => predict(a),
         Cmd::TrainStrings(a) => transcribe::train(a),

@@ -269,14 +269,7 @@ impl Plan {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    // under an MPI launcher with several ranks: one data-parallel run, a failure on any rank
-    // ending the job
-    let ranks = crate::ranks::Ranks::start()?;
-    let result = run_task(a, ranks.as_ref());
-    if let (Err(e), Some(r)) = (&result, &ranks) {
-        r.fail(e);
-    }
-    result
+    crate::ranks::run(|ranks| run_task(a, ranks))
 }
 
 fn run_task(a: Args, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {

@@ -743,14 +743,7 @@ fn report(trainer: &Trainer, outcome: StopReason, dir: &Path, json_mode: bool) -
 }
 
 pub fn run(a: Args) -> Result<()> {
-    // under an MPI launcher with several ranks: one data-parallel run, a failure on any rank
-    // ending the job
-    let ranks = crate::ranks::Ranks::start()?;
-    let result = train(a, ranks.as_ref());
-    if let (Err(e), Some(r)) = (&result, &ranks) {
-        r.fail(e);
-    }
-    result
+    crate::ranks::run(|ranks| train(a, ranks))
 }
 
 fn train(a: Args, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {

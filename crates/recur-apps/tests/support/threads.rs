@@ -1,6 +1,8 @@
 //! Ranks of a data-parallel run as threads of one test, summing through shared memory (the
 //! command line's ranks sum through MPI; the training loop cannot tell).
 
+#![allow(dead_code)]
+
 use recur::collective::Collective;
 use recur::error::Result;
 use std::sync::{Arc, Barrier, Mutex};
@@ -64,4 +66,47 @@ impl Collective for Threads {
         self.sum(buf);
         Ok(())
     }
+}
+
+/// What a test run reports: its step losses, its held-out metrics and its final weights.
+pub type Outcome = (Vec<f64>, Vec<f64>, Vec<f32>);
+
+/// `go` on `ranks` thread ranks (0: once, without the seam), each rank with its collective;
+/// checks that every rank ends with the same weights and returns rank 0's outcome.
+pub fn on_ranks(ranks: usize, go: impl Fn(Option<Threads>) -> Outcome + Sync) -> Outcome {
+    if ranks == 0 {
+        return go(None);
+    }
+    let go = &go;
+    let mut out: Vec<Outcome> = std::thread::scope(|s| {
+        let handles: Vec<_> = Threads::group(ranks)
+            .into_iter()
+            .map(|c| s.spawn(move || go(Some(c))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &out[1..] {
+        assert_eq!(o.2, out[0].2, "ranks disagree on the weights");
+    }
+    out.swap_remove(0)
+}
+
+/// Asserts that `a` and `b` agree to `tol` relative to the larger of |a| and 1.
+pub fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (k, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() < tol * x.abs().max(1.0),
+            "{what} {k}: {x} vs {y}"
+        );
+    }
+}
+
+/// The largest element-wise difference of two weight vectors.
+pub fn largest_gap(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
 }
