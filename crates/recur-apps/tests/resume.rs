@@ -7,7 +7,7 @@
 #[path = "support/random_speech.rs"]
 mod random_speech;
 
-use random_speech::examples;
+use random_speech::{examples, small_config};
 use recur::cell::CellKind;
 use recur::checkpoint;
 use recur::engine::Cpu;
@@ -16,9 +16,9 @@ use recur::optim::{OptimKind, Optimizer};
 use recur::rng::Rng;
 use recur::stack::StackConfig;
 use recur::train::{Budget, Event, Run, StopReason, Trainer, LATEST};
-use recur_apps::speech::classifier::{model_config, Normalizer, Pooling};
+use recur_apps::speech::classifier::{model_config, Pooling};
 use recur_apps::speech::features::FeatureConfig;
-use recur_apps::speech::train::{self as speech, Hyper, SpeechConfig};
+use recur_apps::speech::train as speech;
 use recur_apps::tasks::train::{LongMemory, RunConfig};
 use recur_apps::tasks::{Task, TaskKind};
 use std::path::PathBuf;
@@ -69,23 +69,7 @@ fn a_speech_run_stopped_mid_epoch_resumes_bit_for_bit() {
     let features = FeatureConfig::default();
     let dim = features.dim();
     let (train, val) = (examples(22, dim, 1), examples(8, dim, 2));
-    let config = SpeechConfig {
-        kind: speech::KIND.into(),
-        features,
-        normalizer: Normalizer::fit(&train),
-        hyper: Hyper {
-            holdout: None,
-            val_takes: Some((5, 6)),
-            epochs: 3,
-            batch_size: 5,
-            learning_rate: 5e-3,
-            lr_floor: 0.1,
-            grad_clip: 1.0,
-            seed: 4,
-            warp_copies: 0,
-            warp_max: 0.1,
-        },
-    };
+    let config = small_config(&train, 5);
     // two layers with dropout: the masks come from the loop's RNG, which must resume too
     let model = model_config(dim, CellKind::Gru, 12, 2, true, 0.2, Pooling::Mean).unwrap();
     let fresh = |dir: PathBuf| {

@@ -9,13 +9,13 @@ mod random_speech;
 #[path = "support/threads.rs"]
 mod threads;
 
-use random_speech::examples;
+use random_speech::{examples, small_config};
 use recur::cell::CellKind;
 use recur::engine::Cpu;
 use recur::train::{Event, Run, StopReason};
-use recur_apps::speech::classifier::{model_config, Normalizer, Pooling};
+use recur_apps::speech::classifier::{model_config, Pooling};
 use recur_apps::speech::features::FeatureConfig;
-use recur_apps::speech::train::{self as speech, Hyper, SpeechConfig};
+use recur_apps::speech::train::{self as speech, SpeechConfig};
 use std::sync::atomic::AtomicBool;
 use threads::{close, largest_gap, on_ranks, Outcome, Threads};
 
@@ -26,25 +26,7 @@ const LOSS_TOL: f64 = 1e-5;
 const WEIGHT_TOL: f32 = 1e-4;
 
 fn config(batch_size: usize) -> SpeechConfig {
-    let features = FeatureConfig::default();
-    let train = examples(22, features.dim(), 1);
-    SpeechConfig {
-        kind: speech::KIND.into(),
-        normalizer: Normalizer::fit(&train),
-        features,
-        hyper: Hyper {
-            holdout: None,
-            val_takes: Some((5, 6)),
-            epochs: 3,
-            batch_size,
-            learning_rate: 5e-3,
-            lr_floor: 0.1,
-            grad_clip: 1.0,
-            seed: 4,
-            warp_copies: 0,
-            warp_max: 0.1,
-        },
-    }
+    small_config(&examples(22, FeatureConfig::default().dim(), 1), batch_size)
 }
 
 /// (step losses, validation losses, weights) of 3 epochs on `ranks` ranks (0: no seam).

@@ -162,14 +162,11 @@ impl Task for SpeechTask {
         // a data-parallel rank takes its contiguous share of the (length-sorted) batch; the
         // shares differ by at most one utterance, so each scales its summed loss by the ranks
         // over the whole batch's size, and the loop's average over the ranks is the batch's mean
-        let (idx, scale, ranks) = match self.share {
-            None => (&idx[..], 1.0 / idx.len() as f32, 1),
-            Some((r, n)) => {
-                let b = idx.len();
-                (&idx[r * b / n..(r + 1) * b / n], n as f32 / b as f32, n)
-            }
-        };
-        let whole = self.order[k as usize].len();
+        // (one process is rank 0 of 1: the batch's mean itself)
+        let (r, ranks) = self.share.unwrap_or((0, 1));
+        let whole = idx.len();
+        let idx = &idx[r * whole / ranks..(r + 1) * whole / ranks];
+        let scale = ranks as f32 / whole as f32;
         let batch = make_batch(&self.train, idx);
         eng.forward(&engine_batch(&batch), Start::Zero, Some(rng))?;
         let logits = eng.logits()?.into_owned();
@@ -180,10 +177,7 @@ impl Task for SpeechTask {
         let b = batch.b;
         self.current = Some(batch);
         Ok(StepLoss {
-            loss: match ranks {
-                1 => tally.mean_loss(),
-                n => tally.loss * n as f64 / whole as f64,
-            },
+            loss: tally.loss * ranks as f64 / whole as f64,
             items: b as u64,
         })
     }

@@ -101,29 +101,23 @@ impl Batch {
     /// columns of those sequences in the (T, B, I) inputs and in the targets, which are (T*B, V)
     /// when `per_step` (a target at every step) and (B, V) otherwise (one per sequence).
     pub fn share(&self, range: Range<usize>, per_step: bool) -> Batch {
-        // the indices of sequences `range` in a (blocks, B, width) layout of `len` values
-        let pick = |len: usize, blocks: usize| -> Vec<usize> {
-            let w = len / (blocks * self.b);
+        // the values of sequences `range` in a (blocks, B, width) layout
+        fn cut<V: Copy>(all: &[V], blocks: usize, b: usize, range: &Range<usize>) -> Vec<V> {
+            let w = all.len() / (blocks * b);
             (0..blocks)
-                .flat_map(|k| (k * self.b + range.start) * w..(k * self.b + range.end) * w)
+                .flat_map(|k| &all[(k * b + range.start) * w..(k * b + range.end) * w])
+                .copied()
                 .collect()
-        };
-        let tb = if per_step { self.t } else { 1 };
+        }
+        let (t, b) = (self.t, self.b);
+        let tb = if per_step { t } else { 1 };
         let inputs = match &self.inputs {
-            Inputs::Dense(x) => {
-                Inputs::Dense(pick(x.len(), self.t).iter().map(|&i| x[i]).collect())
-            }
-            Inputs::Tokens(x) => {
-                Inputs::Tokens(pick(x.len(), self.t).iter().map(|&i| x[i]).collect())
-            }
+            Inputs::Dense(x) => Inputs::Dense(cut(x, t, b, &range)),
+            Inputs::Tokens(x) => Inputs::Tokens(cut(x, t, b, &range)),
         };
         let targets = match &self.targets {
-            Targets::Values(y) => {
-                Targets::Values(pick(y.len(), tb).iter().map(|&i| y[i]).collect())
-            }
-            Targets::Classes(y) => {
-                Targets::Classes(pick(y.len(), tb).iter().map(|&i| y[i]).collect())
-            }
+            Targets::Values(y) => Targets::Values(cut(y, tb, b, &range)),
+            Targets::Classes(y) => Targets::Classes(cut(y, tb, b, &range)),
         };
         Batch {
             t: self.t,
