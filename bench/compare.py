@@ -61,6 +61,8 @@ VENV = BENCH / ".venv"
 SHAPES = [(128, 32, 64), (512, 32, 64), (1024, 16, 32), (256, 1, 256)]
 CELLS = ["rnn_tanh", "lstm", "gru"]
 MODES = ["infer", "train"]
+# reduced precision adds the batch-1 shapes where the weights' bytes matter most
+LOW_SHAPES = [(512, 1, 256), (1024, 1, 128)]
 GEMM_N = 2048
 
 
@@ -92,10 +94,14 @@ def recur_args(req):
         return ["--gemm", str(req["n"]), "--threads", str(req["threads"])]
     if req["kind"] == "charlm":
         return ["--charlm", "--threads", str(req["threads"])]
+    precision = req.get("precision", "f32")
+    # reduced precision: the weights converted and packed once, as `eval`, `sample` and PyTorch's
+    # quantize_dynamic do
+    low = ["--precision", precision, "--packed-once"] if precision != "f32" else []
     return [
         "--cell", req["cell"], "--rnn-size", str(req["hidden"]), "--batch-size", str(req["batch"]),
         "--seq-length", str(req["seq_length"]), "--num-layers", "1", "--mode", req["mode"],
-        "--threads", str(req["threads"]),
+        "--threads", str(req["threads"]), *low,
     ]  # fmt: skip
 
 
@@ -159,6 +165,10 @@ def main():
         help="run PyTorch with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning): "
         "the same kernels, but far less sensitive to other load on the machine",
     )  # fmt: skip
+    ap.add_argument(
+        "--precision", choices=["f32", "bf16", "int8"], default="f32",
+        help="bf16 or int8: inference only, LSTM and GRU (int8: PyTorch's quantize_dynamic), no char step or memory",
+    )  # fmt: skip
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.threads = 1, "2"
@@ -169,14 +179,24 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "recur-cli"], cwd=ROOT, check=True)
 
     points = []
+    low = a.precision != "f32"
     for th in threads:
         for cell in CELLS:
-            for h, b, t in SHAPES:
-                for mode in MODES:
+            if low and cell not in ("lstm", "gru"):
+                continue
+            for h, b, t in SHAPES + (LOW_SHAPES if low else []):
+                for mode in ["infer"] if low else MODES:
                     req = {"kind": "stack", "cell": cell, "hidden": h, "batch": b, "seq_length": t,
                            "layers": 1, "mode": mode, "threads": th}  # fmt: skip
-                    points.append((f"{cell} H={h} B={b} T={t} {mode} {th}t", req))
-        points.append((f"char-model step {th}t", {"kind": "charlm", "threads": th}))
+                    tag = ""
+                    if low:
+                        req["precision"] = a.precision
+                        tag = f" {a.precision}"
+                    points.append((f"{cell} H={h} B={b} T={t} {mode}{tag} {th}t", req))
+        if not low:
+            points.append((f"char-model step {th}t", {"kind": "charlm", "threads": th}))
+    if low:
+        a.no_memory = True
     points = [p for p in points if any(o in p[0] for o in a.only.split("|"))]
 
     load_before = uptime()
@@ -219,7 +239,8 @@ def main():
                 mem[label] = memory(py, req, env)
     load_after = uptime()
 
-    print(f"recur vs PyTorch {torch_version} (CPU, float32), {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    fmt = {"f32": "float32", "bf16": "bf16 (PyTorch: CPU autocast)", "int8": "int8 (PyTorch: quantize_dynamic)"}
+    print(f"recur vs PyTorch {torch_version} (CPU, {fmt[a.precision]}), {time.strftime('%Y-%m-%d %H:%M %Z')}")
     if a.omp_passive:
         print("PyTorch ran with OMP_WAIT_POLICY=PASSIVE  ")
     if a.torch_default_malloc:

@@ -17,7 +17,9 @@ Modes:
                                       and after warm-up + one step
 
 A request is {"kind": "stack", "cell", "hidden", "batch", "seq_length", "layers", "mode",
-"threads"} or {"kind": "charlm", "threads"} or {"kind": "gemm", "n", "threads"}. This script
+"threads", optional "precision": "f32" (default), "bf16" (inference under CPU autocast to
+bfloat16) or "int8" (inference of `torch.ao.quantization.quantize_dynamic(net, dtype=qint8)`,
+LSTM and GRU: weights quantized and packed once, activations per step)} or {"kind": "charlm", "threads"} or {"kind": "gemm", "n", "threads"}. This script
 asserts nothing; it reports what it measured.
 """
 
@@ -70,6 +72,11 @@ def stack_work(req, cls=None):
     cls = cls or {"rnn": torch.nn.RNN, "rnn_tanh": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
     torch.manual_seed(7)
     net = cls(h, h, num_layers=layers)
+    precision = req.get("precision", "f32")
+    if precision != "f32" and train:
+        raise SystemExit(f"torch_bench: precision {precision} is for inference only")
+    if precision == "int8":
+        net = torch.ao.quantization.quantize_dynamic(net, {torch.nn.LSTM, torch.nn.GRU}, dtype=torch.qint8)
     x = torch.rand(t, b, h) * 2 - 1
     dy = torch.rand(t, b, h) * 2 - 1
     if train:
@@ -85,7 +92,7 @@ def stack_work(req, cls=None):
     else:
 
         def work():
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 net(x)
 
     return work

@@ -236,8 +236,9 @@ mod x86 {
         let b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3), _mm512_set1_ps(2e-3));
         let mut acc = [_mm512_setzero_ps(); CHAINS];
         for _ in 0..iters {
+            let a = std::hint::black_box(a);
             for x in &mut acc {
-                *x = _mm512_dpbf16_ps(*x, std::hint::black_box(a), b);
+                *x = _mm512_dpbf16_ps(*x, a, b);
             }
         }
         let mut s = 0.0;
@@ -254,8 +255,9 @@ mod x86 {
         let (a, b) = (_mm512_set1_epi8(3), _mm512_set1_epi8(-2));
         let mut acc = [_mm512_setzero_si512(); CHAINS];
         for _ in 0..iters {
+            let a = std::hint::black_box(a);
             for x in &mut acc {
-                *x = _mm512_dpbusd_epi32(*x, std::hint::black_box(a), b);
+                *x = _mm512_dpbusd_epi32(*x, a, b);
             }
         }
         std::hint::black_box(acc);
@@ -268,8 +270,9 @@ mod x86 {
         let (a, b) = (_mm256_set1_epi8(3), _mm256_set1_epi8(-2));
         let mut acc = [_mm256_setzero_si256(); CHAINS];
         for _ in 0..iters {
+            let a = std::hint::black_box(a);
             for x in &mut acc {
-                *x = _mm256_dpbusd_avx_epi32(*x, std::hint::black_box(a), b);
+                *x = _mm256_dpbusd_avx_epi32(*x, a, b);
             }
         }
         std::hint::black_box(acc);
@@ -287,8 +290,9 @@ mod x86 {
         );
         let mut acc = [_mm256_setzero_si256(); CHAINS];
         for _ in 0..iters {
+            let a = std::hint::black_box(a);
             for x in &mut acc {
-                let p = _mm256_maddubs_epi16(std::hint::black_box(a), b);
+                let p = _mm256_maddubs_epi16(a, b);
                 *x = _mm256_add_epi32(*x, _mm256_madd_epi16(p, ones));
             }
         }

@@ -9,6 +9,7 @@
 //! Defaults: 256,1 512,1 1024,1 1024,4 512,32. The operands are random; the int8 activations
 //! are codes, the bf16 ones rounded, so every kernel does its format's real work.
 
+use recur::ops::aligned::AVec;
 use recur::ops::panel::{self, panels, Groups, OutPtr, NR};
 use recur::ops::{bf16, int8};
 use recur::rng::Rng;
@@ -76,12 +77,12 @@ fn main() {
         let ld = np * NR;
         let flops = 2.0 * (b * g * h * k) as f64;
 
-        let mut p32 = vec![0f32; np * k * NR];
+        let mut p32 = AVec::<f32>::zeroed(np * k * NR);
         panel::pack_gates_t(&mut p32, &w, g, h, k);
-        let mut c = vec![0f32; b * ld];
+        let mut c = AVec::<f32>::zeroed(b * ld);
         let t32 = median_secs(|| panel::panel_gemm(b, k, &a, k, &p32, 0..np, &mut c, ld, ld));
 
-        let mut p16 = vec![0u16; bf16::packed_len(np, k)];
+        let mut p16 = AVec::<u16>::zeroed(bf16::packed_len(np, k));
         bf16::from_panels(&mut p16, &p32, np, k);
         let t16 = median_secs(|| {
             let out = OutPtr {
@@ -94,12 +95,12 @@ fn main() {
         });
 
         let (q, _) = int8::quantize_rows(&w, g * h, k);
-        let mut p8 = vec![0i8; int8::packed_len(np, k)];
+        let mut p8 = AVec::<i8>::zeroed(int8::packed_len(np, k));
         int8::pack_gates_t(&mut p8, &q, g, h, k);
         let lq = int8::padded(k);
-        let mut qa = vec![0u8; b * lq];
+        let mut qa = AVec::<u8>::zeroed(b * lq);
         int8::quantize_activations(&a, b, k, k, &mut qa, lq);
-        let mut ci = vec![0i32; b * ld];
+        let mut ci = AVec::<i32>::zeroed(b * ld);
         let t8 = median_secs(|| {
             let out = OutPtr {
                 ptr: ci.as_mut_ptr(),

@@ -1,6 +1,6 @@
 //! int8 (`ops::int8`): the quantization of weights (symmetric per row) and activations
 //! (asymmetric 7-bit per row) against their definitions, and the packed int8 product on every
-//! kernel this CPU runs (AVX2, portable; the others are skipped, saying so) against an integer
+//! kernel this CPU runs (AVX512-VNNI, AVX2, portable; the others are skipped, saying so) against an integer
 //! reference, bit for bit, on awkward sizes (m around the tiles, k around the quads, H around
 //! the panel width), output pre-filled with a sentinel so that an unwritten element shows and
 //! padding columns stay untouched. Then the dequantized product against the f64 product of the
@@ -19,8 +19,8 @@ const SENTINEL: i32 = i32::MIN;
 
 fn kernels() -> Vec<Isa> {
     let mut out = Vec::new();
-    for k in [Isa::Avx2Fma, Isa::Portable] {
-        if k.available() {
+    for k in recur::ops::int8::KERNELS {
+        if recur::ops::int8::available(k) {
             out.push(k);
         } else {
             eprintln!("skipped: this CPU cannot run the {} int8 kernel", k.name());

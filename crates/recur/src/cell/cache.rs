@@ -3,6 +3,7 @@
 //! the small helpers the drivers use on it.
 
 use super::{CellKind, DirDims};
+use crate::ops::aligned::AVec;
 use crate::ops::panel::{panels, NR};
 use crate::ops::Float;
 
@@ -31,83 +32,83 @@ pub struct DirCache<F> {
     // quantized per row by every part for itself (hq: parts x B x padded(H) codes, hrq: their
     // scales), the int32 product in acc (B, G*Hp)
     pub(crate) precision: crate::Precision,
-    pub(super) wpack16: Vec<u16>,
-    pub(super) wpack8: Vec<i8>,
+    pub(super) wpack16: AVec<u16>,
+    pub(super) wpack8: AVec<i8>,
     pub(super) wscale: Vec<f32>,
     pub(super) wsum: Vec<i32>,
-    pub(super) hq: Vec<u8>,
-    pub(super) hrq: Vec<crate::ops::int8::RowQuant>,
-    pub(super) acc: Vec<i32>,
+    pub(super) hq: AVec<u8>,
+    pub(super) hrq: AVec<crate::ops::int8::RowQuant>,
+    pub(super) acc: AVec<i32>,
     pub(super) packed_hh8: usize,
     // int8, dense input: W_ih^T quantized and packed as W_hh^T (wipack8, wiscale, wisum), the
     // input's codes (xq8: T*B rows of padded(I)) and the input product's int32 sums (xacc:
     // T*B rows of G*Hp); sized when first used
-    pub(super) wipack8: Vec<i8>,
+    pub(super) wipack8: AVec<i8>,
     pub(super) wiscale: Vec<f32>,
     pub(super) wisum: Vec<i32>,
     pub(super) packed_ih8: usize,
-    pub(super) xq8: Vec<u8>,
-    pub(super) xacc: Vec<i32>,
+    pub(super) xq8: AVec<u8>,
+    pub(super) xacc: AVec<i32>,
     // the address of the W_hh wpack16 was packed from (as packed_hh)
     pub(super) packed_hh16: usize,
     // xw: (T, B, G*H) input projection x_t W_ih^T + b_ih
-    pub(super) xw: Vec<F>,
+    pub(super) xw: AVec<F>,
     // gates: (T, B, G*H) activated gates (RNN: the new h itself)
-    pub(super) gates: Vec<F>,
+    pub(super) gates: AVec<F>,
     // hn: (T, B, H) GRU only: W_hn h_{t-1} + b_hn
-    pub(super) hn: Vec<F>,
+    pub(super) hn: AVec<F>,
     // hprev: (T, B, P) the state entering step t
-    pub(super) hprev: Vec<F>,
+    pub(super) hprev: AVec<F>,
     // cprev, cell: (T, B, H) LSTM only: c_{t-1} and c_t
-    pub(super) cprev: Vec<F>,
-    pub(super) cell: Vec<F>,
+    pub(super) cprev: AVec<F>,
+    pub(super) cell: AVec<F>,
     // hpre: (T, B, H) LSTM with projection only: o * tanh(c), before the projection
-    pub(super) hpre: Vec<F>,
+    pub(super) hpre: AVec<F>,
     // hw: (B, G*Hp) per-step recurrent product, each gate padded to Hp = whole panels (the
     // simple driver uses the first B*G*H elements as (B, G*H))
-    pub(super) hw: Vec<F>,
+    pub(super) hw: AVec<F>,
     // wpack: W_hh packed into column panels (ops::panel): forward as W_hh^T per gate,
     // backward as W_hh; one buffer, repacked at the start of each pass
-    pub(super) wpack: Vec<F>,
+    pub(super) wpack: AVec<F>,
     // wipack: W_ih^T packed per gate like wpack, and xc: (C, B, G*Hp) the input product of the
     // C steps of one chunk; both for the fast driver's per-chunk input product (sized when it
     // first runs, empty otherwise)
-    pub(super) wipack: Vec<F>,
-    pub(super) xc: Vec<F>,
+    pub(super) wipack: AVec<F>,
+    pub(super) xc: AVec<F>,
     // wt: (I, G*H) W_ih^T, for the input product of large layers and one-hot input's gather;
     // one-hot input's backward uses it as scratch for its per-symbol sums (sized when first used)
-    pub(super) wt: Vec<F>,
+    pub(super) wt: AVec<F>,
     // dgt: (G*H, T*B) dG transposed, written by the fast driver's backward step by step for
     // the weight gradients (sized when first used)
-    pub(super) dgt: Vec<F>,
+    pub(super) dgt: AVec<F>,
     // dbias: (G*H) scratch for the bias gradients' column sums
-    pub(super) dbias: Vec<F>,
+    pub(super) dbias: AVec<F>,
     // bias: (G*H) the biases the fast driver's gate pass adds: b_ih + b_hh (GRU n gate: b_in
     // only), zeros without biases; bhn: (H) GRU only: b_hn, or zeros
-    pub(super) bias: Vec<F>,
-    pub(super) bhn: Vec<F>,
+    pub(super) bias: AVec<F>,
+    pub(super) bhn: AVec<F>,
     // h, c: (B, P), (B, H) running state; hnew: (B, P) projection output
-    pub(super) h: Vec<F>,
-    pub(super) c: Vec<F>,
-    pub(super) hnew: Vec<F>,
+    pub(super) h: AVec<F>,
+    pub(super) c: AVec<F>,
+    pub(super) hnew: AVec<F>,
     // backward: the input-side gate gradients dG (T, B, G*H) are written over `xw`, which the
     // backward pass no longer needs; dgh (T, B, G*H) GRU recurrent side
-    pub(super) dgh: Vec<F>,
+    pub(super) dgh: AVec<F>,
     // dhp: (T, B, P) LSTM projection: dL/dh_t after the projection
-    pub(super) dhp: Vec<F>,
+    pub(super) dhp: AVec<F>,
     // dh, dh_next: (B, P); dc: (B, H); dhpre: (B, H); direct: (B, H) GRU's z * dh path
-    pub(super) dh: Vec<F>,
-    pub(super) dh_next: Vec<F>,
-    pub(super) dc: Vec<F>,
-    pub(super) dhpre: Vec<F>,
-    pub(super) direct: Vec<F>,
+    pub(super) dh: AVec<F>,
+    pub(super) dh_next: AVec<F>,
+    pub(super) dc: AVec<F>,
+    pub(super) dhpre: AVec<F>,
+    pub(super) direct: AVec<F>,
 }
 
 impl<F: Float> DirCache<F> {
     /// A cache for `dims`, its eager buffers at the lengths of [`CacheSizes::of`].
     pub fn new(dims: DirDims) -> Self {
         let s = CacheSizes::of(&dims);
-        let z = |n: u128| vec![F::ZERO; n as usize];
+        let z = |n: u128| AVec::zeroed(n as usize);
         DirCache {
             dims,
             keep: true,
@@ -116,20 +117,20 @@ impl<F: Float> DirCache<F> {
             packed_ih: 0,
             packed_wt: 0,
             precision: crate::Precision::F32,
-            wpack16: Vec::new(),
-            wpack8: Vec::new(),
+            wpack16: AVec::new(),
+            wpack8: AVec::new(),
             wscale: Vec::new(),
             wsum: Vec::new(),
-            hq: Vec::new(),
-            hrq: Vec::new(),
-            acc: Vec::new(),
+            hq: AVec::new(),
+            hrq: AVec::new(),
+            acc: AVec::new(),
             packed_hh8: 0,
-            wipack8: Vec::new(),
+            wipack8: AVec::new(),
             wiscale: Vec::new(),
             wisum: Vec::new(),
             packed_ih8: 0,
-            xq8: Vec::new(),
-            xacc: Vec::new(),
+            xq8: AVec::new(),
+            xacc: AVec::new(),
             packed_hh16: 0,
             xw: z(s.xw),
             gates: z(s.gates),
@@ -140,10 +141,10 @@ impl<F: Float> DirCache<F> {
             hpre: z(s.hpre),
             hw: z(s.hw),
             wpack: z(s.wpack),
-            wipack: Vec::new(),
-            xc: Vec::new(),
-            dgt: Vec::new(),
-            wt: Vec::new(),
+            wipack: AVec::new(),
+            xc: AVec::new(),
+            dgt: AVec::new(),
+            wt: AVec::new(),
             dbias: z(s.dbias),
             bias: z(s.bias),
             bhn: z(s.bhn),
@@ -369,10 +370,10 @@ pub(crate) fn active(lengths: Option<&[usize]>, t: usize, b: usize) -> bool {
 }
 
 /// Grows `buf` to at least `n` elements (zeroed); whether it had to.
-pub(crate) fn grow<T: Copy + Default>(buf: &mut Vec<T>, n: usize) -> bool {
+pub(crate) fn grow<T: Copy + Default>(buf: &mut AVec<T>, n: usize) -> bool {
     let short = buf.len() < n;
     if short {
-        *buf = vec![T::default(); n];
+        *buf = AVec::zeroed(n);
     }
     short
 }
@@ -382,7 +383,7 @@ pub(crate) fn grow<T: Copy + Default>(buf: &mut Vec<T>, n: usize) -> bool {
 /// ([`DirCache::set_fixed_weights`]) and `buf` still holds the copy made from this same `w`, whose
 /// address `slot` records.
 pub(crate) fn stale_copy<T: Copy + Default, F>(
-    buf: &mut Vec<T>,
+    buf: &mut AVec<T>,
     n: usize,
     slot: &mut usize,
     fixed: bool,

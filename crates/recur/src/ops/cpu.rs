@@ -129,21 +129,30 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The bf16 and int8 vector instructions this CPU has (none of recur's kernels uses them yet).
+/// The bf16 and int8 vector instructions this CPU has, each with the kernel that uses it.
 fn low_precision_features() -> String {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        let found: Vec<&str> = [
-            ("avx512_bf16", has!("avx512bf16")),
-            ("avx512_vnni", has!("avx512vnni")),
-            ("avx_vnni", has!("avxvnni")),
+        let vnni_used = super::int8::kernel() == Isa::Avx512;
+        let found: Vec<String> = [
+            ("avx512_bf16", has!("avx512bf16"), false),
+            ("avx512_vnni", has!("avx512vnni"), vnni_used),
+            ("avx_vnni", has!("avxvnni"), false),
         ]
         .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
+        .filter(|&(_, on, _)| on)
+        .map(|(name, _, used)| {
+            let by = if used {
+                "the int8 product"
+            } else {
+                "no kernel yet"
+            };
+            format!("{name} ({by})")
+        })
         .collect();
         if !found.is_empty() {
-            return format!("{} (no kernel uses them yet)", found.join(", "));
+            return found.join(", ");
         }
     }
     "none".to_string()

@@ -14,8 +14,9 @@
 //! AVX512-VNNI `vpdpbusd`, AMX `tdpbusd`): panels of [`NR`] columns, rows taken four at a time,
 //! each 32-bit lane holding rows `4p..4p+3` of one column. A quarter of float32's bytes.
 //!
-//! Kernels: the portable loop and AVX2 (`vpmaddubsw`, `vpmaddwd` by ones, `vpaddd`). Integer
-//! sums are exact, so every kernel gives the same int32 results, bit for bit.
+//! Kernels: the portable loop, AVX2 (`vpmaddubsw`, `vpmaddwd` by ones, `vpaddd`) and AVX512-VNNI
+//! (`vpdpbusd zmm`: one instruction per quad row of a panel and batch row). Integer sums are
+//! exact, so every kernel gives the same int32 results, bit for bit.
 
 use super::cpu::Isa;
 use super::panel::{panels, Groups, OutPtr, NR};
@@ -289,20 +290,43 @@ pub fn quantize_row(row: &[f32], rq: RowQuant, out: &mut [u8]) {
     });
 }
 
-/// The kernel the int8 product runs here: AVX2 where the CPU has it, else the portable loop.
-pub fn kernel() -> Isa {
-    if Isa::Avx2Fma.available() {
-        Isa::Avx2Fma
-    } else {
-        Isa::Portable
+/// The int8 kernels, best first. [`Isa::Avx512`] here means AVX-512 with VNNI (`vpdpbusd`).
+pub const KERNELS: [Isa; 3] = [Isa::Avx512, Isa::Avx2Fma, Isa::Portable];
+
+/// Whether this CPU runs the int8 kernel `kernel`: the AVX-512 one needs AVX512-VNNI as well.
+pub fn available(kernel: Isa) -> bool {
+    match kernel {
+        Isa::Avx512 => Isa::Avx512.available() && has_vnni512(),
+        other => other.available(),
     }
+}
+
+fn has_vnni512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *VNNI.get_or_init(|| std::arch::is_x86_feature_detected!("avx512vnni"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The kernel the int8 product runs here: the best of [`KERNELS`] the CPU runs.
+pub fn kernel() -> Isa {
+    KERNELS
+        .into_iter()
+        .find(|&k| available(k))
+        .unwrap_or(Isa::Portable)
 }
 
 /// The int8 product's kernel, for the dispatch table.
 pub fn describe(kernel: Isa) -> &'static str {
     match kernel {
+        Isa::Avx512 => "avx512_vnni vpdpbusd zmm: tiles 1x8 (B=1), 2x8, 4x4 (B<=4), 8x2",
         Isa::Avx2Fma => "avx2 vpmaddubsw + vpmaddwd + vpaddd: tiles 1x4, 2x2, 4x1",
-        _ => "portable loop",
+        Isa::Portable => "portable loop",
     }
 }
 
@@ -312,7 +336,7 @@ pub fn describe(kernel: Isa) -> &'static str {
 ///
 /// # Safety
 /// As [`super::panel::panel_gemm_raw`], for the rows of every block. Panics when this CPU cannot
-/// run `kernel`, or when it is not one of the int8 kernels (AVX2, portable).
+/// run `kernel` ([`available`]), or when it is not one of [`KERNELS`].
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn panel_gemm_with(
     kernel: Isa,
@@ -327,10 +351,15 @@ pub unsafe fn panel_gemm_with(
 ) {
     // every row is read in whole quads, so the stride must cover them (even for one row)
     assert!(lda >= padded(k), "int8 panel_gemm: lda below padded(k)");
+    assert!(
+        available(kernel),
+        "this CPU cannot run the {} int8 kernel",
+        kernel.name()
+    );
     let go = super::panel::check_product(super::panel::ProductArgs {
         what: "int8 panel_gemm",
         kernel,
-        kernels: &[Isa::Avx2Fma, Isa::Portable],
+        kernels: &KERNELS,
         m,
         groups,
         row: padded(k),
@@ -345,11 +374,12 @@ pub unsafe fn panel_gemm_with(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if kernel == Isa::Avx2Fma {
-        // SAFETY: the CPU runs AVX2 (asserted); sizes checked above; the caller's contract
-        // covers the writes.
-        unsafe { avx2::run(m, groups, k, a, lda, packed, panels, out) };
-        return;
+    match kernel {
+        // SAFETY (both): the CPU runs the kernel (asserted); sizes checked above; the caller's
+        // contract covers the writes.
+        Isa::Avx512 => return unsafe { vnni512::run(m, groups, k, a, lda, packed, panels, out) },
+        Isa::Avx2Fma => return unsafe { avx2::run(m, groups, k, a, lda, packed, panels, out) },
+        Isa::Portable => {}
     }
     // SAFETY: forwarded contract.
     unsafe { portable(m, groups, k, a, lda, packed, panels, out) }
@@ -464,6 +494,89 @@ mod avx2 {
                             _mm256_maskstore_epi32(dst.add(8 * h), mask, *half);
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni512 {
+    use super::{packed_len, quads, Groups, OutPtr, NR};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// Rows x panels as the float32 AVX-512 kernel's: at least 8 accumulators (one chain each;
+    /// `vpdpbusd` has a latency of about 5 cycles), at most 16 of the 32 registers.
+    fn tile_shape(m: usize) -> (usize, usize) {
+        match m {
+            1 => (1, 8),
+            2 => (2, 8),
+            3 | 4 => (m, 4),
+            _ => (8, 2),
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F and AVX512-VNNI present; the checks and contract of `panel_gemm_with`.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run(
+        m: usize,
+        groups: Groups,
+        k: usize,
+        a: &[u8],
+        lda: usize,
+        packed: &[i8],
+        panels: Range<usize>,
+        out: OutPtr<i32>,
+    ) {
+        let ps = packed_len(1, k);
+        crate::ops::panel::tiled_product!(m, k, a, lda, packed, ps, groups, panels, out, &[8, 4, 2, 1]; 1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4; 1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2; 1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1);
+    }
+
+    /// `R` rows x `V` panels of C: per quad of rows, a 32-bit broadcast of the row's four codes
+    /// against each panel's one vector of 16 columns x 4 codes.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize, const V: usize>(
+        k: usize,
+        ap: *const u8,
+        lda: usize,
+        bp: *const i8,
+        ps: usize,
+        out: OutPtr<i32>,
+        i0: usize,
+        q: usize,
+    ) {
+        // SAFETY (whole body): the caller guarantees R rows of padded(k) codes at stride lda, V
+        // panels of ps bytes, and C rows i0..i0+R; columns are masked below.
+        unsafe {
+            let mut acc = [[_mm512_setzero_si512(); V]; R];
+            for p4 in 0..quads(k) {
+                let mut w = [_mm512_setzero_si512(); V];
+                for v in 0..V {
+                    w[v] = _mm512_loadu_si512(bp.add(v * ps + p4 * 4 * NR) as *const __m512i);
+                }
+                for r in 0..R {
+                    let quad = (ap.add(r * lda + 4 * p4) as *const i32).read_unaligned();
+                    let av = _mm512_set1_epi32(quad);
+                    for v in 0..V {
+                        acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, w[v]);
+                    }
+                }
+            }
+            for v in 0..V {
+                let c0 = (q + v) * NR;
+                let width = NR.min(out.n.saturating_sub(c0));
+                let mask: __mmask16 = if width >= NR {
+                    0xffff
+                } else {
+                    ((1u32 << width) - 1) as u16
+                };
+                for r in 0..R {
+                    let dst = out.ptr.add((i0 + r) * out.ld + c0);
+                    _mm512_mask_storeu_epi32(dst, mask, acc[r][v]);
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! (float32 and bf16), softmax cross-entropy.
 
 pub mod act;
+pub mod aligned;
 pub mod amx;
 pub mod bf16;
 pub mod cpu;
