@@ -89,6 +89,11 @@ pub struct Args {
     /// say which wins and what the driver's own choice costs against it.
     #[arg(long)]
     tune: bool,
+    /// --tune: rounds over the candidates, each round timing every candidate once in turn; each
+    /// candidate's figure is its median over the rounds, so that a drift of the machine's speed
+    /// during the run does not pick the winner.
+    #[arg(long, default_value_t = 3, requires = "tune")]
+    tune_rounds: usize,
     /// Print which kernel each hot float32 operation runs on this CPU (the dispatch table:
     /// instruction set, per-step product, element-wise passes, transpositions) and time nothing.
     #[arg(long)]
@@ -336,14 +341,25 @@ fn tune_stack(a: &Args, s: StackShape, mode: Mode, threads: usize) -> Result<()>
             }
         }
     }
-    let mut rows = Vec::new();
-    for (name, sched) in candidates {
-        schedule::set(sched);
-        let r = measure_stack(a, s, mode);
-        schedule::set(Schedule::AUTO);
-        let (secs, _, _, gflops) = r?;
-        rows.push((name, secs, gflops));
+    let mut times = vec![Vec::new(); candidates.len()];
+    for _ in 0..a.tune_rounds.max(1) {
+        for ((_, sched), t) in candidates.iter().zip(&mut times) {
+            schedule::set(*sched);
+            let r = measure_stack(a, s, mode);
+            schedule::set(Schedule::AUTO);
+            let (secs, _, _, gflops) = r?;
+            t.push((secs, gflops));
+        }
     }
+    let rows: Vec<(String, f64, f64)> = candidates
+        .into_iter()
+        .zip(times)
+        .map(|((name, _), mut t)| {
+            t.sort_by(|x, y| x.0.total_cmp(&y.0));
+            let (secs, gflops) = t[t.len() / 2];
+            (name, secs, gflops)
+        })
+        .collect();
     let best = rows
         .iter()
         .min_by(|x, y| x.1.total_cmp(&y.1))
@@ -372,7 +388,7 @@ fn tune_stack(a: &Args, s: StackShape, mode: Mode, threads: usize) -> Result<()>
         )?;
         return Ok(());
     }
-    writeln!(out, "{what}")?;
+    writeln!(out, "{what} (medians of {} rounds)", a.tune_rounds.max(1))?;
     for (name, secs, gflops) in &rows {
         let mark = if *name == best.0 { "  <- best" } else { "" };
         writeln!(

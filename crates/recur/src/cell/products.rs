@@ -154,12 +154,25 @@ pub(super) fn input_projection_int8<F: Float>(
     }
     let ldq = int8::padded(ni);
     grow(&mut c.xq8, rows * ldq);
-    let rq = int8::quantize_activations(f32s(x), rows, ni, ld, &mut c.xq8, ldq);
     grow(&mut c.xacc, rows * ldc);
-    let (xq8, packed) = (&c.xq8, &c.wipack8[..n8]);
+    // each part quantizes its rows, multiplies them and writes their products back in float32
+    // (the addresses as integers, so that the parts can share them: each part makes slices of
+    // its own rows only)
+    let (xq8, xw) = (c.xq8.as_mut_ptr() as usize, c.xw.as_mut_ptr() as usize);
+    let (packed, wiscale, wisum) = (&c.wipack8[..n8], &c.wiscale, &c.wisum);
+    let x = f32s(x);
     let per = rows.div_ceil(crate::ops::gemm::threads()).max(1) * ldc;
     crate::ops::for_parts_mut(&mut c.xacc[..rows * ldc], per, rows >= 16, |e0, part| {
         let (r0, m) = (e0 / ldc, part.len() / ldc);
+        // SAFETY: rows r0..r0+m of xq8 (rows * ldq codes) and of xw (rows * gh floats, F = f32)
+        // belong to this part alone; both buffers were sized above and outlive the parts.
+        let (codes, xw) = unsafe {
+            (
+                std::slice::from_raw_parts_mut((xq8 as *mut u8).add(r0 * ldq), m * ldq),
+                std::slice::from_raw_parts_mut((xw as *mut f32).add(r0 * gh), m * gh),
+            )
+        };
+        let rq = int8::quantize_activations(&x[r0 * ld..], m, ni, ld, codes, ldq);
         let out = OutPtr {
             ptr: part.as_mut_ptr(),
             ld: ldc,
@@ -172,29 +185,26 @@ pub(super) fn input_projection_int8<F: Float>(
                 m,
                 Groups::ONE,
                 ni,
-                &xq8[r0 * ldq..],
+                codes,
                 ldq,
                 packed,
                 0..ng * panels(nh),
                 out,
             )
         };
-    });
-    for (r, &q) in rq.iter().enumerate() {
-        // SAFETY: F is f32 (as above): the cast is an identity
-        let row =
-            unsafe { std::slice::from_raw_parts_mut(c.xw[r * gh..].as_mut_ptr() as *mut f32, gh) };
-        for g in 0..ng {
-            let col = r * ldc + g * hs;
-            int8::dequantize(
-                q,
-                &c.xacc[col..col + nh],
-                &c.wiscale[g * hs..g * hs + nh],
-                &c.wisum[g * hs..g * hs + nh],
-                &mut row[g * nh..(g + 1) * nh],
-            );
+        for (r, &q) in rq.iter().enumerate() {
+            for g in 0..ng {
+                let col = r * ldc + g * hs;
+                int8::dequantize(
+                    q,
+                    &part[col..col + nh],
+                    &wiscale[g * hs..g * hs + nh],
+                    &wisum[g * hs..g * hs + nh],
+                    &mut xw[r * gh + g * nh..r * gh + (g + 1) * nh],
+                );
+            }
         }
-    }
+    });
 }
 
 /// The L3 cache shared by the cores (read from the machine: `ops::cpu::Caches`): a few choices
