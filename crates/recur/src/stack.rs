@@ -6,6 +6,7 @@
 //! each direction: `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`, `weight_hr`.
 
 use crate::cell::{self, CellKind, DirCache, DirDims, DirGrads, DirWeights, LayerInput};
+use crate::ops::aligned::AVec;
 use crate::ops::Float;
 use crate::params::ParamLayout;
 use crate::rng::Rng;
@@ -349,30 +350,30 @@ pub struct StackWorkspace<F> {
     pub shape: SeqShape,
     caches: Vec<DirCache<F>>,
     /// Per layer: outputs (T, B, D*P).
-    pub outs: Vec<Vec<F>>,
+    pub outs: Vec<AVec<F>>,
     // per layer l > 0: the dropped-out input and the mask (0 or 1/(1-p)), (T, B, D*P)
-    dropped: Vec<Vec<F>>,
-    masks: Vec<Vec<F>>,
+    dropped: Vec<AVec<F>>,
+    masks: Vec<AVec<F>>,
     dropout_on: Vec<bool>,
     // weight drop, per layer x direction: the masked weight_hh of this call and its mask (0 or
     // 1/(1-p)); a buffer for weight_hh's gradient; whether the last forward dropped weights
-    wd_w: Vec<Vec<F>>,
-    wd_mask: Vec<Vec<F>>,
-    wd_grad: Vec<F>,
+    wd_w: Vec<AVec<F>>,
+    wd_mask: Vec<AVec<F>>,
+    wd_grad: AVec<F>,
     wd_on: bool,
     // output dropout: the last layer's dropped-out outputs and their mask, (T, B, D*P)
-    out_dropped: Vec<F>,
-    out_mask: Vec<F>,
+    out_dropped: AVec<F>,
+    out_mask: AVec<F>,
     out_drop_on: bool,
     // input dropout: layer 0's dropped-out input (dense, (T, B, I)), its mask, the gradient
     // of the dropped input (for a dense input's gradient); whether the last forward dropped
-    in_dropped: Vec<F>,
-    in_mask: Vec<F>,
-    in_grad: Vec<F>,
+    in_dropped: AVec<F>,
+    in_mask: AVec<F>,
+    in_grad: AVec<F>,
     in_drop_on: bool,
     // per layer: gradient of its outputs (T, B, D*P)
-    douts: Vec<Vec<F>>,
-    dinput: Vec<F>,
+    douts: Vec<AVec<F>>,
+    dinput: AVec<F>,
     /// Final states: h_n (L*D, B, P) and c_n (L*D, B, H, LSTM only), PyTorch's layout.
     pub h_n: Vec<F>,
     pub c_n: Vec<F>,
@@ -423,7 +424,7 @@ impl<F: Float> StackWorkspace<F> {
 
     /// Bytes held by this workspace.
     pub fn bytes(&self) -> usize {
-        let v = |x: &Vec<Vec<F>>| x.iter().map(|v| v.len()).sum::<usize>();
+        let v = |x: &Vec<AVec<F>>| x.iter().map(|v| v.len()).sum::<usize>();
         let n = v(&self.outs)
             + v(&self.dropped)
             + v(&self.masks)
@@ -606,7 +607,8 @@ impl Stack {
                 caches.push(DirCache::new(self.dir_dims(shape, l, d)));
             }
         }
-        let z = |n: usize| vec![F::ZERO; n];
+        let z = |n: usize| AVec::zeroed(n);
+        let v = |n: usize| vec![F::ZERO; n];
         let drop = self.cfg.dropout > 0.0;
         // weight drop: a masked copy of each direction's weight_hh and its mask
         let wd_len = |idx: usize| {
@@ -652,10 +654,10 @@ impl Stack {
             in_drop_on: false,
             douts: (0..nl).map(|_| z(out)).collect(),
             dinput: z(if nl > 1 { out } else { 0 }),
-            h_n: z(nl * nd * b * p),
-            c_n: z(if lstm { nl * nd * b * h } else { 0 }),
-            dh0: z(nl * nd * b * p),
-            dc0: z(if lstm { nl * nd * b * h } else { 0 }),
+            h_n: v(nl * nd * b * p),
+            c_n: v(if lstm { nl * nd * b * h } else { 0 }),
+            dh0: v(nl * nd * b * p),
+            dc0: v(if lstm { nl * nd * b * h } else { 0 }),
         }
     }
 

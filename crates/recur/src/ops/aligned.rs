@@ -7,12 +7,18 @@
 //! product ran 24-44% faster from aligned panels on an Intel Xeon (docs/performance.md, "Buffers
 //! on cache lines").
 
-use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
+use std::alloc::{alloc, alloc_zeroed, dealloc, handle_alloc_error, Layout};
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
 /// The alignment of every [`AVec`]: one cache line, one 512-bit vector.
 pub const ALIGN: usize = 64;
+
+/// Buffers of at least this many bytes start on a huge-page boundary (2 MiB on x86-64), and on
+/// Linux ask for huge pages (`madvise(MADV_HUGEPAGE)`, which Linux honours where transparent
+/// huge pages are set to `madvise` or `always`): a layer's packed weights then take a few TLB
+/// entries instead of one per 4 KiB. Why: docs/performance.md, "Huge pages".
+pub const HUGE: usize = 2 << 20;
 
 /// A fixed-length buffer of `T` on a [`ALIGN`]-byte boundary, used as a slice. Made zeroed
 /// ([`AVec::zeroed`]); its length changes only by making a new one.
@@ -40,10 +46,22 @@ impl<T: Copy + Default> AVec<T> {
         let Some(layout) = layout_of::<T>(len) else {
             return AVec::new();
         };
-        // SAFETY: the layout has a non-zero size (checked in `layout_of`).
-        let raw = unsafe { alloc_zeroed(layout) } as *mut T;
-        let ptr = NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout));
-        AVec { ptr, len }
+        if layout.align() < HUGE {
+            // SAFETY: the layout has a non-zero size (checked in `layout_of`).
+            let raw = unsafe { alloc_zeroed(layout) } as *mut T;
+            let ptr = NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout));
+            return AVec { ptr, len };
+        }
+        // SAFETY: as above; the block is then asked for huge pages before its first write
+        // (which is when Linux gives a block its pages), and zeroed.
+        unsafe {
+            let raw = alloc(layout);
+            let ptr = NonNull::new(raw as *mut T).unwrap_or_else(|| handle_alloc_error(layout));
+            #[cfg(target_os = "linux")]
+            libc::madvise(raw as *mut libc::c_void, layout.size(), libc::MADV_HUGEPAGE);
+            std::ptr::write_bytes(raw, 0, layout.size());
+            AVec { ptr, len }
+        }
     }
 }
 
@@ -53,7 +71,11 @@ fn layout_of<T>(len: usize) -> Option<Layout> {
     if bytes == 0 {
         return None;
     }
-    let align = ALIGN.max(std::mem::align_of::<T>());
+    let align = if bytes >= HUGE {
+        HUGE
+    } else {
+        ALIGN.max(std::mem::align_of::<T>())
+    };
     Some(Layout::from_size_align(bytes, align).expect("AVec: size overflows"))
 }
 
@@ -94,6 +116,22 @@ impl<T: Copy + Default> AsRef<[T]> for AVec<T> {
     }
 }
 
+impl<'a, T: Copy + Default> IntoIterator for &'a AVec<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'a, T: Copy + Default> IntoIterator for &'a mut AVec<T> {
+    type Item = &'a mut T;
+    type IntoIter = std::slice::IterMut<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_mut()
+    }
+}
+
 impl<T: Copy + Default> Clone for AVec<T> {
     fn clone(&self) -> Self {
         let mut out = AVec::zeroed(self.len);
@@ -114,7 +152,7 @@ mod tests {
 
     #[test]
     fn buffers_start_on_a_cache_line_and_hold_zeros() {
-        for len in [1usize, 3, 16, 1000, 1 << 18] {
+        for len in [1usize, 3, 16, 1000, 1 << 18, (HUGE / 4) + 5] {
             let mut v = AVec::<f32>::zeroed(len);
             assert_eq!(v.as_ptr() as usize % ALIGN, 0, "len {len}");
             assert_eq!(v.len(), len);
