@@ -542,11 +542,8 @@ const CHUNK_ROWS: usize = 64;
 const CHUNK_BYTES: usize = 256 << 10;
 
 /// In bf16 mode, whether the per-step product reads W_hh as bf16 panels rather than float32
-/// panels of the rounded weights (the same bits either way): only when the step waits on
-/// memory, i.e. when the float32 weights exceed all the cache the threads hold (the L3 and
-/// their L2s) and each tile has few rows (at most [`BF16_MAX_ROWS`]) to share a loaded weight
-/// between. Elsewhere the widening costs more than the bytes it saves. Why these limits:
-/// docs/performance.md, "bf16 panels or float32 panels".
+/// panels of the rounded weights (the same bits either way): `--tune`'s override, else the rule
+/// of [`super::bf16_choice::auto`] (sizes first, a measurement where they do not decide).
 fn bf16_panels(split: &Split, d: &DirDims) -> bool {
     use super::schedule::PanelChoice;
     match super::schedule::get().panels {
@@ -554,18 +551,13 @@ fn bf16_panels(split: &Split, d: &DirDims) -> bool {
         PanelChoice::Bf16 => return true,
         PanelChoice::Auto => {}
     }
-    let caches = crate::ops::cpu::Caches::get();
     let rows = if split.by_rows {
         d.b / split.parts
     } else {
         d.b
     };
-    let weight_bytes = d.gh() * d.h * std::mem::size_of::<f32>();
-    rows <= BF16_MAX_ROWS && weight_bytes > caches.l3 + threads() * caches.l2
+    super::bf16_choice::auto(d.gh(), d.h, rows, split.parts)
 }
-
-/// Rows up to which bf16 panels can pay (see [`bf16_panels`]).
-const BF16_MAX_ROWS: usize = 4;
 
 /// Steps per chunk of the input product computed inside the time loop, or None for one product
 /// of all steps before it. Chunks are for inference only: there they spare the round trip of

@@ -21,6 +21,7 @@
 //! and `simple.rs` the two drivers, `schedule.rs` the fast driver's choices and their override; `rnn.rs`, `lstm.rs`, `gru.rs` the element-wise passes. This
 //! file picks the driver ([`forward`], [`backward`]).
 
+mod bf16_choice;
 mod cache;
 mod fast;
 pub mod gru;
