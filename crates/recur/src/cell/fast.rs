@@ -99,12 +99,14 @@ struct Split {
 /// Rows per part below which a split by rows wastes the panel product's 8-row tiles.
 const MIN_ROWS_PER_PART: usize = 8;
 
-/// The weight size (W_hh, bytes) up to which parts with few rows still split by rows. A measured
-/// constant (1 MiB was a core's L2 on the Zen 5 it was tuned on), not yet a rule derived from the
-/// machine: on a Zen 1 EPYC (512 KiB of L2) the two splits ran within 2% of each other at 768 KiB
-/// (`recur bench --tune`, GRU 256, B = 16); docs/performance.md, "Split by batch rows or by
-/// hidden units".
-const SPLIT_WEIGHTS: usize = 1 << 20;
+/// The weight size (W_hh, bytes) up to which parts with few rows still split by rows: one core's
+/// L2 (read from the machine), where W_hh stays from step to step for a part that streams all of
+/// it. First measured as 1 MiB on a Zen 5 whose L2 is 1 MiB; on a Zen 1 EPYC (512 KiB of L2) the
+/// two splits ran within 2% of each other at 768 KiB (`recur bench --tune`, GRU 256, B = 16);
+/// docs/performance.md, "Split by batch rows or by hidden units".
+fn split_weights() -> usize {
+    crate::ops::cpu::Caches::get().l2
+}
 
 impl Split {
     /// `step_work`: multiply-adds of one step's recurrent product; `rows`: batch size;
@@ -120,7 +122,7 @@ impl Split {
         let forced = super::schedule::get().split;
         if n > 1 && step_work >= PAR_MIN_STEP_WORK {
             // split by rows, each part streams all of W_hh every step instead of its share of
-            // the units; not when the parts have few rows and the weights exceed SPLIT_WEIGHTS.
+            // the units; not when the parts have few rows and the weights exceed one core's L2.
             // Why: docs/performance.md, "Split by batch rows or by hidden units".
             let weight_bytes = step_work / rows.max(1) * std::mem::size_of::<f32>();
             let by_rows = match forced {
@@ -128,7 +130,7 @@ impl Split {
                 SplitChoice::Units => false,
                 SplitChoice::Auto => {
                     rows >= n * MIN_ROWS_PER_PART
-                        && (rows >= n * 2 * MIN_ROWS_PER_PART || weight_bytes <= SPLIT_WEIGHTS)
+                        && (rows >= n * 2 * MIN_ROWS_PER_PART || weight_bytes <= split_weights())
                 }
             };
             sp.by_rows = by_rows;
@@ -538,8 +540,11 @@ const DGT_MIN_WORK: usize = 512;
 const CHUNK_ROWS: usize = 64;
 
 /// The most bytes of one thread's share of a chunk of the input product, so that it stays in L2
-/// (a quarter of the 1 MiB measured) beside the streaming weights until its steps read it.
-const CHUNK_BYTES: usize = 256 << 10;
+/// beside the streaming weights until its steps read it: a quarter of one core's L2 (read from
+/// the machine; 256 KiB on the 1 MiB L2 of the Zen 5 where it was first measured).
+fn chunk_bytes() -> usize {
+    crate::ops::cpu::Caches::get().l2 / 4
+}
 
 /// In bf16 mode, whether the per-step product reads W_hh as bf16 panels rather than float32
 /// panels of the rounded weights (the same bits either way): `--tune`'s override, else the rule
@@ -585,7 +590,7 @@ fn chunk_len<F: Float>(split: &Split, d: &DirDims, keep: bool, cols: usize) -> O
     }
     let rows = rows.max(1);
     let mut len = (CHUNK_ROWS / rows).clamp(1, d.t);
-    while len > 1 && len * rows * cols * std::mem::size_of::<F>() > CHUNK_BYTES {
+    while len > 1 && len * rows * cols * std::mem::size_of::<F>() > chunk_bytes() {
         len -= 1;
     }
     Some(len)

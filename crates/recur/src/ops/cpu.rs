@@ -110,16 +110,19 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
         ("bf16 and int8 instructions", low_precision_features()),
         ("AMX tiles", super::amx::Amx::get().describe()),
         (
-            "caches (schedules use the L3)",
+            "caches (the schedules' sizes)",
             format!(
-                "L2 {} KiB per core, L3 {} MiB{}",
+                "L2 {} KiB per core, L3 {} MiB{}; split by rows up to {} KiB of W_hh for few rows, \
+                 input-product chunks up to {} KiB a thread",
                 caches.l2 >> 10,
                 caches.l3 >> 20,
                 if caches.measured {
                     ""
                 } else {
                     " (not reported here: fallback)"
-                }
+                },
+                caches.l2 >> 10,
+                caches.l2 >> 12,
             ),
         ),
         (

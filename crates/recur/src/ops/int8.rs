@@ -656,12 +656,7 @@ mod vnni512 {
             }
             for v in 0..V {
                 let c0 = (q + v) * NR;
-                let width = NR.min(out.n.saturating_sub(c0));
-                let mask: __mmask16 = if width >= NR {
-                    0xffff
-                } else {
-                    ((1u32 << width) - 1) as u16
-                };
+                let mask = crate::ops::panel::panel_mask(out.n, c0);
                 for r in 0..R {
                     let dst = out.ptr.add((i0 + r) * out.ld + c0);
                     _mm512_mask_storeu_epi32(dst, mask, acc[r][v]);

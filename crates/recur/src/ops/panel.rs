@@ -479,9 +479,21 @@ macro_rules! tiled_product {
 }
 pub(crate) use tiled_product;
 
+/// The store mask of the panel starting at column `c0` of a C with `n` columns: one bit per
+/// column that exists (the AVX-512 kernels store a panel row as one masked vector).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn panel_mask(n: usize, c0: usize) -> u16 {
+    let width = NR.min(n.saturating_sub(c0));
+    if width >= NR {
+        0xffff
+    } else {
+        ((1u32 << width) - 1) as u16
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Groups, OutPtr, NR};
+    use super::{panel_mask, Groups, OutPtr, NR};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -546,12 +558,7 @@ mod avx512 {
             }
             for v in 0..V {
                 let c0 = (q + v) * NR;
-                let width = NR.min(out.n.saturating_sub(c0));
-                let mask: __mmask16 = if width >= NR {
-                    0xffff
-                } else {
-                    ((1u32 << width) - 1) as u16
-                };
+                let mask = panel_mask(out.n, c0);
                 for r in 0..R {
                     let dst = out.ptr.add((i0 + r) * out.ld + c0);
                     _mm512_mask_storeu_ps(dst, mask, acc[r][v]);
