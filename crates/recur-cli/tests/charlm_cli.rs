@@ -709,12 +709,41 @@ fn lr_schedule_flags() {
             "--plateau-factor",
         ),
         (&["--lr-schedule", "sometimes"][..], "--lr-schedule"),
+        // the large preset's cosine: the step schedule's flags need --lr-schedule step
+        (
+            &["--preset", "large", "--lr-decay", "0.5"][..],
+            "--lr-decay",
+        ),
     ] {
         let bad = d.join("bad");
         let mut b = vec!["train", "--data", s(&corpus), "--checkpoint-dir", s(&bad)];
         b.extend_from_slice(flags);
         one_line_error(&recur(&b), &[needle]);
     }
+
+    // the large preset runs the cosine (warm-up 500 steps) with the weights averaged; a smaller
+    // network through the flags, so that the test is quick
+    let ck = d.join("large");
+    let mut a = vec!["train", "--data", s(&corpus), "--checkpoint-dir", s(&ck)];
+    a.extend_from_slice(&["--preset", "large"]);
+    a.extend_from_slice(SMALL);
+    a.extend_from_slice(&["--max-steps", "3", "--eval-every", "10", "--json"]);
+    let out = recur(&a);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("(cosine to x0.05, warm-up 500 steps), weights averaged (decay 0.999)"),
+        "{err}"
+    );
+    json_of(&out);
+    let log = std::fs::read_to_string(ck.join("log.csv")).unwrap();
+    let lrs: Vec<f64> = log
+        .lines()
+        .skip(1)
+        .map(|r| r.split(',').nth(4).unwrap().parse().unwrap())
+        .collect();
+    // the rate rises over the warm-up: 2e-3 * step / 500
+    assert!((lrs[0] - 2e-3 / 500.0).abs() < 1e-12, "{lrs:?}");
+    assert!((lrs[2] - 3.0 * 2e-3 / 500.0).abs() < 1e-12, "{lrs:?}");
 }
 
 /// `--ema`: the log gains the raw weights' column, `recur eval` and `recur sample` use the
