@@ -652,6 +652,14 @@ fn weight_drop_runs_resume_bit_for_bit() {
     );
 }
 
+/// The learning rate of every row of a run's log.csv (its fifth column).
+fn rates(log: &str) -> Vec<f64> {
+    log.lines()
+        .skip(1)
+        .map(|r| r.split(',').nth(4).unwrap().parse().unwrap())
+        .collect()
+}
+
 /// `--lr-schedule cosine`: the log's rate rises over the warm-up, then falls; the schedules'
 /// flags out of place are one-line errors.
 #[test]
@@ -678,11 +686,7 @@ fn lr_schedule_flags() {
     ]);
     json_of(&recur(&a));
     let log = std::fs::read_to_string(ck.join("log.csv")).unwrap();
-    let lrs: Vec<f64> = log
-        .lines()
-        .skip(1)
-        .map(|r| r.split(',').nth(4).unwrap().parse().unwrap())
-        .collect();
+    let lrs = rates(&log);
     assert_eq!(lrs.len(), 20, "{log}");
     assert!(
         (lrs[0] - 0.0025).abs() < 1e-12 && (lrs[3] - 0.01).abs() < 1e-12,
@@ -736,11 +740,7 @@ fn lr_schedule_flags() {
     );
     json_of(&out);
     let log = std::fs::read_to_string(ck.join("log.csv")).unwrap();
-    let lrs: Vec<f64> = log
-        .lines()
-        .skip(1)
-        .map(|r| r.split(',').nth(4).unwrap().parse().unwrap())
-        .collect();
+    let lrs = rates(&log);
     // the rate rises over the warm-up: 2e-3 * step / 500
     assert!((lrs[0] - 2e-3 / 500.0).abs() < 1e-12, "{lrs:?}");
     assert!((lrs[2] - 3.0 * 2e-3 / 500.0).abs() < 1e-12, "{lrs:?}");

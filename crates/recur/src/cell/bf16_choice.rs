@@ -64,6 +64,9 @@ pub(super) fn measured(gh: usize, h: usize, rows: usize, parts: usize) -> bool {
     {
         return won;
     }
+    // timed without holding the lock: the timing runs on the thread pool, whose threads may
+    // reach this function themselves (two layers or directions at once), and the lock is not
+    // reentrant; at worst two threads time the same shape once each
     let (t32, t16) = time_formats(gh, h, rows, parts);
     let won = t16 < MARGIN * t32;
     MEASURED

@@ -104,7 +104,7 @@ const MIN_ROWS_PER_PART: usize = 8;
 /// it. First measured as 1 MiB on a Zen 5 whose L2 is 1 MiB; on a Zen 1 EPYC (512 KiB of L2) the
 /// two splits ran within 2% of each other at 768 KiB (`recur bench --tune`, GRU 256, B = 16);
 /// docs/performance.md, "Split by batch rows or by hidden units".
-fn split_weights() -> usize {
+pub(crate) fn split_weights() -> usize {
     crate::ops::cpu::Caches::get().l2
 }
 
@@ -542,7 +542,7 @@ const CHUNK_ROWS: usize = 64;
 /// The most bytes of one thread's share of a chunk of the input product, so that it stays in L2
 /// beside the streaming weights until its steps read it: a quarter of one core's L2 (read from
 /// the machine; 256 KiB on the 1 MiB L2 of the Zen 5 where it was first measured).
-fn chunk_bytes() -> usize {
+pub(crate) fn chunk_bytes() -> usize {
     crate::ops::cpu::Caches::get().l2 / 4
 }
 

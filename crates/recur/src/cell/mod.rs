@@ -24,6 +24,8 @@
 mod bf16_choice;
 mod cache;
 mod fast;
+/// The schedule sizes the fast driver derives from the machine (for `recur bench --dispatch`).
+pub(crate) use fast::{chunk_bytes, split_weights};
 pub mod gru;
 pub mod lstm;
 mod products;

@@ -121,8 +121,8 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
                 } else {
                     " (not reported here: fallback)"
                 },
-                caches.l2 >> 10,
-                caches.l2 >> 12,
+                crate::cell::split_weights() >> 10,
+                crate::cell::chunk_bytes() >> 10,
             ),
         ),
         (

@@ -22,6 +22,38 @@ use super::cpu::Isa;
 use super::panel::{panels, Groups, OutPtr, NR};
 use std::ops::Range;
 
+/// Calls `$f($args)` compiled for the widest vectors this CPU has (AVX-512, else AVX2 + FMA,
+/// else the build's baseline): the same loop and the same operations per element, so the same
+/// bits, in a wider build. `$f` must be `#[inline(always)]` so that each build vectorizes it.
+macro_rules! widest {
+    ($f:ident($($a:ident: $t:ty),*) $(-> $r:ty)?) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw")]
+            unsafe fn wide512($($a: $t),*) $(-> $r)? {
+                $f($($a),*)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn wide256($($a: $t),*) $(-> $r)? {
+                $f($($a),*)
+            }
+            if Isa::Avx512.available() {
+                // SAFETY: the CPU runs AVX-512 (checked).
+                unsafe { wide512($($a),*) }
+            } else if Isa::Avx2Fma.available() {
+                // SAFETY: the CPU runs AVX2 and FMA (checked).
+                unsafe { wide256($($a),*) }
+            } else {
+                $f($($a),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $f($($a),*)
+        }
+    }};
+}
+
 /// The largest activation code: 7 bits.
 pub const QA_MAX: i32 = 127;
 
@@ -252,28 +284,7 @@ pub fn quantize_pack_gates_t(
 /// sum[j])`, `acc` the int32 sums of the row's codes against the weight codes, `scale` and
 /// `sum` the weight rows' ([`quantize_pack_gates_t`]).
 pub fn dequantize(a: RowQuant, acc: &[i32], scale: &[f32], sum: &[i32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // the same loop compiled for the wider vectors (the same operations in the same order
-        // per element, so the same bits)
-        #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw")]
-        unsafe fn wide512(a: RowQuant, acc: &[i32], scale: &[f32], sum: &[i32], out: &mut [f32]) {
-            dequantize_loop(a, acc, scale, sum, out)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn wide256(a: RowQuant, acc: &[i32], scale: &[f32], sum: &[i32], out: &mut [f32]) {
-            dequantize_loop(a, acc, scale, sum, out)
-        }
-        if Isa::Avx512.available() {
-            // SAFETY: the CPU runs AVX-512 (checked).
-            return unsafe { wide512(a, acc, scale, sum, out) };
-        }
-        if Isa::Avx2Fma.available() {
-            // SAFETY: the CPU runs AVX2 and FMA (checked).
-            return unsafe { wide256(a, acc, scale, sum, out) };
-        }
-    }
-    dequantize_loop(a, acc, scale, sum, out)
+    widest!(dequantize_loop(a: RowQuant, acc: &[i32], scale: &[f32], sum: &[i32], out: &mut [f32]))
 }
 
 #[inline(always)]
@@ -322,21 +333,7 @@ pub fn quantize_activations(
 
 /// The scale and zero point of one row.
 pub fn row_params(row: &[f32]) -> RowQuant {
-    #[cfg(target_arch = "x86_64")]
-    let (lo, hi) = {
-        #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw")]
-        unsafe fn wide(row: &[f32]) -> (f32, f32) {
-            min_max(row)
-        }
-        if Isa::Avx512.available() {
-            // SAFETY: the CPU runs AVX-512 (checked).
-            unsafe { wide(row) }
-        } else {
-            min_max(row)
-        }
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let (lo, hi) = min_max(row);
+    let (lo, hi) = widest!(min_max(row: &[f32]) -> (f32, f32));
     let span = hi - lo;
     if !(span > 0.0) || !span.is_finite() {
         return RowQuant {
