@@ -1,6 +1,7 @@
 //! Times one step's recurrent product of an LSTM (`h W_hh^T`, W_hh 4H x H) on the packed
-//! kernels of each number format (float32, bf16, int8) on one thread, side by side: the median
-//! of repeated runs, as GFLOP/s (2 per multiply-add) and as GB/s of weights read.
+//! kernels of each number format (float32, bf16 on each of its kernels this CPU runs, int8) on
+//! one thread, side by side: the median of repeated runs, as GFLOP/s (2 per multiply-add) and
+//! as GB/s of weights read.
 //!
 //! ```text
 //! cargo run --release -p recur --example packed_products [H,B ...]
@@ -56,16 +57,25 @@ fn main() {
         }
     };
     recur::set_threads(1);
+    let bf16_kernels: Vec<_> = bf16::KERNELS
+        .into_iter()
+        .filter(|&k| bf16::available(k) && k != recur::ops::cpu::Isa::Portable)
+        .collect();
     println!(
         "kernels: f32 {}, bf16 {}, int8 {} (one thread)",
         panel::kernel_for::<f32>().name(),
-        bf16::kernel().name(),
+        bf16_kernels
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(" and "),
         int8::kernel().name()
     );
-    println!(
-        "{:>5} {:>3} | {:>18} | {:>18} | {:>18} | bf16/f32 int8/f32",
-        "H", "B", "f32 GFLOP/s GB/s", "bf16 GFLOP/s GB/s", "int8 GOP/s GB/s"
-    );
+    print!("{:>5} {:>3} | {:>18} |", "H", "B", "f32 GFLOP/s GB/s");
+    for k in &bf16_kernels {
+        print!(" {:>18} |", format!("bf16 {} GFLOP/s GB/s", k.name()));
+    }
+    println!(" {:>18} | bf16/f32... int8/f32", "int8 GOP/s GB/s");
     let mut rng = Rng::new(1);
     for (h, b) in shapes {
         let (g, k) = (4, h);
@@ -84,15 +94,22 @@ fn main() {
 
         let mut p16 = AVec::<u16>::zeroed(bf16::packed_len(np, k));
         bf16::from_panels(&mut p16, &p32, np, k);
-        let t16 = median_secs(|| {
-            let out = OutPtr {
-                ptr: c.as_mut_ptr(),
-                ld,
-                n: ld,
-            };
-            // SAFETY: `c` holds b rows of ld columns, borrowed for the call.
-            unsafe { bf16::panel_gemm_raw(b, k, &a, k, &p16, 0..np, out) }
-        });
+        let t16: Vec<f64> = bf16_kernels
+            .iter()
+            .map(|&kern| {
+                median_secs(|| {
+                    let out = OutPtr {
+                        ptr: c.as_mut_ptr(),
+                        ld,
+                        n: ld,
+                    };
+                    // SAFETY: `c` holds b rows of ld columns, borrowed for the call.
+                    unsafe {
+                        bf16::panel_gemm_with(kern, b, Groups::ONE, k, &a, k, &p16, 0..np, out)
+                    }
+                })
+            })
+            .collect();
 
         let (q, _) = int8::quantize_rows(&w, g * h, k);
         let mut p8 = AVec::<i8>::zeroed(int8::packed_len(np, k));
@@ -113,16 +130,18 @@ fn main() {
             }
         });
         let gb = |bytes: usize, t: f64| bytes as f64 / t / 1e9;
-        println!(
-            "{h:>5} {b:>3} | {:>8.1} {:>9.1} | {:>8.1} {:>9.1} | {:>8.1} {:>9.1} | {:>8.2} {:>8.2}",
+        print!(
+            "{h:>5} {b:>3} | {:>8.1} {:>9.1} |",
             flops / t32 / 1e9,
-            gb(p32.len() * 4, t32),
-            flops / t16 / 1e9,
-            gb(p16.len() * 2, t16),
-            flops / t8 / 1e9,
-            gb(p8.len(), t8),
-            t32 / t16,
-            t32 / t8
+            gb(p32.len() * 4, t32)
         );
+        for &t in &t16 {
+            print!(" {:>8.1} {:>9.1} |", flops / t / 1e9, gb(p16.len() * 2, t));
+        }
+        print!(" {:>8.1} {:>9.1} |", flops / t8 / 1e9, gb(p8.len(), t8));
+        for &t in &t16 {
+            print!(" {:>5.2}", t32 / t);
+        }
+        println!(" {:>5.2}", t32 / t8);
     }
 }

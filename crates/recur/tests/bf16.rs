@@ -1,10 +1,12 @@
 //! bf16 (`ops::bf16`): the conversion against its definition (round to nearest, ties to even,
 //! on the bits; NaN, infinities, overflow, subnormals), and the packed bf16 product on every
-//! kernel this CPU runs (AVX2 + FMA, portable; the others are skipped, saying so) against an
-//! f64 reference computed from the same rounded operands, on awkward sizes (m, k, H around the
-//! tile and panel widths, odd k for the half-filled last pair), output pre-filled with NaN so
-//! that an unwritten element shows and padding columns stay untouched. The kernels must also
-//! agree with the portable loop bit for bit: they add the same exact products in the same order.
+//! kernel this CPU runs (AVX512-BF16, AVX2 + FMA, portable; the others are skipped, saying so)
+//! against an f64 reference computed from the same rounded operands, on awkward sizes (m, k, H
+//! around the tile and panel widths, odd k for the half-filled last pair), output pre-filled with
+//! NaN so that an unwritten element shows and padding columns stay untouched. The AVX2 kernel
+//! must also agree with the portable loop bit for bit (the same exact products in the same
+//! order); the AVX512-BF16 kernel with the order `vdpbf16ps` is defined to add them in (Intel
+//! SDM: per pair of rows, the second row's product, then the first's, each sum rounded).
 
 use recur::ops::bf16::{self, from_bf16, from_panels, pack_gates_t, packed_len, round, to_bf16};
 use recur::ops::cpu::Isa;
@@ -81,8 +83,8 @@ fn conversion_rounds_to_nearest_even() {
 
 fn kernels() -> Vec<Isa> {
     let mut out = Vec::new();
-    for k in [Isa::Avx2Fma, Isa::Portable] {
-        if k.available() {
+    for k in bf16::KERNELS {
+        if bf16::available(k) {
             out.push(k);
         } else {
             eprintln!("skipped: this CPU cannot run the {} bf16 kernel", k.name());
@@ -180,6 +182,17 @@ fn packed_product_matches_the_reference_on_every_kernel() {
                             }
                         }
                     }
+                    if kern == Isa::Avx512 {
+                        let want = in_instruction_order(m, k, &a, lda, &packed, g, h, ld);
+                        for (col, (x, y)) in c.iter().zip(&want).enumerate() {
+                            assert_eq!(
+                                x.to_bits(),
+                                y.to_bits(),
+                                "vdpbf16ps order m={m} k={k} h={h} element {col}: {x:e} vs {y:e}"
+                            );
+                        }
+                        continue;
+                    }
                     match &first {
                         None => first = Some(c),
                         Some(f) => {
@@ -195,6 +208,40 @@ fn packed_product_matches_the_reference_on_every_kernel() {
             }
         }
     }
+}
+
+/// The product as `vdpbf16ps` defines it, in float32 (subnormals do not occur in these operands):
+/// per pair of rows `(2p, 2p + 1)`, `s += a[2p+1] w[2p+1]` and then `s += a[2p] w[2p]`, each
+/// product exact and each sum rounded; a missing second row of the last pair adds zero.
+#[allow(clippy::too_many_arguments)]
+fn in_instruction_order(
+    m: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[u16],
+    g: usize,
+    h: usize,
+    ld: usize,
+) -> Vec<f32> {
+    let mut c = vec![f32::NAN; m * ld];
+    let size = packed_len(1, k);
+    for i in 0..m {
+        for q in 0..g * panels(h) {
+            for j in 0..NR {
+                let w = |p: usize| from_bf16(packed[q * size + ((p / 2) * NR + j) * 2 + p % 2]);
+                let mut s = 0.0f32;
+                for pp in 0..bf16::pair_rows(k) {
+                    let (p0, p1) = (2 * pp, 2 * pp + 1);
+                    let a1 = if p1 < k { a[i * lda + p1] } else { 0.0 };
+                    s += a1 * w(p1);
+                    s += a[i * lda + p0] * w(p0);
+                }
+                c[i * ld + q * NR + j] = s;
+            }
+        }
+    }
+    c
 }
 
 #[test]

@@ -1,11 +1,18 @@
-//! In bf16 inference, whether the per-step product reads W_hh as bf16 panels (half the bytes,
-//! each weight widened in registers) or as float32 panels of the rounded weights (the float32
-//! kernel). Both add the same exact products in the same order, so they give the same bits; the
-//! choice is speed alone, and it depends on how fast this machine streams weights from its
-//! shared cache, which cache sizes do not tell. So where it is not clear from the sizes, it is
-//! measured: both formats timed once per shape and thread count, in this process, on the
-//! machine it runs on. Why: docs/performance.md, "bf16 panels or float32 panels" and "bf16
-//! panels measured where the L3 decides".
+//! In bf16 inference, whether the per-step product reads W_hh as bf16 panels (half the bytes)
+//! or as float32 panels of the rounded weights (the float32 kernel).
+//!
+//! Where the CPU multiplies bf16 directly (AVX512-BF16's `vdpbf16ps`), the bf16 panels are
+//! multiplied by it; elsewhere each bf16 weight is widened in registers and goes through the
+//! float32 FMA, and both formats then add the same exact products in the same order (the same
+//! bits). Either way the choice is speed alone, and it depends on how fast this machine streams
+//! weights from its shared cache, which cache sizes do not tell, so where it is not clear from
+//! the sizes it is measured: both formats timed once per shape and thread count, in this
+//! process, on the machine it runs on. `vdpbf16ps` does twice a float32 FMA's products per
+//! instruction but need not retire as many instructions: on the Xeon it was measured on, it
+//! did about half the float32 FMA's products per second, so it pays where the step waits on
+//! the weights' bytes, not where it waits on arithmetic. Why: docs/performance.md, "bf16 panels
+//! or float32 panels", "bf16 panels measured where the L3 decides" and docs/precision.md,
+//! "vdpbf16ps".
 
 use crate::ops::aligned::AVec;
 use crate::ops::cpu::Caches;
@@ -22,12 +29,17 @@ pub(super) const BF16_MAX_ROWS: usize = 4;
 
 /// The decision for a step of `rows` batch rows (a thread's rows) against W_hh of `gh x h`
 /// (float32 bytes `gh * h * 4`), split over `parts` threads by units:
+/// - one row on a CPU that multiplies bf16 directly ([`bf16::native`]): bf16 panels (one load
+///   of 32 weights feeds one `vdpbf16ps`, where float32 needs two loads for two FMAs);
 /// - more than [`BF16_MAX_ROWS`] rows, or weights that fit in the threads' L2s: float32 panels
 ///   (the step does not wait on the weights' bytes);
 /// - weights beyond the L3 and the L2s together: bf16 panels (the step streams them from
 ///   memory; measured 1.45-1.59x on the first machine);
 /// - in between (the weights stream from the L3 every step): measured ([`measured`]).
 pub(super) fn auto(gh: usize, h: usize, rows: usize, parts: usize) -> bool {
+    if rows == 1 && bf16::native() {
+        return true;
+    }
     let caches = Caches::get();
     let weight_bytes = gh * h * std::mem::size_of::<f32>();
     if rows > BF16_MAX_ROWS || weight_bytes <= parts.max(1) * caches.l2 {
@@ -131,9 +143,11 @@ mod tests {
 
     #[test]
     fn sizes_decide_first_and_a_measurement_is_kept() {
-        // many rows, or weights that stay in the L2s: float32 panels, nothing timed
+        // many rows, or weights that stay in the L2s: float32 panels, nothing timed (unless
+        // one row on a CPU that multiplies bf16 directly: then bf16 panels)
         assert!(!auto(4 * 1024, 1024, BF16_MAX_ROWS + 1, 1));
-        assert!(!auto(4 * 16, 16, 1, 1));
+        assert!(!auto(4 * 16, 16, 2, 1));
+        assert_eq!(auto(4 * 16, 16, 1, 1), bf16::native());
         // both formats timed: finite, positive times
         let (t32, t16) = time_formats(4 * 64, 64, 2, 2);
         assert!(t32 > 0.0 && t32.is_finite() && t16 > 0.0 && t16.is_finite());

@@ -16,9 +16,11 @@
 //! panels: a per-step product that streams its weights from memory or the L3 (a batch of one)
 //! moves half as much.
 //!
-//! Kernels: the portable loop (the reference) and AVX2 + FMA, which also serves AVX-512
-//! machines for now. Both sum the products of a column in order of `k`, so they agree bit for
-//! bit when `A` holds bf16 values (they then compute the same exact products).
+//! Kernels: the portable loop (the reference), AVX2 + FMA (weights widened to float32) and
+//! AVX512-BF16 (`vdpbf16ps`, bf16 multiplied directly). The first two sum the products of a
+//! column in order of `k`, so they agree bit for bit when `A` holds bf16 values (they then
+//! compute the same exact products); the third adds each pair's products in the instruction's
+//! order (see [`panel_gemm_with`]).
 
 use super::cpu::Isa;
 use super::panel::{panels, Groups, OutPtr, NR};
@@ -131,21 +133,49 @@ pub fn from_panels(dst: &mut [u16], src: &[f32], n_panels: usize, k: usize) {
     });
 }
 
-/// The kernel the bf16 product runs here: AVX2 + FMA where the CPU has it (AVX-512 machines
-/// included), else the portable loop.
-pub fn kernel() -> Isa {
-    if Isa::Avx2Fma.available() {
-        Isa::Avx2Fma
-    } else {
-        Isa::Portable
+/// The bf16 kernels, best first. [`Isa::Avx512`] here means AVX512-BF16 (`vdpbf16ps`).
+pub const KERNELS: [Isa; 3] = [Isa::Avx512, Isa::Avx2Fma, Isa::Portable];
+
+/// Whether this CPU runs the bf16 kernel `kernel`: the AVX-512 one needs AVX512-BF16 as well.
+pub fn available(kernel: Isa) -> bool {
+    match kernel {
+        Isa::Avx512 => Isa::Avx512.available() && has_avx512_bf16(),
+        other => other.available(),
     }
+}
+
+fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static BF16: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *BF16.get_or_init(|| std::arch::is_x86_feature_detected!("avx512bf16"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The kernel the bf16 product runs here: the best of [`KERNELS`] the CPU runs.
+pub fn kernel() -> Isa {
+    KERNELS
+        .into_iter()
+        .find(|&k| available(k))
+        .unwrap_or(Isa::Portable)
+}
+
+/// Whether the bf16 product here multiplies bf16 directly (`vdpbf16ps`: twice the products of a
+/// float32 FMA per instruction), rather than widening the weights to float32.
+pub fn native() -> bool {
+    kernel() == Isa::Avx512
 }
 
 /// The bf16 product's kernel, for the dispatch table.
 pub fn describe(kernel: Isa) -> &'static str {
     match kernel {
+        Isa::Avx512 => "avx512_bf16 vdpbf16ps zmm: tiles 1x8 (B=1), 2x8, 4x4 (B<=4), 8x2",
         Isa::Avx2Fma => "avx2+fma, bf16 weights widened in registers: tiles 1x4, 2x2, 3x2, 6x1",
-        _ => "portable loop",
+        Isa::Portable => "portable loop",
     }
 }
 
@@ -170,9 +200,14 @@ pub unsafe fn panel_gemm_raw(
 
 /// [`panel_gemm_raw`] over row groups (see [`Groups`]) on a chosen kernel.
 ///
+/// The portable loop and the AVX2 kernel sum a column's products in order of `k` (and so agree
+/// bit for bit); `vdpbf16ps` adds each pair's second product before its first, as the
+/// instruction is defined (Intel SDM), and treats subnormal inputs and results as zero, so the
+/// AVX-512 kernel agrees with them within rounding, not in bits.
+///
 /// # Safety
 /// As [`super::panel::panel_gemm_raw`], for the rows of every block. Panics when this CPU
-/// cannot run `kernel`, or when it is not one of the bf16 kernels (AVX2 + FMA, portable).
+/// cannot run `kernel` ([`available`]), or when it is not one of [`KERNELS`].
 pub unsafe fn panel_gemm_with(
     kernel: Isa,
     m: usize,
@@ -184,10 +219,15 @@ pub unsafe fn panel_gemm_with(
     panels: Range<usize>,
     out: OutPtr<f32>,
 ) {
+    assert!(
+        available(kernel),
+        "this CPU cannot run the {} bf16 kernel",
+        kernel.name()
+    );
     let go = super::panel::check_product(super::panel::ProductArgs {
         what: "bf16 panel_gemm",
         kernel,
-        kernels: &[Isa::Avx2Fma, Isa::Portable],
+        kernels: &KERNELS,
         m,
         groups,
         row: k,
@@ -202,11 +242,12 @@ pub unsafe fn panel_gemm_with(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if kernel == Isa::Avx2Fma {
-        // SAFETY: the CPU runs AVX2 and FMA (asserted); the sizes were checked above; the
+    match kernel {
+        // SAFETY (both): the CPU runs the kernel (asserted); the sizes were checked above; the
         // caller's contract covers the writes.
-        unsafe { avx2::run(m, groups, k, a, lda, packed, panels, out) };
-        return;
+        Isa::Avx512 => return unsafe { dp512::run(m, groups, k, a, lda, packed, panels, out) },
+        Isa::Avx2Fma => return unsafe { avx2::run(m, groups, k, a, lda, packed, panels, out) },
+        Isa::Portable => {}
     }
     // SAFETY: forwarded contract.
     unsafe { portable(m, groups, k, a, lda, packed, panels, out) }
@@ -350,6 +391,143 @@ mod avx2 {
                             _mm256_maskstore_ps(dst.wrapping_add(8 * h), mask, *half);
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod dp512 {
+    use super::{packed_len, pair_rows, Groups, OutPtr, NR};
+    use crate::ops::panel::panel_mask;
+    use std::arch::x86_64::*;
+    use std::cell::RefCell;
+    use std::ops::Range;
+
+    thread_local! {
+        /// Each calling thread's copy of A as bf16 pairs (reused across calls).
+        static PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Rows x panels as the float32 AVX-512 kernel's: at least 8 accumulators (one chain each),
+    /// at most 16 of the 32 registers.
+    fn tile_shape(m: usize) -> (usize, usize) {
+        match m {
+            1 => (1, 8),
+            2 => (2, 8),
+            3 | 4 => (m, 4),
+            _ => (8, 2),
+        }
+    }
+
+    /// Writes row `src` (k float32 holding bf16 values) as `pair_rows(k)` 32-bit pairs, row
+    /// `2p` in the low half and `2p + 1` in the high half (a zero high half when k is odd): the
+    /// order bf16 numbers have in memory, which `vdpbf16ps` reads.
+    #[inline(always)]
+    unsafe fn to_pairs(src: *const f32, k: usize, dst: *mut u32) {
+        // SAFETY: the caller gives k readable floats and pair_rows(k) writable pairs.
+        unsafe {
+            let mut p = 0;
+            while p + 32 <= k {
+                let lo = _mm512_loadu_ps(src.add(p));
+                let hi = _mm512_loadu_ps(src.add(p + 16));
+                // 32 bf16 in order: the first 16 from `lo`, the next from `hi`
+                let v = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(dst.add(p / 2) as *mut _, v);
+                p += 32;
+            }
+            while p < k {
+                let lo = super::to_bf16(*src.add(p)) as u32;
+                let hi = if p + 1 < k {
+                    super::to_bf16(*src.add(p + 1)) as u32
+                } else {
+                    0
+                };
+                *dst.add(p / 2) = lo | (hi << 16);
+                p += 2;
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F and AVX512-BF16 present; the checks and contract of `panel_gemm_with`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run(
+        m: usize,
+        groups: Groups,
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        packed: &[u16],
+        panels: Range<usize>,
+        out: OutPtr<f32>,
+    ) {
+        let ps = packed_len(1, k);
+        let kp = pair_rows(k);
+        PAIRS.with_borrow_mut(|pairs| {
+            pairs.clear();
+            pairs.resize(groups.n * m * kp, 0);
+            for gi in 0..groups.n {
+                for i in 0..m {
+                    // SAFETY: row i of block gi has k elements inside `a` (checked by the
+                    // caller); `pairs` holds groups.n * m rows of kp.
+                    unsafe {
+                        to_pairs(
+                            a.as_ptr().add(gi * groups.a_step + i * lda),
+                            k,
+                            pairs.as_mut_ptr().add((gi * m + i) * kp),
+                        )
+                    };
+                }
+            }
+            let pairs: &[u32] = pairs;
+            let groups = Groups {
+                a_step: m * kp,
+                ..groups
+            };
+            crate::ops::panel::tiled_product!(m, kp, pairs, kp, packed, ps, groups, panels, out, &[8, 4, 2, 1]; 1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4; 1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2; 1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1);
+        });
+    }
+
+    /// `R` rows x `V` panels of C from `kp` pairs of rows: per pair, a 32-bit broadcast of the
+    /// row's two bf16 against each panel's one vector of 16 columns x 2 rows.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize, const V: usize>(
+        kp: usize,
+        ap: *const u32,
+        lda: usize,
+        bp: *const u16,
+        ps: usize,
+        out: OutPtr<f32>,
+        i0: usize,
+        q: usize,
+    ) {
+        // SAFETY (whole body): the caller guarantees R rows of kp pairs at stride lda, V panels
+        // of ps elements, and C rows i0..i0+R; columns are masked below.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            let bh = |x: __m512i| std::mem::transmute::<__m512i, __m512bh>(x);
+            for pp in 0..kp {
+                let mut b = [bh(_mm512_setzero_si512()); V];
+                for v in 0..V {
+                    b[v] = bh(_mm512_loadu_si512(bp.add(v * ps + pp * 2 * NR) as *const _));
+                }
+                for r in 0..R {
+                    let av = bh(_mm512_set1_epi32(*ap.add(r * lda + pp) as i32));
+                    for v in 0..V {
+                        acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, b[v]);
+                    }
+                }
+            }
+            for v in 0..V {
+                let c0 = (q + v) * NR;
+                let mask = panel_mask(out.n, c0);
+                for r in 0..R {
+                    let dst = out.ptr.add((i0 + r) * out.ld + c0);
+                    _mm512_mask_storeu_ps(dst, mask, acc[r][v]);
                 }
             }
         }

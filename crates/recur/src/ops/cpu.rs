@@ -99,8 +99,13 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
         (
             "per-step product in bf16",
             format!(
-                "{}; bf16 panels where W_hh streams from memory (timed against float32 once per shape where it streams from the L3), else the float32 kernel",
-                super::bf16::describe(super::bf16::kernel())
+                "{}; bf16 panels where W_hh streams from memory{} (timed against float32 once per shape where it streams from the L3), else the float32 kernel",
+                super::bf16::describe(super::bf16::kernel()),
+                if super::bf16::native() {
+                    " or the batch is one row"
+                } else {
+                    ""
+                }
             ),
         ),
         (
@@ -137,22 +142,16 @@ fn low_precision_features() -> String {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        let vnni_used = super::int8::kernel() == Isa::Avx512;
+        let vnni = (super::int8::kernel() == Isa::Avx512).then_some("the int8 product");
+        let bf16 = super::bf16::native().then_some("the bf16 product");
         let found: Vec<String> = [
-            ("avx512_bf16", has!("avx512bf16"), false),
-            ("avx512_vnni", has!("avx512vnni"), vnni_used),
-            ("avx_vnni", has!("avxvnni"), false),
+            ("avx512_bf16", has!("avx512bf16"), bf16),
+            ("avx512_vnni", has!("avx512vnni"), vnni),
+            ("avx_vnni", has!("avxvnni"), None),
         ]
         .into_iter()
         .filter(|&(_, on, _)| on)
-        .map(|(name, _, used)| {
-            let by = if used {
-                "the int8 product"
-            } else {
-                "no kernel yet"
-            };
-            format!("{name} ({by})")
-        })
+        .map(|(name, _, used)| format!("{name} ({})", used.unwrap_or("no kernel yet")))
         .collect();
         if !found.is_empty() {
             return found.join(", ");
