@@ -20,7 +20,7 @@ use recur_apps::charlm::train::{resume, start, TrainConfig, Trainer};
 use small_run::small_data;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use threads::Threads;
+use threads::{Recorder, Threads};
 
 /// One step's loss, 2 ranks against one process: the same sums in another order (each rank's
 /// share of the batch summed, then the shares), float32, over 20 steps of Adam (measured: under
@@ -171,4 +171,33 @@ fn a_batch_that_does_not_split_is_refused() {
         .expect("refused")
         .to_string();
     assert!(e.contains("does not split into 3 equal shares"), "{e}");
+}
+
+/// Relative difference of the validation loss measured in two halves against once: the same
+/// float32 losses summed in f64 in another order.
+const SHARED_EVAL_TOL: f64 = 1e-9;
+
+#[test]
+fn each_rank_measures_its_share_of_the_validation_text() {
+    let (tr, va, v) = small_data();
+    let mut whole = start(Run::on(&Cpu), config(v, 4), tr.clone(), va.clone(), None).unwrap();
+    let want = whole.evaluate().unwrap().expect("a validation loss");
+    let mut parts = Vec::new();
+    for rank in 0..2 {
+        let (rec, seen) = Recorder::new(rank, 2);
+        let run = Run::on(&Cpu).collective(Box::new(rec));
+        let mut t = start(run, config(v, 4), tr.clone(), va.clone(), None).unwrap();
+        seen.lock().unwrap().clear();
+        t.evaluate().unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "one sum of [loss, count] per evaluation");
+        parts.push((seen[0][0], seen[0][1]));
+    }
+    let (a, b) = (parts[0], parts[1]);
+    assert!(a.1 > 0.0 && a.1 == b.1, "unequal shares: {parts:?}");
+    let got = (a.0 + b.0) / (a.1 + b.1);
+    assert!(
+        ((got - want) / want).abs() < SHARED_EVAL_TOL,
+        "two halves {got} against once {want}"
+    );
 }

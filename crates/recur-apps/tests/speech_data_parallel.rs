@@ -1,8 +1,9 @@
 //! The spoken-digit classifier (`recur speech train`) trained data-parallel through the
 //! training loop's seam, ranks as threads: 2 ranks give one process's step losses, validation
 //! losses and weights, although a batch of 5 recordings splits into shares of 2 and 3 (each
-//! rank scales its summed loss by the ranks over the whole batch); batches that cannot give
-//! every rank a recording are refused.
+//! rank scales its summed loss by the ranks over the whole batch); each rank measures its own
+//! part of the validation recordings; batches that cannot give every rank a recording are
+//! refused.
 
 #[path = "support/random_speech.rs"]
 mod random_speech;
@@ -17,7 +18,7 @@ use recur_apps::speech::classifier::{model_config, Pooling};
 use recur_apps::speech::features::FeatureConfig;
 use recur_apps::speech::train::{self as speech, SpeechConfig};
 use std::sync::atomic::AtomicBool;
-use threads::{close, largest_gap, on_ranks, Outcome, Threads};
+use threads::{close, largest_gap, on_ranks, Outcome, Recorder, Threads};
 
 /// A step's loss and a validation loss, 2 ranks against one process: the same float32 sums in
 /// another order, over 3 epochs of Adam.
@@ -88,5 +89,33 @@ fn batches_that_leave_a_rank_without_a_recording_are_refused() {
     assert!(
         e.contains("end with a batch of 2, fewer than the 3 ranks"),
         "{e}"
+    );
+}
+
+#[test]
+fn each_rank_measures_its_part_of_the_validation_recordings() {
+    let cfg = config(5);
+    let dim = cfg.features.dim();
+    let (train, val) = (examples(22, dim, 1), examples(7, dim, 2));
+    let model = model_config(dim, CellKind::Gru, 12, 2, true, 0.0, Pooling::Mean).unwrap();
+    let start = |r: Run| speech::start(r, model.clone(), cfg.clone(), train.clone(), val.clone());
+    let want = start(Run::on(&Cpu)).unwrap().evaluate().unwrap().unwrap();
+    // [summed loss, hits, recordings] of each rank alone
+    let mut parts = Vec::new();
+    for rank in 0..2 {
+        let (rec, seen) = Recorder::new(rank, 2);
+        let mut t = start(Run::on(&Cpu).collective(Box::new(rec))).unwrap();
+        seen.lock().unwrap().clear();
+        t.evaluate().unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "one sum per evaluation");
+        parts.push(seen[0].clone());
+    }
+    // 7 recordings: 4 and 3
+    assert_eq!((parts[0][2], parts[1][2]), (4.0, 3.0), "{parts:?}");
+    let got = (parts[0][0] + parts[1][0]) / 7.0;
+    assert!(
+        ((got - want) / want).abs() < LOSS_TOL,
+        "two parts {got} against once {want}"
     );
 }

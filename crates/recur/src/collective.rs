@@ -10,7 +10,11 @@
 //! - the gradients are averaged with one sum over the flat gradient buffer (the one
 //!   `MPI_Allreduce` per step), before the clipping, so that clipping uses the global norm and
 //!   every rank applies the same update;
-//! - the stop flag and rank 0's clock are agreed on, so that every rank stops after the same step.
+//! - the stop flag and rank 0's clock are agreed on, so that every rank stops after the same step;
+//! - evaluation: where the task can share its held-out data out (`Task::evaluate_shared`), each
+//!   rank measures its part and the sums and counts are added up, so every rank gets the metric
+//!   of the whole held-out set ([`part`] cuts a list of items); otherwise every rank measures
+//!   all of it.
 //!
 //! Dropout masks: every rank draws its masks of a step from a generator seeded by the loop's
 //! generator (which all ranks advance alike, and which the masks leave as it is), the step and
@@ -50,6 +54,15 @@ pub fn share(b: usize, rank: usize, size: usize) -> Result<std::ops::Range<usize
     }
     let n = b / size;
     Ok(rank * n..(rank + 1) * n)
+}
+
+/// Part `rank` of `n` items shared out among `size` workers for evaluation: contiguous, the
+/// first `n % size` parts one item longer (any `n`; a part may be empty).
+pub fn part(n: usize, rank: usize, size: usize) -> std::ops::Range<usize> {
+    let size = size.max(1);
+    let (q, r) = (n / size, n % size);
+    let start = rank * q + rank.min(r);
+    start..start + q + usize::from(rank < r)
 }
 
 /// The generator of dropout masks for step `step` on `rank`: seeded by the loop's generator,

@@ -90,6 +90,19 @@ pub trait Task {
     /// The held-out metric of the current parameters; `None` without held-out data.
     fn evaluate(&mut self, eng: &mut dyn Engine) -> Result<Option<f64>>;
 
+    /// [`Task::evaluate`] in a data-parallel run, the held-out data shared out among the
+    /// workers: this one measures part `part.rank()` of `part.size()` and adds what it found to
+    /// the others' with `part.sum_f64` (every worker calls it alike, so every worker ends with
+    /// the same metric). By default every worker measures all of it.
+    fn evaluate_shared(
+        &mut self,
+        eng: &mut dyn Engine,
+        part: &dyn Collective,
+    ) -> Result<Option<f64>> {
+        let _ = part;
+        self.evaluate(eng)
+    }
+
     /// Whether `metric` is better than the best so far (`None`: no best yet). Lower is better
     /// unless a task says otherwise.
     fn better(&self, metric: Option<f64>, best: Option<f64>) -> bool {
@@ -817,7 +830,10 @@ impl<T: Task> Trainer<T> {
 
     /// The held-out metric of the current parameters; `None` without held-out data.
     pub fn evaluate(&mut self) -> Result<Option<f64>> {
-        self.task.evaluate(&mut *self.engine)
+        match &self.collective {
+            Some(c) if c.size() > 1 => self.task.evaluate_shared(&mut *self.engine, &**c),
+            _ => self.task.evaluate(&mut *self.engine),
+        }
     }
 
     /// The weights' moving average, when the run keeps one and has taken a step.
@@ -833,7 +849,7 @@ impl<T: Task> Trainer<T> {
         };
         let raw = self.engine.params()?.into_owned();
         self.engine.set_params(avg)?;
-        let metric = self.task.evaluate(&mut *self.engine);
+        let metric = self.evaluate();
         self.engine.set_params(&raw)?;
         metric
     }

@@ -248,6 +248,27 @@ impl Task for CharTask {
         Ok((count > 0).then(|| sum / count as f64))
     }
 
+    /// The validation streams shared out among the ranks (each rank its contiguous share of the
+    /// B streams, which is a contiguous piece of the text), losses and counts summed; where B
+    /// does not split evenly, every rank measures all of it.
+    fn evaluate_shared(
+        &mut self,
+        eng: &mut dyn Engine,
+        part: &dyn recur::collective::Collective,
+    ) -> Result<Option<f64>> {
+        let (b, size) = (self.val_b, part.size());
+        if b == 0 || !b.is_multiple_of(size) || self.val.len() < b + 1 {
+            return self.evaluate(eng);
+        }
+        let s = (self.val.len() - 1) / b;
+        let n = b / size;
+        let first = part.rank() * n * s;
+        let (sum, count) = eng.stream_loss(&self.val[first..first + n * s + 1], self.t, n)?;
+        let mut total = [sum, count as f64];
+        part.sum_f64(&mut total)?;
+        Ok((total[1] > 0.0).then(|| total[0] / total[1]))
+    }
+
     fn state(&self) -> serde_json::Value {
         serde_json::to_value(CharState {
             train_fingerprint: data::fingerprint(&self.train),

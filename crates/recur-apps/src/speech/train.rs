@@ -211,13 +211,34 @@ impl Task for SpeechTask {
     }
 
     fn evaluate(&mut self, eng: &mut dyn Engine) -> Result<Option<f64>> {
-        // every rank of a data-parallel run measures the whole validation set
         if self.val.is_empty() {
             return Ok(None);
         }
         let ev = evaluate(eng, &self.val, EVAL_BATCH)?;
         self.val_acc = Some(ev.tally.accuracy());
         Ok(Some(ev.tally.mean_loss()))
+    }
+
+    /// The validation recordings shared out among the ranks; losses, hits and counts summed.
+    fn evaluate_shared(
+        &mut self,
+        eng: &mut dyn Engine,
+        part: &dyn recur::collective::Collective,
+    ) -> Result<Option<f64>> {
+        if self.val.is_empty() {
+            return Ok(None);
+        }
+        let mine = recur::collective::part(self.val.len(), part.rank(), part.size());
+        let t = evaluate(eng, &self.val[mine], EVAL_BATCH)?.tally;
+        let mut total = [t.loss, t.correct as f64, t.n as f64];
+        part.sum_f64(&mut total)?;
+        let t = Tally {
+            loss: total[0],
+            correct: total[1] as usize,
+            n: total[2] as usize,
+        };
+        self.val_acc = Some(t.accuracy());
+        Ok(Some(t.mean_loss()))
     }
 
     fn better(&self, metric: Option<f64>, best: Option<f64>) -> bool {

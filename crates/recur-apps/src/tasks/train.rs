@@ -313,8 +313,26 @@ impl recur::train::Task for LongMemory {
     }
 
     fn evaluate(&mut self, eng: &mut dyn Engine) -> EngineResult<Option<f64>> {
-        // every rank of a data-parallel run measures the whole held-out set
         evaluate(&self.task, eng, &self.set).map(Some)
+    }
+
+    /// The held-out batches shared out among the ranks, losses and counts summed.
+    fn evaluate_shared(
+        &mut self,
+        eng: &mut dyn Engine,
+        part: &dyn recur::collective::Collective,
+    ) -> EngineResult<Option<f64>> {
+        let mine = recur::collective::part(self.set.len(), part.rank(), part.size());
+        let mut total = [0.0, 0.0];
+        for batch in &self.set[mine] {
+            let (a, c) = forward_loss(eng, batch, 1.0)?;
+            total[0] += a;
+            total[1] += c as f64;
+        }
+        part.sum_f64(&mut total)?;
+        Ok(Some(
+            self.task.metric_scale() * total[0] / total[1].max(1.0),
+        ))
     }
 
     fn split(&mut self, rank: usize, size: usize) -> EngineResult<()> {

@@ -110,3 +110,39 @@ pub fn largest_gap(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max)
 }
+
+/// One rank of `size` whose sums only record what this rank brings (the other ranks are taken
+/// to bring zeros): what a rank measures alone. [`Recorder::new`] also gives the record.
+pub struct Recorder {
+    rank: usize,
+    size: usize,
+    seen: Arc<Mutex<Vec<Vec<f64>>>>,
+}
+
+impl Recorder {
+    pub fn new(rank: usize, size: usize) -> (Recorder, Arc<Mutex<Vec<Vec<f64>>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let r = Recorder {
+            rank,
+            size,
+            seen: seen.clone(),
+        };
+        (r, seen)
+    }
+}
+
+impl Collective for Recorder {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn sum_f32(&self, _buf: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn sum_f64(&self, buf: &mut [f64]) -> Result<()> {
+        self.seen.lock().unwrap().push(buf.to_vec());
+        Ok(())
+    }
+}
