@@ -119,3 +119,42 @@ fn each_rank_measures_its_part_of_the_validation_recordings() {
         "two parts {got} against once {want}"
     );
 }
+
+/// The training accuracy and loss of each log row: the ranks' tallies summed, so 2 ranks log
+/// what one process logs.
+#[test]
+fn the_training_accuracy_covers_every_rank() {
+    let cfg = config(5);
+    let dim = cfg.features.dim();
+    let (train, val) = (examples(22, dim, 1), examples(8, dim, 2));
+    let model = model_config(dim, CellKind::Gru, 12, 2, true, 0.0, Pooling::Mean).unwrap();
+    let go = |c: Option<Threads>| {
+        let mut r = Run::on(&Cpu);
+        if let Some(c) = c {
+            r = r.collective(Box::new(c));
+        }
+        let mut t =
+            speech::start(r, model.clone(), cfg.clone(), train.clone(), val.clone()).unwrap();
+        let (mut acc, mut loss) = (Vec::new(), Vec::new());
+        t.run(&AtomicBool::new(false), &mut |ev| {
+            if let Event::Eval { row, .. } = ev {
+                acc.push(row.extra["train_acc"].as_f64().unwrap());
+                loss.push(row.extra["train_loss_per_utterance"].as_f64().unwrap());
+            }
+        })
+        .unwrap();
+        // carried in the outcome's slots: accuracies, losses, and the weights
+        (acc, loss, t.params().unwrap())
+    };
+    let (one_acc, one_loss, _) = on_ranks(0, go);
+    let (two_acc, two_loss, _) = on_ranks(2, go);
+    assert_eq!(one_acc.len(), 3);
+    // 22 recordings an epoch: a rank's share alone would count 10 or 12 of them
+    assert_eq!(one_acc, two_acc, "training accuracy");
+    close(
+        &one_loss,
+        &two_loss,
+        LOSS_TOL,
+        "training loss per recording",
+    );
+}

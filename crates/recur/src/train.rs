@@ -119,6 +119,14 @@ pub trait Task {
         serde_json::Value::Null
     }
 
+    /// [`Task::row_extra`] in a data-parallel run, for numbers that must cover every worker's
+    /// share (e.g. a training accuracy): summed with `part.sum_f64`, which every worker calls
+    /// alike. By default this worker's own numbers.
+    fn row_extra_shared(&mut self, part: &dyn Collective) -> Result<serde_json::Value> {
+        let _ = part;
+        Ok(self.row_extra())
+    }
+
     /// What the task must remember to resume exactly (e.g. data fingerprints, its own RNG).
     fn state(&self) -> serde_json::Value;
 
@@ -921,8 +929,11 @@ impl<T: Task> Trainer<T> {
 
     /// A log row of the training loss since the previous row (which it resets), `val` and
     /// (with a moving average) the raw weights' `raw_val`.
-    fn log_row(&mut self, val: Option<f64>, raw_val: Option<f64>) -> LogRow {
-        let extra = self.task.row_extra();
+    fn log_row(&mut self, val: Option<f64>, raw_val: Option<f64>) -> Result<LogRow> {
+        let extra = match &self.collective {
+            Some(c) if c.size() > 1 => self.task.row_extra_shared(&**c)?,
+            _ => self.task.row_extra(),
+        };
         let epoch = self.epoch_at(self.state.step);
         let st = &mut self.state;
         let row = LogRow {
@@ -943,7 +954,7 @@ impl<T: Task> Trainer<T> {
         st.acc_loss = 0.0;
         st.acc_steps = 0;
         st.history.push(row.clone());
-        row
+        Ok(row)
     }
 
     /// Evaluates, appends a log row, writes the latest (and, on a new best, the best)
@@ -954,7 +965,7 @@ impl<T: Task> Trainer<T> {
             true => (self.evaluate_ema()?, raw),
             false => (raw, None),
         };
-        let row = self.log_row(val, raw_val);
+        let row = self.log_row(val, raw_val)?;
         let best = self.task.better(val, self.state.best_val);
         let st = &mut self.state;
         st.last_eval_step = Some(st.step);
@@ -1042,7 +1053,7 @@ impl<T: Task> Trainer<T> {
             if last || epoch_end || (every > 0 && step.is_multiple_of(every)) {
                 self.eval_and_save(last, on)?;
             } else if log_every > 0 && step.is_multiple_of(log_every) {
-                let row = self.log_row(None, None);
+                let row = self.log_row(None, None)?;
                 on(&Event::Log {
                     row: &row,
                     history: &self.state.history,

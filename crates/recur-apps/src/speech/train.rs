@@ -108,6 +108,16 @@ impl SpeechTask {
     pub fn val(&self) -> &[Example] {
         &self.val
     }
+
+    /// The task's numbers of a log row: the training tally `t` since the last row and the
+    /// last validation accuracy.
+    fn row(&self, t: &Tally) -> serde_json::Value {
+        serde_json::json!({
+            "train_acc": t.accuracy(),
+            "train_loss_per_utterance": t.mean_loss(),
+            "val_acc": self.val_acc,
+        })
+    }
 }
 
 impl Task for SpeechTask {
@@ -251,11 +261,22 @@ impl Task for SpeechTask {
 
     fn row_extra(&mut self) -> serde_json::Value {
         let t = std::mem::take(&mut self.tally);
-        serde_json::json!({
-            "train_acc": t.accuracy(),
-            "train_loss_per_utterance": t.mean_loss(),
-            "val_acc": self.val_acc,
-        })
+        self.row(&t)
+    }
+
+    /// The training accuracy and loss over every rank's recordings since the last row.
+    fn row_extra_shared(
+        &mut self,
+        part: &dyn recur::collective::Collective,
+    ) -> Result<serde_json::Value> {
+        let t = std::mem::take(&mut self.tally);
+        let mut total = [t.loss, t.correct as f64, t.n as f64];
+        part.sum_f64(&mut total)?;
+        Ok(self.row(&Tally {
+            loss: total[0],
+            correct: total[1] as usize,
+            n: total[2] as usize,
+        }))
     }
 
     fn state(&self) -> serde_json::Value {
