@@ -4,6 +4,7 @@
 //! - [`Shape`]: `--cell`, `--rnn-size` (alias `--hidden`), `--num-layers` (alias `--layers`);
 //! - [`DeviceArgs`]: `--device cpu|cuda`, `--threads N`;
 //! - [`PrecisionArgs`]: `--precision f32|bf16|int8` (the commands that run a model without training it);
+//! - [`TrainPrecisionArgs`]: `--precision f32|bf16` (the commands that train);
 //! - [`RunDir`]: `--checkpoint-dir`, `--resume`;
 //! - [`Optimizer`]: `--optim`, `--learning-rate` (alias `--lr`);
 //! - [`EpochTraining`]: `--epochs`, `--batch-size`, `--learning-rate`, `--lr-floor`,
@@ -79,6 +80,24 @@ pub struct PrecisionArgs {
     /// [default: the checkpoint's: f32, or int8 for a `recur quantize` file]
     #[arg(long, value_parser = choice::<PrecisionArg>())]
     pub precision: Option<PrecisionArg>,
+}
+
+/// The number format a training run computes in.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TrainPrecisionArgs {
+    /// f32; bf16: mixed precision, float32 master weights and optimizer state, every product on
+    /// bf16 values summed in float32, gates, cell state and loss in float32
+    /// (docs/precision.md); int8 does not train [default: f32]
+    #[arg(long, value_parser = choice::<PrecisionArg>())]
+    pub precision: Option<PrecisionArg>,
+}
+
+impl TrainPrecisionArgs {
+    /// The format given, float32 by default.
+    pub fn get(&self) -> recur::Precision {
+        self.precision
+            .map_or(recur::Precision::F32, PrecisionArg::precision)
+    }
 }
 
 /// Which of a checkpoint's weights to predict with.

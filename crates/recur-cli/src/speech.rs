@@ -79,6 +79,8 @@ struct TrainArgs {
     #[arg(long, default_value = DEFAULT_DATA)]
     data: PathBuf,
     #[command(flatten)]
+    precision: crate::args::TrainPrecisionArgs,
+    #[command(flatten)]
     run: RunDir,
     /// Train on every speaker but this one (all takes); without it, the official split
     /// (takes 5+ train, 0-4 test).
@@ -432,7 +434,9 @@ fn train(a: TrainArgs, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
     };
     let out_dir = run_dir.clone();
     let (train_n, val_n) = (train_set.len(), val_set.len());
-    let mut run = Run::on(&*device).checkpoints(out_dir.clone());
+    let mut run = Run::on(&*device)
+        .checkpoints(out_dir.clone())
+        .precision(a.precision.get());
     if let Some(r) = ranks {
         run = run.collective(r.collective());
     }

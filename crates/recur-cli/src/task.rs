@@ -79,6 +79,8 @@ struct Common {
     #[arg(long = "num-layers", visible_alias = "layers", default_value_t = 1)]
     num_layers: usize,
     #[command(flatten)]
+    precision: crate::args::TrainPrecisionArgs,
+    #[command(flatten)]
     opt: Optimizer,
     /// Sequences per step.
     #[arg(long = "batch-size", visible_alias = "batch", default_value_t = 32)]
@@ -375,6 +377,7 @@ fn train_cells(
         }
         let run = Run::on(backend)
             .checkpoints(plan.cell_dirs[0].clone())
+            .precision(c.precision.get())
             .collective(r.collective());
         let (cell, dir) = (plan.cells[0], &plan.cell_dirs[0]);
         return Ok(vec![train_cell(
@@ -386,7 +389,9 @@ fn train_cells(
             .map(|(&cell, cell_dir)| {
                 let bars = &bars;
                 sc.spawn(move || {
-                    let run = Run::on(backend).checkpoints(cell_dir.clone());
+                    let run = Run::on(backend)
+                        .checkpoints(cell_dir.clone())
+                        .precision(c.precision.get());
                     train_cell(plan, c, cell, cell_dir, run, bars, false, stop)
                 })
             })

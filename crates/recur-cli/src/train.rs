@@ -164,6 +164,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    precision: crate::args::TrainPrecisionArgs,
+    #[command(flatten)]
     dev: DeviceArgs,
 }
 
@@ -556,7 +558,9 @@ fn open_run(
 ) -> Result<(Trainer, Vocab, PathBuf)> {
     // every rank opens the same run; the loop sums over them
     let on = |backend| {
-        let run = Run::on(backend).checkpoints(dir.to_path_buf());
+        let run = Run::on(backend)
+            .checkpoints(dir.to_path_buf())
+            .precision(a.precision.get());
         match ranks {
             Some(r) => run.collective(r.collective()),
             None => run,
@@ -658,7 +662,7 @@ fn header(
     let cfg = &trainer.state.config;
     let m = &cfg.model;
     format!(
-        "recur train: {} ({} chars: {} train, {} validation; vocabulary {}), {} {}x{}{}{}, {} parameters, B={} T={}, {} lr {}{}{}, clip {}, {} thread(s){} on {}{}",
+        "recur train: {} ({} chars: {} train, {} validation; vocabulary {}), {} {}x{}{}{}, {} parameters, B={} T={}, {} lr {}{}{}, clip {}, {} thread(s){} on {}{}{}",
         data_path.display(),
         fmt_chars((trainer.task.val_ids().len() + trainer.task.batches() as usize * cfg.batch_size * cfg.seq_length) as u64),
         fmt_chars(trainer.task.batches() * (cfg.batch_size * cfg.seq_length) as u64),
@@ -697,6 +701,10 @@ fn header(
         threads,
         ranks.map_or(String::new(), |r| format!(" x {} MPI ranks", r.size())),
         trainer.device(),
+        match trainer.precision() {
+            recur::Precision::F32 => String::new(),
+            p => format!(" in {p}"),
+        },
         if a.run.resume { format!(", resumed at step {}", trainer.state.step) } else { String::new() },
     )
 }

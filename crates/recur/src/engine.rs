@@ -194,9 +194,12 @@ pub trait Engine {
         Precision::F32
     }
 
-    /// Computes in `p` from now on: bf16 is for inference-only engines (no optimizer) and
-    /// rounds the weights of the parameters held (see [`crate::precision`]), so an engine
-    /// does not go back to float32. An error where the engine cannot.
+    /// Computes in `p` from now on (see [`crate::precision`]). On an inference-only engine
+    /// (no optimizer) bf16 and int8 convert the weights held, so the engine does not go back to
+    /// float32. On a training engine bf16 is mixed precision: the engine keeps float32 master
+    /// weights (what [`Engine::params`] returns and the optimizer updates) and computes with a
+    /// copy rounded to bf16 after every update; int8 does not train. An error where the engine
+    /// cannot.
     fn set_precision(&mut self, p: Precision) -> Result<()> {
         if p == Precision::F32 {
             Ok(())
@@ -333,7 +336,11 @@ impl Workspaces {
 /// The CPU's [`Engine`].
 pub struct CpuEngine {
     model: Model,
+    /// The weights computed with: in bf16 and int8 converted to that format.
     params: Vec<f32>,
+    /// Training in bf16: the float32 master weights, which the optimizer updates and
+    /// `params` is rounded from.
+    master: Option<Vec<f32>>,
     // sized at the first backward
     grads: Vec<f32>,
     opt: Option<Optimizer<f32>>,
@@ -356,6 +363,7 @@ impl CpuEngine {
         Ok(CpuEngine {
             model,
             params,
+            master: None,
             grads: Vec::new(),
             opt,
             backup: Vec::new(),
@@ -428,11 +436,10 @@ impl Engine for CpuEngine {
     }
 
     fn backward(&mut self, batch: &Batch) -> Result<()> {
-        if self.precision != Precision::F32 {
-            return Err(Error::invalid(format!(
-                "no backward in {}: it is for inference only",
-                self.precision
-            )));
+        if self.precision == Precision::Int8 {
+            return Err(Error::invalid(
+                "no backward in int8: it is for inference only",
+            ));
         }
         if self.last != Some((batch.t, batch.b)) {
             return Err(Error::invalid(
@@ -494,13 +501,21 @@ impl Engine for CpuEngine {
             return Err(Error::invalid("update needs a backward first"));
         }
         opt.lr = lr;
-        opt.update(&mut self.params, &self.grads);
+        match &mut self.master {
+            Some(master) => {
+                opt.update(master, &self.grads);
+                self.params.copy_from_slice(master);
+                precision::prepare_weights(self.model.layout(), &mut self.params, self.precision);
+            }
+            None => opt.update(&mut self.params, &self.grads),
+        }
         Ok(())
     }
 
     fn snapshot(&mut self) -> Result<()> {
+        let held = self.master.as_ref().unwrap_or(&self.params);
         self.backup.clear();
-        self.backup.extend_from_slice(&self.params);
+        self.backup.extend_from_slice(held);
         Ok(())
     }
 
@@ -508,7 +523,9 @@ impl Engine for CpuEngine {
         if self.backup.len() != self.params.len() {
             return Err(Error::invalid("restore needs a snapshot first"));
         }
-        self.params.copy_from_slice(&self.backup);
+        let backup = std::mem::take(&mut self.backup);
+        self.set_params(&backup)?;
+        self.backup = backup;
         Ok(())
     }
 
@@ -570,11 +587,14 @@ impl Engine for CpuEngine {
     }
 
     fn params(&self) -> Result<Cow<'_, [f32]>> {
-        Ok(Cow::Borrowed(&self.params))
+        Ok(Cow::Borrowed(self.master.as_ref().unwrap_or(&self.params)))
     }
 
     fn set_params(&mut self, params: &[f32]) -> Result<()> {
         check_len(params.len(), self.params.len())?;
+        if let Some(master) = &mut self.master {
+            master.copy_from_slice(params);
+        }
         self.params.copy_from_slice(params);
         precision::prepare_weights(self.model.layout(), &mut self.params, self.precision);
         Ok(())
@@ -598,13 +618,15 @@ impl Engine for CpuEngine {
                 "this engine's weights were rounded to another format: make a new engine",
             ));
         }
-        if self.opt.is_some() {
+        if self.opt.is_some() && p == Precision::Int8 {
             return Err(Error::invalid(
-                "training in bf16 or int8 is not built yet: they run inference (eval, sample, \
-                 bench, speech eval) only; train in float32",
+                "int8 runs inference only (eval, sample, bench, speech eval): train in f32 or bf16",
             ));
         }
         precision::check_model(&self.model, p)?;
+        if self.opt.is_some() {
+            self.master = Some(self.params.clone());
+        }
         precision::prepare_weights(self.model.layout(), &mut self.params, p);
         for ws in &mut self.ws.list {
             ws.set_precision(p);

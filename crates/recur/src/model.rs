@@ -290,7 +290,9 @@ impl<F: Float> ModelWorkspace<F> {
     /// read their recurrent weights as bf16, and a dense input is rounded to bf16 before the
     /// first layer reads it; in int8 the recurrent products run on int8 codes. The parameters
     /// given to [`Model::forward`] must hold the format's weights
-    /// ([`crate::precision::prepare_weights`]). No backward but in float32.
+    /// ([`crate::precision::prepare_weights`]). Backward runs in float32 and bf16 (where the
+    /// gradients of the logits and of the gates are rounded to bf16 before the products they
+    /// enter), not in int8.
     pub fn set_precision(&mut self, p: crate::Precision) {
         self.stack.set_precision(p);
         self.precision = p;
@@ -622,6 +624,10 @@ impl Model {
         let (v, dp) = (self.cfg.output_size, self.cfg.rnn.output_size());
         let last = self.cfg.head.last_step();
         let rows = ws.rows();
+        if ws.precision == crate::Precision::Bf16 {
+            // the logits' gradient as the head's bf16 products see it (and its bias)
+            crate::ops::bf16::round_float(&mut ws.dlogits);
+        }
         // forward was: logits = Y W_dec^T + b_dec, Y every step's output or the last ones
         // dW_dec += dlogits^T Y: (V, R) x (R, D*P)
         gemm(
@@ -679,6 +685,8 @@ impl Model {
             emb,
             demb,
             dy,
+            precision,
+            xq,
             ..
         } = ws;
         // The stack's input as in the forward pass, and where its input gradient goes.
@@ -693,6 +701,12 @@ impl Model {
             }
             (InputKind::OneHot, Input::Tokens(ids)) => (LayerInput::OneHot { ids }, None),
             (InputKind::Dense, Input::Dense(x)) => {
+                // in bf16 the forward read the input rounded
+                let x = if *precision == crate::Precision::Bf16 {
+                    &xq[..]
+                } else {
+                    x
+                };
                 let li = LayerInput::Dense {
                     x,
                     ld: self.cfg.input_size,

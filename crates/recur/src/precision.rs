@@ -1,5 +1,5 @@
-//! The number format a model computes in: float32 (the default, and all that training uses
-//! today) or bf16 for inference.
+//! The number format a model computes in: float32 (the default), bf16 (inference, and training
+//! in mixed precision: float32 master weights, see `Engine::set_precision`) or int8 (inference).
 //!
 //! bf16 here means what PyTorch's bf16 autocast means for a recurrent layer, with the cell
 //! state kept in float32: every weight matrix (input, recurrent and head weights, the

@@ -435,6 +435,7 @@ pub struct Run<'a> {
     budget: Option<Budget>,
     extra: serde_json::Value,
     collective: Option<Box<dyn Collective>>,
+    precision: crate::Precision,
 }
 
 impl<'a> Run<'a> {
@@ -446,7 +447,16 @@ impl<'a> Run<'a> {
             budget: None,
             extra: serde_json::Value::Null,
             collective: None,
+            precision: crate::Precision::F32,
         }
+    }
+
+    /// The number format the run computes in (float32 unless set): bf16 trains in mixed
+    /// precision ([`Engine::set_precision`]); a fresh or a resumed run alike, since the
+    /// checkpoints hold the float32 master weights either way.
+    pub fn precision(mut self, p: crate::Precision) -> Self {
+        self.precision = p;
+        self
     }
 
     /// A data-parallel run: this process is one rank of `c` ([`crate::collective`]). Every rank
@@ -586,6 +596,7 @@ impl<'a> Run<'a> {
         let ema = ema.filter(|_| settings.ema > 0.0);
         let lr = opt.lr;
         let mut engine = self.backend.engine(model.clone(), params, Some(opt))?;
+        engine.set_precision(self.precision)?;
         if !state.carry_h.is_empty() {
             let mut carry = Carry {
                 h: vec![0.0; state.carry_h.len()],
@@ -636,6 +647,11 @@ impl<T: Task> Trainer<T> {
     /// Where the math runs.
     pub fn device(&self) -> String {
         self.engine.device()
+    }
+
+    /// The number format the engine computes in ([`Engine::set_precision`]).
+    pub fn precision(&self) -> crate::Precision {
+        self.engine.precision()
     }
 
     /// The engine (for a task's own evaluation outside the loop).

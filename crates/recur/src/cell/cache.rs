@@ -175,8 +175,9 @@ impl<F: Float> DirCache<F> {
         self.packed_wt = 0;
     }
 
-    /// The number format of the forward (float32 by default; the others on float32 caches
-    /// only, for inference: no backward, no LSTM projection). bf16: the recurrent product reads
+    /// The number format (float32 by default; the others on float32 caches only, no LSTM
+    /// projection; int8 for inference only, bf16 for training too, where the backward rounds
+    /// the gates' gradients to bf16 as it writes them). bf16: the recurrent product reads
     /// `W_hh` as bf16 values (packed in half the bytes where that pays), and every state h is
     /// rounded to bf16 as it is written (the outputs, the final state, what the next step
     /// multiplies); the other weights and the layer's input must already hold bf16 values. int8:

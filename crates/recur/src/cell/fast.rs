@@ -816,6 +816,9 @@ struct Bwd<'a, F> {
     direct: Raw<F>,
     /// dG again, transposed: (G*H, T*B), for the weight gradients (`DirCache::dgt`)
     dgt: Option<Raw<F>>,
+    /// bf16 training: dG (and the GRU's dGh) rounded to bf16 as they are written, since every
+    /// product they enter (dh, the weight and input gradients) multiplies bf16 values
+    bf16: bool,
 }
 // SAFETY: see `Raw`; the shared slices are read-only.
 unsafe impl<F: Sync> Sync for Bwd<'_, F> {}
@@ -946,6 +949,14 @@ impl<F: Float> Bwd<'_, F> {
                         self.direct.mut_at(b * nh + u0, n),
                     ),
                 }
+                if self.bf16 {
+                    for g in 0..ng {
+                        bf16::round_float(dgg(g));
+                        if self.kind == CellKind::Gru {
+                            bf16::round_float(dhg(g));
+                        }
+                    }
+                }
             }
             if let Some(dgt) = self.dgt {
                 // the block of dG just written (this thread's rows and units, every gate), into
@@ -1069,6 +1080,7 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
         dc: Raw::of(&mut c.dc),
         direct: Raw::of(&mut c.direct),
         dgt: dgt.then(|| Raw::of(&mut c.dgt)),
+        bf16: c.precision == Precision::Bf16,
     };
     // walking step i runs the product of the step walked before and the element-wise part of
     // step nt-1-i; one more walking step finishes the last product
