@@ -197,7 +197,7 @@ pub fn run(args: Args) -> Result<()> {
         Cmd::Train(a) => crate::ranks::run(|ranks| train(a, ranks)),
         Cmd::Eval(a) => eval(a),
         Cmd::Predict(a) => predict(a),
-        Cmd::TrainStrings(a) => transcribe::train(a),
+        Cmd::TrainStrings(a) => crate::ranks::run(|ranks| transcribe::train(a, ranks)),
         Cmd::EvalStrings(a) => transcribe::eval(a),
         Cmd::Transcribe(a) => transcribe::transcribe_file(a),
     }

@@ -57,6 +57,8 @@ pub struct TrainArgs {
     data: PathBuf,
     #[command(flatten)]
     run: RunDir,
+    #[command(flatten)]
+    precision: crate::args::TrainPrecisionArgs,
     /// Leave this speaker out of training and validation; the test strings are then theirs.
     #[arg(long)]
     holdout: Option<String>,
@@ -210,7 +212,9 @@ fn config_of(ck: &Checkpoint, path: &Path) -> Result<TranscriberConfig> {
     tt::config_of(ck).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
-pub fn train(a: TrainArgs) -> Result<()> {
+pub fn train(a: TrainArgs, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
+    // rank 0 alone prints, charts and writes checkpoints
+    let root = ranks.is_none_or(|r| r.rank() == 0);
     // ---- flags -> plan, before any work
     set_threads(&a.dev)?;
     let device = crate::device::open(a.dev.device)?;
@@ -276,9 +280,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
     normalise(&mut train_set, &normalizer);
     normalise(&mut val_set, &normalizer);
     let frames: usize = train_set.iter().map(|e| e.feats.t).sum();
-    eprintln!(
+    if root {
+        eprintln!(
         "transcriber: {} training strings ({frames} frames) and {} validation strings{} in {:.1} s; \
-         {} features per frame, {} {} x {}{}, {params} parameters",
+         {} features per frame, {} {} x {}{}, {params} parameters{}",
         train_set.len(),
         val_set.len(),
         a.holdout
@@ -294,12 +299,22 @@ pub fn train(a: TrainArgs) -> Result<()> {
         } else {
             ""
         },
+        ranks.map_or(String::new(), |r| format!(", {} MPI ranks", r.size()))
     );
+    }
 
     // ---- the run: the directory is held from here until the run ends
-    let _lock = recur::rundir::RunLock::acquire(&run_dir)?;
+    let _lock = match root {
+        true => Some(recur::rundir::RunLock::acquire(&run_dir)?),
+        false => None,
+    };
     let val_n = val_set.len();
-    let run = Run::on(&*device).checkpoints(run_dir.clone());
+    let mut run = Run::on(&*device)
+        .checkpoints(run_dir.clone())
+        .precision(a.precision.get());
+    if let Some(r) = ranks {
+        run = run.collective(r.collective());
+    }
     let mut trainer = match resumed {
         Some((ck, _)) => tt::resume(run, ck, train_set, val_set)
             .with_context(|| format!("resuming {}", last_path.display()))?,
@@ -320,13 +335,16 @@ pub fn train(a: TrainArgs) -> Result<()> {
         // A second handler cannot be installed in one process; the binary installs one.
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    let reason = run_epochs(&mut trainer, &stop, a.train.epochs)?;
+    let reason = run_epochs(&mut trainer, &stop, a.train.epochs, !root)?;
     if let StopReason::Diverged { .. } = reason {
         bail!(
             "{}: training stopped; {} holds the last good epoch",
             reason.describe(),
             last_path.display()
         );
+    }
+    if !root {
+        return Ok(());
     }
 
     // ---- summary
@@ -399,8 +417,9 @@ fn run_epochs(
     trainer: &mut TranscriberTrainer,
     stop: &AtomicBool,
     epochs: usize,
+    quiet: bool,
 ) -> Result<StopReason> {
-    epochs::run_epochs(trainer, stop, epochs, false, "CTC", &|row| match (
+    epochs::run_epochs(trainer, stop, epochs, quiet, "CTC", &|row| match (
         row.val_loss,
         row.extra["val_digit_error_rate"].as_f64(),
     ) {

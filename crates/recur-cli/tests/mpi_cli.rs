@@ -371,3 +371,84 @@ fn two_ranks_train_the_speech_classifier_as_one_process() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not give each of 2 ranks one"), "{err}");
 }
+
+/// A small `recur speech train-strings` run on the committed sample recordings into `dir`: 20
+/// strings (speaker george held out) in batches of 5, which 2 ranks share as 2 and 3.
+#[cfg(feature = "mpi")]
+fn small_strings<'a>(data: &'a str, dir: &'a Path, batch: &'a str) -> Vec<&'a str> {
+    vec![
+        "speech",
+        "train-strings",
+        "--data",
+        data,
+        "--checkpoint-dir",
+        s(dir),
+        "--holdout",
+        "george",
+        "--strings",
+        "20",
+        "--val-strings",
+        "4",
+        "--test-strings",
+        "4",
+        "--epochs",
+        "2",
+        "--batch-size",
+        batch,
+        "--rnn-size",
+        "16",
+        "--threads",
+        "1",
+        "--json",
+    ]
+}
+
+/// `recur speech train-strings` under `mpirun -np 2` ends with one process's weights and
+/// validation CTC (float32 rounding of the sums aside); a batch smaller than the ranks is
+/// refused.
+#[cfg(feature = "mpi")]
+#[test]
+fn two_ranks_train_the_transcriber_as_one_process() {
+    let d = scratch("mpi-strings");
+    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/fsdd-sample");
+    let data = s(&data);
+    let (one, two) = (d.join("one"), d.join("two"));
+    let single = recur(&small_strings(data, &one, "5"));
+    ok(&single);
+    let a = small_strings(data, &two, "5");
+    let out = mpirun(&[&a, &a]);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let reports: Vec<&str> = text.lines().filter(|l| l.starts_with('{')).collect();
+    // rank 0 alone reports
+    assert_eq!(reports.len(), 1, "{text}");
+    let val = |report: &str| {
+        let j: serde_json::Value = serde_json::from_str(report).unwrap();
+        j["best_val_loss"].as_f64().unwrap()
+    };
+    let one_report = String::from_utf8_lossy(&single.stdout).to_string();
+    let (v1, v2) = (val(one_report.trim()), val(reports[0]));
+    assert!(
+        (v1 - v2).abs() < 1e-4 * v1.abs(),
+        "validation CTC {v1} vs {v2}"
+    );
+    let weights = |dir: &Path| {
+        recur::checkpoint::load(&dir.join("latest.safetensors"))
+            .unwrap()
+            .params
+    };
+    let (w1, w2) = (weights(&one), weights(&two));
+    let worst = w1
+        .iter()
+        .zip(&w2)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "weights off by {worst}");
+
+    let small_dir = d.join("small");
+    let b = small_strings(data, &small_dir, "1");
+    let out = mpirun(&[&b, &b]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not give each of 2 ranks one"), "{err}");
+}

@@ -201,21 +201,7 @@ impl Task for SpeechTask {
     }
 
     fn split(&mut self, rank: usize, size: usize) -> Result<()> {
-        // every batch must give every rank at least one utterance
-        let (n, bs) = (self.train.len(), self.batch_size);
-        if bs < size {
-            return Err(Error::invalid(format!(
-                "a batch of {bs} utterances does not give each of {size} ranks one: choose \
-                 --batch-size {size} or more"
-            )));
-        }
-        let last = n % bs;
-        if last > 0 && last < size {
-            return Err(Error::invalid(format!(
-                "{n} training recordings in batches of {bs} end with a batch of {last}, fewer \
-                 than the {size} ranks: choose another --batch-size"
-            )));
-        }
+        check_shares(self.train.len(), self.batch_size, size, "recordings")?;
         self.share = Some((rank, size));
         Ok(())
     }
@@ -333,6 +319,24 @@ pub(super) fn check_saved_sets(
     Ok(())
 }
 
+/// Checks that every batch of `bs` of `n` training items gives each of `size` ranks at least
+/// one (a data-parallel run of a classifier or of the transcriber).
+pub(super) fn check_shares(n: usize, bs: usize, size: usize, what: &str) -> Result<()> {
+    if bs < size {
+        return Err(Error::invalid(format!(
+            "a batch of {bs} {what} does not give each of {size} ranks one: choose \
+             --batch-size {size} or more"
+        )));
+    }
+    let last = n % bs;
+    if last > 0 && last < size {
+        return Err(Error::invalid(format!(
+            "{n} training {what} in batches of {bs} end with a batch of {last}, fewer than the \
+             {size} ranks: choose another --batch-size"
+        )));
+    }
+    Ok(())
+}
 /// A speech run.
 pub type SpeechTrainer = Trainer<SpeechTask>;
 

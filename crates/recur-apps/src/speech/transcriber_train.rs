@@ -8,7 +8,7 @@
 use super::classifier::{epoch_batches_by, Normalizer};
 use super::features::FeatureConfig;
 use super::strings::StringSets;
-use super::train::{check_input, check_saved_sets, config_of_kind};
+use super::train::{check_input, check_saved_sets, check_shares, config_of_kind};
 use super::transcriber::{
     check_model, ctc_loss, engine_batch, evaluate, make_batch, Batch, Decoder, StringExample,
 };
@@ -66,6 +66,8 @@ pub struct TranscriberTask {
     loss_sum: f64,
     batches: usize,
     val_der: Option<f64>,
+    /// A data-parallel rank's place: (rank, ranks); `None` in one process.
+    share: Option<(usize, usize)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -100,6 +102,7 @@ impl TranscriberTask {
             loss_sum: 0.0,
             batches: 0,
             val_der: None,
+            share: None,
         })
     }
 }
@@ -154,11 +157,25 @@ impl Task for TranscriberTask {
             .order
             .get(k as usize)
             .ok_or_else(|| Error::invalid(format!("batch {k} is past this epoch's batches")))?;
+        // a data-parallel rank takes its contiguous share of the (length-bucketed) batch. CTC's
+        // mean is over the strings of a batch, so a share's mean is weighted by its size: times
+        // ranks * share / batch, the loop's average over the ranks is the whole batch's mean
+        // (one process is rank 0 of 1: weight 1)
+        let (r, ranks) = self.share.unwrap_or((0, 1));
+        let whole = idx.len();
+        let idx = &idx[r * whole / ranks..(r + 1) * whole / ranks];
+        let weight = (ranks * idx.len()) as f64 / whole as f64;
         let batch = make_batch(&self.train, idx);
         eng.forward(&engine_batch(&batch), Start::Zero, Some(rng))?;
         let logits = eng.logits()?.into_owned();
         let mut dlogits = vec![0.0f32; logits.len()];
-        let loss = ctc_loss(&logits, &batch, Some(&mut dlogits))?;
+        let mut loss = ctc_loss(&logits, &batch, Some(&mut dlogits))?;
+        if ranks > 1 {
+            loss *= weight;
+            for d in &mut dlogits {
+                *d *= weight as f32;
+            }
+        }
         eng.set_dlogits(&dlogits)?;
         self.loss_sum += loss;
         self.batches += 1;
@@ -194,11 +211,29 @@ impl Task for TranscriberTask {
         }
     }
 
+    fn split(&mut self, rank: usize, size: usize) -> Result<()> {
+        check_shares(self.train.len(), self.batch_size, size, "strings")?;
+        self.share = Some((rank, size));
+        Ok(())
+    }
+
     fn row_extra(&mut self) -> serde_json::Value {
         let mean = self.loss_sum / self.batches.max(1) as f64;
         self.loss_sum = 0.0;
         self.batches = 0;
         serde_json::json!({"train_ctc": mean, "val_digit_error_rate": self.val_der})
+    }
+
+    /// The training CTC of the log over every rank: the ranks' weighted losses averaged, as the
+    /// step losses are.
+    fn row_extra_shared(
+        &mut self,
+        part: &dyn recur::collective::Collective,
+    ) -> Result<serde_json::Value> {
+        let mut sum = [self.loss_sum];
+        part.sum_f64(&mut sum)?;
+        self.loss_sum = sum[0] / part.size() as f64;
+        Ok(self.row_extra())
     }
 
     fn state(&self) -> serde_json::Value {
