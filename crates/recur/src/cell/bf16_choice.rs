@@ -24,14 +24,23 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// Rows up to which bf16 panels can pay: with more, each loaded weight serves enough rows that
-/// the product waits on arithmetic, where the widening only costs.
-pub(super) const BF16_MAX_ROWS: usize = 4;
+/// the product waits on arithmetic, where the widening only costs. The AVX-512 kernel widens a
+/// pair row of 32 weights with two instructions for 2 x rows FMAs, the AVX2 one with four for as
+/// many: measured, AVX-512's bf16 panels still won at 8 rows from the L3 (1.33-1.42x on the
+/// model-207 Xeon) and tied at 32 (docs/precision.md).
+pub(super) fn max_rows() -> usize {
+    if bf16::kernel() == crate::ops::cpu::Isa::Avx512 {
+        8
+    } else {
+        4
+    }
+}
 
 /// The decision for a step of `rows` batch rows (a thread's rows) against W_hh of `gh x h`
 /// (float32 bytes `gh * h * 4`), split over `parts` threads by units:
 /// - one row on a CPU that multiplies bf16 directly ([`bf16::native`]): bf16 panels (one load
 ///   of 32 weights feeds one `vdpbf16ps`, where float32 needs two loads for two FMAs);
-/// - more than [`BF16_MAX_ROWS`] rows, or weights that fit in the threads' L2s: float32 panels
+/// - more than [`max_rows`] rows, or weights that fit in the threads' L2s: float32 panels
 ///   (the step does not wait on the weights' bytes);
 /// - weights beyond the L3 and the L2s together: bf16 panels (the step streams them from
 ///   memory; measured 1.45-1.59x on the first machine);
@@ -42,7 +51,7 @@ pub(super) fn auto(gh: usize, h: usize, rows: usize, parts: usize) -> bool {
     }
     let caches = Caches::get();
     let weight_bytes = gh * h * std::mem::size_of::<f32>();
-    if rows > BF16_MAX_ROWS || weight_bytes <= parts.max(1) * caches.l2 {
+    if rows > max_rows() || weight_bytes <= parts.max(1) * caches.l2 {
         return false;
     }
     if weight_bytes > caches.l3 + threads() * caches.l2 {
@@ -145,7 +154,7 @@ mod tests {
     fn sizes_decide_first_and_a_measurement_is_kept() {
         // many rows, or weights that stay in the L2s: float32 panels, nothing timed (unless
         // one row on a CPU that multiplies bf16 directly: then bf16 panels)
-        assert!(!auto(4 * 1024, 1024, BF16_MAX_ROWS + 1, 1));
+        assert!(!auto(4 * 1024, 1024, max_rows() + 1, 1));
         assert!(!auto(4 * 16, 16, 2, 1));
         assert_eq!(auto(4 * 16, 16, 1, 1), bf16::native());
         // both formats timed: finite, positive times

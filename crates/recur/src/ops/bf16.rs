@@ -16,11 +16,12 @@
 //! panels: a per-step product that streams its weights from memory or the L3 (a batch of one)
 //! moves half as much.
 //!
-//! Kernels: the portable loop (the reference), AVX2 + FMA (weights widened to float32) and
-//! AVX512-BF16 (`vdpbf16ps`, bf16 multiplied directly). The first two sum the products of a
-//! column in order of `k`, so they agree bit for bit when `A` holds bf16 values (they then
-//! compute the same exact products); the third adds each pair's products in the instruction's
-//! order (see [`panel_gemm_with`]).
+//! Kernels: the portable loop (the reference), AVX2 + FMA and AVX-512 (weights widened to
+//! float32 in registers), and for one row AVX512-BF16 (`vdpbf16ps`, bf16 multiplied directly).
+//! The widening kernels sum the products of a column in order of `k`, so they agree with the
+//! portable loop bit for bit when `A` holds bf16 values (they then compute the same exact
+//! products); `vdpbf16ps` adds each pair's products in the instruction's order (see
+//! [`panel_gemm_with`]).
 
 use super::cpu::Isa;
 use super::panel::{panels, Groups, OutPtr, NR};
@@ -133,15 +134,14 @@ pub fn from_panels(dst: &mut [u16], src: &[f32], n_panels: usize, k: usize) {
     });
 }
 
-/// The bf16 kernels, best first. [`Isa::Avx512`] here means AVX512-BF16 (`vdpbf16ps`).
+/// The bf16 kernels, best first. [`Isa::Avx512`] here: a one-row product on AVX512-BF16's
+/// `vdpbf16ps` where the CPU has it, every other product with the weights widened to float32 in
+/// 512-bit registers.
 pub const KERNELS: [Isa; 3] = [Isa::Avx512, Isa::Avx2Fma, Isa::Portable];
 
-/// Whether this CPU runs the bf16 kernel `kernel`: the AVX-512 one needs AVX512-BF16 as well.
+/// Whether this CPU runs the bf16 kernel `kernel`.
 pub fn available(kernel: Isa) -> bool {
-    match kernel {
-        Isa::Avx512 => Isa::Avx512.available() && has_avx512_bf16(),
-        other => other.available(),
-    }
+    kernel.available()
 }
 
 fn has_avx512_bf16() -> bool {
@@ -164,16 +164,23 @@ pub fn kernel() -> Isa {
         .unwrap_or(Isa::Portable)
 }
 
-/// Whether the bf16 product here multiplies bf16 directly (`vdpbf16ps`: twice the products of a
-/// float32 FMA per instruction), rather than widening the weights to float32.
+/// Whether the bf16 product of one row here multiplies bf16 directly (`vdpbf16ps`: twice the
+/// products of a float32 FMA per instruction), rather than widening the weights to float32.
 pub fn native() -> bool {
-    kernel() == Isa::Avx512
+    kernel() == Isa::Avx512 && has_avx512_bf16()
 }
 
 /// The bf16 product's kernel, for the dispatch table.
 pub fn describe(kernel: Isa) -> &'static str {
     match kernel {
-        Isa::Avx512 => "avx512_bf16 vdpbf16ps zmm: tiles 1x8 (B=1), 2x8, 4x4 (B<=4), 8x2",
+        Isa::Avx512 if has_avx512_bf16() => {
+            "avx512: one row on avx512_bf16 vdpbf16ps zmm (tile 1x8), more rows with the weights \
+             widened to float32 (tiles 2x8, 4x4 (B<=4), 8x2)"
+        }
+        Isa::Avx512 => {
+            "avx512, bf16 weights widened to float32 in registers: tiles 1x8 (B=1), 2x8, 4x4 \
+             (B<=4), 8x2"
+        }
         Isa::Avx2Fma => "avx2+fma, bf16 weights widened in registers: tiles 1x4, 2x2, 3x2, 6x1",
         Isa::Portable => "portable loop",
     }
@@ -200,10 +207,11 @@ pub unsafe fn panel_gemm_raw(
 
 /// [`panel_gemm_raw`] over row groups (see [`Groups`]) on a chosen kernel.
 ///
-/// The portable loop and the AVX2 kernel sum a column's products in order of `k` (and so agree
-/// bit for bit); `vdpbf16ps` adds each pair's second product before its first, as the
-/// instruction is defined (Intel SDM), and treats subnormal inputs and results as zero, so the
-/// AVX-512 kernel agrees with them within rounding, not in bits.
+/// The portable loop and the AVX2 and AVX-512 kernels sum a column's products in order of `k`
+/// (and so agree bit for bit), except the AVX-512 kernel's one-row product on `vdpbf16ps`, which
+/// adds each pair's second product before its first, as the instruction is defined (Intel SDM),
+/// and treats subnormal inputs and results as zero: it agrees with them within rounding, not in
+/// bits.
 ///
 /// # Safety
 /// As [`super::panel::panel_gemm_raw`], for the rows of every block. Panics when this CPU
@@ -245,7 +253,10 @@ pub unsafe fn panel_gemm_with(
     match kernel {
         // SAFETY (both): the CPU runs the kernel (asserted); the sizes were checked above; the
         // caller's contract covers the writes.
-        Isa::Avx512 => return unsafe { dp512::run(m, groups, k, a, lda, packed, panels, out) },
+        Isa::Avx512 if m == 1 && has_avx512_bf16() => {
+            return unsafe { dp512::run(m, groups, k, a, lda, packed, panels, out) }
+        }
+        Isa::Avx512 => return unsafe { wide512::run(m, groups, k, a, lda, packed, panels, out) },
         Isa::Avx2Fma => return unsafe { avx2::run(m, groups, k, a, lda, packed, panels, out) },
         Isa::Portable => {}
     }
@@ -519,6 +530,96 @@ mod dp512 {
                     let av = bh(_mm512_set1_epi32(*ap.add(r * lda + pp) as i32));
                     for v in 0..V {
                         acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, b[v]);
+                    }
+                }
+            }
+            for v in 0..V {
+                let c0 = (q + v) * NR;
+                let mask = panel_mask(out.n, c0);
+                for r in 0..R {
+                    let dst = out.ptr.add((i0 + r) * out.ld + c0);
+                    _mm512_mask_storeu_ps(dst, mask, acc[r][v]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wide512 {
+    use super::{packed_len, Groups, OutPtr, NR};
+    use crate::ops::panel::panel_mask;
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// Rows x panels as the float32 AVX-512 kernel's: a panel's pair row is one 512-bit load,
+    /// widened into its two rows of 16 float32 (a shift and a mask), each feeding one FMA per
+    /// row of the tile.
+    fn tile_shape(m: usize) -> (usize, usize) {
+        match m {
+            1 => (1, 8),
+            2 => (2, 8),
+            3 | 4 => (m, 4),
+            _ => (8, 2),
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F present; the checks and contract of `panel_gemm_with`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run(
+        m: usize,
+        groups: Groups,
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        packed: &[u16],
+        panels: Range<usize>,
+        out: OutPtr<f32>,
+    ) {
+        let ps = packed_len(1, k);
+        crate::ops::panel::tiled_product!(m, k, a, lda, packed, ps, groups, panels, out, &[8, 4, 2, 1]; 1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4; 1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2; 1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1);
+    }
+
+    /// `R` rows x `V` panels of C from `k` products, in order of `k` (as the portable loop).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize, const V: usize>(
+        k: usize,
+        ap: *const f32,
+        lda: usize,
+        bp: *const u16,
+        ps: usize,
+        out: OutPtr<f32>,
+        i0: usize,
+        q: usize,
+    ) {
+        // SAFETY (whole body): the caller guarantees R rows of A with k columns at stride lda,
+        // V panels of ps elements, and C rows i0..i0+R; columns are masked below.
+        unsafe {
+            let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            for pp in 0..k.div_ceil(2) {
+                let p = 2 * pp;
+                let mut raw = [_mm512_setzero_si512(); V];
+                for v in 0..V {
+                    raw[v] = _mm512_loadu_si512(bp.add(v * ps + pp * 2 * NR) as *const _);
+                }
+                for v in 0..V {
+                    let lo = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(raw[v]));
+                    for r in 0..R {
+                        let av = _mm512_set1_ps(*ap.add(r * lda + p));
+                        acc[r][v] = _mm512_fmadd_ps(av, lo, acc[r][v]);
+                    }
+                }
+                if p + 1 < k {
+                    for v in 0..V {
+                        let hi = _mm512_castsi512_ps(_mm512_and_si512(raw[v], high));
+                        for r in 0..R {
+                            let av = _mm512_set1_ps(*ap.add(r * lda + p + 1));
+                            acc[r][v] = _mm512_fmadd_ps(av, hi, acc[r][v]);
+                        }
                     }
                 }
             }
