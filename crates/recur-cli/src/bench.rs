@@ -227,10 +227,16 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--tune times a stack's schedules (no --charlm, --gemm or --fma-peak)");
     }
     if a.precision.get() != Precision::F32 {
-        if other || a.dev.device == Device::Cuda {
+        if a.charlm && a.precision.get() == Precision::Int8 {
             bail!(
-                "--precision {} times a stack on the CPU (no --charlm, --gemm, --fma-peak, --peak \
-                 or --device cuda)",
+                "--precision int8 times inference only: the char-model step trains (int8 does not)"
+            );
+        }
+        let bf16_step = a.charlm && a.precision.get() == Precision::Bf16;
+        if (other && !bf16_step) || a.dev.device == Device::Cuda {
+            bail!(
+                "--precision {} times a stack on the CPU, or in bf16 the char-model step (no \
+                 --gemm, --fma-peak, --peak or --device cuda)",
                 a.precision.get()
             );
         }
@@ -629,24 +635,24 @@ fn run_charlm(a: &Args, threads: usize) -> Result<()> {
     let ids: Vec<u32> = (0..t * b).map(|_| rng.below(v as u64) as u32).collect();
     let targets: Vec<u32> = (0..t * b).map(|_| rng.below(v as u64) as u32).collect();
     let mut ws = model.workspace::<f32>(t, b);
+    // bf16: mixed precision as the training engine runs it (the float32 master weights updated,
+    // the step computing with their copy rounded to bf16 after each update)
+    let precision = a.precision.get();
+    let bf16 = precision == Precision::Bf16;
+    ws.set_precision(precision);
+    let mut rounded = params.clone();
+    recur::precision::prepare_weights(model.layout(), &mut rounded, precision);
     let mut loss = 0.0;
     let tm = time_median(a, || {
         grads.fill(0.0);
-        model.forward(
-            &mut ws,
-            &params,
-            Input::Tokens(&ids),
-            None,
-            None,
-            None,
-            None,
-        );
+        let w = if bf16 { &rounded } else { &params };
+        model.forward(&mut ws, w, Input::Tokens(&ids), None, None, None, None);
         let scale = 1.0 / (t * b) as f32;
         let (sum, count) = model.loss(&mut ws, &targets, scale);
         loss = sum / count as f64;
         model.backward(
             &mut ws,
-            &params,
+            w,
             &mut grads,
             Input::Tokens(&ids),
             None,
@@ -656,6 +662,10 @@ fn run_charlm(a: &Args, threads: usize) -> Result<()> {
         );
         clip_grad_norm(&mut grads, CHARLM_CLIP);
         opt.update(&mut params, &grads);
+        if bf16 {
+            rounded.copy_from_slice(&params);
+            recur::precision::prepare_weights(model.layout(), &mut rounded, precision);
+        }
     });
     let s = tm.wall_s;
     let chars_per_s = (t * b) as f64 / s;
@@ -663,14 +673,15 @@ fn run_charlm(a: &Args, threads: usize) -> Result<()> {
     if a.json {
         let j = json!({
             "charlm": true, "vocab": v, "hidden": CHARLM_HIDDEN, "layers": CHARLM_LAYERS,
-            "batch": b, "seq_length": t, "threads": threads, "median_s": s,
+            "batch": b, "seq_length": t, "threads": threads, "precision": precision.name(), "median_s": s,
             "chars_per_s": chars_per_s, "cpu_s": tm.cpu_s, "peak_rss_kib": peak_rss_kib(), "last_loss": loss,
         });
         writeln!(out, "{j}")?;
     } else {
         writeln!(
             out,
-            "char-model step (V={v}, LSTM {CHARLM_HIDDEN}x{CHARLM_LAYERS}, B={b}, T={t}), {} threads: {:.3} ms, {chars_per_s:.0} chars/s",
+            "char-model step (V={v}, LSTM {CHARLM_HIDDEN}x{CHARLM_LAYERS}, B={b}, T={t}){}, {} threads: {:.3} ms, {chars_per_s:.0} chars/s",
+            if bf16 { " in bf16" } else { "" },
             threads,
             s * 1e3
         )?;

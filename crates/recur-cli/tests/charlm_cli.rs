@@ -497,6 +497,21 @@ fn reduced_precisions_evaluate_sample_and_refuse_what_they_cannot_run() {
         &["--precision int8 times inference only"],
     );
     one_line_error(
+        &recur(&["bench", "--charlm", "--precision", "int8"]),
+        &["the char-model step trains"],
+    );
+    let step = json_of(&recur(&[
+        "bench",
+        "--charlm",
+        "--precision",
+        "bf16",
+        "--repeats",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(step["precision"], "bf16");
+    assert!(step["last_loss"].as_f64().unwrap().is_finite());
+    one_line_error(
         &recur(&[
             "train",
             "--data",
