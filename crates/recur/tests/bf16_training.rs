@@ -2,8 +2,9 @@
 //! engine): the gradients of LSTM, GRU and RNN stacks with a dense input, dropout and a head
 //! against float32's on the same rounded weights (close, as bf16 rounding allows, and not the
 //! same: the bf16 path runs); every product reading bf16 values (the logits' and the gates'
-//! gradients rounded); the engine's float32 master weights (what it returns and the optimizer
-//! updates) and the bf16 copy it computes with; int8 refused for training.
+//! gradients rounded); a tanh RNN's bf16 gradients against a forward and backward written out
+//! here in f64 with the same roundings; the engine's float32 master weights (what it returns and
+//! the optimizer updates) and the bf16 copy it computes with; int8 refused for training.
 
 use recur::cell::CellKind;
 use recur::engine::{Backend, Batch, Cpu, Engine, LossTargets, Start};
@@ -166,4 +167,186 @@ fn int8_does_not_train() {
     let mut eng = Cpu.engine(m, vec![0.01; n], Some(opt)).unwrap();
     let e = eng.set_precision(Precision::Int8).unwrap_err().to_string();
     assert!(e.contains("int8 runs inference only"), "{e}");
+}
+
+/// A one-layer tanh RNN with a per-step head, forward and backward written out here in f64 with
+/// bf16 rounding where the library's bf16 training rounds: the input and weights (given as bf16
+/// values), every state h (the tanh's derivative uses the unrounded value), the logits'
+/// gradient and the pre-activation's gradient dG. Returns the gradients in the layout's order
+/// of `names`; `round_dg: false` leaves dG unrounded (to show the comparison can tell).
+#[allow(clippy::too_many_arguments)]
+fn rnn_reference(
+    m: &Model,
+    p: &[f32],
+    x: &[f32],
+    targets: &[u32],
+    (t, b, i, h, v): (usize, usize, usize, usize, usize),
+    round_dg: bool,
+) -> Vec<(String, Vec<f64>)> {
+    let get = |name: &str| -> Vec<f64> {
+        p[m.layout().get(name).unwrap().range()]
+            .iter()
+            .map(|&w| w as f64)
+            .collect()
+    };
+    let r16 = |x: f64| round(x as f32) as f64;
+    let (wih, whh, bih, bhh, wo, bo) = (
+        get("rnn.weight_ih_l0"),
+        get("rnn.weight_hh_l0"),
+        get("rnn.bias_ih_l0"),
+        get("rnn.bias_hh_l0"),
+        get("decoder.weight"),
+        get("decoder.bias"),
+    );
+    // forward: y (unrounded tanh) and h (rounded) per step and row
+    let mut y = vec![0.0; t * b * h];
+    let mut hs = vec![0.0; (t + 1) * b * h]; // hs[0] = zeros, hs[s+1] = h of step s
+    for s in 0..t {
+        for r in 0..b {
+            for j in 0..h {
+                let mut a = bih[j] + bhh[j];
+                for k in 0..i {
+                    a += wih[j * i + k] * x[(s * b + r) * i + k] as f64;
+                }
+                for k in 0..h {
+                    a += whh[j * h + k] * hs[(s * b + r) * h + k];
+                }
+                let o = a.tanh();
+                y[(s * b + r) * h + j] = o;
+                hs[((s + 1) * b + r) * h + j] = r16(o);
+            }
+        }
+    }
+    // the head and the logits' gradient of the mean cross-entropy, rounded
+    let n = (t * b) as f64;
+    let mut dl = vec![0.0; t * b * v];
+    for row in 0..t * b {
+        let hrow = &hs[(b + row) * h..(b + row + 1) * h];
+        let logits: Vec<f64> = (0..v)
+            .map(|c| bo[c] + (0..h).map(|k| wo[c * h + k] * hrow[k]).sum::<f64>())
+            .collect();
+        let mx = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
+        for c in 0..v {
+            let pc = (logits[c] - mx).exp() / z;
+            let onehot = if targets[row] as usize == c { 1.0 } else { 0.0 };
+            dl[row * v + c] = r16((pc - onehot) / n);
+        }
+    }
+    let (mut dwo, mut dbo) = (vec![0.0; v * h], vec![0.0; v]);
+    let mut dy = vec![0.0; t * b * h];
+    for row in 0..t * b {
+        for c in 0..v {
+            let g = dl[row * v + c];
+            dbo[c] += g;
+            for k in 0..h {
+                dwo[c * h + k] += g * hs[(b + row) * h + k];
+                dy[row * h + k] += g * wo[c * h + k];
+            }
+        }
+    }
+    // BPTT
+    let (mut dwih, mut dwhh, mut db) = (vec![0.0; h * i], vec![0.0; h * h], vec![0.0; h]);
+    let mut dnext = vec![0.0; b * h];
+    for s in (0..t).rev() {
+        let mut dg = vec![0.0; b * h];
+        for r in 0..b {
+            for j in 0..h {
+                let row = (s * b + r) * h + j;
+                let d = (dy[row] + dnext[r * h + j]) * (1.0 - y[row] * y[row]);
+                dg[r * h + j] = if round_dg { r16(d) } else { d };
+            }
+        }
+        dnext.fill(0.0);
+        for r in 0..b {
+            for j in 0..h {
+                let g = dg[r * h + j];
+                db[j] += g;
+                for k in 0..i {
+                    dwih[j * i + k] += g * x[(s * b + r) * i + k] as f64;
+                }
+                for k in 0..h {
+                    dwhh[j * h + k] += g * hs[(s * b + r) * h + k];
+                    dnext[r * h + k] += g * whh[j * h + k];
+                }
+            }
+        }
+    }
+    vec![
+        ("rnn.weight_ih_l0".into(), dwih),
+        ("rnn.weight_hh_l0".into(), dwhh),
+        ("rnn.bias_ih_l0".into(), db.clone()),
+        ("rnn.bias_hh_l0".into(), db),
+        ("decoder.weight".into(), dwo),
+        ("decoder.bias".into(), dbo),
+    ]
+}
+
+/// The library's bf16 gradients against the f64 reference with the same roundings, relative to
+/// each tensor's largest: float32 sums against f64 ones (a bf16 rounding that falls the other
+/// way would show as about 4e-3; none does on these sizes).
+const REF_REL_TOL: f64 = 1e-5;
+
+#[test]
+fn bf16_backward_matches_a_reference_with_the_same_roundings() {
+    let (t, b, i, h, v) = (5, 3, 6, 8, 5);
+    let rnn = StackConfig::new(CellKind::parse("rnn_tanh").unwrap(), i, h);
+    let m = Model::new(ModelConfig::dense(i, rnn, v, Head::StepClasses)).unwrap();
+    let mut rng = Rng::new(21);
+    let mut params = vec![0f32; m.num_params()];
+    m.init(&mut params, &mut rng);
+    prepare_weights(m.layout(), &mut params, Precision::Bf16);
+    let x: Vec<f32> = (0..t * b * i).map(|_| round(rng.normal() as f32)).collect();
+    let targets: Vec<u32> = (0..t * b).map(|k| (k * 3 % v) as u32).collect();
+    let mut ws = m.workspace::<f32>(t, b);
+    ws.set_precision(Precision::Bf16);
+    m.forward(&mut ws, &params, Input::Dense(&x), None, None, None, None);
+    m.loss(&mut ws, &targets, 1.0 / (t * b) as f32);
+    let mut g = vec![0f32; params.len()];
+    m.backward(
+        &mut ws,
+        &params,
+        &mut g,
+        Input::Dense(&x),
+        None,
+        None,
+        None,
+        None,
+    );
+    let worst = |reference: &[(String, Vec<f64>)]| {
+        reference
+            .iter()
+            .map(|(name, want)| {
+                let got = &g[m.layout().get(name).unwrap().range()];
+                let scale = want.iter().fold(1e-30f64, |s, w| s.max(w.abs()));
+                got.iter()
+                    .zip(want)
+                    .map(|(&a, &w)| (a as f64 - w).abs() / scale)
+                    .fold(0.0, f64::max)
+            })
+            .fold(0.0, f64::max)
+    };
+    let same = worst(&rnn_reference(
+        &m,
+        &params,
+        &x,
+        &targets,
+        (t, b, i, h, v),
+        true,
+    ));
+    let unrounded = worst(&rnn_reference(
+        &m,
+        &params,
+        &x,
+        &targets,
+        (t, b, i, h, v),
+        false,
+    ));
+    eprintln!("against the reference: {same:e}; against it without dG rounded: {unrounded:e}");
+    assert!(
+        same <= REF_REL_TOL,
+        "bf16 backward off the reference by {same:e}"
+    );
+    // the comparison can tell a missing rounding of dG
+    assert!(unrounded > 10.0 * REF_REL_TOL, "{unrounded:e}");
 }
