@@ -2,8 +2,8 @@
 //! engine): the gradients of LSTM, GRU and RNN stacks with a dense input, dropout and a head
 //! against float32's on the same rounded weights (close, as bf16 rounding allows, and not the
 //! same: the bf16 path runs); every product reading bf16 values (the logits' and the gates'
-//! gradients rounded); a tanh RNN's bf16 gradients against a forward and backward written out
-//! here in f64 with the same roundings; the engine's float32 master weights (what it returns and
+//! gradients rounded); a tanh RNN's and an LSTM's bf16 gradients against a forward and backward
+//! written out here in f64 with the same roundings; the engine's float32 master weights (what it returns and
 //! the optimizer updates) and the bf16 copy it computes with; int8 refused for training.
 
 use recur::cell::CellKind;
@@ -169,13 +169,15 @@ fn int8_does_not_train() {
     assert!(e.contains("int8 runs inference only"), "{e}");
 }
 
-/// A one-layer tanh RNN with a per-step head, forward and backward written out here in f64 with
-/// bf16 rounding where the library's bf16 training rounds: the input and weights (given as bf16
-/// values), every state h (the tanh's derivative uses the unrounded value), the logits'
-/// gradient and the pre-activation's gradient dG. Returns the gradients in the layout's order
-/// of `names`; `round_dg: false` leaves dG unrounded (to show the comparison can tell).
+/// A one-layer tanh RNN or LSTM with a per-step head, forward and backward written out here in
+/// f64 (PyTorch's equations) with bf16 rounding where the library's bf16 training rounds: the
+/// input and weights (given as bf16 values), every state h (the derivatives use the unrounded
+/// activations and cell state), the logits' gradient and the gates' gradient dG. Returns the
+/// gradients by tensor name; `round_dg: false` leaves dG unrounded (to show the comparison can
+/// tell).
 #[allow(clippy::too_many_arguments)]
-fn rnn_reference(
+fn reference(
+    lstm: bool,
     m: &Model,
     p: &[f32],
     x: &[f32],
@@ -190,6 +192,9 @@ fn rnn_reference(
             .collect()
     };
     let r16 = |x: f64| round(x as f32) as f64;
+    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let g = if lstm { 4 } else { 1 };
+    let gh = g * h;
     let (wih, whh, bih, bhh, wo, bo) = (
         get("rnn.weight_ih_l0"),
         get("rnn.weight_hh_l0"),
@@ -198,28 +203,48 @@ fn rnn_reference(
         get("decoder.weight"),
         get("decoder.bias"),
     );
-    // forward: y (unrounded tanh) and h (rounded) per step and row
-    let mut y = vec![0.0; t * b * h];
-    let mut hs = vec![0.0; (t + 1) * b * h]; // hs[0] = zeros, hs[s+1] = h of step s
+    // forward: each row's activations (G*H: the RNN's tanh, or the LSTM's i, f, g, o), cell
+    // states (c[0] = zeros) and states h, rounded (hs[0] = zeros, hs[s+1] = step s's)
+    let mut act = vec![0.0; t * b * gh];
+    let mut cs = vec![0.0; (t + 1) * b * h];
+    let mut hs = vec![0.0; (t + 1) * b * h];
     for s in 0..t {
         for r in 0..b {
-            for j in 0..h {
-                let mut a = bih[j] + bhh[j];
-                for k in 0..i {
-                    a += wih[j * i + k] * x[(s * b + r) * i + k] as f64;
-                }
-                for k in 0..h {
-                    a += whh[j * h + k] * hs[(s * b + r) * h + k];
-                }
-                let o = a.tanh();
-                y[(s * b + r) * h + j] = o;
-                hs[((s + 1) * b + r) * h + j] = r16(o);
+            let row = s * b + r;
+            let pre: Vec<f64> = (0..gh)
+                .map(|j| {
+                    let mut a = bih[j] + bhh[j];
+                    for k in 0..i {
+                        a += wih[j * i + k] * x[row * i + k] as f64;
+                    }
+                    for k in 0..h {
+                        a += whh[j * h + k] * hs[row * h + k];
+                    }
+                    a
+                })
+                .collect();
+            for u in 0..h {
+                let y = if lstm {
+                    let (ig, fg) = (sig(pre[u]), sig(pre[h + u]));
+                    let (gg, og) = (pre[2 * h + u].tanh(), sig(pre[3 * h + u]));
+                    for (q, val) in [ig, fg, gg, og].into_iter().enumerate() {
+                        act[row * gh + q * h + u] = val;
+                    }
+                    let c = fg * cs[row * h + u] + ig * gg;
+                    cs[(row + b) * h + u] = c;
+                    og * c.tanh()
+                } else {
+                    act[row * gh + u] = pre[u].tanh();
+                    pre[u].tanh()
+                };
+                hs[(row + b) * h + u] = r16(y);
             }
         }
     }
     // the head and the logits' gradient of the mean cross-entropy, rounded
     let n = (t * b) as f64;
-    let mut dl = vec![0.0; t * b * v];
+    let (mut dwo, mut dbo) = (vec![0.0; v * h], vec![0.0; v]);
+    let mut dy = vec![0.0; t * b * h];
     for row in 0..t * b {
         let hrow = &hs[(b + row) * h..(b + row + 1) * h];
         let logits: Vec<f64> = (0..v)
@@ -228,46 +253,56 @@ fn rnn_reference(
         let mx = logits.iter().cloned().fold(f64::MIN, f64::max);
         let z: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
         for c in 0..v {
-            let pc = (logits[c] - mx).exp() / z;
             let onehot = if targets[row] as usize == c { 1.0 } else { 0.0 };
-            dl[row * v + c] = r16((pc - onehot) / n);
-        }
-    }
-    let (mut dwo, mut dbo) = (vec![0.0; v * h], vec![0.0; v]);
-    let mut dy = vec![0.0; t * b * h];
-    for row in 0..t * b {
-        for c in 0..v {
-            let g = dl[row * v + c];
-            dbo[c] += g;
+            let d = r16(((logits[c] - mx).exp() / z - onehot) / n);
+            dbo[c] += d;
             for k in 0..h {
-                dwo[c * h + k] += g * hs[(b + row) * h + k];
-                dy[row * h + k] += g * wo[c * h + k];
+                dwo[c * h + k] += d * hrow[k];
+                dy[row * h + k] += d * wo[c * h + k];
             }
         }
     }
     // BPTT
-    let (mut dwih, mut dwhh, mut db) = (vec![0.0; h * i], vec![0.0; h * h], vec![0.0; h]);
-    let mut dnext = vec![0.0; b * h];
+    let (mut dwih, mut dwhh, mut db) = (vec![0.0; gh * i], vec![0.0; gh * h], vec![0.0; gh]);
+    let (mut dhn, mut dcn) = (vec![0.0; b * h], vec![0.0; b * h]);
     for s in (0..t).rev() {
-        let mut dg = vec![0.0; b * h];
+        let mut dg = vec![0.0; b * gh];
         for r in 0..b {
-            for j in 0..h {
-                let row = (s * b + r) * h + j;
-                let d = (dy[row] + dnext[r * h + j]) * (1.0 - y[row] * y[row]);
-                dg[r * h + j] = if round_dg { r16(d) } else { d };
+            let row = s * b + r;
+            for u in 0..h {
+                let dh = dy[row * h + u] + dhn[r * h + u];
+                let a = |q: usize| act[row * gh + q * h + u];
+                let grads: Vec<f64> = if lstm {
+                    let (ig, fg, gg, og) = (a(0), a(1), a(2), a(3));
+                    let tc = cs[(row + b) * h + u].tanh();
+                    let dc = dcn[r * h + u] + dh * og * (1.0 - tc * tc);
+                    dcn[r * h + u] = dc * fg;
+                    vec![
+                        dc * gg * ig * (1.0 - ig),
+                        dc * cs[row * h + u] * fg * (1.0 - fg),
+                        dc * ig * (1.0 - gg * gg),
+                        dh * tc * og * (1.0 - og),
+                    ]
+                } else {
+                    vec![dh * (1.0 - a(0) * a(0))]
+                };
+                for (q, d) in grads.into_iter().enumerate() {
+                    dg[r * gh + q * h + u] = if round_dg { r16(d) } else { d };
+                }
             }
         }
-        dnext.fill(0.0);
+        dhn.fill(0.0);
         for r in 0..b {
-            for j in 0..h {
-                let g = dg[r * h + j];
-                db[j] += g;
+            let row = s * b + r;
+            for j in 0..gh {
+                let d = dg[r * gh + j];
+                db[j] += d;
                 for k in 0..i {
-                    dwih[j * i + k] += g * x[(s * b + r) * i + k] as f64;
+                    dwih[j * i + k] += d * x[row * i + k] as f64;
                 }
                 for k in 0..h {
-                    dwhh[j * h + k] += g * hs[(s * b + r) * h + k];
-                    dnext[r * h + k] += g * whh[j * h + k];
+                    dwhh[j * h + k] += d * hs[row * h + k];
+                    dhn[r * h + k] += d * whh[j * h + k];
                 }
             }
         }
@@ -290,63 +325,52 @@ const REF_REL_TOL: f64 = 1e-5;
 #[test]
 fn bf16_backward_matches_a_reference_with_the_same_roundings() {
     let (t, b, i, h, v) = (5, 3, 6, 8, 5);
-    let rnn = StackConfig::new(CellKind::parse("rnn_tanh").unwrap(), i, h);
-    let m = Model::new(ModelConfig::dense(i, rnn, v, Head::StepClasses)).unwrap();
-    let mut rng = Rng::new(21);
-    let mut params = vec![0f32; m.num_params()];
-    m.init(&mut params, &mut rng);
-    prepare_weights(m.layout(), &mut params, Precision::Bf16);
-    let x: Vec<f32> = (0..t * b * i).map(|_| round(rng.normal() as f32)).collect();
-    let targets: Vec<u32> = (0..t * b).map(|k| (k * 3 % v) as u32).collect();
-    let mut ws = m.workspace::<f32>(t, b);
-    ws.set_precision(Precision::Bf16);
-    m.forward(&mut ws, &params, Input::Dense(&x), None, None, None, None);
-    m.loss(&mut ws, &targets, 1.0 / (t * b) as f32);
-    let mut g = vec![0f32; params.len()];
-    m.backward(
-        &mut ws,
-        &params,
-        &mut g,
-        Input::Dense(&x),
-        None,
-        None,
-        None,
-        None,
-    );
-    let worst = |reference: &[(String, Vec<f64>)]| {
-        reference
-            .iter()
-            .map(|(name, want)| {
-                let got = &g[m.layout().get(name).unwrap().range()];
-                let scale = want.iter().fold(1e-30f64, |s, w| s.max(w.abs()));
-                got.iter()
-                    .zip(want)
-                    .map(|(&a, &w)| (a as f64 - w).abs() / scale)
-                    .fold(0.0, f64::max)
-            })
-            .fold(0.0, f64::max)
-    };
-    let same = worst(&rnn_reference(
-        &m,
-        &params,
-        &x,
-        &targets,
-        (t, b, i, h, v),
-        true,
-    ));
-    let unrounded = worst(&rnn_reference(
-        &m,
-        &params,
-        &x,
-        &targets,
-        (t, b, i, h, v),
-        false,
-    ));
-    eprintln!("against the reference: {same:e}; against it without dG rounded: {unrounded:e}");
-    assert!(
-        same <= REF_REL_TOL,
-        "bf16 backward off the reference by {same:e}"
-    );
-    // the comparison can tell a missing rounding of dG
-    assert!(unrounded > 10.0 * REF_REL_TOL, "{unrounded:e}");
+    for (lstm, kind) in [(false, "rnn_tanh"), (true, "lstm")] {
+        let rnn = StackConfig::new(CellKind::parse(kind).unwrap(), i, h);
+        let m = Model::new(ModelConfig::dense(i, rnn, v, Head::StepClasses)).unwrap();
+        let mut rng = Rng::new(21);
+        let mut params = vec![0f32; m.num_params()];
+        m.init(&mut params, &mut rng);
+        prepare_weights(m.layout(), &mut params, Precision::Bf16);
+        let x: Vec<f32> = (0..t * b * i).map(|_| round(rng.normal() as f32)).collect();
+        let targets: Vec<u32> = (0..t * b).map(|k| (k * 3 % v) as u32).collect();
+        let mut ws = m.workspace::<f32>(t, b);
+        ws.set_precision(Precision::Bf16);
+        m.forward(&mut ws, &params, Input::Dense(&x), None, None, None, None);
+        m.loss(&mut ws, &targets, 1.0 / (t * b) as f32);
+        let mut g = vec![0f32; params.len()];
+        m.backward(
+            &mut ws,
+            &params,
+            &mut g,
+            Input::Dense(&x),
+            None,
+            None,
+            None,
+            None,
+        );
+        let worst = |reference: &[(String, Vec<f64>)]| {
+            reference
+                .iter()
+                .map(|(name, want)| {
+                    let got = &g[m.layout().get(name).unwrap().range()];
+                    let scale = want.iter().fold(1e-30f64, |s, w| s.max(w.abs()));
+                    got.iter()
+                        .zip(want)
+                        .map(|(&a, &w)| (a as f64 - w).abs() / scale)
+                        .fold(0.0, f64::max)
+                })
+                .fold(0.0, f64::max)
+        };
+        let dims = (t, b, i, h, v);
+        let same = worst(&reference(lstm, &m, &params, &x, &targets, dims, true));
+        let unrounded = worst(&reference(lstm, &m, &params, &x, &targets, dims, false));
+        eprintln!("{kind}: against the reference {same:e}; without dG rounded {unrounded:e}");
+        assert!(
+            same <= REF_REL_TOL,
+            "{kind}: bf16 backward off the reference by {same:e}"
+        );
+        // the comparison can tell a missing rounding of dG
+        assert!(unrounded > 10.0 * REF_REL_TOL, "{kind}: {unrounded:e}");
+    }
 }
