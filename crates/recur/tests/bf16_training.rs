@@ -1,11 +1,10 @@
 //! Training in bf16 (mixed precision, `Engine::set_precision(Precision::Bf16)` on a training
 //! engine): the gradients of LSTM, GRU and RNN stacks with a dense input, dropout and a head
 //! against float32's on the same rounded weights (close, as bf16 rounding allows, and not the
-//! same: the bf16 path runs); every product reading bf16 values (the logits' and the gates'
-//! gradients rounded); a tanh RNN's and an LSTM's bf16 gradients against a forward and backward
-//! written out here in f64 with the same roundings; the engine's float32 master weights (what it returns and
-//! the optimizer updates) and the bf16 copy it computes with; int8 refused for training.
-
+//! same: the bf16 path runs); a tanh RNN's and an LSTM's bf16 gradients against a forward and
+//! backward written out here in f64 with the same roundings (states, the logits' and the gates'
+//! gradients); the engine's float32 master weights (what it returns and the optimizer updates)
+//! and the bf16 copy it computes with; int8 refused for training.
 use recur::cell::CellKind;
 use recur::engine::{Backend, Batch, Cpu, Engine, LossTargets, Start};
 use recur::model::{Head, Input, Model, ModelConfig};
