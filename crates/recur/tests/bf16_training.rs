@@ -5,6 +5,7 @@
 //! backward written out here in f64 with the same roundings (states, the logits' and the gates'
 //! gradients); the engine's float32 master weights (what it returns and the optimizer updates)
 //! and the bf16 copy it computes with; int8 refused for training.
+
 use recur::cell::CellKind;
 use recur::engine::{Backend, Batch, Cpu, Engine, LossTargets, Start};
 use recur::model::{Head, Input, Model, ModelConfig};
