@@ -1,8 +1,8 @@
 //! Training in bf16 (mixed precision, `Engine::set_precision(Precision::Bf16)` on a training
 //! engine): the gradients of LSTM, GRU and RNN stacks with a dense input, dropout and a head
 //! against float32's on the same rounded weights (close, as bf16 rounding allows, and not the
-//! same: the bf16 path runs); a tanh RNN's and an LSTM's bf16 gradients against a forward and
-//! backward written out here in f64 with the same roundings (states, the logits' and the gates'
+//! same: the bf16 path runs); a tanh RNN's, an LSTM's and a GRU's bf16 gradients against a
+//! forward and backward written out here in f64 with the same roundings (states, the logits' and the gates'
 //! gradients); the engine's float32 master weights (what it returns and the optimizer updates)
 //! and the bf16 copy it computes with; int8 refused for training.
 
@@ -169,7 +169,7 @@ fn int8_does_not_train() {
     assert!(e.contains("int8 runs inference only"), "{e}");
 }
 
-/// A one-layer tanh RNN or LSTM with a per-step head, forward and backward written out here in
+/// A one-layer tanh RNN, LSTM or GRU with a per-step head, forward and backward written out here in
 /// f64 (PyTorch's equations) with bf16 rounding where the library's bf16 training rounds: the
 /// input and weights (given as bf16 values), every state h (the derivatives use the unrounded
 /// activations and cell state), the logits' gradient and the gates' gradient dG. Returns the
@@ -177,7 +177,7 @@ fn int8_does_not_train() {
 /// tell).
 #[allow(clippy::too_many_arguments)]
 fn reference(
-    lstm: bool,
+    kind: &str,
     m: &Model,
     p: &[f32],
     x: &[f32],
@@ -193,7 +193,12 @@ fn reference(
     };
     let r16 = |x: f64| round(x as f32) as f64;
     let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-    let g = if lstm { 4 } else { 1 };
+    let (lstm, gru) = (kind == "lstm", kind == "gru");
+    let g = match kind {
+        "lstm" => 4,
+        "gru" => 3,
+        _ => 1,
+    };
     let gh = g * h;
     let (wih, whh, bih, bhh, wo, bo) = (
         get("rnn.weight_ih_l0"),
@@ -206,25 +211,32 @@ fn reference(
     // forward: each row's activations (G*H: the RNN's tanh, or the LSTM's i, f, g, o), cell
     // states (c[0] = zeros) and states h, rounded (hs[0] = zeros, hs[s+1] = step s's)
     let mut act = vec![0.0; t * b * gh];
+    // the GRU's W_hn h + b_hn, which r multiplies
+    let mut hn = vec![0.0; t * b * h];
     let mut cs = vec![0.0; (t + 1) * b * h];
     let mut hs = vec![0.0; (t + 1) * b * h];
     for s in 0..t {
         for r in 0..b {
             let row = s * b + r;
-            let pre: Vec<f64> = (0..gh)
-                .map(|j| {
-                    let mut a = bih[j] + bhh[j];
-                    for k in 0..i {
-                        a += wih[j * i + k] * x[row * i + k] as f64;
-                    }
-                    for k in 0..h {
-                        a += whh[j * h + k] * hs[row * h + k];
-                    }
-                    a
-                })
-                .collect();
+            // the input's and the state's sides of every gate
+            let side = |w: &[f64], bias: &[f64], v: &dyn Fn(usize) -> f64, k_n: usize| {
+                (0..gh)
+                    .map(|j| bias[j] + (0..k_n).map(|k| w[j * k_n + k] * v(k)).sum::<f64>())
+                    .collect::<Vec<f64>>()
+            };
+            let px = side(&wih, &bih, &|k| x[row * i + k] as f64, i);
+            let ph = side(&whh, &bhh, &|k| hs[row * h + k], h);
+            let pre: Vec<f64> = px.iter().zip(&ph).map(|(a, b)| a + b).collect();
             for u in 0..h {
-                let y = if lstm {
+                let y = if gru {
+                    let (rg, zg) = (sig(pre[u]), sig(pre[h + u]));
+                    let ng = (px[2 * h + u] + rg * ph[2 * h + u]).tanh();
+                    for (q, val) in [rg, zg, ng].into_iter().enumerate() {
+                        act[row * gh + q * h + u] = val;
+                    }
+                    hn[row * h + u] = ph[2 * h + u];
+                    (1.0 - zg) * ng + zg * hs[row * h + u]
+                } else if lstm {
                     let (ig, fg) = (sig(pre[u]), sig(pre[h + u]));
                     let (gg, og) = (pre[2 * h + u].tanh(), sig(pre[3 * h + u]));
                     for (q, val) in [ig, fg, gg, og].into_iter().enumerate() {
@@ -265,14 +277,29 @@ fn reference(
     // BPTT
     let (mut dwih, mut dwhh, mut db) = (vec![0.0; gh * i], vec![0.0; gh * h], vec![0.0; gh]);
     let (mut dhn, mut dcn) = (vec![0.0; b * h], vec![0.0; b * h]);
+    let mut dbh = vec![0.0; gh];
     for s in (0..t).rev() {
+        // dG: the input side's gates' gradients; dGh: the state side's (the GRU's n differs)
         let mut dg = vec![0.0; b * gh];
+        let mut dgh = vec![0.0; b * gh];
+        let mut direct = vec![0.0; b * h];
         for r in 0..b {
             let row = s * b + r;
             for u in 0..h {
                 let dh = dy[row * h + u] + dhn[r * h + u];
                 let a = |q: usize| act[row * gh + q * h + u];
-                let grads: Vec<f64> = if lstm {
+                let grads: Vec<f64> = if gru {
+                    let (rg, zg, ng) = (a(0), a(1), a(2));
+                    direct[r * h + u] = dh * zg;
+                    let dn = dh * (1.0 - zg) * (1.0 - ng * ng);
+                    let dr = dn * hn[row * h + u] * rg * (1.0 - rg);
+                    let dz = dh * (hs[row * h + u] - ng) * zg * (1.0 - zg);
+                    let rd = |d: f64| if round_dg { r16(d) } else { d };
+                    dgh[r * gh + u] = rd(dr);
+                    dgh[r * gh + h + u] = rd(dz);
+                    dgh[r * gh + 2 * h + u] = rd(dn * rg);
+                    vec![dr, dz, dn]
+                } else if lstm {
                     let (ig, fg, gg, og) = (a(0), a(1), a(2), a(3));
                     let tc = cs[(row + b) * h + u].tanh();
                     let dc = dcn[r * h + u] + dh * og * (1.0 - tc * tc);
@@ -291,18 +318,22 @@ fn reference(
                 }
             }
         }
-        dhn.fill(0.0);
+        if !gru {
+            dgh.copy_from_slice(&dg);
+        }
+        dhn.copy_from_slice(&direct);
         for r in 0..b {
             let row = s * b + r;
             for j in 0..gh {
-                let d = dg[r * gh + j];
+                let (d, dhs) = (dg[r * gh + j], dgh[r * gh + j]);
                 db[j] += d;
+                dbh[j] += dhs;
                 for k in 0..i {
                     dwih[j * i + k] += d * x[row * i + k] as f64;
                 }
                 for k in 0..h {
-                    dwhh[j * h + k] += d * hs[row * h + k];
-                    dhn[r * h + k] += d * whh[j * h + k];
+                    dwhh[j * h + k] += dhs * hs[row * h + k];
+                    dhn[r * h + k] += dhs * whh[j * h + k];
                 }
             }
         }
@@ -310,8 +341,8 @@ fn reference(
     vec![
         ("rnn.weight_ih_l0".into(), dwih),
         ("rnn.weight_hh_l0".into(), dwhh),
-        ("rnn.bias_ih_l0".into(), db.clone()),
-        ("rnn.bias_hh_l0".into(), db),
+        ("rnn.bias_ih_l0".into(), db),
+        ("rnn.bias_hh_l0".into(), dbh),
         ("decoder.weight".into(), dwo),
         ("decoder.bias".into(), dbo),
     ]
@@ -325,7 +356,7 @@ const REF_REL_TOL: f64 = 1e-5;
 #[test]
 fn bf16_backward_matches_a_reference_with_the_same_roundings() {
     let (t, b, i, h, v) = (5, 3, 6, 8, 5);
-    for (lstm, kind) in [(false, "rnn_tanh"), (true, "lstm")] {
+    for kind in ["rnn_tanh", "lstm", "gru"] {
         let rnn = StackConfig::new(CellKind::parse(kind).unwrap(), i, h);
         let m = Model::new(ModelConfig::dense(i, rnn, v, Head::StepClasses)).unwrap();
         let mut rng = Rng::new(21);
@@ -363,8 +394,8 @@ fn bf16_backward_matches_a_reference_with_the_same_roundings() {
                 .fold(0.0, f64::max)
         };
         let dims = (t, b, i, h, v);
-        let same = worst(&reference(lstm, &m, &params, &x, &targets, dims, true));
-        let unrounded = worst(&reference(lstm, &m, &params, &x, &targets, dims, false));
+        let same = worst(&reference(kind, &m, &params, &x, &targets, dims, true));
+        let unrounded = worst(&reference(kind, &m, &params, &x, &targets, dims, false));
         eprintln!("{kind}: against the reference {same:e}; without dG rounded {unrounded:e}");
         assert!(
             same <= REF_REL_TOL,
