@@ -2,9 +2,9 @@
 //! engine): the gradients of LSTM, GRU and RNN stacks with a dense input, dropout and a head
 //! against float32's on the same rounded weights (close, as bf16 rounding allows, and not the
 //! same: the bf16 path runs); a tanh RNN's, an LSTM's and a GRU's bf16 gradients against a
-//! forward and backward written out here in f64 with the same roundings (states, the logits' and the gates'
-//! gradients); the engine's float32 master weights (what it returns and the optimizer updates)
-//! and the bf16 copy it computes with; int8 refused for training.
+//! forward and backward written out here in f64 with the same roundings (states, the logits'
+//! and the gates' gradients); the engine's float32 master weights (what it returns and the
+//! optimizer updates) and the bf16 copy it computes with; int8 refused for training.
 
 use recur::cell::CellKind;
 use recur::engine::{Backend, Batch, Cpu, Engine, LossTargets, Start};
