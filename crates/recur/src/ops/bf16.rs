@@ -411,7 +411,7 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 mod dp512 {
     use super::{packed_len, pair_rows, Groups, OutPtr, NR};
-    use crate::ops::panel::panel_mask;
+    use crate::ops::panel::{avx512_tile_shape as tile_shape, panel_mask};
     use std::arch::x86_64::*;
     use std::cell::RefCell;
     use std::ops::Range;
@@ -419,17 +419,6 @@ mod dp512 {
     thread_local! {
         /// Each calling thread's copy of A as bf16 pairs (reused across calls).
         static PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// Rows x panels as the float32 AVX-512 kernel's: at least 8 accumulators (one chain each),
-    /// at most 16 of the 32 registers.
-    fn tile_shape(m: usize) -> (usize, usize) {
-        match m {
-            1 => (1, 8),
-            2 => (2, 8),
-            3 | 4 => (m, 4),
-            _ => (8, 2),
-        }
     }
 
     /// Writes row `src` (k float32 holding bf16 values) as `pair_rows(k)` 32-bit pairs, row
@@ -498,7 +487,9 @@ mod dp512 {
                 a_step: m * kp,
                 ..groups
             };
-            crate::ops::panel::tiled_product!(m, kp, pairs, kp, packed, ps, groups, panels, out, &[8, 4, 2, 1]; 1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4; 1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2; 1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1);
+            crate::ops::panel::avx512_tiled_product!(
+                m, kp, pairs, kp, packed, ps, groups, panels, out
+            );
         });
     }
 
@@ -548,21 +539,9 @@ mod dp512 {
 #[cfg(target_arch = "x86_64")]
 mod wide512 {
     use super::{packed_len, Groups, OutPtr, NR};
-    use crate::ops::panel::panel_mask;
+    use crate::ops::panel::{avx512_tile_shape as tile_shape, panel_mask};
     use std::arch::x86_64::*;
     use std::ops::Range;
-
-    /// Rows x panels as the float32 AVX-512 kernel's: a panel's pair row is one 512-bit load,
-    /// widened into its two rows of 16 float32 (a shift and a mask), each feeding one FMA per
-    /// row of the tile.
-    fn tile_shape(m: usize) -> (usize, usize) {
-        match m {
-            1 => (1, 8),
-            2 => (2, 8),
-            3 | 4 => (m, 4),
-            _ => (8, 2),
-        }
-    }
 
     /// # Safety
     /// AVX-512F present; the checks and contract of `panel_gemm_with`.
@@ -579,7 +558,7 @@ mod wide512 {
         out: OutPtr<f32>,
     ) {
         let ps = packed_len(1, k);
-        crate::ops::panel::tiled_product!(m, k, a, lda, packed, ps, groups, panels, out, &[8, 4, 2, 1]; 1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4; 1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2; 1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1);
+        crate::ops::panel::avx512_tiled_product!(m, k, a, lda, packed, ps, groups, panels, out);
     }
 
     /// `R` rows x `V` panels of C from `k` products, in order of `k` (as the portable loop).

@@ -588,19 +588,9 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 mod vnni512 {
     use super::{packed_len, quads, Groups, OutPtr, NR};
+    use crate::ops::panel::avx512_tile_shape as tile_shape;
     use std::arch::x86_64::*;
     use std::ops::Range;
-
-    /// Rows x panels as the float32 AVX-512 kernel's: at least 8 accumulators (one chain each;
-    /// `vpdpbusd` has a latency of about 5 cycles), at most 16 of the 32 registers.
-    fn tile_shape(m: usize) -> (usize, usize) {
-        match m {
-            1 => (1, 8),
-            2 => (2, 8),
-            3 | 4 => (m, 4),
-            _ => (8, 2),
-        }
-    }
 
     /// # Safety
     /// AVX-512F and AVX512-VNNI present; the checks and contract of `panel_gemm_with`.
@@ -617,7 +607,7 @@ mod vnni512 {
         out: OutPtr<i32>,
     ) {
         let ps = packed_len(1, k);
-        crate::ops::panel::tiled_product!(m, k, a, lda, packed, ps, groups, panels, out, &[8, 4, 2, 1]; 1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4; 1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2; 1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1);
+        crate::ops::panel::avx512_tiled_product!(m, k, a, lda, packed, ps, groups, panels, out);
     }
 
     /// `R` rows x `V` panels of C: per quad of rows, a 32-bit broadcast of the row's four codes

@@ -479,6 +479,31 @@ macro_rules! tiled_product {
 }
 pub(crate) use tiled_product;
 
+/// The tile shape of the AVX-512 packed kernels (float32, bf16, int8) for `m` rows: `R` rows x
+/// `V` panels, with enough accumulators (R*V >= 8) to keep both FMA pipes busy despite the FMA's
+/// latency (each accumulator is one dependency chain), and at most 16 of the 32 vector registers
+/// for them. A batch of one (a matrix-vector product) therefore works on 8 panels at once. A
+/// kernel module imports it as its `tile_shape`, which [`tiled_product`] calls.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512_tile_shape(m: usize) -> (usize, usize) {
+    match m {
+        1 => (1, 8),
+        2 => (2, 8),
+        3 | 4 => (m, 4),
+        _ => (8, 2),
+    }
+}
+
+/// [`tiled_product`] with the AVX-512 kernels' tiles: [`avx512_tile_shape`]'s, and the narrower
+/// ones the end of a range of panels or of rows leaves.
+macro_rules! avx512_tiled_product {
+    ($m:expr, $k:expr, $a:expr, $lda:expr, $packed:expr, $ps:expr, $groups:expr, $panels:expr,
+     $out:expr) => {
+        $crate::ops::panel::tiled_product!($m, $k, $a, $lda, $packed, $ps, $groups, $panels, $out, &[8, 4, 2, 1]; 1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4; 1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2; 1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1)
+    };
+}
+pub(crate) use avx512_tiled_product;
+
 /// The store mask of the panel starting at column `c0` of a C with `n` columns: one bit per
 /// column that exists (the AVX-512 kernels store a panel row as one masked vector).
 #[cfg(target_arch = "x86_64")]
@@ -493,22 +518,9 @@ pub(crate) fn panel_mask(n: usize, c0: usize) -> u16 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{panel_mask, Groups, OutPtr, NR};
+    use super::{avx512_tile_shape as tile_shape, panel_mask, Groups, OutPtr, NR};
     use std::arch::x86_64::*;
     use std::ops::Range;
-
-    /// The tile shape for `m` rows: `R` rows x `V` panels, with enough accumulators (R*V >= 8)
-    /// to keep both FMA pipes busy despite the 4-cycle FMA latency (each accumulator is one
-    /// dependency chain), and at most 24 of the 32 vector registers in use. A batch of one
-    /// (a matrix-vector product) therefore works on 8 panels at once.
-    fn tile_shape(m: usize) -> (usize, usize) {
-        match m {
-            1 => (1, 8),
-            2 => (2, 8),
-            3 | 4 => (m, 4),
-            _ => (8, 2),
-        }
-    }
 
     /// # Safety
     /// AVX-512F present; `panel_gemm_raw`'s contract.
@@ -524,7 +536,7 @@ mod avx512 {
         out: OutPtr<f32>,
     ) {
         let ps = k * NR;
-        crate::ops::panel::tiled_product!(m, k, a, lda, packed, ps, groups, panels, out, &[8, 4, 2, 1]; 1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4; 1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2; 1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1);
+        crate::ops::panel::avx512_tiled_product!(m, k, a, lda, packed, ps, groups, panels, out);
     }
 
     /// `R` rows x `V` panels of C from `k` products. `bp` points at panel q, `ps` is the panel
