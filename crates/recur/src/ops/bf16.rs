@@ -411,7 +411,7 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 mod dp512 {
     use super::{packed_len, pair_rows, Groups, OutPtr, NR};
-    use crate::ops::panel::{avx512_tile_shape as tile_shape, panel_mask};
+    use crate::ops::panel::avx512_tile_shape as tile_shape;
     use std::arch::x86_64::*;
     use std::cell::RefCell;
     use std::ops::Range;
@@ -524,14 +524,7 @@ mod dp512 {
                     }
                 }
             }
-            for v in 0..V {
-                let c0 = (q + v) * NR;
-                let mask = panel_mask(out.n, c0);
-                for r in 0..R {
-                    let dst = out.ptr.add((i0 + r) * out.ld + c0);
-                    _mm512_mask_storeu_ps(dst, mask, acc[r][v]);
-                }
-            }
+            crate::ops::panel::store_tile_512(&acc, out, i0, q);
         }
     }
 }
@@ -539,7 +532,7 @@ mod dp512 {
 #[cfg(target_arch = "x86_64")]
 mod wide512 {
     use super::{packed_len, Groups, OutPtr, NR};
-    use crate::ops::panel::{avx512_tile_shape as tile_shape, panel_mask};
+    use crate::ops::panel::avx512_tile_shape as tile_shape;
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -602,14 +595,7 @@ mod wide512 {
                     }
                 }
             }
-            for v in 0..V {
-                let c0 = (q + v) * NR;
-                let mask = panel_mask(out.n, c0);
-                for r in 0..R {
-                    let dst = out.ptr.add((i0 + r) * out.ld + c0);
-                    _mm512_mask_storeu_ps(dst, mask, acc[r][v]);
-                }
-            }
+            crate::ops::panel::store_tile_512(&acc, out, i0, q);
         }
     }
 }

@@ -494,6 +494,33 @@ pub(crate) fn avx512_tile_shape(m: usize) -> (usize, usize) {
     }
 }
 
+/// Stores an AVX-512 float32 tile: `acc[r][v]` into row `i0 + r` and panel `q + v` of `out`,
+/// each panel row one store masked to the columns that exist.
+///
+/// # Safety
+/// Called from a kernel compiled for AVX-512F (it is inlined there); rows `i0..i0 + R` of `out`
+/// must be valid for writes in the panels' columns.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn store_tile_512<const R: usize, const V: usize>(
+    acc: &[[std::arch::x86_64::__m512; V]; R],
+    out: OutPtr<f32>,
+    i0: usize,
+    q: usize,
+) {
+    for v in 0..V {
+        let c0 = (q + v) * NR;
+        let mask = panel_mask(out.n, c0);
+        for (r, row) in acc.iter().enumerate() {
+            // SAFETY: the caller's contract: the row and the panel's existing columns are valid.
+            unsafe {
+                let dst = out.ptr.add((i0 + r) * out.ld + c0);
+                std::arch::x86_64::_mm512_mask_storeu_ps(dst, mask, row[v]);
+            }
+        }
+    }
+}
+
 /// [`tiled_product`] with the AVX-512 kernels' tiles: [`avx512_tile_shape`]'s, and the narrower
 /// ones the end of a range of panels or of rows leaves.
 macro_rules! avx512_tiled_product {
@@ -518,7 +545,7 @@ pub(crate) fn panel_mask(n: usize, c0: usize) -> u16 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{avx512_tile_shape as tile_shape, panel_mask, Groups, OutPtr, NR};
+    use super::{avx512_tile_shape as tile_shape, Groups, OutPtr, NR};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -568,14 +595,7 @@ mod avx512 {
                     }
                 }
             }
-            for v in 0..V {
-                let c0 = (q + v) * NR;
-                let mask = panel_mask(out.n, c0);
-                for r in 0..R {
-                    let dst = out.ptr.add((i0 + r) * out.ld + c0);
-                    _mm512_mask_storeu_ps(dst, mask, acc[r][v]);
-                }
-            }
+            crate::ops::panel::store_tile_512(&acc, out, i0, q);
         }
     }
 }
