@@ -80,6 +80,25 @@ fn conversion_rounds_to_nearest_even() {
             x.to_bits()
         );
     }
+    // a slice at once (sixteen lanes at a time where the CPU has AVX-512): the same bits, NaN,
+    // infinities and a tail past the last whole vector included
+    let mut bits: Vec<u32> = (0..10_007)
+        .map(|_| (rng.uniform() * u32::MAX as f64) as u32)
+        .collect();
+    bits.extend([
+        0x7f80_0000,
+        0xff80_0000,
+        0x7f80_0001,
+        0xffc0_1234,
+        0x0000_8000,
+        0x7f7f_ffff,
+    ]);
+    let mut x: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+    bf16::round_slice(&mut x);
+    for (&b, &got) in bits.iter().zip(&x) {
+        let want = round(f32::from_bits(b));
+        assert_eq!(got.to_bits(), want.to_bits(), "slice rounding of {b:#x}");
+    }
 }
 
 fn kernels() -> Vec<Isa> {

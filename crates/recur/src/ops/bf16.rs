@@ -50,9 +50,44 @@ pub fn round(x: f32) -> f32 {
     from_bf16(to_bf16(x))
 }
 
-/// Rounds every element of `x` to bf16 in place.
+/// Rounds every element of `x` to bf16 in place (sixteen at a time with AVX-512: the same bits
+/// as [`round`]).
 pub fn round_slice(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx512.available() {
+        // SAFETY: the CPU runs AVX-512F (checked).
+        unsafe { round_slice_512(x) };
+        return;
+    }
     for v in x {
+        *v = round(*v);
+    }
+}
+
+/// [`round_slice`] on AVX-512F: [`to_bf16`]'s integer steps on sixteen lanes.
+///
+/// # Safety
+/// AVX-512F present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn round_slice_512(x: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut chunks = x.chunks_exact_mut(16);
+    for c in &mut chunks {
+        // SAFETY: `c` holds 16 floats; unaligned loads and stores.
+        unsafe {
+            let v = _mm512_loadu_si512(c.as_ptr() as *const _);
+            let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
+            let up = _mm512_add_epi32(v, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+            let r = _mm512_and_si512(up, _mm512_set1_epi32(0xffff_0000u32 as i32));
+            // NaN (magnitude above infinity's) becomes the quiet NaN, as to_bf16 makes it
+            let mag = _mm512_and_si512(v, _mm512_set1_epi32(0x7fff_ffff));
+            let nan = _mm512_cmpgt_epi32_mask(mag, _mm512_set1_epi32(0x7f80_0000));
+            let r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7fc0_0000));
+            _mm512_storeu_si512(c.as_mut_ptr() as *mut _, r);
+        }
+    }
+    for v in chunks.into_remainder() {
         *v = round(*v);
     }
 }
