@@ -28,7 +28,7 @@ use std::time::Instant;
 /// pair row of 32 weights with two instructions for 2 x rows FMAs, the AVX2 one with four for as
 /// many: measured, AVX-512's bf16 panels still won at 8 rows from the L3 (1.33-1.42x on the
 /// model-207 Xeon) and tied at 32 (docs/precision.md).
-pub(super) fn max_rows() -> usize {
+pub(crate) fn max_rows() -> usize {
     if bf16::kernel() == crate::ops::cpu::Isa::Avx512 {
         8
     } else {

@@ -25,6 +25,7 @@ mod bf16_choice;
 mod cache;
 mod fast;
 /// The schedule sizes the fast driver derives from the machine (for `recur bench --dispatch`).
+pub(crate) use bf16_choice::max_rows as bf16_max_rows;
 pub(crate) use fast::{chunk_bytes, split_weights};
 pub mod gru;
 pub mod lstm;

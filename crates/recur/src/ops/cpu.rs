@@ -99,8 +99,9 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
         (
             "per-step product in bf16",
             format!(
-                "{}; bf16 panels where W_hh streams from memory{} (timed against float32 once per shape where it streams from the L3), else the float32 kernel",
+                "{}; bf16 panels for steps of up to {} rows where W_hh streams from memory{} (timed against float32 once per shape where it streams from the L3), else the float32 kernel",
                 super::bf16::describe(super::bf16::kernel()),
+                crate::cell::bf16_max_rows(),
                 if super::bf16::native() {
                     " or the batch is one row"
                 } else {
