@@ -30,33 +30,44 @@ fn config(batch_size: usize) -> SpeechConfig {
     small_config(&examples(22, FeatureConfig::default().dim(), 1), batch_size)
 }
 
-/// (step losses, validation losses, weights) of 3 epochs on `ranks` ranks (0: no seam).
-fn run(ranks: usize) -> Outcome {
+/// A fresh classifier run opened as `r` says: 22 training recordings in batches of 5, `n_val`
+/// validation ones; no dropout (with it the ranks draw their own masks, equal to one process's
+/// in distribution only).
+fn open(r: Run, n_val: usize) -> speech::SpeechTrainer {
     let cfg = config(5);
     let dim = cfg.features.dim();
-    let (train, val) = (examples(22, dim, 1), examples(8, dim, 2));
-    // no dropout: with it the ranks draw their own masks, equal to one process's in
-    // distribution only
     let model = model_config(dim, CellKind::Gru, 12, 2, true, 0.0, Pooling::Mean).unwrap();
-    let go = |c: Option<Threads>| {
+    speech::start(r, model, cfg, examples(22, dim, 1), examples(n_val, dim, 2)).unwrap()
+}
+
+/// 3 epochs on `ranks` ranks (0: no seam): the two series `pick` takes from the events, and the
+/// weights.
+fn run_picking(
+    ranks: usize,
+    pick: impl Fn(&Event, &mut Vec<f64>, &mut Vec<f64>) + Sync,
+) -> Outcome {
+    on_ranks(ranks, |c: Option<Threads>| {
         let mut r = Run::on(&Cpu);
         if let Some(c) = c {
             r = r.collective(Box::new(c));
         }
-        let mut t =
-            speech::start(r, model.clone(), cfg.clone(), train.clone(), val.clone()).unwrap();
-        let (mut losses, mut vals) = (Vec::new(), Vec::new());
+        let mut t = open(r, 8);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
         let reason = t
-            .run(&AtomicBool::new(false), &mut |ev| match ev {
-                Event::Step(s) => losses.push(s.loss),
-                Event::Eval { row, .. } => vals.push(row.val_loss.unwrap()),
-                Event::Log { .. } => {}
-            })
+            .run(&AtomicBool::new(false), &mut |ev| pick(ev, &mut a, &mut b))
             .unwrap();
         assert_eq!(reason, StopReason::Epochs);
-        (losses, vals, t.params().unwrap())
-    };
-    on_ranks(ranks, go)
+        (a, b, t.params().unwrap())
+    })
+}
+
+/// (step losses, validation losses, weights) of 3 epochs on `ranks` ranks (0: no seam).
+fn run(ranks: usize) -> Outcome {
+    run_picking(ranks, |ev, losses, vals| match ev {
+        Event::Step(s) => losses.push(s.loss),
+        Event::Eval { row, .. } => vals.push(row.val_loss.unwrap()),
+        Event::Log { .. } => {}
+    })
 }
 
 #[test]
@@ -94,17 +105,12 @@ fn batches_that_leave_a_rank_without_a_recording_are_refused() {
 
 #[test]
 fn each_rank_measures_its_part_of_the_validation_recordings() {
-    let cfg = config(5);
-    let dim = cfg.features.dim();
-    let (train, val) = (examples(22, dim, 1), examples(7, dim, 2));
-    let model = model_config(dim, CellKind::Gru, 12, 2, true, 0.0, Pooling::Mean).unwrap();
-    let start = |r: Run| speech::start(r, model.clone(), cfg.clone(), train.clone(), val.clone());
-    let want = start(Run::on(&Cpu)).unwrap().evaluate().unwrap().unwrap();
+    let want = open(Run::on(&Cpu), 7).evaluate().unwrap().unwrap();
     // [summed loss, hits, recordings] of each rank alone
     let mut parts = Vec::new();
     for rank in 0..2 {
         let (rec, seen) = Recorder::new(rank, 2);
-        let mut t = start(Run::on(&Cpu).collective(Box::new(rec))).unwrap();
+        let mut t = open(Run::on(&Cpu).collective(Box::new(rec)), 7);
         seen.lock().unwrap().clear();
         t.evaluate().unwrap();
         let seen = seen.lock().unwrap();
@@ -124,30 +130,14 @@ fn each_rank_measures_its_part_of_the_validation_recordings() {
 /// what one process logs.
 #[test]
 fn the_training_accuracy_covers_every_rank() {
-    let cfg = config(5);
-    let dim = cfg.features.dim();
-    let (train, val) = (examples(22, dim, 1), examples(8, dim, 2));
-    let model = model_config(dim, CellKind::Gru, 12, 2, true, 0.0, Pooling::Mean).unwrap();
-    let go = |c: Option<Threads>| {
-        let mut r = Run::on(&Cpu);
-        if let Some(c) = c {
-            r = r.collective(Box::new(c));
+    let pick = |ev: &Event, acc: &mut Vec<f64>, loss: &mut Vec<f64>| {
+        if let Event::Eval { row, .. } = ev {
+            acc.push(row.extra["train_acc"].as_f64().unwrap());
+            loss.push(row.extra["train_loss_per_utterance"].as_f64().unwrap());
         }
-        let mut t =
-            speech::start(r, model.clone(), cfg.clone(), train.clone(), val.clone()).unwrap();
-        let (mut acc, mut loss) = (Vec::new(), Vec::new());
-        t.run(&AtomicBool::new(false), &mut |ev| {
-            if let Event::Eval { row, .. } = ev {
-                acc.push(row.extra["train_acc"].as_f64().unwrap());
-                loss.push(row.extra["train_loss_per_utterance"].as_f64().unwrap());
-            }
-        })
-        .unwrap();
-        // carried in the outcome's slots: accuracies, losses, and the weights
-        (acc, loss, t.params().unwrap())
     };
-    let (one_acc, one_loss, _) = on_ranks(0, go);
-    let (two_acc, two_loss, _) = on_ranks(2, go);
+    let (one_acc, one_loss, _) = run_picking(0, pick);
+    let (two_acc, two_loss, _) = run_picking(2, pick);
     assert_eq!(one_acc.len(), 3);
     // 22 recordings an epoch: a rank's share alone would count 10 or 12 of them
     assert_eq!(one_acc, two_acc, "training accuracy");

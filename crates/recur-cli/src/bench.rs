@@ -226,21 +226,20 @@ pub fn run(a: Args) -> Result<()> {
     if a.tune && other {
         bail!("--tune times a stack's schedules (no --charlm, --gemm or --fma-peak)");
     }
-    if a.precision.get() != Precision::F32 {
-        if a.charlm && a.precision.get() == Precision::Int8 {
+    let precision = a.precision.get();
+    if precision != Precision::F32 {
+        if (other && !a.charlm) || a.dev.device == Device::Cuda {
+            bail!(
+                "--precision {precision} times a stack on the CPU, or in bf16 the char-model step \
+                 (no --gemm, --ctc, --fma-peak, --peak or --device cuda)"
+            );
+        }
+        if precision == Precision::Int8 && a.charlm {
             bail!(
                 "--precision int8 times inference only: the char-model step trains (int8 does not)"
             );
         }
-        let bf16_step = a.charlm && a.precision.get() == Precision::Bf16;
-        if (other && !bf16_step) || a.dev.device == Device::Cuda {
-            bail!(
-                "--precision {} times a stack on the CPU, or in bf16 the char-model step (no \
-                 --gemm, --fma-peak, --peak or --device cuda)",
-                a.precision.get()
-            );
-        }
-        if a.mode != Mode::Infer && a.precision.get() == Precision::Int8 {
+        if precision == Precision::Int8 && a.mode != Mode::Infer {
             bail!("--precision int8 times inference only (--mode infer): int8 does not train");
         }
     }
@@ -640,7 +639,7 @@ fn run_charlm(a: &Args, threads: usize) -> Result<()> {
     let precision = a.precision.get();
     let bf16 = precision == Precision::Bf16;
     ws.set_precision(precision);
-    let mut rounded = params.clone();
+    let mut rounded = if bf16 { params.clone() } else { Vec::new() };
     recur::precision::prepare_weights(model.layout(), &mut rounded, precision);
     let mut loss = 0.0;
     let tm = time_median(a, || {

@@ -38,6 +38,24 @@ pub fn run<T>(f: impl FnOnce(Option<&Ranks>) -> Result<T>) -> Result<T> {
     result
 }
 
+/// Whether this process is rank 0 of the job (or the only process): it alone prints, logs,
+/// plots and writes checkpoints.
+pub fn root(ranks: Option<&Ranks>) -> bool {
+    ranks.is_none_or(|r| r.rank() == 0)
+}
+
+/// The lock of a run's directory, held by rank 0 alone (the one process that writes there)
+/// until the run ends: a second run on the directory is refused.
+pub fn lock_run_dir(
+    ranks: Option<&Ranks>,
+    dir: &std::path::Path,
+) -> Result<Option<recur::rundir::RunLock>> {
+    Ok(match root(ranks) {
+        true => Some(recur::rundir::RunLock::acquire(dir)?),
+        false => None,
+    })
+}
+
 impl Ranks {
     /// The job's ranks when an MPI launcher started more than one; `None` for a plain run.
     pub fn start() -> Result<Option<Ranks>> {

@@ -384,7 +384,7 @@ fn fresh_model(a: &TrainArgs, feat: &FeatureConfig) -> Result<ModelConfig> {
 
 fn train(a: TrainArgs, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
     // rank 0 alone prints, charts and writes checkpoints
-    let root = ranks.is_none_or(|r| r.rank() == 0);
+    let root = crate::ranks::root(ranks);
     // ---- flags -> plan, before any work
     set_threads(&a.dev)?;
     let device = crate::device::open(a.dev.device)?;
@@ -428,10 +428,7 @@ fn train(a: TrainArgs, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
 
     // ---- the run: fresh or resumed, on the chosen device; the directory is held from here
     // until the run ends (a second run on it is refused)
-    let _lock = match root {
-        true => Some(recur::rundir::RunLock::acquire(&run_dir)?),
-        false => None,
-    };
+    let _lock = crate::ranks::lock_run_dir(ranks, &run_dir)?;
     let out_dir = run_dir.clone();
     let (train_n, val_n) = (train_set.len(), val_set.len());
     let mut run = Run::on(&*device)

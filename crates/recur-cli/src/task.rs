@@ -288,12 +288,9 @@ fn run_task(a: Args, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
         );
     }
     // rank 0 alone prints, charts and writes checkpoints
-    let root = ranks.is_none_or(|r| r.rank() == 0);
+    let root = crate::ranks::root(ranks);
     // held until every cell is trained: a second run on this directory is refused
-    let _lock = match root {
-        true => Some(recur::rundir::RunLock::acquire(&plan.dir)?),
-        false => None,
-    };
+    let _lock = crate::ranks::lock_run_dir(ranks, &plan.dir)?;
     // opened once here, so that a missing device is reported before any work
     let backend = crate::device::open(c.dev.device)?;
     let threads = match (c.dev.threads, plan.cells.len()) {

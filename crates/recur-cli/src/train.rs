@@ -774,7 +774,7 @@ pub fn run(a: Args) -> Result<()> {
 
 fn train(a: Args, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
     // rank 0 alone prints, logs, plots and writes checkpoints
-    let root = ranks.is_none_or(|r| r.rank() == 0);
+    let root = crate::ranks::root(ranks);
     let threads = a.dev.set_threads()?;
     if a.sample_length > 0 {
         positive("--sample-temperature", a.sample_temperature)?;
@@ -782,10 +782,7 @@ fn train(a: Args, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
     let dir = a.run.dir("checkpoints");
     let device = crate::device::open(a.dev.device)?;
     // held until the run ends: a second run on this directory is refused
-    let _lock = match root {
-        true => Some(recur::rundir::RunLock::acquire(&dir)?),
-        false => None,
-    };
+    let _lock = crate::ranks::lock_run_dir(ranks, &dir)?;
 
     let (mut trainer, vocab, data_path) = open_run(&a, &*device, threads, ranks, &dir)?;
 

@@ -214,7 +214,7 @@ fn config_of(ck: &Checkpoint, path: &Path) -> Result<TranscriberConfig> {
 
 pub fn train(a: TrainArgs, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
     // rank 0 alone prints, charts and writes checkpoints
-    let root = ranks.is_none_or(|r| r.rank() == 0);
+    let root = crate::ranks::root(ranks);
     // ---- flags -> plan, before any work
     set_threads(&a.dev)?;
     let device = crate::device::open(a.dev.device)?;
@@ -304,10 +304,7 @@ pub fn train(a: TrainArgs, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
     }
 
     // ---- the run: the directory is held from here until the run ends
-    let _lock = match root {
-        true => Some(recur::rundir::RunLock::acquire(&run_dir)?),
-        false => None,
-    };
+    let _lock = crate::ranks::lock_run_dir(ranks, &run_dir)?;
     let val_n = val_set.len();
     let mut run = Run::on(&*device)
         .checkpoints(run_dir.clone())

@@ -59,7 +59,7 @@ fn main() {
     recur::set_threads(1);
     let bf16_kernels: Vec<_> = bf16::KERNELS
         .into_iter()
-        .filter(|&k| bf16::available(k) && k != recur::ops::cpu::Isa::Portable)
+        .filter(|&k| k.available() && k != recur::ops::cpu::Isa::Portable)
         .collect();
     println!(
         "kernels: f32 {}, bf16 {}, int8 {} (one thread)",

@@ -694,6 +694,11 @@ impl Stack {
         // In bf16 every masked copy is rounded again (a mask scales by 1/(1-p)), so that the
         // products read bf16 values.
         let bf16 = ws.bf16();
+        let to_format = |x: &mut [F]| {
+            if bf16 {
+                crate::ops::bf16::round_float(x)
+            }
+        };
         ws.wd_on = false;
         if let (Some(rng), true) = (dropout_rng.as_deref_mut(), self.cfg.weight_drop > 0.0) {
             for idx in 0..nl * nd {
@@ -701,9 +706,7 @@ impl Stack {
                 let n = mask.len();
                 draw_mask(mask, self.cfg.weight_drop, DropoutMode::Step, n, rng);
                 apply_mask(w, &params[self.slots[idx].w_hh.clone()], mask);
-                if bf16 {
-                    crate::ops::bf16::round_float(w);
-                }
+                to_format(w);
             }
             ws.wd_on = true;
         }
@@ -714,9 +717,7 @@ impl Stack {
             let p = self.cfg.dropout_input;
             draw_mask(&mut ws.in_mask, p, self.cfg.dropout_mode, b * i, rng);
             mask_input(&mut ws.in_dropped, input, &ws.in_mask, i);
-            if bf16 {
-                crate::ops::bf16::round_float(&mut ws.in_dropped);
-            }
+            to_format(&mut ws.in_dropped);
             ws.in_drop_on = true;
         }
         for l in 0..nl {
@@ -738,9 +739,7 @@ impl Stack {
                     (Some(rng), true) => {
                         draw_mask(&mut ws.masks[l], pdrop, self.cfg.dropout_mode, b * ldy, rng);
                         apply_mask(&mut ws.dropped[l], prev_out, &ws.masks[l]);
-                        if bf16 {
-                            crate::ops::bf16::round_float(&mut ws.dropped[l]);
-                        }
+                        to_format(&mut ws.dropped[l]);
                         ws.dropout_on[l] = true;
                         LayerInput::Dense {
                             x: &ws.dropped[l],
@@ -796,9 +795,7 @@ impl Stack {
             draw_mask(&mut ws.out_mask, pout, self.cfg.dropout_mode, b * ldy, rng);
             let top = ws.outs.last().expect("at least one layer");
             apply_mask(&mut ws.out_dropped, top, &ws.out_mask);
-            if bf16 {
-                crate::ops::bf16::round_float(&mut ws.out_dropped);
-            }
+            to_format(&mut ws.out_dropped);
             ws.out_drop_on = true;
         }
     }

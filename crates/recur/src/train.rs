@@ -854,9 +854,9 @@ impl<T: Task> Trainer<T> {
 
     /// The held-out metric of the current parameters; `None` without held-out data.
     pub fn evaluate(&mut self) -> Result<Option<f64>> {
-        match &self.collective {
-            Some(c) if c.size() > 1 => self.task.evaluate_shared(&mut *self.engine, &**c),
-            _ => self.task.evaluate(&mut *self.engine),
+        match shared(&self.collective) {
+            Some(c) => self.task.evaluate_shared(&mut *self.engine, c),
+            None => self.task.evaluate(&mut *self.engine),
         }
     }
 
@@ -946,9 +946,9 @@ impl<T: Task> Trainer<T> {
     /// A log row of the training loss since the previous row (which it resets), `val` and
     /// (with a moving average) the raw weights' `raw_val`.
     fn log_row(&mut self, val: Option<f64>, raw_val: Option<f64>) -> Result<LogRow> {
-        let extra = match &self.collective {
-            Some(c) if c.size() > 1 => self.task.row_extra_shared(&**c)?,
-            _ => self.task.row_extra(),
+        let extra = match shared(&self.collective) {
+            Some(c) => self.task.row_extra_shared(c)?,
+            None => self.task.row_extra(),
         };
         let epoch = self.epoch_at(self.state.step);
         let st = &mut self.state;
@@ -1077,6 +1077,12 @@ impl<T: Task> Trainer<T> {
             }
         }
     }
+}
+
+/// The workers of a data-parallel run of more than one ([`crate::collective`]): where the
+/// evaluation and the log rows are shared out among them.
+fn shared(c: &Option<Box<dyn Collective>>) -> Option<&dyn Collective> {
+    c.as_deref().filter(|c| c.size() > 1)
 }
 
 /// (P, H, B) of a carried state of `model`: h rows of P, c rows of H, B sequences.

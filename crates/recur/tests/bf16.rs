@@ -104,7 +104,7 @@ fn conversion_rounds_to_nearest_even() {
 fn kernels() -> Vec<Isa> {
     let mut out = Vec::new();
     for k in bf16::KERNELS {
-        if bf16::available(k) {
+        if k.available() {
             out.push(k);
         } else {
             eprintln!("skipped: this CPU cannot run the {} bf16 kernel", k.name());

@@ -316,6 +316,17 @@ impl Tally {
     pub fn accuracy(&self) -> f64 {
         self.correct as f64 / self.n.max(1) as f64
     }
+    /// The tallies of every worker of a data-parallel run added up (`part.sum_f64`, which
+    /// every worker calls alike).
+    pub fn summed(self, part: &dyn recur::collective::Collective) -> recur::Result<Tally> {
+        let mut total = [self.loss, self.correct as f64, self.n as f64];
+        part.sum_f64(&mut total)?;
+        Ok(Tally {
+            loss: total[0],
+            correct: total[1] as usize,
+            n: total[2] as usize,
+        })
+    }
 }
 
 /// The summed cross-entropy of the pooled `logits` (R, V) of a forward on `batch` and the

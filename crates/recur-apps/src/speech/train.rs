@@ -173,9 +173,7 @@ impl Task for SpeechTask {
         // shares differ by at most one utterance, so each scales its summed loss by the ranks
         // over the whole batch's size, and the loop's average over the ranks is the batch's mean
         // (one process is rank 0 of 1: the batch's mean itself)
-        let (r, ranks) = self.share.unwrap_or((0, 1));
-        let whole = idx.len();
-        let idx = &idx[r * whole / ranks..(r + 1) * whole / ranks];
+        let (idx, ranks, whole) = rank_share(idx, self.share);
         let scale = ranks as f32 / whole as f32;
         let batch = make_batch(&self.train, idx);
         eng.forward(&engine_batch(&batch), Start::Zero, Some(rng))?;
@@ -225,14 +223,9 @@ impl Task for SpeechTask {
             return Ok(None);
         }
         let mine = recur::collective::part(self.val.len(), part.rank(), part.size());
-        let t = evaluate(eng, &self.val[mine], EVAL_BATCH)?.tally;
-        let mut total = [t.loss, t.correct as f64, t.n as f64];
-        part.sum_f64(&mut total)?;
-        let t = Tally {
-            loss: total[0],
-            correct: total[1] as usize,
-            n: total[2] as usize,
-        };
+        let t = evaluate(eng, &self.val[mine], EVAL_BATCH)?
+            .tally
+            .summed(part)?;
         self.val_acc = Some(t.accuracy());
         Ok(Some(t.mean_loss()))
     }
@@ -255,14 +248,8 @@ impl Task for SpeechTask {
         &mut self,
         part: &dyn recur::collective::Collective,
     ) -> Result<serde_json::Value> {
-        let t = std::mem::take(&mut self.tally);
-        let mut total = [t.loss, t.correct as f64, t.n as f64];
-        part.sum_f64(&mut total)?;
-        Ok(self.row(&Tally {
-            loss: total[0],
-            correct: total[1] as usize,
-            n: total[2] as usize,
-        }))
+        let t = std::mem::take(&mut self.tally).summed(part)?;
+        Ok(self.row(&t))
     }
 
     fn state(&self) -> serde_json::Value {
@@ -337,6 +324,20 @@ pub(super) fn check_shares(n: usize, bs: usize, size: usize, what: &str) -> Resu
     }
     Ok(())
 }
+
+/// A data-parallel rank's contiguous share of a batch `idx` (`share`: (rank, ranks); the whole
+/// batch in one process), with the rank count and the batch's size, by which a rank scales
+/// what it sums over its share so that the loop's average over the ranks is the batch's.
+pub(super) fn rank_share(idx: &[usize], share: Option<(usize, usize)>) -> (&[usize], usize, usize) {
+    let (r, ranks) = share.unwrap_or((0, 1));
+    let whole = idx.len();
+    (
+        &idx[r * whole / ranks..(r + 1) * whole / ranks],
+        ranks,
+        whole,
+    )
+}
+
 /// A speech run.
 pub type SpeechTrainer = Trainer<SpeechTask>;
 

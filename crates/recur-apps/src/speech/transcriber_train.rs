@@ -8,7 +8,7 @@
 use super::classifier::{epoch_batches_by, Normalizer};
 use super::features::FeatureConfig;
 use super::strings::StringSets;
-use super::train::{check_input, check_saved_sets, check_shares, config_of_kind};
+use super::train::{check_input, check_saved_sets, check_shares, config_of_kind, rank_share};
 use super::transcriber::{
     check_model, ctc_loss, engine_batch, evaluate, make_batch, Batch, Decoder, StringExample,
 };
@@ -161,9 +161,7 @@ impl Task for TranscriberTask {
         // mean is over the strings of a batch, so a share's mean is weighted by its size: times
         // ranks * share / batch, the loop's average over the ranks is the whole batch's mean
         // (one process is rank 0 of 1: weight 1)
-        let (r, ranks) = self.share.unwrap_or((0, 1));
-        let whole = idx.len();
-        let idx = &idx[r * whole / ranks..(r + 1) * whole / ranks];
+        let (idx, ranks, whole) = rank_share(idx, self.share);
         let weight = (ranks * idx.len()) as f64 / whole as f64;
         let batch = make_batch(&self.train, idx);
         eng.forward(&engine_batch(&batch), Start::Zero, Some(rng))?;

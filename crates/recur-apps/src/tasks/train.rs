@@ -155,13 +155,19 @@ pub fn eval_set(task: &Task, n: usize, b: usize, seed: u64) -> Vec<Batch> {
 
 /// The task's metric on `set` (the mean loss times [`Task::metric_scale`]).
 fn evaluate(task: &Task, eng: &mut dyn Engine, set: &[Batch]) -> EngineResult<f64> {
-    let (mut s, mut n) = (0.0, 0);
+    let [s, n] = loss_sums(eng, set)?;
+    Ok(task.metric_scale() * s / n.max(1.0))
+}
+
+/// The summed loss and count of `set`.
+fn loss_sums(eng: &mut dyn Engine, set: &[Batch]) -> EngineResult<[f64; 2]> {
+    let mut total = [0.0, 0.0];
     for batch in set {
         let (a, c) = forward_loss(eng, batch, 1.0)?;
-        s += a;
-        n += c;
+        total[0] += a;
+        total[1] += c as f64;
     }
-    Ok(task.metric_scale() * s / n.max(1) as f64)
+    Ok(total)
 }
 
 /// The settings of a task run kept with its state: everything but the budget, which a resumed
@@ -323,12 +329,7 @@ impl recur::train::Task for LongMemory {
         part: &dyn recur::collective::Collective,
     ) -> EngineResult<Option<f64>> {
         let mine = recur::collective::part(self.set.len(), part.rank(), part.size());
-        let mut total = [0.0, 0.0];
-        for batch in &self.set[mine] {
-            let (a, c) = forward_loss(eng, batch, 1.0)?;
-            total[0] += a;
-            total[1] += c as f64;
-        }
+        let mut total = loss_sums(eng, &self.set[mine])?;
         part.sum_f64(&mut total)?;
         Ok(Some(
             self.task.metric_scale() * total[0] / total[1].max(1.0),

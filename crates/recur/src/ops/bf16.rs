@@ -23,7 +23,7 @@
 //! products); `vdpbf16ps` adds each pair's products in the instruction's order (see
 //! [`panel_gemm_with`]).
 
-use super::cpu::Isa;
+use super::cpu::{has_avx512_bf16, Isa};
 use super::panel::{panels, Groups, OutPtr, NR};
 use std::ops::Range;
 
@@ -169,34 +169,14 @@ pub fn from_panels(dst: &mut [u16], src: &[f32], n_panels: usize, k: usize) {
     });
 }
 
-/// The bf16 kernels, best first. [`Isa::Avx512`] here: a one-row product on AVX512-BF16's
-/// `vdpbf16ps` where the CPU has it, every other product with the weights widened to float32 in
-/// 512-bit registers.
-pub const KERNELS: [Isa; 3] = [Isa::Avx512, Isa::Avx2Fma, Isa::Portable];
+/// The bf16 kernels, best first: one per instruction set, so the CPU runs each kernel its
+/// [`Isa`] names. [`Isa::Avx512`] here: a one-row product on AVX512-BF16's `vdpbf16ps` where the
+/// CPU has it, every other product with the weights widened to float32 in 512-bit registers.
+pub const KERNELS: [Isa; 3] = Isa::ALL;
 
-/// Whether this CPU runs the bf16 kernel `kernel`.
-pub fn available(kernel: Isa) -> bool {
-    kernel.available()
-}
-
-fn has_avx512_bf16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static BF16: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *BF16.get_or_init(|| std::arch::is_x86_feature_detected!("avx512bf16"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// The kernel the bf16 product runs here: the best of [`KERNELS`] the CPU runs.
+/// The kernel the bf16 product runs here: the best instruction set the CPU runs.
 pub fn kernel() -> Isa {
-    KERNELS
-        .into_iter()
-        .find(|&k| available(k))
-        .unwrap_or(Isa::Portable)
+    Isa::detect()
 }
 
 /// Whether the bf16 product of one row here multiplies bf16 directly (`vdpbf16ps`: twice the
@@ -250,7 +230,7 @@ pub unsafe fn panel_gemm_raw(
 ///
 /// # Safety
 /// As [`super::panel::panel_gemm_raw`], for the rows of every block. Panics when this CPU
-/// cannot run `kernel` ([`available`]), or when it is not one of [`KERNELS`].
+/// cannot run `kernel`, or when it is not one of [`KERNELS`].
 pub unsafe fn panel_gemm_with(
     kernel: Isa,
     m: usize,
@@ -262,11 +242,6 @@ pub unsafe fn panel_gemm_with(
     panels: Range<usize>,
     out: OutPtr<f32>,
 ) {
-    assert!(
-        available(kernel),
-        "this CPU cannot run the {} bf16 kernel",
-        kernel.name()
-    );
     let go = super::panel::check_product(super::panel::ProductArgs {
         what: "bf16 panel_gemm",
         kernel,
@@ -620,6 +595,7 @@ mod wide512 {
                         acc[r][v] = _mm512_fmadd_ps(av, lo, acc[r][v]);
                     }
                 }
+                // the last pair of an odd k has no second row (nor A an element for it)
                 if p + 1 < k {
                     for v in 0..V {
                         let hi = _mm512_castsi512_ps(_mm512_and_si512(raw[v], high));

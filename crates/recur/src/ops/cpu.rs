@@ -138,6 +138,30 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Whether the CPU has AVX512-BF16 (`vdpbf16ps`), which the bf16 product uses for one row.
+pub(crate) fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the CPU has AVX512-VNNI (`vpdpbusd zmm`), which the int8 product uses.
+pub(crate) fn has_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The bf16 and int8 vector instructions this CPU has, each with the kernel that uses it.
 fn low_precision_features() -> String {
     #[cfg(target_arch = "x86_64")]

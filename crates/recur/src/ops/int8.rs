@@ -381,20 +381,8 @@ pub const KERNELS: [Isa; 3] = [Isa::Avx512, Isa::Avx2Fma, Isa::Portable];
 /// Whether this CPU runs the int8 kernel `kernel`: the AVX-512 one needs AVX512-VNNI as well.
 pub fn available(kernel: Isa) -> bool {
     match kernel {
-        Isa::Avx512 => Isa::Avx512.available() && has_vnni512(),
+        Isa::Avx512 => Isa::Avx512.available() && super::cpu::has_avx512_vnni(),
         other => other.available(),
-    }
-}
-
-fn has_vnni512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *VNNI.get_or_init(|| std::arch::is_x86_feature_detected!("avx512vnni"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
