@@ -6,7 +6,7 @@
 //! each panel format (W_hh as float32 panels of the rounded weights, or as bf16 panels) gives
 //! the same bits under either split; the two formats give the same bits as each other where the
 //! bf16 kernel widens the weights, and agree within a few bf16 roundings where it multiplies bf16
-//! directly (`vdpbf16ps` adds a pair's products in its own order). int8 gives the same bits
+//! directly (`vdpbf16ps` adds a pair's products in its own order, AMX tiles in theirs). int8 gives the same bits
 //! under either split. One test, so that the process-wide override meets no other test's
 //! products.
 
@@ -19,10 +19,10 @@ use recur::stack::{Stack, StackConfig};
 /// Chunked against one product: sums of up to 96 float32 products, rounded in another order.
 const CHUNK_REL_TOL: f32 = 1e-5;
 
-/// bf16 states from sums rounded in another order (`vdpbf16ps` against the float32 kernel):
-/// a float32 rounding may move a state to the neighbouring bf16 (2^-8 relative), and that
-/// difference goes on through the steps and layers; a few such roundings, relative to the
-/// largest state.
+/// bf16 states from sums rounded in another order (`vdpbf16ps` or AMX tiles against the
+/// float32 kernel): a float32 rounding may move a state to the neighbouring bf16 (2^-8
+/// relative), and that difference goes on through the steps and layers; a few such roundings,
+/// relative to the largest state.
 const BF16_ORDER_REL_TOL: f32 = 2e-2;
 
 /// Outputs of inference, and outputs, parameter and input gradients of training.
@@ -161,12 +161,14 @@ fn every_schedule_computes_the_same() {
                     "{kind:?} bf16 B={b} {panels:?}: rows and units differ"
                 );
             }
-            if recur::ops::bf16::native() {
+            let amx = recur::ops::tiles::available();
+            if recur::ops::bf16::native() || amx {
+                let what = if amx { "AMX tiles" } else { "vdpbf16ps" };
                 let e = rel(&bf16_panels.0, &f32_panels.0);
-                println!("{kind:?} bf16 B={b}: vdpbf16ps vs float32 panels, rel {e:e}");
+                println!("{kind:?} bf16 B={b}: {what} vs float32 panels, rel {e:e}");
                 assert!(
                     e <= BF16_ORDER_REL_TOL,
-                    "{kind:?} bf16 B={b}: vdpbf16ps vs float32 panels, rel err {e:e}"
+                    "{kind:?} bf16 B={b}: {what} vs float32 panels, rel err {e:e}"
                 );
             } else {
                 assert!(

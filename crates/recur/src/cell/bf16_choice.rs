@@ -38,6 +38,7 @@ pub(crate) fn max_rows() -> usize {
 
 /// The decision for a step of `rows` batch rows (a thread's rows) against W_hh of `gh x h`
 /// (float32 bytes `gh * h * 4`), split over `parts` threads by units:
+/// - AMX bf16 tiles granted to this process: bf16 panels (multiplied on the tiles);
 /// - one row on a CPU that multiplies bf16 directly ([`bf16::native`]): bf16 panels (one load
 ///   of 32 weights feeds one `vdpbf16ps`, where float32 needs two loads for two FMAs);
 /// - more than [`max_rows`] rows, or weights that fit in the threads' L2s: float32 panels
@@ -46,6 +47,12 @@ pub(crate) fn max_rows() -> usize {
 ///   memory; measured 1.45-1.59x on the first machine);
 /// - in between (the weights stream from the L3 every step): measured ([`measured`]).
 pub(super) fn auto(gh: usize, h: usize, rows: usize, parts: usize) -> bool {
+    if crate::ops::tiles::available() {
+        // a tile product does 16 x 16 x 32 multiply-adds per 1 KiB of weights loaded: it
+        // outruns the float32 FMA at every shape by that count (not measured yet: no AMX
+        // machine has run it)
+        return true;
+    }
     if rows == 1 && bf16::native() {
         return true;
     }
@@ -152,11 +159,13 @@ mod tests {
 
     #[test]
     fn sizes_decide_first_and_a_measurement_is_kept() {
+        // with AMX tiles: bf16 panels at every shape
+        let tiles = crate::ops::tiles::available();
         // many rows, or weights that stay in the L2s: float32 panels, nothing timed (unless
         // one row on a CPU that multiplies bf16 directly: then bf16 panels)
-        assert!(!auto(4 * 1024, 1024, max_rows() + 1, 1));
-        assert!(!auto(4 * 16, 16, 2, 1));
-        assert_eq!(auto(4 * 16, 16, 1, 1), bf16::native());
+        assert_eq!(auto(4 * 1024, 1024, max_rows() + 1, 1), tiles);
+        assert_eq!(auto(4 * 16, 16, 2, 1), tiles);
+        assert_eq!(auto(4 * 16, 16, 1, 1), bf16::native() || tiles);
         // both formats timed: finite, positive times
         let (t32, t16) = time_formats(4 * 64, 64, 2, 2);
         assert!(t32 > 0.0 && t32.is_finite() && t16 > 0.0 && t16.is_finite());

@@ -203,7 +203,7 @@ pub fn describe(kernel: Isa) -> &'static str {
 
 /// `C[:, q*NR..] = A * panel q` for every `q` in `panels`, `A` being `m x k` at row stride
 /// `lda` (float32 holding bf16 values, for the exact bf16 product) and `packed` the panels of
-/// [`pack_gates_t`], on [`kernel`].
+/// [`pack_gates_t`], on AMX tiles where this process has them, else on [`kernel`].
 ///
 /// # Safety
 /// As [`super::panel::panel_gemm_raw`].
@@ -216,8 +216,86 @@ pub unsafe fn panel_gemm_raw(
     panels: Range<usize>,
     out: OutPtr<f32>,
 ) {
+    if super::tiles::available() {
+        // SAFETY: forwarded contract; the process holds the tiles (checked).
+        return unsafe {
+            panel_gemm_tiles(TileRun::Amx, m, Groups::ONE, k, a, lda, packed, panels, out)
+        };
+    }
     // SAFETY: forwarded contract.
     unsafe { panel_gemm_with(kernel(), m, Groups::ONE, k, a, lda, packed, panels, out) }
+}
+
+/// Which machine runs [`panel_gemm_tiles`]: this CPU's AMX tiles, or the scalar model of the
+/// same instructions ([`super::tiles::Emulated`], for tests on any CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileRun {
+    Amx,
+    Emulated,
+}
+
+/// [`panel_gemm_with`]'s product on AMX tiles (`tdpbf16ps`, [`super::tiles`]), or on their
+/// model. The hardware sums a tile's products in its own order: within rounding of the
+/// portable loop, not in bits.
+///
+/// # Safety
+/// As [`super::panel::panel_gemm_raw`], for the rows of every block. Panics when `on` is
+/// [`TileRun::Amx`] and this process cannot use the tiles.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn panel_gemm_tiles(
+    on: TileRun,
+    m: usize,
+    groups: Groups,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[u16],
+    panels: Range<usize>,
+    out: OutPtr<f32>,
+) {
+    let go = super::panel::check_product(super::panel::ProductArgs {
+        what: "bf16 tile product",
+        kernel: Isa::Portable,
+        kernels: &KERNELS,
+        m,
+        groups,
+        row: k,
+        a_len: a.len(),
+        lda,
+        packed_need: packed_len(panels.end, k),
+        packed_len: packed.len(),
+        panels: &panels,
+        out: &out,
+    });
+    if !go {
+        return;
+    }
+    use super::tiles;
+    // SAFETY (both): the sizes were checked above; the caller's contract covers the writes.
+    match on {
+        TileRun::Amx => {
+            let mut t = tiles::Hardware::begin().unwrap_or_else(|| {
+                panic!(
+                    "AMX bf16 tiles cannot run here: {}",
+                    super::amx::Amx::get().describe()
+                )
+            });
+            unsafe { tiles::product(&mut t, m, groups, k, a, lda, packed, panels, out) }
+        }
+        TileRun::Emulated => unsafe {
+            tiles::product(
+                &mut tiles::Emulated::default(),
+                m,
+                groups,
+                k,
+                a,
+                lda,
+                packed,
+                panels,
+                out,
+            )
+        },
+    }
 }
 
 /// [`panel_gemm_raw`] over row groups (see [`Groups`]) on a chosen kernel.

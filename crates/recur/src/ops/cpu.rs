@@ -98,7 +98,12 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
         ("weight transpositions (packing)", transpose.to_string()),
         (
             "per-step product in bf16",
-            format!(
+            if super::tiles::available() {
+                "AMX tdpbf16ps tiles (blocks of 2x2 tiles of 16 rows x 16 columns; 1x4 for up to \
+                 16 rows), bf16 panels at every shape"
+                    .to_string()
+            } else {
+                format!(
                 "{}; bf16 panels for steps of up to {} rows where W_hh streams from memory{} (timed against float32 once per shape where it streams from the L3), else the float32 kernel",
                 super::bf16::describe(super::bf16::kernel()),
                 crate::cell::bf16_max_rows(),
@@ -107,7 +112,8 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
                 } else {
                     ""
                 }
-            ),
+            )
+            },
         ),
         (
             "per-step product in int8",

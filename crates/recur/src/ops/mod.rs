@@ -12,6 +12,7 @@ pub mod int8;
 pub mod loss;
 pub mod panel;
 pub mod team;
+pub mod tiles;
 pub mod transpose;
 
 pub use float::Float;

@@ -1,0 +1,449 @@
+//! The bf16 per-step product on AMX tiles (`tdpbf16ps`): `C = A * panels` with the weights in
+//! the panels of [`super::bf16::pack_gates_t`], whose pair layout is the one an AMX B tile
+//! holds (sixteen 64-byte rows, each sixteen columns' pair of consecutive k), so a panel's
+//! 32-row chunk of k loads as one tile with a stride of 64 bytes and nothing is repacked.
+//!
+//! The product is written once, generic over [`Tiles`] (the five tile instructions it uses),
+//! and runs either on the hardware ([`Hardware`]: one `asm!` block per instruction, the tile
+//! registers named in the template, as the AMX intrinsics are not stable Rust) or on
+//! [`Emulated`], a scalar model of the same instructions that any CPU runs. The tests run the
+//! model everywhere and the hardware where the CPU and the OS grant the tiles, so the blocking,
+//! the padding and the stores are checked on every machine, and only the instructions
+//! themselves wait for an AMX one.
+//!
+//! Blocking: tiles 0-3 accumulate C (16 x 16 float32 each), 4-5 hold A (16 rows of 32 bf16),
+//! 6-7 B. With two or more row tiles a block is 2 row tiles x 2 panels (each B tile loaded
+//! feeds two products); with one (a batch of at most 16 rows) 1 x 4. A is copied into a
+//! zero-padded bf16 buffer (rows to a multiple of 16, k to a multiple of 32) once per call;
+//! the last chunk of k of each panel, when k is not a multiple of 32, is copied into a
+//! zero-padded tile, so no tile reads past the panels. C tiles go through a 1 KiB buffer into
+//! the rows and columns of the output that exist.
+
+use super::amx::{Amx, TileConfig};
+use super::bf16::{packed_len, pair_rows, to_bf16};
+use super::panel::{Groups, OutPtr, NR};
+use std::cell::RefCell;
+use std::ops::Range;
+
+/// Rows of a tile, and bf16 values of k in one A tile row (64 bytes).
+const TR: usize = 16;
+const KC: usize = 32;
+
+/// The tile instructions the product uses, on tiles named by number (0-7), all shaped 16 rows
+/// of 64 bytes ([`TileConfig::full`]).
+pub trait Tiles {
+    /// `tilezero`.
+    ///
+    /// # Safety
+    /// The tiles are configured (a [`Hardware`] exists on this thread, or the model).
+    unsafe fn zero<const T: u8>(&mut self);
+    /// `tileloadd`: 16 rows of 64 bytes at `p + i * stride`.
+    ///
+    /// # Safety
+    /// Those 16 rows are readable; the tiles are configured.
+    unsafe fn load<const T: u8>(&mut self, p: *const u8, stride: usize);
+    /// `tdpbf16ps`: `C (16 x 16 f32) += A (16 x 32 bf16) * B (16 pair rows x 16 columns)`.
+    ///
+    /// # Safety
+    /// The tiles are configured.
+    unsafe fn dot<const C: u8, const A: u8, const B: u8>(&mut self);
+    /// `tilestored`: 16 rows of 64 bytes to `p + i * stride`.
+    ///
+    /// # Safety
+    /// Those 16 rows are writable; the tiles are configured.
+    unsafe fn store<const T: u8>(&mut self, p: *mut u8, stride: usize);
+}
+
+/// The tiles of this CPU. Made by [`Hardware::begin`], which loads the configuration; dropping
+/// it releases the tile state (`tilerelease`), so a thread holds none between products.
+pub struct Hardware {
+    _private: (),
+}
+
+impl Hardware {
+    /// Configures this thread's tiles, or None when the CPU or the OS does not grant AMX bf16.
+    pub fn begin() -> Option<Hardware> {
+        if !Amx::get().bf16() {
+            return None;
+        }
+        let cfg = TileConfig::full();
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AMX-BF16 is present and the process holds the tile permission (Amx::get);
+        // the configuration is 64 valid bytes.
+        unsafe {
+            std::arch::asm!("ldtilecfg [{c}]", c = in(reg) cfg.as_ptr(), options(nostack))
+        };
+        let _ = cfg;
+        Some(Hardware { _private: () })
+    }
+}
+
+impl Drop for Hardware {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the tiles were configured by `begin`.
+        unsafe {
+            std::arch::asm!("tilerelease", options(nostack))
+        };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tiles for Hardware {
+    #[inline(always)]
+    unsafe fn zero<const T: u8>(&mut self) {
+        // SAFETY: configured tiles (a Hardware exists).
+        unsafe { std::arch::asm!("tilezero tmm{t}", t = const T, options(nostack)) };
+    }
+
+    #[inline(always)]
+    unsafe fn load<const T: u8>(&mut self, p: *const u8, stride: usize) {
+        // SAFETY: the trait's contract (16 readable rows).
+        unsafe {
+            std::arch::asm!(
+                "tileloadd tmm{t}, [{p} + {s}*1]",
+                t = const T,
+                p = in(reg) p,
+                s = in(reg) stride,
+                options(nostack)
+            )
+        };
+    }
+
+    #[inline(always)]
+    unsafe fn dot<const C: u8, const A: u8, const B: u8>(&mut self) {
+        // SAFETY: configured tiles.
+        unsafe {
+            std::arch::asm!(
+                "tdpbf16ps tmm{c}, tmm{a}, tmm{b}",
+                c = const C,
+                a = const A,
+                b = const B,
+                options(nostack)
+            )
+        };
+    }
+
+    #[inline(always)]
+    unsafe fn store<const T: u8>(&mut self, p: *mut u8, stride: usize) {
+        // SAFETY: the trait's contract (16 writable rows).
+        unsafe {
+            std::arch::asm!(
+                "tilestored [{p} + {s}*1], tmm{t}",
+                t = const T,
+                p = in(reg) p,
+                s = in(reg) stride,
+                options(nostack)
+            )
+        };
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl Tiles for Hardware {
+    unsafe fn zero<const T: u8>(&mut self) {
+        unreachable!("AMX is x86-64 only")
+    }
+    unsafe fn load<const T: u8>(&mut self, _: *const u8, _: usize) {
+        unreachable!("AMX is x86-64 only")
+    }
+    unsafe fn dot<const C: u8, const A: u8, const B: u8>(&mut self) {
+        unreachable!("AMX is x86-64 only")
+    }
+    unsafe fn store<const T: u8>(&mut self, _: *mut u8, _: usize) {
+        unreachable!("AMX is x86-64 only")
+    }
+}
+
+/// A scalar model of the tile instructions: eight tiles of 16 x 64 bytes. `dot` adds each
+/// pair's two exact products to the float32 sum in order of k (the hardware's order and
+/// rounding may differ within a sum's rounding; the tests allow for that).
+pub struct Emulated {
+    t: [[u8; 1024]; 8],
+}
+
+impl Default for Emulated {
+    fn default() -> Self {
+        Emulated { t: [[0; 1024]; 8] }
+    }
+}
+
+impl Emulated {
+    fn f32_at(&self, t: usize, i: usize) -> f32 {
+        f32::from_le_bytes(self.t[t][4 * i..4 * i + 4].try_into().expect("4 bytes"))
+    }
+    fn bf16_at(&self, t: usize, i: usize) -> f32 {
+        let b = u16::from_le_bytes(self.t[t][2 * i..2 * i + 2].try_into().expect("2 bytes"));
+        f32::from_bits((b as u32) << 16)
+    }
+}
+
+impl Tiles for Emulated {
+    unsafe fn zero<const T: u8>(&mut self) {
+        self.t[T as usize] = [0; 1024];
+    }
+
+    unsafe fn load<const T: u8>(&mut self, p: *const u8, stride: usize) {
+        for r in 0..TR {
+            // SAFETY: the trait's contract (16 readable rows of 64 bytes).
+            let row = unsafe { std::slice::from_raw_parts(p.add(r * stride), 64) };
+            self.t[T as usize][r * 64..(r + 1) * 64].copy_from_slice(row);
+        }
+    }
+
+    unsafe fn dot<const C: u8, const A: u8, const B: u8>(&mut self) {
+        let (c, a, b) = (C as usize, A as usize, B as usize);
+        for i in 0..TR {
+            for j in 0..TR {
+                let mut s = self.f32_at(c, i * TR + j);
+                for p in 0..TR {
+                    // A row i, bf16 2p and 2p+1; B pair row p, column j's two halves
+                    s += self.bf16_at(a, i * KC + 2 * p) * self.bf16_at(b, p * KC + 2 * j);
+                    s += self.bf16_at(a, i * KC + 2 * p + 1) * self.bf16_at(b, p * KC + 2 * j + 1);
+                }
+                self.t[c][4 * (i * TR + j)..4 * (i * TR + j) + 4].copy_from_slice(&s.to_le_bytes());
+            }
+        }
+    }
+
+    unsafe fn store<const T: u8>(&mut self, p: *mut u8, stride: usize) {
+        for r in 0..TR {
+            // SAFETY: the trait's contract (16 writable rows of 64 bytes).
+            let row = unsafe { std::slice::from_raw_parts_mut(p.add(r * stride), 64) };
+            row.copy_from_slice(&self.t[T as usize][r * 64..(r + 1) * 64]);
+        }
+    }
+}
+
+/// Whether this process can run the product on the hardware's tiles.
+pub fn available() -> bool {
+    Amx::get().bf16()
+}
+
+/// Scratch buffers of the calling thread, reused across calls.
+#[derive(Default)]
+struct Scratch {
+    /// A as bf16, rows padded to whole tiles, k to whole chunks.
+    a: Vec<u16>,
+    /// The last chunk of k of up to four panels, zero-padded to whole tiles (512 u16 each).
+    tail: Vec<u16>,
+    /// One C tile on its way to the output.
+    c: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// `C[:, q*NR..] = A * panel q` for every `q` in `panels` over the row groups, on `t`'s tiles:
+/// the contract and the checks of [`super::bf16::panel_gemm_with`] (which checks the sizes
+/// before it calls this), `A` holding bf16 values.
+///
+/// # Safety
+/// As [`super::panel::panel_gemm_raw`], for the rows of every block; the sizes checked.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn product<T: Tiles>(
+    t: &mut T,
+    m: usize,
+    groups: Groups,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[u16],
+    panels: Range<usize>,
+    out: OutPtr<f32>,
+) {
+    if m == 0 || panels.is_empty() {
+        return;
+    }
+    SCRATCH.with(|s| {
+        let s = &mut *s.borrow_mut();
+        s.c.resize(TR * TR, 0.0);
+        let chunks = k.div_ceil(KC);
+        let kp = chunks * KC;
+        let mt = m.div_ceil(TR);
+        // A: group g's row tile r at rows (g * mt + r) * 16 of a kp-wide buffer
+        s.a.clear();
+        s.a.resize(groups.n * mt * TR * kp, 0);
+        for g in 0..groups.n {
+            for i in 0..m {
+                let src = &a[g * groups.a_step + i * lda..][..k];
+                let dst = &mut s.a[(g * mt * TR + i) * kp..][..k];
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = to_bf16(v);
+                }
+            }
+        }
+        let size = packed_len(1, k);
+        let full = pair_rows(k) / TR;
+        let tail_pairs = pair_rows(k) % TR;
+        let (rr, pp) = if mt >= 2 { (2, 2) } else { (1, 4) };
+        s.tail.clear();
+        s.tail.resize(pp * TR * KC, 0);
+        let mut q0 = panels.start;
+        while q0 < panels.end {
+            let np = pp.min(panels.end - q0);
+            // each panel's last chunk of k, when partial, zero-padded to a whole tile
+            if tail_pairs > 0 {
+                for p in 0..np {
+                    let src = &packed[(q0 + p) * size + full * TR * KC..][..tail_pairs * KC];
+                    let dst = &mut s.tail[p * TR * KC..(p + 1) * TR * KC];
+                    dst[..src.len()].copy_from_slice(src);
+                    dst[src.len()..].fill(0);
+                }
+            }
+            let b = |p: usize, c: usize| -> *const u8 {
+                if c < full {
+                    packed[(q0 + p) * size + c * TR * KC..].as_ptr() as *const u8
+                } else {
+                    s.tail[p * TR * KC..].as_ptr() as *const u8
+                }
+            };
+            let bp: [[*const u8; 2]; 4] = std::array::from_fn(|p| {
+                if p < np {
+                    [b(p, 0), b(p, full.min(chunks - 1))]
+                } else {
+                    [std::ptr::null(); 2]
+                }
+            });
+            let blk = Block {
+                chunks,
+                full,
+                astride: kp * 2,
+                bfirst: bp,
+            };
+            for g in 0..groups.n {
+                let mut r0 = 0;
+                while r0 < mt {
+                    let nr = rr.min(mt - r0);
+                    let ap = s.a[(g * mt + r0) * TR * kp..].as_ptr() as *const u8;
+                    // SAFETY: A holds nr row tiles of kp bf16 from ap; bp's panels hold
+                    // `full` whole chunks and the tail buffer the last one.
+                    unsafe {
+                        match (nr, np) {
+                            (2, 2) => block::<T, 2, 2>(t, &blk, ap),
+                            (2, _) => block::<T, 2, 1>(t, &blk, ap),
+                            (_, 4) => block::<T, 1, 4>(t, &blk, ap),
+                            (_, 3) => block::<T, 1, 3>(t, &blk, ap),
+                            (_, 2) => block::<T, 1, 2>(t, &blk, ap),
+                            _ => block::<T, 1, 1>(t, &blk, ap),
+                        }
+                    }
+                    // the block's C tiles, tile (r, p) in tiles[r * np + p] order as block stores
+                    for r in 0..nr {
+                        for p in 0..np {
+                            let ct = r * np + p;
+                            // SAFETY: the scratch tile is 16 rows of 64 bytes.
+                            unsafe { store_any(t, ct, s.c.as_mut_ptr() as *mut u8) };
+                            let q = q0 + p;
+                            let width = NR.min(out.n.saturating_sub(q * NR));
+                            for i in 0..TR {
+                                let row = (r0 + r) * TR + i;
+                                if row >= m {
+                                    break;
+                                }
+                                let orow = g * groups.c_step + row;
+                                for j in 0..width {
+                                    // SAFETY: the row lies in block g and the column under
+                                    // out.n (the caller's contract).
+                                    unsafe {
+                                        *out.ptr.add(orow * out.ld + q * NR + j) = s.c[i * TR + j]
+                                    };
+                                }
+                            }
+                        }
+                    }
+                    r0 += nr;
+                }
+            }
+            q0 += np;
+        }
+    });
+}
+
+/// One block's pointers: the chunk count, how many are whole in the panels, A's row stride in
+/// bytes, and each panel's first chunk and last (the tail buffer's tile when partial).
+struct Block {
+    chunks: usize,
+    full: usize,
+    astride: usize,
+    bfirst: [[*const u8; 2]; 4],
+}
+
+impl Block {
+    /// Panel `p`'s chunk `c`: 1 KiB steps through the panel, the tail tile for a partial last.
+    #[inline(always)]
+    fn b(&self, p: usize, c: usize) -> *const u8 {
+        if c < self.full {
+            self.bfirst[p][0].wrapping_add(c * TR * KC * 2)
+        } else {
+            self.bfirst[p][1]
+        }
+    }
+}
+
+/// Tile `i` (0-3) stored to `p` at a stride of 64 bytes.
+///
+/// # Safety
+/// `p` addresses 1 KiB; the tiles are configured.
+unsafe fn store_any<T: Tiles>(t: &mut T, i: usize, p: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match i {
+            0 => t.store::<0>(p, 64),
+            1 => t.store::<1>(p, 64),
+            2 => t.store::<2>(p, 64),
+            _ => t.store::<3>(p, 64),
+        }
+    }
+}
+
+/// R row tiles x P panels accumulated in tiles `r * P + p` over every chunk of k; A's row tile
+/// `r` at `ap + r * 16 * astride`.
+///
+/// # Safety
+/// The block's pointers address whole tiles for every chunk; the tiles are configured.
+#[inline(always)]
+unsafe fn block<T: Tiles, const R: usize, const P: usize>(t: &mut T, blk: &Block, ap: *const u8) {
+    // SAFETY (all the tile operations): the caller's contract.
+    unsafe {
+        t.zero::<0>();
+        t.zero::<1>();
+        t.zero::<2>();
+        t.zero::<3>();
+        let s = blk.astride;
+        for c in 0..blk.chunks {
+            let a = ap.add(c * 64);
+            t.load::<4>(a, s);
+            if R == 2 {
+                t.load::<5>(a.add(TR * s), s);
+                // tiles 0, 1: row tile 0 x panels 0, 1; tiles 2, 3 (P = 2) or 1 (P = 1): row tile 1
+                t.load::<6>(blk.b(0, c), 64);
+                t.dot::<0, 4, 6>();
+                if P == 2 {
+                    t.dot::<2, 5, 6>();
+                    t.load::<7>(blk.b(1, c), 64);
+                    t.dot::<1, 4, 7>();
+                    t.dot::<3, 5, 7>();
+                } else {
+                    t.dot::<1, 5, 6>();
+                }
+            } else {
+                t.load::<6>(blk.b(0, c), 64);
+                t.dot::<0, 4, 6>();
+                if P >= 2 {
+                    t.load::<7>(blk.b(1, c), 64);
+                    t.dot::<1, 4, 7>();
+                }
+                if P >= 3 {
+                    t.load::<6>(blk.b(2, c), 64);
+                    t.dot::<2, 4, 6>();
+                }
+                if P >= 4 {
+                    t.load::<7>(blk.b(3, c), 64);
+                    t.dot::<3, 4, 7>();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The bf16 product on AMX tiles (`ops::tiles`, through `bf16::panel_gemm_tiles`): on the scalar
+//! model of the tile instructions on every CPU, and on the hardware where the CPU and the OS
+//! grant the tiles (skipped elsewhere, saying so), against an f64 reference from the same
+//! rounded operands, on awkward sizes: rows around the 16-row tile (1, 15, 16, 17, 31, 33, 40),
+//! k around the 32-wide chunk (1, 2, 15, 16, 17, 31, 32, 33, 70, 511, 513: a partial last chunk,
+//! an odd last pair), units around the 16-column panel, and two row groups. The output is
+//! pre-filled with NaN: an unwritten element shows, and the columns past C's and the rows
+//! between the groups must stay NaN.
+
+use recur::ops::bf16::{self, pack_gates_t, packed_len, round, TileRun};
+use recur::ops::panel::{panels, Groups, OutPtr, NR};
+use recur::ops::tiles;
+use recur::rng::Rng;
+
+/// Relative to the largest |C| element: float32 accumulation of up to 513 exact products of
+/// N(0,1)-sized numbers (the model and the hardware each in their own order), against the f64
+/// sum of the same products.
+const TOL_SUM: f64 = 2e-5;
+
+fn machines() -> Vec<TileRun> {
+    let mut v = vec![TileRun::Emulated];
+    if tiles::available() {
+        v.push(TileRun::Amx);
+    } else {
+        eprintln!(
+            "skipped: the AMX tile product on the hardware (AMX bf16 tiles here: {})",
+            recur::ops::amx::Amx::get().describe()
+        );
+    }
+    v
+}
+
+/// One product of `groups` blocks of `m` rows against `g` gates of `h` units, checked.
+fn check(on: TileRun, m: usize, k: usize, h: usize, ngroups: usize, rng: &mut Rng) {
+    let g = 2;
+    let lda = k + 3;
+    // group j's rows start a_step elements after group j-1's; its C rows c_step rows after
+    let groups = Groups {
+        n: ngroups,
+        a_step: m * lda + 5,
+        c_step: m + 2,
+    };
+    let rows_a = (ngroups - 1) * groups.a_step + m * lda;
+    let a: Vec<f32> = (0..rows_a).map(|_| round(rng.normal() as f32)).collect();
+    let w: Vec<f32> = (0..g * h * k).map(|_| rng.normal() as f32).collect();
+    let np = g * panels(h);
+    let mut packed = vec![0u16; packed_len(np, k)];
+    pack_gates_t(&mut packed, &w, g, h, k);
+    let hp = panels(h) * NR;
+    let n = g * hp;
+    let ld = n + 3;
+    let crow = (ngroups - 1) * groups.c_step + m;
+    let mut c = vec![f32::NAN; crow * ld];
+    let out = OutPtr {
+        ptr: c.as_mut_ptr(),
+        ld,
+        n,
+    };
+    // SAFETY: `c` holds crow rows of ld >= n columns and is borrowed for the call.
+    unsafe { bf16::panel_gemm_tiles(on, m, groups, k, &a, lda, &packed, 0..np, out) };
+    let mut scale = 1e-30f64;
+    let mut want = vec![f64::NAN; crow * ld];
+    for gr in 0..ngroups {
+        for i in 0..m {
+            for gi in 0..g {
+                for j in 0..h {
+                    let s: f64 = (0..k)
+                        .map(|p| {
+                            a[gr * groups.a_step + i * lda + p] as f64
+                                * round(w[(gi * h + j) * k + p]) as f64
+                        })
+                        .sum();
+                    want[(gr * groups.c_step + i) * ld + gi * hp + j] = s;
+                    scale = scale.max(s.abs());
+                }
+            }
+        }
+    }
+    for r in 0..crow {
+        let in_block =
+            (0..ngroups).any(|gr| (gr * groups.c_step..gr * groups.c_step + m).contains(&r));
+        for col in 0..ld {
+            let got = c[r * ld + col];
+            let (gi, j) = (col / hp, col % hp);
+            let at = format!("{on:?} m={m} k={k} h={h} groups={ngroups} row {r} col {col}");
+            if !in_block || col >= n {
+                assert!(got.is_nan(), "{at}: written outside the blocks: {got}");
+            } else if j >= h {
+                assert_eq!(got, 0.0, "{at}: padding unit of gate {gi}");
+            } else {
+                let e = (got as f64 - want[r * ld + col]).abs() / scale;
+                assert!(e <= TOL_SUM, "{at}: rel err {e:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn tile_product_matches_the_reference() {
+    let mut rng = Rng::new(11);
+    for on in machines() {
+        for &m in &[1usize, 15, 16, 17, 33] {
+            for &k in &[1usize, 2, 15, 17, 31, 32, 33, 70] {
+                for &h in &[1usize, 16, 17, 40] {
+                    check(on, m, k, h, 1, &mut rng);
+                }
+            }
+        }
+        // long k (a partial last chunk or none), more rows and panels, two row groups
+        for &(m, k, h) in &[(31, 511, 33), (40, 513, 20), (2, 512, 70), (16, 64, 64)] {
+            check(on, m, k, h, 1, &mut rng);
+            check(on, m, k, h, 2, &mut rng);
+        }
+    }
+}
+
+/// The hardware and the model agree within rounding on a larger product, with weights from a
+/// real packing of 512 units (the shape of the LSTM this product was written for).
+#[test]
+fn tile_product_on_the_lstm_shape() {
+    let mut rng = Rng::new(12);
+    for on in machines() {
+        check(on, 32, 512, 128, 1, &mut rng);
+    }
+}
