@@ -387,8 +387,7 @@ impl<F: Float> Fwd<'_, F> {
                 }
                 let ldc = ng * hs;
                 for g in 0..ng {
-                    int8::panel_gemm_with(
-                        int8::kernel(),
+                    int8::panel_gemm(
                         mb,
                         Groups::ONE,
                         nh,

@@ -180,8 +180,7 @@ pub(super) fn input_projection_int8<F: Float>(
         };
         // SAFETY: `part` holds m rows of ldc sums and is this part's alone.
         unsafe {
-            int8::panel_gemm_with(
-                int8::kernel(),
+            int8::panel_gemm(
                 m,
                 Groups::ONE,
                 ni,

@@ -25,6 +25,7 @@
 
 use super::cpu::{has_avx512_bf16, Isa};
 use super::panel::{panels, Groups, OutPtr, NR};
+use super::tiles::TileRun;
 use std::ops::Range;
 
 /// `x` rounded to the nearest bf16 (ties to even) as its 16 bits; NaN gives the quiet NaN
@@ -226,14 +227,6 @@ pub unsafe fn panel_gemm_raw(
     unsafe { panel_gemm_with(kernel(), m, Groups::ONE, k, a, lda, packed, panels, out) }
 }
 
-/// Which machine runs [`panel_gemm_tiles`]: this CPU's AMX tiles, or the scalar model of the
-/// same instructions ([`super::tiles::Emulated`], for tests on any CPU).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TileRun {
-    Amx,
-    Emulated,
-}
-
 /// [`panel_gemm_with`]'s product on AMX tiles (`tdpbf16ps`, [`super::tiles`]), or on their
 /// model. The hardware sums a tile's products in its own order: within rounding of the
 /// portable loop, not in bits.
@@ -267,34 +260,11 @@ pub unsafe fn panel_gemm_tiles(
         panels: &panels,
         out: &out,
     });
-    if !go {
-        return;
-    }
-    use super::tiles;
-    // SAFETY (both): the sizes were checked above; the caller's contract covers the writes.
-    match on {
-        TileRun::Amx => {
-            let mut t = tiles::Hardware::begin().unwrap_or_else(|| {
-                panic!(
-                    "AMX bf16 tiles cannot run here: {}",
-                    super::amx::Amx::get().describe()
-                )
-            });
-            unsafe { tiles::product(&mut t, m, groups, k, a, lda, packed, panels, out) }
-        }
-        TileRun::Emulated => unsafe {
-            tiles::product(
-                &mut tiles::Emulated::default(),
-                m,
-                groups,
-                k,
-                a,
-                lda,
-                packed,
-                panels,
-                out,
-            )
-        },
+    if go {
+        // SAFETY: the sizes were checked above; the caller's contract covers the writes.
+        super::tiles::with_tiles(on, false, |t| unsafe {
+            t.bf16(m, groups, k, a, lda, packed, panels, out)
+        });
     }
 }
 

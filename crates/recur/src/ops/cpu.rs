@@ -117,7 +117,13 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
         ),
         (
             "per-step product in int8",
-            super::int8::describe(super::int8::kernel()).to_string(),
+            if super::tiles::available_int8() {
+                "AMX tdpbusd tiles (blocks of 2x2 tiles of 16 rows x 16 columns; 1x4 for up to \
+                 16 rows)"
+                    .to_string()
+            } else {
+                super::int8::describe(super::int8::kernel()).to_string()
+            },
         ),
         ("bf16 and int8 instructions", low_precision_features()),
         ("AMX tiles", super::amx::Amx::get().describe()),

@@ -20,6 +20,7 @@
 
 use super::cpu::Isa;
 use super::panel::{panels, Groups, OutPtr, NR};
+use super::tiles::TileRun;
 use std::ops::Range;
 
 /// Calls `$f($args)` compiled for the widest vectors this CPU has (AVX-512, else AVX2 + FMA,
@@ -400,6 +401,73 @@ pub fn describe(kernel: Isa) -> &'static str {
         Isa::Avx512 => "avx512_vnni vpdpbusd zmm: tiles 1x8 (B=1), 2x8, 4x4 (B<=4), 8x2",
         Isa::Avx2Fma => "avx2 vpmaddubsw + vpmaddwd + vpaddd: tiles 1x4, 2x2, 4x1",
         Isa::Portable => "portable loop",
+    }
+}
+
+/// [`panel_gemm_with`] on AMX tiles where this process has them (`tdpbusd`,
+/// [`super::tiles`]), else on [`kernel`]: the same int32 sums either way.
+///
+/// # Safety
+/// As [`panel_gemm_with`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn panel_gemm(
+    m: usize,
+    groups: Groups,
+    k: usize,
+    a: &[u8],
+    lda: usize,
+    packed: &[i8],
+    panels: Range<usize>,
+    out: OutPtr<i32>,
+) {
+    // SAFETY (both): forwarded contract.
+    unsafe {
+        if super::tiles::available_int8() {
+            panel_gemm_tiles(TileRun::Amx, m, groups, k, a, lda, packed, panels, out)
+        } else {
+            panel_gemm_with(kernel(), m, groups, k, a, lda, packed, panels, out)
+        }
+    }
+}
+
+/// [`panel_gemm_with`]'s product on AMX tiles (`tdpbusd`), or on their model: the same int32
+/// sums as every kernel.
+///
+/// # Safety
+/// As [`panel_gemm_with`]. Panics when `on` is [`TileRun::Amx`] and this process cannot use
+/// the int8 tiles.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn panel_gemm_tiles(
+    on: TileRun,
+    m: usize,
+    groups: Groups,
+    k: usize,
+    a: &[u8],
+    lda: usize,
+    packed: &[i8],
+    panels: Range<usize>,
+    out: OutPtr<i32>,
+) {
+    assert!(lda >= padded(k), "int8 tile product: lda below padded(k)");
+    let go = super::panel::check_product(super::panel::ProductArgs {
+        what: "int8 tile product",
+        kernel: Isa::Portable,
+        kernels: &KERNELS,
+        m,
+        groups,
+        row: padded(k),
+        a_len: a.len(),
+        lda,
+        packed_need: packed_len(panels.end, k),
+        packed_len: packed.len(),
+        panels: &panels,
+        out: &out,
+    });
+    if go {
+        // SAFETY: the sizes were checked above; the caller's contract covers the writes.
+        super::tiles::with_tiles(on, true, |t| unsafe {
+            t.int8(m, groups, k, a, lda, packed, panels, out)
+        });
     }
 }
 

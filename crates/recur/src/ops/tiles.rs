@@ -1,33 +1,37 @@
-//! The bf16 per-step product on AMX tiles (`tdpbf16ps`): `C = A * panels` with the weights in
-//! the panels of [`super::bf16::pack_gates_t`], whose pair layout is the one an AMX B tile
-//! holds (sixteen 64-byte rows, each sixteen columns' pair of consecutive k), so a panel's
-//! 32-row chunk of k loads as one tile with a stride of 64 bytes and nothing is repacked.
+//! The per-step products on AMX tiles: bf16 (`tdpbf16ps`, float32 sums) and int8 (`tdpbusd`,
+//! u8 activation codes times s8 weights, int32 sums). The panels are used as packed
+//! ([`super::bf16::pack_gates_t`]: each 64-byte row sixteen columns' pair of consecutive k;
+//! [`super::int8::pack_gates_t`]: their quad of consecutive k): that is the layout of an AMX B
+//! tile, so a panel's chunk of k (32 bf16 or 64 int8 rows) loads as one tile with a stride of
+//! 64 bytes and nothing is repacked.
 //!
-//! The product is written once, generic over [`Tiles`] (the five tile instructions it uses),
-//! and runs either on the hardware ([`Hardware`]: one `asm!` block per instruction, the tile
+//! The products are written once, generic over [`Tiles`] (the six tile instructions they use),
+//! and run either on the hardware ([`Hardware`]: one `asm!` block per instruction, the tile
 //! registers named in the template, as the AMX intrinsics are not stable Rust) or on
 //! [`Emulated`], a scalar model of the same instructions that any CPU runs. The tests run the
 //! model everywhere and the hardware where the CPU and the OS grant the tiles, so the blocking,
 //! the padding and the stores are checked on every machine, and only the instructions
 //! themselves wait for an AMX one.
 //!
-//! Blocking: tiles 0-3 accumulate C (16 x 16 float32 each), 4-5 hold A (16 rows of 32 bf16),
-//! 6-7 B. With two or more row tiles a block is 2 row tiles x 2 panels (each B tile loaded
-//! feeds two products); with one (a batch of at most 16 rows) 1 x 4. A is copied into a
-//! zero-padded bf16 buffer (rows to a multiple of 16, k to a multiple of 32) once per call;
-//! the last chunk of k of each panel, when k is not a multiple of 32, is copied into a
-//! zero-padded tile, so no tile reads past the panels. C tiles go through a 1 KiB buffer into
-//! the rows and columns of the output that exist.
+//! Blocking: tiles 0-3 accumulate C (16 x 16 sums each), 4-5 hold A (16 rows of 64 bytes), 6-7
+//! B. With two or more row tiles a block is 2 row tiles x 2 panels (each B tile loaded feeds two
+//! products); with one (a batch of at most 16 rows) 1 x 4. A is copied into a zero-padded
+//! buffer (rows to a multiple of 16, each row to whole 64-byte chunks) once per call; the last
+//! chunk of each panel, when partial, is copied into a zero-padded tile, so no tile reads past
+//! the panels. C tiles go through a 1 KiB buffer into the rows and columns of the output that
+//! exist.
 
 use super::amx::{Amx, TileConfig};
-use super::bf16::{packed_len, pair_rows, to_bf16};
+use super::bf16::to_bf16;
 use super::panel::{Groups, OutPtr, NR};
 use std::cell::RefCell;
 use std::ops::Range;
 
-/// Rows of a tile, and bf16 values of k in one A tile row (64 bytes).
+/// Rows of a tile, and bytes of a tile row.
 const TR: usize = 16;
-const KC: usize = 32;
+const ROW: usize = 64;
+/// bf16 values in a tile row.
+const KC: usize = ROW / 2;
 
 /// The tile instructions the product uses, on tiles named by number (0-7), all shaped 16 rows
 /// of 64 bytes ([`TileConfig::full`]).
@@ -47,6 +51,11 @@ pub trait Tiles {
     /// # Safety
     /// The tiles are configured.
     unsafe fn dot<const C: u8, const A: u8, const B: u8>(&mut self);
+    /// `tdpbusd`: `C (16 x 16 i32) += A (16 x 64 u8) * B (16 quad rows x 16 columns of s8)`.
+    ///
+    /// # Safety
+    /// The tiles are configured.
+    unsafe fn dot_u8<const C: u8, const A: u8, const B: u8>(&mut self);
     /// `tilestored`: 16 rows of 64 bytes to `p + i * stride`.
     ///
     /// # Safety
@@ -125,6 +134,20 @@ impl Tiles for Hardware {
     }
 
     #[inline(always)]
+    unsafe fn dot_u8<const C: u8, const A: u8, const B: u8>(&mut self) {
+        // SAFETY: configured tiles.
+        unsafe {
+            std::arch::asm!(
+                "tdpbusd tmm{c}, tmm{a}, tmm{b}",
+                c = const C,
+                a = const A,
+                b = const B,
+                options(nostack)
+            )
+        };
+    }
+
+    #[inline(always)]
     unsafe fn store<const T: u8>(&mut self, p: *mut u8, stride: usize) {
         // SAFETY: the trait's contract (16 writable rows).
         unsafe {
@@ -150,6 +173,9 @@ impl Tiles for Hardware {
     unsafe fn dot<const C: u8, const A: u8, const B: u8>(&mut self) {
         unreachable!("AMX is x86-64 only")
     }
+    unsafe fn dot_u8<const C: u8, const A: u8, const B: u8>(&mut self) {
+        unreachable!("AMX is x86-64 only")
+    }
     unsafe fn store<const T: u8>(&mut self, _: *mut u8, _: usize) {
         unreachable!("AMX is x86-64 only")
     }
@@ -157,7 +183,8 @@ impl Tiles for Hardware {
 
 /// A scalar model of the tile instructions: eight tiles of 16 x 64 bytes. `dot` adds each
 /// pair's two exact products to the float32 sum in order of k (the hardware's order and
-/// rounding may differ within a sum's rounding; the tests allow for that).
+/// rounding may differ within a sum's rounding; the tests allow for that); `dot_u8` sums in
+/// int32, exactly as the hardware (wrapping, which the codes' range never reaches).
 pub struct Emulated {
     t: [[u8; 1024]; 8],
 }
@@ -206,6 +233,24 @@ impl Tiles for Emulated {
         }
     }
 
+    unsafe fn dot_u8<const C: u8, const A: u8, const B: u8>(&mut self) {
+        let (c, a, b) = (C as usize, A as usize, B as usize);
+        for i in 0..TR {
+            for j in 0..TR {
+                let at = 4 * (i * TR + j);
+                let mut s = i32::from_le_bytes(self.t[c][at..at + 4].try_into().expect("4 bytes"));
+                for p in 0..TR {
+                    for e in 0..4 {
+                        let x = self.t[a][i * ROW + 4 * p + e] as i32;
+                        let w = self.t[b][p * ROW + 4 * j + e] as i8 as i32;
+                        s = s.wrapping_add(x * w);
+                    }
+                }
+                self.t[c][at..at + 4].copy_from_slice(&s.to_le_bytes());
+            }
+        }
+    }
+
     unsafe fn store<const T: u8>(&mut self, p: *mut u8, stride: usize) {
         for r in 0..TR {
             // SAFETY: the trait's contract (16 writable rows of 64 bytes).
@@ -215,29 +260,132 @@ impl Tiles for Emulated {
     }
 }
 
-/// Whether this process can run the product on the hardware's tiles.
+/// Which machine runs a tile product: this CPU's AMX tiles, or the scalar model of the same
+/// instructions ([`Emulated`], for tests on any CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileRun {
+    Amx,
+    Emulated,
+}
+
+/// Calls `f` with the tiles `on` names: the hardware's, configured for this call and released
+/// after it, or a fresh model.
+///
+/// # Panics
+/// When `on` is [`TileRun::Amx`] and this process cannot use the tiles (`int8`: the int8
+/// products; else the bf16 ones).
+pub fn with_tiles(on: TileRun, int8: bool, f: impl FnOnce(&mut dyn TileUse)) {
+    match on {
+        TileRun::Amx => {
+            let ok = if int8 { available_int8() } else { available() };
+            let mut t = ok.then(Hardware::begin).flatten().unwrap_or_else(|| {
+                panic!(
+                    "AMX {} tiles cannot run here: {}",
+                    if int8 { "int8" } else { "bf16" },
+                    Amx::get().describe()
+                )
+            });
+            f(&mut t)
+        }
+        TileRun::Emulated => f(&mut Emulated::default()),
+    }
+}
+
+/// The two products on some [`Tiles`], behind one object so that callers need not be generic.
+pub trait TileUse {
+    /// [`product`] on these tiles.
+    ///
+    /// # Safety
+    /// As [`product`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn bf16(
+        &mut self,
+        m: usize,
+        groups: Groups,
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        packed: &[u16],
+        panels: Range<usize>,
+        out: OutPtr<f32>,
+    );
+    /// [`product_int8`] on these tiles.
+    ///
+    /// # Safety
+    /// As [`product_int8`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn int8(
+        &mut self,
+        m: usize,
+        groups: Groups,
+        k: usize,
+        a: &[u8],
+        lda: usize,
+        packed: &[i8],
+        panels: Range<usize>,
+        out: OutPtr<i32>,
+    );
+}
+
+impl<T: Tiles> TileUse for T {
+    unsafe fn bf16(
+        &mut self,
+        m: usize,
+        groups: Groups,
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        packed: &[u16],
+        panels: Range<usize>,
+        out: OutPtr<f32>,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { product(self, m, groups, k, a, lda, packed, panels, out) }
+    }
+    unsafe fn int8(
+        &mut self,
+        m: usize,
+        groups: Groups,
+        k: usize,
+        a: &[u8],
+        lda: usize,
+        packed: &[i8],
+        panels: Range<usize>,
+        out: OutPtr<i32>,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { product_int8(self, m, groups, k, a, lda, packed, panels, out) }
+    }
+}
+
+/// Whether this process can run the bf16 product on the hardware's tiles.
 pub fn available() -> bool {
     Amx::get().bf16()
+}
+
+/// Whether this process can run the int8 product on the hardware's tiles.
+pub fn available_int8() -> bool {
+    Amx::get().int8()
 }
 
 /// Scratch buffers of the calling thread, reused across calls.
 #[derive(Default)]
 struct Scratch {
-    /// A as bf16, rows padded to whole tiles, k to whole chunks.
-    a: Vec<u16>,
-    /// The last chunk of k of up to four panels, zero-padded to whole tiles (512 u16 each).
-    tail: Vec<u16>,
+    /// A, rows padded to whole tiles, each row to whole 64-byte chunks.
+    a: Vec<u8>,
+    /// The last chunk of up to four panels, zero-padded to whole tiles (1 KiB each).
+    tail: Vec<u8>,
     /// One C tile on its way to the output.
-    c: Vec<f32>,
+    c: Vec<u32>,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// `C[:, q*NR..] = A * panel q` for every `q` in `panels` over the row groups, on `t`'s tiles:
-/// the contract and the checks of [`super::bf16::panel_gemm_with`] (which checks the sizes
-/// before it calls this), `A` holding bf16 values.
+/// The bf16 product: `C[:, q*NR..] = A * panel q` for every `q` in `panels` over the row
+/// groups, on `t`'s tiles, `A` holding bf16 values (as float32) and `packed` the panels of
+/// [`super::bf16::pack_gates_t`]. The checks are [`super::bf16::panel_gemm_tiles`]'s.
 ///
 /// # Safety
 /// As [`super::panel::panel_gemm_raw`], for the rows of every block; the sizes checked.
@@ -253,55 +401,122 @@ pub unsafe fn product<T: Tiles>(
     panels: Range<usize>,
     out: OutPtr<f32>,
 ) {
-    if m == 0 || panels.is_empty() {
+    let rows = super::bf16::pair_rows(k);
+    let write = |dst: &mut [u8], i: usize| {
+        let src = &a[i..][..k];
+        for (d, &v) in dst.chunks_exact_mut(2).zip(src) {
+            d.copy_from_slice(&to_bf16(v).to_le_bytes());
+        }
+    };
+    let bytes = packed.len() * 2;
+    // SAFETY: u16 panels read as their bytes (little-endian, as the tiles read them); forwarded
+    // contract; float32 sums stored as their bits.
+    unsafe {
+        let packed = std::slice::from_raw_parts(packed.as_ptr() as *const u8, bytes);
+        let out = OutPtr {
+            ptr: out.ptr as *mut u32,
+            ld: out.ld,
+            n: out.n,
+        };
+        run::<T, false>(t, m, groups, lda, rows, &write, packed, panels, out)
+    }
+}
+
+/// The int8 product: `C[:, q*NR..] = A * panel q` in int32 for every `q` in `panels` over the
+/// row groups, on `t`'s tiles, `A` being 7-bit codes (`k` of each row read; the padding to
+/// whole quads multiplies zero weights) and `packed` the panels of
+/// [`super::int8::pack_gates_t`]. The checks are [`super::int8::panel_gemm_tiles`]'s.
+///
+/// # Safety
+/// As [`super::panel::panel_gemm_raw`], for the rows of every block; the sizes checked.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn product_int8<T: Tiles>(
+    t: &mut T,
+    m: usize,
+    groups: Groups,
+    k: usize,
+    a: &[u8],
+    lda: usize,
+    packed: &[i8],
+    panels: Range<usize>,
+    out: OutPtr<i32>,
+) {
+    let rows = super::int8::quads(k);
+    let write = |dst: &mut [u8], i: usize| dst[..k].copy_from_slice(&a[i..][..k]);
+    // SAFETY: i8 panels read as their bytes; forwarded contract; int32 sums stored as bits.
+    unsafe {
+        let packed = std::slice::from_raw_parts(packed.as_ptr() as *const u8, packed.len());
+        let out = OutPtr {
+            ptr: out.ptr as *mut u32,
+            ld: out.ld,
+            n: out.n,
+        };
+        run::<T, true>(t, m, groups, lda, rows, &write, packed, panels, out)
+    }
+}
+
+/// Both products: panels of `rows` 64-byte rows each; `write(dst, i)` puts the A row that
+/// starts at element `i` into `dst` (a zeroed row of the padded buffer); sums stored as their
+/// 32-bit patterns.
+///
+/// # Safety
+/// As [`product`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn run<T: Tiles, const INT8: bool>(
+    t: &mut T,
+    m: usize,
+    groups: Groups,
+    lda: usize,
+    rows: usize,
+    write: &dyn Fn(&mut [u8], usize),
+    packed: &[u8],
+    panels: Range<usize>,
+    out: OutPtr<u32>,
+) {
+    if m == 0 || groups.n == 0 || panels.is_empty() {
         return;
     }
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
-        s.c.resize(TR * TR, 0.0);
-        let chunks = k.div_ceil(KC);
-        let kp = chunks * KC;
+        s.c.resize(TR * TR, 0);
+        let chunks = rows.div_ceil(TR);
+        let astride = chunks * ROW;
         let mt = m.div_ceil(TR);
-        // A: group g's row tile r at rows (g * mt + r) * 16 of a kp-wide buffer
+        // A: group g's row tile r at rows (g * mt + r) * 16 of an astride-wide buffer
         s.a.clear();
-        s.a.resize(groups.n * mt * TR * kp, 0);
+        s.a.resize(groups.n * mt * TR * astride, 0);
         for g in 0..groups.n {
             for i in 0..m {
-                let src = &a[g * groups.a_step + i * lda..][..k];
-                let dst = &mut s.a[(g * mt * TR + i) * kp..][..k];
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = to_bf16(v);
-                }
+                write(
+                    &mut s.a[(g * mt * TR + i) * astride..][..astride],
+                    g * groups.a_step + i * lda,
+                );
             }
         }
-        let size = packed_len(1, k);
-        let full = pair_rows(k) / TR;
-        let tail_pairs = pair_rows(k) % TR;
+        let size = rows * ROW;
+        let full = rows / TR;
+        let tail = (rows % TR) * ROW;
         let (rr, pp) = if mt >= 2 { (2, 2) } else { (1, 4) };
         s.tail.clear();
-        s.tail.resize(pp * TR * KC, 0);
+        s.tail.resize(pp * TR * ROW, 0);
         let mut q0 = panels.start;
         while q0 < panels.end {
             let np = pp.min(panels.end - q0);
-            // each panel's last chunk of k, when partial, zero-padded to a whole tile
-            if tail_pairs > 0 {
+            // each panel's last chunk, when partial, zero-padded to a whole tile
+            if tail > 0 {
                 for p in 0..np {
-                    let src = &packed[(q0 + p) * size + full * TR * KC..][..tail_pairs * KC];
-                    let dst = &mut s.tail[p * TR * KC..(p + 1) * TR * KC];
-                    dst[..src.len()].copy_from_slice(src);
-                    dst[src.len()..].fill(0);
+                    let src = &packed[(q0 + p) * size + full * TR * ROW..][..tail];
+                    let dst = &mut s.tail[p * TR * ROW..(p + 1) * TR * ROW];
+                    dst[..tail].copy_from_slice(src);
+                    dst[tail..].fill(0);
                 }
             }
-            let b = |p: usize, c: usize| -> *const u8 {
-                if c < full {
-                    packed[(q0 + p) * size + c * TR * KC..].as_ptr() as *const u8
-                } else {
-                    s.tail[p * TR * KC..].as_ptr() as *const u8
-                }
-            };
-            let bp: [[*const u8; 2]; 4] = std::array::from_fn(|p| {
+            let bfirst: [[*const u8; 2]; 4] = std::array::from_fn(|p| {
                 if p < np {
-                    [b(p, 0), b(p, full.min(chunks - 1))]
+                    [
+                        packed[(q0 + p) * size..].as_ptr(),
+                        s.tail[p * TR * ROW..].as_ptr(),
+                    ]
                 } else {
                     [std::ptr::null(); 2]
                 }
@@ -309,32 +524,31 @@ pub unsafe fn product<T: Tiles>(
             let blk = Block {
                 chunks,
                 full,
-                astride: kp * 2,
-                bfirst: bp,
+                astride,
+                bfirst,
             };
             for g in 0..groups.n {
                 let mut r0 = 0;
                 while r0 < mt {
                     let nr = rr.min(mt - r0);
-                    let ap = s.a[(g * mt + r0) * TR * kp..].as_ptr() as *const u8;
-                    // SAFETY: A holds nr row tiles of kp bf16 from ap; bp's panels hold
-                    // `full` whole chunks and the tail buffer the last one.
+                    let ap = s.a[(g * mt + r0) * TR * astride..].as_ptr();
+                    // SAFETY: A holds nr row tiles of `chunks` chunks from ap; the panels hold
+                    // `full` whole chunks and the tail buffer the last one when partial.
                     unsafe {
                         match (nr, np) {
-                            (2, 2) => block::<T, 2, 2>(t, &blk, ap),
-                            (2, _) => block::<T, 2, 1>(t, &blk, ap),
-                            (_, 4) => block::<T, 1, 4>(t, &blk, ap),
-                            (_, 3) => block::<T, 1, 3>(t, &blk, ap),
-                            (_, 2) => block::<T, 1, 2>(t, &blk, ap),
-                            _ => block::<T, 1, 1>(t, &blk, ap),
+                            (2, 2) => block::<T, 2, 2, INT8>(t, &blk, ap),
+                            (2, _) => block::<T, 2, 1, INT8>(t, &blk, ap),
+                            (_, 4) => block::<T, 1, 4, INT8>(t, &blk, ap),
+                            (_, 3) => block::<T, 1, 3, INT8>(t, &blk, ap),
+                            (_, 2) => block::<T, 1, 2, INT8>(t, &blk, ap),
+                            _ => block::<T, 1, 1, INT8>(t, &blk, ap),
                         }
                     }
-                    // the block's C tiles, tile (r, p) in tiles[r * np + p] order as block stores
+                    // the block's C tiles: tile (r, p) is tile r * np + p, as block accumulates
                     for r in 0..nr {
                         for p in 0..np {
-                            let ct = r * np + p;
                             // SAFETY: the scratch tile is 16 rows of 64 bytes.
-                            unsafe { store_any(t, ct, s.c.as_mut_ptr() as *mut u8) };
+                            unsafe { store_any(t, r * np + p, s.c.as_mut_ptr() as *mut u8) };
                             let q = q0 + p;
                             let width = NR.min(out.n.saturating_sub(q * NR));
                             for i in 0..TR {
@@ -362,7 +576,7 @@ pub unsafe fn product<T: Tiles>(
 }
 
 /// One block's pointers: the chunk count, how many are whole in the panels, A's row stride in
-/// bytes, and each panel's first chunk and last (the tail buffer's tile when partial).
+/// bytes, and each panel's start and its tail tile.
 struct Block {
     chunks: usize,
     full: usize,
@@ -375,7 +589,7 @@ impl Block {
     #[inline(always)]
     fn b(&self, p: usize, c: usize) -> *const u8 {
         if c < self.full {
-            self.bfirst[p][0].wrapping_add(c * TR * KC * 2)
+            self.bfirst[p][0].wrapping_add(c * TR * ROW)
         } else {
             self.bfirst[p][1]
         }
@@ -390,21 +604,41 @@ unsafe fn store_any<T: Tiles>(t: &mut T, i: usize, p: *mut u8) {
     // SAFETY: forwarded contract.
     unsafe {
         match i {
-            0 => t.store::<0>(p, 64),
-            1 => t.store::<1>(p, 64),
-            2 => t.store::<2>(p, 64),
-            _ => t.store::<3>(p, 64),
+            0 => t.store::<0>(p, ROW),
+            1 => t.store::<1>(p, ROW),
+            2 => t.store::<2>(p, ROW),
+            _ => t.store::<3>(p, ROW),
         }
     }
 }
 
-/// R row tiles x P panels accumulated in tiles `r * P + p` over every chunk of k; A's row tile
-/// `r` at `ap + r * 16 * astride`.
+/// `C += A * B` on tiles C, A, B: `tdpbusd` for int8, else `tdpbf16ps`.
+///
+/// # Safety
+/// The tiles are configured.
+#[inline(always)]
+unsafe fn dot<T: Tiles, const INT8: bool, const C: u8, const A: u8, const B: u8>(t: &mut T) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if INT8 {
+            t.dot_u8::<C, A, B>()
+        } else {
+            t.dot::<C, A, B>()
+        }
+    }
+}
+
+/// R row tiles x P panels accumulated in tiles `r * P + p` over every chunk; A's row tile `r`
+/// at `ap + r * 16 * astride`.
 ///
 /// # Safety
 /// The block's pointers address whole tiles for every chunk; the tiles are configured.
 #[inline(always)]
-unsafe fn block<T: Tiles, const R: usize, const P: usize>(t: &mut T, blk: &Block, ap: *const u8) {
+unsafe fn block<T: Tiles, const R: usize, const P: usize, const INT8: bool>(
+    t: &mut T,
+    blk: &Block,
+    ap: *const u8,
+) {
     // SAFETY (all the tile operations): the caller's contract.
     unsafe {
         t.zero::<0>();
@@ -413,35 +647,35 @@ unsafe fn block<T: Tiles, const R: usize, const P: usize>(t: &mut T, blk: &Block
         t.zero::<3>();
         let s = blk.astride;
         for c in 0..blk.chunks {
-            let a = ap.add(c * 64);
+            let a = ap.add(c * ROW);
             t.load::<4>(a, s);
             if R == 2 {
                 t.load::<5>(a.add(TR * s), s);
                 // tiles 0, 1: row tile 0 x panels 0, 1; tiles 2, 3 (P = 2) or 1 (P = 1): row tile 1
-                t.load::<6>(blk.b(0, c), 64);
-                t.dot::<0, 4, 6>();
+                t.load::<6>(blk.b(0, c), ROW);
+                dot::<T, INT8, 0, 4, 6>(t);
                 if P == 2 {
-                    t.dot::<2, 5, 6>();
-                    t.load::<7>(blk.b(1, c), 64);
-                    t.dot::<1, 4, 7>();
-                    t.dot::<3, 5, 7>();
+                    dot::<T, INT8, 2, 5, 6>(t);
+                    t.load::<7>(blk.b(1, c), ROW);
+                    dot::<T, INT8, 1, 4, 7>(t);
+                    dot::<T, INT8, 3, 5, 7>(t);
                 } else {
-                    t.dot::<1, 5, 6>();
+                    dot::<T, INT8, 1, 5, 6>(t);
                 }
             } else {
-                t.load::<6>(blk.b(0, c), 64);
-                t.dot::<0, 4, 6>();
+                t.load::<6>(blk.b(0, c), ROW);
+                dot::<T, INT8, 0, 4, 6>(t);
                 if P >= 2 {
-                    t.load::<7>(blk.b(1, c), 64);
-                    t.dot::<1, 4, 7>();
+                    t.load::<7>(blk.b(1, c), ROW);
+                    dot::<T, INT8, 1, 4, 7>(t);
                 }
                 if P >= 3 {
-                    t.load::<6>(blk.b(2, c), 64);
-                    t.dot::<2, 4, 6>();
+                    t.load::<6>(blk.b(2, c), ROW);
+                    dot::<T, INT8, 2, 4, 6>(t);
                 }
                 if P >= 4 {
-                    t.load::<7>(blk.b(3, c), 64);
-                    t.dot::<3, 4, 7>();
+                    t.load::<7>(blk.b(3, c), ROW);
+                    dot::<T, INT8, 3, 4, 7>(t);
                 }
             }
         }

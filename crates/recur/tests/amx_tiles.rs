@@ -1,15 +1,19 @@
-//! The bf16 product on AMX tiles (`ops::tiles`, through `bf16::panel_gemm_tiles`): on the scalar
-//! model of the tile instructions on every CPU, and on the hardware where the CPU and the OS
-//! grant the tiles (skipped elsewhere, saying so), against an f64 reference from the same
-//! rounded operands, on awkward sizes: rows around the 16-row tile (1, 15, 16, 17, 31, 33, 40),
+//! The products on AMX tiles (`ops::tiles`), on the scalar model of the tile instructions on
+//! every CPU and on the hardware where the CPU and the OS grant the tiles (skipped elsewhere,
+//! saying so). bf16 (`bf16::panel_gemm_tiles`) against an f64 reference from the same rounded
+//! operands; int8 (`int8::panel_gemm_tiles`) against the portable int8 loop, bit for bit (int32
+//! sums are exact). On awkward sizes: rows around the 16-row tile (1, 15, 16, 17, 31, 33, 40),
 //! k around the 32-wide chunk (1, 2, 15, 16, 17, 31, 32, 33, 70, 511, 513: a partial last chunk,
-//! an odd last pair), units around the 16-column panel, and two row groups. The output is
+//! an odd last pair; for int8 also 64 +- 1, a partial last quad), units around the 16-column
+//! panel, and two row groups. The output is
 //! pre-filled with NaN: an unwritten element shows, and the columns past C's and the rows
 //! between the groups must stay NaN.
 
-use recur::ops::bf16::{self, pack_gates_t, packed_len, round, TileRun};
+use recur::ops::bf16::{self, pack_gates_t, packed_len, round};
+use recur::ops::cpu::Isa;
+use recur::ops::int8;
 use recur::ops::panel::{panels, Groups, OutPtr, NR};
-use recur::ops::tiles;
+use recur::ops::tiles::{self, TileRun};
 use recur::rng::Rng;
 
 /// Relative to the largest |C| element: float32 accumulation of up to 513 exact products of
@@ -17,13 +21,18 @@ use recur::rng::Rng;
 /// sum of the same products.
 const TOL_SUM: f64 = 2e-5;
 
-fn machines() -> Vec<TileRun> {
+fn machines(int8: bool) -> Vec<TileRun> {
     let mut v = vec![TileRun::Emulated];
-    if tiles::available() {
+    let (on, what) = if int8 {
+        (tiles::available_int8(), "int8")
+    } else {
+        (tiles::available(), "bf16")
+    };
+    if on {
         v.push(TileRun::Amx);
     } else {
         eprintln!(
-            "skipped: the AMX tile product on the hardware (AMX bf16 tiles here: {})",
+            "skipped: the AMX {what} tile product on the hardware (AMX tiles here: {})",
             recur::ops::amx::Amx::get().describe()
         );
     }
@@ -98,7 +107,7 @@ fn check(on: TileRun, m: usize, k: usize, h: usize, ngroups: usize, rng: &mut Rn
 #[test]
 fn tile_product_matches_the_reference() {
     let mut rng = Rng::new(11);
-    for on in machines() {
+    for on in machines(false) {
         for &m in &[1usize, 15, 16, 17, 33] {
             for &k in &[1usize, 2, 15, 17, 31, 32, 33, 70] {
                 for &h in &[1usize, 16, 17, 40] {
@@ -119,7 +128,80 @@ fn tile_product_matches_the_reference() {
 #[test]
 fn tile_product_on_the_lstm_shape() {
     let mut rng = Rng::new(12);
-    for on in machines() {
+    for on in machines(false) {
         check(on, 32, 512, 128, 1, &mut rng);
+    }
+}
+
+/// One int8 product of `groups` blocks of `m` rows of codes against `g` gates of `h` units on
+/// the tiles, against the portable loop in bits; padding and the rows between blocks untouched.
+fn check_int8(on: TileRun, m: usize, k: usize, h: usize, ngroups: usize, rng: &mut Rng) {
+    let g = 3;
+    let lda = int8::padded(k) + 4;
+    let groups = Groups {
+        n: ngroups,
+        a_step: m * lda + 8,
+        c_step: m + 1,
+    };
+    let len = (ngroups - 1) * groups.a_step + m * lda;
+    // codes 0..=127 (7 bits), the padding of each row included (it multiplies zero weights)
+    let a: Vec<u8> = (0..len)
+        .map(|_| (rng.uniform() * 128.0) as u8 & 127)
+        .collect();
+    let w: Vec<f32> = (0..g * h * k).map(|_| rng.normal() as f32).collect();
+    let (q, _) = int8::quantize_rows(&w, g * h, k);
+    let np = g * panels(h);
+    let mut packed = vec![0i8; int8::packed_len(np, k)];
+    int8::pack_gates_t(&mut packed, &q, g, h, k);
+    let n = np * NR;
+    let ld = n + 5;
+    let crow = (ngroups - 1) * groups.c_step + m;
+    let run = |tiles: Option<TileRun>| {
+        let mut c = vec![i32::MIN; crow * ld];
+        let out = OutPtr {
+            ptr: c.as_mut_ptr(),
+            ld,
+            n,
+        };
+        // SAFETY: `c` holds crow rows of ld >= n columns and is borrowed for the call.
+        unsafe {
+            match tiles {
+                Some(on) => int8::panel_gemm_tiles(on, m, groups, k, &a, lda, &packed, 0..np, out),
+                None => {
+                    int8::panel_gemm_with(Isa::Portable, m, groups, k, &a, lda, &packed, 0..np, out)
+                }
+            }
+        }
+        c
+    };
+    let (got, want) = (run(Some(on)), run(None));
+    let written = want.iter().filter(|&&x| x != i32::MIN).count();
+    assert_eq!(written, ngroups * m * n, "the portable loop's own coverage");
+    for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            x,
+            y,
+            "{on:?} int8 m={m} k={k} h={h} groups={ngroups}: row {} col {}",
+            i / ld,
+            i % ld
+        );
+    }
+}
+
+#[test]
+fn int8_tile_product_is_exact() {
+    let mut rng = Rng::new(13);
+    for on in machines(true) {
+        for &m in &[1usize, 15, 16, 17, 33] {
+            for &k in &[1usize, 3, 4, 5, 63, 64, 65, 130] {
+                for &h in &[1usize, 16, 17, 40] {
+                    check_int8(on, m, k, h, 1, &mut rng);
+                }
+            }
+        }
+        for &(m, k, h) in &[(31, 511, 33), (40, 513, 20), (2, 1024, 70), (32, 512, 64)] {
+            check_int8(on, m, k, h, 1, &mut rng);
+            check_int8(on, m, k, h, 2, &mut rng);
+        }
     }
 }
