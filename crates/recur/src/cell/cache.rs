@@ -51,6 +51,10 @@ pub struct DirCache<F> {
     pub(super) xacc: AVec<i32>,
     // the address of the W_hh wpack16 was packed from (as packed_hh)
     pub(super) packed_hh16: usize,
+    // bf16 on AMX tiles, dense input: W_ih^T as bf16 panels (`ops::bf16`), sized when first
+    // used, and the address it was packed from
+    pub(super) wipack16: AVec<u16>,
+    pub(super) packed_ih16: usize,
     // xw: (T, B, G*H) input projection x_t W_ih^T + b_ih
     pub(super) xw: AVec<F>,
     // gates: (T, B, G*H) activated gates (RNN: the new h itself)
@@ -129,6 +133,8 @@ impl<F: Float> DirCache<F> {
             wiscale: Vec::new(),
             wisum: Vec::new(),
             packed_ih8: 0,
+            wipack16: AVec::new(),
+            packed_ih16: 0,
             xq8: AVec::new(),
             xacc: AVec::new(),
             packed_hh16: 0,
@@ -171,6 +177,7 @@ impl<F: Float> DirCache<F> {
         self.packed_hh16 = 0;
         self.packed_hh8 = 0;
         self.packed_ih8 = 0;
+        self.packed_ih16 = 0;
         self.packed_ih = 0;
         self.packed_wt = 0;
     }
@@ -225,7 +232,7 @@ impl<F: Float> DirCache<F> {
             + self.dhpre.len()
             + self.direct.len();
         n * std::mem::size_of::<F>()
-            + self.wpack16.len() * 2
+            + (self.wpack16.len() + self.wipack16.len()) * 2
             + self.wpack8.len()
             + (self.wscale.len() + self.wsum.len() + self.acc.len()) * 4
             + self.wipack8.len()

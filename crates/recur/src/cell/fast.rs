@@ -31,7 +31,10 @@
 //! too small to pay for the hand-over ([`PAR_MIN_STEP_WORK`]).
 
 use super::cache::{active, grow, stale_copy};
-use super::products::{dgt_ld, input_projection, input_projection_int8, l3_bytes, weight_grads};
+use super::products::{
+    dgt_ld, input_projection, input_projection_int8, input_projection_tiles, l3_bytes,
+    tiles_for_input, weight_grads,
+};
 use super::schedule::{ChunkChoice, SplitChoice};
 use super::{
     gru, lstm, rnn, Activation, CellKind, DirBackward, DirCache, DirDims, DirForward, LayerInput,
@@ -630,8 +633,8 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
     // (xw = X W_ih^T); either way without the biases, which the gate pass adds: bias = b_ih +
     // b_hh, except the GRU's b_hn, which r multiplies, kept apart
     let chunk = match input {
-        // (int8 multiplies all steps' inputs at once, in int8)
-        LayerInput::Dense { x, ld } if c.precision != Precision::Int8 => {
+        // (int8 multiplies all steps' inputs at once, in int8; bf16 on AMX tiles too)
+        LayerInput::Dense { x, ld } if c.precision != Precision::Int8 && !tiles_for_input(c) => {
             chunk_len::<F>(&split, &d, c.keep, ng * hp * NR).map(|len| (x, ld, len))
         }
         LayerInput::Dense { .. } => None,
@@ -648,6 +651,9 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
         None => match input {
             LayerInput::Dense { x, ld } if c.precision == Precision::Int8 => {
                 input_projection_int8(c, w, x, ld)
+            }
+            LayerInput::Dense { x, ld } if tiles_for_input(c) => {
+                input_projection_tiles(c, w, x, ld)
             }
             _ => input_projection(c, w, input, false),
         },

@@ -206,6 +206,71 @@ pub(super) fn input_projection_int8<F: Float>(
     });
 }
 
+/// Whether the bf16 input product of this direction runs on AMX tiles
+/// ([`input_projection_tiles`]): bf16, the tiles granted, and whole panels per gate (so that the
+/// tiles' columns are xw's).
+pub(super) fn tiles_for_input<F: Float>(c: &DirCache<F>) -> bool {
+    c.precision == crate::Precision::Bf16
+        && c.dims.h.is_multiple_of(crate::ops::panel::NR)
+        && crate::ops::tiles::available()
+}
+
+/// bf16's input product over all T*B rows (dense input) on AMX tiles: `xw = X W_ih^T`, W_ih
+/// packed as bf16 panels once while the weights are fixed (else at every call), the rows split
+/// over the threads, each part's rows multiplied on its own thread's tiles. As
+/// [`input_projection`] without biases; X holds bf16 values (the layer below rounds its states,
+/// the model rounds its input). F is f32 (bf16 runs on float32 caches only).
+pub(super) fn input_projection_tiles<F: Float>(
+    c: &mut DirCache<F>,
+    w: &DirWeights<F>,
+    x: &[F],
+    ld: usize,
+) {
+    use crate::ops::bf16;
+    use crate::ops::panel::{panels, Groups, OutPtr};
+    let d = c.dims;
+    let (rows, ni, nh, ng) = (d.t * d.b, d.i, d.h, d.kind.gates());
+    let gh = d.gh();
+    // SAFETY: F is f32 in bf16 mode (DirCache::set_precision): the casts are identities
+    let f32s = |v: &[F]| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) };
+    let n16 = bf16::packed_len(ng * panels(nh), ni);
+    if stale_copy(
+        &mut c.wipack16,
+        n16,
+        &mut c.packed_ih16,
+        c.fixed_weights,
+        w.w_ih,
+    ) {
+        bf16::pack_gates_t(&mut c.wipack16[..n16], f32s(w.w_ih), ng, nh, ni);
+    }
+    let packed = &c.wipack16[..n16];
+    let x = f32s(x);
+    let per = rows.div_ceil(crate::ops::gemm::threads()).max(1) * gh;
+    crate::ops::for_parts_mut(&mut c.xw[..rows * gh], per, rows >= 16, |e0, part| {
+        let (r0, m) = (e0 / gh, part.len() / gh);
+        let out = OutPtr {
+            ptr: part.as_mut_ptr() as *mut f32,
+            ld: gh,
+            n: gh,
+        };
+        // SAFETY: `part` holds this part's m rows of gh floats (F = f32) and is its alone; H is
+        // whole panels (tiles_for_input), so the panels' columns are xw's.
+        unsafe {
+            bf16::panel_gemm_tiles(
+                crate::ops::tiles::TileRun::Amx,
+                m,
+                Groups::ONE,
+                ni,
+                &x[r0 * ld..],
+                ld,
+                packed,
+                0..ng * panels(nh),
+                out,
+            )
+        };
+    });
+}
+
 /// The L3 cache shared by the cores (read from the machine: `ops::cpu::Caches`): a few choices
 /// between ways of computing a product depend on whether its operands stay in it.
 pub(crate) fn l3_bytes() -> usize {

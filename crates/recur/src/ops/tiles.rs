@@ -26,6 +26,7 @@ use super::bf16::to_bf16;
 use super::panel::{Groups, OutPtr, NR};
 use std::cell::RefCell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Rows of a tile, and bytes of a tile row.
 const TR: usize = 16;
@@ -219,6 +220,7 @@ impl Tiles for Emulated {
     }
 
     unsafe fn dot<const C: u8, const A: u8, const B: u8>(&mut self) {
+        MODEL_PRODUCTS.fetch_add(1, Ordering::Relaxed);
         let (c, a, b) = (C as usize, A as usize, B as usize);
         for i in 0..TR {
             for j in 0..TR {
@@ -234,6 +236,7 @@ impl Tiles for Emulated {
     }
 
     unsafe fn dot_u8<const C: u8, const A: u8, const B: u8>(&mut self) {
+        MODEL_PRODUCTS.fetch_add(1, Ordering::Relaxed);
         let (c, a, b) = (C as usize, A as usize, B as usize);
         for i in 0..TR {
             for j in 0..TR {
@@ -276,6 +279,7 @@ pub enum TileRun {
 /// products; else the bf16 ones).
 pub fn with_tiles(on: TileRun, int8: bool, f: impl FnOnce(&mut dyn TileUse)) {
     match on {
+        TileRun::Amx if MODEL.load(Ordering::Relaxed) => f(&mut Emulated::default()),
         TileRun::Amx => {
             let ok = if int8 { available_int8() } else { available() };
             let mut t = ok.then(Hardware::begin).flatten().unwrap_or_else(|| {
@@ -358,14 +362,34 @@ impl<T: Tiles> TileUse for T {
     }
 }
 
-/// Whether this process can run the bf16 product on the hardware's tiles.
-pub fn available() -> bool {
-    Amx::get().bf16()
+/// Set by [`use_model`].
+static MODEL: AtomicBool = AtomicBool::new(false);
+
+/// Tile products the model has run in this process (both kinds).
+static MODEL_PRODUCTS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many tile products ([`Tiles::dot`], [`Tiles::dot_u8`]) the model has run in this
+/// process: tests check with it that a path they meant to send to the tiles went there.
+pub fn model_products() -> usize {
+    MODEL_PRODUCTS.load(Ordering::Relaxed)
 }
 
-/// Whether this process can run the int8 product on the hardware's tiles.
+/// For tests, process-wide: while on, the tile products count as available on every CPU and
+/// whatever asks for the hardware's tiles runs on the model ([`Emulated`]) instead, so that the
+/// callers' use of the tiles (which products, which rows and columns) is checked on machines
+/// without AMX. Slow: the model is a scalar loop.
+pub fn use_model(on: bool) {
+    MODEL.store(on, Ordering::Relaxed);
+}
+
+/// Whether this process can run the bf16 product on the hardware's tiles (or [`use_model`]).
+pub fn available() -> bool {
+    MODEL.load(Ordering::Relaxed) || Amx::get().bf16()
+}
+
+/// Whether this process can run the int8 product on the hardware's tiles (or [`use_model`]).
 pub fn available_int8() -> bool {
-    Amx::get().int8()
+    MODEL.load(Ordering::Relaxed) || Amx::get().int8()
 }
 
 /// Scratch buffers of the calling thread, reused across calls.

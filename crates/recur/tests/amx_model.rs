@@ -1,0 +1,138 @@
+//! The library's use of the AMX tile products, on any machine: with `tiles::use_model(true)`
+//! every product the library sends to the tiles runs on the scalar model of the tile
+//! instructions instead (`ops::tiles::Emulated`, itself checked in tests/amx_tiles.rs), so a
+//! stack takes the paths an AMX machine takes: in bf16 the per-step products on the tiles with
+//! bf16 panels at every shape and, where H is whole 16-column panels, the input product on the
+//! tiles too; in int8 the per-step and input products on the tiles. Compared with the same
+//! stack without the tiles: int8 bit for bit (int32 sums are exact either way); bf16 within a
+//! few bf16 roundings (the tiles add each product in another order), inference, and training's
+//! outputs, weight gradients and input gradients. One test, so that the process-wide switch
+//! meets no other test's products.
+
+use recur::cell::{CellKind, LayerInput};
+use recur::ops::bf16::round;
+use recur::ops::gemm::set_threads;
+use recur::ops::tiles;
+use recur::precision::prepare_weights;
+use recur::rng::Rng;
+use recur::stack::{Stack, StackConfig};
+use recur::Precision;
+
+/// bf16, relative to the largest element: one bf16 rounding (2^-8). The model adds a tile's
+/// products in order of k, as the widening kernels do, so the per-step products give the same
+/// bits; the input product's sums differ from the `gemm` crate's in order only, which may move
+/// a state to the neighbouring bf16. (Scaling every tile sum by 1.01 in the model gave 5e-3 and
+/// more: a wrong product does not pass.)
+const BF16_REL_TOL: f32 = 1.0 / 256.0;
+
+/// Inference outputs and final states, then (bf16 only) training's outputs, weight gradients
+/// and input gradients, with or without the tiles.
+fn run(
+    precision: Precision,
+    kind: CellKind,
+    (t, b, i, h): (usize, usize, usize, usize),
+    on_tiles: bool,
+) -> Vec<Vec<f32>> {
+    tiles::use_model(on_tiles);
+    let stack = Stack::new(StackConfig::new(kind, i, h).with_layers(2)).unwrap();
+    let mut rng = Rng::new(21);
+    let mut params = vec![0f32; stack.num_params()];
+    stack.init(&mut params, &mut rng);
+    prepare_weights(stack.layout(), &mut params, precision);
+    let x: Vec<f32> = (0..t * b * i).map(|_| round(rng.normal() as f32)).collect();
+    let dy: Vec<f32> = (0..t * b * h).map(|_| rng.normal() as f32).collect();
+    let input = LayerInput::Dense { x: &x, ld: i };
+    let mut ws = stack.workspace::<f32>(t, b);
+    ws.set_precision(precision);
+    ws.set_inference(true);
+    stack.forward_from_zeros(&mut ws, &params, input);
+    let mut out = vec![ws.output().to_vec(), ws.h_n.clone()];
+    if precision == Precision::Bf16 {
+        ws.set_inference(false);
+        stack.forward(&mut ws, &params, input, None, None, None, None);
+        out.push(ws.output().to_vec());
+        let mut grads = vec![0f32; stack.num_params()];
+        let mut dx = vec![0f32; x.len()];
+        stack.backward(
+            &mut ws,
+            &params,
+            &mut grads,
+            input,
+            None,
+            Some(&dy),
+            None,
+            None,
+            Some(&mut dx),
+        );
+        out.push(grads);
+        out.push(dx);
+    }
+    tiles::use_model(false);
+    out
+}
+
+fn rel(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+        / scale
+}
+
+#[test]
+fn stacks_on_the_tile_model_match_the_stacks_without() {
+    set_threads(2);
+    let names = [
+        "inference output",
+        "final h",
+        "training output",
+        "weight gradients",
+        "dx",
+    ];
+    for kind in [
+        CellKind::Lstm,
+        CellKind::Gru,
+        CellKind::parse("rnn_tanh").unwrap(),
+    ] {
+        // H in whole panels (the input product on the tiles as well) and not; one row tile
+        // and three (2 x 2 blocks and a row tile left over)
+        for dims in [
+            (4, 3, 32, 32),
+            (3, 40, 48, 32),
+            (4, 5, 24, 20),
+            (3, 33, 20, 20),
+        ] {
+            for precision in [Precision::Bf16, Precision::Int8] {
+                let before = tiles::model_products();
+                let want = run(precision, kind, dims, false);
+                let between = tiles::model_products();
+                let got = run(precision, kind, dims, true);
+                assert_eq!(before, between, "a tile product ran with the tiles off");
+                assert!(
+                    tiles::model_products() > between,
+                    "{kind:?} {precision} {dims:?}: nothing ran on the tiles"
+                );
+                for ((w, g), name) in want.iter().zip(&got).zip(names) {
+                    assert!(w.iter().all(|v| v.is_finite()), "{name}: not finite");
+                    if precision == Precision::Int8 {
+                        assert!(
+                            w == g,
+                            "{kind:?} int8 {dims:?} {name}: tiles differ in bits"
+                        );
+                    } else {
+                        let e = rel(g, w);
+                        println!("{kind:?} bf16 {dims:?} {name}: tiles vs none, rel {e:e}");
+                        assert!(
+                            e <= BF16_REL_TOL,
+                            "{kind:?} bf16 {dims:?} {name}: tiles vs none, rel err {e:e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
