@@ -3,10 +3,11 @@
 //! instructions instead (`ops::tiles::Emulated`, itself checked in tests/amx_tiles.rs), so a
 //! stack takes the paths an AMX machine takes: in bf16 the per-step products on the tiles with
 //! bf16 panels at every shape and, where H is whole 16-column panels, the input product on the
-//! tiles too; in int8 the per-step and input products on the tiles. Compared with the same
-//! stack without the tiles: int8 bit for bit (int32 sums are exact either way); bf16 within a
-//! few bf16 roundings (the tiles add each product in another order), inference, and training's
-//! outputs, weight gradients and input gradients. One test, so that the process-wide switch
+//! tiles too, and in training dh's per-step product and (where the backward keeps dG^T) the
+//! weight and input gradients; in int8 the per-step and input products on the tiles. Compared
+//! with the same stack without the tiles: int8 bit for bit (int32 sums are exact either way);
+//! bf16 within one bf16 rounding (the tiles add some products in another order): inference,
+//! and training's outputs, weight gradients and input gradients. One test, so that the process-wide switch
 //! meets no other test's products.
 
 use recur::cell::{CellKind, LayerInput};
@@ -51,8 +52,9 @@ fn run(
         ws.set_inference(false);
         stack.forward(&mut ws, &params, input, None, None, None, None);
         out.push(ws.output().to_vec());
-        let mut grads = vec![0f32; stack.num_params()];
-        let mut dx = vec![0f32; x.len()];
+        // backward adds to what the gradients hold: start them away from zero
+        let mut grads = vec![0.5f32; stack.num_params()];
+        let mut dx = vec![0.25f32; x.len()];
         stack.backward(
             &mut ws,
             &params,
@@ -99,12 +101,14 @@ fn stacks_on_the_tile_model_match_the_stacks_without() {
         CellKind::parse("rnn_tanh").unwrap(),
     ] {
         // H in whole panels (the input product on the tiles as well) and not; one row tile
-        // and three (2 x 2 blocks and a row tile left over)
+        // and three (2 x 2 blocks and a row tile left over); I + H of 512 (the backward keeps
+        // dG^T: the weight and input gradients on the tiles too, but for the GRU)
         for dims in [
             (4, 3, 32, 32),
             (3, 40, 48, 32),
             (4, 5, 24, 20),
             (3, 33, 20, 20),
+            (2, 17, 256, 256),
         ] {
             for precision in [Precision::Bf16, Precision::Int8] {
                 let before = tiles::model_products();

@@ -66,7 +66,7 @@ fn check(on: TileRun, m: usize, k: usize, h: usize, ngroups: usize, rng: &mut Rn
         n,
     };
     // SAFETY: `c` holds crow rows of ld >= n columns and is borrowed for the call.
-    unsafe { bf16::panel_gemm_tiles(on, m, groups, k, &a, lda, &packed, 0..np, out) };
+    unsafe { bf16::panel_gemm_tiles(on, m, groups, k, &a, lda, &packed, 0..np, out, false) };
     let mut scale = 1e-30f64;
     let mut want = vec![f64::NAN; crow * ld];
     for gr in 0..ngroups {
@@ -202,6 +202,50 @@ fn int8_tile_product_is_exact() {
         for &(m, k, h) in &[(31, 511, 33), (40, 513, 20), (2, 1024, 70), (32, 512, 64)] {
             check_int8(on, m, k, h, 1, &mut rng);
             check_int8(on, m, k, h, 2, &mut rng);
+        }
+    }
+}
+
+/// With `accumulate`, the bf16 tile product adds to what C holds (the weight gradients' `+=`).
+#[test]
+fn tile_product_accumulates() {
+    let mut rng = Rng::new(14);
+    let (m, k, h, g) = (19, 45, 20, 2);
+    let a: Vec<f32> = (0..m * k).map(|_| round(rng.normal() as f32)).collect();
+    let w: Vec<f32> = (0..g * h * k).map(|_| rng.normal() as f32).collect();
+    let np = g * panels(h);
+    let mut packed = vec![0u16; packed_len(np, k)];
+    pack_gates_t(&mut packed, &w, g, h, k);
+    let n = np * NR;
+    let start: Vec<f32> = (0..m * n).map(|_| rng.normal() as f32).collect();
+    for on in machines(false) {
+        let run = |accumulate: bool| {
+            let mut c = start.clone();
+            let out = OutPtr {
+                ptr: c.as_mut_ptr(),
+                ld: n,
+                n,
+            };
+            // SAFETY: `c` holds m rows of n columns and is borrowed for the call.
+            unsafe {
+                bf16::panel_gemm_tiles(
+                    on,
+                    m,
+                    Groups::ONE,
+                    k,
+                    &a,
+                    k,
+                    &packed,
+                    0..np,
+                    out,
+                    accumulate,
+                )
+            };
+            c
+        };
+        let (stored, added) = (run(false), run(true));
+        for (i, ((s, ad), c0)) in stored.iter().zip(&added).zip(&start).enumerate() {
+            assert_eq!(*ad, c0 + s, "{on:?}: element {i} not added to what C held");
         }
     }
 }

@@ -806,6 +806,8 @@ struct Bwd<'a, F> {
     reverse: bool,
     lengths: Option<&'a [usize]>,
     wpack: &'a [F],
+    /// bf16 on AMX tiles: W_hh as bf16 panels, dh's product on the tiles (`wpack` unused)
+    wpack16: Option<&'a [u16]>,
     dy: Option<(&'a [F], usize)>,
     gates: &'a [F],
     hn: &'a [F],
@@ -864,7 +866,27 @@ impl<F: Float> Bwd<'_, F> {
                 ld: nh,
                 n: nh,
             };
-            panel_gemm_raw(mb, gh, a, gh, self.wpack, pan, out);
+            match self.wpack16 {
+                // F is f32 in bf16 mode (DirCache::set_precision): the casts are identities; dG
+                // holds bf16 values (rounded as written)
+                Some(w16) => bf16::panel_gemm_tiles(
+                    crate::ops::tiles::TileRun::Amx,
+                    mb,
+                    Groups::ONE,
+                    gh,
+                    std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
+                    gh,
+                    w16,
+                    pan,
+                    OutPtr {
+                        ptr: out.ptr as *mut f32,
+                        ld: out.ld,
+                        n: out.n,
+                    },
+                    false,
+                ),
+                None => panel_gemm_raw(mb, gh, a, gh, self.wpack, pan, out),
+            }
             for b in rows {
                 let dn = self.dh_next.mut_at(b * nh + u0, n);
                 if !active(self.lengths, t, b) {
@@ -1045,8 +1067,19 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
     }
     let pp = panels(nh);
     let packed = pp * gh * NR;
-    pack_n(&mut c.wpack[..packed], w.w_hh, gh, nh);
-    // wpack now holds the backward's packing of W_hh, not the forward's
+    // bf16 on AMX tiles: dh's product on the tiles, W_hh as bf16 panels (in wpack16)
+    let tiles = c.precision == Precision::Bf16 && crate::ops::tiles::available();
+    let packed16 = bf16::packed_len(pp, gh);
+    if tiles {
+        grow(&mut c.wpack16, packed16);
+        // SAFETY: F is f32 in bf16 mode (DirCache::set_precision): the cast is an identity
+        let w_hh = unsafe { std::slice::from_raw_parts(w.w_hh.as_ptr() as *const f32, gh * nh) };
+        bf16::pack_n(&mut c.wpack16[..packed16], w_hh, nh, gh, nh);
+        c.packed_hh16 = 0;
+    } else {
+        pack_n(&mut c.wpack[..packed], w.w_hh, gh, nh);
+    }
+    // wpack (or wpack16) now holds the backward's packing of W_hh, not the forward's
     c.packed_hh = 0;
 
     let split = Split::plan(nb * gh * nh, nb, pp);
@@ -1072,6 +1105,7 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
         reverse: d.reverse,
         lengths,
         wpack: &c.wpack[..packed],
+        wpack16: tiles.then(|| &c.wpack16[..packed16]),
         dy,
         gates: &c.gates,
         hn: &c.hn,

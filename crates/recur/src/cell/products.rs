@@ -3,6 +3,7 @@
 
 use super::cache::{grow, stale_copy};
 use super::{CellKind, DirCache, DirGrads, DirWeights, LayerInput};
+use crate::ops::aligned::AVec;
 use crate::ops::gemm::{threads, with_threads};
 use crate::ops::transpose::transpose_raw;
 use crate::ops::{add_assign, add_col_sums, for_parts_mut, gemm, Float, Trans};
@@ -266,9 +267,114 @@ pub(super) fn input_projection_tiles<F: Float>(
                 packed,
                 0..ng * panels(nh),
                 out,
+                false,
             )
         };
     });
+}
+
+/// `out (m, n at ldo) += A (m, k at lda) B (k, n at ldb)`, every operand bf16 values held as
+/// float32, on the AMX tiles: B packed into `pack` as bf16 panels ([`bf16::pack_n`]), the
+/// rows of A and out shared out over the threads, each part on its own thread's tiles.
+#[allow(clippy::too_many_arguments)]
+fn tiles_product_acc(
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    k: usize,
+    b: &[f32],
+    ldb: usize,
+    n: usize,
+    out: &mut [f32],
+    ldo: usize,
+    pack: &mut AVec<u16>,
+) {
+    use crate::ops::bf16;
+    use crate::ops::panel::{panels, Groups, OutPtr};
+    if m == 0 || n == 0 {
+        return;
+    }
+    let len = bf16::packed_len(panels(n), k);
+    grow(pack, len);
+    bf16::pack_n(&mut pack[..len], b, ldb, k, n);
+    let packed = &pack[..len];
+    let per = m.div_ceil(threads()).max(1) * ldo;
+    let used = (m - 1) * ldo + n;
+    for_parts_mut(&mut out[..used], per, m >= 16, |e0, part| {
+        let (r0, rows) = (e0 / ldo, part.len().div_ceil(ldo));
+        let o = OutPtr {
+            ptr: part.as_mut_ptr(),
+            ld: ldo,
+            n,
+        };
+        // SAFETY: `part` holds this part's rows (the last one n long) and is its alone; the
+        // sizes are checked by panel_gemm_tiles.
+        unsafe {
+            bf16::panel_gemm_tiles(
+                crate::ops::tiles::TileRun::Amx,
+                rows,
+                Groups::ONE,
+                k,
+                &a[r0 * lda..],
+                lda,
+                packed,
+                0..panels(n),
+                o,
+                true,
+            )
+        };
+    });
+}
+
+/// bf16 training's weight and input gradients on AMX tiles, where [`weight_grads`] would run the
+/// float32 GEMM on bf16 values: dense input (`x` at row stride `ld`), dG^T kept by the backward
+/// (so every cell but the GRU), the tiles granted ([`super::fast`] decides). `dW_ih += dG^T X`,
+/// `dW_hh += dG^T H_prev`, `dX += dG W_ih`; F is f32 (bf16 runs on float32 caches only).
+fn weight_grads_tiles<F: Float>(
+    c: &mut DirCache<F>,
+    w: &DirWeights<F>,
+    g: &mut DirGrads<F>,
+    (x, ld): (&[F], usize),
+    dx: Option<(&mut [F], usize)>,
+) {
+    let d = c.dims;
+    let (ni, np, gh, rows) = (d.i, d.p, d.gh(), d.t * d.b);
+    // SAFETY: F is f32 in bf16 mode (DirCache::set_precision): the casts are identities
+    let f32s = |v: &[F]| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) };
+    let f32m = |v: &mut [F]| unsafe {
+        std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len())
+    };
+    let ldt = dgt_ld(rows);
+    let (dgt_all, hprev, dg) = (f32s(&c.dgt), f32s(&c.hprev), f32s(&c.xw));
+    let pack = &mut c.bpack16;
+    tiles_product_acc(
+        dgt_all,
+        ldt,
+        gh,
+        rows,
+        f32s(x),
+        ld,
+        ni,
+        f32m(g.w_ih),
+        ni,
+        pack,
+    );
+    tiles_product_acc(
+        dgt_all,
+        ldt,
+        gh,
+        rows,
+        hprev,
+        np,
+        np,
+        f32m(g.w_hh),
+        np,
+        pack,
+    );
+    if let Some((dx, lddx)) = dx {
+        tiles_product_acc(dg, gh, rows, gh, f32s(w.w_ih), ni, ni, f32m(dx), lddx, pack);
+    }
+    bias_and_proj_grads(c, g);
 }
 
 /// The L3 cache shared by the cores (read from the machine: `ops::cpu::Caches`): a few choices
@@ -343,6 +449,11 @@ pub(super) fn weight_grads<F: Float>(
     dx: Option<(&mut [F], usize)>,
     dgt: bool,
 ) {
+    if let LayerInput::Dense { x, ld } = input {
+        if dgt && c.precision == crate::Precision::Bf16 && crate::ops::tiles::available() {
+            return weight_grads_tiles(c, w, g, (x, ld), dx);
+        }
+    }
     let d = c.dims;
     let (ni, np) = (d.i, d.p);
     let gh = d.gh();

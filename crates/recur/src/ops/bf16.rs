@@ -143,6 +143,38 @@ pub fn pack_gates_t(dst: &mut [u16], w: &[f32], g: usize, h: usize, k: usize) {
     });
 }
 
+/// Packs `W` as bf16 for `C = A W`, `W` being `(K, N)` at row stride `ld` (not transposed: the
+/// backward's `dG W_hh`, the gradients' `dG^T X`), in this module's pair layout: element (row
+/// `p`, column `j`) of panel `q` at `q * packed_len(1, K) + ((p / 2) * NR + j) * 2 + p % 2`,
+/// column `q * NR + j` of W. Padding (columns past N, the second row of the last pair when K
+/// is odd) is zero. The panels shared out over the threads.
+pub fn pack_n(dst: &mut [u16], w: &[f32], ld: usize, k: usize, n: usize) {
+    let size = packed_len(1, k);
+    assert_eq!(dst.len(), panels(n) * size, "bf16::pack_n: dst size");
+    assert!(
+        k == 0 || w.len() >= (k - 1) * ld + n,
+        "bf16::pack_n: W too small"
+    );
+    let per = panels(n).div_ceil(super::gemm::threads()).max(1) * size;
+    super::for_parts_mut(dst, per, dst.len() >= 1 << 16, |e0, part| {
+        for (i, panel) in part.chunks_exact_mut(size).enumerate() {
+            let c0 = (e0 / size + i) * NR;
+            let cols = NR.min(n - c0);
+            for (pp, pair) in panel.chunks_exact_mut(2 * NR).enumerate() {
+                let lo = &w[2 * pp * ld + c0..][..cols];
+                let hi = (2 * pp + 1 < k).then(|| &w[(2 * pp + 1) * ld + c0..][..cols]);
+                for j in 0..NR {
+                    pair[2 * j] = if j < cols { to_bf16(lo[j]) } else { 0 };
+                    pair[2 * j + 1] = match hi {
+                        Some(h) if j < cols => to_bf16(h[j]),
+                        _ => 0,
+                    };
+                }
+            }
+        }
+    });
+}
+
 /// Converts float32 panels (`super::panel::pack_gates_t`'s or `pack_n`'s layout, `n_panels`
 /// panels of `k` rows) into bf16 panels of this module's pair layout: the same result as
 /// [`pack_gates_t`] on the same weights, from the fast transposition of the float32 packing.
@@ -220,7 +252,18 @@ pub unsafe fn panel_gemm_raw(
     if super::tiles::available() {
         // SAFETY: forwarded contract; the process holds the tiles (checked).
         return unsafe {
-            panel_gemm_tiles(TileRun::Amx, m, Groups::ONE, k, a, lda, packed, panels, out)
+            panel_gemm_tiles(
+                TileRun::Amx,
+                m,
+                Groups::ONE,
+                k,
+                a,
+                lda,
+                packed,
+                panels,
+                out,
+                false,
+            )
         };
     }
     // SAFETY: forwarded contract.
@@ -228,8 +271,8 @@ pub unsafe fn panel_gemm_raw(
 }
 
 /// [`panel_gemm_with`]'s product on AMX tiles (`tdpbf16ps`, [`super::tiles`]), or on their
-/// model. The hardware sums a tile's products in its own order: within rounding of the
-/// portable loop, not in bits.
+/// model; with `accumulate`, `C += A * panels` instead. The hardware sums a tile's products in
+/// its own order: within rounding of the portable loop, not in bits.
 ///
 /// # Safety
 /// As [`super::panel::panel_gemm_raw`], for the rows of every block. Panics when `on` is
@@ -245,6 +288,7 @@ pub unsafe fn panel_gemm_tiles(
     packed: &[u16],
     panels: Range<usize>,
     out: OutPtr<f32>,
+    accumulate: bool,
 ) {
     let go = super::panel::check_product(super::panel::ProductArgs {
         what: "bf16 tile product",
@@ -263,7 +307,7 @@ pub unsafe fn panel_gemm_tiles(
     if go {
         // SAFETY: the sizes were checked above; the caller's contract covers the writes.
         super::tiles::with_tiles(on, false, |t| unsafe {
-            t.bf16(m, groups, k, a, lda, packed, panels, out)
+            t.bf16(m, groups, k, a, lda, packed, panels, out, accumulate)
         });
     }
 }

@@ -312,6 +312,7 @@ pub trait TileUse {
         packed: &[u16],
         panels: Range<usize>,
         out: OutPtr<f32>,
+        accumulate: bool,
     );
     /// [`product_int8`] on these tiles.
     ///
@@ -342,9 +343,10 @@ impl<T: Tiles> TileUse for T {
         packed: &[u16],
         panels: Range<usize>,
         out: OutPtr<f32>,
+        accumulate: bool,
     ) {
         // SAFETY: forwarded contract.
-        unsafe { product(self, m, groups, k, a, lda, packed, panels, out) }
+        unsafe { product(self, m, groups, k, a, lda, packed, panels, out, accumulate) }
     }
     unsafe fn int8(
         &mut self,
@@ -408,8 +410,9 @@ thread_local! {
 }
 
 /// The bf16 product: `C[:, q*NR..] = A * panel q` for every `q` in `panels` over the row
-/// groups, on `t`'s tiles, `A` holding bf16 values (as float32) and `packed` the panels of
-/// [`super::bf16::pack_gates_t`]. The checks are [`super::bf16::panel_gemm_tiles`]'s.
+/// groups (`+=` with `accumulate`), on `t`'s tiles, `A` holding bf16 values (as float32) and
+/// `packed` bf16 panels ([`super::bf16::pack_gates_t`], [`super::bf16::pack_n`]). The checks
+/// are [`super::bf16::panel_gemm_tiles`]'s.
 ///
 /// # Safety
 /// As [`super::panel::panel_gemm_raw`], for the rows of every block; the sizes checked.
@@ -424,6 +427,7 @@ pub unsafe fn product<T: Tiles>(
     packed: &[u16],
     panels: Range<usize>,
     out: OutPtr<f32>,
+    accumulate: bool,
 ) {
     let rows = super::bf16::pair_rows(k);
     let write = |dst: &mut [u8], i: usize| {
@@ -442,7 +446,12 @@ pub unsafe fn product<T: Tiles>(
             ld: out.ld,
             n: out.n,
         };
-        run::<T, false>(t, m, groups, lda, rows, &write, packed, panels, out)
+        let sums = if accumulate {
+            Sums::AddF32
+        } else {
+            Sums::Store
+        };
+        run::<T, false>(t, m, groups, lda, rows, &write, packed, panels, out, sums)
     }
 }
 
@@ -475,13 +484,33 @@ pub unsafe fn product_int8<T: Tiles>(
             ld: out.ld,
             n: out.n,
         };
-        run::<T, true>(t, m, groups, lda, rows, &write, packed, panels, out)
+        run::<T, true>(
+            t,
+            m,
+            groups,
+            lda,
+            rows,
+            &write,
+            packed,
+            panels,
+            out,
+            Sums::Store,
+        )
     }
 }
 
+/// What becomes of a C tile's sums in the output.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sums {
+    /// Stored as their 32-bit patterns.
+    Store,
+    /// Added (as float32) to what the output holds.
+    AddF32,
+}
+
 /// Both products: panels of `rows` 64-byte rows each; `write(dst, i)` puts the A row that
-/// starts at element `i` into `dst` (a zeroed row of the padded buffer); sums stored as their
-/// 32-bit patterns.
+/// starts at element `i` into `dst` (a zeroed row of the padded buffer); `sums` says what the
+/// tiles' sums do to the output.
 ///
 /// # Safety
 /// As [`product`].
@@ -496,6 +525,7 @@ unsafe fn run<T: Tiles, const INT8: bool>(
     packed: &[u8],
     panels: Range<usize>,
     out: OutPtr<u32>,
+    sums: Sums,
 ) {
     if m == 0 || groups.n == 0 || panels.is_empty() {
         return;
@@ -585,8 +615,14 @@ unsafe fn run<T: Tiles, const INT8: bool>(
                                     // SAFETY: the row lies in block g and the column under
                                     // out.n (the caller's contract).
                                     unsafe {
-                                        *out.ptr.add(orow * out.ld + q * NR + j) = s.c[i * TR + j]
-                                    };
+                                        let o = out.ptr.add(orow * out.ld + q * NR + j);
+                                        *o = match sums {
+                                            Sums::Store => s.c[i * TR + j],
+                                            Sums::AddF32 => (f32::from_bits(*o)
+                                                + f32::from_bits(s.c[i * TR + j]))
+                                            .to_bits(),
+                                        };
+                                    }
                                 }
                             }
                         }
