@@ -34,6 +34,17 @@ fn run(
     (t, b, i, h): (usize, usize, usize, usize),
     on_tiles: bool,
 ) -> Vec<Vec<f32>> {
+    run_on(precision, kind, (t, b, i, h), on_tiles, false)
+}
+
+/// [`run`], the input one-hot (ids in 0..I) when `one_hot`.
+fn run_on(
+    precision: Precision,
+    kind: CellKind,
+    (t, b, i, h): (usize, usize, usize, usize),
+    on_tiles: bool,
+    one_hot: bool,
+) -> Vec<Vec<f32>> {
     tiles::use_model(on_tiles);
     let stack = Stack::new(StackConfig::new(kind, i, h).with_layers(2)).unwrap();
     let mut rng = Rng::new(21);
@@ -42,7 +53,12 @@ fn run(
     prepare_weights(stack.layout(), &mut params, precision);
     let x: Vec<f32> = (0..t * b * i).map(|_| round(rng.normal() as f32)).collect();
     let dy: Vec<f32> = (0..t * b * h).map(|_| rng.normal() as f32).collect();
-    let input = LayerInput::Dense { x: &x, ld: i };
+    let ids: Vec<u32> = (0..t * b).map(|r| ((r * 7 + 3) % i) as u32).collect();
+    let input = if one_hot {
+        LayerInput::OneHot { ids: &ids }
+    } else {
+        LayerInput::Dense { x: &x, ld: i }
+    };
     let mut ws = stack.workspace::<f32>(t, b);
     ws.set_precision(precision);
     ws.set_inference(true);
@@ -55,6 +71,7 @@ fn run(
         // backward adds to what the gradients hold: start them away from zero
         let mut grads = vec![0.5f32; stack.num_params()];
         let mut dx = vec![0.25f32; x.len()];
+        let dx_arg = (!one_hot).then_some(&mut dx[..]);
         stack.backward(
             &mut ws,
             &params,
@@ -64,7 +81,7 @@ fn run(
             Some(&dy),
             None,
             None,
-            Some(&mut dx),
+            dx_arg,
         );
         out.push(grads);
         out.push(dx);
@@ -137,6 +154,33 @@ fn stacks_on_the_tile_model_match_the_stacks_without() {
                     }
                 }
             }
+        }
+    }
+    one_hot_training_matches();
+}
+
+/// One-hot input (the char model's first layer): dW_ih's scatter-add as without the tiles,
+/// dW_hh on the tiles from a dG^T made for it (the backward keeps none for one-hot input).
+fn one_hot_training_matches() {
+    for kind in [CellKind::Lstm, CellKind::Gru] {
+        let dims = (3, 20, 65, 32);
+        let want = run_on(Precision::Bf16, kind, dims, false, true);
+        let before = tiles::model_products();
+        let got = run_on(Precision::Bf16, kind, dims, true, true);
+        assert!(
+            tiles::model_products() > before,
+            "{kind:?}: nothing ran on the tiles"
+        );
+        let names = [
+            "inference output",
+            "final h",
+            "training output",
+            "weight gradients",
+        ];
+        for ((w, g), name) in want.iter().zip(&got).zip(names) {
+            let e = rel(g, w);
+            println!("{kind:?} one-hot {dims:?} {name}: tiles vs none, rel {e:e}");
+            assert!(e <= BF16_REL_TOL, "{kind:?} one-hot {name}: rel err {e:e}");
         }
     }
 }

@@ -327,54 +327,91 @@ fn tiles_product_acc(
 }
 
 /// bf16 training's weight and input gradients on AMX tiles, where [`weight_grads`] would run the
-/// float32 GEMM on bf16 values: dense input (`x` at row stride `ld`), dG^T kept by the backward
-/// (so every cell but the GRU), the tiles granted ([`super::fast`] decides). `dW_ih += dG^T X`,
-/// `dW_hh += dG^T H_prev`, `dX += dG W_ih`; F is f32 (bf16 runs on float32 caches only).
+/// float32 GEMM on bf16 values. `dW_hh += dGh^T H_prev`; dense input: `dW_ih += dG^T X`, `dX +=
+/// dG W_ih`; one-hot input: dW_ih's scatter-add as in float32. The left operand dG^T is the one
+/// the backward kept (`dgt`), else transposed here into the same buffer (the GRU: dGh^T, then
+/// dG^T). F is f32 (bf16 runs on float32 caches only).
 fn weight_grads_tiles<F: Float>(
     c: &mut DirCache<F>,
     w: &DirWeights<F>,
     g: &mut DirGrads<F>,
-    (x, ld): (&[F], usize),
+    input: LayerInput<F>,
     dx: Option<(&mut [F], usize)>,
+    dgt: bool,
 ) {
     let d = c.dims;
     let (ni, np, gh, rows) = (d.i, d.p, d.gh(), d.t * d.b);
+    let is_gru = d.kind == CellKind::Gru;
     // SAFETY: F is f32 in bf16 mode (DirCache::set_precision): the casts are identities
     let f32s = |v: &[F]| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) };
     let f32m = |v: &mut [F]| unsafe {
         std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len())
     };
     let ldt = dgt_ld(rows);
-    let (dgt_all, hprev, dg) = (f32s(&c.dgt), f32s(&c.hprev), f32s(&c.xw));
-    let pack = &mut c.bpack16;
+    let kept = dgt && !is_gru;
+    if !kept {
+        grow(&mut c.dgt, super::cache::dgt_len(&d));
+        let src = if is_gru { &c.dgh } else { &c.xw };
+        transpose_dg(src, rows, gh, &mut c.dgt, ldt);
+    }
     tiles_product_acc(
-        dgt_all,
+        f32s(&c.dgt),
         ldt,
         gh,
         rows,
-        f32s(x),
-        ld,
-        ni,
-        f32m(g.w_ih),
-        ni,
-        pack,
-    );
-    tiles_product_acc(
-        dgt_all,
-        ldt,
-        gh,
-        rows,
-        hprev,
+        f32s(&c.hprev),
         np,
         np,
         f32m(g.w_hh),
         np,
-        pack,
+        &mut c.bpack16,
     );
-    if let Some((dx, lddx)) = dx {
-        tiles_product_acc(dg, gh, rows, gh, f32s(w.w_ih), ni, ni, f32m(dx), lddx, pack);
+    match input {
+        LayerInput::Dense { x, ld } => {
+            if is_gru {
+                transpose_dg(&c.xw, rows, gh, &mut c.dgt, ldt);
+            }
+            let (dgt_all, dg, pack) = (f32s(&c.dgt), f32s(&c.xw), &mut c.bpack16);
+            tiles_product_acc(
+                dgt_all,
+                ldt,
+                gh,
+                rows,
+                f32s(x),
+                ld,
+                ni,
+                f32m(g.w_ih),
+                ni,
+                pack,
+            );
+            if let Some((dx, lddx)) = dx {
+                tiles_product_acc(dg, gh, rows, gh, f32s(w.w_ih), ni, ni, f32m(dx), lddx, pack);
+            }
+        }
+        LayerInput::OneHot { ids } => one_hot_w_ih_grads(c, g, ids),
     }
     bias_and_proj_grads(c, g);
+}
+
+/// `dst (gh, rows at ldt) = src^T`, `src` being `(rows, gh)`: by 16 x 16 tiles, the rows of
+/// `dst` shared out over the threads.
+fn transpose_dg<F: Float>(src: &[F], rows: usize, gh: usize, dst: &mut [F], ldt: usize) {
+    assert!(
+        src.len() >= rows * gh && dst.len() >= gh * ldt,
+        "transpose_dg: sizes"
+    );
+    let per = gh.div_ceil(threads()).next_multiple_of(16);
+    for_parts_mut(
+        &mut dst[..gh * ldt],
+        per * ldt,
+        rows * gh >= 1 << 16,
+        |e0, block| {
+            let (c0, n) = (e0 / ldt, block.len() / ldt);
+            // SAFETY: columns c0..c0+n of src's rows (stride gh) lie inside it (asserted); the block
+            // holds n rows of ldt >= rows
+            unsafe { transpose_raw(rows, n, src[c0..].as_ptr(), gh, block.as_mut_ptr(), ldt) };
+        },
+    );
 }
 
 /// The L3 cache shared by the cores (read from the machine: `ops::cpu::Caches`): a few choices
@@ -449,10 +486,8 @@ pub(super) fn weight_grads<F: Float>(
     dx: Option<(&mut [F], usize)>,
     dgt: bool,
 ) {
-    if let LayerInput::Dense { x, ld } = input {
-        if dgt && c.precision == crate::Precision::Bf16 && crate::ops::tiles::available() {
-            return weight_grads_tiles(c, w, g, (x, ld), dx);
-        }
+    if c.precision == crate::Precision::Bf16 && crate::ops::tiles::available() {
+        return weight_grads_tiles(c, w, g, input, dx, dgt);
     }
     let d = c.dims;
     let (ni, np) = (d.i, d.p);
@@ -528,43 +563,52 @@ pub(super) fn weight_grads<F: Float>(
             }
         }
         LayerInput::OneHot { ids } => {
-            // dW_ih[:, id] += dG row: the one-hot product's gradient is a scatter-add. Split over
-            // the threads by gate units, so no two threads add into one element; each element
-            // still receives its terms in the order of r (the same sums on any number of
-            // threads). The rows are first summed per symbol into a scratch (`wt`, which then no
-            // longer holds W_ih^T) laid out symbol by symbol (each part's units contiguous: one
-            // vector add per row), then added into dW_ih, whose elements for one unit lie I
-            // apart.
-            let per = gh.div_ceil(threads()).max(1);
-            let split = rows * gh >= 1 << 16;
-            grow(&mut c.wt, ni * gh);
-            c.packed_wt = 0;
-            // scratch part k: (I, units of part k), for units k*per..
-            for_parts_mut(&mut c.wt[..ni * gh], per * ni, split, |e0, sums| {
-                let (g0, units) = (e0 / ni, sums.len() / ni);
-                sums.fill(F::ZERO);
-                for (r, &id) in ids.iter().enumerate().take(rows) {
-                    let id = id as usize;
-                    add_assign(
-                        &mut sums[id * units..(id + 1) * units],
-                        &xw[r * gh + g0..r * gh + g0 + units],
-                    );
-                }
-            });
-            let sums_all = &c.wt;
-            for_parts_mut(&mut g.w_ih[..gh * ni], per * ni, split, |e0, block| {
-                let (g0, units) = (e0 / ni, block.len() / ni);
-                let sums = &sums_all[g0 * ni..(g0 + units) * ni];
-                for (gi, row) in block.chunks_exact_mut(ni).enumerate() {
-                    for (i, v) in row.iter_mut().enumerate() {
-                        *v += sums[i * units + gi];
-                    }
-                }
-            });
-            dw_hh(g.w_hh);
+            one_hot_w_ih_grads(c, g, ids);
+            let (dgh_all, hprev) = (if is_gru { &c.dgh[..] } else { &c.xw[..] }, &c.hprev);
+            dg_t_product(None, dgh_all, gh, rows, hprev, np, np, g.w_hh);
         }
     }
     bias_and_proj_grads(c, g);
+}
+
+/// `dW_ih[:, id] += dG row` for one-hot input (`ids`, T*B of them), reading dG from `c.xw`.
+fn one_hot_w_ih_grads<F: Float>(c: &mut DirCache<F>, g: &mut DirGrads<F>, ids: &[u32]) {
+    let d = c.dims;
+    let (ni, gh, rows) = (d.i, d.gh(), d.t * d.b);
+    let xw = &c.xw;
+    // dW_ih[:, id] += dG row: the one-hot product's gradient is a scatter-add. Split over
+    // the threads by gate units, so no two threads add into one element; each element
+    // still receives its terms in the order of r (the same sums on any number of
+    // threads). The rows are first summed per symbol into a scratch (`wt`, which then no
+    // longer holds W_ih^T) laid out symbol by symbol (each part's units contiguous: one
+    // vector add per row), then added into dW_ih, whose elements for one unit lie I
+    // apart.
+    let per = gh.div_ceil(threads()).max(1);
+    let split = rows * gh >= 1 << 16;
+    grow(&mut c.wt, ni * gh);
+    c.packed_wt = 0;
+    // scratch part k: (I, units of part k), for units k*per..
+    for_parts_mut(&mut c.wt[..ni * gh], per * ni, split, |e0, sums| {
+        let (g0, units) = (e0 / ni, sums.len() / ni);
+        sums.fill(F::ZERO);
+        for (r, &id) in ids.iter().enumerate().take(rows) {
+            let id = id as usize;
+            add_assign(
+                &mut sums[id * units..(id + 1) * units],
+                &xw[r * gh + g0..r * gh + g0 + units],
+            );
+        }
+    });
+    let sums_all = &c.wt;
+    for_parts_mut(&mut g.w_ih[..gh * ni], per * ni, split, |e0, block| {
+        let (g0, units) = (e0 / ni, block.len() / ni);
+        let sums = &sums_all[g0 * ni..(g0 + units) * ni];
+        for (gi, row) in block.chunks_exact_mut(ni).enumerate() {
+            for (i, v) in row.iter_mut().enumerate() {
+                *v += sums[i * units + gi];
+            }
+        }
+    });
 }
 
 /// The bias gradients (column sums of dG) and the projection's dW_hr, after the time loop.
