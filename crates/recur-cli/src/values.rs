@@ -212,7 +212,8 @@ impl DropoutModeArg {
 pub enum PrecisionArg {
     /// float32.
     F32,
-    /// bf16 weights and states, float32 sums, gates and cell state (inference only for now).
+    /// bf16 weights and states, float32 sums, gates and cell state; in training float32 master
+    /// weights, bf16 gradients of the gates.
     Bf16,
     /// int8 weights per row and int8 states per step in the recurrent product, int32 sums
     /// (inference only).
