@@ -18,8 +18,9 @@
 //! products); with one (a batch of at most 16 rows) 1 x 4. A is copied into a zero-padded
 //! buffer (rows to a multiple of 16, each row to whole 64-byte chunks) once per call; the last
 //! chunk of each panel, when partial, is copied into a zero-padded tile, so no tile reads past
-//! the panels. C tiles go through a 1 KiB buffer into the rows and columns of the output that
-//! exist.
+//! the panels. A whole C tile (16 rows and 16 columns that exist) is stored straight into the
+//! output (and, when the product adds to the output, started from it); the others go through a
+//! 1 KiB buffer into the rows and columns that exist.
 
 use super::amx::{Amx, TileConfig};
 use super::bf16::to_bf16;
@@ -586,9 +587,35 @@ unsafe fn run<T: Tiles, const INT8: bool>(
                 while r0 < mt {
                     let nr = rr.min(mt - r0);
                     let ap = s.a[(g * mt + r0) * TR * astride..].as_ptr();
+                    // tile (r, p) is tile r * np + p, as block accumulates. A whole tile (16
+                    // rows of the block, 16 columns of C) goes to and from the output directly;
+                    // the others through the scratch tile.
+                    let whole = |r: usize, p: usize| -> Option<*mut u8> {
+                        let (row, col) = ((r0 + r) * TR, (q0 + p) * NR);
+                        (row + TR <= m && col + NR <= out.n).then(|| {
+                            // SAFETY: the tile's rows and columns exist in the output.
+                            unsafe {
+                                out.ptr.add((g * groups.c_step + row) * out.ld + col) as *mut u8
+                            }
+                        })
+                    };
+                    let mut direct = [None; 4];
+                    for r in 0..nr {
+                        for p in 0..np {
+                            direct[r * np + p] = whole(r, p);
+                        }
+                    }
+                    let stride = out.ld * 4;
                     // SAFETY: A holds nr row tiles of `chunks` chunks from ap; the panels hold
-                    // `full` whole chunks and the tail buffer the last one when partial.
+                    // `full` whole chunks and the tail buffer the last one when partial; each
+                    // tile started from the output addresses 16 rows of 64 bytes at `stride`.
                     unsafe {
+                        for (i, d) in direct.iter().enumerate().take(nr * np) {
+                            match (d, sums) {
+                                (Some(c), Sums::AddF32) => load_any(t, i, *c, stride),
+                                _ => zero_any(t, i),
+                            }
+                        }
                         match (nr, np) {
                             (2, 2) => block::<T, 2, 2, INT8>(t, &blk, ap),
                             (2, _) => block::<T, 2, 1, INT8>(t, &blk, ap),
@@ -598,11 +625,17 @@ unsafe fn run<T: Tiles, const INT8: bool>(
                             _ => block::<T, 1, 1, INT8>(t, &blk, ap),
                         }
                     }
-                    // the block's C tiles: tile (r, p) is tile r * np + p, as block accumulates
                     for r in 0..nr {
                         for p in 0..np {
+                            let ti = r * np + p;
+                            if let Some(c) = direct[ti] {
+                                // SAFETY: as above; the tile holds the final sums (started from
+                                // the output's own when adding).
+                                unsafe { store_any(t, ti, c, stride) };
+                                continue;
+                            }
                             // SAFETY: the scratch tile is 16 rows of 64 bytes.
-                            unsafe { store_any(t, r * np + p, s.c.as_mut_ptr() as *mut u8) };
+                            unsafe { store_any(t, ti, s.c.as_mut_ptr() as *mut u8, ROW) };
                             let q = q0 + p;
                             let width = NR.min(out.n.saturating_sub(q * NR));
                             for i in 0..TR {
@@ -656,18 +689,50 @@ impl Block {
     }
 }
 
-/// Tile `i` (0-3) stored to `p` at a stride of 64 bytes.
+/// Tile `i` (0-3) stored to `p` at `stride`.
 ///
 /// # Safety
-/// `p` addresses 1 KiB; the tiles are configured.
-unsafe fn store_any<T: Tiles>(t: &mut T, i: usize, p: *mut u8) {
+/// `p` addresses 16 rows of 64 bytes at `stride`; the tiles are configured.
+unsafe fn store_any<T: Tiles>(t: &mut T, i: usize, p: *mut u8, stride: usize) {
     // SAFETY: forwarded contract.
     unsafe {
         match i {
-            0 => t.store::<0>(p, ROW),
-            1 => t.store::<1>(p, ROW),
-            2 => t.store::<2>(p, ROW),
-            _ => t.store::<3>(p, ROW),
+            0 => t.store::<0>(p, stride),
+            1 => t.store::<1>(p, stride),
+            2 => t.store::<2>(p, stride),
+            _ => t.store::<3>(p, stride),
+        }
+    }
+}
+
+/// Tile `i` (0-3) loaded from `p` at `stride`.
+///
+/// # Safety
+/// `p` addresses 16 readable rows of 64 bytes at `stride`; the tiles are configured.
+unsafe fn load_any<T: Tiles>(t: &mut T, i: usize, p: *const u8, stride: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match i {
+            0 => t.load::<0>(p, stride),
+            1 => t.load::<1>(p, stride),
+            2 => t.load::<2>(p, stride),
+            _ => t.load::<3>(p, stride),
+        }
+    }
+}
+
+/// Tile `i` (0-3) zeroed.
+///
+/// # Safety
+/// The tiles are configured.
+unsafe fn zero_any<T: Tiles>(t: &mut T, i: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match i {
+            0 => t.zero::<0>(),
+            1 => t.zero::<1>(),
+            2 => t.zero::<2>(),
+            _ => t.zero::<3>(),
         }
     }
 }
@@ -688,8 +753,8 @@ unsafe fn dot<T: Tiles, const INT8: bool, const C: u8, const A: u8, const B: u8>
     }
 }
 
-/// R row tiles x P panels accumulated in tiles `r * P + p` over every chunk; A's row tile `r`
-/// at `ap + r * 16 * astride`.
+/// R row tiles x P panels accumulated in tiles `r * P + p` over every chunk, onto what those
+/// tiles hold (the caller zeroes or loads them); A's row tile `r` at `ap + r * 16 * astride`.
 ///
 /// # Safety
 /// The block's pointers address whole tiles for every chunk; the tiles are configured.
@@ -701,10 +766,6 @@ unsafe fn block<T: Tiles, const R: usize, const P: usize, const INT8: bool>(
 ) {
     // SAFETY (all the tile operations): the caller's contract.
     unsafe {
-        t.zero::<0>();
-        t.zero::<1>();
-        t.zero::<2>();
-        t.zero::<3>();
         let s = blk.astride;
         for c in 0..blk.chunks {
             let a = ap.add(c * ROW);
