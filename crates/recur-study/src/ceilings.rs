@@ -109,7 +109,7 @@ pub fn measure(threads: usize, time: Duration) -> Vec<Ceiling> {
     });
     out.push(Ceiling {
         what: "AMX int8 tiles",
-        instruction: "tdpbssd",
+        instruction: "tdpbusd",
         unit: "GOP/s",
         rate: tiles(amx.int8(), |n| amx_run(n, true).0),
     });
@@ -202,7 +202,7 @@ pub fn amx_run(iters: u64, int8: bool) -> (f64, f64) {
                 };
             }
             if int8 {
-                tiles!("tdpbssd");
+                tiles!("tdpbusd");
             } else {
                 tiles!("tdpbf16ps");
             }
