@@ -10,6 +10,10 @@
 //! and training's outputs, weight gradients and input gradients. One test, so that the process-wide switch
 //! meets no other test's products.
 
+#[path = "support/close.rs"]
+#[allow(dead_code)]
+mod close;
+
 use recur::cell::{CellKind, LayerInput};
 use recur::ops::bf16::round;
 use recur::ops::gemm::set_threads;
@@ -90,16 +94,9 @@ fn run_on(
     out
 }
 
+/// Worst |a - b| relative to the largest |b| (NaN: infinite).
 fn rel(a: &[f32], b: &[f32]) -> f32 {
-    let scale = b
-        .iter()
-        .fold(0f32, |m, v| m.max(v.abs()))
-        .max(f32::MIN_POSITIVE);
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-        / scale
+    close::worst(a, b).0 as f32
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Closeness of two tensors for the driver tests (`tests/drivers.rs`, `tests/one_hot.rs`, which
-//! include this file by path).
+//! Closeness of two tensors for the driver tests (`tests/drivers.rs`, `tests/one_hot.rs`,
+//! `tests/streaming.rs`, `tests/amx_model.rs`, which include this file by path).
 
 use recur::ops::Float;
 
