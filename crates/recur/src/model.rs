@@ -7,6 +7,7 @@
 //! (V_out, D*P) and `decoder.bias` (V_out).
 
 use crate::cell::LayerInput;
+use crate::ops::bf16::{tile_gemm, Right};
 use crate::ops::loss::softmax_xent;
 use crate::ops::{add_col_sums, gemm, Float, Trans};
 use crate::params::ParamLayout;
@@ -277,6 +278,9 @@ pub struct ModelWorkspace<F> {
     // the number format (`set_precision`), and xq: (T, B, I) a dense input rounded to bf16
     precision: crate::Precision,
     xq: Vec<F>,
+    // bf16 on AMX tiles: dlogits^T (V, R), the left operand of dW_dec's product; sized when
+    // first used
+    dlogits_t: Vec<F>,
 }
 
 impl<F: Float> ModelWorkspace<F> {
@@ -398,6 +402,7 @@ impl Model {
             dlast: vec![F::ZERO; last],
             precision: crate::Precision::F32,
             xq: Vec::new(),
+            dlogits_t: Vec::new(),
         }
     }
 
@@ -485,21 +490,26 @@ impl Model {
         } else {
             (n, ws.stack.output())
         };
-        gemm(
-            Trans::N,
-            Trans::T,
-            rows,
-            v,
-            dp,
-            F::ONE,
-            y,
-            dp,
-            &params[self.dec_w.clone()],
-            dp,
-            F::ZERO,
-            &mut ws.logits,
-            v,
-        );
+        if head_on_tiles::<F>(ws.precision) {
+            let w = Right::Nk(f32s(&params[self.dec_w.clone()]));
+            tile_gemm(f32s(y), dp, rows, dp, w, v, f32m(&mut ws.logits), v, false);
+        } else {
+            gemm(
+                Trans::N,
+                Trans::T,
+                rows,
+                v,
+                dp,
+                F::ONE,
+                y,
+                dp,
+                &params[self.dec_w.clone()],
+                dp,
+                F::ZERO,
+                &mut ws.logits,
+                v,
+            );
+        }
         if let Some(r) = &self.dec_b {
             let bias = &params[r.clone()];
             for row in ws.logits.chunks_exact_mut(v) {
@@ -630,40 +640,65 @@ impl Model {
         }
         // forward was: logits = Y W_dec^T + b_dec, Y every step's output or the last ones
         // dW_dec += dlogits^T Y: (V, R) x (R, D*P)
-        gemm(
-            Trans::T,
-            Trans::N,
-            v,
-            dp,
-            rows,
-            F::ONE,
-            &ws.dlogits,
-            v,
-            if last { &ws.last } else { ws.stack.output() },
-            dp,
-            F::ONE,
-            &mut grads[self.dec_w.clone()],
-            dp,
-        );
+        let tiles = head_on_tiles::<F>(ws.precision);
+        let y = if last {
+            &ws.last[..]
+        } else {
+            ws.stack.output()
+        };
+        if tiles {
+            // the tiles read their left operand by rows: dlogits^T made first
+            ws.dlogits_t.resize(v * rows, F::ZERO);
+            for (r, row) in ws.dlogits.chunks_exact(v).enumerate().take(rows) {
+                for (j, &d) in row.iter().enumerate() {
+                    ws.dlogits_t[j * rows + r] = d;
+                }
+            }
+            let dw = f32m(&mut grads[self.dec_w.clone()]);
+            let y = Right::Kn(f32s(y), dp);
+            tile_gemm(f32s(&ws.dlogits_t), rows, v, rows, y, dp, dw, dp, true);
+        } else {
+            gemm(
+                Trans::T,
+                Trans::N,
+                v,
+                dp,
+                rows,
+                F::ONE,
+                &ws.dlogits,
+                v,
+                y,
+                dp,
+                F::ONE,
+                &mut grads[self.dec_w.clone()],
+                dp,
+            );
+        }
         if let Some(r) = &self.dec_b {
             add_col_sums(&mut grads[r.clone()], &ws.dlogits, rows, v, v);
         }
         // dY = dlogits W_dec: (R, V) x (V, D*P)
-        gemm(
-            Trans::N,
-            Trans::N,
-            rows,
-            dp,
-            v,
-            F::ONE,
-            &ws.dlogits,
-            v,
-            &params[self.dec_w.clone()],
-            dp,
-            F::ZERO,
-            if last { &mut ws.dlast } else { &mut ws.dy },
-            dp,
-        );
+        let dy = if last { &mut ws.dlast } else { &mut ws.dy };
+        if tiles {
+            let w = Right::Kn(f32s(&params[self.dec_w.clone()]), dp);
+            tile_gemm(f32s(&ws.dlogits), v, rows, v, w, dp, f32m(dy), dp, false);
+        } else {
+            gemm(
+                Trans::N,
+                Trans::N,
+                rows,
+                dp,
+                v,
+                F::ONE,
+                &ws.dlogits,
+                v,
+                &params[self.dec_w.clone()],
+                dp,
+                F::ZERO,
+                dy,
+                dp,
+            );
+        }
         if last {
             // forward was: last[b] = y[last step of b, b]: scatter back, zero elsewhere
             ws.dy.fill(F::ZERO);
@@ -746,4 +781,26 @@ impl Model {
     pub fn rnn_range(&self) -> Range<usize> {
         self.rnn.clone()
     }
+}
+
+/// Whether the decoder's products run on AMX tiles: bf16 (whose workspaces are float32 only)
+/// and the tiles granted to this process.
+fn head_on_tiles<F: Float>(precision: crate::Precision) -> bool {
+    precision == crate::Precision::Bf16
+        && std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>()
+        && crate::ops::tiles::available()
+}
+
+/// `F` as f32 where [`head_on_tiles`] said it is.
+fn f32s<F: Float>(v: &[F]) -> &[f32] {
+    assert!(std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>());
+    // SAFETY: F is f32 (asserted): the cast is an identity
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) }
+}
+
+/// [`f32s`], writable.
+fn f32m<F: Float>(v: &mut [F]) -> &mut [f32] {
+    assert!(std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>());
+    // SAFETY: F is f32 (asserted): the cast is an identity
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) }
 }

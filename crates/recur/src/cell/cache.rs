@@ -55,9 +55,6 @@ pub struct DirCache<F> {
     // used, and the address it was packed from
     pub(super) wipack16: AVec<u16>,
     pub(super) packed_ih16: usize,
-    // bf16 training on AMX tiles: the right operand of the weight and input gradients (H_prev,
-    // X, W_ih) packed as bf16 panels, one after another; sized when first used
-    pub(super) bpack16: AVec<u16>,
     // xw: (T, B, G*H) input projection x_t W_ih^T + b_ih
     pub(super) xw: AVec<F>,
     // gates: (T, B, G*H) activated gates (RNN: the new h itself)
@@ -138,7 +135,6 @@ impl<F: Float> DirCache<F> {
             packed_ih8: 0,
             wipack16: AVec::new(),
             packed_ih16: 0,
-            bpack16: AVec::new(),
             xq8: AVec::new(),
             xacc: AVec::new(),
             packed_hh16: 0,
@@ -236,7 +232,7 @@ impl<F: Float> DirCache<F> {
             + self.dhpre.len()
             + self.direct.len();
         n * std::mem::size_of::<F>()
-            + (self.wpack16.len() + self.wipack16.len() + self.bpack16.len()) * 2
+            + (self.wpack16.len() + self.wipack16.len()) * 2
             + self.wpack8.len()
             + (self.wscale.len() + self.wsum.len() + self.acc.len()) * 4
             + self.wipack8.len()

@@ -3,7 +3,7 @@
 
 use super::cache::{grow, stale_copy};
 use super::{CellKind, DirCache, DirGrads, DirWeights, LayerInput};
-use crate::ops::aligned::AVec;
+use crate::ops::bf16::{tile_gemm, Right};
 use crate::ops::gemm::{threads, with_threads};
 use crate::ops::transpose::transpose_raw;
 use crate::ops::{add_assign, add_col_sums, for_parts_mut, gemm, Float, Trans};
@@ -273,59 +273,6 @@ pub(super) fn input_projection_tiles<F: Float>(
     });
 }
 
-/// `out (m, n at ldo) += A (m, k at lda) B (k, n at ldb)`, every operand bf16 values held as
-/// float32, on the AMX tiles: B packed into `pack` as bf16 panels ([`bf16::pack_n`]), the
-/// rows of A and out shared out over the threads, each part on its own thread's tiles.
-#[allow(clippy::too_many_arguments)]
-fn tiles_product_acc(
-    a: &[f32],
-    lda: usize,
-    m: usize,
-    k: usize,
-    b: &[f32],
-    ldb: usize,
-    n: usize,
-    out: &mut [f32],
-    ldo: usize,
-    pack: &mut AVec<u16>,
-) {
-    use crate::ops::bf16;
-    use crate::ops::panel::{panels, Groups, OutPtr};
-    if m == 0 || n == 0 {
-        return;
-    }
-    let len = bf16::packed_len(panels(n), k);
-    grow(pack, len);
-    bf16::pack_n(&mut pack[..len], b, ldb, k, n);
-    let packed = &pack[..len];
-    let per = m.div_ceil(threads()).max(1) * ldo;
-    let used = (m - 1) * ldo + n;
-    for_parts_mut(&mut out[..used], per, m >= 16, |e0, part| {
-        let (r0, rows) = (e0 / ldo, part.len().div_ceil(ldo));
-        let o = OutPtr {
-            ptr: part.as_mut_ptr(),
-            ld: ldo,
-            n,
-        };
-        // SAFETY: `part` holds this part's rows (the last one n long) and is its alone; the
-        // sizes are checked by panel_gemm_tiles.
-        unsafe {
-            bf16::panel_gemm_tiles(
-                crate::ops::tiles::TileRun::Amx,
-                rows,
-                Groups::ONE,
-                k,
-                &a[r0 * lda..],
-                lda,
-                packed,
-                0..panels(n),
-                o,
-                true,
-            )
-        };
-    });
-}
-
 /// bf16 training's weight and input gradients on AMX tiles, where [`weight_grads`] would run the
 /// float32 GEMM on bf16 values. `dW_hh += dGh^T H_prev`; dense input: `dW_ih += dG^T X`, `dX +=
 /// dG W_ih`; one-hot input: dW_ih's scatter-add as in float32. The left operand dG^T is the one
@@ -354,38 +301,19 @@ fn weight_grads_tiles<F: Float>(
         let src = if is_gru { &c.dgh } else { &c.xw };
         transpose_dg(src, rows, gh, &mut c.dgt, ldt);
     }
-    tiles_product_acc(
-        f32s(&c.dgt),
-        ldt,
-        gh,
-        rows,
-        f32s(&c.hprev),
-        np,
-        np,
-        f32m(g.w_hh),
-        np,
-        &mut c.bpack16,
-    );
+    let (hprev, dw_hh) = (Right::Kn(f32s(&c.hprev), np), f32m(g.w_hh));
+    tile_gemm(f32s(&c.dgt), ldt, gh, rows, hprev, np, dw_hh, np, true);
     match input {
         LayerInput::Dense { x, ld } => {
             if is_gru {
                 transpose_dg(&c.xw, rows, gh, &mut c.dgt, ldt);
             }
-            let (dgt_all, dg, pack) = (f32s(&c.dgt), f32s(&c.xw), &mut c.bpack16);
-            tiles_product_acc(
-                dgt_all,
-                ldt,
-                gh,
-                rows,
-                f32s(x),
-                ld,
-                ni,
-                f32m(g.w_ih),
-                ni,
-                pack,
-            );
+            let (dgt_all, dg) = (f32s(&c.dgt), f32s(&c.xw));
+            let (x, dw_ih) = (Right::Kn(f32s(x), ld), f32m(g.w_ih));
+            tile_gemm(dgt_all, ldt, gh, rows, x, ni, dw_ih, ni, true);
             if let Some((dx, lddx)) = dx {
-                tiles_product_acc(dg, gh, rows, gh, f32s(w.w_ih), ni, ni, f32m(dx), lddx, pack);
+                let w_ih = Right::Kn(f32s(w.w_ih), ni);
+                tile_gemm(dg, gh, rows, gh, w_ih, ni, f32m(dx), lddx, true);
             }
         }
         LayerInput::OneHot { ids } => one_hot_w_ih_grads(c, g, ids),

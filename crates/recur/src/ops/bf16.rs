@@ -312,6 +312,87 @@ pub unsafe fn panel_gemm_tiles(
     }
 }
 
+/// How [`tile_gemm`]'s right operand is stored.
+#[derive(Clone, Copy, Debug)]
+pub enum Right<'a> {
+    /// `B`, `(k, n)` at row stride `ld`.
+    Kn(&'a [f32], usize),
+    /// `B^T`, `(n, k)` rows of `k` one after another (a weight of `C = A W^T`).
+    Nk(&'a [f32]),
+}
+
+thread_local! {
+    /// The calling thread's packing of [`tile_gemm`]'s right operand (reused across calls).
+    static RIGHT: std::cell::RefCell<super::aligned::AVec<u16>> =
+        const { std::cell::RefCell::new(super::aligned::AVec::new()) };
+}
+
+/// `C (m, n at ldc) = A B`, or `+=` with `accumulate`, on AMX tiles: `A` `(m, k)` at row stride
+/// `lda`, every operand bf16 values held as float32. B is packed as bf16 panels on the calling
+/// thread ([`pack_n`] or [`pack_gates_t`]), then the rows of A and C are shared out over the
+/// threads, each part on its own thread's tiles.
+///
+/// # Panics
+/// When the operands are too small, or when this process cannot use the bf16 tiles.
+#[allow(clippy::too_many_arguments)]
+pub fn tile_gemm(
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    k: usize,
+    b: Right,
+    n: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        ldc >= n && c.len() >= (m - 1) * ldc + n,
+        "tile_gemm: C too small"
+    );
+    RIGHT.with(|p| {
+        let pack = &mut *p.borrow_mut();
+        let len = packed_len(panels(n), k);
+        if pack.len() < len {
+            *pack = super::aligned::AVec::zeroed(len);
+        }
+        match b {
+            Right::Kn(b, ldb) => pack_n(&mut pack[..len], b, ldb, k, n),
+            Right::Nk(w) => pack_gates_t(&mut pack[..len], w, 1, n, k),
+        }
+        let packed = &pack[..len];
+        let per = m.div_ceil(super::gemm::threads()).max(1) * ldc;
+        let used = (m - 1) * ldc + n;
+        super::for_parts_mut(&mut c[..used], per, m >= 16, |e0, part| {
+            let (r0, rows) = (e0 / ldc, part.len().div_ceil(ldc));
+            let out = OutPtr {
+                ptr: part.as_mut_ptr(),
+                ld: ldc,
+                n,
+            };
+            // SAFETY: `part` holds this part's rows (the last one n long) and is its alone; the
+            // sizes of A and the panels are checked by panel_gemm_tiles.
+            unsafe {
+                panel_gemm_tiles(
+                    TileRun::Amx,
+                    rows,
+                    Groups::ONE,
+                    k,
+                    &a[r0 * lda..],
+                    lda,
+                    packed,
+                    0..panels(n),
+                    out,
+                    accumulate,
+                )
+            };
+        });
+    });
+}
+
 /// [`panel_gemm_raw`] over row groups (see [`Groups`]) on a chosen kernel.
 ///
 /// The portable loop and the AVX2 and AVX-512 kernels sum a column's products in order of `k`
