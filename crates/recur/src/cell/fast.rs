@@ -418,26 +418,28 @@ impl<F: Float> Fwd<'_, F> {
                         );
                     }
                 }
+            } else if let Some(w16) = self.wpack16 {
+                // every gate's share in one call (on AMX tiles, A is copied once for them)
+                let sets: [Range<usize>; 4] =
+                    std::array::from_fn(|g| g * hp + pan.start..g * hp + pan.end);
+                // F is f32 in bf16 mode (DirCache::set_precision): the casts are identities
+                bf16::panel_sets_raw(
+                    mb,
+                    nh,
+                    std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
+                    nh,
+                    w16,
+                    &sets[..ng],
+                    OutPtr {
+                        ptr: out.ptr as *mut f32,
+                        ld: out.ld,
+                        n: out.n,
+                    },
+                );
             } else {
                 for g in 0..ng {
                     let cols = g * hp + pan.start..g * hp + pan.end;
-                    match self.wpack16 {
-                        // F is f32 in bf16 mode (DirCache::set_precision): the casts are identities
-                        Some(w16) => bf16::panel_gemm_raw(
-                            mb,
-                            nh,
-                            std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
-                            nh,
-                            w16,
-                            cols,
-                            OutPtr {
-                                ptr: out.ptr as *mut f32,
-                                ld: out.ld,
-                                n: out.n,
-                            },
-                        ),
-                        None => panel_gemm_raw(mb, nh, a, nh, self.wpack, cols, out),
-                    }
+                    panel_gemm_raw(mb, nh, a, nh, self.wpack, cols, out);
                 }
             }
             let (hdst, cdst) = match next {

@@ -290,25 +290,97 @@ pub unsafe fn panel_gemm_tiles(
     out: OutPtr<f32>,
     accumulate: bool,
 ) {
-    let go = super::panel::check_product(super::panel::ProductArgs {
-        what: "bf16 tile product",
-        kernel: Isa::Portable,
-        kernels: &KERNELS,
-        m,
-        groups,
-        row: k,
-        a_len: a.len(),
-        lda,
-        packed_need: packed_len(panels.end, k),
-        packed_len: packed.len(),
-        panels: &panels,
-        out: &out,
-    });
+    // SAFETY: forwarded contract.
+    unsafe { panel_sets_tiles(on, m, groups, k, a, lda, packed, &[panels], out, accumulate) }
+}
+
+/// [`panel_gemm_tiles`] over several ranges of panels at once (A copied for the tiles once for
+/// all of them): one gate block's share each in the time loop.
+///
+/// # Safety
+/// As [`panel_gemm_tiles`], for every range.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn panel_sets_tiles(
+    on: TileRun,
+    m: usize,
+    groups: Groups,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[u16],
+    sets: &[Range<usize>],
+    out: OutPtr<f32>,
+    accumulate: bool,
+) {
+    let mut go = false;
+    for panels in sets {
+        go |= super::panel::check_product(super::panel::ProductArgs {
+            what: "bf16 tile product",
+            kernel: Isa::Portable,
+            kernels: &KERNELS,
+            m,
+            groups,
+            row: k,
+            a_len: a.len(),
+            lda,
+            packed_need: packed_len(panels.end, k),
+            packed_len: packed.len(),
+            panels,
+            out: &out,
+        });
+    }
     if go {
         // SAFETY: the sizes were checked above; the caller's contract covers the writes.
         super::tiles::with_tiles(on, false, |t| unsafe {
-            t.bf16(m, groups, k, a, lda, packed, panels, out, accumulate)
+            t.bf16(m, groups, k, a, lda, packed, sets, out, accumulate)
         });
+    }
+}
+
+/// `C[:, q*NR..] = A * panel q` for every `q` in each of `sets`, on AMX tiles where this
+/// process has them (A copied once for all the sets), else one [`panel_gemm_raw`] per set.
+///
+/// # Safety
+/// As [`panel_gemm_raw`], for every set.
+pub unsafe fn panel_sets_raw(
+    m: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[u16],
+    sets: &[Range<usize>],
+    out: OutPtr<f32>,
+) {
+    // SAFETY (both): forwarded contract.
+    unsafe {
+        if super::tiles::available() {
+            panel_sets_tiles(
+                TileRun::Amx,
+                m,
+                Groups::ONE,
+                k,
+                a,
+                lda,
+                packed,
+                sets,
+                out,
+                false,
+            )
+        } else {
+            for panels in sets {
+                panel_gemm_with(
+                    kernel(),
+                    m,
+                    Groups::ONE,
+                    k,
+                    a,
+                    lda,
+                    packed,
+                    panels.clone(),
+                    out,
+                )
+            }
+        }
     }
 }
 

@@ -466,7 +466,7 @@ pub unsafe fn panel_gemm_tiles(
     if go {
         // SAFETY: the sizes were checked above; the caller's contract covers the writes.
         super::tiles::with_tiles(on, true, |t| unsafe {
-            t.int8(m, groups, k, a, lda, packed, panels, out)
+            t.int8(m, groups, k, a, lda, packed, &[panels], out)
         });
     }
 }

@@ -311,7 +311,7 @@ pub trait TileUse {
         a: &[f32],
         lda: usize,
         packed: &[u16],
-        panels: Range<usize>,
+        panels: &[Range<usize>],
         out: OutPtr<f32>,
         accumulate: bool,
     );
@@ -328,7 +328,7 @@ pub trait TileUse {
         a: &[u8],
         lda: usize,
         packed: &[i8],
-        panels: Range<usize>,
+        panels: &[Range<usize>],
         out: OutPtr<i32>,
     );
 }
@@ -342,7 +342,7 @@ impl<T: Tiles> TileUse for T {
         a: &[f32],
         lda: usize,
         packed: &[u16],
-        panels: Range<usize>,
+        panels: &[Range<usize>],
         out: OutPtr<f32>,
         accumulate: bool,
     ) {
@@ -357,7 +357,7 @@ impl<T: Tiles> TileUse for T {
         a: &[u8],
         lda: usize,
         packed: &[i8],
-        panels: Range<usize>,
+        panels: &[Range<usize>],
         out: OutPtr<i32>,
     ) {
         // SAFETY: forwarded contract.
@@ -410,7 +410,8 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// The bf16 product: `C[:, q*NR..] = A * panel q` for every `q` in `panels` over the row
+/// The bf16 product: `C[:, q*NR..] = A * panel q` for every `q` in each range of `panels` (A
+/// copied once for all of them) over the row
 /// groups (`+=` with `accumulate`), on `t`'s tiles, `A` holding bf16 values (as float32) and
 /// `packed` bf16 panels ([`super::bf16::pack_gates_t`], [`super::bf16::pack_n`]). The checks
 /// are [`super::bf16::panel_gemm_tiles`]'s.
@@ -426,7 +427,7 @@ pub unsafe fn product<T: Tiles>(
     a: &[f32],
     lda: usize,
     packed: &[u16],
-    panels: Range<usize>,
+    panels: &[Range<usize>],
     out: OutPtr<f32>,
     accumulate: bool,
 ) {
@@ -456,7 +457,8 @@ pub unsafe fn product<T: Tiles>(
     }
 }
 
-/// The int8 product: `C[:, q*NR..] = A * panel q` in int32 for every `q` in `panels` over the
+/// The int8 product: `C[:, q*NR..] = A * panel q` in int32 for every `q` in each range of
+/// `panels` over the
 /// row groups, on `t`'s tiles, `A` being 7-bit codes (`k` of each row read; the padding to
 /// whole quads multiplies zero weights) and `packed` the panels of
 /// [`super::int8::pack_gates_t`]. The checks are [`super::int8::panel_gemm_tiles`]'s.
@@ -472,7 +474,7 @@ pub unsafe fn product_int8<T: Tiles>(
     a: &[u8],
     lda: usize,
     packed: &[i8],
-    panels: Range<usize>,
+    panels: &[Range<usize>],
     out: OutPtr<i32>,
 ) {
     let rows = super::int8::quads(k);
@@ -524,11 +526,11 @@ unsafe fn run<T: Tiles, const INT8: bool>(
     rows: usize,
     write: &dyn Fn(&mut [u8], usize),
     packed: &[u8],
-    panels: Range<usize>,
+    panels: &[Range<usize>],
     out: OutPtr<u32>,
     sums: Sums,
 ) {
-    if m == 0 || groups.n == 0 || panels.is_empty() {
+    if m == 0 || groups.n == 0 || panels.iter().all(|r| r.is_empty()) {
         return;
     }
     SCRATCH.with(|s| {
@@ -554,116 +556,117 @@ unsafe fn run<T: Tiles, const INT8: bool>(
         let (rr, pp) = if mt >= 2 { (2, 2) } else { (1, 4) };
         s.tail.clear();
         s.tail.resize(pp * TR * ROW, 0);
-        let mut q0 = panels.start;
-        while q0 < panels.end {
-            let np = pp.min(panels.end - q0);
-            // each panel's last chunk, when partial, zero-padded to a whole tile
-            if tail > 0 {
-                for p in 0..np {
-                    let src = &packed[(q0 + p) * size + full * TR * ROW..][..tail];
-                    let dst = &mut s.tail[p * TR * ROW..(p + 1) * TR * ROW];
-                    dst[..tail].copy_from_slice(src);
-                    dst[tail..].fill(0);
-                }
-            }
-            let bfirst: [[*const u8; 2]; 4] = std::array::from_fn(|p| {
-                if p < np {
-                    [
-                        packed[(q0 + p) * size..].as_ptr(),
-                        s.tail[p * TR * ROW..].as_ptr(),
-                    ]
-                } else {
-                    [std::ptr::null(); 2]
-                }
-            });
-            let blk = Block {
-                chunks,
-                full,
-                astride,
-                bfirst,
-            };
-            for g in 0..groups.n {
-                let mut r0 = 0;
-                while r0 < mt {
-                    let nr = rr.min(mt - r0);
-                    let ap = s.a[(g * mt + r0) * TR * astride..].as_ptr();
-                    // tile (r, p) is tile r * np + p, as block accumulates. A whole tile (16
-                    // rows of the block, 16 columns of C) goes to and from the output directly;
-                    // the others through the scratch tile.
-                    let whole = |r: usize, p: usize| -> Option<*mut u8> {
-                        let (row, col) = ((r0 + r) * TR, (q0 + p) * NR);
-                        (row + TR <= m && col + NR <= out.n).then(|| {
-                            // SAFETY: the tile's rows and columns exist in the output.
-                            unsafe {
-                                out.ptr.add((g * groups.c_step + row) * out.ld + col) as *mut u8
-                            }
-                        })
-                    };
-                    let mut direct = [None; 4];
-                    for r in 0..nr {
-                        for p in 0..np {
-                            direct[r * np + p] = whole(r, p);
-                        }
+        for (mut q0, end) in panels.iter().map(|r| (r.start, r.end)) {
+            while q0 < end {
+                let np = pp.min(end - q0);
+                // each panel's last chunk, when partial, zero-padded to a whole tile
+                if tail > 0 {
+                    for p in 0..np {
+                        let src = &packed[(q0 + p) * size + full * TR * ROW..][..tail];
+                        let dst = &mut s.tail[p * TR * ROW..(p + 1) * TR * ROW];
+                        dst[..tail].copy_from_slice(src);
+                        dst[tail..].fill(0);
                     }
-                    let stride = out.ld * 4;
-                    // SAFETY: A holds nr row tiles of `chunks` chunks from ap; the panels hold
-                    // `full` whole chunks and the tail buffer the last one when partial; each
-                    // tile started from the output addresses 16 rows of 64 bytes at `stride`.
-                    unsafe {
-                        for (i, d) in direct.iter().enumerate().take(nr * np) {
-                            match (d, sums) {
-                                (Some(c), Sums::AddF32) => load_any(t, i, *c, stride),
-                                _ => zero_any(t, i),
-                            }
-                        }
-                        match (nr, np) {
-                            (2, 2) => block::<T, 2, 2, INT8>(t, &blk, ap),
-                            (2, _) => block::<T, 2, 1, INT8>(t, &blk, ap),
-                            (_, 4) => block::<T, 1, 4, INT8>(t, &blk, ap),
-                            (_, 3) => block::<T, 1, 3, INT8>(t, &blk, ap),
-                            (_, 2) => block::<T, 1, 2, INT8>(t, &blk, ap),
-                            _ => block::<T, 1, 1, INT8>(t, &blk, ap),
-                        }
+                }
+                let bfirst: [[*const u8; 2]; 4] = std::array::from_fn(|p| {
+                    if p < np {
+                        [
+                            packed[(q0 + p) * size..].as_ptr(),
+                            s.tail[p * TR * ROW..].as_ptr(),
+                        ]
+                    } else {
+                        [std::ptr::null(); 2]
                     }
-                    for r in 0..nr {
-                        for p in 0..np {
-                            let ti = r * np + p;
-                            if let Some(c) = direct[ti] {
-                                // SAFETY: as above; the tile holds the final sums (started from
-                                // the output's own when adding).
-                                unsafe { store_any(t, ti, c, stride) };
-                                continue;
-                            }
-                            // SAFETY: the scratch tile is 16 rows of 64 bytes.
-                            unsafe { store_any(t, ti, s.c.as_mut_ptr() as *mut u8, ROW) };
-                            let q = q0 + p;
-                            let width = NR.min(out.n.saturating_sub(q * NR));
-                            for i in 0..TR {
-                                let row = (r0 + r) * TR + i;
-                                if row >= m {
-                                    break;
+                });
+                let blk = Block {
+                    chunks,
+                    full,
+                    astride,
+                    bfirst,
+                };
+                for g in 0..groups.n {
+                    let mut r0 = 0;
+                    while r0 < mt {
+                        let nr = rr.min(mt - r0);
+                        let ap = s.a[(g * mt + r0) * TR * astride..].as_ptr();
+                        // tile (r, p) is tile r * np + p, as block accumulates. A whole tile (16
+                        // rows of the block, 16 columns of C) goes to and from the output directly;
+                        // the others through the scratch tile.
+                        let whole = |r: usize, p: usize| -> Option<*mut u8> {
+                            let (row, col) = ((r0 + r) * TR, (q0 + p) * NR);
+                            (row + TR <= m && col + NR <= out.n).then(|| {
+                                // SAFETY: the tile's rows and columns exist in the output.
+                                unsafe {
+                                    out.ptr.add((g * groups.c_step + row) * out.ld + col) as *mut u8
                                 }
-                                let orow = g * groups.c_step + row;
-                                for j in 0..width {
-                                    // SAFETY: the row lies in block g and the column under
-                                    // out.n (the caller's contract).
-                                    unsafe {
-                                        let o = out.ptr.add(orow * out.ld + q * NR + j);
-                                        *o = match sums {
-                                            Sums::Store => s.c[i * TR + j],
-                                            Sums::AddF32 => (f32::from_bits(*o)
-                                                + f32::from_bits(s.c[i * TR + j]))
-                                            .to_bits(),
-                                        };
+                            })
+                        };
+                        let mut direct = [None; 4];
+                        for r in 0..nr {
+                            for p in 0..np {
+                                direct[r * np + p] = whole(r, p);
+                            }
+                        }
+                        let stride = out.ld * 4;
+                        // SAFETY: A holds nr row tiles of `chunks` chunks from ap; the panels hold
+                        // `full` whole chunks and the tail buffer the last one when partial; each
+                        // tile started from the output addresses 16 rows of 64 bytes at `stride`.
+                        unsafe {
+                            for (i, d) in direct.iter().enumerate().take(nr * np) {
+                                match (d, sums) {
+                                    (Some(c), Sums::AddF32) => load_any(t, i, *c, stride),
+                                    _ => zero_any(t, i),
+                                }
+                            }
+                            match (nr, np) {
+                                (2, 2) => block::<T, 2, 2, INT8>(t, &blk, ap),
+                                (2, _) => block::<T, 2, 1, INT8>(t, &blk, ap),
+                                (_, 4) => block::<T, 1, 4, INT8>(t, &blk, ap),
+                                (_, 3) => block::<T, 1, 3, INT8>(t, &blk, ap),
+                                (_, 2) => block::<T, 1, 2, INT8>(t, &blk, ap),
+                                _ => block::<T, 1, 1, INT8>(t, &blk, ap),
+                            }
+                        }
+                        for r in 0..nr {
+                            for p in 0..np {
+                                let ti = r * np + p;
+                                if let Some(c) = direct[ti] {
+                                    // SAFETY: as above; the tile holds the final sums (started from
+                                    // the output's own when adding).
+                                    unsafe { store_any(t, ti, c, stride) };
+                                    continue;
+                                }
+                                // SAFETY: the scratch tile is 16 rows of 64 bytes.
+                                unsafe { store_any(t, ti, s.c.as_mut_ptr() as *mut u8, ROW) };
+                                let q = q0 + p;
+                                let width = NR.min(out.n.saturating_sub(q * NR));
+                                for i in 0..TR {
+                                    let row = (r0 + r) * TR + i;
+                                    if row >= m {
+                                        break;
+                                    }
+                                    let orow = g * groups.c_step + row;
+                                    for j in 0..width {
+                                        // SAFETY: the row lies in block g and the column under
+                                        // out.n (the caller's contract).
+                                        unsafe {
+                                            let o = out.ptr.add(orow * out.ld + q * NR + j);
+                                            *o = match sums {
+                                                Sums::Store => s.c[i * TR + j],
+                                                Sums::AddF32 => (f32::from_bits(*o)
+                                                    + f32::from_bits(s.c[i * TR + j]))
+                                                .to_bits(),
+                                            };
+                                        }
                                     }
                                 }
                             }
                         }
+                        r0 += nr;
                     }
-                    r0 += nr;
                 }
+                q0 += np;
             }
-            q0 += np;
         }
     });
 }
