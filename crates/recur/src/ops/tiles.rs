@@ -72,14 +72,16 @@ pub struct Hardware {
 }
 
 impl Hardware {
-    /// Configures this thread's tiles, or None when the CPU or the OS does not grant AMX bf16.
+    /// Configures this thread's tiles, or None when the CPU or the OS does not grant them (for
+    /// the bf16 or the int8 products; which of those the caller may run is its own check).
     pub fn begin() -> Option<Hardware> {
-        if !Amx::get().bf16() {
+        let amx = Amx::get();
+        if !(amx.bf16() || amx.int8()) {
             return None;
         }
         let cfg = TileConfig::full();
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AMX-BF16 is present and the process holds the tile permission (Amx::get);
+        // SAFETY: AMX tiles are present and the process holds the tile permission (Amx::get);
         // the configuration is 64 valid bytes.
         unsafe {
             std::arch::asm!("ldtilecfg [{c}]", c = in(reg) cfg.as_ptr(), options(nostack))
