@@ -154,6 +154,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one round, 2 threads")
     ap.add_argument("--only", default="", help="keep only points whose label contains this text ('|' separates alternatives)")
     ap.add_argument("--no-build", action="store_true", help="use target/release/recur as it is")
+    ap.add_argument("--low-shapes", action="store_true",
+                    help="add the batch-1 shapes of the reduced-precision grid (512/1/256, 1024/1/128) at any precision")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     ap.add_argument("--json", help="also write every sample to this file")
     ap.add_argument(
@@ -184,7 +186,7 @@ def main():
         for cell in CELLS:
             if low and cell not in ("lstm", "gru"):
                 continue
-            for h, b, t in SHAPES + (LOW_SHAPES if low else []):
+            for h, b, t in SHAPES + (LOW_SHAPES if low or a.low_shapes else []):
                 for mode in ["infer"] if low else MODES:
                     req = {"kind": "stack", "cell": cell, "hidden": h, "batch": b, "seq_length": t,
                            "layers": 1, "mode": mode, "threads": th}  # fmt: skip
