@@ -10,6 +10,7 @@ use crate::cell::LayerInput;
 use crate::ops::bf16::{tile_gemm, Right};
 use crate::ops::loss::softmax_xent;
 use crate::ops::{add_col_sums, gemm, Float, Trans};
+use crate::ops::{as_f32 as f32s, as_f32_mut as f32m};
 use crate::params::ParamLayout;
 use crate::rng::Rng;
 use crate::stack::{Stack, StackConfig, StackWorkspace};
@@ -649,11 +650,7 @@ impl Model {
         if tiles {
             // the tiles read their left operand by rows: dlogits^T made first
             ws.dlogits_t.resize(v * rows, F::ZERO);
-            for (r, row) in ws.dlogits.chunks_exact(v).enumerate().take(rows) {
-                for (j, &d) in row.iter().enumerate() {
-                    ws.dlogits_t[j * rows + r] = d;
-                }
-            }
+            crate::ops::transpose::transpose_split(&ws.dlogits, rows, v, &mut ws.dlogits_t, rows);
             let dw = f32m(&mut grads[self.dec_w.clone()]);
             let y = Right::Kn(f32s(y), dp);
             tile_gemm(f32s(&ws.dlogits_t), rows, v, rows, y, dp, dw, dp, true);
@@ -789,18 +786,4 @@ fn head_on_tiles<F: Float>(precision: crate::Precision) -> bool {
     precision == crate::Precision::Bf16
         && std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>()
         && crate::ops::tiles::available()
-}
-
-/// `F` as f32 where [`head_on_tiles`] said it is.
-fn f32s<F: Float>(v: &[F]) -> &[f32] {
-    assert!(std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>());
-    // SAFETY: F is f32 (asserted): the cast is an identity
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) }
-}
-
-/// [`f32s`], writable.
-fn f32m<F: Float>(v: &mut [F]) -> &mut [f32] {
-    assert!(std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>());
-    // SAFETY: F is f32 (asserted): the cast is an identity
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) }
 }

@@ -5,10 +5,11 @@ use super::cache::{grow, stale_copy};
 use super::{CellKind, DirCache, DirGrads, DirWeights, LayerInput};
 use crate::ops::bf16::{tile_gemm, Right};
 use crate::ops::gemm::{threads, with_threads};
-use crate::ops::transpose::transpose_raw;
+use crate::ops::transpose::transpose_split;
 use crate::ops::{add_assign, add_col_sums, for_parts_mut, gemm, Float, Trans};
+use crate::ops::{as_f32 as f32s, as_f32_mut as f32m};
 
-/// `c.wt = W_ih^T`, `(I, G*H)`, by 16 x 16 tiles ([`transpose_raw`]), the rows of `c.wt` split
+/// `c.wt = W_ih^T`, `(I, G*H)`, by 16 x 16 tiles ([`transpose_split`]), the rows of `c.wt` split
 /// over the threads; kept from the last call while the weights are fixed.
 fn transpose_w_ih<F: Float>(c: &mut DirCache<F>, w: &DirWeights<F>) {
     let (ni, gh) = (c.dims.i, c.dims.gh());
@@ -21,20 +22,7 @@ fn transpose_w_ih<F: Float>(c: &mut DirCache<F>, w: &DirWeights<F>) {
     ) {
         return;
     }
-    let w_ih = w.w_ih;
-    assert!(w_ih.len() >= gh * ni, "W_ih too small");
-    let per = ni.div_ceil(threads()).next_multiple_of(16);
-    for_parts_mut(
-        &mut c.wt[..ni * gh],
-        per * gh,
-        ni * gh >= 1 << 16,
-        |e0, block| {
-            let (i0, n) = (e0 / gh, block.len() / gh);
-            // SAFETY: columns i0..i0+n of W_ih's gh rows (stride ni) lie inside it (asserted); the
-            // block holds n rows of gh
-            unsafe { transpose_raw(gh, n, w_ih[i0..].as_ptr(), ni, block.as_mut_ptr(), gh) };
-        },
-    );
+    transpose_split(w.w_ih, gh, ni, &mut c.wt, gh);
 }
 
 /// `xw = X W_ih^T` (+ `b_ih` when `add_bias`) for all steps at once: `(T*B, I) x (I, G*H)` (a
@@ -133,8 +121,7 @@ pub(super) fn input_projection_int8<F: Float>(
     let gh = d.gh();
     let hs = panels(nh) * NR;
     let ldc = ng * hs;
-    // SAFETY: F is f32 in int8 mode (DirCache::set_precision): the casts are identities
-    let f32s = |v: &[F]| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) };
+    // F is f32 in bf16 and int8 mode (DirCache::set_precision)
     let n8 = int8::packed_len(ng * panels(nh), ni);
     if stale_copy(
         &mut c.wipack8,
@@ -232,8 +219,7 @@ pub(super) fn input_projection_tiles<F: Float>(
     let d = c.dims;
     let (rows, ni, nh, ng) = (d.t * d.b, d.i, d.h, d.kind.gates());
     let gh = d.gh();
-    // SAFETY: F is f32 in bf16 mode (DirCache::set_precision): the casts are identities
-    let f32s = |v: &[F]| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) };
+    // F is f32 in bf16 and int8 mode (DirCache::set_precision)
     let n16 = bf16::packed_len(ng * panels(nh), ni);
     if stale_copy(
         &mut c.wipack16,
@@ -289,24 +275,20 @@ fn weight_grads_tiles<F: Float>(
     let d = c.dims;
     let (ni, np, gh, rows) = (d.i, d.p, d.gh(), d.t * d.b);
     let is_gru = d.kind == CellKind::Gru;
-    // SAFETY: F is f32 in bf16 mode (DirCache::set_precision): the casts are identities
-    let f32s = |v: &[F]| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) };
-    let f32m = |v: &mut [F]| unsafe {
-        std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len())
-    };
+    // F is f32 in bf16 and int8 mode (DirCache::set_precision)
     let ldt = dgt_ld(rows);
     let kept = dgt && !is_gru;
     if !kept {
         grow(&mut c.dgt, super::cache::dgt_len(&d));
         let src = if is_gru { &c.dgh } else { &c.xw };
-        transpose_dg(src, rows, gh, &mut c.dgt, ldt);
+        transpose_split(src, rows, gh, &mut c.dgt, ldt);
     }
     let (hprev, dw_hh) = (Right::Kn(f32s(&c.hprev), np), f32m(g.w_hh));
     tile_gemm(f32s(&c.dgt), ldt, gh, rows, hprev, np, dw_hh, np, true);
     match input {
         LayerInput::Dense { x, ld } => {
             if is_gru {
-                transpose_dg(&c.xw, rows, gh, &mut c.dgt, ldt);
+                transpose_split(&c.xw, rows, gh, &mut c.dgt, ldt);
             }
             let (dgt_all, dg) = (f32s(&c.dgt), f32s(&c.xw));
             let (x, dw_ih) = (Right::Kn(f32s(x), ld), f32m(g.w_ih));
@@ -319,27 +301,6 @@ fn weight_grads_tiles<F: Float>(
         LayerInput::OneHot { ids } => one_hot_w_ih_grads(c, g, ids),
     }
     bias_and_proj_grads(c, g);
-}
-
-/// `dst (gh, rows at ldt) = src^T`, `src` being `(rows, gh)`: by 16 x 16 tiles, the rows of
-/// `dst` shared out over the threads.
-fn transpose_dg<F: Float>(src: &[F], rows: usize, gh: usize, dst: &mut [F], ldt: usize) {
-    assert!(
-        src.len() >= rows * gh && dst.len() >= gh * ldt,
-        "transpose_dg: sizes"
-    );
-    let per = gh.div_ceil(threads()).next_multiple_of(16);
-    for_parts_mut(
-        &mut dst[..gh * ldt],
-        per * ldt,
-        rows * gh >= 1 << 16,
-        |e0, block| {
-            let (c0, n) = (e0 / ldt, block.len() / ldt);
-            // SAFETY: columns c0..c0+n of src's rows (stride gh) lie inside it (asserted); the block
-            // holds n rows of ldt >= rows
-            unsafe { transpose_raw(rows, n, src[c0..].as_ptr(), gh, block.as_mut_ptr(), ldt) };
-        },
-    );
 }
 
 /// The L3 cache shared by the cores (read from the machine: `ops::cpu::Caches`): a few choices

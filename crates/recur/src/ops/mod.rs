@@ -58,3 +58,27 @@ pub fn add_col_sums<F: Float>(sum: &mut [F], x: &[F], rows: usize, cols: usize, 
         }
     });
 }
+
+/// `v` as f32, where the caller's mode admits float32 only (bf16 and int8 run on float32
+/// workspaces).
+///
+/// # Panics
+/// When `F` is not f32.
+pub(crate) fn as_f32<F: Float>(v: &[F]) -> &[f32] {
+    assert!(
+        std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>(),
+        "not float32"
+    );
+    // SAFETY: F is f32 (asserted): the cast is an identity
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) }
+}
+
+/// [`as_f32`], writable.
+pub(crate) fn as_f32_mut<F: Float>(v: &mut [F]) -> &mut [f32] {
+    assert!(
+        std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>(),
+        "not float32"
+    );
+    // SAFETY: F is f32 (asserted): the cast is an identity
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) }
+}

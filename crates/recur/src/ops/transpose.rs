@@ -10,6 +10,27 @@
 
 use super::Float;
 
+/// `dst (cols, rows at ldd) = src^T`, `src` being `(rows, cols)` row-major: [`transpose_raw`]
+/// by blocks of `dst`'s rows (multiples of 16) shared out over the threads.
+pub fn transpose_split<F: Float>(src: &[F], rows: usize, cols: usize, dst: &mut [F], ldd: usize) {
+    assert!(
+        ldd >= rows && src.len() >= rows * cols && dst.len() >= cols * ldd,
+        "transpose_split: sizes"
+    );
+    let per = cols.div_ceil(super::gemm::threads()).next_multiple_of(16);
+    super::for_parts_mut(
+        &mut dst[..cols * ldd],
+        per * ldd,
+        rows * cols >= 1 << 16,
+        |e0, block| {
+            let (c0, n) = (e0 / ldd, block.len() / ldd);
+            // SAFETY: columns c0..c0+n of src's rows (stride cols) lie inside it (asserted); the
+            // block holds n rows of ldd >= rows
+            unsafe { transpose_raw(rows, n, src[c0..].as_ptr(), cols, block.as_mut_ptr(), ldd) };
+        },
+    );
+}
+
 /// `dst[c * ldd + r] = src[r * lds + c]` for `r < m`, `c < n`.
 ///
 /// # Safety
