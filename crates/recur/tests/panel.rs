@@ -41,7 +41,7 @@ fn worst<F: Float>(got: &[F], want: &[F], ld: usize, n: usize) -> (f64, usize) {
 
 fn check<F: Float>(kernel: Isa, tol: f64) {
     let mut rng = Rng::new(5);
-    for &m in &[1usize, 2, 7, 8, 9, 17] {
+    for &m in &[1usize, 2, 7, 8, 9, 12, 13, 17, 25] {
         for &k in &[1usize, 3, 16, 33, 70] {
             for &h in &[1usize, 15, 16, 17, 33] {
                 let mut r =
@@ -175,7 +175,7 @@ fn packed_product_matches_naive_f64() {
 /// stay NaN), against one naive product per block.
 fn check_groups<F: Float>(kernel: Isa, tol: f64) {
     let mut rng = Rng::new(9);
-    for &m in &[1usize, 7, 8, 16] {
+    for &m in &[1usize, 7, 8, 16, 25] {
         for &ng in &[1usize, 3] {
             for &(k, h) in &[(5usize, 17usize), (70, 48)] {
                 let mut r =

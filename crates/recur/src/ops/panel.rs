@@ -122,7 +122,7 @@ pub fn kernel_for<F: Float>() -> Isa {
 /// dispatch table.
 pub fn describe(kernel: Isa) -> &'static str {
     match kernel {
-        Isa::Avx512 => "avx512: tiles 1x8 (B=1), 2x8, 4x4 (B<=4), 8x2 rows x panels of 16",
+        Isa::Avx512 => "avx512: tiles 1x8 (B=1), 2x8, 4x4 (B<=4), 12x2 rows x panels of 16",
         Isa::Avx2Fma => "avx2+fma: tiles 1x4 (B=1), 2x2, 3x2, 6x1 rows x panels of 16",
         Isa::Portable => "portable loop",
     }
@@ -545,9 +545,21 @@ pub(crate) fn panel_mask(n: usize, c0: usize) -> u16 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{avx512_tile_shape as tile_shape, Groups, OutPtr, NR};
+    use super::{Groups, OutPtr, NR};
     use std::arch::x86_64::*;
     use std::ops::Range;
+
+    /// The float32 kernel's tile shape for `m` rows: [`super::avx512_tile_shape`]'s up to 4 rows,
+    /// then 12 rows x 2 panels, 24 accumulators (with the two panel vectors and a broadcast, 27
+    /// of the 32 registers). Every row tile reads the panel pair again (64 KiB at K = 512: over
+    /// an L1), so taller tiles mean fewer passes over it: 32 rows take 3 passes, not 4. Why:
+    /// docs/performance.md, "Taller float32 tiles".
+    fn tile_shape(m: usize) -> (usize, usize) {
+        match m {
+            1..=4 => super::avx512_tile_shape(m),
+            _ => (12, 2),
+        }
+    }
 
     /// # Safety
     /// AVX-512F present; `panel_gemm_raw`'s contract.
@@ -563,7 +575,7 @@ mod avx512 {
         out: OutPtr<f32>,
     ) {
         let ps = k * NR;
-        crate::ops::panel::avx512_tiled_product!(m, k, a, lda, packed, ps, groups, panels, out);
+        crate::ops::panel::tiled_product!(m, k, a, lda, packed, ps, groups, panels, out, &[8, 4, 2, 1]; 1, 8; 2, 8; 1, 4; 2, 4; 3, 4; 4, 4; 1, 2; 2, 2; 3, 2; 4, 2; 5, 2; 6, 2; 7, 2; 8, 2; 9, 2; 10, 2; 11, 2; 12, 2; 1, 1; 2, 1; 3, 1; 4, 1; 5, 1; 6, 1; 7, 1; 8, 1; 9, 1; 10, 1; 11, 1; 12, 1);
     }
 
     /// `R` rows x `V` panels of C from `k` products. `bp` points at panel q, `ps` is the panel
