@@ -752,8 +752,8 @@ fn lr_schedule_flags() {
         one_line_error(&recur(&b), &[needle]);
     }
 
-    // the large preset runs the cosine (warm-up 500 steps) with the weights averaged; a smaller
-    // network through the flags, so that the test is quick
+    // the large preset runs the cosine (warm-up 500 steps) with the weights averaged, output
+    // dropout and weight drop; a smaller network through the flags, so that the test is quick
     let ck = d.join("large");
     let mut a = vec!["train", "--data", s(&corpus), "--checkpoint-dir", s(&ck)];
     a.extend_from_slice(&["--preset", "large"]);
@@ -763,6 +763,10 @@ fn lr_schedule_flags() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("(cosine to x0.05, warm-up 500 steps), weights averaged (decay 0.999)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("output dropout 0.25, weight drop 0.2,"),
         "{err}"
     );
     json_of(&out);
