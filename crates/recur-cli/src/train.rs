@@ -401,7 +401,10 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
     }
     let dropout = probability("--dropout", dropout)?;
     let weight_drop = probability("--weight-drop", a.weight_drop.unwrap_or(p.weight_drop))?;
-    let dropout_output = probability("--dropout-output", a.dropout_output.unwrap_or(p.dropout_output))?;
+    let dropout_output = probability(
+        "--dropout-output",
+        a.dropout_output.unwrap_or(p.dropout_output),
+    )?;
     let dropout_input = probability("--dropout-input", a.dropout_input.unwrap_or(0.0))?;
     let dropout_mode = a
         .dropout_mode
