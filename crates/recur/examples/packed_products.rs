@@ -1,7 +1,7 @@
 //! Times one step's recurrent product of an LSTM (`h W_hh^T`, W_hh 4H x H) on the packed
-//! kernels of each number format (float32, bf16 on each of its kernels this CPU runs, int8) on
-//! one thread, side by side: the median of repeated runs, as GFLOP/s (2 per multiply-add) and
-//! as GB/s of weights read.
+//! kernels of each number format (float32; bf16 and int8 on each of their kernels this CPU
+//! runs) on one thread, side by side: the median of repeated runs, as GFLOP/s (2 per
+//! multiply-add) and as GB/s of weights read.
 //!
 //! ```text
 //! cargo run --release -p recur --example packed_products [H,B ...]
@@ -61,6 +61,10 @@ fn main() {
         .into_iter()
         .filter(|&k| k.available() && k != recur::ops::cpu::Isa::Portable)
         .collect();
+    let int8_kernels: Vec<_> = int8::KERNELS
+        .into_iter()
+        .filter(|&k| int8::available(k) && k != int8::Kernel::Portable)
+        .collect();
     println!(
         "kernels: f32 {}, bf16 {}, int8 {} (one thread)",
         panel::kernel_for::<f32>().name(),
@@ -69,13 +73,20 @@ fn main() {
             .map(|k| k.name())
             .collect::<Vec<_>>()
             .join(" and "),
-        int8::kernel().name()
+        int8_kernels
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(" and ")
     );
     print!("{:>5} {:>3} | {:>18} |", "H", "B", "f32 GFLOP/s GB/s");
     for k in &bf16_kernels {
         print!(" {:>18} |", format!("bf16 {} GFLOP/s GB/s", k.name()));
     }
-    println!(" {:>18} | bf16/f32... int8/f32", "int8 GOP/s GB/s");
+    for k in &int8_kernels {
+        print!(" {:>18} |", format!("int8 {} GOP/s GB/s", k.name()));
+    }
+    println!(" bf16/f32... int8/f32...");
     let mut rng = Rng::new(1);
     for (h, b) in shapes {
         let (g, k) = (4, h);
@@ -118,17 +129,22 @@ fn main() {
         let mut qa = AVec::<u8>::zeroed(b * lq);
         int8::quantize_activations(&a, b, k, k, &mut qa, lq);
         let mut ci = AVec::<i32>::zeroed(b * ld);
-        let t8 = median_secs(|| {
-            let out = OutPtr {
-                ptr: ci.as_mut_ptr(),
-                ld,
-                n: ld,
-            };
-            // SAFETY: `ci` holds b rows of ld columns, borrowed for the call.
-            unsafe {
-                int8::panel_gemm_with(int8::kernel(), b, Groups::ONE, k, &qa, lq, &p8, 0..np, out)
-            }
-        });
+        let t8: Vec<f64> = int8_kernels
+            .iter()
+            .map(|&kern| {
+                median_secs(|| {
+                    let out = OutPtr {
+                        ptr: ci.as_mut_ptr(),
+                        ld,
+                        n: ld,
+                    };
+                    // SAFETY: `ci` holds b rows of ld columns, borrowed for the call.
+                    unsafe {
+                        int8::panel_gemm_with(kern, b, Groups::ONE, k, &qa, lq, &p8, 0..np, out)
+                    }
+                })
+            })
+            .collect();
         let gb = |bytes: usize, t: f64| bytes as f64 / t / 1e9;
         print!(
             "{h:>5} {b:>3} | {:>8.1} {:>9.1} |",
@@ -138,10 +154,12 @@ fn main() {
         for &t in &t16 {
             print!(" {:>8.1} {:>9.1} |", flops / t / 1e9, gb(p16.len() * 2, t));
         }
-        print!(" {:>8.1} {:>9.1} |", flops / t8 / 1e9, gb(p8.len(), t8));
-        for &t in &t16 {
+        for &t in &t8 {
+            print!(" {:>8.1} {:>9.1} |", flops / t / 1e9, gb(p8.len(), t));
+        }
+        for &t in t16.iter().chain(&t8) {
             print!(" {:>5.2}", t32 / t);
         }
-        println!(" {:>5.2}", t32 / t8);
+        println!();
     }
 }

@@ -10,7 +10,6 @@
 //! between the groups must stay NaN.
 
 use recur::ops::bf16::{self, pack_gates_t, packed_len, round};
-use recur::ops::cpu::Isa;
 use recur::ops::int8;
 use recur::ops::panel::{panels, Groups, OutPtr, NR};
 use recur::ops::tiles::{self, TileRun};
@@ -167,9 +166,17 @@ fn check_int8(on: TileRun, m: usize, k: usize, h: usize, ngroups: usize, rng: &m
         unsafe {
             match tiles {
                 Some(on) => int8::panel_gemm_tiles(on, m, groups, k, &a, lda, &packed, 0..np, out),
-                None => {
-                    int8::panel_gemm_with(Isa::Portable, m, groups, k, &a, lda, &packed, 0..np, out)
-                }
+                None => int8::panel_gemm_with(
+                    int8::Kernel::Portable,
+                    m,
+                    groups,
+                    k,
+                    &a,
+                    lda,
+                    &packed,
+                    0..np,
+                    out,
+                ),
             }
         }
         c

@@ -1,23 +1,22 @@
 //! int8 (`ops::int8`): the quantization of weights (symmetric per row) and activations
 //! (asymmetric 7-bit per row) against their definitions, and the packed int8 product on every
-//! kernel this CPU runs (AVX512-VNNI, AVX2, portable; the others are skipped, saying so) against an integer
+//! kernel this CPU runs (AVX512-VNNI, AVX-VNNI, AVX2, portable; the others are skipped, saying so) against an integer
 //! reference, bit for bit, on awkward sizes (m around the tiles, k around the quads, H around
 //! the panel width), output pre-filled with a sentinel so that an unwritten element shows and
 //! padding columns stay untouched. Then the dequantized product against the f64 product of the
 //! unquantized operands, within the bound that the two roundings allow, element by element.
 
-use recur::ops::cpu::Isa;
 use recur::ops::gemm::set_threads;
 use recur::ops::int8::{
     pack_gates_t, packed_len, padded, panel_gemm_with, quantize_activations, quantize_rows,
-    row_sums, QA_MAX,
+    row_sums, Kernel, QA_MAX,
 };
 use recur::ops::panel::{panels, Groups, OutPtr, NR};
 use recur::rng::Rng;
 
 const SENTINEL: i32 = i32::MIN;
 
-fn kernels() -> Vec<Isa> {
+fn kernels() -> Vec<Kernel> {
     let mut out = Vec::new();
     for k in recur::ops::int8::KERNELS {
         if recur::ops::int8::available(k) {
@@ -92,7 +91,7 @@ fn packed_product_is_exact_on_every_kernel() {
     let kernels = kernels();
     set_threads(2);
     let mut rng = Rng::new(5);
-    for &m in &[1usize, 2, 3, 4, 5, 7, 8, 9, 17] {
+    for &m in &[1usize, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17] {
         for &k in &[1usize, 3, 4, 5, 15, 16, 17, 31, 33, 70] {
             for &h in &[1usize, 15, 16, 17, 33] {
                 let g = 3;

@@ -174,17 +174,36 @@ pub(crate) fn has_avx512_vnni() -> bool {
     }
 }
 
+/// Whether the CPU has AVX-VNNI (`vpdpbusd` on 256-bit registers, VEX-encoded).
+pub(crate) fn has_avx_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The bf16 and int8 vector instructions this CPU has, each with the kernel that uses it.
 fn low_precision_features() -> String {
     #[cfg(target_arch = "x86_64")]
     {
+        use super::int8::Kernel;
         use std::arch::is_x86_feature_detected as has;
-        let vnni = (super::int8::kernel() == Isa::Avx512).then_some("the int8 product");
+        let int8 = super::int8::kernel();
+        let vnni = (int8 == Kernel::Vnni512).then_some("the int8 product");
+        let avx_vnni = Some(if int8 == Kernel::AvxVnni {
+            "the int8 product"
+        } else {
+            "its int8 kernel unused: a wider one runs"
+        });
         let bf16 = super::bf16::native().then_some("the bf16 product");
         let found: Vec<String> = [
             ("avx512_bf16", has!("avx512bf16"), bf16),
             ("avx512_vnni", has!("avx512vnni"), vnni),
-            ("avx_vnni", has!("avxvnni"), None),
+            ("avx_vnni", has!("avxvnni"), avx_vnni),
         ]
         .into_iter()
         .filter(|&(_, on, _)| on)

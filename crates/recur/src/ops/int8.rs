@@ -376,31 +376,74 @@ pub fn quantize_row(row: &[f32], rq: RowQuant, out: &mut [u8]) {
     codes(row, Scale::Mul(1.0 / rq.scale), rq.zero, 0, out);
 }
 
-/// The int8 kernels, best first. [`Isa::Avx512`] here means AVX-512 with VNNI (`vpdpbusd`).
-pub const KERNELS: [Isa; 3] = [Isa::Avx512, Isa::Avx2Fma, Isa::Portable];
+/// An int8 product kernel: the instructions that multiply the codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX512-VNNI `vpdpbusd zmm`: 16 columns x 4 codes per instruction.
+    Vnni512,
+    /// AVX-VNNI `vpdpbusd ymm` (the VEX form, on CPUs with AVX2 and AVX-VNNI but not
+    /// necessarily AVX-512): 8 columns x 4 codes per instruction.
+    AvxVnni,
+    /// AVX2 without VNNI: `vpmaddubsw` (pairs into a saturating i16, which the 7-bit codes never
+    /// reach), `vpmaddwd` by ones, `vpaddd`: three instructions where VNNI needs one.
+    Avx2,
+    /// The plain loop.
+    Portable,
+}
 
-/// Whether this CPU runs the int8 kernel `kernel`: the AVX-512 one needs AVX512-VNNI as well.
-pub fn available(kernel: Isa) -> bool {
+impl Kernel {
+    /// The name `recur bench` and the tests print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Vnni512 => "avx512_vnni",
+            Kernel::AvxVnni => "avx_vnni",
+            Kernel::Avx2 => "avx2",
+            Kernel::Portable => "portable",
+        }
+    }
+
+    /// The vector instruction set the kernel's loop is built for.
+    pub fn isa(self) -> Isa {
+        match self {
+            Kernel::Vnni512 => Isa::Avx512,
+            Kernel::AvxVnni | Kernel::Avx2 => Isa::Avx2Fma,
+            Kernel::Portable => Isa::Portable,
+        }
+    }
+}
+
+/// The int8 kernels, best first.
+pub const KERNELS: [Kernel; 4] = [
+    Kernel::Vnni512,
+    Kernel::AvxVnni,
+    Kernel::Avx2,
+    Kernel::Portable,
+];
+
+/// Whether this CPU runs the int8 kernel `kernel`.
+pub fn available(kernel: Kernel) -> bool {
     match kernel {
-        Isa::Avx512 => Isa::Avx512.available() && super::cpu::has_avx512_vnni(),
-        other => other.available(),
+        Kernel::Vnni512 => Isa::Avx512.available() && super::cpu::has_avx512_vnni(),
+        Kernel::AvxVnni => Isa::Avx2Fma.available() && super::cpu::has_avx_vnni(),
+        other => other.isa().available(),
     }
 }
 
 /// The kernel the int8 product runs here: the best of [`KERNELS`] the CPU runs.
-pub fn kernel() -> Isa {
+pub fn kernel() -> Kernel {
     KERNELS
         .into_iter()
         .find(|&k| available(k))
-        .unwrap_or(Isa::Portable)
+        .unwrap_or(Kernel::Portable)
 }
 
 /// The int8 product's kernel, for the dispatch table.
-pub fn describe(kernel: Isa) -> &'static str {
+pub fn describe(kernel: Kernel) -> &'static str {
     match kernel {
-        Isa::Avx512 => "avx512_vnni vpdpbusd zmm: tiles 1x8 (B=1), 2x8, 4x4 (B<=4), 8x2",
-        Isa::Avx2Fma => "avx2 vpmaddubsw + vpmaddwd + vpaddd: tiles 1x4, 2x2, 4x1",
-        Isa::Portable => "portable loop",
+        Kernel::Vnni512 => "avx512_vnni vpdpbusd zmm: tiles 1x8 (B=1), 2x8, 4x4 (B<=4), 8x2",
+        Kernel::AvxVnni => "avx_vnni vpdpbusd ymm: tiles 1x4 (B=1), 2x2, 3x2, 6x1",
+        Kernel::Avx2 => "avx2 vpmaddubsw + vpmaddwd + vpaddd: tiles 1x4, 2x2, 4x1",
+        Kernel::Portable => "portable loop",
     }
 }
 
@@ -452,7 +495,7 @@ pub unsafe fn panel_gemm_tiles(
     let go = super::panel::check_product(super::panel::ProductArgs {
         what: "int8 tile product",
         kernel: Isa::Portable,
-        kernels: &KERNELS,
+        kernels: &Isa::ALL,
         m,
         groups,
         row: padded(k),
@@ -480,7 +523,7 @@ pub unsafe fn panel_gemm_tiles(
 /// run `kernel` ([`available`]), or when it is not one of [`KERNELS`].
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn panel_gemm_with(
-    kernel: Isa,
+    kernel: Kernel,
     m: usize,
     groups: Groups,
     k: usize,
@@ -499,8 +542,8 @@ pub unsafe fn panel_gemm_with(
     );
     let go = super::panel::check_product(super::panel::ProductArgs {
         what: "int8 panel_gemm",
-        kernel,
-        kernels: &KERNELS,
+        kernel: kernel.isa(),
+        kernels: &Isa::ALL,
         m,
         groups,
         row: padded(k),
@@ -516,11 +559,16 @@ pub unsafe fn panel_gemm_with(
     }
     #[cfg(target_arch = "x86_64")]
     match kernel {
-        // SAFETY (both): the CPU runs the kernel (asserted); sizes checked above; the caller's
-        // contract covers the writes.
-        Isa::Avx512 => return unsafe { vnni512::run(m, groups, k, a, lda, packed, panels, out) },
-        Isa::Avx2Fma => return unsafe { avx2::run(m, groups, k, a, lda, packed, panels, out) },
-        Isa::Portable => {}
+        // SAFETY (all three): the CPU runs the kernel (asserted); sizes checked above; the
+        // caller's contract covers the writes.
+        Kernel::Vnni512 => {
+            return unsafe { vnni512::run(m, groups, k, a, lda, packed, panels, out) }
+        }
+        Kernel::AvxVnni => {
+            return unsafe { avxvnni::run(m, groups, k, a, lda, packed, panels, out) }
+        }
+        Kernel::Avx2 => return unsafe { avx2::run(m, groups, k, a, lda, packed, panels, out) },
+        Kernel::Portable => {}
     }
     // SAFETY: forwarded contract.
     unsafe { portable(m, groups, k, a, lda, packed, panels, out) }
@@ -620,20 +668,116 @@ mod avx2 {
                     }
                 }
             }
-            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            for v in 0..V {
-                let c0 = (q + v) * NR;
-                let width = NR.min(out.n.saturating_sub(c0));
+            super::store_tile_256(&acc, out, i0, q);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avxvnni {
+    use super::{packed_len, quads, Groups, OutPtr, NR};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// Rows x panels: 2*R*V accumulators (at most 12), with a panel's two weight vectors and a
+    /// broadcast within AVX2's 16 registers (`vpdpbusd` needs no ones and no temporary, so the
+    /// tiles are the float32 AVX2 kernel's).
+    fn tile_shape(m: usize) -> (usize, usize) {
+        match m {
+            1 => (1, 4),
+            2 => (2, 2),
+            3 => (3, 2),
+            _ => (6, 1),
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and AVX-VNNI present; the checks and contract of `panel_gemm_with`.
+    #[target_feature(enable = "avx2,avxvnni")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run(
+        m: usize,
+        groups: Groups,
+        k: usize,
+        a: &[u8],
+        lda: usize,
+        packed: &[i8],
+        panels: Range<usize>,
+        out: OutPtr<i32>,
+    ) {
+        let ps = packed_len(1, k);
+        crate::ops::panel::tiled_product!(m, k, a, lda, packed, ps, groups, panels, out, &[4, 2, 1]; 1, 4; 1, 2; 1, 1; 2, 2; 2, 1; 3, 2; 3, 1; 4, 1; 5, 1; 6, 1);
+    }
+
+    /// `R` rows x `V` panels of C: per quad of rows, a 32-bit broadcast of the row's four codes
+    /// against each panel's two vectors of 8 columns x 4 codes, one `vpdpbusd ymm` each.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize, const V: usize>(
+        k: usize,
+        ap: *const u8,
+        lda: usize,
+        bp: *const i8,
+        ps: usize,
+        out: OutPtr<i32>,
+        i0: usize,
+        q: usize,
+    ) {
+        // SAFETY (whole body): the caller guarantees R rows of padded(k) codes at stride lda, V
+        // panels of ps bytes, and C rows i0..i0+R; columns are masked below.
+        unsafe {
+            let mut acc = [[[_mm256_setzero_si256(); 2]; V]; R];
+            for p4 in 0..quads(k) {
+                let mut w = [[_mm256_setzero_si256(); 2]; V];
+                for v in 0..V {
+                    let src = bp.add(v * ps + p4 * 4 * NR) as *const __m256i;
+                    w[v] = [_mm256_loadu_si256(src), _mm256_loadu_si256(src.add(1))];
+                }
                 for r in 0..R {
-                    let dst = out.ptr.add((i0 + r) * out.ld + c0);
-                    for (h, half) in acc[r][v].iter().enumerate() {
-                        let w = width.saturating_sub(8 * h).min(8) as i32;
-                        if w == 8 {
-                            _mm256_storeu_si256(dst.add(8 * h) as *mut __m256i, *half);
-                        } else if w > 0 {
-                            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lane);
-                            _mm256_maskstore_epi32(dst.add(8 * h), mask, *half);
+                    let quad = (ap.add(r * lda + 4 * p4) as *const i32).read_unaligned();
+                    let av = _mm256_set1_epi32(quad);
+                    for v in 0..V {
+                        for h in 0..2 {
+                            acc[r][v][h] = _mm256_dpbusd_avx_epi32(acc[r][v][h], av, w[v][h]);
                         }
+                    }
+                }
+            }
+            super::store_tile_256(&acc, out, i0, q);
+        }
+    }
+}
+
+/// Stores an AVX2 int32 tile: `acc[r][v]` (two halves of 8 columns) into row `i0 + r` and panel
+/// `q + v` of `out`, masked to the columns that exist.
+///
+/// # Safety
+/// Called from a kernel compiled for AVX2 (it is inlined there); rows `i0..i0 + R` of `out` must
+/// be valid for writes in the panels' columns.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_tile_256<const R: usize, const V: usize>(
+    acc: &[[[std::arch::x86_64::__m256i; 2]; V]; R],
+    out: OutPtr<i32>,
+    i0: usize,
+    q: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY (whole body): the caller's contract; each store is masked to existing columns.
+    unsafe {
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for v in 0..V {
+            let c0 = (q + v) * NR;
+            let width = NR.min(out.n.saturating_sub(c0));
+            for (r, row) in acc.iter().enumerate() {
+                let dst = out.ptr.add((i0 + r) * out.ld + c0);
+                for (h, half) in row[v].iter().enumerate() {
+                    let w = width.saturating_sub(8 * h).min(8) as i32;
+                    if w == 8 {
+                        _mm256_storeu_si256(dst.add(8 * h) as *mut __m256i, *half);
+                    } else if w > 0 {
+                        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lane);
+                        _mm256_maskstore_epi32(dst.add(8 * h), mask, *half);
                     }
                 }
             }
