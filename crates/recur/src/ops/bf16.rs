@@ -317,7 +317,6 @@ pub unsafe fn panel_sets_tiles(
         go |= super::panel::check_product(super::panel::ProductArgs {
             what: "bf16 tile product",
             kernel: Isa::Portable,
-            kernels: &KERNELS,
             m,
             groups,
             row: k,
@@ -475,7 +474,7 @@ pub fn tile_gemm(
 ///
 /// # Safety
 /// As [`super::panel::panel_gemm_raw`], for the rows of every block. Panics when this CPU
-/// cannot run `kernel`, or when it is not one of [`KERNELS`].
+/// cannot run `kernel`.
 pub unsafe fn panel_gemm_with(
     kernel: Isa,
     m: usize,
@@ -490,7 +489,6 @@ pub unsafe fn panel_gemm_with(
     let go = super::panel::check_product(super::panel::ProductArgs {
         what: "bf16 panel_gemm",
         kernel,
-        kernels: &KERNELS,
         m,
         groups,
         row: k,

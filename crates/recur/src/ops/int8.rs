@@ -495,7 +495,6 @@ pub unsafe fn panel_gemm_tiles(
     let go = super::panel::check_product(super::panel::ProductArgs {
         what: "int8 tile product",
         kernel: Isa::Portable,
-        kernels: &Isa::ALL,
         m,
         groups,
         row: padded(k),
@@ -520,7 +519,7 @@ pub unsafe fn panel_gemm_tiles(
 ///
 /// # Safety
 /// As [`super::panel::panel_gemm_raw`], for the rows of every block. Panics when this CPU cannot
-/// run `kernel` ([`available`]), or when it is not one of [`KERNELS`].
+/// run `kernel` ([`available`]).
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn panel_gemm_with(
     kernel: Kernel,
@@ -543,7 +542,6 @@ pub unsafe fn panel_gemm_with(
     let go = super::panel::check_product(super::panel::ProductArgs {
         what: "int8 panel_gemm",
         kernel: kernel.isa(),
-        kernels: &Isa::ALL,
         m,
         groups,
         row: padded(k),
@@ -676,20 +674,10 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 mod avxvnni {
     use super::{packed_len, quads, Groups, OutPtr, NR};
+    // `vpdpbusd` needs no ones and no temporary, so the float32 AVX2 kernel's tiles fit
+    use crate::ops::panel::avx2_tile_shape as tile_shape;
     use std::arch::x86_64::*;
     use std::ops::Range;
-
-    /// Rows x panels: 2*R*V accumulators (at most 12), with a panel's two weight vectors and a
-    /// broadcast within AVX2's 16 registers (`vpdpbusd` needs no ones and no temporary, so the
-    /// tiles are the float32 AVX2 kernel's).
-    fn tile_shape(m: usize) -> (usize, usize) {
-        match m {
-            1 => (1, 4),
-            2 => (2, 2),
-            3 => (3, 2),
-            _ => (6, 1),
-        }
-    }
 
     /// # Safety
     /// AVX2 and AVX-VNNI present; the checks and contract of `panel_gemm_with`.

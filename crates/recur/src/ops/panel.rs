@@ -166,8 +166,6 @@ pub(crate) struct ProductArgs<'a, T> {
     /// The product's name in the panics ("panel_gemm", "bf16 panel_gemm", ...).
     pub what: &'static str,
     pub kernel: Isa,
-    /// The kernels of this format.
-    pub kernels: &'a [Isa],
     pub m: usize,
     pub groups: Groups,
     /// Elements of A read per row (k, or k padded to whole quads), A's length and row stride.
@@ -182,18 +180,12 @@ pub(crate) struct ProductArgs<'a, T> {
 }
 
 /// The checks every packed product (float32, bf16, int8) makes before its kernel runs: the CPU
-/// runs the kernel and it is one of the format's, and A, the panels and C are large enough.
+/// runs the kernel's instruction set, and A, the panels and C are large enough.
 /// Returns whether there is anything to compute.
 pub(crate) fn check_product<T>(p: ProductArgs<T>) -> bool {
     assert!(
         p.kernel.available(),
         "this CPU cannot run the {} kernel",
-        p.kernel.name()
-    );
-    assert!(
-        p.kernels.contains(&p.kernel),
-        "no {} kernel for {}",
-        p.what,
         p.kernel.name()
     );
     if p.m == 0 || p.groups.n == 0 || p.panels.is_empty() {
@@ -309,7 +301,6 @@ pub unsafe fn panel_gemm_groups_with<F: Float>(
     let go = check_product(ProductArgs {
         what: "panel_gemm",
         kernel,
-        kernels: &Isa::ALL,
         m,
         groups,
         row: k,
@@ -494,6 +485,21 @@ pub(crate) fn avx512_tile_shape(m: usize) -> (usize, usize) {
     }
 }
 
+/// The tile shape of the AVX2 packed kernels with one accumulator per half panel (float32, and
+/// int8 on AVX-VNNI) for `m` rows: `R` rows x `V` panels. A panel row is two 8-lane vectors, so
+/// a tile keeps 2*R*V accumulators; with the two panel vectors of a step (or the loads folded
+/// into the FMAs) and the broadcast, at most 12 accumulators fit AVX2's 16 registers. 8 to 12
+/// independent chains cover the FMA latency (4-5 cycles) on two pipes.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2_tile_shape(m: usize) -> (usize, usize) {
+    match m {
+        1 => (1, 4),
+        2 => (2, 2),
+        3 => (3, 2),
+        _ => (6, 1),
+    }
+}
+
 /// Stores an AVX-512 float32 tile: `acc[r][v]` into row `i0 + r` and panel `q + v` of `out`,
 /// each panel row one store masked to the columns that exist.
 ///
@@ -614,22 +620,9 @@ mod avx512 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Groups, OutPtr, NR};
+    use super::{avx2_tile_shape as tile_shape, Groups, OutPtr, NR};
     use std::arch::x86_64::*;
     use std::ops::Range;
-
-    /// The tile shape for `m` rows: `R` rows x `V` panels. A panel row is two 8-lane vectors, so
-    /// a tile keeps 2*R*V accumulators; with the two panel vectors of a step (or the loads folded
-    /// into the FMAs) and the broadcast, at most 12 accumulators fit AVX2's 16 registers. 8 to 12
-    /// independent chains cover the FMA latency (4-5 cycles) on two pipes.
-    fn tile_shape(m: usize) -> (usize, usize) {
-        match m {
-            1 => (1, 4),
-            2 => (2, 2),
-            3 => (3, 2),
-            _ => (6, 1),
-        }
-    }
 
     /// # Safety
     /// AVX2 and FMA present; `panel_gemm_raw`'s contract.
