@@ -44,8 +44,9 @@ pub struct Args {
     /// Adam, clip 5, no lr decay. tiny: LSTM 1x128, B=16, T=32, lr 3e-3, 1 minute, eval every
     /// 200 (a smoke run). default: LSTM 2x256, dropout 0.2, B=16, T=64, lr 2e-3, weights
     /// averaged (--ema 0.999), 10 minutes, eval every 500.
-    /// large: LSTM 2x512, dropout 0.5, B=32, T=64, lr 2e-3 on a cosine over the hour (warm-up
-    /// 500 steps, floor 0.05), weights averaged (--ema 0.999), 60 minutes, eval every 500.
+    /// large: LSTM 2x512, dropout 0.5, output dropout 0.25, weight drop 0.2, B=32, T=64, lr 2e-3
+    /// on a cosine over the hour (warm-up 500 steps, floor 0.05), weights averaged (--ema 0.999),
+    /// 60 minutes, eval every 500.
     #[arg(long, value_parser = choice::<PresetName>(), default_value = "default")]
     preset: PresetName,
     /// The recurrent cell [default: the preset's, lstm].
@@ -61,10 +62,11 @@ pub struct Args {
     #[arg(long)]
     dropout: Option<f64>,
     /// Weight drop: zero each recurrent weight (weight_hh) with this probability, one mask per
-    /// batch (DropConnect, as AWD-LSTM) [default: 0].
+    /// batch (DropConnect, as AWD-LSTM) [default: the preset's: 0.2 for large, else 0].
     #[arg(long)]
     weight_drop: Option<f64>,
-    /// Dropout on the last layer's outputs, before the decoder [default: 0].
+    /// Dropout on the last layer's outputs, before the decoder [default: the preset's: 0.25 for
+    /// large, else 0].
     #[arg(long)]
     dropout_output: Option<f64>,
     /// Dropout on the first layer's input: with one-hot input whole characters are dropped
