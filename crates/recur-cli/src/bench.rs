@@ -662,8 +662,7 @@ fn run_charlm(a: &Args, threads: usize) -> Result<()> {
         clip_grad_norm(&mut grads, CHARLM_CLIP);
         opt.update(&mut params, &grads);
         if bf16 {
-            rounded.copy_from_slice(&params);
-            recur::precision::prepare_weights(model.layout(), &mut rounded, precision);
+            recur::precision::copy_rounded(model.layout(), &params, &mut rounded);
         }
     });
     let s = tm.wall_s;

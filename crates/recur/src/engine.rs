@@ -504,8 +504,8 @@ impl Engine for CpuEngine {
         match &mut self.master {
             Some(master) => {
                 opt.update(master, &self.grads);
-                self.params.copy_from_slice(master);
-                precision::prepare_weights(self.model.layout(), &mut self.params, self.precision);
+                // a master copy exists in bf16 training only (int8 does not train)
+                precision::copy_rounded(self.model.layout(), master, &mut self.params);
             }
             None => opt.update(&mut self.params, &self.grads),
         }

@@ -65,6 +65,29 @@ pub fn round_weights(layout: &ParamLayout, params: &mut [f32]) {
     }
 }
 
+/// `dst = src` with every weight matrix rounded to bf16 on the way (vectors copied as they are):
+/// [`round_weights`] of a copy in one pass, split over the threads. A bf16 training engine
+/// writes its computing weights from the master weights with it after every update.
+///
+/// # Panics
+/// When `src` and `dst` differ in length or are shorter than `layout`.
+pub fn copy_rounded(layout: &ParamLayout, src: &[f32], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "copy_rounded: lengths");
+    // whole cache lines per part; small models on one thread
+    const PART: usize = 1 << 16;
+    crate::ops::for_parts_mut(dst, PART, src.len() >= 2 * PART, |d0, part| {
+        let d1 = d0 + part.len();
+        part.copy_from_slice(&src[d0..d1]);
+        for e in layout.entries.iter().filter(|e| e.shape.len() == 2) {
+            let r = e.range();
+            let (a, b) = (r.start.max(d0), r.end.min(d1));
+            if a < b {
+                crate::ops::bf16::round_slice(&mut part[a - d0..b - d0]);
+            }
+        }
+    });
+}
+
 /// Replaces every weight matrix of `params` by its int8 quantization per row, dequantized
 /// (`scale * code`, PyTorch's symmetric per-channel scheme: `crate::ops::int8::quantize_rows`);
 /// vectors (biases) stay float32. Quantizing the result again gives the same codes.

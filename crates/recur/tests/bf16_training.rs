@@ -405,3 +405,35 @@ fn bf16_backward_matches_a_reference_with_the_same_roundings() {
         assert!(unrounded > 10.0 * REF_REL_TOL, "{kind}: {unrounded:e}");
     }
 }
+
+/// `copy_rounded` (the engine's copy of its master weights after each update, split over the
+/// threads) gives the bits of a plain copy followed by `round_weights`, on a model large enough
+/// to be split into parts whose edges fall inside its matrices, on one thread and on two.
+#[test]
+fn the_rounded_copy_of_the_master_weights_is_a_copy_then_a_rounding() {
+    let rnn = StackConfig::new(CellKind::Lstm, 100, 200).with_layers(2);
+    let m = Model::new(ModelConfig::dense(100, rnn, 7, Head::StepClasses)).unwrap();
+    let n = m.num_params();
+    assert!(n > 4 << 16, "the model is split into several parts: {n}");
+    let mut rng = Rng::new(9);
+    let mut src: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 0.3).collect();
+    src[3] = f32::NAN;
+    src[n - 1] = f32::INFINITY;
+    let mut want = src.clone();
+    recur::precision::round_weights(m.layout(), &mut want);
+    // the vectors are copied unrounded, so the two differ from a rounding of everything
+    assert!(want
+        .iter()
+        .zip(&src)
+        .any(|(a, b)| a.to_bits() == b.to_bits() && round(*b) != *b));
+    for threads in [1, 2] {
+        recur::set_threads(threads);
+        let mut got = vec![f32::NAN; n];
+        recur::precision::copy_rounded(m.layout(), &src, &mut got);
+        let bad = got
+            .iter()
+            .zip(&want)
+            .position(|(a, b)| a.to_bits() != b.to_bits());
+        assert_eq!(bad, None, "{threads} thread(s): first difference");
+    }
+}
