@@ -59,7 +59,6 @@ impl CharModel {
             Some(p) => Precision::parse(p).map_err(to_py)?,
             None => ckpt.precision,
         };
-        recur::precision::check_model(&model, precision).map_err(to_py)?;
         Ok(CharModel {
             ckpt,
             model,

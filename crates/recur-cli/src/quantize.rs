@@ -35,7 +35,6 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let model = recur::model::Model::new(ck.model.clone())?;
-    recur::precision::check_model(&model, Precision::Int8)?;
     // an inference file: no optimizer (the training state stays: a speech model's features
     // live there; an int8 file cannot be resumed)
     ck.optimizer = None;

@@ -623,7 +623,6 @@ impl Engine for CpuEngine {
                 "int8 runs inference only (eval, sample, bench, speech eval): train in f32 or bf16",
             ));
         }
-        precision::check_model(&self.model, p)?;
         if self.opt.is_some() {
             self.master = Some(self.params.clone());
         }

@@ -116,13 +116,3 @@ pub fn prepare_weights(layout: &ParamLayout, params: &mut [f32], p: Precision) {
         Precision::Int8 => quantize_weights(layout, params),
     }
 }
-
-/// Why `model` cannot run in `p`, if it cannot: bf16 and int8 have no LSTM projections yet.
-pub fn check_model(model: &crate::model::Model, p: Precision) -> Result<()> {
-    if p != Precision::F32 && model.cfg().rnn.proj_size > 0 {
-        return Err(Error::invalid(format!(
-            "{p} does not run LSTMs with projections (proj_size > 0) yet; use --precision f32"
-        )));
-    }
-    Ok(())
-}

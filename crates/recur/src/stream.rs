@@ -143,9 +143,8 @@ impl<'a> Streamer<'a> {
     }
 
     /// The same streamer computing in `p` (see [`crate::precision`]): bf16 keeps a copy of the
-    /// parameters with their weights rounded. Refused for a model that `p` does not run.
+    /// parameters with their weights rounded.
     pub fn with_precision(mut self, p: crate::Precision) -> Result<Self> {
-        crate::precision::check_model(self.model, p)?;
         if p != self.precision {
             if self.precision != crate::Precision::F32 {
                 return Err(Error::invalid(

@@ -4,7 +4,8 @@
 //! same: the bf16 path runs); a tanh RNN's, an LSTM's and a GRU's bf16 gradients against a
 //! forward and backward written out here in f64 with the same roundings (states, the logits'
 //! and the gates' gradients); the engine's float32 master weights (what it returns and the
-//! optimizer updates) and the bf16 copy it computes with; int8 refused for training.
+//! optimizer updates) and the bf16 copy it computes with; int8 refused for training. The f64
+//! reference covers an LSTM with a projection too (the simple driver).
 
 use recur::cell::CellKind;
 use recur::engine::{Backend, Batch, Cpu, Engine, LossTargets, Start};
@@ -185,6 +186,10 @@ fn reference(
     (t, b, i, h, v): (usize, usize, usize, usize, usize),
     round_dg: bool,
 ) -> Vec<(String, Vec<f64>)> {
+    // "lstmp": an LSTM with a projection to P = h - 3 (h_t = W_hr (o * tanh(c_t)), both sides
+    // of it rounded, and its gradient rounded before its two products)
+    let proj = kind == "lstmp";
+    let p_ = if proj { h - 3 } else { h };
     let get = |name: &str| -> Vec<f64> {
         p[m.layout().get(name).unwrap().range()]
             .iter()
@@ -193,9 +198,9 @@ fn reference(
     };
     let r16 = |x: f64| round(x as f32) as f64;
     let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-    let (lstm, gru) = (kind == "lstm", kind == "gru");
+    let (lstm, gru) = (kind == "lstm" || proj, kind == "gru");
     let g = match kind {
-        "lstm" => 4,
+        "lstm" | "lstmp" => 4,
         "gru" => 3,
         _ => 1,
     };
@@ -208,13 +213,20 @@ fn reference(
         get("decoder.weight"),
         get("decoder.bias"),
     );
+    let whr = if proj {
+        get("rnn.weight_hr_l0")
+    } else {
+        Vec::new()
+    };
     // forward: each row's activations (G*H: the RNN's tanh, or the LSTM's i, f, g, o), cell
     // states (c[0] = zeros) and states h, rounded (hs[0] = zeros, hs[s+1] = step s's)
     let mut act = vec![0.0; t * b * gh];
     // the GRU's W_hn h + b_hn, which r multiplies
     let mut hn = vec![0.0; t * b * h];
     let mut cs = vec![0.0; (t + 1) * b * h];
-    let mut hs = vec![0.0; (t + 1) * b * h];
+    let mut hs = vec![0.0; (t + 1) * b * p_];
+    // with a projection: o * tanh(c_t), rounded, per row
+    let mut hf = vec![0.0; t * b * h];
     for s in 0..t {
         for r in 0..b {
             let row = s * b + r;
@@ -225,7 +237,7 @@ fn reference(
                     .collect::<Vec<f64>>()
             };
             let px = side(&wih, &bih, &|k| x[row * i + k] as f64, i);
-            let ph = side(&whh, &bhh, &|k| hs[row * h + k], h);
+            let ph = side(&whh, &bhh, &|k| hs[row * p_ + k], p_);
             let pre: Vec<f64> = px.iter().zip(&ph).map(|(a, b)| a + b).collect();
             for u in 0..h {
                 let y = if gru {
@@ -249,18 +261,28 @@ fn reference(
                     act[row * gh + u] = pre[u].tanh();
                     pre[u].tanh()
                 };
-                hs[(row + b) * h + u] = r16(y);
+                if proj {
+                    hf[row * h + u] = r16(y);
+                } else {
+                    hs[(row + b) * h + u] = r16(y);
+                }
+            }
+            if proj {
+                for j in 0..p_ {
+                    let y: f64 = (0..h).map(|u| whr[j * h + u] * hf[row * h + u]).sum();
+                    hs[(row + b) * p_ + j] = r16(y);
+                }
             }
         }
     }
     // the head and the logits' gradient of the mean cross-entropy, rounded
     let n = (t * b) as f64;
-    let (mut dwo, mut dbo) = (vec![0.0; v * h], vec![0.0; v]);
-    let mut dy = vec![0.0; t * b * h];
+    let (mut dwo, mut dbo) = (vec![0.0; v * p_], vec![0.0; v]);
+    let mut dy = vec![0.0; t * b * p_];
     for row in 0..t * b {
-        let hrow = &hs[(b + row) * h..(b + row + 1) * h];
+        let hrow = &hs[(b + row) * p_..(b + row + 1) * p_];
         let logits: Vec<f64> = (0..v)
-            .map(|c| bo[c] + (0..h).map(|k| wo[c * h + k] * hrow[k]).sum::<f64>())
+            .map(|c| bo[c] + (0..p_).map(|k| wo[c * p_ + k] * hrow[k]).sum::<f64>())
             .collect();
         let mx = logits.iter().cloned().fold(f64::MIN, f64::max);
         let z: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
@@ -268,25 +290,41 @@ fn reference(
             let onehot = if targets[row] as usize == c { 1.0 } else { 0.0 };
             let d = r16(((logits[c] - mx).exp() / z - onehot) / n);
             dbo[c] += d;
-            for k in 0..h {
-                dwo[c * h + k] += d * hrow[k];
-                dy[row * h + k] += d * wo[c * h + k];
+            for k in 0..p_ {
+                dwo[c * p_ + k] += d * hrow[k];
+                dy[row * p_ + k] += d * wo[c * p_ + k];
             }
         }
     }
     // BPTT
-    let (mut dwih, mut dwhh, mut db) = (vec![0.0; gh * i], vec![0.0; gh * h], vec![0.0; gh]);
-    let (mut dhn, mut dcn) = (vec![0.0; b * h], vec![0.0; b * h]);
+    let (mut dwih, mut dwhh, mut db) = (vec![0.0; gh * i], vec![0.0; gh * p_], vec![0.0; gh]);
+    let (mut dhn, mut dcn) = (vec![0.0; b * p_], vec![0.0; b * h]);
+    let mut dwhr = vec![0.0; p_ * h];
     let mut dbh = vec![0.0; gh];
     for s in (0..t).rev() {
         // dG: the input side's gates' gradients; dGh: the state side's (the GRU's n differs)
         let mut dg = vec![0.0; b * gh];
         let mut dgh = vec![0.0; b * gh];
-        let mut direct = vec![0.0; b * h];
+        let mut direct = vec![0.0; b * p_];
         for r in 0..b {
             let row = s * b + r;
+            // with a projection: dL/dh_t rounded, then through W_hr to o * tanh(c_t)
+            let mut dfull = vec![0.0; h];
+            if proj {
+                for j in 0..p_ {
+                    let dp = r16(dy[row * p_ + j] + dhn[r * p_ + j]);
+                    for u in 0..h {
+                        dfull[u] += dp * whr[j * h + u];
+                        dwhr[j * h + u] += dp * hf[row * h + u];
+                    }
+                }
+            }
             for u in 0..h {
-                let dh = dy[row * h + u] + dhn[r * h + u];
+                let dh = if proj {
+                    dfull[u]
+                } else {
+                    dy[row * h + u] + dhn[r * h + u]
+                };
                 let a = |q: usize| act[row * gh + q * h + u];
                 let grads: Vec<f64> = if gru {
                     let (rg, zg, ng) = (a(0), a(1), a(2));
@@ -331,21 +369,25 @@ fn reference(
                 for k in 0..i {
                     dwih[j * i + k] += d * x[row * i + k] as f64;
                 }
-                for k in 0..h {
-                    dwhh[j * h + k] += dhs * hs[row * h + k];
-                    dhn[r * h + k] += dhs * whh[j * h + k];
+                for k in 0..p_ {
+                    dwhh[j * p_ + k] += dhs * hs[row * p_ + k];
+                    dhn[r * p_ + k] += dhs * whh[j * p_ + k];
                 }
             }
         }
     }
-    vec![
+    let mut out = vec![
         ("rnn.weight_ih_l0".into(), dwih),
         ("rnn.weight_hh_l0".into(), dwhh),
         ("rnn.bias_ih_l0".into(), db),
         ("rnn.bias_hh_l0".into(), dbh),
         ("decoder.weight".into(), dwo),
         ("decoder.bias".into(), dbo),
-    ]
+    ];
+    if proj {
+        out.push(("rnn.weight_hr_l0".into(), dwhr));
+    }
+    out
 }
 
 /// The library's bf16 gradients against the f64 reference with the same roundings, relative to
@@ -356,8 +398,10 @@ const REF_REL_TOL: f64 = 1e-5;
 #[test]
 fn bf16_backward_matches_a_reference_with_the_same_roundings() {
     let (t, b, i, h, v) = (5, 3, 6, 8, 5);
-    for kind in ["rnn_tanh", "lstm", "gru"] {
-        let rnn = StackConfig::new(CellKind::parse(kind).unwrap(), i, h);
+    for kind in ["rnn_tanh", "lstm", "gru", "lstmp"] {
+        let cell = CellKind::parse(kind.trim_end_matches('p')).unwrap();
+        let proj = if kind == "lstmp" { h - 3 } else { 0 };
+        let rnn = StackConfig::new(cell, i, h).with_proj_size(proj);
         let m = Model::new(ModelConfig::dense(i, rnn, v, Head::StepClasses)).unwrap();
         let mut rng = Rng::new(21);
         let mut params = vec![0f32; m.num_params()];

@@ -55,6 +55,10 @@ pub struct DirCache<F> {
     // used, and the address it was packed from
     pub(super) wipack16: AVec<u16>,
     pub(super) packed_ih16: usize,
+    // int8 in the simple driver (LSTMs with projections): W_hh and W_hr quantized and packed,
+    // with their products' scratch; empty until first used
+    pub(super) q_hh: crate::ops::int8::QuantMatrix,
+    pub(super) q_hr: crate::ops::int8::QuantMatrix,
     // xw: (T, B, G*H) input projection x_t W_ih^T + b_ih
     pub(super) xw: AVec<F>,
     // gates: (T, B, G*H) activated gates (RNN: the new h itself)
@@ -135,6 +139,8 @@ impl<F: Float> DirCache<F> {
             packed_ih8: 0,
             wipack16: AVec::new(),
             packed_ih16: 0,
+            q_hh: Default::default(),
+            q_hr: Default::default(),
             xq8: AVec::new(),
             xacc: AVec::new(),
             packed_hh16: 0,
@@ -180,11 +186,15 @@ impl<F: Float> DirCache<F> {
         self.packed_ih16 = 0;
         self.packed_ih = 0;
         self.packed_wt = 0;
+        self.q_hh.forget();
+        self.q_hr.forget();
     }
 
-    /// The number format (float32 by default; the others on float32 caches only, no LSTM
-    /// projection; int8 for inference only, bf16 for training too, where the backward rounds
-    /// the gates' gradients to bf16 as it writes them). bf16: the recurrent product reads
+    /// The number format (float32 by default; the others on float32 caches only; int8 for
+    /// inference only, bf16 for training too, where the backward rounds the gates' gradients to
+    /// bf16 as it writes them). With an LSTM projection, `o * tanh(c)` is an operand of the
+    /// projection's product, so it is rounded (bf16) or quantized (int8) as a state is, and in
+    /// bf16 training so is the gradient of the projected h, which enters two products. bf16: the recurrent product reads
     /// `W_hh` as bf16 values (packed in half the bytes where that pays), and every state h is
     /// rounded to bf16 as it is written (the outputs, the final state, what the next step
     /// multiplies); the other weights and the layer's input must already hold bf16 values. int8:
@@ -240,6 +250,8 @@ impl<F: Float> DirCache<F> {
             + (self.wiscale.len() + self.wisum.len() + self.xacc.len()) * 4
             + self.hq.len()
             + self.hrq.len() * std::mem::size_of::<crate::ops::int8::RowQuant>()
+            + self.q_hh.bytes()
+            + self.q_hr.bytes()
     }
 }
 

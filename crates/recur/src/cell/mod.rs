@@ -92,11 +92,6 @@ pub struct DirBackward<'a, F> {
 /// Forward over the whole sequence: the fast driver (`fast.rs`), or for LSTM projections the
 /// simple one (`simple.rs`).
 pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
-    assert!(
-        cache.precision == crate::Precision::F32 || !cache.dims.proj(),
-        "{} does not run LSTMs with projections",
-        cache.precision
-    );
     if cache.dims.proj() {
         simple::forward(cache, args)
     } else {

@@ -1,12 +1,12 @@
-//! The simple sequence driver: one general GEMM per step and a scalar element-wise pass per
-//! batch row, on one thread. It serves LSTMs with projections (`proj_size > 0`), which the fast
-//! driver (`fast.rs`) does not handle, and it is the reference the fast driver is tested against
-//! (`tests/drivers.rs`).
+//! The simple sequence driver: one general GEMM per step (int8: the packed int8 product) and a
+//! scalar element-wise pass per batch row, on one thread. It serves LSTMs with projections
+//! (`proj_size > 0`), which the fast driver (`fast.rs`) does not handle, in every precision,
+//! and it is the reference the fast driver is tested against (`tests/drivers.rs`).
 
 use super::cache::active;
-use super::products::{input_projection, weight_grads};
-use super::{gru, lstm, rnn, CellKind, DirBackward, DirCache, DirForward};
-use crate::ops::{gemm, Float, Trans};
+use super::products::{input_projection, input_projection_int8, weight_grads};
+use super::{gru, lstm, rnn, CellKind, DirBackward, DirCache, DirForward, LayerInput};
+use crate::ops::{add_assign, as_f32, as_f32_mut, gemm, Float, Trans};
 
 /// Forward over the whole sequence, as [`super::forward`]: the arguments are [`DirForward`]'s.
 pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
@@ -25,12 +25,38 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
     let (nt, nb, nh, np) = (d.t, d.b, d.h, d.p);
     let gh = d.gh();
     let c = cache;
+    // bf16: every state rounded as written (the products then multiply bf16 values, the input
+    // and the weights being rounded by the model); int8: the products in int8 (`ops::int8::QuantMatrix`)
+    let bf16 = c.precision == crate::Precision::Bf16;
+    let int8 = c.precision == crate::Precision::Int8;
 
-    input_projection(c, w, input, true);
+    match input {
+        // F is f32 in int8 mode (DirCache::set_precision): the casts are identities
+        LayerInput::Dense { x, ld } if int8 => {
+            input_projection_int8(c, w, x, ld);
+            if let Some(b_ih) = w.b_ih {
+                for row in c.xw[..nt * nb * gh].chunks_exact_mut(gh) {
+                    add_assign(row, &b_ih[..gh]);
+                }
+            }
+        }
+        _ => input_projection(c, w, input, true),
+    }
+    if int8 {
+        let fixed = c.fixed_weights;
+        c.q_hh
+            .prepare(as_f32(w.w_hh), d.kind.gates(), nh, np, fixed);
+        if let Some(w_hr) = w.w_hr {
+            c.q_hr.prepare(as_f32(w_hr), 1, np, nh, fixed);
+        }
+    }
 
     match h0 {
         Some(h0) => c.h.copy_from_slice(&h0[..nb * np]),
         None => c.h.fill(F::ZERO),
+    }
+    if bf16 {
+        crate::ops::bf16::round_float(&mut c.h[..]);
     }
     if d.kind == CellKind::Lstm {
         match c0 {
@@ -47,21 +73,26 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
             c.cprev[tb * nh..(tb + nb) * nh].copy_from_slice(&c.c);
         }
         // hw = h_{t-1} W_hh^T: (B, P) x (P, G*H)
-        gemm(
-            Trans::N,
-            Trans::T,
-            nb,
-            gh,
-            np,
-            F::ONE,
-            &c.h,
-            np,
-            w.w_hh,
-            np,
-            F::ZERO,
-            &mut c.hw,
-            gh,
-        );
+        if int8 {
+            c.q_hh
+                .product(as_f32(&c.h), nb, np, as_f32_mut(&mut c.hw), gh);
+        } else {
+            gemm(
+                Trans::N,
+                Trans::T,
+                nb,
+                gh,
+                np,
+                F::ONE,
+                &c.h,
+                np,
+                w.w_hh,
+                np,
+                F::ZERO,
+                &mut c.hw,
+                gh,
+            );
+        }
         for b in 0..nb {
             if !active(lengths, t, b) {
                 continue;
@@ -112,24 +143,43 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
                 }
             }
         }
+        if bf16 {
+            // the new states as bf16 values before anything reads them (for a projection,
+            // o * tanh(c_t): the product below multiplies it)
+            let states = if d.proj() {
+                &mut c.hpre[tb * nh..(tb + nb) * nh]
+            } else {
+                &mut c.h[..]
+            };
+            crate::ops::bf16::round_float(states);
+        }
         if d.proj() {
             // h_t = (o * tanh(c_t)) W_hr^T: (B, H) x (H, P)
             let w_hr = w.w_hr.expect("LSTM with projection needs weight_hr");
-            gemm(
-                Trans::N,
-                Trans::T,
-                nb,
-                np,
-                nh,
-                F::ONE,
-                &c.hpre[tb * nh..(tb + nb) * nh],
-                nh,
-                w_hr,
-                nh,
-                F::ZERO,
-                &mut c.hnew,
-                np,
-            );
+            let hpre = &c.hpre[tb * nh..(tb + nb) * nh];
+            if int8 {
+                c.q_hr
+                    .product(as_f32(hpre), nb, nh, as_f32_mut(&mut c.hnew), np);
+            } else {
+                gemm(
+                    Trans::N,
+                    Trans::T,
+                    nb,
+                    np,
+                    nh,
+                    F::ONE,
+                    hpre,
+                    nh,
+                    w_hr,
+                    nh,
+                    F::ZERO,
+                    &mut c.hnew,
+                    np,
+                );
+            }
+            if bf16 {
+                crate::ops::bf16::round_float(&mut c.hnew[..nb * np]);
+            }
             for b in 0..nb {
                 if active(lengths, t, b) {
                     c.h[b * np..(b + 1) * np].copy_from_slice(&c.hnew[b * np..(b + 1) * np]);
@@ -172,6 +222,7 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
     let c = cache;
     let is_lstm = d.kind == CellKind::Lstm;
     let is_gru = d.kind == CellKind::Gru;
+    let bf16 = c.precision == crate::Precision::Bf16;
 
     match dh_n {
         Some(v) => c.dh_next.copy_from_slice(&v[..nb * np]),
@@ -208,6 +259,10 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
                 } else {
                     row.fill(F::ZERO);
                 }
+            }
+            if bf16 {
+                // dh_t enters two products (dhpre here, dW_hr after the loop)
+                crate::ops::bf16::round_float(dhp);
             }
             let w_hr = w.w_hr.expect("LSTM with projection needs weight_hr");
             gemm(
@@ -260,6 +315,14 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
                     &mut c.dgh[r * gh..(r + 1) * gh],
                     &mut c.direct[b * nh..(b + 1) * nh],
                 ),
+            }
+        }
+        if bf16 {
+            // the gates' gradients as bf16 values before the products they enter (here and the
+            // weight gradients after the loop)
+            crate::ops::bf16::round_float(&mut c.xw[tb * gh..(tb + nb) * gh]);
+            if is_gru {
+                crate::ops::bf16::round_float(&mut c.dgh[tb * gh..(tb + nb) * gh]);
             }
         }
         // dh_{t-1} = dGh_t W_hh: (B, G*H) x (G*H, P), plus the direct paths

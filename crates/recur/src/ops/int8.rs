@@ -281,6 +281,114 @@ pub fn quantize_pack_gates_t(
     }
 }
 
+/// A weight matrix in int8 for `C = A W^T`, with what its products need: `W` (`(G*H, K)`, gate
+/// blocks of `H` rows, PyTorch's layout) quantized per row and packed ([`quantize_pack_gates_t`]),
+/// and the scratch for the activations' codes and the int32 sums. The simple sequence driver
+/// (LSTMs with projections) keeps one per weight matrix; the fast driver keeps its packs in its
+/// cache directly.
+#[derive(Default)]
+pub struct QuantMatrix {
+    dims: (usize, usize, usize),
+    packed: super::aligned::AVec<i8>,
+    scale: Vec<f32>,
+    sum: Vec<i32>,
+    codes: super::aligned::AVec<u8>,
+    acc: super::aligned::AVec<i32>,
+    /// The address of the weights packed last, while they are fixed (0: pack again).
+    from: usize,
+}
+
+impl QuantMatrix {
+    /// Quantizes and packs `w` (`g` blocks of `h` rows of `k`), unless `fixed` and `w` (by its
+    /// address) is what this matrix was last prepared from.
+    pub fn prepare(&mut self, w: &[f32], g: usize, h: usize, k: usize, fixed: bool) {
+        let key = w.as_ptr() as usize;
+        if fixed && self.from == key && self.dims == (g, h, k) {
+            return;
+        }
+        let n = packed_len(g * panels(h), k);
+        if self.packed.len() != n {
+            self.packed = super::aligned::AVec::zeroed(n);
+        }
+        quantize_pack_gates_t(&mut self.packed, &mut self.scale, &mut self.sum, w, g, h, k);
+        self.dims = (g, h, k);
+        self.from = if fixed { key } else { 0 };
+    }
+
+    /// Forgets which weights were packed: the next [`QuantMatrix::prepare`] packs again.
+    pub fn forget(&mut self) {
+        self.from = 0;
+    }
+
+    /// `out (m, G*H) = A W^T` at row stride `ldo`, `A` (`m` rows of `k` at stride `lda`)
+    /// quantized per row as every int8 product quantizes its activations: `s_a s_w (q_a q_w^T -
+    /// z rowsum)`, the sums exact in int32.
+    ///
+    /// # Panics
+    /// Before [`QuantMatrix::prepare`], or when `a` or `out` is too small.
+    pub fn product(&mut self, a: &[f32], m: usize, lda: usize, out: &mut [f32], ldo: usize) {
+        let (g, h, k) = self.dims;
+        assert!(
+            !self.packed.is_empty(),
+            "QuantMatrix::product before prepare"
+        );
+        if m == 0 {
+            return;
+        }
+        assert!(
+            a.len() >= (m - 1) * lda + k && out.len() >= (m - 1) * ldo + g * h && ldo >= g * h,
+            "QuantMatrix::product: A or C too small"
+        );
+        let (ldq, hs) = (padded(k), panels(h) * NR);
+        let ldc = g * hs;
+        if self.codes.len() < m * ldq {
+            self.codes = super::aligned::AVec::zeroed(m * ldq);
+        }
+        if self.acc.len() < m * ldc {
+            self.acc = super::aligned::AVec::zeroed(m * ldc);
+        }
+        let rq = quantize_activations(a, m, k, lda, &mut self.codes, ldq);
+        let c = OutPtr {
+            ptr: self.acc.as_mut_ptr(),
+            ld: ldc,
+            n: ldc,
+        };
+        // SAFETY: `codes` holds m rows of ldq codes, `packed` g * panels(h) panels of k rows
+        // (prepare), `acc` m rows of ldc sums, owned here.
+        unsafe {
+            panel_gemm(
+                m,
+                Groups::ONE,
+                k,
+                &self.codes,
+                ldq,
+                &self.packed,
+                0..g * panels(h),
+                c,
+            )
+        };
+        for (i, &r) in rq.iter().enumerate() {
+            for gi in 0..g {
+                let col = i * ldc + gi * hs;
+                dequantize(
+                    r,
+                    &self.acc[col..col + h],
+                    &self.scale[gi * hs..gi * hs + h],
+                    &self.sum[gi * hs..gi * hs + h],
+                    &mut out[i * ldo + gi * h..i * ldo + (gi + 1) * h],
+                );
+            }
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.packed.len()
+            + self.codes.len()
+            + 4 * (self.scale.len() + self.sum.len() + self.acc.len())
+    }
+}
+
 /// One row of a product back in float32: `out[j] = a.scale * scale[j] * (acc[j] - a.zero *
 /// sum[j])`, `acc` the int32 sums of the row's codes against the weight codes, `scale` and
 /// `sum` the weight rows' ([`quantize_pack_gates_t`]).
