@@ -19,7 +19,9 @@ Modes:
 A request is {"kind": "stack", "cell", "hidden", "batch", "seq_length", "layers", "mode",
 "threads", optional "precision": "f32" (default), "bf16" (inference under CPU autocast to
 bfloat16) or "int8" (inference of `torch.ao.quantization.quantize_dynamic(net, dtype=qint8)`,
-LSTM and GRU: weights quantized and packed once, activations per step)} or {"kind": "charlm", "threads"} or {"kind": "gemm", "n", "threads"}. This script
+LSTM and GRU: weights quantized and packed once, activations per step), optional "proj_size"
+(an LSTM's projection, as `recur bench --proj-size`; its GFLOP/s count leaves the projection
+out, its tokens/s are exact)} or {"kind": "charlm", "threads"} or {"kind": "gemm", "n", "threads"}. This script
 asserts nothing; it reports what it measured.
 """
 
@@ -71,14 +73,16 @@ def stack_work(req, cls=None):
     layers, train = req.get("layers", 1), req["mode"] == "train"
     cls = cls or {"rnn": torch.nn.RNN, "rnn_tanh": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
     torch.manual_seed(7)
-    net = cls(h, h, num_layers=layers)
+    # an LSTM's projection (proj_size): the output and the state are P wide
+    proj = req.get("proj_size", 0)
+    net = cls(h, h, num_layers=layers, proj_size=proj) if proj else cls(h, h, num_layers=layers)
     precision = req.get("precision", "f32")
     if precision != "f32" and train:
         raise SystemExit(f"torch_bench: precision {precision} is for inference only")
     if precision == "int8":
         net = torch.ao.quantization.quantize_dynamic(net, {torch.nn.LSTM, torch.nn.GRU}, dtype=torch.qint8)
     x = torch.rand(t, b, h) * 2 - 1
-    dy = torch.rand(t, b, h) * 2 - 1
+    dy = torch.rand(t, b, proj or h) * 2 - 1
     if train:
         x.requires_grad_(True)
 

@@ -41,6 +41,10 @@ pub struct Args {
     /// T: steps per sequence.
     #[arg(long, alias = "steps", default_value_t = 64)]
     pub(crate) seq_length: usize,
+    /// P: an LSTM projection (`h = W_hr (o * tanh(c))`, PyTorch's proj_size) of this size, 0 for
+    /// none; such stacks run the simple driver, one thread per product.
+    #[arg(long, default_value_t = 0)]
+    proj_size: usize,
     /// What is timed: the forward pass, a training step (forward + backward, gradients of the
     /// weights and the inputs), or both.
     #[arg(long, value_parser = choice::<Mode>(), default_value = "train")]
@@ -245,6 +249,17 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.packed_once && (other || a.mode != Mode::Infer || a.dev.device == Device::Cuda) {
         bail!("--packed-once times a stack's inference on the CPU (--mode infer)");
+    }
+    if a.proj_size > 0 {
+        if other || a.grid || a.tune || a.dev.device == Device::Cuda {
+            bail!("--proj-size times one LSTM stack on the CPU (no --grid, --tune or --device cuda, nor another benchmark)");
+        }
+        if a.shape.cell.kind() != CellKind::Lstm || a.proj_size >= a.shape.rnn_size {
+            bail!(
+                "--proj-size needs --cell lstm and a size below --rnn-size ({})",
+                a.shape.rnn_size
+            );
+        }
     }
     if (a.tune || a.dispatch) && a.dev.device == Device::Cuda {
         bail!("--tune and --dispatch are about the CPU's kernels (no --device cuda)");
@@ -534,7 +549,11 @@ fn measure_stack(a: &Args, s: StackShape, mode: Mode) -> Result<(f64, Option<f64
     let train = mode == Mode::Train;
     let layers = s.layers;
     let (h, b, t) = (s.h, s.b, s.t);
-    let cfg = StackConfig::new(kind, h, h).with_layers(layers);
+    // P: the width of each layer's output (the next layer's input), H without a projection
+    let p = if a.proj_size > 0 { a.proj_size } else { h };
+    let cfg = StackConfig::new(kind, h, h)
+        .with_layers(layers)
+        .with_proj_size(a.proj_size);
     let stack = Stack::new(cfg).map_err(|e| anyhow::anyhow!(e))?;
     let mut rng = Rng::new(7);
     let mut params = vec![0f32; stack.num_params()];
@@ -546,7 +565,7 @@ fn measure_stack(a: &Args, s: StackShape, mode: Mode) -> Result<(f64, Option<f64
     if precision == Precision::Bf16 {
         recur::ops::bf16::round_slice(&mut x);
     }
-    let dy = random(&mut rng, t * b * h);
+    let dy = random(&mut rng, t * b * p);
     let mut dx = vec![0f32; t * b * h];
     let mut ws = stack.workspace::<f32>(t, b);
     // inference keeps no per-step values for backward, as PyTorch's does under inference_mode
@@ -574,9 +593,13 @@ fn measure_stack(a: &Args, s: StackShape, mode: Mode) -> Result<(f64, Option<f64
     });
     let secs = tm.wall_s;
     let tokens = (b * t) as f64;
-    // GEMM work: 2*B*T*G*H*(I+H) per layer forward (I = H here), three times that for training.
-    let per_layer = 2.0 * tokens * (kind.gates() * h) as f64 * (2 * h) as f64;
-    let flops = per_layer * layers as f64 * if train { 3.0 } else { 1.0 };
+    // GEMM work: 2*B*T*(G*H*(I+P) + P*H) per layer forward (I = H for the first layer, P after
+    // it; P = H and no P*H term without a projection), three times that for training.
+    let gh = (kind.gates() * h) as f64;
+    let proj = if a.proj_size > 0 { (p * h) as f64 } else { 0.0 };
+    let layer = |i: usize| 2.0 * tokens * (gh * (i + p) as f64 + proj);
+    let forward = layer(h) + (layers - 1) as f64 * layer(p);
+    let flops = forward * if train { 3.0 } else { 1.0 };
     Ok((secs, tm.cpu_s, tokens / secs, flops / secs / 1e9))
 }
 
@@ -587,7 +610,7 @@ fn run_stack(a: &Args, s: StackShape, mode: Mode, threads: usize) -> Result<()> 
     let mut out = std::io::stdout().lock();
     if a.json {
         let j = json!({
-            "cell": kind.name(), "hidden": h, "batch": b, "seq_length": t, "layers": layers,
+            "cell": kind.name(), "hidden": h, "proj_size": a.proj_size, "batch": b, "seq_length": t, "layers": layers,
             "mode": mode.name(), "precision": a.precision.get().name(), "packed_once": a.packed_once, "threads": threads, "median_s": secs, "tokens_per_s": tokens_per_s,
             "gflops": gflops, "cpu_s": cpu_s, "peak_rss_kib": peak_rss_kib(),
         });
@@ -595,8 +618,12 @@ fn run_stack(a: &Args, s: StackShape, mode: Mode, threads: usize) -> Result<()> 
     } else {
         writeln!(
             out,
-            "{} H={h} B={b} T={t} L={} {}{} threads={}: {:.3} ms, {:.0} tokens/s, {:.1} GFLOP/s",
+            "{} H={h}{} B={b} T={t} L={} {}{} threads={}: {:.3} ms, {:.0} tokens/s, {:.1} GFLOP/s",
             kind.name(),
+            match a.proj_size {
+                0 => String::new(),
+                p => format!(" P={p}"),
+            },
             layers,
             mode.name(),
             match a.precision.get() {

@@ -83,6 +83,11 @@ pub struct DirCache<F> {
     // first runs, empty otherwise)
     pub(super) wipack: AVec<F>,
     pub(super) xc: AVec<F>,
+    // rpack: an LSTM projection's W_hr packed for the simple driver's per-step product with
+    // packed weights (forward as W_hr^T, backward as W_hr; wpack holds W_hh the same way), and
+    // the address it was packed from while the weights are fixed
+    pub(super) rpack: AVec<F>,
+    pub(super) packed_hr: usize,
     // wt: (I, G*H) W_ih^T, for the input product of large layers and one-hot input's gather;
     // one-hot input's backward uses it as scratch for its per-symbol sums (sized when first used)
     pub(super) wt: AVec<F>,
@@ -155,6 +160,8 @@ impl<F: Float> DirCache<F> {
             wpack: z(s.wpack),
             wipack: AVec::new(),
             xc: AVec::new(),
+            rpack: z(s.rpack),
+            packed_hr: 0,
             dgt: AVec::new(),
             wt: AVec::new(),
             dbias: z(s.dbias),
@@ -186,6 +193,7 @@ impl<F: Float> DirCache<F> {
         self.packed_ih16 = 0;
         self.packed_ih = 0;
         self.packed_wt = 0;
+        self.packed_hr = 0;
         self.q_hh.forget();
         self.q_hr.forget();
     }
@@ -224,6 +232,7 @@ impl<F: Float> DirCache<F> {
             + self.hpre.len()
             + self.hw.len()
             + self.wpack.len()
+            + self.rpack.len()
             + self.wipack.len()
             + self.xc.len()
             + self.bias.len()
@@ -271,6 +280,8 @@ pub struct CacheSizes {
     pub hpre: u128,
     pub hw: u128,
     pub wpack: u128,
+    /// An LSTM projection's W_hr packed (the simple driver).
+    pub rpack: u128,
     pub dbias: u128,
     pub bias: u128,
     pub bhn: u128,
@@ -332,6 +343,7 @@ impl CacheSizes {
             hpre: on(proj, tb * h),
             hw: b * g * hp,
             wpack: (g * hp * p).max(pp * gh),
+            rpack: on(proj, (pp * h).max(hp * p)),
             dbias: gh,
             bias: gh,
             bhn: on(gru, h),
@@ -363,6 +375,7 @@ impl CacheSizes {
             + self.hpre
             + self.hw
             + self.wpack
+            + self.rpack
             + self.dbias
             + self.bias
             + self.bhn

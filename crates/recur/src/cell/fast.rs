@@ -173,7 +173,7 @@ impl Split {
 macro_rules! simd_variant {
     ($name:ident, $avx:ident, $avx2:ident, $f:path, ($($a:ident: $t:ty),*)) => {
         #[inline(always)]
-        fn $name<F: Float>(simd: bool, $($a: $t),*) {
+        pub(super) fn $name<F: Float>(simd: bool, $($a: $t),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 if simd {

@@ -93,7 +93,7 @@ pub struct DirBackward<'a, F> {
 /// simple one (`simple.rs`).
 pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
     if cache.dims.proj() {
-        simple::forward(cache, args)
+        simple::forward_with(cache, args, simple::Kernels::Fast)
     } else {
         fast::forward(cache, args)
     }
@@ -107,7 +107,7 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
         "int8 has no backward"
     );
     if cache.dims.proj() {
-        simple::backward(cache, args)
+        simple::backward_with(cache, args, simple::Kernels::Fast)
     } else {
         fast::backward(cache, args)
     }

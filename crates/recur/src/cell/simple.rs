@@ -3,13 +3,34 @@
 //! (`proj_size > 0`), which the fast driver (`fast.rs`) does not handle, in every precision,
 //! and it is the reference the fast driver is tested against (`tests/drivers.rs`).
 
-use super::cache::active;
+use super::cache::{active, stale_copy};
 use super::products::{input_projection, input_projection_int8, weight_grads};
-use super::{gru, lstm, rnn, CellKind, DirBackward, DirCache, DirForward, LayerInput};
+use super::{fast, gru, lstm, rnn, CellKind, DirBackward, DirCache, DirForward, LayerInput};
+use crate::ops::panel::{pack_gates_t, pack_n, panel_gemm, panels, NR};
 use crate::ops::{add_assign, as_f32, as_f32_mut, gemm, Float, Trans};
 
-/// Forward over the whole sequence, as [`super::forward`]: the arguments are [`DirForward`]'s.
+/// How the driver computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    /// General GEMMs per step and the C library's activations one value at a time: the
+    /// reference the fast driver is tested against (`tests/drivers.rs`).
+    Reference,
+    /// The fast driver's pieces, which the library runs LSTMs with projections on: the per-step
+    /// products (recurrent and projection, float32 and bf16) on the packed kernel (`ops::panel`)
+    /// with the weights packed once per pass (once while they are fixed), the LSTM's
+    /// element-wise passes vectorised (its polynomial activations; other cells as the
+    /// reference).
+    Fast,
+}
+
+/// Forward over the whole sequence, as [`super::forward`]: the arguments are [`DirForward`]'s;
+/// computed as the reference ([`Kernels::Reference`]).
 pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
+    forward_with(cache, args, Kernels::Reference)
+}
+
+/// [`forward`] computed with `pass`.
+pub fn forward_with<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>, pass: Kernels) {
     let DirForward {
         weights: w,
         input,
@@ -29,6 +50,10 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
     // and the weights being rounded by the model); int8: the products in int8 (`ops::int8::QuantMatrix`)
     let bf16 = c.precision == crate::Precision::Bf16;
     let int8 = c.precision == crate::Precision::Int8;
+    let simd = crate::ops::panel::has_avx512();
+    // the fast LSTM pass takes b_hh per gate: zeros when the layer has none
+    let no_bias = vec![F::ZERO; if w.b_hh.is_none() { gh } else { 0 }];
+    let b_hh = w.b_hh.unwrap_or(&no_bias);
 
     match input {
         // F is f32 in int8 mode (DirCache::set_precision): the casts are identities
@@ -41,6 +66,23 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
             }
         }
         _ => input_projection(c, w, input, true),
+    }
+    // the per-step products on packed panels: W_hh^T (K = P, N = G*H) and W_hr^T (K = H, N =
+    // P), the columns in order (one block of G*H), so the products land in hw and hnew as the
+    // GEMMs would write them
+    let packed = pass == Kernels::Fast && !int8;
+    if packed {
+        let fixed = c.fixed_weights;
+        let n = panels(gh) * np * NR;
+        if stale_copy(&mut c.wpack, n, &mut c.packed_hh, fixed, w.w_hh) {
+            pack_gates_t(&mut c.wpack[..n], w.w_hh, 1, gh, np);
+        }
+        if let Some(w_hr) = w.w_hr {
+            let n = panels(np) * nh * NR;
+            if stale_copy(&mut c.rpack, n, &mut c.packed_hr, fixed, w_hr) {
+                pack_gates_t(&mut c.rpack[..n], w_hr, 1, np, nh);
+            }
+        }
     }
     if int8 {
         let fixed = c.fixed_weights;
@@ -76,6 +118,19 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
         if int8 {
             c.q_hh
                 .product(as_f32(&c.h), nb, np, as_f32_mut(&mut c.hw), gh);
+        } else if packed {
+            let n = panels(gh) * np * NR;
+            panel_gemm(
+                nb,
+                np,
+                &c.h,
+                np,
+                &c.wpack[..n],
+                0..panels(gh),
+                &mut c.hw,
+                gh,
+                gh,
+            );
         } else {
             gemm(
                 Trans::N,
@@ -114,15 +169,39 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
                     } else {
                         &mut c.hnew[b * nh..(b + 1) * nh]
                     };
-                    lstm::forward_row(
-                        xw,
-                        hw,
-                        w.b_hh,
-                        &c.c[b * nh..(b + 1) * nh],
-                        gates,
-                        cell,
-                        hpre,
-                    );
+                    let c_prev = &c.c[b * nh..(b + 1) * nh];
+                    if pass == Kernels::Fast {
+                        let (gi, rest) = gates.split_at_mut(nh);
+                        let (gf, rest) = rest.split_at_mut(nh);
+                        let (gg, go) = rest.split_at_mut(nh);
+                        fn q<F>(v: &[F], k: usize, n: usize) -> &[F] {
+                            &v[k * n..(k + 1) * n]
+                        }
+                        fast::lstm_fwd(
+                            simd,
+                            q(xw, 0, nh),
+                            q(xw, 1, nh),
+                            q(xw, 2, nh),
+                            q(xw, 3, nh),
+                            q(b_hh, 0, nh),
+                            q(b_hh, 1, nh),
+                            q(b_hh, 2, nh),
+                            q(b_hh, 3, nh),
+                            q(hw, 0, nh),
+                            q(hw, 1, nh),
+                            q(hw, 2, nh),
+                            q(hw, 3, nh),
+                            c_prev,
+                            gi,
+                            gf,
+                            gg,
+                            go,
+                            cell,
+                            hpre,
+                        );
+                    } else {
+                        lstm::forward_row(xw, hw, w.b_hh, c_prev, gates, cell, hpre);
+                    }
                     c.c[b * nh..(b + 1) * nh].copy_from_slice(cell);
                     if !d.proj() {
                         c.h[b * nh..(b + 1) * nh].copy_from_slice(hpre);
@@ -160,6 +239,19 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
             if int8 {
                 c.q_hr
                     .product(as_f32(hpre), nb, nh, as_f32_mut(&mut c.hnew), np);
+            } else if packed {
+                let n = panels(np) * nh * NR;
+                panel_gemm(
+                    nb,
+                    nh,
+                    hpre,
+                    nh,
+                    &c.rpack[..n],
+                    0..panels(np),
+                    &mut c.hnew,
+                    np,
+                    np,
+                );
             } else {
                 gemm(
                     Trans::N,
@@ -204,6 +296,11 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
 /// Backward (BPTT) over the whole sequence, as [`super::backward`], after [`forward`] on the same
 /// cache and input: the arguments are [`DirBackward`]'s.
 pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
+    backward_with(cache, args, Kernels::Reference)
+}
+
+/// [`backward`] after [`forward_with`], computed with `pass`.
+pub fn backward_with<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>, pass: Kernels) {
     let DirBackward {
         weights: w,
         mut grads,
@@ -223,6 +320,18 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
     let is_lstm = d.kind == CellKind::Lstm;
     let is_gru = d.kind == CellKind::Gru;
     let bf16 = c.precision == crate::Precision::Bf16;
+    let simd = crate::ops::panel::has_avx512();
+    // the per-step products on packed panels: W_hh (K = G*H, N = P) and W_hr (K = P, N = H),
+    // packed at every backward (the forward's packs forgotten)
+    let packed = pass == Kernels::Fast;
+    if packed {
+        pack_n(&mut c.wpack[..panels(np) * gh * NR], w.w_hh, gh, np);
+        if let Some(w_hr) = w.w_hr {
+            pack_n(&mut c.rpack[..panels(nh) * np * NR], w_hr, np, nh);
+        }
+        c.packed_hh = 0;
+        c.packed_hr = 0;
+    }
 
     match dh_n {
         Some(v) => c.dh_next.copy_from_slice(&v[..nb * np]),
@@ -265,21 +374,36 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
                 crate::ops::bf16::round_float(dhp);
             }
             let w_hr = w.w_hr.expect("LSTM with projection needs weight_hr");
-            gemm(
-                Trans::N,
-                Trans::N,
-                nb,
-                nh,
-                np,
-                F::ONE,
-                dhp,
-                np,
-                w_hr,
-                nh,
-                F::ZERO,
-                &mut c.dhpre,
-                nh,
-            );
+            if packed {
+                let n = panels(nh) * np * NR;
+                panel_gemm(
+                    nb,
+                    np,
+                    dhp,
+                    np,
+                    &c.rpack[..n],
+                    0..panels(nh),
+                    &mut c.dhpre,
+                    nh,
+                    nh,
+                );
+            } else {
+                gemm(
+                    Trans::N,
+                    Trans::N,
+                    nb,
+                    nh,
+                    np,
+                    F::ONE,
+                    dhp,
+                    np,
+                    w_hr,
+                    nh,
+                    F::ZERO,
+                    &mut c.dhpre,
+                    nh,
+                );
+            }
         } else if is_lstm {
             c.dhpre.copy_from_slice(&c.dh);
         }
@@ -298,14 +422,35 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
                 CellKind::Rnn(act) => {
                     rnn::backward_row(act, gates, &c.dh[b * nh..(b + 1) * nh], dg);
                 }
-                CellKind::Lstm => lstm::backward_row(
-                    gates,
-                    &c.cprev[r * nh..(r + 1) * nh],
-                    &c.cell[r * nh..(r + 1) * nh],
-                    &c.dhpre[b * nh..(b + 1) * nh],
-                    &mut c.dc[b * nh..(b + 1) * nh],
-                    dg,
-                ),
+                CellKind::Lstm => {
+                    let c_prev = &c.cprev[r * nh..(r + 1) * nh];
+                    let cell = &c.cell[r * nh..(r + 1) * nh];
+                    let dhpre = &c.dhpre[b * nh..(b + 1) * nh];
+                    let dc = &mut c.dc[b * nh..(b + 1) * nh];
+                    if pass == Kernels::Fast {
+                        let q = |k: usize| &gates[k * nh..(k + 1) * nh];
+                        let (di, rest) = dg.split_at_mut(nh);
+                        let (df, rest) = rest.split_at_mut(nh);
+                        let (dgg, d_o) = rest.split_at_mut(nh);
+                        fast::lstm_bwd(
+                            simd,
+                            q(0),
+                            q(1),
+                            q(2),
+                            q(3),
+                            c_prev,
+                            cell,
+                            dhpre,
+                            dc,
+                            di,
+                            df,
+                            dgg,
+                            d_o,
+                        );
+                    } else {
+                        lstm::backward_row(gates, c_prev, cell, dhpre, dc, dg);
+                    }
+                }
                 CellKind::Gru => gru::backward_row(
                     gates,
                     &c.hn[r * nh..(r + 1) * nh],
@@ -331,21 +476,36 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
         } else {
             &c.xw[tb * gh..(tb + nb) * gh]
         };
-        gemm(
-            Trans::N,
-            Trans::N,
-            nb,
-            np,
-            gh,
-            F::ONE,
-            dgh_t,
-            gh,
-            w.w_hh,
-            np,
-            F::ZERO,
-            &mut c.dh_next,
-            np,
-        );
+        if packed {
+            let n = panels(np) * gh * NR;
+            panel_gemm(
+                nb,
+                gh,
+                dgh_t,
+                gh,
+                &c.wpack[..n],
+                0..panels(np),
+                &mut c.dh_next,
+                np,
+                np,
+            );
+        } else {
+            gemm(
+                Trans::N,
+                Trans::N,
+                nb,
+                np,
+                gh,
+                F::ONE,
+                dgh_t,
+                gh,
+                w.w_hh,
+                np,
+                F::ZERO,
+                &mut c.dh_next,
+                np,
+            );
+        }
         for b in 0..nb {
             let dn = &mut c.dh_next[b * np..(b + 1) * np];
             if !active(lengths, t, b) {
