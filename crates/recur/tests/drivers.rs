@@ -7,7 +7,9 @@
 //! with 13 sequences the 2-thread runs split every step by hidden units (barrier per step), with
 //! 37 by batch rows (each thread its own sequences, 18 and 19 of them). The fast driver's
 //! inference mode (nothing kept for backward; the input product in chunks of steps) is held to
-//! the same tolerance.
+//! the same tolerance. LSTMs with projections run the simple driver either way: there its fast
+//! kernels (`simple::Kernels::Fast`: packed products, vectorised passes, the time loop split
+//! by batch rows over the threads) are held against its reference arithmetic the same way.
 
 use recur::cell::{
     self, simple, CellKind, DirBackward, DirCache, DirDims, DirForward, DirGrads, DirWeights,
@@ -27,13 +29,15 @@ const TOL_F32: f64 = 1e-5;
 /// f64: the same activations (the C library's) and sums that differ only in order.
 const TOL_F64: f64 = 1e-12;
 
-/// Steps, batch, input and hidden sizes of one comparison.
+/// Steps, batch, input and hidden sizes of one comparison, and an LSTM projection's size (0:
+/// none).
 #[derive(Clone, Copy, Debug)]
 struct Shape {
     t: usize,
     b: usize,
     i: usize,
     h: usize,
+    p: usize,
 }
 
 /// Batch sizes 13 and 37: below and above the fast driver's threshold for splitting by rows on
@@ -50,24 +54,55 @@ const SHAPES: [Shape; 4] = [
         b: 13,
         i: 7,
         h: 150,
+        p: 0,
     },
     Shape {
         t: 6,
         b: 37,
         i: 7,
         h: 150,
+        p: 0,
     },
     Shape {
         t: 16,
         b: 16,
         i: 96,
         h: 64,
+        p: 0,
     },
     Shape {
         t: 8,
         b: 32,
         i: 256,
         h: 256,
+        p: 0,
+    },
+];
+
+/// LSTMs with projections (the simple driver with the fast kernels, `Kernels::Fast`, against
+/// its reference arithmetic): P and H off the 16-column panels; 3 sequences (one part), 13 and
+/// 37 (on 2 threads the time loop split by batch rows: 7 + 6, 19 + 18).
+const PROJ_SHAPES: [Shape; 3] = [
+    Shape {
+        t: 5,
+        b: 3,
+        i: 9,
+        h: 40,
+        p: 11,
+    },
+    Shape {
+        t: 6,
+        b: 13,
+        i: 7,
+        h: 150,
+        p: 37,
+    },
+    Shape {
+        t: 7,
+        b: 37,
+        i: 20,
+        h: 70,
+        p: 33,
     },
 ];
 
@@ -97,7 +132,10 @@ fn run<F: Float>(
         b: B,
         i: I,
         h: H,
+        p,
     } = shape;
+    // P: the size of h (H without a projection)
+    let P = if p > 0 { p } else { H };
     let g = kind.gates();
     let lstm = kind == CellKind::Lstm;
     let mut rng = Rng::new(seed);
@@ -105,14 +143,15 @@ fn run<F: Float>(
         (0..n).map(|_| F::from_f64(rng.uniform_in(-s, s))).collect()
     };
     let w_ih = r(g * H * I, 0.3);
-    let w_hh = r(g * H * H, 0.15);
+    let w_hh = r(g * H * P, 0.15);
+    let w_hr = r(P * H, 0.2);
     let b_ih = r(g * H, 0.2);
     let b_hh = r(g * H, 0.2);
     let x = r(T * B * I, 1.0);
-    let dy = r(T * B * H, 1.0);
-    let h0 = r(B * H, 0.5);
+    let dy = r(T * B * P, 1.0);
+    let h0 = r(B * P, 0.5);
     let c0 = r(B * H, 0.5);
-    let dh_n = r(B * H, 0.5);
+    let dh_n = r(B * P, 0.5);
     let dc_n = r(B * H, 0.5);
     let lengths: Vec<usize> = (0..B).map(|b| 1 + (b * 5) % T).collect();
     let dims = DirDims {
@@ -121,7 +160,7 @@ fn run<F: Float>(
         b: B,
         i: I,
         h: H,
-        p: H,
+        p: P,
         reverse,
     };
     let w = DirWeights {
@@ -129,18 +168,18 @@ fn run<F: Float>(
         w_hh: &w_hh,
         b_ih: bias.then_some(&b_ih[..]),
         b_hh: bias.then_some(&b_hh[..]),
-        w_hr: None,
+        w_hr: (p > 0).then_some(&w_hr[..]),
     };
     let mut cache = DirCache::<F>::new(dims);
     cache.keep = !infer;
     let z = |n: usize| vec![F::ZERO; n];
     let mut o = Out {
-        y: z(T * B * H),
-        h_n: z(B * H),
+        y: z(T * B * P),
+        h_n: z(B * P),
         c_n: z(if lstm { B * H } else { 0 }),
-        grads: z(2 * g * H * (I + H)),
+        grads: z(g * H * (I + P) + 2 * g * H + P * H),
         dx: z(T * B * I),
-        dh0: z(B * H),
+        dh0: z(B * P),
         dc0: z(if lstm { B * H } else { 0 }),
     };
     let input = LayerInput::Dense { x: &x, ld: I };
@@ -156,7 +195,7 @@ fn run<F: Float>(
             h0: Some(&h0),
             c0: c0o,
             y: &mut o.y,
-            ldy: H,
+            ldy: P,
             h_n: &mut o.h_n,
             c_n: &mut o.c_n,
         },
@@ -165,14 +204,15 @@ fn run<F: Float>(
         return o;
     }
     let (gw_ih, rest) = o.grads.split_at_mut(g * H * I);
-    let (gw_hh, rest) = rest.split_at_mut(g * H * H);
-    let (gb_ih, gb_hh) = rest.split_at_mut(g * H);
+    let (gw_hh, rest) = rest.split_at_mut(g * H * P);
+    let (gb_ih, rest) = rest.split_at_mut(g * H);
+    let (gb_hh, gw_hr) = rest.split_at_mut(g * H);
     let grads = DirGrads {
         w_ih: gw_ih,
         w_hh: gw_hh,
         b_ih: bias.then_some(gb_ih),
-        b_hh: bias.then_some(&mut gb_hh[..g * H]),
-        w_hr: None,
+        b_hh: bias.then_some(gb_hh),
+        w_hr: (p > 0).then_some(gw_hr),
     };
     let bwd = if fast {
         cell::backward
@@ -186,7 +226,7 @@ fn run<F: Float>(
             grads,
             input,
             lengths: Some(&lengths),
-            dy: Some((&dy, H)),
+            dy: Some((&dy, P)),
             dh_n: Some(&dh_n),
             dc_n: dcno,
             dx: Some((&mut o.dx, I)),
@@ -199,10 +239,17 @@ fn run<F: Float>(
 
 fn compare<F: Float>(tol: f64) {
     let kinds = ["rnn_tanh", "rnn_relu", "lstm", "gru"].map(|n| CellKind::parse(n).unwrap());
+    let lstm = CellKind::parse("lstm").unwrap();
+    let cases = SHAPES
+        .iter()
+        .flat_map(|&s| kinds.iter().map(move |&k| (s, k)))
+        .chain(PROJ_SHAPES.iter().map(|&s| (s, lstm)));
+    let cases: Vec<(Shape, CellKind)> = cases.collect();
     for threads in [1, 2] {
         set_threads(threads);
-        for shape in SHAPES {
-            for (ki, &kind) in kinds.iter().enumerate() {
+        for &(shape, kind) in &cases {
+            {
+                let ki = kinds.iter().position(|&k| k == kind).unwrap();
                 for reverse in [false, true] {
                     for bias in [true, false] {
                         let seed = 100 + ki as u64;

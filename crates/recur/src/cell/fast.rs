@@ -61,27 +61,27 @@ const PAR_MIN_STEP_WORK: usize = 1 << 18;
 /// A raw pointer to a workspace buffer, shared by the threads of a step. Each thread makes slices
 /// only of its own units' elements (see the SAFETY comments at the uses).
 #[derive(Clone, Copy)]
-struct Raw<F>(*mut F);
+pub(super) struct Raw<F>(*mut F);
 // SAFETY: a pointer with no ownership; the code that dereferences it keeps threads on disjoint
 // elements within one parallel region.
 unsafe impl<F: Send> Send for Raw<F> {}
 unsafe impl<F: Sync> Sync for Raw<F> {}
 
 impl<F> Raw<F> {
-    fn of(v: &mut [F]) -> Self {
+    pub(super) fn of(v: &mut [F]) -> Self {
         Raw(v.as_mut_ptr())
     }
     /// # Safety
     /// `off..off+len` inside the buffer; no other live reference to these elements.
     #[inline(always)]
-    unsafe fn mut_at<'a>(self, off: usize, len: usize) -> &'a mut [F] {
+    pub(super) unsafe fn mut_at<'a>(self, off: usize, len: usize) -> &'a mut [F] {
         // SAFETY: the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(off), len) }
     }
     /// # Safety
     /// `off..off+len` inside the buffer; nobody writes these elements while the slice lives.
     #[inline(always)]
-    unsafe fn at<'a>(self, off: usize, len: usize) -> &'a [F] {
+    pub(super) unsafe fn at<'a>(self, off: usize, len: usize) -> &'a [F] {
         // SAFETY: the caller's contract.
         unsafe { std::slice::from_raw_parts(self.0.add(off), len) }
     }

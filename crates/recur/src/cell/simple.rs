@@ -4,8 +4,10 @@
 //! and it is the reference the fast driver is tested against (`tests/drivers.rs`).
 
 use super::cache::{active, stale_copy};
+use super::fast::{self, Raw};
 use super::products::{input_projection, input_projection_int8, weight_grads};
-use super::{fast, gru, lstm, rnn, CellKind, DirBackward, DirCache, DirForward, LayerInput};
+use super::{gru, lstm, rnn, CellKind, DirBackward, DirCache, DirForward, LayerInput};
+use crate::ops::int8::QuantMatrix;
 use crate::ops::panel::{pack_gates_t, pack_n, panel_gemm, panels, NR};
 use crate::ops::{add_assign, as_f32, as_f32_mut, gemm, Float, Trans};
 
@@ -107,189 +109,272 @@ pub fn forward_with<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>, pass
         }
     }
 
-    for s in 0..nt {
-        let t = if d.reverse { nt - 1 - s } else { s };
-        let tb = t * nb;
-        c.hprev[tb * np..(tb + nb) * np].copy_from_slice(&c.h);
-        if d.kind == CellKind::Lstm {
-            c.cprev[tb * nh..(tb + nb) * nh].copy_from_slice(&c.c);
-        }
-        // hw = h_{t-1} W_hh^T: (B, P) x (P, G*H)
-        if int8 {
-            c.q_hh
-                .product(as_f32(&c.h), nb, np, as_f32_mut(&mut c.hw), gh);
-        } else if packed {
-            let n = panels(gh) * np * NR;
-            panel_gemm(
-                nb,
-                np,
-                &c.h,
-                np,
-                &c.wpack[..n],
-                0..panels(gh),
-                &mut c.hw,
-                gh,
-                gh,
-            );
-        } else {
-            gemm(
-                Trans::N,
-                Trans::T,
-                nb,
-                gh,
-                np,
-                F::ONE,
-                &c.h,
-                np,
-                w.w_hh,
-                np,
-                F::ZERO,
-                &mut c.hw,
-                gh,
-            );
-        }
-        for b in 0..nb {
-            if !active(lengths, t, b) {
-                continue;
+    // The time loop over batch rows: a part runs its own sequences through every step (a row's
+    // recurrence never reads another row), so the parts need no synchronisation. With the fast
+    // kernels the rows are split over the threads; the reference and int8 (whose products keep
+    // their scratch in the cache) run one part.
+    let parts = if packed { row_parts(nb) } else { 1 };
+    let wlen = if packed { panels(gh) * np * NR } else { 0 };
+    let rlen = if packed && d.proj() {
+        panels(np) * nh * NR
+    } else {
+        0
+    };
+    let step = FwdStep {
+        d,
+        w,
+        b_hh,
+        lengths,
+        pass,
+        simd,
+        bf16,
+        xw: Raw::of(&mut c.xw),
+        gates: Raw::of(&mut c.gates),
+        cell: Raw::of(&mut c.cell),
+        hpre: Raw::of(&mut c.hpre),
+        hprev: Raw::of(&mut c.hprev),
+        cprev: Raw::of(&mut c.cprev),
+        hw: Raw::of(&mut c.hw),
+        h: Raw::of(&mut c.h),
+        c: Raw::of(&mut c.c),
+        hnew: Raw::of(&mut c.hnew),
+        hn: Raw::of(&mut c.hn),
+        y: Raw::of(y),
+        ldy,
+        wpack: &c.wpack[..wlen],
+        rpack: &c.rpack[..rlen],
+    };
+    if parts == 1 {
+        let q8 = int8.then_some((&mut c.q_hh, &mut c.q_hr));
+        // SAFETY: one part, every row, on this thread; the buffers are this cache's
+        unsafe { forward_rows(&step, 0, nb, q8) };
+    } else {
+        let per = nb.div_ceil(parts);
+        let step = &step;
+        rayon::scope(|sc| {
+            for b0 in (0..nb).step_by(per) {
+                // SAFETY: the parts' rows are disjoint; the buffers are this cache's
+                sc.spawn(move |_| unsafe { forward_rows(step, b0, (b0 + per).min(nb), None) });
             }
-            let r = tb + b;
-            let xw = &c.xw[r * gh..(r + 1) * gh];
-            let hw = &c.hw[b * gh..(b + 1) * gh];
-            let gates = &mut c.gates[r * gh..(r + 1) * gh];
-            match d.kind {
-                CellKind::Rnn(act) => {
-                    rnn::forward_row(act, xw, hw, w.b_hh, gates);
-                    c.h[b * nh..(b + 1) * nh].copy_from_slice(gates);
-                }
-                CellKind::Lstm => {
-                    let cell = &mut c.cell[r * nh..(r + 1) * nh];
-                    // hpre is kept per step only for the projection's backward; else a scratch row
-                    let hpre = if d.proj() {
-                        &mut c.hpre[r * nh..(r + 1) * nh]
-                    } else {
-                        &mut c.hnew[b * nh..(b + 1) * nh]
-                    };
-                    let c_prev = &c.c[b * nh..(b + 1) * nh];
-                    if pass == Kernels::Fast {
-                        let (gi, rest) = gates.split_at_mut(nh);
-                        let (gf, rest) = rest.split_at_mut(nh);
-                        let (gg, go) = rest.split_at_mut(nh);
-                        fn q<F>(v: &[F], k: usize, n: usize) -> &[F] {
-                            &v[k * n..(k + 1) * n]
-                        }
-                        fast::lstm_fwd(
-                            simd,
-                            q(xw, 0, nh),
-                            q(xw, 1, nh),
-                            q(xw, 2, nh),
-                            q(xw, 3, nh),
-                            q(b_hh, 0, nh),
-                            q(b_hh, 1, nh),
-                            q(b_hh, 2, nh),
-                            q(b_hh, 3, nh),
-                            q(hw, 0, nh),
-                            q(hw, 1, nh),
-                            q(hw, 2, nh),
-                            q(hw, 3, nh),
-                            c_prev,
-                            gi,
-                            gf,
-                            gg,
-                            go,
-                            cell,
-                            hpre,
-                        );
-                    } else {
-                        lstm::forward_row(xw, hw, w.b_hh, c_prev, gates, cell, hpre);
-                    }
-                    c.c[b * nh..(b + 1) * nh].copy_from_slice(cell);
-                    if !d.proj() {
-                        c.h[b * nh..(b + 1) * nh].copy_from_slice(hpre);
-                    }
-                }
-                CellKind::Gru => {
-                    let hprev = &c.hprev[r * nh..(r + 1) * nh];
-                    let hn = &mut c.hn[r * nh..(r + 1) * nh];
-                    gru::forward_row(
-                        xw,
-                        hw,
-                        w.b_hh,
-                        hprev,
-                        gates,
-                        hn,
-                        &mut c.h[b * nh..(b + 1) * nh],
-                    );
-                }
-            }
-        }
-        if bf16 {
-            // the new states as bf16 values before anything reads them (for a projection,
-            // o * tanh(c_t): the product below multiplies it)
-            let states = if d.proj() {
-                &mut c.hpre[tb * nh..(tb + nb) * nh]
-            } else {
-                &mut c.h[..]
-            };
-            crate::ops::bf16::round_float(states);
-        }
-        if d.proj() {
-            // h_t = (o * tanh(c_t)) W_hr^T: (B, H) x (H, P)
-            let w_hr = w.w_hr.expect("LSTM with projection needs weight_hr");
-            let hpre = &c.hpre[tb * nh..(tb + nb) * nh];
-            if int8 {
-                c.q_hr
-                    .product(as_f32(hpre), nb, nh, as_f32_mut(&mut c.hnew), np);
-            } else if packed {
-                let n = panels(np) * nh * NR;
-                panel_gemm(
-                    nb,
-                    nh,
-                    hpre,
-                    nh,
-                    &c.rpack[..n],
-                    0..panels(np),
-                    &mut c.hnew,
-                    np,
-                    np,
-                );
-            } else {
-                gemm(
-                    Trans::N,
-                    Trans::T,
-                    nb,
-                    np,
-                    nh,
-                    F::ONE,
-                    hpre,
-                    nh,
-                    w_hr,
-                    nh,
-                    F::ZERO,
-                    &mut c.hnew,
-                    np,
-                );
-            }
-            if bf16 {
-                crate::ops::bf16::round_float(&mut c.hnew[..nb * np]);
-            }
-            for b in 0..nb {
-                if active(lengths, t, b) {
-                    c.h[b * np..(b + 1) * np].copy_from_slice(&c.hnew[b * np..(b + 1) * np]);
-                }
-            }
-        }
-        for b in 0..nb {
-            let out = &mut y[(tb + b) * ldy..(tb + b) * ldy + np];
-            if active(lengths, t, b) {
-                out.copy_from_slice(&c.h[b * np..(b + 1) * np]);
-            } else {
-                out.fill(F::ZERO);
-            }
-        }
+        });
     }
     h_n[..nb * np].copy_from_slice(&c.h);
     if d.kind == CellKind::Lstm {
         c_n[..nb * nh].copy_from_slice(&c.c);
+    }
+}
+
+/// Rows per part at least, when the time loop is split by batch rows: fewer leave the packed
+/// product's row tiles mostly empty.
+const MIN_ROWS_PER_PART: usize = 4;
+
+/// Parts of `nb` batch rows for the threads.
+fn row_parts(nb: usize) -> usize {
+    crate::ops::gemm::threads()
+        .min(nb / MIN_ROWS_PER_PART)
+        .max(1)
+}
+
+/// What the forward's time loop reads and writes: the cache's buffers as raw pointers (each part
+/// makes slices of its own rows only), the weights and the settings.
+struct FwdStep<'a, F> {
+    d: super::DirDims,
+    w: &'a super::DirWeights<'a, F>,
+    b_hh: &'a [F],
+    lengths: Option<&'a [usize]>,
+    pass: Kernels,
+    simd: bool,
+    bf16: bool,
+    xw: Raw<F>,
+    gates: Raw<F>,
+    cell: Raw<F>,
+    hpre: Raw<F>,
+    hprev: Raw<F>,
+    cprev: Raw<F>,
+    hw: Raw<F>,
+    h: Raw<F>,
+    c: Raw<F>,
+    hnew: Raw<F>,
+    hn: Raw<F>,
+    y: Raw<F>,
+    ldy: usize,
+    wpack: &'a [F],
+    rpack: &'a [F],
+}
+
+/// The forward's time loop for batch rows `b0..b1`; `q8`: int8's products (one part only).
+///
+/// # Safety
+/// No other part works on rows `b0..b1` meanwhile; `k`'s pointers are the buffers of a cache of
+/// `k.d`'s dimensions, and `y` holds T*B rows at stride `ldy`.
+unsafe fn forward_rows<F: Float>(
+    k: &FwdStep<F>,
+    b0: usize,
+    b1: usize,
+    mut q8: Option<(&mut QuantMatrix, &mut QuantMatrix)>,
+) {
+    let d = k.d;
+    let (nt, nb, nh, np) = (d.t, d.b, d.h, d.p);
+    let gh = d.gh();
+    let m = b1 - b0;
+    let (lstm, proj) = (d.kind == CellKind::Lstm, d.proj());
+    // SAFETY (whole body): every slice below is of rows b0..b1 (of the state, or of step t),
+    // inside the buffers (the caller's contract), and lives only while no other slice of the
+    // same elements does.
+    unsafe {
+        for s in 0..nt {
+            let t = if d.reverse { nt - 1 - s } else { s };
+            let tb = t * nb;
+            let h = k.h.mut_at(b0 * np, m * np);
+            k.hprev.mut_at((tb + b0) * np, m * np).copy_from_slice(h);
+            if lstm {
+                let c = k.c.at(b0 * nh, m * nh);
+                k.cprev.mut_at((tb + b0) * nh, m * nh).copy_from_slice(c);
+            }
+            // hw = h_{t-1} W_hh^T: (rows, P) x (P, G*H)
+            let hw = k.hw.mut_at(b0 * gh, m * gh);
+            match &mut q8 {
+                Some((q_hh, _)) => q_hh.product(as_f32(h), m, np, as_f32_mut(hw), gh),
+                None if k.pass == Kernels::Fast => {
+                    panel_gemm(m, np, h, np, k.wpack, 0..panels(gh), hw, gh, gh)
+                }
+                None => gemm(
+                    Trans::N,
+                    Trans::T,
+                    m,
+                    gh,
+                    np,
+                    F::ONE,
+                    h,
+                    np,
+                    k.w.w_hh,
+                    np,
+                    F::ZERO,
+                    hw,
+                    gh,
+                ),
+            }
+            for b in b0..b1 {
+                if !active(k.lengths, t, b) {
+                    continue;
+                }
+                let r = tb + b;
+                let xw = k.xw.at(r * gh, gh);
+                let hw = k.hw.at(b * gh, gh);
+                let gates = k.gates.mut_at(r * gh, gh);
+                match d.kind {
+                    CellKind::Rnn(act) => {
+                        rnn::forward_row(act, xw, hw, k.w.b_hh, gates);
+                        k.h.mut_at(b * nh, nh).copy_from_slice(gates);
+                    }
+                    CellKind::Lstm => {
+                        let cell = k.cell.mut_at(r * nh, nh);
+                        // hpre is kept per step only for the projection's backward; else a
+                        // scratch row
+                        let hpre = if proj {
+                            k.hpre.mut_at(r * nh, nh)
+                        } else {
+                            k.hnew.mut_at(b * nh, nh)
+                        };
+                        let c_prev = k.c.mut_at(b * nh, nh);
+                        if k.pass == Kernels::Fast {
+                            let (gi, rest) = gates.split_at_mut(nh);
+                            let (gf, rest) = rest.split_at_mut(nh);
+                            let (gg, go) = rest.split_at_mut(nh);
+                            let (x, bb, hh) = (xw, k.b_hh, hw);
+                            fast::lstm_fwd(
+                                k.simd,
+                                &x[..nh],
+                                &x[nh..2 * nh],
+                                &x[2 * nh..3 * nh],
+                                &x[3 * nh..4 * nh],
+                                &bb[..nh],
+                                &bb[nh..2 * nh],
+                                &bb[2 * nh..3 * nh],
+                                &bb[3 * nh..4 * nh],
+                                &hh[..nh],
+                                &hh[nh..2 * nh],
+                                &hh[2 * nh..3 * nh],
+                                &hh[3 * nh..4 * nh],
+                                c_prev,
+                                gi,
+                                gf,
+                                gg,
+                                go,
+                                cell,
+                                hpre,
+                            );
+                        } else {
+                            lstm::forward_row(xw, hw, k.w.b_hh, c_prev, gates, cell, hpre);
+                        }
+                        c_prev.copy_from_slice(cell);
+                        if !proj {
+                            k.h.mut_at(b * nh, nh).copy_from_slice(hpre);
+                        }
+                    }
+                    CellKind::Gru => {
+                        let hprev = k.hprev.at(r * nh, nh);
+                        let hn = k.hn.mut_at(r * nh, nh);
+                        let h = k.h.mut_at(b * nh, nh);
+                        gru::forward_row(xw, hw, k.w.b_hh, hprev, gates, hn, h);
+                    }
+                }
+            }
+            if k.bf16 {
+                // the new states as bf16 values before anything reads them (for a projection,
+                // o * tanh(c_t): the product below multiplies it)
+                let states = if proj {
+                    k.hpre.mut_at((tb + b0) * nh, m * nh)
+                } else {
+                    k.h.mut_at(b0 * np, m * np)
+                };
+                crate::ops::bf16::round_float(states);
+            }
+            if proj {
+                // h_t = (o * tanh(c_t)) W_hr^T: (rows, H) x (H, P)
+                let w_hr = k.w.w_hr.expect("LSTM with projection needs weight_hr");
+                let hpre = k.hpre.at((tb + b0) * nh, m * nh);
+                let hnew = k.hnew.mut_at(b0 * np, m * np);
+                match &mut q8 {
+                    Some((_, q_hr)) => q_hr.product(as_f32(hpre), m, nh, as_f32_mut(hnew), np),
+                    None if k.pass == Kernels::Fast => {
+                        panel_gemm(m, nh, hpre, nh, k.rpack, 0..panels(np), hnew, np, np)
+                    }
+                    None => gemm(
+                        Trans::N,
+                        Trans::T,
+                        m,
+                        np,
+                        nh,
+                        F::ONE,
+                        hpre,
+                        nh,
+                        w_hr,
+                        nh,
+                        F::ZERO,
+                        hnew,
+                        np,
+                    ),
+                }
+                if k.bf16 {
+                    crate::ops::bf16::round_float(hnew);
+                }
+                for b in b0..b1 {
+                    if active(k.lengths, t, b) {
+                        let row = &hnew[(b - b0) * np..(b - b0 + 1) * np];
+                        k.h.mut_at(b * np, np).copy_from_slice(row);
+                    }
+                }
+            }
+            for b in b0..b1 {
+                let out = k.y.mut_at((tb + b) * k.ldy, np);
+                if active(k.lengths, t, b) {
+                    out.copy_from_slice(k.h.at(b * np, np));
+                } else {
+                    out.fill(F::ZERO);
+                }
+            }
+        }
     }
 }
 
@@ -314,11 +399,10 @@ pub fn backward_with<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>, pa
         dc0,
     } = args;
     let d = cache.dims;
-    let (nt, nb, nh, np) = (d.t, d.b, d.h, d.p);
+    let (nb, nh, np) = (d.b, d.h, d.p);
     let gh = d.gh();
     let c = cache;
     let is_lstm = d.kind == CellKind::Lstm;
-    let is_gru = d.kind == CellKind::Gru;
     let bf16 = c.precision == crate::Precision::Bf16;
     let simd = crate::ops::panel::has_avx512();
     // the per-step products on packed panels: W_hh (K = G*H, N = P) and W_hr (K = P, N = H),
@@ -344,180 +428,50 @@ pub fn backward_with<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>, pa
         }
     }
 
-    for s in (0..nt).rev() {
-        let t = if d.reverse { nt - 1 - s } else { s };
-        let tb = t * nb;
-        // dh = dL/dh_t: from the step after (dh_next) plus from this step's output (dy)
-        for b in 0..nb {
-            let dh = &mut c.dh[b * np..(b + 1) * np];
-            dh.copy_from_slice(&c.dh_next[b * np..(b + 1) * np]);
-            if let (Some((dy, ldy)), true) = (dy, active(lengths, t, b)) {
-                let r = (tb + b) * ldy;
-                for (a, &v) in dh.iter_mut().zip(&dy[r..r + np]) {
-                    *a += v;
-                }
+    // the time loop over batch rows, split as the forward's (see there)
+    let parts = if packed { row_parts(nb) } else { 1 };
+    let wlen = if packed { panels(np) * gh * NR } else { 0 };
+    let rlen = if packed && d.proj() {
+        panels(nh) * np * NR
+    } else {
+        0
+    };
+    let step = BwdStep {
+        d,
+        w,
+        lengths,
+        pass,
+        simd,
+        bf16,
+        dy,
+        xw: Raw::of(&mut c.xw),
+        gates: Raw::of(&mut c.gates),
+        cell: Raw::of(&mut c.cell),
+        cprev: Raw::of(&mut c.cprev),
+        hprev: Raw::of(&mut c.hprev),
+        hn: Raw::of(&mut c.hn),
+        dgh: Raw::of(&mut c.dgh),
+        direct: Raw::of(&mut c.direct),
+        dh: Raw::of(&mut c.dh),
+        dh_next: Raw::of(&mut c.dh_next),
+        dhp: Raw::of(&mut c.dhp),
+        dhpre: Raw::of(&mut c.dhpre),
+        dc: Raw::of(&mut c.dc),
+        wpack: &c.wpack[..wlen],
+        rpack: &c.rpack[..rlen],
+    };
+    if parts == 1 {
+        // SAFETY: one part, every row, on this thread; the buffers are this cache's
+        unsafe { backward_rows(&step, 0, nb) };
+    } else {
+        let per = nb.div_ceil(parts);
+        let step = &step;
+        rayon::scope(|sc| {
+            for b0 in (0..nb).step_by(per) {
+                // SAFETY: the parts' rows are disjoint; the buffers are this cache's
+                sc.spawn(move |_| unsafe { backward_rows(step, b0, (b0 + per).min(nb)) });
             }
-        }
-        if d.proj() {
-            // forward was: h_t = hpre W_hr^T; keep dh_t for dW_hr, then dhpre = dh_t W_hr
-            let dhp = &mut c.dhp[tb * np..(tb + nb) * np];
-            for b in 0..nb {
-                let row = &mut dhp[b * np..(b + 1) * np];
-                if active(lengths, t, b) {
-                    row.copy_from_slice(&c.dh[b * np..(b + 1) * np]);
-                } else {
-                    row.fill(F::ZERO);
-                }
-            }
-            if bf16 {
-                // dh_t enters two products (dhpre here, dW_hr after the loop)
-                crate::ops::bf16::round_float(dhp);
-            }
-            let w_hr = w.w_hr.expect("LSTM with projection needs weight_hr");
-            if packed {
-                let n = panels(nh) * np * NR;
-                panel_gemm(
-                    nb,
-                    np,
-                    dhp,
-                    np,
-                    &c.rpack[..n],
-                    0..panels(nh),
-                    &mut c.dhpre,
-                    nh,
-                    nh,
-                );
-            } else {
-                gemm(
-                    Trans::N,
-                    Trans::N,
-                    nb,
-                    nh,
-                    np,
-                    F::ONE,
-                    dhp,
-                    np,
-                    w_hr,
-                    nh,
-                    F::ZERO,
-                    &mut c.dhpre,
-                    nh,
-                );
-            }
-        } else if is_lstm {
-            c.dhpre.copy_from_slice(&c.dh);
-        }
-        for b in 0..nb {
-            let r = tb + b;
-            let dg = &mut c.xw[r * gh..(r + 1) * gh];
-            if !active(lengths, t, b) {
-                dg.fill(F::ZERO);
-                if is_gru {
-                    c.dgh[r * gh..(r + 1) * gh].fill(F::ZERO);
-                }
-                continue;
-            }
-            let gates = &c.gates[r * gh..(r + 1) * gh];
-            match d.kind {
-                CellKind::Rnn(act) => {
-                    rnn::backward_row(act, gates, &c.dh[b * nh..(b + 1) * nh], dg);
-                }
-                CellKind::Lstm => {
-                    let c_prev = &c.cprev[r * nh..(r + 1) * nh];
-                    let cell = &c.cell[r * nh..(r + 1) * nh];
-                    let dhpre = &c.dhpre[b * nh..(b + 1) * nh];
-                    let dc = &mut c.dc[b * nh..(b + 1) * nh];
-                    if pass == Kernels::Fast {
-                        let q = |k: usize| &gates[k * nh..(k + 1) * nh];
-                        let (di, rest) = dg.split_at_mut(nh);
-                        let (df, rest) = rest.split_at_mut(nh);
-                        let (dgg, d_o) = rest.split_at_mut(nh);
-                        fast::lstm_bwd(
-                            simd,
-                            q(0),
-                            q(1),
-                            q(2),
-                            q(3),
-                            c_prev,
-                            cell,
-                            dhpre,
-                            dc,
-                            di,
-                            df,
-                            dgg,
-                            d_o,
-                        );
-                    } else {
-                        lstm::backward_row(gates, c_prev, cell, dhpre, dc, dg);
-                    }
-                }
-                CellKind::Gru => gru::backward_row(
-                    gates,
-                    &c.hn[r * nh..(r + 1) * nh],
-                    &c.hprev[r * nh..(r + 1) * nh],
-                    &c.dh[b * nh..(b + 1) * nh],
-                    dg,
-                    &mut c.dgh[r * gh..(r + 1) * gh],
-                    &mut c.direct[b * nh..(b + 1) * nh],
-                ),
-            }
-        }
-        if bf16 {
-            // the gates' gradients as bf16 values before the products they enter (here and the
-            // weight gradients after the loop)
-            crate::ops::bf16::round_float(&mut c.xw[tb * gh..(tb + nb) * gh]);
-            if is_gru {
-                crate::ops::bf16::round_float(&mut c.dgh[tb * gh..(tb + nb) * gh]);
-            }
-        }
-        // dh_{t-1} = dGh_t W_hh: (B, G*H) x (G*H, P), plus the direct paths
-        let dgh_t = if is_gru {
-            &c.dgh[tb * gh..(tb + nb) * gh]
-        } else {
-            &c.xw[tb * gh..(tb + nb) * gh]
-        };
-        if packed {
-            let n = panels(np) * gh * NR;
-            panel_gemm(
-                nb,
-                gh,
-                dgh_t,
-                gh,
-                &c.wpack[..n],
-                0..panels(np),
-                &mut c.dh_next,
-                np,
-                np,
-            );
-        } else {
-            gemm(
-                Trans::N,
-                Trans::N,
-                nb,
-                np,
-                gh,
-                F::ONE,
-                dgh_t,
-                gh,
-                w.w_hh,
-                np,
-                F::ZERO,
-                &mut c.dh_next,
-                np,
-            );
-        }
-        for b in 0..nb {
-            let dn = &mut c.dh_next[b * np..(b + 1) * np];
-            if !active(lengths, t, b) {
-                // the state was carried unchanged: so is its gradient
-                dn.copy_from_slice(&c.dh[b * np..(b + 1) * np]);
-            } else if is_gru {
-                // forward was: h = (1 - z) * n + z * h_prev
-                for (a, &v) in dn.iter_mut().zip(&c.direct[b * nh..(b + 1) * nh]) {
-                    *a += v;
-                }
-            }
-        }
+        });
     }
     dh0[..nb * np].copy_from_slice(&c.dh_next);
     if is_lstm {
@@ -525,4 +479,202 @@ pub fn backward_with<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>, pa
     }
 
     weight_grads(c, w, &mut grads, input, dx, false);
+}
+
+/// What the backward's time loop reads and writes, as [`FwdStep`] for the forward.
+struct BwdStep<'a, F> {
+    d: super::DirDims,
+    w: &'a super::DirWeights<'a, F>,
+    lengths: Option<&'a [usize]>,
+    pass: Kernels,
+    simd: bool,
+    bf16: bool,
+    dy: Option<(&'a [F], usize)>,
+    xw: Raw<F>,
+    gates: Raw<F>,
+    cell: Raw<F>,
+    cprev: Raw<F>,
+    hprev: Raw<F>,
+    hn: Raw<F>,
+    dgh: Raw<F>,
+    direct: Raw<F>,
+    dh: Raw<F>,
+    dh_next: Raw<F>,
+    dhp: Raw<F>,
+    dhpre: Raw<F>,
+    dc: Raw<F>,
+    wpack: &'a [F],
+    rpack: &'a [F],
+}
+
+/// The backward's time loop for batch rows `b0..b1`.
+///
+/// # Safety
+/// As [`forward_rows`].
+unsafe fn backward_rows<F: Float>(k: &BwdStep<F>, b0: usize, b1: usize) {
+    let d = k.d;
+    let (nt, nb, nh, np) = (d.t, d.b, d.h, d.p);
+    let gh = d.gh();
+    let m = b1 - b0;
+    let (is_lstm, is_gru, proj) = (d.kind == CellKind::Lstm, d.kind == CellKind::Gru, d.proj());
+    // SAFETY (whole body): as in forward_rows, every slice is of rows b0..b1.
+    unsafe {
+        for s in (0..nt).rev() {
+            let t = if d.reverse { nt - 1 - s } else { s };
+            let tb = t * nb;
+            // dh = dL/dh_t: from the step after (dh_next) plus from this step's output (dy)
+            for b in b0..b1 {
+                let dh = k.dh.mut_at(b * np, np);
+                dh.copy_from_slice(k.dh_next.at(b * np, np));
+                if let (Some((dy, ldy)), true) = (k.dy, active(k.lengths, t, b)) {
+                    let r = (tb + b) * ldy;
+                    for (a, &v) in dh.iter_mut().zip(&dy[r..r + np]) {
+                        *a += v;
+                    }
+                }
+            }
+            if proj {
+                // forward was: h_t = hpre W_hr^T; keep dh_t for dW_hr, then dhpre = dh_t W_hr
+                let dhp = k.dhp.mut_at((tb + b0) * np, m * np);
+                for b in b0..b1 {
+                    let row = &mut dhp[(b - b0) * np..(b - b0 + 1) * np];
+                    if active(k.lengths, t, b) {
+                        row.copy_from_slice(k.dh.at(b * np, np));
+                    } else {
+                        row.fill(F::ZERO);
+                    }
+                }
+                if k.bf16 {
+                    // dh_t enters two products (dhpre here, dW_hr after the loop)
+                    crate::ops::bf16::round_float(dhp);
+                }
+                let w_hr = k.w.w_hr.expect("LSTM with projection needs weight_hr");
+                let dhpre = k.dhpre.mut_at(b0 * nh, m * nh);
+                if k.pass == Kernels::Fast {
+                    panel_gemm(m, np, dhp, np, k.rpack, 0..panels(nh), dhpre, nh, nh);
+                } else {
+                    gemm(
+                        Trans::N,
+                        Trans::N,
+                        m,
+                        nh,
+                        np,
+                        F::ONE,
+                        dhp,
+                        np,
+                        w_hr,
+                        nh,
+                        F::ZERO,
+                        dhpre,
+                        nh,
+                    );
+                }
+            } else if is_lstm {
+                k.dhpre
+                    .mut_at(b0 * nh, m * nh)
+                    .copy_from_slice(k.dh.at(b0 * np, m * np));
+            }
+            for b in b0..b1 {
+                let r = tb + b;
+                let dg = k.xw.mut_at(r * gh, gh);
+                if !active(k.lengths, t, b) {
+                    dg.fill(F::ZERO);
+                    if is_gru {
+                        k.dgh.mut_at(r * gh, gh).fill(F::ZERO);
+                    }
+                    continue;
+                }
+                let gates = k.gates.at(r * gh, gh);
+                match d.kind {
+                    CellKind::Rnn(act) => {
+                        rnn::backward_row(act, gates, k.dh.at(b * nh, nh), dg);
+                    }
+                    CellKind::Lstm => {
+                        let c_prev = k.cprev.at(r * nh, nh);
+                        let cell = k.cell.at(r * nh, nh);
+                        let dhpre = k.dhpre.at(b * nh, nh);
+                        let dc = k.dc.mut_at(b * nh, nh);
+                        if k.pass == Kernels::Fast {
+                            let q = |g: usize| &gates[g * nh..(g + 1) * nh];
+                            let (di, rest) = dg.split_at_mut(nh);
+                            let (df, rest) = rest.split_at_mut(nh);
+                            let (dgg, d_o) = rest.split_at_mut(nh);
+                            fast::lstm_bwd(
+                                k.simd,
+                                q(0),
+                                q(1),
+                                q(2),
+                                q(3),
+                                c_prev,
+                                cell,
+                                dhpre,
+                                dc,
+                                di,
+                                df,
+                                dgg,
+                                d_o,
+                            );
+                        } else {
+                            lstm::backward_row(gates, c_prev, cell, dhpre, dc, dg);
+                        }
+                    }
+                    CellKind::Gru => gru::backward_row(
+                        gates,
+                        k.hn.at(r * nh, nh),
+                        k.hprev.at(r * nh, nh),
+                        k.dh.at(b * nh, nh),
+                        dg,
+                        k.dgh.mut_at(r * gh, gh),
+                        k.direct.mut_at(b * nh, nh),
+                    ),
+                }
+            }
+            if k.bf16 {
+                // the gates' gradients as bf16 values before the products they enter (here and
+                // the weight gradients after the loop)
+                crate::ops::bf16::round_float(k.xw.mut_at((tb + b0) * gh, m * gh));
+                if is_gru {
+                    crate::ops::bf16::round_float(k.dgh.mut_at((tb + b0) * gh, m * gh));
+                }
+            }
+            // dh_{t-1} = dGh_t W_hh: (rows, G*H) x (G*H, P), plus the direct paths
+            let dgh_t = if is_gru {
+                k.dgh.at((tb + b0) * gh, m * gh)
+            } else {
+                k.xw.at((tb + b0) * gh, m * gh)
+            };
+            let dh_next = k.dh_next.mut_at(b0 * np, m * np);
+            if k.pass == Kernels::Fast {
+                panel_gemm(m, gh, dgh_t, gh, k.wpack, 0..panels(np), dh_next, np, np);
+            } else {
+                gemm(
+                    Trans::N,
+                    Trans::N,
+                    m,
+                    np,
+                    gh,
+                    F::ONE,
+                    dgh_t,
+                    gh,
+                    k.w.w_hh,
+                    np,
+                    F::ZERO,
+                    dh_next,
+                    np,
+                );
+            }
+            for b in b0..b1 {
+                let dn = &mut dh_next[(b - b0) * np..(b - b0 + 1) * np];
+                if !active(k.lengths, t, b) {
+                    // the state was carried unchanged: so is its gradient
+                    dn.copy_from_slice(k.dh.at(b * np, np));
+                } else if is_gru {
+                    // forward was: h = (1 - z) * n + z * h_prev
+                    for (a, &v) in dn.iter_mut().zip(k.direct.at(b * nh, nh)) {
+                        *a += v;
+                    }
+                }
+            }
+        }
+    }
 }
