@@ -1,7 +1,10 @@
-//! The simple sequence driver: one general GEMM per step (int8: the packed int8 product) and a
-//! scalar element-wise pass per batch row, on one thread. It serves LSTMs with projections
-//! (`proj_size > 0`), which the fast driver (`fast.rs`) does not handle, in every precision,
-//! and it is the reference the fast driver is tested against (`tests/drivers.rs`).
+//! The simple sequence driver: a product per step for all rows, then an element-wise pass per
+//! batch row. It computes two ways ([`Kernels`]): the reference arithmetic (general GEMMs, the
+//! C library's activations, one thread), which the fast driver (`fast.rs`) is tested against
+//! (`tests/drivers.rs`); and the fast one, which the library runs for LSTMs with projections
+//! (`proj_size > 0`, which the fast driver does not handle), in every precision: the fast
+//! driver's vectorised LSTM passes, the per-step products on packed panels (int8: the packed
+//! int8 product), the time loop split by batch rows over the threads.
 
 use super::cache::{active, stale_copy};
 use super::fast::{self, Raw};
