@@ -152,13 +152,9 @@ pub fn forward_with<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>, pass
         // SAFETY: one part, every row, on this thread; the buffers are this cache's
         unsafe { forward_rows(&step, 0, nb, q8) };
     } else {
-        let per = nb.div_ceil(parts);
-        let step = &step;
-        rayon::scope(|sc| {
-            for b0 in (0..nb).step_by(per) {
-                // SAFETY: the parts' rows are disjoint; the buffers are this cache's
-                sc.spawn(move |_| unsafe { forward_rows(step, b0, (b0 + per).min(nb), None) });
-            }
+        // SAFETY: the parts' rows are disjoint; the buffers are this cache's
+        in_row_parts(nb, parts, &|b0, b1| unsafe {
+            forward_rows(&step, b0, b1, None)
         });
     }
     h_n[..nb * np].copy_from_slice(&c.h);
@@ -175,7 +171,19 @@ const MIN_ROWS_PER_PART: usize = 4;
 fn row_parts(nb: usize) -> usize {
     crate::ops::gemm::threads()
         .min(nb / MIN_ROWS_PER_PART)
-        .max(1)
+        .clamp(1, crate::ops::team::MAX_PARTS)
+}
+
+/// Runs `f(b0, b1)` for `parts` consecutive ranges of the `nb` batch rows concurrently, on the
+/// fast driver's team (`ops::team`, one step).
+fn in_row_parts(nb: usize, parts: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+    let per = nb.div_ceil(parts);
+    crate::ops::team::for_steps(parts, 1, &|_, k| {
+        let b0 = k * per;
+        if b0 < nb {
+            f(b0, (b0 + per).min(nb));
+        }
+    });
 }
 
 /// What the forward's time loop reads and writes: the cache's buffers as raw pointers (each part
@@ -467,14 +475,8 @@ pub fn backward_with<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>, pa
         // SAFETY: one part, every row, on this thread; the buffers are this cache's
         unsafe { backward_rows(&step, 0, nb) };
     } else {
-        let per = nb.div_ceil(parts);
-        let step = &step;
-        rayon::scope(|sc| {
-            for b0 in (0..nb).step_by(per) {
-                // SAFETY: the parts' rows are disjoint; the buffers are this cache's
-                sc.spawn(move |_| unsafe { backward_rows(step, b0, (b0 + per).min(nb)) });
-            }
-        });
+        // SAFETY: the parts' rows are disjoint; the buffers are this cache's
+        in_row_parts(nb, parts, &|b0, b1| unsafe { backward_rows(&step, b0, b1) });
     }
     dh0[..nb * np].copy_from_slice(&c.dh_next);
     if is_lstm {
