@@ -42,7 +42,8 @@ pub struct Args {
     #[arg(long, alias = "steps", default_value_t = 64)]
     pub(crate) seq_length: usize,
     /// P: an LSTM projection (`h = W_hr (o * tanh(c))`, PyTorch's proj_size) of this size, 0 for
-    /// none; such stacks run the simple driver, one thread per product.
+    /// none; such stacks run the simple driver's fast kernels, the time loop split by batch rows
+    /// over the threads (at least 4 rows a part).
     #[arg(long, default_value_t = 0)]
     proj_size: usize,
     /// What is timed: the forward pass, a training step (forward + backward, gradients of the

@@ -330,3 +330,40 @@ fn lstm_projections_match_the_reference_in_bf16_and_int8() {
         }
     }
 }
+
+/// LSTMs with projections split their time loop by batch rows over the threads (int8: each part
+/// with its own products' scratch): two threads give one thread's bits, in every format, on a
+/// batch (37) that splits unevenly; a part that skipped or garbled its rows would show here.
+#[test]
+fn lstm_projections_give_one_threads_bits_on_two() {
+    use recur::ops::gemm::with_threads;
+    for precision in [Precision::F32, Precision::Bf16, Precision::Int8] {
+        let (t, b, i, h, p) = (20, 37, 9, 200, 61);
+        let stack = Stack::new(
+            StackConfig::new(CellKind::Lstm, i, h)
+                .with_layers(2)
+                .with_proj_size(p),
+        )
+        .unwrap();
+        let mut rng = Rng::new(29);
+        let mut params = vec![0f32; stack.num_params()];
+        stack.init(&mut params, &mut rng);
+        prepare_weights(stack.layout(), &mut params, precision);
+        let x: Vec<f32> = (0..t * b * i).map(|_| round(rng.normal() as f32)).collect();
+        let run = |threads: usize| {
+            with_threads(threads, || {
+                let mut ws = stack.workspace::<f32>(t, b);
+                ws.set_inference(true);
+                ws.set_precision(precision);
+                stack.forward_from_zeros(&mut ws, &params, LayerInput::Dense { x: &x, ld: i });
+                (ws.output().to_vec(), ws.h_n.clone(), ws.c_n.clone())
+            })
+        };
+        let (one, two) = (run(1), run(2));
+        assert!(
+            one.0.iter().all(|v| v.is_finite()) && one.0.iter().any(|&v| v != 0.0),
+            "{precision}: the one-thread outputs are not a computed result"
+        );
+        assert!(one == two, "{precision}: two threads differ from one");
+    }
+}

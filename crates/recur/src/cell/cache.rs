@@ -40,25 +40,21 @@ pub struct DirCache<F> {
     pub(super) hrq: AVec<crate::ops::int8::RowQuant>,
     pub(super) acc: AVec<i32>,
     pub(super) packed_hh8: usize,
-    // int8, dense input: W_ih^T quantized and packed as W_hh^T (wipack8, wiscale, wisum), the
-    // input's codes (xq8: T*B rows of padded(I)) and the input product's int32 sums (xacc:
-    // T*B rows of G*Hp); sized when first used
-    pub(super) wipack8: AVec<i8>,
-    pub(super) wiscale: Vec<f32>,
-    pub(super) wisum: Vec<i32>,
-    pub(super) packed_ih8: usize,
-    pub(super) xq8: AVec<u8>,
-    pub(super) xacc: AVec<i32>,
+    // int8, dense input: W_ih quantized and packed (q_ih); empty until first used
+    pub(super) q_ih: crate::ops::int8::QuantMatrix,
     // the address of the W_hh wpack16 was packed from (as packed_hh)
     pub(super) packed_hh16: usize,
     // bf16 on AMX tiles, dense input: W_ih^T as bf16 panels (`ops::bf16`), sized when first
     // used, and the address it was packed from
     pub(super) wipack16: AVec<u16>,
     pub(super) packed_ih16: usize,
-    // int8 in the simple driver (LSTMs with projections): W_hh and W_hr quantized and packed,
-    // with their products' scratch; empty until first used
+    // int8 in the simple driver (LSTMs with projections): W_hh and W_hr quantized and packed;
+    // empty until first used
     pub(super) q_hh: crate::ops::int8::QuantMatrix,
     pub(super) q_hr: crate::ops::int8::QuantMatrix,
+    // the scratch of the int8 products above (codes and int32 sums), one per part of a split
+    // product or time loop; grown when first used
+    pub(super) q_scratch: Vec<crate::ops::int8::QuantScratch>,
     // xw: (T, B, G*H) input projection x_t W_ih^T + b_ih
     pub(super) xw: AVec<F>,
     // gates: (T, B, G*H) activated gates (RNN: the new h itself)
@@ -138,16 +134,12 @@ impl<F: Float> DirCache<F> {
             hrq: AVec::new(),
             acc: AVec::new(),
             packed_hh8: 0,
-            wipack8: AVec::new(),
-            wiscale: Vec::new(),
-            wisum: Vec::new(),
-            packed_ih8: 0,
+            q_ih: Default::default(),
             wipack16: AVec::new(),
             packed_ih16: 0,
             q_hh: Default::default(),
             q_hr: Default::default(),
-            xq8: AVec::new(),
-            xacc: AVec::new(),
+            q_scratch: Vec::new(),
             packed_hh16: 0,
             xw: z(s.xw),
             gates: z(s.gates),
@@ -189,11 +181,11 @@ impl<F: Float> DirCache<F> {
         self.packed_hh = 0;
         self.packed_hh16 = 0;
         self.packed_hh8 = 0;
-        self.packed_ih8 = 0;
         self.packed_ih16 = 0;
         self.packed_ih = 0;
         self.packed_wt = 0;
         self.packed_hr = 0;
+        self.q_ih.forget();
         self.q_hh.forget();
         self.q_hr.forget();
     }
@@ -254,13 +246,12 @@ impl<F: Float> DirCache<F> {
             + (self.wpack16.len() + self.wipack16.len()) * 2
             + self.wpack8.len()
             + (self.wscale.len() + self.wsum.len() + self.acc.len()) * 4
-            + self.wipack8.len()
-            + self.xq8.len()
-            + (self.wiscale.len() + self.wisum.len() + self.xacc.len()) * 4
             + self.hq.len()
             + self.hrq.len() * std::mem::size_of::<crate::ops::int8::RowQuant>()
+            + self.q_ih.bytes()
             + self.q_hh.bytes()
             + self.q_hr.bytes()
+            + self.q_scratch.iter().map(|s| s.bytes()).sum::<usize>()
     }
 }
 

@@ -60,8 +60,14 @@ const PAR_MIN_STEP_WORK: usize = 1 << 18;
 
 /// A raw pointer to a workspace buffer, shared by the threads of a step. Each thread makes slices
 /// only of its own units' elements (see the SAFETY comments at the uses).
-#[derive(Clone, Copy)]
 pub(super) struct Raw<F>(*mut F);
+// by hand: a copy of the pointer, whatever F is (derive would ask F: Copy)
+impl<F> Clone for Raw<F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<F> Copy for Raw<F> {}
 // SAFETY: a pointer with no ownership; the code that dereferences it keeps threads on disjoint
 // elements within one parallel region.
 unsafe impl<F: Send> Send for Raw<F> {}

@@ -104,94 +104,46 @@ pub(super) fn input_projection<F: Float>(
 }
 
 /// int8 inference's input product over all T*B rows (dense input): `xw = s_x s_w (q_x q_w^T -
-/// z rowsum)`, the input's rows quantized as each step's state is (`ops::int8`), W_ih^T
-/// quantized per row and packed once while the weights are fixed; the rows split over the
-/// threads. As [`input_projection`] without biases. F is f32 (int8 runs on float32 caches
-/// only).
+/// z rowsum)`, the input's rows quantized as each step's state is (`ops::int8`), W_ih
+/// quantized per row and packed once while the weights are fixed (`c.q_ih`); the rows split
+/// over the threads, each part with its own scratch. As [`input_projection`] without biases.
+/// F is f32 (int8 runs on float32 caches only).
 pub(super) fn input_projection_int8<F: Float>(
     c: &mut DirCache<F>,
     w: &DirWeights<F>,
     x: &[F],
     ld: usize,
 ) {
-    use crate::ops::int8;
-    use crate::ops::panel::{panels, Groups, OutPtr, NR};
     let d = c.dims;
-    let (rows, ni, nh, ng) = (d.t * d.b, d.i, d.h, d.kind.gates());
-    let gh = d.gh();
-    let hs = panels(nh) * NR;
-    let ldc = ng * hs;
-    // F is f32 in bf16 and int8 mode (DirCache::set_precision)
-    let n8 = int8::packed_len(ng * panels(nh), ni);
-    if stale_copy(
-        &mut c.wipack8,
-        n8,
-        &mut c.packed_ih8,
-        c.fixed_weights,
-        w.w_ih,
-    ) {
-        int8::quantize_pack_gates_t(
-            &mut c.wipack8[..n8],
-            &mut c.wiscale,
-            &mut c.wisum,
-            f32s(w.w_ih),
-            ng,
-            nh,
-            ni,
-        );
+    let (rows, gh) = (d.t * d.b, d.gh());
+    c.q_ih
+        .prepare(f32s(w.w_ih), d.kind.gates(), d.h, d.i, c.fixed_weights);
+    let parts = if rows >= 16 { threads().min(rows) } else { 1 };
+    let per = rows.div_ceil(parts);
+    let scratch = quant_scratch(&mut c.q_scratch, parts);
+    let (q, x, xw) = (&c.q_ih, f32s(x), f32m(&mut c.xw[..rows * gh]));
+    if parts == 1 {
+        q.product(x, rows, ld, xw, gh, &mut scratch[0]);
+    } else {
+        use rayon::prelude::*;
+        xw.par_chunks_mut(per * gh)
+            .zip(scratch.par_iter_mut())
+            .enumerate()
+            .for_each(|(k, (out, s))| {
+                q.product(&x[k * per * ld..], out.len() / gh, ld, out, gh, s)
+            });
     }
-    let ldq = int8::padded(ni);
-    grow(&mut c.xq8, rows * ldq);
-    grow(&mut c.xacc, rows * ldc);
-    // each part quantizes its rows, multiplies them and writes their products back in float32
-    // (the addresses as integers, so that the parts can share them: each part makes slices of
-    // its own rows only)
-    let (xq8, xw) = (c.xq8.as_mut_ptr() as usize, c.xw.as_mut_ptr() as usize);
-    let (packed, wiscale, wisum) = (&c.wipack8[..n8], &c.wiscale, &c.wisum);
-    let x = f32s(x);
-    let per = rows.div_ceil(crate::ops::gemm::threads()).max(1) * ldc;
-    crate::ops::for_parts_mut(&mut c.xacc[..rows * ldc], per, rows >= 16, |e0, part| {
-        let (r0, m) = (e0 / ldc, part.len() / ldc);
-        // SAFETY: rows r0..r0+m of xq8 (rows * ldq codes) and of xw (rows * gh floats, F = f32)
-        // belong to this part alone; both buffers were sized above and outlive the parts.
-        let (codes, xw) = unsafe {
-            (
-                std::slice::from_raw_parts_mut((xq8 as *mut u8).add(r0 * ldq), m * ldq),
-                std::slice::from_raw_parts_mut((xw as *mut f32).add(r0 * gh), m * gh),
-            )
-        };
-        let rq = int8::quantize_activations(&x[r0 * ld..], m, ni, ld, codes, ldq);
-        let out = OutPtr {
-            ptr: part.as_mut_ptr(),
-            ld: ldc,
-            n: ldc,
-        };
-        // SAFETY: `part` holds m rows of ldc sums and is this part's alone.
-        unsafe {
-            int8::panel_gemm(
-                m,
-                Groups::ONE,
-                ni,
-                codes,
-                ldq,
-                packed,
-                0..ng * panels(nh),
-                out,
-            )
-        };
-        for (r, &q) in rq.iter().enumerate() {
-            for g in 0..ng {
-                let col = r * ldc + g * hs;
-                int8::dequantize(
-                    q,
-                    &part[col..col + nh],
-                    &wiscale[g * hs..g * hs + nh],
-                    &wisum[g * hs..g * hs + nh],
-                    &mut xw[r * gh + g * nh..r * gh + (g + 1) * nh],
-                );
-            }
-        }
-    });
+}
+
+/// The first `parts` of the int8 products' scratch slots, made when missing.
+pub(super) fn quant_scratch(
+    slots: &mut Vec<crate::ops::int8::QuantScratch>,
+    parts: usize,
+) -> &mut [crate::ops::int8::QuantScratch] {
+    if slots.len() < parts {
+        slots.resize_with(parts, Default::default);
+    }
+    &mut slots[..parts]
 }
 
 /// Whether the bf16 input product of this direction runs on AMX tiles

@@ -8,9 +8,9 @@
 
 use super::cache::{active, stale_copy};
 use super::fast::{self, Raw};
-use super::products::{input_projection, input_projection_int8, weight_grads};
+use super::products::{input_projection, input_projection_int8, quant_scratch, weight_grads};
 use super::{gru, lstm, rnn, CellKind, DirBackward, DirCache, DirForward, LayerInput};
-use crate::ops::int8::QuantMatrix;
+use crate::ops::int8::{QuantMatrix, QuantScratch};
 use crate::ops::panel::{pack_gates_t, pack_n, panel_gemm, panels, NR};
 use crate::ops::{add_assign, as_f32, as_f32_mut, gemm, Float, Trans};
 
@@ -114,9 +114,17 @@ pub fn forward_with<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>, pass
 
     // The time loop over batch rows: a part runs its own sequences through every step (a row's
     // recurrence never reads another row), so the parts need no synchronisation. With the fast
-    // kernels the rows are split over the threads; the reference and int8 (whose products keep
-    // their scratch in the cache) run one part.
-    let parts = if packed { row_parts(nb) } else { 1 };
+    // kernels the rows are split over the threads (int8: each part with its own products'
+    // scratch); the reference runs one part.
+    let parts = if pass == Kernels::Fast {
+        row_parts(nb)
+    } else {
+        1
+    };
+    let scratch = Raw::of(quant_scratch(
+        &mut c.q_scratch,
+        if int8 { parts } else { 0 },
+    ));
     let wlen = if packed { panels(gh) * np * NR } else { 0 };
     let rlen = if packed && d.proj() {
         panels(np) * nh * NR
@@ -146,17 +154,14 @@ pub fn forward_with<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>, pass
         ldy,
         wpack: &c.wpack[..wlen],
         rpack: &c.rpack[..rlen],
+        q8: int8.then_some((&c.q_hh, &c.q_hr)),
+        scratch,
     };
-    if parts == 1 {
-        let q8 = int8.then_some((&mut c.q_hh, &mut c.q_hr));
-        // SAFETY: one part, every row, on this thread; the buffers are this cache's
-        unsafe { forward_rows(&step, 0, nb, q8) };
-    } else {
-        // SAFETY: the parts' rows are disjoint; the buffers are this cache's
-        in_row_parts(nb, parts, &|b0, b1| unsafe {
-            forward_rows(&step, b0, b1, None)
-        });
-    }
+    // SAFETY: the parts' rows are disjoint and part k alone uses scratch slot k (int8: `parts`
+    // slots); the buffers are this cache's
+    in_row_parts(nb, parts, &|k, b0, b1| unsafe {
+        forward_rows(&step, k, b0, b1)
+    });
     h_n[..nb * np].copy_from_slice(&c.h);
     if d.kind == CellKind::Lstm {
         c_n[..nb * nh].copy_from_slice(&c.c);
@@ -174,14 +179,17 @@ fn row_parts(nb: usize) -> usize {
         .clamp(1, crate::ops::team::MAX_PARTS)
 }
 
-/// Runs `f(b0, b1)` for `parts` consecutive ranges of the `nb` batch rows concurrently, on the
-/// fast driver's team (`ops::team`, one step).
-fn in_row_parts(nb: usize, parts: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+/// Runs `f(k, b0, b1)` for `parts` consecutive ranges of the `nb` batch rows (`k`: the part),
+/// concurrently on the fast driver's team (`ops::team`, one step); one part on this thread.
+fn in_row_parts(nb: usize, parts: usize, f: &(dyn Fn(usize, usize, usize) + Sync)) {
+    if parts == 1 {
+        return f(0, 0, nb);
+    }
     let per = nb.div_ceil(parts);
     crate::ops::team::for_steps(parts, 1, &|_, k| {
         let b0 = k * per;
         if b0 < nb {
-            f(b0, (b0 + per).min(nb));
+            f(k, b0, (b0 + per).min(nb));
         }
     });
 }
@@ -211,19 +219,18 @@ struct FwdStep<'a, F> {
     ldy: usize,
     wpack: &'a [F],
     rpack: &'a [F],
+    /// int8: W_hh and W_hr quantized, and one scratch slot per part for their products
+    q8: Option<(&'a QuantMatrix, &'a QuantMatrix)>,
+    scratch: Raw<QuantScratch>,
 }
 
-/// The forward's time loop for batch rows `b0..b1`; `q8`: int8's products (one part only).
+/// The forward's time loop for batch rows `b0..b1`, part `part` of the loop.
 ///
 /// # Safety
-/// No other part works on rows `b0..b1` meanwhile; `k`'s pointers are the buffers of a cache of
-/// `k.d`'s dimensions, and `y` holds T*B rows at stride `ldy`.
-unsafe fn forward_rows<F: Float>(
-    k: &FwdStep<F>,
-    b0: usize,
-    b1: usize,
-    mut q8: Option<(&mut QuantMatrix, &mut QuantMatrix)>,
-) {
+/// No other part works on rows `b0..b1` or (int8) on scratch slot `part` meanwhile; `k`'s
+/// pointers are the buffers of a cache of `k.d`'s dimensions, and `y` holds T*B rows at
+/// stride `ldy`.
+unsafe fn forward_rows<F: Float>(k: &FwdStep<F>, part: usize, b0: usize, b1: usize) {
     let d = k.d;
     let (nt, nb, nh, np) = (d.t, d.b, d.h, d.p);
     let gh = d.gh();
@@ -231,8 +238,10 @@ unsafe fn forward_rows<F: Float>(
     let (lstm, proj) = (d.kind == CellKind::Lstm, d.proj());
     // SAFETY (whole body): every slice below is of rows b0..b1 (of the state, or of step t),
     // inside the buffers (the caller's contract), and lives only while no other slice of the
-    // same elements does.
+    // same elements does; the scratch slot is this part's.
     unsafe {
+        let mut q8 =
+            k.q8.map(|(q_hh, q_hr)| (q_hh, q_hr, &mut k.scratch.mut_at(part, 1)[0]));
         for s in 0..nt {
             let t = if d.reverse { nt - 1 - s } else { s };
             let tb = t * nb;
@@ -244,8 +253,8 @@ unsafe fn forward_rows<F: Float>(
             }
             // hw = h_{t-1} W_hh^T: (rows, P) x (P, G*H)
             let hw = k.hw.mut_at(b0 * gh, m * gh);
-            match &mut q8 {
-                Some((q_hh, _)) => q_hh.product(as_f32(h), m, np, as_f32_mut(hw), gh),
+            match q8 {
+                Some((q_hh, _, ref mut s)) => q_hh.product(as_f32(h), m, np, as_f32_mut(hw), gh, s),
                 None if k.pass == Kernels::Fast => {
                     panel_gemm(m, np, h, np, k.wpack, 0..panels(gh), hw, gh, gh)
                 }
@@ -346,8 +355,10 @@ unsafe fn forward_rows<F: Float>(
                 let w_hr = k.w.w_hr.expect("LSTM with projection needs weight_hr");
                 let hpre = k.hpre.at((tb + b0) * nh, m * nh);
                 let hnew = k.hnew.mut_at(b0 * np, m * np);
-                match &mut q8 {
-                    Some((_, q_hr)) => q_hr.product(as_f32(hpre), m, nh, as_f32_mut(hnew), np),
+                match q8 {
+                    Some((_, q_hr, ref mut s)) => {
+                        q_hr.product(as_f32(hpre), m, nh, as_f32_mut(hnew), np, s)
+                    }
                     None if k.pass == Kernels::Fast => {
                         panel_gemm(m, nh, hpre, nh, k.rpack, 0..panels(np), hnew, np, np)
                     }
@@ -471,13 +482,10 @@ pub fn backward_with<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>, pa
         wpack: &c.wpack[..wlen],
         rpack: &c.rpack[..rlen],
     };
-    if parts == 1 {
-        // SAFETY: one part, every row, on this thread; the buffers are this cache's
-        unsafe { backward_rows(&step, 0, nb) };
-    } else {
-        // SAFETY: the parts' rows are disjoint; the buffers are this cache's
-        in_row_parts(nb, parts, &|b0, b1| unsafe { backward_rows(&step, b0, b1) });
-    }
+    // SAFETY: the parts' rows are disjoint; the buffers are this cache's
+    in_row_parts(nb, parts, &|_, b0, b1| unsafe {
+        backward_rows(&step, b0, b1)
+    });
     dh0[..nb * np].copy_from_slice(&c.dh_next);
     if is_lstm {
         dc0[..nb * nh].copy_from_slice(&c.dc);

@@ -281,21 +281,33 @@ pub fn quantize_pack_gates_t(
     }
 }
 
-/// A weight matrix in int8 for `C = A W^T`, with what its products need: `W` (`(G*H, K)`, gate
-/// blocks of `H` rows, PyTorch's layout) quantized per row and packed ([`quantize_pack_gates_t`]),
-/// and the scratch for the activations' codes and the int32 sums. The simple sequence driver
-/// (LSTMs with projections) keeps one per weight matrix; the fast driver keeps its packs in its
-/// cache directly.
+/// A weight matrix in int8 for `C = A W^T`: `W` (`(G*H, K)`, gate blocks of `H` rows, PyTorch's
+/// layout) quantized per row and packed ([`quantize_pack_gates_t`]), with the rows' scales and
+/// code sums. Read-only once prepared, so that the threads share it; each thread's products keep
+/// their activations' codes and int32 sums in a [`QuantScratch`] of their own.
 #[derive(Default)]
 pub struct QuantMatrix {
     dims: (usize, usize, usize),
     packed: super::aligned::AVec<i8>,
     scale: Vec<f32>,
     sum: Vec<i32>,
-    codes: super::aligned::AVec<u8>,
-    acc: super::aligned::AVec<i32>,
     /// The address of the weights packed last, while they are fixed (0: pack again).
     from: usize,
+}
+
+/// One thread's scratch for [`QuantMatrix::product`]: the codes of its rows and their int32
+/// sums, grown to the largest product asked of it.
+#[derive(Default)]
+pub struct QuantScratch {
+    codes: super::aligned::AVec<u8>,
+    acc: super::aligned::AVec<i32>,
+}
+
+impl QuantScratch {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.codes.len() + 4 * self.acc.len()
+    }
 }
 
 impl QuantMatrix {
@@ -322,11 +334,19 @@ impl QuantMatrix {
 
     /// `out (m, G*H) = A W^T` at row stride `ldo`, `A` (`m` rows of `k` at stride `lda`)
     /// quantized per row as every int8 product quantizes its activations: `s_a s_w (q_a q_w^T -
-    /// z rowsum)`, the sums exact in int32.
+    /// z rowsum)`, the sums exact in int32; `s` the calling thread's scratch.
     ///
     /// # Panics
     /// Before [`QuantMatrix::prepare`], or when `a` or `out` is too small.
-    pub fn product(&mut self, a: &[f32], m: usize, lda: usize, out: &mut [f32], ldo: usize) {
+    pub fn product(
+        &self,
+        a: &[f32],
+        m: usize,
+        lda: usize,
+        out: &mut [f32],
+        ldo: usize,
+        s: &mut QuantScratch,
+    ) {
         let (g, h, k) = self.dims;
         assert!(
             !self.packed.is_empty(),
@@ -341,26 +361,26 @@ impl QuantMatrix {
         );
         let (ldq, hs) = (padded(k), panels(h) * NR);
         let ldc = g * hs;
-        if self.codes.len() < m * ldq {
-            self.codes = super::aligned::AVec::zeroed(m * ldq);
+        if s.codes.len() < m * ldq {
+            s.codes = super::aligned::AVec::zeroed(m * ldq);
         }
-        if self.acc.len() < m * ldc {
-            self.acc = super::aligned::AVec::zeroed(m * ldc);
+        if s.acc.len() < m * ldc {
+            s.acc = super::aligned::AVec::zeroed(m * ldc);
         }
-        let rq = quantize_activations(a, m, k, lda, &mut self.codes, ldq);
+        let rq = quantize_activations(a, m, k, lda, &mut s.codes, ldq);
         let c = OutPtr {
-            ptr: self.acc.as_mut_ptr(),
+            ptr: s.acc.as_mut_ptr(),
             ld: ldc,
             n: ldc,
         };
         // SAFETY: `codes` holds m rows of ldq codes, `packed` g * panels(h) panels of k rows
-        // (prepare), `acc` m rows of ldc sums, owned here.
+        // (prepare), `acc` m rows of ldc sums, owned by `s`.
         unsafe {
             panel_gemm(
                 m,
                 Groups::ONE,
                 k,
-                &self.codes,
+                &s.codes,
                 ldq,
                 &self.packed,
                 0..g * panels(h),
@@ -372,7 +392,7 @@ impl QuantMatrix {
                 let col = i * ldc + gi * hs;
                 dequantize(
                     r,
-                    &self.acc[col..col + h],
+                    &s.acc[col..col + h],
                     &self.scale[gi * hs..gi * hs + h],
                     &self.sum[gi * hs..gi * hs + h],
                     &mut out[i * ldo + gi * h..i * ldo + (gi + 1) * h],
@@ -383,9 +403,7 @@ impl QuantMatrix {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.packed.len()
-            + self.codes.len()
-            + 4 * (self.scale.len() + self.sum.len() + self.acc.len())
+        self.packed.len() + 4 * (self.scale.len() + self.sum.len())
     }
 }
 
