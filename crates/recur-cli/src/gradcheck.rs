@@ -19,9 +19,17 @@ pub struct Args {
     /// Non-linearity of the Elman RNN (overrides the one implied by --cell).
     #[arg(long, value_parser = choice::<Act>())]
     activation: Option<Act>,
-    /// Input features per step.
+    /// Input features per step (with --embed: symbols in the vocabulary).
     #[arg(long, default_value_t = 3)]
     input_size: usize,
+    /// Symbols in, looked up in an embedding of this width, instead of dense features (random
+    /// symbols; no input gradient to check); 0 for dense input.
+    #[arg(long, default_value_t = 0)]
+    embed: usize,
+    /// Tie the decoder's weight to the embedding's (AWD-LSTM's weight tying): needs --embed
+    /// equal to the stack's output width and --classes equal to --input-size.
+    #[arg(long)]
+    tie_weights: bool,
     /// Output classes (or values, for a regression head) of the decoder.
     #[arg(long, default_value_t = 4)]
     classes: usize,
@@ -93,7 +101,8 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--eps must be positive, got {}", a.eps);
     }
     let head = a.head.head();
-    let rnn = StackConfig::new(kind, a.input_size, a.shape.rnn_size)
+    let rnn_in = if a.embed > 0 { a.embed } else { a.input_size };
+    let rnn = StackConfig::new(kind, rnn_in, a.shape.rnn_size)
         .with_layers(a.shape.num_layers)
         .with_bidirectional(a.bidirectional)
         .with_bias(!a.no_bias)
@@ -104,13 +113,18 @@ pub fn run(a: Args) -> Result<()> {
         .with_dropout_input(a.dropout_input)
         .with_dropout_mode(a.dropout_mode.mode());
     let cfg = ModelConfig {
-        input: InputKind::Dense,
+        input: if a.embed > 0 {
+            InputKind::Embedding
+        } else {
+            InputKind::Dense
+        },
         input_size: a.input_size,
-        embed_dim: 0,
+        embed_dim: a.embed,
         rnn,
         output_size: a.classes,
         decoder_bias: !a.no_bias,
         head,
+        tie_weights: a.tie_weights,
     };
     cfg.validate()?;
     let spec = GradcheckSpec {
@@ -138,12 +152,17 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         writeln!(
             out,
-            "gradcheck {} head={} T={} B={} I={} H={} layers={} dirs={} bias={} proj={} dropout={} ({}) dropout_input={} dropout_output={} weight_drop={} varlen={} eps={:e}",
+            "gradcheck {} head={} T={} B={} I={}{} H={} layers={} dirs={} bias={} proj={} dropout={} ({}) dropout_input={} dropout_output={} weight_drop={} varlen={} eps={:e}",
             kind.name(),
             head.name(),
             a.seq_length,
             a.batch_size,
             a.input_size,
+            match (a.embed, a.tie_weights) {
+                (0, _) => String::new(),
+                (e, false) => format!(" (symbols) E={e}"),
+                (e, true) => format!(" (symbols) E={e} tied"),
+            },
             a.shape.rnn_size,
             a.shape.num_layers,
             if a.bidirectional { 2 } else { 1 },

@@ -84,6 +84,11 @@ pub struct Args {
     /// Embedding width (0 = one-hot input).
     #[arg(long)]
     embed: Option<usize>,
+    /// Tie the decoder's weight to the embedding's (AWD-LSTM's weight tying: one matrix, both
+    /// gradients): needs --embed equal to the top layer's output width (--proj-size if set,
+    /// else --rnn-size).
+    #[arg(long)]
+    tie_weights: bool,
     /// B: parallel streams per batch.
     #[arg(long = "batch-size", visible_alias = "batch")]
     batch_size: Option<usize>,
@@ -302,6 +307,7 @@ fn config_flags(a: &Args) -> Vec<&'static str> {
     check(a.dropout_mode.is_some(), "--dropout-mode");
     check(a.proj_size.is_some(), "--proj-size");
     check(a.embed.is_some(), "--embed");
+    check(a.tie_weights, "--tie-weights");
     check(a.batch_size.is_some(), "--batch-size");
     check(a.seq_length.is_some(), "--seq-length");
     check(a.optim.is_some(), "--optim");
@@ -452,7 +458,17 @@ fn plan(a: &Args, vocab_len: usize) -> Result<(TrainConfig, Budget)> {
         .with_dropout_input(dropout_input)
         .with_dropout_mode(dropout_mode)
         .with_proj_size(proj_size);
-    let model = ModelConfig::char_model(vocab_len, embed, rnn);
+    let mut model = ModelConfig::char_model(vocab_len, embed, rnn);
+    if a.tie_weights {
+        let top = model.rnn.output_size();
+        if embed != top {
+            bail!(
+                "--tie-weights needs --embed equal to the top layer's output width ({top}: --proj-size if set, else --rnn-size), got {}",
+                if embed == 0 { "no --embed".to_string() } else { format!("--embed {embed}") }
+            );
+        }
+        model.tie_weights = true;
+    }
     model.validate()?;
     let eval_every = a.eval_every.unwrap_or(p.eval_every);
     let cfg = TrainConfig {
@@ -689,7 +705,11 @@ fn header(
         m.rnn.cell.name(),
         m.rnn.num_layers,
         m.rnn.hidden_size,
-        if m.embed_dim > 0 { format!(", embedding {}", m.embed_dim) } else { String::new() },
+        match (m.embed_dim, m.tie_weights) {
+            (0, _) => String::new(),
+            (e, false) => format!(", embedding {e}"),
+            (e, true) => format!(", embedding {e} tied to the decoder"),
+        },
         regularisers(&m.rnn),
         trainer.model.num_params(),
         cfg.batch_size,

@@ -232,7 +232,7 @@ fn eval_matches_pytorch_on_the_fixture_models() {
     let d = tmp("fixture");
     let text = d.join("eval.txt");
     std::fs::write(&text, meta["eval_text"].as_str().unwrap()).unwrap();
-    for name in ["char_lstm_emb", "char_gru_onehot"] {
+    for name in ["char_lstm_emb", "char_gru_onehot", "char_lstm_tied"] {
         let want: f64 = meta[format!("eval_nats.{name}")]
             .as_str()
             .unwrap()
@@ -677,6 +677,59 @@ fn weight_drop_runs_resume_bit_for_bit() {
         ]),
         &["--weight-drop"],
     );
+}
+
+/// `--tie-weights`: the decoder's weight is the embedding's (one matrix in the checkpoint under
+/// both names), the run resumes bit for bit, and the sizes that cannot be tied are one-line
+/// errors naming the flag.
+#[test]
+fn tied_weights_train_resume_and_refuse_mismatched_sizes() {
+    let d = tmp("tied");
+    let corpus = write_corpus(&d);
+    let run = |dir: &str, steps: &str, resume: bool| -> Value {
+        let ck = d.join(dir);
+        let mut a = vec!["train", "--data", s(&corpus), "--checkpoint-dir", s(&ck)];
+        a.extend_from_slice(&["--sample-length", "0", "--quiet", "--json"]);
+        a.extend_from_slice(&["--max-steps", steps]);
+        if resume {
+            a.push("--resume");
+        } else {
+            a.extend_from_slice(&["--num-layers", "2", "--rnn-size", "24", "--proj-size"]);
+            a.extend_from_slice(&["12", "--embed", "12", "--tie-weights", "--batch-size", "4"]);
+            a.extend_from_slice(&["--seq-length", "16", "--eval-every", "10"]);
+        }
+        json_of(&recur(&a))
+    };
+    let whole = run("whole", "20", false);
+    run("halves", "10", false);
+    let resumed = run("halves", "20", true);
+    assert_eq!(whole["val_loss"], resumed["val_loss"]);
+    let load =
+        |dir: &str| recur::checkpoint::load(&d.join(dir).join("latest.safetensors")).unwrap();
+    let (a, b) = (load("whole"), load("halves"));
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert!(a.model.tie_weights && a.model == b.model);
+    assert!(
+        bits(&a.params) == bits(&b.params),
+        "weights differ after resume"
+    );
+    let model = recur::model::Model::new(a.model.clone()).unwrap();
+    let range = |n: &str| model.layout().get(n).unwrap().range();
+    assert_eq!(range("embedding.weight"), range("decoder.weight"));
+    assert_eq!(a.params.len(), model.num_params());
+    for (bad, what) in [
+        (vec!["--rnn-size", "24", "--tie-weights"], "no --embed"),
+        (
+            vec!["--rnn-size", "24", "--embed", "12", "--tie-weights"],
+            "--embed 12",
+        ),
+    ] {
+        let mut args = vec!["train", "--data", s(&corpus), "--checkpoint-dir"];
+        let ck = d.join("bad");
+        args.push(s(&ck));
+        args.extend_from_slice(&bad);
+        one_line_error(&recur(&args), &["--tie-weights", what]);
+    }
 }
 
 /// The learning rate of every row of a run's log.csv (its fifth column).

@@ -151,6 +151,14 @@ impl Backend for Cuda {
                  yet: train this model on the CPU",
             ));
         }
+        if model.cfg().tie_weights {
+            // the device model reads and accumulates through the same offsets, so it should
+            // hold; its test (tests/model_vs_cpu.rs, tied cases) has not run on a GPU yet
+            return Err(Error::invalid(
+                "training with tied weights is not checked on the GPU yet: train this model on \
+                 the CPU",
+            ));
+        }
         let gpu = Gpu::new(self.ordinal)?;
         Ok(Box::new(GpuEngine::new(gpu, model, &params, opt.as_ref())?))
     }

@@ -20,7 +20,8 @@ use serde::Serialize;
 /// What to check.
 #[derive(Clone, Debug)]
 pub struct GradcheckSpec {
-    /// The model; its input must be dense (the inputs are checked too).
+    /// The model. Dense input: the inputs are checked too. Token input (one-hot or an
+    /// embedding): random symbols, no input gradient to check.
     pub cfg: ModelConfig,
     /// T steps (>= 1).
     pub t: usize,
@@ -66,11 +67,10 @@ fn compare(name: &str, a: &[f64], n: &[f64]) -> TensorCheck {
     }
 }
 
-/// Runs the check; one [`TensorCheck`] per parameter tensor, then `input`, `h0` (and `c0`).
+/// Runs the check; one [`TensorCheck`] per parameter tensor (an aliased one, such as tied
+/// weights, under each of its names), then `input` (dense input only), `h0` (and `c0`).
 pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>> {
-    if spec.cfg.input != InputKind::Dense {
-        return Err(Error::invalid("gradcheck needs a dense-input model"));
-    }
+    let dense = spec.cfg.input == InputKind::Dense;
     if spec.t == 0 || spec.b == 0 {
         return Err(Error::invalid("gradcheck needs T >= 1 and B >= 1"));
     }
@@ -82,9 +82,27 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>> {
     let mut rng = Rng::new(spec.seed);
     let mut params = vec![0.0f64; model.num_params()];
     model.init(&mut params, &mut rng);
-    let x: Vec<f64> = (0..t * b * spec.cfg.input_size)
-        .map(|_| rng.normal())
-        .collect();
+    let x: Vec<f64> = if dense {
+        (0..t * b * spec.cfg.input_size)
+            .map(|_| rng.normal())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let ids: Vec<u32> = if dense {
+        Vec::new()
+    } else {
+        (0..t * b)
+            .map(|_| rng.below(spec.cfg.input_size as u64) as u32)
+            .collect()
+    };
+    fn input<'a>(dense: bool, x: &'a [f64], ids: &'a [u32]) -> Input<'a, f64> {
+        if dense {
+            Input::Dense(x)
+        } else {
+            Input::Tokens(ids)
+        }
+    }
     let lengths: Option<Vec<usize>> = spec.varlen.then(|| {
         (0..b)
             .map(|i| {
@@ -158,7 +176,7 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>> {
         model.forward(
             &mut ws,
             params,
-            Input::Dense(x),
+            input(dense, x, &ids),
             Some(h0),
             lstm.then_some(c0),
             lens,
@@ -192,11 +210,11 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>> {
                 &mut ws,
                 params,
                 g,
-                Input::Dense(x),
+                input(dense, x, &ids),
                 lens,
                 Some(&s_h),
                 lstm.then_some(&s_c[..]),
-                Some(dx),
+                dense.then_some(dx),
             );
             return (j, ws.stack.dh0.clone(), ws.stack.dc0.clone());
         }
@@ -232,11 +250,13 @@ pub fn gradcheck(spec: &GradcheckSpec) -> Result<Vec<TensorCheck>> {
     for e in &model.layout().entries {
         out.push(compare(&e.name, &g[e.range()], &num_p[e.range()]));
     }
-    let mut xbuf = x.clone();
-    let num_x = numeric(&mut xbuf, 1, &mut |xx, _| {
-        objective(&params, xx, &h0, &c0, None).0
-    });
-    out.push(compare("input", &dx, &num_x));
+    if dense {
+        let mut xbuf = x.clone();
+        let num_x = numeric(&mut xbuf, 1, &mut |xx, _| {
+            objective(&params, xx, &h0, &c0, None).0
+        });
+        out.push(compare("input", &dx, &num_x));
+    }
     let mut hbuf = h0.clone();
     let num_h = numeric(&mut hbuf, 2, &mut |hh, _| {
         objective(&params, &x, hh, &c0, None).0

@@ -54,6 +54,7 @@ fn run(c: Case) {
         output_size: 4,
         decoder_bias: c.bias,
         head: c.head,
+        tie_weights: false,
     };
     let spec = GradcheckSpec {
         cfg,
@@ -220,4 +221,60 @@ fn lengths_are_checked() {
         e.to_string().contains("2 lengths given for a batch of 3"),
         "{e}"
     );
+}
+
+/// Token input through an embedding, untied and with the decoder's weight tied to it (the one
+/// matrix gets both gradients): an LSTM whose projection gives the embedding's width, a
+/// two-directional GRU (D*H = E), an Elman RNN with per-sequence lengths and locked dropout.
+#[test]
+fn embedding_and_tied_weights() {
+    let (v, e) = (5, 6);
+    let cases = [
+        StackConfig::new(CellKind::Lstm, e, 9).with_proj_size(e),
+        StackConfig::new(CellKind::Gru, e, 3)
+            .with_layers(2)
+            .with_bidirectional(true),
+        StackConfig::new(CellKind::parse("rnn_tanh").unwrap(), e, e)
+            .with_layers(2)
+            .with_dropout(0.3)
+            .with_dropout_mode(recur::stack::DropoutMode::Locked),
+    ];
+    for (i, rnn) in cases.into_iter().enumerate() {
+        for tie in [false, true] {
+            let mut cfg = ModelConfig::char_model(v, e, rnn.clone());
+            cfg.tie_weights = tie;
+            let spec = GradcheckSpec {
+                cfg: cfg.clone(),
+                t: 8,
+                b: 3,
+                varlen: i == 2,
+                init_state: true,
+                seed: 5,
+                eps: 1e-5,
+            };
+            let res = gradcheck(&spec).unwrap();
+            let model = recur::model::Model::new(cfg).unwrap();
+            let names: Vec<&str> = res.iter().map(|r| r.name.as_str()).collect();
+            assert!(names.contains(&"embedding.weight") && names.contains(&"decoder.weight"));
+            assert!(
+                !names.contains(&"input"),
+                "token input has no input gradient"
+            );
+            assert_eq!(
+                model.layout().get("decoder.weight").unwrap().offset
+                    == model.layout().get("embedding.weight").unwrap().offset,
+                tie,
+                "case {i}: tied means one matrix"
+            );
+            for r in &res {
+                assert!(
+                    r.max_rel_err < GRAD_TOL,
+                    "case {i} tied {tie}: tensor {} rel err {:.3e} at element {}",
+                    r.name,
+                    r.max_rel_err,
+                    r.worst_index
+                );
+            }
+        }
+    }
 }

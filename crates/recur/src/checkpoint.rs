@@ -408,8 +408,21 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> crate::Result<Checkpoint> {
     let mut expected: BTreeSet<String> = BTreeSet::new();
     let mut read = |prefix: &str, int8: bool| -> crate::Result<Vec<f32>> {
         let mut out = vec![0.0f32; layout.total];
-        for e in &layout.entries {
+        for (i, e) in layout.entries.iter().enumerate() {
             let name = format!("{prefix}{}", e.name);
+            // a second name of a tensor already read (tied weights): the file must hold the
+            // same values under both
+            let first = layout.is_alias(i).then(|| out[e.range()].to_vec());
+            let tied = |now: &[f32]| -> crate::Result<()> {
+                match &first {
+                    Some(f) if f.iter().zip(now).any(|(a, b)| a.to_bits() != b.to_bits()) => {
+                        Err(err(format!(
+                            "tensor '{name}' differs from the tensor it is tied to in this model"
+                        )))
+                    }
+                    _ => Ok(()),
+                }
+            };
             let t = st
                 .tensor(&name)
                 .map_err(|_| err(format!("tensor '{name}' is missing")))?;
@@ -444,6 +457,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> crate::Result<Checkpoint> {
                     *o = scales[i / cols] * (c as i8) as f32;
                 }
                 check_finite(&scale, &scales).map_err(&err)?;
+                tied(&out[e.range()])?;
                 expected.insert(name);
                 expected.insert(scale);
                 continue;
@@ -465,6 +479,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> crate::Result<Checkpoint> {
                 *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
             check_finite(&name, &out[e.range()]).map_err(&err)?;
+            tied(&out[e.range()])?;
             expected.insert(name);
         }
         Ok(out)

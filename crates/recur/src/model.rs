@@ -4,7 +4,9 @@
 //!
 //! Parameter names are those of the equivalent PyTorch module's state_dict: `embedding.weight`
 //! (V, E) when an embedding is used, `rnn.` + the torch.nn.RNN/LSTM/GRU names, `decoder.weight`
-//! (V_out, D*P) and `decoder.bias` (V_out).
+//! (V_out, D*P) and `decoder.bias` (V_out). With tied weights ([`ModelConfig::tie_weights`])
+//! `decoder.weight` is a second name of `embedding.weight`, as in a PyTorch module that sets
+//! `decoder.weight = embedding.weight`: one matrix, which receives both gradients.
 
 use crate::cell::LayerInput;
 use crate::ops::bf16::{tile_gemm, Right};
@@ -126,6 +128,12 @@ pub struct ModelConfig {
     /// existed): per-step classes.
     #[serde(default)]
     pub head: Head,
+    /// The decoder's weight is the embedding's (weight tying, as in AWD-LSTM): needs embedding
+    /// input, as many classes as symbols and E equal to the stack's output width D*P. The one
+    /// matrix starts as the decoder would (`nn.Linear`'s uniform), not as the embedding's
+    /// N(0, 1), whose logits would start far too large. Default false.
+    #[serde(default)]
+    pub tie_weights: bool,
 }
 
 impl ModelConfig {
@@ -157,6 +165,7 @@ impl ModelConfig {
             output_size: vocab,
             decoder_bias: true,
             head: Head::StepClasses,
+            tie_weights: false,
         }
     }
 
@@ -174,6 +183,7 @@ impl ModelConfig {
             output_size: outputs,
             decoder_bias: true,
             head,
+            tie_weights: false,
         }
     }
 
@@ -200,6 +210,26 @@ impl ModelConfig {
                 "rnn.input_size is {} but the input gives {} features",
                 self.rnn.input_size, want
             )));
+        }
+        if self.tie_weights {
+            if self.input != InputKind::Embedding {
+                return Err(crate::Error::invalid(
+                    "tied weights need embedding input (an embedding to tie the decoder to)",
+                ));
+            }
+            if self.output_size != self.input_size {
+                return Err(crate::Error::invalid(format!(
+                    "tied weights need as many classes as symbols: output_size is {} but the vocabulary {}",
+                    self.output_size, self.input_size
+                )));
+            }
+            if self.embed_dim != self.rnn.output_size() {
+                return Err(crate::Error::invalid(format!(
+                    "tied weights need the embedding width equal to the stack's output width: embed_dim is {} but the top layer gives {} (its hidden or projection size times its directions)",
+                    self.embed_dim,
+                    self.rnn.output_size()
+                )));
+            }
         }
         Ok(())
     }
@@ -336,7 +366,11 @@ impl Model {
             layout.push(format!("rnn.{}", e.name), &e.shape);
         }
         let rnn = start..layout.total;
-        let dec_w = layout.push("decoder.weight", &[cfg.output_size, cfg.rnn.output_size()]);
+        let dec_w = if cfg.tie_weights {
+            layout.alias("decoder.weight", "embedding.weight")
+        } else {
+            layout.push("decoder.weight", &[cfg.output_size, cfg.rnn.output_size()])
+        };
         let dec_b = cfg
             .decoder_bias
             .then(|| layout.push("decoder.bias", &[cfg.output_size]));
@@ -356,7 +390,9 @@ impl Model {
     }
 
     /// PyTorch's defaults: embedding N(0, 1); the stack U(-1/sqrt(H), 1/sqrt(H)); the decoder
-    /// (nn.Linear) U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+    /// (nn.Linear) U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias. Tied weights: the
+    /// same draws, the decoder's written last, so the one matrix is the decoder's uniform and
+    /// the stack's weights are those of the untied model with the same seed.
     pub fn init<F: Float>(&self, params: &mut [F], rng: &mut Rng) {
         if let Some(r) = &self.emb {
             for v in &mut params[r.clone()] {

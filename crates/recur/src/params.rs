@@ -25,11 +25,17 @@ impl ParamEntry {
     }
 }
 
-/// The layout of a flat parameter buffer: tensors in order, packed without gaps.
+/// The layout of a flat parameter buffer: tensors in order, packed without gaps, and aliases:
+/// a second name for a tensor already in the buffer (tied weights), which shares its elements.
+/// A loop over `entries` meets an aliased tensor under each of its names; whatever it does to
+/// the elements must then be the same done twice (rounding, quantizing, saving under both
+/// names), or it skips the aliases ([`ParamLayout::is_alias`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ParamLayout {
     pub entries: Vec<ParamEntry>,
     pub total: usize,
+    /// The indices in `entries` of the aliases, in order.
+    pub aliases: Vec<usize>,
 }
 
 impl ParamLayout {
@@ -49,5 +55,30 @@ impl ParamLayout {
     /// The entry with this name.
     pub fn get(&self, name: &str) -> Option<&ParamEntry> {
         self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// Adds `name` as a second name of the tensor `of` (same shape, same elements) and returns
+    /// its range.
+    ///
+    /// # Panics
+    /// When `of` is not in the layout.
+    pub fn alias(&mut self, name: impl Into<String>, of: &str) -> Range<usize> {
+        let e = self
+            .get(of)
+            .unwrap_or_else(|| panic!("ParamLayout::alias: no tensor '{of}'"));
+        let e = ParamEntry {
+            name: name.into(),
+            shape: e.shape.clone(),
+            offset: e.offset,
+        };
+        let r = e.range();
+        self.aliases.push(self.entries.len());
+        self.entries.push(e);
+        r
+    }
+
+    /// Whether `entries[i]` is an alias ([`ParamLayout::alias`]).
+    pub fn is_alias(&self, i: usize) -> bool {
+        self.aliases.contains(&i)
     }
 }

@@ -602,3 +602,48 @@ fn non_finite_tensors_fail() {
         "{e}"
     );
 }
+
+/// Tied weights (`ModelConfig::tie_weights`): the file holds the one matrix under both of its
+/// PyTorch names (a module with `decoder.weight = embedding.weight` has both in its state_dict),
+/// loads bit for bit, and a file whose two copies differ (an edit, or an untied model's file
+/// given a tied configuration) is refused with the tensor's name instead of loading one of them.
+#[test]
+fn tied_weights_round_trip_and_refuse_differing_copies() {
+    let dir = tmpdir("tied");
+    let mut c = sample(adam());
+    c.model.embed_dim = c.model.rnn.output_size();
+    c.model.rnn.input_size = c.model.embed_dim;
+    c.model.tie_weights = true;
+    let model = Model::new(c.model.clone()).unwrap();
+    let mut rng = Rng::new(9);
+    c.params = vec![0.0f32; model.num_params()];
+    model.init(&mut c.params, &mut rng);
+    let mut opt = Optimizer::<f32>::new(adam(), 2e-3, c.params.len());
+    let g: Vec<f32> = (0..c.params.len()).map(|_| rng.normal() as f32).collect();
+    opt.update(&mut c.params, &g);
+    c.optimizer = Some(opt);
+    let good = dir.join("good.safetensors");
+    save(&good, &c).unwrap();
+    let r = load(&good).unwrap();
+    assert_eq!(r.model, c.model);
+    assert_eq!(bits(&r.params), bits(&c.params));
+    assert_eq!(
+        bits(&r.optimizer.unwrap().m),
+        bits(&c.optimizer.as_ref().unwrap().m)
+    );
+    let raw = Raw::read(&good);
+    let data = |name: &str| raw.tensors.iter().find(|t| t.0 == name).unwrap().3.clone();
+    assert_eq!(data("embedding.weight"), data("decoder.weight"));
+    for name in ["decoder.weight", "optim.m.decoder.weight"] {
+        let mut raw = Raw::read(&good);
+        let old = f32::from_le_bytes(data(name)[4..8].try_into().unwrap());
+        poke(&mut raw, name, 1, old + 1.0);
+        let bad = dir.join("bad.safetensors");
+        raw.write(&bad);
+        let e = load(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains(name) && e.contains("tied"),
+            "{name}: unexpected error: {e}"
+        );
+    }
+}

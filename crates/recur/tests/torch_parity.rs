@@ -207,7 +207,9 @@ fn fixtures_cover_every_option() {
     assert!(cases.iter().any(|c| c.zero_state));
 }
 
-const CHAR_MODELS: [&str; 2] = ["char_lstm_emb", "char_gru_onehot"];
+/// The third ties the decoder's weight to the embedding's: torch's gradients of that matrix
+/// (under both names) are the sum of its two uses, as recur's.
+const CHAR_MODELS: [&str; 3] = ["char_lstm_emb", "char_gru_onehot", "char_lstm_tied"];
 
 fn tokens(v: &[i64]) -> Vec<u32> {
     v.iter().map(|&x| x as u32).collect()
@@ -496,6 +498,11 @@ fn recur_checkpoints_for_torch() {
             ModelConfig::char_model(v, 0, gru(6).with_layers(3).with_bias(false)),
         ),
         ("rnn_relu_emb", ModelConfig::char_model(v, 4, relu)),
+        ("lstm_proj_tied", {
+            let mut c = ModelConfig::char_model(v, 4, lstm(7).with_layers(2).with_proj_size(4));
+            c.tie_weights = true;
+            c
+        }),
         (
             "lstm_dense_last_classes_bi",
             ModelConfig::dense(
