@@ -12,7 +12,7 @@ import recur
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "crates" / "recur" / "tests" / "fixtures"
-MODELS = ["char_gru_onehot.ckpt.safetensors", "char_lstm_emb.ckpt.safetensors"]
+MODELS = ["char_gru_onehot.ckpt.safetensors", "char_lstm_emb.ckpt.safetensors", "char_lstm_tied.ckpt.safetensors"]
 TEXT = "the quick brown fox jumps over the lazy dog.\nhello, world! " * 40
 
 
