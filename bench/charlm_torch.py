@@ -51,7 +51,7 @@ def drop(x, p, locked, training):
 
 class CharModel(nn.Module):
     def __init__(self, v, cell, hidden, layers, dropout, embed, weight_drop=0.0,
-                 dropout_output=0.0, locked=False, dropout_input=0.0):
+                 dropout_output=0.0, locked=False, dropout_input=0.0, tie=False):
         super().__init__()
         self.v = v
         self.embedding = nn.Embedding(v, embed) if embed > 0 else None
@@ -67,6 +67,12 @@ class CharModel(nn.Module):
         else:
             self.rnn = cls(inp, hidden, num_layers=layers, dropout=dropout)
         self.decoder = nn.Linear(hidden, v)
+        if tie:
+            # recur's --tie-weights: one matrix, started as the decoder's uniform (nn.Linear's
+            # bound 1/sqrt(hidden)), not as the embedding's N(0, 1)
+            k = 1.0 / hidden ** 0.5
+            nn.init.uniform_(self.embedding.weight, -k, k)
+            self.decoder.weight = self.embedding.weight
 
     def forward(self, x, state):
         # x: (T, B) token ids
@@ -184,6 +190,8 @@ def main():
     p.add_argument("--dropout-input", type=float, default=0.0)
     p.add_argument("--dropout-mode", choices=["step", "locked"], default="step")
     p.add_argument("--embed", type=int, default=0)
+    p.add_argument("--tie-weights", action="store_true",
+                   help="the decoder's weight is the embedding's (needs --embed equal to --rnn-size)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-length", type=int, default=64)
     p.add_argument("--optim", default="adam")
@@ -202,6 +210,8 @@ def main():
     p.add_argument("--ema", type=float, default=0.0,
                    help="moving average of the weights with this decay (0 = none), as recur's")
     a = p.parse_args()
+    if a.tie_weights and a.embed != a.rnn_size:
+        p.error(f"--tie-weights needs --embed equal to --rnn-size ({a.rnn_size}), got {a.embed}")
     if not 0.0 <= a.ema < 1.0:
         p.error(f"--ema must be in [0, 1), got {a.ema}")
 
@@ -219,7 +229,7 @@ def main():
 
     model = CharModel(len(chars), a.cell, a.rnn_size, a.num_layers, a.dropout, a.embed,
                       a.weight_drop, a.dropout_output, a.dropout_mode == "locked",
-                      a.dropout_input)
+                      a.dropout_input, a.tie_weights)
     opt = {
         "adam": lambda: torch.optim.Adam(model.parameters(), lr=a.lr),
         "rmsprop": lambda: torch.optim.RMSprop(model.parameters(), lr=a.lr),
