@@ -136,21 +136,51 @@ fn reference(
     (y, hs, cs)
 }
 
-/// The stack against the reference; `proj`: an LSTM projection to this size (0: none).
-fn check(precision: Precision, kind: CellKind, inference: bool, proj: usize) {
-    let (t, b, i, h, layers) = (7, 3, 5, 13, 2);
-    let p = if proj > 0 { proj } else { h };
-    let stack = Stack::new(
-        StackConfig::new(kind, i, h)
-            .with_layers(layers)
-            .with_proj_size(proj),
-    )
-    .unwrap();
-    let mut rng = Rng::new(17);
+/// A stack of `cfg`, its weights drawn from `seed` and put in `precision`'s format, then T*B
+/// rows of bf16-valued input drawn from the same generator, which is handed back for more.
+fn prepared(
+    cfg: StackConfig,
+    precision: Precision,
+    seed: u64,
+    t: usize,
+    b: usize,
+) -> (Stack, Vec<f32>, Vec<f32>, Rng) {
+    let i = cfg.input_size;
+    let stack = Stack::new(cfg).unwrap();
+    let mut rng = Rng::new(seed);
     let mut params = vec![0f32; stack.num_params()];
     stack.init(&mut params, &mut rng);
     prepare_weights(stack.layout(), &mut params, precision);
     let x: Vec<f32> = (0..t * b * i).map(|_| round(rng.normal() as f32)).collect();
+    (stack, params, x, rng)
+}
+
+/// The stack's forward from zero states in `precision`, in the inference or training layout:
+/// (outputs, h_n, c_n).
+fn forward_from_zeros(
+    stack: &Stack,
+    params: &[f32],
+    x: &[f32],
+    (t, b): (usize, usize),
+    precision: Precision,
+    inference: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut ws = stack.workspace::<f32>(t, b);
+    ws.set_inference(inference);
+    ws.set_precision(precision);
+    let ld = stack.cfg().input_size;
+    stack.forward_from_zeros(&mut ws, params, LayerInput::Dense { x, ld });
+    (ws.output().to_vec(), ws.h_n.clone(), ws.c_n.clone())
+}
+
+/// The stack against the reference; `proj`: an LSTM projection to this size (0: none).
+fn check(precision: Precision, kind: CellKind, inference: bool, proj: usize) {
+    let (t, b, i, h, layers) = (7, 3, 5, 13, 2);
+    let p = if proj > 0 { proj } else { h };
+    let cfg = StackConfig::new(kind, i, h)
+        .with_layers(layers)
+        .with_proj_size(proj);
+    let (stack, params, x, mut rng) = prepared(cfg, precision, 17, t, b);
     let h0: Vec<f32> = (0..layers * b * p)
         .map(|_| 0.5 * rng.normal() as f32)
         .collect();
@@ -294,19 +324,9 @@ fn inference_and_training_layouts_agree_bit_for_bit() {
         (CellKind::Gru, Precision::Int8),
     ] {
         let (t, b, i, h) = (9, 4, 6, 20);
-        let stack = Stack::new(StackConfig::new(kind, i, h).with_layers(2)).unwrap();
-        let mut rng = Rng::new(3);
-        let mut params = vec![0f32; stack.num_params()];
-        stack.init(&mut params, &mut rng);
-        prepare_weights(stack.layout(), &mut params, precision);
-        let x: Vec<f32> = (0..t * b * i).map(|_| round(rng.normal() as f32)).collect();
-        let run = |inference: bool| {
-            let mut ws = stack.workspace::<f32>(t, b);
-            ws.set_inference(inference);
-            ws.set_precision(precision);
-            stack.forward_from_zeros(&mut ws, &params, LayerInput::Dense { x: &x, ld: i });
-            (ws.output().to_vec(), ws.h_n.clone())
-        };
+        let cfg = StackConfig::new(kind, i, h).with_layers(2);
+        let (stack, params, x, _) = prepared(cfg, precision, 3, t, b);
+        let run = |inference| forward_from_zeros(&stack, &params, &x, (t, b), precision, inference);
         let (a, b2) = (run(true), run(false));
         assert!(
             a == b2,
@@ -339,24 +359,13 @@ fn lstm_projections_give_one_threads_bits_on_two() {
     use recur::ops::gemm::with_threads;
     for precision in [Precision::F32, Precision::Bf16, Precision::Int8] {
         let (t, b, i, h, p) = (20, 37, 9, 200, 61);
-        let stack = Stack::new(
-            StackConfig::new(CellKind::Lstm, i, h)
-                .with_layers(2)
-                .with_proj_size(p),
-        )
-        .unwrap();
-        let mut rng = Rng::new(29);
-        let mut params = vec![0f32; stack.num_params()];
-        stack.init(&mut params, &mut rng);
-        prepare_weights(stack.layout(), &mut params, precision);
-        let x: Vec<f32> = (0..t * b * i).map(|_| round(rng.normal() as f32)).collect();
-        let run = |threads: usize| {
+        let cfg = StackConfig::new(CellKind::Lstm, i, h)
+            .with_layers(2)
+            .with_proj_size(p);
+        let (stack, params, x, _) = prepared(cfg, precision, 29, t, b);
+        let run = |threads| {
             with_threads(threads, || {
-                let mut ws = stack.workspace::<f32>(t, b);
-                ws.set_inference(true);
-                ws.set_precision(precision);
-                stack.forward_from_zeros(&mut ws, &params, LayerInput::Dense { x: &x, ld: i });
-                (ws.output().to_vec(), ws.h_n.clone(), ws.c_n.clone())
+                forward_from_zeros(&stack, &params, &x, (t, b), precision, true)
             })
         };
         let (one, two) = (run(1), run(2));
