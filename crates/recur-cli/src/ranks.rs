@@ -125,13 +125,10 @@ impl Ranks {
     /// Ends the whole job after `err` on this rank: its one line, naming the rank, then
     /// `MPI_Abort` (the other ranks may be waiting in a sum that this one will never join).
     pub fn fail(&self, err: &anyhow::Error) -> ! {
-        // one write of the whole line: stderr is unbuffered, and mpirun interleaves the ranks'
-        // output at the writes' boundaries
-        let line = format!(
-            "recur: error: rank {} of {}: {err:#}\n",
+        say(&format!(
+            "recur: error: rank {} of {}: {err:#}",
             self.rank, self.size
-        );
-        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+        ));
         #[cfg(feature = "mpi")]
         {
             use mpi::traits::Communicator;
@@ -140,6 +137,16 @@ impl Ranks {
         #[cfg(not(feature = "mpi"))]
         std::process::exit(2)
     }
+}
+
+/// Writes `line` and its newline to stderr in one write. `eprintln!` writes its pieces one by one
+/// (stderr is unbuffered), and mpirun interleaves the ranks' output at the writes' boundaries: a
+/// rank's line could land in the middle of another's.
+pub fn say(line: &str) {
+    let mut whole = String::with_capacity(line.len() + 1);
+    whole.push_str(line);
+    whole.push('\n');
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), whole.as_bytes());
 }
 
 /// `MPI_Allreduce` with `MPI_SUM` over the world communicator.

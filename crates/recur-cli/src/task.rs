@@ -447,7 +447,7 @@ fn train_cell(
                 );
                 // bars draw only on a terminal; evaluations reach a redirected stderr too
                 if bar.is_hidden() {
-                    eprintln!("{line}");
+                    crate::ranks::say(&line);
                 } else {
                     let _ = bars.println(line);
                 }
