@@ -80,6 +80,36 @@ fn train_resume_sample_and_eval_end_to_end() {
     let again = recur(&first);
     one_line_error(&again, &["--resume"]);
 
+    // resuming on another text is refused, the run left as it was: the same characters in
+    // another order (the saved run's fingerprints of its training and validation parts), and
+    // a character the checkpoint's vocabulary lacks
+    let saved = std::fs::read(ck.join("latest.safetensors")).unwrap();
+    let text = std::fs::read_to_string(&corpus).unwrap();
+    let resume_on = |name: &str, text: &str| {
+        let other = d.join(name);
+        std::fs::write(&other, text).unwrap();
+        let a = [
+            "train",
+            "--resume",
+            "--checkpoint-dir",
+            s(&ck),
+            "--data",
+            s(&other),
+            "--max-steps",
+            "45",
+        ];
+        recur(&a)
+    };
+    let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
+    lines.reverse();
+    one_line_error(
+        &resume_on("reordered.txt", &lines.concat()),
+        &["differs from the one the checkpoint was trained on"],
+    );
+    let e = one_line_error(&resume_on("new-char.txt", &format!("{text}Zounds!")), &[]);
+    assert!(e.contains('Z'), "{e}");
+    assert_eq!(std::fs::read(ck.join("latest.safetensors")).unwrap(), saved);
+
     // resume to 45 steps: the log grows by the evaluations at 40 and 45
     let mut res = vec![
         "train",
