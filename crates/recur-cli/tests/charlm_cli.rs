@@ -837,10 +837,11 @@ fn lr_schedule_flags() {
 
     // the large preset runs the cosine (warm-up 500 steps) with the weights averaged, output
     // dropout and weight drop; a smaller network through the flags, so that the test is quick
+    // (two layers, for the dropout between them)
     let ck = d.join("large");
     let mut a = vec!["train", "--data", s(&corpus), "--checkpoint-dir", s(&ck)];
-    a.extend_from_slice(&["--preset", "large"]);
-    a.extend_from_slice(SMALL);
+    a.extend_from_slice(&["--preset", "large", "--num-layers", "2"]);
+    a.extend_from_slice(&SMALL[2..]);
     a.extend_from_slice(&["--max-steps", "3", "--eval-every", "10", "--json"]);
     let out = recur(&a);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -849,7 +850,7 @@ fn lr_schedule_flags() {
         "{err}"
     );
     assert!(
-        err.contains("output dropout 0.25, weight drop 0.2,"),
+        err.contains("lstm 2x32, dropout 0.25, output dropout 0.25, weight drop 0.2,"),
         "{err}"
     );
     json_of(&out);
