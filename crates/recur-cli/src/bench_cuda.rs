@@ -240,7 +240,7 @@ mod cuda {
                         }
                     }
                 }
-                Err(e) => eprintln!("recur: warning: CUDA graph capture failed: {e}"),
+                Err(e) => crate::ranks::say!("recur: warning: CUDA graph capture failed: {e}"),
             }
             out.push(Row {
                 device: format!("cuda:{name}"),

@@ -40,7 +40,7 @@ pub fn run_epochs<T: Task>(
         Event::Eval { .. } if quiet => {}
         Event::Eval { row, .. } => {
             pb.suspend(|| {
-                eprintln!(
+                crate::ranks::say!(
                     "epoch {:>3}/{epochs}: lr {:.2e}  train {loss_name} {:.4}{}  ({:.1} s)",
                     row.epoch.round() as u64,
                     row.lr,

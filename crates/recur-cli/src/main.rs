@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
             let msg = first.strip_prefix("error: ").unwrap_or(first);
-            ranks::say(&format!("recur: error: {msg} (see 'recur --help')"));
+            ranks::say!("recur: error: {msg} (see 'recur --help')");
             return ExitCode::from(2);
         }
     };
@@ -109,7 +109,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            ranks::say(&format!("recur: error: {e:#}"));
+            ranks::say!("recur: error: {e:#}");
             ExitCode::from(2)
         }
     }

@@ -125,10 +125,7 @@ impl Ranks {
     /// Ends the whole job after `err` on this rank: its one line, naming the rank, then
     /// `MPI_Abort` (the other ranks may be waiting in a sum that this one will never join).
     pub fn fail(&self, err: &anyhow::Error) -> ! {
-        say(&format!(
-            "recur: error: rank {} of {}: {err:#}",
-            self.rank, self.size
-        ));
+        say!("recur: error: rank {} of {}: {err:#}", self.rank, self.size);
         #[cfg(feature = "mpi")]
         {
             use mpi::traits::Communicator;
@@ -141,13 +138,22 @@ impl Ranks {
 
 /// Writes `line` and its newline to stderr in one write. `eprintln!` writes its pieces one by one
 /// (stderr is unbuffered), and mpirun interleaves the ranks' output at the writes' boundaries: a
-/// rank's line could land in the middle of another's.
-pub fn say(line: &str) {
-    let mut whole = String::with_capacity(line.len() + 1);
-    whole.push_str(line);
-    whole.push('\n');
-    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), whole.as_bytes());
+/// rank's line could land in the middle of another's. Every line the CLI writes to stderr goes
+/// through here (or [`say!`], its `eprintln!`).
+pub fn say_line(line: &str) {
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr().lock(),
+        format!("{line}\n").as_bytes(),
+    );
 }
+
+/// `eprintln!` written in one piece: [`say_line`] of the formatted line.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::ranks::say_line(&format!($($arg)*))
+    };
+}
+pub(crate) use say;
 
 /// `MPI_Allreduce` with `MPI_SUM` over the world communicator.
 #[cfg(feature = "mpi")]

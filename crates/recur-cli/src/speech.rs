@@ -458,7 +458,7 @@ fn train(a: TrainArgs, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
     if root {
-        crate::ranks::say(&format!(
+        crate::ranks::say!(
         "speech: {} training ({} with augmentation) and {} validation recordings ({}), {} features per frame, {} {} x {}{}, head {}, {} parameters{}",
         n_plain,
         train_n,
@@ -472,7 +472,7 @@ fn train(a: TrainArgs, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
         model_cfg.head.name(),
         model.num_params(),
         ranks.map_or(String::new(), |r| format!(", {} MPI ranks", r.size()))
-    ));
+    );
     }
 
     let reason = run_epochs(&mut trainer, &stop, a.train.epochs, !root)?;

@@ -347,7 +347,7 @@ fn run_task(a: Args, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
     }
     report(&plan, &c, &results, &flows, &files)?;
     if results.iter().any(|r| r.reason == StopReason::Stopped) {
-        eprintln!(
+        crate::ranks::say!(
             "interrupted: '{}' holds the runs; continue with --resume",
             plan.dir.display()
         );
@@ -447,7 +447,7 @@ fn train_cell(
                 );
                 // bars draw only on a terminal; evaluations reach a redirected stderr too
                 if bar.is_hidden() {
-                    crate::ranks::say(&line);
+                    crate::ranks::say_line(&line);
                 } else {
                     let _ = bars.println(line);
                 }

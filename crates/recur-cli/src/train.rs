@@ -839,7 +839,7 @@ fn train(a: Args, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
     }
 
     if root {
-        crate::ranks::say(&header(&a, &trainer, &data_path, &vocab, threads, ranks));
+        crate::ranks::say_line(&header(&a, &trainer, &data_path, &vocab, threads, ranks));
     }
     let cfg = trainer.state.config.clone();
     let bar = progress_bar(a.quiet || !root);
@@ -926,13 +926,13 @@ fn train(a: Args, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
     if let Some(r) = ranks {
         let (n, mean) = r.reduced();
         let per_step = trainer.state.elapsed_secs / trainer.state.step.max(1) as f64;
-        crate::ranks::say(&format!(
+        crate::ranks::say!(
             "MPI: {n} float32 sums (gradients, carried states), mean {:.2} ms on rank 0 ({:.1}% \
              of a step's {:.1} ms, waiting for the other ranks included)",
             mean * 1e3,
             100.0 * mean / per_step,
             per_step * 1e3
-        ));
+        );
     }
     report(&trainer, outcome, &dir, a.json)
 }

@@ -281,7 +281,7 @@ pub fn train(a: TrainArgs, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
     normalise(&mut val_set, &normalizer);
     let frames: usize = train_set.iter().map(|e| e.feats.t).sum();
     if root {
-        crate::ranks::say(&format!(
+        crate::ranks::say!(
         "transcriber: {} training strings ({frames} frames) and {} validation strings{} in {:.1} s; \
          {} features per frame, {} {} x {}{}, {params} parameters{}",
         train_set.len(),
@@ -300,7 +300,7 @@ pub fn train(a: TrainArgs, ranks: Option<&crate::ranks::Ranks>) -> Result<()> {
             ""
         },
         ranks.map_or(String::new(), |r| format!(", {} MPI ranks", r.size()))
-    ));
+    );
     }
 
     // ---- the run: the directory is held from here until the run ends
