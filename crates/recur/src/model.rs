@@ -821,5 +821,5 @@ impl Model {
 fn head_on_tiles<F: Float>(precision: crate::Precision) -> bool {
     precision == crate::Precision::Bf16
         && std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>()
-        && crate::ops::tiles::available()
+        && crate::ops::multiplier::native()
 }

@@ -7,20 +7,20 @@
 //! weight and input gradients; in int8 the per-step and input products on the tiles. Compared
 //! with the same stack without the tiles: int8 bit for bit (int32 sums are exact either way);
 //! bf16 within one bf16 rounding (the tiles add some products in another order): inference,
-//! and training's outputs, weight gradients and input gradients. One test, so that the process-wide switch
-//! meets no other test's products.
+//! and training's outputs, weight gradients and input gradients. "Without" is the float32 kernels
+//! on bf16 values, forced where this CPU would choose `vdpbf16ps` (tests/dp_products.rs). One
+//! test, so that the process-wide switches meet no other test's products.
 
 #[path = "support/close.rs"]
 #[allow(dead_code)]
 mod close;
+#[path = "support/stack_runs.rs"]
+mod stack_runs;
 
-use recur::cell::{CellKind, LayerInput};
-use recur::ops::bf16::round;
+use recur::cell::CellKind;
 use recur::ops::gemm::set_threads;
+use recur::ops::multiplier::{self, Multiplier};
 use recur::ops::tiles;
-use recur::precision::prepare_weights;
-use recur::rng::Rng;
-use recur::stack::{Stack, StackConfig};
 use recur::Precision;
 
 /// bf16, relative to the largest element: one bf16 rounding (2^-8). The model adds a tile's
@@ -41,56 +41,16 @@ fn run(
     run_on(precision, kind, (t, b, i, h), on_tiles, false)
 }
 
-/// [`run`], the input one-hot (ids in 0..I) when `one_hot`.
+/// [`stack_runs::stack_outputs`] with the tiles' model on or off.
 fn run_on(
     precision: Precision,
     kind: CellKind,
-    (t, b, i, h): (usize, usize, usize, usize),
+    dims: (usize, usize, usize, usize),
     on_tiles: bool,
     one_hot: bool,
 ) -> Vec<Vec<f32>> {
     tiles::use_model(on_tiles);
-    let stack = Stack::new(StackConfig::new(kind, i, h).with_layers(2)).unwrap();
-    let mut rng = Rng::new(21);
-    let mut params = vec![0f32; stack.num_params()];
-    stack.init(&mut params, &mut rng);
-    prepare_weights(stack.layout(), &mut params, precision);
-    let x: Vec<f32> = (0..t * b * i).map(|_| round(rng.normal() as f32)).collect();
-    let dy: Vec<f32> = (0..t * b * h).map(|_| rng.normal() as f32).collect();
-    let ids: Vec<u32> = (0..t * b).map(|r| ((r * 7 + 3) % i) as u32).collect();
-    let input = if one_hot {
-        LayerInput::OneHot { ids: &ids }
-    } else {
-        LayerInput::Dense { x: &x, ld: i }
-    };
-    let mut ws = stack.workspace::<f32>(t, b);
-    ws.set_precision(precision);
-    ws.set_inference(true);
-    stack.forward_from_zeros(&mut ws, &params, input);
-    let mut out = vec![ws.output().to_vec(), ws.h_n.clone()];
-    if precision == Precision::Bf16 {
-        ws.set_inference(false);
-        stack.forward(&mut ws, &params, input, None, None, None, None);
-        out.push(ws.output().to_vec());
-        // backward adds to what the gradients hold: start them away from zero
-        let mut grads = vec![0.5f32; stack.num_params()];
-        let mut dx = vec![0.25f32; x.len()];
-        let dx_arg = (!one_hot).then_some(&mut dx[..]);
-        stack.backward(
-            &mut ws,
-            &params,
-            &mut grads,
-            input,
-            None,
-            Some(&dy),
-            None,
-            None,
-            dx_arg,
-        );
-        // what backward added (a lost start shows as -0.5 and -0.25)
-        out.push(grads.iter().map(|g| g - 0.5).collect());
-        out.push(dx.iter().map(|d| d - 0.25).collect());
-    }
+    let out = stack_runs::stack_outputs(precision, kind, dims, one_hot);
     tiles::use_model(false);
     out
 }
@@ -103,6 +63,8 @@ fn rel(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn stacks_on_the_tile_model_match_the_stacks_without() {
     set_threads(2);
+    // without the model: the float32 kernels, also where vdpbf16ps would be chosen
+    multiplier::force(Some(Multiplier::Float32));
     let names = [
         "inference output",
         "final h",
@@ -169,51 +131,13 @@ fn stacks_on_the_tile_model_match_the_stacks_without() {
     }
 }
 
-/// A char model in bf16 (one-hot input, 2 x 32 LSTM, a decoder of 65 classes: the decoder's
-/// three products on the tiles too): logits, and every gradient after the loss.
+/// [`stack_runs::char_model_step`] (the decoder's three products on the tiles too) with the
+/// tiles' model on or off.
 fn char_model_step(on_tiles: bool) -> (Vec<f32>, Vec<f32>) {
-    use recur::model::{Input, Model, ModelConfig};
     tiles::use_model(on_tiles);
-    let (t, b, v) = (5, 19, 65);
-    let model = Model::new(ModelConfig::char_model(
-        v,
-        0,
-        StackConfig::new(CellKind::Lstm, v, 32).with_layers(2),
-    ))
-    .unwrap();
-    let mut rng = Rng::new(23);
-    let mut params = vec![0f32; model.num_params()];
-    model.init(&mut params, &mut rng);
-    prepare_weights(model.layout(), &mut params, Precision::Bf16);
-    let ids: Vec<u32> = (0..t * b).map(|r| ((r * 11 + 5) % v) as u32).collect();
-    let targets: Vec<u32> = (0..t * b).map(|r| ((r * 3 + 1) % v) as u32).collect();
-    let mut ws = model.workspace::<f32>(t, b);
-    ws.set_precision(Precision::Bf16);
-    model.forward(
-        &mut ws,
-        &params,
-        Input::Tokens(&ids),
-        None,
-        None,
-        None,
-        None,
-    );
-    let logits = ws.logits.clone();
-    model.loss(&mut ws, &targets, 1.0 / (t * b) as f32);
-    let mut grads = vec![0.5f32; params.len()];
-    model.backward(
-        &mut ws,
-        &params,
-        &mut grads,
-        Input::Tokens(&ids),
-        None,
-        None,
-        None,
-        None,
-    );
+    let out = stack_runs::char_model_step();
     tiles::use_model(false);
-    // what backward added (a lost start shows as -0.5)
-    (logits, grads.iter().map(|g| g - 0.5).collect())
+    out
 }
 
 /// One-hot input (the char model's first layer): dW_ih's scatter-add as without the tiles,

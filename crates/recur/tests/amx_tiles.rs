@@ -1,6 +1,7 @@
 //! The products on AMX tiles (`ops::tiles`), on the scalar model of the tile instructions on
 //! every CPU and on the hardware where the CPU and the OS grant the tiles (skipped elsewhere,
-//! saying so). bf16 (`bf16::panel_gemm_tiles`) against an f64 reference from the same rounded
+//! saying so); the bf16 ones also on `vdpbf16ps` (the multiplier chosen without AMX where it
+//! outruns the float32 FMA) where the CPU has AVX512-BF16. bf16 (`bf16::panel_gemm_tiles`) against an f64 reference from the same rounded
 //! operands; int8 (`int8::panel_gemm_tiles`) against the portable int8 loop, bit for bit (int32
 //! sums are exact). On awkward sizes: rows around the 16-row tile (1, 15, 16, 17, 31, 33, 40),
 //! k around the 32-wide chunk (1, 2, 15, 16, 17, 31, 32, 33, 70, 511, 513: a partial last chunk,
@@ -28,12 +29,19 @@ fn machines(int8: bool) -> Vec<TileRun> {
         (tiles::available(), "bf16")
     };
     if on {
-        v.push(TileRun::Amx);
+        v.push(TileRun::Native);
     } else {
         eprintln!(
             "skipped: the AMX {what} tile product on the hardware (AMX tiles here: {})",
             recur::ops::amx::Amx::get().describe()
         );
+    }
+    if !int8 {
+        if recur::ops::multiplier::dp_runs() {
+            v.push(TileRun::Vdpbf16ps);
+        } else {
+            eprintln!("skipped: the bf16 products on vdpbf16ps (no AVX-512 with AVX512-BF16 here)");
+        }
     }
     v
 }

@@ -47,7 +47,7 @@ pub(crate) fn max_rows() -> usize {
 ///   memory; measured 1.45-1.59x on the first machine);
 /// - in between (the weights stream from the L3 every step): measured ([`measured`]).
 pub(super) fn auto(gh: usize, h: usize, rows: usize, parts: usize) -> bool {
-    if crate::ops::tiles::available() {
+    if crate::ops::multiplier::native() {
         // a tile product does 16 x 16 x 32 multiply-adds per 1 KiB of weights loaded: it
         // outruns the float32 FMA at every shape by that count (not measured yet: no AMX
         // machine has run it)
@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn sizes_decide_first_and_a_measurement_is_kept() {
         // with AMX tiles: bf16 panels at every shape
-        let tiles = crate::ops::tiles::available();
+        let tiles = crate::ops::multiplier::native();
         // many rows, or weights that stay in the L2s: float32 panels, nothing timed (unless
         // one row on a CPU that multiplies bf16 directly: then bf16 panels)
         assert_eq!(auto(4 * 1024, 1024, max_rows() + 1, 1), tiles);

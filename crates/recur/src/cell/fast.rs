@@ -878,7 +878,7 @@ impl<F: Float> Bwd<'_, F> {
                 // F is f32 in bf16 mode (DirCache::set_precision): the casts are identities; dG
                 // holds bf16 values (rounded as written)
                 Some(w16) => bf16::panel_gemm_tiles(
-                    crate::ops::tiles::TileRun::Amx,
+                    crate::ops::tiles::TileRun::Native,
                     mb,
                     Groups::ONE,
                     gh,
@@ -1076,7 +1076,7 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
     let pp = panels(nh);
     let packed = pp * gh * NR;
     // bf16 on AMX tiles: dh's product on the tiles, W_hh as bf16 panels (in wpack16)
-    let tiles = c.precision == Precision::Bf16 && crate::ops::tiles::available();
+    let tiles = c.precision == Precision::Bf16 && crate::ops::multiplier::native();
     let packed16 = bf16::packed_len(pp, gh);
     if tiles {
         grow(&mut c.wpack16, packed16);

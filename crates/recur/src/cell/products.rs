@@ -152,7 +152,7 @@ pub(super) fn quant_scratch(
 pub(super) fn tiles_for_input<F: Float>(c: &DirCache<F>) -> bool {
     c.precision == crate::Precision::Bf16
         && c.dims.h.is_multiple_of(crate::ops::panel::NR)
-        && crate::ops::tiles::available()
+        && crate::ops::multiplier::native()
 }
 
 /// bf16's input product over all T*B rows (dense input) on AMX tiles: `xw = X W_ih^T`, W_ih
@@ -196,7 +196,7 @@ pub(super) fn input_projection_tiles<F: Float>(
         // whole panels (tiles_for_input), so the panels' columns are xw's.
         unsafe {
             bf16::panel_gemm_tiles(
-                crate::ops::tiles::TileRun::Amx,
+                crate::ops::tiles::TileRun::Native,
                 m,
                 Groups::ONE,
                 ni,
@@ -327,7 +327,7 @@ pub(super) fn weight_grads<F: Float>(
     dx: Option<(&mut [F], usize)>,
     dgt: bool,
 ) {
-    if c.precision == crate::Precision::Bf16 && crate::ops::tiles::available() {
+    if c.precision == crate::Precision::Bf16 && crate::ops::multiplier::native() {
         return weight_grads_tiles(c, w, g, input, dx, dgt);
     }
     let d = c.dims;

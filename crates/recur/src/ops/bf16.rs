@@ -249,11 +249,11 @@ pub unsafe fn panel_gemm_raw(
     panels: Range<usize>,
     out: OutPtr<f32>,
 ) {
-    if super::tiles::available() {
+    if super::multiplier::native() {
         // SAFETY: forwarded contract; the process holds the tiles (checked).
         return unsafe {
             panel_gemm_tiles(
-                TileRun::Amx,
+                TileRun::Native,
                 m,
                 Groups::ONE,
                 k,
@@ -276,7 +276,7 @@ pub unsafe fn panel_gemm_raw(
 ///
 /// # Safety
 /// As [`super::panel::panel_gemm_raw`], for the rows of every block. Panics when `on` is
-/// [`TileRun::Amx`] and this process cannot use the tiles.
+/// [`TileRun::Native`] and this process cannot use the tiles.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn panel_gemm_tiles(
     on: TileRun,
@@ -352,9 +352,9 @@ pub unsafe fn panel_sets_raw(
 ) {
     // SAFETY (both): forwarded contract.
     unsafe {
-        if super::tiles::available() {
+        if super::multiplier::native() {
             panel_sets_tiles(
-                TileRun::Amx,
+                TileRun::Native,
                 m,
                 Groups::ONE,
                 k,
@@ -448,7 +448,7 @@ pub fn tile_gemm(
             // sizes of A and the panels are checked by panel_gemm_tiles.
             unsafe {
                 panel_gemm_tiles(
-                    TileRun::Amx,
+                    TileRun::Native,
                     rows,
                     Groups::ONE,
                     k,
@@ -507,7 +507,7 @@ pub unsafe fn panel_gemm_with(
         // SAFETY (both): the CPU runs the kernel (asserted); the sizes were checked above; the
         // caller's contract covers the writes.
         Isa::Avx512 if m == 1 && has_avx512_bf16() => {
-            return unsafe { dp512::run(m, groups, k, a, lda, packed, panels, out) }
+            return unsafe { dp512::run(m, groups, k, a, lda, packed, &[panels], out, false) }
         }
         Isa::Avx512 => return unsafe { wide512::run(m, groups, k, a, lda, packed, panels, out) },
         Isa::Avx2Fma => return unsafe { avx2::run(m, groups, k, a, lda, packed, panels, out) },
@@ -664,7 +664,6 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 mod dp512 {
     use super::{packed_len, pair_rows, Groups, OutPtr, NR};
-    use crate::ops::panel::avx512_tile_shape as tile_shape;
     use std::arch::x86_64::*;
     use std::cell::RefCell;
     use std::ops::Range;
@@ -703,8 +702,12 @@ mod dp512 {
         }
     }
 
+    /// The product of `panel_gemm_with` over each range of `sets` (A converted to bf16 pairs
+    /// once for all of them), `C +=` with `add`.
+    ///
     /// # Safety
-    /// AVX-512F and AVX512-BF16 present; the checks and contract of `panel_gemm_with`.
+    /// AVX-512F and AVX512-BF16 present; the checks and contract of `panel_gemm_with`, for
+    /// every range.
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run(
@@ -714,8 +717,9 @@ mod dp512 {
         a: &[f32],
         lda: usize,
         packed: &[u16],
-        panels: Range<usize>,
+        sets: &[Range<usize>],
         out: OutPtr<f32>,
+        add: bool,
     ) {
         let ps = packed_len(1, k);
         let kp = pair_rows(k);
@@ -740,17 +744,74 @@ mod dp512 {
                 a_step: m * kp,
                 ..groups
             };
-            crate::ops::panel::avx512_tiled_product!(
-                m, kp, pairs, kp, packed, ps, groups, panels, out
-            );
+            for panels in sets {
+                let panels = panels.clone();
+                // SAFETY: the features are this function's; forwarded contract.
+                unsafe {
+                    if add {
+                        sum::product(m, kp, pairs, groups, packed, ps, panels, out)
+                    } else {
+                        store::product(m, kp, pairs, groups, packed, ps, panels, out)
+                    }
+                }
+            }
         });
     }
 
+    /// The tiled product of [`run`] with `tile` storing C (`store`) or adding to it (`sum`).
+    macro_rules! variant {
+        ($name:ident, $add:literal) => {
+            mod $name {
+                use super::{Groups, OutPtr};
+                use std::ops::Range;
+
+                /// # Safety
+                /// As [`super::run`], `pairs` its copy of A.
+                #[target_feature(enable = "avx512f,avx512bf16")]
+                #[allow(clippy::too_many_arguments)]
+                pub(super) unsafe fn product(
+                    m: usize,
+                    kp: usize,
+                    pairs: &[u32],
+                    groups: Groups,
+                    packed: &[u16],
+                    ps: usize,
+                    panels: Range<usize>,
+                    out: OutPtr<f32>,
+                ) {
+                    use crate::ops::panel::avx512_tile_shape as tile_shape;
+                    crate::ops::panel::avx512_tiled_product!(
+                        m, kp, pairs, kp, packed, ps, groups, panels, out
+                    );
+                }
+
+                #[inline(always)]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn tile<const R: usize, const V: usize>(
+                    kp: usize,
+                    ap: *const u32,
+                    lda: usize,
+                    bp: *const u16,
+                    ps: usize,
+                    out: OutPtr<f32>,
+                    i0: usize,
+                    q: usize,
+                ) {
+                    // SAFETY: forwarded contract.
+                    unsafe { super::tile::<R, V, $add>(kp, ap, lda, bp, ps, out, i0, q) }
+                }
+            }
+        };
+    }
+    variant!(store, false);
+    variant!(sum, true);
+
     /// `R` rows x `V` panels of C from `kp` pairs of rows: per pair, a 32-bit broadcast of the
-    /// row's two bf16 against each panel's one vector of 16 columns x 2 rows.
+    /// row's two bf16 against each panel's one vector of 16 columns x 2 rows; with `ADD` the
+    /// sums start from C's elements.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const R: usize, const V: usize>(
+    unsafe fn tile<const R: usize, const V: usize, const ADD: bool>(
         kp: usize,
         ap: *const u32,
         lda: usize,
@@ -764,6 +825,16 @@ mod dp512 {
         // of ps elements, and C rows i0..i0+R; columns are masked below.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); V]; R];
+            if ADD {
+                for v in 0..V {
+                    let c0 = (q + v) * NR;
+                    let mask = crate::ops::panel::panel_mask(out.n, c0);
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let src = out.ptr.add((i0 + r) * out.ld + c0);
+                        row[v] = _mm512_maskz_loadu_ps(mask, src);
+                    }
+                }
+            }
             let bh = |x: __m512i| std::mem::transmute::<__m512i, __m512bh>(x);
             for pp in 0..kp {
                 let mut b = [bh(_mm512_setzero_si512()); V];
@@ -779,6 +850,54 @@ mod dp512 {
             }
             crate::ops::panel::store_tile_512(&acc, out, i0, q);
         }
+    }
+}
+
+/// The bf16 products of [`super::tiles::with_tiles`] on `vdpbf16ps` where the CPU has no AMX
+/// tiles and [`super::multiplier`] chose it: the same panels, any number of rows (no padding to
+/// whole tiles), C stored or added to.
+pub(crate) struct DpPanels;
+
+impl super::tiles::TileUse for DpPanels {
+    unsafe fn bf16(
+        &mut self,
+        m: usize,
+        groups: Groups,
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        packed: &[u16],
+        panels: &[Range<usize>],
+        out: OutPtr<f32>,
+        accumulate: bool,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(
+                super::multiplier::dp_runs(),
+                "vdpbf16ps products: no AVX512-BF16 here"
+            );
+            super::multiplier::count_dp_product();
+            // SAFETY: the CPU runs the kernel (asserted); the caller checked the sizes
+            // (panel_sets_tiles) and its contract covers the writes.
+            unsafe { dp512::run(m, groups, k, a, lda, packed, panels, out, accumulate) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("vdpbf16ps products on {m}x{k}: not an x86-64 CPU")
+    }
+
+    unsafe fn int8(
+        &mut self,
+        _m: usize,
+        _groups: Groups,
+        _k: usize,
+        _a: &[u8],
+        _lda: usize,
+        _packed: &[i8],
+        _panels: &[Range<usize>],
+        _out: OutPtr<i32>,
+    ) {
+        unreachable!("vdpbf16ps multiplies bf16 only: int8 products go to AMX tiles or VNNI")
     }
 }
 

@@ -96,9 +96,14 @@ pub fn dispatch_table() -> Vec<(&'static str, String)> {
             .to_string(),
         ),
         ("weight transpositions (packing)", transpose.to_string()),
+        ("bf16 multiplier", super::multiplier::describe()),
         (
             "per-step product in bf16",
-            if super::tiles::available() {
+            if super::multiplier::multiplier() == super::multiplier::Multiplier::Vdpbf16ps {
+                "avx512_bf16 vdpbf16ps zmm on bf16 panels at every shape (tiles 1x8 (B=1), 2x8, \
+                 4x4 (B<=4), 8x2)"
+                    .to_string()
+            } else if super::tiles::available() {
                 "AMX tdpbf16ps tiles (blocks of 2x2 tiles of 16 rows x 16 columns; 1x4 for up to \
                  16 rows), bf16 panels at every shape"
                     .to_string()

@@ -592,7 +592,7 @@ pub unsafe fn panel_gemm(
     // SAFETY (both): forwarded contract.
     unsafe {
         if super::tiles::available_int8() {
-            panel_gemm_tiles(TileRun::Amx, m, groups, k, a, lda, packed, panels, out)
+            panel_gemm_tiles(TileRun::Native, m, groups, k, a, lda, packed, panels, out)
         } else {
             panel_gemm_with(kernel(), m, groups, k, a, lda, packed, panels, out)
         }
@@ -603,7 +603,7 @@ pub unsafe fn panel_gemm(
 /// sums as every kernel.
 ///
 /// # Safety
-/// As [`panel_gemm_with`]. Panics when `on` is [`TileRun::Amx`] and this process cannot use
+/// As [`panel_gemm_with`]. Panics when `on` is [`TileRun::Native`] and this process cannot use
 /// the int8 tiles.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn panel_gemm_tiles(

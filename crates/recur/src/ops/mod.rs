@@ -10,6 +10,7 @@ mod float;
 pub mod gemm;
 pub mod int8;
 pub mod loss;
+pub mod multiplier;
 pub mod panel;
 pub mod team;
 pub mod tiles;

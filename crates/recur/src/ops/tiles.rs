@@ -266,24 +266,39 @@ impl Tiles for Emulated {
     }
 }
 
-/// Which machine runs a tile product: this CPU's AMX tiles, or the scalar model of the same
-/// instructions ([`Emulated`], for tests on any CPU).
+/// Which machine runs a tile product: this CPU's multiplier (AMX tiles; for bf16 without them,
+/// `vdpbf16ps` on the same panels where [`super::multiplier`] picks it), or the scalar model of
+/// the tile instructions ([`Emulated`], for tests on any CPU).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TileRun {
-    Amx,
+    /// This process's multiplier: AMX tiles, or for bf16 `vdpbf16ps` where it was chosen.
+    Native,
+    /// `vdpbf16ps` whatever [`super::multiplier`] chose (bf16 only; for tests, where the CPU
+    /// has AVX512-BF16).
+    Vdpbf16ps,
+    /// The scalar model of the tile instructions.
     Emulated,
 }
 
-/// Calls `f` with the tiles `on` names: the hardware's, configured for this call and released
-/// after it, or a fresh model.
+/// Calls `f` with the multiplier `on` names: the hardware's tiles, configured for this call and
+/// released after it, `vdpbf16ps` (bf16, where [`super::multiplier::multiplier`] says so), or a
+/// fresh model.
 ///
 /// # Panics
-/// When `on` is [`TileRun::Amx`] and this process cannot use the tiles (`int8`: the int8
-/// products; else the bf16 ones).
+/// When `on` is [`TileRun::Native`] and this process has no such multiplier (`int8`: AMX int8
+/// tiles; else AMX bf16 tiles or a chosen `vdpbf16ps`).
 pub fn with_tiles(on: TileRun, int8: bool, f: impl FnOnce(&mut dyn TileUse)) {
+    use super::multiplier::{multiplier, Multiplier};
     match on {
-        TileRun::Amx if MODEL.load(Ordering::Relaxed) => f(&mut Emulated::default()),
-        TileRun::Amx => {
+        TileRun::Native if MODEL.load(Ordering::Relaxed) => f(&mut Emulated::default()),
+        TileRun::Native if !int8 && multiplier() == Multiplier::Vdpbf16ps => {
+            f(&mut super::bf16::DpPanels)
+        }
+        TileRun::Vdpbf16ps => {
+            assert!(!int8, "vdpbf16ps multiplies bf16 only");
+            f(&mut super::bf16::DpPanels)
+        }
+        TileRun::Native => {
             let ok = if int8 { available_int8() } else { available() };
             let mut t = ok.then(Hardware::begin).flatten().unwrap_or_else(|| {
                 panic!(
@@ -385,6 +400,11 @@ pub fn model_products() -> usize {
 /// without AMX. Slow: the model is a scalar loop.
 pub fn use_model(on: bool) {
     MODEL.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`use_model`] is on.
+pub(crate) fn model_on() -> bool {
+    MODEL.load(Ordering::Relaxed)
 }
 
 /// Whether this process can run the bf16 product on the hardware's tiles (or [`use_model`]).
