@@ -300,3 +300,66 @@ fn packing_follows_the_pair_layout_on_two_threads() {
         }
     }
 }
+
+/// `pack_n` (W not transposed: the backward's and the gradients' right operands) against its
+/// definition, bit for bit: element (row p, column j) of panel q is `to_bf16(W[p][q*NR + j])`,
+/// zero past N and on the missing row of an odd K. On awkward sizes, with a row stride wider
+/// than N, and values that test the rounding (ties both ways, NaN of either sign, infinities,
+/// overflow to infinity, subnormals, -0), on one thread and on two (the AVX-512 path where the
+/// CPU runs it, the plain loop elsewhere: the same bits either way).
+#[test]
+fn pack_n_follows_the_pair_layout() {
+    let special = [
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        -0.0,
+        1e-40,
+        -1e-41,
+        f32::from_bits(0x3f80_8000), // a tie: rounds down to even
+        f32::from_bits(0x3f81_8000), // a tie: rounds up to even
+        f32::from_bits(0x3f80_8001),
+    ];
+    let mut rng = Rng::new(17);
+    for threads in [1, 2] {
+        set_threads(threads);
+        for &k in &[1usize, 2, 3, 31, 33, 130, 301] {
+            // 300 columns of 301 rows: enough panels to be shared out over two threads
+            for &n in &[1usize, 15, 16, 17, 33, 70, 300] {
+                let ld = n + 3;
+                let w: Vec<f32> = (0..k * ld)
+                    .map(|i| {
+                        if i % 7 == 3 {
+                            special[(i / 7) % special.len()]
+                        } else {
+                            rng.normal() as f32
+                        }
+                    })
+                    .collect();
+                let size = packed_len(1, k);
+                let mut got = vec![7u16; panels(n) * size];
+                bf16::pack_n(&mut got, &w, ld, k, n);
+                for q in 0..panels(n) {
+                    for p in 0..2 * bf16::pair_rows(k) {
+                        for j in 0..NR {
+                            let col = q * NR + j;
+                            let want = if col < n && p < k {
+                                to_bf16(w[p * ld + col])
+                            } else {
+                                0
+                            };
+                            let at = q * size + ((p / 2) * NR + j) * 2 + p % 2;
+                            assert_eq!(
+                                got[at], want,
+                                "k={k} n={n} threads={threads}: panel {q} row {p} column {j}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    set_threads(1);
+}

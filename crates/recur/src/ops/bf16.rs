@@ -65,6 +65,68 @@ pub fn round_slice(x: &mut [f32]) {
     }
 }
 
+/// Sixteen float32 (as their bits) rounded to bf16 as [`to_bf16`] rounds them: each lane's
+/// bf16 in its high half, zeros in its low half (the float32 the bf16 stands for).
+///
+/// # Safety
+/// AVX-512F present (inlined into a function compiled for it).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn round_bits_512(v: std::arch::x86_64::__m512i) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    // SAFETY: register arithmetic only, on AVX-512F (the caller's contract).
+    unsafe {
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
+        let up = _mm512_add_epi32(v, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+        let r = _mm512_and_si512(up, _mm512_set1_epi32(0xffff_0000u32 as i32));
+        // NaN (magnitude above infinity's) becomes the quiet NaN, as to_bf16 makes it
+        let mag = _mm512_and_si512(v, _mm512_set1_epi32(0x7fff_ffff));
+        let nan = _mm512_cmpgt_epi32_mask(mag, _mm512_set1_epi32(0x7f80_0000));
+        _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7fc0_0000))
+    }
+}
+
+/// One panel of [`pack_n`] on AVX-512F: per pair row, the two rows' 16 columns (masked to the
+/// `cols` that exist, the second row zero past `k`) rounded as [`to_bf16`] and interleaved into
+/// 32-bit lanes (the first row's bf16 in the low half), one store: the same bits as the plain
+/// loop.
+///
+/// # Safety
+/// AVX-512F present; `w` holds rows `0..k` of columns `c0..c0 + cols` at row stride `ld`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_n_panel_512(
+    panel: &mut [u16],
+    w: &[f32],
+    ld: usize,
+    k: usize,
+    c0: usize,
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
+    let mask = super::panel::panel_mask(c0 + cols, c0);
+    for (pp, pair) in panel.chunks_exact_mut(2 * NR).enumerate() {
+        // SAFETY: masked loads read only the columns that exist, inside `w` (the contract); the
+        // store writes the pair row's 64 bytes inside `panel`.
+        unsafe {
+            let row = |p: usize| {
+                _mm512_maskz_loadu_epi32(mask, w.as_ptr().add(p * ld + c0) as *const i32)
+            };
+            let lo = row(2 * pp);
+            let hi = if 2 * pp + 1 < k {
+                row(2 * pp + 1)
+            } else {
+                _mm512_setzero_si512()
+            };
+            let v = _mm512_or_si512(
+                _mm512_srli_epi32::<16>(round_bits_512(lo)),
+                round_bits_512(hi),
+            );
+            _mm512_storeu_si512(pair.as_mut_ptr() as *mut _, v);
+        }
+    }
+}
+
 /// [`round_slice`] on AVX-512F: [`to_bf16`]'s integer steps on sixteen lanes.
 ///
 /// # Safety
@@ -78,14 +140,7 @@ unsafe fn round_slice_512(x: &mut [f32]) {
         // SAFETY: `c` holds 16 floats; unaligned loads and stores.
         unsafe {
             let v = _mm512_loadu_si512(c.as_ptr() as *const _);
-            let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
-            let up = _mm512_add_epi32(v, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
-            let r = _mm512_and_si512(up, _mm512_set1_epi32(0xffff_0000u32 as i32));
-            // NaN (magnitude above infinity's) becomes the quiet NaN, as to_bf16 makes it
-            let mag = _mm512_and_si512(v, _mm512_set1_epi32(0x7fff_ffff));
-            let nan = _mm512_cmpgt_epi32_mask(mag, _mm512_set1_epi32(0x7f80_0000));
-            let r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7fc0_0000));
-            _mm512_storeu_si512(c.as_mut_ptr() as *mut _, r);
+            _mm512_storeu_si512(c.as_mut_ptr() as *mut _, round_bits_512(v));
         }
     }
     for v in chunks.into_remainder() {
@@ -160,6 +215,13 @@ pub fn pack_n(dst: &mut [u16], w: &[f32], ld: usize, k: usize, n: usize) {
         for (i, panel) in part.chunks_exact_mut(size).enumerate() {
             let c0 = (e0 / size + i) * NR;
             let cols = NR.min(n - c0);
+            #[cfg(target_arch = "x86_64")]
+            if Isa::Avx512.available() {
+                // SAFETY: the CPU runs AVX-512F (checked); rows 0..k of these columns are
+                // inside `w` (asserted above).
+                unsafe { pack_n_panel_512(panel, w, ld, k, c0, cols) };
+                continue;
+            }
             for (pp, pair) in panel.chunks_exact_mut(2 * NR).enumerate() {
                 let lo = &w[2 * pp * ld + c0..][..cols];
                 let hi = (2 * pp + 1 < k).then(|| &w[(2 * pp + 1) * ld + c0..][..cols]);
