@@ -87,7 +87,9 @@ pub struct PrecisionArgs {
 pub struct TrainPrecisionArgs {
     /// f32; bf16: mixed precision, float32 master weights and optimizer state, every product on
     /// bf16 values summed in float32, gates, cell state and loss in float32
-    /// (docs/precision.md); int8 does not train [default: f32]
+    /// (docs/precision.md); faster than f32 where the CPU multiplies bf16 faster than float32
+    /// (AMX, or vdpbf16ps where it outruns the FMA: `recur bench --dispatch` says which), else
+    /// about f32's speed; int8 does not train [default: f32]
     #[arg(long, value_parser = choice::<PrecisionArg>())]
     pub precision: Option<PrecisionArg>,
 }

@@ -309,7 +309,7 @@ pub struct ModelWorkspace<F> {
     // the number format (`set_precision`), and xq: (T, B, I) a dense input rounded to bf16
     precision: crate::Precision,
     xq: Vec<F>,
-    // bf16 on AMX tiles: dlogits^T (V, R), the left operand of dW_dec's product; sized when
+    // bf16 on its multiplier: dlogits^T (V, R), the left operand of dW_dec's product; sized when
     // first used
     dlogits_t: Vec<F>,
 }
@@ -816,7 +816,7 @@ impl Model {
     }
 }
 
-/// Whether the decoder's products run on AMX tiles: bf16 (whose workspaces are float32 only)
+/// Whether the decoder's products run on the bf16 multiplier (AMX tiles or `vdpbf16ps`): bf16 (whose workspaces are float32 only)
 /// and the tiles granted to this process.
 fn head_on_tiles<F: Float>(precision: crate::Precision) -> bool {
     precision == crate::Precision::Bf16

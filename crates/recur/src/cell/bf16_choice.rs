@@ -38,7 +38,8 @@ pub(crate) fn max_rows() -> usize {
 
 /// The decision for a step of `rows` batch rows (a thread's rows) against W_hh of `gh x h`
 /// (float32 bytes `gh * h * 4`), split over `parts` threads by units:
-/// - AMX bf16 tiles granted to this process: bf16 panels (multiplied on the tiles);
+/// - a bf16 multiplier (AMX tiles granted to this process, or `vdpbf16ps` where it outruns the
+///   float32 FMA: `ops::multiplier`): bf16 panels (multiplied on it);
 /// - one row on a CPU that multiplies bf16 directly ([`bf16::native`]): bf16 panels (one load
 ///   of 32 weights feeds one `vdpbf16ps`, where float32 needs two loads for two FMAs);
 /// - more than [`max_rows`] rows, or weights that fit in the threads' L2s: float32 panels
@@ -159,7 +160,7 @@ mod tests {
 
     #[test]
     fn sizes_decide_first_and_a_measurement_is_kept() {
-        // with AMX tiles: bf16 panels at every shape
+        // with a bf16 multiplier (AMX or vdpbf16ps): bf16 panels at every shape
         let tiles = crate::ops::multiplier::native();
         // many rows, or weights that stay in the L2s: float32 panels, nothing timed (unless
         // one row on a CPU that multiplies bf16 directly: then bf16 panels)

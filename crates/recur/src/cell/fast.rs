@@ -425,7 +425,7 @@ impl<F: Float> Fwd<'_, F> {
                     }
                 }
             } else if let Some(w16) = self.wpack16 {
-                // every gate's share in one call (on AMX tiles, A is copied once for them)
+                // every gate's share in one call (on the bf16 multiplier, A is copied once for them)
                 let sets: [Range<usize>; 4] =
                     std::array::from_fn(|g| g * hp + pan.start..g * hp + pan.end);
                 // F is f32 in bf16 mode (DirCache::set_precision): the casts are identities
@@ -641,7 +641,7 @@ pub fn forward<F: Float>(cache: &mut DirCache<F>, args: DirForward<F>) {
     // (xw = X W_ih^T); either way without the biases, which the gate pass adds: bias = b_ih +
     // b_hh, except the GRU's b_hn, which r multiplies, kept apart
     let chunk = match input {
-        // (int8 multiplies all steps' inputs at once, in int8; bf16 on AMX tiles too)
+        // (int8 multiplies all steps' inputs at once, in int8; bf16 on its multiplier too)
         LayerInput::Dense { x, ld } if c.precision != Precision::Int8 && !tiles_for_input(c) => {
             chunk_len::<F>(&split, &d, c.keep, ng * hp * NR).map(|len| (x, ld, len))
         }
@@ -814,7 +814,8 @@ struct Bwd<'a, F> {
     reverse: bool,
     lengths: Option<&'a [usize]>,
     wpack: &'a [F],
-    /// bf16 on AMX tiles: W_hh as bf16 panels, dh's product on the tiles (`wpack` unused)
+    /// bf16 on its multiplier (AMX tiles or `vdpbf16ps`): W_hh as bf16 panels, dh's product on
+    /// it (`wpack` unused)
     wpack16: Option<&'a [u16]>,
     dy: Option<(&'a [F], usize)>,
     gates: &'a [F],
@@ -1075,7 +1076,8 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
     }
     let pp = panels(nh);
     let packed = pp * gh * NR;
-    // bf16 on AMX tiles: dh's product on the tiles, W_hh as bf16 panels (in wpack16)
+    // bf16 on its multiplier (AMX tiles or `vdpbf16ps`, ops::multiplier): dh's product on it,
+    // W_hh as bf16 panels (in wpack16)
     let tiles = c.precision == Precision::Bf16 && crate::ops::multiplier::native();
     let packed16 = bf16::packed_len(pp, gh);
     if tiles {

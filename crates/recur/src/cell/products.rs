@@ -146,7 +146,8 @@ pub(super) fn quant_scratch(
     &mut slots[..parts]
 }
 
-/// Whether the bf16 input product of this direction runs on AMX tiles
+/// Whether the bf16 input product of this direction runs on the bf16 multiplier (AMX tiles,
+/// or `vdpbf16ps` where `ops::multiplier` chose it)
 /// ([`input_projection_tiles`]): bf16, the tiles granted, and whole panels per gate (so that the
 /// tiles' columns are xw's).
 pub(super) fn tiles_for_input<F: Float>(c: &DirCache<F>) -> bool {
@@ -155,7 +156,7 @@ pub(super) fn tiles_for_input<F: Float>(c: &DirCache<F>) -> bool {
         && crate::ops::multiplier::native()
 }
 
-/// bf16's input product over all T*B rows (dense input) on AMX tiles: `xw = X W_ih^T`, W_ih
+/// bf16's input product over all T*B rows (dense input) on the bf16 multiplier: `xw = X W_ih^T`, W_ih
 /// packed as bf16 panels once while the weights are fixed (else at every call), the rows split
 /// over the threads, each part's rows multiplied on its own thread's tiles. As
 /// [`input_projection`] without biases; X holds bf16 values (the layer below rounds its states,
@@ -211,7 +212,7 @@ pub(super) fn input_projection_tiles<F: Float>(
     });
 }
 
-/// bf16 training's weight and input gradients on AMX tiles, where [`weight_grads`] would run the
+/// bf16 training's weight and input gradients on the bf16 multiplier (AMX tiles or `vdpbf16ps`), where [`weight_grads`] would run the
 /// float32 GEMM on bf16 values. `dW_hh += dGh^T H_prev`; dense input: `dW_ih += dG^T X`, `dX +=
 /// dG W_ih`; one-hot input: dW_ih's scatter-add as in float32. The left operand dG^T is the one
 /// the backward kept (`dgt`), else transposed here into the same buffer (the GRU: dGh^T, then

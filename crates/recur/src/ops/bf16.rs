@@ -298,7 +298,8 @@ pub fn describe(kernel: Isa) -> &'static str {
 
 /// `C[:, q*NR..] = A * panel q` for every `q` in `panels`, `A` being `m x k` at row stride
 /// `lda` (float32 holding bf16 values, for the exact bf16 product) and `packed` the panels of
-/// [`pack_gates_t`], on AMX tiles where this process has them, else on [`kernel`].
+/// [`pack_gates_t`], on the bf16 multiplier where this process has one (AMX tiles, or
+/// `vdpbf16ps` where [`super::multiplier`] chose it), else on [`kernel`].
 ///
 /// # Safety
 /// As [`super::panel::panel_gemm_raw`].
@@ -398,8 +399,9 @@ pub unsafe fn panel_sets_tiles(
     }
 }
 
-/// `C[:, q*NR..] = A * panel q` for every `q` in each of `sets`, on AMX tiles where this
-/// process has them (A copied once for all the sets), else one [`panel_gemm_raw`] per set.
+/// `C[:, q*NR..] = A * panel q` for every `q` in each of `sets`, on the bf16 multiplier (AMX
+/// tiles or `vdpbf16ps`) where this process has one (A copied once for all the sets), else one
+/// [`panel_gemm_raw`] per set.
 ///
 /// # Safety
 /// As [`panel_gemm_raw`], for every set.
@@ -460,8 +462,9 @@ thread_local! {
         const { std::cell::RefCell::new(super::aligned::AVec::new()) };
 }
 
-/// `C (m, n at ldc) = A B`, or `+=` with `accumulate`, on AMX tiles: `A` `(m, k)` at row stride
-/// `lda`, every operand bf16 values held as float32. B is packed as bf16 panels on the calling
+/// `C (m, n at ldc) = A B`, or `+=` with `accumulate`, on the bf16 multiplier (AMX tiles, or
+/// `vdpbf16ps` where chosen): `A` `(m, k)` at row stride `lda`, every operand bf16 values held
+/// as float32. B is packed as bf16 panels on the calling
 /// thread ([`pack_n`] or [`pack_gates_t`]), then the rows of A and C are shared out over the
 /// threads, each part on its own thread's tiles.
 ///
