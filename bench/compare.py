@@ -93,11 +93,13 @@ def recur_args(req):
     if req["kind"] == "gemm":
         return ["--gemm", str(req["n"]), "--threads", str(req["threads"])]
     if req["kind"] == "charlm":
-        return ["--charlm", "--threads", str(req["threads"])]
+        return ["--charlm", "--threads", str(req["threads"]), "--precision", req.get("precision", "f32")]
     precision = req.get("precision", "f32")
     # reduced precision: the weights converted and packed once, as `eval`, `sample` and PyTorch's
     # quantize_dynamic do
-    low = ["--precision", precision, "--packed-once"] if precision != "f32" else []
+    low = ["--precision", precision] if precision != "f32" else []
+    if precision != "f32" and req["mode"] == "infer":
+        low.append("--packed-once")
     return [
         "--cell", req["cell"], "--rnn-size", str(req["hidden"]), "--batch-size", str(req["batch"]),
         "--seq-length", str(req["seq_length"]), "--num-layers", "1", "--mode", req["mode"],
@@ -169,7 +171,8 @@ def main():
     )  # fmt: skip
     ap.add_argument(
         "--precision", choices=["f32", "bf16", "int8"], default="f32",
-        help="bf16 or int8: inference only, LSTM and GRU (int8: PyTorch's quantize_dynamic), no char step or memory",
+        help="bf16: LSTM and GRU inference and training and the char step (PyTorch: CPU autocast on the "
+        "forward); int8: LSTM and GRU inference only (PyTorch: quantize_dynamic); no memory figures",
     )  # fmt: skip
     a = ap.parse_args()
     if a.quick:
@@ -187,7 +190,7 @@ def main():
             if low and cell not in ("lstm", "gru"):
                 continue
             for h, b, t in SHAPES + (LOW_SHAPES if low or a.low_shapes else []):
-                for mode in ["infer"] if low else MODES:
+                for mode in ["infer"] if a.precision == "int8" else MODES:
                     req = {"kind": "stack", "cell": cell, "hidden": h, "batch": b, "seq_length": t,
                            "layers": 1, "mode": mode, "threads": th}  # fmt: skip
                     tag = ""
@@ -195,8 +198,9 @@ def main():
                         req["precision"] = a.precision
                         tag = f" {a.precision}"
                     points.append((f"{cell} H={h} B={b} T={t} {mode}{tag} {th}t", req))
-        if not low:
-            points.append((f"char-model step {th}t", {"kind": "charlm", "threads": th}))
+        if a.precision != "int8":
+            tag = " bf16" if low else ""
+            points.append((f"char-model step{tag} {th}t", {"kind": "charlm", "threads": th, "precision": a.precision}))
     if low:
         a.no_memory = True
     points = [p for p in points if any(o in p[0] for o in a.only.split("|"))]

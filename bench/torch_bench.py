@@ -17,11 +17,13 @@ Modes:
                                       and after warm-up + one step
 
 A request is {"kind": "stack", "cell", "hidden", "batch", "seq_length", "layers", "mode",
-"threads", optional "precision": "f32" (default), "bf16" (inference under CPU autocast to
-bfloat16) or "int8" (inference of `torch.ao.quantization.quantize_dynamic(net, dtype=qint8)`,
+"threads", optional "precision": "f32" (default), "bf16" (inference, or training's forward,
+under CPU autocast to bfloat16; the backward outside it, as PyTorch's mixed-precision recipe
+runs it) or "int8" (inference of `torch.ao.quantization.quantize_dynamic(net, dtype=qint8)`,
 LSTM and GRU: weights quantized and packed once, activations per step), optional "proj_size"
 (an LSTM's projection, as `recur bench --proj-size`; its GFLOP/s count leaves the projection
-out, its tokens/s are exact)} or {"kind": "charlm", "threads"} or {"kind": "gemm", "n", "threads"}. This script
+out, its tokens/s are exact)} or {"kind": "charlm", "threads", optional "precision": "f32" or
+"bf16" (as a stack's training)} or {"kind": "gemm", "n", "threads"}. This script
 asserts nothing; it reports what it measured.
 """
 
@@ -77,8 +79,9 @@ def stack_work(req, cls=None):
     proj = req.get("proj_size", 0)
     net = cls(h, h, num_layers=layers, proj_size=proj) if proj else cls(h, h, num_layers=layers)
     precision = req.get("precision", "f32")
-    if precision != "f32" and train:
-        raise SystemExit(f"torch_bench: precision {precision} is for inference only")
+    if precision == "int8" and train:
+        raise SystemExit("torch_bench: precision int8 is for inference only")
+    bf16 = precision == "bf16"
     if precision == "int8":
         net = torch.ao.quantization.quantize_dynamic(net, {torch.nn.LSTM, torch.nn.GRU}, dtype=torch.qint8)
     x = torch.rand(t, b, h) * 2 - 1
@@ -90,13 +93,14 @@ def stack_work(req, cls=None):
             for p in net.parameters():
                 p.grad = None
             x.grad = None
-            y, _ = net(x)
-            y.backward(dy)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                y, _ = net(x)
+            y.backward(dy.to(y.dtype))
 
     else:
 
         def work():
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 net(x)
 
     return work
@@ -125,10 +129,13 @@ def charlm_work(req, rnn=None):
     ids = torch.randint(0, v, (t, b))
     targets = torch.randint(0, v, (t, b))
 
+    bf16 = req.get("precision", "f32") == "bf16"
+
     def work():
         opt.zero_grad(set_to_none=True)
-        logits = model(ids)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, v), targets.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(ids)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, v), targets.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
