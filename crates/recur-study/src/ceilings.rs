@@ -24,13 +24,11 @@ pub struct Ceiling {
     pub rate: Result<f64, String>,
 }
 
-/// Independent accumulators per thread tried for each vector instruction: enough of them must
-/// cover its latency times its pipes (from 5 x 2 to about 12 on the CPUs measured: the Zen 4's
-/// `vdpbf16ps` and `vpdpbusd` ran 13% under their rate with 10), too many spill out of the 32
-/// registers (24 lost a third of `vdpbf16ps`'s rate there). The ceiling is the best of them.
-const CHAINS: [usize; 3] = [8, 12, 16];
-
-/// The kernel `$f` at each count of [`CHAINS`], as plain functions.
+/// The kernel `$f` at each count of independent accumulators per thread tried for a vector
+/// instruction (8, 12 and 16), as plain functions; its ceiling is the best of them. Enough
+/// chains must cover the instruction's latency times its pipes (from 5 x 2 to about 12 on the
+/// CPUs measured: the Zen 4's `vdpbf16ps` and `vpdpbusd` ran 13% under their rate with 10), too
+/// many spill out of the 32 registers (24 lost a third of `vdpbf16ps`'s rate there).
 macro_rules! each_chains {
     ($m:ident :: $f:ident) => {
         // SAFETY (each): the caller checked that the CPU runs the kernel.
@@ -63,9 +61,9 @@ pub fn measure(threads: usize, time: Duration) -> Vec<Ceiling> {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        let run = |ok: bool, lacks: &str, fs: [fn(u64) -> f64; CHAINS.len()]| {
+        let run = |ok: bool, lacks: &str, fs: [fn(u64) -> f64; 3]| {
             if ok {
-                let each = time / CHAINS.len() as u32;
+                let each = time / fs.len() as u32;
                 Ok(fs
                     .iter()
                     .map(|&f| rate(threads, each, f))
@@ -242,22 +240,14 @@ pub fn amx_run(iters: u64, int8: bool) -> (f64, f64) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// `iters` rounds of CHAINS `vdpbf16ps` (16 lanes x 2 products): the operations done.
-    #[target_feature(enable = "avx512bf16,avx512f")]
+    /// `iters` rounds of CHAINS `vdpbf16ps` (16 lanes x 2 products, `recur::ops::chains`): the
+    /// operations done.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX512-BF16.
     pub unsafe fn dpbf16<const CHAINS: usize>(iters: u64) -> f64 {
-        let a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5), _mm512_set1_ps(0.25));
-        let b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3), _mm512_set1_ps(2e-3));
-        let mut acc = [_mm512_setzero_ps(); CHAINS];
-        for _ in 0..iters {
-            let a = std::hint::black_box(a);
-            for x in &mut acc {
-                *x = _mm512_dpbf16_ps(*x, a, b);
-            }
-        }
-        let mut s = 0.0;
-        for x in acc {
-            s += _mm512_reduce_add_ps(x);
-        }
+        // SAFETY: the caller's contract.
+        let s = unsafe { recur::ops::chains::dpbf16::<CHAINS>(iters) };
         assert!(s.is_finite());
         (iters * CHAINS as u64) as f64 * 16.0 * 2.0 * 2.0
     }

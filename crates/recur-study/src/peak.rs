@@ -25,17 +25,18 @@ pub(crate) fn one_thread(iters: u64) -> (f64, f32) {
     let sum = match isa {
         // SAFETY: the CPU has AVX-512F (detected).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::avx512(iters) },
+        Isa::Avx512 => unsafe { recur::ops::chains::fma512::<CHAINS>(iters) },
         // SAFETY: the CPU has AVX2 and FMA (detected).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => unsafe { x86::avx2(iters) },
+        Isa::Avx2Fma => unsafe { recur::ops::chains::fma256::<CHAINS>(iters) },
         _ => portable(iters),
     };
     let flops = 2.0 * isa.lanes() as f64 * (iters * CHAINS as u64) as f64;
     (flops, sum)
 }
 
-/// The chains on scalars: the sum of their values after `iters` rounds.
+/// The chains on scalars (as `recur::ops::chains`' vector ones): the sum of their values after
+/// `iters` rounds.
 fn portable(iters: u64) -> f32 {
     let mut acc = [0.0f32; CHAINS];
     for (i, a) in acc.iter_mut().enumerate() {
@@ -51,60 +52,6 @@ fn portable(iters: u64) -> f32 {
         }
     }
     acc.iter().sum()
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::CHAINS;
-    use std::arch::x86_64::*;
-
-    /// The chains on `$lanes`-wide vectors: the sum of all lanes after `iters` rounds.
-    macro_rules! chains {
-        ($name:ident, $feat:literal, $lanes:literal, $zero:ident, $set1:ident, $fmadd:ident,
-         $store:ident) => {
-            #[target_feature(enable = $feat)]
-            pub unsafe fn $name(iters: u64) -> f32 {
-                let mut acc = [$zero(); CHAINS];
-                for (i, a) in acc.iter_mut().enumerate() {
-                    *a = $set1(i as f32);
-                }
-                let b = $set1(std::hint::black_box(0.999_999));
-                let c = $set1(std::hint::black_box(1e-7));
-                for _ in 0..iters {
-                    for a in &mut acc {
-                        *a = $fmadd(*a, b, c);
-                    }
-                }
-                let mut out = [0.0f32; $lanes];
-                let mut s = 0.0;
-                for a in acc {
-                    // SAFETY: `out` holds one vector of floats.
-                    unsafe { $store(out.as_mut_ptr(), a) };
-                    s += out.iter().sum::<f32>();
-                }
-                s
-            }
-        };
-    }
-
-    chains!(
-        avx512,
-        "avx512f",
-        16,
-        _mm512_setzero_ps,
-        _mm512_set1_ps,
-        _mm512_fmadd_ps,
-        _mm512_storeu_ps
-    );
-    chains!(
-        avx2,
-        "avx2,fma",
-        8,
-        _mm256_setzero_ps,
-        _mm256_set1_ps,
-        _mm256_fmadd_ps,
-        _mm256_storeu_ps
-    );
 }
 
 /// The float32 FMA rate of `threads` threads running at once, in GFLOP/s (2 flops per FMA lane):

@@ -391,12 +391,33 @@ pub unsafe fn panel_sets_tiles(
             out: &out,
         });
     }
-    if go {
-        // SAFETY: the sizes were checked above; the caller's contract covers the writes.
-        super::tiles::with_tiles(on, false, |t| unsafe {
-            t.bf16(m, groups, k, a, lda, packed, sets, out, accumulate)
-        });
+    if !go {
+        return;
     }
+    use super::multiplier::{multiplier, Multiplier};
+    let dp = match on {
+        TileRun::Vdpbf16ps => true,
+        TileRun::Native => !super::tiles::model_on() && multiplier() == Multiplier::Vdpbf16ps,
+        TileRun::Emulated => false,
+    };
+    if dp {
+        // the same panels on vdpbf16ps: any number of rows, no padding to whole tiles
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(
+                super::multiplier::dp_runs(),
+                "vdpbf16ps products: no AVX512-BF16 here"
+            );
+            super::multiplier::count_dp_product();
+            // SAFETY: the CPU runs the kernel (asserted); the sizes were checked above; the
+            // caller's contract covers the writes.
+            return unsafe { dp512::run(m, groups, k, a, lda, packed, sets, out, accumulate) };
+        }
+    }
+    // SAFETY: the sizes were checked above; the caller's contract covers the writes.
+    super::tiles::with_tiles(on, false, |t| unsafe {
+        t.bf16(m, groups, k, a, lda, packed, sets, out, accumulate)
+    });
 }
 
 /// `C[:, q*NR..] = A * panel q` for every `q` in each of `sets`, on the bf16 multiplier (AMX
@@ -915,54 +936,6 @@ mod dp512 {
             }
             crate::ops::panel::store_tile_512(&acc, out, i0, q);
         }
-    }
-}
-
-/// The bf16 products of [`super::tiles::with_tiles`] on `vdpbf16ps` where the CPU has no AMX
-/// tiles and [`super::multiplier`] chose it: the same panels, any number of rows (no padding to
-/// whole tiles), C stored or added to.
-pub(crate) struct DpPanels;
-
-impl super::tiles::TileUse for DpPanels {
-    unsafe fn bf16(
-        &mut self,
-        m: usize,
-        groups: Groups,
-        k: usize,
-        a: &[f32],
-        lda: usize,
-        packed: &[u16],
-        panels: &[Range<usize>],
-        out: OutPtr<f32>,
-        accumulate: bool,
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            assert!(
-                super::multiplier::dp_runs(),
-                "vdpbf16ps products: no AVX512-BF16 here"
-            );
-            super::multiplier::count_dp_product();
-            // SAFETY: the CPU runs the kernel (asserted); the caller checked the sizes
-            // (panel_sets_tiles) and its contract covers the writes.
-            unsafe { dp512::run(m, groups, k, a, lda, packed, panels, out, accumulate) }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("vdpbf16ps products on {m}x{k}: not an x86-64 CPU")
-    }
-
-    unsafe fn int8(
-        &mut self,
-        _m: usize,
-        _groups: Groups,
-        _k: usize,
-        _a: &[u8],
-        _lda: usize,
-        _packed: &[i8],
-        _panels: &[Range<usize>],
-        _out: OutPtr<i32>,
-    ) {
-        unreachable!("vdpbf16ps multiplies bf16 only: int8 products go to AMX tiles or VNNI")
     }
 }
 

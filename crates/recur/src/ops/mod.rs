@@ -5,6 +5,7 @@ pub mod act;
 pub mod aligned;
 pub mod amx;
 pub mod bf16;
+pub mod chains;
 pub mod cpu;
 mod float;
 pub mod gemm;

@@ -133,7 +133,8 @@ pub fn describe() -> String {
 }
 
 /// `vdpbf16ps zmm`'s multiply-adds per second over `vfmadd231ps zmm`'s, on the calling thread
-/// (independent chains of each, timed alternately, the best of several rounds each), measured
+/// (independent chains of each, [`super::chains`], timed alternately, the best of several
+/// rounds each), measured
 /// once per process; None where the CPU lacks either.
 pub fn measured_ratio() -> Option<f64> {
     static RATIO: OnceLock<Option<f64>> = OnceLock::new();
@@ -143,17 +144,20 @@ pub fn measured_ratio() -> Option<f64> {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            // about 0.1 ms a timing on a 3 GHz core at one instruction a cycle
+            // about 0.1 ms a timing on a 3 GHz core at one instruction a cycle; 12 chains cover
+            // either instruction's latency on the CPUs measured (docs/performance.md, "The
+            // ceilings of every number format")
             const ITERS: u64 = 25_000;
+            use super::chains::{dpbf16, fma512};
             let (mut fma, mut dp) = (f64::INFINITY, f64::INFINITY);
             for _ in 0..7 {
                 let t = std::time::Instant::now();
                 // SAFETY: the AVX-512 kernels run here (dp_runs).
-                std::hint::black_box(unsafe { probe::fma(ITERS) });
+                std::hint::black_box(unsafe { fma512::<12>(ITERS) });
                 fma = fma.min(t.elapsed().as_secs_f64());
                 let t = std::time::Instant::now();
                 // SAFETY: AVX-512F and AVX512-BF16 present (dp_runs).
-                std::hint::black_box(unsafe { probe::dp(ITERS) });
+                std::hint::black_box(unsafe { dpbf16::<12>(ITERS) });
                 dp = dp.min(t.elapsed().as_secs_f64());
             }
             // the same number of instructions each: 32 multiply-adds per vdpbf16ps, 16 per FMA
@@ -162,43 +166,4 @@ pub fn measured_ratio() -> Option<f64> {
         #[cfg(not(target_arch = "x86_64"))]
         None
     })
-}
-
-/// The chains timed by [`measured_ratio`]: `CHAINS` independent accumulators (enough to cover
-/// either instruction's latency on two pipes), each instruction feeding the next of its chain.
-#[cfg(target_arch = "x86_64")]
-mod probe {
-    use std::arch::x86_64::*;
-
-    const CHAINS: usize = 12;
-
-    /// # Safety
-    /// AVX-512F present.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn fma(iters: u64) -> f32 {
-        let a = _mm512_set1_ps(0.999_9);
-        let b = _mm512_set1_ps(1e-6);
-        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
-        for _ in 0..iters {
-            for x in acc.iter_mut() {
-                *x = _mm512_fmadd_ps(*x, a, b);
-            }
-        }
-        acc.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
-    }
-
-    /// # Safety
-    /// AVX-512F and AVX512-BF16 present.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn dp(iters: u64) -> f32 {
-        let a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3), _mm512_set1_ps(1e-3));
-        let b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3), _mm512_set1_ps(1e-3));
-        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
-        for _ in 0..iters {
-            for x in acc.iter_mut() {
-                *x = _mm512_dpbf16_ps(*x, a, b);
-            }
-        }
-        acc.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
-    }
 }

@@ -280,24 +280,18 @@ pub enum TileRun {
     Emulated,
 }
 
-/// Calls `f` with the multiplier `on` names: the hardware's tiles, configured for this call and
-/// released after it, `vdpbf16ps` (bf16, where [`super::multiplier::multiplier`] says so), or a
-/// fresh model.
+/// Calls `f` with the tiles `on` names: the hardware's, configured for this call and released
+/// after it, or a fresh model. (`vdpbf16ps` is no tile machine: the bf16 products send
+/// [`TileRun::Vdpbf16ps`], and [`TileRun::Native`] where it was chosen, to its kernel before
+/// they get here, [`super::bf16::panel_sets_tiles`].)
 ///
 /// # Panics
-/// When `on` is [`TileRun::Native`] and this process has no such multiplier (`int8`: AMX int8
-/// tiles; else AMX bf16 tiles or a chosen `vdpbf16ps`).
+/// When `on` is [`TileRun::Native`] and this process cannot use the tiles (`int8`: the int8
+/// products; else the bf16 ones), or is [`TileRun::Vdpbf16ps`].
 pub fn with_tiles(on: TileRun, int8: bool, f: impl FnOnce(&mut dyn TileUse)) {
-    use super::multiplier::{multiplier, Multiplier};
     match on {
         TileRun::Native if MODEL.load(Ordering::Relaxed) => f(&mut Emulated::default()),
-        TileRun::Native if !int8 && multiplier() == Multiplier::Vdpbf16ps => {
-            f(&mut super::bf16::DpPanels)
-        }
-        TileRun::Vdpbf16ps => {
-            assert!(!int8, "vdpbf16ps multiplies bf16 only");
-            f(&mut super::bf16::DpPanels)
-        }
+        TileRun::Vdpbf16ps => panic!("vdpbf16ps runs no tile products (bf16::panel_sets_tiles)"),
         TileRun::Native => {
             let ok = if int8 { available_int8() } else { available() };
             let mut t = ok.then(Hardware::begin).flatten().unwrap_or_else(|| {
