@@ -53,13 +53,7 @@ fn bf16_stacks_on_vdpbf16ps_match_the_float32_kernels() {
         return;
     }
     set_threads(2);
-    let names = [
-        "inference output",
-        "final h",
-        "training output",
-        "weight gradients",
-        "dx",
-    ];
+    let names = stack_runs::OUTPUTS;
     for kind in [
         CellKind::Lstm,
         CellKind::Gru,

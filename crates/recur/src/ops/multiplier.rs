@@ -5,7 +5,7 @@
 //!
 //! `vdpbf16ps zmm` does 32 multiply-adds where `vfmadd231ps zmm` does 16, but how many of them a
 //! core retires per cycle differs from one CPU to the next: on the model-207 Xeon it ran at
-//! about half the FMA's multiply-adds per second, on the Zen 4 EPYC at about 1.75 times
+//! about half the FMA's multiply-adds per second, on the Zen 4 EPYC at about 1.85 times
 //! (docs/precision.md). Neither the CPU's features nor its caches tell which, so the two are
 //! timed against each other on the calling thread (about a millisecond) the first time a bf16
 //! product asks.

@@ -9,6 +9,15 @@ use recur::rng::Rng;
 use recur::stack::{Stack, StackConfig};
 use recur::Precision;
 
+/// What [`stack_outputs`] returns, in order (inference runs give the first two).
+pub const OUTPUTS: [&str; 5] = [
+    "inference output",
+    "final h",
+    "training output",
+    "weight gradients",
+    "dx",
+];
+
 /// A 2-layer stack of `kind` (T, B, I, H), its input dense or one-hot (ids in 0..I): inference
 /// outputs and final states, then (bf16 only) training's outputs, weight gradients and input
 /// gradients (what backward added to buffers that did not start at zero).
