@@ -18,8 +18,10 @@ use recur::ops::gemm::set_threads;
 use recur::ops::multiplier::{self, Multiplier};
 use recur::Precision;
 
-/// One bf16 rounding (2^-8) of the largest element, as tests/amx_model.rs.
-const BF16_REL_TOL: f64 = 1.0 / 256.0;
+/// One bf16 rounding of the largest element: a value that rounds the other way moves by one
+/// bf16 step of its binade, 2^-8 to 2^-7 of the largest element (2^-7 when that is just
+/// above a power of two: GRU states near 0.85 flipped by 2^-8 in one case here).
+const BF16_REL_TOL: f64 = 1.0 / 128.0;
 
 /// `f` with the bf16 products on `m`, and how many `vdpbf16ps` products it ran.
 fn on<T>(m: Multiplier, f: impl FnOnce() -> T) -> (T, usize) {
@@ -60,14 +62,17 @@ fn bf16_stacks_on_vdpbf16ps_match_the_float32_kernels() {
         CellKind::parse("rnn_tanh").unwrap(),
     ] {
         // H in whole panels (the input product on vdpbf16ps too) and not; batches of 1, 3, 17
-        // and 40 rows (every tile height); I + H of 512 (the backward keeps dG^T: the weight
-        // and input gradients on it too, but for the GRU)
+        // and 40 rows (every tile height); I + H of 512 (the backward keeps dG^T, as bf16, for
+        // the weight gradients, but for the GRU) with T*B even, odd (the last pair's zero) and
+        // a multiple of 256 (dG^T's rows padded)
         for (dims, one_hot) in [
             ((4, 3, 32, 32), false),
             ((3, 40, 48, 32), false),
             ((5, 1, 24, 20), false),
             ((3, 17, 20, 20), false),
             ((2, 17, 256, 256), false),
+            ((3, 17, 256, 256), false),
+            ((16, 16, 256, 256), false),
             ((3, 20, 65, 32), true),
         ] {
             let what = format!("{kind:?} {dims:?}{}", if one_hot { " one-hot" } else { "" });

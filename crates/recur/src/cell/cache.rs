@@ -90,6 +90,10 @@ pub struct DirCache<F> {
     // dgt: (G*H, T*B) dG transposed, written by the fast driver's backward step by step for
     // the weight gradients (sized when first used)
     pub(super) dgt: AVec<F>,
+    // dgt16: the same dG^T as bf16 bits instead, where bf16 training's products run on
+    // `vdpbf16ps` (which reads A's rows as pairs of bf16: no conversion of A per product); row
+    // stride `products::dgt16_ld` (sized when first used; `dgt` then stays empty)
+    pub(super) dgt16: AVec<u16>,
     // dbias: (G*H) scratch for the bias gradients' column sums
     pub(super) dbias: AVec<F>,
     // bias: (G*H) the biases the fast driver's gate pass adds: b_ih + b_hh (GRU n gate: b_in
@@ -155,6 +159,7 @@ impl<F: Float> DirCache<F> {
             rpack: z(s.rpack),
             packed_hr: 0,
             dgt: AVec::new(),
+            dgt16: AVec::new(),
             wt: AVec::new(),
             dbias: z(s.dbias),
             bias: z(s.bias),
@@ -243,7 +248,7 @@ impl<F: Float> DirCache<F> {
             + self.dhpre.len()
             + self.direct.len();
         n * std::mem::size_of::<F>()
-            + (self.wpack16.len() + self.wipack16.len()) * 2
+            + (self.wpack16.len() + self.wipack16.len() + self.dgt16.len()) * 2
             + self.wpack8.len()
             + (self.wscale.len() + self.wsum.len() + self.acc.len()) * 4
             + self.hq.len()
@@ -292,7 +297,8 @@ pub struct CacheSizes {
     pub xc: u128,
     /// Lazy: W_ih^T (and one-hot input's backward scratch).
     pub wt: u128,
-    /// Lazy: dG transposed, rows padded ([`dgt_len`]).
+    /// Lazy: dG transposed, rows padded ([`dgt_len`]); in bf16 on `vdpbf16ps` kept as bf16
+    /// (`dgt16`) instead, in fewer bytes.
     pub dgt: u128,
 }
 
@@ -453,7 +459,7 @@ mod tests {
                     let s = CacheSizes::of(&d);
                     assert_eq!(c.bytes() as u128, 4 * s.eager(), "{d:?}");
                     assert!(c.wipack.is_empty() && c.xc.is_empty());
-                    assert!(c.wt.is_empty() && c.dgt.is_empty());
+                    assert!(c.wt.is_empty() && c.dgt.is_empty() && c.dgt16.is_empty());
                     assert!(s.total() > s.eager(), "{d:?}");
                     let c64 = DirCache::<f64>::new(d);
                     assert_eq!(c64.bytes() as u128, 8 * s.eager(), "{d:?}");

@@ -32,8 +32,8 @@
 
 use super::cache::{active, grow, stale_copy};
 use super::products::{
-    dgt_ld, input_projection, input_projection_int8, input_projection_tiles, l3_bytes,
-    tiles_for_input, weight_grads,
+    dgt16_ld, dgt_ld, input_projection, input_projection_int8, input_projection_tiles, l3_bytes,
+    tiles_for_input, weight_grads, Kept,
 };
 use super::schedule::{ChunkChoice, SplitChoice};
 use super::{
@@ -48,7 +48,7 @@ use crate::ops::panel::{
     Groups, OutPtr, NR,
 };
 use crate::ops::team;
-use crate::ops::transpose::transpose_raw;
+use crate::ops::transpose::{transpose_bf16_raw, transpose_raw};
 use crate::ops::Float;
 use crate::Precision;
 use rayon::prelude::*;
@@ -832,6 +832,8 @@ struct Bwd<'a, F> {
     direct: Raw<F>,
     /// dG again, transposed: (G*H, T*B), for the weight gradients (`DirCache::dgt`)
     dgt: Option<Raw<F>>,
+    /// or so as bf16 bits (`DirCache::dgt16`, row stride `dgt16_ld`)
+    dgt16: Option<Raw<u16>>,
     /// bf16 training: dG (and the GRU's dGh) rounded to bf16 as they are written, since every
     /// product they enter (dh, the weight and input gradients) multiplies bf16 values
     bf16: bool,
@@ -1009,6 +1011,20 @@ impl<F: Float> Bwd<'_, F> {
                     );
                 }
             }
+            if let Some(dgt16) = self.dgt16 {
+                // the same as bf16 bits (F is f32 in bf16 mode; dG was rounded above)
+                let ld = dgt16_ld(self.nt * nb);
+                for g in 0..ng {
+                    transpose_bf16_raw(
+                        mb,
+                        n,
+                        self.dg.0.add((t * nb + b0) * gh + g * nh + u0) as *const f32,
+                        gh,
+                        dgt16.0.add((g * nh + u0) * ld + t * nb + b0),
+                        ld,
+                    );
+                }
+            }
         }
     }
 
@@ -1104,8 +1120,29 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
         && matches!(input, LayerInput::Dense { .. })
         && d.i + d.p >= DGT_MIN_WORK
         && simd;
-    if dgt {
-        grow(&mut c.dgt, super::cache::dgt_len(&d));
+    // bf16 on `vdpbf16ps`: dG^T kept as bf16, the weight gradients' left operand as that
+    // kernel reads it
+    let kept = match (dgt, tiles && bf16::dp_native()) {
+        (false, _) => Kept::No,
+        (true, false) => Kept::F32,
+        (true, true) => Kept::Bf16,
+    };
+    let ld16 = dgt16_ld(nt * nb);
+    match kept {
+        Kept::No => {}
+        Kept::F32 => {
+            grow(&mut c.dgt, super::cache::dgt_len(&d));
+        }
+        Kept::Bf16 => {
+            grow(&mut c.dgt16, ld16 * gh);
+            // the element that pairs each row's last when T*B is odd: zero (the kernel reads
+            // it); the steps write only the elements before it
+            if ld16 > nt * nb {
+                for r in 0..gh {
+                    c.dgt16[r * ld16 + nt * nb] = 0;
+                }
+            }
+        }
     }
     let ctx = Bwd {
         kind: d.kind,
@@ -1128,7 +1165,8 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
         dh_next: Raw::of(&mut c.dh_next),
         dc: Raw::of(&mut c.dc),
         direct: Raw::of(&mut c.direct),
-        dgt: dgt.then(|| Raw::of(&mut c.dgt)),
+        dgt: (kept == Kept::F32).then(|| Raw::of(&mut c.dgt)),
+        dgt16: (kept == Kept::Bf16).then(|| Raw::of(&mut c.dgt16)),
         bf16: c.precision == Precision::Bf16,
     };
     // walking step i runs the product of the step walked before and the element-wise part of
@@ -1142,5 +1180,5 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
     if is_lstm {
         dc0[..nb * nh].copy_from_slice(&c.dc);
     }
-    weight_grads(c, w, &mut grads, input, dx, dgt);
+    weight_grads(c, w, &mut grads, input, dx, kept);
 }

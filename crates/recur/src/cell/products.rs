@@ -3,7 +3,7 @@
 
 use super::cache::{grow, stale_copy};
 use super::{CellKind, DirCache, DirGrads, DirWeights, LayerInput};
-use crate::ops::bf16::{tile_gemm, Right};
+use crate::ops::bf16::{tile_gemm, tile_gemm_bf16, Right};
 use crate::ops::gemm::{threads, with_threads};
 use crate::ops::transpose::transpose_split;
 use crate::ops::{add_assign, add_col_sums, for_parts_mut, gemm, Float, Trans};
@@ -223,29 +223,37 @@ fn weight_grads_tiles<F: Float>(
     g: &mut DirGrads<F>,
     input: LayerInput<F>,
     dx: Option<(&mut [F], usize)>,
-    dgt: bool,
+    dgt: Kept,
 ) {
     let d = c.dims;
     let (ni, np, gh, rows) = (d.i, d.p, d.gh(), d.t * d.b);
     let is_gru = d.kind == CellKind::Gru;
     // F is f32 in bf16 and int8 mode (DirCache::set_precision)
     let ldt = dgt_ld(rows);
-    let kept = dgt && !is_gru;
-    if !kept {
+    let (ld16, in_bf16) = (dgt16_ld(rows), dgt == Kept::Bf16);
+    // `dW += dG^T B` from whichever copy of dG^T the backward kept
+    let dgt_product = |c: &DirCache<F>, b: Right, n: usize, out: &mut [f32]| {
+        if in_bf16 {
+            tile_gemm_bf16(&c.dgt16, ld16, gh, rows, b, n, out, n, true)
+        } else {
+            tile_gemm(f32s(&c.dgt), ldt, gh, rows, b, n, out, n, true)
+        }
+    };
+    if dgt == Kept::No || is_gru {
         grow(&mut c.dgt, super::cache::dgt_len(&d));
         let src = if is_gru { &c.dgh } else { &c.xw };
         transpose_split(src, rows, gh, &mut c.dgt, ldt);
     }
     let (hprev, dw_hh) = (Right::Kn(f32s(&c.hprev), np), f32m(g.w_hh));
-    tile_gemm(f32s(&c.dgt), ldt, gh, rows, hprev, np, dw_hh, np, true);
+    dgt_product(c, hprev, np, dw_hh);
     match input {
         LayerInput::Dense { x, ld } => {
             if is_gru {
                 transpose_split(&c.xw, rows, gh, &mut c.dgt, ldt);
             }
-            let (dgt_all, dg) = (f32s(&c.dgt), f32s(&c.xw));
             let (x, dw_ih) = (Right::Kn(f32s(x), ld), f32m(g.w_ih));
-            tile_gemm(dgt_all, ldt, gh, rows, x, ni, dw_ih, ni, true);
+            dgt_product(c, x, ni, dw_ih);
+            let dg = f32s(&c.xw);
             if let Some((dx, lddx)) = dx {
                 let w_ih = Right::Kn(f32s(w.w_ih), ni);
                 tile_gemm(dg, gh, rows, gh, w_ih, ni, f32m(dx), lddx, true);
@@ -273,6 +281,27 @@ pub(crate) fn dgt_ld(rows: usize) -> usize {
         rows + 16
     } else {
         rows
+    }
+}
+
+/// Which copy of dG^T the backward kept for the weight gradients, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kept {
+    No,
+    /// float32, in `DirCache::dgt`
+    F32,
+    /// bf16 bits, in `DirCache::dgt16` (bf16 training on `vdpbf16ps`)
+    Bf16,
+}
+
+/// The row stride of the bf16 dG^T (`DirCache::dgt16`) for `rows` rows of dG: even (A's rows
+/// are read as pairs), one element past `rows` when that is odd (the zero that pairs the last
+/// element), and a cache line more when `rows` is a multiple of 256, as [`dgt_ld`].
+pub(crate) fn dgt16_ld(rows: usize) -> usize {
+    if rows.is_multiple_of(256) {
+        rows + 32
+    } else {
+        rows.next_multiple_of(2)
     }
 }
 
@@ -326,7 +355,7 @@ pub(super) fn weight_grads<F: Float>(
     g: &mut DirGrads<F>,
     input: LayerInput<F>,
     dx: Option<(&mut [F], usize)>,
-    dgt: bool,
+    dgt: Kept,
 ) {
     if c.precision == crate::Precision::Bf16 && crate::ops::multiplier::native() {
         return weight_grads_tiles(c, w, g, input, dx, dgt);
@@ -338,7 +367,7 @@ pub(super) fn weight_grads<F: Float>(
     let is_gru = d.kind == CellKind::Gru;
     let (xw, hprev, w_ih) = (&c.xw, &c.hprev, w.w_ih);
     let dgh_all: &[F] = if is_gru { &c.dgh } else { xw };
-    let dgt_ih = dgt.then_some(&c.dgt[..]);
+    let dgt_ih = (dgt == Kept::F32).then_some(&c.dgt[..]);
     let dgt_hh = if is_gru { None } else { dgt_ih };
     // dW_hh += dGh^T H_prev: (G*H, T*B) x (T*B, P)
     let dw_hh = |out: &mut [F]| dg_t_product(dgt_hh, dgh_all, gh, rows, hprev, np, np, out);

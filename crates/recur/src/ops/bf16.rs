@@ -394,10 +394,9 @@ pub unsafe fn panel_sets_tiles(
     if !go {
         return;
     }
-    use super::multiplier::{multiplier, Multiplier};
     let dp = match on {
         TileRun::Vdpbf16ps => true,
-        TileRun::Native => !super::tiles::model_on() && multiplier() == Multiplier::Vdpbf16ps,
+        TileRun::Native => dp_native(),
         TileRun::Emulated => false,
     };
     if dp {
@@ -503,6 +502,119 @@ pub fn tile_gemm(
     ldc: usize,
     accumulate: bool,
 ) {
+    parts_on_packed(k, b, n, c, ldc, m, |r0, rows, packed, out| {
+        // SAFETY: `out` holds rows r0..r0+rows (the last one n long) and is this part's alone;
+        // the sizes of A and the panels are checked by panel_gemm_tiles.
+        unsafe {
+            panel_gemm_tiles(
+                TileRun::Native,
+                rows,
+                Groups::ONE,
+                k,
+                &a[r0 * lda..],
+                lda,
+                packed,
+                0..panels(n),
+                out,
+                accumulate,
+            )
+        }
+    });
+}
+
+/// Whether the bf16 products of this process run on `vdpbf16ps` (the multiplier chose it and
+/// no model of the AMX tiles is switched on): the case [`tile_gemm_bf16`] serves.
+pub fn dp_native() -> bool {
+    use super::multiplier::{multiplier, Multiplier};
+    super::multiplier::native()
+        && !super::tiles::model_on()
+        && multiplier() == Multiplier::Vdpbf16ps
+}
+
+/// [`tile_gemm`] with A already bf16 (`u16` bit patterns, `(m, k)` at an even row stride
+/// `lda`, each row's element `k` zero when `k` is odd): A's rows are read as the pairs
+/// `vdpbf16ps` takes, with no conversion. On `vdpbf16ps` only ([`dp_native`]).
+///
+/// # Panics
+/// When [`dp_native`] is false, the operands are too small, `lda` is odd, A is not aligned to
+/// 4 bytes, or a row's padding element is not zero.
+#[allow(clippy::too_many_arguments)]
+pub fn tile_gemm_bf16(
+    a: &[u16],
+    lda: usize,
+    m: usize,
+    k: usize,
+    b: Right,
+    n: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    assert!(
+        dp_native(),
+        "tile_gemm_bf16: vdpbf16ps is not this process's multiplier"
+    );
+    assert!(
+        lda.is_multiple_of(2) && (a.as_ptr() as usize).is_multiple_of(4),
+        "tile_gemm_bf16: A's rows are not whole aligned pairs"
+    );
+    let kp = pair_rows(k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        a.len() >= (m - 1) * lda + 2 * kp,
+        "tile_gemm_bf16: A too small"
+    );
+    if !k.is_multiple_of(2) {
+        assert!(
+            (0..m).all(|i| a[i * lda + k] == 0),
+            "tile_gemm_bf16: a padding element of A is not zero"
+        );
+    }
+    // SAFETY: aligned to 4 bytes and whole pairs (asserted above)
+    let pairs = unsafe { std::slice::from_raw_parts(a.as_ptr() as *const u32, a.len() / 2) };
+    let ldp = lda / 2;
+    parts_on_packed(k, b, n, c, ldc, m, |r0, rows, packed, out| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            super::multiplier::count_dp_product();
+            // SAFETY: dp_native (asserted) says the CPU runs the kernel; rows r0..r0+rows of
+            // the pairs lie inside A (asserted), the panels hold panels(n) of k rows (packed
+            // by parts_on_packed), `out` is this part's rows alone.
+            unsafe {
+                dp512::run_pairs(
+                    rows,
+                    kp,
+                    &pairs[r0 * ldp..],
+                    ldp,
+                    packed,
+                    0..panels(n),
+                    out,
+                    accumulate,
+                )
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!(
+            "vdpbf16ps outside x86-64 ({r0}, {rows}, {:?}, {:?})",
+            packed.len(),
+            out.n
+        );
+    });
+}
+
+/// The frame of [`tile_gemm`] and [`tile_gemm_bf16`]: B packed as bf16 panels on the calling
+/// thread, then C's rows cut into one part per thread, `part(r0, rows, panels, out)` for each.
+fn parts_on_packed(
+    k: usize,
+    b: Right,
+    n: usize,
+    c: &mut [f32],
+    ldc: usize,
+    m: usize,
+    part: impl Fn(usize, usize, &[u16], OutPtr<f32>) + Sync + Send,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -523,29 +635,13 @@ pub fn tile_gemm(
         let packed = &pack[..len];
         let per = m.div_ceil(super::gemm::threads()).max(1) * ldc;
         let used = (m - 1) * ldc + n;
-        super::for_parts_mut(&mut c[..used], per, m >= 16, |e0, part| {
-            let (r0, rows) = (e0 / ldc, part.len().div_ceil(ldc));
+        super::for_parts_mut(&mut c[..used], per, m >= 16, |e0, rows| {
             let out = OutPtr {
-                ptr: part.as_mut_ptr(),
+                ptr: rows.as_mut_ptr(),
                 ld: ldc,
                 n,
             };
-            // SAFETY: `part` holds this part's rows (the last one n long) and is its alone; the
-            // sizes of A and the panels are checked by panel_gemm_tiles.
-            unsafe {
-                panel_gemm_tiles(
-                    TileRun::Native,
-                    rows,
-                    Groups::ONE,
-                    k,
-                    &a[r0 * lda..],
-                    lda,
-                    packed,
-                    0..panels(n),
-                    out,
-                    accumulate,
-                )
-            };
+            part(e0 / ldc, rows.len().div_ceil(ldc), packed, out);
         });
     });
 }
@@ -810,8 +906,11 @@ mod dp512 {
         let ps = packed_len(1, k);
         let kp = pair_rows(k);
         PAIRS.with_borrow_mut(|pairs| {
-            pairs.clear();
-            pairs.resize(groups.n * m * kp, 0);
+            // to_pairs writes every pair of every row, so the buffer is grown, never refilled
+            let len = groups.n * m * kp;
+            if pairs.len() < len {
+                pairs.resize(len, 0);
+            }
             for gi in 0..groups.n {
                 for i in 0..m {
                     // SAFETY: row i of block gi has k elements inside `a` (checked by the
@@ -831,17 +930,75 @@ mod dp512 {
                 ..groups
             };
             for panels in sets {
-                let panels = panels.clone();
                 // SAFETY: the features are this function's; forwarded contract.
-                unsafe {
-                    if add {
-                        sum::product(m, kp, pairs, groups, packed, ps, panels, out)
-                    } else {
-                        store::product(m, kp, pairs, groups, packed, ps, panels, out)
-                    }
-                }
+                unsafe { sets_of_pairs(m, groups, kp, pairs, kp, packed, ps, panels, out, add) };
             }
         });
+    }
+
+    /// [`run`]'s product for one range of panels, A given as bf16 pairs already: `m` rows of
+    /// `kp` pairs at a stride of `ldp` pairs (each row's last high half zero when k is odd).
+    ///
+    /// # Safety
+    /// AVX-512F and AVX512-BF16 present; `pairs` holds the m rows, `packed` the panels of
+    /// `2 * kp` rows, and `out` rows 0..m with the panels' columns, this caller's alone.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_pairs(
+        m: usize,
+        kp: usize,
+        pairs: &[u32],
+        ldp: usize,
+        packed: &[u16],
+        panels: Range<usize>,
+        out: OutPtr<f32>,
+        add: bool,
+    ) {
+        let ps = packed_len(1, 2 * kp);
+        // SAFETY: forwarded contract.
+        unsafe {
+            sets_of_pairs(
+                m,
+                Groups::ONE,
+                kp,
+                pairs,
+                ldp,
+                packed,
+                ps,
+                &panels,
+                out,
+                add,
+            )
+        }
+    }
+
+    /// The tiled product of one range of panels on pairs, storing or adding.
+    ///
+    /// # Safety
+    /// As [`run_pairs`], for every block of `groups`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn sets_of_pairs(
+        m: usize,
+        groups: Groups,
+        kp: usize,
+        pairs: &[u32],
+        ldp: usize,
+        packed: &[u16],
+        ps: usize,
+        panels: &Range<usize>,
+        out: OutPtr<f32>,
+        add: bool,
+    ) {
+        let panels = panels.clone();
+        // SAFETY: forwarded contract.
+        unsafe {
+            if add {
+                sum::product(m, kp, pairs, ldp, groups, packed, ps, panels, out)
+            } else {
+                store::product(m, kp, pairs, ldp, groups, packed, ps, panels, out)
+            }
+        }
     }
 
     /// The tiled product of [`run`] with `tile` storing C (`store`) or adding to it (`sum`).
@@ -859,6 +1016,7 @@ mod dp512 {
                     m: usize,
                     kp: usize,
                     pairs: &[u32],
+                    ldp: usize,
                     groups: Groups,
                     packed: &[u16],
                     ps: usize,
@@ -867,7 +1025,7 @@ mod dp512 {
                 ) {
                     use crate::ops::panel::avx512_tile_shape as tile_shape;
                     crate::ops::panel::avx512_tiled_product!(
-                        m, kp, pairs, kp, packed, ps, groups, panels, out
+                        m, kp, pairs, ldp, packed, ps, groups, panels, out
                     );
                 }
 

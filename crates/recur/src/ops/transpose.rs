@@ -82,6 +82,42 @@ pub unsafe fn transpose_raw<F: Float>(
     }
 }
 
+/// `dst[c * ldd + r]` = the upper 16 bits of `src[r * lds + c]` for `r < m`, `c < n`: the
+/// transposition of a block of float32 holding bf16 values into those bf16 values.
+///
+/// # Safety
+/// As [`transpose_raw`], `dst` holding u16.
+pub unsafe fn transpose_bf16_raw(
+    m: usize,
+    n: usize,
+    src: *const f32,
+    lds: usize,
+    dst: *mut u16,
+    ldd: usize,
+) {
+    let (mut r0, mut c_done) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if super::cpu::Isa::detect() == super::cpu::Isa::Avx512 {
+        (r0, c_done) = (m / 16 * 16, n / 16 * 16);
+        // SAFETY: the ISA is present (detected); the tiles lie inside the caller's blocks
+        unsafe { avx512::tiles_bf16(r0, c_done, src, lds, dst, ldd) };
+    }
+    let high = |x: f32| (x.to_bits() >> 16) as u16;
+    // SAFETY (both loops): r < m and c < n stay inside the caller's blocks
+    unsafe {
+        for r in r0..m {
+            for c in 0..c_done {
+                *dst.add(c * ldd + r) = high(*src.add(r * lds + c));
+            }
+        }
+        for r in 0..m {
+            for c in c_done..n {
+                *dst.add(c * ldd + r) = high(*src.add(r * lds + c));
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -102,15 +138,46 @@ mod avx512 {
         for r0 in (0..m).step_by(16) {
             for c0 in (0..n).step_by(16) {
                 // SAFETY: the tile's rows r0.. and columns c0.. are inside the block
-                unsafe { tile(src.add(r0 * lds + c0), lds, dst.add(c0 * ldd + r0), ldd) };
+                unsafe {
+                    tile(src.add(r0 * lds + c0), lds, |j, v| {
+                        _mm512_storeu_ps(dst.add((c0 + j) * ldd + r0), v)
+                    })
+                };
             }
         }
     }
 
-    /// One 16 x 16 tile: rows of `s` (stride `lds`) become columns of `d` (stride `ldd`).
-    #[inline]
+    /// [`tiles`] into bf16: each element's upper 16 bits (its bf16 value when it holds one).
+    ///
+    /// # Safety
+    /// As [`tiles`], `dst` holding u16.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile(s: *const f32, lds: usize, d: *mut f32, ldd: usize) {
+    pub unsafe fn tiles_bf16(
+        m: usize,
+        n: usize,
+        src: *const f32,
+        lds: usize,
+        dst: *mut u16,
+        ldd: usize,
+    ) {
+        for r0 in (0..m).step_by(16) {
+            for c0 in (0..n).step_by(16) {
+                // SAFETY: the tile's rows r0.. and columns c0.. are inside the block
+                unsafe {
+                    tile(src.add(r0 * lds + c0), lds, |j, v| {
+                        let high = _mm512_srli_epi32::<16>(_mm512_castps_si512(v));
+                        let d = dst.add((c0 + j) * ldd + r0) as *mut __m256i;
+                        _mm256_storeu_si256(d, _mm512_cvtepi32_epi16(high))
+                    })
+                };
+            }
+        }
+    }
+
+    /// One 16 x 16 tile: row `i` of `s` (stride `lds`) becomes the vector `store(j, v)` is
+    /// given for column `j`.
+    #[inline(always)]
+    unsafe fn tile(s: *const f32, lds: usize, mut store: impl FnMut(usize, __m512)) {
         // SAFETY: 16 rows of 16 readable elements at s, 16 rows of 16 writable ones at d
         unsafe {
             let mut r = [_mm512_setzero_ps(); 16];
@@ -142,10 +209,8 @@ mod avx512 {
                 v[12 + j] = _mm512_shuffle_f32x4::<0xDD>(u[8 + j], u[12 + j]);
             }
             for j in 0..8 {
-                let lo = _mm512_shuffle_f32x4::<0x88>(v[j], v[8 + j]);
-                let hi = _mm512_shuffle_f32x4::<0xDD>(v[j], v[8 + j]);
-                _mm512_storeu_ps(d.add(j * ldd), lo);
-                _mm512_storeu_ps(d.add((8 + j) * ldd), hi);
+                store(j, _mm512_shuffle_f32x4::<0x88>(v[j], v[8 + j]));
+                store(8 + j, _mm512_shuffle_f32x4::<0xDD>(v[j], v[8 + j]));
             }
         }
     }
@@ -241,6 +306,39 @@ mod tests {
         for m in [1, 7, 8, 9, 15, 16, 17, 32, 40] {
             for n in [1, 7, 8, 9, 15, 16, 17, 48, 50] {
                 check(m, n);
+            }
+        }
+    }
+
+    /// The bf16 transposition: each element's upper half lands where the definition says (the
+    /// values differ in their upper halves, including NaN and infinities, and carry low bits
+    /// that must be dropped), nothing past the block is written.
+    #[test]
+    fn transposes_into_bf16_blocks_of_any_size() {
+        for m in [1, 15, 16, 17, 33, 40] {
+            for n in [1, 15, 16, 17, 48, 50] {
+                let (lds, ldd) = (n + 3, m + 5);
+                let special = [f32::NAN, f32::INFINITY, -f32::INFINITY, -0.0];
+                let src: Vec<f32> = (0..m * lds)
+                    .map(|i| match i % 11 {
+                        0..4 => special[i % 11],
+                        _ => f32::from_bits(((i as u32 * 2_654_435_761) & 0x7fff_ffff) | 0x3f00),
+                    })
+                    .collect();
+                let mut dst = vec![0x7777u16; n * ldd];
+                // SAFETY: sizes as required
+                unsafe { transpose_bf16_raw(m, n, src.as_ptr(), lds, dst.as_mut_ptr(), ldd) };
+                for c in 0..n {
+                    for r in 0..ldd {
+                        let got = dst[c * ldd + r];
+                        let want = if r < m {
+                            (src[r * lds + c].to_bits() >> 16) as u16
+                        } else {
+                            0x7777
+                        };
+                        assert_eq!(got, want, "m={m} n={n}: dst[{c}][{r}]");
+                    }
+                }
             }
         }
     }
