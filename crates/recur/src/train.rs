@@ -166,8 +166,9 @@ pub enum Schedule {
     CosineEpochs { floor: f64, epochs: u64 },
     /// A linear warm-up over the first `warmup` steps (step k at `base * (k+1) / warmup`), then a
     /// cosine from the base rate down to `base * floor` at the run's end: its step limit (steps or
-    /// epochs) when it has one, else its time budget (the rate then follows the elapsed time, so
-    /// runs on machines of different speeds differ). With neither, the base rate after the
+    /// epochs) or its time budget, whichever comes first (the cosine's progress is the larger of
+    /// the two fractions done; where the time budget leads, the rate follows the elapsed time,
+    /// so runs on machines of different speeds differ). With neither, the base rate after the
     /// warm-up.
     Cosine { warmup: u64, floor: f64 },
     /// After the same warm-up, the base rate times `factor` once for every `patience`
@@ -708,13 +709,13 @@ impl<T: Task> Trainer<T> {
                 if step < warmup {
                     return base * warm_up(step, warmup);
                 }
-                let progress = match (self.total_steps(), self.state.budget.max_minutes) {
-                    (Some(n), _) if n > warmup => {
-                        Some((step - warmup) as f64 / (n - warmup) as f64)
-                    }
-                    (None, Some(m)) if m > 0.0 => Some(self.state.elapsed_secs / (m * 60.0)),
-                    _ => None,
-                };
+                let progress = cosine_progress(
+                    step,
+                    warmup,
+                    self.total_steps(),
+                    self.state.budget.max_minutes,
+                    self.state.elapsed_secs,
+                );
                 match progress {
                     Some(p) => {
                         let w = 0.5 * (1.0 + (std::f64::consts::PI * p.clamp(0.0, 1.0)).cos());
@@ -1102,6 +1103,27 @@ pub fn ema_decay(decay: f64, step: u64) -> f64 {
 
 /// The warm-up's share of the base rate for the step after `step` steps: (step + 1) / warmup
 /// during the warm-up, 1 after it.
+/// How far a run is, from 0 to 1, through [`Schedule::Cosine`]'s cosine at `step` (after the
+/// `warmup` steps): the larger of the fractions done of its step limit (`total` steps) and of
+/// its time budget (`minutes`, `elapsed` seconds spent), so that the cosine ends where
+/// whichever limit comes first ends the run; `None` with neither.
+fn cosine_progress(
+    step: u64,
+    warmup: u64,
+    total: Option<u64>,
+    minutes: Option<f64>,
+    elapsed: f64,
+) -> Option<f64> {
+    let by_steps = total
+        .filter(|&n| n > warmup)
+        .map(|n| step.saturating_sub(warmup) as f64 / (n - warmup) as f64);
+    let by_time = minutes.filter(|&m| m > 0.0).map(|m| elapsed / (m * 60.0));
+    match (by_steps, by_time) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 fn warm_up(step: u64, warmup: u64) -> f64 {
     if step < warmup {
         (step + 1) as f64 / warmup as f64
@@ -1127,5 +1149,26 @@ fn bits(v: &[f32]) -> Vec<u32> {
 fn unbits(b: &[u32], out: &mut [f32]) {
     for (o, &x) in out.iter_mut().zip(b) {
         *o = f32::from_bits(x);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cosine_progress;
+
+    /// The cosine follows whichever limit is nearer its end: the steps when they lead, the
+    /// time when it does; either alone; neither gives none.
+    #[test]
+    fn the_cosine_ends_with_whichever_limit_comes_first() {
+        // 1,000 steps after a warm-up of 100, or 10 minutes
+        let p = |step, secs| cosine_progress(step, 100, Some(1100), Some(10.0), secs);
+        assert_eq!(p(600, 60.0), Some(0.5), "steps ahead of the clock");
+        assert_eq!(p(200, 450.0), Some(0.75), "the clock ahead of the steps");
+        assert_eq!(p(1100, 600.0), Some(1.0));
+        assert_eq!(cosine_progress(600, 100, Some(1100), None, 1e9), Some(0.5));
+        assert_eq!(cosine_progress(600, 100, None, Some(10.0), 150.0), Some(0.25));
+        assert_eq!(cosine_progress(600, 100, None, None, 150.0), None);
+        // a step limit inside the warm-up gives the clock alone
+        assert_eq!(cosine_progress(50, 100, Some(80), Some(10.0), 300.0), Some(0.5));
     }
 }
