@@ -1166,9 +1166,15 @@ mod tests {
         assert_eq!(p(200, 450.0), Some(0.75), "the clock ahead of the steps");
         assert_eq!(p(1100, 600.0), Some(1.0));
         assert_eq!(cosine_progress(600, 100, Some(1100), None, 1e9), Some(0.5));
-        assert_eq!(cosine_progress(600, 100, None, Some(10.0), 150.0), Some(0.25));
+        assert_eq!(
+            cosine_progress(600, 100, None, Some(10.0), 150.0),
+            Some(0.25)
+        );
         assert_eq!(cosine_progress(600, 100, None, None, 150.0), None);
         // a step limit inside the warm-up gives the clock alone
-        assert_eq!(cosine_progress(50, 100, Some(80), Some(10.0), 300.0), Some(0.5));
+        assert_eq!(
+            cosine_progress(50, 100, Some(80), Some(10.0), 300.0),
+            Some(0.5)
+        );
     }
 }
