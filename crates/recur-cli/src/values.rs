@@ -180,7 +180,8 @@ choice!(Device, "");
 pub enum LrScheduleArg {
     /// Multiplied by --lr-decay every --lr-decay-every steps (constant without them).
     Step,
-    /// A linear warm-up over --warmup steps, then a cosine down to lr * --lr-floor at the run's end.
+    /// A linear warm-up over --warmup steps, then a cosine down to lr * --lr-floor at the run's
+    /// end (--max-steps, --epochs or --max-minutes, whichever comes first).
     Cosine,
     /// After the warm-up, multiplied by --plateau-factor whenever --plateau-patience evaluations
     /// in a row bring no new best validation loss, down to lr * --lr-floor.

@@ -5,7 +5,7 @@ use super::cache::{grow, stale_copy};
 use super::{CellKind, DirCache, DirGrads, DirWeights, LayerInput};
 use crate::ops::bf16::{tile_gemm, tile_gemm_bf16, Right};
 use crate::ops::gemm::{threads, with_threads};
-use crate::ops::transpose::transpose_split;
+use crate::ops::transpose::{transpose_bf16_split, transpose_split};
 use crate::ops::{add_assign, add_col_sums, for_parts_mut, gemm, Float, Trans};
 use crate::ops::{as_f32 as f32s, as_f32_mut as f32m};
 
@@ -230,7 +230,9 @@ fn weight_grads_tiles<F: Float>(
     let is_gru = d.kind == CellKind::Gru;
     // F is f32 in bf16 and int8 mode (DirCache::set_precision)
     let ldt = dgt_ld(rows);
-    let (ld16, in_bf16) = (dgt16_ld(rows), dgt == Kept::Bf16);
+    let ld16 = dgt16_ld(rows);
+    // on `vdpbf16ps`, dG^T as bf16 whether the backward kept it or it is transposed here
+    let in_bf16 = dgt == Kept::Bf16 || crate::ops::bf16::dp_native();
     // `dW += dG^T B` from whichever copy of dG^T the backward kept
     let dgt_product = |c: &DirCache<F>, b: Right, n: usize, out: &mut [f32]| {
         if in_bf16 {
@@ -239,17 +241,32 @@ fn weight_grads_tiles<F: Float>(
             tile_gemm(f32s(&c.dgt), ldt, gh, rows, b, n, out, n, true)
         }
     };
+    // dG^T (the GRU: dGh^T first, then dG^T) where the backward did not keep it
+    let transpose = |c: &mut DirCache<F>, src_is_dgh: bool| {
+        let src = f32s(if src_is_dgh { &c.dgh } else { &c.xw });
+        if in_bf16 {
+            grow(&mut c.dgt16, ld16 * gh);
+            transpose_bf16_split(src, rows, gh, &mut c.dgt16, ld16);
+            // the zero that pairs each row's last element when T*B is odd
+            if ld16 > rows {
+                for r in 0..gh {
+                    c.dgt16[r * ld16 + rows] = 0;
+                }
+            }
+        } else {
+            grow(&mut c.dgt, super::cache::dgt_len(&d));
+            transpose_split(src, rows, gh, f32m(&mut c.dgt), ldt);
+        }
+    };
     if dgt == Kept::No || is_gru {
-        grow(&mut c.dgt, super::cache::dgt_len(&d));
-        let src = if is_gru { &c.dgh } else { &c.xw };
-        transpose_split(src, rows, gh, &mut c.dgt, ldt);
+        transpose(c, is_gru);
     }
     let (hprev, dw_hh) = (Right::Kn(f32s(&c.hprev), np), f32m(g.w_hh));
     dgt_product(c, hprev, np, dw_hh);
     match input {
         LayerInput::Dense { x, ld } => {
             if is_gru {
-                transpose_split(&c.xw, rows, gh, &mut c.dgt, ldt);
+                transpose(c, false);
             }
             let (x, dw_ih) = (Right::Kn(f32s(x), ld), f32m(g.w_ih));
             dgt_product(c, x, ni, dw_ih);

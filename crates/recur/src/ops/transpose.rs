@@ -31,6 +31,29 @@ pub fn transpose_split<F: Float>(src: &[F], rows: usize, cols: usize, dst: &mut 
     );
 }
 
+/// [`transpose_split`] into bf16: `dst (cols, rows at ldd)` = the upper 16 bits of `src^T`'s
+/// elements ([`transpose_bf16_raw`]), by blocks of `dst`'s rows shared out over the threads.
+pub fn transpose_bf16_split(src: &[f32], rows: usize, cols: usize, dst: &mut [u16], ldd: usize) {
+    assert!(
+        ldd >= rows && src.len() >= rows * cols && dst.len() >= cols * ldd,
+        "transpose_bf16_split: sizes"
+    );
+    let per = cols.div_ceil(super::gemm::threads()).next_multiple_of(16);
+    super::for_parts_mut(
+        &mut dst[..cols * ldd],
+        per * ldd,
+        rows * cols >= 1 << 16,
+        |e0, block| {
+            let (c0, n) = (e0 / ldd, block.len() / ldd);
+            // SAFETY: columns c0..c0+n of src's rows (stride cols) lie inside it (asserted); the
+            // block holds n rows of ldd >= rows
+            unsafe {
+                transpose_bf16_raw(rows, n, src[c0..].as_ptr(), cols, block.as_mut_ptr(), ldd)
+            };
+        },
+    );
+}
+
 /// `dst[c * ldd + r] = src[r * lds + c]` for `r < m`, `c < n`.
 ///
 /// # Safety
@@ -328,6 +351,10 @@ mod tests {
                 let mut dst = vec![0x7777u16; n * ldd];
                 // SAFETY: sizes as required
                 unsafe { transpose_bf16_raw(m, n, src.as_ptr(), lds, dst.as_mut_ptr(), ldd) };
+                // the split over threads writes the same (src read as m rows of lds columns)
+                let mut split = vec![0x7777u16; lds * ldd];
+                transpose_bf16_split(&src, m, lds, &mut split, ldd);
+                assert_eq!(split[..n * ldd], dst[..], "m={m} n={n}: split");
                 for c in 0..n {
                     for r in 0..ldd {
                         let got = dst[c * ldd + r];
