@@ -9,7 +9,7 @@
 //! `decoder.weight = embedding.weight`: one matrix, which receives both gradients.
 
 use crate::cell::LayerInput;
-use crate::ops::bf16::{tile_gemm, Right};
+use crate::ops::bf16::{tile_gemm, Left, Right};
 use crate::ops::loss::softmax_xent;
 use crate::ops::{add_col_sums, gemm, Float, Trans};
 use crate::ops::{as_f32 as f32s, as_f32_mut as f32m};
@@ -529,7 +529,16 @@ impl Model {
         };
         if head_on_tiles::<F>(ws.precision) {
             let w = Right::Nk(f32s(&params[self.dec_w.clone()]));
-            tile_gemm(f32s(y), dp, rows, dp, w, v, f32m(&mut ws.logits), v, false);
+            tile_gemm(
+                Left::F32(f32s(y), dp),
+                rows,
+                dp,
+                w,
+                v,
+                f32m(&mut ws.logits),
+                v,
+                false,
+            );
         } else {
             gemm(
                 Trans::N,
@@ -689,7 +698,16 @@ impl Model {
             crate::ops::transpose::transpose_split(&ws.dlogits, rows, v, &mut ws.dlogits_t, rows);
             let dw = f32m(&mut grads[self.dec_w.clone()]);
             let y = Right::Kn(f32s(y), dp);
-            tile_gemm(f32s(&ws.dlogits_t), rows, v, rows, y, dp, dw, dp, true);
+            tile_gemm(
+                Left::F32(f32s(&ws.dlogits_t), rows),
+                v,
+                rows,
+                y,
+                dp,
+                dw,
+                dp,
+                true,
+            );
         } else {
             gemm(
                 Trans::T,
@@ -714,7 +732,16 @@ impl Model {
         let dy = if last { &mut ws.dlast } else { &mut ws.dy };
         if tiles {
             let w = Right::Kn(f32s(&params[self.dec_w.clone()]), dp);
-            tile_gemm(f32s(&ws.dlogits), v, rows, v, w, dp, f32m(dy), dp, false);
+            tile_gemm(
+                Left::F32(f32s(&ws.dlogits), v),
+                rows,
+                v,
+                w,
+                dp,
+                f32m(dy),
+                dp,
+                false,
+            );
         } else {
             gemm(
                 Trans::N,

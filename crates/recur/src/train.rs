@@ -1101,8 +1101,6 @@ pub fn ema_decay(decay: f64, step: u64) -> f64 {
     decay.min((1 + step) as f64 / (10 + step) as f64)
 }
 
-/// The warm-up's share of the base rate for the step after `step` steps: (step + 1) / warmup
-/// during the warm-up, 1 after it.
 /// How far a run is, from 0 to 1, through [`Schedule::Cosine`]'s cosine at `step` (after the
 /// `warmup` steps): the larger of the fractions done of its step limit (`total` steps) and of
 /// its time budget (`minutes`, `elapsed` seconds spent), so that the cosine ends where
@@ -1124,6 +1122,8 @@ fn cosine_progress(
     }
 }
 
+/// The warm-up's share of the base rate for the step after `step` steps: (step + 1) / warmup
+/// during the warm-up, 1 after it.
 fn warm_up(step: u64, warmup: u64) -> f64 {
     if step < warmup {
         (step + 1) as f64 / warmup as f64

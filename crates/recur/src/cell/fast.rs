@@ -32,8 +32,8 @@
 
 use super::cache::{active, grow, stale_copy};
 use super::products::{
-    dgt16_ld, dgt_ld, input_projection, input_projection_int8, input_projection_tiles, l3_bytes,
-    tiles_for_input, weight_grads, Kept,
+    dgt16_ld, dgt_in_bf16, dgt_ld, grow_dgt16, input_projection, input_projection_int8,
+    input_projection_tiles, l3_bytes, tiles_for_input, weight_grads,
 };
 use super::schedule::{ChunkChoice, SplitChoice};
 use super::{
@@ -1120,29 +1120,14 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
         && matches!(input, LayerInput::Dense { .. })
         && d.i + d.p >= DGT_MIN_WORK
         && simd;
-    // bf16 on `vdpbf16ps`: dG^T kept as bf16, the weight gradients' left operand as that
-    // kernel reads it
-    let kept = match (dgt, tiles && bf16::dp_native()) {
-        (false, _) => Kept::No,
-        (true, false) => Kept::F32,
-        (true, true) => Kept::Bf16,
-    };
-    let ld16 = dgt16_ld(nt * nb);
-    match kept {
-        Kept::No => {}
-        Kept::F32 => {
+    // with the products on `vdpbf16ps`, dG^T kept as bf16 bits, as that kernel reads it
+    let in_bf16 = dgt_in_bf16(c);
+    match (dgt, in_bf16) {
+        (false, _) => {}
+        (true, false) => {
             grow(&mut c.dgt, super::cache::dgt_len(&d));
         }
-        Kept::Bf16 => {
-            grow(&mut c.dgt16, ld16 * gh);
-            // the element that pairs each row's last when T*B is odd: zero (the kernel reads
-            // it); the steps write only the elements before it
-            if ld16 > nt * nb {
-                for r in 0..gh {
-                    c.dgt16[r * ld16 + nt * nb] = 0;
-                }
-            }
-        }
+        (true, true) => grow_dgt16(c),
     }
     let ctx = Bwd {
         kind: d.kind,
@@ -1165,8 +1150,8 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
         dh_next: Raw::of(&mut c.dh_next),
         dc: Raw::of(&mut c.dc),
         direct: Raw::of(&mut c.direct),
-        dgt: (kept == Kept::F32).then(|| Raw::of(&mut c.dgt)),
-        dgt16: (kept == Kept::Bf16).then(|| Raw::of(&mut c.dgt16)),
+        dgt: (dgt && !in_bf16).then(|| Raw::of(&mut c.dgt)),
+        dgt16: (dgt && in_bf16).then(|| Raw::of(&mut c.dgt16)),
         bf16: c.precision == Precision::Bf16,
     };
     // walking step i runs the product of the step walked before and the element-wise part of
@@ -1180,5 +1165,5 @@ pub fn backward<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>) {
     if is_lstm {
         dc0[..nb * nh].copy_from_slice(&c.dc);
     }
-    weight_grads(c, w, &mut grads, input, dx, kept);
+    weight_grads(c, w, &mut grads, input, dx, dgt);
 }

@@ -3,7 +3,7 @@
 
 use super::cache::{grow, stale_copy};
 use super::{CellKind, DirCache, DirGrads, DirWeights, LayerInput};
-use crate::ops::bf16::{tile_gemm, tile_gemm_bf16, Right};
+use crate::ops::bf16::{tile_gemm, Left, Right};
 use crate::ops::gemm::{threads, with_threads};
 use crate::ops::transpose::{transpose_bf16_split, transpose_split};
 use crate::ops::{add_assign, add_col_sums, for_parts_mut, gemm, Float, Trans};
@@ -223,42 +223,35 @@ fn weight_grads_tiles<F: Float>(
     g: &mut DirGrads<F>,
     input: LayerInput<F>,
     dx: Option<(&mut [F], usize)>,
-    dgt: Kept,
+    dgt: bool,
 ) {
     let d = c.dims;
     let (ni, np, gh, rows) = (d.i, d.p, d.gh(), d.t * d.b);
     let is_gru = d.kind == CellKind::Gru;
     // F is f32 in bf16 and int8 mode (DirCache::set_precision)
-    let ldt = dgt_ld(rows);
-    let ld16 = dgt16_ld(rows);
-    // on `vdpbf16ps`, dG^T as bf16 whether the backward kept it or it is transposed here
-    let in_bf16 = dgt == Kept::Bf16 || crate::ops::bf16::dp_native();
-    // `dW += dG^T B` from whichever copy of dG^T the backward kept
+    let (ldt, ld16, in_bf16) = (dgt_ld(rows), dgt16_ld(rows), dgt_in_bf16(c));
+    // `dW += dG^T B`, dG^T as the backward kept it or as transposed here
     let dgt_product = |c: &DirCache<F>, b: Right, n: usize, out: &mut [f32]| {
-        if in_bf16 {
-            tile_gemm_bf16(&c.dgt16, ld16, gh, rows, b, n, out, n, true)
+        let a = if in_bf16 {
+            Left::Bf16(&c.dgt16, ld16)
         } else {
-            tile_gemm(f32s(&c.dgt), ldt, gh, rows, b, n, out, n, true)
-        }
+            Left::F32(f32s(&c.dgt), ldt)
+        };
+        tile_gemm(a, gh, rows, b, n, out, n, true)
     };
     // dG^T (the GRU: dGh^T first, then dG^T) where the backward did not keep it
     let transpose = |c: &mut DirCache<F>, src_is_dgh: bool| {
-        let src = f32s(if src_is_dgh { &c.dgh } else { &c.xw });
         if in_bf16 {
-            grow(&mut c.dgt16, ld16 * gh);
+            grow_dgt16(c);
+            let src = f32s(if src_is_dgh { &c.dgh } else { &c.xw });
             transpose_bf16_split(src, rows, gh, &mut c.dgt16, ld16);
-            // the zero that pairs each row's last element when T*B is odd
-            if ld16 > rows {
-                for r in 0..gh {
-                    c.dgt16[r * ld16 + rows] = 0;
-                }
-            }
         } else {
             grow(&mut c.dgt, super::cache::dgt_len(&d));
-            transpose_split(src, rows, gh, f32m(&mut c.dgt), ldt);
+            let src = if src_is_dgh { &c.dgh } else { &c.xw };
+            transpose_split(src, rows, gh, &mut c.dgt, ldt);
         }
     };
-    if dgt == Kept::No || is_gru {
+    if !dgt || is_gru {
         transpose(c, is_gru);
     }
     let (hprev, dw_hh) = (Right::Kn(f32s(&c.hprev), np), f32m(g.w_hh));
@@ -270,10 +263,10 @@ fn weight_grads_tiles<F: Float>(
             }
             let (x, dw_ih) = (Right::Kn(f32s(x), ld), f32m(g.w_ih));
             dgt_product(c, x, ni, dw_ih);
-            let dg = f32s(&c.xw);
             if let Some((dx, lddx)) = dx {
                 let w_ih = Right::Kn(f32s(w.w_ih), ni);
-                tile_gemm(dg, gh, rows, gh, w_ih, ni, f32m(dx), lddx, true);
+                let dg = Left::F32(f32s(&c.xw), gh);
+                tile_gemm(dg, rows, gh, w_ih, ni, f32m(dx), lddx, true);
             }
         }
         LayerInput::OneHot { ids } => one_hot_w_ih_grads(c, g, ids),
@@ -301,14 +294,24 @@ pub(crate) fn dgt_ld(rows: usize) -> usize {
     }
 }
 
-/// Which copy of dG^T the backward kept for the weight gradients, if any.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Kept {
-    No,
-    /// float32, in `DirCache::dgt`
-    F32,
-    /// bf16 bits, in `DirCache::dgt16` (bf16 training on `vdpbf16ps`)
-    Bf16,
+/// Whether dG^T is held as bf16 bits (`DirCache::dgt16`) rather than float32 (`dgt`): bf16
+/// training with its products on `vdpbf16ps`, which reads the bits as its pairs.
+pub(super) fn dgt_in_bf16<F: Float>(c: &DirCache<F>) -> bool {
+    c.precision == crate::Precision::Bf16 && crate::ops::bf16::dp_native()
+}
+
+/// Grows `DirCache::dgt16` for this direction's dG^T and zeroes the element that pairs each
+/// row's last when T*B is odd (the kernel reads it; the transpositions write only the elements
+/// before it).
+pub(super) fn grow_dgt16<F: Float>(c: &mut DirCache<F>) {
+    let (rows, gh) = (c.dims.t * c.dims.b, c.dims.gh());
+    let ld = dgt16_ld(rows);
+    grow(&mut c.dgt16, ld * gh);
+    if ld > rows {
+        for r in 0..gh {
+            c.dgt16[r * ld + rows] = 0;
+        }
+    }
 }
 
 /// The row stride of the bf16 dG^T (`DirCache::dgt16`) for `rows` rows of dG: even (A's rows
@@ -372,7 +375,7 @@ pub(super) fn weight_grads<F: Float>(
     g: &mut DirGrads<F>,
     input: LayerInput<F>,
     dx: Option<(&mut [F], usize)>,
-    dgt: Kept,
+    dgt: bool,
 ) {
     if c.precision == crate::Precision::Bf16 && crate::ops::multiplier::native() {
         return weight_grads_tiles(c, w, g, input, dx, dgt);
@@ -384,7 +387,7 @@ pub(super) fn weight_grads<F: Float>(
     let is_gru = d.kind == CellKind::Gru;
     let (xw, hprev, w_ih) = (&c.xw, &c.hprev, w.w_ih);
     let dgh_all: &[F] = if is_gru { &c.dgh } else { xw };
-    let dgt_ih = (dgt == Kept::F32).then_some(&c.dgt[..]);
+    let dgt_ih = dgt.then_some(&c.dgt[..]);
     let dgt_hh = if is_gru { None } else { dgt_ih };
     // dW_hh += dGh^T H_prev: (G*H, T*B) x (T*B, P)
     let dw_hh = |out: &mut [F]| dg_t_product(dgt_hh, dgh_all, gh, rows, hprev, np, np, out);

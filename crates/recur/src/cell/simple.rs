@@ -8,7 +8,7 @@
 
 use super::cache::{active, stale_copy};
 use super::fast::{self, Raw};
-use super::products::{input_projection, input_projection_int8, quant_scratch, weight_grads, Kept};
+use super::products::{input_projection, input_projection_int8, quant_scratch, weight_grads};
 use super::{gru, lstm, rnn, CellKind, DirBackward, DirCache, DirForward, LayerInput};
 use crate::ops::int8::{QuantMatrix, QuantScratch};
 use crate::ops::panel::{pack_gates_t, pack_n, panel_gemm, panels, NR};
@@ -491,7 +491,7 @@ pub fn backward_with<F: Float>(cache: &mut DirCache<F>, args: DirBackward<F>, pa
         dc0[..nb * nh].copy_from_slice(&c.dc);
     }
 
-    weight_grads(c, w, &mut grads, input, dx, Kept::No);
+    weight_grads(c, w, &mut grads, input, dx, false);
 }
 
 /// What the backward's time loop reads and writes, as [`FwdStep`] for the forward.

@@ -467,6 +467,17 @@ pub unsafe fn panel_sets_raw(
     }
 }
 
+/// How [`tile_gemm`]'s left operand is stored: `(m, k)` at row stride `lda`.
+#[derive(Clone, Copy, Debug)]
+pub enum Left<'a> {
+    /// float32 holding bf16 values.
+    F32(&'a [f32], usize),
+    /// bf16 bit patterns, read as the pairs `vdpbf16ps` takes, with no conversion: an even
+    /// `lda`, aligned to 4 bytes, each row's element `k` zero when `k` is odd. On `vdpbf16ps`
+    /// only ([`dp_native`]).
+    Bf16(&'a [u16], usize),
+}
+
 /// How [`tile_gemm`]'s right operand is stored.
 #[derive(Clone, Copy, Debug)]
 pub enum Right<'a> {
@@ -482,48 +493,8 @@ thread_local! {
         const { std::cell::RefCell::new(super::aligned::AVec::new()) };
 }
 
-/// `C (m, n at ldc) = A B`, or `+=` with `accumulate`, on the bf16 multiplier (AMX tiles, or
-/// `vdpbf16ps` where chosen): `A` `(m, k)` at row stride `lda`, every operand bf16 values held
-/// as float32. B is packed as bf16 panels on the calling
-/// thread ([`pack_n`] or [`pack_gates_t`]), then the rows of A and C are shared out over the
-/// threads, each part on its own thread's tiles.
-///
-/// # Panics
-/// When the operands are too small, or when this process cannot use the bf16 tiles.
-#[allow(clippy::too_many_arguments)]
-pub fn tile_gemm(
-    a: &[f32],
-    lda: usize,
-    m: usize,
-    k: usize,
-    b: Right,
-    n: usize,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
-    parts_on_packed(k, b, n, c, ldc, m, |r0, rows, packed, out| {
-        // SAFETY: `out` holds rows r0..r0+rows (the last one n long) and is this part's alone;
-        // the sizes of A and the panels are checked by panel_gemm_tiles.
-        unsafe {
-            panel_gemm_tiles(
-                TileRun::Native,
-                rows,
-                Groups::ONE,
-                k,
-                &a[r0 * lda..],
-                lda,
-                packed,
-                0..panels(n),
-                out,
-                accumulate,
-            )
-        }
-    });
-}
-
 /// Whether the bf16 products of this process run on `vdpbf16ps` (the multiplier chose it and
-/// no model of the AMX tiles is switched on): the case [`tile_gemm_bf16`] serves.
+/// no model of the AMX tiles is switched on): where [`Left::Bf16`] may be given.
 pub fn dp_native() -> bool {
     use super::multiplier::{multiplier, Multiplier};
     super::multiplier::native()
@@ -531,17 +502,30 @@ pub fn dp_native() -> bool {
         && multiplier() == Multiplier::Vdpbf16ps
 }
 
-/// [`tile_gemm`] with A already bf16 (`u16` bit patterns, `(m, k)` at an even row stride
-/// `lda`, each row's element `k` zero when `k` is odd): A's rows are read as the pairs
-/// `vdpbf16ps` takes, with no conversion. On `vdpbf16ps` only ([`dp_native`]).
+/// bf16 bit patterns as 32-bit pairs.
 ///
 /// # Panics
-/// When [`dp_native`] is false, the operands are too small, `lda` is odd, A is not aligned to
-/// 4 bytes, or a row's padding element is not zero.
+/// When `a` is not aligned to 4 bytes.
+fn as_pairs(a: &[u16]) -> &[u32] {
+    assert!(
+        (a.as_ptr() as usize).is_multiple_of(4),
+        "tile_gemm: bf16 A not aligned to pairs"
+    );
+    // SAFETY: aligned to 4 bytes (asserted), a.len() / 2 whole pairs inside `a`
+    unsafe { std::slice::from_raw_parts(a.as_ptr() as *const u32, a.len() / 2) }
+}
+
+/// `C (m, n at ldc) = A B`, or `+=` with `accumulate`, on the bf16 multiplier (AMX tiles, or
+/// `vdpbf16ps` where chosen): `A` `(m, k)` ([`Left`]), every operand bf16 values. B is packed
+/// as bf16 panels on the calling thread ([`pack_n`] or [`pack_gates_t`]), then the rows of A
+/// and C are shared out over the threads, each part on its own thread's multiplier.
+///
+/// # Panics
+/// When the operands are too small, when this process cannot use the bf16 tiles, or when A is
+/// [`Left::Bf16`] and not as that says.
 #[allow(clippy::too_many_arguments)]
-pub fn tile_gemm_bf16(
-    a: &[u16],
-    lda: usize,
+pub fn tile_gemm(
+    a: Left,
     m: usize,
     k: usize,
     b: Right,
@@ -549,71 +533,6 @@ pub fn tile_gemm_bf16(
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
-) {
-    assert!(
-        dp_native(),
-        "tile_gemm_bf16: vdpbf16ps is not this process's multiplier"
-    );
-    assert!(
-        lda.is_multiple_of(2) && (a.as_ptr() as usize).is_multiple_of(4),
-        "tile_gemm_bf16: A's rows are not whole aligned pairs"
-    );
-    let kp = pair_rows(k);
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(
-        a.len() >= (m - 1) * lda + 2 * kp,
-        "tile_gemm_bf16: A too small"
-    );
-    if !k.is_multiple_of(2) {
-        assert!(
-            (0..m).all(|i| a[i * lda + k] == 0),
-            "tile_gemm_bf16: a padding element of A is not zero"
-        );
-    }
-    // SAFETY: aligned to 4 bytes and whole pairs (asserted above)
-    let pairs = unsafe { std::slice::from_raw_parts(a.as_ptr() as *const u32, a.len() / 2) };
-    let ldp = lda / 2;
-    parts_on_packed(k, b, n, c, ldc, m, |r0, rows, packed, out| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            super::multiplier::count_dp_product();
-            // SAFETY: dp_native (asserted) says the CPU runs the kernel; rows r0..r0+rows of
-            // the pairs lie inside A (asserted), the panels hold panels(n) of k rows (packed
-            // by parts_on_packed), `out` is this part's rows alone.
-            unsafe {
-                dp512::run_pairs(
-                    rows,
-                    kp,
-                    &pairs[r0 * ldp..],
-                    ldp,
-                    packed,
-                    0..panels(n),
-                    out,
-                    accumulate,
-                )
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!(
-            "vdpbf16ps outside x86-64 ({r0}, {rows}, {:?}, {:?})",
-            packed.len(),
-            out.n
-        );
-    });
-}
-
-/// The frame of [`tile_gemm`] and [`tile_gemm_bf16`]: B packed as bf16 panels on the calling
-/// thread, then C's rows cut into one part per thread, `part(r0, rows, panels, out)` for each.
-fn parts_on_packed(
-    k: usize,
-    b: Right,
-    n: usize,
-    c: &mut [f32],
-    ldc: usize,
-    m: usize,
-    part: impl Fn(usize, usize, &[u16], OutPtr<f32>) + Sync + Send,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -622,6 +541,20 @@ fn parts_on_packed(
         ldc >= n && c.len() >= (m - 1) * ldc + n,
         "tile_gemm: C too small"
     );
+    if let Left::Bf16(a, lda) = a {
+        assert!(
+            dp_native(),
+            "tile_gemm: bf16 A given where vdpbf16ps is not the multiplier"
+        );
+        assert!(
+            lda.is_multiple_of(2) && a.len() >= (m - 1) * lda + 2 * pair_rows(k),
+            "tile_gemm: bf16 A too small or its rows not whole pairs"
+        );
+        assert!(
+            k.is_multiple_of(2) || (0..m).all(|i| a[i * lda + k] == 0),
+            "tile_gemm: a padding element of bf16 A is not zero"
+        );
+    }
     RIGHT.with(|p| {
         let pack = &mut *p.borrow_mut();
         let len = packed_len(panels(n), k);
@@ -635,13 +568,54 @@ fn parts_on_packed(
         let packed = &pack[..len];
         let per = m.div_ceil(super::gemm::threads()).max(1) * ldc;
         let used = (m - 1) * ldc + n;
-        super::for_parts_mut(&mut c[..used], per, m >= 16, |e0, rows| {
+        super::for_parts_mut(&mut c[..used], per, m >= 16, |e0, part| {
+            let (r0, rows) = (e0 / ldc, part.len().div_ceil(ldc));
             let out = OutPtr {
-                ptr: rows.as_mut_ptr(),
+                ptr: part.as_mut_ptr(),
                 ld: ldc,
                 n,
             };
-            part(e0 / ldc, rows.len().div_ceil(ldc), packed, out);
+            match a {
+                // SAFETY: `part` holds this part's rows (the last one n long) and is its alone;
+                // the sizes of A and the panels are checked by panel_gemm_tiles.
+                Left::F32(a, lda) => unsafe {
+                    panel_gemm_tiles(
+                        TileRun::Native,
+                        rows,
+                        Groups::ONE,
+                        k,
+                        &a[r0 * lda..],
+                        lda,
+                        packed,
+                        0..panels(n),
+                        out,
+                        accumulate,
+                    )
+                },
+                #[cfg(target_arch = "x86_64")]
+                Left::Bf16(a, lda) => {
+                    super::multiplier::count_dp_product();
+                    let ldp = lda / 2;
+                    // SAFETY: dp_native (asserted) says the CPU runs the kernel; rows r0.. of
+                    // the pairs lie inside A and the panels hold panels(n) of k rows (both
+                    // checked above); `part` is this part's rows alone.
+                    unsafe {
+                        dp512::run_pairs(
+                            rows,
+                            Groups::ONE,
+                            pair_rows(k),
+                            &as_pairs(a)[r0 * ldp..],
+                            ldp,
+                            packed,
+                            0..panels(n),
+                            out,
+                            accumulate,
+                        )
+                    }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                Left::Bf16(..) => unreachable!("vdpbf16ps outside x86-64"),
+            }
         });
     });
 }
@@ -903,7 +877,6 @@ mod dp512 {
         out: OutPtr<f32>,
         add: bool,
     ) {
-        let ps = packed_len(1, k);
         let kp = pair_rows(k);
         PAIRS.with_borrow_mut(|pairs| {
             // to_pairs writes every pair of every row, so the buffer is grown, never refilled
@@ -931,21 +904,24 @@ mod dp512 {
             };
             for panels in sets {
                 // SAFETY: the features are this function's; forwarded contract.
-                unsafe { sets_of_pairs(m, groups, kp, pairs, kp, packed, ps, panels, out, add) };
+                unsafe { run_pairs(m, groups, kp, pairs, kp, packed, panels.clone(), out, add) };
             }
         });
     }
 
     /// [`run`]'s product for one range of panels, A given as bf16 pairs already: `m` rows of
-    /// `kp` pairs at a stride of `ldp` pairs (each row's last high half zero when k is odd).
+    /// `kp` pairs at a stride of `ldp` pairs (each row's last high half zero when k is odd) in
+    /// each block of `groups`, C stored or (`add`) added to.
     ///
     /// # Safety
-    /// AVX-512F and AVX512-BF16 present; `pairs` holds the m rows, `packed` the panels of
-    /// `2 * kp` rows, and `out` rows 0..m with the panels' columns, this caller's alone.
+    /// AVX-512F and AVX512-BF16 present; `pairs` holds the rows of every block, `packed` the
+    /// panels of `2 * kp` rows, and `out` the blocks' rows with the panels' columns, this
+    /// caller's alone.
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run_pairs(
         m: usize,
+        groups: Groups,
         kp: usize,
         pairs: &[u32],
         ldp: usize,
@@ -955,42 +931,6 @@ mod dp512 {
         add: bool,
     ) {
         let ps = packed_len(1, 2 * kp);
-        // SAFETY: forwarded contract.
-        unsafe {
-            sets_of_pairs(
-                m,
-                Groups::ONE,
-                kp,
-                pairs,
-                ldp,
-                packed,
-                ps,
-                &panels,
-                out,
-                add,
-            )
-        }
-    }
-
-    /// The tiled product of one range of panels on pairs, storing or adding.
-    ///
-    /// # Safety
-    /// As [`run_pairs`], for every block of `groups`.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn sets_of_pairs(
-        m: usize,
-        groups: Groups,
-        kp: usize,
-        pairs: &[u32],
-        ldp: usize,
-        packed: &[u16],
-        ps: usize,
-        panels: &Range<usize>,
-        out: OutPtr<f32>,
-        add: bool,
-    ) {
-        let panels = panels.clone();
         // SAFETY: forwarded contract.
         unsafe {
             if add {

@@ -13,43 +13,46 @@ use super::Float;
 /// `dst (cols, rows at ldd) = src^T`, `src` being `(rows, cols)` row-major: [`transpose_raw`]
 /// by blocks of `dst`'s rows (multiples of 16) shared out over the threads.
 pub fn transpose_split<F: Float>(src: &[F], rows: usize, cols: usize, dst: &mut [F], ldd: usize) {
-    assert!(
-        ldd >= rows && src.len() >= rows * cols && dst.len() >= cols * ldd,
-        "transpose_split: sizes"
-    );
-    let per = cols.div_ceil(super::gemm::threads()).next_multiple_of(16);
-    super::for_parts_mut(
-        &mut dst[..cols * ldd],
-        per * ldd,
-        rows * cols >= 1 << 16,
-        |e0, block| {
-            let (c0, n) = (e0 / ldd, block.len() / ldd);
-            // SAFETY: columns c0..c0+n of src's rows (stride cols) lie inside it (asserted); the
-            // block holds n rows of ldd >= rows
-            unsafe { transpose_raw(rows, n, src[c0..].as_ptr(), cols, block.as_mut_ptr(), ldd) };
-        },
-    );
+    // SAFETY: by_blocks hands over columns of src's rows and whole blocks of dst (its contract)
+    by_blocks(src, rows, cols, dst, ldd, |n, s, d| unsafe {
+        transpose_raw(rows, n, s, cols, d, ldd)
+    });
 }
 
 /// [`transpose_split`] into bf16: `dst (cols, rows at ldd)` = the upper 16 bits of `src^T`'s
-/// elements ([`transpose_bf16_raw`]), by blocks of `dst`'s rows shared out over the threads.
+/// elements ([`transpose_bf16_raw`]).
 pub fn transpose_bf16_split(src: &[f32], rows: usize, cols: usize, dst: &mut [u16], ldd: usize) {
+    // SAFETY: as transpose_split
+    by_blocks(src, rows, cols, dst, ldd, |n, s, d| unsafe {
+        transpose_bf16_raw(rows, n, s, cols, d, ldd)
+    });
+}
+
+/// The frame of the split transpositions: `dst`'s rows (the columns of `src`, `(rows, cols)`)
+/// cut into blocks of multiples of 16, one per thread; `block(n, s, d)` transposes `n` columns,
+/// `s` pointing at the first of them in src's first row, `d` at the block.
+fn by_blocks<S: Sync, D: Send>(
+    src: &[S],
+    rows: usize,
+    cols: usize,
+    dst: &mut [D],
+    ldd: usize,
+    block: impl Fn(usize, *const S, *mut D) + Sync + Send,
+) {
     assert!(
         ldd >= rows && src.len() >= rows * cols && dst.len() >= cols * ldd,
-        "transpose_bf16_split: sizes"
+        "transpose: sizes"
     );
     let per = cols.div_ceil(super::gemm::threads()).next_multiple_of(16);
     super::for_parts_mut(
         &mut dst[..cols * ldd],
         per * ldd,
         rows * cols >= 1 << 16,
-        |e0, block| {
-            let (c0, n) = (e0 / ldd, block.len() / ldd);
-            // SAFETY: columns c0..c0+n of src's rows (stride cols) lie inside it (asserted); the
-            // block holds n rows of ldd >= rows
-            unsafe {
-                transpose_bf16_raw(rows, n, src[c0..].as_ptr(), cols, block.as_mut_ptr(), ldd)
-            };
+        |e0, part| {
+            let (c0, n) = (e0 / ldd, part.len() / ldd);
+            // columns c0..c0+n of src's rows (stride cols) lie inside it (asserted); the part
+            // holds n rows of ldd >= rows
+            block(n, src[c0..].as_ptr(), part.as_mut_ptr());
         },
     );
 }
@@ -88,21 +91,8 @@ pub unsafe fn transpose_raw<F: Float>(
             Isa::Portable => {}
         }
     }
-    // SAFETY (both loops): r < m and c < n stay inside the caller's blocks
-    unsafe {
-        // the columns the tiles covered, for the rows they did not
-        for r in r0..m {
-            for c in 0..c_done {
-                *dst.add(c * ldd + r) = *src.add(r * lds + c);
-            }
-        }
-        // the columns they did not cover, for every row
-        for r in 0..m {
-            for c in c_done..n {
-                *dst.add(c * ldd + r) = *src.add(r * lds + c);
-            }
-        }
-    }
+    // SAFETY: the caller's contract
+    unsafe { edges(m, n, (r0, c_done), src, lds, dst, ldd, |x| x) }
 }
 
 /// `dst[c * ldd + r]` = the upper 16 bits of `src[r * lds + c]` for `r < m`, `c < n`: the
@@ -125,17 +115,41 @@ pub unsafe fn transpose_bf16_raw(
         // SAFETY: the ISA is present (detected); the tiles lie inside the caller's blocks
         unsafe { avx512::tiles_bf16(r0, c_done, src, lds, dst, ldd) };
     }
-    let high = |x: f32| (x.to_bits() >> 16) as u16;
+    // SAFETY: the caller's contract
+    unsafe {
+        edges(m, n, (r0, c_done), src, lds, dst, ldd, |x| {
+            (x.to_bits() >> 16) as u16
+        })
+    }
+}
+
+/// The plain loop of a transposition, `dst[c * ldd + r] = f(src[r * lds + c])`, for what the
+/// tiles did not cover: the rows from `r0` of the first `c_done` columns (the tiles' columns),
+/// then the columns from `c_done` of every row.
+///
+/// # Safety
+/// As [`transpose_raw`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn edges<S: Copy, D>(
+    m: usize,
+    n: usize,
+    (r0, c_done): (usize, usize),
+    src: *const S,
+    lds: usize,
+    dst: *mut D,
+    ldd: usize,
+    f: impl Fn(S) -> D,
+) {
     // SAFETY (both loops): r < m and c < n stay inside the caller's blocks
     unsafe {
         for r in r0..m {
             for c in 0..c_done {
-                *dst.add(c * ldd + r) = high(*src.add(r * lds + c));
+                *dst.add(c * ldd + r) = f(*src.add(r * lds + c));
             }
         }
         for r in 0..m {
             for c in c_done..n {
-                *dst.add(c * ldd + r) = high(*src.add(r * lds + c));
+                *dst.add(c * ldd + r) = f(*src.add(r * lds + c));
             }
         }
     }
